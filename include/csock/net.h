@@ -1,0 +1,279 @@
+/* The net layer: addresses, streams (TCP, Unix, and TLS on top), listeners,
+ * connectors, datagram sockets (UDP, Unix datagrams) and message framing.
+ *
+ * Streams, listeners and datagram sockets are handles of a loop (see loop.h):
+ * created by a call that allocates them, released by their close call, whose
+ * callback runs on a later iteration; nothing is freed under a running
+ * callback. All of them are used from the loop's thread only.
+ */
+#ifndef CSOCK_NET_H
+#define CSOCK_NET_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct csock_loop csock_loop;
+typedef struct csock_stream csock_stream;
+typedef struct csock_listener csock_listener;
+typedef struct csock_dgram csock_dgram;
+
+/* ---- addresses ------------------------------------------------------------ */
+
+typedef enum {
+    CSOCK_TCP = 1,  /* tcp://HOST:PORT, or a bare HOST:PORT */
+    CSOCK_UDP,      /* udp://HOST:PORT */
+    CSOCK_UNIX,     /* unix:PATH (unix:@NAME for the Linux abstract namespace) */
+    CSOCK_UNIXGRAM, /* unixgram:PATH */
+    CSOCK_TLS,      /* tls://HOST:PORT: TCP with TLS on top (see tls.h) */
+} csock_scheme;
+
+/* A parsed (and resolved) endpoint. Plain data: copy it freely. */
+typedef struct csock_addr {
+    csock_scheme scheme;
+    socklen_t len;               /* bytes of `sa` in use */
+    struct sockaddr_storage sa;  /* sockaddr_in, sockaddr_in6 or sockaddr_un */
+    char host[256];              /* the host as written (names kept for TLS SNI) */
+} csock_addr;
+
+/* Flags for csock_addr_resolve(). */
+enum {
+    CSOCK_ADDR_IPV4 = 1,    /* only IPv4 results */
+    CSOCK_ADDR_IPV6 = 2,    /* only IPv6 results */
+    CSOCK_ADDR_PASSIVE = 4, /* for binding: an empty host means every interface */
+    CSOCK_ADDR_NUMERIC = 8, /* never consult DNS: a name is CSOCK_ENONAME */
+};
+
+/* Parse and resolve `text`: tcp://HOST:PORT, udp://HOST:PORT, tls://HOST:PORT,
+ * unix:PATH, unixgram:PATH or HOST:PORT (tcp). HOST is a name, an IPv4
+ * address or [IPv6]; PORT is 0-65535. Fills up to `max` results in `out`
+ * (for a name with several addresses) and returns how many, or
+ * CSOCK_EBADADDR (malformed text), CSOCK_ENONAME (no such host),
+ * CSOCK_EAGAINRESOLVE. A name is resolved with getaddrinfo(), which blocks:
+ * resolve before the loop starts, or from another thread. */
+int csock_addr_resolve(const char *text, int flags, csock_addr *out, size_t max);
+
+/* csock_addr_resolve() for exactly one result (the first). Returns 0. */
+int csock_addr_parse(const char *text, int flags, csock_addr *out);
+
+/* Write the address as text ("tcp://127.0.0.1:43125", "udp://[::1]:7",
+ * "unix:/tmp/s") into buf. Returns the length, or -ENOSPC if it did not fit. */
+int csock_addr_format(const csock_addr *a, char *buf, size_t size);
+
+/* The port of an IP address (0 for Unix addresses), and setting it. */
+int csock_addr_port(const csock_addr *a);
+void csock_addr_set_port(csock_addr *a, int port);
+
+/* 1 for stream schemes (tcp, unix, tls), 0 for datagram ones. */
+int csock_addr_is_stream(const csock_addr *a);
+
+/* ---- streams --------------------------------------------------------------- */
+
+/* Read callback. `buf`/`len` are all the bytes received and not yet consumed;
+ * return how many you consumed (0..len). The rest is kept and offered again,
+ * ahead of newer bytes, so a parser never has to copy a partial message.
+ * status 0: data. CSOCK_EOF: the peer finished sending (`len` may still hold
+ * unconsumed bytes). Negative: an error (the return value is ignored for
+ * both). When the unconsumed bytes reach the stream's maximum read buffer
+ * (csock_stream_set_max_read) without being consumed, the callback gets
+ * CSOCK_ETOOBIG. The buffer is only valid during the call. */
+typedef size_t (*csock_read_cb)(csock_stream *s, int status, const char *buf, size_t len);
+
+/* Status callback: connect done, write queue drained, shutdown done. */
+typedef void (*csock_stream_cb)(csock_stream *s, int status);
+typedef void (*csock_stream_close_cb)(csock_stream *s);
+
+/* Wrap an fd that is already connected (a socket, a pipe, a tty, stdin...).
+ * The stream owns the fd from now on and closes it on close; it is made
+ * non-blocking and close-on-exec. */
+int csock_stream_open(csock_loop *loop, int fd, csock_stream **out);
+
+/* Start or stop delivering reads. Reading starts stopped. */
+int csock_stream_read_start(csock_stream *s, csock_read_cb cb);
+int csock_stream_read_stop(csock_stream *s);
+
+/* Queue bytes for the peer; they are copied, so `buf` may be reused at once.
+ * Writes are never lost nor reordered: what the socket does not take now is
+ * sent as it drains. A write made from inside a read callback is held until
+ * the callback returns, so replies to pipelined requests leave in one
+ * syscall. Returns 0, -EPIPE after shutdown/close, or -ENOMEM. */
+int csock_stream_write(csock_stream *s, const void *buf, size_t len);
+int csock_stream_writev(csock_stream *s, const struct iovec *iov, int iovcnt);
+
+/* Queue `len` bytes by reference (no copy): `release(ud)` is called once the
+ * bytes are written or dropped, and `buf` must stay valid until then. */
+int csock_stream_write_ref(csock_stream *s, const void *buf, size_t len,
+                           void (*release)(void *ud), void *ud);
+
+/* Queue `len` bytes of file `fd` from `offset`, sent with sendfile(2) where
+ * the stream is a plain socket (read and sent otherwise). The stream closes
+ * `fd` when done if `close_fd` is non-zero. */
+int csock_stream_write_file(csock_stream *s, int fd, off_t offset, size_t len, int close_fd);
+
+/* Bytes queued and not yet taken by the kernel. */
+size_t csock_stream_write_queue_size(const csock_stream *s);
+
+/* Backpressure: when the stream's own write queue passes `high` bytes it
+ * stops reading from its peer, and resumes when the queue falls to `low`.
+ * A request/response server therefore holds at most about `high` bytes of
+ * replies per slow client. Defaults: 256 KiB and 64 KiB. 0 disables. */
+void csock_stream_set_watermarks(csock_stream *s, size_t high, size_t low);
+
+/* Called each time the write queue becomes empty (e.g. to resume reading
+ * another stream in a proxy). NULL to clear. */
+void csock_stream_on_drain(csock_stream *s, csock_stream_cb cb);
+
+/* The most unconsumed input a stream will hold (default 64 KiB, at least
+ * 4 KiB). The read buffer is taken from a per-loop pool only while input is
+ * pending, so an idle stream holds none. */
+int csock_stream_set_max_read(csock_stream *s, size_t max);
+
+/* Close the stream after `ms` milliseconds without a byte read or written:
+ * the read callback gets -ETIMEDOUT first (once). 0 disables. */
+int csock_stream_set_idle_timeout(csock_stream *s, uint64_t ms);
+
+/* Half-close: once the write queue has drained, shut down the write side
+ * (the peer reads EOF); reading goes on. `cb` (may be NULL) gets the result. */
+int csock_stream_shutdown(csock_stream *s, csock_stream_cb cb);
+
+/* Close now: queued writes are dropped; `cb` runs on a later iteration and
+ * the stream's memory is released after it. Safe to call from any of the
+ * stream's callbacks; calling it twice is a no-op. */
+void csock_stream_close(csock_stream *s, csock_stream_close_cb cb);
+
+/* Close gracefully: stop reading, send what is queued, shut down the write
+ * side, then wait (up to 2 s) for the peer to finish so that no unread
+ * input turns the close into a reset that would destroy the reply. */
+void csock_stream_end(csock_stream *s, csock_stream_close_cb cb);
+
+void *csock_stream_data(const csock_stream *s);
+void csock_stream_set_data(csock_stream *s, void *data);
+csock_loop *csock_stream_loop(const csock_stream *s);
+int csock_stream_fd(const csock_stream *s);
+
+/* The peer's / local address (scheme tcp or unix). Returns 0 or -errno. */
+int csock_stream_peer(const csock_stream *s, csock_addr *out);
+int csock_stream_local(const csock_stream *s, csock_addr *out);
+
+/* TCP_NODELAY on/off (on by default for TCP streams csock creates). */
+int csock_stream_nodelay(csock_stream *s, int on);
+
+/* ---- connecting ------------------------------------------------------------ */
+
+typedef struct csock_connect_opts {
+    uint64_t timeout_ms; /* 0: the kernel's own timeout */
+} csock_connect_opts;
+
+/* Connect a stream to `addr` (tcp or unix) without blocking. `cb` runs once
+ * with 0 (connected; start reading) or an error (-ECONNREFUSED, -ETIMEDOUT,
+ * ...). On error the stream is closed by csock right after `cb` returns: do
+ * not close or use it after that. On success *out is the stream. */
+int csock_connect(csock_loop *loop, const csock_addr *addr, const csock_connect_opts *opts,
+                  csock_stream_cb cb, void *data, csock_stream **out);
+
+/* ---- listening -------------------------------------------------------------- */
+
+/* A new connection (status 0) or an accept error worth knowing about
+ * (status < 0, s NULL; the listener keeps listening). The new stream is not
+ * reading yet; its data slot is NULL. */
+typedef void (*csock_accept_cb)(csock_listener *l, csock_stream *s, int status);
+
+typedef struct csock_listen_opts {
+    int backlog;       /* 0: 4096 (the kernel caps it at somaxconn) */
+    int reuseport;     /* SO_REUSEPORT: several listeners share one port */
+    int v6only;        /* IPV6_V6ONLY on an IPv6 listener */
+    unsigned max_conns;/* 0: unlimited; beyond it new connections are closed at once */
+} csock_listen_opts;
+
+/* Bind and listen on `addr` (tcp or unix; the tcp part of tls). A stale Unix
+ * socket file nobody listens on is replaced, and the file is removed when
+ * the listener closes. When descriptors run out (EMFILE/ENFILE) the
+ * listener uses a reserved fd to accept and close the waiting connection,
+ * so the loop neither spins nor stalls. */
+int csock_listen(csock_loop *loop, const csock_addr *addr, const csock_listen_opts *opts,
+                 csock_accept_cb cb, void *data, csock_listener **out);
+
+/* The address actually bound (the real port when 0 was asked for). */
+int csock_listener_addr(const csock_listener *l, csock_addr *out);
+
+/* Stop and resume accepting (connections wait in the kernel's backlog). */
+int csock_listener_pause(csock_listener *l);
+int csock_listener_resume(csock_listener *l);
+
+/* The number of streams accepted by this listener that are still open. */
+unsigned csock_listener_conns(const csock_listener *l);
+
+void csock_listener_close(csock_listener *l, void (*cb)(csock_listener *l));
+void *csock_listener_data(const csock_listener *l);
+void csock_listener_set_data(csock_listener *l, void *data);
+
+/* ---- datagrams ------------------------------------------------------------- */
+
+/* A datagram arrived (status 0) from `from`, or a receive error (status < 0,
+ * e.g. -ECONNREFUSED after sending to a closed UDP port). `buf` is valid
+ * only during the call. */
+typedef void (*csock_recv_cb)(csock_dgram *d, int status, const char *buf, size_t len,
+                              const csock_addr *from);
+
+/* A UDP or Unix datagram socket. `local` (may be NULL) is bound; `peer` (may
+ * be NULL) is connected, so csock_dgram_send() can pass NULL for it. At
+ * least one must be given. A Unix datagram client without `local` is bound
+ * to an autogenerated abstract name so it can receive replies. */
+int csock_dgram_new(csock_loop *loop, const csock_addr *local, const csock_addr *peer,
+                    csock_dgram **out);
+int csock_dgram_recv_start(csock_dgram *d, csock_recv_cb cb);
+int csock_dgram_recv_stop(csock_dgram *d);
+
+/* Send one datagram to `to` (NULL: the connected peer). What the socket
+ * cannot take now is queued (up to 1 MiB, then -ENOBUFS). -EMSGSIZE for a
+ * datagram larger than the socket allows. */
+int csock_dgram_send(csock_dgram *d, const void *buf, size_t len, const csock_addr *to);
+int csock_dgram_local(const csock_dgram *d, csock_addr *out);
+void csock_dgram_close(csock_dgram *d, void (*cb)(csock_dgram *d));
+void *csock_dgram_data(const csock_dgram *d);
+void csock_dgram_set_data(csock_dgram *d, void *data);
+int csock_dgram_fd(const csock_dgram *d);
+
+/* ---- framing --------------------------------------------------------------- */
+
+typedef enum {
+    CSOCK_FRAME_LINE = 1, /* lines ending in LF or CRLF */
+    CSOCK_FRAME_LP32,     /* a 32-bit big-endian length, then that many bytes */
+} csock_frame_kind;
+
+typedef struct csock_framing {
+    csock_frame_kind kind;
+    size_t max;        /* the largest message (line without its ending; LP32 body) */
+    int keep_delimiter;/* LINE: include the LF / CRLF in the message */
+} csock_framing;
+
+/* Pure: find the first message in buf[0..len). Returns the bytes it spans
+ * (> 0) and sets *msg / *msg_len (a slice of buf); 0 when more input is
+ * needed; CSOCK_ETOOBIG when the message is larger than f->max (for a
+ * line: no line ending within max + 2 bytes). Reads nothing past len. */
+ssize_t csock_frame_next(const csock_framing *f, const char *buf, size_t len, const char **msg,
+                         size_t *msg_len);
+
+/* Message callback for a framed stream: status 0 and one message; then, at
+ * the end, CSOCK_EOF (a final unterminated line is delivered first as a
+ * message; a truncated LP32 frame gives -EPROTO), CSOCK_ETOOBIG or an error,
+ * once. The message is a slice of the read buffer, valid during the call. */
+typedef void (*csock_msg_cb)(csock_stream *s, int status, const char *msg, size_t len);
+
+/* Read the stream as messages. Sets the stream's maximum read buffer to fit
+ * one maximal message. Copies *f. */
+int csock_stream_read_framed(csock_stream *s, const csock_framing *f, csock_msg_cb cb);
+
+/* Write one message framed as `f` says (adds the LF, or the length header). */
+int csock_stream_write_msg(csock_stream *s, const csock_framing *f, const void *msg, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
