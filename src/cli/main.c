@@ -1,0 +1,133 @@
+/* csock: the command-line tool on libcsock. One file per subcommand. */
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "cli/cli.h"
+
+static const char usage[] =
+    "usage: csock COMMAND [ARGS...]\n"
+    "\n"
+    "A client/server socket toolkit: TCP, UDP and Unix sockets, IPv4 and IPv6.\n"
+    "\n"
+    "Commands:\n"
+    "  serve SERVICE ADDR...   serve echo, upper or discard on every ADDR\n"
+    "  connect ADDR            stdin to the peer, the peer to stdout\n"
+    "\n"
+    "Addresses:\n"
+    "  tcp://HOST:PORT  udp://HOST:PORT  unix:PATH  unixgram:PATH  HOST:PORT (tcp)\n"
+    "  HOST is a name, an IPv4 address or [IPv6]; port 0 picks a free port.\n"
+    "\n"
+    "Options:\n"
+    "  -h, --help       this help (csock COMMAND --help for a command's)\n"
+    "  -V, --version    print the version\n"
+    "\n"
+    "Try:  csock serve upper tcp://127.0.0.1:7000 udp://127.0.0.1:7000\n"
+    "      echo hello | csock connect tcp://127.0.0.1:7000\n";
+
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+} commands[] = {
+    {"serve", cli_serve},
+    {"connect", cli_connect},
+};
+
+void cli_warn(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("csock: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+_Noreturn void cli_die(int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fflush(stdout);
+    fputs("csock: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(status);
+}
+
+void cli_addr(const char *text, int flags, csock_addr *out)
+{
+    int rc = csock_addr_parse(text, flags, out);
+    if (rc == CSOCK_EBADADDR)
+        cli_die(CLI_USAGE, "bad address '%s': expected tcp://HOST:PORT, udp://HOST:PORT, "
+                           "unix:PATH, unixgram:PATH or HOST:PORT", text);
+    if (rc < 0) cli_die(CLI_ERR, "address '%s': %s", text, csock_strerror(rc));
+}
+
+unsigned long cli_ulong(const char *opt, const char *text, unsigned long max)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(text, &end, 10);
+    if (errno || end == text || *end || text[0] == '-' || v > max)
+        cli_die(CLI_USAGE, "%s: '%s' is not a number from 0 to %lu", opt, text, max);
+    return v;
+}
+
+uint64_t cli_seconds(const char *opt, const char *text)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (errno || end == text || *end || v < 0 || v > 1e7)
+        cli_die(CLI_USAGE, "%s: '%s' is not a number of seconds", opt, text);
+    return (uint64_t)(v * 1000.0 + 0.5);
+}
+
+_Noreturn void cli_bad_option(const char *cmd, int c, int optopt_char, const char *arg)
+{
+    if (c == ':')
+        cli_die(CLI_USAGE, "%s: option '%s' needs a value (see csock %s --help)", cmd, arg, cmd);
+    if (optopt_char)
+        cli_die(CLI_USAGE, "%s: unknown option '-%c' (see csock %s --help)", cmd, optopt_char, cmd);
+    cli_die(CLI_USAGE, "%s: unknown option '%s' (see csock %s --help)", cmd, arg, cmd);
+}
+
+void cli_init_process(void)
+{
+    /* A peer that goes away must surface as EPIPE, never kill us. */
+    signal(SIGPIPE, SIG_IGN);
+}
+
+void cli_raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    cli_init_process();
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return CLI_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        fputs(usage, stdout);
+        return CLI_OK;
+    }
+    if (!strcmp(cmd, "-V") || !strcmp(cmd, "--version")) {
+        printf("csock %s\n", csock_version());
+        return CLI_OK;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(cmd, commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    cli_die(CLI_USAGE, "unknown command '%s' (see csock --help)", cmd);
+}

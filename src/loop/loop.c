@@ -1,0 +1,398 @@
+/* The loop: run phases, handle bookkeeping, deferred and cross-thread posts. */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "loop/loop_int.h"
+
+#define POOL_MAX 64 /* buffers kept per loop; beyond that they go back to malloc */
+
+static const csock__backend *pick_backend(const char *name)
+{
+    if (!name || !*name) name = getenv("CSOCK_BACKEND");
+    if (!name || !*name || !strcmp(name, "epoll")) return &csock__backend_epoll;
+    if (!strcmp(name, "poll")) return &csock__backend_poll;
+    return NULL;
+}
+
+void csock_loop_update_time(csock_loop *loop)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    loop->now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+uint64_t csock_loop_now(const csock_loop *loop) { return loop->now; }
+const char *csock_loop_backend(const csock_loop *loop) { return loop->backend->name; }
+unsigned csock_loop_handles(const csock_loop *loop) { return loop->nhandles; }
+void csock_loop_set_data(csock_loop *loop, void *data) { loop->data = data; }
+void *csock_loop_get_data(const csock_loop *loop) { return loop->data; }
+
+static void run_posts(csock_loop *loop);
+
+/* The eventfd only wakes the wait; the posts themselves run in run_posts(). */
+static void wake_cb(csock_loop *loop, csock__watcher *w, unsigned events)
+{
+    uint64_t n;
+    while (read(w->fd, &n, sizeof n) == sizeof n) {}
+}
+
+int csock_loop_new(csock_loop **out, const csock_loop_opts *opts)
+{
+    const csock__backend *be = pick_backend(opts ? opts->backend : NULL);
+    if (!be) return -EINVAL;
+    csock_loop *loop = calloc(1, sizeof *loop);
+    if (!loop) return -ENOMEM;
+    loop->backend = be;
+    loop->sig_fd = -1;
+    pthread_mutex_init(&loop->post_lock, NULL);
+    csock_loop_update_time(loop);
+    int rc = be->init(loop);
+    if (rc < 0) goto fail;
+    loop->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (loop->wake_fd < 0) {
+        rc = -errno;
+        be->fini(loop);
+        goto fail;
+    }
+    csock__watcher_init(&loop->wake_w, loop->wake_fd, wake_cb);
+    loop->wake_w.ref = 0; /* the wake-up channel alone never keeps the loop alive */
+    rc = csock__watcher_set(loop, &loop->wake_w, CSOCK_READABLE);
+    if (rc < 0) {
+        close(loop->wake_fd);
+        be->fini(loop);
+        goto fail;
+    }
+    *out = loop;
+    return 0;
+fail:
+    pthread_mutex_destroy(&loop->post_lock);
+    free(loop);
+    return rc;
+}
+
+int csock_loop_free(csock_loop *loop)
+{
+    if (!loop) return 0;
+    if (loop->nhandles || loop->closing || loop->defer_head || loop->post_head) return -EBUSY;
+    csock__watcher_set(loop, &loop->wake_w, 0);
+    close(loop->wake_fd);
+    csock__signals_fini(loop);
+    csock__timers_fini(loop);
+    loop->backend->fini(loop);
+    for (size_t i = 0; i < loop->npool; i++) free(loop->pool[i]);
+    free(loop->pool);
+    free(loop->always);
+    pthread_mutex_destroy(&loop->post_lock);
+    free(loop);
+    return 0;
+}
+
+/* ---- handles ------------------------------------------------------------- */
+
+void csock__handle_init(csock_loop *loop, csock__handle *h)
+{
+    memset(h, 0, sizeof *h);
+    h->loop = loop;
+    loop->nhandles++;
+}
+
+void csock__handle_close(csock__handle *h, void (*finish)(csock__handle *h))
+{
+    if (h->closing) return;
+    csock_loop *loop = h->loop;
+    h->closing = 1;
+    h->finish = finish;
+    h->close_next = NULL;
+    if (loop->closing_tail)
+        loop->closing_tail->close_next = h;
+    else
+        loop->closing = h;
+    loop->closing_tail = h;
+}
+
+/* Close callbacks run last in an iteration, after every I/O callback that
+ * might still hold a pointer to the handle has returned. */
+static void run_closing(csock_loop *loop)
+{
+    while (loop->closing) {
+        csock__handle *h = loop->closing;
+        loop->closing = h->close_next;
+        if (!loop->closing) loop->closing_tail = NULL;
+        loop->nhandles--;
+        h->finish(h);
+    }
+}
+
+/* ---- fd watchers ----------------------------------------------------------- */
+
+void csock__watcher_init(csock__watcher *w, int fd, csock__watcher_cb cb)
+{
+    memset(w, 0, sizeof *w);
+    w->fd = fd;
+    w->cb = cb;
+    w->index = -1;
+    w->ref = 1;
+}
+
+static void always_remove(csock_loop *loop, csock__watcher *w)
+{
+    for (size_t i = 0; i < loop->nalways; i++)
+        if (loop->always[i] == w) {
+            loop->always[i] = loop->always[--loop->nalways];
+            return;
+        }
+}
+
+static int always_add(csock_loop *loop, csock__watcher *w)
+{
+    if (loop->nalways == loop->always_cap) {
+        size_t cap = loop->always_cap ? loop->always_cap * 2 : 4;
+        void *p = realloc(loop->always, cap * sizeof *loop->always);
+        if (!p) return -ENOMEM;
+        loop->always = p;
+        loop->always_cap = cap;
+    }
+    loop->always[loop->nalways++] = w;
+    return 0;
+}
+
+int csock__watcher_set(csock_loop *loop, csock__watcher *w, unsigned events)
+{
+    unsigned old = w->events;
+    if (old == events) return 0;
+    if (w->always) {
+        if (!events) always_remove(loop, w);
+        if (!old && events && always_add(loop, w) < 0) return -ENOMEM;
+    } else {
+        int rc = loop->backend->update(loop, w, w->kevents, events);
+        if (rc == -EPERM && !old && events) {
+            w->always = 1;
+            if (always_add(loop, w) < 0) return -ENOMEM;
+        } else if (rc < 0) {
+            return rc;
+        } else {
+            w->kevents = events;
+        }
+    }
+    w->events = events;
+    if (w->ref) loop->active += (events != 0) - (old != 0);
+    return 0;
+}
+
+void csock__watcher_dispatch(csock_loop *loop, csock__watcher *w, unsigned revents)
+{
+    /* An event fetched in the same batch as the watcher's stop is stale. */
+    revents &= w->events;
+    if (revents) w->cb(loop, w, revents);
+}
+
+static void run_always(csock_loop *loop)
+{
+    /* Iterate over a snapshot count: callbacks may remove entries. */
+    for (size_t i = loop->nalways; i-- > 0;)
+        if (i < loop->nalways) {
+            csock__watcher *w = loop->always[i];
+            csock__watcher_dispatch(loop, w, w->events);
+        }
+}
+
+/* ---- deferred work and cross-thread posts ---------------------------------- */
+
+int csock__defer(csock_loop *loop, void (*fn)(void *data), void *data)
+{
+    csock__post *p = malloc(sizeof *p);
+    if (!p) return -ENOMEM;
+    p->fn = fn;
+    p->data = data;
+    p->next = NULL;
+    if (loop->defer_tail)
+        loop->defer_tail->next = p;
+    else
+        loop->defer_head = p;
+    loop->defer_tail = p;
+    return 0;
+}
+
+static void run_deferred(csock_loop *loop)
+{
+    /* Only what was queued before this phase runs now; new work waits for
+     * the next iteration so a callback that re-defers cannot starve I/O. */
+    csock__post *p = loop->defer_head, *end = loop->defer_tail;
+    if (!p) return;
+    loop->defer_head = loop->defer_tail = NULL;
+    while (p) {
+        csock__post *next = p->next;
+        p->fn(p->data);
+        free(p);
+        if (p == end) break;
+        p = next;
+    }
+}
+
+static void wake(csock_loop *loop)
+{
+    uint64_t one = 1;
+    ssize_t n = write(loop->wake_fd, &one, sizeof one);
+    (void)n; /* EAGAIN means the counter is already non-zero: awake anyway */
+}
+
+int csock_loop_post(csock_loop *loop, void (*fn)(void *data), void *data)
+{
+    csock__post *p = malloc(sizeof *p);
+    if (!p) return -ENOMEM;
+    p->fn = fn;
+    p->data = data;
+    p->next = NULL;
+    pthread_mutex_lock(&loop->post_lock);
+    if (loop->post_tail)
+        loop->post_tail->next = p;
+    else
+        loop->post_head = p;
+    loop->post_tail = p;
+    atomic_fetch_add(&loop->posts_pending, 1);
+    pthread_mutex_unlock(&loop->post_lock);
+    wake(loop);
+    return 0;
+}
+
+static void run_posts(csock_loop *loop)
+{
+    if (!atomic_load(&loop->posts_pending)) return;
+    pthread_mutex_lock(&loop->post_lock);
+    csock__post *p = loop->post_head;
+    loop->post_head = loop->post_tail = NULL;
+    pthread_mutex_unlock(&loop->post_lock);
+    while (p) {
+        csock__post *next = p->next;
+        p->fn(p->data);
+        free(p);
+        atomic_fetch_sub(&loop->posts_pending, 1);
+        p = next;
+    }
+}
+
+void csock_loop_stop(csock_loop *loop)
+{
+    atomic_store(&loop->stop_flag, 1);
+    wake(loop);
+}
+
+/* ---- buffer pool ------------------------------------------------------------ */
+
+void *csock__buf_get(csock_loop *loop)
+{
+    if (loop->npool) return loop->pool[--loop->npool];
+    return malloc(CSOCK__BUF_SIZE);
+}
+
+void csock__buf_put(csock_loop *loop, void *buf)
+{
+    if (!buf) return;
+    if (loop->npool < POOL_MAX) {
+        if (!loop->pool) loop->pool = malloc(POOL_MAX * sizeof *loop->pool);
+        if (loop->pool) {
+            loop->pool[loop->npool++] = buf;
+            return;
+        }
+    }
+    free(buf);
+}
+
+/* ---- run ------------------------------------------------------------------------ */
+
+static int loop_alive(const csock_loop *loop)
+{
+    return loop->active || loop->closing || loop->defer_head ||
+           atomic_load(&loop->posts_pending);
+}
+
+static int poll_timeout(csock_loop *loop, csock_run_mode mode)
+{
+    if (mode == CSOCK_RUN_NOWAIT || atomic_load(&loop->stop_flag)) return 0;
+    if (loop->closing || loop->defer_head || loop->nalways) return 0;
+    if (atomic_load(&loop->posts_pending)) return 0;
+    return csock__timers_next(loop);
+}
+
+int csock_loop_run(csock_loop *loop, csock_run_mode mode)
+{
+    int alive = loop_alive(loop);
+    if (!alive) csock_loop_update_time(loop);
+    while (alive && !atomic_load(&loop->stop_flag)) {
+        csock_loop_update_time(loop);
+        csock__timers_run(loop);
+        run_deferred(loop);
+        run_posts(loop);
+        int rc = loop->backend->wait(loop, poll_timeout(loop, mode));
+        if (rc < 0) return rc;
+        run_always(loop);
+        run_closing(loop);
+        if (mode == CSOCK_RUN_ONCE) {
+            /* Timers that came due while we waited count as this iteration's. */
+            csock_loop_update_time(loop);
+            csock__timers_run(loop);
+        }
+        alive = loop_alive(loop);
+        if (mode != CSOCK_RUN_DEFAULT) break;
+    }
+    atomic_store(&loop->stop_flag, 0);
+    return alive;
+}
+
+/* ---- public fd watchers ---------------------------------------------------------- */
+
+struct csock_io {
+    csock__handle h;
+    csock__watcher w;
+    csock_io_cb cb;
+    void *data;
+    void (*close_cb)(csock_io *io);
+};
+
+static void io_cb(csock_loop *loop, csock__watcher *w, unsigned events)
+{
+    csock_io *io = csock__container_of(w, csock_io, w);
+    io->cb(io, (int)events);
+}
+
+int csock_io_new(csock_loop *loop, int fd, csock_io_cb cb, void *data, csock_io **out)
+{
+    if (fd < 0 || !cb) return -EINVAL;
+    csock_io *io = calloc(1, sizeof *io);
+    if (!io) return -ENOMEM;
+    csock__handle_init(loop, &io->h);
+    csock__watcher_init(&io->w, fd, io_cb);
+    io->cb = cb;
+    io->data = data;
+    *out = io;
+    return 0;
+}
+
+int csock_io_start(csock_io *io, int events)
+{
+    if (io->h.closing) return -EBADF;
+    return csock__watcher_set(io->h.loop, &io->w, (unsigned)events & 3u);
+}
+
+int csock_io_stop(csock_io *io) { return csock__watcher_set(io->h.loop, &io->w, 0); }
+int csock_io_fd(const csock_io *io) { return io->w.fd; }
+void *csock_io_data(const csock_io *io) { return io->data; }
+void csock_io_set_data(csock_io *io, void *data) { io->data = data; }
+
+static void io_finish(csock__handle *h)
+{
+    csock_io *io = csock__container_of(h, csock_io, h);
+    if (io->close_cb) io->close_cb(io);
+    free(io);
+}
+
+void csock_io_close(csock_io *io, void (*close_cb)(csock_io *io))
+{
+    if (io->h.closing) return;
+    csock__watcher_set(io->h.loop, &io->w, 0);
+    io->close_cb = close_cb;
+    csock__handle_close(&io->h, io_finish);
+}

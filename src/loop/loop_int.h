@@ -1,0 +1,129 @@
+/* Internal contract of the loop layer: the handle base, fd watchers as the
+ * backends see them, and the backend interface. Not installed. */
+#ifndef CSOCK_LOOP_INT_H
+#define CSOCK_LOOP_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "csock/csock.h"
+
+#define csock__container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+/* ---- handles: what every loop object shares, for asynchronous close ---- */
+
+typedef struct csock__handle csock__handle;
+struct csock__handle {
+    csock_loop *loop;
+    csock__handle *close_next;         /* on loop->closing while closing */
+    void (*finish)(csock__handle *h);  /* runs the user's close cb, frees */
+    unsigned closing : 1;              /* close requested: no more callbacks */
+};
+
+void csock__handle_init(csock_loop *loop, csock__handle *h);
+/* Queue h for its finish() on this iteration's close phase. Idempotent. */
+void csock__handle_close(csock__handle *h, void (*finish)(csock__handle *h));
+
+/* ---- fd watchers --------------------------------------------------------- */
+
+typedef struct csock__watcher csock__watcher;
+typedef void (*csock__watcher_cb)(csock_loop *loop, csock__watcher *w, unsigned events);
+
+struct csock__watcher {
+    csock__watcher_cb cb;
+    int fd;
+    unsigned events;       /* what the owner wants: CSOCK_READABLE | CSOCK_WRITABLE */
+    unsigned kevents;      /* what the backend has registered (0: nothing) */
+    int index;             /* backend's slot for this watcher (poll), else -1 */
+    unsigned ref : 1;      /* an active watcher keeps csock_loop_run() going */
+    unsigned always : 1;   /* the backend refused the fd (a regular file): always ready */
+};
+
+void csock__watcher_init(csock__watcher *w, int fd, csock__watcher_cb cb);
+/* Change what is watched (0 stops). Returns 0 or a backend error. */
+int csock__watcher_set(csock_loop *loop, csock__watcher *w, unsigned events);
+
+/* ---- backends: one file each ------------------------------------------- */
+
+typedef struct csock__backend {
+    const char *name;
+    int (*init)(csock_loop *loop);
+    void (*fini)(csock_loop *loop);
+    /* Make the kernel watch w->events (old: what it watched before; 0 = add,
+     * new 0 = remove). -EPERM means "this fd cannot be watched" (epoll and a
+     * regular file); the loop then treats it as always ready. */
+    int (*update)(csock_loop *loop, csock__watcher *w, unsigned old_ev, unsigned new_ev);
+    /* Wait up to timeout_ms (-1: forever) and call w->cb for ready watchers. */
+    int (*wait)(csock_loop *loop, int timeout_ms);
+} csock__backend;
+
+extern const csock__backend csock__backend_epoll;
+extern const csock__backend csock__backend_poll;
+
+/* Backends call this for each ready watcher (it filters stale events). */
+void csock__watcher_dispatch(csock_loop *loop, csock__watcher *w, unsigned revents);
+
+/* ---- timers (timer.c) ---------------------------------------------------- */
+
+typedef struct csock__timer_heap {
+    csock_timer **items;
+    size_t n, cap;
+    uint64_t seq;  /* start order, to break ties between equal due times */
+} csock__timer_heap;
+
+void csock__timers_run(csock_loop *loop);
+/* Milliseconds until the next referenced timer is due, or -1 for none. */
+int csock__timers_next(csock_loop *loop);
+void csock__timers_fini(csock_loop *loop);
+
+/* ---- signals (signal.c) -------------------------------------------------- */
+void csock__signals_fini(csock_loop *loop);
+
+/* ---- deferred callbacks on the loop thread (loop.c) ---------------------- */
+typedef struct csock__post {
+    struct csock__post *next;
+    void (*fn)(void *data);
+    void *data;
+} csock__post;
+
+/* Run fn(data) in the next pending phase. Loop thread only. -ENOMEM. */
+int csock__defer(csock_loop *loop, void (*fn)(void *data), void *data);
+
+/* A per-loop pool of fixed-size buffers (read buffers, small write blocks),
+ * so an idle connection holds none and a busy loop does not hit malloc. */
+#define CSOCK__BUF_SIZE 16384
+void *csock__buf_get(csock_loop *loop);
+void csock__buf_put(csock_loop *loop, void *buf);
+
+struct csock_loop {
+    const csock__backend *backend;
+    void *bstate;                 /* the backend's own state */
+    uint64_t now;                 /* cached monotonic ms */
+    unsigned active;              /* referenced active watchers/timers/signals */
+    unsigned nhandles;            /* open handles (for csock_loop_free) */
+    csock__handle *closing;       /* handles whose close phase is due */
+    csock__handle *closing_tail;
+    csock__timer_heap timers;
+    csock__post *defer_head, *defer_tail;
+    csock__watcher **always;      /* watchers the backend refused: always ready */
+    size_t nalways, always_cap;
+    void *data;
+    /* cross-thread posts */
+    pthread_mutex_t post_lock;
+    csock__post *post_head, *post_tail;
+    atomic_uint posts_pending;
+    atomic_int stop_flag;
+    int wake_fd;                  /* eventfd: posts and stop wake the wait */
+    csock__watcher wake_w;
+    /* signals */
+    int sig_fd;                   /* signalfd, -1 until a signal is watched */
+    csock__watcher sig_w;
+    csock_signal *signals;        /* list of signal handles */
+    /* buffer pool */
+    void **pool;
+    size_t npool;
+};
+
+#endif

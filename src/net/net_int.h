@@ -1,0 +1,57 @@
+/* Internal contract of the net layer: the stream as the listener, the
+ * connector, framing and the TLS layer (through a filter) see it. */
+#ifndef CSOCK_NET_INT_H
+#define CSOCK_NET_INT_H
+
+#include "loop/loop_int.h"
+
+/* ---- socket helpers (sock.c) ---- */
+int csock__socket(int family, int type);            /* non-blocking, close-on-exec */
+int csock__set_nonblock(int fd, int on);
+int csock__set_cloexec(int fd);
+int csock__sockaddr_to_addr(const struct sockaddr *sa, socklen_t len, csock_scheme scheme,
+                            csock_addr *out);
+
+/* Connection counting shared by a listener and the streams it accepted; it
+ * outlives whichever of them closes first. */
+typedef struct csock__conn_group {
+    unsigned conns; /* open accepted streams */
+    unsigned refs;  /* the listener + each open stream */
+} csock__conn_group;
+void csock__group_release(csock__conn_group *g);
+
+/* A filter sits between the socket and the application (TLS): raw bytes go
+ * through it on the way in and out, and the app sees plaintext. */
+typedef struct csock__filter {
+    /* Raw bytes from the socket. Push plaintext with csock__stream_input(),
+     * queue handshake/record bytes with csock__stream_queue_raw(). Returns 0
+     * or an error (the stream then fails with it). */
+    int (*input)(csock_stream *s, const char *raw, size_t len);
+    /* The peer closed its raw side (EOF). Return CSOCK_EOF for a clean end
+     * or an error (e.g. truncation). */
+    int (*eof)(csock_stream *s);
+    /* Application bytes to send: transform and csock__stream_queue_raw(). */
+    int (*write)(csock_stream *s, const void *buf, size_t len);
+    /* Before the raw write side is shut down (send close_notify). */
+    void (*shutdown)(csock_stream *s);
+    /* The stream is closing: free the filter state. */
+    void (*free)(csock_stream *s);
+} csock__filter;
+
+void csock__stream_set_filter(csock_stream *s, const csock__filter *f, void *state);
+void *csock__stream_filter_state(const csock_stream *s);
+/* Append decoded input for the application (from a filter's input()). */
+int csock__stream_input(csock_stream *s, const char *buf, size_t len);
+/* Queue raw bytes for the socket, bypassing the filter (copied). */
+int csock__stream_queue_raw(csock_stream *s, const void *buf, size_t len);
+/* Try to send what is queued now. */
+void csock__stream_flush(csock_stream *s);
+/* Fail the stream: deliver err to the read callback once (deferred). */
+void csock__stream_fail(csock_stream *s, int err);
+
+/* Streams made by the listener and the connector. */
+csock_stream *csock__stream_new(csock_loop *loop, int fd, csock__conn_group *group);
+/* Start connecting a fresh stream; connect.c owns this part of the stream. */
+int csock__stream_connecting(csock_stream *s, csock_stream_cb cb, uint64_t timeout_ms);
+
+#endif

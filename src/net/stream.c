@@ -1,0 +1,1003 @@
+/* A connected byte stream: reads into a pooled buffer that the application
+ * consumes in place, a write queue that never loses or reorders a byte,
+ * backpressure by watermarks, half-close, graceful and abrupt close. */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include "net/net_int.h"
+
+#define DEFAULT_MAX_READ (64u * 1024)
+#define DEFAULT_HIGH (256u * 1024)
+#define DEFAULT_LOW (64u * 1024)
+#define LINGER_MS 2000  /* how long csock_stream_end() waits for the peer's EOF */
+#define IOV_MAX_BATCH 64
+
+enum wkind { W_MEM, W_REF, W_FILE };
+
+typedef struct wchunk {
+    struct wchunk *next;
+    const char *p;        /* next byte to send (MEM, REF) */
+    size_t len;           /* bytes left to send */
+    size_t cap;           /* MEM: bytes of data[] in all (for appending) */
+    void (*release)(void *ud);
+    void *ud;
+    int fd;               /* FILE */
+    off_t off;            /* FILE: next offset */
+    unsigned char kind;
+    unsigned char close_fd;
+    unsigned char pooled; /* MEM: the chunk is a loop pool buffer */
+    char data[];
+} wchunk;
+
+/* Stream flags. */
+enum {
+    F_READING = 1 << 0,    /* the application wants reads */
+    F_PAUSED = 1 << 1,     /* reading paused by backpressure (write queue high) */
+    F_EOF = 1 << 2,        /* the peer finished: nothing more to read */
+    F_IN_READ = 1 << 3,    /* inside the read callback: writes are held */
+    F_SHUT_REQ = 1 << 4,   /* shutdown once the queue drains */
+    F_SHUT_DONE = 1 << 5,  /* write side shut down */
+    F_ENDING = 1 << 6,     /* csock_stream_end(): discard input, close after */
+    F_CONNECTING = 1 << 7, /* connect in progress (connect.c) */
+    F_NOT_SOCK = 1 << 8,   /* a pipe or tty: plain writev, no sendfile */
+    F_FAILED = 1 << 9,     /* an error was delivered: no more callbacks but close */
+    F_PROCESS_Q = 1 << 10, /* a deferred pass over buffered input is queued */
+    F_FRAMED = 1 << 11,    /* reads are cut into messages for msg_cb */
+    F_EOF_DONE = 1 << 12,  /* the application has taken the EOF */
+    F_SHUT_FILTER = 1 << 13, /* the filter's shutdown (close_notify) is queued */
+};
+
+enum { T_NONE, T_CONNECT, T_IDLE, T_LINGER };
+
+struct csock_stream {
+    csock__handle h;
+    csock__watcher w;
+    unsigned flags;
+    unsigned char timer_mode;
+    csock_read_cb read_cb;
+    void *data;
+    /* input: bytes [roff, roff+rlen) of rbuf are unconsumed */
+    char *rbuf;
+    uint32_t roff, rlen, rcap;
+    uint32_t max_read;
+    /* output */
+    wchunk *wq_head, *wq_tail;
+    size_t wq_bytes;
+    uint32_t high, low;
+    csock_stream_cb drain_cb, shutdown_cb, connect_cb;
+    csock_stream_close_cb close_cb;
+    csock_timer *timer;     /* connect timeout, idle timeout, linger: lazily made */
+    uint64_t idle_ms, last_io;
+    csock__conn_group *group;
+    const csock__filter *filter;
+    void *filter_state;
+    /* framing */
+    csock_msg_cb msg_cb;
+    csock_framing framing;
+    int err;                /* first error seen, delivered once */
+};
+
+static void update_events(csock_stream *s);
+static void process_input(csock_stream *s);
+static void do_flush(csock_stream *s);
+static void on_io(csock_loop *loop, csock__watcher *w, unsigned events);
+
+csock_stream *csock__stream_new(csock_loop *loop, int fd, csock__conn_group *group)
+{
+    csock_stream *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    csock__handle_init(loop, &s->h);
+    csock__watcher_init(&s->w, fd, on_io);
+    s->max_read = DEFAULT_MAX_READ;
+    s->high = DEFAULT_HIGH;
+    s->low = DEFAULT_LOW;
+    s->group = group;
+    if (group) {
+        group->conns++;
+        group->refs++;
+    }
+    return s;
+}
+
+int csock_stream_open(csock_loop *loop, int fd, csock_stream **out)
+{
+    if (fd < 0) return -EBADF;
+    int rc = csock__set_nonblock(fd, 1);
+    if (rc < 0) return rc;
+    csock__set_cloexec(fd);
+    csock_stream *s = csock__stream_new(loop, fd, NULL);
+    if (!s) return -ENOMEM;
+    int type;
+    socklen_t tl = sizeof type;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0) s->flags |= F_NOT_SOCK;
+    *out = s;
+    return 0;
+}
+
+void *csock_stream_data(const csock_stream *s) { return s->data; }
+void csock_stream_set_data(csock_stream *s, void *data) { s->data = data; }
+csock_loop *csock_stream_loop(const csock_stream *s) { return s->h.loop; }
+int csock_stream_fd(const csock_stream *s) { return s->w.fd; }
+size_t csock_stream_write_queue_size(const csock_stream *s) { return s->wq_bytes; }
+void csock_stream_on_drain(csock_stream *s, csock_stream_cb cb) { s->drain_cb = cb; }
+
+void csock_stream_set_watermarks(csock_stream *s, size_t high, size_t low)
+{
+    s->high = high > UINT32_MAX ? UINT32_MAX : (uint32_t)high;
+    s->low = low > s->high ? s->high : (uint32_t)low;
+    update_events(s);
+}
+
+int csock_stream_set_max_read(csock_stream *s, size_t max)
+{
+    if (max < 4096) max = 4096;
+    if (max > (1u << 30)) return -EINVAL;
+    s->max_read = (uint32_t)max;
+    return 0;
+}
+
+static int addr_of(const csock_stream *s, csock_addr *out, int peer)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    int rc = peer ? getpeername(s->w.fd, (struct sockaddr *)&ss, &len)
+                  : getsockname(s->w.fd, (struct sockaddr *)&ss, &len);
+    if (rc < 0) return -errno;
+    csock_scheme sch = ss.ss_family == AF_UNIX ? CSOCK_UNIX : s->filter ? CSOCK_TLS : CSOCK_TCP;
+    return csock__sockaddr_to_addr((struct sockaddr *)&ss, len, sch, out);
+}
+
+int csock_stream_peer(const csock_stream *s, csock_addr *out) { return addr_of(s, out, 1); }
+int csock_stream_local(const csock_stream *s, csock_addr *out) { return addr_of(s, out, 0); }
+
+int csock_stream_nodelay(csock_stream *s, int on)
+{
+    return setsockopt(s->w.fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on) < 0 ? -errno : 0;
+}
+
+/* ---- watcher state ---------------------------------------------------------- */
+
+static int wants_read(const csock_stream *s)
+{
+    if (s->flags & (F_EOF | F_FAILED)) return 0;
+    if (s->flags & F_ENDING) return 1; /* draining the peer before close */
+    if (s->flags & F_CONNECTING) return 0;
+    return (s->flags & F_READING) && !(s->flags & F_PAUSED);
+}
+
+static void update_events(csock_stream *s)
+{
+    if (s->h.closing) return;
+    unsigned ev = 0;
+    if (wants_read(s)) ev |= CSOCK_READABLE;
+    if (s->wq_head || (s->flags & F_CONNECTING)) ev |= CSOCK_WRITABLE;
+    int rc = csock__watcher_set(s->h.loop, &s->w, ev);
+    if (rc < 0 && !(s->flags & F_FAILED)) csock__stream_fail(s, rc);
+}
+
+/* ---- errors ------------------------------------------------------------------- */
+
+static void deliver_error(void *arg)
+{
+    csock_stream *s = arg;
+    s->flags &= ~F_PROCESS_Q;
+    if (s->h.closing) return;
+    if (s->read_cb) {
+        s->read_cb(s, s->err, s->rbuf ? s->rbuf + s->roff : "", s->rlen);
+    } else if (s->drain_cb) {
+        s->drain_cb(s, s->err);
+    } else if (s->shutdown_cb) {
+        csock_stream_cb cb = s->shutdown_cb;
+        s->shutdown_cb = NULL;
+        cb(s, s->err);
+    }
+}
+
+/* Errors reach the application once, from the loop, never from inside the
+ * call (a write) that found them: callers need not fear re-entrancy. */
+void csock__stream_fail(csock_stream *s, int err)
+{
+    if (s->flags & F_FAILED || s->h.closing) return;
+    s->flags |= F_FAILED;
+    s->err = err;
+    update_events(s);
+    if (s->flags & F_ENDING) {
+        csock_stream_close(s, s->close_cb);
+        return;
+    }
+    csock__defer(s->h.loop, deliver_error, s);
+}
+
+/* ---- input -------------------------------------------------------------------- */
+
+static void release_rbuf(csock_stream *s)
+{
+    if (!s->rbuf) return;
+    if (s->rcap == CSOCK__BUF_SIZE)
+        csock__buf_put(s->h.loop, s->rbuf);
+    else
+        free(s->rbuf);
+    s->rbuf = NULL;
+    s->roff = s->rlen = s->rcap = 0;
+}
+
+/* Make room for at least `want` more bytes after the unconsumed ones.
+ * Returns the free space, 0 when the buffer is at its maximum, <0 on ENOMEM. */
+static long reserve(csock_stream *s, size_t want)
+{
+    if (!s->rbuf) {
+        size_t cap = want > CSOCK__BUF_SIZE ? want : CSOCK__BUF_SIZE;
+        s->rbuf = cap == CSOCK__BUF_SIZE ? csock__buf_get(s->h.loop) : malloc(cap);
+        if (!s->rbuf) return -ENOMEM;
+        s->rcap = (uint32_t)cap;
+        s->roff = s->rlen = 0;
+    }
+    if (s->rcap - s->roff - s->rlen >= want) return (long)(s->rcap - s->roff - s->rlen);
+    if (s->roff) { /* slide the unconsumed bytes to the front */
+        memmove(s->rbuf, s->rbuf + s->roff, s->rlen);
+        s->roff = 0;
+        if (s->rcap - s->rlen >= want) return (long)(s->rcap - s->rlen);
+    }
+    size_t limit = s->max_read > CSOCK__BUF_SIZE ? s->max_read : CSOCK__BUF_SIZE;
+    if (s->rlen >= limit) return 0;
+    size_t cap = (size_t)s->rcap * 2;
+    if (cap < s->rlen + want) cap = s->rlen + want;
+    if (cap > limit) cap = limit;
+    if (cap <= s->rcap) return (long)(s->rcap - s->rlen);
+    char *nb = malloc(cap);
+    if (!nb) return -ENOMEM;
+    memcpy(nb, s->rbuf, s->rlen);
+    uint32_t rlen = s->rlen;
+    release_rbuf(s);
+    s->rbuf = nb;
+    s->rcap = (uint32_t)cap;
+    s->rlen = rlen;
+    return (long)(cap - rlen);
+}
+
+int csock__stream_input(csock_stream *s, const char *buf, size_t len)
+{
+    while (len) {
+        long room = reserve(s, len < 4096 ? len : 4096);
+        if (room < 0) return (int)room;
+        if (room == 0) return CSOCK_ETOOBIG;
+        size_t n = len < (size_t)room ? len : (size_t)room;
+        memcpy(s->rbuf + s->roff + s->rlen, buf, n);
+        s->rlen += (uint32_t)n;
+        buf += n;
+        len -= n;
+    }
+    return 0;
+}
+
+static void touch(csock_stream *s) { s->last_io = s->h.loop->now; }
+
+/* Offer the buffered input to the application (or discard it when ending). */
+static void process_input(csock_stream *s)
+{
+    if (s->h.closing || (s->flags & F_FAILED)) return;
+    if (s->flags & F_ENDING) {
+        release_rbuf(s);
+        return;
+    }
+    if (!s->rlen || !(s->flags & F_READING) || (s->flags & F_PAUSED)) return;
+    s->flags |= F_IN_READ;
+    size_t used = s->read_cb(s, 0, s->rbuf + s->roff, s->rlen);
+    s->flags &= ~F_IN_READ;
+    if (s->h.closing) return;
+    if (used > s->rlen) used = s->rlen;
+    s->roff += (uint32_t)used;
+    s->rlen -= (uint32_t)used;
+    if (!s->rlen) release_rbuf(s); /* idle streams hold no buffer */
+    do_flush(s);
+}
+
+/* The EOF goes to the application with whatever input is still unconsumed.
+ * If the application stops reading (or backpressure pauses it) before it has
+ * consumed everything, the rest and the EOF are offered again on resume. */
+static void deliver_eof(csock_stream *s)
+{
+    s->flags |= F_EOF;
+    update_events(s);
+    if (s->flags & F_ENDING) {
+        if (!s->wq_head) csock_stream_close(s, s->close_cb);
+        return; /* else after_drain() closes once the reply is out */
+    }
+    if (!s->read_cb || (s->flags & (F_FAILED | F_EOF_DONE))) return;
+    if (!(s->flags & F_READING) || (s->flags & F_PAUSED)) return;
+    s->flags |= F_IN_READ;
+    size_t used = s->read_cb(s, CSOCK_EOF, s->rbuf ? s->rbuf + s->roff : "", s->rlen);
+    s->flags &= ~F_IN_READ;
+    if (s->h.closing) return;
+    if (used < s->rlen && (!(s->flags & F_READING) || (s->flags & F_PAUSED))) {
+        s->roff += (uint32_t)used;
+        s->rlen -= (uint32_t)used;
+    } else {
+        s->flags |= F_EOF_DONE;
+        release_rbuf(s);
+    }
+    do_flush(s);
+}
+
+static void on_readable(csock_stream *s)
+{
+    char tmp_raw = s->filter != NULL;
+    char *dst;
+    size_t room;
+    char *raw = NULL;
+    if (tmp_raw) {
+        raw = csock__buf_get(s->h.loop);
+        if (!raw) return csock__stream_fail(s, -ENOMEM);
+        dst = raw;
+        room = CSOCK__BUF_SIZE;
+    } else {
+        long r = reserve(s, 1024);
+        if (r < 0) return csock__stream_fail(s, (int)r);
+        if (r == 0) {
+            /* The application has not consumed a full buffer: the message is
+             * larger than it allows. */
+            return csock__stream_fail(s, CSOCK_ETOOBIG);
+        }
+        dst = s->rbuf + s->roff + s->rlen;
+        room = (size_t)r;
+    }
+    ssize_t n = read(s->w.fd, dst, room);
+    if (n < 0) {
+        int err = errno;
+        if (raw) csock__buf_put(s->h.loop, raw);
+        if (err == EAGAIN || err == EINTR) return;
+        if (!s->rlen) release_rbuf(s);
+        return csock__stream_fail(s, -err);
+    }
+    touch(s);
+    if (n == 0) {
+        int st = CSOCK_EOF;
+        if (raw) {
+            csock__buf_put(s->h.loop, raw);
+            st = s->filter->eof(s);
+        }
+        if (st != CSOCK_EOF) return csock__stream_fail(s, st);
+        return deliver_eof(s);
+    }
+    if (raw) {
+        int rc = s->filter->input(s, raw, (size_t)n);
+        csock__buf_put(s->h.loop, raw);
+        if (rc < 0) return csock__stream_fail(s, rc);
+        if (s->h.closing) return;
+        if (s->wq_head) do_flush(s);
+    } else {
+        s->rlen += (uint32_t)n;
+    }
+    process_input(s);
+}
+
+static void deferred_process(void *arg)
+{
+    csock_stream *s = arg;
+    s->flags &= ~F_PROCESS_Q;
+    if (s->h.closing) return;
+    if ((s->flags & F_EOF) && !(s->flags & F_EOF_DONE))
+        deliver_eof(s);
+    else
+        process_input(s);
+}
+
+/* Input already buffered must be offered again when reading resumes: no
+ * readiness event will come for bytes the kernel no longer holds. */
+static void schedule_process(csock_stream *s)
+{
+    if (s->flags & F_PROCESS_Q) return;
+    if (!s->rlen && (!(s->flags & F_EOF) || (s->flags & F_EOF_DONE))) return;
+    if (csock__defer(s->h.loop, deferred_process, s) == 0) s->flags |= F_PROCESS_Q;
+}
+
+int csock_stream_read_start(csock_stream *s, csock_read_cb cb)
+{
+    if (s->h.closing || !cb) return -EINVAL;
+    if (s->flags & F_FAILED) return s->err;
+    s->read_cb = cb;
+    if (!(s->flags & F_READING)) {
+        s->flags |= F_READING;
+        touch(s);
+        schedule_process(s);
+    }
+    update_events(s);
+    return 0;
+}
+
+int csock_stream_read_stop(csock_stream *s)
+{
+    s->flags &= ~F_READING;
+    update_events(s);
+    return 0;
+}
+
+/* ---- output ------------------------------------------------------------------------ */
+
+static void chunk_free(csock_stream *s, wchunk *c)
+{
+    if (c->kind == W_REF && c->release) c->release(c->ud);
+    if (c->kind == W_FILE && c->close_fd) close(c->fd);
+    if (c->pooled)
+        csock__buf_put(s->h.loop, c);
+    else
+        free(c);
+}
+
+static void drop_queue(csock_stream *s)
+{
+    for (wchunk *c = s->wq_head, *next; c; c = next) {
+        next = c->next;
+        chunk_free(s, c);
+    }
+    s->wq_head = s->wq_tail = NULL;
+    s->wq_bytes = 0;
+}
+
+static void enqueue(csock_stream *s, wchunk *c)
+{
+    c->next = NULL;
+    if (s->wq_tail)
+        s->wq_tail->next = c;
+    else
+        s->wq_head = c;
+    s->wq_tail = c;
+    s->wq_bytes += c->len;
+}
+
+/* Copy bytes onto the queue, filling the tail chunk before making another. */
+static int queue_copy(csock_stream *s, const char *buf, size_t len)
+{
+    wchunk *t = s->wq_tail;
+    if (t && t->kind == W_MEM) {
+        size_t used = (size_t)(t->p - t->data) + t->len;
+        size_t room = t->cap - used;
+        size_t n = len < room ? len : room;
+        memcpy(t->data + used, buf, n);
+        t->len += n;
+        s->wq_bytes += n;
+        buf += n;
+        len -= n;
+    }
+    while (len) {
+        size_t small = CSOCK__BUF_SIZE - sizeof(wchunk);
+        wchunk *c;
+        size_t cap;
+        if (len <= small) {
+            c = csock__buf_get(s->h.loop);
+            cap = small;
+        } else {
+            c = malloc(sizeof *c + len);
+            cap = len;
+        }
+        if (!c) return -ENOMEM;
+        memset(c, 0, sizeof *c);
+        c->kind = W_MEM;
+        c->pooled = len <= small;
+        c->cap = cap;
+        c->p = c->data;
+        size_t n = len < cap ? len : cap;
+        memcpy(c->data, buf, n);
+        c->len = n;
+        enqueue(s, c);
+        buf += n;
+        len -= n;
+    }
+    return 0;
+}
+
+static void maybe_pause(csock_stream *s)
+{
+    if (s->high && s->wq_bytes > s->high && !(s->flags & F_PAUSED)) {
+        s->flags |= F_PAUSED;
+        update_events(s);
+    }
+}
+
+/* What follows a flush: resume reading below the low watermark, then, once
+ * the queue is empty, a requested half-close, a pending graceful close, or
+ * the drain callback (only when there was something to drain). */
+static void after_drain(csock_stream *s, int was_queued)
+{
+    if ((s->flags & F_PAUSED) && s->wq_bytes <= s->low) {
+        s->flags &= ~F_PAUSED;
+        update_events(s);
+        schedule_process(s);
+    }
+    if (s->wq_head) return;
+    if ((s->flags & F_SHUT_REQ) && !(s->flags & F_SHUT_DONE)) {
+        if (s->filter && s->filter->shutdown && !(s->flags & F_SHUT_FILTER)) {
+            s->flags |= F_SHUT_FILTER;
+            s->filter->shutdown(s); /* may queue close_notify: send it first */
+            if (s->wq_head) {
+                do_flush(s);
+                return;
+            }
+        }
+        s->flags |= F_SHUT_DONE;
+        int rc = shutdown(s->w.fd, SHUT_WR) < 0 ? -errno : 0;
+        if (rc == -ENOTSOCK) rc = 0; /* a pipe: nothing to half-close */
+        if (s->shutdown_cb) {
+            csock_stream_cb cb = s->shutdown_cb;
+            s->shutdown_cb = NULL;
+            cb(s, rc);
+            if (s->h.closing) return;
+        }
+    }
+    if (s->flags & F_ENDING) {
+        if (s->flags & (F_EOF | F_FAILED)) csock_stream_close(s, s->close_cb);
+        return;
+    }
+    if (was_queued && s->drain_cb && !(s->flags & F_IN_READ)) s->drain_cb(s, 0);
+}
+
+static ssize_t send_iov(csock_stream *s, struct iovec *iov, int n)
+{
+    if (!(s->flags & F_NOT_SOCK)) {
+        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        ssize_t r = sendmsg(s->w.fd, &m, MSG_NOSIGNAL); /* never SIGPIPE */
+        if (r >= 0 || errno != ENOTSOCK) return r;
+        s->flags |= F_NOT_SOCK;
+    }
+    return writev(s->w.fd, iov, n);
+}
+
+static ssize_t send_file(csock_stream *s, wchunk *c)
+{
+    if (!(s->flags & F_NOT_SOCK)) {
+        ssize_t r = sendfile(s->w.fd, c->fd, &c->off, c->len);
+        if (r >= 0 || (errno != EINVAL && errno != ENOSYS)) return r;
+    }
+    /* Fallback: read a block and send it as a copy. */
+    char *b = csock__buf_get(s->h.loop);
+    if (!b) return -1;
+    size_t want = c->len < CSOCK__BUF_SIZE ? c->len : CSOCK__BUF_SIZE;
+    ssize_t r = pread(c->fd, b, want, c->off);
+    if (r > 0) {
+        struct iovec iov = {b, (size_t)r};
+        r = send_iov(s, &iov, 1);
+        if (r > 0) c->off += r;
+    } else if (r == 0) {
+        errno = EIO; /* the file shrank under us */
+        r = -1;
+    }
+    csock__buf_put(s->h.loop, b);
+    return r;
+}
+
+/* Send as much of the queue as the kernel takes now. */
+static void do_flush(csock_stream *s)
+{
+    if (s->flags & (F_IN_READ | F_CONNECTING | F_FAILED) || s->h.closing) return;
+    int was_queued = s->wq_head != NULL;
+    while (s->wq_head) {
+        ssize_t r;
+        wchunk *c = s->wq_head;
+        if (c->kind == W_FILE) {
+            r = send_file(s, c);
+        } else {
+            struct iovec iov[IOV_MAX_BATCH];
+            int n = 0;
+            for (wchunk *x = c; x && x->kind != W_FILE && n < IOV_MAX_BATCH; x = x->next)
+                iov[n++] = (struct iovec){(void *)x->p, x->len};
+            r = send_iov(s, iov, n);
+        }
+        if (r < 0) {
+            if (errno == EAGAIN || errno == EINTR) break;
+            drop_queue(s);
+            csock__stream_fail(s, -errno);
+            return;
+        }
+        touch(s);
+        size_t left = (size_t)r;
+        s->wq_bytes -= left;
+        while (s->wq_head && (left || !s->wq_head->len)) {
+            c = s->wq_head;
+            if (left < c->len) {
+                c->len -= left;
+                if (c->kind != W_FILE) c->p += left;
+                left = 0;
+                break;
+            }
+            left -= c->len;
+            s->wq_head = c->next;
+            if (!s->wq_head) s->wq_tail = NULL;
+            chunk_free(s, c);
+        }
+        if (s->wq_head && s->wq_head->len) {
+            /* A short write: the socket buffer is full, wait for POLLOUT. */
+            if (s->wq_head->kind != W_FILE || r == 0) break;
+        }
+    }
+    update_events(s);
+    after_drain(s, was_queued);
+}
+
+void csock__stream_flush(csock_stream *s) { do_flush(s); }
+
+int csock__stream_queue_raw(csock_stream *s, const void *buf, size_t len)
+{
+    int rc = queue_copy(s, buf, len);
+    if (rc < 0) return rc;
+    return 0;
+}
+
+static int check_writable(const csock_stream *s)
+{
+    if (s->h.closing || (s->flags & (F_SHUT_REQ | F_ENDING))) return -EPIPE;
+    if (s->flags & F_FAILED) return s->err ? s->err : -EPIPE;
+    return 0;
+}
+
+/* Plain sockets with nothing queued try the kernel first and copy only what
+ * it did not take: the common small reply costs one syscall, no copy. */
+static ssize_t write_direct(csock_stream *s, const struct iovec *iov, int iovcnt)
+{
+    if (s->wq_head || (s->flags & (F_IN_READ | F_CONNECTING)) || iovcnt > IOV_MAX_BATCH)
+        return 0;
+    ssize_t r = send_iov(s, (struct iovec *)iov, iovcnt);
+    if (r < 0) {
+        if (errno == EAGAIN || errno == EINTR) return 0;
+        int err = -errno;
+        csock__stream_fail(s, err);
+        return err;
+    }
+    touch(s);
+    return r;
+}
+
+int csock_stream_writev(csock_stream *s, const struct iovec *iov, int iovcnt)
+{
+    int rc = check_writable(s);
+    if (rc < 0) return rc;
+    size_t total = 0;
+    for (int i = 0; i < iovcnt; i++) total += iov[i].iov_len;
+    if (!total) return 0;
+    if (s->filter) {
+        for (int i = 0; i < iovcnt && rc == 0; i++)
+            if (iov[i].iov_len) rc = s->filter->write(s, iov[i].iov_base, iov[i].iov_len);
+        if (rc < 0) return rc;
+    } else {
+        ssize_t sent = write_direct(s, iov, iovcnt);
+        if (sent < 0) return (int)sent;
+        size_t skip = (size_t)sent;
+        for (int i = 0; i < iovcnt; i++) {
+            size_t l = iov[i].iov_len;
+            if (skip >= l) {
+                skip -= l;
+                continue;
+            }
+            rc = queue_copy(s, (const char *)iov[i].iov_base + skip, l - skip);
+            skip = 0;
+            if (rc < 0) return rc;
+        }
+        if (!s->wq_head) return 0;
+    }
+    if (!(s->flags & F_IN_READ)) do_flush(s);
+    if (s->h.closing) return 0;
+    maybe_pause(s);
+    update_events(s);
+    return 0;
+}
+
+int csock_stream_write(csock_stream *s, const void *buf, size_t len)
+{
+    struct iovec iov = {(void *)buf, len};
+    return csock_stream_writev(s, &iov, 1);
+}
+
+int csock_stream_write_ref(csock_stream *s, const void *buf, size_t len,
+                           void (*release)(void *ud), void *ud)
+{
+    int rc = check_writable(s);
+    if (rc == 0 && s->filter) {
+        rc = len ? s->filter->write(s, buf, len) : 0;
+        if (release) release(ud); /* the filter copied what it needed */
+        if (rc == 0 && !(s->flags & F_IN_READ)) do_flush(s);
+        return rc;
+    }
+    if (rc < 0) {
+        if (release) release(ud);
+        return rc;
+    }
+    wchunk *c = calloc(1, sizeof *c);
+    if (!c) {
+        if (release) release(ud);
+        return -ENOMEM;
+    }
+    c->kind = W_REF;
+    c->p = buf;
+    c->len = len;
+    c->release = release;
+    c->ud = ud;
+    enqueue(s, c);
+    if (!(s->flags & F_IN_READ)) do_flush(s);
+    if (!s->h.closing) maybe_pause(s);
+    return 0;
+}
+
+int csock_stream_write_file(csock_stream *s, int fd, off_t offset, size_t len, int close_fd)
+{
+    int rc = check_writable(s);
+    if (rc < 0) {
+        if (close_fd) close(fd);
+        return rc;
+    }
+    if (s->filter) {
+        /* TLS cannot use sendfile: read the file through and write it. */
+        char *b = csock__buf_get(s->h.loop);
+        while (b && len && rc == 0) {
+            size_t want = len < CSOCK__BUF_SIZE ? len : CSOCK__BUF_SIZE;
+            ssize_t r = pread(fd, b, want, offset);
+            if (r <= 0) {
+                rc = r < 0 ? -errno : -EIO;
+                break;
+            }
+            rc = s->filter->write(s, b, (size_t)r);
+            offset += r;
+            len -= (size_t)r;
+        }
+        if (!b) rc = -ENOMEM;
+        csock__buf_put(s->h.loop, b);
+        if (close_fd) close(fd);
+        if (rc == 0 && !(s->flags & F_IN_READ)) do_flush(s);
+        return rc;
+    }
+    wchunk *c = calloc(1, sizeof *c);
+    if (!c) {
+        if (close_fd) close(fd);
+        return -ENOMEM;
+    }
+    c->kind = W_FILE;
+    c->fd = fd;
+    c->off = offset;
+    c->len = len;
+    c->close_fd = close_fd ? 1 : 0;
+    enqueue(s, c);
+    if (!(s->flags & F_IN_READ)) do_flush(s);
+    return 0;
+}
+
+/* ---- the watcher ----------------------------------------------------------------- */
+
+static void connect_done(csock_stream *s);
+
+static void on_io(csock_loop *loop, csock__watcher *w, unsigned events)
+{
+    csock_stream *s = csock__container_of(w, csock_stream, w);
+    if (s->flags & F_CONNECTING) {
+        connect_done(s);
+        return;
+    }
+    if (events & CSOCK_WRITABLE) do_flush(s);
+    if ((events & CSOCK_READABLE) && !s->h.closing && wants_read(s)) on_readable(s);
+}
+
+/* ---- timers: connect timeout, idle timeout, linger ---------------------------- */
+
+static void on_timer(csock_timer *t)
+{
+    csock_stream *s = csock_timer_data(t);
+    uint64_t now = csock_loop_now(s->h.loop);
+    switch (s->timer_mode) {
+    case T_CONNECT:
+        s->flags &= ~F_CONNECTING;
+        s->timer_mode = T_NONE;
+        if (s->connect_cb) {
+            csock_stream_cb cb = s->connect_cb;
+            s->connect_cb = NULL;
+            cb(s, -ETIMEDOUT);
+        }
+        csock_stream_close(s, NULL);
+        break;
+    case T_IDLE:
+        if (now - s->last_io < s->idle_ms) {
+            csock_timer_start(t, on_timer, s->idle_ms - (now - s->last_io), 0);
+            return;
+        }
+        s->timer_mode = T_NONE;
+        if (s->read_cb && !(s->flags & F_FAILED)) {
+            s->flags |= F_FAILED;
+            s->err = -ETIMEDOUT;
+            s->read_cb(s, -ETIMEDOUT, s->rbuf ? s->rbuf + s->roff : "", s->rlen);
+        }
+        if (!s->h.closing) csock_stream_close(s, s->close_cb);
+        break;
+    case T_LINGER:
+        csock_stream_close(s, s->close_cb);
+        break;
+    }
+}
+
+static int arm_timer(csock_stream *s, int mode, uint64_t ms)
+{
+    if (!s->timer) {
+        int rc = csock_timer_new(s->h.loop, &s->timer);
+        if (rc < 0) return rc;
+        csock_timer_set_data(s->timer, s);
+    }
+    s->timer_mode = (unsigned char)mode;
+    return csock_timer_start(s->timer, on_timer, ms, 0);
+}
+
+int csock_stream_set_idle_timeout(csock_stream *s, uint64_t ms)
+{
+    s->idle_ms = ms;
+    if (s->timer_mode == T_LINGER || s->timer_mode == T_CONNECT) return 0;
+    if (!ms) {
+        if (s->timer) csock_timer_stop(s->timer);
+        s->timer_mode = T_NONE;
+        return 0;
+    }
+    touch(s);
+    return arm_timer(s, T_IDLE, ms);
+}
+
+/* ---- connecting (the socket part lives in connect.c) ----------------------------- */
+
+int csock__stream_connecting(csock_stream *s, csock_stream_cb cb, uint64_t timeout_ms)
+{
+    s->flags |= F_CONNECTING;
+    s->connect_cb = cb;
+    update_events(s);
+    if (timeout_ms) return arm_timer(s, T_CONNECT, timeout_ms);
+    return 0;
+}
+
+static void connect_done(csock_stream *s)
+{
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(s->w.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+    s->flags &= ~F_CONNECTING;
+    if (s->timer_mode == T_CONNECT) {
+        csock_timer_stop(s->timer);
+        s->timer_mode = T_NONE;
+    }
+    update_events(s);
+    csock_stream_cb cb = s->connect_cb;
+    s->connect_cb = NULL;
+    touch(s);
+    if (cb) cb(s, -err);
+    if (err) {
+        csock_stream_close(s, NULL);
+        return;
+    }
+    if (!s->h.closing && s->idle_ms) arm_timer(s, T_IDLE, s->idle_ms);
+    if (!s->h.closing) do_flush(s); /* writes and a shutdown made while connecting */
+}
+
+/* ---- shutdown and close ---------------------------------------------------------- */
+
+int csock_stream_shutdown(csock_stream *s, csock_stream_cb cb)
+{
+    if (s->h.closing || (s->flags & (F_SHUT_REQ | F_ENDING))) return -EPIPE;
+    s->flags |= F_SHUT_REQ;
+    s->shutdown_cb = cb;
+    do_flush(s); /* held while connecting or inside the read callback */
+    return 0;
+}
+
+static void stream_finish(csock__handle *h)
+{
+    csock_stream *s = csock__container_of(h, csock_stream, h);
+    if (s->close_cb) s->close_cb(s);
+    free(s);
+}
+
+void csock_stream_close(csock_stream *s, csock_stream_close_cb cb)
+{
+    if (s->h.closing) return;
+    csock__watcher_set(s->h.loop, &s->w, 0);
+    if (s->filter && s->filter->free) s->filter->free(s);
+    s->filter = NULL;
+    drop_queue(s);
+    release_rbuf(s);
+    if (s->timer) csock_timer_close(s->timer, NULL);
+    s->timer = NULL;
+    if (s->w.fd >= 0) close(s->w.fd);
+    s->w.fd = -1;
+    if (s->group) {
+        s->group->conns--;
+        csock__group_release(s->group);
+        s->group = NULL;
+    }
+    s->close_cb = cb;
+    csock__handle_close(&s->h, stream_finish);
+}
+
+void csock_stream_end(csock_stream *s, csock_stream_close_cb cb)
+{
+    if (s->h.closing || (s->flags & F_ENDING)) return;
+    s->close_cb = cb;
+    if (s->flags & (F_FAILED | F_CONNECTING)) {
+        csock_stream_close(s, cb);
+        return;
+    }
+    s->flags |= F_ENDING | F_SHUT_REQ;
+    s->flags &= ~(F_READING | F_PAUSED);
+    release_rbuf(s);
+    arm_timer(s, T_LINGER, LINGER_MS);
+    do_flush(s); /* from inside the read callback, when it returns */
+    if (!s->h.closing) update_events(s);
+}
+
+/* ---- framing over a stream ------------------------------------------------------- */
+
+static size_t framed_read(csock_stream *s, int status, const char *buf, size_t len)
+{
+    size_t used = 0;
+    while (used < len && (s->flags & F_READING) && !(s->flags & F_PAUSED) && !s->h.closing) {
+        const char *msg;
+        size_t mlen;
+        ssize_t n = csock_frame_next(&s->framing, buf + used, len - used, &msg, &mlen);
+        if (n == 0) break;
+        if (n < 0) {
+            s->flags |= F_FAILED;
+            s->msg_cb(s, (int)n, NULL, 0);
+            return len;
+        }
+        used += (size_t)n;
+        s->msg_cb(s, 0, msg, mlen);
+    }
+    if (status == 0 || s->h.closing || (s->flags & F_FAILED)) return used;
+    /* End of input (or an error): what is left is a final partial message. */
+    if (status == CSOCK_EOF && used < len && !(s->flags & F_PAUSED)) {
+        if (s->framing.kind == CSOCK_FRAME_LINE) {
+            s->msg_cb(s, 0, buf + used, len - used);
+            if (s->h.closing) return len;
+        } else {
+            status = -EPROTO; /* a truncated length-prefixed frame */
+        }
+    }
+    s->msg_cb(s, status, NULL, 0);
+    return len;
+}
+
+int csock_stream_read_framed(csock_stream *s, const csock_framing *f, csock_msg_cb cb)
+{
+    if (!f || !cb || (f->kind != CSOCK_FRAME_LINE && f->kind != CSOCK_FRAME_LP32)) return -EINVAL;
+    s->framing = *f;
+    s->msg_cb = cb;
+    s->flags |= F_FRAMED;
+    size_t need = f->max + 4; /* a whole message plus its delimiter or header */
+    if (need > s->max_read) {
+        int rc = csock_stream_set_max_read(s, need);
+        if (rc < 0) return rc;
+    }
+    return csock_stream_read_start(s, framed_read);
+}
+
+int csock_stream_write_msg(csock_stream *s, const csock_framing *f, const void *msg, size_t len)
+{
+    if (len > f->max) return CSOCK_ETOOBIG;
+    struct iovec iov[2];
+    unsigned char hdr[4];
+    if (f->kind == CSOCK_FRAME_LP32) {
+        hdr[0] = (unsigned char)(len >> 24);
+        hdr[1] = (unsigned char)(len >> 16);
+        hdr[2] = (unsigned char)(len >> 8);
+        hdr[3] = (unsigned char)len;
+        iov[0] = (struct iovec){hdr, 4};
+        iov[1] = (struct iovec){(void *)msg, len};
+    } else {
+        iov[0] = (struct iovec){(void *)msg, len};
+        iov[1] = (struct iovec){"\n", 1};
+    }
+    return csock_stream_writev(s, iov, 2);
+}
+
+/* ---- filters (TLS) ----------------------------------------------------------------- */
+
+void csock__stream_set_filter(csock_stream *s, const csock__filter *f, void *state)
+{
+    s->filter = f;
+    s->filter_state = state;
+}
+
+void *csock__stream_filter_state(const csock_stream *s) { return s->filter_state; }
