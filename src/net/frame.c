@@ -69,6 +69,8 @@ ssize_t csock_frame_next(const csock_framing *f, const char *buf, size_t len, co
 {
     if (f == NULL || (buf == NULL && len > 0) || msg == NULL || msg_len == NULL)
         return -EINVAL;
+    if (len == 0 && (f->kind == CSOCK_FRAME_LINE || f->kind == CSOCK_FRAME_LP32))
+        return 0; /* nothing to look at (and memchr(NULL, .., 0) is undefined) */
     switch (f->kind) {
     case CSOCK_FRAME_LINE:
         return frame_line(f, buf, len, msg, msg_len);
