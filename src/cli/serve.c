@@ -1,0 +1,252 @@
+/* csock serve SERVICE ADDR...: the seed's services on every address at once,
+ * stream and datagram alike. */
+#include <ctype.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+static const char serve_usage[] =
+    "usage: csock serve SERVICE ADDR... [options]\n"
+    "\n"
+    "Serve SERVICE on every ADDR (tcp://, udp://, unix:, unixgram:, HOST:PORT).\n"
+    "For each endpoint one line goes to stdout once it is ready:\n"
+    "  listening ADDR     (with the real port when 0 was asked for)\n"
+    "\n"
+    "Services:\n"
+    "  echo      send back every byte (every datagram)\n"
+    "  upper     answer each line (each datagram) in upper case\n"
+    "  discard   read and drop everything\n"
+    "\n"
+    "Options:\n"
+    "  --max-line N        longest line for line services, bytes (default 65536);\n"
+    "                      a longer line closes that connection\n"
+    "  -m, --max-conns N   at most N connections per endpoint; more are refused\n"
+    "  -i, --idle-timeout SECS  close a connection idle this long\n"
+    "  -v, --verbose       log connections to stderr\n"
+    "  -h, --help          this help\n"
+    "\n"
+    "SIGINT or SIGTERM stops the server. Exit status: 0 after a signal, 1 on a\n"
+    "runtime error, 2 on a wrong argument.\n";
+
+typedef struct service service;
+
+typedef struct server {
+    csock_loop *loop;
+    const service *svc;
+    csock_framing framing;
+    uint64_t idle_ms;
+    int verbose;
+    unsigned nlisteners, ndgrams;
+    csock_listener **listeners;
+    csock_dgram **dgrams;
+    int stopping;
+} server;
+
+struct service {
+    const char *name;
+    int line_based;
+    /* Transform a message (a line with its ending, a chunk, a datagram) in
+     * place into the reply; return its length, or -1 for no reply. */
+    long (*reply)(char *msg, size_t len);
+};
+
+static long reply_echo(char *msg, size_t len) { return (long)len; }
+static long reply_none(char *msg, size_t len) { return -1; }
+static long reply_upper(char *msg, size_t len)
+{
+    for (size_t i = 0; i < len; i++) msg[i] = (char)toupper((unsigned char)msg[i]);
+    return (long)len;
+}
+
+static const service services[] = {
+    {"echo", 0, reply_echo},
+    {"upper", 1, reply_upper},
+    {"discard", 0, reply_none},
+};
+
+static void log_peer(server *srv, csock_stream *s, const char *what)
+{
+    if (!srv->verbose) return;
+    csock_addr a;
+    char buf[300] = "?";
+    if (csock_stream_peer(s, &a) == 0) csock_addr_format(&a, buf, sizeof buf);
+    cli_warn("%s %s", what, buf);
+}
+
+static void on_closed(csock_stream *s) {}
+
+static void stream_failed(server *srv, csock_stream *s, int status)
+{
+    if (status == CSOCK_EOF) {
+        /* The peer finished: finish our replies, then close. */
+        log_peer(srv, s, "closed");
+        csock_stream_end(s, on_closed);
+        return;
+    }
+    if (srv->verbose) {
+        log_peer(srv, s, "dropped");
+        cli_warn("  reason: %s", csock_strerror(status));
+    }
+    csock_stream_close(s, on_closed);
+}
+
+/* Line services: the message is the line with its ending (kept, so CRLF
+ * clients get CRLF back). Messages are slices of the read buffer, which the
+ * service may change in place: it is ours until the callback returns. */
+static void on_line(csock_stream *s, int status, const char *msg, size_t len)
+{
+    server *srv = csock_stream_data(s);
+    if (status < 0) return stream_failed(srv, s, status);
+    long n = srv->svc->reply((char *)msg, len);
+    if (n >= 0) csock_stream_write(s, msg, (size_t)n);
+}
+
+static size_t on_bytes(csock_stream *s, int status, const char *buf, size_t len)
+{
+    server *srv = csock_stream_data(s);
+    if (status < 0) {
+        stream_failed(srv, s, status);
+        return len;
+    }
+    long n = srv->svc->reply((char *)buf, len);
+    if (n >= 0) csock_stream_write(s, buf, (size_t)n);
+    return len;
+}
+
+static void on_accept(csock_listener *l, csock_stream *s, int status)
+{
+    server *srv = csock_listener_data(l);
+    if (status < 0) {
+        if (srv->verbose) cli_warn("accept: %s", csock_strerror(status));
+        return;
+    }
+    csock_stream_set_data(s, srv);
+    log_peer(srv, s, "connection from");
+    if (srv->idle_ms) csock_stream_set_idle_timeout(s, srv->idle_ms);
+    int rc = srv->svc->line_based ? csock_stream_read_framed(s, &srv->framing, on_line)
+                                  : csock_stream_read_start(s, on_bytes);
+    if (rc < 0) csock_stream_close(s, on_closed);
+}
+
+static void on_datagram(csock_dgram *d, int status, const char *buf, size_t len,
+                        const csock_addr *from)
+{
+    server *srv = csock_dgram_data(d);
+    if (status < 0 || !from) return; /* a bad peer never stops the socket */
+    char *copy = malloc(len ? len : 1);
+    if (!copy) return;
+    memcpy(copy, buf, len);
+    long n = srv->svc->reply(copy, len);
+    if (n >= 0) csock_dgram_send(d, copy, (size_t)n, from);
+    free(copy);
+}
+
+static void on_signal(csock_signal *sig, int signum)
+{
+    server *srv = csock_signal_data(sig);
+    if (srv->stopping++) exit(CLI_OK); /* a second signal: leave at once */
+    csock_loop_stop(srv->loop);
+}
+
+static const service *find_service(const char *name)
+{
+    for (size_t i = 0; i < sizeof services / sizeof services[0]; i++)
+        if (!strcmp(name, services[i].name)) return &services[i];
+    return NULL;
+}
+
+static void print_listening(const csock_addr *a)
+{
+    char buf[300];
+    csock_addr_format(a, buf, sizeof buf);
+    printf("listening %s\n", buf);
+    fflush(stdout);
+}
+
+static void open_endpoint(server *srv, const char *text, unsigned max_conns)
+{
+    csock_addr a;
+    cli_addr(text, CSOCK_ADDR_PASSIVE, &a);
+    int rc;
+    csock_addr bound;
+    if (csock_addr_is_stream(&a)) {
+        if (a.scheme == CSOCK_TLS) cli_die(CLI_USAGE, "serve: tls:// needs TLS support (--cert/--key)");
+        csock_listen_opts o = {.max_conns = max_conns};
+        csock_listener *l;
+        rc = csock_listen(srv->loop, &a, &o, on_accept, srv, &l);
+        if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", text, csock_strerror(rc));
+        srv->listeners[srv->nlisteners++] = l;
+        rc = csock_listener_addr(l, &bound);
+    } else {
+        csock_dgram *d;
+        rc = csock_dgram_new(srv->loop, &a, NULL, &d);
+        if (rc < 0) cli_die(CLI_ERR, "bind %s: %s", text, csock_strerror(rc));
+        csock_dgram_set_data(d, srv);
+        csock_dgram_recv_start(d, on_datagram);
+        srv->dgrams[srv->ndgrams++] = d;
+        rc = csock_dgram_local(d, &bound);
+    }
+    if (rc < 0) cli_die(CLI_ERR, "%s: %s", text, csock_strerror(rc));
+    bound.scheme = a.scheme;
+    print_listening(&bound);
+}
+
+int cli_serve(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"max-line", required_argument, NULL, 'L'},
+        {"max-conns", required_argument, NULL, 'm'},
+        {"idle-timeout", required_argument, NULL, 'i'},
+        {"verbose", no_argument, NULL, 'v'},
+        {0, 0, 0, 0},
+    };
+    server srv = {.framing = {.kind = CSOCK_FRAME_LINE, .max = 65536, .keep_delimiter = 1}};
+    unsigned max_conns = 0;
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "+:hm:i:v", opts, NULL)) != -1) {
+        switch (c) {
+        case 'h': fputs(serve_usage, stdout); return CLI_OK;
+        case 'L': srv.framing.max = cli_ulong("--max-line", optarg, 1u << 28); break;
+        case 'm': max_conns = (unsigned)cli_ulong("--max-conns", optarg, 1u << 24); break;
+        case 'i': srv.idle_ms = cli_seconds("--idle-timeout", optarg); break;
+        case 'v': srv.verbose = 1; break;
+        default: cli_bad_option("serve", c, optopt, argv[optind - 1]);
+        }
+    }
+    if (optind >= argc) cli_die(CLI_USAGE, "serve: missing SERVICE (echo, upper or discard)");
+    srv.svc = find_service(argv[optind]);
+    if (!srv.svc)
+        cli_die(CLI_USAGE, "serve: unknown service '%s' (echo, upper or discard)", argv[optind]);
+    optind++;
+    if (optind >= argc) cli_die(CLI_USAGE, "serve: missing ADDR to listen on");
+    cli_raise_nofile();
+    int rc = csock_loop_new(&srv.loop, NULL);
+    if (rc < 0) cli_die(CLI_ERR, "event loop: %s", csock_strerror(rc));
+    unsigned n = (unsigned)(argc - optind);
+    srv.listeners = calloc(n, sizeof *srv.listeners);
+    srv.dgrams = calloc(n, sizeof *srv.dgrams);
+    if (!srv.listeners || !srv.dgrams) cli_die(CLI_ERR, "out of memory");
+    /* Parse every address first: a typo in the last one should not leave
+     * the first ones half-served. */
+    for (int i = optind; i < argc; i++) {
+        csock_addr a;
+        cli_addr(argv[i], CSOCK_ADDR_PASSIVE, &a);
+    }
+    for (int i = optind; i < argc; i++) open_endpoint(&srv, argv[i], max_conns);
+
+    csock_signal *sigint, *sigterm;
+    csock_signal_new(srv.loop, &sigint);
+    csock_signal_new(srv.loop, &sigterm);
+    csock_signal_set_data(sigint, &srv);
+    csock_signal_set_data(sigterm, &srv);
+    csock_signal_start(sigint, on_signal, SIGINT);
+    csock_signal_start(sigterm, on_signal, SIGTERM);
+    rc = csock_loop_run(srv.loop, CSOCK_RUN_DEFAULT);
+    if (rc < 0) cli_die(CLI_ERR, "event loop: %s", csock_strerror(rc));
+    return CLI_OK;
+}
