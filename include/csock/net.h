@@ -142,10 +142,20 @@ int csock_stream_set_idle_timeout(csock_stream *s, uint64_t ms);
  * (the peer reads EOF); reading goes on. `cb` (may be NULL) gets the result. */
 int csock_stream_shutdown(csock_stream *s, csock_stream_cb cb);
 
-/* Close now: queued writes are dropped; `cb` runs on a later iteration and
- * the stream's memory is released after it. Safe to call from any of the
- * stream's callbacks; calling it twice is a no-op. */
+/* Close now: queued writes are dropped; `cb` (or, when NULL, the one set
+ * with csock_stream_on_close()) runs on a later iteration and the stream's
+ * memory is released after it. Safe to call from any of the stream's
+ * callbacks; calling it twice is a no-op. */
 void csock_stream_close(csock_stream *s, csock_stream_close_cb cb);
+
+/* Set the close callback ahead of time: it then runs however the stream
+ * closes (csock_stream_close/end with a NULL cb keep it), including closes
+ * made by a server's drain or timeouts. */
+void csock_stream_on_close(csock_stream *s, csock_stream_close_cb cb);
+
+/* 1 while a server drains: finish the current reply and do not invite more
+ * (HTTP answers with Connection: close). The stream ends once idle. */
+int csock_stream_draining(const csock_stream *s);
 
 /* Close gracefully: stop reading, send what is queued, shut down the write
  * side, then wait (up to 2 s) for the peer to finish so that no unread
@@ -239,6 +249,62 @@ void csock_dgram_close(csock_dgram *d, void (*cb)(csock_dgram *d));
 void *csock_dgram_data(const csock_dgram *d);
 void csock_dgram_set_data(csock_dgram *d, void *data);
 int csock_dgram_fd(const csock_dgram *d);
+
+/* ---- the multi-core server ------------------------------------------------- */
+
+/* N loops on N threads, each with its own SO_REUSEPORT listener per stream
+ * endpoint (one shared listening socket where SO_REUSEPORT is missing and
+ * for Unix sockets), so the kernel spreads connections and no lock sits on
+ * the hot path. Accept callbacks run on the thread of the loop that
+ * accepted; everything a connection does stays on that loop. */
+typedef struct csock_server csock_server;
+
+typedef struct csock_server_opts {
+    unsigned threads;          /* loops (threads); 0: one per online CPU */
+    unsigned max_conns;        /* open connections across all loops; 0: no limit */
+    uint64_t drain_timeout_ms; /* after a stop, close what is left; 0: 10 s */
+    int handle_signals;        /* SIGINT/SIGTERM drain gracefully; a second one
+                                  closes everything at once */
+    int verbose;               /* reserved */
+    /* Called on each loop's thread before it runs and after it stops (may
+     * be NULL): per-loop state for the application. */
+    void (*loop_start)(csock_server *srv, csock_loop *loop, unsigned index);
+    void (*loop_stop)(csock_server *srv, csock_loop *loop, unsigned index);
+    /* Called on each loop's thread when the drain begins (close your own
+     * handles on that loop here so it can finish). */
+    void (*loop_drain)(csock_server *srv, csock_loop *loop, unsigned index);
+    void *data;                /* for the callbacks: csock_server_data() */
+} csock_server_opts;
+
+/* Create a server with its loops (not yet running). */
+int csock_server_new(csock_server **out, const csock_server_opts *opts);
+
+/* Serve a stream endpoint (tcp, unix) on every loop. With port 0 the first
+ * loop picks the port and the others share it. Call before run. */
+int csock_server_listen(csock_server *srv, const csock_addr *addr, csock_accept_cb cb, void *data);
+
+/* Serve a datagram endpoint (on the first loop). Call before run. */
+int csock_server_dgram(csock_server *srv, const csock_addr *addr, csock_recv_cb cb, void *data);
+
+/* The address endpoint number i (in the order added) is bound to. */
+int csock_server_addr(const csock_server *srv, unsigned i, csock_addr *out);
+
+/* Run every loop (loop 0 on the calling thread) until the server has
+ * drained after csock_server_stop() or a signal. Returns 0 or an error. */
+int csock_server_run(csock_server *srv);
+
+/* Begin a graceful drain: stop accepting at once; idle connections close,
+ * busy ones close as soon as their replies are out; what is left at the
+ * drain timeout is closed. Safe from any thread. */
+void csock_server_stop(csock_server *srv);
+
+unsigned csock_server_threads(const csock_server *srv);
+csock_loop *csock_server_loop(const csock_server *srv, unsigned index);
+unsigned csock_server_conns(const csock_server *srv);
+void *csock_server_data(const csock_server *srv);
+
+/* Free the server after run returned (or if it never ran). */
+void csock_server_free(csock_server *srv);
 
 /* ---- framing --------------------------------------------------------------- */
 

@@ -25,24 +25,24 @@ static const char serve_usage[] =
     "                      a longer line closes that connection\n"
     "  -m, --max-conns N   at most N connections per endpoint; more are refused\n"
     "  -i, --idle-timeout SECS  close a connection idle this long\n"
+    "  -t, --threads N     event loops (threads), one per core by default\n"
+    "  --drain-timeout SECS  on SIGINT/SIGTERM, stop accepting, let replies\n"
+    "                      finish, close what is left after SECS (default 10);\n"
+    "                      a second signal closes everything at once\n"
     "  -v, --verbose       log connections to stderr\n"
     "  -h, --help          this help\n"
     "\n"
-    "SIGINT or SIGTERM stops the server. Exit status: 0 after a signal, 1 on a\n"
-    "runtime error, 2 on a wrong argument.\n";
+    "Exit status: 0 after a signal-driven stop, 1 on a runtime error (port in\n"
+    "use), 2 on a wrong argument.\n";
 
 typedef struct service service;
 
 typedef struct server {
-    csock_loop *loop;
+    csock_server *srv;
     const service *svc;
     csock_framing framing;
     uint64_t idle_ms;
     int verbose;
-    unsigned nlisteners, ndgrams;
-    csock_listener **listeners;
-    csock_dgram **dgrams;
-    int stopping;
 } server;
 
 struct service {
@@ -144,13 +144,6 @@ static void on_datagram(csock_dgram *d, int status, const char *buf, size_t len,
     free(copy);
 }
 
-static void on_signal(csock_signal *sig, int signum)
-{
-    server *srv = csock_signal_data(sig);
-    if (srv->stopping++) exit(CLI_OK); /* a second signal: leave at once */
-    csock_loop_stop(srv->loop);
-}
-
 static const service *find_service(const char *name)
 {
     for (size_t i = 0; i < sizeof services / sizeof services[0]; i++)
@@ -166,31 +159,16 @@ static void print_listening(const csock_addr *a)
     fflush(stdout);
 }
 
-static void open_endpoint(server *srv, const char *text, unsigned max_conns)
+static void open_endpoint(server *srv, const char *text, unsigned index)
 {
     csock_addr a;
     cli_addr(text, CSOCK_ADDR_PASSIVE, &a);
-    int rc;
+    if (a.scheme == CSOCK_TLS) cli_die(CLI_USAGE, "serve: tls:// needs TLS support (--cert/--key)");
+    int rc = csock_addr_is_stream(&a) ? csock_server_listen(srv->srv, &a, on_accept, srv)
+                                      : csock_server_dgram(srv->srv, &a, on_datagram, srv);
+    if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", text, csock_strerror(rc));
     csock_addr bound;
-    if (csock_addr_is_stream(&a)) {
-        if (a.scheme == CSOCK_TLS) cli_die(CLI_USAGE, "serve: tls:// needs TLS support (--cert/--key)");
-        csock_listen_opts o = {.max_conns = max_conns};
-        csock_listener *l;
-        rc = csock_listen(srv->loop, &a, &o, on_accept, srv, &l);
-        if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", text, csock_strerror(rc));
-        srv->listeners[srv->nlisteners++] = l;
-        rc = csock_listener_addr(l, &bound);
-    } else {
-        csock_dgram *d;
-        rc = csock_dgram_new(srv->loop, &a, NULL, &d);
-        if (rc < 0) cli_die(CLI_ERR, "bind %s: %s", text, csock_strerror(rc));
-        csock_dgram_set_data(d, srv);
-        csock_dgram_recv_start(d, on_datagram);
-        srv->dgrams[srv->ndgrams++] = d;
-        rc = csock_dgram_local(d, &bound);
-    }
-    if (rc < 0) cli_die(CLI_ERR, "%s: %s", text, csock_strerror(rc));
-    bound.scheme = a.scheme;
+    csock_server_addr(srv->srv, index, &bound);
     print_listening(&bound);
 }
 
@@ -201,19 +179,23 @@ int cli_serve(int argc, char **argv)
         {"max-line", required_argument, NULL, 'L'},
         {"max-conns", required_argument, NULL, 'm'},
         {"idle-timeout", required_argument, NULL, 'i'},
+        {"threads", required_argument, NULL, 't'},
+        {"drain-timeout", required_argument, NULL, 'D'},
         {"verbose", no_argument, NULL, 'v'},
         {0, 0, 0, 0},
     };
     server srv = {.framing = {.kind = CSOCK_FRAME_LINE, .max = 65536, .keep_delimiter = 1}};
-    unsigned max_conns = 0;
+    csock_server_opts so = {.handle_signals = 1, .drain_timeout_ms = 10000};
     int c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "+:hm:i:v", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "+:hm:i:t:v", opts, NULL)) != -1) {
         switch (c) {
         case 'h': fputs(serve_usage, stdout); return CLI_OK;
         case 'L': srv.framing.max = cli_ulong("--max-line", optarg, 1u << 28); break;
-        case 'm': max_conns = (unsigned)cli_ulong("--max-conns", optarg, 1u << 24); break;
+        case 'm': so.max_conns = (unsigned)cli_ulong("--max-conns", optarg, 1u << 24); break;
         case 'i': srv.idle_ms = cli_seconds("--idle-timeout", optarg); break;
+        case 't': so.threads = (unsigned)cli_ulong("--threads", optarg, 1024); break;
+        case 'D': so.drain_timeout_ms = cli_seconds("--drain-timeout", optarg); break;
         case 'v': srv.verbose = 1; break;
         default: cli_bad_option("serve", c, optopt, argv[optind - 1]);
         }
@@ -224,29 +206,20 @@ int cli_serve(int argc, char **argv)
         cli_die(CLI_USAGE, "serve: unknown service '%s' (echo, upper or discard)", argv[optind]);
     optind++;
     if (optind >= argc) cli_die(CLI_USAGE, "serve: missing ADDR to listen on");
-    cli_raise_nofile();
-    int rc = csock_loop_new(&srv.loop, NULL);
-    if (rc < 0) cli_die(CLI_ERR, "event loop: %s", csock_strerror(rc));
-    unsigned n = (unsigned)(argc - optind);
-    srv.listeners = calloc(n, sizeof *srv.listeners);
-    srv.dgrams = calloc(n, sizeof *srv.dgrams);
-    if (!srv.listeners || !srv.dgrams) cli_die(CLI_ERR, "out of memory");
+    if (argc - optind > 64) cli_die(CLI_USAGE, "serve: at most 64 addresses");
     /* Parse every address first: a typo in the last one should not leave
      * the first ones half-served. */
     for (int i = optind; i < argc; i++) {
         csock_addr a;
         cli_addr(argv[i], CSOCK_ADDR_PASSIVE, &a);
     }
-    for (int i = optind; i < argc; i++) open_endpoint(&srv, argv[i], max_conns);
-
-    csock_signal *sigint, *sigterm;
-    csock_signal_new(srv.loop, &sigint);
-    csock_signal_new(srv.loop, &sigterm);
-    csock_signal_set_data(sigint, &srv);
-    csock_signal_set_data(sigterm, &srv);
-    csock_signal_start(sigint, on_signal, SIGINT);
-    csock_signal_start(sigterm, on_signal, SIGTERM);
-    rc = csock_loop_run(srv.loop, CSOCK_RUN_DEFAULT);
-    if (rc < 0) cli_die(CLI_ERR, "event loop: %s", csock_strerror(rc));
+    cli_raise_nofile();
+    if (!so.drain_timeout_ms) so.drain_timeout_ms = 1; /* 0 means: do not wait */
+    int rc = csock_server_new(&srv.srv, &so);
+    if (rc < 0) cli_die(CLI_ERR, "server: %s", csock_strerror(rc));
+    for (int i = optind; i < argc; i++) open_endpoint(&srv, argv[i], (unsigned)(i - optind));
+    rc = csock_server_run(srv.srv);
+    csock_server_free(srv.srv);
+    if (rc < 0) cli_die(CLI_ERR, "server: %s", csock_strerror(rc));
     return CLI_OK;
 }

@@ -23,6 +23,8 @@ struct csock_listener {
     unsigned max_conns;
     int reserve_fd;        /* kept open so EMFILE can be answered with a close */
     int paused;
+    int owned;             /* the fd is ours to close (not shared by loops) */
+    csock_timer *backoff;  /* accepting paused after fds ran out for good */
     char *unix_path;       /* socket file to remove on close */
     csock_scheme scheme;
     void (*close_cb)(csock_listener *l);
@@ -34,13 +36,30 @@ static int open_reserve(void) { return open("/dev/null", O_RDONLY | O_CLOEXEC); 
  * a loop that just retries spins at 100 % CPU. Spend the reserve fd to
  * accept the connection and close it at once (the peer sees a clean close),
  * then take the reserve back. */
+static void resume_after_backoff(csock_timer *t)
+{
+    csock_listener *l = csock_timer_data(t);
+    if (l->reserve_fd < 0) l->reserve_fd = open_reserve();
+    if (!l->paused && !l->h.closing) csock__watcher_set(l->h.loop, &l->w, CSOCK_READABLE);
+}
+
 static void shed_one(csock_listener *l)
 {
-    if (l->reserve_fd < 0) return;
-    close(l->reserve_fd);
-    int fd = accept(l->w.fd, NULL, NULL);
-    if (fd >= 0) close(fd);
-    l->reserve_fd = open_reserve();
+    if (l->reserve_fd >= 0) {
+        close(l->reserve_fd);
+        int fd = accept(l->w.fd, NULL, NULL);
+        if (fd >= 0) close(fd);
+        l->reserve_fd = open_reserve();
+        if (l->reserve_fd >= 0) return;
+    }
+    /* No reserve (another thread took the fd): stop watching for a moment
+     * rather than spin on a readiness we cannot act on. */
+    if (!l->backoff && csock_timer_new(l->h.loop, &l->backoff) == 0)
+        csock_timer_set_data(l->backoff, l);
+    if (l->backoff) {
+        csock__watcher_set(l->h.loop, &l->w, 0);
+        csock_timer_start(l->backoff, resume_after_backoff, 100, 0);
+    }
 }
 
 static void on_accept(csock_loop *loop, csock__watcher *w, unsigned events)
@@ -52,15 +71,15 @@ static void on_accept(csock_loop *loop, csock__watcher *w, unsigned events)
             int err = errno;
             if (err == EAGAIN || err == EINTR) return;
             if (err == ECONNABORTED || err == EPROTO) continue;
-            if (err == EMFILE || err == ENFILE) {
+            if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
                 shed_one(l);
                 l->cb(l, NULL, -err);
-                continue;
+                return;
             }
             l->cb(l, NULL, -err);
             return;
         }
-        if (l->max_conns && l->group->conns >= l->max_conns) {
+        if (l->max_conns && csock__group_count(l->group) >= l->max_conns) {
             close(fd); /* refused at once: the server stays responsive */
             continue;
         }
@@ -95,7 +114,7 @@ static int clear_stale_unix(const struct sockaddr_un *sun)
     return 0;
 }
 
-static int bind_listen(const csock_addr *addr, const csock_listen_opts *o)
+int csock__bind_listen(const csock_addr *addr, const csock_listen_opts *o)
 {
     int family = addr->sa.ss_family;
     int fd = csock__socket(family, SOCK_STREAM);
@@ -122,30 +141,23 @@ fail:
     return rc;
 }
 
-int csock_listen(csock_loop *loop, const csock_addr *addr, const csock_listen_opts *opts,
-                 csock_accept_cb cb, void *data, csock_listener **out)
+int csock__listen_fd(csock_loop *loop, int fd, int owned, csock_scheme scheme,
+                     const csock_listen_opts *opts, csock__conn_group *group,
+                     csock_accept_cb cb, void *data, csock_listener **out)
 {
-    if (!addr || !cb) return -EINVAL;
-    if (!csock_addr_is_stream(addr)) return CSOCK_ESCHEME;
     csock_listener *l = calloc(1, sizeof *l);
     if (!l) return -ENOMEM;
-    l->group = calloc(1, sizeof *l->group);
-    if (!l->group) {
-        free(l);
-        return -ENOMEM;
+    if (!group) {
+        group = calloc(1, sizeof *group);
+        if (!group) {
+            free(l);
+            return -ENOMEM;
+        }
     }
-    int fd = bind_listen(addr, opts);
-    if (fd < 0) {
-        free(l->group);
-        free(l);
-        return fd;
-    }
-    l->group->refs = 1;
-    l->scheme = addr->sa.ss_family == AF_UNIX ? CSOCK_UNIX : CSOCK_TCP;
-    if (l->scheme == CSOCK_UNIX) {
-        const struct sockaddr_un *sun = (const struct sockaddr_un *)&addr->sa;
-        if (sun->sun_path[0]) l->unix_path = strdup(sun->sun_path);
-    }
+    group->refs++;
+    l->group = group;
+    l->owned = owned;
+    l->scheme = scheme;
     csock__handle_init(loop, &l->h);
     csock__watcher_init(&l->w, fd, on_accept);
     l->cb = cb;
@@ -160,6 +172,27 @@ int csock_listen(csock_loop *loop, const csock_addr *addr, const csock_listen_op
     *out = l;
     return 0;
 }
+
+int csock_listen(csock_loop *loop, const csock_addr *addr, const csock_listen_opts *opts,
+                 csock_accept_cb cb, void *data, csock_listener **out)
+{
+    if (!addr || !cb) return -EINVAL;
+    if (!csock_addr_is_stream(addr)) return CSOCK_ESCHEME;
+    int fd = csock__bind_listen(addr, opts);
+    if (fd < 0) return fd;
+    csock_scheme scheme = addr->sa.ss_family == AF_UNIX ? CSOCK_UNIX : CSOCK_TCP;
+    csock_listener *l;
+    int rc = csock__listen_fd(loop, fd, 1, scheme, opts, NULL, cb, data, &l);
+    if (rc < 0) return rc; /* the failed listener closed fd */
+    if (scheme == CSOCK_UNIX) {
+        const struct sockaddr_un *sun = (const struct sockaddr_un *)&addr->sa;
+        if (sun->sun_path[0]) l->unix_path = strdup(sun->sun_path);
+    }
+    *out = l;
+    return 0;
+}
+
+int csock__listener_fd(const csock_listener *l) { return l->w.fd; }
 
 int csock_listener_addr(const csock_listener *l, csock_addr *out)
 {
@@ -199,8 +232,9 @@ void csock_listener_close(csock_listener *l, void (*cb)(csock_listener *l))
 {
     if (l->h.closing) return;
     csock__watcher_set(l->h.loop, &l->w, 0);
-    close(l->w.fd);
+    if (l->owned) close(l->w.fd);
     if (l->reserve_fd >= 0) close(l->reserve_fd);
+    if (l->backoff) csock_timer_close(l->backoff, NULL);
     if (l->unix_path) unlink(l->unix_path);
     l->close_cb = cb;
     csock__handle_close(&l->h, listener_finish);

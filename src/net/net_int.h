@@ -15,10 +15,29 @@ int csock__sockaddr_to_addr(const struct sockaddr *sa, socklen_t len, csock_sche
 /* Connection counting shared by a listener and the streams it accepted; it
  * outlives whichever of them closes first. */
 typedef struct csock__conn_group {
-    unsigned conns; /* open accepted streams */
-    unsigned refs;  /* the listener + each open stream */
+    unsigned conns;         /* open accepted streams (this loop) */
+    unsigned refs;          /* the owner(s) + each open stream */
+    csock_stream *head;     /* the open streams, for a graceful drain */
+    atomic_uint *shared;    /* a count across loops (the server's), or NULL */
+    unsigned draining : 1;  /* new streams start draining too */
 } csock__conn_group;
 void csock__group_release(csock__conn_group *g);
+/* Open streams of the group, counted across loops when the group shares a
+ * counter: what max_conns is checked against. */
+unsigned csock__group_count(const csock__conn_group *g);
+/* Graceful drain: every stream closes (csock_stream_end) as soon as it has
+ * no unconsumed input and nothing queued; idle ones at once. */
+void csock__group_drain(csock__conn_group *g);
+/* Close every stream of the group now (drain timeout). */
+void csock__group_close_all(csock__conn_group *g);
+/* A listener on an fd someone else owns (shared between loops), or on a new
+ * socket; `group` NULL makes a private one. */
+int csock__listen_fd(csock_loop *loop, int fd, int owned, csock_scheme scheme,
+                     const csock_listen_opts *opts, csock__conn_group *group,
+                     csock_accept_cb cb, void *data, csock_listener **out);
+int csock__listener_fd(const csock_listener *l);
+/* socket + options + bind + listen. Returns the fd or an error. */
+int csock__bind_listen(const csock_addr *addr, const csock_listen_opts *opts);
 
 /* A filter sits between the socket and the application (TLS): raw bytes go
  * through it on the way in and out, and the app sees plaintext. */

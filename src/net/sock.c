@@ -47,3 +47,8 @@ void csock__group_release(csock__conn_group *g)
 {
     if (g && --g->refs == 0) free(g);
 }
+
+unsigned csock__group_count(const csock__conn_group *g)
+{
+    return g->shared ? atomic_load(g->shared) : g->conns;
+}

@@ -50,6 +50,7 @@ enum {
     F_FRAMED = 1 << 11,    /* reads are cut into messages for msg_cb */
     F_EOF_DONE = 1 << 12,  /* the application has taken the EOF */
     F_SHUT_FILTER = 1 << 13, /* the filter's shutdown (close_notify) is queued */
+    F_DRAIN = 1 << 14,     /* server draining: end the stream once it is idle */
 };
 
 enum { T_NONE, T_CONNECT, T_IDLE, T_LINGER };
@@ -74,6 +75,7 @@ struct csock_stream {
     csock_timer *timer;     /* connect timeout, idle timeout, linger: lazily made */
     uint64_t idle_ms, last_io;
     csock__conn_group *group;
+    csock_stream *gnext, *gprev; /* the group's list of open streams */
     const csock__filter *filter;
     void *filter_state;
     /* framing */
@@ -86,6 +88,7 @@ static void update_events(csock_stream *s);
 static void process_input(csock_stream *s);
 static void do_flush(csock_stream *s);
 static void on_io(csock_loop *loop, csock__watcher *w, unsigned events);
+static void drain_check(csock_stream *s);
 
 csock_stream *csock__stream_new(csock_loop *loop, int fd, csock__conn_group *group)
 {
@@ -100,6 +103,11 @@ csock_stream *csock__stream_new(csock_loop *loop, int fd, csock__conn_group *gro
     if (group) {
         group->conns++;
         group->refs++;
+        if (group->shared) atomic_fetch_add(group->shared, 1);
+        s->gnext = group->head;
+        if (group->head) group->head->gprev = s;
+        group->head = s;
+        if (group->draining) s->flags |= F_DRAIN;
     }
     return s;
 }
@@ -295,6 +303,7 @@ static void process_input(csock_stream *s)
     s->rlen -= (uint32_t)used;
     if (!s->rlen) release_rbuf(s); /* idle streams hold no buffer */
     do_flush(s);
+    drain_check(s);
 }
 
 /* The EOF goes to the application with whatever input is still unconsumed.
@@ -534,6 +543,7 @@ static void after_drain(csock_stream *s, int was_queued)
         return;
     }
     if (was_queued && s->drain_cb && !(s->flags & F_IN_READ)) s->drain_cb(s, 0);
+    if (!s->h.closing) drain_check(s);
 }
 
 static ssize_t send_iov(csock_stream *s, struct iovec *iov, int n)
@@ -903,18 +913,50 @@ void csock_stream_close(csock_stream *s, csock_stream_close_cb cb)
     if (s->w.fd >= 0) close(s->w.fd);
     s->w.fd = -1;
     if (s->group) {
-        s->group->conns--;
-        csock__group_release(s->group);
+        csock__conn_group *g = s->group;
+        if (s->gprev) s->gprev->gnext = s->gnext;
+        else g->head = s->gnext;
+        if (s->gnext) s->gnext->gprev = s->gprev;
+        g->conns--;
+        if (g->shared) atomic_fetch_sub(g->shared, 1);
+        csock__group_release(g);
         s->group = NULL;
     }
-    s->close_cb = cb;
+    if (cb) s->close_cb = cb;
     csock__handle_close(&s->h, stream_finish);
+}
+
+void csock_stream_on_close(csock_stream *s, csock_stream_close_cb cb) { s->close_cb = cb; }
+int csock_stream_draining(const csock_stream *s) { return (s->flags & F_DRAIN) != 0; }
+
+/* A draining stream ends once it is idle: no unconsumed input, nothing
+ * queued, not inside its read callback. */
+static void drain_check(csock_stream *s)
+{
+    if ((s->flags & (F_DRAIN | F_ENDING | F_IN_READ)) != F_DRAIN || s->h.closing) return;
+    if (s->rlen || s->wq_head || (s->flags & F_CONNECTING)) return;
+    csock_stream_end(s, NULL);
+}
+
+void csock__group_drain(csock__conn_group *g)
+{
+    g->draining = 1;
+    for (csock_stream *s = g->head, *next; s; s = next) {
+        next = s->gnext; /* drain_check may close s */
+        s->flags |= F_DRAIN;
+        drain_check(s);
+    }
+}
+
+void csock__group_close_all(csock__conn_group *g)
+{
+    while (g->head) csock_stream_close(g->head, NULL);
 }
 
 void csock_stream_end(csock_stream *s, csock_stream_close_cb cb)
 {
     if (s->h.closing || (s->flags & F_ENDING)) return;
-    s->close_cb = cb;
+    if (cb) s->close_cb = cb;
     if (s->flags & (F_FAILED | F_CONNECTING)) {
         csock_stream_close(s, cb);
         return;

@@ -1,0 +1,343 @@
+/* The multi-core server: N loops on N threads, SO_REUSEPORT listeners,
+ * a connection limit across loops, graceful drain. Loops share nothing but
+ * an atomic connection count and the posts that start the drain. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "net/net_int.h"
+
+#define DEFAULT_DRAIN_MS 10000
+#define MAX_ENDPOINTS 64
+
+typedef struct endpoint {
+    csock_addr addr;       /* as bound: the real port */
+    int is_stream;
+    csock_accept_cb acb;
+    csock_recv_cb rcb;
+    void *data;
+    int shared_fd;         /* one listening socket for all loops, or -1 */
+    char *unix_path;       /* a socket file the server removes at the end */
+} endpoint;
+
+typedef struct srv_loop {
+    csock_server *srv;
+    csock_loop *loop;
+    unsigned index;
+    pthread_t th;
+    csock__conn_group *group;
+    csock_listener *ls[MAX_ENDPOINTS];
+    csock_dgram *ds[MAX_ENDPOINTS];
+    csock_timer *drain_timer;
+    int rc;
+} srv_loop;
+
+struct csock_server {
+    csock_server_opts opts;
+    unsigned n;
+    srv_loop *loops;
+    endpoint eps[MAX_ENDPOINTS];
+    unsigned neps;
+    atomic_uint conns;     /* open connections across every loop */
+    atomic_int stops;      /* 1: draining, 2+: closing at once */
+    csock_signal *sigs[2];
+};
+
+static unsigned cpu_count(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
+int csock_server_new(csock_server **out, const csock_server_opts *opts)
+{
+    csock_server *srv = calloc(1, sizeof *srv);
+    if (!srv) return -ENOMEM;
+    if (opts) srv->opts = *opts;
+    if (!srv->opts.drain_timeout_ms) srv->opts.drain_timeout_ms = DEFAULT_DRAIN_MS;
+    srv->n = srv->opts.threads ? srv->opts.threads : cpu_count();
+    if (srv->n > 1024) srv->n = 1024;
+    srv->loops = calloc(srv->n, sizeof *srv->loops);
+    if (!srv->loops) {
+        free(srv);
+        return -ENOMEM;
+    }
+    int rc = 0;
+    for (unsigned i = 0; i < srv->n && rc == 0; i++) {
+        srv_loop *sl = &srv->loops[i];
+        sl->srv = srv;
+        sl->index = i;
+        rc = csock_loop_new(&sl->loop, NULL);
+        if (rc < 0) break;
+        sl->group = calloc(1, sizeof *sl->group);
+        if (!sl->group) {
+            rc = -ENOMEM;
+            break;
+        }
+        sl->group->refs = 1; /* the server's own reference */
+        sl->group->shared = &srv->conns;
+    }
+    if (rc < 0) {
+        csock_server_free(srv);
+        return rc;
+    }
+    *out = srv;
+    return 0;
+}
+
+unsigned csock_server_threads(const csock_server *srv) { return srv->n; }
+csock_loop *csock_server_loop(const csock_server *srv, unsigned i) { return i < srv->n ? srv->loops[i].loop : NULL; }
+unsigned csock_server_conns(const csock_server *srv) { return atomic_load(&srv->conns); }
+void *csock_server_data(const csock_server *srv) { return srv->opts.data; }
+
+int csock_server_addr(const csock_server *srv, unsigned i, csock_addr *out)
+{
+    if (i >= srv->neps) return -EINVAL;
+    *out = srv->eps[i].addr;
+    return 0;
+}
+
+static int listen_on(csock_server *srv, srv_loop *sl, endpoint *ep, int fd, int owned)
+{
+    csock_listen_opts lo = {.max_conns = srv->opts.max_conns};
+    return csock__listen_fd(sl->loop, fd, owned, ep->addr.scheme == CSOCK_UNIX ? CSOCK_UNIX : CSOCK_TCP,
+                            &lo, sl->group, ep->acb, ep->data, &sl->ls[ep - srv->eps]);
+}
+
+/* One listening socket shared by every loop: Unix sockets (no SO_REUSEPORT
+ * load balancing for them) and kernels without SO_REUSEPORT. */
+static int listen_shared(csock_server *srv, endpoint *ep)
+{
+    int fd = csock__bind_listen(&ep->addr, NULL);
+    if (fd < 0) return fd;
+    ep->shared_fd = fd;
+    for (unsigned i = 0; i < srv->n; i++) {
+        int rc = listen_on(srv, &srv->loops[i], ep, fd, 0);
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
+static int listen_reuseport(csock_server *srv, endpoint *ep)
+{
+    csock_listen_opts lo = {.reuseport = 1};
+    for (unsigned i = 0; i < srv->n; i++) {
+        int fd = csock__bind_listen(&ep->addr, &lo);
+        if (fd < 0) return fd;
+        int rc = listen_on(srv, &srv->loops[i], ep, fd, 1);
+        if (rc < 0) return rc;
+        if (i == 0) {
+            /* Port 0: the others must join the port the first one got. */
+            csock_addr bound;
+            rc = csock_listener_addr(srv->loops[0].ls[ep - srv->eps], &bound);
+            if (rc < 0) return rc;
+            csock_addr_set_port(&ep->addr, csock_addr_port(&bound));
+        }
+    }
+    return 0;
+}
+
+int csock_server_listen(csock_server *srv, const csock_addr *addr, csock_accept_cb cb, void *data)
+{
+    if (!addr || !cb) return -EINVAL;
+    if (!csock_addr_is_stream(addr)) return CSOCK_ESCHEME;
+    if (srv->neps == MAX_ENDPOINTS) return -ENOSPC;
+    endpoint *ep = &srv->eps[srv->neps];
+    memset(ep, 0, sizeof *ep);
+    ep->addr = *addr;
+    ep->is_stream = 1;
+    ep->acb = cb;
+    ep->data = data;
+    ep->shared_fd = -1;
+    int rc;
+    if (addr->sa.ss_family == AF_UNIX) {
+        rc = listen_shared(srv, ep);
+        const struct sockaddr_un *sun = (const struct sockaddr_un *)&addr->sa;
+        if (rc == 0 && sun->sun_path[0]) ep->unix_path = strdup(sun->sun_path);
+    } else if (srv->n == 1) {
+        int fd = csock__bind_listen(addr, NULL);
+        rc = fd < 0 ? fd : listen_on(srv, &srv->loops[0], ep, fd, 1);
+    } else {
+        rc = listen_reuseport(srv, ep);
+        if (rc == -ENOPROTOOPT || rc == -EINVAL) rc = listen_shared(srv, ep);
+    }
+    if (rc < 0) return rc; /* listeners made so far close with the server */
+    if (addr->sa.ss_family != AF_UNIX) {
+        csock_addr bound;
+        if (csock_listener_addr(srv->loops[0].ls[srv->neps], &bound) == 0) {
+            bound.scheme = addr->scheme;
+            memcpy(bound.host, addr->host, sizeof bound.host);
+            ep->addr = bound;
+        }
+    }
+    srv->neps++;
+    return 0;
+}
+
+int csock_server_dgram(csock_server *srv, const csock_addr *addr, csock_recv_cb cb, void *data)
+{
+    if (!addr || !cb) return -EINVAL;
+    if (srv->neps == MAX_ENDPOINTS) return -ENOSPC;
+    endpoint *ep = &srv->eps[srv->neps];
+    memset(ep, 0, sizeof *ep);
+    ep->addr = *addr;
+    ep->rcb = cb;
+    ep->data = data;
+    ep->shared_fd = -1;
+    csock_dgram *d;
+    int rc = csock_dgram_new(srv->loops[0].loop, addr, NULL, &d);
+    if (rc < 0) return rc;
+    csock_dgram_set_data(d, data);
+    srv->loops[0].ds[srv->neps] = d;
+    rc = csock_dgram_recv_start(d, cb);
+    if (rc < 0) return rc;
+    csock_addr bound;
+    if (csock_dgram_local(d, &bound) == 0) {
+        bound.scheme = addr->scheme;
+        ep->addr = bound;
+    }
+    srv->neps++;
+    return 0;
+}
+
+/* ---- drain ------------------------------------------------------------------ */
+
+static void close_endpoints(srv_loop *sl)
+{
+    for (unsigned i = 0; i < MAX_ENDPOINTS; i++) {
+        if (sl->ls[i]) csock_listener_close(sl->ls[i], NULL);
+        if (sl->ds[i]) csock_dgram_close(sl->ds[i], NULL);
+        sl->ls[i] = NULL;
+        sl->ds[i] = NULL;
+    }
+}
+
+static void on_drain_timeout(csock_timer *t)
+{
+    srv_loop *sl = csock_timer_data(t);
+    csock__group_close_all(sl->group);
+}
+
+/* Runs on each loop's own thread (posted). */
+static void drain_loop(void *arg)
+{
+    srv_loop *sl = arg;
+    csock_server *srv = sl->srv;
+    close_endpoints(sl);
+    if (sl->index == 0)
+        for (int i = 0; i < 2; i++)
+            if (srv->sigs[i]) csock_signal_unref(srv->sigs[i]); /* do not hold the loop */
+    if (srv->opts.loop_drain) srv->opts.loop_drain(srv, sl->loop, sl->index);
+    csock__group_drain(sl->group);
+    if (!sl->drain_timer && csock_timer_new(sl->loop, &sl->drain_timer) == 0) {
+        csock_timer_set_data(sl->drain_timer, sl);
+        csock_timer_unref(sl->drain_timer); /* the loop ends as soon as the streams do */
+        csock_timer_start(sl->drain_timer, on_drain_timeout, srv->opts.drain_timeout_ms, 0);
+    }
+}
+
+static void close_loop_now(void *arg)
+{
+    srv_loop *sl = arg;
+    close_endpoints(sl);
+    csock__group_close_all(sl->group);
+    if (sl->index == 0)
+        for (int i = 0; i < 2; i++)
+            if (sl->srv->sigs[i]) csock_signal_unref(sl->srv->sigs[i]);
+}
+
+void csock_server_stop(csock_server *srv)
+{
+    int n = atomic_fetch_add(&srv->stops, 1);
+    for (unsigned i = 0; i < srv->n; i++)
+        csock_loop_post(srv->loops[i].loop, n == 0 ? drain_loop : close_loop_now, &srv->loops[i]);
+}
+
+static void on_signal(csock_signal *sig, int signum)
+{
+    csock_server_stop(csock_signal_data(sig));
+}
+
+/* ---- run ---------------------------------------------------------------------- */
+
+static void *run_loop(void *arg)
+{
+    srv_loop *sl = arg;
+    csock_server *srv = sl->srv;
+    if (srv->opts.loop_start) srv->opts.loop_start(srv, sl->loop, sl->index);
+    int rc = csock_loop_run(sl->loop, CSOCK_RUN_DEFAULT);
+    sl->rc = rc < 0 ? rc : 0;
+    if (srv->opts.loop_stop) srv->opts.loop_stop(srv, sl->loop, sl->index);
+    /* Leave the loop with nothing open, so csock_server_free() can free it. */
+    close_endpoints(sl);
+    if (sl->drain_timer) csock_timer_close(sl->drain_timer, NULL);
+    sl->drain_timer = NULL;
+    if (sl->index == 0)
+        for (int i = 0; i < 2; i++) {
+            if (srv->sigs[i]) csock_signal_close(srv->sigs[i], NULL);
+            srv->sigs[i] = NULL;
+        }
+    csock__group_close_all(sl->group);
+    csock_loop_run(sl->loop, CSOCK_RUN_NOWAIT);
+    return NULL;
+}
+
+int csock_server_run(csock_server *srv)
+{
+    if (srv->opts.handle_signals) {
+        /* Started before the threads exist, so they inherit the blocked mask
+         * and the signals reach loop 0's signalfd only. */
+        int signums[2] = {SIGINT, SIGTERM};
+        for (int i = 0; i < 2; i++) {
+            int rc = csock_signal_new(srv->loops[0].loop, &srv->sigs[i]);
+            if (rc < 0) return rc;
+            csock_signal_set_data(srv->sigs[i], srv);
+            rc = csock_signal_start(srv->sigs[i], on_signal, signums[i]);
+            if (rc < 0) return rc;
+        }
+    }
+    unsigned started = 1;
+    int rc = 0;
+    for (; started < srv->n; started++) {
+        rc = -pthread_create(&srv->loops[started].th, NULL, run_loop, &srv->loops[started]);
+        if (rc < 0) {
+            csock_server_stop(srv);
+            break;
+        }
+    }
+    run_loop(&srv->loops[0]);
+    for (unsigned i = 1; i < started; i++) pthread_join(srv->loops[i].th, NULL);
+    for (unsigned i = 0; i < srv->n && rc == 0; i++) rc = srv->loops[i].rc;
+    return rc;
+}
+
+void csock_server_free(csock_server *srv)
+{
+    if (!srv) return;
+    for (unsigned i = 0; i < srv->n; i++) {
+        srv_loop *sl = &srv->loops[i];
+        if (!sl->loop) continue;
+        close_endpoints(sl);
+        if (sl->drain_timer) csock_timer_close(sl->drain_timer, NULL);
+        sl->drain_timer = NULL;
+        if (i == 0)
+            for (int k = 0; k < 2; k++) {
+                if (srv->sigs[k]) csock_signal_close(srv->sigs[k], NULL);
+                srv->sigs[k] = NULL;
+            }
+        csock__group_close_all(sl->group);
+        csock_loop_run(sl->loop, CSOCK_RUN_NOWAIT);
+        csock_loop_free(sl->loop);
+        csock__group_release(sl->group);
+    }
+    for (unsigned i = 0; i < srv->neps; i++) {
+        if (srv->eps[i].shared_fd >= 0) close(srv->eps[i].shared_fd);
+        if (srv->eps[i].unix_path) unlink(srv->eps[i].unix_path);
+        free(srv->eps[i].unix_path);
+    }
+    free(srv->loops);
+    free(srv);
+}
