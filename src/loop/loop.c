@@ -14,6 +14,7 @@ static const csock__backend *pick_backend(const char *name)
     if (!name || !*name) name = getenv("CSOCK_BACKEND");
     if (!name || !*name || !strcmp(name, "epoll")) return &csock__backend_epoll;
     if (!strcmp(name, "poll")) return &csock__backend_poll;
+    if (!strcmp(name, "uring")) return &csock__backend_uring;
     return NULL;
 }
 

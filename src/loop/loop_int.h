@@ -61,6 +61,7 @@ typedef struct csock__backend {
 
 extern const csock__backend csock__backend_epoll;
 extern const csock__backend csock__backend_poll;
+extern const csock__backend csock__backend_uring;
 
 /* Backends call this for each ready watcher (it filters stale events). */
 void csock__watcher_dispatch(csock_loop *loop, csock__watcher *w, unsigned revents);
