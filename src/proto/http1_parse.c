@@ -469,7 +469,7 @@ static int step_size_line(csock_http_chunked *st, unsigned char c)
             return chunk_size_digit(st, hex);
         if (!st->digits)
             return CSOCK_HTTP_EBADREQ;
-        st->count = 0;
+        st->count = 1; /* extension bytes so far, counted from here */
         if (c == ';')
             st->state = CH_EXT;
         else if (is_ows(c))
@@ -486,9 +486,11 @@ static int step_size_line(csock_http_chunked *st, unsigned char c)
             return CSOCK_HTTP_EBADREQ;
         return ++st->count > st->max_ext ? CSOCK_HTTP_EBADREQ : 0;
     case CH_EXT:
-        if (c == '\r')
+        if (c == '\r') {
             st->state = CH_SIZE_LF;
-        else if (!is_field_char(c))
+            return 0;
+        }
+        if (!is_field_char(c))
             return CSOCK_HTTP_EBADREQ;
         return ++st->count > st->max_ext ? CSOCK_HTTP_EBADREQ : 0;
     default: /* CH_SIZE_LF */

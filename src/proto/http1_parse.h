@@ -90,7 +90,7 @@ enum {
     CSOCK_HTTP_CHUNK_DATA = 1, /* *data holds body bytes; call again for more */
 };
 
-#define CSOCK_HTTP_MAX_CHUNK_EXT 1024 /* bytes of extensions per chunk line: 400 beyond */
+#define CSOCK_HTTP_MAX_CHUNK_EXT 1024 /* bytes after the size, before CR: 400 beyond */
 #define CSOCK_HTTP_MAX_TRAILER 8192   /* bytes of trailer section: 431 beyond */
 
 /* The decoder's state: plain data, embed it (e.g. in a connection) and set it
@@ -104,7 +104,7 @@ typedef struct csock_http_chunked {
     uint64_t remaining; /* data bytes left in the current chunk (or its size so far) */
     uint32_t count;     /* bytes seen of the current extension or the trailer */
     uint8_t state;      /* where in the grammar we are (private enum) */
-    uint8_t digits;     /* hex digits of the current chunk size */
+    uint8_t digits;     /* 1 once the current chunk size has a hex digit */
 } csock_http_chunked;
 
 /* Start decoding a new chunked body of at most `max_body` decoded bytes. */
