@@ -17,12 +17,12 @@
 
 #include "proto/http1_parse.h"
 
-#define CHECK(cond)                                                                      \
-    do {                                                                                 \
-        if (!(cond)) {                                                                   \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);     \
-            abort();                                                                     \
-        }                                                                                \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 
 #define MAX_FIELDS 16
@@ -46,8 +46,7 @@ static void check_head(const char *buf, size_t len, const csock_http_limits *lim
     csock_http_header f[MAX_FIELDS], g[MAX_FIELDS];
     int r = parse(buf, len, &req, f, lim);
 
-    if (r == CSOCK_HTTP_INCOMPLETE)
-        return;
+    if (r == CSOCK_HTTP_INCOMPLETE) return;
     if (r < 0) {
         CHECK(csock_http_status(r) != 0);
         /* an error is final: a longer input could not have been valid either,
@@ -127,8 +126,7 @@ static void check_chunked(const char *buf, size_t len, uint64_t max_body)
     CHECK(one != NULL);
     for (size_t i = 0; i < len; i++) {
         one[0] = buf[i];
-        if (!feed(&st, one, 1, &bytes))
-            break;
+        if (!feed(&st, one, 1, &bytes)) break;
     }
     free(one);
     CHECK(whole.status == bytes.status);

@@ -22,8 +22,7 @@
 static bool is_tchar(unsigned char c)
 {
     unsigned char lc = c | 0x20;
-    if ((lc >= 'a' && lc <= 'z') || (c >= '0' && c <= '9'))
-        return true;
+    if ((lc >= 'a' && lc <= 'z') || (c >= '0' && c <= '9')) return true;
     return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
@@ -47,8 +46,7 @@ static bool is_ows(unsigned char c)
 
 static int hex_value(unsigned char c)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
+    if (c >= '0' && c <= '9') return c - '0';
     c |= 0x20;
     return (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
 }
@@ -69,14 +67,11 @@ static csock_http_slice slice_trim(const char *p, size_t n)
 static bool slice_is(csock_http_slice s, const char *lower)
 {
     size_t n = strlen(lower);
-    if (s.len != n)
-        return false;
+    if (s.len != n) return false;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s.ptr[i];
-        if (c >= 'A' && c <= 'Z')
-            c |= 0x20;
-        if (c != (unsigned char)lower[i])
-            return false;
+        if (c >= 'A' && c <= 'Z') c |= 0x20;
+        if (c != (unsigned char)lower[i]) return false;
     }
     return true;
 }
@@ -85,8 +80,7 @@ static bool slice_is(csock_http_slice s, const char *lower)
  * *list into *el. Returns false once the list is used up. */
 static bool list_next(csock_http_slice *list, csock_http_slice *el)
 {
-    if (list->ptr == NULL)
-        return false;
+    if (list->ptr == NULL) return false;
     const char *comma = memchr(list->ptr, ',', list->len);
     size_t n = comma ? (size_t)(comma - list->ptr) : list->len;
     *el = slice_trim(list->ptr, n);
@@ -103,12 +97,10 @@ static bool list_next(csock_http_slice *list, csock_http_slice *el)
 static bool parse_decimal(csock_http_slice s, int64_t *out)
 {
     int64_t v = 0;
-    if (s.len == 0)
-        return false;
+    if (s.len == 0) return false;
     for (size_t i = 0; i < s.len; i++) {
         unsigned char c = (unsigned char)s.ptr[i];
-        if (c < '0' || c > '9' || v > (INT64_MAX - (c - '0')) / 10)
-            return false;
+        if (c < '0' || c > '9' || v > (INT64_MAX - (c - '0')) / 10) return false;
         v = v * 10 + (c - '0');
     }
     *out = v;
@@ -128,8 +120,7 @@ typedef struct cursor {
 /* Limits are clamped to INT_MAX because the head's length is returned as int. */
 static size_t clamp_limit(size_t v, size_t dflt)
 {
-    if (v == 0)
-        v = dflt;
+    if (v == 0) v = dflt;
     return v > INT_MAX ? INT_MAX : v;
 }
 
@@ -141,10 +132,8 @@ static int next_line(cursor *c, csock_http_slice *line)
 {
     size_t end = c->len < c->head_max ? c->len : c->head_max;
     const char *lf = NULL;
-    if (c->pos < end)
-        lf = memchr(c->buf + c->pos, '\n', end - c->pos);
-    if (lf == NULL)
-        return c->len >= c->head_max ? CSOCK_HTTP_EHDRTOOBIG : CSOCK_HTTP_INCOMPLETE;
+    if (c->pos < end) lf = memchr(c->buf + c->pos, '\n', end - c->pos);
+    if (lf == NULL) return c->len >= c->head_max ? CSOCK_HTTP_EHDRTOOBIG : CSOCK_HTTP_INCOMPLETE;
     size_t n = (size_t)(lf - (c->buf + c->pos));
     line->ptr = c->buf + c->pos;
     line->len = (n > 0 && lf[-1] == '\r') ? n - 1 : n;
@@ -158,10 +147,8 @@ static int read_request_line(cursor *c, csock_http_slice *line)
 {
     size_t start = c->pos;
     int r = next_line(c, line);
-    if (r == 0)
-        return line->len > c->line_max ? CSOCK_HTTP_EURITOOLONG : 0;
-    if (c->len - start >= c->line_max + 2)
-        return CSOCK_HTTP_EURITOOLONG;
+    if (r == 0) return line->len > c->line_max ? CSOCK_HTTP_EURITOOLONG : 0;
+    if (c->len - start >= c->line_max + 2) return CSOCK_HTTP_EURITOOLONG;
     return r;
 }
 
@@ -174,8 +161,7 @@ static int parse_version(const char *p, size_t n, int *minor)
     if (n != 8 || memcmp(p, "HTTP/", 5) != 0 || p[5] < '0' || p[5] > '9' || p[6] != '.' ||
         p[7] < '0' || p[7] > '9')
         return CSOCK_HTTP_EBADREQ;
-    if (p[5] != '1')
-        return CSOCK_HTTP_EVERSION;
+    if (p[5] != '1') return CSOCK_HTTP_EVERSION;
     *minor = p[7] == '0' ? 0 : 1;
     return 0;
 }
@@ -189,15 +175,13 @@ static int parse_request_line(csock_http_slice line, csock_http_request *req)
 
     while (i < n && is_tchar(p[i]))
         i++;
-    if (i == 0 || i == n || p[i] != ' ')
-        return CSOCK_HTTP_EBADREQ;
+    if (i == 0 || i == n || p[i] != ' ') return CSOCK_HTTP_EBADREQ;
     req->method = (csock_http_slice){line.ptr, i};
 
     size_t t = ++i;
     while (i < n && is_target_char(p[i]))
         i++;
-    if (i == t || i == n || p[i] != ' ')
-        return CSOCK_HTTP_EBADREQ;
+    if (i == t || i == n || p[i] != ' ') return CSOCK_HTTP_EBADREQ;
     req->target = (csock_http_slice){line.ptr + t, i - t};
 
     i++;
@@ -211,10 +195,10 @@ static int parse_request_line(csock_http_slice line, csock_http_request *req)
 typedef struct head_facts {
     int64_t content_length; /* -1 when absent */
     unsigned host_count;
-    bool has_te;            /* a Transfer-Encoding field was present */
-    bool te_chunked;        /* chunked appeared in it */
-    bool te_chunked_last;   /* ...as the final coding */
-    bool te_other;          /* some coding other than chunked appeared */
+    bool has_te;          /* a Transfer-Encoding field was present */
+    bool te_chunked;      /* chunked appeared in it */
+    bool te_chunked_last; /* ...as the final coding */
+    bool te_other;        /* some coding other than chunked appeared */
     bool conn_close, conn_keep_alive, conn_upgrade;
     bool has_upgrade; /* an Upgrade field was present */
     bool expect_continue;
@@ -227,10 +211,8 @@ static int note_content_length(head_facts *f, csock_http_slice value)
     csock_http_slice list = value, el;
     while (list_next(&list, &el)) {
         int64_t v;
-        if (!parse_decimal(el, &v))
-            return CSOCK_HTTP_EBADREQ;
-        if (f->content_length >= 0 && f->content_length != v)
-            return CSOCK_HTTP_EBADREQ;
+        if (!parse_decimal(el, &v)) return CSOCK_HTTP_EBADREQ;
+        if (f->content_length >= 0 && f->content_length != v) return CSOCK_HTTP_EBADREQ;
         f->content_length = v;
     }
     return 0;
@@ -243,11 +225,9 @@ static int note_transfer_encoding(head_facts *f, csock_http_slice value)
     csock_http_slice list = value, el;
     f->has_te = true;
     while (list_next(&list, &el)) {
-        if (el.len == 0)
-            continue; /* empty list elements are allowed (RFC 9110 5.6.1) */
+        if (el.len == 0) continue; /* empty list elements are allowed (RFC 9110 5.6.1) */
         if (slice_is(el, "chunked")) {
-            if (f->te_chunked)
-                return CSOCK_HTTP_EBADREQ;
+            if (f->te_chunked) return CSOCK_HTTP_EBADREQ;
             f->te_chunked = f->te_chunked_last = true;
         } else {
             f->te_other = true;
@@ -274,22 +254,17 @@ static void note_connection(head_facts *f, csock_http_slice value)
  * section 3.2: otherwise 400, since proxies may route on a different reading). */
 static int note_host(head_facts *f, csock_http_slice value)
 {
-    if (++f->host_count > 1)
-        return CSOCK_HTTP_EBADREQ;
+    if (++f->host_count > 1) return CSOCK_HTTP_EBADREQ;
     for (size_t i = 0; i < value.len; i++)
-        if (!is_target_char((unsigned char)value.ptr[i]))
-            return CSOCK_HTTP_EBADREQ;
+        if (!is_target_char((unsigned char)value.ptr[i])) return CSOCK_HTTP_EBADREQ;
     return 0;
 }
 
 static int note_field(head_facts *f, const csock_http_header *h)
 {
-    if (slice_is(h->name, "content-length"))
-        return note_content_length(f, h->value);
-    if (slice_is(h->name, "transfer-encoding"))
-        return note_transfer_encoding(f, h->value);
-    if (slice_is(h->name, "host"))
-        return note_host(f, h->value);
+    if (slice_is(h->name, "content-length")) return note_content_length(f, h->value);
+    if (slice_is(h->name, "transfer-encoding")) return note_transfer_encoding(f, h->value);
+    if (slice_is(h->name, "host")) return note_host(f, h->value);
     if (slice_is(h->name, "connection"))
         note_connection(f, h->value);
     else if (slice_is(h->name, "upgrade"))
@@ -310,15 +285,12 @@ static int parse_field_line(csock_http_slice line, csock_http_request *req, head
 
     while (i < n && is_tchar(p[i]))
         i++;
-    if (i == 0 || i == n || p[i] != ':')
-        return CSOCK_HTTP_EBADREQ;
+    if (i == 0 || i == n || p[i] != ':') return CSOCK_HTTP_EBADREQ;
     csock_http_header h = {{line.ptr, i}, slice_trim(line.ptr + i + 1, n - i - 1)};
     for (size_t k = 0; k < h.value.len; k++)
-        if (!is_field_char((unsigned char)h.value.ptr[k]))
-            return CSOCK_HTTP_EBADREQ;
+        if (!is_field_char((unsigned char)h.value.ptr[k])) return CSOCK_HTTP_EBADREQ;
 
-    if (req->num_headers == req->max_headers)
-        return CSOCK_HTTP_EHDRTOOBIG;
+    if (req->num_headers == req->max_headers) return CSOCK_HTTP_EHDRTOOBIG;
     req->headers[req->num_headers++] = h;
     return note_field(f, &h);
 }
@@ -330,13 +302,10 @@ static int finish_head(csock_http_request *req, const head_facts *f)
     if (f->has_te) {
         /* RFC 9112 6.1/6.3: TE with CL, TE in HTTP/1.0, or chunked not final
          * leave the body length unknowable: 400. Other codings we lack: 501. */
-        if (f->content_length >= 0 || !v11 || !f->te_chunked_last)
-            return CSOCK_HTTP_EBADREQ;
-        if (f->te_other)
-            return CSOCK_HTTP_ENOTIMPL;
+        if (f->content_length >= 0 || !v11 || !f->te_chunked_last) return CSOCK_HTTP_EBADREQ;
+        if (f->te_other) return CSOCK_HTTP_ENOTIMPL;
     }
-    if (v11 && f->host_count == 0)
-        return CSOCK_HTTP_EBADREQ; /* RFC 9112 3.2: MUST be 400 */
+    if (v11 && f->host_count == 0) return CSOCK_HTTP_EBADREQ; /* RFC 9112 3.2: MUST be 400 */
 
     req->content_length = f->content_length;
     req->chunked = f->has_te;
@@ -370,51 +339,59 @@ int csock_http_parse_request(const char *buf, size_t len, csock_http_request *re
     c.head_max = clamp_limit(limits ? limits->max_head : 0, CSOCK_HTTP_MAX_HEAD);
     reset_request(req);
 
-    if ((r = read_request_line(&c, &line)) != 0)
-        return r;
+    if ((r = read_request_line(&c, &line)) != 0) return r;
     /* One empty line before the request line is ignored (RFC 9112 2.2): some
      * clients send CRLF after a POST body. A second one is 400. */
-    if (line.len == 0 && (r = read_request_line(&c, &line)) != 0)
-        return r;
-    if ((r = parse_request_line(line, req)) != 0)
-        return r;
+    if (line.len == 0 && (r = read_request_line(&c, &line)) != 0) return r;
+    if ((r = parse_request_line(line, req)) != 0) return r;
     for (;;) {
-        if ((r = next_line(&c, &line)) != 0)
-            return r;
-        if (line.len == 0)
-            break;
-        if ((r = parse_field_line(line, req, &f)) != 0)
-            return r;
+        if ((r = next_line(&c, &line)) != 0) return r;
+        if (line.len == 0) break;
+        if ((r = parse_field_line(line, req, &f)) != 0) return r;
     }
-    if ((r = finish_head(req, &f)) != 0)
-        return r;
+    if ((r = finish_head(req, &f)) != 0) return r;
     return (int)c.pos;
 }
 
 int csock_http_status(int err)
 {
     switch (err) {
-    case CSOCK_HTTP_EBADREQ: return 400;
-    case CSOCK_HTTP_ETOOLARGE: return 413;
-    case CSOCK_HTTP_EURITOOLONG: return 414;
-    case CSOCK_HTTP_EHDRTOOBIG: return 431;
-    case CSOCK_HTTP_ENOTIMPL: return 501;
-    case CSOCK_HTTP_EVERSION: return 505;
-    default: return 0;
+    case CSOCK_HTTP_EBADREQ:
+        return 400;
+    case CSOCK_HTTP_ETOOLARGE:
+        return 413;
+    case CSOCK_HTTP_EURITOOLONG:
+        return 414;
+    case CSOCK_HTTP_EHDRTOOBIG:
+        return 431;
+    case CSOCK_HTTP_ENOTIMPL:
+        return 501;
+    case CSOCK_HTTP_EVERSION:
+        return 505;
+    default:
+        return 0;
     }
 }
 
 const char *csock_http_strerror(int err)
 {
     switch (err) {
-    case CSOCK_HTTP_INCOMPLETE: return "incomplete HTTP message";
-    case CSOCK_HTTP_EBADREQ: return "bad request";
-    case CSOCK_HTTP_ETOOLARGE: return "content too large";
-    case CSOCK_HTTP_EURITOOLONG: return "request line too long";
-    case CSOCK_HTTP_EHDRTOOBIG: return "request header fields too large";
-    case CSOCK_HTTP_ENOTIMPL: return "transfer coding not implemented";
-    case CSOCK_HTTP_EVERSION: return "HTTP version not supported";
-    default: return "not an HTTP parser code";
+    case CSOCK_HTTP_INCOMPLETE:
+        return "incomplete HTTP message";
+    case CSOCK_HTTP_EBADREQ:
+        return "bad request";
+    case CSOCK_HTTP_ETOOLARGE:
+        return "content too large";
+    case CSOCK_HTTP_EURITOOLONG:
+        return "request line too long";
+    case CSOCK_HTTP_EHDRTOOBIG:
+        return "request header fields too large";
+    case CSOCK_HTTP_ENOTIMPL:
+        return "transfer coding not implemented";
+    case CSOCK_HTTP_EVERSION:
+        return "HTTP version not supported";
+    default:
+        return "not an HTTP parser code";
     }
 }
 
@@ -424,20 +401,20 @@ const char *csock_http_strerror(int err)
  * Chunk lines and trailers must end in CRLF: unlike the head, a bare LF is not
  * tolerated here, because lenient chunk parsing is a known smuggling vector. */
 enum chunk_state {
-    CH_SIZE,          /* hex digits of chunk-size */
-    CH_SIZE_BWS,      /* whitespace after the size; only ";" may follow */
-    CH_EXT,           /* chunk-ext, skipped (bounded by max_ext) */
-    CH_SIZE_LF,       /* CR seen after size/ext */
-    CH_DATA,          /* chunk-data: `remaining` bytes */
-    CH_DATA_CR,       /* CRLF after chunk-data */
+    CH_SIZE,     /* hex digits of chunk-size */
+    CH_SIZE_BWS, /* whitespace after the size; only ";" may follow */
+    CH_EXT,      /* chunk-ext, skipped (bounded by max_ext) */
+    CH_SIZE_LF,  /* CR seen after size/ext */
+    CH_DATA,     /* chunk-data: `remaining` bytes */
+    CH_DATA_CR,  /* CRLF after chunk-data */
     CH_DATA_LF,
     CH_TRAILER_START, /* a trailer field line, or the final CRLF */
     CH_TRAILER_NAME,
     CH_TRAILER_VALUE,
     CH_TRAILER_LF,
-    CH_END_LF,        /* CR of the final CRLF seen */
+    CH_END_LF, /* CR of the final CRLF seen */
     CH_DONE,
-    CH_ERROR,         /* an error was returned; later calls fail (EBADREQ) */
+    CH_ERROR, /* an error was returned; later calls fail (EBADREQ) */
 };
 
 void csock_http_chunked_init(csock_http_chunked *st, uint64_t max_body)
@@ -465,10 +442,8 @@ static int step_size_line(csock_http_chunked *st, unsigned char c)
     int hex = hex_value(c);
     switch (st->state) {
     case CH_SIZE:
-        if (hex >= 0)
-            return chunk_size_digit(st, hex);
-        if (!st->digits)
-            return CSOCK_HTTP_EBADREQ;
+        if (hex >= 0) return chunk_size_digit(st, hex);
+        if (!st->digits) return CSOCK_HTTP_EBADREQ;
         st->count = 1; /* extension bytes so far, counted from here */
         if (c == ';')
             st->state = CH_EXT;
@@ -490,12 +465,10 @@ static int step_size_line(csock_http_chunked *st, unsigned char c)
             st->state = CH_SIZE_LF;
             return 0;
         }
-        if (!is_field_char(c))
-            return CSOCK_HTTP_EBADREQ;
+        if (!is_field_char(c)) return CSOCK_HTTP_EBADREQ;
         return ++st->count > st->max_ext ? CSOCK_HTTP_EBADREQ : 0;
     default: /* CH_SIZE_LF */
-        if (c != '\n')
-            return CSOCK_HTTP_EBADREQ;
+        if (c != '\n') return CSOCK_HTTP_EBADREQ;
         st->digits = 0;
         st->count = 0;
         st->state = st->remaining ? CH_DATA : CH_TRAILER_START;
@@ -508,8 +481,7 @@ static int step_size_line(csock_http_chunked *st, unsigned char c)
  * Trailer fields are dropped: nothing in them may change the framing. */
 static int step_trailer(csock_http_chunked *st, unsigned char c)
 {
-    if (++st->count > st->max_trailer)
-        return CSOCK_HTTP_EHDRTOOBIG;
+    if (++st->count > st->max_trailer) return CSOCK_HTTP_EHDRTOOBIG;
     switch (st->state) {
     case CH_TRAILER_START:
         if (c == '\r')
@@ -561,22 +533,20 @@ static int chunk_step(csock_http_chunked *st, unsigned char c)
     }
 }
 
-int csock_http_chunked_decode(csock_http_chunked *st, const char *buf, size_t len,
-                              size_t *consumed, csock_http_slice *data)
+int csock_http_chunked_decode(csock_http_chunked *st, const char *buf, size_t len, size_t *consumed,
+                              csock_http_slice *data)
 {
     size_t pos = 0;
     *data = (csock_http_slice){buf, 0};
     *consumed = 0;
-    if (st->state == CH_ERROR)
-        return CSOCK_HTTP_EBADREQ;
+    if (st->state == CH_ERROR) return CSOCK_HTTP_EBADREQ;
     while (st->state != CH_DONE) {
         if (st->state == CH_DATA && pos < len) {
             size_t n = len - pos < st->remaining ? len - pos : (size_t)st->remaining;
             *data = (csock_http_slice){buf + pos, n};
             st->remaining -= n;
             st->total += n;
-            if (st->remaining == 0)
-                st->state = CH_DATA_CR;
+            if (st->remaining == 0) st->state = CH_DATA_CR;
             *consumed = pos + n;
             return CSOCK_HTTP_CHUNK_DATA;
         }

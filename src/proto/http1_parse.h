@@ -53,18 +53,18 @@ typedef struct csock_http_limits {
  * capacity of that array; more fields than that is 431); the parser fills the
  * rest. Nothing here is owned: all slices point into the parsed buffer. */
 typedef struct csock_http_request {
-    csock_http_slice method;      /* a token, e.g. "GET" */
-    csock_http_slice target;      /* request-target as received, e.g. "/a?b" */
-    int minor_version;            /* 0 for HTTP/1.0, 1 for HTTP/1.1 (and 1.x > 1) */
-    csock_http_header *headers;   /* caller's array, filled in order received */
-    size_t max_headers;           /* caller: capacity of `headers` */
-    size_t num_headers;           /* parser: fields stored */
-    int64_t content_length;       /* Content-Length, or -1 when absent */
-    bool chunked;                 /* Transfer-Encoding: chunked (the only one accepted) */
-    bool keep_alive;              /* connection persists (version default + Connection) */
-    bool expect_continue;         /* Expect: 100-continue */
-    bool has_host;                /* exactly one Host field (required for 1.1) */
-    bool upgrade;                 /* Connection: upgrade and an Upgrade field present */
+    csock_http_slice method;    /* a token, e.g. "GET" */
+    csock_http_slice target;    /* request-target as received, e.g. "/a?b" */
+    int minor_version;          /* 0 for HTTP/1.0, 1 for HTTP/1.1 (and 1.x > 1) */
+    csock_http_header *headers; /* caller's array, filled in order received */
+    size_t max_headers;         /* caller: capacity of `headers` */
+    size_t num_headers;         /* parser: fields stored */
+    int64_t content_length;     /* Content-Length, or -1 when absent */
+    bool chunked;               /* Transfer-Encoding: chunked (the only one accepted) */
+    bool keep_alive;            /* connection persists (version default + Connection) */
+    bool expect_continue;       /* Expect: 100-continue */
+    bool has_host;              /* exactly one Host field (required for 1.1) */
+    bool upgrade;               /* Connection: upgrade and an Upgrade field present */
 } csock_http_request;
 
 /* Parse the request head at the start of buf[0..len). Returns the head's length
@@ -97,14 +97,14 @@ enum {
  * up with csock_http_chunked_init(). Fields are private to the decoder except
  * the limits, which the caller may change after init. */
 typedef struct csock_http_chunked {
-    uint64_t max_body;  /* caller: total decoded bytes allowed, 413 beyond */
-    uint32_t max_ext;   /* caller: extension bytes per chunk line */
+    uint64_t max_body;    /* caller: total decoded bytes allowed, 413 beyond */
+    uint32_t max_ext;     /* caller: extension bytes per chunk line */
     uint32_t max_trailer; /* caller: trailer section bytes */
-    uint64_t total;     /* data bytes so far */
-    uint64_t remaining; /* data bytes left in the current chunk (or its size so far) */
-    uint32_t count;     /* bytes seen of the current extension or the trailer */
-    uint8_t state;      /* where in the grammar we are (private enum) */
-    uint8_t digits;     /* 1 once the current chunk size has a hex digit */
+    uint64_t total;       /* data bytes so far */
+    uint64_t remaining;   /* data bytes left in the current chunk (or its size so far) */
+    uint32_t count;       /* bytes seen of the current extension or the trailer */
+    uint8_t state;        /* where in the grammar we are (private enum) */
+    uint8_t digits;       /* 1 once the current chunk size has a hex digit */
 } csock_http_chunked;
 
 /* Start decoding a new chunked body of at most `max_body` decoded bytes. */
@@ -119,7 +119,7 @@ void csock_http_chunked_init(csock_http_chunked *st, uint64_t max_body);
  *   CSOCK_HTTP_EBADREQ, ETOOLARGE or EHDRTOOBIG: the stream is unusable, and
  *   every later call returns CSOCK_HTTP_EBADREQ.
  * Re-entrant: all state is in *st. */
-int csock_http_chunked_decode(csock_http_chunked *st, const char *buf, size_t len,
-                              size_t *consumed, csock_http_slice *data);
+int csock_http_chunked_decode(csock_http_chunked *st, const char *buf, size_t len, size_t *consumed,
+                              csock_http_slice *data);
 
 #endif

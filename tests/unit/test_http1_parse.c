@@ -5,11 +5,14 @@
  * head must be INCOMPLETE at every shorter prefix; an invalid one may fail
  * early, but once it fails it must fail the same way for every longer prefix.
  */
+/* cmocka.h needs these first, in this order. */
+// clang-format off
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
+// clang-format on
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,8 +27,7 @@ static char *tail_copy(const char *s, size_t n)
 {
     char *p = malloc(n ? n : 1);
     assert_non_null(p);
-    if (n)
-        memcpy(p, s, n);
+    if (n) memcpy(p, s, n);
     return p;
 }
 
@@ -56,16 +58,15 @@ static void expect_parse_n(const char *s, size_t n, int want, csock_http_request
                      csock_http_strerror(r));
         if (first_final != CSOCK_HTTP_INCOMPLETE && r != first_final)
             fail_msg("prefix %zu: got %d after %d at a shorter prefix", k, r, first_final);
-        if (r != CSOCK_HTTP_INCOMPLETE)
-            first_final = r;
+        if (r != CSOCK_HTTP_INCOMPLETE) first_final = r;
     }
     *keep = tail_copy(s, n);
     req->headers = fields;
     req->max_headers = MAX_FIELDS;
     int r = csock_http_parse_request(*keep, n, req, lim);
     if (r != want)
-        fail_msg("\"%.*s\": got %d (%s), want %d (%s)", (int)n, s, r, csock_http_strerror(r),
-                 want, csock_http_strerror(want));
+        fail_msg("\"%.*s\": got %d (%s), want %d (%s)", (int)n, s, r, csock_http_strerror(r), want,
+                 csock_http_strerror(want));
 }
 
 /* Parse s; it must fail with `want` (checked at every prefix too). */
@@ -170,7 +171,8 @@ static void test_connection_semantics(void **state)
     assert_false(parse_ok("GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n", f).keep_alive);
     assert_true(parse_ok(GOOD_PREFIX "\r\n", f).keep_alive);
     assert_false(parse_ok(GOOD_PREFIX "Connection: foo, Close\r\n\r\n", f).keep_alive);
-    assert_false(parse_ok(GOOD_PREFIX "Connection: foo\r\nConnection: close\r\n\r\n", f).keep_alive);
+    assert_false(
+        parse_ok(GOOD_PREFIX "Connection: foo\r\nConnection: close\r\n\r\n", f).keep_alive);
     assert_true(parse_ok(GOOD_PREFIX "Connection: closed\r\n\r\n", f).keep_alive);
     /* HTTP/1.2 is read as 1.1 (RFC 9110 6.2). */
     assert_int_equal(parse_ok("GET / HTTP/1.2\r\nHost: a\r\n\r\n", f).minor_version, 1);
@@ -183,11 +185,13 @@ static void test_expect_and_upgrade(void **state)
     assert_false(parse_ok(GOOD_PREFIX "Expect: 200-ok\r\n\r\n", f).expect_continue);
     assert_false(parse_ok("GET / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n", f).expect_continue);
     assert_true(parse_ok(GOOD_PREFIX "Connection: keep-alive, Upgrade\r\n"
-                                     "Upgrade: websocket\r\n\r\n", f).upgrade);
+                                     "Upgrade: websocket\r\n\r\n",
+                         f)
+                    .upgrade);
     assert_false(parse_ok(GOOD_PREFIX "Upgrade: websocket\r\n\r\n", f).upgrade);
     assert_false(parse_ok(GOOD_PREFIX "Connection: upgrade\r\n\r\n", f).upgrade);
-    assert_false(parse_ok("GET / HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
-                          f).upgrade);
+    assert_false(
+        parse_ok("GET / HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n", f).upgrade);
 }
 
 static void test_content_length(void **state)
@@ -204,8 +208,21 @@ static void test_content_length(void **state)
     assert_int_equal(
         parse_ok(GOOD_PREFIX "Content-Length: 9223372036854775807\r\n\r\n", f).content_length,
         INT64_MAX);
-    const char *bad[] = {"5, 6", "-5", "+5", "0x5", "5a", "", " ", "5 5", "5,", ",5", "5;q",
-                         "9223372036854775808", "99999999999999999999999", "1e3", "5.0"};
+    const char *bad[] = {"5, 6",
+                         "-5",
+                         "+5",
+                         "0x5",
+                         "5a",
+                         "",
+                         " ",
+                         "5 5",
+                         "5,",
+                         ",5",
+                         "5;q",
+                         "9223372036854775808",
+                         "99999999999999999999999",
+                         "1e3",
+                         "5.0"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char s[256];
         snprintf(s, sizeof s, GOOD_PREFIX "Content-Length: %s\r\n\r\n", bad[i]);
@@ -319,7 +336,10 @@ static void test_nul_bytes(void **state)
     static const char in_value[] = GOOD_PREFIX "X: a\0b\r\n\r\n";
     static const char in_target[] = "GET /\0 HTTP/1.1\r\nHost: a\r\n\r\n";
     static const char in_name[] = GOOD_PREFIX "X\0: b\r\n\r\n";
-    const struct { const char *s; size_t n; } cases[] = {
+    const struct {
+        const char *s;
+        size_t n;
+    } cases[] = {
         {in_value, sizeof in_value - 1},
         {in_target, sizeof in_target - 1},
         {in_name, sizeof in_name - 1},
@@ -492,8 +512,7 @@ static bool feed(csock_http_chunked *st, const char *p, size_t n, decoded *d)
             d->body_len += data.len;
             continue;
         }
-        if (r == CSOCK_HTTP_INCOMPLETE)
-            assert_int_equal(pos, n);
+        if (r == CSOCK_HTTP_INCOMPLETE) assert_int_equal(pos, n);
         return r == CSOCK_HTTP_INCOMPLETE;
     }
 }
@@ -512,8 +531,7 @@ static decoded decode_split(const char *s, size_t n, const size_t *cuts, size_t 
         char *p = tail_copy(s + start, end - start);
         bool more = feed(&st, p, end - start, &d);
         free(p);
-        if (!more)
-            break;
+        if (!more) break;
         start = end;
     }
     return d;
@@ -577,8 +595,7 @@ static void test_chunked_done_is_sticky(void **state)
     assert_int_equal(csock_http_chunked_decode(&st, "0\r\n\r\nX", 6, &used, &data),
                      CSOCK_HTTP_CHUNK_DONE);
     assert_int_equal(used, 5);
-    assert_int_equal(csock_http_chunked_decode(&st, "X", 1, &used, &data),
-                     CSOCK_HTTP_CHUNK_DONE);
+    assert_int_equal(csock_http_chunked_decode(&st, "X", 1, &used, &data), CSOCK_HTTP_CHUNK_DONE);
     assert_int_equal(used, 0);
 
     csock_http_chunked_init(&st, 10);
@@ -590,32 +607,31 @@ static void test_chunked_done_is_sticky(void **state)
 static void expect_chunked_error(const char *s, uint64_t max_body, int want)
 {
     decoded d = decode_every_way(s, strlen(s), max_body);
-    if (d.status != want)
-        fail_msg("chunked \"%s\": got %d, want %d", s, d.status, want);
+    if (d.status != want) fail_msg("chunked \"%s\": got %d, want %d", s, d.status, want);
 }
 
 static void test_chunked_errors(void **state)
 {
     const char *bad[] = {
-        "\r\n",                                 /* no size */
-        "x\r\n",                                /* not hex */
-        "-1\r\n",                               /* signed */
-        "0x5\r\nhello\r\n0\r\n\r\n",            /* C-style hex */
-        "5\nhello\r\n0\r\n\r\n",                /* bare LF after size */
-        "5\rhello\r\n0\r\n\r\n",                /* bare CR after size */
-        "5 \r\nhello\r\n0\r\n\r\n",             /* BWS not followed by ';' */
-        "5;a\x01\r\nhello\r\n0\r\n\r\n",        /* control char in extension */
-        "5;a\nhello\r\n0\r\n\r\n",              /* bare LF ends an extension */
-        "5\r\nhelloX\r\n0\r\n\r\n",             /* data longer than announced */
-        "5\r\nhello\n0\r\n\r\n",                /* bare LF after data */
-        "5\r\nhello\r0\r\n\r\n",                /* bare CR after data */
-        "0\r\nX: y\n\r\n",                      /* bare LF in trailer */
-        "0\r\n\n",                              /* bare LF at the end */
-        "0\r\nX: y\r\n z\r\n\r\n",              /* obs-fold in trailer */
-        "0\r\nX y: z\r\n\r\n",                  /* space in trailer name */
-        "0\r\n: z\r\n\r\n",                     /* empty trailer name */
-        "0\r\nX: a\x7f\r\n\r\n",                /* control char in trailer value */
-        "0\r\n\r\r",                            /* bare CR at the end */
+        "\r\n",                          /* no size */
+        "x\r\n",                         /* not hex */
+        "-1\r\n",                        /* signed */
+        "0x5\r\nhello\r\n0\r\n\r\n",     /* C-style hex */
+        "5\nhello\r\n0\r\n\r\n",         /* bare LF after size */
+        "5\rhello\r\n0\r\n\r\n",         /* bare CR after size */
+        "5 \r\nhello\r\n0\r\n\r\n",      /* BWS not followed by ';' */
+        "5;a\x01\r\nhello\r\n0\r\n\r\n", /* control char in extension */
+        "5;a\nhello\r\n0\r\n\r\n",       /* bare LF ends an extension */
+        "5\r\nhelloX\r\n0\r\n\r\n",      /* data longer than announced */
+        "5\r\nhello\n0\r\n\r\n",         /* bare LF after data */
+        "5\r\nhello\r0\r\n\r\n",         /* bare CR after data */
+        "0\r\nX: y\n\r\n",               /* bare LF in trailer */
+        "0\r\n\n",                       /* bare LF at the end */
+        "0\r\nX: y\r\n z\r\n\r\n",       /* obs-fold in trailer */
+        "0\r\nX y: z\r\n\r\n",           /* space in trailer name */
+        "0\r\n: z\r\n\r\n",              /* empty trailer name */
+        "0\r\nX: a\x7f\r\n\r\n",         /* control char in trailer value */
+        "0\r\n\r\r",                     /* bare CR at the end */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         expect_chunked_error(bad[i], 1000, CSOCK_HTTP_EBADREQ);
