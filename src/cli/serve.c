@@ -201,6 +201,8 @@ int cli_serve(int argc, char **argv)
         }
     }
     if (optind >= argc) cli_die(CLI_USAGE, "serve: missing SERVICE (echo, upper or discard)");
+    /* HTTP has its own options (a directory, TLS, logs): its own file. */
+    if (!strcmp(argv[optind], "http")) return cli_serve_http(argc - optind, argv + optind);
     srv.svc = find_service(argv[optind]);
     if (!srv.svc)
         cli_die(CLI_USAGE, "serve: unknown service '%s' (echo, upper or discard)", argv[optind]);
