@@ -187,8 +187,11 @@ int cli_serve(int argc, char **argv)
     server srv = {.framing = {.kind = CSOCK_FRAME_LINE, .max = 65536, .keep_delimiter = 1}};
     csock_server_opts so = {.handle_signals = 1, .drain_timeout_ms = 10000};
     int c;
+    /* HTTP has its own options (a directory, TLS, logs): its own file. */
+    if (argc > 1 && !strcmp(argv[1], "http")) return cli_serve_http(argc - 1, argv + 1);
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "+:hm:i:t:v", opts, NULL)) != -1) {
+    /* Options may come before or after SERVICE and the addresses. */
+    while ((c = getopt_long(argc, argv, ":hm:i:t:v", opts, NULL)) != -1) {
         switch (c) {
         case 'h': fputs(serve_usage, stdout); return CLI_OK;
         case 'L': srv.framing.max = cli_ulong("--max-line", optarg, 1u << 28); break;
@@ -201,8 +204,6 @@ int cli_serve(int argc, char **argv)
         }
     }
     if (optind >= argc) cli_die(CLI_USAGE, "serve: missing SERVICE (echo, upper or discard)");
-    /* HTTP has its own options (a directory, TLS, logs): its own file. */
-    if (!strcmp(argv[optind], "http")) return cli_serve_http(argc - optind, argv + optind);
     srv.svc = find_service(argv[optind]);
     if (!srv.svc)
         cli_die(CLI_USAGE, "serve: unknown service '%s' (echo, upper or discard)", argv[optind]);
