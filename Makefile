@@ -44,5 +44,10 @@ install: build
 bench: deps build
 	sh bench/run.sh
 
+# The HTTP parser's libFuzzer target, from the committed seed corpus, for
+# FUZZ_SECONDS (default 60).
+fuzz: deps
+	sh scripts/fuzz.sh
+
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-fuzz
