@@ -183,7 +183,11 @@ static void update_events(csock_stream *s)
     if (s->h.closing) return;
     unsigned ev = 0;
     if (wants_read(s)) ev |= CSOCK_READABLE;
-    if (s->wq_head || (s->flags & F_CONNECTING)) ev |= CSOCK_WRITABLE;
+    /* Writes made inside the read callback are flushed when it returns: ask
+     * for writability only for what a flush left behind, so a reply that
+     * fits the socket costs no epoll_ctl at all. */
+    if ((s->wq_head && !(s->flags & F_IN_READ)) || (s->flags & F_CONNECTING))
+        ev |= CSOCK_WRITABLE;
     int rc = csock__watcher_set(s->h.loop, &s->w, ev);
     if (rc < 0 && !(s->flags & F_FAILED)) csock__stream_fail(s, rc);
 }
