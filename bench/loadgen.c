@@ -17,9 +17,12 @@
  * /proc/PID/stat) is sampled exactly at the window's edges, so CPU per message
  * is measured over the same interval as the throughput.
  *
+ * A connection that completes no message in the window counts as stalled: a
+ * server that drops bytes, or starves a connection, shows up there.
+ *
  * Output: one line of key=value pairs (or one JSON object with --json).
  * Exit status: 0 ok, 1 usage or setup failure, 2 corrupt echo, 3 connection
- * errors or no message completed.
+ * errors or stalled connections.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -79,6 +82,7 @@ struct conn {
     size_t out_len;    /* end of queued bytes in out */
     bool want_out;     /* EPOLLOUT is registered (a write was partial) */
     bool dead;         /* closed after an error; ignore further events */
+    uint64_t msgs;     /* messages completed inside the window (0 at the end: stalled) */
     uint64_t *sent_ns; /* send time of in-flight message s at [s % depth] */
 };
 
@@ -341,6 +345,7 @@ static void conn_on_readable(struct worker *w, struct conn *c, unsigned char *bu
         if (counting) {
             hist_add(&w->hist, now - c->sent_ns[c->rseq % (uint32_t)opt.depth]);
             w->msgs++;
+            c->msgs++;
         }
         c->rpos = 0;
         c->rseq++;
@@ -528,8 +533,8 @@ static void parse_args(int argc, char **argv)
         opt.threads = opt.conns;
 }
 
-static void report(const struct hist *h, uint64_t msgs, uint64_t errors, double srv_cpu,
-                   double lg_cpu)
+static void report(const struct hist *h, uint64_t msgs, uint64_t errors, uint64_t stalled,
+                   double srv_cpu, double lg_cpu)
 {
     double rate = (double)msgs / opt.secs;
     char srv_per_msg[32] = "na", srv_pct[32] = "na";
@@ -542,18 +547,21 @@ static void report(const struct hist *h, uint64_t msgs, uint64_t errors, double 
     double lg_pct = lg_cpu / (opt.secs * 1e4);
     if (opt.json)
         printf("{\"msgs_per_s\":%.0f,\"p50_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,"
-               "\"max_us\":%.1f,\"errors\":%llu,\"conns\":%d,\"size\":%zu,\"depth\":%d,"
+               "\"max_us\":%.1f,\"errors\":%llu,\"stalled\":%llu,\"conns\":%d,\"size\":%zu,\"depth\":%d,"
                "\"secs\":%g,\"msgs\":%llu,\"srv_cpu_us_per_msg\":%s,\"srv_cpu_pct\":%s,"
                "\"lg_cpu_pct\":%.1f}\n",
-               rate, p50, p99, p999, max, (unsigned long long)errors, opt.conns, opt.size,
+               rate, p50, p99, p999, max, (unsigned long long)errors,
+               (unsigned long long)stalled, opt.conns, opt.size,
                opt.depth, opt.secs, (unsigned long long)msgs,
                strcmp(srv_per_msg, "na") ? srv_per_msg : "null",
                strcmp(srv_pct, "na") ? srv_pct : "null", lg_pct);
     else
-        printf("msgs/s=%.0f p50_us=%.1f p99_us=%.1f errors=%llu conns=%d p999_us=%.1f "
+        printf("msgs/s=%.0f p50_us=%.1f p99_us=%.1f errors=%llu conns=%d stalled=%llu "
+               "p999_us=%.1f "
                "max_us=%.1f size=%zu depth=%d secs=%g msgs=%llu srv_cpu_us_per_msg=%s "
                "srv_cpu_pct=%s lg_cpu_pct=%.1f\n",
-               rate, p50, p99, (unsigned long long)errors, opt.conns, p999, max, opt.size,
+               rate, p50, p99, (unsigned long long)errors, opt.conns, (unsigned long long)stalled,
+               p999, max, opt.size,
                opt.depth, opt.secs, (unsigned long long)msgs, srv_per_msg, srv_pct, lg_pct);
     fflush(stdout);
 }
@@ -585,7 +593,7 @@ int main(int argc, char **argv)
                 (int)opt.server_pid);
 
     struct hist *all = calloc(1, sizeof *all);
-    uint64_t msgs = 0, errors = 0;
+    uint64_t msgs = 0, errors = 0, stalled = 0;
     if (!all)
         die(1, "out of memory");
     for (int t = 0; t < opt.threads; t++) {
@@ -593,7 +601,12 @@ int main(int argc, char **argv)
         hist_merge(all, &ws[t].hist);
         msgs += ws[t].msgs;
         errors += ws[t].errors;
+        for (int i = 0; i < ws[t].nconns; i++)
+            stalled += ws[t].conns[i].msgs == 0;
     }
-    report(all, msgs, errors, (srv0 < 0 || srv1 < 0) ? -1 : srv1 - srv0, lg1 - lg0);
-    return (errors || msgs == 0) ? 3 : 0;
+    report(all, msgs, errors, stalled, (srv0 < 0 || srv1 < 0) ? -1 : srv1 - srv0, lg1 - lg0);
+    if (stalled)
+        fprintf(stderr, "loadgen: %llu connection(s) completed no message in the window\n",
+                (unsigned long long)stalled);
+    return (errors || stalled) ? 3 : 0;
 }
