@@ -15,7 +15,9 @@
  * Latency is from the moment a message is handed to write() to the moment its
  * last byte is read back. With -P, the server's CPU time (utime+stime from
  * /proc/PID/stat) is sampled exactly at the window's edges, so CPU per message
- * is measured over the same interval as the throughput.
+ * is measured over the same interval as the throughput; so is the time the
+ * server sat runnable waiting for its CPU (/proc/PID/task/.../schedstat), which
+ * tells a busy machine apart from a slow server.
  *
  * A connection that completes no message in the window counts as stalled: a
  * server that drops bytes, or starves a connection, shows up there.
@@ -26,6 +28,7 @@
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -487,6 +490,34 @@ static double proc_cpu_us(pid_t pid)
     return (double)(ut + st) * 1e6 / (double)sysconf(_SC_CLK_TCK);
 }
 
+/* Nanoseconds the server's threads spent runnable but waiting for a CPU (field 2
+ * of /proc/PID/task/TID/schedstat, summed), or -1. A large share of the window
+ * means another process took the server's core: the run measured the machine. */
+static double proc_runq_wait_ns(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    double sum = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char p[64 + sizeof e->d_name]; /* path plus the longest possible name */
+        snprintf(p, sizeof p, "%s/%s/schedstat", path, e->d_name);
+        FILE *f = fopen(p, "r");
+        unsigned long long run, wait;
+        if (f && fscanf(f, "%llu %llu", &run, &wait) == 2)
+            sum += (double)wait;
+        if (f)
+            fclose(f);
+    }
+    closedir(d);
+    return sum;
+}
+
 static double self_cpu_us(void)
 {
     struct rusage ru;
@@ -534,7 +565,7 @@ static void parse_args(int argc, char **argv)
 }
 
 static void report(const struct hist *h, uint64_t msgs, uint64_t errors, uint64_t stalled,
-                   double srv_cpu, double lg_cpu)
+                   double srv_cpu, double srv_wait_ns, double lg_cpu)
 {
     double rate = (double)msgs / opt.secs;
     char srv_per_msg[32] = "na", srv_pct[32] = "na";
@@ -542,6 +573,9 @@ static void report(const struct hist *h, uint64_t msgs, uint64_t errors, uint64_
         snprintf(srv_per_msg, sizeof srv_per_msg, "%.3f", srv_cpu / (double)msgs);
     if (srv_cpu >= 0)
         snprintf(srv_pct, sizeof srv_pct, "%.1f", srv_cpu / (opt.secs * 1e4));
+    char runq_pct[32] = "na";
+    if (srv_wait_ns >= 0)
+        snprintf(runq_pct, sizeof runq_pct, "%.1f", srv_wait_ns / (opt.secs * 1e7));
     double p50 = hist_quantile_us(h, 0.50), p99 = hist_quantile_us(h, 0.99);
     double p999 = hist_quantile_us(h, 0.999), max = (double)h->max / 1000.0;
     double lg_pct = lg_cpu / (opt.secs * 1e4);
@@ -549,20 +583,22 @@ static void report(const struct hist *h, uint64_t msgs, uint64_t errors, uint64_
         printf("{\"msgs_per_s\":%.0f,\"p50_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,"
                "\"max_us\":%.1f,\"errors\":%llu,\"stalled\":%llu,\"conns\":%d,\"size\":%zu,\"depth\":%d,"
                "\"secs\":%g,\"msgs\":%llu,\"srv_cpu_us_per_msg\":%s,\"srv_cpu_pct\":%s,"
-               "\"lg_cpu_pct\":%.1f}\n",
+               "\"srv_runq_pct\":%s,\"lg_cpu_pct\":%.1f}\n",
                rate, p50, p99, p999, max, (unsigned long long)errors,
                (unsigned long long)stalled, opt.conns, opt.size,
                opt.depth, opt.secs, (unsigned long long)msgs,
                strcmp(srv_per_msg, "na") ? srv_per_msg : "null",
-               strcmp(srv_pct, "na") ? srv_pct : "null", lg_pct);
+               strcmp(srv_pct, "na") ? srv_pct : "null",
+               strcmp(runq_pct, "na") ? runq_pct : "null", lg_pct);
     else
         printf("msgs/s=%.0f p50_us=%.1f p99_us=%.1f errors=%llu conns=%d stalled=%llu "
                "p999_us=%.1f "
                "max_us=%.1f size=%zu depth=%d secs=%g msgs=%llu srv_cpu_us_per_msg=%s "
-               "srv_cpu_pct=%s lg_cpu_pct=%.1f\n",
+               "srv_cpu_pct=%s srv_runq_pct=%s lg_cpu_pct=%.1f\n",
                rate, p50, p99, (unsigned long long)errors, opt.conns, (unsigned long long)stalled,
                p999, max, opt.size,
-               opt.depth, opt.secs, (unsigned long long)msgs, srv_per_msg, srv_pct, lg_pct);
+               opt.depth, opt.secs, (unsigned long long)msgs, srv_per_msg, srv_pct, runq_pct,
+               lg_pct);
     fflush(stdout);
 }
 
@@ -586,8 +622,10 @@ int main(int argc, char **argv)
     /* The main thread only samples CPU clocks at the window's two edges. */
     sleep_until(t_measure);
     double srv0 = opt.server_pid ? proc_cpu_us(opt.server_pid) : -1, lg0 = self_cpu_us();
+    double wait0 = opt.server_pid ? proc_runq_wait_ns(opt.server_pid) : -1;
     sleep_until(t_end);
     double srv1 = opt.server_pid ? proc_cpu_us(opt.server_pid) : -1, lg1 = self_cpu_us();
+    double wait1 = opt.server_pid ? proc_runq_wait_ns(opt.server_pid) : -1;
     if (opt.server_pid && (srv0 < 0 || srv1 < 0))
         fprintf(stderr, "loadgen: cannot read /proc/%d/stat: server CPU not measured\n",
                 (int)opt.server_pid);
@@ -604,7 +642,8 @@ int main(int argc, char **argv)
         for (int i = 0; i < ws[t].nconns; i++)
             stalled += ws[t].conns[i].msgs == 0;
     }
-    report(all, msgs, errors, stalled, (srv0 < 0 || srv1 < 0) ? -1 : srv1 - srv0, lg1 - lg0);
+    report(all, msgs, errors, stalled, (srv0 < 0 || srv1 < 0) ? -1 : srv1 - srv0,
+           (wait0 < 0 || wait1 < 0) ? -1 : wait1 - wait0, lg1 - lg0);
     if (stalled)
         fprintf(stderr, "loadgen: %llu connection(s) completed no message in the window\n",
                 (unsigned long long)stalled);

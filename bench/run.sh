@@ -122,7 +122,7 @@ measure() {
     local -n cmd="cmd_$name"
     if ! start_server "$name" "${cmd[@]}"; then
         log "  $name: did not start: $(tail -n1 "$tmp/$name.err" 2>/dev/null)"
-        printf '%s\t%s\t%s\tNA\tNA\tNA\tNA\tNA\tNA\tstart-failed\n' "$round" "$sc" "$name" >>"$results"
+        printf '%s\t%s\t%s\tNA\tNA\tNA\tNA\tNA\tNA\tNA\tstart-failed\n' "$round" "$sc" "$name" >>"$results"
         return
     fi
     taskset -c "$LOAD_CPU" "$bin/loadgen" -H 127.0.0.1 -p "$srv_port" -c "$conns" -s "$size" \
@@ -145,7 +145,7 @@ measure() {
     awk -v r="$round" -v sc="$sc" -v n="$name" -v st="$status" -v ok="$([ "$rc" = 2 ] && echo 0 || echo 1)" '
         { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
         END {
-            f = "msgs/s p50_us p99_us srv_cpu_us_per_msg srv_cpu_pct lg_cpu_pct"
+            f = "msgs/s p50_us p99_us srv_cpu_us_per_msg srv_cpu_pct srv_runq_pct lg_cpu_pct"
             k = split(f, keys, " ")
             printf "%s\t%s\t%s", r, sc, n
             for (i = 1; i <= k; i++) {
@@ -164,7 +164,7 @@ main() {
     local stamp servers=() s
     stamp=$(date -u +%Y%m%dT%H%M%SZ)
     results=$OUT/results-$stamp.tsv
-    printf 'round\tscenario\tserver\tmsgs_s\tp50_us\tp99_us\tcpu_us_msg\tsrv_cpu_pct\tlg_cpu_pct\tstatus\n' >"$results"
+    printf 'round\tscenario\tserver\tmsgs_s\tp50_us\tp99_us\tcpu_us_msg\tsrv_cpu_pct\tsrv_runq_pct\tlg_cpu_pct\tstatus\n' >"$results"
 
     for s in $SERVERS; do
         if [ "$s" = csock ]; then
@@ -204,6 +204,7 @@ main() {
         echo "msgs/s: messages echoed per second (higher is better). p99: latency from write to full echo."
         echo "CPU us/msg: server utime+stime over the window / messages (lower is better)."
         echo "srv CPU % near 100 means the server was the bottleneck; lg CPU % near 100 means loadgen was."
+        echo "srv wait %: share of the window the server was runnable but another process had its CPU."
         echo "spread: (max - min) / median of msgs/s across rounds."
     } >"$md"
     cp "$md" "$OUT/latest.md"
