@@ -505,7 +505,7 @@ static double proc_runq_wait_ns(pid_t pid)
     while ((e = readdir(d)) != NULL) {
         if (e->d_name[0] == '.')
             continue;
-        char p[64 + sizeof e->d_name]; /* path plus the longest possible name */
+        char p[sizeof path + sizeof e->d_name + sizeof "/schedstat"];
         snprintf(p, sizeof p, "%s/%s/schedstat", path, e->d_name);
         FILE *f = fopen(p, "r");
         unsigned long long run, wait;
