@@ -565,7 +565,7 @@ static void parse_args(int argc, char **argv)
 }
 
 static void report(const struct hist *h, uint64_t msgs, uint64_t errors, uint64_t stalled,
-                   double srv_cpu, double srv_wait_ns, double lg_cpu)
+                   double srv_cpu, double srv_wait_ns, double lg_cpu, double lg_wait_ns)
 {
     double rate = (double)msgs / opt.secs;
     char srv_per_msg[32] = "na", srv_pct[32] = "na";
@@ -578,27 +578,27 @@ static void report(const struct hist *h, uint64_t msgs, uint64_t errors, uint64_
         snprintf(runq_pct, sizeof runq_pct, "%.1f", srv_wait_ns / (opt.secs * 1e7));
     double p50 = hist_quantile_us(h, 0.50), p99 = hist_quantile_us(h, 0.99);
     double p999 = hist_quantile_us(h, 0.999), max = (double)h->max / 1000.0;
-    double lg_pct = lg_cpu / (opt.secs * 1e4);
+    double lg_pct = lg_cpu / (opt.secs * 1e4), lg_runq = lg_wait_ns / (opt.secs * 1e7);
     if (opt.json)
         printf("{\"msgs_per_s\":%.0f,\"p50_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,"
                "\"max_us\":%.1f,\"errors\":%llu,\"stalled\":%llu,\"conns\":%d,\"size\":%zu,\"depth\":%d,"
                "\"secs\":%g,\"msgs\":%llu,\"srv_cpu_us_per_msg\":%s,\"srv_cpu_pct\":%s,"
-               "\"srv_runq_pct\":%s,\"lg_cpu_pct\":%.1f}\n",
+               "\"srv_runq_pct\":%s,\"lg_cpu_pct\":%.1f,\"lg_runq_pct\":%.1f}\n",
                rate, p50, p99, p999, max, (unsigned long long)errors,
                (unsigned long long)stalled, opt.conns, opt.size,
                opt.depth, opt.secs, (unsigned long long)msgs,
                strcmp(srv_per_msg, "na") ? srv_per_msg : "null",
                strcmp(srv_pct, "na") ? srv_pct : "null",
-               strcmp(runq_pct, "na") ? runq_pct : "null", lg_pct);
+               strcmp(runq_pct, "na") ? runq_pct : "null", lg_pct, lg_runq);
     else
         printf("msgs/s=%.0f p50_us=%.1f p99_us=%.1f errors=%llu conns=%d stalled=%llu "
                "p999_us=%.1f "
                "max_us=%.1f size=%zu depth=%d secs=%g msgs=%llu srv_cpu_us_per_msg=%s "
-               "srv_cpu_pct=%s srv_runq_pct=%s lg_cpu_pct=%.1f\n",
+               "srv_cpu_pct=%s srv_runq_pct=%s lg_cpu_pct=%.1f lg_runq_pct=%.1f\n",
                rate, p50, p99, (unsigned long long)errors, opt.conns, (unsigned long long)stalled,
                p999, max, opt.size,
                opt.depth, opt.secs, (unsigned long long)msgs, srv_per_msg, srv_pct, runq_pct,
-               lg_pct);
+               lg_pct, lg_runq);
     fflush(stdout);
 }
 
@@ -623,9 +623,11 @@ int main(int argc, char **argv)
     sleep_until(t_measure);
     double srv0 = opt.server_pid ? proc_cpu_us(opt.server_pid) : -1, lg0 = self_cpu_us();
     double wait0 = opt.server_pid ? proc_runq_wait_ns(opt.server_pid) : -1;
+    double lgwait0 = proc_runq_wait_ns(getpid());
     sleep_until(t_end);
     double srv1 = opt.server_pid ? proc_cpu_us(opt.server_pid) : -1, lg1 = self_cpu_us();
     double wait1 = opt.server_pid ? proc_runq_wait_ns(opt.server_pid) : -1;
+    double lgwait1 = proc_runq_wait_ns(getpid());
     if (opt.server_pid && (srv0 < 0 || srv1 < 0))
         fprintf(stderr, "loadgen: cannot read /proc/%d/stat: server CPU not measured\n",
                 (int)opt.server_pid);
@@ -643,7 +645,7 @@ int main(int argc, char **argv)
             stalled += ws[t].conns[i].msgs == 0;
     }
     report(all, msgs, errors, stalled, (srv0 < 0 || srv1 < 0) ? -1 : srv1 - srv0,
-           (wait0 < 0 || wait1 < 0) ? -1 : wait1 - wait0, lg1 - lg0);
+           (wait0 < 0 || wait1 < 0) ? -1 : wait1 - wait0, lg1 - lg0, lgwait1 - lgwait0);
     if (stalled)
         fprintf(stderr, "loadgen: %llu connection(s) completed no message in the window\n",
                 (unsigned long long)stalled);
