@@ -103,6 +103,8 @@ struct worker {
     int alive;       /* connections not closed by an error */
     uint64_t msgs;   /* messages completed inside the window */
     uint64_t errors; /* connections lost before the window ended */
+    double wait0_ns; /* this thread's run-queue wait at the window start, -1: not yet */
+    double wait_ns;  /* ... and its growth over the window */
     struct hist hist;
 };
 
@@ -137,6 +139,17 @@ static void sleep_until(uint64_t ns)
     struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000u), .tv_nsec = (long)(ns % 1000000000u)};
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
     }
+}
+
+/* The calling thread's run-queue wait in ns (schedstat field 2), or -1. */
+static double thread_runq_wait_ns(void)
+{
+    FILE *f = fopen("/proc/thread-self/schedstat", "r");
+    unsigned long long run, wait;
+    int ok = f && fscanf(f, "%llu %llu", &run, &wait) == 2;
+    if (f)
+        fclose(f);
+    return ok ? (double)wait : -1;
 }
 
 /* ---- histogram: log-linear buckets over nanoseconds (HdrHistogram's idea) ---- */
@@ -381,6 +394,8 @@ static void *worker_run(void *arg)
             die(1, "epoll_wait: %s", strerror(errno));
         }
         now = now_ns(); /* one clock read per batch: the events are simultaneous */
+        if (w->wait0_ns < 0 && now >= t_measure)
+            w->wait0_ns = thread_runq_wait_ns();
         for (int i = 0; i < n; i++) {
             struct conn *c = evs[i].data.ptr;
             if (!c->dead && (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
@@ -389,6 +404,9 @@ static void *worker_run(void *arg)
                 conn_flush(w, c);
         }
     }
+    /* Sampled by the thread itself: once it exits, /proc forgets its wait time. */
+    double wait1 = thread_runq_wait_ns();
+    w->wait_ns = (w->wait0_ns < 0 || wait1 < 0) ? 0 : wait1 - w->wait0_ns;
     free(buf);
     return NULL;
 }
@@ -435,6 +453,7 @@ static void setup_workers(struct worker *ws)
         ws[t].ep = epoll_create1(EPOLL_CLOEXEC);
         if (ws[t].ep < 0)
             die(1, "epoll_create1: %s", strerror(errno));
+        ws[t].wait0_ns = -1;
         ws[t].conns = calloc((size_t)(opt.conns / opt.threads + 1), sizeof(struct conn));
         if (!ws[t].conns)
             die(1, "out of memory");
@@ -623,17 +642,16 @@ int main(int argc, char **argv)
     sleep_until(t_measure);
     double srv0 = opt.server_pid ? proc_cpu_us(opt.server_pid) : -1, lg0 = self_cpu_us();
     double wait0 = opt.server_pid ? proc_runq_wait_ns(opt.server_pid) : -1;
-    double lgwait0 = proc_runq_wait_ns(getpid());
     sleep_until(t_end);
     double srv1 = opt.server_pid ? proc_cpu_us(opt.server_pid) : -1, lg1 = self_cpu_us();
     double wait1 = opt.server_pid ? proc_runq_wait_ns(opt.server_pid) : -1;
-    double lgwait1 = proc_runq_wait_ns(getpid());
     if (opt.server_pid && (srv0 < 0 || srv1 < 0))
         fprintf(stderr, "loadgen: cannot read /proc/%d/stat: server CPU not measured\n",
                 (int)opt.server_pid);
 
     struct hist *all = calloc(1, sizeof *all);
     uint64_t msgs = 0, errors = 0, stalled = 0;
+    double lg_wait_ns = 0;
     if (!all)
         die(1, "out of memory");
     for (int t = 0; t < opt.threads; t++) {
@@ -641,11 +659,12 @@ int main(int argc, char **argv)
         hist_merge(all, &ws[t].hist);
         msgs += ws[t].msgs;
         errors += ws[t].errors;
+        lg_wait_ns += ws[t].wait_ns;
         for (int i = 0; i < ws[t].nconns; i++)
             stalled += ws[t].conns[i].msgs == 0;
     }
     report(all, msgs, errors, stalled, (srv0 < 0 || srv1 < 0) ? -1 : srv1 - srv0,
-           (wait0 < 0 || wait1 < 0) ? -1 : wait1 - wait0, lg1 - lg0, lgwait1 - lgwait0);
+           (wait0 < 0 || wait1 < 0) ? -1 : wait1 - wait0, lg1 - lg0, lg_wait_ns);
     if (stalled)
         fprintf(stderr, "loadgen: %llu connection(s) completed no message in the window\n",
                 (unsigned long long)stalled);
