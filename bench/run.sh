@@ -154,7 +154,7 @@ measure() {
             }
             printf "\t%s\n", st
         }' <<<"$kv" >>"$results"
-    log "  $name: $kv"
+    [ -z "$kv" ] || log "  $name: $kv"
 }
 
 main() {
