@@ -205,7 +205,7 @@ main() {
         echo "CPU us/msg: server utime+stime over the window / messages (lower is better)."
         echo "srv CPU % near 100 means the server was the bottleneck; lg CPU % near 100 means loadgen was."
         echo "srv wait %: share of the window the server was runnable but another process had its CPU."
-        echo "spread: (max - min) / median of msgs/s across rounds."
+        echo "spread: (max - min) / median across rounds, of msgs/s and of CPU us/msg."
     } >"$md"
     cp "$md" "$OUT/latest.md"
     cat "$md"

@@ -44,9 +44,9 @@ END {
         s = names[i]
         rate[s] = median(col[s SUBSEP "rate"]); cpu[s] = median(col[s SUBSEP "cpu"])
     }
-    printf "| server | runs | msgs/s | spread | p50 us | p99 us | CPU us/msg | srv CPU %% | srv wait %% | lg CPU %% |"
+    printf "| server | runs | msgs/s | spread | p50 us | p99 us | CPU us/msg | spread | srv CPU %% | srv wait %% | lg CPU %% |"
     for (j = 1; j <= m; j++) printf " vs %s |", short(cols[j])
-    printf "\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+    printf "\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
     for (j = 1; j <= m; j++) printf "--:|"
     printf "\n"
     for (i = 1; i <= n; i++) {
@@ -56,10 +56,10 @@ END {
         spct = median(col[s SUBSEP "spct"])
         flag = (spct != "" && spct < 90) ? " *" : ""
         if (flag != "") flagged = 1
-        printf "| %s | %d | %s%s | %s | %s | %s | %s | %s | %s | %s |", s, runs[s], fmt_rate(rate[s]), flag,
+        printf "| %s | %d | %s%s | %s | %s | %s | %s | %s | %s | %s | %s |", s, runs[s], fmt_rate(rate[s]), flag,
             spread(col[s SUBSEP "rate"], rate[s]),
             fmt(median(col[s SUBSEP "p50"]), "%.0f"), fmt(median(col[s SUBSEP "p99"]), "%.0f"),
-            fmt(cpu[s], "%.2f"), fmt(spct, "%.0f"), fmt(median(col[s SUBSEP "wait"]), "%.0f"),
+            fmt(cpu[s], "%.2f"), spread(col[s SUBSEP "cpu"], cpu[s]), fmt(spct, "%.0f"), fmt(median(col[s SUBSEP "wait"]), "%.0f"),
             fmt(median(col[s SUBSEP "lpct"]), "%.0f")
         for (j = 1; j <= m; j++) {
             o = cols[j]
