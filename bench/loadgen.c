@@ -331,10 +331,13 @@ static void conn_queue(struct conn *c, int k, uint64_t now)
 }
 
 /* Readable: check the echoed bytes, account completed messages, and send one
- * new message per completed one to keep DEPTH in flight. */
-static void conn_on_readable(struct worker *w, struct conn *c, unsigned char *buf, uint64_t now)
+ * new message per completed one to keep DEPTH in flight. The clock is read per
+ * read() (27 ns through the vDSO here), not per epoll batch: a batch of 100
+ * ready sockets takes about a millisecond to serve, which is the latency itself. */
+static void conn_on_readable(struct worker *w, struct conn *c, unsigned char *buf)
 {
     ssize_t r = read(c->fd, buf, RBUF);
+    uint64_t now = now_ns(); /* completion time of what was read, send time of replies */
     if (r <= 0) {
         if (r < 0 && (errno == EAGAIN || errno == EINTR))
             return;
@@ -393,13 +396,13 @@ static void *worker_run(void *arg)
                 continue;
             die(1, "epoll_wait: %s", strerror(errno));
         }
-        now = now_ns(); /* one clock read per batch: the events are simultaneous */
+        now = now_ns();
         if (w->wait0_ns < 0 && now >= t_measure)
             w->wait0_ns = thread_runq_wait_ns();
         for (int i = 0; i < n; i++) {
             struct conn *c = evs[i].data.ptr;
             if (!c->dead && (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
-                conn_on_readable(w, c, buf, now);
+                conn_on_readable(w, c, buf);
             if (!c->dead && (evs[i].events & EPOLLOUT))
                 conn_flush(w, c);
         }
