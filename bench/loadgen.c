@@ -1,0 +1,675 @@
+/* loadgen: closed-loop load generator for the echo benchmarks.
+ *
+ *   loadgen -H 127.0.0.1 -p PORT -c CONNS -s SIZE -d DEPTH -t SECONDS
+ *           [-w WARMUP_SECONDS] [-T THREADS] [-P SERVER_PID] [--json]
+ *
+ * Each of CONNS connections keeps DEPTH messages of SIZE bytes in flight: it
+ * sends DEPTH at the start and one more each time a full echo comes back
+ * (DEPTH=1 is ping-pong, more is pipelining). Every echoed byte is checked:
+ * a message carries its sequence number and connection id in its first 8 bytes
+ * and the rest is a slice of a fixed pseudo-random pattern whose offset depends
+ * on both, so bytes from another message or another connection do not match.
+ * Any mismatch, or more bytes echoed than sent, exits with status 2.
+ *
+ * Only messages completed inside the measured window (after the warm-up) count.
+ * Latency is from the moment a message is handed to write() to the moment its
+ * last byte is read back. With -P, the server's CPU time (utime+stime from
+ * /proc/PID/stat) is sampled exactly at the window's edges, so CPU per message
+ * is measured over the same interval as the throughput; so is the time the
+ * server sat runnable waiting for its CPU (/proc/PID/task/.../schedstat), which
+ * tells a busy machine apart from a slow server.
+ *
+ * A connection that completes no message in the window counts as stalled: a
+ * server that drops bytes, or starves a connection, shows up there.
+ *
+ * Output: one line of key=value pairs (or one JSON object with --json).
+ * Exit status: 0 ok, 1 usage or setup failure, 2 corrupt echo, 3 connection
+ * errors or stalled connections.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+enum {
+    HDR = 8,          /* message header: le32 sequence number, le32 connection id */
+    PAT_LEN = 4093,   /* pattern period; prime, so offsets spread over all of it */
+    RBUF = 64 * 1024, /* per-thread read buffer; one read() per readiness event */
+    MAX_EVENTS = 256,
+    SUB_BITS = 6, /* histogram: 64 buckets per power of two, <= 1.6 % wide */
+    SUB = 1 << SUB_BITS,
+    NBUCKETS = (64 - SUB_BITS) * SUB,
+    MAX_ERR_LOG = 5, /* connection errors printed per thread before going quiet */
+};
+
+struct opts {
+    const char *host;
+    int port;
+    int conns;
+    size_t size;
+    int depth;
+    double secs;
+    double warmup;
+    int threads;
+    pid_t server_pid; /* 0: do not measure server CPU */
+    bool json;
+};
+
+struct conn {
+    int fd;
+    uint32_t id;       /* global connection index, stamped into each message */
+    uint32_t sseq;     /* sequence number of the next message to send */
+    uint32_t rseq;     /* sequence number of the message being received */
+    size_t rpos;       /* bytes of message rseq received and checked so far */
+    uint64_t tx, rx;   /* bytes written / read: an echo can never be ahead */
+    char *out;         /* unsent bytes, capacity depth * size */
+    size_t out_off;    /* first unsent byte in out */
+    size_t out_len;    /* end of queued bytes in out */
+    bool want_out;     /* EPOLLOUT is registered (a write was partial) */
+    bool dead;         /* closed after an error; ignore further events */
+    uint64_t msgs;     /* messages completed inside the window (0 at the end: stalled) */
+    uint64_t *sent_ns; /* send time of in-flight message s at [s % depth] */
+};
+
+struct hist {
+    uint64_t n[NBUCKETS];
+    uint64_t count;
+    uint64_t max;
+};
+
+struct worker {
+    pthread_t tid;
+    int ep;
+    struct conn *conns;
+    int nconns;
+    int alive;       /* connections not closed by an error */
+    uint64_t msgs;   /* messages completed inside the window */
+    uint64_t errors; /* connections lost before the window ended */
+    double wait0_ns; /* this thread's run-queue wait at the window start, -1: not yet */
+    double wait_ns;  /* ... and its growth over the window */
+    struct hist hist;
+};
+
+/* Set once in main() before any worker starts, read-only afterwards. */
+static struct opts opt;
+static unsigned char *pattern; /* PAT_LEN + size bytes, so any offset has a full slice */
+static uint64_t t_measure;     /* CLOCK_MONOTONIC ns: window start (end of warm-up) */
+static uint64_t t_end;         /* CLOCK_MONOTONIC ns: window end; workers stop here */
+
+static void die(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void die(int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("loadgen: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(status);
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void sleep_until(uint64_t ns)
+{
+    struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000u), .tv_nsec = (long)(ns % 1000000000u)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+    }
+}
+
+/* The calling thread's run-queue wait in ns (schedstat field 2), or -1. */
+static double thread_runq_wait_ns(void)
+{
+    FILE *f = fopen("/proc/thread-self/schedstat", "r");
+    unsigned long long run, wait;
+    int ok = f && fscanf(f, "%llu %llu", &run, &wait) == 2;
+    if (f)
+        fclose(f);
+    return ok ? (double)wait : -1;
+}
+
+/* ---- histogram: log-linear buckets over nanoseconds (HdrHistogram's idea) ---- */
+
+static unsigned hist_bucket(uint64_t v)
+{
+    if (v < SUB)
+        return (unsigned)v; /* exact below 64 ns */
+    unsigned shift = (unsigned)(63 - __builtin_clzll(v)) - SUB_BITS;
+    return (shift + 1) * SUB + (unsigned)((v >> shift) - SUB);
+}
+
+static uint64_t hist_bucket_mid(unsigned b)
+{
+    if (b < SUB)
+        return b;
+    unsigned shift = b / SUB - 1;
+    uint64_t low = (uint64_t)(SUB + b % SUB) << shift;
+    return low + ((uint64_t)1 << shift) / 2;
+}
+
+static void hist_add(struct hist *h, uint64_t v)
+{
+    h->n[hist_bucket(v)]++;
+    h->count++;
+    if (v > h->max)
+        h->max = v;
+}
+
+static void hist_merge(struct hist *into, const struct hist *from)
+{
+    for (unsigned i = 0; i < NBUCKETS; i++)
+        into->n[i] += from->n[i];
+    into->count += from->count;
+    if (from->max > into->max)
+        into->max = from->max;
+}
+
+/* The q-quantile in microseconds (bucket midpoint, so within ~0.8 %). */
+static double hist_quantile_us(const struct hist *h, double q)
+{
+    if (h->count == 0)
+        return 0;
+    uint64_t want = (uint64_t)(q * (double)h->count);
+    if (want >= h->count)
+        want = h->count - 1;
+    uint64_t seen = 0;
+    for (unsigned i = 0; i < NBUCKETS; i++) {
+        seen += h->n[i];
+        if (seen > want) {
+            uint64_t v = hist_bucket_mid(i);
+            return (double)(v < h->max ? v : h->max) / 1000.0;
+        }
+    }
+    return (double)h->max / 1000.0;
+}
+
+/* ---- message content ---- */
+
+static size_t msg_offset(uint32_t id, uint32_t seq)
+{
+    return (size_t)(((uint64_t)id * 2654435761u + (uint64_t)seq * 40503u) % PAT_LEN);
+}
+
+static void msg_header(unsigned char hdr[HDR], uint32_t id, uint32_t seq)
+{
+    for (int i = 0; i < 4; i++) {
+        hdr[i] = (unsigned char)(seq >> (8 * i));
+        hdr[4 + i] = (unsigned char)(id >> (8 * i));
+    }
+}
+
+static void msg_build(char *dst, uint32_t id, uint32_t seq)
+{
+    unsigned char hdr[HDR];
+    msg_header(hdr, id, seq);
+    memcpy(dst, pattern + msg_offset(id, seq), opt.size);
+    memcpy(dst, hdr, opt.size < HDR ? opt.size : HDR);
+}
+
+static uint32_t le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void msg_corrupt(const struct conn *c, const unsigned char *data, size_t n, size_t at,
+                        unsigned char want)
+{
+    size_t i = at - c->rpos; /* index of the bad byte in data */
+    fprintf(stderr,
+            "loadgen: conn %u: corrupt echo in message %u at byte %zu: expected 0x%02x, got "
+            "0x%02x\n",
+            c->id, c->rseq, at, want, data[i]);
+    if (c->rpos == 0 && n >= HDR && opt.size >= HDR)
+        fprintf(stderr, "loadgen: the received message's header says conn %u, message %u\n",
+                le32(data + 4), le32(data));
+    exit(2);
+}
+
+/* Check n received bytes that belong at offset c->rpos of message c->rseq. */
+static void msg_check(const struct conn *c, const unsigned char *data, size_t n)
+{
+    unsigned char hdr[HDR];
+    msg_header(hdr, c->id, c->rseq);
+    size_t pos = c->rpos, end = c->rpos + n;
+    for (; pos < end && pos < HDR; pos++)
+        if (data[pos - c->rpos] != hdr[pos])
+            msg_corrupt(c, data, n, pos, hdr[pos]);
+    if (pos >= end)
+        return;
+    const unsigned char *want = pattern + msg_offset(c->id, c->rseq);
+    if (memcmp(data + (pos - c->rpos), want + pos, end - pos) == 0)
+        return;
+    for (; pos < end; pos++) /* slow path only to name the first bad byte */
+        if (data[pos - c->rpos] != want[pos])
+            msg_corrupt(c, data, n, pos, want[pos]);
+}
+
+/* ---- connections ---- */
+
+static void conn_fail(struct worker *w, struct conn *c, const char *why)
+{
+    if (now_ns() < t_end) { /* losing a connection after the window is not an error */
+        if (w->errors < MAX_ERR_LOG)
+            fprintf(stderr, "loadgen: conn %u: %s\n", c->id, why);
+        w->errors++;
+    }
+    close(c->fd);
+    c->dead = true;
+    w->alive--;
+}
+
+static void conn_watch(struct worker *w, struct conn *c, bool out)
+{
+    struct epoll_event ev = {.events = EPOLLIN | (out ? EPOLLOUT : 0), .data.ptr = c};
+    if (epoll_ctl(w->ep, EPOLL_CTL_MOD, c->fd, &ev) < 0)
+        die(1, "epoll_ctl: %s", strerror(errno));
+    c->want_out = out;
+}
+
+/* Write what is queued. One write() per call: a partial write means the socket
+ * is full, so wait for EPOLLOUT instead of spending a syscall on EAGAIN. */
+static void conn_flush(struct worker *w, struct conn *c)
+{
+    size_t left = c->out_len - c->out_off;
+    ssize_t n = left ? write(c->fd, c->out + c->out_off, left) : 0;
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EINTR) {
+            conn_fail(w, c, strerror(errno));
+            return;
+        }
+        n = 0;
+    }
+    c->out_off += (size_t)n;
+    c->tx += (uint64_t)n;
+    bool partial = c->out_off < c->out_len;
+    if (!partial)
+        c->out_off = c->out_len = 0;
+    if (partial != c->want_out)
+        conn_watch(w, c, partial);
+}
+
+/* Queue k new messages stamped with send time now. The room always suffices:
+ * sseq - rseq never exceeds depth, and unsent bytes belong to in-flight messages. */
+static void conn_queue(struct conn *c, int k, uint64_t now)
+{
+    size_t cap = (size_t)opt.depth * opt.size;
+    if (c->out_len + (size_t)k * opt.size > cap) {
+        memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
+        c->out_len -= c->out_off;
+        c->out_off = 0;
+    }
+    for (int i = 0; i < k; i++) {
+        msg_build(c->out + c->out_len, c->id, c->sseq);
+        c->sent_ns[c->sseq % (uint32_t)opt.depth] = now;
+        c->sseq++;
+        c->out_len += opt.size;
+    }
+}
+
+/* Readable: check the echoed bytes, account completed messages, and send one
+ * new message per completed one to keep DEPTH in flight. The clock is read per
+ * read() (27 ns through the vDSO here), not per epoll batch: a batch of 100
+ * ready sockets takes about a millisecond to serve, which is the latency itself. */
+static void conn_on_readable(struct worker *w, struct conn *c, unsigned char *buf)
+{
+    ssize_t r = read(c->fd, buf, RBUF);
+    uint64_t now = now_ns(); /* completion time of what was read, send time of replies */
+    if (r <= 0) {
+        if (r < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        conn_fail(w, c, r == 0 ? "closed by the server" : strerror(errno));
+        return;
+    }
+    c->rx += (uint64_t)r;
+    if (c->rx > c->tx) {
+        fprintf(stderr, "loadgen: conn %u: server echoed %llu bytes but only %llu were sent\n",
+                c->id, (unsigned long long)c->rx, (unsigned long long)c->tx);
+        exit(2);
+    }
+    bool counting = now >= t_measure && now < t_end;
+    int completed = 0;
+    for (size_t done = 0; done < (size_t)r;) {
+        size_t k = opt.size - c->rpos;
+        if (k > (size_t)r - done)
+            k = (size_t)r - done;
+        msg_check(c, buf + done, k);
+        c->rpos += k;
+        done += k;
+        if (c->rpos < opt.size)
+            break;
+        if (counting) {
+            hist_add(&w->hist, now - c->sent_ns[c->rseq % (uint32_t)opt.depth]);
+            w->msgs++;
+            c->msgs++;
+        }
+        c->rpos = 0;
+        c->rseq++;
+        completed++;
+    }
+    if (completed && now < t_end) {
+        conn_queue(c, completed, now);
+        conn_flush(w, c);
+    }
+}
+
+static void *worker_run(void *arg)
+{
+    struct worker *w = arg;
+    unsigned char *buf = malloc(RBUF);
+    if (!buf)
+        die(1, "out of memory");
+    uint64_t now = now_ns();
+    for (int i = 0; i < w->nconns; i++) { /* prime: DEPTH messages on every connection */
+        conn_queue(&w->conns[i], opt.depth, now);
+        conn_flush(w, &w->conns[i]);
+    }
+    struct epoll_event evs[MAX_EVENTS];
+    while (w->alive > 0 && (now = now_ns()) < t_end) {
+        int timeout_ms = (int)((t_end - now) / 1000000u) + 1;
+        int n = epoll_wait(w->ep, evs, MAX_EVENTS, timeout_ms);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            die(1, "epoll_wait: %s", strerror(errno));
+        }
+        now = now_ns();
+        if (w->wait0_ns < 0 && now >= t_measure)
+            w->wait0_ns = thread_runq_wait_ns();
+        for (int i = 0; i < n; i++) {
+            struct conn *c = evs[i].data.ptr;
+            if (!c->dead && (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
+                conn_on_readable(w, c, buf);
+            if (!c->dead && (evs[i].events & EPOLLOUT))
+                conn_flush(w, c);
+        }
+    }
+    /* Sampled by the thread itself: once it exits, /proc forgets its wait time. */
+    double wait1 = thread_runq_wait_ns();
+    w->wait_ns = (w->wait0_ns < 0 || wait1 < 0) ? 0 : wait1 - w->wait0_ns;
+    free(buf);
+    return NULL;
+}
+
+/* ---- setup ---- */
+
+static void raise_nofile(int need)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        die(1, "getrlimit: %s", strerror(errno));
+    if (rl.rlim_cur >= (rlim_t)need)
+        return;
+    rl.rlim_cur = (rlim_t)need;
+    if (rl.rlim_max < (rlim_t)need)
+        rl.rlim_max = (rlim_t)need; /* allowed for root only; the error says so */
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+        die(1, "cannot raise the open-file limit to %d: %s", need, strerror(errno));
+}
+
+/* Blocking connect keeps setup simple; only then is the socket made non-blocking. */
+static int connect_one(const struct sockaddr_in *sa)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        die(1, "socket: %s", strerror(errno));
+    if (connect(fd, (const struct sockaddr *)sa, sizeof *sa) < 0)
+        die(1, "connect %s:%d: %s", opt.host, opt.port, strerror(errno));
+    int one = 1;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0)
+        die(1, "setsockopt TCP_NODELAY: %s", strerror(errno));
+    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
+        die(1, "fcntl O_NONBLOCK: %s", strerror(errno));
+    return fd;
+}
+
+/* Open every connection and deal them round-robin to the workers' epoll sets. */
+static void setup_workers(struct worker *ws)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)opt.port)};
+    if (inet_pton(AF_INET, opt.host, &sa.sin_addr) != 1)
+        die(1, "-H %s: not an IPv4 address", opt.host);
+    for (int t = 0; t < opt.threads; t++) {
+        ws[t].ep = epoll_create1(EPOLL_CLOEXEC);
+        if (ws[t].ep < 0)
+            die(1, "epoll_create1: %s", strerror(errno));
+        ws[t].wait0_ns = -1;
+        ws[t].conns = calloc((size_t)(opt.conns / opt.threads + 1), sizeof(struct conn));
+        if (!ws[t].conns)
+            die(1, "out of memory");
+    }
+    for (int i = 0; i < opt.conns; i++) {
+        struct worker *w = &ws[i % opt.threads];
+        struct conn *c = &w->conns[w->nconns++];
+        c->fd = connect_one(&sa);
+        c->id = (uint32_t)i;
+        c->out = malloc((size_t)opt.depth * opt.size);
+        c->sent_ns = calloc((size_t)opt.depth, sizeof *c->sent_ns);
+        if (!c->out || !c->sent_ns)
+            die(1, "out of memory");
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+        if (epoll_ctl(w->ep, EPOLL_CTL_ADD, c->fd, &ev) < 0)
+            die(1, "epoll_ctl: %s", strerror(errno));
+        w->alive++;
+    }
+}
+
+static void make_pattern(void)
+{
+    pattern = malloc(PAT_LEN + opt.size);
+    if (!pattern)
+        die(1, "out of memory");
+    uint64_t x = 0x9e3779b97f4a7c15u; /* xorshift64: fixed seed, same bytes every run */
+    for (size_t i = 0; i < PAT_LEN + opt.size; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        pattern[i] = (unsigned char)(x >> 24);
+    }
+}
+
+/* utime + stime of a process in microseconds, or -1 if it cannot be read. */
+static double proc_cpu_us(pid_t pid)
+{
+    char path[64], line[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(line, 1, sizeof line - 1, f);
+    fclose(f);
+    line[n] = '\0';
+    char *p = strrchr(line, ')'); /* comm may contain spaces and parentheses */
+    unsigned long long ut, st;
+    /* After "comm)": state ppid pgrp session tty tpgid flags minflt cminflt majflt
+     * cmajflt utime stime (fields 3..15 of proc(5)). */
+    if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
+                     &st) != 2)
+        return -1;
+    return (double)(ut + st) * 1e6 / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* Nanoseconds the server's threads spent runnable but waiting for a CPU (field 2
+ * of /proc/PID/task/TID/schedstat, summed), or -1. A large share of the window
+ * means another process took the server's core: the run measured the machine. */
+static double proc_runq_wait_ns(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    double sum = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char p[sizeof path + sizeof e->d_name + sizeof "/schedstat"];
+        snprintf(p, sizeof p, "%s/%s/schedstat", path, e->d_name);
+        FILE *f = fopen(p, "r");
+        unsigned long long run, wait;
+        if (f && fscanf(f, "%llu %llu", &run, &wait) == 2)
+            sum += (double)wait;
+        if (f)
+            fclose(f);
+    }
+    closedir(d);
+    return sum;
+}
+
+static double self_cpu_us(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e6 +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
+static void usage(void)
+{
+    fputs("usage: loadgen -H HOST -p PORT -c CONNS -s SIZE -d DEPTH -t SECONDS\n"
+          "               [-w WARMUP_SECONDS] [-T THREADS] [-P SERVER_PID] [--json]\n",
+          stderr);
+    exit(1);
+}
+
+static void parse_args(int argc, char **argv)
+{
+    opt = (struct opts){.host = "127.0.0.1", .conns = 1, .size = 64, .depth = 1, .secs = 5,
+                        .warmup = 1, .threads = 1};
+    static const struct option longs[] = {{"json", no_argument, NULL, 'j'},
+                                          {"help", no_argument, NULL, 'h'},
+                                          {NULL, 0, NULL, 0}};
+    int ch;
+    while ((ch = getopt_long(argc, argv, "H:p:c:s:d:t:w:T:P:jh", longs, NULL)) != -1) {
+        switch (ch) {
+        case 'H': opt.host = optarg; break;
+        case 'p': opt.port = atoi(optarg); break;
+        case 'c': opt.conns = atoi(optarg); break;
+        case 's': opt.size = (size_t)strtoul(optarg, NULL, 10); break;
+        case 'd': opt.depth = atoi(optarg); break;
+        case 't': opt.secs = atof(optarg); break;
+        case 'w': opt.warmup = atof(optarg); break;
+        case 'T': opt.threads = atoi(optarg); break;
+        case 'P': opt.server_pid = (pid_t)atoi(optarg); break;
+        case 'j': opt.json = true; break;
+        default: usage();
+        }
+    }
+    if (optind != argc || opt.port <= 0 || opt.port > 65535 || opt.conns < 1 || opt.size < 1 ||
+        opt.depth < 1 || opt.secs <= 0 || opt.warmup < 0 || opt.threads < 1)
+        usage();
+    if (opt.threads > opt.conns)
+        opt.threads = opt.conns;
+}
+
+static void report(const struct hist *h, uint64_t msgs, uint64_t errors, uint64_t stalled,
+                   double srv_cpu, double srv_wait_ns, double lg_cpu, double lg_wait_ns)
+{
+    double rate = (double)msgs / opt.secs;
+    char srv_per_msg[32] = "na", srv_pct[32] = "na";
+    if (srv_cpu >= 0 && msgs > 0)
+        snprintf(srv_per_msg, sizeof srv_per_msg, "%.3f", srv_cpu / (double)msgs);
+    if (srv_cpu >= 0)
+        snprintf(srv_pct, sizeof srv_pct, "%.1f", srv_cpu / (opt.secs * 1e4));
+    char runq_pct[32] = "na";
+    if (srv_wait_ns >= 0)
+        snprintf(runq_pct, sizeof runq_pct, "%.1f", srv_wait_ns / (opt.secs * 1e7));
+    double p50 = hist_quantile_us(h, 0.50), p99 = hist_quantile_us(h, 0.99);
+    double p999 = hist_quantile_us(h, 0.999), max = (double)h->max / 1000.0;
+    double lg_pct = lg_cpu / (opt.secs * 1e4), lg_runq = lg_wait_ns / (opt.secs * 1e7);
+    if (opt.json)
+        printf("{\"msgs_per_s\":%.0f,\"p50_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,"
+               "\"max_us\":%.1f,\"errors\":%llu,\"stalled\":%llu,\"conns\":%d,\"size\":%zu,\"depth\":%d,"
+               "\"secs\":%g,\"msgs\":%llu,\"srv_cpu_us_per_msg\":%s,\"srv_cpu_pct\":%s,"
+               "\"srv_runq_pct\":%s,\"lg_cpu_pct\":%.1f,\"lg_runq_pct\":%.1f}\n",
+               rate, p50, p99, p999, max, (unsigned long long)errors,
+               (unsigned long long)stalled, opt.conns, opt.size,
+               opt.depth, opt.secs, (unsigned long long)msgs,
+               strcmp(srv_per_msg, "na") ? srv_per_msg : "null",
+               strcmp(srv_pct, "na") ? srv_pct : "null",
+               strcmp(runq_pct, "na") ? runq_pct : "null", lg_pct, lg_runq);
+    else
+        printf("msgs/s=%.0f p50_us=%.1f p99_us=%.1f errors=%llu conns=%d stalled=%llu "
+               "p999_us=%.1f "
+               "max_us=%.1f size=%zu depth=%d secs=%g msgs=%llu srv_cpu_us_per_msg=%s "
+               "srv_cpu_pct=%s srv_runq_pct=%s lg_cpu_pct=%.1f lg_runq_pct=%.1f\n",
+               rate, p50, p99, (unsigned long long)errors, opt.conns, (unsigned long long)stalled,
+               p999, max, opt.size,
+               opt.depth, opt.secs, (unsigned long long)msgs, srv_per_msg, srv_pct, runq_pct,
+               lg_pct, lg_runq);
+    fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+    parse_args(argc, argv);
+    signal(SIGPIPE, SIG_IGN); /* a dying server must show up as EPIPE, not kill us */
+    raise_nofile(opt.conns + 64);
+    make_pattern();
+    struct worker *ws = calloc((size_t)opt.threads, sizeof *ws);
+    if (!ws)
+        die(1, "out of memory");
+    setup_workers(ws);
+
+    t_measure = now_ns() + (uint64_t)(opt.warmup * 1e9);
+    t_end = t_measure + (uint64_t)(opt.secs * 1e9);
+    for (int t = 0; t < opt.threads; t++)
+        if (pthread_create(&ws[t].tid, NULL, worker_run, &ws[t]) != 0)
+            die(1, "pthread_create failed");
+
+    /* The main thread only samples CPU clocks at the window's two edges. */
+    sleep_until(t_measure);
+    double srv0 = opt.server_pid ? proc_cpu_us(opt.server_pid) : -1, lg0 = self_cpu_us();
+    double wait0 = opt.server_pid ? proc_runq_wait_ns(opt.server_pid) : -1;
+    sleep_until(t_end);
+    double srv1 = opt.server_pid ? proc_cpu_us(opt.server_pid) : -1, lg1 = self_cpu_us();
+    double wait1 = opt.server_pid ? proc_runq_wait_ns(opt.server_pid) : -1;
+    if (opt.server_pid && (srv0 < 0 || srv1 < 0))
+        fprintf(stderr, "loadgen: cannot read /proc/%d/stat: server CPU not measured\n",
+                (int)opt.server_pid);
+
+    struct hist *all = calloc(1, sizeof *all);
+    uint64_t msgs = 0, errors = 0, stalled = 0;
+    double lg_wait_ns = 0;
+    if (!all)
+        die(1, "out of memory");
+    for (int t = 0; t < opt.threads; t++) {
+        pthread_join(ws[t].tid, NULL);
+        hist_merge(all, &ws[t].hist);
+        msgs += ws[t].msgs;
+        errors += ws[t].errors;
+        lg_wait_ns += ws[t].wait_ns;
+        for (int i = 0; i < ws[t].nconns; i++)
+            stalled += ws[t].conns[i].msgs == 0;
+    }
+    report(all, msgs, errors, stalled, (srv0 < 0 || srv1 < 0) ? -1 : srv1 - srv0,
+           (wait0 < 0 || wait1 < 0) ? -1 : wait1 - wait0, lg1 - lg0, lg_wait_ns);
+    if (stalled)
+        fprintf(stderr, "loadgen: %llu connection(s) completed no message in the window\n",
+                (unsigned long long)stalled);
+    return (errors || stalled) ? 3 : 0;
+}

@@ -1,0 +1,33 @@
+#!/bin/sh
+# Builds the benchmark peers (uv_echo, ev_echo, epoll_echo) and the load
+# generator into bench/peers/bin/. Installs libuv1-dev / libevent-dev with
+# apt-get first if pkg-config cannot find them (needs root).
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+bench=$(dirname "$here")
+CC=${CC:-cc}
+# -O2 for every program, so no peer gets a compiler advantage over another.
+CFLAGS=${CFLAGS:-"-O2 -std=c11 -Wall -Wextra"}
+
+missing=""
+pkg-config --exists libuv 2>/dev/null || missing="$missing libuv1-dev"
+pkg-config --exists libevent 2>/dev/null || missing="$missing libevent-dev"
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "bench: missing packages:$missing (run as root or: apt-get install$missing)" >&2
+        exit 1
+    fi
+    echo "bench: installing$missing" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends pkg-config $missing >/dev/null
+fi
+
+mkdir -p "$here/bin"
+# shellcheck disable=SC2086  # CFLAGS and pkg-config output are word lists
+$CC $CFLAGS -o "$here/bin/epoll_echo" "$here/epoll_echo.c"
+$CC $CFLAGS $(pkg-config --cflags libuv) -o "$here/bin/uv_echo" "$here/uv_echo.c" \
+    $(pkg-config --libs libuv)
+$CC $CFLAGS $(pkg-config --cflags libevent) -o "$here/bin/ev_echo" "$here/ev_echo.c" \
+    $(pkg-config --libs libevent)
+$CC $CFLAGS -pthread -o "$here/bin/loadgen" "$bench/loadgen.c"

@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# bench/run.sh: echo throughput, latency and server CPU per message for csock
+# and three peers (libuv, libevent, hand-written epoll), same machine, same run.
+#
+#   ROUNDS=5 DURATION=5 sh bench/run.sh        (see bench/README.md)
+#
+# Each measurement starts a fresh server pinned to SERVER_CPU, runs loadgen
+# pinned to LOAD_CPU, then stops the server. Within a round every scenario runs
+# every server back to back, in an order rotated each round, so slow phases of
+# a noisy machine hit all servers alike; the table reports medians over rounds.
+# Environment (defaults): ROUNDS (5) DURATION (5 s) WARMUP (1 s)
+#   CSOCK_BIN (build/csock) SERVERS ("csock uv_echo ev_echo epoll_echo")
+#   SCENARIOS ("a b c") SERVER_CPU (0) LOAD_CPU (1) OUT (bench/out)
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi # `make bench` uses sh
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-5}
+WARMUP=${WARMUP:-1}
+CSOCK_BIN=${CSOCK_BIN:-$root/build/csock}
+SERVERS=${SERVERS:-"csock uv_echo ev_echo epoll_echo"}
+SCENARIOS=${SCENARIOS:-"a b c"}
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+OUT=${OUT:-$here/out}
+bin=$here/peers/bin
+
+# name: conns size depth, and what it shows
+declare -A SCEN=([a]="100 64 1" [b]="1000 128 1" [c]="100 64 16")
+declare -A SCEN_DESC=(
+    [a]="100 conns x 64 B ping-pong: per-message overhead (syscalls, loop dispatch)"
+    [b]="1000 conns x 128 B ping-pong: many ready sockets per wakeup, per-connection cost"
+    [c]="100 conns x 64 B, 16 in flight: pipelining, several messages per read")
+
+tmp=$(mktemp -d)
+srv_pid="" drain_pid="" lg_pid=""
+notes=()
+
+cleanup() {
+    local p
+    for p in $lg_pid $srv_pid $drain_pid; do kill "$p" 2>/dev/null || true; done
+    for p in $lg_pid $srv_pid $drain_pid; do wait "$p" 2>/dev/null || true; done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM # run the EXIT trap on Ctrl-C too
+
+log() { printf '%s\n' "$*" >&2; }
+
+# start_server NAME CMD...: start CMD pinned to SERVER_CPU and read its
+# "listening tcp://HOST:PORT" line (no fixed ports, no sleeps). Sets srv_pid and
+# srv_port; returns 1 if the server exits or stays silent for 10 s.
+start_server() {
+    local name=$1 fifo=$tmp/$1.fifo line fd
+    shift
+    rm -f "$fifo" && mkfifo "$fifo"
+    taskset -c "$SERVER_CPU" "$@" >"$fifo" 2>>"$tmp/$name.err" &
+    srv_pid=$! srv_port=""
+    exec {fd}<"$fifo"
+    while IFS= read -r -t 10 -u "$fd" line; do
+        case $line in listening\ tcp://*) srv_port=${line##*:} && break ;; esac
+    done
+    # Keep draining stdout so a chatty server can never block on a full pipe.
+    cat <&"$fd" >>"$tmp/$name.out" &
+    drain_pid=$!
+    exec {fd}<&-
+    if [ -z "$srv_port" ]; then
+        stop_server
+        return 1
+    fi
+}
+
+# stop_server: SIGTERM, then SIGKILL if the server has not exited within 5 s.
+# (tail --pid under timeout is a bounded wait that leaves no process behind.)
+stop_server() {
+    [ -n "$srv_pid" ] || return 0
+    kill "$srv_pid" 2>/dev/null || true
+    timeout 5 tail --pid="$srv_pid" -s 0.02 -f /dev/null 2>/dev/null ||
+        kill -KILL "$srv_pid" 2>/dev/null || true
+    wait "$srv_pid" 2>/dev/null || true
+    wait "$drain_pid" 2>/dev/null || true
+    srv_pid="" drain_pid=""
+}
+
+# The command line for each server, as an array named cmd_<server>.
+# shellcheck disable=SC2034  # used through the nameref in measure()
+cmd_uv_echo=("$bin/uv_echo" 0)
+# shellcheck disable=SC2034
+
+cmd_ev_echo=("$bin/ev_echo" 0)
+# shellcheck disable=SC2034
+cmd_epoll_echo=("$bin/epoll_echo" 0)
+cmd_csock=()
+
+# csock: prefer one loop thread (a fair fight with single-threaded peers); fall
+# back to the default if the --threads flag is not accepted; skip if absent.
+probe_csock() {
+    if [ ! -x "$CSOCK_BIN" ]; then
+        notes+=("csock skipped: $CSOCK_BIN does not exist yet (build it, or set CSOCK_BIN)")
+        return
+    fi
+    local try
+    for try in "--threads 1" ""; do
+        # shellcheck disable=SC2086  # $try is deliberately split into words
+        if start_server csock "$CSOCK_BIN" serve echo tcp://127.0.0.1:0 $try; then
+            stop_server
+            # shellcheck disable=SC2206  # split "--threads 1" into two words
+            cmd_csock=("$CSOCK_BIN" serve echo tcp://127.0.0.1:0 $try)
+            [ -n "$try" ] || notes+=("csock ran without --threads 1 (flag not accepted)")
+            return
+        fi
+    done
+    notes+=("csock skipped: '$CSOCK_BIN serve echo' did not print a listening line ($(tail -n1 "$tmp/csock.err" 2>/dev/null))")
+}
+
+# measure ROUND SCENARIO SERVER: one loadgen run; appends a row to $results.
+measure() {
+    local round=$1 sc=$2 name=$3 conns size depth rc=0 kv
+    read -r conns size depth <<<"${SCEN[$sc]}"
+    local -n cmd="cmd_$name"
+    if ! start_server "$name" "${cmd[@]}"; then
+        log "  $name: did not start: $(tail -n1 "$tmp/$name.err" 2>/dev/null)"
+        printf '%s\t%s\t%s\tNA\tNA\tNA\tNA\tNA\tNA\tNA\tstart-failed\n' "$round" "$sc" "$name" >>"$results"
+        return
+    fi
+    taskset -c "$LOAD_CPU" "$bin/loadgen" -H 127.0.0.1 -p "$srv_port" -c "$conns" -s "$size" \
+        -d "$depth" -t "$DURATION" -w "$WARMUP" -P "$srv_pid" >"$tmp/lg.out" 2>"$tmp/lg.err" &
+    lg_pid=$!
+    wait "$lg_pid" || rc=$?
+    lg_pid=""
+    local alive=yes
+    kill -0 "$srv_pid" 2>/dev/null || alive=no
+    stop_server
+    kv=$(tail -n1 "$tmp/lg.out")
+    local status=ok
+    [ "$rc" = 0 ] || status="loadgen-exit-$rc"
+    [ "$alive" = yes ] || status="server-died"
+    if [ "$status" != ok ]; then
+        log "  $name: $status: $(head -n3 "$tmp/lg.err" | tr '\n' ' ')"
+        notes+=("round $round scenario $sc $name: $status: $(head -n1 "$tmp/lg.err")")
+    fi
+    # key=value -> one TSV row; a corrupt run (exit 2) has no numbers to keep.
+    awk -v r="$round" -v sc="$sc" -v n="$name" -v st="$status" -v ok="$([ "$rc" = 2 ] && echo 0 || echo 1)" '
+        { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
+        END {
+            f = "msgs/s p50_us p99_us srv_cpu_us_per_msg srv_cpu_pct srv_runq_pct lg_cpu_pct"
+            k = split(f, keys, " ")
+            printf "%s\t%s\t%s", r, sc, n
+            for (i = 1; i <= k; i++) {
+                x = (ok && (keys[i] in v) && v[keys[i]] != "na") ? v[keys[i]] : "NA"
+                printf "\t%s", x
+            }
+            printf "\t%s\n", st
+        }' <<<"$kv" >>"$results"
+    [ -z "$kv" ] || log "  $name: $kv"
+}
+
+main() {
+    command -v taskset >/dev/null || { log "bench: taskset not found (util-linux)"; exit 1; }
+    sh "$here/peers/build.sh"
+    mkdir -p "$OUT"
+    local stamp servers=() s
+    stamp=$(date -u +%Y%m%dT%H%M%SZ)
+    results=$OUT/results-$stamp.tsv
+    printf 'round\tscenario\tserver\tmsgs_s\tp50_us\tp99_us\tcpu_us_msg\tsrv_cpu_pct\tsrv_runq_pct\tlg_cpu_pct\tstatus\n' >"$results"
+
+    for s in $SERVERS; do
+        if [ "$s" = csock ]; then
+            probe_csock
+            [ ${#cmd_csock[@]} -gt 0 ] || continue
+        fi
+        servers+=("$s")
+    done
+    log "bench: servers: ${servers[*]}; scenarios: $SCENARIOS; rounds $ROUNDS x ${DURATION}s (+${WARMUP}s warm-up)"
+
+    local round sc i n=${#servers[@]}
+    for ((round = 1; round <= ROUNDS; round++)); do
+        for sc in $SCENARIOS; do
+            log "round $round/$ROUNDS, scenario $sc (${SCEN[$sc]// / })"
+            for ((i = 0; i < n; i++)); do
+                measure "$round" "$sc" "${servers[(i + round - 1) % n]}"
+            done
+        done
+    done
+
+    local md=$OUT/results-$stamp.md
+    {
+        echo "# csock echo benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
+        echo
+        echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
+        echo "- git: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown) ($(git -C "$root" rev-parse --abbrev-ref HEAD 2>/dev/null || echo ?))"
+        echo "- server on CPU $SERVER_CPU, loadgen on CPU $LOAD_CPU; $ROUNDS round(s) x ${DURATION}s after ${WARMUP}s warm-up; medians over rounds"
+        echo "- csock: ${cmd_csock[*]:-(not run)}"
+        for s in "${notes[@]}"; do echo "- note: $s"; done
+        echo
+        for sc in $SCENARIOS; do
+            echo "## ($sc) ${SCEN_DESC[$sc]}"
+            echo
+            awk -f "$here/table.awk" -v scen="$sc" -v order="${servers[*]}" "$results"
+            echo
+        done
+        echo "msgs/s: messages echoed per second (higher is better). p99: latency from write to full echo."
+        echo "CPU us/msg: server utime+stime over the window / messages (lower is better)."
+        echo "srv CPU % near 100 means the server was the bottleneck; lg CPU % near 100 means loadgen was."
+        echo "srv wait %: share of the window the server was runnable but another process had its CPU."
+        echo "spread: (max - min) / median across rounds, of msgs/s and of CPU us/msg."
+    } >"$md"
+    cp "$md" "$OUT/latest.md"
+    cat "$md"
+    log "bench: wrote $md and $results"
+}
+
+main "$@"
