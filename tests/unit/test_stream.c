@@ -35,6 +35,7 @@ typedef struct end {
 
 static void end_append(end *e, const char *b, size_t n)
 {
+    if (!n) return;
     if (e->len + n > e->cap) {
         e->cap = (e->len + n) * 2 + 1024;
         e->buf = realloc(e->buf, e->cap);
