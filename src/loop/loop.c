@@ -313,6 +313,9 @@ static int loop_alive(const csock_loop *loop)
 static int poll_timeout(csock_loop *loop, csock_run_mode mode)
 {
     if (mode == CSOCK_RUN_NOWAIT || atomic_load(&loop->stop_flag)) return 0;
+    /* Nothing left to wait for (the phases before the wait may have run the
+     * last timer or post): return at once instead of blocking forever. */
+    if (!loop_alive(loop)) return 0;
     if (loop->closing || loop->defer_head || loop->nalways) return 0;
     if (atomic_load(&loop->posts_pending)) return 0;
     return csock__timers_next(loop);

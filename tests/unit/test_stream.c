@@ -1,0 +1,836 @@
+/* Streams over TCP loopback, Unix sockets and socketpairs: echo, ordering,
+ * large writes and drain, half-close, graceful end, connect errors, read
+ * stop/start, partial consumption, max read, framing (lines, LP32),
+ * backpressure, idle timeout, listener limits, pause/resume, resets. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "csock/csock.h"
+#include "helpers.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* ---- one end: everything it received, and how it ended ----------------- */
+
+typedef struct end {
+    csock_stream *s;
+    char *buf;
+    size_t len, cap;
+    int eof, err, calls, closed;
+    int connected, connect_status;
+    size_t consume_max;    /* 0: consume all; else at most this per call */
+    int echo;              /* write back what is read */
+    int stop_after_call;   /* read_stop after each callback */
+    size_t need;           /* consume nothing until this many bytes are buffered */
+    size_t max_q;          /* largest write queue seen after an echo */
+} end;
+
+static void end_append(end *e, const char *b, size_t n)
+{
+    if (!n) return;
+    if (e->len + n > e->cap) {
+        e->cap = (e->len + n) * 2 + 1024;
+        e->buf = realloc(e->buf, e->cap);
+        assert_non_null(e->buf);
+    }
+    memcpy(e->buf + e->len, b, n);
+    e->len += n;
+}
+
+static size_t end_read(csock_stream *s, int status, const char *b, size_t n)
+{
+    end *e = csock_stream_data(s);
+    e->calls++;
+    if (status < 0 && status != CSOCK_EOF) {
+        e->err = status;
+        return 0;
+    }
+    size_t take = n;
+    if (e->consume_max && take > e->consume_max) take = e->consume_max;
+    if (e->need && n < e->need && status == 0) take = 0;
+    end_append(e, b, take);
+    if (e->echo && take) {
+        CHECK_OK(csock_stream_write(s, b, take));
+        size_t q = csock_stream_write_queue_size(s);
+        if (q > e->max_q) e->max_q = q;
+    }
+    if (status == CSOCK_EOF) e->eof = 1;
+    if (e->stop_after_call) CHECK_OK(csock_stream_read_stop(s));
+    return take;
+}
+
+static void end_closed(csock_stream *s)
+{
+    end *e = csock_stream_data(s);
+    e->closed = 1;
+}
+
+static void end_close(end *e)
+{
+    if (e->s && !e->closed) csock_stream_close(e->s, end_closed);
+}
+
+static void end_fini(end *e)
+{
+    free(e->buf);
+    memset(e, 0, sizeof *e);
+}
+
+/* ---- a connected pair: a = the connecting side, b = the accepted side ---- */
+
+enum { K_TCP, K_UNIX, K_SOCKETPAIR };
+
+typedef struct pair {
+    csock_loop *loop;
+    csock_listener *l;
+    end a, b;
+    char dir[64];
+    int accepted;
+    int accept_errs;
+} pair;
+
+static void pair_accept(csock_listener *l, csock_stream *s, int status)
+{
+    pair *p = csock_listener_data(l);
+    if (status < 0) {
+        p->accept_errs++;
+        return;
+    }
+    assert_null(p->b.s);
+    p->b.s = s;
+    csock_stream_set_data(s, &p->b);
+    p->accepted++;
+}
+
+static void end_connected(csock_stream *s, int status)
+{
+    end *e = csock_stream_data(s);
+    e->connected = 1;
+    e->connect_status = status;
+}
+
+static void listen_on(pair *p, int kind, const csock_listen_opts *o)
+{
+    csock_addr addr;
+    if (kind == K_TCP) {
+        CHECK_OK(csock_addr_parse("tcp://127.0.0.1:0", CSOCK_ADDR_NUMERIC, &addr));
+    } else {
+        strcpy(p->dir, "/tmp/csock-test-XXXXXX");
+        assert_non_null(mkdtemp(p->dir));
+        char text[128];
+        snprintf(text, sizeof text, "unix:%s/s", p->dir);
+        CHECK_OK(csock_addr_parse(text, 0, &addr));
+    }
+    CHECK_OK(csock_listen(p->loop, &addr, o, pair_accept, p, &p->l));
+}
+
+static void connect_a(pair *p)
+{
+    csock_addr addr;
+    CHECK_OK(csock_listener_addr(p->l, &addr));
+    CHECK_OK(csock_connect(p->loop, &addr, NULL, end_connected, &p->a, &p->a.s));
+}
+
+static void pair_open(pair *p, int kind)
+{
+    memset(p, 0, sizeof *p);
+    p->loop = h_loop_new();
+    if (kind == K_SOCKETPAIR) {
+        int sv[2];
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+        CHECK_OK(csock_stream_open(p->loop, sv[0], &p->a.s));
+        CHECK_OK(csock_stream_open(p->loop, sv[1], &p->b.s));
+        csock_stream_set_data(p->a.s, &p->a);
+        csock_stream_set_data(p->b.s, &p->b);
+        return;
+    }
+    listen_on(p, kind, NULL);
+    connect_a(p);
+    RUN_UNTIL(p->loop, p->a.connected && p->accepted, 10000);
+    assert_int_equal(p->a.connect_status, 0);
+}
+
+static void pair_close(pair *p)
+{
+    end_close(&p->a);
+    end_close(&p->b);
+    if (p->l) csock_listener_close(p->l, NULL);
+    h_loop_free(p->loop);
+    if (p->dir[0]) assert_int_equal(rmdir(p->dir), 0); /* the socket file is gone too */
+    end_fini(&p->a);
+    end_fini(&p->b);
+}
+
+static unsigned char pattern(size_t i) { return (unsigned char)(i * 7 + i / 4093); }
+
+static void check_pattern(const char *b, size_t n, size_t off)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)b[i] != pattern(off + i)) {
+            print_error("byte %zu: %u, expected %u\n", off + i, (unsigned char)b[i],
+                        pattern(off + i));
+            fail();
+        }
+}
+
+/* ---- echo ------------------------------------------------------------------ */
+
+static void echo_kind(int kind)
+{
+    pair p;
+    pair_open(&p, kind);
+    p.b.echo = 1;
+    CHECK_OK(csock_stream_read_start(p.b.s, end_read));
+    CHECK_OK(csock_stream_read_start(p.a.s, end_read));
+    CHECK_OK(csock_stream_write(p.a.s, "hello, world", 12));
+    RUN_UNTIL(p.loop, p.a.len == 12, 10000);
+    assert_memory_equal(p.a.buf, "hello, world", 12);
+    assert_int_equal(p.b.len, 12);
+    pair_close(&p);
+}
+
+static void echo_tcp(void **state) { echo_kind(K_TCP); }
+static void echo_unix(void **state) { echo_kind(K_UNIX); }
+static void echo_socketpair(void **state) { echo_kind(K_SOCKETPAIR); }
+
+static void addresses(void **state)
+{
+    pair p;
+    pair_open(&p, K_TCP);
+    csock_addr la, peer, local;
+    CHECK_OK(csock_listener_addr(p.l, &la));
+    assert_int_not_equal(csock_addr_port(&la), 0); /* port 0 was asked for */
+    CHECK_OK(csock_stream_peer(p.a.s, &peer));
+    assert_int_equal(csock_addr_port(&peer), csock_addr_port(&la));
+    CHECK_OK(csock_stream_local(p.a.s, &local));
+    CHECK_OK(csock_stream_peer(p.b.s, &peer));
+    assert_int_equal(csock_addr_port(&peer), csock_addr_port(&local));
+    char text[128];
+    assert_true(csock_addr_format(&la, text, sizeof text) > 0);
+    assert_true(strncmp(text, "tcp://127.0.0.1:", 16) == 0);
+    assert_int_equal(csock_listener_conns(p.l), 1);
+    pair_close(&p);
+}
+
+/* ---- ordering and volume ------------------------------------------------------ */
+
+static void small_writes_arrive_in_order(void **state)
+{
+    pair p;
+    pair_open(&p, K_TCP);
+    CHECK_OK(csock_stream_read_start(p.b.s, end_read));
+    char expect[10000 * 6 + 1];
+    size_t n = 0;
+    for (int i = 0; i < 10000; i++) {
+        char msg[8];
+        int l = snprintf(msg, sizeof msg, "%05d,", i);
+        CHECK_OK(csock_stream_write(p.a.s, msg, (size_t)l));
+        memcpy(expect + n, msg, (size_t)l);
+        n += (size_t)l;
+    }
+    RUN_UNTIL(p.loop, p.b.len == n, 20000);
+    assert_memory_equal(p.b.buf, expect, n);
+    assert_int_equal(csock_stream_write_queue_size(p.a.s), 0);
+    pair_close(&p);
+}
+
+typedef struct {
+    size_t got;
+    int drained, drain_status;
+    size_t queue_at_drain;
+    csock_timer *resume;
+} big_state;
+
+static big_state big;
+
+static void resume_tick(csock_timer *t);
+
+static size_t slow_check_read(csock_stream *s, int status, const char *b, size_t n)
+{
+    if (status < 0) {
+        end *e = csock_stream_data(s);
+        e->err = status;
+        return 0;
+    }
+    check_pattern(b, n, big.got);
+    big.got += n;
+    /* Slow reader: take one buffer, then pause until the next iteration. */
+    CHECK_OK(csock_stream_read_stop(s));
+    CHECK_OK(csock_timer_start(big.resume, resume_tick, 0, 0));
+    return n;
+}
+
+static void resume_tick(csock_timer *t)
+{
+    csock_stream *s = csock_timer_data(t);
+    CHECK_OK(csock_stream_read_start(s, slow_check_read));
+}
+
+static void big_drained(csock_stream *s, int status)
+{
+    big.drained++;
+    big.drain_status = status;
+    big.queue_at_drain = csock_stream_write_queue_size(s);
+}
+
+static void large_write_drains(void **state)
+{
+    const size_t total = 32u << 20;
+    pair p;
+    pair_open(&p, K_TCP);
+    memset(&big, 0, sizeof big);
+    CHECK_OK(csock_timer_new(p.loop, &big.resume));
+    csock_timer_set_data(big.resume, p.b.s);
+    char *data = malloc(total);
+    assert_non_null(data);
+    for (size_t i = 0; i < total; i++) data[i] = (char)pattern(i);
+    csock_stream_on_drain(p.a.s, big_drained);
+    CHECK_OK(csock_stream_write(p.a.s, data, total));
+    free(data); /* the stream copied it */
+    size_t queued = csock_stream_write_queue_size(p.a.s);
+    assert_true(queued > 0);             /* the kernel cannot take 32 MiB at once */
+    assert_true(queued <= total);
+    CHECK_OK(csock_timer_start(big.resume, resume_tick, 0, 0));
+    RUN_UNTIL(p.loop, big.got == total || p.b.err, 60000);
+    assert_int_equal(p.b.err, 0);
+    assert_int_equal(big.got, total);
+    assert_true(big.drained >= 1);
+    assert_int_equal(big.drain_status, 0);
+    assert_int_equal(big.queue_at_drain, 0);
+    assert_int_equal(csock_stream_write_queue_size(p.a.s), 0);
+    csock_timer_close(big.resume, NULL);
+    pair_close(&p);
+}
+
+/* ---- half-close and graceful end ------------------------------------------------ */
+
+static int shut_status = 1;
+static void on_shut(csock_stream *s, int status) { shut_status = status; }
+
+static size_t reply_at_eof(csock_stream *s, int status, const char *b, size_t n)
+{
+    end *e = csock_stream_data(s);
+    size_t r = end_read(s, status, b, n);
+    if (status == CSOCK_EOF) {
+        CHECK_OK(csock_stream_write(s, "pong", 4));
+        csock_stream_end(s, end_closed); /* sends "pong", then FIN */
+        e->s = NULL;                      /* end() owns it now */
+    }
+    return r;
+}
+
+static void half_close(void **state)
+{
+    pair p;
+    pair_open(&p, K_TCP);
+    CHECK_OK(csock_stream_read_start(p.b.s, reply_at_eof));
+    CHECK_OK(csock_stream_read_start(p.a.s, end_read));
+    CHECK_OK(csock_stream_write(p.a.s, "ping", 4));
+    shut_status = 1;
+    CHECK_OK(csock_stream_shutdown(p.a.s, on_shut));
+    assert_int_equal(csock_stream_write(p.a.s, "x", 1), -EPIPE); /* write side is done */
+    RUN_UNTIL(p.loop, p.a.eof && p.b.closed, 10000);
+    assert_int_equal(shut_status, 0);
+    assert_int_equal(p.b.len, 4);
+    assert_memory_equal(p.b.buf, "ping", 4);
+    assert_true(p.b.eof);
+    /* The half-closed stream still received the peer's reply, then EOF. */
+    assert_int_equal(p.a.len, 4);
+    assert_memory_equal(p.a.buf, "pong", 4);
+    assert_int_equal(p.a.err, 0);
+    pair_close(&p);
+}
+
+static void end_delivers_queued(void **state)
+{
+    const size_t total = 4u << 20;
+    pair p;
+    pair_open(&p, K_UNIX);
+    CHECK_OK(csock_stream_read_start(p.b.s, end_read));
+    char *data = malloc(total);
+    assert_non_null(data);
+    for (size_t i = 0; i < total; i++) data[i] = (char)pattern(i);
+    CHECK_OK(csock_stream_write(p.a.s, data, total));
+    free(data);
+    assert_true(csock_stream_write_queue_size(p.a.s) > 0);
+    csock_stream_end(p.a.s, end_closed);
+    RUN_UNTIL(p.loop, p.b.eof && p.a.closed, 30000);
+    p.a.s = NULL;
+    assert_int_equal(p.b.len, total);
+    check_pattern(p.b.buf, total, 0);
+    assert_int_equal(p.b.err, 0);
+    pair_close(&p);
+}
+
+/* ---- connecting --------------------------------------------------------------- */
+
+static void connect_refused(void **state)
+{
+    csock_loop *loop = h_loop_new();
+    /* A bound socket that does not listen: its port answers SYN with RST. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sin;
+    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &sl), 0);
+    csock_addr addr;
+    CHECK_OK(csock_addr_parse("tcp://127.0.0.1:0", CSOCK_ADDR_NUMERIC, &addr));
+    csock_addr_set_port(&addr, ntohs(sin.sin_port));
+    end e = {0};
+    CHECK_OK(csock_connect(loop, &addr, NULL, end_connected, &e, &e.s));
+    RUN_UNTIL(loop, e.connected, 10000);
+    assert_int_equal(e.connect_status, -ECONNREFUSED);
+    /* csock closes the stream after the callback: nothing for us to close. */
+    h_loop_free(loop);
+    close(fd);
+
+    /* A Unix path nobody listens on fails through the callback too. */
+    loop = h_loop_new();
+    CHECK_OK(csock_addr_parse("unix:/tmp/csock-test-no-such-dir/s", 0, &addr));
+    memset(&e, 0, sizeof e);
+    CHECK_OK(csock_connect(loop, &addr, NULL, end_connected, &e, &e.s));
+    assert_int_equal(e.connected, 0); /* never from inside csock_connect() */
+    RUN_UNTIL(loop, e.connected, 10000);
+    assert_int_equal(e.connect_status, -ENOENT);
+    h_loop_free(loop);
+}
+
+/* ---- read stop / start, partial consumption, max read -------------------------- */
+
+static void read_stop_and_start(void **state)
+{
+    pair p;
+    pair_open(&p, K_SOCKETPAIR);
+    p.b.consume_max = 0;
+    p.b.need = 1000000; /* consume nothing: everything stays buffered */
+    p.b.stop_after_call = 1;
+    CHECK_OK(csock_stream_read_start(p.b.s, end_read));
+    CHECK_OK(csock_stream_write(p.a.s, "abcdef", 6));
+    RUN_UNTIL(p.loop, p.b.calls == 1, 10000);
+    /* Stopped: more data arrives, no callback. */
+    CHECK_OK(csock_stream_write(p.a.s, "XYZ", 3));
+    h_spin(p.loop, 5);
+    assert_int_equal(p.b.calls, 1);
+    assert_int_equal(p.b.len, 0);
+    /* Restart: the unconsumed bytes are offered again (no new readiness needed
+     * for them), and this time consumed. */
+    p.b.need = 0;
+    p.b.stop_after_call = 0;
+    CHECK_OK(csock_stream_read_start(p.b.s, end_read));
+    RUN_UNTIL(p.loop, p.b.len == 9, 10000);
+    assert_memory_equal(p.b.buf, "abcdefXYZ", 9);
+    pair_close(&p);
+}
+
+static void accumulate_until_whole(void **state)
+{
+    pair p;
+    pair_open(&p, K_SOCKETPAIR);
+    p.b.need = 10;
+    CHECK_OK(csock_stream_read_start(p.b.s, end_read));
+    const char *parts[] = {"012", "3456", "789"};
+    for (int i = 0; i < 3; i++) {
+        int before = p.b.calls;
+        CHECK_OK(csock_stream_write(p.a.s, parts[i], strlen(parts[i])));
+        RUN_UNTIL(p.loop, p.b.calls > before, 10000);
+        if (i < 2) assert_int_equal(p.b.len, 0);
+    }
+    assert_int_equal(p.b.len, 10);
+    assert_memory_equal(p.b.buf, "0123456789", 10);
+    assert_int_equal(p.b.calls, 3);
+    pair_close(&p);
+}
+
+static void max_read_exceeded(void **state)
+{
+    pair p;
+    pair_open(&p, K_SOCKETPAIR);
+    p.b.need = 1u << 30; /* never consume */
+    CHECK_OK(csock_stream_set_max_read(p.b.s, 4096));
+    CHECK_OK(csock_stream_read_start(p.b.s, end_read));
+    char block[20000];
+    memset(block, 'm', sizeof block);
+    CHECK_OK(csock_stream_write(p.a.s, block, sizeof block));
+    RUN_UNTIL(p.loop, p.b.err != 0, 10000);
+    assert_int_equal(p.b.err, CSOCK_ETOOBIG);
+    assert_int_equal(p.b.len, 0);
+    pair_close(&p);
+}
+
+/* ---- framing ------------------------------------------------------------------------ */
+
+typedef struct {
+    char msgs[16][64];
+    size_t lens[16];
+    int n;
+    int status;   /* the final status (EOF, ETOOBIG, error) */
+    int after;    /* messages delivered after the final status: must stay 0 */
+} msg_log;
+
+static msg_log mlog;
+
+static void log_msg(csock_stream *s, int status, const char *msg, size_t len)
+{
+    if (mlog.status) mlog.after++;
+    if (status != 0) {
+        mlog.status = status;
+        return;
+    }
+    assert_true(mlog.n < 16 && len < 64);
+    memcpy(mlog.msgs[mlog.n], msg, len);
+    mlog.lens[mlog.n++] = len;
+}
+
+static void expect_msg(int i, const char *text)
+{
+    assert_true(i < mlog.n);
+    assert_int_equal(mlog.lens[i], strlen(text));
+    assert_memory_equal(mlog.msgs[i], text, strlen(text));
+}
+
+/* Feed `in` through a raw socketpair end, one byte per loop iteration. */
+static void framed_lines_case(const char *in, size_t max, int keep)
+{
+    csock_loop *loop = h_loop_new();
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    csock_stream *s;
+    CHECK_OK(csock_stream_open(loop, sv[1], &s));
+    csock_framing f = {.kind = CSOCK_FRAME_LINE, .max = max, .keep_delimiter = keep};
+    memset(&mlog, 0, sizeof mlog);
+    CHECK_OK(csock_stream_read_framed(s, &f, log_msg));
+    for (size_t i = 0; in[i] && !mlog.status; i++) {
+        assert_int_equal(write(sv[0], in + i, 1), 1);
+        h_spin(loop, 2); /* a Unix socket's byte is readable as soon as write returns */
+    }
+    shutdown(sv[0], SHUT_WR);
+    RUN_UNTIL(loop, mlog.status != 0, 10000);
+    h_spin(loop, 3);
+    assert_int_equal(mlog.after, 0);
+    csock_stream_close(s, NULL);
+    h_loop_free(loop);
+    close(sv[0]);
+}
+
+static void framed_lines(void **state)
+{
+    framed_lines_case("one\r\ntwo\n\nthree", 16, 0);
+    assert_int_equal(mlog.n, 4);
+    expect_msg(0, "one");
+    expect_msg(1, "two");
+    expect_msg(2, "");
+    expect_msg(3, "three"); /* the final unterminated line, before EOF */
+    assert_int_equal(mlog.status, CSOCK_EOF);
+
+    framed_lines_case("one\r\ntwo\nthree", 16, 1);
+    assert_int_equal(mlog.n, 3);
+    expect_msg(0, "one\r\n");
+    expect_msg(1, "two\n");
+    expect_msg(2, "three");
+    assert_int_equal(mlog.status, CSOCK_EOF);
+
+    framed_lines_case("short\nthis line is far too long\nnext\n", 8, 0);
+    assert_int_equal(mlog.n, 1);
+    expect_msg(0, "short");
+    assert_int_equal(mlog.status, CSOCK_ETOOBIG);
+}
+
+typedef struct {
+    int n;
+    size_t sizes[8];
+    int bad;
+} lp_log;
+static lp_log lplog;
+
+static void lp_msg(csock_stream *s, int status, const char *msg, size_t len)
+{
+    if (status) return;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)msg[i] != pattern(i + len)) lplog.bad++;
+    lplog.sizes[lplog.n++] = len;
+}
+
+static void framed_lp32(void **state)
+{
+    pair p;
+    pair_open(&p, K_TCP);
+    csock_framing f = {.kind = CSOCK_FRAME_LP32, .max = 300000};
+    memset(&lplog, 0, sizeof lplog);
+    CHECK_OK(csock_stream_read_framed(p.b.s, &f, lp_msg));
+    size_t sizes[] = {0, 1, 1000, 70000, 300000};
+    char *buf = malloc(300000);
+    for (int k = 0; k < 5; k++) {
+        for (size_t i = 0; i < sizes[k]; i++) buf[i] = (char)pattern(i + sizes[k]);
+        CHECK_OK(csock_stream_write_msg(p.a.s, &f, buf, sizes[k]));
+    }
+    assert_int_equal(csock_stream_write_msg(p.a.s, &f, buf, 300001), CSOCK_ETOOBIG);
+    free(buf);
+    RUN_UNTIL(p.loop, lplog.n == 5, 20000);
+    for (int k = 0; k < 5; k++) assert_int_equal(lplog.sizes[k], sizes[k]);
+    assert_int_equal(lplog.bad, 0);
+    pair_close(&p);
+}
+
+/* ---- a raw peer (plain socket) for the cases csock must not be on both ends ---- */
+
+static int raw_connect(const csock_addr *addr)
+{
+    int fd = socket(addr->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    /* Loopback: the kernel completes the handshake without the listener's help. */
+    assert_int_equal(connect(fd, (const struct sockaddr *)&addr->sa, addr->len), 0);
+    return fd;
+}
+
+static int raw_pair(pair *p)
+{
+    memset(p, 0, sizeof *p);
+    p->loop = h_loop_new();
+    listen_on(p, K_TCP, NULL);
+    csock_addr addr;
+    CHECK_OK(csock_listener_addr(p->l, &addr));
+    int fd = raw_connect(&addr);
+    RUN_UNTIL(p->loop, p->accepted, 10000);
+    return fd;
+}
+
+/* ---- backpressure ----------------------------------------------------------------- */
+
+typedef struct {
+    size_t total, sent, received;
+    int bad;
+} raw_peer;
+
+static void raw_peer_io(csock_io *io, int events)
+{
+    raw_peer *r = csock_io_data(io);
+    int fd = csock_io_fd(io);
+    static char buf[65536];
+    if ((events & CSOCK_WRITABLE) && r->sent < r->total) {
+        size_t n = r->total - r->sent < sizeof buf ? r->total - r->sent : sizeof buf;
+        for (size_t i = 0; i < n; i++) buf[i] = (char)pattern(r->sent + i);
+        ssize_t w = write(fd, buf, n);
+        if (w > 0) r->sent += (size_t)w;
+    }
+    if (events & CSOCK_READABLE) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        for (ssize_t i = 0; i < n; i++)
+            if ((unsigned char)buf[i] != pattern(r->received + (size_t)i)) r->bad++;
+        if (n > 0) r->received += (size_t)n;
+    }
+    if (r->sent == r->total) csock_io_start(io, events & CSOCK_READABLE ? CSOCK_READABLE : 0);
+}
+
+static void backpressure_bounds_queue(void **state)
+{
+    const size_t high = 256 * 1024, low = 64 * 1024;
+    pair p;
+    int fd = raw_pair(&p);
+    assert_int_equal(fcntl(fd, F_SETFL, O_NONBLOCK), 0);
+    raw_peer r = {.total = 64u << 20};
+    csock_io *io;
+    CHECK_OK(csock_io_new(p.loop, fd, raw_peer_io, &r, &io));
+    csock_stream_set_watermarks(p.b.s, high, low);
+    p.b.echo = 1;
+    CHECK_OK(csock_stream_read_start(p.b.s, end_read));
+    /* Phase 1: the peer writes and never reads. Our echo queue passes the
+     * high watermark, we stop reading, and the peer stalls. */
+    CHECK_OK(csock_io_start(io, CSOCK_WRITABLE));
+    RUN_UNTIL(p.loop, p.b.max_q > high, 20000);
+    h_spin(p.loop, 200);
+    size_t stalled_at = r.sent;
+    assert_true(stalled_at < r.total); /* the peer could not push it all */
+    h_spin(p.loop, 50);
+    assert_true(csock_stream_write_queue_size(p.b.s) <= high + 64 * 1024);
+    /* Phase 2: the peer reads; everything comes back, in order. */
+    CHECK_OK(csock_io_start(io, CSOCK_READABLE | CSOCK_WRITABLE));
+    RUN_UNTIL(p.loop, r.received == r.total, 120000);
+    assert_int_equal(r.bad, 0);
+    assert_true(r.sent > stalled_at);
+    /* One read's worth beyond the high watermark at most (reads are <= 64 KiB). */
+    assert_true(p.b.max_q <= high + 64 * 1024);
+    assert_int_equal(p.b.err, 0);
+    csock_io_close(io, NULL);
+    close(fd);
+    pair_close(&p);
+}
+
+/* ---- timeouts -------------------------------------------------------------------- */
+
+static void idle_timeout_fires(void **state)
+{
+    pair p;
+    pair_open(&p, K_TCP);
+    CHECK_OK(csock_stream_read_start(p.a.s, end_read));
+    CHECK_OK(csock_stream_read_start(p.b.s, end_read));
+    uint64_t t0 = h_now_ms();
+    CHECK_OK(csock_stream_set_idle_timeout(p.b.s, 300));
+    RUN_UNTIL(p.loop, p.b.err != 0, 20000);
+    uint64_t took = h_now_ms() - t0;
+    assert_int_equal(p.b.err, -ETIMEDOUT);
+    p.b.s = NULL; /* csock closed it after the callback */
+    assert_true(took >= 150);  /* never much early */
+    assert_true(took <= 5000); /* a loaded machine may be late, not this late */
+    /* The peer sees the connection end. */
+    RUN_UNTIL(p.loop, p.a.eof || p.a.err, 10000);
+    pair_close(&p);
+}
+
+static void connect_timeout(void **state)
+{
+    /* A listener whose accept queue is full drops new SYNs (Linux checks
+     * the accept queue before any SYN cookie logic), so a connect to it
+     * stays pending: deterministic, and never leaves the loopback. */
+    csock_loop *loop = h_loop_new();
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sin;
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sin, sizeof sin), 0);
+    assert_int_equal(listen(lfd, 0), 0);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sin, &sl), 0);
+    csock_addr addr;
+    CHECK_OK(csock_addr_parse("tcp://127.0.0.1:0", CSOCK_ADDR_NUMERIC, &addr));
+    csock_addr_set_port(&addr, ntohs(sin.sin_port));
+    int filler = raw_connect(&addr); /* fills the queue of one */
+    end e = {0};
+    csock_connect_opts o = {.timeout_ms = 200};
+    uint64_t t0 = h_now_ms();
+    CHECK_OK(csock_connect(loop, &addr, &o, end_connected, &e, &e.s));
+    RUN_UNTIL(loop, e.connected, 20000);
+    uint64_t took = h_now_ms() - t0;
+    if (e.connect_status == 0) {
+        /* The kernel took the connection after all: not this test's subject. */
+        csock_stream_close(e.s, NULL);
+        h_loop_free(loop);
+        close(filler);
+        close(lfd);
+        skip();
+    }
+    assert_int_equal(e.connect_status, -ETIMEDOUT);
+    assert_true(took >= 100 && took <= 5000);
+    h_loop_free(loop);
+    close(filler);
+    close(lfd);
+}
+
+/* ---- listeners ------------------------------------------------------------------------- */
+
+typedef struct {
+    csock_stream *accepted[8];
+    int n;
+} accept_log;
+
+static void log_accept(csock_listener *l, csock_stream *s, int status)
+{
+    accept_log *al = csock_listener_data(l);
+    if (status == 0 && al->n < 8) al->accepted[al->n++] = s;
+}
+
+static void listener_max_conns(void **state)
+{
+    csock_loop *loop = h_loop_new();
+    csock_addr addr;
+    CHECK_OK(csock_addr_parse("tcp://127.0.0.1:0", CSOCK_ADDR_NUMERIC, &addr));
+    csock_listen_opts o = {.max_conns = 2};
+    accept_log al = {0};
+    csock_listener *l;
+    CHECK_OK(csock_listen(loop, &addr, &o, log_accept, &al, &l));
+    CHECK_OK(csock_listener_addr(l, &addr));
+    end c[3];
+    memset(c, 0, sizeof c);
+    for (int i = 0; i < 3; i++) {
+        CHECK_OK(csock_connect(loop, &addr, NULL, end_connected, &c[i], &c[i].s));
+        RUN_UNTIL(loop, c[i].connected, 10000);
+        assert_int_equal(c[i].connect_status, 0);
+        CHECK_OK(csock_stream_read_start(c[i].s, end_read));
+    }
+    /* Two are kept; the one beyond the limit is closed at once. */
+    RUN_UNTIL(loop, al.n == 2 && (c[0].eof || c[1].eof || c[2].eof || c[0].err || c[1].err ||
+                                  c[2].err), 10000);
+    h_spin(loop, 5);
+    assert_int_equal(al.n, 2);
+    assert_int_equal(csock_listener_conns(l), 2);
+    int ended = 0;
+    for (int i = 0; i < 3; i++) ended += c[i].eof || c[i].err;
+    assert_int_equal(ended, 1);
+    csock_stream_close(al.accepted[0], NULL);
+    assert_int_equal(csock_listener_conns(l), 1);
+    csock_stream_close(al.accepted[1], NULL);
+    /* Streams may outlive their listener (and the other way round). */
+    csock_listener_close(l, NULL);
+    for (int i = 0; i < 3; i++) {
+        end_close(&c[i]);
+        end_fini(&c[i]);
+    }
+    h_loop_free(loop);
+}
+
+static void listener_pause_resume(void **state)
+{
+    pair p;
+    memset(&p, 0, sizeof p);
+    p.loop = h_loop_new();
+    listen_on(&p, K_UNIX, NULL);
+    CHECK_OK(csock_listener_pause(p.l));
+    connect_a(&p);
+    RUN_UNTIL(p.loop, p.a.connected, 10000); /* the kernel's backlog took it */
+    assert_int_equal(p.a.connect_status, 0);
+    h_spin(p.loop, 10);
+    assert_int_equal(p.accepted, 0);
+    CHECK_OK(csock_listener_resume(p.l));
+    RUN_UNTIL(p.loop, p.accepted == 1, 10000);
+    pair_close(&p);
+}
+
+static void peer_reset(void **state)
+{
+    pair p;
+    int fd = raw_pair(&p);
+    CHECK_OK(csock_stream_read_start(p.b.s, end_read));
+    CHECK_OK(csock_stream_write(p.b.s, "unread", 6));
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    close(fd); /* RST */
+    RUN_UNTIL(p.loop, p.b.err != 0 || p.b.eof, 10000);
+    assert_true(p.b.err < 0);
+    assert_int_not_equal(p.b.err, CSOCK_EOF);
+    assert_int_equal(p.b.err, -ECONNRESET);
+    /* Writing to the failed stream reports the error, it does not crash. */
+    assert_true(csock_stream_write(p.b.s, "x", 1) < 0);
+    pair_close(&p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(echo_tcp),
+        cmocka_unit_test(echo_unix),
+        cmocka_unit_test(echo_socketpair),
+        cmocka_unit_test(addresses),
+        cmocka_unit_test(small_writes_arrive_in_order),
+        cmocka_unit_test(large_write_drains),
+        cmocka_unit_test(half_close),
+        cmocka_unit_test(end_delivers_queued),
+        cmocka_unit_test(connect_refused),
+        cmocka_unit_test(connect_timeout),
+        cmocka_unit_test(read_stop_and_start),
+        cmocka_unit_test(accumulate_until_whole),
+        cmocka_unit_test(max_read_exceeded),
+        cmocka_unit_test(framed_lines),
+        cmocka_unit_test(framed_lp32),
+        cmocka_unit_test(backpressure_bounds_queue),
+        cmocka_unit_test(idle_timeout_fires),
+        cmocka_unit_test(listener_max_conns),
+        cmocka_unit_test(listener_pause_resume),
+        cmocka_unit_test(peer_reset),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
