@@ -3,6 +3,7 @@
  * backpressure by watermarks, half-close, graceful and abrupt close. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -287,7 +288,15 @@ int csock__stream_input(csock_stream *s, const char *buf, size_t len)
     return 0;
 }
 
-static void touch(csock_stream *s) { s->last_io = s->h.loop->now; }
+/* Record the time of a read or write for the idle timeout. The loop's
+ * cached time is taken before it waits for I/O, so inside an I/O callback
+ * it is as old as that wait was long: refresh it first (a vDSO
+ * clock_gettime), or the idle timer fires early by the loop's idle time. */
+static void touch(csock_stream *s)
+{
+    csock_loop_update_time(s->h.loop);
+    s->last_io = s->h.loop->now;
+}
 
 /* Offer the buffered input to the application (or discard it when ending). */
 static void process_input(csock_stream *s)
@@ -933,12 +942,25 @@ void csock_stream_close(csock_stream *s, csock_stream_close_cb cb)
 void csock_stream_on_close(csock_stream *s, csock_stream_close_cb cb) { s->close_cb = cb; }
 int csock_stream_draining(const csock_stream *s) { return (s->flags & F_DRAIN) != 0; }
 
-/* A draining stream ends once it is idle: no unconsumed input, nothing
- * queued, not inside its read callback. */
+/* Bytes the peer sent that the kernel holds and we have not read yet: a
+ * request already in flight when the drain began. Ending the stream now
+ * would discard it (csock_stream_end reads and drops input), so its reply
+ * would be lost. Only asked while draining: no cost on the hot path. */
+static int input_pending(const csock_stream *s)
+{
+    if (!(s->flags & F_READING) || (s->flags & (F_EOF | F_FAILED))) return 0;
+    int n = 0;
+    return ioctl(s->w.fd, FIONREAD, &n) == 0 && n > 0;
+}
+
+/* A draining stream ends once it is idle: no unconsumed input (buffered or
+ * still in the kernel), nothing queued, not inside its read callback. A
+ * peer that never stops sending is closed by the server's drain timeout. */
 static void drain_check(csock_stream *s)
 {
     if ((s->flags & (F_DRAIN | F_ENDING | F_IN_READ)) != F_DRAIN || s->h.closing) return;
     if (s->rlen || s->wq_head || (s->flags & F_CONNECTING)) return;
+    if (input_pending(s)) return; /* on_readable() reads it and checks again */
     csock_stream_end(s, NULL);
 }
 

@@ -1,0 +1,323 @@
+#!/usr/bin/env python3
+"""csock serve echo drains gracefully: SIGTERM during 200 slow downloads
+(each client sends 2 MiB and reads the echo back slowly) lets every
+download complete byte-exact, then the process exits 0 well before
+--drain-timeout; a second SIGTERM exits at once.
+
+Each client sends its whole 2 MiB (a large SO_SNDBUF) before the SIGTERM,
+so every byte is a request already in flight when the drain begins. The
+test raises its own RLIMIT_NOFILE; every wait is bounded."""
+import os
+import resource
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+CSOCK = os.environ.get("CSOCK_BIN", "build/csock")
+NCLIENTS = 200
+SIZE = 2 << 20
+DRAIN_TIMEOUT = 30
+results = []
+
+
+def check(name, cond, detail=""):
+    results.append(bool(cond))
+    print(("ok   " if cond else "FAIL ") + name + (f": {detail}" if detail else ""), flush=True)
+    return cond
+
+
+class Server:
+    """csock serve echo on tcp://127.0.0.1:0, ready once it printed its line.
+    Options go before SERVICE, which every version of the parser accepts."""
+
+    def __init__(self, *args, preexec=None):
+        self.err = tempfile.TemporaryFile()
+        self.p = subprocess.Popen([CSOCK, "serve", *args, "echo", "tcp://127.0.0.1:0"],
+                                  stdout=subprocess.PIPE, stderr=self.err, preexec_fn=preexec)
+        sel = selectors.DefaultSelector()
+        sel.register(self.p.stdout, selectors.EVENT_READ)
+        if not sel.select(10):
+            self.kill()
+            raise RuntimeError("server did not print 'listening' within 10 s")
+        line = self.p.stdout.readline().decode().strip()
+        sel.close()
+        if not line.startswith("listening tcp://127.0.0.1:"):
+            self.kill()
+            raise RuntimeError(f"unexpected first line {line!r}")
+        self.port = int(line.rsplit(":", 1)[1])
+        self.addr = ("127.0.0.1", self.port)
+
+    def kill(self):
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.wait(10)
+
+    def stop(self, timeout=15):
+        """SIGTERM; returns the exit status (None if it had to be killed)."""
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+        try:
+            return self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+    def stderr(self):
+        self.err.seek(0)
+        return self.err.read().decode(errors="replace")
+
+    def rss(self):
+        with open(f"/proc/{self.p.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    def nfds(self):
+        return len(os.listdir(f"/proc/{self.p.pid}/fd"))
+
+    def tasks(self):
+        return os.listdir(f"/proc/{self.p.pid}/task")
+
+    def task_cpu_ticks(self, tid):
+        with open(f"/proc/{self.p.pid}/task/{tid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def clean_stderr(srv):
+    text = srv.stderr()
+    bad = [w for w in ("Sanitizer", "runtime error", "internal error", "assert") if w in text]
+    return check("server stderr clean", not bad, text[-500:] if bad else "")
+
+
+def open_many(addr, n, deadline, batch=500):
+    """n connected non-blocking sockets, opened batch by batch."""
+    socks = []
+    sel = selectors.DefaultSelector()
+    while len(socks) < n:
+        pending = {}
+        for _ in range(min(batch, n - len(socks))):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            err = s.connect_ex(addr)
+            if err not in (0, 115):  # EINPROGRESS
+                raise OSError(err, os.strerror(err))
+            pending[s.fileno()] = s
+            sel.register(s, selectors.EVENT_WRITE)
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"connects: {len(socks)} done, {len(pending)} pending")
+            for key, _ in sel.select(1.0):
+                s = pending.pop(key.fd)
+                sel.unregister(s)
+                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise OSError(err, "connect: " + os.strerror(err))
+                socks.append(s)
+    sel.close()
+    return socks
+
+
+def echo_all(socks, deadline, tag):
+    """Send a distinct message on every socket at once, then read every
+    echo back; returns the number answered byte-exact."""
+    sel = selectors.DefaultSelector()
+    want, got = {}, {}
+    for i, s in enumerate(socks):
+        msg = f"{tag}:{i}:".encode() + bytes((i * 7 + k) & 0xFF for k in range(40)) + b"\n"
+        want[s.fileno()] = msg
+        got[s.fileno()] = b""
+        s.send(msg)  # small: a fresh socket buffer always takes it
+        sel.register(s, selectors.EVENT_READ)
+    ok = 0
+    left = len(socks)
+    while left and time.monotonic() < deadline:
+        for key, _ in sel.select(1.0):
+            fd = key.fd
+            try:
+                data = key.fileobj.recv(4096)
+            except OSError:
+                data = b""
+            if not data:
+                sel.unregister(key.fileobj)
+                left -= 1
+                continue
+            got[fd] += data
+            if len(got[fd]) >= len(want[fd]):
+                ok += got[fd] == want[fd]
+                sel.unregister(key.fileobj)
+                left -= 1
+    sel.close()
+    return ok
+
+
+def close_all(socks):
+    for s in socks:
+        s.close()
+
+
+def wait_for(pred, timeout):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return pred()
+
+
+class Download:
+    def __init__(self, s, blob2, off):
+        self.s = s
+        self.data = memoryview(blob2)[off:off + SIZE]  # what this client sends and expects
+        self.sent = 0
+        self.got = 0
+        self.bad = None  # first mismatch, or an error
+        self.eof = False
+
+
+def test_sigterm_during_slow_downloads():
+    srv = Server("--threads", "2", "--drain-timeout", str(DRAIN_TIMEOUT))
+    dls = []
+    try:
+        blob = os.urandom(SIZE)
+        blob2 = blob + blob
+        socks = open_many(srv.addr, NCLIENTS, time.monotonic() + 30)
+        for i, s in enumerate(socks):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            dls.append(Download(s, blob2, (i * 10007) % SIZE))
+        sel = selectors.DefaultSelector()
+        for d in dls:
+            sel.register(d.s, selectors.EVENT_WRITE, d)
+        start = time.monotonic()
+        deadline = start + 90
+        term_at = None
+        tick, budget = 0.02, 16384  # read at most 16 KiB per client per 20 ms: ~0.8 MiB/s
+        next_tick = start
+        sending = len(dls)
+        while time.monotonic() < deadline and not all(d.eof or d.bad for d in dls):
+            for key, _ in sel.select(max(0.0, next_tick - time.monotonic())):
+                d = key.data
+                try:
+                    n = d.s.send(d.data[d.sent:d.sent + 262144])
+                except BlockingIOError:
+                    continue
+                except OSError as e:
+                    d.bad = f"send: {e}"
+                    n = 0
+                d.sent += n
+                if d.sent == SIZE or d.bad:
+                    sel.unregister(d.s)
+                    sending -= 1
+            now = time.monotonic()
+            if now < next_tick:
+                continue
+            next_tick = now + tick
+            for d in dls:
+                if d.eof or d.bad:
+                    continue
+                try:
+                    chunk = d.s.recv(budget)
+                except BlockingIOError:
+                    continue
+                except OSError as e:
+                    d.bad = f"recv after {d.got} bytes: {e}"
+                    continue
+                if not chunk:
+                    d.eof = True
+                    if d.got != SIZE:
+                        d.bad = f"EOF after {d.got} of {SIZE} bytes"
+                    continue
+                if d.got + len(chunk) > SIZE or chunk != d.data[d.got:d.got + len(chunk)]:
+                    d.bad = f"wrong bytes at {d.got}"
+                d.got += len(chunk)
+            if term_at is None and sending == 0 and now - start >= 1.0:
+                got = sum(d.got for d in dls)
+                check("SIGTERM arrives mid-way", got < NCLIENTS * SIZE * 0.8,
+                      f"{got / (NCLIENTS * SIZE):.0%} read back, all sent, at {now - start:.1f} s")
+                srv.p.send_signal(signal.SIGTERM)
+                term_at = now
+        sel.close()
+        check("SIGTERM was sent", term_at is not None, f"{sending} still sending")
+        bad = [d.bad for d in dls if d.bad]
+        done = sum(1 for d in dls if d.eof and not d.bad)
+        check(f"all {NCLIENTS} downloads complete byte-exact, then EOF", done == NCLIENTS,
+              f"{done} ok; first problems: {bad[:3]}")
+        if term_at is not None:
+            finished = time.monotonic() - term_at
+            try:
+                rc = srv.p.wait(max(0.1, term_at + DRAIN_TIMEOUT + 5 - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                rc = None
+            took = time.monotonic() - term_at
+            print(f"downloads finished {finished:.1f} s after SIGTERM; "
+                  f"process exited {took:.1f} s after it", flush=True)
+            check("exit status 0", rc == 0, f"rc={rc}")
+            check(f"exited before the drain timeout ({DRAIN_TIMEOUT} s)", took < DRAIN_TIMEOUT,
+                  f"{took:.1f} s")
+        clean_stderr(srv)
+    finally:
+        for d in dls:
+            d.s.close()
+        srv.kill()
+
+
+def test_second_sigterm():
+    srv = Server("--threads", "2", "--drain-timeout", str(DRAIN_TIMEOUT))
+    socks = []
+    try:
+        stuck = socket.create_connection(srv.addr, timeout=10)
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        stuck.sendall(os.urandom(4 << 20))  # never read: the drain cannot finish
+        socks = [stuck] + open_many(srv.addr, 20, time.monotonic() + 10)
+        time.sleep(0.3)
+        srv.p.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        check("still draining after the first SIGTERM", srv.p.poll() is None)
+        # The idle clients were closed at once by the drain.
+        idle_eof = 0
+        for s in socks[1:]:
+            s.setblocking(True)
+            s.settimeout(2)
+            try:
+                idle_eof += s.recv(1) == b""
+            except OSError:
+                pass
+        check("idle clients closed by the drain", idle_eof == 20, f"{idle_eof}/20")
+        t0 = time.monotonic()
+        srv.p.send_signal(signal.SIGTERM)
+        try:
+            rc = srv.p.wait(5)
+        except subprocess.TimeoutExpired:
+            rc = None
+        took = time.monotonic() - t0
+        check("a second SIGTERM exits at once", rc is not None and took < 2.0,
+              f"rc={rc} after {took:.2f} s")
+        clean_stderr(srv)
+    finally:
+        close_all(socks)
+        srv.kill()
+
+
+def main():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 4096 if hard == resource.RLIM_INFINITY else min(hard, 4096)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    for t in (test_sigterm_during_slow_downloads, test_second_sigterm):
+        print(f"--- {t.__name__}", flush=True)
+        try:
+            t()
+        except Exception as e:  # a failure, not a crash of the test itself
+            check(t.__name__ + " raised", False, repr(e))
+    passed = sum(results)
+    failed = len(results) - passed
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+#!/usr/bin/env python3
+"""csock serve echo at scale: 10,000 concurrent connections all served
+byte-exact, the resident memory an idle connection costs (<= 1 KiB each),
+and --threads 2 running two loops that both take connections.
+
+The test raises its own RLIMIT_NOFILE (10,000 client sockets); the server
+raises its soft limit to the hard one itself. Connections are opened with
+non-blocking connects in batches so the listen backlog never overflows.
+Everything is bounded in time; the server is killed on any failure."""
+import os
+import resource
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+CSOCK = os.environ.get("CSOCK_BIN", "build/csock")
+N = int(os.environ.get("CSOCK_SCALE_CONNS", "10000"))
+DEADLINE = 120.0  # seconds for the whole 10k scenario
+results = []
+
+
+def check(name, cond, detail=""):
+    results.append(bool(cond))
+    print(("ok   " if cond else "FAIL ") + name + (f": {detail}" if detail else ""), flush=True)
+    return cond
+
+
+class Server:
+    """csock serve echo on tcp://127.0.0.1:0, ready once it printed its line.
+    Options go before SERVICE, which every version of the parser accepts."""
+
+    def __init__(self, *args, preexec=None):
+        self.err = tempfile.TemporaryFile()
+        self.p = subprocess.Popen([CSOCK, "serve", *args, "echo", "tcp://127.0.0.1:0"],
+                                  stdout=subprocess.PIPE, stderr=self.err, preexec_fn=preexec)
+        sel = selectors.DefaultSelector()
+        sel.register(self.p.stdout, selectors.EVENT_READ)
+        if not sel.select(10):
+            self.kill()
+            raise RuntimeError("server did not print 'listening' within 10 s")
+        line = self.p.stdout.readline().decode().strip()
+        sel.close()
+        if not line.startswith("listening tcp://127.0.0.1:"):
+            self.kill()
+            raise RuntimeError(f"unexpected first line {line!r}")
+        self.port = int(line.rsplit(":", 1)[1])
+        self.addr = ("127.0.0.1", self.port)
+
+    def kill(self):
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.wait(10)
+
+    def stop(self, timeout=15):
+        """SIGTERM; returns the exit status (None if it had to be killed)."""
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+        try:
+            return self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+    def stderr(self):
+        self.err.seek(0)
+        return self.err.read().decode(errors="replace")
+
+    def rss(self):
+        with open(f"/proc/{self.p.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    def nfds(self):
+        return len(os.listdir(f"/proc/{self.p.pid}/fd"))
+
+    def tasks(self):
+        return os.listdir(f"/proc/{self.p.pid}/task")
+
+    def task_cpu_ticks(self, tid):
+        with open(f"/proc/{self.p.pid}/task/{tid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def clean_stderr(srv):
+    text = srv.stderr()
+    bad = [w for w in ("Sanitizer", "runtime error", "internal error", "assert") if w in text]
+    return check("server stderr clean", not bad, text[-500:] if bad else "")
+
+
+def open_many(addr, n, deadline, batch=500):
+    """n connected non-blocking sockets, opened batch by batch."""
+    socks = []
+    sel = selectors.DefaultSelector()
+    while len(socks) < n:
+        pending = {}
+        for _ in range(min(batch, n - len(socks))):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            err = s.connect_ex(addr)
+            if err not in (0, 115):  # EINPROGRESS
+                raise OSError(err, os.strerror(err))
+            pending[s.fileno()] = s
+            sel.register(s, selectors.EVENT_WRITE)
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"connects: {len(socks)} done, {len(pending)} pending")
+            for key, _ in sel.select(1.0):
+                s = pending.pop(key.fd)
+                sel.unregister(s)
+                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise OSError(err, "connect: " + os.strerror(err))
+                socks.append(s)
+    sel.close()
+    return socks
+
+
+def echo_all(socks, deadline, tag):
+    """Send a distinct message on every socket at once, then read every
+    echo back; returns the number answered byte-exact."""
+    sel = selectors.DefaultSelector()
+    want, got = {}, {}
+    for i, s in enumerate(socks):
+        msg = f"{tag}:{i}:".encode() + bytes((i * 7 + k) & 0xFF for k in range(40)) + b"\n"
+        want[s.fileno()] = msg
+        got[s.fileno()] = b""
+        s.send(msg)  # small: a fresh socket buffer always takes it
+        sel.register(s, selectors.EVENT_READ)
+    ok = 0
+    left = len(socks)
+    while left and time.monotonic() < deadline:
+        for key, _ in sel.select(1.0):
+            fd = key.fd
+            try:
+                data = key.fileobj.recv(4096)
+            except OSError:
+                data = b""
+            if not data:
+                sel.unregister(key.fileobj)
+                left -= 1
+                continue
+            got[fd] += data
+            if len(got[fd]) >= len(want[fd]):
+                ok += got[fd] == want[fd]
+                sel.unregister(key.fileobj)
+                left -= 1
+    sel.close()
+    return ok
+
+
+def close_all(socks):
+    for s in socks:
+        s.close()
+
+
+def wait_for(pred, timeout):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return pred()
+
+
+def test_10k_echo_and_memory():
+    """10,000 connections to --threads 2: the memory of the idle ones, then
+    every one echoes byte-exact, with all of them open at once."""
+    srv = Server("--threads", "2")
+    socks = []
+    try:
+        deadline = time.monotonic() + DEADLINE
+        warm = open_many(srv.addr, 2, deadline)  # the loops' pools and first allocations
+        check("warm-up echo", echo_all(warm, deadline, "warm") == 2)
+        base_fds = srv.nfds()
+        time.sleep(0.3)
+        rss0 = srv.rss()
+        t0 = time.monotonic()
+        socks = open_many(srv.addr, N, deadline)
+        accepted = wait_for(lambda: srv.nfds() >= base_fds + N, 30)
+        check(f"server accepted {N} connections", accepted, f"{srv.nfds() - base_fds} fds")
+        time.sleep(0.3)
+        rss1 = srv.rss()
+        per = (rss1 - rss0) / N
+        print(f"RSS {rss0} -> {rss1} bytes: {per:.0f} bytes per idle connection "
+              f"(never sent a byte), connected in {time.monotonic() - t0:.1f} s", flush=True)
+        check("idle connection costs <= 1024 bytes RSS", per <= 1024, f"{per:.0f} B")
+        t1 = time.monotonic()
+        ok = echo_all(socks, deadline, "load")
+        check(f"all {N} concurrent connections echoed byte-exact", ok == N,
+              f"{ok} ok, {time.monotonic() - t1:.1f} s")
+        time.sleep(0.3)
+        rss2 = srv.rss()
+        per2 = (rss2 - rss0) / N
+        print(f"RSS after one echo each, all idle again: {rss2} bytes, {per2:.0f} bytes per "
+              f"connection", flush=True)
+        check("idle connection after an echo costs <= 1024 bytes RSS", per2 <= 1024, f"{per2:.0f} B")
+        tasks = srv.tasks()
+        check("--threads 2: at least 2 threads", len(tasks) >= 2, f"{len(tasks)} tasks")
+        ticks = [srv.task_cpu_ticks(t) for t in tasks]
+        busy = sum(1 for t in ticks if t > 0)
+        check("connections spread: 2+ threads did work", busy >= 2, f"cpu ticks per thread {ticks}")
+        check("total within the deadline", time.monotonic() < deadline)
+        close_all(socks + warm)
+        socks = []
+        check("server closes them all", wait_for(lambda: srv.nfds() <= base_fds - 2, 30),
+              f"{srv.nfds()} fds, base {base_fds}")
+        late = open_many(srv.addr, 1, time.monotonic() + 10)
+        check("served after the 10k left", echo_all(late, time.monotonic() + 5, "late") == 1)
+        close_all(late)
+        rc = srv.stop()
+        check("exit status 0 after SIGTERM", rc == 0, f"rc={rc}")
+        clean_stderr(srv)
+    finally:
+        close_all(socks)
+        srv.kill()
+
+
+def test_threads_default_and_one():
+    """--threads 1 runs one loop thread; --threads 3 runs three."""
+    for n in (1, 3):
+        srv = Server("--threads", str(n))
+        try:
+            socks = open_many(srv.addr, 20, time.monotonic() + 10)
+            check(f"--threads {n}: 20 echoes", echo_all(socks, time.monotonic() + 10, "t") == 20)
+            check(f"--threads {n}: {n} thread(s)", len(srv.tasks()) == n, f"{len(srv.tasks())}")
+            close_all(socks)
+            check(f"--threads {n}: exit 0", srv.stop() == 0)
+            clean_stderr(srv)
+        finally:
+            srv.kill()
+
+
+def main():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = N + 1000
+    if hard != resource.RLIM_INFINITY and hard < want:
+        print(f"RLIMIT_NOFILE hard limit {hard} < {want}: cannot run", flush=True)
+        print("0 passed, 1 failed")
+        return 1
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    for t in (test_10k_echo_and_memory, test_threads_default_and_one):
+        print(f"--- {t.__name__}", flush=True)
+        try:
+            t()
+        except Exception as e:  # a failure, not a crash of the test itself
+            check(t.__name__ + " raised", False, repr(e))
+    passed = sum(results)
+    failed = len(results) - passed
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

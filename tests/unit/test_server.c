@@ -1,0 +1,399 @@
+/* The multi-core server (csock_server_*): echo on two loops over TCP and a
+ * Unix socket, the connection count, a stop from another thread, max_conns
+ * across loops, a graceful drain that delivers data in flight, and the drain
+ * timeout closing a client that never reads.
+ *
+ * The server runs on its own thread (csock_server_run blocks); the test
+ * thread is the client with plain blocking sockets, each bounded by
+ * SO_RCVTIMEO so a bug fails the test instead of hanging it. Built also
+ * under ThreadSanitizer (label tsan). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "csock/csock.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CHECK_OK(expr)                                                                   \
+    do {                                                                                 \
+        int rc_ = (expr);                                                                \
+        if (rc_ < 0) fail_msg("%s: %s", #expr, csock_strerror(rc_));                    \
+    } while (0)
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- the server side: echo ---------------------------------------------------- */
+
+static size_t on_echo(csock_stream *s, int status, const char *buf, size_t len)
+{
+    if (status == CSOCK_EOF) {
+        csock_stream_end(s, NULL);
+        return len;
+    }
+    if (status < 0) {
+        csock_stream_close(s, NULL);
+        return len;
+    }
+    if (csock_stream_write(s, buf, len) < 0) csock_stream_close(s, NULL);
+    return len;
+}
+
+static void on_accept(csock_listener *l, csock_stream *s, int status)
+{
+    if (status < 0) return; /* accept errors: the listener keeps going */
+    if (csock_stream_read_start(s, on_echo) < 0) csock_stream_close(s, NULL);
+}
+
+typedef struct fixture {
+    csock_server *srv;
+    pthread_t th;
+    int run_rc;
+    double run_returned; /* now_s() when csock_server_run returned */
+    csock_addr tcp, unx;
+    char dir[64];
+    int has_unix;
+} fixture;
+
+static void *run_thread(void *arg)
+{
+    fixture *f = arg;
+    f->run_rc = csock_server_run(f->srv);
+    f->run_returned = now_s();
+    return NULL;
+}
+
+static void start(fixture *f, unsigned threads, unsigned max_conns, uint64_t drain_ms, int with_unix)
+{
+    memset(f, 0, sizeof *f);
+    csock_server_opts o = {.threads = threads, .max_conns = max_conns, .drain_timeout_ms = drain_ms};
+    CHECK_OK(csock_server_new(&f->srv, &o));
+    assert_int_equal(csock_server_threads(f->srv), threads);
+    csock_addr a;
+    CHECK_OK(csock_addr_parse("tcp://127.0.0.1:0", CSOCK_ADDR_NUMERIC, &a));
+    CHECK_OK(csock_server_listen(f->srv, &a, on_accept, NULL));
+    CHECK_OK(csock_server_addr(f->srv, 0, &f->tcp));
+    assert_true(csock_addr_port(&f->tcp) > 0);
+    if (with_unix) {
+        strcpy(f->dir, "/tmp/csock-test-server-XXXXXX");
+        assert_non_null(mkdtemp(f->dir));
+        char text[128];
+        snprintf(text, sizeof text, "unix:%s/sock", f->dir);
+        CHECK_OK(csock_addr_parse(text, 0, &a));
+        CHECK_OK(csock_server_listen(f->srv, &a, on_accept, NULL));
+        CHECK_OK(csock_server_addr(f->srv, 1, &f->unx));
+        f->has_unix = 1;
+    }
+    assert_int_equal(pthread_create(&f->th, NULL, run_thread, f), 0);
+}
+
+/* Join the server thread, which must return within `limit` seconds. */
+static void join(fixture *f, double limit)
+{
+    double t0 = now_s();
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += (time_t)limit + 1;
+    int rc = pthread_timedjoin_np(f->th, NULL, &ts);
+    if (rc != 0) fail_msg("csock_server_run did not return within %.0f s", limit);
+    assert_true(now_s() - t0 < limit + 1);
+    CHECK_OK(f->run_rc);
+    assert_int_equal(csock_server_conns(f->srv), 0); /* everything closed */
+    csock_server_free(f->srv);
+    if (f->has_unix) {
+        char path[128];
+        snprintf(path, sizeof path, "%s/sock", f->dir);
+        assert_int_equal(access(path, F_OK), -1); /* the socket file is removed */
+        rmdir(f->dir);
+    }
+}
+
+/* ---- the client side: blocking sockets with timeouts ---------------------------- */
+
+static int client(const csock_addr *a)
+{
+    int fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (connect(fd, (const struct sockaddr *)&a->sa, a->len) < 0)
+        fail_msg("connect: %s", strerror(errno));
+    return fd;
+}
+
+static void send_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) fail_msg("send: %s", strerror(errno));
+        p += n;
+        len -= (size_t)n;
+    }
+}
+
+/* Read exactly len bytes (fails on EOF, error or timeout). */
+static void recv_all(int fd, void *buf, size_t len)
+{
+    char *p = buf;
+    while (len) {
+        ssize_t n = recv(fd, p, len, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n == 0) fail_msg("recv: early EOF (%zu bytes missing)", len);
+        if (n < 0) fail_msg("recv: %s", strerror(errno));
+        p += n;
+        len -= (size_t)n;
+    }
+}
+
+/* 0: clean EOF; -errno: reset or timeout; 1: data arrived. */
+static int recv_eof(int fd)
+{
+    char c;
+    ssize_t n;
+    while ((n = recv(fd, &c, 1, 0)) < 0 && errno == EINTR) {}
+    return n == 0 ? 0 : n < 0 ? -errno : 1;
+}
+
+static void echo_once(int fd, unsigned tag)
+{
+    char out[64], in[64];
+    int n = snprintf(out, sizeof out, "hello %u\n", tag);
+    send_all(fd, out, (size_t)n);
+    recv_all(fd, in, (size_t)n);
+    assert_memory_equal(in, out, (size_t)n);
+}
+
+/* Wait (bounded) for the server's connection count to reach `want`. */
+static void wait_conns(csock_server *srv, unsigned want)
+{
+    double t0 = now_s();
+    while (csock_server_conns(srv) != want) {
+        if (now_s() - t0 > 10)
+            fail_msg("csock_server_conns: %u, want %u", csock_server_conns(srv), want);
+        usleep(2000);
+    }
+}
+
+/* ---- tests ------------------------------------------------------------------------ */
+
+#define NTCP 24
+#define NUNIX 6
+
+/* Echo over TCP and Unix on two loops; the count follows; a stop from this
+ * thread closes the idle clients (they read EOF) and run returns. */
+static void test_echo_two_loops(void **state)
+{
+    fixture f;
+    start(&f, 2, 0, 5000, 1);
+    int fds[NTCP + NUNIX];
+    for (unsigned i = 0; i < NTCP + NUNIX; i++) {
+        fds[i] = client(i < NTCP ? &f.tcp : &f.unx);
+        echo_once(fds[i], i);
+    }
+    wait_conns(f.srv, NTCP + NUNIX);
+    for (unsigned i = 0; i < NTCP + NUNIX; i++) echo_once(fds[i], 1000 + i); /* still served */
+    /* Closing a few is counted down. */
+    for (unsigned i = 0; i < 4; i++) close(fds[i]);
+    wait_conns(f.srv, NTCP + NUNIX - 4);
+    double t0 = now_s();
+    csock_server_stop(f.srv);
+    for (unsigned i = 4; i < NTCP + NUNIX; i++) {
+        int r = recv_eof(fds[i]);
+        if (r != 0) fail_msg("client %u after stop: %d (want EOF)", i, r);
+        close(fds[i]);
+    }
+    join(&f, 5);
+    /* Idle clients do not wait for the drain timeout (5 s). */
+    assert_true(f.run_returned - t0 < 3.0);
+}
+
+/* Both loops of a two-thread server take connections (SO_REUSEPORT spreads
+ * them): seen from the loops' own threads through per-loop counters. */
+static void test_default_threads(void **state)
+{
+    csock_server *srv;
+    csock_server_opts o = {0};
+    CHECK_OK(csock_server_new(&srv, &o));
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    assert_int_equal(csock_server_threads(srv), cpus > 0 ? (unsigned)cpus : 1);
+    for (unsigned i = 0; i < csock_server_threads(srv); i++) assert_non_null(csock_server_loop(srv, i));
+    assert_null(csock_server_loop(srv, csock_server_threads(srv)));
+    csock_server_free(srv); /* never ran */
+}
+
+#define MAXC 6
+
+/* max_conns counts across loops: with MAXC held on two loops, more clients
+ * are closed at once (EOF or reset, no echo), and a slot freed is usable. */
+static void test_max_conns(void **state)
+{
+    fixture f;
+    start(&f, 2, MAXC, 5000, 0);
+    int held[MAXC];
+    for (unsigned i = 0; i < MAXC; i++) {
+        held[i] = client(&f.tcp);
+        echo_once(held[i], i);
+    }
+    wait_conns(f.srv, MAXC);
+    for (unsigned i = 0; i < 3 * MAXC; i++) {
+        int fd = client(&f.tcp);
+        double t0 = now_s();
+        send(fd, "x\n", 2, MSG_NOSIGNAL); /* may fail: the server already closed */
+        int r = recv_eof(fd);
+        if (r != 0 && r != -ECONNRESET && r != -EPIPE) fail_msg("excess client %u: %d", i, r);
+        assert_true(now_s() - t0 < 3.0);
+        close(fd);
+        assert_true(csock_server_conns(f.srv) <= MAXC);
+    }
+    for (unsigned i = 0; i < MAXC; i++) echo_once(held[i], 100 + i); /* untouched */
+    close(held[0]);
+    wait_conns(f.srv, MAXC - 1);
+    held[0] = client(&f.tcp);
+    echo_once(held[0], 200);
+    wait_conns(f.srv, MAXC);
+    for (unsigned i = 0; i < MAXC; i++) close(held[i]);
+    wait_conns(f.srv, 0);
+    csock_server_stop(f.srv);
+    join(&f, 5);
+}
+
+#define INFLIGHT (1u << 20)
+
+static char *pattern(size_t len, unsigned seed)
+{
+    char *p = malloc(len);
+    assert_non_null(p);
+    uint32_t x = seed * 2654435761u + 1;
+    for (size_t i = 0; i < len; i++) {
+        x = x * 1103515245u + 12345u;
+        p[i] = (char)(x >> 16);
+    }
+    return p;
+}
+
+/* A big socket send buffer, so a whole request is sent without reading. */
+static void big_sndbuf(int fd)
+{
+    int sz = 4 << 20;
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+}
+
+/* Drain: clients that sent 1 MiB and have not read the echo yet get every
+ * byte back, then EOF, after the stop; then run returns (before the 20 s
+ * drain timeout). */
+static void test_drain_delivers_inflight(void **state)
+{
+    fixture f;
+    start(&f, 2, 0, 20000, 0);
+    enum { N = 4 };
+    int fds[N];
+    char *out[N], *in = malloc(INFLIGHT);
+    assert_non_null(in);
+    for (unsigned i = 0; i < N; i++) {
+        fds[i] = client(&f.tcp);
+        big_sndbuf(fds[i]);
+        echo_once(fds[i], i);
+        out[i] = pattern(INFLIGHT, i);
+        send_all(fds[i], out[i], INFLIGHT);
+    }
+    wait_conns(f.srv, N);
+    double t0 = now_s();
+    csock_server_stop(f.srv);
+    usleep(100 * 1000); /* let the drain begin while the echoes wait */
+    for (unsigned i = 0; i < N; i++) {
+        memset(in, 0, INFLIGHT);
+        recv_all(fds[i], in, INFLIGHT);
+        assert_memory_equal(in, out[i], INFLIGHT);
+        int r = recv_eof(fds[i]);
+        if (r != 0) fail_msg("client %u after its echo: %d (want EOF)", i, r);
+        close(fds[i]);
+        free(out[i]);
+    }
+    free(in);
+    join(&f, 15);
+    assert_true(f.run_returned - t0 < 15.0);
+}
+
+/* Drain timeout: a client that never reads keeps its reply queued; the
+ * server closes it at the drain timeout (0.5 s) and run returns. */
+static void test_drain_timeout_closes_stuck(void **state)
+{
+    fixture f;
+    start(&f, 2, 0, 500, 0);
+    int fd = client(&f.tcp);
+    big_sndbuf(fd);
+    int idle = client(&f.tcp);
+    echo_once(fd, 1);
+    echo_once(idle, 2);
+    char *out = pattern(4u << 20, 7);
+    send_all(fd, out, 4u << 20); /* never read: the echo cannot drain */
+    free(out);
+    wait_conns(f.srv, 2);
+    usleep(200 * 1000); /* the server fills its queue */
+    double t0 = now_s();
+    csock_server_stop(f.srv);
+    assert_int_equal(recv_eof(idle), 0); /* idle: closed at once */
+    assert_true(now_s() - t0 < 0.45);
+    join(&f, 5);
+    double took = f.run_returned - t0;
+    printf("drain timeout 0.5 s: run returned after %.3f s\n", took);
+    assert_true(took >= 0.45);
+    assert_true(took < 0.5 + 2.0); /* tolerance: a noisy shared machine */
+    close(idle);
+    close(fd);
+}
+
+/* A second stop closes everything at once, without waiting for the drain. */
+static void test_second_stop_is_immediate(void **state)
+{
+    fixture f;
+    start(&f, 2, 0, 20000, 0);
+    int fd = client(&f.tcp);
+    big_sndbuf(fd);
+    echo_once(fd, 1);
+    char *out = pattern(4u << 20, 9);
+    send_all(fd, out, 4u << 20);
+    free(out);
+    usleep(100 * 1000);
+    double t0 = now_s();
+    csock_server_stop(f.srv);
+    usleep(100 * 1000);
+    csock_server_stop(f.srv);
+    join(&f, 5);
+    assert_true(f.run_returned - t0 < 3.0);
+    close(fd);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_echo_two_loops),
+        cmocka_unit_test(test_default_threads),
+        cmocka_unit_test(test_max_conns),
+        cmocka_unit_test(test_drain_delivers_inflight),
+        cmocka_unit_test(test_drain_timeout_closes_stuck),
+        cmocka_unit_test(test_second_stop_is_immediate),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
