@@ -57,6 +57,7 @@ static int ep_wait(csock_loop *loop, int timeout_ms)
     epoll_state *st = loop->bstate;
     int n = epoll_wait(st->epfd, st->events, MAX_EVENTS, timeout_ms);
     if (n < 0) return errno == EINTR ? 0 : -errno;
+    csock_loop_update_time(loop);
     for (int i = 0; i < n; i++) {
         uint32_t e = st->events[i].events;
         unsigned rev = 0;

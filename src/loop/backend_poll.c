@@ -87,6 +87,7 @@ static int pl_wait(csock_loop *loop, int timeout_ms)
     if (st->holes) compact(st);
     int n = poll(st->fds, st->n, timeout_ms);
     if (n < 0) return errno == EINTR ? 0 : -errno;
+    csock_loop_update_time(loop);
     /* Entries appended during dispatch were not polled: stop at the old end. */
     size_t end = st->n;
     for (size_t i = 0; i < end && n > 0; i++) {

@@ -159,6 +159,7 @@ static int ur_wait(csock_loop *loop, int timeout_ms)
                                    .tv_nsec = (long long)(timeout_ms % 1000) * 1000000};
     int rc = io_uring_submit_and_wait_timeout(&st->ring, &cqe, 1, timeout_ms < 0 ? NULL : &ts, NULL);
     if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY) return rc;
+    csock_loop_update_time(loop);
     /* Collect first, dispatch after: callbacks queue new requests. */
     uint64_t done[256];
     int res[256];

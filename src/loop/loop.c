@@ -332,6 +332,7 @@ int csock_loop_run(csock_loop *loop, csock_run_mode mode)
         run_posts(loop);
         int rc = loop->backend->wait(loop, poll_timeout(loop, mode));
         if (rc < 0) return rc;
+
         run_always(loop);
         run_closing(loop);
         if (mode == CSOCK_RUN_ONCE) {

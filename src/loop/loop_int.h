@@ -55,7 +55,9 @@ typedef struct csock__backend {
      * new 0 = remove). -EPERM means "this fd cannot be watched" (epoll and a
      * regular file); the loop then treats it as always ready. */
     int (*update)(csock_loop *loop, csock__watcher *w, unsigned old_ev, unsigned new_ev);
-    /* Wait up to timeout_ms (-1: forever) and call w->cb for ready watchers. */
+    /* Wait up to timeout_ms (-1: forever), update the loop time (the wait
+     * may have been long, and callbacks start timers from `now`), then call
+     * csock__watcher_dispatch() for each ready watcher. */
     int (*wait)(csock_loop *loop, int timeout_ms);
 } csock__backend;
 

@@ -292,11 +292,7 @@ int csock__stream_input(csock_stream *s, const char *buf, size_t len)
  * cached time is taken before it waits for I/O, so inside an I/O callback
  * it is as old as that wait was long: refresh it first (a vDSO
  * clock_gettime), or the idle timer fires early by the loop's idle time. */
-static void touch(csock_stream *s)
-{
-    csock_loop_update_time(s->h.loop);
-    s->last_io = s->h.loop->now;
-}
+static void touch(csock_stream *s) { s->last_io = s->h.loop->now; }
 
 /* Offer the buffered input to the application (or discard it when ending). */
 static void process_input(csock_stream *s)
