@@ -61,6 +61,21 @@ typedef struct probe {
     size_t index;
 } probe;
 
+static int cmp_int(const void *a, const void *b)
+{
+    return *(const int *)a - *(const int *)b;
+}
+
+/* Ascending and each port once, so the output reads like a sorted set. */
+static void sort_unique(scan *sc)
+{
+    qsort(sc->ports, sc->n, sizeof *sc->ports, cmp_int);
+    size_t k = 0;
+    for (size_t i = 0; i < sc->n; i++)
+        if (!k || sc->ports[k - 1] != sc->ports[i]) sc->ports[k++] = sc->ports[i];
+    sc->n = k;
+}
+
 /* "80", "8000-8100", "22,80,8000-8010": dies on anything else. */
 static void parse_ports(const char *text, scan *sc)
 {
@@ -78,6 +93,7 @@ static void parse_ports(const char *text, scan *sc)
     }
     free(copy);
     if (!sc->n) cli_die(CLI_USAGE, "-z: no ports in '%s'", text);
+    sort_unique(sc);
 }
 
 static void scan_next(scan *sc);
