@@ -159,6 +159,10 @@ static int run_scan(const nc_opts *o)
         any = 1;
     }
     fflush(stdout);
+    for (int i = 0; i < 100 && csock_loop_handles(sc.loop); i++) csock_loop_run(sc.loop, CSOCK_RUN_NOWAIT);
+    csock_loop_free(sc.loop);
+    free(sc.ports);
+    free(sc.open);
     return any ? CLI_OK : CLI_ERR;
 }
 
@@ -181,7 +185,11 @@ int cli_connect(int argc, char **argv)
 {
     nc_opts o;
     nc_parse_args(argc, argv, 0, connect_usage, &o);
-    if (o.zero_io) return run_scan(&o);
+    if (o.zero_io) {
+        int st = run_scan(&o);
+        nc_opts_free(&o);
+        return st;
+    }
     char target[1100];
     nc_target_text(&o, 0, target, sizeof target);
     csock_addr addr;
@@ -201,5 +209,7 @@ int cli_connect(int argc, char **argv)
         if (rc == 0) nc_dgram_attach(&c, d, &addr);
     }
     if (rc < 0) cli_die(CLI_ERR, "connect %s: %s", target, csock_strerror(rc));
-    return nc_ctx_run(&c);
+    rc = nc_ctx_run(&c);
+    nc_opts_free(&o);
+    return rc;
 }

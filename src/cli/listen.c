@@ -109,5 +109,7 @@ int cli_listen(int argc, char **argv)
     if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", target, csock_strerror(rc));
     announce(&c, &addr, &bound);
     if (o.keep_open) nc_stdin_start(&c);
-    return nc_ctx_run(&c);
+    rc = nc_ctx_run(&c);
+    nc_opts_free(&o);
+    return rc;
 }

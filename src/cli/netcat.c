@@ -271,6 +271,7 @@ static void set_exec(nc_opts *o, const char *text, int shell)
 {
     if (o->exec_argv) cli_die(CLI_USAGE, "-e/--exec and -c/--sh-exec: give only one");
     o->exec_text = text;
+    o->exec_shell = shell;
     if (shell) {
         char **argv = calloc(4, sizeof *argv);
         if (!argv) cli_die(CLI_ERR, "out of memory");
@@ -667,12 +668,37 @@ static void child_forget_pipes(nc_peer *p)
     p->child_in = p->child_out = NULL;
 }
 
-static void on_child_in_shut(csock_stream *s, int status)
+static void on_pipe_shut(csock_stream *s, int status)
 {
     /* Everything reached the pipe: close it so the child reads EOF. */
-    nc_peer *p = csock_stream_data(s);
-    if (p->child_in == s) p->child_in = NULL;
+    nc_ctx *c = csock_stream_data(s);
+    for (size_t i = 0; i < c->npipes; i++) {
+        if (c->pipes[i] != s) continue;
+        c->pipes[i] = c->pipes[--c->npipes];
+        break;
+    }
     csock_stream_close(s, NULL);
+}
+
+/* The peer is done sending: the child reads what is queued, then EOF. The
+ * pipe may outlive the peer, so the session keeps it (for teardown). */
+static void child_in_finish(nc_peer *p)
+{
+    nc_ctx *c = p->c;
+    csock_stream *s = p->child_in;
+    if (!s) return;
+    p->child_in = NULL;
+    if (c->npipes == c->cap_pipes) {
+        size_t cap = c->cap_pipes ? c->cap_pipes * 2 : 16;
+        csock_stream **v = realloc(c->pipes, cap * sizeof *v);
+        if (!v) return csock_stream_close(s, NULL);
+        c->pipes = v;
+        c->cap_pipes = cap;
+    }
+    c->pipes[c->npipes++] = s;
+    csock_stream_set_data(s, c);
+    csock_stream_on_drain(s, NULL);
+    if (csock_stream_shutdown(s, on_pipe_shut) < 0) on_pipe_shut(s, 0);
 }
 
 static void on_child_in_drain(csock_stream *s, int status)
@@ -899,7 +925,27 @@ static void peer_unlink(nc_peer *p)
     c->npeers--;
 }
 
-static void on_peer_stream_closed(csock_stream *s) { free(csock_stream_data(s)); }
+/* Peers whose stream is still closing wait on c->ending (singly linked
+ * through next/prev as a doubly linked list) so teardown can find them. */
+static void ending_add(nc_peer *p)
+{
+    nc_ctx *c = p->c;
+    p->prev = NULL;
+    p->next = c->ending;
+    if (c->ending) c->ending->prev = p;
+    c->ending = p;
+}
+
+static void on_peer_stream_closed(csock_stream *s)
+{
+    nc_peer *p = csock_stream_data(s);
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        p->c->ending = p->next;
+    if (p->next) p->next->prev = p->prev;
+    free(p);
+}
 
 /* Take the peer out of the session. `graceful`: what is queued for it is
  * still sent (streams end with csock_stream_end), else it is dropped. */
@@ -914,15 +960,13 @@ static void peer_close(nc_peer *p, int graceful)
         if (--c->peers_congested == 0) sync_sources(c);
     }
     if (c->o->verbose) cli_warn("closed %s", p->name);
-    if (p->child_in) {
-        /* Let the child read what the peer sent, then EOF. */
-        if (graceful && csock_stream_shutdown(p->child_in, on_child_in_shut) == 0) p->child_in = NULL;
-    }
+    if (graceful) child_in_finish(p);
     child_forget_pipes(p);
     if (p->idle) csock_timer_close(p->idle, NULL);
     p->idle = NULL;
     if (c->o->chat) chat_announce_leave(c, p);
     if (p->s) {
+        ending_add(p);
         if (graceful)
             csock_stream_end(p->s, on_peer_stream_closed);
         else
@@ -970,8 +1014,7 @@ static void peer_eof(nc_peer *p)
     p->eof = 1;
     if (exec_mode(c) && p->child_out) {
         /* The child still answers: give it EOF and wait for its end. */
-        if (p->child_in && csock_stream_shutdown(p->child_in, on_child_in_shut) == 0)
-            p->child_in = NULL;
+        child_in_finish(p);
         return;
     }
     peer_close(p, 1);
@@ -1203,11 +1246,64 @@ void nc_ctx_init(nc_ctx *c, const nc_opts *o)
     csock_timer_set_data(c->quiet, c);
 }
 
+/* What is still queued for stdout (a stop by signal) gets a moment to go. */
+static void drain_stdout(nc_ctx *c)
+{
+    if (!c->out) return;
+    uint64_t until = csock_loop_now(c->loop) + 2000;
+    c->stopped = 1; /* callbacks from here on change nothing */
+    while (csock_stream_write_queue_size(c->out) && csock_loop_now(c->loop) < until)
+        if (csock_loop_run(c->loop, CSOCK_RUN_ONCE) < 0) break;
+}
+
+/* Close every handle, let the closes finish, free the loop. */
+static void teardown(nc_ctx *c)
+{
+    if (c->in) csock_stream_close(c->in, NULL);
+    while (c->head) {
+        nc_peer *p = c->head;
+        peer_unlink(p);
+        child_forget_pipes(p);
+        if (p->idle) csock_timer_close(p->idle, NULL);
+        if (p->s) {
+            ending_add(p);
+            csock_stream_close(p->s, on_peer_stream_closed);
+        } else {
+            free(p);
+        }
+    }
+    for (nc_peer *p = c->ending; p; p = p->next) csock_stream_close(p->s, on_peer_stream_closed);
+    while (c->npipes) on_pipe_shut(c->pipes[c->npipes - 1], 0);
+    drain_stdout(c);
+    if (c->out) csock_stream_close(c->out, NULL);
+    if (c->listener) csock_listener_close(c->listener, NULL);
+    if (c->dg) csock_dgram_close(c->dg, NULL);
+    if (c->quiet) csock_timer_close(c->quiet, NULL);
+    for (int i = 0; i < 3; i++)
+        if (c->sig[i]) csock_signal_close(c->sig[i], NULL);
+    for (int i = 0; i < 100 && csock_loop_handles(c->loop); i++)
+        csock_loop_run(c->loop, CSOCK_RUN_NOWAIT);
+    if (csock_loop_free(c->loop) == 0) c->loop = NULL;
+    free(c->children);
+    free(c->pipes);
+}
+
 int nc_ctx_run(nc_ctx *c)
 {
     int rc = csock_loop_run(c->loop, CSOCK_RUN_DEFAULT);
     if (rc < 0) cli_die(CLI_ERR, "event loop: %s", csock_strerror(rc));
+    teardown(c);
     fflush(stdout);
     if (c->o->hexdump) fflush(c->o->hexdump);
     return c->status;
+}
+
+void nc_opts_free(nc_opts *o)
+{
+    free(o->allow.v);
+    free(o->deny.v);
+    if (o->exec_argv && !o->exec_shell) free(o->exec_argv[0]); /* the split copy */
+    free(o->exec_argv);
+    if (o->hexdump && o->hexdump != stderr) fclose(o->hexdump);
+    o->hexdump = NULL;
 }

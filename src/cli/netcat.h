@@ -43,6 +43,7 @@ typedef struct nc_opts {
     int zero_io;           /* -z: port scan */
     char **exec_argv;      /* -e / -c: the program to run per connection, or NULL */
     const char *exec_text; /* -e / -c as written, for messages */
+    int exec_shell;        /* -c: exec_argv is /bin/sh -c TEXT */
     FILE *hexdump;         /* -x: where the dump goes, or NULL */
     uint64_t wait_ms;      /* -w: connect timeout */
     uint64_t idle_ms;      /* -i: close a connection idle this long */
@@ -67,6 +68,9 @@ typedef struct nc_ctx {
     csock_signal *sig[3];       /* SIGCHLD, SIGINT, SIGTERM */
     nc_peer *head, *tail;       /* peers, oldest first (ascending id) */
     unsigned npeers;
+    nc_peer *ending;            /* peers out of the session whose stream still closes */
+    csock_stream **pipes;       /* exec: stdin pipes of children that outlived their peer */
+    size_t npipes, cap_pipes;
     unsigned next_id;           /* chat: <userN> numbers; 0 is stdin */
     nc_child *children;         /* exec: processes not yet reaped */
     size_t nchildren, cap_children;
@@ -93,8 +97,12 @@ void nc_target_text(const nc_opts *o, int passive, char *out, size_t size);
  * signal watchers. Dies on failure. */
 void nc_ctx_init(nc_ctx *c, const nc_opts *o);
 
-/* Run until done; returns the exit status. */
+/* Run until done, then close every handle and free the loop (and the
+ * options' allocations); returns the exit status. */
 int nc_ctx_run(nc_ctx *c);
+
+/* Free what nc_parse_args() allocated. */
+void nc_opts_free(nc_opts *o);
 
 /* Stop the loop with `status` (the first error wins over a later 0). */
 void nc_finish(nc_ctx *c, int status);
