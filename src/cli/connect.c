@@ -6,8 +6,8 @@
 
 #include "cli/netcat.h"
 
-#define SCAN_PARALLEL 64         /* connects in flight during -z */
-#define SCAN_TIMEOUT_MS 2000     /* -z without -w */
+#define SCAN_PARALLEL 64     /* connects in flight during -z */
+#define SCAN_TIMEOUT_MS 2000 /* -z without -w */
 
 static const char connect_usage[] =
     "usage: csock connect [options] ADDR\n"
@@ -49,10 +49,10 @@ static const char connect_usage[] =
 
 typedef struct scan {
     csock_loop *loop;
-    csock_addr base;       /* the host; the port is set per probe */
+    csock_addr base; /* the host; the port is set per probe */
     const nc_opts *o;
-    int *ports;            /* every port to try, in order */
-    unsigned char *open;   /* open[i]: ports[i] accepted */
+    int *ports;          /* every port to try, in order */
+    unsigned char *open; /* open[i]: ports[i] accepted */
     size_t n, next, done;
 } scan;
 
@@ -84,12 +84,14 @@ static void parse_ports(const char *text, scan *sc)
     for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         char *dash = strchr(tok, '-');
         if (dash) *dash = '\0';
-        unsigned long lo = cli_ulong("-z port", tok, 65535), hi = dash ? cli_ulong("-z port", dash + 1, 65535) : lo;
+        unsigned long lo = cli_ulong("-z port", tok, 65535),
+                      hi = dash ? cli_ulong("-z port", dash + 1, 65535) : lo;
         if (lo == 0) cli_die(CLI_USAGE, "-z: port 0 cannot be scanned");
         if (hi < lo) cli_die(CLI_USAGE, "-z: port range '%lu-%lu' is upside down", lo, hi);
         sc->ports = realloc(sc->ports, (sc->n + (hi - lo + 1)) * sizeof *sc->ports);
         if (!sc->ports) cli_die(CLI_ERR, "out of memory");
-        for (unsigned long p = lo; p <= hi; p++) sc->ports[sc->n++] = (int)p;
+        for (unsigned long p = lo; p <= hi; p++)
+            sc->ports[sc->n++] = (int)p;
     }
     free(copy);
     if (!sc->n) cli_die(CLI_USAGE, "-z: no ports in '%s'", text);
@@ -159,7 +161,8 @@ static int run_scan(const nc_opts *o)
         any = 1;
     }
     fflush(stdout);
-    for (int i = 0; i < 100 && csock_loop_handles(sc.loop); i++) csock_loop_run(sc.loop, CSOCK_RUN_NOWAIT);
+    for (int i = 0; i < 100 && csock_loop_handles(sc.loop); i++)
+        csock_loop_run(sc.loop, CSOCK_RUN_NOWAIT);
     csock_loop_free(sc.loop);
     free(sc.ports);
     free(sc.open);

@@ -39,19 +39,19 @@ extern char **environ;
 struct nc_peer {
     nc_ctx *c;
     nc_peer *prev, *next;
-    unsigned id;                /* chat: <userN> */
-    char name[300];             /* tcp://127.0.0.1:5555, for -v and -x */
-    char host[300];             /* chat announce: the host alone, as ncat writes it */
-    csock_stream *s;            /* a stream peer, or NULL */
-    csock_addr addr;            /* a datagram peer's address */
-    int has_addr;               /* 0: the connected datagram peer */
-    csock_timer *idle;          /* datagram peers with -i */
+    unsigned id;       /* chat: <userN> */
+    char name[300];    /* tcp://127.0.0.1:5555, for -v and -x */
+    char host[300];    /* chat announce: the host alone, as ncat writes it */
+    csock_stream *s;   /* a stream peer, or NULL */
+    csock_addr addr;   /* a datagram peer's address */
+    int has_addr;      /* 0: the connected datagram peer */
+    csock_timer *idle; /* datagram peers with -i */
     uint64_t last_io;
-    csock_stream *child_in;     /* exec: the pipe to the child's stdin */
-    csock_stream *child_out;    /* exec: the pipe from the child's stdout */
-    int congested;              /* counted in c->peers_congested */
-    int eof;                    /* the peer has finished sending */
-    int gone;                   /* taken out of the session (peer_close) */
+    csock_stream *child_in;  /* exec: the pipe to the child's stdin */
+    csock_stream *child_out; /* exec: the pipe from the child's stdout */
+    int congested;           /* counted in c->peers_congested */
+    int eof;                 /* the peer has finished sending */
+    int gone;                /* taken out of the session (peer_close) */
 };
 
 struct nc_child {
@@ -68,8 +68,14 @@ static void check_done(nc_ctx *c);
  * ====================================================================== */
 
 enum {
-    OPT_BROKER = 256, OPT_CHAT, OPT_SEND_ONLY, OPT_RECV_ONLY,
-    OPT_ALLOW, OPT_DENY, OPT_ALLOWFILE, OPT_DENYFILE,
+    OPT_BROKER = 256,
+    OPT_CHAT,
+    OPT_SEND_ONLY,
+    OPT_RECV_ONLY,
+    OPT_ALLOW,
+    OPT_DENY,
+    OPT_ALLOWFILE,
+    OPT_DENYFILE,
 };
 
 static const struct option long_opts[] = {
@@ -138,7 +144,9 @@ static void cidr_parse(const char *opt, const char *text, nc_cidr_list *l)
         csock_addr a[16];
         snprintf(t, sizeof t, "tcp://%s:0", ip);
         int k = csock_addr_resolve(t, 0, a, 16);
-        if (k <= 0) cli_die(CLI_USAGE, "%s: '%s' is not an address, a CIDR range or a known host", opt, text);
+        if (k <= 0)
+            cli_die(CLI_USAGE, "%s: '%s' is not an address, a CIDR range or a known host", opt,
+                    text);
         for (int i = 0; i < k; i++) {
             nc_cidr h = {0};
             if (a[i].sa.ss_family == AF_INET) {
@@ -158,7 +166,8 @@ static void cidr_parse(const char *opt, const char *text, nc_cidr_list *l)
         char *end;
         long bits = strtol(slash, &end, 10);
         if (!*slash || *end || !isdigit((unsigned char)*slash) || bits > e.bits)
-            cli_die(CLI_USAGE, "%s: bad CIDR '%s': the prefix length must be 0-%d", opt, text, e.bits);
+            cli_die(CLI_USAGE, "%s: bad CIDR '%s': the prefix length must be 0-%d", opt, text,
+                    e.bits);
         e.bits = (int)bits;
     }
     cidr_push(l, &e);
@@ -170,7 +179,8 @@ static void cidr_parse_list(const char *opt, const char *text, nc_cidr_list *l)
     char *copy = strdup(text), *save = NULL;
     if (!copy) cli_die(CLI_ERR, "out of memory");
     l->set = 1;
-    for (char *tok = strtok_r(copy, ", \t\r\n", &save); tok; tok = strtok_r(NULL, ", \t\r\n", &save))
+    for (char *tok = strtok_r(copy, ", \t\r\n", &save); tok;
+         tok = strtok_r(NULL, ", \t\r\n", &save))
         cidr_parse(opt, tok, l);
     free(copy);
 }
@@ -262,7 +272,8 @@ static char **split_words(const char *text)
     char **argv = calloc(cap, sizeof *argv);
     char *copy = strdup(text), *save = NULL;
     if (!argv || !copy) cli_die(CLI_ERR, "out of memory");
-    for (char *w = strtok_r(copy, " \t", &save); w; w = strtok_r(NULL, " \t", &save)) argv[n++] = w;
+    for (char *w = strtok_r(copy, " \t", &save); w; w = strtok_r(NULL, " \t", &save))
+        argv[n++] = w;
     argv[n] = NULL;
     return argv;
 }
@@ -297,7 +308,11 @@ static FILE *open_dump(const char *path)
 static void check_mode(const nc_opts *o, int listen)
 {
     const char *cmd = listen ? "listen" : "connect";
-    struct { int given; const char *flag; int for_listen; } only[] = {
+    struct {
+        int given;
+        const char *flag;
+        int for_listen;
+    } only[] = {
         {o->keep_open && !o->broker, "-k/--keep-open", 1},
         {o->broker && !o->chat, "--broker", 1},
         {o->chat, "--chat", 1},
@@ -318,40 +333,87 @@ static void check_conflicts(nc_opts *o, int listen)
     if (o->send_only && o->recv_only)
         cli_die(CLI_USAGE, "--send-only and --recv-only cannot be used together");
     if (o->exec_argv && (o->broker || o->send_only || o->recv_only))
-        cli_die(CLI_USAGE, "-e/-c cannot be combined with --broker, --chat, --send-only or --recv-only");
+        cli_die(CLI_USAGE,
+                "-e/-c cannot be combined with --broker, --chat, --send-only or --recv-only");
     if (o->zero_io && (o->exec_argv || o->udp || o->unixsock))
         cli_die(CLI_USAGE, "-z scans TCP ports: it takes no -e, -c, -u or -U");
     check_mode(o, listen);
-    if (o->chat) o->broker = 1;     /* chat is a broker that tags */
+    if (o->chat) o->broker = 1;      /* chat is a broker that tags */
     if (o->broker) o->keep_open = 1; /* a broker serves many clients */
 }
 
 static void parse_one(nc_opts *o, int opt, const char *arg)
 {
     switch (opt) {
-    case 'u': o->udp = 1; break;
-    case 'U': o->unixsock = 1; break;
-    case '4': o->family = CSOCK_ADDR_IPV4; break;
-    case '6': o->family = CSOCK_ADDR_IPV6; break;
-    case 'k': o->keep_open = 1; break;
-    case OPT_BROKER: o->broker = 1; break;
-    case OPT_CHAT: o->chat = 1; break;
-    case 'e': set_exec(o, arg, 0); break;
-    case 'c': set_exec(o, arg, 1); break;
-    case 'C': o->crlf = 1; break;
-    case 'x': o->hexdump = open_dump(arg); break;
-    case OPT_SEND_ONLY: o->send_only = 1; break;
-    case OPT_RECV_ONLY: o->recv_only = 1; break;
-    case 'w': o->wait_ms = cli_seconds("--wait", arg); break;
-    case 'i': o->idle_ms = cli_seconds("--idle-timeout", arg); break;
-    case 'q': o->quiet_ms = cli_seconds("--quit-after", arg); break;
-    case 'm': o->max_conns = (unsigned)cli_ulong("--max-conns", arg, 1000000); break;
-    case OPT_ALLOW: cidr_parse_list("--allow", arg, &o->allow); break;
-    case OPT_DENY: cidr_parse_list("--deny", arg, &o->deny); break;
-    case OPT_ALLOWFILE: cidr_parse_file("--allowfile", arg, &o->allow); break;
-    case OPT_DENYFILE: cidr_parse_file("--denyfile", arg, &o->deny); break;
-    case 'z': o->zero_io = 1; break;
-    case 'v': o->verbose = 1; break;
+    case 'u':
+        o->udp = 1;
+        break;
+    case 'U':
+        o->unixsock = 1;
+        break;
+    case '4':
+        o->family = CSOCK_ADDR_IPV4;
+        break;
+    case '6':
+        o->family = CSOCK_ADDR_IPV6;
+        break;
+    case 'k':
+        o->keep_open = 1;
+        break;
+    case OPT_BROKER:
+        o->broker = 1;
+        break;
+    case OPT_CHAT:
+        o->chat = 1;
+        break;
+    case 'e':
+        set_exec(o, arg, 0);
+        break;
+    case 'c':
+        set_exec(o, arg, 1);
+        break;
+    case 'C':
+        o->crlf = 1;
+        break;
+    case 'x':
+        o->hexdump = open_dump(arg);
+        break;
+    case OPT_SEND_ONLY:
+        o->send_only = 1;
+        break;
+    case OPT_RECV_ONLY:
+        o->recv_only = 1;
+        break;
+    case 'w':
+        o->wait_ms = cli_seconds("--wait", arg);
+        break;
+    case 'i':
+        o->idle_ms = cli_seconds("--idle-timeout", arg);
+        break;
+    case 'q':
+        o->quiet_ms = cli_seconds("--quit-after", arg);
+        break;
+    case 'm':
+        o->max_conns = (unsigned)cli_ulong("--max-conns", arg, 1000000);
+        break;
+    case OPT_ALLOW:
+        cidr_parse_list("--allow", arg, &o->allow);
+        break;
+    case OPT_DENY:
+        cidr_parse_list("--deny", arg, &o->deny);
+        break;
+    case OPT_ALLOWFILE:
+        cidr_parse_file("--allowfile", arg, &o->allow);
+        break;
+    case OPT_DENYFILE:
+        cidr_parse_file("--denyfile", arg, &o->deny);
+        break;
+    case 'z':
+        o->zero_io = 1;
+        break;
+    case 'v':
+        o->verbose = 1;
+        break;
     }
 }
 
@@ -399,7 +461,8 @@ void nc_target_text(const nc_opts *o, int passive, char *out, size_t size)
         snprintf(out, size, "%s:%s", o->udp ? "unixgram" : "unix", a);
     } else if (o->ntarget == 2) {
         int v6 = strchr(a, ':') != NULL && a[0] != '[';
-        snprintf(out, size, "%s://%s%s%s:%s", scheme, v6 ? "[" : "", a, v6 ? "]" : "", o->target[1]);
+        snprintf(out, size, "%s://%s%s%s:%s", scheme, v6 ? "[" : "", a, v6 ? "]" : "",
+                 o->target[1]);
     } else if (strstr(a, "://") || !strncmp(a, "unix:", 5) || !strncmp(a, "unixgram:", 9)) {
         snprintf(out, size, "%s", a);
     } else if (passive && all_digits(a)) {
@@ -481,7 +544,10 @@ static size_t next_dgram(const char *buf, size_t len, int final)
  * Sending to peers, and flow control
  * ====================================================================== */
 
-static int exec_mode(const nc_ctx *c) { return c->o->exec_argv != NULL; }
+static int exec_mode(const nc_ctx *c)
+{
+    return c->o->exec_argv != NULL;
+}
 
 static void peer_send(nc_peer *p, const char *buf, size_t len)
 {
@@ -535,7 +601,8 @@ static void out_write(nc_ctx *c, const char *buf, size_t len)
 
 static size_t on_stdin(csock_stream *in, int status, const char *buf, size_t len);
 static size_t on_peer_read(csock_stream *s, int status, const char *buf, size_t len);
-static void on_dgram(csock_dgram *d, int status, const char *buf, size_t len, const csock_addr *from);
+static void on_dgram(csock_dgram *d, int status, const char *buf, size_t len,
+                     const csock_addr *from);
 
 static int peers_may_read(const nc_ctx *c)
 {
@@ -588,7 +655,10 @@ static void from_stdin(nc_ctx *c, const char *buf, size_t len)
     if (conv && conv != stackbuf) free(conv);
 }
 
-static void on_quiet(csock_timer *t) { nc_finish(csock_timer_data(t), CLI_OK); }
+static void on_quiet(csock_timer *t)
+{
+    nc_finish(csock_timer_data(t), CLI_OK);
+}
 
 static void stdin_ended(nc_ctx *c)
 {
@@ -739,7 +809,8 @@ static int spawn_attrs(posix_spawnattr_t *attr)
     sigemptyset(&none);
     sigemptyset(&dfl);
     int sigs[] = {SIGPIPE, SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGQUIT};
-    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaddset(&dfl, sigs[i]);
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+        sigaddset(&dfl, sigs[i]);
     int rc = posix_spawnattr_init(attr);
     if (!rc) rc = posix_spawnattr_setsigmask(attr, &none);
     if (!rc) rc = posix_spawnattr_setsigdefault(attr, &dfl);
@@ -823,8 +894,8 @@ static void log_exit(const nc_ctx *c, const nc_child *ch, int st)
         cli_warn("'%s' (pid %d) for %s exited with status %d", c->o->exec_text, (int)ch->pid,
                  ch->name, WEXITSTATUS(st));
     else if (WIFSIGNALED(st))
-        cli_warn("'%s' (pid %d) for %s killed by signal %d", c->o->exec_text, (int)ch->pid, ch->name,
-                 WTERMSIG(st));
+        cli_warn("'%s' (pid %d) for %s killed by signal %d", c->o->exec_text, (int)ch->pid,
+                 ch->name, WTERMSIG(st));
 }
 
 /* SIGCHLD: reap every child that has ended (signals coalesce). */
@@ -870,17 +941,21 @@ static void chat_announce_join(nc_ctx *c, nc_peer *p)
     size_t cap = 512 + (size_t)c->npeers * 340, n;
     char *msg = malloc(cap);
     if (!msg) return;
-    n = (size_t)snprintf(msg, cap, "<announce> %s is connected as <user%u>.\n"
-                                   "<announce> already connected: ", p->host, p->id);
+    n = (size_t)snprintf(msg, cap,
+                         "<announce> %s is connected as <user%u>.\n"
+                         "<announce> already connected: ",
+                         p->host, p->id);
     int count = 0;
     for (nc_peer *q = c->head; q; q = q->next) {
         if (q == p) continue;
-        int k = snprintf(line, sizeof line, "%s%s as <user%u>", count++ ? ", " : "", q->host, q->id);
+        int k =
+            snprintf(line, sizeof line, "%s%s as <user%u>", count++ ? ", " : "", q->host, q->id);
         memcpy(msg + n, line, (size_t)k);
         n += (size_t)k;
     }
     n += (size_t)sprintf(msg + n, "%s.\n", count ? "" : "nobody");
-    for (nc_peer *q = c->head; q; q = q->next) peer_send(q, msg, n);
+    for (nc_peer *q = c->head; q; q = q->next)
+        peer_send(q, msg, n);
     free(msg);
 }
 
@@ -888,7 +963,8 @@ static void chat_announce_leave(nc_ctx *c, const nc_peer *gone)
 {
     char msg[64];
     int n = snprintf(msg, sizeof msg, "<announce> <user%u> is disconnected.\n", gone->id);
-    for (nc_peer *q = c->head; q; q = q->next) peer_send(q, msg, (size_t)n);
+    for (nc_peer *q = c->head; q; q = q->next)
+        peer_send(q, msg, (size_t)n);
 }
 
 static nc_peer *peer_new(nc_ctx *c, const csock_addr *a)
@@ -1060,7 +1136,8 @@ static int admit(nc_ctx *c, const csock_addr *a, const char *name)
 static int peer_start(nc_peer *p)
 {
     nc_ctx *c = p->c;
-    if (c->o->verbose) cli_warn("%s %s", c->o->listen ? "connection from" : "connected to", p->name);
+    if (c->o->verbose)
+        cli_warn("%s %s", c->o->listen ? "connection from" : "connected to", p->name);
     if (exec_mode(c) && child_start(p) < 0) {
         peer_close(p, 0);
         return -1;
@@ -1138,7 +1215,8 @@ static nc_peer *dgram_peer_for(nc_ctx *c, const csock_addr *from)
     return dgram_peer_new(c, from);
 }
 
-static void on_dgram(csock_dgram *d, int status, const char *buf, size_t len, const csock_addr *from)
+static void on_dgram(csock_dgram *d, int status, const char *buf, size_t len,
+                     const csock_addr *from)
 {
     nc_ctx *c = csock_dgram_data(d);
     if (status < 0) {
@@ -1152,7 +1230,8 @@ static void on_dgram(csock_dgram *d, int status, const char *buf, size_t len, co
     nc_peer *p = dgram_peer_for(c, c->o->listen ? from : NULL);
     if (!p) return;
     peer_input(p, buf, len);
-    if (c->in_eof && !c->o->keep_open && c->quiet) csock_timer_start(c->quiet, on_quiet, c->o->quiet_ms, 0);
+    if (c->in_eof && !c->o->keep_open && c->quiet)
+        csock_timer_start(c->quiet, on_quiet, c->o->quiet_ms, 0);
 }
 
 void nc_dgram_attach(nc_ctx *c, csock_dgram *d, const csock_addr *peer)
@@ -1272,8 +1351,10 @@ static void teardown(nc_ctx *c)
             free(p);
         }
     }
-    for (nc_peer *p = c->ending; p; p = p->next) csock_stream_close(p->s, on_peer_stream_closed);
-    while (c->npipes) on_pipe_shut(c->pipes[c->npipes - 1], 0);
+    for (nc_peer *p = c->ending; p; p = p->next)
+        csock_stream_close(p->s, on_peer_stream_closed);
+    while (c->npipes)
+        on_pipe_shut(c->pipes[c->npipes - 1], 0);
     drain_stdout(c);
     if (c->out) csock_stream_close(c->out, NULL);
     if (c->listener) csock_listener_close(c->listener, NULL);

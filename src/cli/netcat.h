@@ -19,9 +19,9 @@
 
 /* One --allow / --deny entry: an address and how many leading bits count. */
 typedef struct nc_cidr {
-    int family;          /* AF_INET or AF_INET6 */
-    unsigned char ip[16];/* network byte order; 4 bytes used for AF_INET */
-    int bits;            /* prefix length: 0-32 or 0-128 */
+    int family;           /* AF_INET or AF_INET6 */
+    unsigned char ip[16]; /* network byte order; 4 bytes used for AF_INET */
+    int bits;             /* prefix length: 0-32 or 0-128 */
 } nc_cidr;
 
 typedef struct nc_cidr_list {
@@ -32,12 +32,12 @@ typedef struct nc_cidr_list {
 
 /* What the command line asked for. Filled by nc_parse_args(), then read-only. */
 typedef struct nc_opts {
-    int listen;            /* csock listen (else connect) */
-    int udp, unixsock;     /* -u, -U */
-    int family;            /* CSOCK_ADDR_IPV4 / CSOCK_ADDR_IPV6 / 0 */
-    int keep_open;         /* -k: many clients */
-    int broker, chat;      /* --broker, --chat (chat implies broker) */
-    int crlf;              /* -C: LF from stdin goes out as CRLF */
+    int listen;        /* csock listen (else connect) */
+    int udp, unixsock; /* -u, -U */
+    int family;        /* CSOCK_ADDR_IPV4 / CSOCK_ADDR_IPV6 / 0 */
+    int keep_open;     /* -k: many clients */
+    int broker, chat;  /* --broker, --chat (chat implies broker) */
+    int crlf;          /* -C: LF from stdin goes out as CRLF */
     int send_only, recv_only;
     int verbose;           /* -v: connection events on stderr */
     int zero_io;           /* -z: port scan */
@@ -61,28 +61,28 @@ typedef struct nc_child nc_child;
 typedef struct nc_ctx {
     const nc_opts *o;
     csock_loop *loop;
-    csock_stream *in, *out;     /* stdin / stdout; NULL when not used */
-    csock_listener *listener;   /* listen over a stream scheme */
-    csock_dgram *dg;            /* the datagram socket (listen -u, connect -u) */
-    csock_timer *quiet;         /* datagram connect: the -q timer */
-    csock_signal *sig[3];       /* SIGCHLD, SIGINT, SIGTERM */
-    nc_peer *head, *tail;       /* peers, oldest first (ascending id) */
+    csock_stream *in, *out;   /* stdin / stdout; NULL when not used */
+    csock_listener *listener; /* listen over a stream scheme */
+    csock_dgram *dg;          /* the datagram socket (listen -u, connect -u) */
+    csock_timer *quiet;       /* datagram connect: the -q timer */
+    csock_signal *sig[3];     /* SIGCHLD, SIGINT, SIGTERM */
+    nc_peer *head, *tail;     /* peers, oldest first (ascending id) */
     unsigned npeers;
-    nc_peer *ending;            /* peers out of the session whose stream still closes */
-    csock_stream **pipes;       /* exec: stdin pipes of children that outlived their peer */
+    nc_peer *ending;      /* peers out of the session whose stream still closes */
+    csock_stream **pipes; /* exec: stdin pipes of children that outlived their peer */
     size_t npipes, cap_pipes;
-    unsigned next_id;           /* chat: <userN> numbers; 0 is stdin */
-    nc_child *children;         /* exec: processes not yet reaped */
+    unsigned next_id;   /* chat: <userN> numbers; 0 is stdin */
+    nc_child *children; /* exec: processes not yet reaped */
     size_t nchildren, cap_children;
-    unsigned peers_congested;   /* peer sinks over the high water mark */
-    int out_congested;          /* stdout over the high water mark */
-    int in_eof;                 /* stdin has ended */
-    int in_reading;             /* stdin reading is on */
-    int crlf_cr;                /* -C: the last stdin byte was CR */
-    int served;                 /* one peer was taken (single-peer modes end with it) */
-    int quitting;               /* --send-only after EOF: close peers, then exit */
+    unsigned peers_congested; /* peer sinks over the high water mark */
+    int out_congested;        /* stdout over the high water mark */
+    int in_eof;               /* stdin has ended */
+    int in_reading;           /* stdin reading is on */
+    int crlf_cr;              /* -C: the last stdin byte was CR */
+    int served;               /* one peer was taken (single-peer modes end with it) */
+    int quitting;             /* --send-only after EOF: close peers, then exit */
     int stopped;
-    int status;                 /* exit status so far */
+    int status; /* exit status so far */
 } nc_ctx;
 
 /* Parse the command line of connect (listen == 0) or listen into *o; prints
