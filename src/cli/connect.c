@@ -1,20 +1,18 @@
-/* csock connect ADDR: stdin to the peer, the peer to stdout. At EOF on stdin
- * the write side is shut down (half-close) and the peer's reply is still
- * printed until it closes. */
-#include <fcntl.h>
-#include <getopt.h>
+/* csock connect ADDR | HOST PORT: stdin to the peer, the peer to stdout (or
+ * a program's stdin/stdout with -e/-c). The relay itself is in netcat.c;
+ * this file sets up the connection, and runs -z port scans. */
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "cli/cli.h"
+#include "cli/netcat.h"
 
-#define HIGH_WATER (256u * 1024) /* stop reading one side while the other lags */
-#define MAX_DGRAM 65507
+#define SCAN_PARALLEL 64     /* connects in flight during -z */
+#define SCAN_TIMEOUT_MS 2000 /* -z without -w */
 
 static const char connect_usage[] =
     "usage: csock connect [options] ADDR\n"
     "       csock connect [options] HOST PORT\n"
+    "       csock connect -z [options] HOST PORTS\n"
     "\n"
     "Connect to ADDR (tcp://HOST:PORT, udp://HOST:PORT, unix:PATH, unixgram:PATH,\n"
     "HOST:PORT). Standard input goes to the peer and what the peer sends goes to\n"
@@ -23,233 +21,198 @@ static const char connect_usage[] =
     "line is one datagram.\n"
     "\n"
     "Options:\n"
-    "  -u, --udp           HOST PORT means UDP\n"
-    "  -U, --unixsock      ADDR is a Unix socket path\n"
-    "  -4 / -6             use IPv4 / IPv6 only\n"
-    "  -w, --wait SECS     give up connecting after SECS\n"
+    "  -u, --udp              HOST PORT (or HOST:PORT) means UDP; with -U a datagram socket\n"
+    "  -U, --unixsock         ADDR is a Unix socket path\n"
+    "  -4 / -6                use IPv4 / IPv6 only\n"
+    "  -w, --wait SECS        give up connecting after SECS\n"
+    "  -i, --idle-timeout SECS  fail when nothing was sent or received for SECS\n"
     "  -q, --quit-after SECS  datagrams: after end of input, exit once no answer\n"
-    "                      came for SECS (default 1)\n"
-    "  -v, --verbose       report the connection on stderr\n"
-    "  -h, --help          this help\n"
+    "                         came for SECS (default 1)\n"
+    "  -e, --exec PROG        run PROG (split on blanks, no shell) wired to the peer\n"
+    "  -c, --sh-exec CMD      run CMD with /bin/sh -c, wired to the peer\n"
+    "  -C, --crlf             send each LF from stdin as CRLF\n"
+    "  -x, --hex-dump FILE    dump all data, both directions, to FILE ('-': stderr)\n"
+    "      --send-only        only send; ignore the peer's data; quit at end of input\n"
+    "      --recv-only        only receive; do not read stdin\n"
+    "  -z                     zero-I/O scan: PORTS is N, N-M or a comma list; print\n"
+    "                         the open ports, one a line\n"
+    "  -v, --verbose          report the connection (and closed ports with -z) on stderr\n"
+    "  -h, --help             this help\n"
     "\n"
-    "Exit status: 0 when the exchange ended normally, 1 on a connection or I/O\n"
-    "error (refused, timed out, reset), 2 on a wrong argument.\n";
+    "Exit status: 0 when the exchange ended normally (or, with -z, some port is\n"
+    "open; or stopped by SIGINT/SIGTERM), 1 on a connection or I/O error (refused,\n"
+    "timed out, reset, idle timeout; with -z: no port open), 2 on a wrong argument\n"
+    "(unknown option, conflicting options, bad address or port range, an -e\n"
+    "program that does not exist).\n";
 
-typedef struct session {
+/* ---- -z: port scan ---------------------------------------------------------- */
+
+typedef struct scan {
     csock_loop *loop;
-    csock_stream *in, *out, *peer;
-    csock_dgram *dg;
-    csock_timer *quiet;
-    uint64_t quiet_ms;
-    const char *target;
-    int verbose;
-    int status;
-    int in_eof;
-} session;
+    csock_addr base; /* the host; the port is set per probe */
+    const nc_opts *o;
+    int *ports;          /* every port to try, in order */
+    unsigned char *open; /* open[i]: ports[i] accepted */
+    size_t n, next, done;
+} scan;
 
-static void finish(session *ss, int status)
+typedef struct probe {
+    scan *sc;
+    size_t index;
+} probe;
+
+static int cmp_int(const void *a, const void *b)
 {
-    ss->status = status;
-    csock_loop_stop(ss->loop);
+    return *(const int *)a - *(const int *)b;
 }
 
-/* ---- streams ---------------------------------------------------------------- */
-
-static void out_drained_exit(csock_stream *out, int status)
+/* Ascending and each port once, so the output reads like a sorted set. */
+static void sort_unique(scan *sc)
 {
-    session *ss = csock_stream_data(out);
-    finish(ss, status < 0 ? CLI_ERR : ss->status);
+    qsort(sc->ports, sc->n, sizeof *sc->ports, cmp_int);
+    size_t k = 0;
+    for (size_t i = 0; i < sc->n; i++)
+        if (!k || sc->ports[k - 1] != sc->ports[i]) sc->ports[k++] = sc->ports[i];
+    sc->n = k;
 }
 
-static size_t on_peer(csock_stream *peer, int status, const char *buf, size_t len)
+/* "80", "8000-8100", "22,80,8000-8010": dies on anything else. */
+static void parse_ports(const char *text, scan *sc)
 {
-    session *ss = csock_stream_data(peer);
-    if (len) csock_stream_write(ss->out, buf, len);
-    if (status == CSOCK_EOF) {
-        if (ss->verbose) cli_warn("connection closed by %s", ss->target);
-        ss->status = CLI_OK;
-        if (!csock_stream_write_queue_size(ss->out)) finish(ss, CLI_OK);
-        else csock_stream_on_drain(ss->out, out_drained_exit);
-    } else if (status < 0) {
-        cli_warn("%s: %s", ss->target, csock_strerror(status));
-        finish(ss, CLI_ERR);
-    } else if (csock_stream_write_queue_size(ss->out) > HIGH_WATER) {
-        csock_stream_read_stop(peer); /* stdout is slow: let the peer wait */
+    char *copy = strdup(text), *save = NULL;
+    if (!copy) cli_die(CLI_ERR, "out of memory");
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *dash = strchr(tok, '-');
+        if (dash) *dash = '\0';
+        unsigned long lo = cli_ulong("-z port", tok, 65535),
+                      hi = dash ? cli_ulong("-z port", dash + 1, 65535) : lo;
+        if (lo == 0) cli_die(CLI_USAGE, "-z: port 0 cannot be scanned");
+        if (hi < lo) cli_die(CLI_USAGE, "-z: port range '%lu-%lu' is upside down", lo, hi);
+        sc->ports = realloc(sc->ports, (sc->n + (hi - lo + 1)) * sizeof *sc->ports);
+        if (!sc->ports) cli_die(CLI_ERR, "out of memory");
+        for (unsigned long p = lo; p <= hi; p++)
+            sc->ports[sc->n++] = (int)p;
     }
-    return len;
+    free(copy);
+    if (!sc->n) cli_die(CLI_USAGE, "-z: no ports in '%s'", text);
+    sort_unique(sc);
 }
 
-static void resume_peer(csock_stream *out, int status)
-{
-    session *ss = csock_stream_data(out);
-    if (status < 0) return finish(ss, CLI_ERR);
-    if (ss->peer) csock_stream_read_start(ss->peer, on_peer);
-}
+static void scan_next(scan *sc);
 
-static size_t on_stdin(csock_stream *in, int status, const char *buf, size_t len);
-
-static void resume_stdin(csock_stream *peer, int status)
+static void on_probe(csock_stream *s, int status)
 {
-    session *ss = csock_stream_data(peer);
-    if (status == 0 && !ss->in_eof) csock_stream_read_start(ss->in, on_stdin);
-}
-
-static size_t on_stdin(csock_stream *in, int status, const char *buf, size_t len)
-{
-    session *ss = csock_stream_data(in);
-    if (len) csock_stream_write(ss->peer, buf, len);
-    if (status == CSOCK_EOF) {
-        ss->in_eof = 1;
-        csock_stream_shutdown(ss->peer, NULL);
-    } else if (status < 0) {
-        cli_warn("stdin: %s", csock_strerror(status));
-        ss->in_eof = 1;
-        csock_stream_shutdown(ss->peer, NULL);
-    } else if (csock_stream_write_queue_size(ss->peer) > HIGH_WATER) {
-        csock_stream_read_stop(in); /* the peer is slow: stop reading input */
+    probe *pr = csock_stream_data(s);
+    scan *sc = pr->sc;
+    if (status == 0) {
+        sc->open[pr->index] = 1;
+        csock_stream_close(s, NULL);
+    } else if (sc->o->verbose) {
+        cli_warn("port %d closed: %s", sc->ports[pr->index], csock_strerror(status));
     }
-    return len;
+    free(pr);
+    sc->done++;
+    scan_next(sc);
 }
 
-static void on_connected(csock_stream *peer, int status)
+/* Keep SCAN_PARALLEL probes in flight until every port was tried. */
+static void scan_next(scan *sc)
 {
-    session *ss = csock_stream_data(peer);
+    while (sc->next < sc->n && sc->next - sc->done < SCAN_PARALLEL) {
+        size_t i = sc->next++;
+        probe *pr = malloc(sizeof *pr);
+        if (!pr) cli_die(CLI_ERR, "out of memory");
+        *pr = (probe){sc, i};
+        csock_addr a = sc->base;
+        csock_addr_set_port(&a, sc->ports[i]);
+        csock_connect_opts co = {.timeout_ms = sc->o->wait_ms ? sc->o->wait_ms : SCAN_TIMEOUT_MS};
+        csock_stream *s;
+        int rc = csock_connect(sc->loop, &a, &co, on_probe, pr, &s);
+        if (rc < 0) { /* e.g. out of descriptors: count it as closed */
+            if (sc->o->verbose) cli_warn("port %d: %s", sc->ports[i], csock_strerror(rc));
+            free(pr);
+            sc->done++;
+        }
+    }
+    if (sc->done == sc->n) csock_loop_stop(sc->loop);
+}
+
+static int run_scan(const nc_opts *o)
+{
+    if (o->ntarget != 2) cli_die(CLI_USAGE, "connect -z: expected HOST PORTS");
+    scan sc = {.o = o};
+    parse_ports(o->target[1], &sc);
+    char host[400];
+    const char *h = o->target[0];
+    int v6 = strchr(h, ':') != NULL && h[0] != '[';
+    snprintf(host, sizeof host, "tcp://%s%s%s:0", v6 ? "[" : "", h, v6 ? "]" : "");
+    cli_addr(host, o->family, &sc.base);
+    sc.open = calloc(sc.n, 1);
+    if (!sc.open) cli_die(CLI_ERR, "out of memory");
+    cli_raise_nofile();
+    int rc = csock_loop_new(&sc.loop, NULL);
+    if (rc < 0) cli_die(CLI_ERR, "event loop: %s", csock_strerror(rc));
+    scan_next(&sc);
+    if (sc.done < sc.n) csock_loop_run(sc.loop, CSOCK_RUN_DEFAULT);
+    int any = 0;
+    for (size_t i = 0; i < sc.n; i++) {
+        if (!sc.open[i]) continue;
+        printf("%d\n", sc.ports[i]);
+        any = 1;
+    }
+    fflush(stdout);
+    for (int i = 0; i < 100 && csock_loop_handles(sc.loop); i++)
+        csock_loop_run(sc.loop, CSOCK_RUN_NOWAIT);
+    csock_loop_free(sc.loop);
+    free(sc.ports);
+    free(sc.open);
+    return any ? CLI_OK : CLI_ERR;
+}
+
+/* ---- a connection ------------------------------------------------------------ */
+
+static void on_connected(csock_stream *s, int status)
+{
+    nc_ctx *c = csock_stream_data(s);
+    char target[1100];
+    nc_target_text(c->o, 0, target, sizeof target);
     if (status < 0) {
-        ss->peer = NULL; /* closed by csock after this callback */
-        cli_warn("connect %s: %s", ss->target, csock_strerror(status));
-        return finish(ss, CLI_ERR);
+        /* csock closes the stream after this callback. */
+        cli_warn("connect %s: %s", target, csock_strerror(status));
+        return nc_finish(c, CLI_ERR);
     }
-    if (ss->verbose) cli_warn("connected to %s", ss->target);
-    csock_stream_on_drain(peer, resume_stdin);
-    csock_stream_read_start(peer, on_peer);
-    csock_stream_read_start(ss->in, on_stdin);
-}
-
-/* ---- datagrams -------------------------------------------------------------------- */
-
-static void on_quiet(csock_timer *t) { finish(csock_timer_data(t), CLI_OK); }
-
-static void on_reply(csock_dgram *d, int status, const char *buf, size_t len, const csock_addr *from)
-{
-    session *ss = csock_dgram_data(d);
-    if (status < 0) {
-        cli_warn("%s: %s", ss->target, csock_strerror(status));
-        return finish(ss, CLI_ERR);
-    }
-    csock_stream_write(ss->out, buf, len);
-    if (ss->in_eof) csock_timer_start(ss->quiet, on_quiet, ss->quiet_ms, 0);
-}
-
-/* Each line (with its LF) is one datagram; a line longer than a datagram
- * can carry is sent in datagram-sized pieces. */
-static size_t on_stdin_dgram(csock_stream *in, int status, const char *buf, size_t len)
-{
-    session *ss = csock_stream_data(in);
-    size_t used = 0;
-    while (used < len) {
-        const char *nl = memchr(buf + used, '\n', len - used);
-        size_t n = nl ? (size_t)(nl - (buf + used)) + 1 : len - used;
-        if (!nl && status == 0 && n < MAX_DGRAM) break; /* wait for the rest of the line */
-        if (n > MAX_DGRAM) n = MAX_DGRAM;
-        int rc = csock_dgram_send(ss->dg, buf + used, n, NULL);
-        if (rc < 0) cli_warn("send %s: %s", ss->target, csock_strerror(rc));
-        used += n;
-    }
-    if (status != 0) {
-        ss->in_eof = 1;
-        csock_timer_start(ss->quiet, on_quiet, ss->quiet_ms, 0);
-        return len;
-    }
-    return used;
-}
-
-static void restore_blocking(void)
-{
-    /* stdin/stdout may be a terminal shared with the shell: give it back as we found it. */
-    for (int fd = 0; fd <= 1; fd++) {
-        int fl = fcntl(fd, F_GETFL);
-        if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
-    }
-}
-
-static void build_target(int argc, char **argv, int optind_, int udp, int unixsock, char *out, size_t size)
-{
-    int left = argc - optind_;
-    if (left < 1) cli_die(CLI_USAGE, "connect: missing ADDR (see csock connect --help)");
-    if (left > 2) cli_die(CLI_USAGE, "connect: unexpected argument '%s'", argv[optind_ + 2]);
-    const char *a = argv[optind_];
-    if (unixsock) {
-        if (left != 1) cli_die(CLI_USAGE, "connect: -U takes one PATH");
-        snprintf(out, size, "%s:%s", udp ? "unixgram" : "unix", a);
-    } else if (left == 2) {
-        int v6 = strchr(a, ':') != NULL && a[0] != '[';
-        snprintf(out, size, "%s://%s%s%s:%s", udp ? "udp" : "tcp", v6 ? "[" : "", a, v6 ? "]" : "",
-                 argv[optind_ + 1]);
-    } else if (udp && !strstr(a, "://") && strncmp(a, "unix", 4)) {
-        snprintf(out, size, "udp://%s", a);
-    } else {
-        snprintf(out, size, "%s", a);
-    }
+    nc_peer_add_stream(c, s, 0);
 }
 
 int cli_connect(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"help", no_argument, NULL, 'h'},       {"udp", no_argument, NULL, 'u'},
-        {"unixsock", no_argument, NULL, 'U'},   {"wait", required_argument, NULL, 'w'},
-        {"quit-after", required_argument, NULL, 'q'},
-        {"verbose", no_argument, NULL, 'v'},    {0, 0, 0, 0},
-    };
-    session ss = {.quiet_ms = 1000, .status = CLI_OK};
-    int udp = 0, unixsock = 0, family = 0, c;
-    uint64_t wait_ms = 0;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "+:huU46w:q:v", opts, NULL)) != -1) {
-        switch (c) {
-        case 'h': fputs(connect_usage, stdout); return CLI_OK;
-        case 'u': udp = 1; break;
-        case 'U': unixsock = 1; break;
-        case '4': family = CSOCK_ADDR_IPV4; break;
-        case '6': family = CSOCK_ADDR_IPV6; break;
-        case 'w': wait_ms = cli_seconds("--wait", optarg); break;
-        case 'q': ss.quiet_ms = cli_seconds("--quit-after", optarg); break;
-        case 'v': ss.verbose = 1; break;
-        default: cli_bad_option("connect", c, optopt, argv[optind - 1]);
-        }
+    nc_opts o;
+    nc_parse_args(argc, argv, 0, connect_usage, &o);
+    if (o.zero_io) {
+        int st = run_scan(&o);
+        nc_opts_free(&o);
+        return st;
     }
     char target[1100];
-    build_target(argc, argv, optind, udp, unixsock, target, sizeof target);
-    ss.target = target;
+    nc_target_text(&o, 0, target, sizeof target);
     csock_addr addr;
-    cli_addr(target, family, &addr);
+    cli_addr(target, o.family, &addr);
     if (addr.scheme == CSOCK_TLS) cli_die(CLI_USAGE, "connect: tls:// needs TLS support");
 
-    int rc = csock_loop_new(&ss.loop, NULL);
-    if (rc < 0) cli_die(CLI_ERR, "event loop: %s", csock_strerror(rc));
-    atexit(restore_blocking);
-    if ((rc = csock_stream_open(ss.loop, 1, &ss.out)) < 0)
-        cli_die(CLI_ERR, "stdout: %s", csock_strerror(rc));
-    if ((rc = csock_stream_open(ss.loop, 0, &ss.in)) < 0)
-        cli_die(CLI_ERR, "stdin: %s", csock_strerror(rc));
-    csock_stream_set_data(ss.in, &ss);
-    csock_stream_set_data(ss.out, &ss);
-    csock_stream_on_drain(ss.out, resume_peer);
-
+    nc_ctx c;
+    nc_ctx_init(&c, &o);
+    int rc;
     if (csock_addr_is_stream(&addr)) {
-        csock_connect_opts co = {.timeout_ms = wait_ms};
-        rc = csock_connect(ss.loop, &addr, &co, on_connected, &ss, &ss.peer);
-        if (rc < 0) cli_die(CLI_ERR, "connect %s: %s", target, csock_strerror(rc));
+        csock_connect_opts co = {.timeout_ms = o.wait_ms};
+        csock_stream *s;
+        rc = csock_connect(c.loop, &addr, &co, on_connected, &c, &s);
     } else {
-        rc = csock_dgram_new(ss.loop, NULL, &addr, &ss.dg);
-        if (rc < 0) cli_die(CLI_ERR, "connect %s: %s", target, csock_strerror(rc));
-        csock_dgram_set_data(ss.dg, &ss);
-        csock_dgram_recv_start(ss.dg, on_reply);
-        csock_timer_new(ss.loop, &ss.quiet);
-        csock_timer_set_data(ss.quiet, &ss);
-        csock_stream_read_start(ss.in, on_stdin_dgram);
+        csock_dgram *d;
+        rc = csock_dgram_new(c.loop, NULL, &addr, &d);
+        if (rc == 0) nc_dgram_attach(&c, d, &addr);
     }
-    rc = csock_loop_run(ss.loop, CSOCK_RUN_DEFAULT);
-    if (rc < 0) cli_die(CLI_ERR, "event loop: %s", csock_strerror(rc));
-    fflush(stdout);
-    return ss.status;
+    if (rc < 0) cli_die(CLI_ERR, "connect %s: %s", target, csock_strerror(rc));
+    rc = nc_ctx_run(&c);
+    nc_opts_free(&o);
+    return rc;
 }

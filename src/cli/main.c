@@ -15,7 +15,8 @@ static const char usage[] =
     "\n"
     "Commands:\n"
     "  serve SERVICE ADDR...   serve echo, upper or discard on every ADDR\n"
-    "  connect ADDR            stdin to the peer, the peer to stdout\n"
+    "  connect ADDR            stdin to the peer, the peer to stdout (netcat-style)\n"
+    "  listen ADDR             wait for peers: one, many (-k), broker, chat, exec\n"
     "\n"
     "Addresses:\n"
     "  tcp://HOST:PORT  udp://HOST:PORT  unix:PATH  unixgram:PATH  HOST:PORT (tcp)\n"
@@ -34,6 +35,7 @@ static const struct {
 } commands[] = {
     {"serve", cli_serve},
     {"connect", cli_connect},
+    {"listen", cli_listen},
 };
 
 void cli_warn(const char *fmt, ...)

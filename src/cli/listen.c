@@ -1,0 +1,115 @@
+/* csock listen ADDR | [HOST] PORT: wait for peers and relay them to
+ * stdin/stdout (one peer, or many with -k), to each other (--broker,
+ * --chat) or to a program each (-e/-c). The relay itself is in netcat.c. */
+#include <string.h>
+
+#include "cli/netcat.h"
+
+static const char listen_usage[] =
+    "usage: csock listen [options] ADDR\n"
+    "       csock listen [options] [HOST] PORT\n"
+    "       csock listen -U [options] PATH\n"
+    "\n"
+    "Listen on ADDR (tcp://HOST:PORT, udp://HOST:PORT, unix:PATH, unixgram:PATH,\n"
+    "HOST:PORT, or a bare PORT for every interface). Without -k the first peer is\n"
+    "served: stdin goes to it, what it sends goes to stdout, and csock exits when\n"
+    "it leaves. Over UDP a peer is a sender address; each input line is one\n"
+    "datagram.\n"
+    "\n"
+    "When the port was 0 (or with -v) the first line on stderr is\n"
+    "  listening ADDR     (the real address, e.g. tcp://127.0.0.1:43125)\n"
+    "stdout carries only the peers' data.\n"
+    "\n"
+    "Options:\n"
+    "  -k, --keep-open        serve many peers: stdin goes to all of them, all they\n"
+    "                         send goes to stdout; over UDP each sender is a peer\n"
+    "      --broker           each peer's data goes to every other peer (not stdout)\n"
+    "      --chat             a broker that tags each message '<userN> ' and\n"
+    "                         announces arrivals and departures, as ncat does\n"
+    "  -e, --exec PROG        run PROG (split on blanks, no shell) for each peer,\n"
+    "                         its stdin/stdout wired to the peer\n"
+    "  -c, --sh-exec CMD      the same with /bin/sh -c CMD\n"
+    "  -m, --max-conns N      at most N peers at once; more are closed at once\n"
+    "      --allow LIST       only these peers: addresses, CIDR ranges (IPv4, IPv6)\n"
+    "                         and names, comma-separated, repeatable\n"
+    "      --deny LIST        never these peers (deny wins over allow)\n"
+    "      --allowfile FILE   --allow entries from FILE, '#' comments\n"
+    "      --denyfile FILE    --deny entries from FILE\n"
+    "  -i, --idle-timeout SECS  close a peer idle this long (without -k: fail)\n"
+    "  -C, --crlf             send each LF from stdin as CRLF\n"
+    "  -x, --hex-dump FILE    dump all data, both directions, to FILE ('-': stderr)\n"
+    "      --send-only        only send; ignore the peers' data; quit at end of input\n"
+    "      --recv-only        only receive; do not read stdin\n"
+    "  -q, --quit-after SECS  UDP without -k: after end of input, exit once no\n"
+    "                         datagram came for SECS (default 1)\n"
+    "  -u, --udp              PORT means UDP; with -U a Unix datagram socket\n"
+    "  -U, --unixsock         the argument is a Unix socket path\n"
+    "  -4 / -6                use IPv4 / IPv6 only\n"
+    "  -v, --verbose          connection events (and child exit codes) on stderr\n"
+    "  -h, --help             this help\n"
+    "\n"
+    "Exit status: 0 when the peer left normally (or stopped by SIGINT/SIGTERM),\n"
+    "1 on a runtime error (cannot listen, the peer reset, idle timeout without\n"
+    "-k), 2 on a wrong argument (unknown option, conflicting options, bad\n"
+    "address or CIDR, an -e program that does not exist).\n";
+
+static void on_accept(csock_listener *l, csock_stream *s, int status)
+{
+    nc_ctx *c = csock_listener_data(l);
+    if (status < 0) {
+        /* Out of descriptors and the like: the listener goes on. */
+        if (c->o->verbose) cli_warn("accept: %s", csock_strerror(status));
+        return;
+    }
+    nc_peer_add_stream(c, s, 1);
+    if (!c->o->keep_open && c->served && c->listener) {
+        /* One peer only: later ones are refused by the kernel, as in nc. */
+        csock_listener_close(c->listener, NULL);
+        c->listener = NULL;
+    }
+}
+
+/* The address line: always when the port was chosen by the kernel (the
+ * caller must learn it), else only with -v. */
+static void announce(const nc_ctx *c, const csock_addr *asked, const csock_addr *bound)
+{
+    int ip = bound->sa.ss_family != AF_UNIX;
+    if (!c->o->verbose && !(ip && csock_addr_port(asked) == 0)) return;
+    char text[400];
+    csock_addr_format(bound, text, sizeof text);
+    fprintf(stderr, "listening %s\n", text);
+    fflush(stderr);
+}
+
+int cli_listen(int argc, char **argv)
+{
+    nc_opts o;
+    nc_parse_args(argc, argv, 1, listen_usage, &o);
+    char target[1100];
+    nc_target_text(&o, 1, target, sizeof target);
+    csock_addr addr, bound;
+    cli_addr(target, o.family | CSOCK_ADDR_PASSIVE, &addr);
+    if (addr.scheme == CSOCK_TLS) cli_die(CLI_USAGE, "listen: tls:// needs TLS support");
+
+    nc_ctx c;
+    nc_ctx_init(&c, &o);
+    int rc;
+    if (csock_addr_is_stream(&addr)) {
+        csock_listen_opts lo = {0}; /* -m is counted by the relay, so it can log */
+        rc = csock_listen(c.loop, &addr, &lo, on_accept, &c, &c.listener);
+        if (rc == 0) rc = csock_listener_addr(c.listener, &bound);
+    } else {
+        csock_dgram *d;
+        rc = csock_dgram_new(c.loop, &addr, NULL, &d);
+        if (rc == 0) {
+            nc_dgram_attach(&c, d, NULL);
+            rc = csock_dgram_local(d, &bound);
+        }
+    }
+    if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", target, csock_strerror(rc));
+    announce(&c, &addr, &bound);
+    if (o.keep_open) nc_stdin_start(&c);
+    rc = nc_ctx_run(&c);
+    nc_opts_free(&o);
+    return rc;
+}

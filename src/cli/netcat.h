@@ -1,0 +1,125 @@
+/* Shared plumbing for `csock connect` and `csock listen`: the netcat-class
+ * relay between standard input/output (or a child process per connection)
+ * and one or many peers, over streams (TCP, Unix) and datagrams (UDP, Unix
+ * datagrams).
+ *
+ * One nc_ctx holds the whole session; there is no global state. connect.c
+ * and listen.c parse their arguments into an nc_opts, create the endpoint
+ * (a connection, a listener or a datagram socket) and hand every peer to
+ * nc_peer_add(); from there on the data flow is the same for both.
+ */
+#ifndef CSOCK_CLI_NETCAT_H
+#define CSOCK_CLI_NETCAT_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#include "cli/cli.h"
+
+/* One --allow / --deny entry: an address and how many leading bits count. */
+typedef struct nc_cidr {
+    int family;           /* AF_INET or AF_INET6 */
+    unsigned char ip[16]; /* network byte order; 4 bytes used for AF_INET */
+    int bits;             /* prefix length: 0-32 or 0-128 */
+} nc_cidr;
+
+typedef struct nc_cidr_list {
+    nc_cidr *v;
+    size_t n, cap;
+    int set; /* given on the command line (an empty --allowfile allows nobody) */
+} nc_cidr_list;
+
+/* What the command line asked for. Filled by nc_parse_args(), then read-only. */
+typedef struct nc_opts {
+    int listen;        /* csock listen (else connect) */
+    int udp, unixsock; /* -u, -U */
+    int family;        /* CSOCK_ADDR_IPV4 / CSOCK_ADDR_IPV6 / 0 */
+    int keep_open;     /* -k: many clients */
+    int broker, chat;  /* --broker, --chat (chat implies broker) */
+    int crlf;          /* -C: LF from stdin goes out as CRLF */
+    int send_only, recv_only;
+    int verbose;           /* -v: connection events on stderr */
+    int zero_io;           /* -z: port scan */
+    char **exec_argv;      /* -e / -c: the program to run per connection, or NULL */
+    const char *exec_text; /* -e / -c as written, for messages */
+    int exec_shell;        /* -c: exec_argv is /bin/sh -c TEXT */
+    FILE *hexdump;         /* -x: where the dump goes, or NULL */
+    uint64_t wait_ms;      /* -w: connect timeout */
+    uint64_t idle_ms;      /* -i: close a connection idle this long */
+    uint64_t quiet_ms;     /* -q: datagram connect: exit this long after the last answer */
+    unsigned max_conns;    /* -m: 0 unlimited */
+    nc_cidr_list allow, deny;
+    const char *target[2]; /* the ADDR, or HOST PORT, as written */
+    int ntarget;
+} nc_opts;
+
+typedef struct nc_peer nc_peer;
+typedef struct nc_child nc_child;
+
+/* The session: every handle the relay uses, and the flow-control state. */
+typedef struct nc_ctx {
+    const nc_opts *o;
+    csock_loop *loop;
+    csock_stream *in, *out;   /* stdin / stdout; NULL when not used */
+    csock_listener *listener; /* listen over a stream scheme */
+    csock_dgram *dg;          /* the datagram socket (listen -u, connect -u) */
+    csock_timer *quiet;       /* datagram connect: the -q timer */
+    csock_signal *sig[3];     /* SIGCHLD, SIGINT, SIGTERM */
+    nc_peer *head, *tail;     /* peers, oldest first (ascending id) */
+    unsigned npeers;
+    nc_peer *ending;      /* peers out of the session whose stream still closes */
+    csock_stream **pipes; /* exec: stdin pipes of children that outlived their peer */
+    size_t npipes, cap_pipes;
+    unsigned next_id;   /* chat: <userN> numbers; 0 is stdin */
+    nc_child *children; /* exec: processes not yet reaped */
+    size_t nchildren, cap_children;
+    unsigned peers_congested; /* peer sinks over the high water mark */
+    int out_congested;        /* stdout over the high water mark */
+    int in_eof;               /* stdin has ended */
+    int in_reading;           /* stdin reading is on */
+    int crlf_cr;              /* -C: the last stdin byte was CR */
+    int served;               /* one peer was taken (single-peer modes end with it) */
+    int quitting;             /* --send-only after EOF: close peers, then exit */
+    int stopped;
+    int status; /* exit status so far */
+} nc_ctx;
+
+/* Parse the command line of connect (listen == 0) or listen into *o; prints
+ * help and exits, or dies with a one-line error and CLI_USAGE. */
+void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts *o);
+
+/* Build our address text from ADDR, HOST PORT, -u, -U. `passive`: a bare
+ * PORT means every interface. */
+void nc_target_text(const nc_opts *o, int passive, char *out, size_t size);
+
+/* Set up the loop, stdin/stdout streams (unless exec or not needed) and the
+ * signal watchers. Dies on failure. */
+void nc_ctx_init(nc_ctx *c, const nc_opts *o);
+
+/* Run until done, then close every handle and free the loop (and the
+ * options' allocations); returns the exit status. */
+int nc_ctx_run(nc_ctx *c);
+
+/* Free what nc_parse_args() allocated. */
+void nc_opts_free(nc_opts *o);
+
+/* Stop the loop with `status` (the first error wins over a later 0). */
+void nc_finish(nc_ctx *c, int status);
+
+/* Is a peer with this address let in by --allow / --deny? Unix peers always are. */
+int nc_acl_permits(const nc_opts *o, const csock_addr *a);
+
+/* Hand a connected stream to the relay: the peer is added (or refused by
+ * the ACL or -m, with a -v line) and data starts to flow. */
+void nc_peer_add_stream(nc_ctx *c, csock_stream *s, int accepted);
+
+/* Relay a datagram socket. listen: each distinct sender address becomes a
+ * peer (-k), or only the first one. connect: `peer` is the address the
+ * socket is connected to, and the one peer. */
+void nc_dgram_attach(nc_ctx *c, csock_dgram *d, const csock_addr *peer);
+
+/* Start reading stdin now (single-peer modes start it when the peer comes). */
+void nc_stdin_start(nc_ctx *c);
+
+#endif
