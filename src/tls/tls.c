@@ -173,7 +173,10 @@ static int load_identity(csock_tls_ctx *ctx, const csock_tls_opts *o, char *err,
         return CSOCK_ETLS;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx->ssl, key, SSL_FILETYPE_PEM) != 1) {
-        errbuf(err, errsize, "key %s: %s", key, openssl_reason());
+        if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH)
+            errbuf(err, errsize, "key %s does not match certificate %s", key, o->cert_file);
+        else
+            errbuf(err, errsize, "key %s: %s", key, openssl_reason());
         return CSOCK_ETLS;
     }
     if (SSL_CTX_check_private_key(ctx->ssl) != 1) {
@@ -655,24 +658,18 @@ int csock_tls_accept(csock_stream *s, csock_tls_ctx *ctx, csock_stream_cb cb)
     return csock_tls_wrap(s, ctx, NULL, cb);
 }
 
-/* csock_tls_connect(): TCP first, then the handshake. The user's data slot
- * holds our state while TCP connects. */
-typedef struct pending_connect {
-    csock_tls_ctx *ctx;
-    csock_stream_cb cb;
-    void *data;
-    char host[256];
-} pending_connect;
-
+/* csock_tls_connect(): TLS goes on the stream while TCP is still connecting
+ * (the ClientHello waits in the write queue), so writes made right away are
+ * held as plaintext until the handshake is done, never sent in the clear. */
 static void on_tcp_connected(csock_stream *s, int status)
 {
-    pending_connect *pc = csock_stream_data(s);
-    csock_stream_set_data(s, pc->data);
-    csock_stream_cb cb = pc->cb;
-    if (status == 0) status = csock_tls_wrap(s, pc->ctx, pc->host, cb);
-    csock_tls_ctx_free(pc->ctx);
-    free(pc);
-    if (status < 0) cb(s, status); /* csock_connect closes the stream after */
+    tls_conn *c = conn_of(s);
+    if (status == 0 || !c) return; /* the handshake goes on */
+    c->hs_failed = 1;
+    hs_timer_stop(c);
+    csock_stream_cb cb = c->hs_cb;
+    c->hs_cb = NULL;
+    if (cb) cb(s, status); /* csock_connect() closes the stream after this */
 }
 
 int csock_tls_connect(csock_loop *loop, const csock_addr *addr, csock_tls_ctx *ctx,
@@ -681,21 +678,19 @@ int csock_tls_connect(csock_loop *loop, const csock_addr *addr, csock_tls_ctx *c
 {
     if (!addr || !ctx || !cb || ctx->server) return -EINVAL;
     if (addr->scheme != CSOCK_TLS && addr->scheme != CSOCK_TCP) return CSOCK_ESCHEME;
-    pending_connect *pc = calloc(1, sizeof *pc);
-    if (!pc) return -ENOMEM;
-    pc->ctx = ctx;
-    pc->cb = cb;
-    pc->data = data;
-    snprintf(pc->host, sizeof pc->host, "%s", addr->host);
+    if (!addr->host[0] && !ctx->insecure) return -EINVAL; /* nothing to verify against */
     csock_addr tcp = *addr;
     tcp.scheme = CSOCK_TCP;
-    atomic_fetch_add(&ctx->refs, 1);
-    int rc = csock_connect(loop, &tcp, opts, on_tcp_connected, pc, out);
+    csock_stream *s;
+    int rc = csock_connect(loop, &tcp, opts, on_tcp_connected, data, &s);
+    if (rc < 0) return rc;
+    rc = csock_tls_wrap(s, ctx, addr->host, cb);
     if (rc < 0) {
-        csock_tls_ctx_free(ctx);
-        free(pc);
+        csock_stream_close(s, NULL);
+        return rc;
     }
-    return rc;
+    *out = s;
+    return 0;
 }
 
 /* ---- inspection --------------------------------------------------------------------- */
