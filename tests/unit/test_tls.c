@@ -170,7 +170,7 @@ static size_t cli_read(csock_stream *s, int status, const char *buf, size_t len)
         c->in_cap = (c->in_len + len) * 2;
         c->in = realloc(c->in, c->in_cap);
     }
-    memcpy(c->in + c->in_len, buf, len);
+    if (len) memcpy(c->in + c->in_len, buf, len);
     c->in_len += len;
     if (status != 0) {
         c->end_status = status;
