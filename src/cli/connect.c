@@ -16,8 +16,8 @@ static const char connect_usage[] =
     "usage: csock connect [options] ADDR\n"
     "       csock connect [options] HOST PORT\n"
     "\n"
-    "Connect to ADDR (tcp://HOST:PORT, udp://HOST:PORT, unix:PATH, unixgram:PATH,\n"
-    "HOST:PORT). Standard input goes to the peer and what the peer sends goes to\n"
+    "Connect to ADDR (tcp://HOST:PORT, tls://HOST:PORT, udp://HOST:PORT, unix:PATH,\n"
+    "unixgram:PATH, HOST:PORT). Standard input goes to the peer and what the peer sends goes to\n"
     "standard output. At the end of input the sending side is shut down and the\n"
     "peer's answer is still printed until the peer closes. Over UDP each input\n"
     "line is one datagram.\n"
@@ -45,6 +45,8 @@ typedef struct session {
     int verbose;
     int status;
     int in_eof;
+    cli_tls tls_opts;   /* --cert, --ca, --insecure, ... */
+    csock_tls_ctx *tls; /* for tls:// */
 } session;
 
 static void finish(session *ss, int status)
@@ -71,7 +73,8 @@ static size_t on_peer(csock_stream *peer, int status, const char *buf, size_t le
         if (!csock_stream_write_queue_size(ss->out)) finish(ss, CLI_OK);
         else csock_stream_on_drain(ss->out, out_drained_exit);
     } else if (status < 0) {
-        cli_warn("%s: %s", ss->target, csock_strerror(status));
+        char why[200];
+        cli_warn("%s: %s", ss->target, cli_tls_reason(peer, status, why, sizeof why));
         finish(ss, CLI_ERR);
     } else if (csock_stream_write_queue_size(ss->out) > HIGH_WATER) {
         csock_stream_read_stop(peer); /* stdout is slow: let the peer wait */
@@ -116,10 +119,14 @@ static void on_connected(csock_stream *peer, int status)
     session *ss = csock_stream_data(peer);
     if (status < 0) {
         ss->peer = NULL; /* closed by csock after this callback */
-        cli_warn("connect %s: %s", ss->target, csock_strerror(status));
+        char why[200];
+        cli_warn("connect %s: %s", ss->target, cli_tls_reason(peer, status, why, sizeof why));
         return finish(ss, CLI_ERR);
     }
     if (ss->verbose) cli_warn("connected to %s", ss->target);
+    if (ss->verbose && ss->tls)
+        cli_warn("%s %s%s%s", csock_tls_version(peer), csock_tls_cipher(peer),
+                 csock_tls_alpn(peer) ? " alpn " : "", csock_tls_alpn(peer) ? csock_tls_alpn(peer) : "");
     csock_stream_on_drain(peer, resume_stdin);
     csock_stream_read_start(peer, on_peer);
     csock_stream_read_start(ss->in, on_stdin);
@@ -198,7 +205,8 @@ int cli_connect(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},       {"udp", no_argument, NULL, 'u'},
         {"unixsock", no_argument, NULL, 'U'},   {"wait", required_argument, NULL, 'w'},
         {"quit-after", required_argument, NULL, 'q'},
-        {"verbose", no_argument, NULL, 'v'},    {0, 0, 0, 0},
+        {"verbose", no_argument, NULL, 'v'},    CLI_TLS_LONGOPTS,
+        {0, 0, 0, 0},
     };
     session ss = {.quiet_ms = 1000, .status = CLI_OK};
     int udp = 0, unixsock = 0, family = 0, c;
@@ -206,7 +214,7 @@ int cli_connect(int argc, char **argv)
     opterr = 0;
     while ((c = getopt_long(argc, argv, "+:huU46w:q:v", opts, NULL)) != -1) {
         switch (c) {
-        case 'h': fputs(connect_usage, stdout); return CLI_OK;
+        case 'h': fputs(connect_usage, stdout); fputs(cli_tls_usage, stdout); return CLI_OK;
         case 'u': udp = 1; break;
         case 'U': unixsock = 1; break;
         case '4': family = CSOCK_ADDR_IPV4; break;
@@ -214,7 +222,9 @@ int cli_connect(int argc, char **argv)
         case 'w': wait_ms = cli_seconds("--wait", optarg); break;
         case 'q': ss.quiet_ms = cli_seconds("--quit-after", optarg); break;
         case 'v': ss.verbose = 1; break;
-        default: cli_bad_option("connect", c, optopt, argv[optind - 1]);
+        default:
+            if (cli_tls_option(&ss.tls_opts, c, optarg)) break;
+            cli_bad_option("connect", c, optopt, argv[optind - 1]);
         }
     }
     char target[1100];
@@ -222,7 +232,7 @@ int cli_connect(int argc, char **argv)
     ss.target = target;
     csock_addr addr;
     cli_addr(target, family, &addr);
-    if (addr.scheme == CSOCK_TLS) cli_die(CLI_USAGE, "connect: tls:// needs TLS support");
+    if (addr.scheme == CSOCK_TLS) ss.tls = cli_tls_client_ctx(&ss.tls_opts);
 
     int rc = csock_loop_new(&ss.loop, NULL);
     if (rc < 0) cli_die(CLI_ERR, "event loop: %s", csock_strerror(rc));
@@ -237,7 +247,8 @@ int cli_connect(int argc, char **argv)
 
     if (csock_addr_is_stream(&addr)) {
         csock_connect_opts co = {.timeout_ms = wait_ms};
-        rc = csock_connect(ss.loop, &addr, &co, on_connected, &ss, &ss.peer);
+        rc = ss.tls ? csock_tls_connect(ss.loop, &addr, ss.tls, &co, on_connected, &ss, &ss.peer)
+                    : csock_connect(ss.loop, &addr, &co, on_connected, &ss, &ss.peer);
         if (rc < 0) cli_die(CLI_ERR, "connect %s: %s", target, csock_strerror(rc));
     } else {
         rc = csock_dgram_new(ss.loop, NULL, &addr, &ss.dg);
@@ -251,5 +262,6 @@ int cli_connect(int argc, char **argv)
     rc = csock_loop_run(ss.loop, CSOCK_RUN_DEFAULT);
     if (rc < 0) cli_die(CLI_ERR, "event loop: %s", csock_strerror(rc));
     fflush(stdout);
+    csock_tls_ctx_free(ss.tls);
     return ss.status;
 }

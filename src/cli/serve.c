@@ -11,7 +11,8 @@
 static const char serve_usage[] =
     "usage: csock serve SERVICE ADDR... [options]\n"
     "\n"
-    "Serve SERVICE on every ADDR (tcp://, udp://, unix:, unixgram:, HOST:PORT).\n"
+    "Serve SERVICE on every ADDR (tcp://, tls://, udp://, unix:, unixgram:,\n"
+    "HOST:PORT); tls:// needs --cert and --key (see below).\n"
     "For each endpoint one line goes to stdout once it is ready:\n"
     "  listening ADDR     (with the real port when 0 was asked for)\n"
     "\n"
@@ -43,6 +44,8 @@ typedef struct server {
     csock_listener **listeners;
     csock_dgram **dgrams;
     int stopping;
+    cli_tls tls_opts;    /* --cert, --key, ... as given */
+    csock_tls_ctx *tls;  /* made at the first tls:// endpoint */
 } server;
 
 struct service {
@@ -116,6 +119,14 @@ static size_t on_bytes(csock_stream *s, int status, const char *buf, size_t len)
     return len;
 }
 
+static void start_service(server *srv, csock_stream *s)
+{
+    if (srv->idle_ms) csock_stream_set_idle_timeout(s, srv->idle_ms);
+    int rc = srv->svc->line_based ? csock_stream_read_framed(s, &srv->framing, on_line)
+                                  : csock_stream_read_start(s, on_bytes);
+    if (rc < 0) csock_stream_close(s, on_closed);
+}
+
 static void on_accept(csock_listener *l, csock_stream *s, int status)
 {
     server *srv = csock_listener_data(l);
@@ -125,10 +136,35 @@ static void on_accept(csock_listener *l, csock_stream *s, int status)
     }
     csock_stream_set_data(s, srv);
     log_peer(srv, s, "connection from");
-    if (srv->idle_ms) csock_stream_set_idle_timeout(s, srv->idle_ms);
-    int rc = srv->svc->line_based ? csock_stream_read_framed(s, &srv->framing, on_line)
-                                  : csock_stream_read_start(s, on_bytes);
-    if (rc < 0) csock_stream_close(s, on_closed);
+    start_service(srv, s);
+}
+
+/* TLS: the service starts once the handshake is done. A failed or stalled
+ * handshake only costs that connection (csock closes it). */
+static void on_tls_ready(csock_stream *s, int status)
+{
+    server *srv = csock_stream_data(s);
+    if (status < 0) {
+        char why[200];
+        if (srv->verbose) {
+            log_peer(srv, s, "handshake failed:");
+            cli_warn("  reason: %s", cli_tls_reason(s, status, why, sizeof why));
+        }
+        return;
+    }
+    start_service(srv, s);
+}
+
+static void on_accept_tls(csock_listener *l, csock_stream *s, int status)
+{
+    server *srv = csock_listener_data(l);
+    if (status < 0) {
+        if (srv->verbose) cli_warn("accept: %s", csock_strerror(status));
+        return;
+    }
+    csock_stream_set_data(s, srv);
+    log_peer(srv, s, "connection from");
+    if (csock_tls_accept(s, srv->tls, on_tls_ready) < 0) csock_stream_close(s, on_closed);
 }
 
 static void on_datagram(csock_dgram *d, int status, const char *buf, size_t len,
@@ -173,10 +209,11 @@ static void open_endpoint(server *srv, const char *text, unsigned max_conns)
     int rc;
     csock_addr bound;
     if (csock_addr_is_stream(&a)) {
-        if (a.scheme == CSOCK_TLS) cli_die(CLI_USAGE, "serve: tls:// needs TLS support (--cert/--key)");
+        int tls = a.scheme == CSOCK_TLS;
+        if (tls && !srv->tls) srv->tls = cli_tls_server_ctx(&srv->tls_opts);
         csock_listen_opts o = {.max_conns = max_conns};
         csock_listener *l;
-        rc = csock_listen(srv->loop, &a, &o, on_accept, srv, &l);
+        rc = csock_listen(srv->loop, &a, &o, tls ? on_accept_tls : on_accept, srv, &l);
         if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", text, csock_strerror(rc));
         srv->listeners[srv->nlisteners++] = l;
         rc = csock_listener_addr(l, &bound);
@@ -202,6 +239,7 @@ int cli_serve(int argc, char **argv)
         {"max-conns", required_argument, NULL, 'm'},
         {"idle-timeout", required_argument, NULL, 'i'},
         {"verbose", no_argument, NULL, 'v'},
+        CLI_TLS_LONGOPTS,
         {0, 0, 0, 0},
     };
     server srv = {.framing = {.kind = CSOCK_FRAME_LINE, .max = 65536, .keep_delimiter = 1}};
@@ -210,12 +248,14 @@ int cli_serve(int argc, char **argv)
     opterr = 0;
     while ((c = getopt_long(argc, argv, "+:hm:i:v", opts, NULL)) != -1) {
         switch (c) {
-        case 'h': fputs(serve_usage, stdout); return CLI_OK;
+        case 'h': fputs(serve_usage, stdout); fputs(cli_tls_usage, stdout); return CLI_OK;
         case 'L': srv.framing.max = cli_ulong("--max-line", optarg, 1u << 28); break;
         case 'm': max_conns = (unsigned)cli_ulong("--max-conns", optarg, 1u << 24); break;
         case 'i': srv.idle_ms = cli_seconds("--idle-timeout", optarg); break;
         case 'v': srv.verbose = 1; break;
-        default: cli_bad_option("serve", c, optopt, argv[optind - 1]);
+        default:
+            if (cli_tls_option(&srv.tls_opts, c, optarg)) break;
+            cli_bad_option("serve", c, optopt, argv[optind - 1]);
         }
     }
     if (optind >= argc) cli_die(CLI_USAGE, "serve: missing SERVICE (echo, upper or discard)");
