@@ -43,4 +43,44 @@ int cli_listen(int argc, char **argv);
 /* csock serve http DIR ADDR...: argv[0] is "http". */
 int cli_serve_http(int argc, char **argv);
 
+/* ---- TLS options (tls_opts.c), shared by connect, listen and serve ---- */
+
+/* getopt_long values of the TLS options; outside the char range. */
+enum {
+    CLI_TLS_CERT = 0x1000, CLI_TLS_KEY, CLI_TLS_CA, CLI_TLS_INSECURE, CLI_TLS_ALPN,
+    CLI_TLS_VERIFY_CLIENT, CLI_TLS_HS_TIMEOUT,
+};
+
+/* Entries for a command's struct option table (no terminator). */
+#define CLI_TLS_LONGOPTS                                                                 \
+    {"cert", required_argument, NULL, CLI_TLS_CERT},                                     \
+    {"key", required_argument, NULL, CLI_TLS_KEY},                                       \
+    {"ca", required_argument, NULL, CLI_TLS_CA},                                         \
+    {"insecure", no_argument, NULL, CLI_TLS_INSECURE},                                   \
+    {"alpn", required_argument, NULL, CLI_TLS_ALPN},                                     \
+    {"verify-client", no_argument, NULL, CLI_TLS_VERIFY_CLIENT},                         \
+    {"handshake-timeout", required_argument, NULL, CLI_TLS_HS_TIMEOUT}
+
+/* Help text for those options, to append to a command's usage. */
+extern const char cli_tls_usage[];
+
+typedef struct cli_tls {
+    const char *cert, *key, *ca, *alpn; /* file names / ALPN list as given */
+    int insecure;                       /* --insecure: skip server verification */
+    int verify_client;                  /* --verify-client: require client certs */
+    uint64_t handshake_timeout_ms;      /* --handshake-timeout SECS (0: default) */
+    int given;                          /* some TLS option was on the command line */
+} cli_tls;
+
+/* Take getopt's `c` if it is a TLS option: returns 1 (handled) or 0. */
+int cli_tls_option(cli_tls *t, int c, const char *arg);
+/* Build the context or die with a one-line reason (CLI_USAGE for missing
+ * --cert/--key, CLI_ERR for unreadable or bad files). The client one warns on
+ * stderr when --insecure turns verification off. */
+csock_tls_ctx *cli_tls_server_ctx(const cli_tls *t);
+csock_tls_ctx *cli_tls_client_ctx(const cli_tls *t);
+/* "connect HOST: <reason>" for a failed TLS stream: the TLS reason if there
+ * is one, else csock_strerror(status), into buf. */
+const char *cli_tls_reason(const csock_stream *s, int status, char *buf, size_t size);
+
 #endif

@@ -11,7 +11,8 @@
 static const char serve_usage[] =
     "usage: csock serve SERVICE ADDR... [options]\n"
     "\n"
-    "Serve SERVICE on every ADDR (tcp://, udp://, unix:, unixgram:, HOST:PORT).\n"
+    "Serve SERVICE on every ADDR (tcp://, tls://, udp://, unix:, unixgram:,\n"
+    "HOST:PORT); tls:// needs --cert and --key (see below).\n"
     "For each endpoint one line goes to stdout once it is ready:\n"
     "  listening ADDR     (with the real port when 0 was asked for)\n"
     "\n"
@@ -43,6 +44,8 @@ typedef struct server {
     csock_framing framing;
     uint64_t idle_ms;
     int verbose;
+    cli_tls tls_opts;    /* --cert, --key, ... as given */
+    csock_tls_ctx *tls;  /* made at the first tls:// endpoint; shared by all loops */
 } server;
 
 struct service {
@@ -116,6 +119,14 @@ static size_t on_bytes(csock_stream *s, int status, const char *buf, size_t len)
     return len;
 }
 
+static void start_service(server *srv, csock_stream *s)
+{
+    if (srv->idle_ms) csock_stream_set_idle_timeout(s, srv->idle_ms);
+    int rc = srv->svc->line_based ? csock_stream_read_framed(s, &srv->framing, on_line)
+                                  : csock_stream_read_start(s, on_bytes);
+    if (rc < 0) csock_stream_close(s, on_closed);
+}
+
 static void on_accept(csock_listener *l, csock_stream *s, int status)
 {
     server *srv = csock_listener_data(l);
@@ -125,10 +136,35 @@ static void on_accept(csock_listener *l, csock_stream *s, int status)
     }
     csock_stream_set_data(s, srv);
     log_peer(srv, s, "connection from");
-    if (srv->idle_ms) csock_stream_set_idle_timeout(s, srv->idle_ms);
-    int rc = srv->svc->line_based ? csock_stream_read_framed(s, &srv->framing, on_line)
-                                  : csock_stream_read_start(s, on_bytes);
-    if (rc < 0) csock_stream_close(s, on_closed);
+    start_service(srv, s);
+}
+
+/* TLS: the service starts once the handshake is done. A failed or stalled
+ * handshake only costs that connection (csock closes it). */
+static void on_tls_ready(csock_stream *s, int status)
+{
+    server *srv = csock_stream_data(s);
+    if (status < 0) {
+        if (srv->verbose) {
+            char why[200];
+            log_peer(srv, s, "handshake failed:");
+            cli_warn("  reason: %s", cli_tls_reason(s, status, why, sizeof why));
+        }
+        return;
+    }
+    start_service(srv, s);
+}
+
+static void on_accept_tls(csock_listener *l, csock_stream *s, int status)
+{
+    server *srv = csock_listener_data(l);
+    if (status < 0) {
+        if (srv->verbose) cli_warn("accept: %s", csock_strerror(status));
+        return;
+    }
+    csock_stream_set_data(s, srv);
+    log_peer(srv, s, "connection from");
+    if (csock_tls_accept(s, srv->tls, on_tls_ready) < 0) csock_stream_close(s, on_closed);
 }
 
 static void on_datagram(csock_dgram *d, int status, const char *buf, size_t len,
@@ -163,9 +199,11 @@ static void open_endpoint(server *srv, const char *text, unsigned index)
 {
     csock_addr a;
     cli_addr(text, CSOCK_ADDR_PASSIVE, &a);
-    if (a.scheme == CSOCK_TLS) cli_die(CLI_USAGE, "serve: tls:// needs TLS support (--cert/--key)");
-    int rc = csock_addr_is_stream(&a) ? csock_server_listen(srv->srv, &a, on_accept, srv)
-                                      : csock_server_dgram(srv->srv, &a, on_datagram, srv);
+    int tls = a.scheme == CSOCK_TLS;
+    if (tls && !srv->tls) srv->tls = cli_tls_server_ctx(&srv->tls_opts);
+    int rc = csock_addr_is_stream(&a)
+                 ? csock_server_listen(srv->srv, &a, tls ? on_accept_tls : on_accept, srv)
+                 : csock_server_dgram(srv->srv, &a, on_datagram, srv);
     if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", text, csock_strerror(rc));
     csock_addr bound;
     csock_server_addr(srv->srv, index, &bound);
@@ -182,6 +220,7 @@ int cli_serve(int argc, char **argv)
         {"threads", required_argument, NULL, 't'},
         {"drain-timeout", required_argument, NULL, 'D'},
         {"verbose", no_argument, NULL, 'v'},
+        CLI_TLS_LONGOPTS,
         {0, 0, 0, 0},
     };
     server srv = {.framing = {.kind = CSOCK_FRAME_LINE, .max = 65536, .keep_delimiter = 1}};
@@ -193,14 +232,16 @@ int cli_serve(int argc, char **argv)
     /* Options may come before or after SERVICE and the addresses. */
     while ((c = getopt_long(argc, argv, ":hm:i:t:v", opts, NULL)) != -1) {
         switch (c) {
-        case 'h': fputs(serve_usage, stdout); return CLI_OK;
+        case 'h': fputs(serve_usage, stdout); fputs(cli_tls_usage, stdout); return CLI_OK;
         case 'L': srv.framing.max = cli_ulong("--max-line", optarg, 1u << 28); break;
         case 'm': so.max_conns = (unsigned)cli_ulong("--max-conns", optarg, 1u << 24); break;
         case 'i': srv.idle_ms = cli_seconds("--idle-timeout", optarg); break;
         case 't': so.threads = (unsigned)cli_ulong("--threads", optarg, 1024); break;
         case 'D': so.drain_timeout_ms = cli_seconds("--drain-timeout", optarg); break;
         case 'v': srv.verbose = 1; break;
-        default: cli_bad_option("serve", c, optopt, argv[optind - 1]);
+        default:
+            if (cli_tls_option(&srv.tls_opts, c, optarg)) break;
+            cli_bad_option("serve", c, optopt, argv[optind - 1]);
         }
     }
     if (optind >= argc) cli_die(CLI_USAGE, "serve: missing SERVICE (echo, upper or discard)");
@@ -223,6 +264,7 @@ int cli_serve(int argc, char **argv)
     for (int i = optind; i < argc; i++) open_endpoint(&srv, argv[i], (unsigned)(i - optind));
     rc = csock_server_run(srv.srv);
     csock_server_free(srv.srv);
+    csock_tls_ctx_free(srv.tls);
     if (rc < 0) cli_die(CLI_ERR, "server: %s", csock_strerror(rc));
     return CLI_OK;
 }

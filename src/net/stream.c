@@ -240,8 +240,9 @@ static void release_rbuf(csock_stream *s)
 }
 
 /* Make room for at least `want` more bytes after the unconsumed ones.
- * Returns the free space, 0 when the buffer is at its maximum, <0 on ENOMEM. */
-static long reserve(csock_stream *s, size_t want)
+ * Returns the free space, 0 when the buffer is at its maximum (plus `slack`),
+ * <0 on ENOMEM. */
+static long reserve(csock_stream *s, size_t want, size_t slack)
 {
     if (!s->rbuf) {
         size_t cap = want > CSOCK__BUF_SIZE ? want : CSOCK__BUF_SIZE;
@@ -256,7 +257,7 @@ static long reserve(csock_stream *s, size_t want)
         s->roff = 0;
         if (s->rcap - s->rlen >= want) return (long)(s->rcap - s->rlen);
     }
-    size_t limit = s->max_read > CSOCK__BUF_SIZE ? s->max_read : CSOCK__BUF_SIZE;
+    size_t limit = (s->max_read > CSOCK__BUF_SIZE ? s->max_read : CSOCK__BUF_SIZE) + slack;
     if (s->rlen >= limit) return 0;
     size_t cap = (size_t)s->rcap * 2;
     if (cap < s->rlen + want) cap = s->rlen + want;
@@ -273,10 +274,15 @@ static long reserve(csock_stream *s, size_t want)
     return (long)(cap - rlen);
 }
 
+/* A filter decodes a whole raw read at once, which may carry a little more
+ * than the room left: it may go past the maximum by FILTER_SLACK, and the
+ * maximum is enforced before the next raw read instead (on_readable). */
+#define FILTER_SLACK (4u * CSOCK__BUF_SIZE)
+
 int csock__stream_input(csock_stream *s, const char *buf, size_t len)
 {
     while (len) {
-        long room = reserve(s, len < 4096 ? len : 4096);
+        long room = reserve(s, len < 4096 ? len : 4096, FILTER_SLACK);
         if (room < 0) return (int)room;
         if (room == 0) return CSOCK_ETOOBIG;
         size_t n = len < (size_t)room ? len : (size_t)room;
@@ -349,12 +355,14 @@ static void on_readable(csock_stream *s)
     size_t room;
     char *raw = NULL;
     if (tmp_raw) {
+        if (s->rlen >= (s->max_read > CSOCK__BUF_SIZE ? s->max_read : CSOCK__BUF_SIZE))
+            return csock__stream_fail(s, CSOCK_ETOOBIG); /* as reserve() below */
         raw = csock__buf_get(s->h.loop);
         if (!raw) return csock__stream_fail(s, -ENOMEM);
         dst = raw;
         room = CSOCK__BUF_SIZE;
     } else {
-        long r = reserve(s, 1024);
+        long r = reserve(s, 1024, 0);
         if (r < 0) return csock__stream_fail(s, (int)r);
         if (r == 0) {
             /* The application has not consumed a full buffer: the message is
@@ -385,9 +393,14 @@ static void on_readable(csock_stream *s)
     if (raw) {
         int rc = s->filter->input(s, raw, (size_t)n);
         csock__buf_put(s->h.loop, raw);
-        if (rc < 0) return csock__stream_fail(s, rc);
+        if (rc < 0 && rc != CSOCK_EOF) return csock__stream_fail(s, rc);
         if (s->h.closing) return;
         if (s->wq_head) do_flush(s);
+        if (rc == CSOCK_EOF) { /* the filter's clean end (TLS close_notify) */
+            process_input(s);
+            if (!s->h.closing) deliver_eof(s);
+            return;
+        }
     } else {
         s->rlen += (uint32_t)n;
     }
