@@ -863,6 +863,26 @@ int csock__stream_connecting(csock_stream *s, csock_stream_cb cb, uint64_t timeo
     return 0;
 }
 
+/* A connect that failed at once (connect.c) still reports from the loop,
+ * unless the application closed the stream first. */
+static void connect_failed_early(void *arg)
+{
+    csock_stream *s = arg;
+    s->defers--;
+    if (s->h.closing) return;
+    csock_stream_cb cb = s->connect_cb;
+    s->connect_cb = NULL;
+    if (cb) cb(s, s->err);
+    csock_stream_close(s, NULL);
+}
+
+int csock__stream_connect_failed(csock_stream *s, csock_stream_cb cb, int err)
+{
+    s->connect_cb = cb;
+    s->err = err;
+    return stream_defer(s, connect_failed_early);
+}
+
 static void connect_done(csock_stream *s)
 {
     int err = 0;
