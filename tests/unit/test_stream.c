@@ -886,6 +886,22 @@ static void close_right_after_read_start(void **state)
     pair_close(&p);
 }
 
+/* A connect that fails at once reports from the loop; closing the stream
+ * before that (cancelling the connect) must cancel the report too. */
+static void close_before_early_connect_failure(void **state)
+{
+    csock_loop *loop = h_loop_new();
+    csock_addr addr;
+    CHECK_OK(csock_addr_parse("unix:/tmp/csock-test-no-such-dir/s", 0, &addr));
+    end e = {0};
+    CHECK_OK(csock_connect(loop, &addr, NULL, end_connected, &e, &e.s));
+    csock_stream_close(e.s, end_closed);
+    RUN_UNTIL(loop, e.closed, 10000);
+    h_spin(loop, 3);
+    assert_int_equal(e.connected, 0); /* no callback after close */
+    h_loop_free(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -899,6 +915,7 @@ int main(void)
         cmocka_unit_test(end_delivers_queued),
         cmocka_unit_test(connect_refused),
         cmocka_unit_test(connect_timeout),
+        cmocka_unit_test(close_before_early_connect_failure),
         cmocka_unit_test(read_stop_and_start),
         cmocka_unit_test(accumulate_until_whole),
         cmocka_unit_test(max_read_exceeded),
