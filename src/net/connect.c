@@ -7,22 +7,6 @@
 
 #include "net/net_int.h"
 
-typedef struct {
-    csock_stream *s;
-    csock_stream_cb cb;
-    int err;
-} early_fail;
-
-/* A connect that fails at once (a Unix path that does not exist) still
- * reports through the callback, from the loop, as the contract says. */
-static void report_early(void *arg)
-{
-    early_fail *ef = arg;
-    ef->cb(ef->s, ef->err);
-    csock_stream_close(ef->s, NULL);
-    free(ef);
-}
-
 int csock_connect(csock_loop *loop, const csock_addr *addr, const csock_connect_opts *opts,
                   csock_stream_cb cb, void *data, csock_stream **out)
 {
@@ -53,15 +37,14 @@ int csock_connect(csock_loop *loop, const csock_addr *addr, const csock_connect_
         *out = s;
         return 0;
     }
-    early_fail *ef = malloc(sizeof *ef);
-    if (!ef || csock__defer(loop, report_early, ef) < 0) {
-        free(ef);
+    /* A connect that fails at once (a Unix path that does not exist) still
+     * reports through the callback, from the loop, as the contract says. */
+    if (err == EAGAIN) err = ECONNREFUSED; /* a Unix listener's backlog is full */
+    rc = csock__stream_connect_failed(s, cb, -err);
+    if (rc < 0) {
         csock_stream_close(s, NULL);
         return -err;
     }
-    ef->s = s;
-    ef->cb = cb;
-    ef->err = err == EAGAIN ? -ECONNREFUSED : -err; /* Unix backlog full */
     *out = s;
     return 0;
 }

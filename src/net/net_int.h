@@ -72,5 +72,8 @@ void csock__stream_fail(csock_stream *s, int err);
 csock_stream *csock__stream_new(csock_loop *loop, int fd, csock__conn_group *group);
 /* Start connecting a fresh stream; connect.c owns this part of the stream. */
 int csock__stream_connecting(csock_stream *s, csock_stream_cb cb, uint64_t timeout_ms);
+/* Report a connect that failed at once: cb(s, err) from the loop (not if the
+ * stream is closed first), then close the stream. 0 or -ENOMEM. */
+int csock__stream_connect_failed(csock_stream *s, csock_stream_cb cb, int err);
 
 #endif

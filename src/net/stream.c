@@ -83,6 +83,7 @@ struct csock_stream {
     csock_msg_cb msg_cb;
     csock_framing framing;
     int err;                /* first error seen, delivered once */
+    unsigned defers;        /* deferred calls still queued that hold this stream */
 };
 
 static void update_events(csock_stream *s);
@@ -195,9 +196,21 @@ static void update_events(csock_stream *s)
 
 /* ---- errors ------------------------------------------------------------------- */
 
+/* Deferred work holds a pointer to the stream and may still be queued when
+ * the stream closes (closed from an I/O callback: the close phase comes
+ * before the next deferred phase). stream_finish() then frees the stream
+ * through the same FIFO queue, after every call that holds it. */
+static int stream_defer(csock_stream *s, void (*fn)(void *arg))
+{
+    int rc = csock__defer(s->h.loop, fn, s);
+    if (rc == 0) s->defers++;
+    return rc;
+}
+
 static void deliver_error(void *arg)
 {
     csock_stream *s = arg;
+    s->defers--;
     s->flags &= ~F_PROCESS_Q;
     if (s->h.closing) return;
     if (s->read_cb) {
@@ -223,7 +236,7 @@ void csock__stream_fail(csock_stream *s, int err)
         csock_stream_close(s, s->close_cb);
         return;
     }
-    csock__defer(s->h.loop, deliver_error, s);
+    stream_defer(s, deliver_error);
 }
 
 /* ---- input -------------------------------------------------------------------- */
@@ -410,6 +423,7 @@ static void on_readable(csock_stream *s)
 static void deferred_process(void *arg)
 {
     csock_stream *s = arg;
+    s->defers--;
     s->flags &= ~F_PROCESS_Q;
     if (s->h.closing) return;
     if ((s->flags & F_EOF) && !(s->flags & F_EOF_DONE))
@@ -424,7 +438,7 @@ static void schedule_process(csock_stream *s)
 {
     if (s->flags & F_PROCESS_Q) return;
     if (!s->rlen && (!(s->flags & F_EOF) || (s->flags & F_EOF_DONE))) return;
-    if (csock__defer(s->h.loop, deferred_process, s) == 0) s->flags |= F_PROCESS_Q;
+    if (stream_defer(s, deferred_process) == 0) s->flags |= F_PROCESS_Q;
 }
 
 int csock_stream_read_start(csock_stream *s, csock_read_cb cb)
@@ -881,6 +895,26 @@ int csock__stream_connecting(csock_stream *s, csock_stream_cb cb, uint64_t timeo
     return 0;
 }
 
+/* A connect that failed at once (connect.c) still reports from the loop,
+ * unless the application closed the stream first. */
+static void connect_failed_early(void *arg)
+{
+    csock_stream *s = arg;
+    s->defers--;
+    if (s->h.closing) return;
+    csock_stream_cb cb = s->connect_cb;
+    s->connect_cb = NULL;
+    if (cb) cb(s, s->err);
+    csock_stream_close(s, NULL);
+}
+
+int csock__stream_connect_failed(csock_stream *s, csock_stream_cb cb, int err)
+{
+    s->connect_cb = cb;
+    s->err = err;
+    return stream_defer(s, connect_failed_early);
+}
+
 static void connect_done(csock_stream *s)
 {
     int err = 0;
@@ -919,6 +953,8 @@ static void stream_finish(csock__handle *h)
 {
     csock_stream *s = csock__container_of(h, csock_stream, h);
     if (s->close_cb) s->close_cb(s);
+    /* Queued after any deferred call that still holds s, so it runs last. */
+    if (s->defers && csock__defer(s->h.loop, free, s) == 0) return;
     free(s);
 }
 

@@ -808,6 +808,100 @@ static void peer_reset(void **state)
     pair_close(&p);
 }
 
+/* Run fn(arg) from the loop's I/O phase (an fd watcher's callback), where
+ * work deferred by csock runs only after this iteration's close phase. */
+typedef struct {
+    void (*fn)(pair *p);
+    pair *p;
+    int done;
+} io_phase_call;
+
+static void io_phase_cb(csock_io *io, int events)
+{
+    io_phase_call *c = csock_io_data(io);
+    csock_io_stop(io);
+    c->fn(c->p);
+    c->done = 1;
+}
+
+static void in_io_phase(pair *p, void (*fn)(pair *p))
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    assert_int_equal(write(fds[1], "!", 1), 1);
+    io_phase_call c = {fn, p, 0};
+    csock_io *io;
+    CHECK_OK(csock_io_new(p->loop, fds[0], io_phase_cb, &c, &io));
+    CHECK_OK(csock_io_start(io, CSOCK_READABLE));
+    RUN_UNTIL(p->loop, c.done, 10000);
+    csock_io_close(io, NULL);
+    h_spin(p->loop, 3); /* pending deliveries run now: ASan sees any freed stream */
+    close(fds[0]);
+    close(fds[1]);
+}
+
+static void write_then_close(pair *p)
+{
+    assert_true(csock_stream_write(p->b.s, "x", 1) < 0);
+    csock_stream_close(p->b.s, end_closed);
+}
+
+/* A write that finds the connection reset fails the stream (the error is
+ * delivered later, from the loop); closing the stream right away, the
+ * natural reaction, must not leave that delivery pending on freed memory. */
+static void close_right_after_failed_write(void **state)
+{
+    pair p;
+    int fd = raw_pair(&p);
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    close(fd); /* RST, processed by the kernel before close() returns */
+    CHECK_OK(csock_stream_read_start(p.b.s, end_read));
+    in_io_phase(&p, write_then_close);
+    assert_true(p.b.closed);
+    assert_int_equal(p.b.err, 0); /* no callback after close */
+    pair_close(&p);
+}
+
+static void read_start_then_close(pair *p)
+{
+    CHECK_OK(csock_stream_read_start(p->b.s, end_read)); /* queues a pass */
+    csock_stream_close(p->b.s, end_closed);
+}
+
+/* read_start() with input already buffered offers it from the loop; a close
+ * before that pass runs must cancel it, not run it on freed memory. */
+static void close_right_after_read_start(void **state)
+{
+    pair p;
+    pair_open(&p, K_SOCKETPAIR);
+    p.b.need = 1000; /* keep the input buffered */
+    p.b.stop_after_call = 1;
+    CHECK_OK(csock_stream_read_start(p.b.s, end_read));
+    CHECK_OK(csock_stream_write(p.a.s, "abc", 3));
+    RUN_UNTIL(p.loop, p.b.calls == 1, 10000);
+    in_io_phase(&p, read_start_then_close);
+    assert_true(p.b.closed);
+    assert_int_equal(p.b.calls, 1);
+    pair_close(&p);
+}
+
+/* A connect that fails at once reports from the loop; closing the stream
+ * before that (cancelling the connect) must cancel the report too. */
+static void close_before_early_connect_failure(void **state)
+{
+    csock_loop *loop = h_loop_new();
+    csock_addr addr;
+    CHECK_OK(csock_addr_parse("unix:/tmp/csock-test-no-such-dir/s", 0, &addr));
+    end e = {0};
+    CHECK_OK(csock_connect(loop, &addr, NULL, end_connected, &e, &e.s));
+    csock_stream_close(e.s, end_closed);
+    RUN_UNTIL(loop, e.closed, 10000);
+    h_spin(loop, 3);
+    assert_int_equal(e.connected, 0); /* no callback after close */
+    h_loop_free(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -821,6 +915,7 @@ int main(void)
         cmocka_unit_test(end_delivers_queued),
         cmocka_unit_test(connect_refused),
         cmocka_unit_test(connect_timeout),
+        cmocka_unit_test(close_before_early_connect_failure),
         cmocka_unit_test(read_stop_and_start),
         cmocka_unit_test(accumulate_until_whole),
         cmocka_unit_test(max_read_exceeded),
@@ -831,6 +926,8 @@ int main(void)
         cmocka_unit_test(listener_max_conns),
         cmocka_unit_test(listener_pause_resume),
         cmocka_unit_test(peer_reset),
+        cmocka_unit_test(close_right_after_failed_write),
+        cmocka_unit_test(close_right_after_read_start),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
