@@ -367,8 +367,9 @@ class Server(Proc):
     """csock serve SERVICE ADDR... [extra], ready once every endpoint has
     printed its `listening` line."""
 
-    def __init__(self, service, *addrs, opts=(), ready_timeout=15):
-        argv = [BIN, "serve"] + list(opts) + [service] + list(addrs)
+    def __init__(self, service, *addrs, opts=(), tail=(), ready_timeout=15):
+        # opts go before SERVICE, tail after the addresses.
+        argv = [BIN, "serve"] + list(opts) + [service] + list(addrs) + list(tail)
         super().__init__(argv)
         self.endpoints = []
         try:
