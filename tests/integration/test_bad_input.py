@@ -196,6 +196,8 @@ def test_connect_disconnect_churn():
     the server keeps serving and its fd count comes back down."""
     d = tmpdir()
     with Server("upper", "tcp://127.0.0.1:0", "unix:" + os.path.join(d, "s")) as srv:
+        # Baseline once the loop runs (its signal fds exist only by then).
+        check_eq(stream_exchange(srv.endpoints[0], b"warm\n"), b"WARM\n", "warm-up")
         base = nfds(srv.pid)
         linger0 = struct.pack("ii", 1, 0)
         for i in range(500):

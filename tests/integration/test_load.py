@@ -161,6 +161,8 @@ def test_reset_mid_stream_does_not_disturb_others():
     bytes back exactly; the server's fds come back down."""
     d = tmpdir()
     with Server("echo", "tcp://127.0.0.1:0", "unix:" + os.path.join(d, "s")) as srv:
+        # Baseline once the loop runs (its signal fds exist only by then).
+        check_eq(stream_exchange(srv.endpoints[0], b"warm"), b"warm", "warm-up")
         base_fds = nfds(srv.pid)
         errors = []
         size = 4 << 20

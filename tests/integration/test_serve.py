@@ -5,11 +5,12 @@ IPv6 ([::1]), Unix streams and Unix datagrams. One serve process serves all
 six endpoints at once."""
 
 import os
+import signal
 import socket
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from csocktest import (Proc, Server, T, check, check_eq, have, main,  # noqa: E402
+from csocktest import (Proc, Server, T, check, check_clean, check_eq, have, main,  # noqa: E402
                        recv_exact, stream_exchange, tmpdir)
 
 
@@ -39,6 +40,25 @@ def test_listening_lines():
             check(e.port != 0, "port 0 reported for %s" % e)
         check_eq(eps[0].host, "127.0.0.1", "v4 host")
         check_eq(eps[1].host, "::1", "v6 host")
+        # One exchange, so the stop below does not hit the signal set-up
+        # race that test_sigterm_right_after_listening covers on its own.
+        check_eq(stream_exchange(eps[0], b"x\n"), b"X\n", "exchange")
+
+
+def test_sigterm_right_after_listening():
+    """A supervisor may stop the server as soon as it printed `listening`:
+    SIGTERM/SIGINT must then still mean a clean exit with status 0 (the
+    handlers must be in place before readiness is announced)."""
+    bad = []
+    for i in range(40):
+        srv = Server("upper", "tcp://127.0.0.1:0")
+        sig = signal.SIGTERM if i % 2 else signal.SIGINT
+        rc = srv.stop(sig)
+        check_clean(srv.stderr(), "csock serve")
+        if rc != 0:
+            bad.append((sig.name, rc))
+    check(not bad, "%d of 40 servers stopped right after `listening` exited non-zero "
+          "(killed by the signal): %s" % (len(bad), bad[:5]))
 
 
 def test_upper_python_all_endpoints():
