@@ -178,8 +178,14 @@ static void on_connected(csock_stream *s, int status)
     nc_target_text(c->o, 0, target, sizeof target);
     if (status < 0) {
         /* csock closes the stream after this callback. */
-        cli_warn("connect %s: %s", target, csock_strerror(status));
+        char why[300];
+        cli_warn("connect %s: %s", target, cli_tls_reason(s, status, why, sizeof why));
         return nc_finish(c, CLI_ERR);
+    }
+    if (c->tls && c->o->verbose) {
+        const char *alpn = csock_tls_alpn(s);
+        cli_warn("%s %s%s%s", csock_tls_version(s), csock_tls_cipher(s), alpn ? " alpn " : "",
+                 alpn ? alpn : "");
     }
     nc_peer_add_stream(c, s, 0);
 }
@@ -197,15 +203,16 @@ int cli_connect(int argc, char **argv)
     nc_target_text(&o, 0, target, sizeof target);
     csock_addr addr;
     cli_addr(target, o.family, &addr);
-    if (addr.scheme == CSOCK_TLS) cli_die(CLI_USAGE, "connect: tls:// needs TLS support");
 
     nc_ctx c;
     nc_ctx_init(&c, &o);
+    if (addr.scheme == CSOCK_TLS) c.tls = cli_tls_client_ctx(&o.tls);
     int rc;
     if (csock_addr_is_stream(&addr)) {
         csock_connect_opts co = {.timeout_ms = o.wait_ms};
         csock_stream *s;
-        rc = csock_connect(c.loop, &addr, &co, on_connected, &c, &s);
+        rc = c.tls ? csock_tls_connect(c.loop, &addr, c.tls, &co, on_connected, &c, &s)
+                   : csock_connect(c.loop, &addr, &co, on_connected, &c, &s);
     } else {
         csock_dgram *d;
         rc = csock_dgram_new(c.loop, NULL, &addr, &d);
@@ -213,6 +220,7 @@ int cli_connect(int argc, char **argv)
     }
     if (rc < 0) cli_die(CLI_ERR, "connect %s: %s", target, csock_strerror(rc));
     rc = nc_ctx_run(&c);
+    csock_tls_ctx_free(c.tls);
     nc_opts_free(&o);
     return rc;
 }

@@ -53,6 +53,16 @@ static const char listen_usage[] =
     "-k), 2 on a wrong argument (unknown option, conflicting options, bad\n"
     "address or CIDR, an -e program that does not exist).\n";
 
+static void take_peer(nc_ctx *c, csock_stream *s)
+{
+    nc_peer_add_stream(c, s, 1);
+    if (!c->o->keep_open && c->served && c->listener) {
+        /* One peer only: later ones are refused by the kernel, as in nc. */
+        csock_listener_close(c->listener, NULL);
+        c->listener = NULL;
+    }
+}
+
 static void on_accept(csock_listener *l, csock_stream *s, int status)
 {
     nc_ctx *c = csock_listener_data(l);
@@ -61,12 +71,31 @@ static void on_accept(csock_listener *l, csock_stream *s, int status)
         if (c->o->verbose) cli_warn("accept: %s", csock_strerror(status));
         return;
     }
-    nc_peer_add_stream(c, s, 1);
-    if (!c->o->keep_open && c->served && c->listener) {
-        /* One peer only: later ones are refused by the kernel, as in nc. */
-        csock_listener_close(c->listener, NULL);
-        c->listener = NULL;
+    take_peer(c, s);
+}
+
+/* tls://: the peer joins the session once its handshake is done; a failed
+ * or stalled handshake costs only that connection (csock closes it). */
+static void on_tls_ready(csock_stream *s, int status)
+{
+    nc_ctx *c = csock_stream_data(s);
+    if (status < 0) {
+        char why[300];
+        if (c->o->verbose) cli_warn("TLS handshake: %s", cli_tls_reason(s, status, why, sizeof why));
+        return;
     }
+    take_peer(c, s);
+}
+
+static void on_accept_tls(csock_listener *l, csock_stream *s, int status)
+{
+    nc_ctx *c = csock_listener_data(l);
+    if (status < 0) {
+        if (c->o->verbose) cli_warn("accept: %s", csock_strerror(status));
+        return;
+    }
+    csock_stream_set_data(s, c);
+    if (csock_tls_accept(s, c->tls, on_tls_ready) < 0) csock_stream_close(s, NULL);
 }
 
 /* The address line: always when the port was chosen by the kernel (the
@@ -89,14 +118,14 @@ int cli_listen(int argc, char **argv)
     nc_target_text(&o, 1, target, sizeof target);
     csock_addr addr, bound;
     cli_addr(target, o.family | CSOCK_ADDR_PASSIVE, &addr);
-    if (addr.scheme == CSOCK_TLS) cli_die(CLI_USAGE, "listen: tls:// needs TLS support");
 
     nc_ctx c;
     nc_ctx_init(&c, &o);
+    if (addr.scheme == CSOCK_TLS) c.tls = cli_tls_server_ctx(&o.tls);
     int rc;
     if (csock_addr_is_stream(&addr)) {
         csock_listen_opts lo = {0}; /* -m is counted by the relay, so it can log */
-        rc = csock_listen(c.loop, &addr, &lo, on_accept, &c, &c.listener);
+        rc = csock_listen(c.loop, &addr, &lo, c.tls ? on_accept_tls : on_accept, &c, &c.listener);
         if (rc == 0) rc = csock_listener_addr(c.listener, &bound);
     } else {
         csock_dgram *d;
@@ -110,6 +139,7 @@ int cli_listen(int argc, char **argv)
     announce(&c, &addr, &bound);
     if (o.keep_open) nc_stdin_start(&c);
     rc = nc_ctx_run(&c);
+    csock_tls_ctx_free(c.tls);
     nc_opts_free(&o);
     return rc;
 }

@@ -76,6 +76,7 @@ enum {
     OPT_DENY,
     OPT_ALLOWFILE,
     OPT_DENYFILE,
+    OPT_SSL,
 };
 
 static const struct option long_opts[] = {
@@ -101,6 +102,8 @@ static const struct option long_opts[] = {
     {"quit-after", required_argument, NULL, 'q'},
     {"zero-io", no_argument, NULL, 'z'},
     {"verbose", no_argument, NULL, 'v'},
+    {"ssl", no_argument, NULL, OPT_SSL},
+    CLI_TLS_LONGOPTS,
     {0, 0, 0, 0},
 };
 
@@ -430,9 +433,16 @@ void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts
     while ((c = getopt_long(argc, argv, ":huU46kvCzx:e:c:w:i:m:q:", long_opts, NULL)) != -1) {
         if (c == 'h') {
             fputs(usage, stdout);
+            fputs("  --ssl                  HOST PORT (or HOST:PORT) means tls:// (as ncat --ssl)\n", stdout);
+            fputs(cli_tls_usage, stdout);
             exit(CLI_OK);
         }
         if (c == '?' || c == ':') cli_bad_option(cmd, c, optopt, argv[optind - 1]);
+        if (c == OPT_SSL) {
+            o->ssl = 1;
+            continue;
+        }
+        if (cli_tls_option(&o->tls, c, optarg)) continue;
         parse_one(o, c, optarg);
     }
     int left = argc - optind;
@@ -456,7 +466,7 @@ static int all_digits(const char *s)
 void nc_target_text(const nc_opts *o, int passive, char *out, size_t size)
 {
     const char *a = o->target[0];
-    const char *scheme = o->udp ? "udp" : "tcp";
+    const char *scheme = o->udp ? "udp" : o->ssl ? "tls" : "tcp";
     if (o->unixsock) {
         snprintf(out, size, "%s:%s", o->udp ? "unixgram" : "unix", a);
     } else if (o->ntarget == 2) {
@@ -1057,11 +1067,14 @@ static void peer_close(nc_peer *p, int graceful)
 static void peer_failed(nc_peer *p, int status)
 {
     nc_ctx *c = p->c;
+    char why[300];
+    const char *reason = p->s ? cli_tls_reason(p->s, status, why, sizeof why)
+                                   : csock_strerror(status);
     if (!c->o->keep_open && !c->quitting) {
-        cli_warn("%s: %s", p->name, csock_strerror(status));
+        cli_warn("%s: %s", p->name, reason);
         c->status = CLI_ERR;
     } else if (c->o->verbose) {
-        cli_warn("%s: %s", p->name, csock_strerror(status));
+        cli_warn("%s: %s", p->name, reason);
     }
     peer_close(p, 0);
 }

@@ -52,6 +52,8 @@ typedef struct nc_opts {
     nc_cidr_list allow, deny;
     const char *target[2]; /* the ADDR, or HOST PORT, as written */
     int ntarget;
+    int ssl;               /* --ssl: HOST PORT means tls:// (ncat's habit) */
+    cli_tls tls;           /* --cert, --key, --ca, --insecure, ... */
 } nc_opts;
 
 typedef struct nc_peer nc_peer;
@@ -83,6 +85,7 @@ typedef struct nc_ctx {
     int quitting;             /* --send-only after EOF: close peers, then exit */
     int stopped;
     int status; /* exit status so far */
+    csock_tls_ctx *tls; /* tls:// endpoints: the context (freed by the command) */
 } nc_ctx;
 
 /* Parse the command line of connect (listen == 0) or listen into *o; prints
