@@ -57,5 +57,6 @@ const char *csock_version(void);
 
 #include "csock/loop.h"
 #include "csock/net.h"
+#include "csock/http.h"
 
 #endif
