@@ -103,6 +103,8 @@ static int normalise(const char *p, size_t n, char *out, size_t cap, int *dir_sl
             continue;
         }
         size_t len = w - seg; /* the segment out[seg..w) is complete */
+        if (len && i == n && out[seg] == '.' && (len == 1 || (len == 2 && out[seg + 1] == '.')))
+            *dir_slash = 1; /* "/a/." and "/a/.." name directories */
         if (len == 0 || (len == 1 && out[seg] == '.')) {
             w = seg;
         } else if (len == 2 && out[seg] == '.' && out[seg + 1] == '.') {
