@@ -17,8 +17,8 @@
  * keepalive_timeout, or the connection is closed (a slow client cannot hold
  * a connection by trickling bytes).
  *
- * Threads: everything here runs on the loop's thread. A csock_http_static is
- * immutable once made and may be shared by every loop of a server.
+ * Threads: everything here runs on the loop's thread, and a
+ * csock_http_static belongs to one loop too (it caches): make one per loop.
  */
 #ifndef CSOCK_HTTP_H
 #define CSOCK_HTTP_H
@@ -170,7 +170,9 @@ typedef struct csock_http_static_opts {
  * above root is 400, and files are opened with openat2(RESOLVE_BENEATH |
  * RESOLVE_NO_MAGICLINKS) below an fd of root (where the kernel lacks it:
  * O_NOFOLLOW and a realpath check), so a symlink that leads outside root is
- * 403 Forbidden. Returns 0 and *out, or an error opening root. */
+ * 403 Forbidden. Files up to 8 KiB are kept in memory for up to one second
+ * (a changed file is seen within a second). Use it from one loop only.
+ * Returns 0 and *out, or an error opening root. */
 int csock_http_static_new(const char *root, const csock_http_static_opts *opts,
                           csock_http_static **out);
 

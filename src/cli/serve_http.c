@@ -1,8 +1,8 @@
 /* csock serve http DIR ADDR...: the static-file server (issue 6).
  *
- * One csock_http_server per loop of a csock_server, made in loop_start and
- * found again through the loop's data slot (the CLI owns that slot); every
- * loop shares one csock_http_static, which is immutable. */
+ * One csock_http_server and one csock_http_static (which caches small files)
+ * per loop of a csock_server, made in loop_start and found again through
+ * the loop's data slot (the CLI owns that slot). */
 #include <fcntl.h>
 #include <getopt.h>
 #include <stdlib.h>
@@ -37,7 +37,8 @@ static const char http_usage[] =
     "https (tls:// addresses) comes with TLS support.\n";
 
 typedef struct app {
-    csock_http_static *st;
+    const char *dir;
+    csock_http_static_opts so;
     csock_http_opts hopts;
     int log_fd;                 /* -1: no access log */
 } app;
@@ -80,31 +81,45 @@ static void access_log(const csock_http_req *r, int status, int64_t body_len, vo
     }
 }
 
+typedef struct per_loop {
+    csock_http_server *hs;
+    csock_http_static *st;
+} per_loop;
+
 static void loop_start(csock_server *srv, csock_loop *loop, unsigned index)
 {
     app *a = csock_server_data(srv);
-    csock_http_server *hs;
-    int rc = csock_http_server_new(loop, &a->hopts, &hs);
+    per_loop *pl = calloc(1, sizeof *pl);
+    if (!pl) cli_die(CLI_ERR, "http: %s", csock_strerror(-ENOMEM));
+    int rc = csock_http_static_new(a->dir, &a->so, &pl->st);
+    if (rc < 0) cli_die(CLI_ERR, "serve http: %s: %s", a->dir, csock_strerror(rc));
+    csock_http_opts o = a->hopts;
+    o.handler = csock_http_static_handler;
+    o.data = pl->st;
+    rc = csock_http_server_new(loop, &o, &pl->hs);
     if (rc < 0) cli_die(CLI_ERR, "http: %s", csock_strerror(rc));
-    csock_loop_set_data(loop, hs);
+    csock_loop_set_data(loop, pl);
 }
 
 static void loop_stop(csock_server *srv, csock_loop *loop, unsigned index)
 {
-    csock_http_server *hs = csock_loop_get_data(loop);
-    if (hs) csock_http_server_close(hs);
+    per_loop *pl = csock_loop_get_data(loop);
+    if (!pl) return;
+    csock_http_server_close(pl->hs); /* no handler runs after this */
+    csock_http_static_free(pl->st);
+    free(pl);
     csock_loop_set_data(loop, NULL);
 }
 
 static void on_accept(csock_listener *l, csock_stream *s, int status)
 {
     if (status < 0) return;
-    csock_http_server *hs = csock_loop_get_data(csock_stream_loop(s));
-    if (!hs) {
+    per_loop *pl = csock_loop_get_data(csock_stream_loop(s));
+    if (!pl) {
         csock_stream_close(s, NULL);
         return;
     }
-    csock_http_server_accept(hs, s);
+    csock_http_server_accept(pl->hs, s);
 }
 
 int cli_serve_http(int argc, char **argv)
@@ -123,7 +138,6 @@ int cli_serve_http(int argc, char **argv)
         {0, 0, 0, 0},
     };
     app a = {.log_fd = -1};
-    csock_http_static_opts so = {0};
     csock_server_opts sopts = {.handle_signals = 1, .drain_timeout_ms = 10000};
     const char *log_path = NULL;
     int c;
@@ -132,7 +146,7 @@ int cli_serve_http(int argc, char **argv)
     while ((c = getopt_long(argc, argv, ":hm:t:", opts, NULL)) != -1) {
         switch (c) {
         case 'h': fputs(http_usage, stdout); return CLI_OK;
-        case 'l': so.list = 1; break;
+        case 'l': a.so.list = 1; break;
         case 'A': log_path = optarg; break;
         case 'B': a.hopts.max_body = cli_ulong("--max-body", optarg, 1ul << 29); break;
         case 'K': a.hopts.keepalive_timeout_ms = cli_seconds("--keepalive-timeout", optarg); break;
@@ -156,8 +170,12 @@ int cli_serve_http(int argc, char **argv)
         if (!csock_addr_is_stream(&addr))
             cli_die(CLI_USAGE, "serve http: %s: HTTP needs a stream address", argv[i]);
     }
-    int rc = csock_http_static_new(dir, &so, &a.st);
+    /* Check DIR now, for a one-line error before anything listens. */
+    csock_http_static *probe;
+    int rc = csock_http_static_new(dir, &a.so, &probe);
     if (rc < 0) cli_die(CLI_USAGE, "serve http: %s: %s", dir, csock_strerror(rc));
+    csock_http_static_free(probe);
+    a.dir = dir;
     if (log_path) {
         a.log_fd = strcmp(log_path, "-") ? open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)
                                          : STDOUT_FILENO;
@@ -165,8 +183,6 @@ int cli_serve_http(int argc, char **argv)
         a.hopts.log = access_log;
         a.hopts.log_data = &a;
     }
-    a.hopts.handler = csock_http_static_handler;
-    a.hopts.data = a.st;
     sopts.loop_start = loop_start;
     sopts.loop_stop = loop_stop;
     sopts.data = &a;
@@ -188,7 +204,6 @@ int cli_serve_http(int argc, char **argv)
     }
     rc = csock_server_run(srv);
     csock_server_free(srv);
-    csock_http_static_free(a.st);
     if (a.log_fd > STDOUT_FILENO) close(a.log_fd);
     if (rc < 0) cli_die(CLI_ERR, "server: %s", csock_strerror(rc));
     return CLI_OK;

@@ -26,6 +26,29 @@
 #include "csock/csock.h"
 
 #define PATH_MAX_DECODED 4096
+#define CACHE_SLOTS 256      /* direct-mapped by path hash */
+#define CACHE_MAX_FILE 8192  /* files up to this size are cached whole */
+#define CACHE_PATH 240       /* longest cached path */
+#define CACHE_TTL_MS 1000    /* a changed file is seen within this long */
+
+/* What an answer needs to know about a file, computed once per open (or
+ * once per cache fill). */
+typedef struct finfo {
+    uint64_t size;
+    int64_t mtime;
+    char etag[48];
+    char lm[32];
+    const char *mime;
+} finfo;
+
+/* A small file held in memory: no open, fstat, read or close per request. */
+typedef struct centry {
+    char path[CACHE_PATH];
+    uint64_t loaded;          /* loop time of the fill */
+    finfo fi;
+    size_t len;
+    char data[CACHE_MAX_FILE];
+} centry;
 
 struct csock_http_static {
     int dirfd;          /* the root, O_PATH */
@@ -34,6 +57,7 @@ struct csock_http_static {
     int list;           /* --list */
     char *index;        /* "index.html" */
     int no_openat2;     /* the kernel lacks openat2 (or CSOCK_HTTP_NO_OPENAT2 is set) */
+    centry *cache[CACHE_SLOTS]; /* NULL slots are empty; filled lazily */
 };
 
 /* ---- MIME types ------------------------------------------------------------ */
@@ -239,44 +263,54 @@ static int parse_range(csock_http_str v, uint64_t size, uint64_t *first, uint64_
     return 1;
 }
 
-static void serve_file(csock_http_req *r, int fd, const struct stat *sb, const char *name)
+static void file_info(finfo *fi, const struct stat *sb, const char *name)
 {
-    char etag[64], lm[32], cr[96];
-    uint64_t size = (uint64_t)sb->st_size;
-    snprintf(etag, sizeof etag, "\"%llx-%llx\"",
+    fi->size = (uint64_t)sb->st_size;
+    fi->mtime = sb->st_mtim.tv_sec;
+    snprintf(fi->etag, sizeof fi->etag, "\"%llx-%llx\"",
              (unsigned long long)sb->st_mtim.tv_sec * 1000000000ull +
                  (unsigned long long)sb->st_mtim.tv_nsec,
-             (unsigned long long)size);
-    csock_http_date(sb->st_mtim.tv_sec, lm);
-    csock_http_add_header(r, "ETag", etag);
-    csock_http_add_header(r, "Last-Modified", lm);
+             (unsigned long long)fi->size);
+    csock_http_date(sb->st_mtim.tv_sec, fi->lm);
+    fi->mime = mime_type(name);
+}
+
+/* Answer with a file: from `data` when it is in memory, else from `fd`
+ * (which this closes). Conditionals first, then ranges. */
+static void serve_file(csock_http_req *r, int fd, const char *data, const finfo *fi)
+{
+    char cr[96];
+    uint64_t size = fi->size;
+    csock_http_add_header(r, "ETag", fi->etag);
+    csock_http_add_header(r, "Last-Modified", fi->lm);
     csock_http_str inm = csock_http_get_header(r, "If-None-Match");
     int not_modified = 0;
     if (inm.ptr) {
-        not_modified = etag_match(inm, etag);
+        not_modified = etag_match(inm, fi->etag);
     } else {
         int64_t ims = parse_http_date(csock_http_get_header(r, "If-Modified-Since"));
-        not_modified = ims >= 0 && sb->st_mtim.tv_sec <= ims;
+        not_modified = ims >= 0 && fi->mtime <= ims;
     }
     if (not_modified) {
-        close(fd);
+        if (fd >= 0) close(fd);
         csock_http_send(r, 304, NULL, 0);
         return;
     }
-    csock_http_add_header(r, "Content-Type", mime_type(name));
+    csock_http_add_header(r, "Content-Type", fi->mime);
     csock_http_add_header(r, "Accept-Ranges", "bytes");
     csock_http_str range = csock_http_get_header(r, "Range");
     if (range.ptr) {
         /* If-Range with another validator: the whole (changed) file. */
         csock_http_str ifr = csock_http_get_header(r, "If-Range");
-        if (ifr.ptr && !(ifr.len == strlen(etag) && !memcmp(ifr.ptr, etag, ifr.len)) &&
-            parse_http_date(ifr) != sb->st_mtim.tv_sec)
+        if (ifr.ptr && !(ifr.len == strlen(fi->etag) && !memcmp(ifr.ptr, fi->etag, ifr.len)) &&
+            parse_http_date(ifr) != fi->mtime)
             range.ptr = NULL;
     }
-    uint64_t first, last;
+    uint64_t first = 0, last = size ? size - 1 : 0;
     int rc = range.ptr ? parse_range(range, size, &first, &last) : 0;
+    int status = 200;
     if (rc < 0) {
-        close(fd);
+        if (fd >= 0) close(fd);
         snprintf(cr, sizeof cr, "bytes */%llu", (unsigned long long)size);
         csock_http_add_header(r, "Content-Range", cr);
         csock_http_send(r, 416, NULL, 0);
@@ -286,10 +320,64 @@ static void serve_file(csock_http_req *r, int fd, const struct stat *sb, const c
         snprintf(cr, sizeof cr, "bytes %llu-%llu/%llu", (unsigned long long)first,
                  (unsigned long long)last, (unsigned long long)size);
         csock_http_add_header(r, "Content-Range", cr);
-        csock_http_send_file(r, 206, fd, (off_t)first, (size_t)(last - first + 1), 1);
-        return;
+        status = 206;
     }
-    csock_http_send_file(r, 200, fd, 0, (size_t)size, 1);
+    size_t len = size ? (size_t)(last - first + 1) : 0;
+    if (data)
+        csock_http_send(r, status, data + first, len);
+    else
+        csock_http_send_file(r, status, fd, (off_t)first, len, 1);
+}
+
+static uint32_t path_hash(const char *p)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
+    return h;
+}
+
+/* A cached small file named `rel` that is younger than CACHE_TTL_MS. */
+static const centry *cache_get(csock_http_static *st, const char *rel, uint64_t now)
+{
+    const centry *e = st->cache[path_hash(rel) % CACHE_SLOTS];
+    if (e && now - e->loaded < CACHE_TTL_MS && !strcmp(e->path, rel)) return e;
+    return NULL;
+}
+
+/* Keep a small regular file just opened (fd is left open for the caller). */
+static const centry *cache_put(csock_http_static *st, const char *rel, int fd,
+                               const struct stat *sb, uint64_t now)
+{
+    size_t pl = strlen(rel);
+    if (pl >= CACHE_PATH || (uint64_t)sb->st_size > CACHE_MAX_FILE) return NULL;
+    centry **slot = &st->cache[path_hash(rel) % CACHE_SLOTS];
+    if (!*slot && !(*slot = malloc(sizeof **slot))) return NULL;
+    centry *e = *slot;
+    ssize_t n = sb->st_size ? pread(fd, e->data, (size_t)sb->st_size, 0) : 0;
+    if (n != (ssize_t)sb->st_size) {
+        e->path[0] = 0;
+        e->loaded = 0;
+        return NULL;
+    }
+    memcpy(e->path, rel, pl + 1);
+    e->len = (size_t)n;
+    e->loaded = now;
+    file_info(&e->fi, sb, rel);
+    return e;
+}
+
+/* Serve a regular file just opened: through the cache when it is small. */
+static void serve_opened(csock_http_static *st, csock_http_req *r, int fd, const struct stat *sb,
+                         const char *rel, uint64_t now)
+{
+    const centry *e = cache_put(st, rel, fd, sb, now);
+    if (e) {
+        close(fd);
+        return serve_file(r, -1, e->data, &e->fi);
+    }
+    finfo fi;
+    file_info(&fi, sb, rel);
+    serve_file(r, fd, NULL, &fi);
 }
 
 /* ---- listings -------------------------------------------------------------------------- */
@@ -445,7 +533,7 @@ static void redirect_slash(csock_http_req *r, csock_http_str path)
 
 void csock_http_static_handler(csock_http_req *r, void *data)
 {
-    const csock_http_static *st = data;
+    csock_http_static *st = data;
     csock_http_str m = csock_http_method(r);
     if (!((m.len == 3 && !memcmp(m.ptr, "GET", 3)) || csock_http_is_head(r))) {
         csock_http_add_header(r, "Allow", "GET, HEAD");
@@ -457,6 +545,9 @@ void csock_http_static_handler(csock_http_req *r, void *data)
     int slash;
     int n = normalise(path.ptr, path.len, rel, PATH_MAX_DECODED, &slash);
     if (n < 0) return send_status(r, -n);
+    uint64_t now = csock_loop_now(csock_stream_loop(csock_http_stream(r)));
+    const centry *e = cache_get(st, rel, now);
+    if (e) return serve_file(r, -1, e->data, &e->fi);
     int fd = open_beneath(st, rel, O_RDONLY | O_NONBLOCK);
     if (fd < 0) return send_status(r, errno_status(fd));
     struct stat sb;
@@ -474,7 +565,7 @@ void csock_http_static_handler(csock_http_req *r, void *data)
         int ifd = open_beneath(st, idx, O_RDONLY | O_NONBLOCK);
         if (ifd >= 0 && fstat(ifd, &sb) == 0 && S_ISREG(sb.st_mode)) {
             close(fd);
-            return serve_file(r, ifd, &sb, idx);
+            return serve_opened(st, r, ifd, &sb, idx, now);
         }
         if (ifd >= 0) close(ifd);
         if (ifd < 0 && ifd != -ENOENT) {
@@ -491,7 +582,7 @@ void csock_http_static_handler(csock_http_req *r, void *data)
         close(fd);
         return send_status(r, 403);
     }
-    serve_file(r, fd, &sb, rel);
+    serve_opened(st, r, fd, &sb, rel, now);
 }
 
 int csock_http_static_new(const char *root, const csock_http_static_opts *opts,
@@ -528,5 +619,6 @@ void csock_http_static_free(csock_http_static *st)
     if (st->dirfd >= 0) close(st->dirfd);
     free(st->root_real);
     free(st->index);
+    for (size_t i = 0; i < CACHE_SLOTS; i++) free(st->cache[i]);
     free(st);
 }

@@ -278,6 +278,21 @@ def main():
                         b"GET /small.txt HTTP/1.0\r\n\r\n", timeout=5)
         check("HTTP/1.0 keep-alive", out.count(b"hello world!") == 2 and b"Connection: keep-alive" in out)
 
+        # the small-file cache sees a change within about a second
+        chg = os.path.join(root, "changing.txt")
+        with open(chg, "w") as f:
+            f.write("one")
+        r1 = curl(f"http://127.0.0.1:{port}/changing.txt").stdout
+        with open(chg, "w") as f:
+            f.write("two!")
+        time.sleep(1.3)
+        r2 = curl(f"http://127.0.0.1:{port}/changing.txt").stdout
+        check("cache refreshes after a change", r1 == b"one" and r2 == b"two!", (r1, r2))
+        os.unlink(chg)
+        time.sleep(1.1)
+        r3 = curl("-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{port}/changing.txt").stdout
+        check("cache forgets a removed file", r3 == b"404", r3)
+
         # asterisk and absolute forms
         out = raw(port, f"GET http://127.0.0.1:{port}/small.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
         check("absolute-form target", out.startswith(b"HTTP/1.1 200") and out.endswith(b"hello world!"), out[:40])
