@@ -58,5 +58,6 @@ const char *csock_version(void);
 #include "csock/loop.h"
 #include "csock/net.h"
 #include "csock/tls.h"
+#include "csock/http.h"
 
 #endif

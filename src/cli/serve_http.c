@@ -1,7 +1,210 @@
-/* csock serve http DIR ADDR...: the static-file server (issue 6). */
+/* csock serve http DIR ADDR...: the static-file server (issue 6).
+ *
+ * One csock_http_server and one csock_http_static (which caches small files)
+ * per loop of a csock_server, made in loop_start and found again through
+ * the loop's data slot (the CLI owns that slot). */
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
 #include "cli/cli.h"
+
+static const char http_usage[] =
+    "usage: csock serve http DIR ADDR... [options]\n"
+    "\n"
+    "Serve the files under DIR over HTTP/1.1 on every ADDR (tcp://, unix:,\n"
+    "HOST:PORT). For each endpoint one line goes to stdout once it is ready:\n"
+    "  listening ADDR\n"
+    "\n"
+    "GET and HEAD, index.html, ETag/Last-Modified (304), single byte ranges\n"
+    "(206/416). Paths never leave DIR: a symlink leading outside is 403.\n"
+    "\n"
+    "Options:\n"
+    "  --list                  list directories that have no index.html\n"
+    "  --access-log FILE|-     log requests in the common log format ('-': stdout)\n"
+    "  --max-body N            largest request body, bytes (default 1048576): 413\n"
+    "  --keepalive-timeout SECS  close idle keep-alive connections (default 30)\n"
+    "  --header-timeout SECS   a request head must arrive within SECS (default 10)\n"
+    "  --body-timeout SECS     a request body must arrive within SECS (default 30)\n"
+    "  -m, --max-conns N       at most N connections in all\n"
+    "  -t, --threads N         event loops (threads), one per core by default\n"
+    "  --drain-timeout SECS    on SIGINT/SIGTERM, let answers finish for SECS\n"
+    "  -h, --help              this help\n"
+    "\n"
+    "https (tls:// addresses) comes with TLS support.\n";
+
+typedef struct app {
+    const char *dir;
+    csock_http_static_opts so;
+    csock_http_opts hopts;
+    int log_fd;                 /* -1: no access log */
+} app;
+
+/* Common log format: host ident authuser [date] "request" status bytes. */
+static void access_log(const csock_http_req *r, int status, int64_t body_len, void *data)
+{
+    app *a = data;
+    char host[300] = "-", line[1400], when[40];
+    csock_addr peer;
+    if (csock_stream_peer(csock_http_stream(r), &peer) == 0) {
+        if (csock_addr_format(&peer, host, sizeof host) > 0) {
+            /* "tcp://1.2.3.4:5" -> "1.2.3.4", "tcp://[::1]:5" -> "::1" */
+            char *h = strstr(host, "://");
+            h = h ? h + 3 : host;
+            char *colon = strrchr(h, ':');
+            if (colon && h[0] != 'u') *colon = 0;
+            if (*h == '[') {
+                h++;
+                char *rb = strchr(h, ']');
+                if (rb) *rb = 0;
+            }
+            memmove(host, h, strlen(h) + 1);
+        }
+    }
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    strftime(when, sizeof when, "%d/%b/%Y:%H:%M:%S %z", &tm);
+    csock_http_str m = csock_http_method(r), t = csock_http_target(r);
+    int tl = t.len > 1024 ? 1024 : (int)t.len;
+    char bytes[24] = "-";
+    if (body_len > 0 && !csock_http_is_head(r)) snprintf(bytes, sizeof bytes, "%lld", (long long)body_len);
+    int n = snprintf(line, sizeof line, "%s - - [%s] \"%.*s %.*s HTTP/1.%d\" %d %s\n", host, when,
+                     (int)(m.len > 32 ? 32 : m.len), m.ptr, tl, t.ptr, csock_http_minor(r), status,
+                     bytes);
+    if (n > (int)sizeof line - 1) n = (int)sizeof line - 1;
+    /* One write per line: lines from several loops never interleave (O_APPEND). */
+    if (write(a->log_fd, line, (size_t)n) < 0) { /* a full disk must not stop the server */
+    }
+}
+
+typedef struct per_loop {
+    csock_http_server *hs;
+    csock_http_static *st;
+} per_loop;
+
+static void loop_start(csock_server *srv, csock_loop *loop, unsigned index)
+{
+    app *a = csock_server_data(srv);
+    per_loop *pl = calloc(1, sizeof *pl);
+    if (!pl) cli_die(CLI_ERR, "http: %s", csock_strerror(-ENOMEM));
+    int rc = csock_http_static_new(a->dir, &a->so, &pl->st);
+    if (rc < 0) cli_die(CLI_ERR, "serve http: %s: %s", a->dir, csock_strerror(rc));
+    csock_http_opts o = a->hopts;
+    o.handler = csock_http_static_handler;
+    o.data = pl->st;
+    rc = csock_http_server_new(loop, &o, &pl->hs);
+    if (rc < 0) cli_die(CLI_ERR, "http: %s", csock_strerror(rc));
+    csock_loop_set_data(loop, pl);
+}
+
+static void loop_stop(csock_server *srv, csock_loop *loop, unsigned index)
+{
+    per_loop *pl = csock_loop_get_data(loop);
+    if (!pl) return;
+    csock_http_server_close(pl->hs); /* no handler runs after this */
+    csock_http_static_free(pl->st);
+    free(pl);
+    csock_loop_set_data(loop, NULL);
+}
+
+static void on_accept(csock_listener *l, csock_stream *s, int status)
+{
+    if (status < 0) return;
+    per_loop *pl = csock_loop_get_data(csock_stream_loop(s));
+    if (!pl) {
+        csock_stream_close(s, NULL);
+        return;
+    }
+    csock_http_server_accept(pl->hs, s);
+}
 
 int cli_serve_http(int argc, char **argv)
 {
-    cli_die(CLI_USAGE, "serve: the http service is not built yet");
+    static const struct option opts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"list", no_argument, NULL, 'l'},
+        {"access-log", required_argument, NULL, 'A'},
+        {"max-body", required_argument, NULL, 'B'},
+        {"keepalive-timeout", required_argument, NULL, 'K'},
+        {"header-timeout", required_argument, NULL, 'H'},
+        {"body-timeout", required_argument, NULL, 'T'},
+        {"max-conns", required_argument, NULL, 'm'},
+        {"threads", required_argument, NULL, 't'},
+        {"drain-timeout", required_argument, NULL, 'D'},
+        {0, 0, 0, 0},
+    };
+    app a = {.log_fd = -1};
+    csock_server_opts sopts = {.handle_signals = 1, .drain_timeout_ms = 10000};
+    const char *log_path = NULL;
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":hm:t:", opts, NULL)) != -1) {
+        switch (c) {
+        case 'h': fputs(http_usage, stdout); return CLI_OK;
+        case 'l': a.so.list = 1; break;
+        case 'A': log_path = optarg; break;
+        case 'B': a.hopts.max_body = cli_ulong("--max-body", optarg, 1ul << 29); break;
+        case 'K': a.hopts.keepalive_timeout_ms = cli_seconds("--keepalive-timeout", optarg); break;
+        case 'H': a.hopts.header_timeout_ms = cli_seconds("--header-timeout", optarg); break;
+        case 'T': a.hopts.body_timeout_ms = cli_seconds("--body-timeout", optarg); break;
+        case 'm': sopts.max_conns = (unsigned)cli_ulong("--max-conns", optarg, 1u << 24); break;
+        case 't': sopts.threads = (unsigned)cli_ulong("--threads", optarg, 1024); break;
+        case 'D': sopts.drain_timeout_ms = cli_seconds("--drain-timeout", optarg); break;
+        default: cli_bad_option("serve http", c, optopt, argv[optind - 1]);
+        }
+    }
+    if (optind >= argc) cli_die(CLI_USAGE, "serve http: missing DIR to serve");
+    const char *dir = argv[optind++];
+    if (optind >= argc) cli_die(CLI_USAGE, "serve http: missing ADDR to listen on");
+    if (argc - optind > 64) cli_die(CLI_USAGE, "serve http: at most 64 addresses");
+    for (int i = optind; i < argc; i++) {
+        csock_addr addr;
+        cli_addr(argv[i], CSOCK_ADDR_PASSIVE, &addr);
+        if (addr.scheme == CSOCK_TLS)
+            cli_die(CLI_USAGE, "serve http: %s: https needs TLS support, not built yet", argv[i]);
+        if (!csock_addr_is_stream(&addr))
+            cli_die(CLI_USAGE, "serve http: %s: HTTP needs a stream address", argv[i]);
+    }
+    /* Check DIR now, for a one-line error before anything listens. */
+    csock_http_static *probe;
+    int rc = csock_http_static_new(dir, &a.so, &probe);
+    if (rc < 0) cli_die(CLI_USAGE, "serve http: %s: %s", dir, csock_strerror(rc));
+    csock_http_static_free(probe);
+    a.dir = dir;
+    if (log_path) {
+        a.log_fd = strcmp(log_path, "-") ? open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)
+                                         : STDOUT_FILENO;
+        if (a.log_fd < 0) cli_die(CLI_ERR, "serve http: access log %s: %s", log_path, csock_strerror(-errno));
+        a.hopts.log = access_log;
+        a.hopts.log_data = &a;
+    }
+    sopts.loop_start = loop_start;
+    sopts.loop_stop = loop_stop;
+    sopts.data = &a;
+    if (!sopts.drain_timeout_ms) sopts.drain_timeout_ms = 1;
+    cli_raise_nofile();
+    csock_server *srv;
+    rc = csock_server_new(&srv, &sopts);
+    if (rc < 0) cli_die(CLI_ERR, "server: %s", csock_strerror(rc));
+    for (int i = optind; i < argc; i++) {
+        csock_addr addr, bound;
+        cli_addr(argv[i], CSOCK_ADDR_PASSIVE, &addr);
+        rc = csock_server_listen(srv, &addr, on_accept, &a);
+        if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", argv[i], csock_strerror(rc));
+        char buf[300];
+        csock_server_addr(srv, (unsigned)(i - optind), &bound);
+        csock_addr_format(&bound, buf, sizeof buf);
+        printf("listening %s\n", buf);
+        fflush(stdout);
+    }
+    rc = csock_server_run(srv);
+    csock_server_free(srv);
+    if (a.log_fd > STDOUT_FILENO) close(a.log_fd);
+    if (rc < 0) cli_die(CLI_ERR, "server: %s", csock_strerror(rc));
+    return CLI_OK;
 }

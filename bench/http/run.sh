@@ -1,0 +1,146 @@
+#!/bin/bash
+# HTTP benchmark: csock serve http against nginx, h2o and lighttpd (Debian's
+# packages) in the same run, serving the same files.
+#
+#   bench/http/run.sh [CSOCK_BIN]      (env: ROUNDS=5 DURATION=5 SERVERS="csock h2o lighttpd nginx")
+#
+# Every server runs one process/thread pinned to CPU 0 (taskset -c 0), wrk
+# runs on CPU 1 (taskset -c 1). Scenarios: a 12-byte file with 100
+# connections; a 100 KB file with 50 connections; the 12-byte file with
+# 16-deep pipelining (pipeline.lua) on 100 connections. Each round runs
+# every server once per scenario, rotating the order; the table shows
+# medians over the rounds. Server CPU time per request comes from
+# /proc/PID/stat (utime + stime) around each wrk run.
+#
+# Output: raw results in $OUT/results.tsv, a Markdown table on stdout.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+CSOCK_BIN=${1:-${CSOCK_BIN:-$HERE/../../build/csock}}
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-5}
+SERVERS=${SERVERS:-"csock h2o lighttpd nginx"}
+TMP=$(mktemp -d /tmp/csock-bench-http.XXXXXX)
+OUT=${OUT:-$TMP}
+ROOT=$TMP/www
+PIDS=()
+
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+mkdir -p "$ROOT" "$TMP"/nginx-body
+chmod 755 "$TMP" "$ROOT" # h2o started as root serves as nobody
+printf 'hello world!' > "$ROOT/small.txt"                       # 12 bytes
+head -c 102400 /dev/urandom > "$ROOT/100k.bin"                   # 100 KB
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_port() { # PORT PID
+    for _ in $(seq 1 100); do
+        if curl -s -o /dev/null "http://127.0.0.1:$1/small.txt"; then return 0; fi
+        kill -0 "$2" 2>/dev/null || { echo "server died" >&2; return 1; }
+        sleep 0.05
+    done
+    echo "server on port $1 did not come up" >&2
+    return 1
+}
+
+render() { # TEMPLATE PORT -> config path
+    local out=$TMP/$(basename "$1" .in)
+    sed -e "s|@PORT@|$2|g" -e "s|@ROOT@|$ROOT|g" -e "s|@TMP@|$TMP|g" "$1" > "$out"
+    echo "$out"
+}
+
+declare -A PORT PID
+start_server() { # NAME
+    local name=$1 port
+    port=$(free_port)
+    case $name in
+    csock) taskset -c 0 "$CSOCK_BIN" serve http "$ROOT" "tcp://127.0.0.1:$port" --threads 1 \
+               > "$TMP/csock.out" 2> "$TMP/csock.err" & ;;
+    nginx) taskset -c 0 nginx -c "$(render "$HERE/nginx.conf.in" "$port")" -p "$TMP" \
+               > "$TMP/nginx.out" 2>&1 & ;;
+    h2o) taskset -c 0 h2o -c "$(render "$HERE/h2o.conf.in" "$port")" > "$TMP/h2o.out" 2>&1 & ;;
+    lighttpd) taskset -c 0 lighttpd -D -f "$(render "$HERE/lighttpd.conf.in" "$port")" \
+                  > "$TMP/lighttpd.out" 2>&1 & ;;
+    esac
+    local pid=$!
+    PIDS+=("$pid")
+    wait_port "$port" "$pid"
+    PORT[$name]=$port
+    PID[$name]=$pid
+}
+
+cpu_ticks() { # PID -> utime+stime of the whole process (all threads)
+    awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
+HZ=$(getconf CLK_TCK)
+
+run_wrk() { # NAME SCENARIO
+    local name=$1 sc=$2 port=${PORT[$1]} pid=${PID[$1]} args
+    case $sc in
+    small) args=(-c 100 "http://127.0.0.1:$port/small.txt") ;;
+    100k) args=(-c 50 "http://127.0.0.1:$port/100k.bin") ;;
+    pipeline16) args=(-c 100 -s "$HERE/pipeline.lua" "http://127.0.0.1:$port/" -- 16 /small.txt) ;;
+    esac
+    local t0 t1 out
+    t0=$(cpu_ticks "$pid")
+    out=$(taskset -c 1 wrk -t 1 -d "${DURATION}s" "${args[@]}" 2>&1)
+    t1=$(cpu_ticks "$pid")
+    local rps reqs errs
+    rps=$(awk '/^Requests\/sec/ {print $2}' <<< "$out")
+    reqs=$(awk '/requests in/ {print $1}' <<< "$out")
+    errs=$(awk '/Non-2xx|Socket errors/ {printf "%s ", $0}' <<< "$out")
+    local us
+    us=$(awk -v d=$((t1 - t0)) -v hz="$HZ" -v n="$reqs" 'BEGIN {printf "%.2f", n ? d / hz * 1e6 / n : 0}')
+    printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$sc" "$rps" "$us" "$errs" >> "$OUT/results.tsv"
+    printf '  %-9s %-11s %12s req/s %8s us/req %s\n' "$name" "$sc" "$rps" "$us" "$errs" >&2
+}
+
+: > "$OUT/results.tsv"
+for s in $SERVERS; do start_server "$s"; done
+echo "servers: $(for s in $SERVERS; do printf '%s=%s ' "$s" "${PORT[$s]}"; done)" >&2
+
+# Warm-up: one short run per server and scenario (not recorded).
+for s in $SERVERS; do
+    taskset -c 1 wrk -t 1 -c 100 -d 1s "http://127.0.0.1:${PORT[$s]}/small.txt" > /dev/null 2>&1
+done
+
+read -r -a order <<< "$SERVERS"
+for round in $(seq 1 "$ROUNDS"); do
+    echo "round $round/$ROUNDS" >&2
+    for sc in small 100k pipeline16; do
+        for s in "${order[@]}"; do run_wrk "$s" "$sc"; done
+    done
+    order=("${order[@]:1}" "${order[0]}") # rotate who goes first
+done
+
+python3 - "$OUT/results.tsv" "$SERVERS" <<'EOF'
+import statistics, sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+servers = sys.argv[2].split()
+scen = ["small", "100k", "pipeline16"]
+med = {}
+for s in servers:
+    for sc in scen:
+        r = [float(x[2]) for x in rows if x[0] == s and x[1] == sc and x[2]]
+        u = [float(x[3]) for x in rows if x[0] == s and x[1] == sc and x[3]]
+        med[s, sc] = (statistics.median(r) if r else 0, statistics.median(u) if u else 0, len(r))
+print("| scenario | server | req/s (median) | csock / server | server CPU us/req |")
+print("|---|---|---:|---:|---:|")
+for sc in scen:
+    base = med.get(("csock", sc), (0,))[0]
+    for s in servers:
+        rps, us, n = med[s, sc]
+        ratio = f"{base / rps:.2f}x" if rps and s != "csock" else "-"
+        print(f"| {sc} | {s} | {rps:,.0f} | {ratio} | {us:.2f} |")
+EOF
+errs=$(awk -F'\t' '$5 != "" {print}' "$OUT/results.tsv")
+if [ -n "$errs" ]; then echo "runs with errors or non-2xx answers:" >&2; echo "$errs" >&2; fi
+echo "raw results: $OUT/results.tsv" >&2

@@ -1,0 +1,188 @@
+/* HTTP/1.1 server on csock streams (RFC 9110, RFC 9112), and a static-file
+ * handler.
+ *
+ * A csock_http_server belongs to one loop (one per loop of a csock_server):
+ * hand it accepted streams with csock_http_server_accept(). Each connection
+ * parses requests in place in the stream's read buffer (no copy of the head
+ * or of a Content-Length body), runs the matching route's handler, and
+ * writes the response. Every complete request in one read is answered in the
+ * same callback, so replies to pipelined requests leave in one write.
+ *
+ * Safety: a request the parser finds ambiguous (Content-Length with
+ * Transfer-Encoding, a repeated or non-final chunked, differing
+ * Content-Lengths, bare CR, obs-fold, whitespace before a colon, no Host in
+ * 1.1) is answered 400 and the connection closed; a long request line 414,
+ * a large head 431, a body over max_body 413. A head must arrive within
+ * header_timeout, a body within body_timeout, the next request within
+ * keepalive_timeout, or the connection is closed (a slow client cannot hold
+ * a connection by trickling bytes).
+ *
+ * Threads: everything here runs on the loop's thread, and a
+ * csock_http_static belongs to one loop too (it caches): make one per loop.
+ */
+#ifndef CSOCK_HTTP_H
+#define CSOCK_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct csock_loop csock_loop;
+typedef struct csock_stream csock_stream;
+typedef struct csock_http_server csock_http_server;
+typedef struct csock_http_req csock_http_req;
+typedef struct csock_http_static csock_http_static;
+
+/* A run of bytes, not NUL-terminated; {NULL, 0} when absent. */
+typedef struct csock_http_str {
+    const char *ptr;
+    size_t len;
+} csock_http_str;
+
+/* A request handler. It answers with exactly one of csock_http_send(),
+ * csock_http_send_file() or csock_http_start() ... csock_http_end(), now or
+ * later on the loop's thread. The next request on the connection waits until
+ * the answer is complete. The request's strings point into the read buffer
+ * and are valid only during this call: copy what an answer given later needs. */
+typedef void (*csock_http_handler)(csock_http_req *req, void *data);
+
+/* A route: the first one whose method (NULL: any) and path prefix match
+ * (NULL or "": any) handles the request. */
+typedef struct csock_http_route {
+    const char *method;
+    const char *prefix;
+    csock_http_handler handler;
+    void *data;
+} csock_http_route;
+
+/* Called once per response, when its head is written: for an access log.
+ * `body_len` is the body's length, or -1 when it is streamed. The request
+ * is readable (method, target, headers) during the call. */
+typedef void (*csock_http_log_cb)(const csock_http_req *req, int status, int64_t body_len,
+                                  void *data);
+
+typedef struct csock_http_opts {
+    const csock_http_route *routes; /* tried in order; copied by csock_http_server_new */
+    size_t nroutes;
+    csock_http_handler handler;     /* when no route matches; NULL: 404 */
+    void *data;                     /* for `handler` */
+    size_t max_request_line;        /* longer: 414; 0: 8 KiB */
+    size_t max_head;                /* request line + fields, longer: 431; 0: 32 KiB */
+    uint64_t max_body;              /* larger request body: 413; 0: 1 MiB */
+    uint64_t header_timeout_ms;     /* a head must be complete this long after its first
+                                       byte (or after accept); 0: 10 s */
+    uint64_t body_timeout_ms;       /* a body must be complete this long after its head; 0: 30 s */
+    uint64_t keepalive_timeout_ms;  /* idle between requests; 0: 30 s */
+    uint64_t send_timeout_ms;       /* no byte taken by the client while answering; 0: 60 s */
+    const char *server_name;        /* the Server field; NULL: "csock" */
+    csock_http_log_cb log;          /* NULL: no log */
+    void *log_data;
+    /* Reserved for TLS (https on tls:// addresses): a TLS context from
+     * csock/tls.h that the server will wrap accepted streams in. Must be
+     * NULL until TLS lands (csock_http_server_new answers -ENOTSUP). */
+    void *tls;
+} csock_http_opts;
+
+/* Make an HTTP server for `loop`. Copies *opts (the routes array too, not
+ * the strings it points to, which must outlive the server). */
+int csock_http_server_new(csock_loop *loop, const csock_http_opts *opts, csock_http_server **out);
+
+/* Serve HTTP on an accepted stream; the server owns it from now on (it sets
+ * the stream's data, read callback and close callback). Returns 0, or an
+ * error after which the stream has been closed. */
+int csock_http_server_accept(csock_http_server *hs, csock_stream *s);
+
+/* Close every connection of the server now and free it (asynchronously: its
+ * memory goes on a later loop iteration). Call before the loop is freed. */
+void csock_http_server_close(csock_http_server *hs);
+
+/* The number of open connections. */
+unsigned csock_http_server_conns(const csock_http_server *hs);
+
+/* ---- the request ----------------------------------------------------------- */
+
+csock_http_str csock_http_method(const csock_http_req *r);
+csock_http_str csock_http_target(const csock_http_req *r); /* as received: "/a%20b?x=1" */
+csock_http_str csock_http_path(const csock_http_req *r);   /* target before '?', not decoded */
+csock_http_str csock_http_query(const csock_http_req *r);  /* after '?', or {NULL, 0} */
+int csock_http_minor(const csock_http_req *r);             /* 0: HTTP/1.0, 1: HTTP/1.1 */
+int csock_http_is_head(const csock_http_req *r);           /* the method is HEAD */
+/* The first field named `name` (ASCII case-insensitive), or {NULL, 0}. */
+csock_http_str csock_http_get_header(const csock_http_req *r, const char *name);
+/* Every field in order: returns 0 and sets name/value for i < count, else -1. */
+int csock_http_header_at(const csock_http_req *r, size_t i, csock_http_str *name,
+                         csock_http_str *value);
+/* The whole request body (Content-Length or de-chunked), or {"" , 0}. */
+csock_http_str csock_http_body(const csock_http_req *r);
+/* The connection's stream (for its peer address); do not read or close it. */
+csock_stream *csock_http_stream(const csock_http_req *r);
+
+/* ---- the response -------------------------------------------------------------- */
+
+/* Add a response field before the answer starts. Date, Server,
+ * Content-Length, Transfer-Encoding and Connection are written by the
+ * server. Returns 0, -EINVAL (CR/LF in name or value), -EALREADY (answer
+ * started) or -ENOMEM. */
+int csock_http_add_header(csock_http_req *r, const char *name, const char *value);
+
+/* Ask for the connection to close after this answer (Connection: close). */
+void csock_http_close_after(csock_http_req *r);
+
+/* Answer with a fixed body (copied; HEAD gets the length, not the bytes).
+ * 204 and 304 send no body. Completes the answer. */
+int csock_http_send(csock_http_req *r, int status, const void *body, size_t len);
+
+/* Answer with `len` bytes of file `fd` from `offset`, sent with sendfile(2)
+ * (small files are read and sent with the head in one write). The server
+ * closes `fd` when done if `close_fd` is non-zero (also on error). */
+int csock_http_send_file(csock_http_req *r, int status, int fd, off_t offset, size_t len,
+                         int close_fd);
+
+/* A streamed body: start, write pieces (sent as chunks to HTTP/1.1 clients,
+ * as a close-delimited body to HTTP/1.0 ones), end. */
+int csock_http_start(csock_http_req *r, int status);
+int csock_http_write(csock_http_req *r, const void *buf, size_t len);
+int csock_http_end(csock_http_req *r);
+
+/* The reason phrase for a status code ("Not Found"; "" when unknown). */
+const char *csock_http_reason(int status);
+
+/* Format `t` (seconds since the epoch) as an IMF-fixdate, "Sun, 06 Nov 1994
+ * 08:49:37 GMT", into buf (at least 30 bytes). */
+void csock_http_date(int64_t t, char *buf);
+
+/* ---- static files ------------------------------------------------------------ */
+
+typedef struct csock_http_static_opts {
+    int list;               /* directories without index.html get an HTML listing */
+    const char *index;      /* the index file name; NULL: "index.html" */
+} csock_http_static_opts;
+
+/* Serve the files under directory `root`: GET and HEAD, index files,
+ * listings, ETag/Last-Modified with If-None-Match/If-Modified-Since (304),
+ * single byte ranges (206/416; several ranges get 200 and the whole file).
+ * No path leaves root: the target is percent-decoded (%00 and malformed
+ * escapes are 400), NUL and backslash are 400, a `..` that would climb
+ * above root is 400, and files are opened with openat2(RESOLVE_BENEATH |
+ * RESOLVE_NO_MAGICLINKS) below an fd of root (where the kernel lacks it:
+ * O_NOFOLLOW and a realpath check), so a symlink that leads outside root is
+ * 403 Forbidden. Files up to 8 KiB are kept in memory for up to one second
+ * (a changed file is seen within a second). Use it from one loop only.
+ * Returns 0 and *out, or an error opening root. */
+int csock_http_static_new(const char *root, const csock_http_static_opts *opts,
+                          csock_http_static **out);
+
+/* The handler: pass the csock_http_static as its data. */
+void csock_http_static_handler(csock_http_req *r, void *data);
+
+/* Free it once no server uses it. */
+void csock_http_static_free(csock_http_static *st);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
