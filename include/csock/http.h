@@ -17,6 +17,10 @@
  * keepalive_timeout, or the connection is closed (a slow client cannot hold
  * a connection by trickling bytes).
  *
+ * https: put TLS on the accepted stream first (csock_tls_accept() from
+ * csock/tls.h) and hand it to csock_http_server_accept() in the handshake
+ * callback; the server sees the same stream API either way.
+ *
  * Threads: everything here runs on the loop's thread, and a
  * csock_http_static belongs to one loop too (it caches): make one per loop.
  */
@@ -81,10 +85,6 @@ typedef struct csock_http_opts {
     const char *server_name;        /* the Server field; NULL: "csock" */
     csock_http_log_cb log;          /* NULL: no log */
     void *log_data;
-    /* Reserved for TLS (https on tls:// addresses): a TLS context from
-     * csock/tls.h that the server will wrap accepted streams in. Must be
-     * NULL until TLS lands (csock_http_server_new answers -ENOTSUP). */
-    void *tls;
 } csock_http_opts;
 
 /* Make an HTTP server for `loop`. Copies *opts (the routes array too, not

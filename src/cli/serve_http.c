@@ -34,10 +34,12 @@ static const char http_usage[] =
     "  --drain-timeout SECS    on SIGINT/SIGTERM, let answers finish for SECS\n"
     "  -h, --help              this help\n"
     "\n"
-    "https (tls:// addresses) comes with TLS support.\n";
+    "https: give tls:// addresses and --cert/--key (TLS options below).\n";
 
 typedef struct app {
     const char *dir;
+    cli_tls tls_opts;           /* --cert, --key, ... */
+    csock_tls_ctx *tls;         /* for tls:// endpoints, shared by the loops */
     csock_http_static_opts so;
     csock_http_opts hopts;
     int log_fd;                 /* -1: no access log */
@@ -122,6 +124,20 @@ static void on_accept(csock_listener *l, csock_stream *s, int status)
     csock_http_server_accept(pl->hs, s);
 }
 
+/* https: HTTP starts on the stream once its handshake is done; a failed or
+ * stalled handshake costs only that connection (csock closes it). */
+static void on_tls_ready(csock_stream *s, int status)
+{
+    if (status == 0) on_accept(NULL, s, 0);
+}
+
+static void on_accept_tls(csock_listener *l, csock_stream *s, int status)
+{
+    if (status < 0) return;
+    app *a = csock_listener_data(l);
+    if (csock_tls_accept(s, a->tls, on_tls_ready) < 0) csock_stream_close(s, NULL);
+}
+
 int cli_serve_http(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -135,6 +151,7 @@ int cli_serve_http(int argc, char **argv)
         {"max-conns", required_argument, NULL, 'm'},
         {"threads", required_argument, NULL, 't'},
         {"drain-timeout", required_argument, NULL, 'D'},
+        CLI_TLS_LONGOPTS,
         {0, 0, 0, 0},
     };
     app a = {.log_fd = -1};
@@ -145,7 +162,7 @@ int cli_serve_http(int argc, char **argv)
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":hm:t:", opts, NULL)) != -1) {
         switch (c) {
-        case 'h': fputs(http_usage, stdout); return CLI_OK;
+        case 'h': fputs(http_usage, stdout); fputs(cli_tls_usage, stdout); return CLI_OK;
         case 'l': a.so.list = 1; break;
         case 'A': log_path = optarg; break;
         case 'B': a.hopts.max_body = cli_ulong("--max-body", optarg, 1ul << 29); break;
@@ -155,7 +172,9 @@ int cli_serve_http(int argc, char **argv)
         case 'm': sopts.max_conns = (unsigned)cli_ulong("--max-conns", optarg, 1u << 24); break;
         case 't': sopts.threads = (unsigned)cli_ulong("--threads", optarg, 1024); break;
         case 'D': sopts.drain_timeout_ms = cli_seconds("--drain-timeout", optarg); break;
-        default: cli_bad_option("serve http", c, optopt, argv[optind - 1]);
+        default:
+            if (cli_tls_option(&a.tls_opts, c, optarg)) break;
+            cli_bad_option("serve http", c, optopt, argv[optind - 1]);
         }
     }
     if (optind >= argc) cli_die(CLI_USAGE, "serve http: missing DIR to serve");
@@ -165,8 +184,7 @@ int cli_serve_http(int argc, char **argv)
     for (int i = optind; i < argc; i++) {
         csock_addr addr;
         cli_addr(argv[i], CSOCK_ADDR_PASSIVE, &addr);
-        if (addr.scheme == CSOCK_TLS)
-            cli_die(CLI_USAGE, "serve http: %s: https needs TLS support, not built yet", argv[i]);
+        if (addr.scheme == CSOCK_TLS && !a.tls) a.tls = cli_tls_server_ctx(&a.tls_opts);
         if (!csock_addr_is_stream(&addr))
             cli_die(CLI_USAGE, "serve http: %s: HTTP needs a stream address", argv[i]);
     }
@@ -194,7 +212,7 @@ int cli_serve_http(int argc, char **argv)
     for (int i = optind; i < argc; i++) {
         csock_addr addr, bound;
         cli_addr(argv[i], CSOCK_ADDR_PASSIVE, &addr);
-        rc = csock_server_listen(srv, &addr, on_accept, &a);
+        rc = csock_server_listen(srv, &addr, addr.scheme == CSOCK_TLS ? on_accept_tls : on_accept, &a);
         if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", argv[i], csock_strerror(rc));
         char buf[300];
         csock_server_addr(srv, (unsigned)(i - optind), &bound);
@@ -204,6 +222,7 @@ int cli_serve_http(int argc, char **argv)
     }
     rc = csock_server_run(srv);
     csock_server_free(srv);
+    csock_tls_ctx_free(a.tls);
     if (a.log_fd > STDOUT_FILENO) close(a.log_fd);
     if (rc < 0) cli_die(CLI_ERR, "server: %s", csock_strerror(rc));
     return CLI_OK;

@@ -806,6 +806,7 @@ int csock_stream_write_file(csock_stream *s, int fd, off_t offset, size_t len, i
     c->close_fd = close_fd ? 1 : 0;
     enqueue(s, c);
     if (!(s->flags & F_IN_READ)) do_flush(s);
+    if (!s->h.closing) maybe_pause(s); /* file bytes count toward backpressure too */
     return 0;
 }
 

@@ -707,7 +707,6 @@ int csock_http_server_new(csock_loop *loop, const csock_http_opts *opts, csock_h
 {
     csock_http_opts none = {0};
     if (!opts) opts = &none;
-    if (opts->tls) return -ENOTSUP; /* https arrives with the TLS layer */
     csock_http_server *hs = calloc(1, sizeof *hs);
     if (!hs) return -ENOMEM;
     hs->loop = loop;
