@@ -446,7 +446,7 @@ void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts
         parse_one(o, c, optarg);
     }
     int left = argc - optind;
-    if (left < 1) cli_die(CLI_USAGE, "%s: missing address (see csock %s --help)", cmd, cmd);
+    if (left < 1) cli_die(CLI_USAGE, "%s: missing address ADDR (or HOST PORT; see csock %s --help)", cmd, cmd);
     if (left > 2) cli_die(CLI_USAGE, "%s: unexpected argument '%s'", cmd, argv[optind + 2]);
     o->ntarget = left;
     o->target[0] = argv[optind];

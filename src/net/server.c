@@ -52,6 +52,25 @@ static unsigned cpu_count(void)
     return n > 0 ? (unsigned)n : 1;
 }
 
+static void on_signal(csock_signal *sig, int signum);
+
+/* Watched from creation, before any endpoint is announced: a signal sent as
+ * soon as `listening` appears must drain, not kill. Blocked here, before the
+ * loop threads exist, so they inherit the mask and the signals reach loop
+ * 0's signalfd only. */
+static int watch_signals(csock_server *srv)
+{
+    int signums[2] = {SIGINT, SIGTERM};
+    for (int i = 0; i < 2; i++) {
+        int rc = csock_signal_new(srv->loops[0].loop, &srv->sigs[i]);
+        if (rc < 0) return rc;
+        csock_signal_set_data(srv->sigs[i], srv);
+        rc = csock_signal_start(srv->sigs[i], on_signal, signums[i]);
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
 int csock_server_new(csock_server **out, const csock_server_opts *opts)
 {
     csock_server *srv = calloc(1, sizeof *srv);
@@ -80,6 +99,7 @@ int csock_server_new(csock_server **out, const csock_server_opts *opts)
         sl->group->refs = 1; /* the server's own reference */
         sl->group->shared = &srv->conns;
     }
+    if (rc == 0 && srv->opts.handle_signals) rc = watch_signals(srv);
     if (rc < 0) {
         csock_server_free(srv);
         return rc;
@@ -287,18 +307,6 @@ static void *run_loop(void *arg)
 
 int csock_server_run(csock_server *srv)
 {
-    if (srv->opts.handle_signals) {
-        /* Started before the threads exist, so they inherit the blocked mask
-         * and the signals reach loop 0's signalfd only. */
-        int signums[2] = {SIGINT, SIGTERM};
-        for (int i = 0; i < 2; i++) {
-            int rc = csock_signal_new(srv->loops[0].loop, &srv->sigs[i]);
-            if (rc < 0) return rc;
-            csock_signal_set_data(srv->sigs[i], srv);
-            rc = csock_signal_start(srv->sigs[i], on_signal, signums[i]);
-            if (rc < 0) return rc;
-        }
-    }
     unsigned started = 1;
     int rc = 0;
     for (; started < srv->n; started++) {
