@@ -192,29 +192,95 @@ S.check("connect tls:// to a plaintext echo fails in one line", connect_to_plain
 # ---- ncat --ssl and socat OPENSSL, both ways -----------------------------------------
 
 
+def read_exactly(fd, n, deadline, what):
+    """Read n bytes from fd, failing (not hanging) at the deadline."""
+    import select
+    got = b""
+    while len(got) < n:
+        left = deadline - time.time()
+        ready, _, _ = select.select([fd], [], [], max(0.0, left))
+        assert ready, "%s: %d of %d bytes before the deadline" % (what, len(got), n)
+        chunk = os.read(fd, n - len(got))
+        assert chunk, "%s: EOF after %d of %d bytes" % (what, len(got), n)
+        got += chunk
+    return got
+
+
+# Ncat 7.93 (nsock) has a client-side TLS bug (nmap/nmap#2788): one read event
+# stops calling SSL_read after about 32 KiB, and then ncat waits in select() for the
+# socket. If the record it was reading still holds plaintext inside OpenSSL (csock
+# sends records of up to 16 KiB, ncat reads 8 KiB at a time), that plaintext stays
+# stuck until more data arrives, which never happens here. We saw this: the server
+# had sent every byte, all acknowledged, and ncat was idle in select() holding the
+# last 3,738 bytes. So we keep at most 8 KiB in flight: each piece must come back
+# before the next one goes, and no read event in ncat gets near that limit. The
+# same volume still goes through. The deadline makes a real regression fail
+# instead of hanging.
+NCAT_STEP = 8192
+
+
 def ncat_to_csock():
-    r = run(["ncat", "--ssl", "--ssl-verify", "--ssl-trustfile", S.cert("ca.pem"),
-             "localhost", str(PORT)], b"", 10, stdin=None) if False else None
     # ncat sends a TCP FIN, not close_notify, at the end of its input, which csock
     # rightly treats as truncation; so end ncat's input only after the reply.
     import subprocess
     p = subprocess.Popen(["ncat", "--ssl", "--ssl-verify", "--ssl-trustfile", S.cert("ca.pem"),
                           "localhost", str(PORT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
-    p.stdin.write(TEXT)
-    p.stdin.flush()
-    got = b""
-    while len(got) < len(TEXT):
-        chunk = os.read(p.stdout.fileno(), 65536)
-        if not chunk:
-            break
-        got += chunk
-    p.stdin.close()
-    p.wait(10)
-    assert got == TEXT, "got %d of %d bytes" % (len(got), len(TEXT))
+    try:
+        deadline = time.time() + 20
+        got = b""
+        for off in range(0, len(TEXT), NCAT_STEP):
+            piece = TEXT[off:off + NCAT_STEP]
+            p.stdin.write(piece)
+            p.stdin.flush()
+            got += read_exactly(p.stdout.fileno(), len(piece), deadline, "ncat echo")
+        assert got == TEXT, "echo differs"
+    finally:
+        p.kill()
+        p.communicate()
 
 
 S.check("ncat --ssl -> csock serve", ncat_to_csock)
+
+
+def early_writers():
+    """The server side of the ncat case, with a client that drains its TLS
+    buffers: several clients at once write 52,890 bytes right after the
+    handshake (the first records travel with the client's Finished), keep their
+    side open and expect all of it back before a deadline. Run against the
+    server's two loops."""
+    import threading
+    ctx = ssl.create_default_context(cafile=S.cert("ca.pem"))
+    errors = []
+
+    def client():
+        try:
+            with socket.create_connection(("127.0.0.1", PORT), timeout=10) as raw:
+                with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                    s.sendall(TEXT)
+                    got = b""
+                    deadline = time.time() + 10
+                    while len(got) < len(TEXT) and time.time() < deadline:
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            break
+                        got += chunk
+                    if got != TEXT:
+                        errors.append("%d of %d bytes" % (len(got), len(TEXT)))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    for _ in range(5):
+        ts = [threading.Thread(target=client) for _ in range(4)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(30)
+        assert not any(t.is_alive() for t in ts), "a client hung"
+    assert not errors, errors
+
+
+S.check("python ssl: 20 clients write at once, input kept open", early_writers)
 
 
 def csock_to_ncat():
