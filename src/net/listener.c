@@ -79,7 +79,7 @@ static void on_accept(csock_loop *loop, csock__watcher *w, unsigned events)
             l->cb(l, NULL, -err);
             return;
         }
-        if (l->max_conns && csock__group_count(l->group) >= l->max_conns) {
+        if (!csock__group_reserve(l->group, l->max_conns)) {
             close(fd); /* refused at once: the server stays responsive */
             continue;
         }
@@ -89,6 +89,7 @@ static void on_accept(csock_loop *loop, csock__watcher *w, unsigned events)
         }
         csock_stream *s = csock__stream_new(loop, fd, l->group);
         if (!s) {
+            csock__group_unreserve(l->group);
             close(fd);
             l->cb(l, NULL, -ENOMEM);
             continue;

@@ -22,9 +22,13 @@ typedef struct csock__conn_group {
     unsigned draining : 1;  /* new streams start draining too */
 } csock__conn_group;
 void csock__group_release(csock__conn_group *g);
-/* Open streams of the group, counted across loops when the group shares a
- * counter: what max_conns is checked against. */
-unsigned csock__group_count(const csock__conn_group *g);
+/* Take a connection slot before making an accepted stream: 0 when `max`
+ * (0: no limit) open connections already exist, counted across loops when
+ * the group shares a counter. A stream made with the group owns the slot
+ * and gives it back when it closes; csock__group_unreserve() gives back a
+ * slot no stream took. */
+int csock__group_reserve(csock__conn_group *g, unsigned max);
+void csock__group_unreserve(csock__conn_group *g);
 /* Graceful drain: every stream closes (csock_stream_end) as soon as it has
  * no unconsumed input and nothing queued; idle ones at once. */
 void csock__group_drain(csock__conn_group *g);

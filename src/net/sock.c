@@ -48,7 +48,20 @@ void csock__group_release(csock__conn_group *g)
     if (g && --g->refs == 0) free(g);
 }
 
-unsigned csock__group_count(const csock__conn_group *g)
+int csock__group_reserve(csock__conn_group *g, unsigned max)
 {
-    return g->shared ? atomic_load(g->shared) : g->conns;
+    if (!g->shared) return !max || g->conns < max;
+    /* Loops accept at the same time: take the slot first, then check, so
+     * two loops cannot both see max - 1 and go one over. */
+    unsigned before = atomic_fetch_add(g->shared, 1);
+    if (max && before >= max) {
+        atomic_fetch_sub(g->shared, 1);
+        return 0;
+    }
+    return 1;
+}
+
+void csock__group_unreserve(csock__conn_group *g)
+{
+    if (g->shared) atomic_fetch_sub(g->shared, 1);
 }

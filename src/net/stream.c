@@ -105,7 +105,6 @@ csock_stream *csock__stream_new(csock_loop *loop, int fd, csock__conn_group *gro
     if (group) {
         group->conns++;
         group->refs++;
-        if (group->shared) atomic_fetch_add(group->shared, 1);
         s->gnext = group->head;
         if (group->head) group->head->gprev = s;
         group->head = s;
