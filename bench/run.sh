@@ -9,7 +9,7 @@
 # every server back to back, in an order rotated each round, so slow phases of
 # a noisy machine hit all servers alike; the table reports medians over rounds.
 # Environment (defaults): ROUNDS (5) DURATION (5 s) WARMUP (1 s)
-#   CSOCK_BIN (build/csock) SERVERS ("csock uv_echo ev_echo epoll_echo")
+#   CSOCK_BIN (build/csock) CSOCK_THREADS (1) SERVERS ("csock uv_echo ev_echo epoll_echo")
 #   SCENARIOS ("a b c") SERVER_CPU (0) LOAD_CPU (1) OUT (bench/out)
 if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi # `make bench` uses sh
 set -euo pipefail
@@ -22,6 +22,7 @@ WARMUP=${WARMUP:-1}
 CSOCK_BIN=${CSOCK_BIN:-$root/build/csock}
 SERVERS=${SERVERS:-"csock uv_echo ev_echo epoll_echo"}
 SCENARIOS=${SCENARIOS:-"a b c"}
+CSOCK_THREADS=${CSOCK_THREADS:-1}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 OUT=${OUT:-$here/out}
@@ -102,13 +103,13 @@ probe_csock() {
         return
     fi
     local try
-    for try in "--threads 1" ""; do
+    for try in "--threads $CSOCK_THREADS" ""; do
         # shellcheck disable=SC2086  # $try is deliberately split into words
         if start_server csock "$CSOCK_BIN" serve echo tcp://127.0.0.1:0 $try; then
             stop_server
             # shellcheck disable=SC2206  # split "--threads 1" into two words
             cmd_csock=("$CSOCK_BIN" serve echo tcp://127.0.0.1:0 $try)
-            [ -n "$try" ] || notes+=("csock ran without --threads 1 (flag not accepted)")
+            [ -n "$try" ] || notes+=("csock ran without --threads (flag not accepted)")
             return
         fi
     done

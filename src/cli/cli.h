@@ -40,6 +40,8 @@ void cli_raise_nofile(void);
 int cli_serve(int argc, char **argv);
 int cli_connect(int argc, char **argv);
 int cli_listen(int argc, char **argv);
+/* csock serve chat ADDR...: argv[0] is "chat". */
+int cli_serve_chat(int argc, char **argv);
 /* csock serve http DIR ADDR...: argv[0] is "http". */
 int cli_serve_http(int argc, char **argv);
 

@@ -1,6 +1,7 @@
 /* csock listen ADDR | [HOST] PORT: wait for peers and relay them to
  * stdin/stdout (one peer, or many with -k), to each other (--broker,
  * --chat) or to a program each (-e/-c). The relay itself is in netcat.c. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/netcat.h"
@@ -103,17 +104,20 @@ static void on_accept_tls(csock_listener *l, csock_stream *s, int status)
 static void announce(const nc_ctx *c, const csock_addr *asked, const csock_addr *bound)
 {
     int ip = bound->sa.ss_family != AF_UNIX;
-    if (!c->o->verbose && !(ip && csock_addr_port(asked) == 0)) return;
     char text[400];
     csock_addr_format(bound, text, sizeof text);
+    if (c->o->serve) { /* serve chat: like every service, on stdout */
+        printf("listening %s\n", text);
+        fflush(stdout);
+        return;
+    }
+    if (!c->o->verbose && !(ip && csock_addr_port(asked) == 0)) return;
     fprintf(stderr, "listening %s\n", text);
     fflush(stderr);
 }
 
-int cli_listen(int argc, char **argv)
+static int run_listen(nc_opts o)
 {
-    nc_opts o;
-    nc_parse_args(argc, argv, 1, listen_usage, &o);
     char target[1100];
     nc_target_text(&o, 1, target, sizeof target);
     csock_addr addr, bound;
@@ -141,5 +145,45 @@ int cli_listen(int argc, char **argv)
     rc = nc_ctx_run(&c);
     csock_tls_ctx_free(c.tls);
     nc_opts_free(&o);
+    return rc;
+}
+
+int cli_listen(int argc, char **argv)
+{
+    nc_opts o;
+    nc_parse_args(argc, argv, 1, listen_usage, &o);
+    return run_listen(o);
+}
+
+static const char chat_usage[] =
+    "usage: csock serve chat ADDR [options]\n"
+    "\n"
+    "A chat room on ADDR (tcp://, tls://, unix:, HOST:PORT): each line a client\n"
+    "sends goes to every other client tagged with its sender, as ncat --chat\n"
+    "does (\"<user1> hello\"), with \"<announce>\" lines as clients come and go.\n"
+    "Prints \"listening ADDR\" on stdout once ready. It is `csock listen -k --chat\n"
+    "--recv-only ADDR`, so the options of `csock listen --help` apply (-m, -i,\n"
+    "--allow/--deny, -v, the TLS options).\n";
+
+/* csock serve chat: the listen relay in chat mode, without stdin. */
+int cli_serve_chat(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            fputs(chat_usage, stdout);
+            return CLI_OK;
+        }
+    char **args = calloc((size_t)argc + 4, sizeof *args);
+    if (!args) cli_die(CLI_ERR, "out of memory");
+    args[0] = "serve chat";
+    args[1] = "-k";
+    args[2] = "--chat";
+    args[3] = "--recv-only";
+    for (int i = 1; i < argc; i++) args[i + 3] = argv[i];
+    nc_opts o;
+    nc_parse_args(argc + 3, args, 1, chat_usage, &o);
+    o.serve = 1;
+    int rc = run_listen(o);
+    free(args);
     return rc;
 }

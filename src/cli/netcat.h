@@ -53,6 +53,7 @@ typedef struct nc_opts {
     const char *target[2]; /* the ADDR, or HOST PORT, as written */
     int ntarget;
     int ssl;               /* --ssl: HOST PORT means tls:// (ncat's habit) */
+    int serve;             /* csock serve chat: announce `listening` on stdout, always */
     cli_tls tls;           /* --cert, --key, --ca, --insecure, ... */
 } nc_opts;
 

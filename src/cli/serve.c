@@ -20,6 +20,9 @@ static const char serve_usage[] =
     "  echo      send back every byte (every datagram)\n"
     "  upper     answer each line (each datagram) in upper case\n"
     "  discard   read and drop everything\n"
+    "  chat      a chat room: lines go to every other client, tagged <userN>\n"
+    "            (see csock serve chat --help)\n"
+    "  http      static files over HTTP/1.1 (see csock serve http --help)\n"
     "\n"
     "Options:\n"
     "  --max-line N        longest line for line services, bytes (default 65536);\n"
@@ -228,6 +231,8 @@ int cli_serve(int argc, char **argv)
     int c;
     /* HTTP has its own options (a directory, TLS, logs): its own file. */
     if (argc > 1 && !strcmp(argv[1], "http")) return cli_serve_http(argc - 1, argv + 1);
+    /* chat is the listen relay's broker (one loop: every client sees every other). */
+    if (argc > 1 && !strcmp(argv[1], "chat")) return cli_serve_chat(argc - 1, argv + 1);
     opterr = 0;
     /* Options may come before or after SERVICE and the addresses. */
     while ((c = getopt_long(argc, argv, ":hm:i:t:v", opts, NULL)) != -1) {
@@ -244,10 +249,10 @@ int cli_serve(int argc, char **argv)
             cli_bad_option("serve", c, optopt, argv[optind - 1]);
         }
     }
-    if (optind >= argc) cli_die(CLI_USAGE, "serve: missing SERVICE (echo, upper or discard)");
+    if (optind >= argc) cli_die(CLI_USAGE, "serve: missing SERVICE (echo, upper, discard, chat or http)");
     srv.svc = find_service(argv[optind]);
     if (!srv.svc)
-        cli_die(CLI_USAGE, "serve: unknown service '%s' (echo, upper or discard)", argv[optind]);
+        cli_die(CLI_USAGE, "serve: unknown service '%s' (echo, upper, discard, chat or http)", argv[optind]);
     optind++;
     if (optind >= argc) cli_die(CLI_USAGE, "serve: missing ADDR to listen on");
     if (argc - optind > 64) cli_die(CLI_USAGE, "serve: at most 64 addresses");
