@@ -433,7 +433,6 @@ void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts
     while ((c = getopt_long(argc, argv, ":huU46kvCzx:e:c:w:i:m:q:", long_opts, NULL)) != -1) {
         if (c == 'h') {
             fputs(usage, stdout);
-            fputs("  --ssl                  HOST PORT (or HOST:PORT) means tls:// (as ncat --ssl)\n", stdout);
             fputs(cli_tls_usage, stdout);
             exit(CLI_OK);
         }

@@ -15,12 +15,14 @@
 static const char http_usage[] =
     "usage: csock serve http DIR ADDR... [options]\n"
     "\n"
-    "Serve the files under DIR over HTTP/1.1 on every ADDR (tcp://, unix:,\n"
-    "HOST:PORT). For each endpoint one line goes to stdout once it is ready:\n"
-    "  listening ADDR\n"
+    "Serve the files under DIR over HTTP/1.1 on every ADDR (tcp://, tls://,\n"
+    "unix:, HOST:PORT); tls:// (https) needs --cert and --key (see below).\n"
+    "For each endpoint one line goes to stdout once it is ready:\n"
+    "  listening ADDR     (with the real port when 0 was asked for)\n"
     "\n"
-    "GET and HEAD, index.html, ETag/Last-Modified (304), single byte ranges\n"
-    "(206/416). Paths never leave DIR: a symlink leading outside is 403.\n"
+    "GET and HEAD (other methods: 405), index.html, ETag/Last-Modified (304),\n"
+    "single byte ranges (206/416). Paths never leave DIR: a symlink leading\n"
+    "outside is 403.\n"
     "\n"
     "Options:\n"
     "  --list                  list directories that have no index.html\n"
@@ -29,12 +31,17 @@ static const char http_usage[] =
     "  --keepalive-timeout SECS  close idle keep-alive connections (default 30)\n"
     "  --header-timeout SECS   a request head must arrive within SECS (default 10)\n"
     "  --body-timeout SECS     a request body must arrive within SECS (default 30)\n"
-    "  -m, --max-conns N       at most N connections in all\n"
+    "  -m, --max-conns N       at most N connections in all (every endpoint and\n"
+    "                          thread); more are closed at once\n"
     "  -t, --threads N         event loops (threads), one per core by default\n"
-    "  --drain-timeout SECS    on SIGINT/SIGTERM, let answers finish for SECS\n"
+    "  --drain-timeout SECS    on SIGINT/SIGTERM, stop accepting, let answers\n"
+    "                          finish, close what is left after SECS (default 10);\n"
+    "                          a second signal closes everything at once\n"
     "  -h, --help              this help\n"
     "\n"
-    "https: give tls:// addresses and --cert/--key (TLS options below).\n";
+    "Exit status: 0 after a signal-driven stop, 1 on a runtime error (port in\n"
+    "use, unreadable certificate, access log cannot be opened), 2 on a wrong\n"
+    "argument (bad option or address, DIR missing, tls:// without --cert).\n";
 
 typedef struct app {
     const char *dir;

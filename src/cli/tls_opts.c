@@ -6,6 +6,7 @@
 #include "cli/cli.h"
 
 const char cli_tls_usage[] =
+    "\n"
     "TLS (tls://HOST:PORT):\n"
     "  --cert FILE         PEM certificate chain (server: required; client: a\n"
     "                      client certificate)\n"
@@ -13,7 +14,7 @@ const char cli_tls_usage[] =
     "  --ca FILE           PEM CAs to verify the peer with (client default: the\n"
     "                      system CAs; server: with --verify-client)\n"
     "  --insecure          client: do not verify the server (says so on stderr)\n"
-    "  --alpn LIST         comma-separated ALPN protocols (h2,http/1.1)\n"
+    "  --alpn LIST         comma-separated ALPN protocols (e.g. h2,http/1.1)\n"
     "  --verify-client     server: require a client certificate signed by --ca\n"
     "  --handshake-timeout SECS  give up a handshake after SECS (default 10)\n";
 
