@@ -131,16 +131,23 @@ static void start_service(server *srv, csock_stream *s)
     if (rc < 0) csock_stream_close(s, on_closed);
 }
 
-static void on_accept(csock_listener *l, csock_stream *s, int status)
+/* The part of accepting that plain and TLS endpoints share: 1 if `s` is a
+ * new connection to serve. */
+static int accepted(server *srv, csock_stream *s, int status)
 {
-    server *srv = csock_listener_data(l);
     if (status < 0) {
         if (srv->verbose) cli_warn("accept: %s", csock_strerror(status));
-        return;
+        return 0;
     }
     csock_stream_set_data(s, srv);
     log_peer(srv, s, "connection from");
-    start_service(srv, s);
+    return 1;
+}
+
+static void on_accept(csock_listener *l, csock_stream *s, int status)
+{
+    server *srv = csock_listener_data(l);
+    if (accepted(srv, s, status)) start_service(srv, s);
 }
 
 /* TLS: the service starts once the handshake is done. A failed or stalled
@@ -162,13 +169,8 @@ static void on_tls_ready(csock_stream *s, int status)
 static void on_accept_tls(csock_listener *l, csock_stream *s, int status)
 {
     server *srv = csock_listener_data(l);
-    if (status < 0) {
-        if (srv->verbose) cli_warn("accept: %s", csock_strerror(status));
-        return;
-    }
-    csock_stream_set_data(s, srv);
-    log_peer(srv, s, "connection from");
-    if (csock_tls_accept(s, srv->tls, on_tls_ready) < 0) csock_stream_close(s, on_closed);
+    if (accepted(srv, s, status) && csock_tls_accept(s, srv->tls, on_tls_ready) < 0)
+        csock_stream_close(s, on_closed);
 }
 
 static void on_datagram(csock_dgram *d, int status, const char *buf, size_t len,
