@@ -48,6 +48,7 @@ int csock_loop_new(csock_loop **out, const csock_loop_opts *opts)
     if (!loop) return -ENOMEM;
     loop->backend = be;
     loop->sig_fd = -1;
+    sigemptyset(&loop->sig_blocked_by_us);
     pthread_mutex_init(&loop->post_lock, NULL);
     csock_loop_update_time(loop);
     int rc = be->init(loop);

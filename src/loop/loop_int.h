@@ -4,6 +4,7 @@
 #define CSOCK_LOOP_INT_H
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -124,6 +125,7 @@ struct csock_loop {
     int sig_fd;                   /* signalfd, -1 until a signal is watched */
     csock__watcher sig_w;
     csock_signal *signals;        /* list of signal handles */
+    sigset_t sig_blocked_by_us;   /* blocked by csock (not by the application) */
     /* buffer pool */
     void **pool;
     size_t npool;

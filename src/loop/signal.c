@@ -47,9 +47,13 @@ static int sync_fd(csock_loop *loop, int added_signum, int removed_signum)
     sigset_t set, one;
     watched_set(loop, &set);
     if (added_signum) {
+        sigset_t old;
         sigemptyset(&one);
         sigaddset(&one, added_signum);
-        pthread_sigmask(SIG_BLOCK, &one, NULL);
+        pthread_sigmask(SIG_BLOCK, &one, &old);
+        /* Remember only what we blocked: a signal the application had
+         * blocked itself stays blocked when we stop watching it. */
+        if (!sigismember(&old, added_signum)) sigaddset(&loop->sig_blocked_by_us, added_signum);
     }
     int fd = signalfd(loop->sig_fd, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (fd < 0) return -errno;
@@ -60,8 +64,10 @@ static int sync_fd(csock_loop *loop, int added_signum, int removed_signum)
         int rc = csock__watcher_set(loop, &loop->sig_w, CSOCK_READABLE);
         if (rc < 0) return rc;
     }
-    if (removed_signum && !sigismember(&set, removed_signum)) {
+    if (removed_signum && !sigismember(&set, removed_signum) &&
+        sigismember(&loop->sig_blocked_by_us, removed_signum)) {
         /* Nobody on this loop wants it any more: give it its default action back. */
+        sigdelset(&loop->sig_blocked_by_us, removed_signum);
         sigemptyset(&one);
         sigaddset(&one, removed_signum);
         pthread_sigmask(SIG_UNBLOCK, &one, NULL);

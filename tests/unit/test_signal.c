@@ -158,6 +158,38 @@ static void close_runs_callback(void **state)
     assert_int_equal(sig_closed, 2);
 }
 
+static int blocked_now(int signum)
+{
+    sigset_t cur;
+    pthread_sigmask(SIG_BLOCK, NULL, &cur);
+    return sigismember(&cur, signum);
+}
+
+/* Stopping a watcher gives back only what csock itself blocked: a signal
+ * the application blocked stays blocked; one csock blocked is unblocked. */
+static void stop_keeps_the_applications_mask(void **state)
+{
+    (void)state;
+    csock_loop *loop = h_loop_new();
+    csock_signal *s;
+    CHECK_OK(csock_signal_new(loop, &s));
+    block_all_usr(NULL); /* the application blocks SIGUSR1 itself */
+    CHECK_OK(csock_signal_start(s, sig_cb, SIGUSR1));
+    CHECK_OK(csock_signal_stop(s));
+    assert_true(blocked_now(SIGUSR1));
+
+    sigset_t one;
+    sigemptyset(&one);
+    sigaddset(&one, SIGUSR2);
+    pthread_sigmask(SIG_UNBLOCK, &one, NULL); /* not blocked by anyone */
+    CHECK_OK(csock_signal_start(s, sig_cb, SIGUSR2));
+    assert_true(blocked_now(SIGUSR2));        /* csock blocked it */
+    CHECK_OK(csock_signal_stop(s));
+    assert_false(blocked_now(SIGUSR2));       /* and gave it back */
+    csock_signal_close(s, NULL);
+    h_loop_free(loop);
+}
+
 int main(void)
 {
     block_all_usr(NULL);
@@ -166,6 +198,7 @@ int main(void)
         cmocka_unit_test_teardown(two_watchers_both_fire, reblock),
         cmocka_unit_test_teardown(stopped_watcher_not_called, reblock),
         cmocka_unit_test_teardown(close_runs_callback, reblock),
+        cmocka_unit_test_teardown(stop_keeps_the_applications_mask, reblock),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
