@@ -61,6 +61,9 @@ struct csock_stream {
     csock__watcher w;
     unsigned flags;
     unsigned char timer_mode;
+    unsigned char fkind, fkeep; /* framing: csock_frame_kind, keep_delimiter */
+    unsigned char defers;   /* deferred calls still queued that hold this stream (at
+                               most one per kind: error, re-read, connect failure) */
     csock_read_cb read_cb;
     void *data;
     /* input: bytes [roff, roff+rlen) of rbuf are unconsumed */
@@ -74,16 +77,17 @@ struct csock_stream {
     csock_stream_cb drain_cb, shutdown_cb, connect_cb;
     csock_stream_close_cb close_cb;
     csock_timer *timer;     /* connect timeout, idle timeout, linger: lazily made */
-    uint64_t idle_ms, last_io;
     csock__conn_group *group;
     csock_stream *gnext, *gprev; /* the group's list of open streams */
     const csock__filter *filter;
     void *filter_state;
-    /* framing */
-    csock_msg_cb msg_cb;
-    csock_framing framing;
+    csock_msg_cb msg_cb;    /* framed reads */
+    uint32_t fmax;          /* framing: the largest message */
     int err;                /* first error seen, delivered once */
-    unsigned defers;        /* deferred calls still queued that hold this stream */
+    /* Idle timeout and the last I/O, in loop milliseconds modulo 2^32: the
+     * difference is right for any interval under 49 days. 32 bits keep the
+     * handle small (ten thousand idle peers cost ~256 bytes each). */
+    uint32_t idle_ms, last_io;
 };
 
 static void update_events(csock_stream *s);
@@ -310,7 +314,7 @@ int csock__stream_input(csock_stream *s, const char *buf, size_t len)
  * cached time is taken before it waits for I/O, so inside an I/O callback
  * it is as old as that wait was long: refresh it first (a vDSO
  * clock_gettime), or the idle timer fires early by the loop's idle time. */
-static void touch(csock_stream *s) { s->last_io = s->h.loop->now; }
+static void touch(csock_stream *s) { s->last_io = (uint32_t)s->h.loop->now; }
 
 /* Offer the buffered input to the application (or discard it when ending). */
 static void process_input(csock_stream *s)
@@ -842,8 +846,9 @@ static void on_timer(csock_timer *t)
         csock_stream_close(s, NULL);
         break;
     case T_IDLE:
-        if (now - s->last_io < s->idle_ms) {
-            csock_timer_start(t, on_timer, s->idle_ms - (now - s->last_io), 0);
+        uint32_t idle_for = (uint32_t)now - s->last_io;
+        if (idle_for < s->idle_ms) {
+            csock_timer_start(t, on_timer, s->idle_ms - idle_for, 0);
             return;
         }
         s->timer_mode = T_NONE;
@@ -873,7 +878,8 @@ static int arm_timer(csock_stream *s, int mode, uint64_t ms)
 
 int csock_stream_set_idle_timeout(csock_stream *s, uint64_t ms)
 {
-    s->idle_ms = ms;
+    if (ms > UINT32_MAX) ms = UINT32_MAX;
+    s->idle_ms = (uint32_t)ms;
     if (s->timer_mode == T_LINGER || s->timer_mode == T_CONNECT) return 0;
     if (!ms) {
         if (s->timer) csock_timer_stop(s->timer);
@@ -1044,11 +1050,13 @@ void csock_stream_end(csock_stream *s, csock_stream_close_cb cb)
 
 static size_t framed_read(csock_stream *s, int status, const char *buf, size_t len)
 {
+    const csock_framing f = {.kind = (csock_frame_kind)s->fkind, .max = s->fmax,
+                             .keep_delimiter = s->fkeep};
     size_t used = 0;
     while (used < len && (s->flags & F_READING) && !(s->flags & F_PAUSED) && !s->h.closing) {
         const char *msg;
         size_t mlen;
-        ssize_t n = csock_frame_next(&s->framing, buf + used, len - used, &msg, &mlen);
+        ssize_t n = csock_frame_next(&f, buf + used, len - used, &msg, &mlen);
         if (n == 0) break;
         if (n < 0) {
             s->flags |= F_FAILED;
@@ -1061,7 +1069,7 @@ static size_t framed_read(csock_stream *s, int status, const char *buf, size_t l
     if (status == 0 || s->h.closing || (s->flags & F_FAILED)) return used;
     /* End of input (or an error): what is left is a final partial message. */
     if (status == CSOCK_EOF && used < len && !(s->flags & F_PAUSED)) {
-        if (s->framing.kind == CSOCK_FRAME_LINE) {
+        if (f.kind == CSOCK_FRAME_LINE) {
             s->msg_cb(s, 0, buf + used, len - used);
             if (s->h.closing) return len;
         } else {
@@ -1075,7 +1083,10 @@ static size_t framed_read(csock_stream *s, int status, const char *buf, size_t l
 int csock_stream_read_framed(csock_stream *s, const csock_framing *f, csock_msg_cb cb)
 {
     if (!f || !cb || (f->kind != CSOCK_FRAME_LINE && f->kind != CSOCK_FRAME_LP32)) return -EINVAL;
-    s->framing = *f;
+    if (f->max > UINT32_MAX - 4) return -EINVAL;
+    s->fkind = (unsigned char)f->kind;
+    s->fkeep = f->keep_delimiter ? 1 : 0;
+    s->fmax = (uint32_t)f->max;
     s->msg_cb = cb;
     s->flags |= F_FRAMED;
     size_t need = f->max + 4; /* a whole message plus its delimiter or header */
