@@ -588,8 +588,15 @@ static void after_drain(csock_stream *s, int was_queued)
 static ssize_t send_iov(csock_stream *s, struct iovec *iov, int n)
 {
     if (!(s->flags & F_NOT_SOCK)) {
-        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-        ssize_t r = sendmsg(s->w.fd, &m, MSG_NOSIGNAL); /* never SIGPIPE */
+        /* MSG_NOSIGNAL: never SIGPIPE. One buffer (the common reply) goes by
+         * send(), which skips sendmsg's msghdr and iovec import. */
+        ssize_t r;
+        if (n == 1) {
+            r = send(s->w.fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
+        } else {
+            struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+            r = sendmsg(s->w.fd, &m, MSG_NOSIGNAL);
+        }
         if (r >= 0 || errno != ENOTSOCK) return r;
         s->flags |= F_NOT_SOCK;
     }
