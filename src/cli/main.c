@@ -14,7 +14,7 @@ static const char usage[] =
     "A client/server socket toolkit: TCP, UDP and Unix sockets, IPv4 and IPv6.\n"
     "\n"
     "Commands:\n"
-    "  serve SERVICE ADDR...   serve echo, upper or discard on every ADDR\n"
+    "  serve SERVICE ADDR...   serve echo, upper, discard or chat on every ADDR\n"
     "  serve http DIR ADDR...  serve the files under DIR over HTTP/1.1 (https)\n"
     "  connect ADDR            stdin to the peer, the peer to stdout (netcat-style)\n"
     "  listen ADDR             wait for peers: one, many (-k), broker, chat, exec\n"
