@@ -853,9 +853,8 @@ static void on_timer(csock_timer *t)
         csock_stream_close(s, NULL);
         break;
     case T_IDLE:
-        uint32_t idle_for = (uint32_t)now - s->last_io;
-        if (idle_for < s->idle_ms) {
-            csock_timer_start(t, on_timer, s->idle_ms - idle_for, 0);
+        if ((uint32_t)now - s->last_io < s->idle_ms) {
+            csock_timer_start(t, on_timer, s->idle_ms - ((uint32_t)now - s->last_io), 0);
             return;
         }
         s->timer_mode = T_NONE;
