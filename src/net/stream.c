@@ -16,6 +16,10 @@
 #define DEFAULT_HIGH (256u * 1024)
 #define DEFAULT_LOW (64u * 1024)
 #define LINGER_MS 2000  /* how long csock_stream_end() waits for the peer's EOF */
+/* A draining stream must also have been quiet this long before it ends:
+ * empty queues and an empty receive queue can be a moment between two
+ * segments of a peer that is still sending. */
+#define DRAIN_QUIET_MS 250
 #define IOV_MAX_BATCH 64
 
 enum wkind { W_MEM, W_REF, W_FILE };
@@ -54,7 +58,7 @@ enum {
     F_DRAIN = 1 << 14,     /* server draining: end the stream once it is idle */
 };
 
-enum { T_NONE, T_CONNECT, T_IDLE, T_LINGER };
+enum { T_NONE, T_CONNECT, T_IDLE, T_LINGER, T_DRAIN };
 
 struct csock_stream {
     csock__handle h;
@@ -865,6 +869,10 @@ static void on_timer(csock_timer *t)
         }
         if (!s->h.closing) csock_stream_close(s, s->close_cb);
         break;
+    case T_DRAIN:
+        s->timer_mode = T_NONE;
+        drain_check(s);
+        break;
     case T_LINGER:
         csock_stream_close(s, s->close_cb);
         break;
@@ -1011,13 +1019,19 @@ static int input_pending(const csock_stream *s)
 }
 
 /* A draining stream ends once it is idle: no unconsumed input (buffered or
- * still in the kernel), nothing queued, not inside its read callback. A
- * peer that never stops sending is closed by the server's drain timeout. */
+ * still in the kernel), nothing queued, not inside its read callback, and no
+ * I/O for DRAIN_QUIET_MS. A peer that never stops sending is closed by the
+ * server's drain timeout. */
 static void drain_check(csock_stream *s)
 {
     if ((s->flags & (F_DRAIN | F_ENDING | F_IN_READ)) != F_DRAIN || s->h.closing) return;
     if (s->rlen || s->wq_head || (s->flags & F_CONNECTING)) return;
     if (input_pending(s)) return; /* on_readable() reads it and checks again */
+    uint32_t quiet = (uint32_t)s->h.loop->now - s->last_io;
+    if (quiet < DRAIN_QUIET_MS) {
+        arm_timer(s, T_DRAIN, DRAIN_QUIET_MS - quiet); /* I/O before then: checked again */
+        return;
+    }
     csock_stream_end(s, NULL);
 }
 
