@@ -220,16 +220,15 @@ int csock__defer(csock_loop *loop, void (*fn)(void *data), void *data)
 
 static void run_deferred(csock_loop *loop)
 {
-    /* Only what was queued before this phase runs now; new work waits for
-     * the next iteration so a callback that re-defers cannot starve I/O. */
-    csock__post *p = loop->defer_head, *end = loop->defer_tail;
-    if (!p) return;
+    /* Only what was queued before this phase runs now: the list is taken
+     * whole, so work deferred by these callbacks starts a new list for the
+     * next iteration and a callback that re-defers cannot starve I/O. */
+    csock__post *p = loop->defer_head;
     loop->defer_head = loop->defer_tail = NULL;
     while (p) {
         csock__post *next = p->next;
         p->fn(p->data);
         free(p);
-        if (p == end) break;
         p = next;
     }
 }

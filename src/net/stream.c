@@ -682,9 +682,7 @@ void csock__stream_flush(csock_stream *s) { do_flush(s); }
 
 int csock__stream_queue_raw(csock_stream *s, const void *buf, size_t len)
 {
-    int rc = queue_copy(s, buf, len);
-    if (rc < 0) return rc;
-    return 0;
+    return queue_copy(s, buf, len);
 }
 
 static int check_writable(const csock_stream *s)
