@@ -158,3 +158,18 @@ def wait_for(pred, timeout):
             return True
         time.sleep(0.05)
     return pred()
+
+
+def run_tests(tests):
+    """Run each test function, counting an exception as one failed check;
+    print the closing `N passed, M failed` line and return the exit status."""
+    for t in tests:
+        print(f"--- {t.__name__}", flush=True)
+        try:
+            t()
+        except Exception as e:  # a failure, not a crash of the test itself
+            check(t.__name__ + " raised", False, repr(e))
+    passed = sum(results)
+    failed = len(results) - passed
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0

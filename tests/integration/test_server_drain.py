@@ -22,7 +22,7 @@ NCLIENTS = 200
 SIZE = 2 << 20
 DRAIN_TIMEOUT = 30
 from serverkit import (Server, check, clean_stderr, close_all, echo_all, open_many,  # noqa: E402,F401
-                       results, wait_for)
+                       results, run_tests, wait_for)
 
 
 class Download:
@@ -162,16 +162,7 @@ def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 4096 if hard == resource.RLIM_INFINITY else min(hard, 4096)
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    for t in (test_sigterm_during_slow_downloads, test_second_sigterm):
-        print(f"--- {t.__name__}", flush=True)
-        try:
-            t()
-        except Exception as e:  # a failure, not a crash of the test itself
-            check(t.__name__ + " raised", False, repr(e))
-    passed = sum(results)
-    failed = len(results) - passed
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return run_tests([test_sigterm_during_slow_downloads, test_second_sigterm])
 
 
 if __name__ == "__main__":

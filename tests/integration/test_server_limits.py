@@ -20,7 +20,7 @@ import time
 CSOCK = os.environ.get("CSOCK_BIN", "build/csock")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 from serverkit import (Server, check, clean_stderr, close_all, echo_all, open_many,  # noqa: E402,F401
-                       results, wait_for)
+                       results, run_tests, wait_for)
 
 
 def proc_cpu(pid):
@@ -258,16 +258,7 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     fd2 = lambda: test_fd_exhaustion("2")
     fd2.__name__ = "test_fd_exhaustion_two_loops"
-    for t in (test_max_conns, test_fd_exhaustion, fd2, test_idle_timeout):
-        print(f"--- {t.__name__}", flush=True)
-        try:
-            t()
-        except Exception as e:  # a failure, not a crash of the test itself
-            check(t.__name__ + " raised", False, repr(e))
-    passed = sum(results)
-    failed = len(results) - passed
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return run_tests([test_max_conns, test_fd_exhaustion, fd2, test_idle_timeout])
 
 
 if __name__ == "__main__":

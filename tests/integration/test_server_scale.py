@@ -21,7 +21,7 @@ CSOCK = os.environ.get("CSOCK_BIN", "build/csock")
 N = int(os.environ.get("CSOCK_SCALE_CONNS", "10000"))
 DEADLINE = 120.0  # seconds for the whole 10k scenario
 from serverkit import (Server, check, clean_stderr, close_all, echo_all, open_many,  # noqa: E402,F401
-                       results, wait_for)
+                       results, run_tests, wait_for)
 
 
 def test_10k_echo_and_memory():
@@ -100,16 +100,7 @@ def main():
         print("0 passed, 1 failed")
         return 1
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    for t in (test_10k_echo_and_memory, test_threads_default_and_one):
-        print(f"--- {t.__name__}", flush=True)
-        try:
-            t()
-        except Exception as e:  # a failure, not a crash of the test itself
-            check(t.__name__ + " raised", False, repr(e))
-    passed = sum(results)
-    failed = len(results) - passed
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return run_tests([test_10k_echo_and_memory, test_threads_default_and_one])
 
 
 if __name__ == "__main__":
