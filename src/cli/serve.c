@@ -30,6 +30,11 @@ static const char serve_usage[] =
     "  -m, --max-conns N   at most N connections in all (every endpoint and\n"
     "                      thread); more are closed at once\n"
     "  -i, --idle-timeout SECS  close a connection idle this long\n"
+    "  --read-timeout SECS  close a client that leaves a line unfinished this\n"
+    "                      long (line services; a slow sender is fine as long\n"
+    "                      as its lines keep completing)\n"
+    "  --write-timeout SECS close a client that takes no byte of its replies\n"
+    "                      for this long (it stopped reading)\n"
     "  -t, --threads N     event loops (threads), one per core by default\n"
     "  --drain-timeout SECS  on SIGINT/SIGTERM, stop accepting, let replies\n"
     "                      finish, close what is left after SECS (default 10);\n"
@@ -46,7 +51,7 @@ typedef struct server {
     csock_server *srv;
     const service *svc;
     csock_framing framing;
-    uint64_t idle_ms;
+    uint64_t idle_ms, read_ms, write_ms;
     int verbose;
     cli_tls tls_opts;    /* --cert, --key, ... as given */
     csock_tls_ctx *tls;  /* made at the first tls:// endpoint; shared by all loops */
@@ -125,7 +130,10 @@ static size_t on_bytes(csock_stream *s, int status, const char *buf, size_t len)
 
 static void start_service(server *srv, csock_stream *s)
 {
+    /* Each is a store on the stream; none costs anything per read or write. */
     if (srv->idle_ms) csock_stream_set_idle_timeout(s, srv->idle_ms);
+    if (srv->read_ms) csock_stream_set_read_timeout(s, srv->read_ms);
+    if (srv->write_ms) csock_stream_set_write_timeout(s, srv->write_ms);
     int rc = srv->svc->line_based ? csock_stream_read_framed(s, &srv->framing, on_line)
                                   : csock_stream_read_start(s, on_bytes);
     if (rc < 0) csock_stream_close(s, on_closed);
@@ -223,6 +231,8 @@ int cli_serve(int argc, char **argv)
         {"max-line", required_argument, NULL, 'L'},
         {"max-conns", required_argument, NULL, 'm'},
         {"idle-timeout", required_argument, NULL, 'i'},
+        {"read-timeout", required_argument, NULL, 'R'},
+        {"write-timeout", required_argument, NULL, 'W'},
         {"threads", required_argument, NULL, 't'},
         {"drain-timeout", required_argument, NULL, 'D'},
         {"verbose", no_argument, NULL, 'v'},
@@ -244,6 +254,8 @@ int cli_serve(int argc, char **argv)
         case 'L': srv.framing.max = cli_ulong("--max-line", optarg, 1u << 28); break;
         case 'm': so.max_conns = (unsigned)cli_ulong("--max-conns", optarg, 1u << 24); break;
         case 'i': srv.idle_ms = cli_seconds("--idle-timeout", optarg); break;
+        case 'R': srv.read_ms = cli_seconds("--read-timeout", optarg); break;
+        case 'W': srv.write_ms = cli_seconds("--write-timeout", optarg); break;
         case 't': so.threads = (unsigned)cli_ulong("--threads", optarg, 1024); break;
         case 'D': so.drain_timeout_ms = cli_seconds("--drain-timeout", optarg); break;
         case 'v': srv.verbose = 1; break;

@@ -31,6 +31,8 @@ static const char http_usage[] =
     "  --keepalive-timeout SECS  close idle keep-alive connections (default 30)\n"
     "  --header-timeout SECS   a request head must arrive within SECS (default 10)\n"
     "  --body-timeout SECS     a request body must arrive within SECS (default 30)\n"
+    "  --send-timeout SECS     close a client that takes no byte of an answer\n"
+    "                          for SECS: it stopped reading (default 60)\n"
     "  -m, --max-conns N       at most N connections in all (every endpoint and\n"
     "                          thread); more are closed at once\n"
     "  -t, --threads N         event loops (threads), one per core by default\n"
@@ -155,6 +157,7 @@ int cli_serve_http(int argc, char **argv)
         {"keepalive-timeout", required_argument, NULL, 'K'},
         {"header-timeout", required_argument, NULL, 'H'},
         {"body-timeout", required_argument, NULL, 'T'},
+        {"send-timeout", required_argument, NULL, 'S'},
         {"max-conns", required_argument, NULL, 'm'},
         {"threads", required_argument, NULL, 't'},
         {"drain-timeout", required_argument, NULL, 'D'},
@@ -176,6 +179,7 @@ int cli_serve_http(int argc, char **argv)
         case 'K': a.hopts.keepalive_timeout_ms = cli_seconds("--keepalive-timeout", optarg); break;
         case 'H': a.hopts.header_timeout_ms = cli_seconds("--header-timeout", optarg); break;
         case 'T': a.hopts.body_timeout_ms = cli_seconds("--body-timeout", optarg); break;
+        case 'S': a.hopts.send_timeout_ms = cli_seconds("--send-timeout", optarg); break;
         case 'm': sopts.max_conns = (unsigned)cli_ulong("--max-conns", optarg, 1u << 24); break;
         case 't': sopts.threads = (unsigned)cli_ulong("--threads", optarg, 1024); break;
         case 'D': sopts.drain_timeout_ms = cli_seconds("--drain-timeout", optarg); break;

@@ -58,7 +58,20 @@ enum {
     F_DRAIN = 1 << 14,     /* server draining: end the stream once it is idle */
 };
 
-enum { T_NONE, T_CONNECT, T_IDLE, T_LINGER, T_DRAIN };
+/* What the stream's one timer is armed for. T_WATCH covers the idle, read
+ * and write timeouts at once: it fires at the earliest of their deadlines. */
+enum { T_NONE, T_CONNECT, T_WATCH, T_LINGER, T_DRAIN };
+
+/* The timer and the timeouts live beside the stream, made on first use, so
+ * a stream that never sets one costs a pointer. Times are loop milliseconds
+ * modulo 2^32: differences are right for any interval under 49 days. */
+typedef struct stream_timing {
+    csock_timer *timer;
+    uint32_t idle_ms, read_ms, write_ms; /* 0: off */
+    uint32_t read_since;  /* input has waited unconsumed since then */
+    uint32_t write_since; /* output has waited, none taken by the kernel, since */
+    uint32_t due;         /* when the T_WATCH timer fires */
+} stream_timing;
 
 struct csock_stream {
     csock__handle h;
@@ -80,7 +93,7 @@ struct csock_stream {
     uint32_t high, low;
     csock_stream_cb drain_cb, shutdown_cb, connect_cb;
     csock_stream_close_cb close_cb;
-    csock_timer *timer;     /* connect timeout, idle timeout, linger: lazily made */
+    stream_timing *tm;      /* the timer and timeouts: lazily made */
     csock__conn_group *group;
     csock_stream *gnext, *gprev; /* the group's list of open streams */
     const csock__filter *filter;
@@ -88,13 +101,14 @@ struct csock_stream {
     csock_msg_cb msg_cb;    /* framed reads */
     uint32_t fmax;          /* framing: the largest message */
     int err;                /* first error seen, delivered once */
-    /* Idle timeout and the last I/O, in loop milliseconds modulo 2^32: the
-     * difference is right for any interval under 49 days. 32 bits keep the
-     * handle small (ten thousand idle peers cost ~256 bytes each). */
-    uint32_t idle_ms, last_io;
+    /* The last byte read or written, in loop milliseconds modulo 2^32 (for
+     * the idle timeout and the drain's quiet period). 32 bits keep the handle
+     * small: ten thousand idle peers cost ~256 bytes each. */
+    uint32_t last_io;
 };
 
 static void update_events(csock_stream *s);
+static void watch_io(csock_stream *s);
 static void process_input(csock_stream *s);
 static void do_flush(csock_stream *s);
 static void on_io(csock_loop *loop, csock__watcher *w, unsigned events);
@@ -199,6 +213,7 @@ static void update_events(csock_stream *s)
         ev |= CSOCK_WRITABLE;
     int rc = csock__watcher_set(s->h.loop, &s->w, ev);
     if (rc < 0 && !(s->flags & F_FAILED)) csock__stream_fail(s, rc);
+    watch_io(s);
 }
 
 /* ---- errors ------------------------------------------------------------------- */
@@ -320,6 +335,14 @@ int csock__stream_input(csock_stream *s, const char *buf, size_t len)
  * clock_gettime), or the idle timer fires early by the loop's idle time. */
 static void touch(csock_stream *s) { s->last_io = (uint32_t)s->h.loop->now; }
 
+/* The read timeout's clock restarts whenever input starts to wait and
+ * whenever the application consumes some: it measures how long a peer
+ * leaves a message unfinished, so a fast upload is never cut. */
+static void read_clock(csock_stream *s)
+{
+    if (s->tm) s->tm->read_since = (uint32_t)s->h.loop->now;
+}
+
 /* Offer the buffered input to the application (or discard it when ending). */
 static void process_input(csock_stream *s)
 {
@@ -336,6 +359,7 @@ static void process_input(csock_stream *s)
     if (used > s->rlen) used = s->rlen;
     s->roff += (uint32_t)used;
     s->rlen -= (uint32_t)used;
+    if (used) read_clock(s);
     if (!s->rlen) release_rbuf(s); /* idle streams hold no buffer */
     do_flush(s);
     drain_check(s);
@@ -370,6 +394,7 @@ static void deliver_eof(csock_stream *s)
 
 static void on_readable(csock_stream *s)
 {
+    if (!s->rlen) read_clock(s); /* whatever arrives starts to wait now */
     char tmp_raw = s->filter != NULL;
     char *dst;
     size_t room;
@@ -456,6 +481,7 @@ int csock_stream_read_start(csock_stream *s, csock_read_cb cb)
     if (!(s->flags & F_READING)) {
         s->flags |= F_READING;
         touch(s);
+        read_clock(s);
         schedule_process(s);
     }
     update_events(s);
@@ -491,8 +517,16 @@ static void drop_queue(csock_stream *s)
     s->wq_bytes = 0;
 }
 
+/* The write timeout's clock: restarted when output starts to wait and each
+ * time the kernel takes some of it. */
+static void write_clock(csock_stream *s)
+{
+    if (s->tm) s->tm->write_since = (uint32_t)s->h.loop->now;
+}
+
 static void enqueue(csock_stream *s, wchunk *c)
 {
+    if (!s->wq_head) write_clock(s);
     c->next = NULL;
     if (s->wq_tail)
         s->wq_tail->next = c;
@@ -558,6 +592,7 @@ static void after_drain(csock_stream *s, int was_queued)
 {
     if ((s->flags & F_PAUSED) && s->wq_bytes <= s->low) {
         s->flags &= ~F_PAUSED;
+        read_clock(s); /* the wait was ours, not the peer's */
         update_events(s);
         schedule_process(s);
     }
@@ -654,6 +689,7 @@ static void do_flush(csock_stream *s)
             return;
         }
         touch(s);
+        write_clock(s);
         size_t left = (size_t)r;
         s->wq_bytes -= left;
         while (s->wq_head && (left || !s->wq_head->len)) {
@@ -837,16 +873,88 @@ static void on_io(csock_loop *loop, csock__watcher *w, unsigned events)
     if ((events & CSOCK_READABLE) && !s->h.closing && wants_read(s)) on_readable(s);
 }
 
-/* ---- timers: connect timeout, idle timeout, linger ---------------------------- */
+/* ---- timers: connect timeout, idle/read/write timeouts, linger, drain ---------- */
+
+static void on_timer(csock_timer *t);
+
+static stream_timing *timing(csock_stream *s)
+{
+    if (s->tm) return s->tm;
+    stream_timing *tm = calloc(1, sizeof *tm);
+    if (!tm) return NULL;
+    if (csock_timer_new(s->h.loop, &tm->timer) < 0) {
+        free(tm);
+        return NULL;
+    }
+    csock_timer_set_data(tm->timer, s);
+    s->tm = tm;
+    return tm;
+}
+
+static int arm_timer(csock_stream *s, int mode, uint64_t ms)
+{
+    stream_timing *tm = timing(s);
+    if (!tm) return -ENOMEM;
+    s->timer_mode = (unsigned char)mode;
+    tm->due = (uint32_t)(s->h.loop->now + ms);
+    return csock_timer_start(tm->timer, on_timer, ms, 0);
+}
+
+/* Input waits for the application to make progress: it holds a partial
+ * message and is not paused by our own backpressure. */
+static int read_waiting(const csock_stream *s)
+{
+    return s->rlen && (s->flags & (F_READING | F_PAUSED | F_EOF | F_FAILED | F_ENDING)) == F_READING;
+}
+
+/* Milliseconds until the first of the idle, read and write deadlines
+ * (0: one has passed), or UINT32_MAX when none is running. */
+static uint32_t next_deadline(const csock_stream *s, uint32_t now)
+{
+    const stream_timing *tm = s->tm;
+    uint64_t left = UINT64_MAX;
+    uint32_t since[3] = {s->last_io, tm->read_since, tm->write_since};
+    uint32_t limit[3] = {tm->idle_ms, read_waiting(s) ? tm->read_ms : 0,
+                         s->wq_head && !(s->flags & F_CONNECTING) ? tm->write_ms : 0};
+    for (int i = 0; i < 3; i++) {
+        if (!limit[i]) continue;
+        uint32_t gone = now - since[i];
+        uint64_t l = gone >= limit[i] ? 0 : limit[i] - gone;
+        if (l < left) left = l;
+    }
+    return left == UINT64_MAX ? UINT32_MAX : (uint32_t)left;
+}
+
+/* Make sure the timer fires by the earliest running deadline. Deadlines
+ * only move later as I/O goes on, so the timer is left where it is then
+ * and re-armed when it fires (no timer-heap work per read or write); it is
+ * moved only when a deadline starts earlier than it. */
+static void watch(csock_stream *s)
+{
+    stream_timing *tm = s->tm;
+    if (s->h.closing || (s->timer_mode != T_NONE && s->timer_mode != T_WATCH)) return;
+    uint32_t now = (uint32_t)s->h.loop->now;
+    uint32_t left = next_deadline(s, now);
+    if (left == UINT32_MAX) return;
+    if (s->timer_mode == T_WATCH && (int32_t)(tm->due - now) <= (int32_t)left) return;
+    if (arm_timer(s, T_WATCH, left) < 0) csock__stream_fail(s, -ENOMEM);
+}
+
+/* Cheap enough for every I/O event: one load and a branch when the stream
+ * has no read or write timeout. */
+static void watch_io(csock_stream *s)
+{
+    if (s->tm && (s->tm->read_ms | s->tm->write_ms)) watch(s);
+}
 
 static void on_timer(csock_timer *t)
 {
     csock_stream *s = csock_timer_data(t);
-    uint64_t now = csock_loop_now(s->h.loop);
-    switch (s->timer_mode) {
+    int mode = s->timer_mode;
+    s->timer_mode = T_NONE;
+    switch (mode) {
     case T_CONNECT:
         s->flags &= ~F_CONNECTING;
-        s->timer_mode = T_NONE;
         if (s->connect_cb) {
             csock_stream_cb cb = s->connect_cb;
             s->connect_cb = NULL;
@@ -854,12 +962,11 @@ static void on_timer(csock_timer *t)
         }
         csock_stream_close(s, NULL);
         break;
-    case T_IDLE:
-        if ((uint32_t)now - s->last_io < s->idle_ms) {
-            csock_timer_start(t, on_timer, s->idle_ms - ((uint32_t)now - s->last_io), 0);
+    case T_WATCH:
+        if (next_deadline(s, (uint32_t)s->h.loop->now) != 0) {
+            watch(s); /* I/O moved the deadlines on: wait for the next one */
             return;
         }
-        s->timer_mode = T_NONE;
         if (s->read_cb && !(s->flags & F_FAILED)) {
             s->flags |= F_FAILED;
             s->err = -ETIMEDOUT;
@@ -868,8 +975,8 @@ static void on_timer(csock_timer *t)
         if (!s->h.closing) csock_stream_close(s, s->close_cb);
         break;
     case T_DRAIN:
-        s->timer_mode = T_NONE;
         drain_check(s);
+        if (!s->h.closing) watch(s);
         break;
     case T_LINGER:
         csock_stream_close(s, s->close_cb);
@@ -877,30 +984,34 @@ static void on_timer(csock_timer *t)
     }
 }
 
-static int arm_timer(csock_stream *s, int mode, uint64_t ms)
+static int set_timeout(csock_stream *s, int which, uint64_t ms)
 {
-    if (!s->timer) {
-        int rc = csock_timer_new(s->h.loop, &s->timer);
-        if (rc < 0) return rc;
-        csock_timer_set_data(s->timer, s);
+    if (!ms && !s->tm) return 0;
+    stream_timing *tm = timing(s);
+    if (!tm) return -ENOMEM;
+    uint32_t v = ms > INT32_MAX ? INT32_MAX : (uint32_t)ms;
+    uint32_t now = (uint32_t)s->h.loop->now;
+    if (which == 0) {
+        tm->idle_ms = v;
+        s->last_io = now; /* the idle clock starts now */
+    } else if (which == 1) {
+        tm->read_ms = v;
+        tm->read_since = now;
+    } else {
+        tm->write_ms = v;
+        tm->write_since = now;
     }
-    s->timer_mode = (unsigned char)mode;
-    return csock_timer_start(s->timer, on_timer, ms, 0);
+    if (s->timer_mode == T_WATCH) { /* a shorter or no timeout: start over */
+        csock_timer_stop(tm->timer);
+        s->timer_mode = T_NONE;
+    }
+    watch(s);
+    return 0;
 }
 
-int csock_stream_set_idle_timeout(csock_stream *s, uint64_t ms)
-{
-    if (ms > UINT32_MAX) ms = UINT32_MAX;
-    s->idle_ms = (uint32_t)ms;
-    if (s->timer_mode == T_LINGER || s->timer_mode == T_CONNECT) return 0;
-    if (!ms) {
-        if (s->timer) csock_timer_stop(s->timer);
-        s->timer_mode = T_NONE;
-        return 0;
-    }
-    touch(s);
-    return arm_timer(s, T_IDLE, ms);
-}
+int csock_stream_set_idle_timeout(csock_stream *s, uint64_t ms) { return set_timeout(s, 0, ms); }
+int csock_stream_set_read_timeout(csock_stream *s, uint64_t ms) { return set_timeout(s, 1, ms); }
+int csock_stream_set_write_timeout(csock_stream *s, uint64_t ms) { return set_timeout(s, 2, ms); }
 
 /* ---- connecting (the socket part lives in connect.c) ----------------------------- */
 
@@ -940,7 +1051,7 @@ static void connect_done(csock_stream *s)
     if (getsockopt(s->w.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
     s->flags &= ~F_CONNECTING;
     if (s->timer_mode == T_CONNECT) {
-        csock_timer_stop(s->timer);
+        csock_timer_stop(s->tm->timer);
         s->timer_mode = T_NONE;
     }
     update_events(s);
@@ -952,7 +1063,7 @@ static void connect_done(csock_stream *s)
         csock_stream_close(s, NULL);
         return;
     }
-    if (!s->h.closing && s->idle_ms) arm_timer(s, T_IDLE, s->idle_ms);
+    if (!s->h.closing && s->tm) watch(s);
     if (!s->h.closing) do_flush(s); /* writes and a shutdown made while connecting */
 }
 
@@ -984,8 +1095,11 @@ void csock_stream_close(csock_stream *s, csock_stream_close_cb cb)
     s->filter = NULL;
     drop_queue(s);
     release_rbuf(s);
-    if (s->timer) csock_timer_close(s->timer, NULL);
-    s->timer = NULL;
+    if (s->tm) {
+        csock_timer_close(s->tm->timer, NULL);
+        free(s->tm);
+        s->tm = NULL;
+    }
     if (s->w.fd >= 0) close(s->w.fd);
     s->w.fd = -1;
     if (s->group) {

@@ -13,8 +13,8 @@
  * the same duration, so the lists are sorted by deadline and a single
  * housekeeping timer per loop pops expired heads: no timer per connection,
  * and a client trickling one byte a second cannot extend its deadline. The
- * stream's own idle timeout (send_timeout) catches connections that stop
- * taking our answers.
+ * stream's write timeout (send_timeout) catches connections that stop
+ * taking our answers; an answer that is slow to produce is not cut by it.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -575,6 +575,28 @@ need_body:
     return 0;
 }
 
+/* The keep-alive clock runs only once the answer is out: a large file to a
+ * slow (but reading) client may take longer than the keep-alive timeout,
+ * and cutting it would lose the rest of the answer. While bytes wait, the
+ * stream's write timeout (send_timeout) is the one that applies. */
+static void on_answer_sent(csock_stream *s, int status)
+{
+    conn *c = csock_stream_data(s);
+    csock_stream_on_drain(s, NULL);
+    if (status == 0 && c->hs && !c->closing && c->tl == TL_NONE && !c->busy)
+        tl_set(c, TL_KEEPALIVE);
+}
+
+static void keepalive(conn *c)
+{
+    if (csock_stream_write_queue_size(c->s)) {
+        tl_remove(c);
+        csock_stream_on_drain(c->s, on_answer_sent);
+        return;
+    }
+    tl_set(c, TL_KEEPALIVE);
+}
+
 static void on_drained(csock_stream *s, int status)
 {
     conn *c = csock_stream_data(s);
@@ -591,7 +613,7 @@ static void conn_next(conn *c)
         csock_stream_end(c->s, NULL);
         return;
     }
-    tl_set(c, TL_KEEPALIVE);
+    keepalive(c);
     csock_stream_read_start(c->s, on_read);
 }
 
@@ -649,7 +671,7 @@ static size_t on_read(csock_stream *s, int status, const char *buf, size_t len)
     } else if (used < len) {
         tl_set(c, c->want_body ? TL_BODY : TL_HEADER);
     } else {
-        tl_set(c, TL_KEEPALIVE);
+        keepalive(c);
     }
     return used;
 }
@@ -691,7 +713,7 @@ int csock_http_server_accept(csock_http_server *hs, csock_stream *s)
     csock_stream_set_data(s, c);
     csock_stream_on_close(s, on_conn_closed);
     csock_stream_set_max_read(s, hs->max_read);
-    csock_stream_set_idle_timeout(s, hs->o.send_timeout_ms);
+    csock_stream_set_write_timeout(s, hs->o.send_timeout_ms);
     tl_set(c, TL_HEADER);
     int rc = csock_stream_read_start(s, on_read);
     if (rc < 0) {

@@ -21,12 +21,13 @@ def check(name, cond, detail=""):
 
 
 class Server:
-    """csock serve echo on tcp://127.0.0.1:0, ready once it printed its line.
+    """csock serve echo (or `service`) on tcp://127.0.0.1:0, ready once it
+    printed its line.
     Options go before SERVICE, which every version of the parser accepts."""
 
-    def __init__(self, *args, preexec=None):
+    def __init__(self, *args, preexec=None, service="echo"):
         self.err = tempfile.TemporaryFile()
-        self.p = subprocess.Popen([CSOCK, "serve", *args, "echo", "tcp://127.0.0.1:0"],
+        self.p = subprocess.Popen([CSOCK, "serve", *args, service, "tcp://127.0.0.1:0"],
                                   stdout=subprocess.PIPE, stderr=self.err, preexec_fn=preexec)
         sel = selectors.DefaultSelector()
         sel.register(self.p.stdout, selectors.EVENT_READ)

@@ -184,13 +184,15 @@ def main():
         f.write(b"hello world!")
     with open(os.path.join(root, "index.html"), "w") as f:
         f.write("index\n")
+    with open(os.path.join(root, "big.bin"), "wb") as f:
+        f.write(os.urandom(1 << 20) * 16)
     os.symlink("../secret.txt", os.path.join(root, "link"))
     os.symlink(secret, os.path.join(root, "abslink"))
     os.symlink("..", os.path.join(root, "updir"))
     os.symlink("../../secret.txt", os.path.join(root, "sub", "link2"))
 
     srv = Server(root, "--threads", "2", "--max-body", "65536", "--header-timeout", "2",
-                 "--body-timeout", "2", "--keepalive-timeout", "1")
+                 "--body-timeout", "2", "--keepalive-timeout", "1", "--send-timeout", "1")
     try:
         run_corpus(srv.port, "openat2")
 
@@ -261,6 +263,58 @@ def main():
         took = time.time() - t0
         check("keep-alive timeout", eof == b"" and 0.7 <= took < 2.5, f"{took:.2f}s {eof!r}")
         s.close()
+
+        # a client that stops reading a 16 MiB answer: cut at the send timeout
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.settimeout(10)
+        s.connect(("127.0.0.1", srv.port))
+        s.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = len(s.recv(65536))
+        time.sleep(3)  # 1 s send timeout + slack for a loaded machine
+        end = "eof"
+        try:
+            while True:
+                c = s.recv(1 << 20)
+                if not c:
+                    break
+                got += len(c)
+        except ConnectionResetError:
+            end = "reset"
+        except socket.timeout:
+            end = "timeout"
+        s.close()
+        check("reader that stalls: cut at the send timeout", end != "timeout" and got < 16 << 20,
+              f"{end} after {got} bytes")
+        out, _ = raw(srv.port, b"GET /small.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", timeout=5)
+        check("others served after the cut", out.endswith(b"hello world!"), out[:40])
+
+        # a slow but steady reader: its download outlasts the 1 s keep-alive
+        # timeout (which must not run while an answer is still going out)
+        # and never pauses for the 1 s send timeout: it gets every byte
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.settimeout(10)
+        s.connect(("127.0.0.1", srv.port))
+        s.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        t0, body, head = time.time(), b"", b""
+        try:
+            while b"\r\n\r\n" not in head:
+                head += s.recv(4096)
+            head, body = head.split(b"\r\n\r\n", 1)
+            while len(body) < 16 << 20:
+                c = s.recv(1 << 20)
+                if not c:
+                    break
+                body += c
+                time.sleep(0.15 * len(c) / (1 << 20))
+        except OSError as e:
+            head += repr(e).encode()
+        s.close()
+        with open(os.path.join(root, "big.bin"), "rb") as f:
+            whole = body == f.read()
+        check("slow steady reader gets all 16 MiB past the keep-alive timeout", whole,
+              f"{len(body)} bytes in {time.time() - t0:.2f}s {head[-60:]!r}")
 
         # a pipelined good request after a smuggled one never runs
         out, _ = raw(srv.port, b"GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n"

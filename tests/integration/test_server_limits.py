@@ -3,7 +3,9 @@
 100 held, the excess closed at once, a new client served within 1 s after
 the flood), running out of descriptors (RLIMIT_NOFILE 64 and 200 clients:
 the server survives, does not spin, and serves again), and --idle-timeout
-accuracy (1 s +-10 %, the lower bound strict).
+accuracy (1 s +-10 %, the lower bound strict), --read-timeout (an unfinished
+line is cut, a slow typist whose lines complete is not) and --write-timeout
+(a client that never reads is cut; others are served).
 
 The test raises its own RLIMIT_NOFILE; every wait is bounded; the server is
 killed on any failure."""
@@ -252,13 +254,89 @@ def test_idle_timeout():
         srv.kill()
 
 
+def wait_closed(c, timeout):
+    """Seconds until the server closed `c` (EOF or reset), None if it did not
+    within `timeout`; fails on data."""
+    t0 = time.monotonic()
+    c.settimeout(timeout)
+    try:
+        d = c.recv(1)
+    except ConnectionResetError:
+        d = b""
+    except socket.timeout:
+        return None
+    return time.monotonic() - t0 if d == b"" else -1.0
+
+
+def test_read_write_timeouts():
+    srv = Server("--read-timeout", "1", "--write-timeout", "1", service="upper")
+    try:
+        # An unfinished line, then silence: cut after 1 s.
+        with socket.create_connection(srv.addr, timeout=10) as c:
+            c.sendall(b"unfinish")
+            dt = wait_closed(c, 10)
+        print(f"read timeout 1 s, unfinished line: closed after {dt}", flush=True)
+        check("unfinished line: closed", dt is not None and dt >= 0, f"{dt}")
+        check("unfinished line: not before 0.9 s, by 1.5 s", dt is not None and 0.9 <= dt <= 1.5,
+              f"{dt}")
+        # A slow typist: a byte every 0.2 s, lines of 3 bytes, for 3 s. Its
+        # lines keep completing, so it is never cut, and every answer is right.
+        with socket.create_connection(srv.addr, timeout=10) as c:
+            t0, got, sent = time.monotonic(), b"", b""
+            while time.monotonic() - t0 < 3.0:
+                for b in (b"a", b"b", b"\n"):
+                    c.sendall(b)
+                    sent += b
+                    time.sleep(0.2)
+            c.shutdown(socket.SHUT_WR)
+            while True:
+                d = c.recv(4096)
+                if not d:
+                    break
+                got += d
+        check("slow typist: every line answered, none cut", got == sent.upper(),
+              f"{len(got)} of {len(sent)} bytes")
+        # A client that sends and never reads: the server's replies stall in
+        # its queue (and its reading pauses), so the write timeout cuts it.
+        c = socket.create_connection(srv.addr, timeout=10)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.settimeout(0.2)
+        line, last_progress, err = b"x" * 1023 + b"\n", time.monotonic(), None
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                c.send(line * 16)
+                last_progress = time.monotonic()
+            except socket.timeout:
+                continue
+            except OSError as e:
+                err = e
+                break
+        dt = time.monotonic() - last_progress
+        c.close()
+        print(f"write timeout 1 s, client that never reads: {err!r} {dt:.3f} s after its "
+              f"last accepted send", flush=True)
+        check("non-reader: cut by the server", isinstance(err, (ConnectionResetError, BrokenPipeError)),
+              repr(err))
+        check("non-reader: within 3 s of its last progress", dt <= 3.0, f"{dt:.3f}")
+        # Everyone else is served.
+        with socket.create_connection(srv.addr, timeout=10) as c:
+            c.sendall(b"still here\n")
+            check("a new client is served", c.recv(64) == b"STILL HERE\n")
+        check("exit 0 after SIGTERM", srv.stop() == 0)
+        clean_stderr(srv)
+    finally:
+        srv.kill()
+
+
 def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 4096 if hard == resource.RLIM_INFINITY else min(hard, 4096)
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     fd2 = lambda: test_fd_exhaustion("2")
     fd2.__name__ = "test_fd_exhaustion_two_loops"
-    return run_tests([test_max_conns, test_fd_exhaustion, fd2, test_idle_timeout])
+    return run_tests([test_max_conns, test_fd_exhaustion, fd2, test_idle_timeout,
+                      test_read_write_timeouts])
 
 
 if __name__ == "__main__":

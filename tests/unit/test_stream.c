@@ -1,7 +1,7 @@
 /* Streams over TCP loopback, Unix sockets and socketpairs: echo, ordering,
  * large writes and drain, half-close, graceful end, connect errors, read
  * stop/start, partial consumption, max read, framing (lines, LP32),
- * backpressure, idle timeout, listener limits, pause/resume, resets. */
+ * backpressure, idle/read/write timeouts, listener limits, pause/resume, resets. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -30,6 +30,7 @@ typedef struct end {
     int echo;              /* write back what is read */
     int stop_after_call;   /* read_stop after each callback */
     size_t need;           /* consume nothing until this many bytes are buffered */
+    size_t unit;           /* consume only whole multiples of this many bytes */
     size_t max_q;          /* largest write queue seen after an echo */
 } end;
 
@@ -56,6 +57,7 @@ static size_t end_read(csock_stream *s, int status, const char *b, size_t n)
     size_t take = n;
     if (e->consume_max && take > e->consume_max) take = e->consume_max;
     if (e->need && n < e->need && status == 0) take = 0;
+    if (e->unit && status == 0) take -= take % e->unit;
     end_append(e, b, take);
     if (e->echo && take) {
         CHECK_OK(csock_stream_write(s, b, take));
@@ -665,12 +667,19 @@ static void backpressure_bounds_queue(void **state)
 
 /* ---- timeouts -------------------------------------------------------------------- */
 
+/* A TCP pair with both ends reading; b consumes nothing below `need` bytes. */
+static void pair_reading(pair *p, size_t need)
+{
+    pair_open(p, K_TCP);
+    p->b.need = need;
+    CHECK_OK(csock_stream_read_start(p->a.s, end_read));
+    CHECK_OK(csock_stream_read_start(p->b.s, end_read));
+}
+
 static void idle_timeout_fires(void **state)
 {
     pair p;
-    pair_open(&p, K_TCP);
-    CHECK_OK(csock_stream_read_start(p.a.s, end_read));
-    CHECK_OK(csock_stream_read_start(p.b.s, end_read));
+    pair_reading(&p, 0);
     uint64_t t0 = h_now_ms();
     CHECK_OK(csock_stream_set_idle_timeout(p.b.s, 300));
     RUN_UNTIL(p.loop, p.b.err != 0, 20000);
@@ -681,6 +690,137 @@ static void idle_timeout_fires(void **state)
     assert_true(took <= 5000); /* a loaded machine may be late, not this late */
     /* The peer sees the connection end. */
     RUN_UNTIL(p.loop, p.a.eof || p.a.err, 10000);
+    pair_close(&p);
+}
+
+/* The peer sends 10 bytes of a message the reader needs 100 of, then
+ * nothing: the read timeout cuts it (the idle timeout is off). */
+static void read_timeout_cuts_unfinished_message(void **state)
+{
+    pair p;
+    pair_reading(&p, 100);
+    CHECK_OK(csock_stream_set_read_timeout(p.b.s, 300));
+    /* With nothing waiting the clock does not run. */
+    h_spin(p.loop, 5);
+    uint64_t t0 = h_now_ms();
+    CHECK_OK(csock_stream_write(p.a.s, "0123456789", 10));
+    RUN_UNTIL(p.loop, p.b.err != 0, 20000);
+    uint64_t took = h_now_ms() - t0;
+    assert_int_equal(p.b.err, -ETIMEDOUT);
+    p.b.s = NULL; /* csock closed it after the callback */
+    assert_int_equal(p.b.len, 0);
+    assert_true(took >= 150);
+    assert_true(took <= 5000);
+    RUN_UNTIL(p.loop, p.a.eof || p.a.err, 10000);
+    pair_close(&p);
+}
+
+typedef struct trickle {
+    csock_stream *s;
+    int sent;
+} trickle;
+
+static void trickle_tick(csock_timer *t)
+{
+    trickle *tr = csock_timer_data(t);
+    CHECK_OK(csock_stream_write(tr->s, "0123456", 7));
+    tr->sent++;
+}
+
+/* A slow peer that keeps finishing messages is never cut, however long it
+ * goes on: the clock restarts whenever the reader consumes input. 7 bytes
+ * every 40 ms, consumed in 20-byte messages, for 2 s against a 600 ms
+ * timeout: the buffer only empties every 140 bytes (800 ms), so it is the
+ * consumption, not an empty buffer, that has to restart the clock. */
+static void read_timeout_spares_progress(void **state)
+{
+    pair p;
+    pair_reading(&p, 0);
+    p.b.unit = 20;
+    CHECK_OK(csock_stream_set_read_timeout(p.b.s, 600));
+    trickle tr = {.s = p.a.s};
+    csock_timer *t;
+    CHECK_OK(csock_timer_new(p.loop, &t));
+    csock_timer_set_data(t, &tr);
+    CHECK_OK(csock_timer_start(t, trickle_tick, 40, 40));
+    uint64_t t0 = h_now_ms();
+    RUN_UNTIL(p.loop, h_now_ms() - t0 >= 2000 || p.b.err, 20000);
+    csock_timer_close(t, NULL);
+    assert_int_equal(p.b.err, 0);
+    assert_true(tr.sent >= 10);
+    assert_true(p.b.len + 40 >= 7 * (size_t)tr.sent); /* less a partial message and one in flight */
+    pair_close(&p);
+}
+
+/* The peer never reads: 8 MiB queued for it stall, and the write timeout
+ * closes the stream. */
+static void write_timeout_cuts_stalled_reader(void **state)
+{
+    pair p;
+    int fd = raw_pair(&p);
+    int small = 64 * 1024; /* or the kernel could take all 8 MiB */
+    setsockopt(csock_stream_fd(p.b.s), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    CHECK_OK(csock_stream_read_start(p.b.s, end_read));
+    CHECK_OK(csock_stream_set_write_timeout(p.b.s, 300));
+    size_t n = 8u << 20;
+    char *buf = calloc(1, n);
+    CHECK_OK(csock_stream_write(p.b.s, buf, n));
+    free(buf);
+    assert_true(csock_stream_write_queue_size(p.b.s) > 0);
+    uint64_t t0 = h_now_ms();
+    RUN_UNTIL(p.loop, p.b.err != 0, 20000);
+    uint64_t took = h_now_ms() - t0;
+    assert_int_equal(p.b.err, -ETIMEDOUT);
+    p.b.s = NULL;
+    assert_true(took >= 150);
+    assert_true(took <= 5000);
+    close(fd);
+    pair_close(&p);
+}
+
+typedef struct slow_reader {
+    int fd;
+    size_t received;
+    int bad;
+} slow_reader;
+
+static void slow_read_tick(csock_timer *t)
+{
+    slow_reader *r = csock_timer_data(t);
+    static unsigned char b[65536];
+    ssize_t n = recv(r->fd, b, sizeof b, MSG_DONTWAIT);
+    for (ssize_t i = 0; i < n; i++)
+        if (b[i] != pattern(r->received + (size_t)i)) r->bad++;
+    if (n > 0) r->received += (size_t)n;
+}
+
+/* A peer that reads slowly but steadily (64 KiB per 40 ms) gets all 2 MiB:
+ * the write clock restarts each time the kernel takes some. */
+static void write_timeout_spares_slow_reader(void **state)
+{
+    pair p;
+    slow_reader r = {.fd = raw_pair(&p)};
+    int small = 64 * 1024; /* so that most of the 2 MiB waits in our queue */
+    setsockopt(r.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    setsockopt(csock_stream_fd(p.b.s), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    CHECK_OK(csock_stream_read_start(p.b.s, end_read));
+    CHECK_OK(csock_stream_set_write_timeout(p.b.s, 600));
+    size_t n = 2u << 20;
+    unsigned char *buf = malloc(n);
+    for (size_t i = 0; i < n; i++) buf[i] = pattern(i);
+    CHECK_OK(csock_stream_write(p.b.s, buf, n));
+    free(buf);
+    csock_timer *t;
+    CHECK_OK(csock_timer_new(p.loop, &t));
+    csock_timer_set_data(t, &r);
+    CHECK_OK(csock_timer_start(t, slow_read_tick, 40, 40));
+    RUN_UNTIL(p.loop, r.received == n || p.b.err, 60000);
+    csock_timer_close(t, NULL);
+    assert_int_equal(p.b.err, 0);
+    assert_int_equal(r.received, n);
+    assert_int_equal(r.bad, 0);
+    close(r.fd);
     pair_close(&p);
 }
 
@@ -923,6 +1063,10 @@ int main(void)
         cmocka_unit_test(framed_lp32),
         cmocka_unit_test(backpressure_bounds_queue),
         cmocka_unit_test(idle_timeout_fires),
+        cmocka_unit_test(read_timeout_cuts_unfinished_message),
+        cmocka_unit_test(read_timeout_spares_progress),
+        cmocka_unit_test(write_timeout_cuts_stalled_reader),
+        cmocka_unit_test(write_timeout_spares_slow_reader),
         cmocka_unit_test(listener_max_conns),
         cmocka_unit_test(listener_pause_resume),
         cmocka_unit_test(peer_reset),
