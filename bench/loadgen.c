@@ -1,7 +1,7 @@
 /* loadgen: closed-loop load generator for the echo benchmarks.
  *
  *   loadgen -H 127.0.0.1 -p PORT -c CONNS -s SIZE -d DEPTH -t SECONDS
- *           [-w WARMUP_SECONDS] [-T THREADS] [-P SERVER_PID] [--json]
+ *           [-w WARMUP_SECONDS] [-T THREADS] [-P SERVER_PID] [-U] [--json]
  *
  * Each of CONNS connections keeps DEPTH messages of SIZE bytes in flight: it
  * sends DEPTH at the start and one more each time a full echo comes back
@@ -21,6 +21,18 @@
  *
  * A connection that completes no message in the window counts as stalled: a
  * server that drops bytes, or starves a connection, shows up there.
+ *
+ * Two engines drive the sockets; everything else (message content,
+ * verification, latency, windows, statistics, output) is shared:
+ *   epoll (default)  one read() per readable socket and one write() per reply
+ *                    batch: over two syscalls per echo at DEPTH 1.
+ *   io_uring (-U)    one io_uring_enter per loop iteration for all connections:
+ *                    multishot recvs into a provided-buffer ring, one send per
+ *                    connection carrying everything it has queued. Where a
+ *                    syscall costs ~1 us (PTI, VM) that is what made loadgen
+ *                    run out of CPU before a fast server did; what it still
+ *                    spends is mostly the kernel's TCP work for each message.
+ *                    Needs liburing at build time: -DHAVE_LIBURING ... -luring.
  *
  * Output: one line of key=value pairs (or one JSON object with --json).
  * Exit status: 0 ok, 1 usage or setup failure, 2 corrupt echo, 3 connection
@@ -48,6 +60,9 @@
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef HAVE_LIBURING
+#include <liburing.h>
+#endif
 
 enum {
     HDR = 8,          /* message header: le32 sequence number, le32 connection id */
@@ -71,6 +86,7 @@ struct opts {
     int threads;
     pid_t server_pid; /* 0: do not measure server CPU */
     bool json;
+    bool uring; /* -U: io_uring engine instead of epoll */
 };
 
 struct conn {
@@ -80,10 +96,13 @@ struct conn {
     uint32_t rseq;     /* sequence number of the message being received */
     size_t rpos;       /* bytes of message rseq received and checked so far */
     uint64_t tx, rx;   /* bytes written / read: an echo can never be ahead */
-    char *out;         /* unsent bytes, capacity depth * size */
+    char *out;         /* unsent bytes, capacity out_cap */
+    size_t out_cap;    /* depth * size; twice that for io_uring (see uring_prep_sends) */
     size_t out_off;    /* first unsent byte in out */
     size_t out_len;    /* end of queued bytes in out */
-    bool want_out;     /* EPOLLOUT is registered (a write was partial) */
+    size_t sending;    /* io_uring: bytes out[0..sending) of the send in flight, else 0 */
+    bool want_out;     /* epoll: EPOLLOUT is registered (a write was partial) */
+    bool send_queued;  /* io_uring: listed to be sent in this loop iteration */
     bool dead;         /* closed after an error; ignore further events */
     uint64_t msgs;     /* messages completed inside the window (0 at the end: stalled) */
     uint64_t *sent_ns; /* send time of in-flight message s at [s % depth] */
@@ -97,7 +116,7 @@ struct hist {
 
 struct worker {
     pthread_t tid;
-    int ep;
+    int ep; /* epoll engine only */
     struct conn *conns;
     int nconns;
     int alive;       /* connections not closed by an error */
@@ -277,6 +296,9 @@ static void conn_fail(struct worker *w, struct conn *c, const char *why)
             fprintf(stderr, "loadgen: conn %u: %s\n", c->id, why);
         w->errors++;
     }
+    /* shutdown() first: an io_uring request in flight holds its own reference
+     * to the socket, so close() alone would neither send FIN nor end it. */
+    shutdown(c->fd, SHUT_RDWR);
     close(c->fd);
     c->dead = true;
     w->alive--;
@@ -313,11 +335,13 @@ static void conn_flush(struct worker *w, struct conn *c)
 }
 
 /* Queue k new messages stamped with send time now. The room always suffices:
- * sseq - rseq never exceeds depth, and unsent bytes belong to in-flight messages. */
+ * sseq - rseq never exceeds depth, and unsent bytes belong to in-flight messages
+ * (for io_uring, the bytes of the send in flight may come on top: out_cap). */
 static void conn_queue(struct conn *c, int k, uint64_t now)
 {
-    size_t cap = (size_t)opt.depth * opt.size;
-    if (c->out_len + (size_t)k * opt.size > cap) {
+    if (c->out_len + (size_t)k * opt.size > c->out_cap) {
+        if (c->sending) /* the kernel may still read out[]: moving it corrupts the send */
+            die(1, "internal error: conn %u: send buffer full while a send is in flight", c->id);
         memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
         c->out_len -= c->out_off;
         c->out_off = 0;
@@ -330,33 +354,28 @@ static void conn_queue(struct conn *c, int k, uint64_t now)
     }
 }
 
-/* Readable: check the echoed bytes, account completed messages, and send one
- * new message per completed one to keep DEPTH in flight. The clock is read per
- * read() (27 ns through the vDSO here), not per epoll batch: a batch of 100
- * ready sockets takes about a millisecond to serve, which is the latency itself. */
-static void conn_on_readable(struct worker *w, struct conn *c, unsigned char *buf)
+/* n echoed bytes arrived at time now (shared by both engines): check them,
+ * record the latency of each message they complete, and queue one new message
+ * per completed one to keep DEPTH in flight. Returns whether anything was
+ * queued; the engine then sends it its own way. */
+static bool conn_consume(struct worker *w, struct conn *c, const unsigned char *data, size_t n,
+                         uint64_t now)
 {
-    ssize_t r = read(c->fd, buf, RBUF);
-    uint64_t now = now_ns(); /* completion time of what was read, send time of replies */
-    if (r <= 0) {
-        if (r < 0 && (errno == EAGAIN || errno == EINTR))
-            return;
-        conn_fail(w, c, r == 0 ? "closed by the server" : strerror(errno));
-        return;
-    }
-    c->rx += (uint64_t)r;
-    if (c->rx > c->tx) {
+    c->rx += n;
+    /* Bytes in a send still in flight count as sent: the server may echo them
+     * before that send's completion is reaped. */
+    if (c->rx > c->tx + c->sending) {
         fprintf(stderr, "loadgen: conn %u: server echoed %llu bytes but only %llu were sent\n",
-                c->id, (unsigned long long)c->rx, (unsigned long long)c->tx);
+                c->id, (unsigned long long)c->rx, (unsigned long long)(c->tx + c->sending));
         exit(2);
     }
     bool counting = now >= t_measure && now < t_end;
     int completed = 0;
-    for (size_t done = 0; done < (size_t)r;) {
+    for (size_t done = 0; done < n;) {
         size_t k = opt.size - c->rpos;
-        if (k > (size_t)r - done)
-            k = (size_t)r - done;
-        msg_check(c, buf + done, k);
+        if (k > n - done)
+            k = n - done;
+        msg_check(c, data + done, k);
         c->rpos += k;
         done += k;
         if (c->rpos < opt.size)
@@ -370,15 +389,34 @@ static void conn_on_readable(struct worker *w, struct conn *c, unsigned char *bu
         c->rseq++;
         completed++;
     }
-    if (completed && now < t_end) {
-        conn_queue(c, completed, now);
-        conn_flush(w, c);
-    }
+    if (!completed || now >= t_end)
+        return false;
+    conn_queue(c, completed, now);
+    return true;
 }
 
-static void *worker_run(void *arg)
+/* ---- epoll engine ---- */
+
+/* Readable: one read(), then the shared accounting, then write the replies.
+ * The clock is read per read() (27 ns through the vDSO here), not per epoll
+ * batch: a batch of 100 ready sockets takes about a millisecond to serve,
+ * which is the latency itself. */
+static void conn_on_readable(struct worker *w, struct conn *c, unsigned char *buf)
 {
-    struct worker *w = arg;
+    ssize_t r = read(c->fd, buf, RBUF);
+    uint64_t now = now_ns(); /* completion time of what was read, send time of replies */
+    if (r <= 0) {
+        if (r < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        conn_fail(w, c, r == 0 ? "closed by the server" : strerror(errno));
+        return;
+    }
+    if (conn_consume(w, c, buf, (size_t)r, now))
+        conn_flush(w, c);
+}
+
+static void epoll_run(struct worker *w)
+{
     unsigned char *buf = malloc(RBUF);
     if (!buf)
         die(1, "out of memory");
@@ -407,10 +445,274 @@ static void *worker_run(void *arg)
                 conn_flush(w, c);
         }
     }
+    free(buf);
+}
+
+#ifdef HAVE_LIBURING
+/* ---- io_uring engine ----
+ *
+ * Each loop iteration lists one send per connection that has bytes queued,
+ * then ONE io_uring_submit_and_wait() submits them all and waits, then every
+ * completion is reaped without another syscall. Receives are multishot recvs,
+ * armed once per connection, into a ring of provided buffers that are checked
+ * in place and handed straight back. With DEFER_TASKRUN the kernel does the
+ * completion work of our requests only inside that one call, so an iteration
+ * batches everything that became ready since the previous one: the syscall
+ * cost per message falls with the load instead of staying at two per echo.
+ */
+
+/* user_data: connection index << OP_BITS | operation. */
+enum { OP_RECV, OP_SEND, OP_WINDOW_END, OP_BITS = 2 };
+enum { BGID = 0 }; /* the one provided-buffer group */
+#define URING_BUF_MEM ((size_t)64 << 20) /* cap on receive buffer memory per worker */
+
+struct uring {
+    struct io_uring ring;
+    struct io_uring_buf_ring *br;    /* provided-buffer descriptors, shared with the kernel */
+    unsigned char *bufs;             /* their memory: nbufs * buf_size */
+    unsigned nbufs, buf_size;
+    int recycled;                    /* buffers handed back since the last advance */
+    int *send_list;                  /* connections to send for in this iteration */
+    int nsend;
+    struct __kernel_timespec end_ts; /* t_end: the kernel reads it when the timeout is issued */
+};
+
+static unsigned pow2_at_least(size_t v, unsigned max)
+{
+    unsigned p = 1;
+    while (p < v && p < max)
+        p <<= 1;
+    return p;
+}
+
+/* The SQ is sized for every SQE an iteration can need; should it still fill,
+ * submit early rather than lose an operation. */
+static struct io_uring_sqe *uring_sqe(struct uring *u)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+    if (!sqe) {
+        io_uring_submit(&u->ring);
+        sqe = io_uring_get_sqe(&u->ring);
+        if (!sqe)
+            die(1, "io_uring: no free submission entry");
+    }
+    return sqe;
+}
+
+static void uring_arm_recv(struct uring *u, const struct conn *c, int idx)
+{
+    struct io_uring_sqe *sqe = uring_sqe(u);
+    io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = BGID;
+    io_uring_sqe_set_data64(sqe, (uint64_t)idx << OP_BITS | OP_RECV);
+}
+
+static void uring_queue_send(struct uring *u, struct conn *c, int idx)
+{
+    if (!c->send_queued) {
+        c->send_queued = true;
+        u->send_list[u->nsend++] = idx;
+    }
+}
+
+/* One send per listed connection, carrying everything it has queued, moved to
+ * the front of out[] first. A connection whose previous send is still in
+ * flight is skipped (its completion lists it again): two sends in flight on one
+ * socket could interleave after a partial send. While a send is in flight
+ * out[] must not move, so messages queued meanwhile go behind it; hence
+ * out_cap = 2 * depth * size: the send's bytes (all unsent when it was issued,
+ * so at most depth * size) plus those queued since (each replaces a completed
+ * message, so at most depth * size too). */
+static void uring_prep_sends(struct uring *u, struct worker *w)
+{
+    for (int i = 0; i < u->nsend; i++) {
+        int idx = u->send_list[i];
+        struct conn *c = &w->conns[idx];
+        c->send_queued = false;
+        if (c->dead || c->sending || c->out_off == c->out_len)
+            continue;
+        if (c->out_off) {
+            memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
+            c->out_len -= c->out_off;
+            c->out_off = 0;
+        }
+        struct io_uring_sqe *sqe = uring_sqe(u);
+        io_uring_prep_send(sqe, c->fd, c->out, c->out_len, MSG_NOSIGNAL);
+        io_uring_sqe_set_data64(sqe, (uint64_t)idx << OP_BITS | OP_SEND);
+        c->sending = c->out_len;
+    }
+    u->nsend = 0;
+}
+
+static void uring_on_send(struct uring *u, struct worker *w, int idx, int res)
+{
+    struct conn *c = &w->conns[idx];
+    c->sending = 0;
+    if (c->dead)
+        return;
+    if (res < 0 && res != -EAGAIN && res != -EINTR) {
+        conn_fail(w, c, strerror(-res));
+        return;
+    }
+    size_t sent = res > 0 ? (size_t)res : 0;
+    c->tx += sent;
+    c->out_off += sent;
+    if (c->out_off == c->out_len)
+        c->out_off = c->out_len = 0;
+    else /* a partial send, or messages queued while it was in flight */
+        uring_queue_send(u, c, idx);
+}
+
+static void uring_on_recv(struct uring *u, struct worker *w, int idx,
+                          const struct io_uring_cqe *cqe)
+{
+    struct conn *c = &w->conns[idx];
+    if (cqe->flags & IORING_CQE_F_BUFFER) {
+        unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+        unsigned char *buf = u->bufs + (size_t)bid * u->buf_size;
+        /* The clock is read per completion, as the epoll engine reads it per
+         * read(): no syscall separates two completions, so it is cheap. */
+        if (!c->dead && cqe->res > 0 && conn_consume(w, c, buf, (size_t)cqe->res, now_ns()))
+            uring_queue_send(u, c, idx);
+        /* Checked in place: hand it back (the kernel sees it at the next advance). */
+        io_uring_buf_ring_add(u->br, buf, u->buf_size, (unsigned short)bid,
+                              io_uring_buf_ring_mask(u->nbufs), u->recycled++);
+    }
+    if (c->dead || (cqe->flags & IORING_CQE_F_MORE))
+        return;
+    /* The multishot recv has ended. Out of buffers (ENOBUFS; they are handed
+     * back before the next submit) or stopped while data flowed: arm it again. */
+    if (cqe->res > 0 || cqe->res == -ENOBUFS)
+        uring_arm_recv(u, c, idx);
+    else
+        conn_fail(w, c, cqe->res == 0 ? "closed by the server" : strerror(-cqe->res));
+}
+
+static void uring_setup(struct uring *u, struct worker *w)
+{
+    memset(u, 0, sizeof *u);
+    size_t n = (size_t)w->nconns;
+    /* Receive buffers, each as large as all a connection can have in flight
+     * (depth * size), so one completion normally carries all that arrived;
+     * about two per connection, so they rarely run out within an iteration
+     * (when they do, the recv ends with ENOBUFS and is re-armed). */
+    u->buf_size = pow2_at_least((size_t)opt.depth * opt.size, 64 * 1024);
+    if (u->buf_size < 512)
+        u->buf_size = 512;
+    u->nbufs = pow2_at_least(2 * n + 64, 32768);
+    while (u->nbufs > 64 && (size_t)u->nbufs * u->buf_size > URING_BUF_MEM)
+        u->nbufs /= 2;
+    /* SQ: at most one send and one recv re-arm per connection per iteration.
+     * CQ: room for every completion one wait can produce, since an overflow
+     * ends multishot recvs: one per buffer (a recv holds its buffer until we
+     * reap it), one send and one ENOBUFS per connection, the timeout. */
+    unsigned sq = pow2_at_least(2 * n + 8, 32768);
+    unsigned cq = pow2_at_least(u->nbufs + 2 * n + 8, 65536);
+    /* SINGLE_ISSUER + DEFER_TASKRUN (Linux 6.1+): completion work runs only
+     * inside our submit-and-wait, batched, never interrupting us between
+     * syscalls. COOP_TASKRUN is the next best on older kernels. The ring is
+     * created here, in the thread that uses it, as SINGLE_ISSUER requires. */
+    static const unsigned flag_sets[] = {
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+        IORING_SETUP_COOP_TASKRUN,
+    };
+    int rc = -EINVAL;
+    for (size_t i = 0; i < sizeof flag_sets / sizeof flag_sets[0] && rc == -EINVAL; i++) {
+        struct io_uring_params p = {
+            .flags = flag_sets[i] | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CQSIZE,
+            .cq_entries = cq,
+        };
+        rc = io_uring_queue_init_params(sq, &u->ring, &p);
+    }
+    if (rc < 0)
+        die(1, "io_uring_queue_init: %s", strerror(-rc));
+    io_uring_register_ring_fd(&u->ring); /* optional: spares an fd lookup per syscall */
+
+    u->bufs = malloc((size_t)u->nbufs * u->buf_size);
+    u->send_list = malloc(n * sizeof *u->send_list);
+    void *br = NULL;
+    if (!u->bufs || !u->send_list ||
+        posix_memalign(&br, 4096, u->nbufs * sizeof(struct io_uring_buf)) != 0)
+        die(1, "out of memory");
+    u->br = br;
+    struct io_uring_buf_reg reg = {
+        .ring_addr = (uint64_t)(uintptr_t)u->br, .ring_entries = u->nbufs, .bgid = BGID};
+    rc = io_uring_register_buf_ring(&u->ring, &reg, 0);
+    if (rc < 0)
+        die(1, "io_uring_register_buf_ring: %s", strerror(-rc));
+    io_uring_buf_ring_init(u->br);
+    for (unsigned i = 0; i < u->nbufs; i++)
+        io_uring_buf_ring_add(u->br, u->bufs + (size_t)i * u->buf_size, u->buf_size,
+                              (unsigned short)i, io_uring_buf_ring_mask(u->nbufs), (int)i);
+    io_uring_buf_ring_advance(u->br, (int)u->nbufs);
+
+    for (int i = 0; i < w->nconns; i++)
+        uring_arm_recv(u, &w->conns[i], i);
+    /* Wakes the wait at t_end even if nothing else completes (a stalled
+     * server), as epoll_wait's timeout does in the epoll engine. */
+    u->end_ts.tv_sec = (long long)(t_end / 1000000000u);
+    u->end_ts.tv_nsec = (long long)(t_end % 1000000000u);
+    struct io_uring_sqe *sqe = uring_sqe(u);
+    io_uring_prep_timeout(sqe, &u->end_ts, 0, IORING_TIMEOUT_ABS); /* CLOCK_MONOTONIC */
+    io_uring_sqe_set_data64(sqe, OP_WINDOW_END);
+}
+
+static void uring_run(struct worker *w)
+{
+    struct uring u;
+    uring_setup(&u, w);
+    uint64_t now = now_ns();
+    for (int i = 0; i < w->nconns; i++) { /* prime: DEPTH messages on every connection */
+        conn_queue(&w->conns[i], opt.depth, now);
+        uring_queue_send(&u, &w->conns[i], i);
+    }
+    while (w->alive > 0 && (now = now_ns()) < t_end) {
+        uring_prep_sends(&u, w);
+        int rc = io_uring_submit_and_wait(&u.ring, 1); /* the iteration's only syscall */
+        if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY)
+            die(1, "io_uring_submit_and_wait: %s", strerror(-rc));
+        now = now_ns();
+        if (w->wait0_ns < 0 && now >= t_measure)
+            w->wait0_ns = thread_runq_wait_ns();
+        unsigned head, seen = 0;
+        struct io_uring_cqe *cqe;
+        io_uring_for_each_cqe(&u.ring, head, cqe)
+        {
+            int idx = (int)(cqe->user_data >> OP_BITS);
+            switch (cqe->user_data & ((1u << OP_BITS) - 1)) {
+            case OP_RECV: uring_on_recv(&u, w, idx, cqe); break;
+            case OP_SEND: uring_on_send(&u, w, idx, cqe->res); break;
+            default: break; /* OP_WINDOW_END: it only had to wake us */
+            }
+            seen++;
+        }
+        io_uring_cq_advance(&u.ring, seen);
+        io_uring_buf_ring_advance(u.br, u.recycled);
+        u.recycled = 0;
+    }
+    io_uring_queue_exit(&u.ring); /* cancels what is still in flight */
+    free(u.br);
+    free(u.bufs);
+    free(u.send_list);
+}
+#else
+static void uring_run(struct worker *w) /* unreachable: parse_args refuses -U */
+{
+    (void)w;
+}
+#endif
+
+static void *worker_run(void *arg)
+{
+    struct worker *w = arg;
+    if (opt.uring)
+        uring_run(w);
+    else
+        epoll_run(w);
     /* Sampled by the thread itself: once it exits, /proc forgets its wait time. */
     double wait1 = thread_runq_wait_ns();
     w->wait_ns = (w->wait0_ns < 0 || wait1 < 0) ? 0 : wait1 - w->wait0_ns;
-    free(buf);
     return NULL;
 }
 
@@ -446,15 +748,16 @@ static int connect_one(const struct sockaddr_in *sa)
     return fd;
 }
 
-/* Open every connection and deal them round-robin to the workers' epoll sets. */
+/* Open every connection and deal them round-robin to the workers (and, for the
+ * epoll engine, their epoll sets; an io_uring worker sets its ring up itself). */
 static void setup_workers(struct worker *ws)
 {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)opt.port)};
     if (inet_pton(AF_INET, opt.host, &sa.sin_addr) != 1)
         die(1, "-H %s: not an IPv4 address", opt.host);
     for (int t = 0; t < opt.threads; t++) {
-        ws[t].ep = epoll_create1(EPOLL_CLOEXEC);
-        if (ws[t].ep < 0)
+        ws[t].ep = opt.uring ? -1 : epoll_create1(EPOLL_CLOEXEC);
+        if (!opt.uring && ws[t].ep < 0)
             die(1, "epoll_create1: %s", strerror(errno));
         ws[t].wait0_ns = -1;
         ws[t].conns = calloc((size_t)(opt.conns / opt.threads + 1), sizeof(struct conn));
@@ -466,13 +769,16 @@ static void setup_workers(struct worker *ws)
         struct conn *c = &w->conns[w->nconns++];
         c->fd = connect_one(&sa);
         c->id = (uint32_t)i;
-        c->out = malloc((size_t)opt.depth * opt.size);
+        c->out_cap = (size_t)(opt.uring ? 2 : 1) * (size_t)opt.depth * opt.size;
+        c->out = malloc(c->out_cap);
         c->sent_ns = calloc((size_t)opt.depth, sizeof *c->sent_ns);
         if (!c->out || !c->sent_ns)
             die(1, "out of memory");
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-        if (epoll_ctl(w->ep, EPOLL_CTL_ADD, c->fd, &ev) < 0)
-            die(1, "epoll_ctl: %s", strerror(errno));
+        if (!opt.uring) {
+            struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+            if (epoll_ctl(w->ep, EPOLL_CTL_ADD, c->fd, &ev) < 0)
+                die(1, "epoll_ctl: %s", strerror(errno));
+        }
         w->alive++;
     }
 }
@@ -551,7 +857,8 @@ static double self_cpu_us(void)
 static void usage(void)
 {
     fputs("usage: loadgen -H HOST -p PORT -c CONNS -s SIZE -d DEPTH -t SECONDS\n"
-          "               [-w WARMUP_SECONDS] [-T THREADS] [-P SERVER_PID] [--json]\n",
+          "               [-w WARMUP_SECONDS] [-T THREADS] [-P SERVER_PID] [-U] [--json]\n"
+          "  -U, --uring  io_uring engine (batched: one syscall per loop, not per message)\n",
           stderr);
     exit(1);
 }
@@ -561,10 +868,11 @@ static void parse_args(int argc, char **argv)
     opt = (struct opts){.host = "127.0.0.1", .conns = 1, .size = 64, .depth = 1, .secs = 5,
                         .warmup = 1, .threads = 1};
     static const struct option longs[] = {{"json", no_argument, NULL, 'j'},
+                                          {"uring", no_argument, NULL, 'U'},
                                           {"help", no_argument, NULL, 'h'},
                                           {NULL, 0, NULL, 0}};
     int ch;
-    while ((ch = getopt_long(argc, argv, "H:p:c:s:d:t:w:T:P:jh", longs, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "H:p:c:s:d:t:w:T:P:Ujh", longs, NULL)) != -1) {
         switch (ch) {
         case 'H': opt.host = optarg; break;
         case 'p': opt.port = atoi(optarg); break;
@@ -576,6 +884,7 @@ static void parse_args(int argc, char **argv)
         case 'T': opt.threads = atoi(optarg); break;
         case 'P': opt.server_pid = (pid_t)atoi(optarg); break;
         case 'j': opt.json = true; break;
+        case 'U': opt.uring = true; break;
         default: usage();
         }
     }
@@ -584,6 +893,10 @@ static void parse_args(int argc, char **argv)
         usage();
     if (opt.threads > opt.conns)
         opt.threads = opt.conns;
+#ifndef HAVE_LIBURING
+    if (opt.uring) /* run.sh reads this to fall back to epoll */
+        die(1, "-U: built without io_uring (compile with -DHAVE_LIBURING ... -luring)");
+#endif
 }
 
 static void report(const struct hist *h, uint64_t msgs, uint64_t errors, uint64_t stalled,

@@ -8,9 +8,14 @@
 # pinned to LOAD_CPU, then stops the server. Within a round every scenario runs
 # every server back to back, in an order rotated each round, so slow phases of
 # a noisy machine hit all servers alike; the table reports medians over rounds.
+# loadgen uses its io_uring engine (-U) when a probe shows it works here: one
+# syscall per batch instead of two or more per message leaves it a quarter to a
+# third cheaper per message, so it is far less often the bottleneck. Otherwise
+# it uses epoll, and the table says so in a note.
 # Environment (defaults): ROUNDS (5) DURATION (5 s) WARMUP (1 s)
 #   CSOCK_BIN (build/csock) CSOCK_THREADS (1) SERVERS ("csock uv_echo ev_echo epoll_echo")
 #   SCENARIOS ("a b c") SERVER_CPU (0) LOAD_CPU (1) OUT (bench/out)
+#   LOADGEN_ENGINE (auto: io_uring if the probe passes, else epoll; or uring, epoll)
 if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi # `make bench` uses sh
 set -euo pipefail
 
@@ -26,6 +31,7 @@ CSOCK_THREADS=${CSOCK_THREADS:-1}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 OUT=${OUT:-$here/out}
+LOADGEN_ENGINE=${LOADGEN_ENGINE:-auto}
 bin=$here/peers/bin
 
 # name: conns size depth, and what it shows
@@ -116,6 +122,36 @@ probe_csock() {
     notes+=("csock skipped: '$CSOCK_BIN serve echo' did not print a listening line ($(tail -n1 "$tmp/csock.err" 2>/dev/null))")
 }
 
+# loadgen's engine flag for every run (set by probe_loadgen) and its name.
+lg_engine=() lg_engine_name=epoll
+
+# probe_loadgen: one short loadgen -U run against epoll_echo (always built, the
+# simplest server) decides the engine once, before any measurement. It checks
+# the whole path: liburing compiled in, io_uring allowed (kernel version,
+# io_uring_disabled sysctl, seccomp in containers), every echoed byte verified.
+probe_loadgen() {
+    [ "$LOADGEN_ENGINE" != epoll ] || return 0
+    local rc=0 why
+    if start_server probe "$bin/epoll_echo" 0; then
+        taskset -c "$LOAD_CPU" "$bin/loadgen" -U -H 127.0.0.1 -p "$srv_port" -c 4 -s 64 -d 2 \
+            -t 0.3 -w 0 >/dev/null 2>"$tmp/lg-probe.err" || rc=$?
+        stop_server
+        why="loadgen -U exited $rc: $(head -n1 "$tmp/lg-probe.err")"
+    else
+        rc=1 why="epoll_echo did not start for the probe"
+    fi
+    if [ "$rc" = 0 ]; then
+        lg_engine=(-U) lg_engine_name=io_uring
+        return
+    fi
+    if [ "$LOADGEN_ENGINE" = uring ]; then
+        log "bench: LOADGEN_ENGINE=uring, but $why"
+        exit 1
+    fi
+    log "bench: loadgen falls back to epoll ($why)"
+    notes+=("loadgen ran on epoll, not io_uring ($why); it may be the bottleneck: check lg CPU %")
+}
+
 # measure ROUND SCENARIO SERVER: one loadgen run; appends a row to $results.
 measure() {
     local round=$1 sc=$2 name=$3 conns size depth rc=0 kv
@@ -126,8 +162,9 @@ measure() {
         printf '%s\t%s\t%s\tNA\tNA\tNA\tNA\tNA\tNA\tNA\tstart-failed\n' "$round" "$sc" "$name" >>"$results"
         return
     fi
-    taskset -c "$LOAD_CPU" "$bin/loadgen" -H 127.0.0.1 -p "$srv_port" -c "$conns" -s "$size" \
-        -d "$depth" -t "$DURATION" -w "$WARMUP" -P "$srv_pid" >"$tmp/lg.out" 2>"$tmp/lg.err" &
+    taskset -c "$LOAD_CPU" "$bin/loadgen" "${lg_engine[@]}" -H 127.0.0.1 -p "$srv_port" \
+        -c "$conns" -s "$size" -d "$depth" -t "$DURATION" -w "$WARMUP" -P "$srv_pid" \
+        >"$tmp/lg.out" 2>"$tmp/lg.err" &
     lg_pid=$!
     wait "$lg_pid" || rc=$?
     lg_pid=""
@@ -160,6 +197,10 @@ measure() {
 
 main() {
     command -v taskset >/dev/null || { log "bench: taskset not found (util-linux)"; exit 1; }
+    case $LOADGEN_ENGINE in
+    auto | uring | epoll) ;;
+    *) log "bench: LOADGEN_ENGINE=$LOADGEN_ENGINE: expected auto, uring or epoll" && exit 1 ;;
+    esac
     sh "$here/peers/build.sh"
     mkdir -p "$OUT"
     local stamp servers=() s
@@ -174,7 +215,8 @@ main() {
         fi
         servers+=("$s")
     done
-    log "bench: servers: ${servers[*]}; scenarios: $SCENARIOS; rounds $ROUNDS x ${DURATION}s (+${WARMUP}s warm-up)"
+    probe_loadgen
+    log "bench: servers: ${servers[*]}; scenarios: $SCENARIOS; rounds $ROUNDS x ${DURATION}s (+${WARMUP}s warm-up); loadgen engine: $lg_engine_name"
 
     local round sc i n=${#servers[@]}
     for ((round = 1; round <= ROUNDS; round++)); do
@@ -193,6 +235,7 @@ main() {
         echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
         echo "- git: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown) ($(git -C "$root" rev-parse --abbrev-ref HEAD 2>/dev/null || echo ?))"
         echo "- server on CPU $SERVER_CPU, loadgen on CPU $LOAD_CPU; $ROUNDS round(s) x ${DURATION}s after ${WARMUP}s warm-up; medians over rounds"
+        echo "- loadgen engine: $lg_engine_name"
         echo "- csock: ${cmd_csock[*]:-(not run)}"
         for s in "${notes[@]}"; do echo "- note: $s"; done
         echo
