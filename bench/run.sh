@@ -13,7 +13,9 @@
 # third cheaper per message, so it is far less often the bottleneck. Otherwise
 # it uses epoll, and the table says so in a note.
 # Environment (defaults): ROUNDS (5) DURATION (5 s) WARMUP (1 s)
-#   CSOCK_BIN (build/csock) CSOCK_THREADS (1) SERVERS ("csock uv_echo ev_echo epoll_echo")
+#   CSOCK_BIN (build/csock) CSOCK_THREADS (1)
+#   SERVERS ("csock csock_uring uv_echo ev_echo epoll_echo"; csock_uring is csock
+#   on its io_uring backend, whose streams do their I/O by completion)
 #   SCENARIOS ("a b c") SERVER_CPU (0) LOAD_CPU (1) OUT (bench/out)
 #   LOADGEN_ENGINE (auto: io_uring if the probe passes, else epoll; or uring, epoll)
 if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi # `make bench` uses sh
@@ -25,7 +27,7 @@ ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-1}
 CSOCK_BIN=${CSOCK_BIN:-$root/build/csock}
-SERVERS=${SERVERS:-"csock uv_echo ev_echo epoll_echo"}
+SERVERS=${SERVERS:-"csock csock_uring uv_echo ev_echo epoll_echo"}
 SCENARIOS=${SCENARIOS:-"a b c"}
 CSOCK_THREADS=${CSOCK_THREADS:-1}
 SERVER_CPU=${SERVER_CPU:-0}
@@ -100,6 +102,7 @@ cmd_ev_echo=("$bin/ev_echo" 0)
 # shellcheck disable=SC2034
 cmd_epoll_echo=("$bin/epoll_echo" 0)
 cmd_csock=()
+cmd_csock_uring=()
 
 # csock: prefer one loop thread (a fair fight with single-threaded peers); fall
 # back to the default if the --threads flag is not accepted; skip if absent.
@@ -209,9 +212,11 @@ main() {
     printf 'round\tscenario\tserver\tmsgs_s\tp50_us\tp99_us\tcpu_us_msg\tsrv_cpu_pct\tsrv_runq_pct\tlg_cpu_pct\tstatus\n' >"$results"
 
     for s in $SERVERS; do
-        if [ "$s" = csock ]; then
-            probe_csock
+        if [ "$s" = csock ] || [ "$s" = csock_uring ]; then
+            [ ${#cmd_csock[@]} -gt 0 ] || probe_csock
             [ ${#cmd_csock[@]} -gt 0 ] || continue
+            # shellcheck disable=SC2034  # used through the nameref in measure()
+            cmd_csock_uring=(env CSOCK_BACKEND=uring "${cmd_csock[@]}")
         fi
         servers+=("$s")
     done
@@ -236,7 +241,7 @@ main() {
         echo "- git: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown) ($(git -C "$root" rev-parse --abbrev-ref HEAD 2>/dev/null || echo ?))"
         echo "- server on CPU $SERVER_CPU, loadgen on CPU $LOAD_CPU; $ROUNDS round(s) x ${DURATION}s after ${WARMUP}s warm-up; medians over rounds"
         echo "- loadgen engine: $lg_engine_name"
-        echo "- csock: ${cmd_csock[*]:-(not run)}"
+        echo "- csock: ${cmd_csock[*]:-(not run)} (csock_uring: the same with CSOCK_BACKEND=uring)"
         for s in "${notes[@]}"; do echo "- note: $s"; done
         echo
         for sc in $SCENARIOS; do

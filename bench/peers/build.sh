@@ -1,6 +1,6 @@
 #!/bin/sh
 # Builds the benchmark peers (uv_echo, ev_echo, epoll_echo) and the load
-# generator into bench/peers/bin/. Installs libuv1-dev / libevent-dev with
+# generator into bench/peers/bin/. Installs libuv1-dev / libevent-dev / liburing-dev with
 # apt-get first if pkg-config cannot find them (needs root).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -12,6 +12,7 @@ CFLAGS=${CFLAGS:-"-O2 -std=c11 -Wall -Wextra"}
 missing=""
 pkg-config --exists libuv 2>/dev/null || missing="$missing libuv1-dev"
 pkg-config --exists libevent 2>/dev/null || missing="$missing libevent-dev"
+pkg-config --exists liburing 2>/dev/null || missing="$missing liburing-dev"
 if [ -n "$missing" ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "bench: missing packages:$missing (run as root or: apt-get install$missing)" >&2
@@ -30,4 +31,6 @@ $CC $CFLAGS $(pkg-config --cflags libuv) -o "$here/bin/uv_echo" "$here/uv_echo.c
     $(pkg-config --libs libuv)
 $CC $CFLAGS $(pkg-config --cflags libevent) -o "$here/bin/ev_echo" "$here/ev_echo.c" \
     $(pkg-config --libs libevent)
-$CC $CFLAGS -pthread -o "$here/bin/loadgen" "$bench/loadgen.c"
+# loadgen's io_uring engine (-U) needs liburing; csock itself requires it too.
+$CC $CFLAGS -pthread -DHAVE_LIBURING $(pkg-config --cflags liburing) -o "$here/bin/loadgen" \
+    "$bench/loadgen.c" $(pkg-config --libs liburing)

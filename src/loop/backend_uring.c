@@ -1,20 +1,39 @@
-/* io_uring backend: readiness through one-shot IORING_OP_POLL_ADD requests,
+/* io_uring backend, two ways.
+ *
+ * Readiness, for fd watchers: one-shot IORING_OP_POLL_ADD requests,
  * re-armed after each completion, which gives the same level-triggered
  * behaviour as the epoll and poll backends (a multishot poll only fires on
  * new wake-ups, and a stream that reads once per event would stall).
- *
  * Removal is asynchronous in io_uring: a completion for a watcher may still
- * arrive after the watcher was stopped and even freed. Each request's
- * user_data therefore names a slot and a generation; a completion whose
- * generation is stale is dropped without touching the watcher. */
+ * arrive after the watcher was stopped and even freed. Each poll's user_data
+ * therefore names a slot and a generation; a completion whose generation is
+ * stale is dropped without touching the watcher.
+ *
+ * Completion, for socket streams (csock__io_*): recv and send requests
+ * that do the I/O themselves, so a message costs no syscall of its own:
+ * every request made during an iteration leaves with the next wait, in one
+ * io_uring_enter. A recv takes a buffer from a ring of provided buffers at
+ * the moment data arrives, so an idle connection holds none (the same
+ * promise as the readiness path's pooled buffers). The owner of a request
+ * outlives it, so its user_data is simply its address, tagged in bit 0. */
 #include <liburing.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 #include "loop/loop_int.h"
 
 #define RING_ENTRIES 1024
 #define CANCEL_TAG UINT64_MAX /* user_data of removals: their completions are ignored */
+/* Provided buffers for completion recvs: 256 x 4 KiB (1 MiB), mapped once
+ * per loop and touched only as traffic needs them. When all are out (more
+ * than 256 sockets delivered data in one wait), a recv ends with -ENOBUFS
+ * and is made again at the next wait, once callbacks have given buffers
+ * back. */
+#define IO_BUFS 256
+#define IO_BUF_SIZE 4096
+#define IO_BGID 0
+enum { OP_RECV = 1, OP_SEND = 2 };
 
 typedef struct {
     csock__watcher *w; /* NULL: free slot */
@@ -28,9 +47,16 @@ typedef struct {
     uint32_t nslots, cap;
     uint32_t *free_list;
     uint32_t nfree;
+    /* completion I/O */
+    struct io_uring_buf_ring *br; /* NULL: no provided buffers, readiness only */
+    char *bufs;
+    csock__ioreq *nobuf_head, *nobuf_tail; /* recvs to make again (-ENOBUFS) */
+    csock__ioreq *cancelled;               /* taken off nobuf by a cancel: report */
 } uring_state;
 
-static uint64_t tag(uint32_t idx, uint32_t gen) { return ((uint64_t)gen << 32) | idx; }
+/* Poll slots: bit 0 clear, index and generation above it. Completion
+ * requests: their address with bit 0 set. */
+static uint64_t tag(uint32_t idx, uint32_t gen) { return ((uint64_t)gen << 33) | ((uint64_t)idx << 1); }
 
 static struct io_uring_sqe *get_sqe(uring_state *st)
 {
@@ -40,6 +66,38 @@ static struct io_uring_sqe *get_sqe(uring_state *st)
         sqe = io_uring_get_sqe(&st->ring);
     }
     return sqe;
+}
+
+/* The provided-buffer ring (Linux 5.19). Without it the backend still
+ * works, readiness-only. */
+static int setup_bufs(uring_state *st)
+{
+    size_t rsz = IO_BUFS * sizeof(struct io_uring_buf);
+    void *ring = mmap(NULL, rsz, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (ring == MAP_FAILED) return -errno;
+    char *bufs = mmap(NULL, (size_t)IO_BUFS * IO_BUF_SIZE, PROT_READ | PROT_WRITE,
+                      MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (bufs == MAP_FAILED) {
+        munmap(ring, rsz);
+        return -errno;
+    }
+    st->br = ring;
+    io_uring_buf_ring_init(st->br);
+    struct io_uring_buf_reg reg = {.ring_addr = (unsigned long)ring, .ring_entries = IO_BUFS,
+                                   .bgid = IO_BGID};
+    int rc = io_uring_register_buf_ring(&st->ring, &reg, 0);
+    if (rc < 0) {
+        munmap(ring, rsz);
+        munmap(bufs, (size_t)IO_BUFS * IO_BUF_SIZE);
+        st->br = NULL;
+        return rc;
+    }
+    st->bufs = bufs;
+    for (int i = 0; i < IO_BUFS; i++)
+        io_uring_buf_ring_add(st->br, bufs + (size_t)i * IO_BUF_SIZE, IO_BUF_SIZE, (unsigned short)i,
+                              io_uring_buf_ring_mask(IO_BUFS), i);
+    io_uring_buf_ring_advance(st->br, IO_BUFS);
+    return 0;
 }
 
 static int ur_init(csock_loop *loop)
@@ -52,6 +110,7 @@ static int ur_init(csock_loop *loop)
         return rc;
     }
     loop->bstate = st;
+    loop->io_ok = setup_bufs(st) == 0;
     return 0;
 }
 
@@ -59,9 +118,132 @@ static void ur_fini(csock_loop *loop)
 {
     uring_state *st = loop->bstate;
     io_uring_queue_exit(&st->ring);
+    if (st->br) {
+        munmap(st->br, IO_BUFS * sizeof(struct io_uring_buf));
+        munmap(st->bufs, (size_t)IO_BUFS * IO_BUF_SIZE);
+    }
     free(st->slots);
     free(st->free_list);
     free(st);
+}
+
+/* ---- completion I/O -------------------------------------------------------- */
+
+static uint64_t req_tag(csock__ioreq *r) { return (uint64_t)(uintptr_t)r | 1; }
+
+static int prep_recv(uring_state *st, csock__ioreq *r)
+{
+    struct io_uring_sqe *sqe = get_sqe(st);
+    if (!sqe) return -ENOMEM;
+    io_uring_prep_recv(sqe, r->fd, NULL, IO_BUF_SIZE, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = IO_BGID;
+    io_uring_sqe_set_data64(sqe, req_tag(r));
+    return 0;
+}
+
+static int ur_recv(csock_loop *loop, csock__ioreq *r, int fd)
+{
+    r->fd = fd;
+    r->op = OP_RECV;
+    int rc = prep_recv(loop->bstate, r);
+    if (rc == 0) {
+        r->busy = 1;
+        loop->active++; /* like an active watcher: the loop runs on for it */
+    }
+    return rc;
+}
+
+static int ur_send(csock_loop *loop, csock__ioreq *r, int fd, const void *buf, size_t len)
+{
+    struct io_uring_sqe *sqe = get_sqe(loop->bstate);
+    if (!sqe) return -ENOMEM;
+    if (len > INT32_MAX) len = INT32_MAX; /* the result is an int */
+    io_uring_prep_send(sqe, fd, buf, len, MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(sqe, req_tag(r));
+    r->fd = fd;
+    r->op = OP_SEND;
+    r->busy = 1;
+    loop->active++;
+    return 0;
+}
+
+static void ur_cancel(csock_loop *loop, csock__ioreq *r)
+{
+    uring_state *st = loop->bstate;
+    /* Waiting for a buffer: not in the kernel, so report it ourselves. */
+    for (csock__ioreq **pp = &st->nobuf_head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
+        if (*pp != r) continue;
+        *pp = r->next;
+        if (st->nobuf_tail == r) st->nobuf_tail = prev;
+        r->next = st->cancelled;
+        st->cancelled = r;
+        return;
+    }
+    struct io_uring_sqe *sqe = get_sqe(st);
+    if (!sqe) return; /* it will complete by itself; the owner waits for it */
+    io_uring_prep_cancel64(sqe, req_tag(r), 0);
+    io_uring_sqe_set_data64(sqe, CANCEL_TAG);
+    /* Now, not with the next wait: the owner closes the fd next, and a
+     * request still unsubmitted would then name whatever socket reuses it. */
+    io_uring_submit(&st->ring);
+}
+
+static void give_back(uring_state *st, unsigned bid)
+{
+    io_uring_buf_ring_add(st->br, st->bufs + (size_t)bid * IO_BUF_SIZE, IO_BUF_SIZE,
+                          (unsigned short)bid, io_uring_buf_ring_mask(IO_BUFS), 0);
+    io_uring_buf_ring_advance(st->br, 1);
+}
+
+static void req_done(csock_loop *loop, uintptr_t tagged, int res, unsigned flags)
+{
+    uring_state *st = loop->bstate;
+    csock__ioreq *r = (csock__ioreq *)(tagged & ~(uintptr_t)1);
+    if (res == -ENOBUFS && r->op == OP_RECV) { /* no buffer free: again next wait */
+        r->next = NULL;
+        if (st->nobuf_tail)
+            st->nobuf_tail->next = r;
+        else
+            st->nobuf_head = r;
+        st->nobuf_tail = r;
+        return;
+    }
+    char *buf = NULL;
+    unsigned bid = 0;
+    if (flags & IORING_CQE_F_BUFFER) {
+        bid = flags >> IORING_CQE_BUFFER_SHIFT;
+        buf = st->bufs + (size_t)bid * IO_BUF_SIZE;
+    }
+    r->busy = 0;
+    loop->active--;
+    r->cb(loop, r, res, buf);
+    if (buf) give_back(st, bid); /* the callback copied what it kept */
+}
+
+/* Before waiting: recvs that found no buffer go again (callbacks have given
+ * buffers back since), and cancelled ones get their callback. */
+static int retry_waiting(csock_loop *loop)
+{
+    uring_state *st = loop->bstate;
+    csock__ioreq *r = st->nobuf_head;
+    st->nobuf_head = st->nobuf_tail = NULL;
+    for (csock__ioreq *next; r; r = next) {
+        next = r->next;
+        if (prep_recv(st, r) < 0) {
+            r->next = st->cancelled; /* no SQE at all: report it as failed */
+            st->cancelled = r;
+        }
+    }
+    int n = 0;
+    while ((r = st->cancelled)) {
+        st->cancelled = r->next;
+        r->busy = 0;
+        loop->active--;
+        r->cb(loop, r, -ECANCELED, NULL);
+        n++;
+    }
+    return n;
 }
 
 static short to_poll(unsigned ev)
@@ -90,7 +272,7 @@ static int disarm(uring_state *st, uint32_t idx)
         io_uring_sqe_set_data64(sqe, CANCEL_TAG);
     }
     sl->armed = 0;
-    sl->gen++; /* whatever completes for the old request is stale now */
+    sl->gen = (sl->gen + 1) & 0x7fffffff; /* 31 bits fit the tag; the old request is stale now */
     return 0;
 }
 
@@ -154,6 +336,7 @@ static unsigned from_poll(int res)
 static int ur_wait(csock_loop *loop, int timeout_ms)
 {
     uring_state *st = loop->bstate;
+    if ((st->nobuf_head || st->cancelled) && retry_waiting(loop)) timeout_ms = 0;
     struct io_uring_cqe *cqe;
     struct __kernel_timespec ts = {.tv_sec = timeout_ms / 1000,
                                    .tv_nsec = (long long)(timeout_ms % 1000) * 1000000};
@@ -163,17 +346,23 @@ static int ur_wait(csock_loop *loop, int timeout_ms)
     /* Collect first, dispatch after: callbacks queue new requests. */
     uint64_t done[256];
     int res[256];
+    unsigned flags[256];
     unsigned n = 0, head;
     io_uring_for_each_cqe(&st->ring, head, cqe)
     {
         if (n == 256) break;
         done[n] = cqe->user_data;
+        flags[n] = cqe->flags;
         res[n++] = cqe->res;
     }
     io_uring_cq_advance(&st->ring, n);
     for (unsigned i = 0; i < n; i++) {
         if (done[i] == CANCEL_TAG) continue;
-        uint32_t idx = (uint32_t)done[i], gen = (uint32_t)(done[i] >> 32);
+        if (done[i] & 1) {
+            req_done(loop, (uintptr_t)done[i], res[i], flags[i]);
+            continue;
+        }
+        uint32_t idx = (uint32_t)(done[i] >> 1) & 0x7fffffff, gen = (uint32_t)(done[i] >> 33);
         if (idx >= st->nslots) continue;
         slot *sl = &st->slots[idx];
         if (!sl->w || sl->gen != gen) continue; /* stale: stopped or changed since */
@@ -181,7 +370,9 @@ static int ur_wait(csock_loop *loop, int timeout_ms)
         csock__watcher *w = sl->w;
         if (res[i] >= 0) csock__watcher_dispatch(loop, w, from_poll(res[i]));
         else if (res[i] != -ECANCELED) csock__watcher_dispatch(loop, w, w->events);
-        /* One-shot: re-arm if the watcher still wants events (level-triggered). */
+        /* One-shot: re-arm if the watcher still wants events (level-triggered).
+         * The callback may have grown (moved) the slot table: look again. */
+        sl = &st->slots[idx];
         if (sl->w == w && sl->gen == gen && !sl->armed && w->events) arm(st, idx);
     }
     return (int)n;
@@ -189,4 +380,5 @@ static int ur_wait(csock_loop *loop, int timeout_ms)
 
 const csock__backend csock__backend_uring = {
     .name = "uring", .init = ur_init, .fini = ur_fini, .update = ur_update, .wait = ur_wait,
+    .recv = ur_recv, .send = ur_send, .cancel = ur_cancel,
 };

@@ -8,6 +8,13 @@
 #include "loop/loop_int.h"
 
 #define POOL_MAX 64 /* buffers kept per loop; beyond that they go back to malloc */
+#define SPOOL_MAX 512 /* small buffers: a busy io_uring loop has hundreds of sends in flight */
+
+static void pool_fini(csock__pool *p)
+{
+    for (size_t i = 0; i < p->n; i++) free(p->items[i]);
+    free(p->items);
+}
 
 static const csock__backend *pick_backend(const char *name)
 {
@@ -53,6 +60,8 @@ int csock_loop_new(csock_loop **out, const csock_loop_opts *opts)
     csock_loop_update_time(loop);
     int rc = be->init(loop);
     if (rc < 0) goto fail;
+    const char *io = getenv("CSOCK_URING_IO");
+    loop->io_ok = loop->io_ok && be->recv && !(io && !strcmp(io, "0")); /* init set it */
     loop->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (loop->wake_fd < 0) {
         rc = -errno;
@@ -84,8 +93,8 @@ int csock_loop_free(csock_loop *loop)
     csock__signals_fini(loop);
     csock__timers_fini(loop);
     loop->backend->fini(loop);
-    for (size_t i = 0; i < loop->npool; i++) free(loop->pool[i]);
-    free(loop->pool);
+    pool_fini(&loop->pool);
+    pool_fini(&loop->spool);
     free(loop->always);
     pthread_mutex_destroy(&loop->post_lock);
     free(loop);
@@ -283,24 +292,53 @@ void csock_loop_stop(csock_loop *loop)
 
 /* ---- buffer pool ------------------------------------------------------------ */
 
-void *csock__buf_get(csock_loop *loop)
+int csock__io_ok(const csock_loop *loop) { return loop->io_ok; }
+
+void csock__loop_hold(csock_loop *loop, int delta)
 {
-    if (loop->npool) return loop->pool[--loop->npool];
-    return malloc(CSOCK__BUF_SIZE);
+    loop->nhandles += (unsigned)delta; /* its requests in flight keep the loop running */
 }
 
-void csock__buf_put(csock_loop *loop, void *buf)
+int csock__io_recv(csock_loop *loop, csock__ioreq *r, int fd)
+{
+    if (!loop->io_ok) return -ENOTSUP;
+    return loop->backend->recv(loop, r, fd);
+}
+
+int csock__io_send(csock_loop *loop, csock__ioreq *r, int fd, const void *buf, size_t len)
+{
+    if (!loop->io_ok) return -ENOTSUP;
+    return loop->backend->send(loop, r, fd, buf, len);
+}
+
+void csock__io_cancel(csock_loop *loop, csock__ioreq *r)
+{
+    if (r->busy) loop->backend->cancel(loop, r);
+}
+
+static void *pool_get(csock__pool *p, size_t size)
+{
+    if (p->n) return p->items[--p->n];
+    return malloc(size);
+}
+
+static void pool_put(csock__pool *p, void *buf, size_t max)
 {
     if (!buf) return;
-    if (loop->npool < POOL_MAX) {
-        if (!loop->pool) loop->pool = malloc(POOL_MAX * sizeof *loop->pool);
-        if (loop->pool) {
-            loop->pool[loop->npool++] = buf;
+    if (p->n < max) {
+        if (!p->items) p->items = malloc(max * sizeof *p->items);
+        if (p->items) {
+            p->items[p->n++] = buf;
             return;
         }
     }
     free(buf);
 }
+
+void *csock__buf_get(csock_loop *loop) { return pool_get(&loop->pool, CSOCK__BUF_SIZE); }
+void csock__buf_put(csock_loop *loop, void *buf) { pool_put(&loop->pool, buf, POOL_MAX); }
+void *csock__sbuf_get(csock_loop *loop) { return pool_get(&loop->spool, CSOCK__SBUF_SIZE); }
+void csock__sbuf_put(csock_loop *loop, void *buf) { pool_put(&loop->spool, buf, SPOOL_MAX); }
 
 /* ---- run ------------------------------------------------------------------------ */
 

@@ -46,6 +46,35 @@ void csock__watcher_init(csock__watcher *w, int fd, csock__watcher_cb cb);
 /* Change what is watched (0 stops). Returns 0 or a backend error. */
 int csock__watcher_set(csock_loop *loop, csock__watcher *w, unsigned events);
 
+/* ---- completion I/O ------------------------------------------------------ */
+
+/* A socket read or write handed to the kernel whole (io_uring): no
+ * readiness step and no syscall of its own; requests made during an
+ * iteration leave together with the next wait. A request completes exactly
+ * once, cancelled or not, so its owner must outlive it. For a recv, `buf`
+ * holds the `res` bytes received; it belongs to the backend and is valid
+ * only during the callback. */
+typedef struct csock__ioreq csock__ioreq;
+typedef void (*csock__ioreq_cb)(csock_loop *loop, csock__ioreq *r, int res, char *buf);
+struct csock__ioreq {
+    csock__ioreq_cb cb;
+    csock__ioreq *next; /* the backend's list of requests waiting for a buffer */
+    int fd;
+    unsigned char busy; /* in flight: the callback is still to come */
+    unsigned char op;   /* the backend's: what kind of request */
+};
+
+/* 1 when the loop's backend does completion I/O (and CSOCK_URING_IO is not
+ * "0", which keeps the io_uring backend readiness-only, for comparison). */
+int csock__io_ok(const csock_loop *loop);
+/* Start a recv of up to one pooled buffer / a send of [buf, buf+len) (which
+ * must stay valid until the callback). 0 or -errno. */
+int csock__io_recv(csock_loop *loop, csock__ioreq *r, int fd);
+int csock__io_send(csock_loop *loop, csock__ioreq *r, int fd, const void *buf, size_t len);
+/* Ask for a busy request to end early (its callback gets -ECANCELED, or its
+ * result if it was already done). */
+void csock__io_cancel(csock_loop *loop, csock__ioreq *r);
+
 /* ---- backends: one file each ------------------------------------------- */
 
 typedef struct csock__backend {
@@ -60,6 +89,11 @@ typedef struct csock__backend {
      * may have been long, and callbacks start timers from `now`), then call
      * csock__watcher_dispatch() for each ready watcher. */
     int (*wait)(csock_loop *loop, int timeout_ms);
+    /* Completion-based socket I/O, optional (NULL: readiness only; see
+     * csock__io_* below). */
+    int (*recv)(csock_loop *loop, csock__ioreq *r, int fd);
+    int (*send)(csock_loop *loop, csock__ioreq *r, int fd, const void *buf, size_t len);
+    void (*cancel)(csock_loop *loop, csock__ioreq *r);
 } csock__backend;
 
 extern const csock__backend csock__backend_epoll;
@@ -95,11 +129,26 @@ typedef struct csock__post {
 /* Run fn(data) in the next pending phase. Loop thread only. -ENOMEM. */
 int csock__defer(csock_loop *loop, void (*fn)(void *data), void *data);
 
+/* Count a closed handle as still open (delta 1) until the kernel is done
+ * with it (delta -1): csock_loop_free() refuses meanwhile. (Requests in
+ * flight count as active, so the loop runs on until they complete.) */
+void csock__loop_hold(csock_loop *loop, int delta);
+
 /* A per-loop pool of fixed-size buffers (read buffers, small write blocks),
  * so an idle connection holds none and a busy loop does not hit malloc. */
 #define CSOCK__BUF_SIZE 16384
 void *csock__buf_get(csock_loop *loop);
 void csock__buf_put(csock_loop *loop, void *buf);
+/* Small ones, for the write chunks of completion I/O: a chunk stays until
+ * its send completes, and a busy loop has hundreds in flight at once. */
+#define CSOCK__SBUF_SIZE 1024
+void *csock__sbuf_get(csock_loop *loop);
+void csock__sbuf_put(csock_loop *loop, void *buf);
+
+typedef struct csock__pool {
+    void **items;
+    size_t n;
+} csock__pool;
 
 struct csock_loop {
     const csock__backend *backend;
@@ -126,9 +175,9 @@ struct csock_loop {
     csock__watcher sig_w;
     csock_signal *signals;        /* list of signal handles */
     sigset_t sig_blocked_by_us;   /* blocked by csock (not by the application) */
-    /* buffer pool */
-    void **pool;
-    size_t npool;
+    /* buffer pools */
+    csock__pool pool, spool;
+    int io_ok;                    /* csock__io_ok() */
 };
 
 #endif

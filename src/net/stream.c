@@ -35,7 +35,7 @@ typedef struct wchunk {
     off_t off;            /* FILE: next offset */
     unsigned char kind;
     unsigned char close_fd;
-    unsigned char pooled; /* MEM: the chunk is a loop pool buffer */
+    unsigned char pooled; /* MEM: from a loop pool (1: the 16 KiB one, 2: the small one) */
     char data[];
 } wchunk;
 
@@ -56,22 +56,29 @@ enum {
     F_EOF_DONE = 1 << 12,  /* the application has taken the EOF */
     F_SHUT_FILTER = 1 << 13, /* the filter's shutdown (close_notify) is queued */
     F_DRAIN = 1 << 14,     /* server draining: end the stream once it is idle */
+    F_RING = 1 << 15,      /* socket I/O by completion (s->x->rreq/wreq), not readiness */
 };
 
 /* What the stream's one timer is armed for. T_WATCH covers the idle, read
  * and write timeouts at once: it fires at the earliest of their deadlines. */
 enum { T_NONE, T_CONNECT, T_WATCH, T_LINGER, T_DRAIN };
 
-/* The timer and the timeouts live beside the stream, made on first use, so
- * a stream that never sets one costs a pointer. Times are loop milliseconds
- * modulo 2^32: differences are right for any interval under 49 days. */
-typedef struct stream_timing {
-    csock_timer *timer;
+/* What a stream needs only sometimes lives beside it, made on first use, so
+ * a plain idle stream costs one pointer for all of it: the timer and the
+ * timeouts, and the requests of completion I/O (io_uring). Times are loop
+ * milliseconds modulo 2^32: differences are right for any interval under
+ * 49 days. */
+typedef struct stream_ext {
+    csock_stream *s;
+    csock_timer *timer;   /* made when first armed */
     uint32_t idle_ms, read_ms, write_ms; /* 0: off */
     uint32_t read_since;  /* input has waited unconsumed since then */
     uint32_t write_since; /* output has waited, none taken by the kernel, since */
     uint32_t due;         /* when the T_WATCH timer fires */
-} stream_timing;
+    csock__ioreq rreq, wreq; /* completion I/O: the one recv and one send in flight */
+    unsigned char ring;   /* the stream does its socket I/O by completion */
+    unsigned char zombie; /* closed, finished once its requests complete */
+} stream_ext;
 
 struct csock_stream {
     csock__handle h;
@@ -93,7 +100,7 @@ struct csock_stream {
     uint32_t high, low;
     csock_stream_cb drain_cb, shutdown_cb, connect_cb;
     csock_stream_close_cb close_cb;
-    stream_timing *tm;      /* the timer and timeouts: lazily made */
+    stream_ext *x;          /* timer, timeouts, completion I/O: made on first use */
     csock__conn_group *group;
     csock_stream *gnext, *gprev; /* the group's list of open streams */
     const csock__filter *filter;
@@ -109,6 +116,10 @@ struct csock_stream {
 
 static void update_events(csock_stream *s);
 static void watch_io(csock_stream *s);
+static void ring_setup(csock_stream *s);
+static void ring_recv(csock_stream *s);
+static void ring_closed_done(csock_stream *s);
+static stream_ext *ext(csock_stream *s);
 static void process_input(csock_stream *s);
 static void do_flush(csock_stream *s);
 static void on_io(csock_loop *loop, csock__watcher *w, unsigned events);
@@ -132,6 +143,7 @@ csock_stream *csock__stream_new(csock_loop *loop, int fd, csock__conn_group *gro
         group->head = s;
         if (group->draining) s->flags |= F_DRAIN;
     }
+    ring_setup(s);
     return s;
 }
 
@@ -141,11 +153,15 @@ int csock_stream_open(csock_loop *loop, int fd, csock_stream **out)
     int rc = csock__set_nonblock(fd, 1);
     if (rc < 0) return rc;
     csock__set_cloexec(fd);
-    csock_stream *s = csock__stream_new(loop, fd, NULL);
-    if (!s) return -ENOMEM;
     int type;
     socklen_t tl = sizeof type;
-    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0) s->flags |= F_NOT_SOCK;
+    int sock = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 && type == SOCK_STREAM;
+    csock_stream *s = csock__stream_new(loop, fd, NULL);
+    if (!s) return -ENOMEM;
+    if (!sock) { /* a pipe, a tty, a file: readiness and plain read/write */
+        s->flags |= F_NOT_SOCK;
+        s->flags &= ~(unsigned)F_RING;
+    }
     *out = s;
     return 0;
 }
@@ -205,14 +221,18 @@ static void update_events(csock_stream *s)
 {
     if (s->h.closing) return;
     unsigned ev = 0;
-    if (wants_read(s)) ev |= CSOCK_READABLE;
+    int ring = (s->flags & F_RING) != 0;
+    if (wants_read(s) && !ring) ev |= CSOCK_READABLE;
     /* Writes made inside the read callback are flushed when it returns: ask
      * for writability only for what a flush left behind, so a reply that
-     * fits the socket costs no epoll_ctl at all. */
-    if ((s->wq_head && !(s->flags & F_IN_READ)) || (s->flags & F_CONNECTING))
+     * fits the socket costs no epoll_ctl at all. By completion, only a file
+     * (sendfile) waits for writability; memory goes by send requests. */
+    if ((s->wq_head && !(s->flags & F_IN_READ) && (!ring || s->wq_head->kind == W_FILE)) ||
+        (s->flags & F_CONNECTING))
         ev |= CSOCK_WRITABLE;
     int rc = csock__watcher_set(s->h.loop, &s->w, ev);
     if (rc < 0 && !(s->flags & F_FAILED)) csock__stream_fail(s, rc);
+    if (ring && !s->x->rreq.busy && wants_read(s)) ring_recv(s);
     watch_io(s);
 }
 
@@ -340,7 +360,7 @@ static void touch(csock_stream *s) { s->last_io = (uint32_t)s->h.loop->now; }
  * leaves a message unfinished, so a fast upload is never cut. */
 static void read_clock(csock_stream *s)
 {
-    if (s->tm) s->tm->read_since = (uint32_t)s->h.loop->now;
+    if (s->x) s->x->read_since = (uint32_t)s->h.loop->now;
 }
 
 /* Offer the buffered input to the application (or discard it when ending). */
@@ -392,6 +412,63 @@ static void deliver_eof(csock_stream *s)
     do_flush(s);
 }
 
+/* Offer bytes the backend received (completion I/O) straight from its
+ * buffer: only what the application leaves unconsumed is copied. */
+static void deliver_direct(csock_stream *s, const char *buf, size_t n)
+{
+    s->flags |= F_IN_READ;
+    size_t used = s->read_cb(s, 0, buf, n);
+    s->flags &= ~F_IN_READ;
+    if (s->h.closing) return;
+    if (used > n) used = n;
+    if (used) read_clock(s);
+    if (used < n) {
+        int rc = csock__stream_input(s, buf + used, n - used);
+        if (rc < 0) return csock__stream_fail(s, rc);
+    }
+    do_flush(s);
+    drain_check(s);
+}
+
+/* `n` bytes arrived (0: the peer's EOF). They are in `raw` (a filter's raw
+ * input, or a completion buffer to copy from), or already appended to rbuf
+ * when `raw` is NULL. */
+static void got_bytes(csock_stream *s, const char *raw, size_t n)
+{
+    touch(s);
+    if (n == 0) {
+        int st = s->filter ? s->filter->eof(s) : CSOCK_EOF;
+        if (st != CSOCK_EOF) return csock__stream_fail(s, st);
+        return deliver_eof(s);
+    }
+    if (s->filter) {
+        int rc = s->filter->input(s, raw, n);
+        if (rc < 0 && rc != CSOCK_EOF) return csock__stream_fail(s, rc);
+        if (s->h.closing) return;
+        if (s->wq_head) do_flush(s);
+        if (rc == CSOCK_EOF) { /* the filter's clean end (TLS close_notify) */
+            process_input(s);
+            if (!s->h.closing) deliver_eof(s);
+            return;
+        }
+    } else if (raw) {
+        if (!s->rlen && (s->flags & (F_READING | F_PAUSED | F_ENDING | F_FAILED)) == F_READING)
+            return deliver_direct(s, raw, n);
+        int rc = csock__stream_input(s, raw, n);
+        if (rc < 0) return csock__stream_fail(s, rc);
+    } else {
+        s->rlen += (uint32_t)n;
+    }
+    process_input(s);
+}
+
+/* The most unconsumed input a stream holds before it calls the message
+ * too large: the application was offered it all and took none. */
+static size_t read_limit(const csock_stream *s)
+{
+    return s->max_read > CSOCK__BUF_SIZE ? s->max_read : CSOCK__BUF_SIZE;
+}
+
 static void on_readable(csock_stream *s)
 {
     if (!s->rlen) read_clock(s); /* whatever arrives starts to wait now */
@@ -400,7 +477,7 @@ static void on_readable(csock_stream *s)
     size_t room;
     char *raw = NULL;
     if (tmp_raw) {
-        if (s->rlen >= (s->max_read > CSOCK__BUF_SIZE ? s->max_read : CSOCK__BUF_SIZE))
+        if (s->rlen >= read_limit(s))
             return csock__stream_fail(s, CSOCK_ETOOBIG); /* as reserve() below */
         raw = csock__buf_get(s->h.loop);
         if (!raw) return csock__stream_fail(s, -ENOMEM);
@@ -425,31 +502,53 @@ static void on_readable(csock_stream *s)
         if (!s->rlen) release_rbuf(s);
         return csock__stream_fail(s, -err);
     }
-    touch(s);
-    if (n == 0) {
-        int st = CSOCK_EOF;
-        if (raw) {
-            csock__buf_put(s->h.loop, raw);
-            st = s->filter->eof(s);
-        }
-        if (st != CSOCK_EOF) return csock__stream_fail(s, st);
-        return deliver_eof(s);
+    got_bytes(s, raw, (size_t)n);
+    if (raw) csock__buf_put(s->h.loop, raw);
+}
+
+/* ---- completion I/O (io_uring): one recv and one send in flight ------------------ */
+
+static void on_recv_done(csock_loop *loop, csock__ioreq *r, int res, char *buf);
+static void on_send_done(csock_loop *loop, csock__ioreq *r, int res, char *buf);
+
+/* Streams on a loop that does completion I/O use it: reads and writes then
+ * cost no syscall of their own. A pipe or tty keeps readiness (see
+ * csock_stream_open). */
+static void ring_setup(csock_stream *s)
+{
+    if (!csock__io_ok(s->h.loop) || !ext(s)) return;
+    s->x->rreq.cb = on_recv_done;
+    s->x->wreq.cb = on_send_done;
+    s->flags |= F_RING;
+}
+
+static void on_recv_done(csock_loop *loop, csock__ioreq *r, int res, char *buf)
+{
+    (void)loop;
+    csock_stream *s = csock__container_of(r, stream_ext, rreq)->s;
+    if (s->h.closing) return ring_closed_done(s);
+    if (s->flags & F_FAILED) return; /* nothing more is delivered */
+    if (res == -ECANCELED || res == -EINTR || res == -EAGAIN) {
+        update_events(s); /* asks again if still reading */
+        return;
     }
-    if (raw) {
-        int rc = s->filter->input(s, raw, (size_t)n);
-        csock__buf_put(s->h.loop, raw);
-        if (rc < 0 && rc != CSOCK_EOF) return csock__stream_fail(s, rc);
-        if (s->h.closing) return;
-        if (s->wq_head) do_flush(s);
-        if (rc == CSOCK_EOF) { /* the filter's clean end (TLS close_notify) */
-            process_input(s);
-            if (!s->h.closing) deliver_eof(s);
-            return;
-        }
-    } else {
-        s->rlen += (uint32_t)n;
+    if (res < 0) {
+        if (!s->rlen) release_rbuf(s);
+        return csock__stream_fail(s, res);
     }
-    process_input(s);
+    if (!s->rlen) read_clock(s);
+    /* Bytes that arrive after reading stopped (a recv already in flight)
+     * wait in rbuf like any unconsumed input: at most one buffer more. */
+    got_bytes(s, buf, (size_t)res);
+    if (!s->h.closing) update_events(s);
+}
+
+static void ring_recv(csock_stream *s)
+{
+    if (s->rlen >= read_limit(s)) /* offered it all, and it took none */
+        return csock__stream_fail(s, CSOCK_ETOOBIG);
+    int rc = csock__io_recv(s->h.loop, &s->x->rreq, s->w.fd);
+    if (rc < 0) csock__stream_fail(s, rc);
 }
 
 static void deferred_process(void *arg)
@@ -501,7 +600,9 @@ static void chunk_free(csock_stream *s, wchunk *c)
 {
     if (c->kind == W_REF && c->release) c->release(c->ud);
     if (c->kind == W_FILE && c->close_fd) close(c->fd);
-    if (c->pooled)
+    if (c->pooled == 2)
+        csock__sbuf_put(s->h.loop, c);
+    else if (c->pooled)
         csock__buf_put(s->h.loop, c);
     else
         free(c);
@@ -521,7 +622,7 @@ static void drop_queue(csock_stream *s)
  * time the kernel takes some of it. */
 static void write_clock(csock_stream *s)
 {
-    if (s->tm) s->tm->write_since = (uint32_t)s->h.loop->now;
+    if (s->x) s->x->write_since = (uint32_t)s->h.loop->now;
 }
 
 static void enqueue(csock_stream *s, wchunk *c)
@@ -554,9 +655,18 @@ static int queue_copy(csock_stream *s, const char *buf, size_t len)
         size_t small = CSOCK__BUF_SIZE - sizeof(wchunk);
         wchunk *c;
         size_t cap;
-        if (len <= small) {
+        int pooled = 0;
+        if ((s->flags & F_RING) && len <= CSOCK__SBUF_SIZE - sizeof(wchunk)) {
+            /* A chunk stays until its send request completes, and a busy
+             * loop has hundreds in flight at once: a small pooled one (room
+             * for a few more replies), not a 16 KiB one. */
+            c = csock__sbuf_get(s->h.loop);
+            cap = CSOCK__SBUF_SIZE - sizeof(wchunk);
+            pooled = 2;
+        } else if (len <= small) {
             c = csock__buf_get(s->h.loop);
             cap = small;
+            pooled = 1;
         } else {
             c = malloc(sizeof *c + len);
             cap = len;
@@ -564,7 +674,7 @@ static int queue_copy(csock_stream *s, const char *buf, size_t len)
         if (!c) return -ENOMEM;
         memset(c, 0, sizeof *c);
         c->kind = W_MEM;
-        c->pooled = len <= small;
+        c->pooled = (unsigned char)pooled;
         c->cap = cap;
         c->p = c->data;
         size_t n = len < cap ? len : cap;
@@ -665,6 +775,59 @@ static ssize_t send_file(csock_stream *s, wchunk *c)
     return r;
 }
 
+/* The kernel took `n` bytes from the head of the queue. */
+static void advance(csock_stream *s, size_t n)
+{
+    touch(s);
+    write_clock(s);
+    s->wq_bytes -= n;
+    while (s->wq_head && (n || !s->wq_head->len)) {
+        wchunk *c = s->wq_head;
+        if (n < c->len) {
+            c->len -= n;
+            if (c->kind != W_FILE) c->p += n;
+            break;
+        }
+        n -= c->len;
+        s->wq_head = c->next;
+        if (!s->wq_head) s->wq_tail = NULL;
+        chunk_free(s, c);
+    }
+}
+
+static void on_send_done(csock_loop *loop, csock__ioreq *r, int res, char *buf)
+{
+    (void)loop;
+    (void)buf;
+    csock_stream *s = csock__container_of(r, stream_ext, wreq)->s;
+    if (s->h.closing) return ring_closed_done(s);
+    if (s->flags & F_FAILED) return;
+    if (res < 0) {
+        if (res == -EINTR || res == -EAGAIN) return do_flush(s); /* again */
+        drop_queue(s);
+        return csock__stream_fail(s, res == -ECANCELED ? -EPIPE : res);
+    }
+    advance(s, (size_t)res);
+    if (s->wq_head) return do_flush(s); /* the rest, or a short send's remainder */
+    update_events(s);
+    after_drain(s, 1);
+}
+
+/* Send the head chunk by a send request; its completion sends the next.
+ * Writes made meanwhile join the queue (and the tail chunk), so replies
+ * pile up into few requests. */
+static int ring_send(csock_stream *s)
+{
+    if (s->x->wreq.busy) return 0;
+    wchunk *c = s->wq_head;
+    int rc = csock__io_send(s->h.loop, &s->x->wreq, s->w.fd, c->p, c->len);
+    if (rc < 0) {
+        drop_queue(s);
+        csock__stream_fail(s, rc);
+    }
+    return rc;
+}
+
 /* Send as much of the queue as the kernel takes now. */
 static void do_flush(csock_stream *s)
 {
@@ -673,6 +836,14 @@ static void do_flush(csock_stream *s)
     while (s->wq_head) {
         ssize_t r;
         wchunk *c = s->wq_head;
+        if ((s->flags & F_RING) && c->kind != W_FILE) {
+            if (!c->len) { /* an empty chunk: drop it and go on */
+                advance(s, 0);
+                continue;
+            }
+            if (ring_send(s) < 0) return;
+            break; /* its completion goes on */
+        }
         if (c->kind == W_FILE) {
             r = send_file(s, c);
         } else {
@@ -688,23 +859,7 @@ static void do_flush(csock_stream *s)
             csock__stream_fail(s, -errno);
             return;
         }
-        touch(s);
-        write_clock(s);
-        size_t left = (size_t)r;
-        s->wq_bytes -= left;
-        while (s->wq_head && (left || !s->wq_head->len)) {
-            c = s->wq_head;
-            if (left < c->len) {
-                c->len -= left;
-                if (c->kind != W_FILE) c->p += left;
-                left = 0;
-                break;
-            }
-            left -= c->len;
-            s->wq_head = c->next;
-            if (!s->wq_head) s->wq_tail = NULL;
-            chunk_free(s, c);
-        }
+        advance(s, (size_t)r);
         if (s->wq_head && s->wq_head->len) {
             /* A short write: the socket buffer is full, wait for POLLOUT. */
             if (s->wq_head->kind != W_FILE || r == 0) break;
@@ -732,7 +887,7 @@ static int check_writable(const csock_stream *s)
  * it did not take: the common small reply costs one syscall, no copy. */
 static ssize_t write_direct(csock_stream *s, const struct iovec *iov, int iovcnt)
 {
-    if (s->wq_head || (s->flags & (F_IN_READ | F_CONNECTING)) || iovcnt > IOV_MAX_BATCH)
+    if (s->wq_head || (s->flags & (F_IN_READ | F_CONNECTING | F_RING)) || iovcnt > IOV_MAX_BATCH)
         return 0;
     ssize_t r = send_iov(s, (struct iovec *)iov, iovcnt);
     if (r < 0) {
@@ -877,27 +1032,26 @@ static void on_io(csock_loop *loop, csock__watcher *w, unsigned events)
 
 static void on_timer(csock_timer *t);
 
-static stream_timing *timing(csock_stream *s)
+static stream_ext *ext(csock_stream *s)
 {
-    if (s->tm) return s->tm;
-    stream_timing *tm = calloc(1, sizeof *tm);
-    if (!tm) return NULL;
-    if (csock_timer_new(s->h.loop, &tm->timer) < 0) {
-        free(tm);
-        return NULL;
+    if (!s->x) {
+        s->x = calloc(1, sizeof *s->x);
+        if (s->x) s->x->s = s;
     }
-    csock_timer_set_data(tm->timer, s);
-    s->tm = tm;
-    return tm;
+    return s->x;
 }
 
 static int arm_timer(csock_stream *s, int mode, uint64_t ms)
 {
-    stream_timing *tm = timing(s);
-    if (!tm) return -ENOMEM;
+    stream_ext *x = ext(s);
+    if (!x) return -ENOMEM;
+    if (!x->timer) {
+        if (csock_timer_new(s->h.loop, &x->timer) < 0) return -ENOMEM;
+        csock_timer_set_data(x->timer, s);
+    }
     s->timer_mode = (unsigned char)mode;
-    tm->due = (uint32_t)(s->h.loop->now + ms);
-    return csock_timer_start(tm->timer, on_timer, ms, 0);
+    x->due = (uint32_t)(s->h.loop->now + ms);
+    return csock_timer_start(x->timer, on_timer, ms, 0);
 }
 
 /* Input waits for the application to make progress: it holds a partial
@@ -911,7 +1065,7 @@ static int read_waiting(const csock_stream *s)
  * (0: one has passed), or UINT32_MAX when none is running. */
 static uint32_t next_deadline(const csock_stream *s, uint32_t now)
 {
-    const stream_timing *tm = s->tm;
+    const stream_ext *tm = s->x;
     uint64_t left = UINT64_MAX;
     uint32_t since[3] = {s->last_io, tm->read_since, tm->write_since};
     uint32_t limit[3] = {tm->idle_ms, read_waiting(s) ? tm->read_ms : 0,
@@ -931,7 +1085,7 @@ static uint32_t next_deadline(const csock_stream *s, uint32_t now)
  * moved only when a deadline starts earlier than it. */
 static void watch(csock_stream *s)
 {
-    stream_timing *tm = s->tm;
+    stream_ext *tm = s->x;
     if (s->h.closing || (s->timer_mode != T_NONE && s->timer_mode != T_WATCH)) return;
     uint32_t now = (uint32_t)s->h.loop->now;
     uint32_t left = next_deadline(s, now);
@@ -944,7 +1098,7 @@ static void watch(csock_stream *s)
  * has no read or write timeout. */
 static void watch_io(csock_stream *s)
 {
-    if (s->tm && (s->tm->read_ms | s->tm->write_ms)) watch(s);
+    if (s->x && (s->x->read_ms | s->x->write_ms)) watch(s);
 }
 
 static void on_timer(csock_timer *t)
@@ -986,8 +1140,8 @@ static void on_timer(csock_timer *t)
 
 static int set_timeout(csock_stream *s, int which, uint64_t ms)
 {
-    if (!ms && !s->tm) return 0;
-    stream_timing *tm = timing(s);
+    if (!ms && !s->x) return 0;
+    stream_ext *tm = ext(s);
     if (!tm) return -ENOMEM;
     uint32_t v = ms > INT32_MAX ? INT32_MAX : (uint32_t)ms;
     uint32_t now = (uint32_t)s->h.loop->now;
@@ -1002,7 +1156,7 @@ static int set_timeout(csock_stream *s, int which, uint64_t ms)
         tm->write_since = now;
     }
     if (s->timer_mode == T_WATCH) { /* a shorter or no timeout: start over */
-        csock_timer_stop(tm->timer);
+        if (tm->timer) csock_timer_stop(tm->timer);
         s->timer_mode = T_NONE;
     }
     watch(s);
@@ -1051,7 +1205,7 @@ static void connect_done(csock_stream *s)
     if (getsockopt(s->w.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
     s->flags &= ~F_CONNECTING;
     if (s->timer_mode == T_CONNECT) {
-        csock_timer_stop(s->tm->timer);
+        csock_timer_stop(s->x->timer);
         s->timer_mode = T_NONE;
     }
     update_events(s);
@@ -1063,7 +1217,7 @@ static void connect_done(csock_stream *s)
         csock_stream_close(s, NULL);
         return;
     }
-    if (!s->h.closing && s->tm) watch(s);
+    if (!s->h.closing && s->x) watch(s);
     if (!s->h.closing) do_flush(s); /* writes and a shutdown made while connecting */
 }
 
@@ -1078,13 +1232,38 @@ int csock_stream_shutdown(csock_stream *s, csock_stream_cb cb)
     return 0;
 }
 
-static void stream_finish(csock__handle *h)
+static void finish_now(csock_stream *s)
 {
-    csock_stream *s = csock__container_of(h, csock_stream, h);
+    drop_queue(s); /* W_REF releases come before the close callback */
+    free(s->x);
+    s->x = NULL;
     if (s->close_cb) s->close_cb(s);
     /* Queued after any deferred call that still holds s, so it runs last. */
     if (s->defers && csock__defer(s->h.loop, free, s) == 0) return;
     free(s);
+}
+
+static void stream_finish(csock__handle *h)
+{
+    csock_stream *s = csock__container_of(h, csock_stream, h);
+    stream_ext *x = s->x;
+    if (x && (x->rreq.busy || x->wreq.busy)) {
+        /* The kernel still holds a request on s (cancelled at close): finish
+         * when it completes, and keep the loop running until then. */
+        x->zombie = 1;
+        csock__loop_hold(s->h.loop, 1);
+        return;
+    }
+    finish_now(s);
+}
+
+/* A completion for a closed stream: the last one finishes it. */
+static void ring_closed_done(csock_stream *s)
+{
+    stream_ext *x = s->x;
+    if (!x->zombie || x->rreq.busy || x->wreq.busy) return;
+    csock__loop_hold(s->h.loop, -1);
+    finish_now(s);
 }
 
 void csock_stream_close(csock_stream *s, csock_stream_close_cb cb)
@@ -1093,12 +1272,19 @@ void csock_stream_close(csock_stream *s, csock_stream_close_cb cb)
     csock__watcher_set(s->h.loop, &s->w, 0);
     if (s->filter && s->filter->free) s->filter->free(s);
     s->filter = NULL;
-    drop_queue(s);
+    stream_ext *x = s->x;
+    /* The kernel may still be reading the chunk being sent: the queue is
+     * dropped once that send completes (finish_now). */
+    if (!x || !x->wreq.busy) drop_queue(s);
     release_rbuf(s);
-    if (s->tm) {
-        csock_timer_close(s->tm->timer, NULL);
-        free(s->tm);
-        s->tm = NULL;
+    if (x) {
+        if (x->timer) csock_timer_close(x->timer, NULL);
+        x->timer = NULL;
+        /* Cancelling submits at once, before the fd number can be reused
+         * for a new socket that a request still waiting to be submitted
+         * would then read from. */
+        csock__io_cancel(s->h.loop, &x->rreq);
+        csock__io_cancel(s->h.loop, &x->wreq);
     }
     if (s->w.fd >= 0) close(s->w.fd);
     s->w.fd = -1;
