@@ -2,7 +2,9 @@
 # HTTP benchmark: csock serve http against nginx, h2o and lighttpd (Debian's
 # packages) in the same run, serving the same files.
 #
-#   bench/http/run.sh [CSOCK_BIN]      (env: ROUNDS=5 DURATION=5 SERVERS="csock h2o lighttpd nginx")
+#   bench/http/run.sh [CSOCK_BIN]      (env: ROUNDS=5 DURATION=5
+#                                       SERVERS="csock csock_uring h2o lighttpd nginx")
+# csock_uring is csock on its io_uring backend (completion I/O).
 #
 # Every server runs one process/thread pinned to CPU 0 (taskset -c 0), wrk
 # runs on CPU 1 (taskset -c 1). Scenarios: a 12-byte file with 100
@@ -19,7 +21,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 CSOCK_BIN=${1:-${CSOCK_BIN:-$HERE/../../build/csock}}
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-5}
-SERVERS=${SERVERS:-"csock h2o lighttpd nginx"}
+SERVERS=${SERVERS:-"csock csock_uring h2o lighttpd nginx"}
 TMP=$(mktemp -d /tmp/csock-bench-http.XXXXXX)
 OUT=${OUT:-$TMP}
 ROOT=$TMP/www
@@ -63,6 +65,8 @@ start_server() { # NAME
     case $name in
     csock) taskset -c 0 "$CSOCK_BIN" serve http "$ROOT" "tcp://127.0.0.1:$port" --threads 1 \
                > "$TMP/csock.out" 2> "$TMP/csock.err" & ;;
+    csock_uring) taskset -c 0 env CSOCK_BACKEND=uring "$CSOCK_BIN" serve http "$ROOT" \
+                     "tcp://127.0.0.1:$port" --threads 1 > "$TMP/csock_uring.out" 2> "$TMP/csock_uring.err" & ;;
     nginx) taskset -c 0 nginx -c "$(render "$HERE/nginx.conf.in" "$port")" -p "$TMP" \
                > "$TMP/nginx.out" 2>&1 & ;;
     h2o) taskset -c 0 h2o -c "$(render "$HERE/h2o.conf.in" "$port")" > "$TMP/h2o.out" 2>&1 & ;;

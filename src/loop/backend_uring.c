@@ -24,6 +24,7 @@
 #include "loop/loop_int.h"
 
 #define RING_ENTRIES 1024
+#define CQ_ENTRIES 16384
 #define CANCEL_TAG UINT64_MAX /* user_data of removals: their completions are ignored */
 /* Provided buffers for completion recvs: 256 x 4 KiB (1 MiB), mapped once
  * per loop and touched only as traffic needs them. When all are out (more
@@ -104,7 +105,12 @@ static int ur_init(csock_loop *loop)
 {
     uring_state *st = calloc(1, sizeof *st);
     if (!st) return -ENOMEM;
-    int rc = io_uring_queue_init(RING_ENTRIES, &st->ring, 0);
+    /* Every reading stream has a recv in flight, so completions can
+     * outnumber the submission queue by far: a large completion queue (the
+     * kernel also keeps overflow, since 5.5, but that costs allocations). */
+    struct io_uring_params p = {.flags = IORING_SETUP_CQSIZE, .cq_entries = CQ_ENTRIES};
+    int rc = io_uring_queue_init_params(RING_ENTRIES, &st->ring, &p);
+    if (rc == -EINVAL) rc = io_uring_queue_init(RING_ENTRIES, &st->ring, 0);
     if (rc < 0) {
         free(st);
         return rc;
@@ -146,6 +152,7 @@ static int ur_recv(csock_loop *loop, csock__ioreq *r, int fd)
 {
     r->fd = fd;
     r->op = OP_RECV;
+    r->cancelled = 0;
     int rc = prep_recv(loop->bstate, r);
     if (rc == 0) {
         r->busy = 1;
@@ -163,6 +170,7 @@ static int ur_send(csock_loop *loop, csock__ioreq *r, int fd, const void *buf, s
     io_uring_sqe_set_data64(sqe, req_tag(r));
     r->fd = fd;
     r->op = OP_SEND;
+    r->cancelled = 0;
     r->busy = 1;
     loop->active++;
     return 0;
@@ -171,6 +179,9 @@ static int ur_send(csock_loop *loop, csock__ioreq *r, int fd, const void *buf, s
 static void ur_cancel(csock_loop *loop, csock__ioreq *r)
 {
     uring_state *st = loop->bstate;
+    /* A recv whose -ENOBUFS completion is still to be read must not be made
+     * again after this (req_done). */
+    r->cancelled = 1;
     /* Waiting for a buffer: not in the kernel, so report it ourselves. */
     for (csock__ioreq **pp = &st->nobuf_head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
         if (*pp != r) continue;
@@ -184,9 +195,6 @@ static void ur_cancel(csock_loop *loop, csock__ioreq *r)
     if (!sqe) return; /* it will complete by itself; the owner waits for it */
     io_uring_prep_cancel64(sqe, req_tag(r), 0);
     io_uring_sqe_set_data64(sqe, CANCEL_TAG);
-    /* Now, not with the next wait: the owner closes the fd next, and a
-     * request still unsubmitted would then name whatever socket reuses it. */
-    io_uring_submit(&st->ring);
 }
 
 static void give_back(uring_state *st, unsigned bid)
@@ -200,6 +208,7 @@ static void req_done(csock_loop *loop, uintptr_t tagged, int res, unsigned flags
 {
     uring_state *st = loop->bstate;
     csock__ioreq *r = (csock__ioreq *)(tagged & ~(uintptr_t)1);
+    if (res == -ENOBUFS && r->cancelled) res = -ECANCELED;
     if (res == -ENOBUFS && r->op == OP_RECV) { /* no buffer free: again next wait */
         r->next = NULL;
         if (st->nobuf_tail)
@@ -333,17 +342,12 @@ static unsigned from_poll(int res)
     return rev;
 }
 
-static int ur_wait(csock_loop *loop, int timeout_ms)
+/* Up to 256 completions: collected first, dispatched after (callbacks
+ * queue new requests). Returns how many. */
+static int dispatch_batch(csock_loop *loop)
 {
     uring_state *st = loop->bstate;
-    if ((st->nobuf_head || st->cancelled) && retry_waiting(loop)) timeout_ms = 0;
     struct io_uring_cqe *cqe;
-    struct __kernel_timespec ts = {.tv_sec = timeout_ms / 1000,
-                                   .tv_nsec = (long long)(timeout_ms % 1000) * 1000000};
-    int rc = io_uring_submit_and_wait_timeout(&st->ring, &cqe, 1, timeout_ms < 0 ? NULL : &ts, NULL);
-    if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY) return rc;
-    csock_loop_update_time(loop);
-    /* Collect first, dispatch after: callbacks queue new requests. */
     uint64_t done[256];
     int res[256];
     unsigned flags[256];
@@ -376,6 +380,27 @@ static int ur_wait(csock_loop *loop, int timeout_ms)
         if (sl->w == w && sl->gen == gen && !sl->armed && w->events) arm(st, idx);
     }
     return (int)n;
+}
+
+static int ur_wait(csock_loop *loop, int timeout_ms)
+{
+    uring_state *st = loop->bstate;
+    if ((st->nobuf_head || st->cancelled) && retry_waiting(loop)) timeout_ms = 0;
+    struct io_uring_cqe *cqe;
+    struct __kernel_timespec ts = {.tv_sec = timeout_ms / 1000,
+                                   .tv_nsec = (long long)(timeout_ms % 1000) * 1000000};
+    int rc = io_uring_submit_and_wait_timeout(&st->ring, &cqe, 1, timeout_ms < 0 ? NULL : &ts, NULL);
+    if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY) return rc;
+    csock_loop_update_time(loop);
+    /* Everything completed, batch by batch (bounded, so timers and the
+     * other phases get their turn under a flood). */
+    int total = 0;
+    for (int batch = 0; batch < 64; batch++) {
+        int n = dispatch_batch(loop);
+        total += n;
+        if (n < 256) break;
+    }
+    return total;
 }
 
 const csock__backend csock__backend_uring = {

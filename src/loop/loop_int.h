@@ -62,6 +62,7 @@ struct csock__ioreq {
     int fd;
     unsigned char busy; /* in flight: the callback is still to come */
     unsigned char op;   /* the backend's: what kind of request */
+    unsigned char cancelled; /* the backend's: a cancel was asked for */
 };
 
 /* 1 when the loop's backend does completion I/O (and CSOCK_URING_IO is not

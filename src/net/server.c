@@ -337,7 +337,9 @@ void csock_server_free(csock_server *srv)
                 srv->sigs[k] = NULL;
             }
         csock__group_close_all(sl->group);
-        csock_loop_run(sl->loop, CSOCK_RUN_NOWAIT);
+        /* Closes finish on the next iterations (with io_uring, once the
+         * kernel has answered the cancels of requests in flight). */
+        for (int k = 0; k < 100 && csock_loop_run(sl->loop, CSOCK_RUN_NOWAIT) > 0; k++) {}
         csock_loop_free(sl->loop);
         csock__group_release(sl->group);
     }

@@ -78,6 +78,7 @@ typedef struct stream_ext {
     csock__ioreq rreq, wreq; /* completion I/O: the one recv and one send in flight */
     unsigned char ring;   /* the stream does its socket I/O by completion */
     unsigned char zombie; /* closed, finished once its requests complete */
+    unsigned char drain_cancel; /* the recv was cancelled to see if a drain may end it */
 } stream_ext;
 
 struct csock_stream {
@@ -155,13 +156,11 @@ int csock_stream_open(csock_loop *loop, int fd, csock_stream **out)
     csock__set_cloexec(fd);
     int type;
     socklen_t tl = sizeof type;
-    int sock = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 && type == SOCK_STREAM;
+    int sock = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0;
     csock_stream *s = csock__stream_new(loop, fd, NULL);
     if (!s) return -ENOMEM;
-    if (!sock) { /* a pipe, a tty, a file: readiness and plain read/write */
-        s->flags |= F_NOT_SOCK;
-        s->flags &= ~(unsigned)F_RING;
-    }
+    if (!sock) s->flags |= F_NOT_SOCK; /* a pipe, a tty, a file: plain read/write */
+    if (!sock || type != SOCK_STREAM) s->flags &= ~(unsigned)F_RING; /* readiness */
     *out = s;
     return 0;
 }
@@ -528,8 +527,11 @@ static void on_recv_done(csock_loop *loop, csock__ioreq *r, int res, char *buf)
     csock_stream *s = csock__container_of(r, stream_ext, rreq)->s;
     if (s->h.closing) return ring_closed_done(s);
     if (s->flags & F_FAILED) return; /* nothing more is delivered */
+    int drain = s->x->drain_cancel;
+    s->x->drain_cancel = 0;
     if (res == -ECANCELED || res == -EINTR || res == -EAGAIN) {
-        update_events(s); /* asks again if still reading */
+        if (drain) drain_check(s); /* nothing came: the drain may end it now */
+        if (!s->h.closing) update_events(s); /* asks again if still reading */
         return;
     }
     if (res < 0) {
@@ -545,8 +547,10 @@ static void on_recv_done(csock_loop *loop, csock__ioreq *r, int res, char *buf)
 
 static void ring_recv(csock_stream *s)
 {
-    if (s->rlen >= read_limit(s)) /* offered it all, and it took none */
-        return csock__stream_fail(s, CSOCK_ETOOBIG);
+    if (s->rlen >= read_limit(s)) {
+        if (s->flags & F_PROCESS_Q) return; /* not offered yet: it may take some */
+        return csock__stream_fail(s, CSOCK_ETOOBIG); /* offered it all, took none */
+    }
     int rc = csock__io_recv(s->h.loop, &s->x->rreq, s->w.fd);
     if (rc < 0) csock__stream_fail(s, rc);
 }
@@ -590,6 +594,9 @@ int csock_stream_read_start(csock_stream *s, csock_read_cb cb)
 int csock_stream_read_stop(csock_stream *s)
 {
     s->flags &= ~F_READING;
+    /* A recv in flight would keep the loop running (as a watcher would if
+     * it were not stopped): cancel it. Bytes it already took are kept. */
+    if (s->flags & F_RING) csock__io_cancel(s->h.loop, &s->x->rreq);
     update_events(s);
     return 0;
 }
@@ -808,6 +815,7 @@ static void on_send_done(csock_loop *loop, csock__ioreq *r, int res, char *buf)
         return csock__stream_fail(s, res == -ECANCELED ? -EPIPE : res);
     }
     advance(s, (size_t)res);
+    if (s->h.closing) return; /* a release callback closed it */
     if (s->wq_head) return do_flush(s); /* the rest, or a short send's remainder */
     update_events(s);
     after_drain(s, 1);
@@ -860,6 +868,7 @@ static void do_flush(csock_stream *s)
             return;
         }
         advance(s, (size_t)r);
+        if (s->h.closing) return; /* a release callback closed it */
         if (s->wq_head && s->wq_head->len) {
             /* A short write: the socket buffer is full, wait for POLLOUT. */
             if (s->wq_head->kind != W_FILE || r == 0) break;
@@ -1234,6 +1243,8 @@ int csock_stream_shutdown(csock_stream *s, csock_stream_cb cb)
 
 static void finish_now(csock_stream *s)
 {
+    if (s->w.fd >= 0) close(s->w.fd); /* kept while requests were in flight */
+    s->w.fd = -1;
     drop_queue(s); /* W_REF releases come before the close callback */
     free(s->x);
     s->x = NULL;
@@ -1280,14 +1291,16 @@ void csock_stream_close(csock_stream *s, csock_stream_close_cb cb)
     if (x) {
         if (x->timer) csock_timer_close(x->timer, NULL);
         x->timer = NULL;
-        /* Cancelling submits at once, before the fd number can be reused
-         * for a new socket that a request still waiting to be submitted
-         * would then read from. */
         csock__io_cancel(s->h.loop, &x->rreq);
         csock__io_cancel(s->h.loop, &x->wreq);
     }
-    if (s->w.fd >= 0) close(s->w.fd);
-    s->w.fd = -1;
+    /* With requests in flight the fd stays open until they complete
+     * (finish_now): a request not yet submitted, or one retried after
+     * -ENOBUFS, would otherwise name whatever socket reuses the number. */
+    if (s->w.fd >= 0 && !(x && (x->rreq.busy || x->wreq.busy))) {
+        close(s->w.fd);
+        s->w.fd = -1;
+    }
     if (s->group) {
         csock__conn_group *g = s->group;
         if (s->gprev) s->gprev->gnext = s->gnext;
@@ -1328,6 +1341,14 @@ static void drain_check(csock_stream *s)
     uint32_t quiet = (uint32_t)s->h.loop->now - s->last_io;
     if (quiet < DRAIN_QUIET_MS) {
         arm_timer(s, T_DRAIN, DRAIN_QUIET_MS - quiet); /* I/O before then: checked again */
+        return;
+    }
+    if ((s->flags & F_RING) && s->x->rreq.busy) {
+        /* A recv in flight may hold a request whose completion is not read
+         * yet (FIONREAD no longer sees it): cancel it, and decide when it
+         * completes, with its bytes or without (on_recv_done). */
+        s->x->drain_cancel = 1;
+        csock__io_cancel(s->h.loop, &s->x->rreq);
         return;
     }
     csock_stream_end(s, NULL);

@@ -915,6 +915,45 @@ static void close_with_send_in_flight(void **state)
     pair_close(&p);
 }
 
+typedef struct watchdog {
+    csock_loop *loop;
+    int fired;
+} watchdog;
+
+static void watchdog_fire(csock_timer *t)
+{
+    watchdog *w = csock_timer_data(t);
+    w->fired = 1;
+    csock_loop_stop(w->loop);
+}
+
+/* Streams that stopped reading keep nothing running: csock_loop_run()
+ * returns (on io_uring, the recv in flight is cancelled, as a stopped
+ * watcher would be). An unreferenced watchdog stops a loop that hangs. */
+static void read_stop_lets_loop_end(void **state)
+{
+    pair p;
+    pair_reading(&p, 0);
+    csock_listener_close(p.l, NULL);
+    p.l = NULL;
+    CHECK_OK(csock_stream_read_stop(p.a.s));
+    CHECK_OK(csock_stream_read_stop(p.b.s));
+    watchdog w = {.loop = p.loop};
+    csock_timer *t;
+    CHECK_OK(csock_timer_new(p.loop, &t));
+    csock_timer_set_data(t, &w);
+    csock_timer_unref(t);
+    CHECK_OK(csock_timer_start(t, watchdog_fire, 5000, 0));
+    assert_true(csock_loop_run(p.loop, CSOCK_RUN_DEFAULT) >= 0);
+    assert_int_equal(w.fired, 0);
+    csock_timer_close(t, NULL);
+    /* Reading again still works. */
+    CHECK_OK(csock_stream_read_start(p.b.s, end_read));
+    CHECK_OK(csock_stream_write(p.a.s, "ping", 4));
+    RUN_UNTIL(p.loop, p.b.len == 4, 10000);
+    pair_close(&p);
+}
+
 static void connect_timeout(void **state)
 {
     /* A listener whose accept queue is full drops new SYNs (Linux checks
@@ -1156,6 +1195,7 @@ int main(void)
         cmocka_unit_test(framed_lp32),
         cmocka_unit_test(backpressure_bounds_queue),
         cmocka_unit_test(idle_timeout_fires),
+        cmocka_unit_test(read_stop_lets_loop_end),
         cmocka_unit_test(read_timeout_cuts_unfinished_message),
         cmocka_unit_test(read_timeout_spares_progress),
         cmocka_unit_test(write_timeout_cuts_stalled_reader),
