@@ -19,6 +19,7 @@
 #include <liburing.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 
 #include "loop/loop_int.h"
@@ -108,9 +109,18 @@ static int ur_init(csock_loop *loop)
     /* Every reading stream has a recv in flight, so completions can
      * outnumber the submission queue by far: a large completion queue (the
      * kernel also keeps overflow, since 5.5, but that costs allocations). */
-    struct io_uring_params p = {.flags = IORING_SETUP_CQSIZE, .cq_entries = CQ_ENTRIES};
+    /* COOP_TASKRUN (5.19): a completion (a peer's bytes landing in a
+     * parked recv) does not interrupt the loop with an IPI to run its task
+     * work; it runs when the loop next enters the kernel, which it does
+     * every iteration. Without it, perf showed a fifth of an HTTP server's
+     * time in those interrupts. */
+    struct io_uring_params p = {.flags = IORING_SETUP_CQSIZE | IORING_SETUP_COOP_TASKRUN,
+                                .cq_entries = CQ_ENTRIES};
     int rc = io_uring_queue_init_params(RING_ENTRIES, &st->ring, &p);
-    if (rc == -EINVAL) rc = io_uring_queue_init(RING_ENTRIES, &st->ring, 0);
+    if (rc == -EINVAL) { /* an older kernel: without the flags */
+        memset(&p, 0, sizeof p);
+        rc = io_uring_queue_init_params(RING_ENTRIES, &st->ring, &p);
+    }
     if (rc < 0) {
         free(st);
         return rc;
