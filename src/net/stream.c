@@ -293,6 +293,13 @@ static void release_rbuf(csock_stream *s)
     s->roff = s->rlen = s->rcap = 0;
 }
 
+/* The most unconsumed input a stream holds before it calls the message
+ * too large: the application was offered it all and took none. */
+static size_t read_limit(const csock_stream *s)
+{
+    return s->max_read > CSOCK__BUF_SIZE ? s->max_read : CSOCK__BUF_SIZE;
+}
+
 /* Make room for at least `want` more bytes after the unconsumed ones.
  * Returns the free space, 0 when the buffer is at its maximum (plus `slack`),
  * <0 on ENOMEM. */
@@ -311,7 +318,7 @@ static long reserve(csock_stream *s, size_t want, size_t slack)
         s->roff = 0;
         if (s->rcap - s->rlen >= want) return (long)(s->rcap - s->rlen);
     }
-    size_t limit = (s->max_read > CSOCK__BUF_SIZE ? s->max_read : CSOCK__BUF_SIZE) + slack;
+    size_t limit = read_limit(s) + slack;
     if (s->rlen >= limit) return 0;
     size_t cap = (size_t)s->rcap * 2;
     if (cap < s->rlen + want) cap = s->rlen + want;
@@ -362,6 +369,18 @@ static void read_clock(csock_stream *s)
     if (s->x) s->x->read_since = (uint32_t)s->h.loop->now;
 }
 
+/* Hand `n` bytes to the read callback (writes it makes are held until it
+ * returns); returns how many it consumed. The caller checks for a close. */
+static size_t offer(csock_stream *s, const char *buf, size_t n)
+{
+    s->flags |= F_IN_READ;
+    size_t used = s->read_cb(s, 0, buf, n);
+    s->flags &= ~F_IN_READ;
+    if (used > n) used = n;
+    if (used) read_clock(s);
+    return used;
+}
+
 /* Offer the buffered input to the application (or discard it when ending). */
 static void process_input(csock_stream *s)
 {
@@ -371,14 +390,10 @@ static void process_input(csock_stream *s)
         return;
     }
     if (!s->rlen || !(s->flags & F_READING) || (s->flags & F_PAUSED)) return;
-    s->flags |= F_IN_READ;
-    size_t used = s->read_cb(s, 0, s->rbuf + s->roff, s->rlen);
-    s->flags &= ~F_IN_READ;
+    size_t used = offer(s, s->rbuf + s->roff, s->rlen);
     if (s->h.closing) return;
-    if (used > s->rlen) used = s->rlen;
     s->roff += (uint32_t)used;
     s->rlen -= (uint32_t)used;
-    if (used) read_clock(s);
     if (!s->rlen) release_rbuf(s); /* idle streams hold no buffer */
     do_flush(s);
     drain_check(s);
@@ -415,12 +430,8 @@ static void deliver_eof(csock_stream *s)
  * buffer: only what the application leaves unconsumed is copied. */
 static void deliver_direct(csock_stream *s, const char *buf, size_t n)
 {
-    s->flags |= F_IN_READ;
-    size_t used = s->read_cb(s, 0, buf, n);
-    s->flags &= ~F_IN_READ;
+    size_t used = offer(s, buf, n);
     if (s->h.closing) return;
-    if (used > n) used = n;
-    if (used) read_clock(s);
     if (used < n) {
         int rc = csock__stream_input(s, buf + used, n - used);
         if (rc < 0) return csock__stream_fail(s, rc);
@@ -459,13 +470,6 @@ static void got_bytes(csock_stream *s, const char *raw, size_t n)
         s->rlen += (uint32_t)n;
     }
     process_input(s);
-}
-
-/* The most unconsumed input a stream holds before it calls the message
- * too large: the application was offered it all and took none. */
-static size_t read_limit(const csock_stream *s)
-{
-    return s->max_read > CSOCK__BUF_SIZE ? s->max_read : CSOCK__BUF_SIZE;
 }
 
 static void on_readable(csock_stream *s)
