@@ -27,95 +27,94 @@ static void seen_cb(csock_io *io, int events)
     s->last = events;
 }
 
-static void make_pipe(int fds[2])
+/* A loop and a non-blocking pipe with a watcher on end `end` of it. */
+typedef struct pipe_fx {
+    csock_loop *loop;
+    int fds[2];
+    io_seen seen;
+    csock_io *io;
+} pipe_fx;
+
+static void fx_open(pipe_fx *f, int end, csock_io_cb cb)
 {
-    assert_int_equal(pipe2(fds, O_NONBLOCK | O_CLOEXEC), 0);
+    memset(f, 0, sizeof *f);
+    f->loop = h_loop_new();
+    assert_int_equal(pipe2(f->fds, O_NONBLOCK | O_CLOEXEC), 0);
+    CHECK_OK(csock_io_new(f->loop, f->fds[end], cb, &f->seen, &f->io));
+}
+
+/* `close_io`: 0 when the test closed the watcher itself. */
+static void fx_close(pipe_fx *f, int close_io)
+{
+    if (close_io) csock_io_close(f->io, NULL);
+    h_loop_free(f->loop);
+    close(f->fds[0]);
+    close(f->fds[1]);
 }
 
 static void pipe_readable_after_write(void **state)
 {
     (void)state;
-    csock_loop *loop = h_loop_new();
-    int fds[2];
-    make_pipe(fds);
-    io_seen seen = {0};
-    csock_io *io;
-    CHECK_OK(csock_io_new(loop, fds[0], seen_cb, &seen, &io));
-    assert_int_equal(csock_io_fd(io), fds[0]);
-    CHECK_OK(csock_io_start(io, CSOCK_READABLE));
-    h_spin(loop, 3);
-    assert_int_equal(seen.calls, 0); /* empty pipe: not readable */
-    assert_int_equal(write(fds[1], "abc", 3), 3);
-    assert_true(csock_loop_run(loop, CSOCK_RUN_NOWAIT) >= 0);
-    assert_int_equal(seen.calls, 1);
-    assert_int_equal(seen.last, CSOCK_READABLE);
+    pipe_fx f;
+    fx_open(&f, 0, seen_cb);
+    assert_int_equal(csock_io_fd(f.io), f.fds[0]);
+    CHECK_OK(csock_io_start(f.io, CSOCK_READABLE));
+    h_spin(f.loop, 3);
+    assert_int_equal(f.seen.calls, 0); /* empty pipe: not readable */
+    assert_int_equal(write(f.fds[1], "abc", 3), 3);
+    assert_true(csock_loop_run(f.loop, CSOCK_RUN_NOWAIT) >= 0);
+    assert_int_equal(f.seen.calls, 1);
+    assert_int_equal(f.seen.last, CSOCK_READABLE);
     /* Level-triggered: still readable until drained. */
-    assert_true(csock_loop_run(loop, CSOCK_RUN_NOWAIT) >= 0);
-    assert_int_equal(seen.calls, 2);
+    assert_true(csock_loop_run(f.loop, CSOCK_RUN_NOWAIT) >= 0);
+    assert_int_equal(f.seen.calls, 2);
     char buf[8];
-    assert_int_equal(read(fds[0], buf, sizeof buf), 3);
-    h_spin(loop, 3);
-    assert_int_equal(seen.calls, 2);
-    csock_io_close(io, NULL);
-    h_loop_free(loop);
-    close(fds[0]);
-    close(fds[1]);
+    assert_int_equal(read(f.fds[0], buf, sizeof buf), 3);
+    h_spin(f.loop, 3);
+    assert_int_equal(f.seen.calls, 2);
+    fx_close(&f, 1);
 }
 
 static void pipe_writable_at_once(void **state)
 {
     (void)state;
-    csock_loop *loop = h_loop_new();
-    int fds[2];
-    make_pipe(fds);
-    io_seen seen = {0};
-    csock_io *io;
-    CHECK_OK(csock_io_new(loop, fds[1], seen_cb, &seen, &io));
-    CHECK_OK(csock_io_start(io, CSOCK_WRITABLE));
-    assert_true(csock_loop_run(loop, CSOCK_RUN_NOWAIT) >= 0);
-    assert_int_equal(seen.calls, 1);
-    assert_int_equal(seen.last, CSOCK_WRITABLE);
+    pipe_fx f;
+    fx_open(&f, 1, seen_cb);
+    CHECK_OK(csock_io_start(f.io, CSOCK_WRITABLE));
+    assert_true(csock_loop_run(f.loop, CSOCK_RUN_NOWAIT) >= 0);
+    assert_int_equal(f.seen.calls, 1);
+    assert_int_equal(f.seen.last, CSOCK_WRITABLE);
     /* Fill the pipe: no longer writable. */
     char block[4096];
     memset(block, 'x', sizeof block);
-    while (write(fds[1], block, sizeof block) > 0) {}
-    int before = seen.calls;
-    h_spin(loop, 3);
-    assert_int_equal(seen.calls, before);
-    csock_io_close(io, NULL);
-    h_loop_free(loop);
-    close(fds[0]);
-    close(fds[1]);
+    while (write(f.fds[1], block, sizeof block) > 0) {}
+    int before = f.seen.calls;
+    h_spin(f.loop, 3);
+    assert_int_equal(f.seen.calls, before);
+    fx_close(&f, 1);
 }
 
 static void stop_stops_callbacks(void **state)
 {
     (void)state;
-    csock_loop *loop = h_loop_new();
-    int fds[2];
-    make_pipe(fds);
-    io_seen seen = {0};
-    csock_io *io;
-    CHECK_OK(csock_io_new(loop, fds[0], seen_cb, &seen, &io));
-    CHECK_OK(csock_io_start(io, CSOCK_READABLE));
-    assert_int_equal(write(fds[1], "x", 1), 1);
-    assert_true(csock_loop_run(loop, CSOCK_RUN_NOWAIT) >= 0);
-    assert_int_equal(seen.calls, 1);
-    CHECK_OK(csock_io_stop(io));
-    h_spin(loop, 3);
-    assert_int_equal(seen.calls, 1); /* still readable, but not watched */
-    /* A stopped watcher does not keep the loop alive. */
-    assert_int_equal(csock_loop_run(loop, CSOCK_RUN_DEFAULT), 0);
-    CHECK_OK(csock_io_start(io, CSOCK_READABLE));
-    assert_true(csock_loop_run(loop, CSOCK_RUN_NOWAIT) >= 0);
-    assert_int_equal(seen.calls, 2); /* and watching again resumes */
-    CHECK_OK(csock_io_start(io, 0)); /* 0 is a stop too */
-    h_spin(loop, 2);
-    assert_int_equal(seen.calls, 2);
-    csock_io_close(io, NULL);
-    h_loop_free(loop);
-    close(fds[0]);
-    close(fds[1]);
+    pipe_fx f;
+    fx_open(&f, 0, seen_cb);
+    CHECK_OK(csock_io_start(f.io, CSOCK_READABLE));
+    assert_int_equal(write(f.fds[1], "x", 1), 1);
+    assert_true(csock_loop_run(f.loop, CSOCK_RUN_NOWAIT) >= 0);
+    assert_int_equal(f.seen.calls, 1);
+    CHECK_OK(csock_io_stop(f.io));
+    h_spin(f.loop, 3);
+    assert_int_equal(f.seen.calls, 1); /* still readable, but not watched */
+    /* A stopped watcher does not keep the f.loop alive. */
+    assert_int_equal(csock_loop_run(f.loop, CSOCK_RUN_DEFAULT), 0);
+    CHECK_OK(csock_io_start(f.io, CSOCK_READABLE));
+    assert_true(csock_loop_run(f.loop, CSOCK_RUN_NOWAIT) >= 0);
+    assert_int_equal(f.seen.calls, 2); /* and watching again resumes */
+    CHECK_OK(csock_io_start(f.io, 0)); /* 0 is a stop too */
+    h_spin(f.loop, 2);
+    assert_int_equal(f.seen.calls, 2);
+    fx_close(&f, 1);
 }
 
 static void regular_file_always_ready(void **state)
@@ -171,25 +170,20 @@ static void close_from_callback(csock_io *io, int events)
 static void io_close(void **state)
 {
     (void)state;
-    csock_loop *loop = h_loop_new();
-    int fds[2];
-    make_pipe(fds);
-    io_seen seen = {0};
-    csock_io *io;
-    CHECK_OK(csock_io_new(loop, fds[0], close_from_callback, &seen, &io));
-    CHECK_OK(csock_io_start(io, CSOCK_READABLE));
-    assert_int_equal(write(fds[1], "x", 1), 1);
+    pipe_fx f;
+    fx_open(&f, 0, close_from_callback);
+    CHECK_OK(csock_io_start(f.io, CSOCK_READABLE));
+    assert_int_equal(write(f.fds[1], "x", 1), 1);
     io_closed = 0;
-    assert_int_equal(csock_loop_run(loop, CSOCK_RUN_DEFAULT), 0);
-    assert_int_equal(seen.calls, 1); /* not called again after close */
+    assert_int_equal(csock_loop_run(f.loop, CSOCK_RUN_DEFAULT), 0);
+    assert_int_equal(f.seen.calls, 1); /* not called again after close */
     assert_int_equal(io_closed, 1);
-    assert_int_equal(csock_loop_handles(loop), 0);
+    assert_int_equal(csock_loop_handles(f.loop), 0);
     /* csock never closes the caller's fd. */
-    assert_true(fcntl(fds[0], F_GETFD) >= 0);
-    assert_int_equal(csock_io_new(loop, -1, seen_cb, NULL, &io), -EINVAL);
-    h_loop_free(loop);
-    close(fds[0]);
-    close(fds[1]);
+    assert_true(fcntl(f.fds[0], F_GETFD) >= 0);
+    csock_io *bad;
+    assert_int_equal(csock_io_new(f.loop, -1, seen_cb, NULL, &bad), -EINVAL);
+    fx_close(&f, 0);
 }
 
 int main(void)
