@@ -5,7 +5,10 @@ check(name, cond, detail)."""
 import os
 import re
 import select
+import socket
 import subprocess
+import sys
+import threading
 import time
 
 BIN = os.environ.get("CSOCK_BIN", "build/csock")
@@ -43,3 +46,53 @@ class Server:
         self.check("server exit status", self.p.returncode == 0, f"rc={self.p.returncode} {err[-2000:]}")
         self.check("no sanitizer report", "Sanitizer" not in err and "runtime error" not in err, err[-3000:])
         return out.decode(errors="replace")
+
+
+class Tally:
+    """check(name, cond, detail) counts results and prints failures (safe
+    from several threads); finish() prints "N passed, M failed" and exits
+    with 1 on any failure."""
+
+    def __init__(self):
+        self.passed = self.failed = 0
+        self.lock = threading.Lock()
+
+    def check(self, name, cond, detail=""):
+        with self.lock:
+            if cond:
+                self.passed += 1
+            else:
+                self.failed += 1
+                print(f"FAIL {name} {detail}", flush=True)
+
+    def finish(self):
+        print(f"{self.passed} passed, {self.failed} failed")
+        sys.exit(1 if self.failed else 0)
+
+
+def exchange(port, data, timeout=5.0, shut=False):
+    """Send raw bytes to 127.0.0.1:port (then half-close if `shut`), read
+    until the server closes or `timeout`; returns (bytes, closed)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(data)
+        if shut:
+            s.shutdown(socket.SHUT_WR)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    out = b""
+    end = time.time() + timeout
+    closed = False
+    try:
+        while time.time() < end:
+            b = s.recv(65536)
+            if not b:
+                closed = True
+                break
+            out += b
+    except socket.timeout:
+        pass
+    except ConnectionResetError:
+        closed = True
+    s.close()
+    return out, closed

@@ -13,28 +13,16 @@ import select
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 
 BIN = os.environ.get("CSOCK_BIN", "build/csock")
 SECRET = b"TOP-SECRET-OUTSIDE"
-passed = failed = 0
-lock = threading.Lock()
-
-
-def check(name, cond, detail=""):
-    global passed, failed
-    with lock:
-        if cond:
-            passed += 1
-        else:
-            failed += 1
-            print(f"FAIL {name} {detail}", flush=True)
-
-
 import httpkit  # noqa: E402
+
+tally = httpkit.Tally()
+check = tally.check
 
 
 def Server(root, *args, env=None):
@@ -42,28 +30,8 @@ def Server(root, *args, env=None):
 
 
 def raw(port, data, timeout=5.0):
-    """Send raw bytes, read until the server closes (or timeout)."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    try:
-        s.sendall(data)
-    except (BrokenPipeError, ConnectionResetError):
-        pass
-    out = b""
-    end = time.time() + timeout
-    closed = False
-    try:
-        while time.time() < end:
-            b = s.recv(65536)
-            if not b:
-                closed = True
-                break
-            out += b
-    except socket.timeout:
-        pass
-    except ConnectionResetError:
-        closed = True
-    s.close()
-    return out, closed
+    """Send raw bytes, read until the server closes (or timeout): (bytes, closed)."""
+    return httpkit.exchange(port, data, timeout)
 
 
 H = b"Host: x\r\n"
@@ -333,8 +301,7 @@ def main():
         srv.stop()
 
     shutil.rmtree(tmp)
-    print(f"{passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    tally.finish()
 
 
 if __name__ == "__main__":

@@ -13,24 +13,14 @@ import select
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 
 BIN = os.environ.get("CSOCK_BIN", "build/csock")
-passed = failed = 0
-
-
-def check(name, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL {name} {detail}", flush=True)
-
-
 import httpkit  # noqa: E402
+
+tally = httpkit.Tally()
+check = tally.check
 
 
 def Server(root, *args, env=None):
@@ -39,22 +29,7 @@ def Server(root, *args, env=None):
 
 def raw(port, data, timeout=5.0, shut=False):
     """Send raw bytes, read until EOF or timeout; return what came back."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    s.sendall(data)
-    if shut:
-        s.shutdown(socket.SHUT_WR)
-    out = b""
-    end = time.time() + timeout
-    try:
-        while time.time() < end:
-            b = s.recv(65536)
-            if not b:
-                break
-            out += b
-    except (socket.timeout, ConnectionResetError):
-        pass
-    s.close()
-    return out
+    return httpkit.exchange(port, data, timeout, shut)[0]
 
 
 def curl(*args):
@@ -291,8 +266,7 @@ def main():
     check("access log has 404", any('"GET /missing HTTP/1.1" 404' in x for x in lines))
 
     shutil.rmtree(tmp)
-    print(f"{passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+    tally.finish()
 
 
 if __name__ == "__main__":
