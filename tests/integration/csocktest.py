@@ -106,7 +106,9 @@ def _kill_group(p, sig=signal.SIGKILL):
         pass
 
 
-def _cleanup():
+def _kill_live(forget):
+    """Kill every process the tests started that still runs (and, with
+    `forget`, stop tracking them all)."""
     with _live_lock:
         procs = list(_live)
     for p in procs:
@@ -116,6 +118,12 @@ def _cleanup():
                 p.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
+        if forget:
+            _forget(p)
+
+
+def _cleanup():
+    _kill_live(forget=False)
     for d in _tmpdirs:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -516,13 +524,4 @@ def main(namespace=None):
 
 
 def _cleanup_between_tests():
-    with _live_lock:
-        procs = list(_live)
-    for p in procs:
-        if p.poll() is None:
-            _kill_group(p)
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-        _forget(p)
+    _kill_live(forget=True)
