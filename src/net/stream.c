@@ -546,7 +546,10 @@ static void on_recv_done(csock_loop *loop, csock__ioreq *r, int res, char *buf)
     /* Bytes that arrive after reading stopped (a recv already in flight)
      * wait in rbuf like any unconsumed input: at most one buffer more. */
     got_bytes(s, buf, (size_t)res);
-    if (!s->h.closing) update_events(s);
+    /* Processing the bytes usually flushed and asked for the next recv
+     * already (do_flush -> update_events); when it did not (paused, not
+     * reading, EOF), settle the stream's state here. */
+    if (!s->h.closing && !s->x->rreq.busy) update_events(s);
 }
 
 static void ring_recv(csock_stream *s)
