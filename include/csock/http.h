@@ -3,10 +3,18 @@
  *
  * A csock_http_server belongs to one loop (one per loop of a csock_server):
  * hand it accepted streams with csock_http_server_accept(). Each connection
- * parses requests in place in the stream's read buffer (no copy of the head
- * or of a Content-Length body), runs the matching route's handler, and
- * writes the response. Every complete request in one read is answered in the
- * same callback, so replies to pipelined requests leave in one write.
+ * parses requests in the stream's read buffer, copies each complete one
+ * (head and body) into storage of its own, runs the matching route's
+ * handler, and writes the response. Every complete request in one read is
+ * answered in the same callback, so replies to pipelined requests leave in
+ * one write.
+ *
+ * The request's lifetime: a csock_http_req, and every string its accessors
+ * return (method, target, path, query, fields, body), stay valid and
+ * unchanged from the handler's call until its answer completes (the return
+ * of csock_http_send(), csock_http_send_file() or csock_http_end()), now or
+ * later, even if the connection closes meanwhile; the access log sees the
+ * same request. After that the request is gone: copy what you need longer.
  *
  * Safety: a request the parser finds ambiguous (Content-Length with
  * Transfer-Encoding, a repeated or non-final chunked, differing
@@ -49,9 +57,12 @@ typedef struct csock_http_str {
 
 /* A request handler. It answers with exactly one of csock_http_send(),
  * csock_http_send_file() or csock_http_start() ... csock_http_end(), now or
- * later on the loop's thread. The next request on the connection waits until
- * the answer is complete. The request's strings point into the read buffer
- * and are valid only during this call: copy what an answer given later needs. */
+ * later on the loop's thread, and must answer every request it is given:
+ * the answer is what releases the request. The next request on the
+ * connection waits until the answer is complete. The request and its
+ * strings stay valid until then (see the lifetime above). If the connection
+ * closes before a later answer, the answer's calls return -EPIPE and send
+ * nothing, and csock_http_stream() returns NULL. */
 typedef void (*csock_http_handler)(csock_http_req *req, void *data);
 
 /* A route: the first one whose method (NULL: any) and path prefix match
@@ -65,7 +76,10 @@ typedef struct csock_http_route {
 
 /* Called once per response, when its head is written: for an access log.
  * `body_len` is the body's length, or -1 when it is streamed. The request
- * is readable (method, target, headers) during the call. */
+ * is the one being answered, readable (method, target, headers) during the
+ * call, also for an answer given later. For an error the server answers on
+ * its own (400, 408, 413, ...) before a whole head arrived, the method and
+ * target are absent ({NULL, 0}). */
 typedef void (*csock_http_log_cb)(const csock_http_req *req, int status, int64_t body_len,
                                   void *data);
 
@@ -116,9 +130,10 @@ csock_http_str csock_http_get_header(const csock_http_req *r, const char *name);
 /* Every field in order: returns 0 and sets name/value for i < count, else -1. */
 int csock_http_header_at(const csock_http_req *r, size_t i, csock_http_str *name,
                          csock_http_str *value);
-/* The whole request body (Content-Length or de-chunked), or {"" , 0}. */
+/* The whole request body (Content-Length or de-chunked); length 0 when none. */
 csock_http_str csock_http_body(const csock_http_req *r);
-/* The connection's stream (for its peer address); do not read or close it. */
+/* The connection's stream (for its peer address); do not read or close it.
+ * NULL once the connection has closed (an answer given later). */
 csock_stream *csock_http_stream(const csock_http_req *r);
 
 /* ---- the response -------------------------------------------------------------- */
@@ -126,14 +141,24 @@ csock_stream *csock_http_stream(const csock_http_req *r);
 /* Add a response field before the answer starts. Date, Server,
  * Content-Length, Transfer-Encoding and Connection are written by the
  * server. Returns 0, -EINVAL (CR/LF in name or value), -EALREADY (answer
- * started) or -ENOMEM. */
+ * started) or -ENOMEM; after -ENOMEM the answer, whatever it is, goes out
+ * as a bodiless 500 that closes the connection (never an answer missing a
+ * field it needs), and the answering call returns -ENOMEM. */
 int csock_http_add_header(csock_http_req *r, const char *name, const char *value);
 
 /* Ask for the connection to close after this answer (Connection: close). */
 void csock_http_close_after(csock_http_req *r);
 
+/* Every answer's status is 100-999 (three digits on the wire, RFC 9112
+ * section 4): another one is -EINVAL, nothing is sent, and the request
+ * still waits for its answer. 1xx, 204 and 304 answers carry no body. The
+ * answering calls return -EALREADY when the answer was already given or
+ * started, -EPIPE when the connection has gone (the answer still
+ * completes), -ENOMEM as csock_http_add_header() says or when the answer
+ * could not be queued (the connection is closed). */
+
 /* Answer with a fixed body (copied; HEAD gets the length, not the bytes).
- * 204 and 304 send no body. Completes the answer. */
+ * Completes the answer. */
 int csock_http_send(csock_http_req *r, int status, const void *body, size_t len);
 
 /* Answer with `len` bytes of file `fd` from `offset`, sent with sendfile(2)
@@ -143,9 +168,18 @@ int csock_http_send_file(csock_http_req *r, int status, int fd, off_t offset, si
                          int close_fd);
 
 /* A streamed body: start, write pieces (sent as chunks to HTTP/1.1 clients,
- * as a close-delimited body to HTTP/1.0 ones), end. */
+ * as a close-delimited body to HTTP/1.0 ones), end. Pieces of an answer to
+ * HEAD, of a bodiless status, or of an answer whose start failed are
+ * dropped (0); csock_http_end() completes the answer in every case.
+ * csock_http_start_length() announces the body's length (Content-Length,
+ * no chunks): a piece beyond it is -EINVAL (not sent), and an end short of
+ * it returns -EINVAL and closes the connection, so the client sees the cut.
+ * csock_http_write_file() sends a piece from a file with sendfile(2) (it
+ * closes `fd` when done if `close_fd`, also on error). */
 int csock_http_start(csock_http_req *r, int status);
+int csock_http_start_length(csock_http_req *r, int status, uint64_t len);
 int csock_http_write(csock_http_req *r, const void *buf, size_t len);
+int csock_http_write_file(csock_http_req *r, int fd, off_t offset, size_t len, int close_fd);
 int csock_http_end(csock_http_req *r);
 
 /* The reason phrase for a status code ("Not Found"; "" when unknown). */

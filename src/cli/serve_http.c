@@ -81,10 +81,12 @@ static void access_log(const csock_http_req *r, int status, int64_t body_len, vo
     strftime(when, sizeof when, "%d/%b/%Y:%H:%M:%S %z", &tm);
     csock_http_str m = csock_http_method(r), t = csock_http_target(r);
     int tl = t.len > 1024 ? 1024 : (int)t.len;
-    char bytes[24] = "-";
+    char bytes[24] = "-", request[1100] = "-"; /* "-": refused before a whole head came */
     if (body_len > 0 && !csock_http_is_head(r)) snprintf(bytes, sizeof bytes, "%lld", (long long)body_len);
-    int n = snprintf(line, sizeof line, "%s - - [%s] \"%.*s %.*s HTTP/1.%d\" %d %s\n", host, when,
-                     (int)(m.len > 32 ? 32 : m.len), m.ptr, tl, t.ptr, csock_http_minor(r), status,
+    if (m.ptr && t.ptr)
+        snprintf(request, sizeof request, "%.*s %.*s HTTP/1.%d", (int)(m.len > 32 ? 32 : m.len),
+                 m.ptr, tl, t.ptr, csock_http_minor(r));
+    int n = snprintf(line, sizeof line, "%s - - [%s] \"%s\" %d %s\n", host, when, request, status,
                      bytes);
     if (n > (int)sizeof line - 1) n = (int)sizeof line - 1;
     /* One write per line: lines from several loops never interleave (O_APPEND). */

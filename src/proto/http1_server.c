@@ -37,16 +37,21 @@ typedef struct conn conn;
 
 struct csock_http_req {
     conn *c;
-    csock_http_request p;           /* the parsed head; slices of the read buffer */
+    csock_http_request p;           /* the parsed head; slices of the connection's copy
+                                       (conn.rq), or empty between requests */
     csock_http_header hdrs[MAX_HEADERS];
     csock_http_str path, query, body;
     char *extra;                    /* fields added with csock_http_add_header */
     size_t elen, ecap;
+    int64_t left;                   /* body bytes still to come after csock_http_start_length
+                                       (-1: not a fixed-length streamed body) */
     unsigned head : 1;              /* HEAD: no body bytes in the answer */
     unsigned started : 1;           /* the answer's head is written */
     unsigned streaming : 1;         /* between csock_http_start and csock_http_end */
     unsigned chunked_out : 1;       /* the streamed body goes as chunks */
     unsigned close : 1;             /* close the connection after this answer */
+    unsigned oom : 1;               /* a field could not be added: the answer becomes a 500 */
+    unsigned dropped : 1;           /* the streamed body is not sent (the answer became a 500) */
 };
 
 struct conn {
@@ -62,6 +67,9 @@ struct conn {
     unsigned peer_eof : 1;          /* the client finished sending */
     unsigned sent_continue : 1;     /* 100 Continue sent for the current request */
     unsigned want_body : 1;         /* the last parse found a head waiting for its body */
+    unsigned orphan : 1;            /* closed while its answer was pending: freed by finish() */
+    char *rq;                       /* the request's own copy of its head and body */
+    size_t rqcap;
     char *ob;                       /* answers made inside on_read, queued by reference */
     size_t olen, ocap;              /* when it returns (see out_write) */
     csock_http_req req;
@@ -240,6 +248,16 @@ static size_t on_read(csock_stream *s, int status, const char *buf, size_t len);
  * epoll_ctl calls per answer). Elsewhere they go straight to the stream. */
 static void release_ob(void *ob) { free(ob); }
 
+/* Part of an answer could not be queued (no memory): the client would wait
+ * for bytes that never come, or take what follows for them. Close now. */
+static void conn_abort(conn *c)
+{
+    if (c->closing || !c->hs) return;
+    c->closing = 1;
+    tl_remove(c);
+    csock_stream_close(c->s, NULL);
+}
+
 static void out_flush(conn *c)
 {
     if (!c->olen) return;
@@ -247,19 +265,26 @@ static void out_flush(conn *c)
     size_t n = c->olen;
     c->ob = NULL;
     c->olen = c->ocap = 0;
-    csock_stream_write_ref(c->s, ob, n, release_ob, ob);
+    if (csock_stream_write_ref(c->s, ob, n, release_ob, ob) == -ENOMEM) conn_abort(c);
 }
 
 static int out_write(conn *c, const struct iovec *iov, int n)
 {
-    if (!c->in_read) return csock_stream_writev(c->s, iov, n);
+    if (!c->in_read) {
+        int rc = csock_stream_writev(c->s, iov, n);
+        if (rc == -ENOMEM) conn_abort(c);
+        return rc;
+    }
     size_t total = 0;
     for (int i = 0; i < n; i++) total += iov[i].iov_len;
     if (c->olen + total > c->ocap) {
         size_t cap = c->ocap ? c->ocap : 16384 - 64;
         while (cap < c->olen + total) cap *= 2;
         char *ob = realloc(c->ob, cap);
-        if (!ob) return -ENOMEM;
+        if (!ob) {
+            conn_abort(c);
+            return -ENOMEM;
+        }
         c->ob = ob;
         c->ocap = cap;
     }
@@ -276,26 +301,52 @@ static int out_bytes(conn *c, const void *buf, size_t len)
     return out_write(c, &iov, 1);
 }
 
+static int bodiless(int status) { return status < 200 || status == 204 || status == 304; }
+
+/* Queue `len` bytes of file `fd` after everything buffered so far. Once the
+ * head is out, a failure leaves the client waiting for bytes that never
+ * come: close. */
+static int out_file(conn *c, int fd, off_t offset, size_t len, int close_fd)
+{
+    out_flush(c);
+    int rc = csock_stream_write_file(c->s, fd, offset, len, close_fd);
+    if (rc < 0 && rc != -EPIPE) conn_abort(c);
+    return rc;
+}
+
 /* Write the status line and fields. `clen` is the body length, -1 for a
- * streamed body; `body` is appended in the same write. */
+ * streamed body; `body` is appended in the same write. Returns 0, -EINVAL
+ * (a status outside 100-999: nothing written), -EALREADY, -EPIPE (the
+ * connection is gone), or -ENOMEM: a field the handler added is missing
+ * (the answer became a bodiless 500 that closes the connection) or the
+ * answer could not be queued (the connection was closed). */
 static int write_head(csock_http_req *r, int status, int64_t clen, const void *body, size_t blen)
 {
     conn *c = r->c;
     csock_http_server *hs = c->hs;
+    if (status < 100 || status > 999) return -EINVAL;
     if (!hs) return -EPIPE;
     if (r->started) return -EALREADY;
     r->started = 1;
+    int oom = r->oom;
+    if (oom) { /* never a partial answer (a 206 without its Content-Range) */
+        status = 500;
+        clen = 0;
+        blen = 0;
+        r->elen = 0;
+        r->close = 1;
+    }
     if (csock_stream_draining(c->s) || c->peer_eof) r->close = 1;
     char h[512], *p = h;
     const char *reason = csock_http_reason(status);
     p = PUTS(p, "HTTP/1.1 ");
-    p = put_u64(p, (uint64_t)(status % 1000));
+    p = put_u64(p, (uint64_t)status);
     *p++ = ' ';
     p = put(p, reason, strlen(reason));
     p = PUTS(p, "\r\n");
     p = put(p, hs->server, hs->server_len);
     p = put(p, date_line(hs), 37);
-    int nobody = status < 200 || status == 204 || status == 304;
+    int nobody = bodiless(status);
     if (clen >= 0 && !nobody) {
         p = PUTS(p, "Content-Length: ");
         p = put_u64(p, (uint64_t)clen);
@@ -314,21 +365,30 @@ static int write_head(csock_http_req *r, int status, int64_t clen, const void *b
         p = PUTS(p, "Connection: keep-alive\r\n");
     if (hs->o.log) hs->o.log(r, status, nobody ? 0 : clen, hs->o.log_data);
     struct iovec iov[3];
-    int n = 0;
+    int n = 0, rc;
     if (r->elen) {
         iov[n++] = (struct iovec){h, (size_t)(p - h)};
         iov[n++] = (struct iovec){r->extra, r->elen};
         p = h + sizeof h - 2; /* the final CRLF goes in the spare tail of h */
         memcpy(p, "\r\n", 2);
         iov[n++] = (struct iovec){p, 2};
-        int rc = out_write(c, iov, n);
-        if (rc < 0 || !blen || r->head || nobody) return rc;
-        return out_bytes(c, body, blen);
+        rc = out_write(c, iov, n);
+        if (rc == 0 && blen && !r->head && !nobody) rc = out_bytes(c, body, blen);
+    } else {
+        p = PUTS(p, "\r\n");
+        iov[n++] = (struct iovec){h, (size_t)(p - h)};
+        if (blen && !r->head && !nobody) iov[n++] = (struct iovec){(void *)body, blen};
+        rc = out_write(c, iov, n);
     }
-    p = PUTS(p, "\r\n");
-    iov[n++] = (struct iovec){h, (size_t)(p - h)};
-    if (blen && !r->head && !nobody) iov[n++] = (struct iovec){(void *)body, blen};
-    return out_write(c, iov, n);
+    return rc < 0 ? rc : oom ? -ENOMEM : 0;
+}
+
+static void conn_free(conn *c)
+{
+    free(c->req.extra);
+    free(c->ob);
+    free(c->rq);
+    free(c);
 }
 
 /* The answer is complete: close if asked, else go on with the next request. */
@@ -337,7 +397,11 @@ static void finish(csock_http_req *r)
     conn *c = r->c;
     r->elen = 0;
     c->busy = 0;
-    if (!c->hs) return;
+    if (!c->hs) {
+        if (c->orphan) conn_free(c); /* its connection closed while the handler held it */
+        return;
+    }
+    if (c->closing) return;
     if (r->close || c->peer_eof) {
         c->closing = 1;
         tl_remove(c);
@@ -352,7 +416,7 @@ int csock_http_send(csock_http_req *r, int status, const void *body, size_t len)
 {
     if (!r->c->busy) return -EALREADY;
     int rc = write_head(r, status, (int64_t)len, body, len);
-    if (rc == -EALREADY) return rc;
+    if (rc == -EALREADY || rc == -EINVAL) return rc;
     finish(r);
     return rc;
 }
@@ -360,17 +424,18 @@ int csock_http_send(csock_http_req *r, int status, const void *body, size_t len)
 int csock_http_send_file(csock_http_req *r, int status, int fd, off_t offset, size_t len,
                          int close_fd)
 {
-    if (!r->c->busy) {
+    int rc = !r->c->busy || r->started ? -EALREADY : status < 100 || status > 999 ? -EINVAL : 0;
+    if (rc < 0) {
         if (close_fd) close(fd);
-        return -EALREADY;
+        return rc;
     }
-    int rc;
     if (len <= SMALL_FILE && !r->head) {
         char b[SMALL_FILE];
         ssize_t got = len ? pread(fd, b, len, offset) : 0;
+        int err = got < 0 ? -errno : -EIO;
         if (close_fd) close(fd);
         if (got != (ssize_t)len) {
-            rc = got < 0 ? -errno : -EIO;
+            rc = err;
             r->close = 1;
             write_head(r, 500, 0, NULL, 0);
         } else {
@@ -378,10 +443,8 @@ int csock_http_send_file(csock_http_req *r, int status, int fd, off_t offset, si
         }
     } else {
         rc = write_head(r, status, (int64_t)len, NULL, 0);
-        if (rc == 0 && !r->head && len) {
-            out_flush(r->c); /* the head goes before the file */
-            rc = csock_stream_write_file(r->c->s, fd, offset, len, close_fd);
-        }
+        if (rc == 0 && !r->head && len && !bodiless(status))
+            rc = out_file(r->c, fd, offset, len, close_fd); /* the head goes before the file */
         else if (close_fd)
             close(fd);
     }
@@ -389,19 +452,46 @@ int csock_http_send_file(csock_http_req *r, int status, int fd, off_t offset, si
     return rc;
 }
 
-int csock_http_start(csock_http_req *r, int status)
+/* A streamed body: `len` is its length when known (sent as Content-Length),
+ * -1 when not (chunks, or the connection's end for HTTP/1.0). */
+static int start_answer(csock_http_req *r, int status, int64_t len)
 {
     if (!r->c->busy) return -EALREADY;
-    int rc = write_head(r, status, -1, NULL, 0);
-    if (rc == 0 || rc == -EPIPE) r->streaming = 1;
+    int rc = write_head(r, status, len, NULL, 0);
+    if (rc == -EALREADY || rc == -EINVAL) return rc;
+    /* Whatever happened, the handler goes on to write and end: the pieces
+     * of a HEAD, a bodiless status or a failed answer are dropped. */
+    r->streaming = 1;
+    r->dropped = rc < 0 || r->head || bodiless(status);
+    r->left = len;
     return rc;
+}
+
+int csock_http_start(csock_http_req *r, int status) { return start_answer(r, status, -1); }
+
+int csock_http_start_length(csock_http_req *r, int status, uint64_t len)
+{
+    if (len > INT64_MAX) return -EINVAL;
+    return start_answer(r, status, (int64_t)len);
+}
+
+/* Account for a body piece of `len` bytes: 1 to send it, 0 to drop it, or
+ * an error. */
+static int body_piece(csock_http_req *r, size_t len)
+{
+    if (!r->streaming) return -EINVAL;
+    if (!r->c->hs) return -EPIPE;
+    if (r->left >= 0) {
+        if ((uint64_t)len > (uint64_t)r->left) return -EINVAL; /* past the Content-Length */
+        r->left -= (int64_t)len;
+    }
+    return len && !r->dropped && !r->c->closing;
 }
 
 int csock_http_write(csock_http_req *r, const void *buf, size_t len)
 {
-    if (!r->streaming) return -EINVAL;
-    if (!r->c->hs) return -EPIPE;
-    if (!len || r->head) return 0;
+    int rc = body_piece(r, len);
+    if (rc <= 0) return rc;
     if (!r->chunked_out) return out_bytes(r->c, buf, len);
     char sz[24];
     int n = snprintf(sz, sizeof sz, "%zx\r\n", len);
@@ -409,13 +499,39 @@ int csock_http_write(csock_http_req *r, const void *buf, size_t len)
     return out_write(r->c, iov, 3);
 }
 
+int csock_http_write_file(csock_http_req *r, int fd, off_t offset, size_t len, int close_fd)
+{
+    int rc = body_piece(r, len);
+    if (rc <= 0) {
+        if (close_fd) close(fd);
+        return rc;
+    }
+    if (!r->chunked_out) return out_file(r->c, fd, offset, len, close_fd);
+    char sz[24];
+    int n = snprintf(sz, sizeof sz, "%zx\r\n", len);
+    rc = out_bytes(r->c, sz, (size_t)n);
+    if (rc < 0) {
+        if (close_fd) close(fd);
+        return rc;
+    }
+    rc = out_file(r->c, fd, offset, len, close_fd);
+    return rc < 0 ? rc : out_bytes(r->c, "\r\n", 2);
+}
+
 int csock_http_end(csock_http_req *r)
 {
     if (!r->streaming) return -EINVAL;
     r->streaming = 0;
     int rc = 0;
-    if (r->c->hs && r->chunked_out && !r->head) rc = out_bytes(r->c, "0\r\n\r\n", 5);
+    if (r->c->hs && r->chunked_out && !r->dropped) rc = out_bytes(r->c, "0\r\n\r\n", 5);
+    if (r->left > 0 && !r->dropped) {
+        /* Short of its Content-Length: only the connection's end tells the
+         * client that the body is cut. */
+        r->close = 1;
+        if (rc == 0) rc = -EINVAL;
+    }
     r->chunked_out = 0;
+    r->left = -1;
     finish(r);
     return rc;
 }
@@ -430,7 +546,10 @@ int csock_http_add_header(csock_http_req *r, const char *name, const char *value
         size_t cap = r->ecap ? r->ecap * 2 : 256;
         while (cap < need) cap *= 2;
         char *e = realloc(r->extra, cap);
-        if (!e) return -ENOMEM;
+        if (!e) {
+            r->oom = 1; /* remembered: the answer becomes a 500 (see write_head) */
+            return -ENOMEM;
+        }
         r->extra = e;
         r->ecap = cap;
     }
@@ -457,13 +576,16 @@ static void send_error(conn *c, int status)
         r->started = 0;
         r->elen = 0;
         r->head = 0;
+        r->oom = 0;
         r->close = 1;
         r->p.minor_version = 1;
         c->busy = 1;
         csock_http_add_header(r, "Content-Type", "text/plain");
+        r->oom = 0; /* without the field the answer is still right */
         write_head(r, status, n, body, (size_t)n);
     }
     c->busy = 0;
+    if (c->closing) return; /* write_head could not queue it and closed */
     c->closing = 1;
     tl_remove(c);
     out_flush(c);
@@ -471,6 +593,71 @@ static void send_error(conn *c, int status)
 }
 
 /* ---- requests --------------------------------------------------------------------- */
+
+/* The request's lifetime (csock/http.h): valid until its answer completes.
+ * The stream's read buffer cannot give that: unconsumed input moves when
+ * more arrives (reserve() slides or grows it), completion I/O hands bytes
+ * from a ring buffer that is reused at once, and consumed input goes back
+ * to the loop's buffer pool for the next connection's read. So every
+ * complete request is copied (head and body, one memcpy) into storage the
+ * connection owns before its handler runs: an answer given later, its log
+ * line, and any pointer the handler took during its call stay valid, and
+ * the stream stays free to do with its buffer what it likes. */
+
+static csock_http_slice moved(csock_http_slice s, const char *from, const char *to)
+{
+    if (s.ptr) s.ptr = to + (s.ptr - from);
+    return s;
+}
+
+/* No request: its strings read as absent. Between requests and after a
+ * parse that found no complete head, so a 400 or a 408 never shows the log
+ * a half-parsed or an earlier request. */
+static void clear_request(csock_http_req *r)
+{
+    r->p = (csock_http_request){.headers = r->hdrs, .max_headers = MAX_HEADERS,
+                                .minor_version = 1, .content_length = -1};
+    r->path = r->query = (csock_http_str){NULL, 0};
+    r->body = (csock_http_str){"", 0};
+}
+
+/* Copy the head buf[0..head), with room for `body` bytes after it, into the
+ * connection's storage and point the parsed request there. */
+static int keep_head(conn *c, const char *buf, size_t head, size_t body)
+{
+    csock_http_req *r = &c->req;
+    size_t need = head + body;
+    if (need > c->rqcap) {
+        size_t cap = need < 1024 ? 1024 : need;
+        char *p = malloc(cap); /* nothing in the old one is needed: not realloc */
+        if (!p) return -ENOMEM;
+        free(c->rq);
+        c->rq = p;
+        c->rqcap = cap;
+    }
+    memcpy(c->rq, buf, head);
+    r->p.method = moved(r->p.method, buf, c->rq);
+    r->p.target = moved(r->p.target, buf, c->rq);
+    for (size_t i = 0; i < r->p.num_headers; i++) {
+        r->hdrs[i].name = moved(r->hdrs[i].name, buf, c->rq);
+        r->hdrs[i].value = moved(r->hdrs[i].value, buf, c->rq);
+    }
+    r->body = (csock_http_str){"", 0};
+    return 0;
+}
+
+/* Storage grown for a large request goes once its answer is out: an idle
+ * keep-alive connection holds no body. */
+#define KEEP_STORAGE 16384
+
+static void drop_big_request(conn *c)
+{
+    if (c->rqcap <= KEEP_STORAGE) return;
+    clear_request(&c->req);
+    free(c->rq);
+    c->rq = NULL;
+    c->rqcap = 0;
+}
 
 static void dispatch(conn *c)
 {
@@ -482,7 +669,8 @@ static void dispatch(conn *c)
     r->path = (csock_http_str){t, q ? (size_t)(q - t) : tl};
     r->query = q ? (csock_http_str){q + 1, tl - (size_t)(q - t) - 1} : (csock_http_str){NULL, 0};
     r->head = r->p.method.len == 4 && !memcmp(r->p.method.ptr, "HEAD", 4);
-    r->started = r->streaming = r->chunked_out = 0;
+    r->started = r->streaming = r->chunked_out = r->oom = r->dropped = 0;
+    r->left = -1;
     r->close = !r->p.keep_alive;
     c->busy = 1;
     c->sent_continue = 0;
@@ -501,33 +689,56 @@ static void dispatch(conn *c)
         csock_http_send(r, 404, "404 Not Found\n", 14);
 }
 
-/* The chunked body starting at buf: complete? Then de-chunk it in place (the
- * buffer is ours during the read callback; decoded bytes never overtake the
- * framing they come from) and return the encoded length; 0 when more input
- * is needed; an http error code. */
-static long dechunk(conn *c, char *buf, size_t len, csock_http_str *body)
+/* The chunked body starting at buf: complete? Then its encoded length, and
+ * its decoded one in *decoded; 0 when more input is needed; an http error
+ * code. */
+static long chunked_extent(conn *c, const char *buf, size_t len, size_t *decoded)
 {
     csock_http_chunked st;
-    size_t pos = 0, used;
+    size_t pos = 0, used, sum = 0;
     csock_http_slice d;
     int rc;
     csock_http_chunked_init(&st, c->hs->o.max_body);
     while ((rc = csock_http_chunked_decode(&st, buf + pos, len - pos, &used, &d)) ==
-           CSOCK_HTTP_CHUNK_DATA)
+           CSOCK_HTTP_CHUNK_DATA) {
         pos += used;
+        sum += d.len;
+    }
     if (rc == CSOCK_HTTP_INCOMPLETE) return 0;
     if (rc < 0) return rc;
-    pos += used;
-    size_t end = pos, w = 0;
-    pos = 0;
-    csock_http_chunked_init(&st, c->hs->o.max_body);
-    while (csock_http_chunked_decode(&st, buf + pos, end - pos, &used, &d) == CSOCK_HTTP_CHUNK_DATA) {
-        memmove(buf + w, d.ptr, d.len);
-        w += d.len;
+    *decoded = sum;
+    return (long)(pos + used);
+}
+
+/* Copy the data of the complete chunked body buf[0..len) to dst. */
+static void dechunk(const char *buf, size_t len, char *dst)
+{
+    csock_http_chunked st;
+    size_t pos = 0, used;
+    csock_http_slice d;
+    csock_http_chunked_init(&st, UINT64_MAX); /* checked by chunked_extent */
+    while (csock_http_chunked_decode(&st, buf + pos, len - pos, &used, &d) == CSOCK_HTTP_CHUNK_DATA) {
+        memcpy(dst, d.ptr, d.len);
+        dst += d.len;
         pos += used;
     }
-    *body = (csock_http_str){buf, w};
-    return (long)end;
+}
+
+/* No room for the request's copy: 500, and end. */
+static long no_memory(conn *c)
+{
+    clear_request(&c->req);
+    send_error(c, 500);
+    return -1;
+}
+
+/* The head buf[0..head) is complete but the request is refused: answer
+ * `status` (the log sees the head) and end. */
+static long refuse(conn *c, const char *buf, size_t head, int status)
+{
+    if (keep_head(c, buf, head, 0) < 0) return no_memory(c);
+    send_error(c, status);
+    return -1;
 }
 
 /* Handle the request at the start of buf. Returns the bytes it took (> 0),
@@ -540,33 +751,34 @@ static long handle_one(conn *c, char *buf, size_t len)
     r->p.max_headers = MAX_HEADERS;
     c->want_body = 0;
     int rc = csock_http_parse_request(buf, len, &r->p, &hs->limits);
-    if (rc == CSOCK_HTTP_INCOMPLETE) return 0;
     if (rc < 0) {
+        clear_request(r);
+        if (rc == CSOCK_HTTP_INCOMPLETE) return 0;
         send_error(c, csock_http_status(rc));
         return -1;
     }
-    size_t head = (size_t)rc, total = head;
-    r->body = (csock_http_str){"", 0};
+    size_t head = (size_t)rc, enc = 0, blen = 0;
     if (r->p.chunked) {
-        long n = dechunk(c, buf + head, len - head, &r->body);
-        if (n < 0) {
-            send_error(c, csock_http_status((int)n));
-            return -1;
-        }
+        long n = chunked_extent(c, buf + head, len - head, &blen);
+        if (n < 0) return refuse(c, buf, head, csock_http_status((int)n));
         if (n == 0) goto need_body;
-        total += (size_t)n;
+        enc = (size_t)n;
     } else if (r->p.content_length > 0) {
-        if ((uint64_t)r->p.content_length > hs->o.max_body) {
-            send_error(c, 413);
-            return -1;
-        }
+        if ((uint64_t)r->p.content_length > hs->o.max_body) return refuse(c, buf, head, 413);
         if (len - head < (uint64_t)r->p.content_length) goto need_body;
-        r->body = (csock_http_str){buf + head, (size_t)r->p.content_length};
-        total += (size_t)r->p.content_length;
+        enc = blen = (size_t)r->p.content_length;
     }
+    if (keep_head(c, buf, head, blen) < 0) return no_memory(c);
+    char *body = c->rq + head;
+    if (r->p.chunked)
+        dechunk(buf + head, enc, body);
+    else if (blen)
+        memcpy(body, buf + head, blen);
+    r->body = (csock_http_str){body, blen};
     dispatch(c);
-    return c->closing ? -1 : (long)total;
+    return c->closing ? -1 : (long)(head + enc);
 need_body:
+    if (keep_head(c, buf, head, 0) < 0) return no_memory(c);
     c->want_body = 1;
     if (r->p.expect_continue && !c->sent_continue) {
         c->sent_continue = 1;
@@ -589,6 +801,7 @@ static void on_answer_sent(csock_stream *s, int status)
 
 static void keepalive(conn *c)
 {
+    drop_big_request(c);
     if (csock_stream_write_queue_size(c->s)) {
         tl_remove(c);
         csock_stream_on_drain(c->s, on_answer_sent);
@@ -690,9 +903,15 @@ static void on_conn_closed(csock_stream *s)
         if (c->next) c->next->prev = c->prev;
         hs->nconns--;
     }
-    free(c->req.extra);
-    free(c->ob);
-    free(c);
+    c->hs = NULL;
+    c->s = NULL;
+    if (c->busy) {
+        /* The handler still holds the request (an answer given later): it
+         * stays valid, its answer returns -EPIPE, and finish() frees it. */
+        c->orphan = 1;
+        return;
+    }
+    conn_free(c);
 }
 
 int csock_http_server_accept(csock_http_server *hs, csock_stream *s)
@@ -706,6 +925,7 @@ int csock_http_server_accept(csock_http_server *hs, csock_stream *s)
     c->s = s;
     c->tl = TL_NONE;
     c->req.c = c;
+    clear_request(&c->req);
     c->next = hs->conns;
     if (hs->conns) hs->conns->prev = c;
     hs->conns = c;
@@ -724,6 +944,8 @@ int csock_http_server_accept(csock_http_server *hs, csock_stream *s)
 }
 
 static uint64_t or_default(uint64_t v, uint64_t d) { return v ? v : d; }
+
+static uint64_t sat_add(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
 
 int csock_http_server_new(csock_loop *loop, const csock_http_opts *opts, csock_http_server **out)
 {
@@ -748,8 +970,9 @@ int csock_http_server_new(csock_loop *loop, const csock_http_opts *opts, csock_h
     hs->tl_ms[TL_KEEPALIVE] = or_default(opts->keepalive_timeout_ms, 30000);
     hs->limits.max_request_line = opts->max_request_line;
     hs->limits.max_head = opts->max_head ? opts->max_head : CSOCK_HTTP_MAX_HEAD;
-    /* Room for a whole head and a whole body (chunk framing included). */
-    uint64_t mr = hs->limits.max_head + 2 * hs->o.max_body + 4096;
+    /* Room for a whole head and a whole body (chunk framing included),
+     * saturated: a max_body near UINT64_MAX must not wrap to a small limit. */
+    uint64_t mr = sat_add(sat_add(hs->limits.max_head, sat_add(hs->o.max_body, hs->o.max_body)), 4096);
     hs->max_read = mr > (1u << 30) ? (1u << 30) : (size_t)mr;
     snprintf(hs->server, sizeof hs->server, "Server: %.60s\r\n",
              opts->server_name ? opts->server_name : "csock");
@@ -804,7 +1027,7 @@ csock_http_str csock_http_query(const csock_http_req *r) { return r->query; }
 int csock_http_minor(const csock_http_req *r) { return r->p.minor_version; }
 int csock_http_is_head(const csock_http_req *r) { return r->head; }
 csock_http_str csock_http_body(const csock_http_req *r) { return r->body; }
-csock_stream *csock_http_stream(const csock_http_req *r) { return r->c->s; }
+csock_stream *csock_http_stream(const csock_http_req *r) { return r->c->s; /* NULL once closed */ }
 
 csock_http_str csock_http_get_header(const csock_http_req *r, const char *name)
 {
