@@ -197,8 +197,12 @@ typedef struct csock_http_static_opts {
 } csock_http_static_opts;
 
 /* Serve the files under directory `root`: GET and HEAD, index files,
- * listings, ETag/Last-Modified with If-None-Match/If-Modified-Since (304),
- * single byte ranges (206/416; several ranges get 200 and the whole file).
+ * listings (a directory without its slash: 301 to it, the query kept),
+ * ETag/Last-Modified with the preconditions of RFC 9110 section 13.2.2
+ * (If-Match, If-Unmodified-Since: 412; If-None-Match, If-Modified-Since:
+ * 304), byte ranges on GET (206; several: multipart/byteranges, overlapping
+ * or touching ones merged, at most 32 else the whole file; none
+ * satisfiable, or an invalid one such as "5-2": 416).
  * No path leaves root: the target is percent-decoded (%00 and malformed
  * escapes are 400), NUL and backslash are 400, a `..` that would climb
  * above root is 400, and files are opened with openat2(RESOLVE_BENEATH |

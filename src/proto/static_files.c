@@ -200,67 +200,144 @@ static void send_status(csock_http_req *r, int status)
     csock_http_send(r, status, body, (size_t)n);
 }
 
-/* Does the If-None-Match list hold our tag (weak comparison)? */
-static int etag_match(csock_http_str inm, const char *etag)
+/* Does the entity-tag list (If-Match, If-None-Match) hold our tag? `weak`:
+ * the weak comparison (W/"x" matches "x"), else the strong one (a weak tag
+ * matches nothing), RFC 9110 section 8.8.3.2. "*" matches any file. */
+static int etag_match(csock_http_str list, const char *etag, int weak)
 {
     size_t el = strlen(etag), i = 0;
-    while (i < inm.len) {
-        while (i < inm.len && (inm.ptr[i] == ' ' || inm.ptr[i] == '\t' || inm.ptr[i] == ',')) i++;
+    while (i < list.len) {
+        while (i < list.len && (list.ptr[i] == ' ' || list.ptr[i] == '\t' || list.ptr[i] == ','))
+            i++;
         size_t s = i;
-        while (i < inm.len && inm.ptr[i] != ',') i++;
+        while (i < list.len && list.ptr[i] != ',') i++;
         size_t e = i;
-        while (e > s && (inm.ptr[e - 1] == ' ' || inm.ptr[e - 1] == '\t')) e--;
-        if (e - s == 1 && inm.ptr[s] == '*') return 1;
-        if (e - s > 2 && inm.ptr[s] == 'W' && inm.ptr[s + 1] == '/') s += 2;
-        if (e - s == el && !memcmp(inm.ptr + s, etag, el)) return 1;
+        while (e > s && (list.ptr[e - 1] == ' ' || list.ptr[e - 1] == '\t')) e--;
+        if (e - s == 1 && list.ptr[s] == '*') return 1;
+        if (e - s > 2 && list.ptr[s] == 'W' && list.ptr[s + 1] == '/') {
+            if (!weak) continue;
+            s += 2;
+        }
+        if (e - s == el && !memcmp(list.ptr + s, etag, el)) return 1;
     }
     return 0;
 }
 
+/* An HTTP-date in any of its three forms (RFC 9110 section 5.6.7: a
+ * recipient must accept all three), or -1. */
 static int64_t parse_http_date(csock_http_str v)
 {
+    static const char *const forms[] = {
+        "%a, %d %b %Y %H:%M:%S GMT", /* IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT */
+        "%A, %d-%b-%y %H:%M:%S GMT", /* RFC 850: Sunday, 06-Nov-94 08:49:37 GMT */
+        "%a %b %e %H:%M:%S %Y",      /* asctime: Sun Nov  6 08:49:37 1994 */
+    };
     char buf[64];
-    struct tm tm = {0};
     if (!v.ptr || v.len >= sizeof buf) return -1;
     memcpy(buf, v.ptr, v.len);
     buf[v.len] = 0;
-    char *end = strptime(buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    if (!end || *end) return -1;
-    return (int64_t)timegm(&tm);
+    for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
+        struct tm tm = {0};
+        char *end = strptime(buf, forms[i], &tm);
+        if (end && !*end) return (int64_t)timegm(&tm);
+    }
+    return -1;
 }
 
-/* One range "bytes=A-B", "bytes=A-" or "bytes=-N" against `size`. Returns 1
- * with [*first, *last], 0 to ignore it (malformed, or several ranges: the
- * whole file is sent), -1 when unsatisfiable (416). */
-static int parse_range(csock_http_str v, uint64_t size, uint64_t *first, uint64_t *last)
+/* ---- ranges (RFC 9110 section 14) ------------------------------------------------ */
+
+#define MAX_RANGES 32 /* more range-specs than this: the Range field is ignored */
+
+typedef struct range {
+    uint64_t first, last;
+} range;
+
+/* One range-spec "A-B", "A-" or "-N" in p[0..n) against `size`: 1 with *r
+ * when satisfiable, 0 when valid but not satisfiable, -1 when invalid. */
+static int parse_spec(const char *p, size_t n, uint64_t size, range *r)
 {
-    if (v.len < 7 || strncasecmp(v.ptr, "bytes=", 6) || memchr(v.ptr, ',', v.len)) return 0;
-    const char *p = v.ptr + 6, *end = v.ptr + v.len;
+    const char *end = p + n;
     uint64_t a = 0, b = 0;
     int has_a = 0, has_b = 0;
-    while (p < end && *p == ' ') p++;
     for (; p < end && isdigit((unsigned char)*p); p++, has_a = 1) {
-        if (a > (UINT64_MAX - 9) / 10) return 0;
+        if (a > (UINT64_MAX - 9) / 10) return -1;
         a = a * 10 + (uint64_t)(*p - '0');
     }
-    if (p >= end || *p++ != '-') return 0;
+    if (p >= end || *p++ != '-') return -1;
     for (; p < end && isdigit((unsigned char)*p); p++, has_b = 1) {
-        if (b > (UINT64_MAX - 9) / 10) return 0;
+        if (b > (UINT64_MAX - 9) / 10) return -1;
         b = b * 10 + (uint64_t)(*p - '0');
     }
-    while (p < end && *p == ' ') p++;
-    if (p != end || (!has_a && !has_b)) return 0;
+    if (p != end || (!has_a && !has_b)) return -1;
     if (!has_a) { /* suffix: the last b bytes */
-        if (b == 0 || size == 0) return -1;
-        *first = b >= size ? 0 : size - b;
-        *last = size - 1;
+        if (b == 0 || size == 0) return 0;
+        *r = (range){b >= size ? 0 : size - b, size - 1};
         return 1;
     }
-    if (has_b && b < a) return 0; /* invalid: ignored (RFC 9110 14.1.1) */
-    if (a >= size) return -1;
-    *first = a;
-    *last = has_b && b < size ? b : size - 1;
+    if (has_b && b < a) return -1; /* last-pos before first-pos: invalid (14.1.1) */
+    if (a >= size) return 0;
+    *r = (range){a, has_b && b < size ? b : size - 1};
     return 1;
+}
+
+/* Add r to the ranges kept so far, coalescing it with any it overlaps or
+ * touches (RFC 9110 section 15.3.7.2 allows it): the merged range takes the
+ * place of the earliest one it absorbs; the others keep the order they were
+ * asked in (15.3.7.2: the parts should come in that order). Ends lie below
+ * the file's size, so `last + 1` cannot wrap. */
+static void add_range(range *rs, size_t *n, range r)
+{
+    size_t at = *n, i = 0;
+    while (i < *n) {
+        range o = rs[i];
+        if (r.first > o.last + 1 || o.first > r.last + 1) {
+            i++;
+            continue;
+        }
+        if (o.first < r.first) r.first = o.first;
+        if (o.last > r.last) r.last = o.last;
+        if (i < at) at = i;
+        memmove(rs + i, rs + i + 1, (*n - i - 1) * sizeof *rs);
+        (*n)--;
+        i = 0; /* the grown range may now touch one it passed */
+    }
+    if (at > *n) at = *n;
+    memmove(rs + at + 1, rs + at, (*n - at) * sizeof *rs);
+    rs[at] = r;
+    (*n)++;
+}
+
+/* Parse a Range field against `size` into rs[MAX_RANGES]. Returns the
+ * number of ranges to send (>= 1), 0 to ignore the field and send the whole
+ * file (another unit, or more than MAX_RANGES specs: RFC 9110 section 14.2
+ * lets a server ignore Range), or -1 for 416: no spec is satisfiable, or
+ * the field is invalid (a spec such as "5-2"; section 14.2 lets a server
+ * reject an invalid ranges-specifier, and nginx and lighttpd both answer
+ * 416 to it). */
+static int parse_ranges(csock_http_str v, uint64_t size, range *rs)
+{
+    if (v.len < 6 || strncasecmp(v.ptr, "bytes=", 6)) return 0; /* MUST ignore other units */
+    const char *p = v.ptr + 6, *end = v.ptr + v.len;
+    size_t n = 0, specs = 0;
+    while (p <= end) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *e = comma ? comma : end;
+        const char *s = p;
+        while (s < e && (*s == ' ' || *s == '\t')) s++;
+        const char *t = e;
+        while (t > s && (t[-1] == ' ' || t[-1] == '\t')) t--;
+        if (t > s) { /* empty list elements are allowed (RFC 9110 section 5.6.1) */
+            if (++specs > MAX_RANGES) return 0;
+            range r;
+            int rc = parse_spec(s, (size_t)(t - s), size, &r);
+            if (rc < 0) return -1;
+            if (rc > 0) add_range(rs, &n, r);
+        }
+        if (!comma) break;
+        p = comma + 1;
+    }
+    if (!specs) return -1;
+    return n ? (int)n : -1;
 }
 
 static void file_info(finfo *fi, const struct stat *sb, const char *name)
@@ -275,6 +352,105 @@ static void file_info(finfo *fi, const struct stat *sb, const char *name)
     fi->mime = mime_type(name);
 }
 
+/* The preconditions of RFC 9110 section 13.2.2, in its order: 412 when
+ * If-Match (or, without it, If-Unmodified-Since) fails; 304 when
+ * If-None-Match (or, without it, If-Modified-Since) finds the file
+ * unchanged; 0 to go on. An invalid date is ignored (13.1.3, 13.1.4). */
+static int preconditions(const csock_http_req *r, const finfo *fi)
+{
+    csock_http_str im = csock_http_get_header(r, "If-Match");
+    if (im.ptr) {
+        if (!etag_match(im, fi->etag, 0)) return 412;
+    } else {
+        int64_t ius = parse_http_date(csock_http_get_header(r, "If-Unmodified-Since"));
+        if (ius >= 0 && fi->mtime > ius) return 412;
+    }
+    csock_http_str inm = csock_http_get_header(r, "If-None-Match");
+    if (inm.ptr) return etag_match(inm, fi->etag, 1) ? 304 : 0;
+    int64_t ims = parse_http_date(csock_http_get_header(r, "If-Modified-Since"));
+    return ims >= 0 && fi->mtime <= ims ? 304 : 0;
+}
+
+/* The Range field to honour: only for GET (14.2), and with If-Range only
+ * when its validator still names this file (13.1.5: an entity-tag by
+ * strong comparison, a date by exact match). */
+static csock_http_str wanted_range(const csock_http_req *r, const finfo *fi)
+{
+    csock_http_str none = {NULL, 0}, want = csock_http_get_header(r, "Range");
+    if (!want.ptr || csock_http_is_head(r)) return none;
+    csock_http_str ifr = csock_http_get_header(r, "If-Range");
+    if (ifr.ptr && !(ifr.len == strlen(fi->etag) && !memcmp(ifr.ptr, fi->etag, ifr.len)) &&
+        parse_http_date(ifr) != fi->mtime)
+        return none;
+    return want;
+}
+
+/* ---- multipart/byteranges (RFC 9110 section 14.6) ---------------------------------- */
+
+static uint32_t path_hash(const char *p)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
+    return h;
+}
+
+
+/* The header of part i ("\r\n--B\r\nContent-Type: ...\r\nContent-Range: ...\r\n\r\n"),
+ * or with i == n the closing delimiter ("\r\n--B--\r\n"), into out[256]. */
+static int part_head(char *out, const char *boundary, const finfo *fi, const range *rs, int i,
+                     int n)
+{
+    if (i == n) return snprintf(out, 256, "\r\n--%s--\r\n", boundary);
+    return snprintf(out, 256, "\r\n--%s\r\nContent-Type: %s\r\nContent-Range: bytes %llu-%llu/%llu\r\n\r\n",
+                    boundary, fi->mime, (unsigned long long)rs[i].first,
+                    (unsigned long long)rs[i].last, (unsigned long long)fi->size);
+}
+
+/* Several ranges in one 206: from memory (a cached file, one send) or
+ * from `fd` (the parts' heads written between pieces sent with sendfile). */
+static void send_multipart(csock_http_req *r, int fd, const char *data, const finfo *fi,
+                           const range *rs, int n)
+{
+    char boundary[40], ct[80], ph[256];
+    /* Not in the data with any useful likelihood; differs per file version. */
+    snprintf(boundary, sizeof boundary, "csock-%08x%08x", (unsigned)path_hash(fi->etag),
+             (unsigned)(fi->size * 2654435761u));
+    snprintf(ct, sizeof ct, "multipart/byteranges; boundary=%s", boundary);
+    csock_http_add_header(r, "Content-Type", ct);
+    uint64_t total = 0;
+    for (int i = 0; i <= n; i++) {
+        total += (uint64_t)part_head(ph, boundary, fi, rs, i, n);
+        if (i < n) total += rs[i].last - rs[i].first + 1;
+    }
+    if (data) { /* a cached file: at most CACHE_MAX_FILE bytes of data */
+        char *body = malloc(total);
+        if (!body) return send_status(r, 500);
+        size_t w = 0;
+        for (int i = 0; i <= n; i++) {
+            w += (size_t)part_head(body + w, boundary, fi, rs, i, n);
+            if (i < n) {
+                memcpy(body + w, data + rs[i].first, (size_t)(rs[i].last - rs[i].first + 1));
+                w += (size_t)(rs[i].last - rs[i].first + 1);
+            }
+        }
+        csock_http_send(r, 206, body, w);
+        free(body);
+        return;
+    }
+    int rc = csock_http_start_length(r, 206, total);
+    for (int i = 0; i <= n && rc >= 0; i++) {
+        int len = part_head(ph, boundary, fi, rs, i, n);
+        rc = csock_http_write(r, ph, (size_t)len);
+        if (rc < 0 || i == n) continue;
+        int last = i == n - 1; /* the last piece takes the fd along */
+        rc = csock_http_write_file(r, fd, (off_t)rs[i].first,
+                                   (size_t)(rs[i].last - rs[i].first + 1), last);
+        if (last) fd = -1; /* closed by the call, whatever it returned */
+    }
+    if (fd >= 0) close(fd);
+    csock_http_end(r);
+}
+
 /* Answer with a file: from `data` when it is in memory, else from `fd`
  * (which this closes). Conditionals first, then ranges. */
 static void serve_file(csock_http_req *r, int fd, const char *data, const finfo *fi)
@@ -283,40 +459,31 @@ static void serve_file(csock_http_req *r, int fd, const char *data, const finfo 
     uint64_t size = fi->size;
     csock_http_add_header(r, "ETag", fi->etag);
     csock_http_add_header(r, "Last-Modified", fi->lm);
-    csock_http_str inm = csock_http_get_header(r, "If-None-Match");
-    int not_modified = 0;
-    if (inm.ptr) {
-        not_modified = etag_match(inm, fi->etag);
-    } else {
-        int64_t ims = parse_http_date(csock_http_get_header(r, "If-Modified-Since"));
-        not_modified = ims >= 0 && fi->mtime <= ims;
-    }
-    if (not_modified) {
+    int pre = preconditions(r, fi);
+    if (pre) {
         if (fd >= 0) close(fd);
-        csock_http_send(r, 304, NULL, 0);
+        if (pre == 304) csock_http_send(r, 304, NULL, 0);
+        else send_status(r, pre);
         return;
     }
-    csock_http_add_header(r, "Content-Type", fi->mime);
     csock_http_add_header(r, "Accept-Ranges", "bytes");
-    csock_http_str range = csock_http_get_header(r, "Range");
-    if (range.ptr) {
-        /* If-Range with another validator: the whole (changed) file. */
-        csock_http_str ifr = csock_http_get_header(r, "If-Range");
-        if (ifr.ptr && !(ifr.len == strlen(fi->etag) && !memcmp(ifr.ptr, fi->etag, ifr.len)) &&
-            parse_http_date(ifr) != fi->mtime)
-            range.ptr = NULL;
-    }
-    uint64_t first = 0, last = size ? size - 1 : 0;
-    int rc = range.ptr ? parse_range(range, size, &first, &last) : 0;
-    int status = 200;
-    if (rc < 0) {
+    csock_http_str want = wanted_range(r, fi);
+    range rs[MAX_RANGES];
+    int n = want.ptr ? parse_ranges(want, size, rs) : 0;
+    if (n < 0) {
         if (fd >= 0) close(fd);
         snprintf(cr, sizeof cr, "bytes */%llu", (unsigned long long)size);
         csock_http_add_header(r, "Content-Range", cr);
         csock_http_send(r, 416, NULL, 0);
         return;
     }
-    if (rc > 0) {
+    if (n > 1) return send_multipart(r, fd, data, fi, rs, n);
+    csock_http_add_header(r, "Content-Type", fi->mime);
+    uint64_t first = 0, last = size ? size - 1 : 0;
+    int status = 200;
+    if (n == 1) {
+        first = rs[0].first;
+        last = rs[0].last;
         snprintf(cr, sizeof cr, "bytes %llu-%llu/%llu", (unsigned long long)first,
                  (unsigned long long)last, (unsigned long long)size);
         csock_http_add_header(r, "Content-Range", cr);
@@ -327,13 +494,6 @@ static void serve_file(csock_http_req *r, int fd, const char *data, const finfo 
         csock_http_send(r, status, data + first, len);
     else
         csock_http_send_file(r, status, fd, (off_t)first, len, 1);
-}
-
-static uint32_t path_hash(const char *p)
-{
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
-    return h;
 }
 
 /* A cached small file named `rel` that is younger than CACHE_TTL_MS. */
@@ -520,13 +680,21 @@ static csock_http_str target_path(const csock_http_req *r)
     return (csock_http_str){slash, p.len - (size_t)(slash - p.ptr)};
 }
 
+/* "/dir" names a directory: 301 to "/dir/", with the query kept ("/dir?x"
+ * goes to "/dir/?x", as nginx and lighttpd do). */
 static void redirect_slash(csock_http_req *r, csock_http_str path)
 {
     char loc[PATH_MAX_DECODED + 2];
-    if (path.len + 2 > sizeof loc) return send_status(r, 414);
+    csock_http_str q = csock_http_query(r);
+    size_t ql = q.len ? q.len + 1 : 0;
+    if (path.len + ql + 2 > sizeof loc) return send_status(r, 414);
     memcpy(loc, path.ptr, path.len);
     loc[path.len] = '/';
-    loc[path.len + 1] = 0;
+    if (ql) {
+        loc[path.len + 1] = '?';
+        memcpy(loc + path.len + 2, q.ptr, q.len);
+    }
+    loc[path.len + 1 + ql] = 0;
     csock_http_add_header(r, "Location", loc);
     send_status(r, 301);
 }

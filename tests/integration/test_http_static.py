@@ -124,8 +124,7 @@ def main():
                                   ("bytes=0-100", 206, b"hello world!", "bytes 0-11/12"),
                                   ("bytes=12-", 416, b"", "bytes */12"),
                                   ("bytes=-0", 416, b"", "bytes */12"),
-                                  ("bytes=0-1,4-5", 200, b"hello world!", None),
-                                  ("bytes=5-2", 200, b"hello world!", None),
+                                  ("bytes=5-2", 416, b"", "bytes */12"),  # more in test_http_ranges
                                   ("chars=0-1", 200, b"hello world!", None)]:
             c.request("GET", "/small.txt", headers={"Range": rng})
             resp = c.getresponse()

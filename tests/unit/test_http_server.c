@@ -340,6 +340,50 @@ static void test_status_range(void **state)
     stop(&f);
 }
 
+/* ---- a streamed body of announced length ------------------------------------------ */
+
+static int len_rcs[4];
+
+static void short_body(csock_http_req *r, void *data)
+{
+    (void)data;
+    len_rcs[0] = csock_http_start_length(r, 200, 10);
+    len_rcs[1] = csock_http_write(r, "12345", 5);
+    len_rcs[2] = csock_http_write(r, "123456", 6); /* past the length: refused */
+    len_rcs[3] = csock_http_end(r);                /* 5 short: the connection closes */
+}
+
+static void test_start_length(void **state)
+{
+    (void)state;
+    fixture f;
+    csock_http_opts o = {.handler = short_body};
+    start(&f, &o);
+    static const char req[] = "GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+    client c;
+    client_open(&c, f.port, req, sizeof req - 1);
+    char got[512];
+    size_t n = 0;
+    ssize_t k = 1;
+    uint64_t deadline = h_now_ms() + 10000;
+    while (k != 0 && h_now_ms() < deadline) { /* read to the server's close */
+        k = recv(c.fd, got + n, sizeof got - 1 - n, 0);
+        if (k > 0) n += (size_t)k;
+        h_spin(f.loop, 1);
+    }
+    got[n] = 0;
+    assert_int_equal(k, 0);
+    assert_int_equal(len_rcs[0], 0);
+    assert_int_equal(len_rcs[1], 0);
+    assert_int_equal(len_rcs[2], -EINVAL);
+    assert_int_equal(len_rcs[3], -EINVAL);
+    assert_non_null(strstr(got, "Content-Length: 10\r\n"));
+    assert_non_null(strstr(got, "\r\n\r\n12345"));
+    assert_null(strstr(got, "Transfer-Encoding"));
+    close(c.fd);
+    stop(&f);
+}
+
 /* ---- max_body near UINT64_MAX ------------------------------------------------------ */
 
 static size_t body_seen;
@@ -395,6 +439,7 @@ int main(void)
         cmocka_unit_test(test_answer_after_close),
         cmocka_unit_test(test_answer_after_reset),
         cmocka_unit_test(test_status_range),
+        cmocka_unit_test(test_start_length),
         cmocka_unit_test(test_huge_max_body),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
