@@ -217,6 +217,13 @@ int csock_http_static_new(const char *root, const csock_http_static_opts *opts,
 /* The handler: pass the csock_http_static as its data. */
 void csock_http_static_handler(csock_http_req *r, void *data);
 
+/* Another csock_http_static for the same root, for another loop: it shares
+ * the root's fd (opened once by csock_http_static_new, so nothing is opened
+ * when the loops start) and has a cache of its own. Free every clone before
+ * the original. Call it on any thread (it reads `st` only). Returns 0 or
+ * -ENOMEM. */
+int csock_http_static_clone(const csock_http_static *st, csock_http_static **out);
+
 /* Free it once no server uses it. */
 void csock_http_static_free(csock_http_static *st);
 

@@ -1,8 +1,12 @@
 /* csock serve http DIR ADDR...: the static-file server (issue 6).
  *
  * One csock_http_server and one csock_http_static (which caches small files)
- * per loop of a csock_server, made in loop_start and found again through
- * the loop's data slot (the CLI owns that slot). */
+ * per loop of a csock_server, found through the loop's data slot (the CLI
+ * owns that slot). They are all made before anything listens, sharing one
+ * fd of DIR: a loop that opened DIR once the listeners were accepting could
+ * find the descriptors taken by clients and die of EMFILE at start-up;
+ * this way start-up fails cleanly or not at all, and EMFILE later costs
+ * only a client (the listener's reserve fd, or a 503). */
 #include <fcntl.h>
 #include <getopt.h>
 #include <stdlib.h>
@@ -47,10 +51,10 @@ static const char http_usage[] =
     "argument (bad option or address, DIR missing, tls:// without --cert).\n";
 
 typedef struct app {
-    const char *dir;
     cli_tls tls_opts;           /* --cert, --key, ... */
     csock_tls_ctx *tls;         /* for tls:// endpoints, shared by the loops */
     csock_http_static_opts so;
+    csock_http_static *root;    /* DIR's fd, shared by the loops' clones */
     csock_http_opts hopts;
     int log_fd;                 /* -1: no access log */
 } app;
@@ -100,30 +104,37 @@ typedef struct per_loop {
     csock_http_static *st;
 } per_loop;
 
-static void loop_start(csock_server *srv, csock_loop *loop, unsigned index)
+/* Each loop's server and static handler, made on the main thread before
+ * the loops run (and before anything listens). */
+static int make_loops(csock_server *srv, app *a)
 {
-    app *a = csock_server_data(srv);
-    per_loop *pl = calloc(1, sizeof *pl);
-    if (!pl) cli_die(CLI_ERR, "http: %s", csock_strerror(-ENOMEM));
-    int rc = csock_http_static_new(a->dir, &a->so, &pl->st);
-    if (rc < 0) cli_die(CLI_ERR, "serve http: %s: %s", a->dir, csock_strerror(rc));
-    csock_http_opts o = a->hopts;
-    o.handler = csock_http_static_handler;
-    o.data = pl->st;
-    rc = csock_http_server_new(loop, &o, &pl->hs);
-    if (rc < 0) cli_die(CLI_ERR, "http: %s", csock_strerror(rc));
-    csock_loop_set_data(loop, pl);
+    for (unsigned i = 0; i < csock_server_threads(srv); i++) {
+        csock_loop *loop = csock_server_loop(srv, i);
+        per_loop *pl = calloc(1, sizeof *pl);
+        if (!pl) return -ENOMEM;
+        csock_loop_set_data(loop, pl);
+        int rc = csock_http_static_clone(a->root, &pl->st);
+        if (rc < 0) return rc;
+        csock_http_opts o = a->hopts;
+        o.handler = csock_http_static_handler;
+        o.data = pl->st;
+        rc = csock_http_server_new(loop, &o, &pl->hs);
+        if (rc < 0) return rc;
+    }
+    return 0;
 }
 
-static void loop_stop(csock_server *srv, csock_loop *loop, unsigned index)
+static void free_loop(csock_loop *loop)
 {
     per_loop *pl = csock_loop_get_data(loop);
     if (!pl) return;
-    csock_http_server_close(pl->hs); /* no handler runs after this */
+    if (pl->hs) csock_http_server_close(pl->hs); /* no handler runs after this */
     csock_http_static_free(pl->st);
     free(pl);
     csock_loop_set_data(loop, NULL);
 }
+
+static void loop_stop(csock_server *srv, csock_loop *loop, unsigned index) { free_loop(loop); }
 
 static void on_accept(csock_listener *l, csock_stream *s, int status)
 {
@@ -202,12 +213,12 @@ int cli_serve_http(int argc, char **argv)
         if (!csock_addr_is_stream(&addr))
             cli_die(CLI_USAGE, "serve http: %s: HTTP needs a stream address", argv[i]);
     }
-    /* Check DIR now, for a one-line error before anything listens. */
-    csock_http_static *probe;
-    int rc = csock_http_static_new(dir, &a.so, &probe);
-    if (rc < 0) cli_die(CLI_USAGE, "serve http: %s: %s", dir, csock_strerror(rc));
-    csock_http_static_free(probe);
-    a.dir = dir;
+    /* Open DIR now, for a one-line error before anything listens. Only a
+     * DIR that is missing or not a directory is a wrong argument. */
+    int rc = csock_http_static_new(dir, &a.so, &a.root);
+    if (rc < 0)
+        cli_die(rc == -ENOENT || rc == -ENOTDIR || rc == -EACCES ? CLI_USAGE : CLI_ERR,
+                "serve http: %s: %s", dir, csock_strerror(rc));
     if (log_path) {
         a.log_fd = strcmp(log_path, "-") ? open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)
                                          : STDOUT_FILENO;
@@ -215,7 +226,6 @@ int cli_serve_http(int argc, char **argv)
         a.hopts.log = access_log;
         a.hopts.log_data = &a;
     }
-    sopts.loop_start = loop_start;
     sopts.loop_stop = loop_stop;
     sopts.data = &a;
     if (!sopts.drain_timeout_ms) sopts.drain_timeout_ms = 1;
@@ -223,6 +233,8 @@ int cli_serve_http(int argc, char **argv)
     csock_server *srv;
     rc = csock_server_new(&srv, &sopts);
     if (rc < 0) cli_die(CLI_ERR, "server: %s", csock_strerror(rc));
+    rc = make_loops(srv, &a);
+    if (rc < 0) cli_die(CLI_ERR, "serve http: %s", csock_strerror(rc));
     for (int i = optind; i < argc; i++) {
         csock_addr addr, bound;
         cli_addr(argv[i], CSOCK_ADDR_PASSIVE, &addr);
@@ -235,7 +247,10 @@ int cli_serve_http(int argc, char **argv)
         fflush(stdout);
     }
     rc = csock_server_run(srv);
+    /* A loop whose thread never started still holds its part. */
+    for (unsigned i = 0; i < csock_server_threads(srv); i++) free_loop(csock_server_loop(srv, i));
     csock_server_free(srv);
+    csock_http_static_free(a.root);
     csock_tls_ctx_free(a.tls);
     if (a.log_fd > STDOUT_FILENO) close(a.log_fd);
     if (rc < 0) cli_die(CLI_ERR, "server: %s", csock_strerror(rc));

@@ -57,6 +57,7 @@ struct csock_http_static {
     int list;           /* --list */
     char *index;        /* "index.html" */
     int no_openat2;     /* the kernel lacks openat2 (or CSOCK_HTTP_NO_OPENAT2 is set) */
+    int shared;         /* a clone: dirfd, root_real and index belong to the original */
     centry *cache[CACHE_SLOTS]; /* NULL slots are empty; filled lazily */
 };
 
@@ -186,6 +187,9 @@ static int errno_status(int err)
     case -ELOOP:
     case -EACCES:
     case -EPERM: return 403;
+    case -EMFILE: /* out of descriptors or memory for now: try again later */
+    case -ENFILE:
+    case -ENOMEM: return 503;
     default: return 500;
     }
 }
@@ -424,7 +428,7 @@ static void send_multipart(csock_http_req *r, int fd, const char *data, const fi
     }
     if (data) { /* a cached file: at most CACHE_MAX_FILE bytes of data */
         char *body = malloc(total);
-        if (!body) return send_status(r, 500);
+        if (!body) return send_status(r, 503);
         size_t w = 0;
         for (int i = 0; i <= n; i++) {
             w += (size_t)part_head(body + w, boundary, fi, rs, i, n);
@@ -604,15 +608,17 @@ static int cmp_names(const void *a, const void *b)
 static void send_listing(csock_http_req *r, int fd, const char *rel)
 {
     int dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int err = dfd < 0 ? -errno : 0;
     close(fd);
     DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
     if (!d) {
         if (dfd >= 0) close(dfd);
-        return send_status(r, 500);
+        return send_status(r, errno_status(err ? err : -ENOMEM));
     }
     char **names = NULL;
     size_t n = 0, cap = 0;
     struct dirent *e;
+    buf b = {0};
     while ((e = readdir(d))) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         if (n == cap) {
@@ -630,9 +636,9 @@ static void send_listing(csock_http_req *r, int fd, const char *rel)
         nm[l + 1] = 0;
         names[n++] = nm;
     }
+    b.oom = e != NULL; /* stopped short: no listing that lacks names */
     closedir(d);
-    qsort(names, n, sizeof *names, cmp_names);
-    buf b = {0};
+    if (n) qsort(names, n, sizeof *names, cmp_names);
     B_LIT(&b, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Index of /");
     b_html(&b, rel);
     B_LIT(&b, "</title></head>\n<body><h1>Index of /");
@@ -656,7 +662,7 @@ static void send_listing(csock_http_req *r, int fd, const char *rel)
     B_LIT(&b, "</ul></body></html>\n");
     if (b.oom) {
         free(b.p);
-        return send_status(r, 500);
+        return send_status(r, 503);
     }
     csock_http_add_header(r, "Content-Type", "text/html; charset=utf-8");
     csock_http_send(r, 200, b.p, b.len);
@@ -781,12 +787,34 @@ int csock_http_static_new(const char *root, const csock_http_static_opts *opts,
     return 0;
 }
 
+/* Another loop's handler for the same root: the root's fd is shared (an fd
+ * of a directory may be used by several threads at once; openat2 resolves
+ * beneath it without changing it), so a server with many loops needs no fd
+ * per loop, and nothing is opened once the loops run. Only the cache, which
+ * is not locked, is the clone's own. */
+int csock_http_static_clone(const csock_http_static *st, csock_http_static **out)
+{
+    csock_http_static *c = calloc(1, sizeof *c);
+    if (!c) return -ENOMEM;
+    c->dirfd = st->dirfd;
+    c->root_real = st->root_real;
+    c->root_len = st->root_len;
+    c->list = st->list;
+    c->index = st->index;
+    c->no_openat2 = st->no_openat2;
+    c->shared = 1;
+    *out = c;
+    return 0;
+}
+
 void csock_http_static_free(csock_http_static *st)
 {
     if (!st) return;
-    if (st->dirfd >= 0) close(st->dirfd);
-    free(st->root_real);
-    free(st->index);
+    if (!st->shared) {
+        if (st->dirfd >= 0) close(st->dirfd);
+        free(st->root_real);
+        free(st->index);
+    }
     for (size_t i = 0; i < CACHE_SLOTS; i++) free(st->cache[i]);
     free(st);
 }

@@ -15,9 +15,10 @@ BIN = os.environ.get("CSOCK_BIN", "build/csock")
 
 
 class Server:
-    def __init__(self, root, *args, env=None, check=None):
+    def __init__(self, root, *args, env=None, check=None, prefix=()):
+        """`prefix`: a command the server runs under (e.g. prlimit ...)."""
         self.check = check
-        self.p = subprocess.Popen([BIN, "serve", "http", root, "tcp://127.0.0.1:0", *args],
+        self.p = subprocess.Popen([*prefix, BIN, "serve", "http", root, "tcp://127.0.0.1:0", *args],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   env=dict(os.environ, **(env or {})))
         line = b""
