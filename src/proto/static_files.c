@@ -431,7 +431,9 @@ static void send_multipart(csock_http_req *r, int fd, const char *data, const fi
         if (!body) return send_status(r, 503);
         size_t w = 0;
         for (int i = 0; i <= n; i++) {
-            w += (size_t)part_head(body + w, boundary, fi, rs, i, n);
+            int hl = part_head(ph, boundary, fi, rs, i, n); /* not in place: its NUL */
+            memcpy(body + w, ph, (size_t)hl);
+            w += (size_t)hl;
             if (i < n) {
                 memcpy(body + w, data + rs[i].first, (size_t)(rs[i].last - rs[i].first + 1));
                 w += (size_t)(rs[i].last - rs[i].first + 1);
