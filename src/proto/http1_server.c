@@ -1,5 +1,7 @@
 /* The HTTP/1.1 server: connections over csock streams, requests parsed in
- * place, answers written through the stream's write queue. See csock/http.h.
+ * the stream's buffer and copied out whole before their handler runs (the
+ * request's lifetime, see "requests" below), answers written through the
+ * stream's write queue. See csock/http.h.
  *
  * A connection is a small state machine driven by the stream's read
  * callback: it parses every complete request in the buffer and answers each
@@ -7,6 +9,8 @@
  * holds writes (inside its read callback) and leave in one syscall. An
  * answer given later (an asynchronous handler, a streamed body) stops
  * reading until it completes; the rest of the buffer waits in the stream.
+ * A connection that closes while its handler holds the request lives on,
+ * detached, until that answer (finish() frees it).
  *
  * Timeouts: each connection waiting for a head, a body or the next request
  * sits on one of three FIFO lists of the server. Every entry of one list has
