@@ -837,7 +837,8 @@ static void conn_next(conn *c)
 
 static void conn_fail(conn *c, int status)
 {
-    if (status == CSOCK_ETOOBIG) return send_error(c, c->want_body ? 413 : 431);
+    /* While a handler holds the request, the answer is its own: just close. */
+    if (status == CSOCK_ETOOBIG && !c->busy) return send_error(c, c->want_body ? 413 : 431);
     c->closing = 1;
     tl_remove(c);
     csock_stream_close(c->s, NULL);
