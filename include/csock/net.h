@@ -122,7 +122,10 @@ size_t csock_stream_write_queue_size(const csock_stream *s);
 /* Backpressure: when the stream's own write queue passes `high` bytes it
  * stops reading from its peer, and resumes when the queue falls to `low`.
  * A request/response server therefore holds at most about `high` bytes of
- * replies per slow client. Defaults: 256 KiB and 64 KiB. 0 disables. */
+ * replies per slow client. Defaults: 256 KiB and 64 KiB. 0 disables: a
+ * relay that throttles its sources itself (a proxy, netcat) turns it off,
+ * or it and a peer doing the same can each wait for the other to read. New
+ * marks apply at once (a paused stream below them, or with 0, resumes). */
 void csock_stream_set_watermarks(csock_stream *s, size_t high, size_t low);
 
 /* Called each time the write queue becomes empty (e.g. to resume reading

@@ -172,10 +172,17 @@ int csock_stream_fd(const csock_stream *s) { return s->w.fd; }
 size_t csock_stream_write_queue_size(const csock_stream *s) { return s->wq_bytes; }
 void csock_stream_on_drain(csock_stream *s, csock_stream_cb cb) { s->drain_cb = cb; }
 
+static void maybe_pause(csock_stream *s);
+static void maybe_resume(csock_stream *s);
+
 void csock_stream_set_watermarks(csock_stream *s, size_t high, size_t low)
 {
     s->high = high > UINT32_MAX ? UINT32_MAX : (uint32_t)high;
     s->low = low > s->high ? s->high : (uint32_t)low;
+    /* A stream paused under the old marks must not wait for a drain that
+     * the new ones no longer ask for (0 turns backpressure off). */
+    maybe_resume(s);
+    maybe_pause(s);
     update_events(s);
 }
 
@@ -712,14 +719,19 @@ static void maybe_pause(csock_stream *s)
 /* What follows a flush: resume reading below the low watermark, then, once
  * the queue is empty, a requested half-close, a pending graceful close, or
  * the drain callback (only when there was something to drain). */
-static void after_drain(csock_stream *s, int was_queued)
+static void maybe_resume(csock_stream *s)
 {
-    if ((s->flags & F_PAUSED) && s->wq_bytes <= s->low) {
+    if ((s->flags & F_PAUSED) && (!s->high || s->wq_bytes <= s->low)) {
         s->flags &= ~F_PAUSED;
         read_clock(s); /* the wait was ours, not the peer's */
         update_events(s);
         schedule_process(s);
     }
+}
+
+static void after_drain(csock_stream *s, int was_queued)
+{
+    maybe_resume(s);
     if (s->wq_head) return;
     if ((s->flags & F_SHUT_REQ) && !(s->flags & F_SHUT_DONE)) {
         if (s->filter && s->filter->shutdown && !(s->flags & F_SHUT_FILTER)) {

@@ -716,6 +716,30 @@ static void backpressure_bounds_queue(void **state)
     pair_close(&p);
 }
 
+/* A stream paused by its own write queue resumes reading as soon as its
+ * watermarks are turned off: a relay (csock connect) does its own flow
+ * control, and a pause that waited for the queue to drain deadlocked it
+ * against a peer that also waits for us to read (issue 10, item 1). */
+static void watermarks_off_resumes_reading(void **state)
+{
+    enum { BIG = 4 << 20 };
+    pair p;
+    pair_open(&p, K_SOCKETPAIR);
+    char *blob = calloc(1, BIG);
+    assert_non_null(blob);
+    CHECK_OK(csock_stream_read_start(p.a.s, end_read));
+    CHECK_OK(csock_stream_write(p.a.s, blob, BIG)); /* b never reads: a's queue stays high */
+    assert_true(csock_stream_write_queue_size(p.a.s) > 256 * 1024);
+    CHECK_OK(csock_stream_write(p.b.s, "ping", 4));
+    h_spin(p.loop, 50);
+    assert_int_equal(p.a.len, 0); /* paused by its own backpressure */
+    csock_stream_set_watermarks(p.a.s, 0, 0);
+    RUN_UNTIL(p.loop, p.a.len == 4, 10000);
+    assert_memory_equal(p.a.buf, "ping", 4);
+    free(blob);
+    pair_close(&p);
+}
+
 /* ---- timeouts -------------------------------------------------------------------- */
 
 /* A TCP pair with both ends reading; b consumes nothing below `need` bytes. */
@@ -1194,6 +1218,7 @@ int main(void)
         cmocka_unit_test(framed_lines),
         cmocka_unit_test(framed_lp32),
         cmocka_unit_test(backpressure_bounds_queue),
+        cmocka_unit_test(watermarks_off_resumes_reading),
         cmocka_unit_test(idle_timeout_fires),
         cmocka_unit_test(read_stop_lets_loop_end),
         cmocka_unit_test(read_timeout_cuts_unfinished_message),
