@@ -340,17 +340,33 @@ typedef struct csock_framing {
 ssize_t csock_frame_next(const csock_framing *f, const char *buf, size_t len, const char **msg,
                          size_t *msg_len);
 
-/* Message callback for a framed stream: status 0 and one message; then, at
- * the end, CSOCK_EOF (a final unterminated line is delivered first as a
- * message; a truncated LP32 frame gives -EPROTO), CSOCK_ETOOBIG or an error,
- * once. The message is a slice of the read buffer, valid during the call. */
+/* Message callback for a framed stream. What it receives, in order:
+ *  - status 0 and one whole message, for each message, in the order sent;
+ *  - then exactly once a final status (msg NULL, len 0), after which it is
+ *    never called again:
+ *      CSOCK_EOF      the peer finished (a final unterminated line is
+ *                     delivered first as a message);
+ *      -EPROTO        the peer finished inside an LP32 frame;
+ *      CSOCK_ETOOBIG  a message larger than f->max (the stream stops
+ *                     reading but stays writable);
+ *      < 0            a stream error: -ECONNRESET, -ETIMEDOUT (idle, read,
+ *                     write or receive timeout; csock closes the stream
+ *                     right after the callback), -ENOMEM...
+ * Messages that arrived before a bad one are delivered before its error,
+ * and replies written for them are sent when the callback returns: end the
+ * stream (csock_stream_end) rather than close it to keep them. A final
+ * status does not close the stream (except after a timeout): the callback
+ * closes or ends it. The message is a slice of the read buffer, valid
+ * during the call. */
 typedef void (*csock_msg_cb)(csock_stream *s, int status, const char *msg, size_t len);
 
 /* Read the stream as messages. Sets the stream's maximum read buffer to fit
  * one maximal message. Copies *f. */
 int csock_stream_read_framed(csock_stream *s, const csock_framing *f, csock_msg_cb cb);
 
-/* Write one message framed as `f` says (adds the LF, or the length header). */
+/* Write one message framed as `f` says (adds the LF, or the length header).
+ * CSOCK_ETOOBIG when len > f->max; -EMSGSIZE for an LP32 body over
+ * UINT32_MAX bytes (its header cannot say the length). */
 int csock_stream_write_msg(csock_stream *s, const csock_framing *f, const void *msg, size_t len);
 
 #ifdef __cplusplus

@@ -57,6 +57,7 @@ enum {
     F_SHUT_FILTER = 1 << 13, /* the filter's shutdown (close_notify) is queued */
     F_DRAIN = 1 << 14,     /* server draining: end the stream once it is idle */
     F_RING = 1 << 15,      /* socket I/O by completion (s->x->rreq/wreq), not readiness */
+    F_MSG_END = 1 << 16,   /* framed: msg_cb has had its final status */
 };
 
 /* What the stream's one timer is armed for. T_WATCH covers the idle, read
@@ -1406,36 +1407,54 @@ void csock_stream_end(csock_stream *s, csock_stream_close_cb cb)
 
 /* ---- framing over a stream ------------------------------------------------------- */
 
+/* A framed stream's one final status: EOF, a framing error or a stream
+ * error (reset, timeout). A framing error leaves the stream writable: the
+ * replies to the messages before it are flushed when the read callback
+ * returns, so csock_stream_end() from msg_cb still delivers them. */
+static size_t framed_end(csock_stream *s, int status, size_t len)
+{
+    s->flags |= F_MSG_END;
+    if (status != CSOCK_EOF && !(s->flags & F_FAILED)) {
+        s->flags &= ~F_READING; /* nothing can follow the bad message */
+        update_events(s);
+    }
+    s->msg_cb(s, status, NULL, 0);
+    return len;
+}
+
+static int framed_may_deliver(const csock_stream *s)
+{
+    return (s->flags & F_READING) && !(s->flags & F_PAUSED) && !s->h.closing;
+}
+
+/* The read callback of a framed stream: cut messages for msg_cb. Errors
+ * reach it from the stream with F_FAILED already set (deliver_error, the
+ * timer): they are its final status like any other. */
 static size_t framed_read(csock_stream *s, int status, const char *buf, size_t len)
 {
+    if (s->flags & F_MSG_END) return len;
     const csock_framing f = {.kind = (csock_frame_kind)s->fkind, .max = s->fmax,
                              .keep_delimiter = s->fkeep};
     size_t used = 0;
-    while (used < len && (s->flags & F_READING) && !(s->flags & F_PAUSED) && !s->h.closing) {
+    while (used < len && framed_may_deliver(s)) {
         const char *msg;
         size_t mlen;
         ssize_t n = csock_frame_next(&f, buf + used, len - used, &msg, &mlen);
         if (n == 0) break;
-        if (n < 0) {
-            s->flags |= F_FAILED;
-            s->msg_cb(s, (int)n, NULL, 0);
-            return len;
-        }
+        if (n < 0) return framed_end(s, (int)n, len);
         used += (size_t)n;
         s->msg_cb(s, 0, msg, mlen);
     }
-    if (status == 0 || s->h.closing || (s->flags & F_FAILED)) return used;
-    /* End of input (or an error): what is left is a final partial message. */
-    if (status == CSOCK_EOF && used < len && !(s->flags & F_PAUSED)) {
-        if (f.kind == CSOCK_FRAME_LINE) {
-            s->msg_cb(s, 0, buf + used, len - used);
-            if (s->h.closing) return len;
-        } else {
-            status = -EPROTO; /* a truncated length-prefixed frame */
-        }
+    if (status == 0 || s->h.closing) return used;
+    if (status == CSOCK_EOF && used < len) {
+        /* Messages still wait (msg_cb stopped or paused reading): the rest
+         * and the EOF are offered again on resume. */
+        if (!framed_may_deliver(s)) return used;
+        if (f.kind != CSOCK_FRAME_LINE) return framed_end(s, -EPROTO, len); /* truncated */
+        s->msg_cb(s, 0, buf + used, len - used); /* a final unterminated line */
+        if (s->h.closing) return len;
     }
-    s->msg_cb(s, status, NULL, 0);
-    return len;
+    return framed_end(s, status, len);
 }
 
 int csock_stream_read_framed(csock_stream *s, const csock_framing *f, csock_msg_cb cb)
@@ -1457,6 +1476,9 @@ int csock_stream_read_framed(csock_stream *s, const csock_framing *f, csock_msg_
 
 int csock_stream_write_msg(csock_stream *s, const csock_framing *f, const void *msg, size_t len)
 {
+    /* Checked first: f->max is a size_t, and a longer body would wrap its
+     * 32-bit header into a frame that lies about its length. */
+    if (f->kind == CSOCK_FRAME_LP32 && len > UINT32_MAX) return -EMSGSIZE;
     if (len > f->max) return CSOCK_ETOOBIG;
     struct iovec iov[2];
     unsigned char hdr[4];
