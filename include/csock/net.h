@@ -353,8 +353,9 @@ ssize_t csock_frame_next(const csock_framing *f, const char *buf, size_t len, co
  *                     write or receive timeout; csock closes the stream
  *                     right after the callback), -ENOMEM...
  * Messages that arrived before a bad one are delivered before its error,
- * and replies written for them are sent when the callback returns: end the
- * stream (csock_stream_end) rather than close it to keep them. A final
+ * and the replies written for them are handed to the socket before the
+ * error is delivered (csock_stream_end keeps any the socket could not take
+ * yet; csock_stream_close drops those). A final
  * status does not close the stream (except after a timeout): the callback
  * closes or ends it. The message is a slice of the read buffer, valid
  * during the call. */

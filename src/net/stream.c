@@ -856,11 +856,10 @@ static int ring_send(csock_stream *s)
     return rc;
 }
 
-/* Send as much of the queue as the kernel takes now. */
-static void do_flush(csock_stream *s)
+/* Hand the kernel as much of the queue as it takes now. Returns 0 when
+ * the stream failed or closed on the way, else 1. */
+static int send_queue(csock_stream *s)
 {
-    if (s->flags & (F_IN_READ | F_CONNECTING | F_FAILED) || s->h.closing) return;
-    int was_queued = s->wq_head != NULL;
     while (s->wq_head) {
         ssize_t r;
         wchunk *c = s->wq_head;
@@ -869,7 +868,7 @@ static void do_flush(csock_stream *s)
                 advance(s, 0);
                 continue;
             }
-            if (ring_send(s) < 0) return;
+            if (ring_send(s) < 0) return 0;
             break; /* its completion goes on */
         }
         if (c->kind == W_FILE) {
@@ -885,15 +884,24 @@ static void do_flush(csock_stream *s)
             if (errno == EAGAIN || errno == EINTR) break;
             drop_queue(s);
             csock__stream_fail(s, -errno);
-            return;
+            return 0;
         }
         advance(s, (size_t)r);
-        if (s->h.closing) return; /* a release callback closed it */
+        if (s->h.closing) return 0; /* a release callback closed it */
         if (s->wq_head && s->wq_head->len) {
             /* A short write: the socket buffer is full, wait for POLLOUT. */
             if (s->wq_head->kind != W_FILE || r == 0) break;
         }
     }
+    return 1;
+}
+
+/* Send what the kernel takes now, then settle the stream's state. */
+static void do_flush(csock_stream *s)
+{
+    if (s->flags & (F_IN_READ | F_CONNECTING | F_FAILED) || s->h.closing) return;
+    int was_queued = s->wq_head != NULL;
+    if (!send_queue(s)) return;
     update_events(s);
     after_drain(s, was_queued);
 }
@@ -1417,6 +1425,14 @@ static size_t framed_end(csock_stream *s, int status, size_t len)
     if (status != CSOCK_EOF && !(s->flags & F_FAILED)) {
         s->flags &= ~F_READING; /* nothing can follow the bad message */
         update_events(s);
+        if (s->wq_head && (s->flags & F_IN_READ) && !(s->flags & F_CONNECTING)) {
+            /* The replies held for the messages before it leave now: an
+             * application that closes on the error would drop them. */
+            s->flags &= ~F_IN_READ;
+            int ok = send_queue(s);
+            s->flags |= F_IN_READ;
+            if (!ok && s->h.closing) return len;
+        }
     }
     s->msg_cb(s, status, NULL, 0);
     return len;

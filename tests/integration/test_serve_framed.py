@@ -2,7 +2,9 @@
 """csock serve upper (a framed, line-based service) and clients that reset
 (issue 10, item 2). A line reader must hear about a reset, or the server
 keeps the connection's fd forever: 50 resets used to cost 50 fds, and with
--m 5 five resets locked every later client out."""
+-m 5 five resets locked every later client out. And a valid line that
+arrives with an oversized one (item 14) is answered before the connection
+is dropped."""
 
 import os
 import socket
@@ -10,7 +12,8 @@ import struct
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from csocktest import Server, T, check, check_eq, main, nfds, recv_exact, wait_for  # noqa: E402
+from csocktest import (Server, check, check_eq, main, nfds, recv_all, recv_exact,  # noqa: E402
+                       wait_for)
 
 
 def _reset_client(ep, line=b"half a line"):
@@ -62,6 +65,17 @@ def test_max_conns_survives_resets():
         check(err.count("dropped") >= 5, "-v logs the dropped connections: %r" % err[-1500:])
     finally:
         srv.kill()
+
+
+def test_valid_line_answered_before_oversized_one():
+    with Server("upper", "tcp://127.0.0.1:0", opts=["-t", "1", "--max-line", "16"]) as srv:
+        with srv.endpoints[0].socket() as s:
+            s.sendall(b"hi\n" + b"x" * 100 + b"\n")  # one segment: one read
+            try:
+                got = recv_all(s)
+            except ConnectionResetError:
+                got = b"(reset before any reply)"
+        check_eq(got, b"HI\n", "the reply to the valid line")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ typedef struct fend {
     int closed;
     int reply;        /* answer each message with "ok:<msg>\n" */
     int stop_first;   /* read_stop inside the first message's callback */
+    int close_on_end; /* close (not end) on the final status */
     csock_framing f;
 } fend;
 
@@ -50,7 +51,10 @@ static void on_msg(csock_stream *s, int status, const char *msg, size_t len)
         e->final = status;
         const char *name = csock_err_name(status);
         logf_(e, "E%.*s;", name, strlen(name));
-        csock_stream_end(s, NULL); /* keeps the replies already written */
+        if (e->close_on_end)
+            csock_stream_close(s, NULL);
+        else
+            csock_stream_end(s, NULL); /* keeps the replies already written */
         return;
     }
     logf_(e, "%.*s;", msg, len);
@@ -178,11 +182,12 @@ static int read_to_eof(int fd, char *buf, size_t cap, size_t *len)
     }
 }
 
-static void valid_then_oversized(csock_frame_kind kind)
+static void valid_then_oversized(csock_frame_kind kind, int close_on_end)
 {
     fpair p;
     fpair_open(&p, kind, 16);
     p.e.reply = 1;
+    p.e.close_on_end = close_on_end;
     char in[256];
     size_t n = 0;
     if (kind == CSOCK_FRAME_LINE) {
@@ -201,8 +206,15 @@ static void valid_then_oversized(csock_frame_kind kind)
     fpair_close(&p);
 }
 
-static void valid_line_before_oversized_line(void **state) { valid_then_oversized(CSOCK_FRAME_LINE); }
-static void valid_frame_before_oversized_frame(void **state) { valid_then_oversized(CSOCK_FRAME_LP32); }
+static void valid_line_before_oversized_line(void **state) { valid_then_oversized(CSOCK_FRAME_LINE, 0); }
+static void valid_frame_before_oversized_frame(void **state) { valid_then_oversized(CSOCK_FRAME_LP32, 0); }
+
+/* The replies leave before the error is delivered: even a reader that
+ * closes at once on it (as csock serve upper does) has sent them. */
+static void oversized_line_then_close_keeps_reply(void **state)
+{
+    valid_then_oversized(CSOCK_FRAME_LINE, 1);
+}
 
 /* ---- read_stop inside msg_cb at EOF holds the rest ------------------------------------ */
 
@@ -256,6 +268,7 @@ int main(void)
         cmocka_unit_test(read_timeout_reaches_msg_cb),
         cmocka_unit_test(valid_line_before_oversized_line),
         cmocka_unit_test(valid_frame_before_oversized_frame),
+        cmocka_unit_test(oversized_line_then_close_keeps_reply),
         cmocka_unit_test(read_stop_at_eof_holds_rest),
         cmocka_unit_test(lp32_write_refuses_over_32_bits),
     };
