@@ -112,8 +112,11 @@ int csock_stream_write_ref(csock_stream *s, const void *buf, size_t len,
                            void (*release)(void *ud), void *ud);
 
 /* Queue `len` bytes of file `fd` from `offset`, sent with sendfile(2) where
- * the stream is a plain socket (read and sent otherwise). The stream closes
- * `fd` when done if `close_fd` is non-zero. */
+ * the stream is a plain socket (read and sent otherwise). On a TLS stream
+ * the file is read and encrypted a piece at a time as the socket drains,
+ * never all at once; writes made after it wait behind it. The file's bytes
+ * count in the write queue (and for backpressure) until sent. The stream
+ * closes `fd` when done if `close_fd` is non-zero. */
 int csock_stream_write_file(csock_stream *s, int fd, off_t offset, size_t len, int close_fd);
 
 /* Bytes queued and not yet taken by the kernel. */
@@ -173,7 +176,10 @@ int csock_stream_draining(const csock_stream *s);
 
 /* Close gracefully: stop reading, send what is queued, shut down the write
  * side, then wait (up to 2 s) for the peer to finish so that no unread
- * input turns the close into a reset that would destroy the reply. */
+ * input turns the close into a reset that would destroy the reply. Queued
+ * output is waited for as long as the peer keeps taking it; a peer that
+ * takes none of it for 2 s is cut off. Should the stream be unable to make
+ * its timer (ENOMEM) it closes at once rather than wait unbounded. */
 void csock_stream_end(csock_stream *s, csock_stream_close_cb cb);
 
 void *csock_stream_data(const csock_stream *s);

@@ -15,7 +15,9 @@
 #define DEFAULT_MAX_READ (64u * 1024)
 #define DEFAULT_HIGH (256u * 1024)
 #define DEFAULT_LOW (64u * 1024)
-#define LINGER_MS 2000  /* how long csock_stream_end() waits for the peer's EOF */
+/* How long csock_stream_end() waits for the peer's EOF once its output is
+ * out, and how long it waits for a peer that takes none of that output. */
+#define LINGER_MS 2000
 /* A draining stream must also have been quiet this long before it ends:
  * empty queues and an empty receive queue can be a moment between two
  * segments of a peer that is still sending. */
@@ -77,6 +79,10 @@ typedef struct stream_ext {
     uint32_t write_since; /* output has waited, none taken by the kernel, since */
     uint32_t due;         /* when the T_WATCH timer fires */
     csock__ioreq rreq, wreq; /* completion I/O: the one recv and one send in flight */
+    /* Filtered streams (TLS): plaintext still to go through the filter,
+     * behind everything in the raw queue (see feed_filter). */
+    wchunk *plain_head, *plain_tail;
+    size_t plain_bytes;   /* of it, counted in wq_bytes too */
     unsigned char ring;   /* the stream does its socket I/O by completion */
     unsigned char zombie; /* closed, finished once its requests complete */
     unsigned char drain_cancel; /* the recv was cancelled to see if a drain may end it */
@@ -126,6 +132,10 @@ static void process_input(csock_stream *s);
 static void do_flush(csock_stream *s);
 static void on_io(csock_loop *loop, csock__watcher *w, unsigned events);
 static void drain_check(csock_stream *s);
+
+/* Output waits: raw bytes for the socket, or plaintext for the filter. */
+static int plain_waits(const csock_stream *s) { return s->x && s->x->plain_head; }
+static int queued(const csock_stream *s) { return s->wq_head || plain_waits(s); }
 
 csock_stream *csock__stream_new(csock_loop *loop, int fd, csock__conn_group *group)
 {
@@ -415,7 +425,7 @@ static void deliver_eof(csock_stream *s)
     s->flags |= F_EOF;
     update_events(s);
     if (s->flags & F_ENDING) {
-        if (!s->wq_head) csock_stream_close(s, s->close_cb);
+        if (!queued(s)) csock_stream_close(s, s->close_cb);
         return; /* else after_drain() closes once the reply is out */
     }
     if (!s->read_cb || (s->flags & (F_FAILED | F_EOF_DONE))) return;
@@ -630,14 +640,24 @@ static void chunk_free(csock_stream *s, wchunk *c)
         free(c);
 }
 
-static void drop_queue(csock_stream *s)
+static void free_chunks(csock_stream *s, wchunk *c)
 {
-    for (wchunk *c = s->wq_head, *next; c; c = next) {
+    for (wchunk *next; c; c = next) {
         next = c->next;
         chunk_free(s, c);
     }
+}
+
+static void drop_queue(csock_stream *s)
+{
+    free_chunks(s, s->wq_head);
     s->wq_head = s->wq_tail = NULL;
     s->wq_bytes = 0;
+    if (s->x) {
+        free_chunks(s, s->x->plain_head);
+        s->x->plain_head = s->x->plain_tail = NULL;
+        s->x->plain_bytes = 0;
+    }
 }
 
 /* The write timeout's clock: restarted when output starts to wait and each
@@ -647,17 +667,21 @@ static void write_clock(csock_stream *s)
     if (s->x) s->x->write_since = (uint32_t)s->h.loop->now;
 }
 
-static void enqueue(csock_stream *s, wchunk *c)
+/* Append c to a list of output: the raw queue, or the plaintext waiting
+ * for a filter (both count in wq_bytes). */
+static void chunk_append(csock_stream *s, wchunk **head, wchunk **tail, wchunk *c)
 {
-    if (!s->wq_head) write_clock(s);
+    if (!queued(s)) write_clock(s);
     c->next = NULL;
-    if (s->wq_tail)
-        s->wq_tail->next = c;
+    if (*tail)
+        (*tail)->next = c;
     else
-        s->wq_head = c;
-    s->wq_tail = c;
+        *head = c;
+    *tail = c;
     s->wq_bytes += c->len;
 }
+
+static void enqueue(csock_stream *s, wchunk *c) { chunk_append(s, &s->wq_head, &s->wq_tail, c); }
 
 /* Copy bytes onto the queue, filling the tail chunk before making another. */
 static int queue_copy(csock_stream *s, const char *buf, size_t len)
@@ -720,6 +744,15 @@ static void maybe_pause(csock_stream *s)
 /* What follows a flush: resume reading below the low watermark, then, once
  * the queue is empty, a requested half-close, a pending graceful close, or
  * the drain callback (only when there was something to drain). */
+static int arm_timer(csock_stream *s, int mode, uint64_t ms);
+
+/* Bound an ending stream's life: without a timer it could stay open
+ * forever, so a timer that cannot be made closes it at once. */
+static void linger(csock_stream *s)
+{
+    if (arm_timer(s, T_LINGER, LINGER_MS) < 0) csock_stream_close(s, s->close_cb);
+}
+
 static void maybe_resume(csock_stream *s)
 {
     if ((s->flags & F_PAUSED) && (!s->high || s->wq_bytes <= s->low)) {
@@ -732,8 +765,9 @@ static void maybe_resume(csock_stream *s)
 
 static void after_drain(csock_stream *s, int was_queued)
 {
+    int shut_now = 0;
     maybe_resume(s);
-    if (s->wq_head) return;
+    if (queued(s)) return;
     if ((s->flags & F_SHUT_REQ) && !(s->flags & F_SHUT_DONE)) {
         if (s->filter && s->filter->shutdown && !(s->flags & F_SHUT_FILTER)) {
             s->flags |= F_SHUT_FILTER;
@@ -744,6 +778,7 @@ static void after_drain(csock_stream *s, int was_queued)
             }
         }
         s->flags |= F_SHUT_DONE;
+        shut_now = 1;
         int rc = shutdown(s->w.fd, SHUT_WR) < 0 ? -errno : 0;
         if (rc == -ENOTSOCK) rc = 0; /* a pipe: nothing to half-close */
         if (s->shutdown_cb) {
@@ -754,7 +789,10 @@ static void after_drain(csock_stream *s, int was_queued)
         }
     }
     if (s->flags & F_ENDING) {
-        if (s->flags & (F_EOF | F_FAILED)) csock_stream_close(s, s->close_cb);
+        if (s->flags & (F_EOF | F_FAILED))
+            csock_stream_close(s, s->close_cb);
+        else if (shut_now)
+            linger(s); /* the peer has LINGER_MS from now to finish */
         return;
     }
     if (was_queued && s->drain_cb && !(s->flags & F_IN_READ)) s->drain_cb(s, 0);
@@ -836,7 +874,7 @@ static void on_send_done(csock_loop *loop, csock__ioreq *r, int res, char *buf)
     }
     advance(s, (size_t)res);
     if (s->h.closing) return; /* a release callback closed it */
-    if (s->wq_head) return do_flush(s); /* the rest, or a short send's remainder */
+    if (queued(s)) return do_flush(s); /* the rest, or a short send's remainder */
     update_events(s);
     after_drain(s, 1);
 }
@@ -896,12 +934,85 @@ static int send_queue(csock_stream *s)
     return 1;
 }
 
-/* Send what the kernel takes now, then settle the stream's state. */
+/* ---- plaintext behind a filter (TLS) ---- */
+
+/* On a filtered stream a file cannot go by sendfile: it waits as plaintext
+ * behind the raw queue and is read and encrypted a piece at a time, only
+ * while the raw queue holds less than FEED_AHEAD, so a 200 MB file costs a
+ * few buffers, not 200 MB. Writes made while plaintext waits join it (no
+ * record may overtake the file's). Waiting plaintext counts in wq_bytes, as
+ * a plain stream's file does: backpressure sees it. */
+#define FEED_AHEAD (64u * 1024)
+
+static void plain_append(csock_stream *s, wchunk *c)
+{
+    chunk_append(s, &s->x->plain_head, &s->x->plain_tail, c);
+    s->x->plain_bytes += c->len;
+}
+
+/* Put the next piece (at most `max` bytes) of chunk c through the filter.
+ * Returns the plaintext bytes taken, or an error. */
+static ssize_t feed_piece(csock_stream *s, wchunk *c, size_t max)
+{
+    if (c->kind != W_FILE) {
+        int rc = s->filter->write(s, c->p, max);
+        if (rc < 0) return rc;
+        c->p += max;
+        return (ssize_t)max;
+    }
+    char *b = csock__buf_get(s->h.loop);
+    if (!b) return -ENOMEM;
+    ssize_t r = pread(c->fd, b, max, c->off);
+    if (r <= 0) r = r < 0 ? -errno : -EIO; /* EIO: the file shrank under us */
+    int rc = r > 0 ? s->filter->write(s, b, (size_t)r) : 0;
+    csock__buf_put(s->h.loop, b);
+    if (rc < 0) return rc;
+    if (r > 0) c->off += r;
+    return r;
+}
+
+/* Encrypt waiting plaintext while the raw queue is short. Returns 0 when
+ * the filter cannot take it yet (handshake), 1 when it can, or an error
+ * for the stream. */
+static int feed_filter(csock_stream *s)
+{
+    stream_ext *x = s->x;
+    if (s->filter->ready && !s->filter->ready(s)) return 0;
+    while (x->plain_head && s->wq_bytes - x->plain_bytes < FEED_AHEAD && !s->h.closing) {
+        wchunk *c = x->plain_head;
+        ssize_t n = feed_piece(s, c, c->len < CSOCK__BUF_SIZE ? c->len : CSOCK__BUF_SIZE);
+        if (n < 0) return (int)n;
+        c->len -= (size_t)n;
+        x->plain_bytes -= (size_t)n;
+        s->wq_bytes -= (size_t)n;
+        if (c->len) continue;
+        x->plain_head = c->next;
+        if (!x->plain_head) x->plain_tail = NULL;
+        chunk_free(s, c); /* a W_REF's release may close the stream */
+    }
+    return 1;
+}
+
+/* Send what the kernel takes now (feeding the filter as the raw queue
+ * empties), then settle the stream's state. */
 static void do_flush(csock_stream *s)
 {
     if (s->flags & (F_IN_READ | F_CONNECTING | F_FAILED) || s->h.closing) return;
-    int was_queued = s->wq_head != NULL;
-    if (!send_queue(s)) return;
+    int was_queued = queued(s);
+    for (;;) {
+        int can_feed = 0;
+        if (plain_waits(s)) {
+            can_feed = feed_filter(s);
+            if (can_feed < 0) {
+                drop_queue(s);
+                return csock__stream_fail(s, can_feed);
+            }
+            if (s->h.closing) return;
+        }
+        if (!send_queue(s)) return;
+        /* Go on while the kernel took it all and more plaintext can go. */
+        if (s->wq_head || !plain_waits(s) || !can_feed) break;
+    }
     update_events(s);
     after_drain(s, was_queued);
 }
@@ -937,6 +1048,39 @@ static ssize_t write_direct(csock_stream *s, const struct iovec *iov, int iovcnt
     return r;
 }
 
+/* What every write does once its bytes are queued: send them unless
+ * inside the read callback (held until it returns), then backpressure. */
+static int after_queue(csock_stream *s)
+{
+    if (!(s->flags & F_IN_READ)) do_flush(s);
+    if (s->h.closing) return 0;
+    maybe_pause(s);
+    update_events(s);
+    return 0;
+}
+
+/* Through the filter now, or, while plaintext waits for it, behind that. */
+static int filter_writev(csock_stream *s, const struct iovec *iov, int iovcnt, size_t total)
+{
+    int rc = 0;
+    if (!plain_waits(s)) {
+        for (int i = 0; i < iovcnt && rc == 0; i++)
+            if (iov[i].iov_len) rc = s->filter->write(s, iov[i].iov_base, iov[i].iov_len);
+        return rc;
+    }
+    wchunk *c = malloc(sizeof *c + total);
+    if (!c) return -ENOMEM;
+    memset(c, 0, sizeof *c);
+    c->kind = W_MEM;
+    c->p = c->data;
+    c->len = c->cap = total;
+    size_t off = 0;
+    for (int i = 0; i < iovcnt; off += iov[i].iov_len, i++)
+        memcpy(c->data + off, iov[i].iov_base, iov[i].iov_len);
+    plain_append(s, c);
+    return 0;
+}
+
 int csock_stream_writev(csock_stream *s, const struct iovec *iov, int iovcnt)
 {
     int rc = check_writable(s);
@@ -945,8 +1089,7 @@ int csock_stream_writev(csock_stream *s, const struct iovec *iov, int iovcnt)
     for (int i = 0; i < iovcnt; i++) total += iov[i].iov_len;
     if (!total) return 0;
     if (s->filter) {
-        for (int i = 0; i < iovcnt && rc == 0; i++)
-            if (iov[i].iov_len) rc = s->filter->write(s, iov[i].iov_base, iov[i].iov_len);
+        rc = filter_writev(s, iov, iovcnt, total);
         if (rc < 0) return rc;
     } else {
         ssize_t sent = write_direct(s, iov, iovcnt);
@@ -964,11 +1107,7 @@ int csock_stream_writev(csock_stream *s, const struct iovec *iov, int iovcnt)
         }
         if (!s->wq_head) return 0;
     }
-    if (!(s->flags & F_IN_READ)) do_flush(s);
-    if (s->h.closing) return 0;
-    maybe_pause(s);
-    update_events(s);
-    return 0;
+    return after_queue(s);
 }
 
 int csock_stream_write(csock_stream *s, const void *buf, size_t len)
@@ -977,19 +1116,33 @@ int csock_stream_write(csock_stream *s, const void *buf, size_t len)
     return csock_stream_writev(s, &iov, 1);
 }
 
+/* Queue chunk c (by reference or a file): onto the raw queue, or, on a
+ * filtered stream, as plaintext for the filter. The chunk's own resource
+ * (release, close_fd) is given back by chunk_free on failure. */
+static int queue_chunk(csock_stream *s, wchunk *c)
+{
+    int rc = check_writable(s);
+    if (rc == 0 && s->filter && !ext(s)) rc = -ENOMEM;
+    if (rc < 0) {
+        chunk_free(s, c);
+        return rc;
+    }
+    if (s->filter)
+        plain_append(s, c);
+    else
+        enqueue(s, c);
+    return after_queue(s);
+}
+
 int csock_stream_write_ref(csock_stream *s, const void *buf, size_t len,
                            void (*release)(void *ud), void *ud)
 {
-    int rc = check_writable(s);
-    if (rc == 0 && s->filter) {
-        rc = len ? s->filter->write(s, buf, len) : 0;
-        if (release) release(ud); /* the filter copied what it needed */
-        if (rc == 0 && !(s->flags & F_IN_READ)) do_flush(s);
-        return rc;
-    }
-    if (rc < 0) {
+    if (s->filter && !plain_waits(s) && check_writable(s) == 0) {
+        /* The filter copies what it needs: no chunk to keep. */
+        struct iovec iov = {(void *)buf, len};
+        int rc = len ? filter_writev(s, &iov, 1, len) : 0;
         if (release) release(ud);
-        return rc;
+        return rc < 0 ? rc : after_queue(s);
     }
     wchunk *c = calloc(1, sizeof *c);
     if (!c) {
@@ -1001,39 +1154,11 @@ int csock_stream_write_ref(csock_stream *s, const void *buf, size_t len,
     c->len = len;
     c->release = release;
     c->ud = ud;
-    enqueue(s, c);
-    if (!(s->flags & F_IN_READ)) do_flush(s);
-    if (!s->h.closing) maybe_pause(s);
-    return 0;
+    return queue_chunk(s, c);
 }
 
 int csock_stream_write_file(csock_stream *s, int fd, off_t offset, size_t len, int close_fd)
 {
-    int rc = check_writable(s);
-    if (rc < 0) {
-        if (close_fd) close(fd);
-        return rc;
-    }
-    if (s->filter) {
-        /* TLS cannot use sendfile: read the file through and write it. */
-        char *b = csock__buf_get(s->h.loop);
-        while (b && len && rc == 0) {
-            size_t want = len < CSOCK__BUF_SIZE ? len : CSOCK__BUF_SIZE;
-            ssize_t r = pread(fd, b, want, offset);
-            if (r <= 0) {
-                rc = r < 0 ? -errno : -EIO;
-                break;
-            }
-            rc = s->filter->write(s, b, (size_t)r);
-            offset += r;
-            len -= (size_t)r;
-        }
-        if (!b) rc = -ENOMEM;
-        csock__buf_put(s->h.loop, b);
-        if (close_fd) close(fd);
-        if (rc == 0 && !(s->flags & F_IN_READ)) do_flush(s);
-        return rc;
-    }
     wchunk *c = calloc(1, sizeof *c);
     if (!c) {
         if (close_fd) close(fd);
@@ -1044,10 +1169,7 @@ int csock_stream_write_file(csock_stream *s, int fd, off_t offset, size_t len, i
     c->off = offset;
     c->len = len;
     c->close_fd = close_fd ? 1 : 0;
-    enqueue(s, c);
-    if (!(s->flags & F_IN_READ)) do_flush(s);
-    if (!s->h.closing) maybe_pause(s); /* file bytes count toward backpressure too */
-    return 0;
+    return queue_chunk(s, c); /* file bytes count toward backpressure too */
 }
 
 /* ---- the watcher ----------------------------------------------------------------- */
@@ -1106,7 +1228,7 @@ static uint32_t next_deadline(const csock_stream *s, uint32_t now)
     uint64_t left = UINT64_MAX;
     uint32_t since[3] = {s->last_io, tm->read_since, tm->write_since};
     uint32_t limit[3] = {tm->idle_ms, read_waiting(s) ? tm->read_ms : 0,
-                         s->wq_head && !(s->flags & F_CONNECTING) ? tm->write_ms : 0};
+                         queued(s) && !(s->flags & F_CONNECTING) ? tm->write_ms : 0};
     for (int i = 0; i < 3; i++) {
         if (!limit[i]) continue;
         uint32_t gone = now - since[i];
@@ -1170,6 +1292,11 @@ static void on_timer(csock_timer *t)
         if (!s->h.closing) watch(s);
         break;
     case T_LINGER:
+        if (queued(s) && !(s->flags & F_FAILED)) {
+            /* Still sending: wait on while the peer takes our bytes. */
+            uint32_t quiet = (uint32_t)s->h.loop->now - s->x->write_since;
+            if (quiet < LINGER_MS && arm_timer(s, T_LINGER, LINGER_MS - quiet) == 0) break;
+        }
         csock_stream_close(s, s->close_cb);
         break;
     }
@@ -1364,7 +1491,7 @@ static int input_pending(const csock_stream *s)
 static void drain_check(csock_stream *s)
 {
     if ((s->flags & (F_DRAIN | F_ENDING | F_IN_READ)) != F_DRAIN || s->h.closing) return;
-    if (s->rlen || s->wq_head || (s->flags & F_CONNECTING)) return;
+    if (s->rlen || queued(s) || (s->flags & F_CONNECTING)) return;
     if (input_pending(s)) return; /* on_readable() reads it and checks again */
     uint32_t quiet = (uint32_t)s->h.loop->now - s->last_io;
     if (quiet < DRAIN_QUIET_MS) {
@@ -1408,7 +1535,8 @@ void csock_stream_end(csock_stream *s, csock_stream_close_cb cb)
     s->flags |= F_ENDING | F_SHUT_REQ;
     s->flags &= ~(F_READING | F_PAUSED);
     release_rbuf(s);
-    arm_timer(s, T_LINGER, LINGER_MS);
+    linger(s);
+    if (s->h.closing) return;
     do_flush(s); /* from inside the read callback, when it returns */
     if (!s->h.closing) update_events(s);
 }

@@ -740,6 +740,59 @@ static void watermarks_off_resumes_reading(void **state)
     pair_close(&p);
 }
 
+/* csock_stream_end() waits while the peer keeps taking the queued output,
+ * however long that takes; its 2 s bound applies to a peer that takes
+ * none. (It used to close 2 s after the call, cutting a slow download.) */
+typedef struct paced {
+    end *e;
+    csock_timer *t;
+} paced;
+
+static void paced_resume(csock_timer *t)
+{
+    paced *pc = csock_timer_data(t);
+    CHECK_OK(csock_stream_read_start(pc->e->s, end_read));
+}
+
+static void paced_closed(csock_stream *s) { *(int *)csock_stream_data(s) = 1; }
+
+static void end_waits_for_slow_reader(void **state)
+{
+    enum { BIG = 6 << 20, STEP = 20000 };
+    pair p;
+    pair_open(&p, K_SOCKETPAIR);
+    char *blob = malloc(BIG);
+    assert_non_null(blob);
+    for (size_t i = 0; i < BIG; i++) blob[i] = (char)pattern(i);
+    CHECK_OK(csock_stream_write(p.a.s, blob, BIG));
+    int a_closed = 0;
+    csock_stream_set_data(p.a.s, &a_closed);
+    csock_stream_end(p.a.s, paced_closed);
+    /* b takes STEP bytes every 10 ms: about 2 MB/s, so 3 s for all. */
+    paced pc = {.e = &p.b};
+    CHECK_OK(csock_timer_new(p.loop, &pc.t));
+    csock_timer_set_data(pc.t, &pc);
+    p.b.consume_max = STEP;
+    p.b.stop_after_call = 1;
+    CHECK_OK(csock_stream_read_start(p.b.s, end_read));
+    uint64_t t0 = h_now_ms();
+    while (!p.b.eof && !p.b.err && h_now_ms() - t0 < 30000) {
+        assert_true(csock_loop_run(p.loop, CSOCK_RUN_ONCE) >= 0);
+        if (!csock_timer_active(pc.t)) CHECK_OK(csock_timer_start(pc.t, paced_resume, 10, 0));
+    }
+    csock_timer_close(pc.t, NULL);
+    assert_int_equal(p.b.err, 0);
+    assert_true(p.b.eof);
+    assert_int_equal(p.b.len, BIG);
+    check_pattern(p.b.buf, BIG, 0);
+    assert_true(h_now_ms() - t0 > 2000); /* the case that used to be cut */
+    csock_stream_close(p.b.s, end_closed); /* a reads our EOF and finishes */
+    RUN_UNTIL(p.loop, a_closed && p.b.closed, 10000);
+    p.a.s = NULL;
+    free(blob);
+    pair_close(&p);
+}
+
 /* ---- timeouts -------------------------------------------------------------------- */
 
 /* A TCP pair with both ends reading; b consumes nothing below `need` bytes. */
@@ -1219,6 +1272,7 @@ int main(void)
         cmocka_unit_test(framed_lp32),
         cmocka_unit_test(backpressure_bounds_queue),
         cmocka_unit_test(watermarks_off_resumes_reading),
+        cmocka_unit_test(end_waits_for_slow_reader),
         cmocka_unit_test(idle_timeout_fires),
         cmocka_unit_test(read_stop_lets_loop_end),
         cmocka_unit_test(read_timeout_cuts_unfinished_message),
