@@ -53,7 +53,6 @@ enum {
     F_CONNECTING = 1 << 7, /* connect in progress (connect.c) */
     F_NOT_SOCK = 1 << 8,   /* a pipe or tty: plain writev, no sendfile */
     F_FAILED = 1 << 9,     /* an error was delivered: no more callbacks but close */
-    F_PROCESS_Q = 1 << 10, /* a deferred pass over buffered input is queued */
     F_FRAMED = 1 << 11,    /* reads are cut into messages for msg_cb */
     F_EOF_DONE = 1 << 12,  /* the application has taken the EOF */
     F_SHUT_FILTER = 1 << 13, /* the filter's shutdown (close_notify) is queued */
@@ -86,6 +85,7 @@ typedef struct stream_ext {
     unsigned char ring;   /* the stream does its socket I/O by completion */
     unsigned char zombie; /* closed, finished once its requests complete */
     unsigned char drain_cancel; /* the recv was cancelled to see if a drain may end it */
+    csock_stream_cb shutdown_cb, connect_cb; /* rare: kept out of the handle */
 } stream_ext;
 
 struct csock_stream {
@@ -94,8 +94,7 @@ struct csock_stream {
     unsigned flags;
     unsigned char timer_mode;
     unsigned char fkind, fkeep; /* framing: csock_frame_kind, keep_delimiter */
-    unsigned char defers;   /* deferred calls still queued that hold this stream (at
-                               most one per kind: error, re-read, connect failure) */
+    unsigned char deferred; /* D_*: what the queued `task` is to do (0: not queued) */
     csock_read_cb read_cb;
     void *data;
     /* input: bytes [roff, roff+rlen) of rbuf are unconsumed */
@@ -106,8 +105,9 @@ struct csock_stream {
     wchunk *wq_head, *wq_tail;
     size_t wq_bytes;
     uint32_t high, low;
-    csock_stream_cb drain_cb, shutdown_cb, connect_cb;
+    csock_stream_cb drain_cb;
     csock_stream_close_cb close_cb;
+    csock__task task;       /* the stream's one deferred call (see stream_defer) */
     stream_ext *x;          /* timer, timeouts, completion I/O: made on first use */
     csock__conn_group *group;
     csock_stream *gnext, *gprev; /* the group's list of open streams */
@@ -255,30 +255,38 @@ static void update_events(csock_stream *s)
 
 /* ---- errors ------------------------------------------------------------------- */
 
-/* Deferred work holds a pointer to the stream and may still be queued when
- * the stream closes (closed from an I/O callback: the close phase comes
- * before the next deferred phase). stream_finish() then frees the stream
- * through the same FIFO queue, after every call that holds it. */
-static int stream_defer(csock_stream *s, void (*fn)(void *arg))
+/* What the stream's deferred call does: it needs at most these, so one
+ * intrusive task serves them all and deferring cannot fail. */
+enum {
+    D_PROCESS = 1, /* offer buffered input (or the EOF) again */
+    D_ERROR = 2,   /* deliver s->err */
+    D_CONNECT = 4, /* report a connect that failed at once */
+    D_FREE = 8,    /* the stream finished while the task was queued: free it */
+};
+
+static void run_task(csock__task *t);
+
+/* Ask for `what` on the next pending phase. A stream that closes meanwhile
+ * (from an I/O callback: the close phase comes before the next pending
+ * phase) is freed by the task instead (D_FREE), never under it. */
+static void stream_defer(csock_stream *s, unsigned what)
 {
-    int rc = csock__defer(s->h.loop, fn, s);
-    if (rc == 0) s->defers++;
-    return rc;
+    if (!s->deferred) {
+        s->task.fn = run_task;
+        csock__defer(s->h.loop, &s->task);
+    }
+    s->deferred |= (unsigned char)what;
 }
 
-static void deliver_error(void *arg)
+static void deliver_error(csock_stream *s)
 {
-    csock_stream *s = arg;
-    s->defers--;
-    s->flags &= ~F_PROCESS_Q;
-    if (s->h.closing) return;
     if (s->read_cb) {
         s->read_cb(s, s->err, s->rbuf ? s->rbuf + s->roff : "", s->rlen);
     } else if (s->drain_cb) {
         s->drain_cb(s, s->err);
-    } else if (s->shutdown_cb) {
-        csock_stream_cb cb = s->shutdown_cb;
-        s->shutdown_cb = NULL;
+    } else if (s->x && s->x->shutdown_cb) {
+        csock_stream_cb cb = s->x->shutdown_cb;
+        s->x->shutdown_cb = NULL;
         cb(s, s->err);
     }
 }
@@ -295,7 +303,7 @@ void csock__stream_fail(csock_stream *s, int err)
         csock_stream_close(s, s->close_cb);
         return;
     }
-    stream_defer(s, deliver_error);
+    stream_defer(s, D_ERROR);
 }
 
 /* ---- input -------------------------------------------------------------------- */
@@ -573,19 +581,15 @@ static void on_recv_done(csock_loop *loop, csock__ioreq *r, int res, char *buf)
 static void ring_recv(csock_stream *s)
 {
     if (s->rlen >= read_limit(s)) {
-        if (s->flags & F_PROCESS_Q) return; /* not offered yet: it may take some */
+        if (s->deferred & D_PROCESS) return; /* not offered yet: it may take some */
         return csock__stream_fail(s, CSOCK_ETOOBIG); /* offered it all, took none */
     }
     int rc = csock__io_recv(s->h.loop, &s->x->rreq, s->w.fd);
     if (rc < 0) csock__stream_fail(s, rc);
 }
 
-static void deferred_process(void *arg)
+static void deferred_process(csock_stream *s)
 {
-    csock_stream *s = arg;
-    s->defers--;
-    s->flags &= ~F_PROCESS_Q;
-    if (s->h.closing) return;
     if ((s->flags & F_EOF) && !(s->flags & F_EOF_DONE))
         deliver_eof(s);
     else
@@ -596,9 +600,8 @@ static void deferred_process(void *arg)
  * readiness event will come for bytes the kernel no longer holds. */
 static void schedule_process(csock_stream *s)
 {
-    if (s->flags & F_PROCESS_Q) return;
     if (!s->rlen && (!(s->flags & F_EOF) || (s->flags & F_EOF_DONE))) return;
-    if (stream_defer(s, deferred_process) == 0) s->flags |= F_PROCESS_Q;
+    stream_defer(s, D_PROCESS);
 }
 
 int csock_stream_read_start(csock_stream *s, csock_read_cb cb)
@@ -781,9 +784,9 @@ static void after_drain(csock_stream *s, int was_queued)
         shut_now = 1;
         int rc = shutdown(s->w.fd, SHUT_WR) < 0 ? -errno : 0;
         if (rc == -ENOTSOCK) rc = 0; /* a pipe: nothing to half-close */
-        if (s->shutdown_cb) {
-            csock_stream_cb cb = s->shutdown_cb;
-            s->shutdown_cb = NULL;
+        if (s->x && s->x->shutdown_cb) {
+            csock_stream_cb cb = s->x->shutdown_cb;
+            s->x->shutdown_cb = NULL;
             cb(s, rc);
             if (s->h.closing) return;
         }
@@ -1268,9 +1271,9 @@ static void on_timer(csock_timer *t)
     switch (mode) {
     case T_CONNECT:
         s->flags &= ~F_CONNECTING;
-        if (s->connect_cb) {
-            csock_stream_cb cb = s->connect_cb;
-            s->connect_cb = NULL;
+        if (s->x->connect_cb) {
+            csock_stream_cb cb = s->x->connect_cb;
+            s->x->connect_cb = NULL;
             cb(s, -ETIMEDOUT);
         }
         csock_stream_close(s, NULL);
@@ -1335,8 +1338,9 @@ int csock_stream_set_write_timeout(csock_stream *s, uint64_t ms) { return set_ti
 
 int csock__stream_connecting(csock_stream *s, csock_stream_cb cb, uint64_t timeout_ms)
 {
+    if (!ext(s)) return -ENOMEM;
     s->flags |= F_CONNECTING;
-    s->connect_cb = cb;
+    s->x->connect_cb = cb;
     update_events(s);
     if (timeout_ms) return arm_timer(s, T_CONNECT, timeout_ms);
     return 0;
@@ -1344,22 +1348,21 @@ int csock__stream_connecting(csock_stream *s, csock_stream_cb cb, uint64_t timeo
 
 /* A connect that failed at once (connect.c) still reports from the loop,
  * unless the application closed the stream first. */
-static void connect_failed_early(void *arg)
+static void connect_failed_early(csock_stream *s)
 {
-    csock_stream *s = arg;
-    s->defers--;
-    if (s->h.closing) return;
-    csock_stream_cb cb = s->connect_cb;
-    s->connect_cb = NULL;
+    csock_stream_cb cb = s->x->connect_cb;
+    s->x->connect_cb = NULL;
     if (cb) cb(s, s->err);
     csock_stream_close(s, NULL);
 }
 
 int csock__stream_connect_failed(csock_stream *s, csock_stream_cb cb, int err)
 {
-    s->connect_cb = cb;
+    if (!ext(s)) return -ENOMEM;
+    s->x->connect_cb = cb;
     s->err = err;
-    return stream_defer(s, connect_failed_early);
+    stream_defer(s, D_CONNECT);
+    return 0;
 }
 
 static void connect_done(csock_stream *s)
@@ -1373,8 +1376,8 @@ static void connect_done(csock_stream *s)
         s->timer_mode = T_NONE;
     }
     update_events(s);
-    csock_stream_cb cb = s->connect_cb;
-    s->connect_cb = NULL;
+    csock_stream_cb cb = s->x->connect_cb;
+    s->x->connect_cb = NULL;
     touch(s);
     if (cb) cb(s, -err);
     if (err) {
@@ -1390,8 +1393,9 @@ static void connect_done(csock_stream *s)
 int csock_stream_shutdown(csock_stream *s, csock_stream_cb cb)
 {
     if (s->h.closing || (s->flags & (F_SHUT_REQ | F_ENDING))) return -EPIPE;
+    if (cb && !ext(s)) return -ENOMEM;
     s->flags |= F_SHUT_REQ;
-    s->shutdown_cb = cb;
+    if (cb) s->x->shutdown_cb = cb;
     do_flush(s); /* held while connecting or inside the read callback */
     return 0;
 }
@@ -1404,9 +1408,26 @@ static void finish_now(csock_stream *s)
     free(s->x);
     s->x = NULL;
     if (s->close_cb) s->close_cb(s);
-    /* Queued after any deferred call that still holds s, so it runs last. */
-    if (s->defers && csock__defer(s->h.loop, free, s) == 0) return;
+    if (s->deferred) {
+        s->deferred = D_FREE; /* the queued task still holds s: it frees it */
+        return;
+    }
     free(s);
+}
+
+static void run_task(csock__task *t)
+{
+    csock_stream *s = csock__container_of(t, csock_stream, task);
+    unsigned what = s->deferred;
+    s->deferred = 0; /* from here on a new request queues the task again */
+    if (what & D_FREE) {
+        free(s);
+        return;
+    }
+    if (s->h.closing) return;
+    if (what & D_CONNECT) return connect_failed_early(s);
+    if (what & D_PROCESS) deferred_process(s);
+    if ((what & D_ERROR) && !s->h.closing) deliver_error(s);
 }
 
 static void stream_finish(csock__handle *h)
