@@ -140,11 +140,17 @@ void csock_stream_on_drain(csock_stream *s, csock_stream_cb cb);
  * pending, so an idle stream holds none. */
 int csock_stream_set_max_read(csock_stream *s, size_t max);
 
-/* Timeouts. Each closes the stream when it expires; the read callback gets
- * -ETIMEDOUT first (once). 0 disables. One timer serves all three, and it
- * is not touched on every read or write (deadlines are checked when it
- * fires), so they cost next to nothing on a busy stream.
- *  - idle: `ms` without a byte read or written, in either direction;
+/* Timeouts. Each closes the stream when it expires; the read callback (or
+ * a framed stream's msg_cb) gets -ETIMEDOUT first (once). 0 disables. One
+ * timer serves all four, and it is not touched on every read or write
+ * (deadlines are checked when it fires), so they cost next to nothing on a
+ * busy stream.
+ *  - idle: `ms` without a byte read or written, in either direction (so
+ *    what we send a peer, e.g. a chat's announcements, keeps it alive);
+ *  - receive: `ms` without a byte received from the peer while we read
+ *    (our own writes do not count; the clock restarts when reading starts
+ *    or resumes, and stops at the peer's EOF): cuts a peer that only
+ *    listens;
  *  - read: the peer left a message unfinished for `ms`: input waited
  *    unconsumed in the read buffer (a partial line or frame) and the
  *    application consumed none of it for that long. A slow or stalled
@@ -154,6 +160,7 @@ int csock_stream_set_max_read(csock_stream *s, size_t max);
 int csock_stream_set_idle_timeout(csock_stream *s, uint64_t ms);
 int csock_stream_set_read_timeout(csock_stream *s, uint64_t ms);
 int csock_stream_set_write_timeout(csock_stream *s, uint64_t ms);
+int csock_stream_set_recv_timeout(csock_stream *s, uint64_t ms);
 
 /* Half-close: once the write queue has drained, shut down the write side
  * (the peer reads EOF); reading goes on. `cb` (may be NULL) gets the result. */

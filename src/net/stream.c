@@ -73,9 +73,10 @@ enum { T_NONE, T_CONNECT, T_WATCH, T_LINGER, T_DRAIN };
 typedef struct stream_ext {
     csock_stream *s;
     csock_timer *timer;   /* made when first armed */
-    uint32_t idle_ms, read_ms, write_ms; /* 0: off */
+    uint32_t idle_ms, read_ms, write_ms, recv_ms; /* 0: off */
     uint32_t read_since;  /* input has waited unconsumed since then */
     uint32_t write_since; /* output has waited, none taken by the kernel, since */
+    uint32_t recv_since;  /* the last byte (or EOF) received, or reading (re)started */
     uint32_t due;         /* when the T_WATCH timer fires */
     csock__ioreq rreq, wreq; /* completion I/O: the one recv and one send in flight */
     /* Filtered streams (TLS): plaintext still to go through the filter,
@@ -395,6 +396,14 @@ static void read_clock(csock_stream *s)
     if (s->x) s->x->read_since = (uint32_t)s->h.loop->now;
 }
 
+/* The receive timeout's clock: restarted by every byte received, and when
+ * reading starts or resumes (while we do not read, the peer is not silent
+ * for all we know). Our own writes never restart it. */
+static void recv_clock(csock_stream *s)
+{
+    if (s->x) s->x->recv_since = (uint32_t)s->h.loop->now;
+}
+
 /* Hand `n` bytes to the read callback (writes it makes are held until it
  * returns); returns how many it consumed. The caller checks for a close. */
 static size_t offer(csock_stream *s, const char *buf, size_t n)
@@ -472,6 +481,7 @@ static void deliver_direct(csock_stream *s, const char *buf, size_t n)
 static void got_bytes(csock_stream *s, const char *raw, size_t n)
 {
     touch(s);
+    recv_clock(s);
     if (n == 0) {
         int st = s->filter ? s->filter->eof(s) : CSOCK_EOF;
         if (st != CSOCK_EOF) return csock__stream_fail(s, st);
@@ -613,6 +623,7 @@ int csock_stream_read_start(csock_stream *s, csock_read_cb cb)
         s->flags |= F_READING;
         touch(s);
         read_clock(s);
+        recv_clock(s);
         schedule_process(s);
     }
     update_events(s);
@@ -761,6 +772,7 @@ static void maybe_resume(csock_stream *s)
     if ((s->flags & F_PAUSED) && (!s->high || s->wq_bytes <= s->low)) {
         s->flags &= ~F_PAUSED;
         read_clock(s); /* the wait was ours, not the peer's */
+        recv_clock(s);
         update_events(s);
         schedule_process(s);
     }
@@ -1223,16 +1235,24 @@ static int read_waiting(const csock_stream *s)
     return s->rlen && (s->flags & (F_READING | F_PAUSED | F_EOF | F_FAILED | F_ENDING)) == F_READING;
 }
 
-/* Milliseconds until the first of the idle, read and write deadlines
- * (0: one has passed), or UINT32_MAX when none is running. */
+/* We are reading and the peer may still send: its silence counts. */
+static int receiving(const csock_stream *s)
+{
+    return (s->flags & (F_READING | F_PAUSED | F_EOF | F_FAILED | F_ENDING | F_CONNECTING)) ==
+           F_READING;
+}
+
+/* Milliseconds until the first of the idle, read, write and receive
+ * deadlines (0: one has passed), or UINT32_MAX when none is running. */
 static uint32_t next_deadline(const csock_stream *s, uint32_t now)
 {
     const stream_ext *tm = s->x;
     uint64_t left = UINT64_MAX;
-    uint32_t since[3] = {s->last_io, tm->read_since, tm->write_since};
-    uint32_t limit[3] = {tm->idle_ms, read_waiting(s) ? tm->read_ms : 0,
-                         queued(s) && !(s->flags & F_CONNECTING) ? tm->write_ms : 0};
-    for (int i = 0; i < 3; i++) {
+    uint32_t since[4] = {s->last_io, tm->read_since, tm->write_since, tm->recv_since};
+    uint32_t limit[4] = {tm->idle_ms, read_waiting(s) ? tm->read_ms : 0,
+                         queued(s) && !(s->flags & F_CONNECTING) ? tm->write_ms : 0,
+                         receiving(s) ? tm->recv_ms : 0};
+    for (int i = 0; i < 4; i++) {
         if (!limit[i]) continue;
         uint32_t gone = now - since[i];
         uint64_t l = gone >= limit[i] ? 0 : limit[i] - gone;
@@ -1257,10 +1277,11 @@ static void watch(csock_stream *s)
 }
 
 /* Cheap enough for every I/O event: one load and a branch when the stream
- * has no read or write timeout. */
+ * has no read, write or receive timeout (those start and stop with the
+ * stream's state; the idle one runs always). */
 static void watch_io(csock_stream *s)
 {
-    if (s->x && (s->x->read_ms | s->x->write_ms)) watch(s);
+    if (s->x && (s->x->read_ms | s->x->write_ms | s->x->recv_ms)) watch(s);
 }
 
 static void on_timer(csock_timer *t)
@@ -1318,9 +1339,12 @@ static int set_timeout(csock_stream *s, int which, uint64_t ms)
     } else if (which == 1) {
         tm->read_ms = v;
         tm->read_since = now;
-    } else {
+    } else if (which == 2) {
         tm->write_ms = v;
         tm->write_since = now;
+    } else {
+        tm->recv_ms = v;
+        tm->recv_since = now;
     }
     if (s->timer_mode == T_WATCH) { /* a shorter or no timeout: start over */
         if (tm->timer) csock_timer_stop(tm->timer);
@@ -1333,6 +1357,7 @@ static int set_timeout(csock_stream *s, int which, uint64_t ms)
 int csock_stream_set_idle_timeout(csock_stream *s, uint64_t ms) { return set_timeout(s, 0, ms); }
 int csock_stream_set_read_timeout(csock_stream *s, uint64_t ms) { return set_timeout(s, 1, ms); }
 int csock_stream_set_write_timeout(csock_stream *s, uint64_t ms) { return set_timeout(s, 2, ms); }
+int csock_stream_set_recv_timeout(csock_stream *s, uint64_t ms) { return set_timeout(s, 3, ms); }
 
 /* ---- connecting (the socket part lives in connect.c) ----------------------------- */
 

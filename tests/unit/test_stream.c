@@ -821,6 +821,55 @@ static void idle_timeout_fires(void **state)
     pair_close(&p);
 }
 
+/* ---- the receive timeout: silence from the peer, whatever we send ---- */
+
+static void send_tick(csock_timer *t)
+{
+    CHECK_OK(csock_stream_write(csock_timer_data(t), "x", 1));
+}
+
+/* `from` writes a byte every 20 ms while b has a 300 ms receive timeout;
+ * runs until b fails or `ms` pass. Returns how long it ran. */
+static uint64_t chatter(pair *p, csock_stream *from, uint64_t ms)
+{
+    csock_timer *t;
+    CHECK_OK(csock_timer_new(p->loop, &t));
+    csock_timer_set_data(t, from);
+    CHECK_OK(csock_timer_start(t, send_tick, 20, 20));
+    CHECK_OK(csock_stream_set_recv_timeout(p->b.s, 300));
+    uint64_t t0 = h_now_ms();
+    while (!p->b.err && h_now_ms() - t0 < ms)
+        assert_true(csock_loop_run(p->loop, CSOCK_RUN_ONCE) >= 0);
+    csock_timer_close(t, NULL);
+    return h_now_ms() - t0;
+}
+
+/* b talks to a peer that never answers (as a chat client that only
+ * listens): b's own writes would keep an idle timeout from firing, the
+ * receive timeout cuts it. */
+static void recv_timeout_cuts_silent_peer(void **state)
+{
+    pair p;
+    pair_reading(&p, 0);
+    uint64_t took = chatter(&p, p.b.s, 20000);
+    assert_int_equal(p.b.err, -ETIMEDOUT);
+    p.b.s = NULL; /* csock closed it after the callback */
+    assert_true(took >= 150);
+    assert_true(took <= 5000);
+    assert_true(p.a.len > 0); /* b did talk all along */
+    pair_close(&p);
+}
+
+static void recv_timeout_spares_talking_peer(void **state)
+{
+    pair p;
+    pair_reading(&p, 0);
+    chatter(&p, p.a.s, 900);
+    assert_int_equal(p.b.err, 0);
+    assert_true(p.b.len > 0);
+    pair_close(&p);
+}
+
 /* The peer sends 10 bytes of a message the reader needs 100 of, then
  * nothing: the read timeout cuts it (the idle timeout is off). */
 static void read_timeout_cuts_unfinished_message(void **state)
@@ -1274,6 +1323,8 @@ int main(void)
         cmocka_unit_test(watermarks_off_resumes_reading),
         cmocka_unit_test(end_waits_for_slow_reader),
         cmocka_unit_test(idle_timeout_fires),
+        cmocka_unit_test(recv_timeout_cuts_silent_peer),
+        cmocka_unit_test(recv_timeout_spares_talking_peer),
         cmocka_unit_test(read_stop_lets_loop_end),
         cmocka_unit_test(read_timeout_cuts_unfinished_message),
         cmocka_unit_test(read_timeout_spares_progress),
