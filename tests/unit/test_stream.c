@@ -825,7 +825,8 @@ static void idle_timeout_fires(void **state)
 
 static void send_tick(csock_timer *t)
 {
-    CHECK_OK(csock_stream_write(csock_timer_data(t), "x", 1));
+    /* -EPIPE once the timeout closed the stream, in the same timer phase. */
+    (void)csock_stream_write(csock_timer_data(t), "x", 1);
 }
 
 /* `from` writes a byte every 20 ms while b has a 300 ms receive timeout;
