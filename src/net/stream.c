@@ -755,9 +755,6 @@ static void maybe_pause(csock_stream *s)
     }
 }
 
-/* What follows a flush: resume reading below the low watermark, then, once
- * the queue is empty, a requested half-close, a pending graceful close, or
- * the drain callback (only when there was something to drain). */
 static int arm_timer(csock_stream *s, int mode, uint64_t ms);
 
 /* Bound an ending stream's life: without a timer it could stay open
@@ -778,6 +775,9 @@ static void maybe_resume(csock_stream *s)
     }
 }
 
+/* What follows a flush: resume reading below the low watermark, then, once
+ * the queue is empty, a requested half-close, a pending graceful close, or
+ * the drain callback (only when there was something to drain). */
 static void after_drain(csock_stream *s, int was_queued)
 {
     int shut_now = 0;
