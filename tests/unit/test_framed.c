@@ -1,6 +1,6 @@
 /* Framed streams (csock_stream_read_framed) as net.h's csock_msg_cb
  * contract promises: every message in order, then exactly one final status
- * (issue 10): a reset or a timeout reaches msg_cb, a valid message before
+ * (issue 10): a reset or a timeout (idle, read, receive) reaches msg_cb, a valid message before
  * an oversized one is answered, reading stopped inside msg_cb holds the
  * rest, and an LP32 body too long for its header is refused. */
 #include <stdarg.h>
@@ -148,13 +148,18 @@ static void reset_case(csock_frame_kind kind)
 static void reset_reaches_line_reader(void **state) { reset_case(CSOCK_FRAME_LINE); }
 static void reset_reaches_lp32_reader(void **state) { reset_case(CSOCK_FRAME_LP32); }
 
-static void timeout_case(int read_timeout)
+enum { T_IDLE, T_READ, T_RECV };
+
+static void timeout_case(int which)
 {
     fpair p;
     fpair_open(&p, CSOCK_FRAME_LINE, 64);
-    if (read_timeout) {
+    if (which == T_READ) {
         send_all(p.peer, "unfinished", 10);
         CHECK_OK(csock_stream_set_read_timeout(p.e.s, 50));
+    } else if (which == T_RECV) {
+        CHECK_OK(csock_stream_write(p.e.s, "hello\n", 6)); /* ours: not counted */
+        CHECK_OK(csock_stream_set_recv_timeout(p.e.s, 50));
     } else {
         CHECK_OK(csock_stream_set_idle_timeout(p.e.s, 50));
     }
@@ -165,8 +170,9 @@ static void timeout_case(int read_timeout)
     fpair_close(&p);
 }
 
-static void idle_timeout_reaches_msg_cb(void **state) { timeout_case(0); }
-static void read_timeout_reaches_msg_cb(void **state) { timeout_case(1); }
+static void idle_timeout_reaches_msg_cb(void **state) { timeout_case(T_IDLE); }
+static void read_timeout_reaches_msg_cb(void **state) { timeout_case(T_READ); }
+static void recv_timeout_reaches_msg_cb(void **state) { timeout_case(T_RECV); }
 
 /* ---- a valid message and an oversized one in the same read ------------------------- */
 
@@ -266,6 +272,7 @@ int main(void)
         cmocka_unit_test(reset_reaches_lp32_reader),
         cmocka_unit_test(idle_timeout_reaches_msg_cb),
         cmocka_unit_test(read_timeout_reaches_msg_cb),
+        cmocka_unit_test(recv_timeout_reaches_msg_cb),
         cmocka_unit_test(valid_line_before_oversized_line),
         cmocka_unit_test(valid_frame_before_oversized_frame),
         cmocka_unit_test(oversized_line_then_close_keeps_reply),
