@@ -1,8 +1,9 @@
 /* Framed streams (csock_stream_read_framed) as net.h's csock_msg_cb
  * contract promises: every message in order, then exactly one final status
- * (issue 10): a reset or a timeout (idle, read, receive) reaches msg_cb, a valid message before
- * an oversized one is answered, reading stopped inside msg_cb holds the
- * rest, and an LP32 body too long for its header is refused. */
+ * (issue 10): a reset or a timeout (idle, read, receive) reaches msg_cb, a
+ * valid message before an oversized one is answered, reading stopped
+ * inside msg_cb holds the rest, and an LP32 body too long for its header
+ * is refused. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
