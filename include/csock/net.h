@@ -112,8 +112,11 @@ int csock_stream_write_ref(csock_stream *s, const void *buf, size_t len,
                            void (*release)(void *ud), void *ud);
 
 /* Queue `len` bytes of file `fd` from `offset`, sent with sendfile(2) where
- * the stream is a plain socket (read and sent otherwise). The stream closes
- * `fd` when done if `close_fd` is non-zero. */
+ * the stream is a plain socket (read and sent otherwise). On a TLS stream
+ * the file is read and encrypted a piece at a time as the socket drains,
+ * never all at once; writes made after it wait behind it. The file's bytes
+ * count in the write queue (and for backpressure) until sent. The stream
+ * closes `fd` when done if `close_fd` is non-zero. */
 int csock_stream_write_file(csock_stream *s, int fd, off_t offset, size_t len, int close_fd);
 
 /* Bytes queued and not yet taken by the kernel. */
@@ -122,7 +125,10 @@ size_t csock_stream_write_queue_size(const csock_stream *s);
 /* Backpressure: when the stream's own write queue passes `high` bytes it
  * stops reading from its peer, and resumes when the queue falls to `low`.
  * A request/response server therefore holds at most about `high` bytes of
- * replies per slow client. Defaults: 256 KiB and 64 KiB. 0 disables. */
+ * replies per slow client. Defaults: 256 KiB and 64 KiB. 0 disables: a
+ * relay that throttles its sources itself (a proxy, netcat) turns it off,
+ * or it and a peer doing the same can each wait for the other to read. New
+ * marks apply at once (a paused stream below them, or with 0, resumes). */
 void csock_stream_set_watermarks(csock_stream *s, size_t high, size_t low);
 
 /* Called each time the write queue becomes empty (e.g. to resume reading
@@ -134,11 +140,17 @@ void csock_stream_on_drain(csock_stream *s, csock_stream_cb cb);
  * pending, so an idle stream holds none. */
 int csock_stream_set_max_read(csock_stream *s, size_t max);
 
-/* Timeouts. Each closes the stream when it expires; the read callback gets
- * -ETIMEDOUT first (once). 0 disables. One timer serves all three, and it
- * is not touched on every read or write (deadlines are checked when it
- * fires), so they cost next to nothing on a busy stream.
- *  - idle: `ms` without a byte read or written, in either direction;
+/* Timeouts. Each closes the stream when it expires; the read callback (or
+ * a framed stream's msg_cb) gets -ETIMEDOUT first (once). 0 disables. One
+ * timer serves all four, and it is not touched on every read or write
+ * (deadlines are checked when it fires), so they cost next to nothing on a
+ * busy stream.
+ *  - idle: `ms` without a byte read or written, in either direction (so
+ *    what we send a peer, e.g. a chat's announcements, keeps it alive);
+ *  - receive: `ms` without a byte received from the peer while we read
+ *    (our own writes do not count; the clock restarts when reading starts
+ *    or resumes, and stops at the peer's EOF): cuts a peer that only
+ *    listens;
  *  - read: the peer left a message unfinished for `ms`: input waited
  *    unconsumed in the read buffer (a partial line or frame) and the
  *    application consumed none of it for that long. A slow or stalled
@@ -148,6 +160,7 @@ int csock_stream_set_max_read(csock_stream *s, size_t max);
 int csock_stream_set_idle_timeout(csock_stream *s, uint64_t ms);
 int csock_stream_set_read_timeout(csock_stream *s, uint64_t ms);
 int csock_stream_set_write_timeout(csock_stream *s, uint64_t ms);
+int csock_stream_set_recv_timeout(csock_stream *s, uint64_t ms);
 
 /* Half-close: once the write queue has drained, shut down the write side
  * (the peer reads EOF); reading goes on. `cb` (may be NULL) gets the result. */
@@ -170,7 +183,10 @@ int csock_stream_draining(const csock_stream *s);
 
 /* Close gracefully: stop reading, send what is queued, shut down the write
  * side, then wait (up to 2 s) for the peer to finish so that no unread
- * input turns the close into a reset that would destroy the reply. */
+ * input turns the close into a reset that would destroy the reply. Queued
+ * output is waited for as long as the peer keeps taking it; a peer that
+ * takes none of it for 2 s is cut off. Should the stream be unable to make
+ * its timer (ENOMEM) it closes at once rather than wait unbounded. */
 void csock_stream_end(csock_stream *s, csock_stream_close_cb cb);
 
 void *csock_stream_data(const csock_stream *s);
@@ -337,17 +353,34 @@ typedef struct csock_framing {
 ssize_t csock_frame_next(const csock_framing *f, const char *buf, size_t len, const char **msg,
                          size_t *msg_len);
 
-/* Message callback for a framed stream: status 0 and one message; then, at
- * the end, CSOCK_EOF (a final unterminated line is delivered first as a
- * message; a truncated LP32 frame gives -EPROTO), CSOCK_ETOOBIG or an error,
- * once. The message is a slice of the read buffer, valid during the call. */
+/* Message callback for a framed stream. What it receives, in order:
+ *  - status 0 and one whole message, for each message, in the order sent;
+ *  - then exactly once a final status (msg NULL, len 0), after which it is
+ *    never called again:
+ *      CSOCK_EOF      the peer finished (a final unterminated line is
+ *                     delivered first as a message);
+ *      -EPROTO        the peer finished inside an LP32 frame;
+ *      CSOCK_ETOOBIG  a message larger than f->max (the stream stops
+ *                     reading but stays writable);
+ *      < 0            a stream error: -ECONNRESET, -ETIMEDOUT (idle, read,
+ *                     write or receive timeout; csock closes the stream
+ *                     right after the callback), -ENOMEM...
+ * Messages that arrived before a bad one are delivered before its error,
+ * and the replies written for them are handed to the socket before the
+ * error is delivered (csock_stream_end keeps any the socket could not take
+ * yet; csock_stream_close drops those). A final
+ * status does not close the stream (except after a timeout): the callback
+ * closes or ends it. The message is a slice of the read buffer, valid
+ * during the call. */
 typedef void (*csock_msg_cb)(csock_stream *s, int status, const char *msg, size_t len);
 
 /* Read the stream as messages. Sets the stream's maximum read buffer to fit
  * one maximal message. Copies *f. */
 int csock_stream_read_framed(csock_stream *s, const csock_framing *f, csock_msg_cb cb);
 
-/* Write one message framed as `f` says (adds the LF, or the length header). */
+/* Write one message framed as `f` says (adds the LF, or the length header).
+ * CSOCK_ETOOBIG when len > f->max; -EMSGSIZE for an LP32 body over
+ * UINT32_MAX bytes (its header cannot say the length). */
 int csock_stream_write_msg(csock_stream *s, const csock_framing *f, const void *msg, size_t len);
 
 #ifdef __cplusplus

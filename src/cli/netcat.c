@@ -1177,6 +1177,11 @@ void nc_peer_add_stream(nc_ctx *c, csock_stream *s, int accepted)
     p->s = s;
     csock_stream_set_data(s, p);
     csock_stream_on_drain(s, on_peer_drain);
+    /* The relay's own flow control (sync_sources) throttles a peer's
+     * sources. The stream's would also stop reading the peer while what we
+     * send it waits: with a peer that does the same (an echo server) and a
+     * slow stdout, each waits for the other to read, forever. */
+    csock_stream_set_watermarks(s, 0, 0);
     if (c->o->idle_ms) csock_stream_set_idle_timeout(s, c->o->idle_ms);
     if (peer_start(p) < 0) return;
     if (exec_mode(c) || peers_may_read(c)) csock_stream_read_start(s, on_peer_read);

@@ -212,33 +212,28 @@ static void run_always(csock_loop *loop)
 
 /* ---- deferred work and cross-thread posts ---------------------------------- */
 
-int csock__defer(csock_loop *loop, void (*fn)(void *data), void *data)
+void csock__defer(csock_loop *loop, csock__task *t)
 {
-    csock__post *p = malloc(sizeof *p);
-    if (!p) return -ENOMEM;
-    p->fn = fn;
-    p->data = data;
-    p->next = NULL;
+    t->next = NULL;
     if (loop->defer_tail)
-        loop->defer_tail->next = p;
+        loop->defer_tail->next = t;
     else
-        loop->defer_head = p;
-    loop->defer_tail = p;
-    return 0;
+        loop->defer_head = t;
+    loop->defer_tail = t;
 }
 
 static void run_deferred(csock_loop *loop)
 {
     /* Only what was queued before this phase runs now: the list is taken
      * whole, so work deferred by these callbacks starts a new list for the
-     * next iteration and a callback that re-defers cannot starve I/O. */
-    csock__post *p = loop->defer_head;
+     * next iteration and a callback that re-defers cannot starve I/O. The
+     * next task is read first: a task may re-queue or free its owner. */
+    csock__task *t = loop->defer_head;
     loop->defer_head = loop->defer_tail = NULL;
-    while (p) {
-        csock__post *next = p->next;
-        p->fn(p->data);
-        free(p);
-        p = next;
+    while (t) {
+        csock__task *next = t->next;
+        t->fn(t);
+        t = next;
     }
 }
 
@@ -249,13 +244,10 @@ static void wake(csock_loop *loop)
     (void)n; /* EAGAIN means the counter is already non-zero: awake anyway */
 }
 
-int csock_loop_post(csock_loop *loop, void (*fn)(void *data), void *data)
+static void post(csock_loop *loop, csock__post *p, int heap)
 {
-    csock__post *p = malloc(sizeof *p);
-    if (!p) return -ENOMEM;
-    p->fn = fn;
-    p->data = data;
     p->next = NULL;
+    p->heap = (unsigned char)heap;
     pthread_mutex_lock(&loop->post_lock);
     if (loop->post_tail)
         loop->post_tail->next = p;
@@ -265,8 +257,19 @@ int csock_loop_post(csock_loop *loop, void (*fn)(void *data), void *data)
     atomic_fetch_add(&loop->posts_pending, 1);
     pthread_mutex_unlock(&loop->post_lock);
     wake(loop);
+}
+
+int csock_loop_post(csock_loop *loop, void (*fn)(void *data), void *data)
+{
+    csock__post *p = malloc(sizeof *p);
+    if (!p) return -ENOMEM;
+    p->fn = fn;
+    p->data = data;
+    post(loop, p, 1);
     return 0;
 }
+
+void csock__loop_post_node(csock_loop *loop, csock__post *p) { post(loop, p, 0); }
 
 static void run_posts(csock_loop *loop)
 {
@@ -277,8 +280,9 @@ static void run_posts(csock_loop *loop)
     pthread_mutex_unlock(&loop->post_lock);
     while (p) {
         csock__post *next = p->next;
+        int heap = p->heap; /* read first: fn may free a caller's node */
         p->fn(p->data);
-        free(p);
+        if (heap) free(p);
         atomic_fetch_sub(&loop->posts_pending, 1);
         p = next;
     }

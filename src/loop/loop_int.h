@@ -125,10 +125,27 @@ typedef struct csock__post {
     struct csock__post *next;
     void (*fn)(void *data);
     void *data;
+    unsigned char heap; /* made by csock_loop_post(): freed once it has run */
 } csock__post;
 
-/* Run fn(data) in the next pending phase. Loop thread only. -ENOMEM. */
-int csock__defer(csock_loop *loop, void (*fn)(void *data), void *data);
+/* csock_loop_post() with a node the caller owns: no allocation, so it
+ * cannot fail (a server's stop must not). The node must not be queued
+ * already and must stay valid until fn has started; fn may free it. Safe
+ * from any thread. */
+void csock__loop_post_node(csock_loop *loop, csock__post *p);
+
+/* A deferred call lives in the object it is for (intrusive), so deferring
+ * never allocates and cannot fail. */
+typedef struct csock__task csock__task;
+struct csock__task {
+    csock__task *next;
+    void (*fn)(csock__task *t);
+};
+
+/* Run t->fn(t) in the next pending phase (FIFO). `t` must not be queued
+ * already: its owner keeps track (see the stream's `deferred` bits), and
+ * must stay allocated until it has run. Loop thread only. */
+void csock__defer(csock_loop *loop, csock__task *t);
 
 /* Count a closed handle as still open (delta 1) until the kernel is done
  * with it (delta -1): csock_loop_free() refuses meanwhile. (Requests in
@@ -160,7 +177,7 @@ struct csock_loop {
     csock__handle *closing;       /* handles whose close phase is due */
     csock__handle *closing_tail;
     csock__timer_heap timers;
-    csock__post *defer_head, *defer_tail;
+    csock__task *defer_head, *defer_tail;
     csock__watcher **always;      /* watchers the backend refused: always ready */
     size_t nalways, always_cap;
     void *data;

@@ -59,6 +59,10 @@ typedef struct csock__filter {
     void (*shutdown)(csock_stream *s);
     /* The stream is closing: free the filter state. */
     void (*free)(csock_stream *s);
+    /* Optional: 0 while write() would only hold the bytes in the filter's
+     * own memory (a TLS handshake): the stream then keeps a file's bytes
+     * in the file. The filter calls csock__stream_flush() when ready. */
+    int (*ready)(csock_stream *s);
 } csock__filter;
 
 void csock__stream_set_filter(csock_stream *s, const csock__filter *f, void *state);

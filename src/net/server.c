@@ -33,6 +33,7 @@ typedef struct srv_loop {
     csock_dgram *ds[MAX_ENDPOINTS];
     csock_timer *drain_timer;
     int rc;
+    csock__post stop_posts[2]; /* drain, then close now: a stop never allocates */
 } srv_loop;
 
 struct csock_server {
@@ -269,11 +270,20 @@ static void close_loop_now(void *arg)
             if (sl->srv->sigs[i]) csock_signal_unref(sl->srv->sigs[i]);
 }
 
+/* Each message is posted once (the first stop drains, the second closes),
+ * through a node in srv_loop: an allocation that fails here would leave
+ * the server deaf to SIGTERM. */
 void csock_server_stop(csock_server *srv)
 {
     int n = atomic_fetch_add(&srv->stops, 1);
-    for (unsigned i = 0; i < srv->n; i++)
-        csock_loop_post(srv->loops[i].loop, n == 0 ? drain_loop : close_loop_now, &srv->loops[i]);
+    if (n > 1) return; /* closing at once is asked for already */
+    for (unsigned i = 0; i < srv->n; i++) {
+        srv_loop *sl = &srv->loops[i];
+        csock__post *p = &sl->stop_posts[n];
+        p->fn = n == 0 ? drain_loop : close_loop_now;
+        p->data = sl;
+        csock__loop_post_node(sl->loop, p);
+    }
 }
 
 static void on_signal(csock_signal *sig, int signum)

@@ -15,7 +15,9 @@
 #define DEFAULT_MAX_READ (64u * 1024)
 #define DEFAULT_HIGH (256u * 1024)
 #define DEFAULT_LOW (64u * 1024)
-#define LINGER_MS 2000  /* how long csock_stream_end() waits for the peer's EOF */
+/* How long csock_stream_end() waits for the peer's EOF once its output is
+ * out, and how long it waits for a peer that takes none of that output. */
+#define LINGER_MS 2000
 /* A draining stream must also have been quiet this long before it ends:
  * empty queues and an empty receive queue can be a moment between two
  * segments of a peer that is still sending. */
@@ -51,12 +53,12 @@ enum {
     F_CONNECTING = 1 << 7, /* connect in progress (connect.c) */
     F_NOT_SOCK = 1 << 8,   /* a pipe or tty: plain writev, no sendfile */
     F_FAILED = 1 << 9,     /* an error was delivered: no more callbacks but close */
-    F_PROCESS_Q = 1 << 10, /* a deferred pass over buffered input is queued */
     F_FRAMED = 1 << 11,    /* reads are cut into messages for msg_cb */
     F_EOF_DONE = 1 << 12,  /* the application has taken the EOF */
     F_SHUT_FILTER = 1 << 13, /* the filter's shutdown (close_notify) is queued */
     F_DRAIN = 1 << 14,     /* server draining: end the stream once it is idle */
     F_RING = 1 << 15,      /* socket I/O by completion (s->x->rreq/wreq), not readiness */
+    F_MSG_END = 1 << 16,   /* framed: msg_cb has had its final status */
 };
 
 /* What the stream's one timer is armed for. T_WATCH covers the idle, read
@@ -71,14 +73,20 @@ enum { T_NONE, T_CONNECT, T_WATCH, T_LINGER, T_DRAIN };
 typedef struct stream_ext {
     csock_stream *s;
     csock_timer *timer;   /* made when first armed */
-    uint32_t idle_ms, read_ms, write_ms; /* 0: off */
+    uint32_t idle_ms, read_ms, write_ms, recv_ms; /* 0: off */
     uint32_t read_since;  /* input has waited unconsumed since then */
     uint32_t write_since; /* output has waited, none taken by the kernel, since */
+    uint32_t recv_since;  /* the last byte (or EOF) received, or reading (re)started */
     uint32_t due;         /* when the T_WATCH timer fires */
     csock__ioreq rreq, wreq; /* completion I/O: the one recv and one send in flight */
+    /* Filtered streams (TLS): plaintext still to go through the filter,
+     * behind everything in the raw queue (see feed_filter). */
+    wchunk *plain_head, *plain_tail;
+    size_t plain_bytes;   /* of it, counted in wq_bytes too */
     unsigned char ring;   /* the stream does its socket I/O by completion */
     unsigned char zombie; /* closed, finished once its requests complete */
     unsigned char drain_cancel; /* the recv was cancelled to see if a drain may end it */
+    csock_stream_cb shutdown_cb, connect_cb; /* rare: kept out of the handle */
 } stream_ext;
 
 struct csock_stream {
@@ -87,8 +95,7 @@ struct csock_stream {
     unsigned flags;
     unsigned char timer_mode;
     unsigned char fkind, fkeep; /* framing: csock_frame_kind, keep_delimiter */
-    unsigned char defers;   /* deferred calls still queued that hold this stream (at
-                               most one per kind: error, re-read, connect failure) */
+    unsigned char deferred; /* D_*: what the queued `task` is to do (0: not queued) */
     csock_read_cb read_cb;
     void *data;
     /* input: bytes [roff, roff+rlen) of rbuf are unconsumed */
@@ -99,8 +106,9 @@ struct csock_stream {
     wchunk *wq_head, *wq_tail;
     size_t wq_bytes;
     uint32_t high, low;
-    csock_stream_cb drain_cb, shutdown_cb, connect_cb;
+    csock_stream_cb drain_cb;
     csock_stream_close_cb close_cb;
+    csock__task task;       /* the stream's one deferred call (see stream_defer) */
     stream_ext *x;          /* timer, timeouts, completion I/O: made on first use */
     csock__conn_group *group;
     csock_stream *gnext, *gprev; /* the group's list of open streams */
@@ -125,6 +133,10 @@ static void process_input(csock_stream *s);
 static void do_flush(csock_stream *s);
 static void on_io(csock_loop *loop, csock__watcher *w, unsigned events);
 static void drain_check(csock_stream *s);
+
+/* Output waits: raw bytes for the socket, or plaintext for the filter. */
+static int plain_waits(const csock_stream *s) { return s->x && s->x->plain_head; }
+static int queued(const csock_stream *s) { return s->wq_head || plain_waits(s); }
 
 csock_stream *csock__stream_new(csock_loop *loop, int fd, csock__conn_group *group)
 {
@@ -172,10 +184,17 @@ int csock_stream_fd(const csock_stream *s) { return s->w.fd; }
 size_t csock_stream_write_queue_size(const csock_stream *s) { return s->wq_bytes; }
 void csock_stream_on_drain(csock_stream *s, csock_stream_cb cb) { s->drain_cb = cb; }
 
+static void maybe_pause(csock_stream *s);
+static void maybe_resume(csock_stream *s);
+
 void csock_stream_set_watermarks(csock_stream *s, size_t high, size_t low)
 {
     s->high = high > UINT32_MAX ? UINT32_MAX : (uint32_t)high;
     s->low = low > s->high ? s->high : (uint32_t)low;
+    /* A stream paused under the old marks must not wait for a drain that
+     * the new ones no longer ask for (0 turns backpressure off). */
+    maybe_resume(s);
+    maybe_pause(s);
     update_events(s);
 }
 
@@ -237,30 +256,38 @@ static void update_events(csock_stream *s)
 
 /* ---- errors ------------------------------------------------------------------- */
 
-/* Deferred work holds a pointer to the stream and may still be queued when
- * the stream closes (closed from an I/O callback: the close phase comes
- * before the next deferred phase). stream_finish() then frees the stream
- * through the same FIFO queue, after every call that holds it. */
-static int stream_defer(csock_stream *s, void (*fn)(void *arg))
+/* What the stream's deferred call does: it needs at most these, so one
+ * intrusive task serves them all and deferring cannot fail. */
+enum {
+    D_PROCESS = 1, /* offer buffered input (or the EOF) again */
+    D_ERROR = 2,   /* deliver s->err */
+    D_CONNECT = 4, /* report a connect that failed at once */
+    D_FREE = 8,    /* the stream finished while the task was queued: free it */
+};
+
+static void run_task(csock__task *t);
+
+/* Ask for `what` on the next pending phase. A stream that closes meanwhile
+ * (from an I/O callback: the close phase comes before the next pending
+ * phase) is freed by the task instead (D_FREE), never under it. */
+static void stream_defer(csock_stream *s, unsigned what)
 {
-    int rc = csock__defer(s->h.loop, fn, s);
-    if (rc == 0) s->defers++;
-    return rc;
+    if (!s->deferred) {
+        s->task.fn = run_task;
+        csock__defer(s->h.loop, &s->task);
+    }
+    s->deferred |= (unsigned char)what;
 }
 
-static void deliver_error(void *arg)
+static void deliver_error(csock_stream *s)
 {
-    csock_stream *s = arg;
-    s->defers--;
-    s->flags &= ~F_PROCESS_Q;
-    if (s->h.closing) return;
     if (s->read_cb) {
         s->read_cb(s, s->err, s->rbuf ? s->rbuf + s->roff : "", s->rlen);
     } else if (s->drain_cb) {
         s->drain_cb(s, s->err);
-    } else if (s->shutdown_cb) {
-        csock_stream_cb cb = s->shutdown_cb;
-        s->shutdown_cb = NULL;
+    } else if (s->x && s->x->shutdown_cb) {
+        csock_stream_cb cb = s->x->shutdown_cb;
+        s->x->shutdown_cb = NULL;
         cb(s, s->err);
     }
 }
@@ -277,7 +304,7 @@ void csock__stream_fail(csock_stream *s, int err)
         csock_stream_close(s, s->close_cb);
         return;
     }
-    stream_defer(s, deliver_error);
+    stream_defer(s, D_ERROR);
 }
 
 /* ---- input -------------------------------------------------------------------- */
@@ -369,6 +396,14 @@ static void read_clock(csock_stream *s)
     if (s->x) s->x->read_since = (uint32_t)s->h.loop->now;
 }
 
+/* The receive timeout's clock: restarted by every byte received, and when
+ * reading starts or resumes (while we do not read, the peer is not silent
+ * for all we know). Our own writes never restart it. */
+static void recv_clock(csock_stream *s)
+{
+    if (s->x) s->x->recv_since = (uint32_t)s->h.loop->now;
+}
+
 /* Hand `n` bytes to the read callback (writes it makes are held until it
  * returns); returns how many it consumed. The caller checks for a close. */
 static size_t offer(csock_stream *s, const char *buf, size_t n)
@@ -407,7 +442,7 @@ static void deliver_eof(csock_stream *s)
     s->flags |= F_EOF;
     update_events(s);
     if (s->flags & F_ENDING) {
-        if (!s->wq_head) csock_stream_close(s, s->close_cb);
+        if (!queued(s)) csock_stream_close(s, s->close_cb);
         return; /* else after_drain() closes once the reply is out */
     }
     if (!s->read_cb || (s->flags & (F_FAILED | F_EOF_DONE))) return;
@@ -446,6 +481,7 @@ static void deliver_direct(csock_stream *s, const char *buf, size_t n)
 static void got_bytes(csock_stream *s, const char *raw, size_t n)
 {
     touch(s);
+    recv_clock(s);
     if (n == 0) {
         int st = s->filter ? s->filter->eof(s) : CSOCK_EOF;
         if (st != CSOCK_EOF) return csock__stream_fail(s, st);
@@ -555,19 +591,15 @@ static void on_recv_done(csock_loop *loop, csock__ioreq *r, int res, char *buf)
 static void ring_recv(csock_stream *s)
 {
     if (s->rlen >= read_limit(s)) {
-        if (s->flags & F_PROCESS_Q) return; /* not offered yet: it may take some */
+        if (s->deferred & D_PROCESS) return; /* not offered yet: it may take some */
         return csock__stream_fail(s, CSOCK_ETOOBIG); /* offered it all, took none */
     }
     int rc = csock__io_recv(s->h.loop, &s->x->rreq, s->w.fd);
     if (rc < 0) csock__stream_fail(s, rc);
 }
 
-static void deferred_process(void *arg)
+static void deferred_process(csock_stream *s)
 {
-    csock_stream *s = arg;
-    s->defers--;
-    s->flags &= ~F_PROCESS_Q;
-    if (s->h.closing) return;
     if ((s->flags & F_EOF) && !(s->flags & F_EOF_DONE))
         deliver_eof(s);
     else
@@ -578,9 +610,8 @@ static void deferred_process(void *arg)
  * readiness event will come for bytes the kernel no longer holds. */
 static void schedule_process(csock_stream *s)
 {
-    if (s->flags & F_PROCESS_Q) return;
     if (!s->rlen && (!(s->flags & F_EOF) || (s->flags & F_EOF_DONE))) return;
-    if (stream_defer(s, deferred_process) == 0) s->flags |= F_PROCESS_Q;
+    stream_defer(s, D_PROCESS);
 }
 
 int csock_stream_read_start(csock_stream *s, csock_read_cb cb)
@@ -592,6 +623,7 @@ int csock_stream_read_start(csock_stream *s, csock_read_cb cb)
         s->flags |= F_READING;
         touch(s);
         read_clock(s);
+        recv_clock(s);
         schedule_process(s);
     }
     update_events(s);
@@ -622,14 +654,24 @@ static void chunk_free(csock_stream *s, wchunk *c)
         free(c);
 }
 
-static void drop_queue(csock_stream *s)
+static void free_chunks(csock_stream *s, wchunk *c)
 {
-    for (wchunk *c = s->wq_head, *next; c; c = next) {
+    for (wchunk *next; c; c = next) {
         next = c->next;
         chunk_free(s, c);
     }
+}
+
+static void drop_queue(csock_stream *s)
+{
+    free_chunks(s, s->wq_head);
     s->wq_head = s->wq_tail = NULL;
     s->wq_bytes = 0;
+    if (s->x) {
+        free_chunks(s, s->x->plain_head);
+        s->x->plain_head = s->x->plain_tail = NULL;
+        s->x->plain_bytes = 0;
+    }
 }
 
 /* The write timeout's clock: restarted when output starts to wait and each
@@ -639,17 +681,21 @@ static void write_clock(csock_stream *s)
     if (s->x) s->x->write_since = (uint32_t)s->h.loop->now;
 }
 
-static void enqueue(csock_stream *s, wchunk *c)
+/* Append c to a list of output: the raw queue, or the plaintext waiting
+ * for a filter (both count in wq_bytes). */
+static void chunk_append(csock_stream *s, wchunk **head, wchunk **tail, wchunk *c)
 {
-    if (!s->wq_head) write_clock(s);
+    if (!queued(s)) write_clock(s);
     c->next = NULL;
-    if (s->wq_tail)
-        s->wq_tail->next = c;
+    if (*tail)
+        (*tail)->next = c;
     else
-        s->wq_head = c;
-    s->wq_tail = c;
+        *head = c;
+    *tail = c;
     s->wq_bytes += c->len;
 }
+
+static void enqueue(csock_stream *s, wchunk *c) { chunk_append(s, &s->wq_head, &s->wq_tail, c); }
 
 /* Copy bytes onto the queue, filling the tail chunk before making another. */
 static int queue_copy(csock_stream *s, const char *buf, size_t len)
@@ -709,18 +755,34 @@ static void maybe_pause(csock_stream *s)
     }
 }
 
+static int arm_timer(csock_stream *s, int mode, uint64_t ms);
+
+/* Bound an ending stream's life: without a timer it could stay open
+ * forever, so a timer that cannot be made closes it at once. */
+static void linger(csock_stream *s)
+{
+    if (arm_timer(s, T_LINGER, LINGER_MS) < 0) csock_stream_close(s, s->close_cb);
+}
+
+static void maybe_resume(csock_stream *s)
+{
+    if ((s->flags & F_PAUSED) && (!s->high || s->wq_bytes <= s->low)) {
+        s->flags &= ~F_PAUSED;
+        read_clock(s); /* the wait was ours, not the peer's */
+        recv_clock(s);
+        update_events(s);
+        schedule_process(s);
+    }
+}
+
 /* What follows a flush: resume reading below the low watermark, then, once
  * the queue is empty, a requested half-close, a pending graceful close, or
  * the drain callback (only when there was something to drain). */
 static void after_drain(csock_stream *s, int was_queued)
 {
-    if ((s->flags & F_PAUSED) && s->wq_bytes <= s->low) {
-        s->flags &= ~F_PAUSED;
-        read_clock(s); /* the wait was ours, not the peer's */
-        update_events(s);
-        schedule_process(s);
-    }
-    if (s->wq_head) return;
+    int shut_now = 0;
+    maybe_resume(s);
+    if (queued(s)) return;
     if ((s->flags & F_SHUT_REQ) && !(s->flags & F_SHUT_DONE)) {
         if (s->filter && s->filter->shutdown && !(s->flags & F_SHUT_FILTER)) {
             s->flags |= F_SHUT_FILTER;
@@ -731,17 +793,21 @@ static void after_drain(csock_stream *s, int was_queued)
             }
         }
         s->flags |= F_SHUT_DONE;
+        shut_now = 1;
         int rc = shutdown(s->w.fd, SHUT_WR) < 0 ? -errno : 0;
         if (rc == -ENOTSOCK) rc = 0; /* a pipe: nothing to half-close */
-        if (s->shutdown_cb) {
-            csock_stream_cb cb = s->shutdown_cb;
-            s->shutdown_cb = NULL;
+        if (s->x && s->x->shutdown_cb) {
+            csock_stream_cb cb = s->x->shutdown_cb;
+            s->x->shutdown_cb = NULL;
             cb(s, rc);
             if (s->h.closing) return;
         }
     }
     if (s->flags & F_ENDING) {
-        if (s->flags & (F_EOF | F_FAILED)) csock_stream_close(s, s->close_cb);
+        if (s->flags & (F_EOF | F_FAILED))
+            csock_stream_close(s, s->close_cb);
+        else if (shut_now)
+            linger(s); /* the peer has LINGER_MS from now to finish */
         return;
     }
     if (was_queued && s->drain_cb && !(s->flags & F_IN_READ)) s->drain_cb(s, 0);
@@ -823,7 +889,7 @@ static void on_send_done(csock_loop *loop, csock__ioreq *r, int res, char *buf)
     }
     advance(s, (size_t)res);
     if (s->h.closing) return; /* a release callback closed it */
-    if (s->wq_head) return do_flush(s); /* the rest, or a short send's remainder */
+    if (queued(s)) return do_flush(s); /* the rest, or a short send's remainder */
     update_events(s);
     after_drain(s, 1);
 }
@@ -843,11 +909,10 @@ static int ring_send(csock_stream *s)
     return rc;
 }
 
-/* Send as much of the queue as the kernel takes now. */
-static void do_flush(csock_stream *s)
+/* Hand the kernel as much of the queue as it takes now. Returns 0 when
+ * the stream failed or closed on the way, else 1. */
+static int send_queue(csock_stream *s)
 {
-    if (s->flags & (F_IN_READ | F_CONNECTING | F_FAILED) || s->h.closing) return;
-    int was_queued = s->wq_head != NULL;
     while (s->wq_head) {
         ssize_t r;
         wchunk *c = s->wq_head;
@@ -856,7 +921,7 @@ static void do_flush(csock_stream *s)
                 advance(s, 0);
                 continue;
             }
-            if (ring_send(s) < 0) return;
+            if (ring_send(s) < 0) return 0;
             break; /* its completion goes on */
         }
         if (c->kind == W_FILE) {
@@ -872,14 +937,96 @@ static void do_flush(csock_stream *s)
             if (errno == EAGAIN || errno == EINTR) break;
             drop_queue(s);
             csock__stream_fail(s, -errno);
-            return;
+            return 0;
         }
         advance(s, (size_t)r);
-        if (s->h.closing) return; /* a release callback closed it */
+        if (s->h.closing) return 0; /* a release callback closed it */
         if (s->wq_head && s->wq_head->len) {
             /* A short write: the socket buffer is full, wait for POLLOUT. */
             if (s->wq_head->kind != W_FILE || r == 0) break;
         }
+    }
+    return 1;
+}
+
+/* ---- plaintext behind a filter (TLS) ---- */
+
+/* On a filtered stream a file cannot go by sendfile: it waits as plaintext
+ * behind the raw queue and is read and encrypted a piece at a time, only
+ * while the raw queue holds less than FEED_AHEAD, so a 200 MB file costs a
+ * few buffers, not 200 MB. Writes made while plaintext waits join it (no
+ * record may overtake the file's). Waiting plaintext counts in wq_bytes, as
+ * a plain stream's file does: backpressure sees it. */
+#define FEED_AHEAD (64u * 1024)
+
+static void plain_append(csock_stream *s, wchunk *c)
+{
+    chunk_append(s, &s->x->plain_head, &s->x->plain_tail, c);
+    s->x->plain_bytes += c->len;
+}
+
+/* Put the next piece (at most `max` bytes) of chunk c through the filter.
+ * Returns the plaintext bytes taken, or an error. */
+static ssize_t feed_piece(csock_stream *s, wchunk *c, size_t max)
+{
+    if (c->kind != W_FILE) {
+        int rc = s->filter->write(s, c->p, max);
+        if (rc < 0) return rc;
+        c->p += max;
+        return (ssize_t)max;
+    }
+    char *b = csock__buf_get(s->h.loop);
+    if (!b) return -ENOMEM;
+    ssize_t r = pread(c->fd, b, max, c->off);
+    if (r <= 0) r = r < 0 ? -errno : -EIO; /* EIO: the file shrank under us */
+    int rc = r > 0 ? s->filter->write(s, b, (size_t)r) : 0;
+    csock__buf_put(s->h.loop, b);
+    if (rc < 0) return rc;
+    if (r > 0) c->off += r;
+    return r;
+}
+
+/* Encrypt waiting plaintext while the raw queue is short. Returns 0 when
+ * the filter cannot take it yet (handshake), 1 when it can, or an error
+ * for the stream. */
+static int feed_filter(csock_stream *s)
+{
+    stream_ext *x = s->x;
+    if (s->filter->ready && !s->filter->ready(s)) return 0;
+    while (x->plain_head && s->wq_bytes - x->plain_bytes < FEED_AHEAD && !s->h.closing) {
+        wchunk *c = x->plain_head;
+        ssize_t n = feed_piece(s, c, c->len < CSOCK__BUF_SIZE ? c->len : CSOCK__BUF_SIZE);
+        if (n < 0) return (int)n;
+        c->len -= (size_t)n;
+        x->plain_bytes -= (size_t)n;
+        s->wq_bytes -= (size_t)n;
+        if (c->len) continue;
+        x->plain_head = c->next;
+        if (!x->plain_head) x->plain_tail = NULL;
+        chunk_free(s, c); /* a W_REF's release may close the stream */
+    }
+    return 1;
+}
+
+/* Send what the kernel takes now (feeding the filter as the raw queue
+ * empties), then settle the stream's state. */
+static void do_flush(csock_stream *s)
+{
+    if (s->flags & (F_IN_READ | F_CONNECTING | F_FAILED) || s->h.closing) return;
+    int was_queued = queued(s);
+    for (;;) {
+        int can_feed = 0;
+        if (plain_waits(s)) {
+            can_feed = feed_filter(s);
+            if (can_feed < 0) {
+                drop_queue(s);
+                return csock__stream_fail(s, can_feed);
+            }
+            if (s->h.closing) return;
+        }
+        if (!send_queue(s)) return;
+        /* Go on while the kernel took it all and more plaintext can go. */
+        if (s->wq_head || !plain_waits(s) || !can_feed) break;
     }
     update_events(s);
     after_drain(s, was_queued);
@@ -916,6 +1063,39 @@ static ssize_t write_direct(csock_stream *s, const struct iovec *iov, int iovcnt
     return r;
 }
 
+/* What every write does once its bytes are queued: send them unless
+ * inside the read callback (held until it returns), then backpressure. */
+static int after_queue(csock_stream *s)
+{
+    if (!(s->flags & F_IN_READ)) do_flush(s);
+    if (s->h.closing) return 0;
+    maybe_pause(s);
+    update_events(s);
+    return 0;
+}
+
+/* Through the filter now, or, while plaintext waits for it, behind that. */
+static int filter_writev(csock_stream *s, const struct iovec *iov, int iovcnt, size_t total)
+{
+    int rc = 0;
+    if (!plain_waits(s)) {
+        for (int i = 0; i < iovcnt && rc == 0; i++)
+            if (iov[i].iov_len) rc = s->filter->write(s, iov[i].iov_base, iov[i].iov_len);
+        return rc;
+    }
+    wchunk *c = malloc(sizeof *c + total);
+    if (!c) return -ENOMEM;
+    memset(c, 0, sizeof *c);
+    c->kind = W_MEM;
+    c->p = c->data;
+    c->len = c->cap = total;
+    size_t off = 0;
+    for (int i = 0; i < iovcnt; off += iov[i].iov_len, i++)
+        memcpy(c->data + off, iov[i].iov_base, iov[i].iov_len);
+    plain_append(s, c);
+    return 0;
+}
+
 int csock_stream_writev(csock_stream *s, const struct iovec *iov, int iovcnt)
 {
     int rc = check_writable(s);
@@ -924,8 +1104,7 @@ int csock_stream_writev(csock_stream *s, const struct iovec *iov, int iovcnt)
     for (int i = 0; i < iovcnt; i++) total += iov[i].iov_len;
     if (!total) return 0;
     if (s->filter) {
-        for (int i = 0; i < iovcnt && rc == 0; i++)
-            if (iov[i].iov_len) rc = s->filter->write(s, iov[i].iov_base, iov[i].iov_len);
+        rc = filter_writev(s, iov, iovcnt, total);
         if (rc < 0) return rc;
     } else {
         ssize_t sent = write_direct(s, iov, iovcnt);
@@ -943,11 +1122,7 @@ int csock_stream_writev(csock_stream *s, const struct iovec *iov, int iovcnt)
         }
         if (!s->wq_head) return 0;
     }
-    if (!(s->flags & F_IN_READ)) do_flush(s);
-    if (s->h.closing) return 0;
-    maybe_pause(s);
-    update_events(s);
-    return 0;
+    return after_queue(s);
 }
 
 int csock_stream_write(csock_stream *s, const void *buf, size_t len)
@@ -956,19 +1131,33 @@ int csock_stream_write(csock_stream *s, const void *buf, size_t len)
     return csock_stream_writev(s, &iov, 1);
 }
 
+/* Queue chunk c (by reference or a file): onto the raw queue, or, on a
+ * filtered stream, as plaintext for the filter. The chunk's own resource
+ * (release, close_fd) is given back by chunk_free on failure. */
+static int queue_chunk(csock_stream *s, wchunk *c)
+{
+    int rc = check_writable(s);
+    if (rc == 0 && s->filter && !ext(s)) rc = -ENOMEM;
+    if (rc < 0) {
+        chunk_free(s, c);
+        return rc;
+    }
+    if (s->filter)
+        plain_append(s, c);
+    else
+        enqueue(s, c);
+    return after_queue(s);
+}
+
 int csock_stream_write_ref(csock_stream *s, const void *buf, size_t len,
                            void (*release)(void *ud), void *ud)
 {
-    int rc = check_writable(s);
-    if (rc == 0 && s->filter) {
-        rc = len ? s->filter->write(s, buf, len) : 0;
-        if (release) release(ud); /* the filter copied what it needed */
-        if (rc == 0 && !(s->flags & F_IN_READ)) do_flush(s);
-        return rc;
-    }
-    if (rc < 0) {
+    if (s->filter && !plain_waits(s) && check_writable(s) == 0) {
+        /* The filter copies what it needs: no chunk to keep. */
+        struct iovec iov = {(void *)buf, len};
+        int rc = len ? filter_writev(s, &iov, 1, len) : 0;
         if (release) release(ud);
-        return rc;
+        return rc < 0 ? rc : after_queue(s);
     }
     wchunk *c = calloc(1, sizeof *c);
     if (!c) {
@@ -980,39 +1169,11 @@ int csock_stream_write_ref(csock_stream *s, const void *buf, size_t len,
     c->len = len;
     c->release = release;
     c->ud = ud;
-    enqueue(s, c);
-    if (!(s->flags & F_IN_READ)) do_flush(s);
-    if (!s->h.closing) maybe_pause(s);
-    return 0;
+    return queue_chunk(s, c);
 }
 
 int csock_stream_write_file(csock_stream *s, int fd, off_t offset, size_t len, int close_fd)
 {
-    int rc = check_writable(s);
-    if (rc < 0) {
-        if (close_fd) close(fd);
-        return rc;
-    }
-    if (s->filter) {
-        /* TLS cannot use sendfile: read the file through and write it. */
-        char *b = csock__buf_get(s->h.loop);
-        while (b && len && rc == 0) {
-            size_t want = len < CSOCK__BUF_SIZE ? len : CSOCK__BUF_SIZE;
-            ssize_t r = pread(fd, b, want, offset);
-            if (r <= 0) {
-                rc = r < 0 ? -errno : -EIO;
-                break;
-            }
-            rc = s->filter->write(s, b, (size_t)r);
-            offset += r;
-            len -= (size_t)r;
-        }
-        if (!b) rc = -ENOMEM;
-        csock__buf_put(s->h.loop, b);
-        if (close_fd) close(fd);
-        if (rc == 0 && !(s->flags & F_IN_READ)) do_flush(s);
-        return rc;
-    }
     wchunk *c = calloc(1, sizeof *c);
     if (!c) {
         if (close_fd) close(fd);
@@ -1023,10 +1184,7 @@ int csock_stream_write_file(csock_stream *s, int fd, off_t offset, size_t len, i
     c->off = offset;
     c->len = len;
     c->close_fd = close_fd ? 1 : 0;
-    enqueue(s, c);
-    if (!(s->flags & F_IN_READ)) do_flush(s);
-    if (!s->h.closing) maybe_pause(s); /* file bytes count toward backpressure too */
-    return 0;
+    return queue_chunk(s, c); /* file bytes count toward backpressure too */
 }
 
 /* ---- the watcher ----------------------------------------------------------------- */
@@ -1077,16 +1235,24 @@ static int read_waiting(const csock_stream *s)
     return s->rlen && (s->flags & (F_READING | F_PAUSED | F_EOF | F_FAILED | F_ENDING)) == F_READING;
 }
 
-/* Milliseconds until the first of the idle, read and write deadlines
- * (0: one has passed), or UINT32_MAX when none is running. */
+/* We are reading and the peer may still send: its silence counts. */
+static int receiving(const csock_stream *s)
+{
+    return (s->flags & (F_READING | F_PAUSED | F_EOF | F_FAILED | F_ENDING | F_CONNECTING)) ==
+           F_READING;
+}
+
+/* Milliseconds until the first of the idle, read, write and receive
+ * deadlines (0: one has passed), or UINT32_MAX when none is running. */
 static uint32_t next_deadline(const csock_stream *s, uint32_t now)
 {
     const stream_ext *tm = s->x;
     uint64_t left = UINT64_MAX;
-    uint32_t since[3] = {s->last_io, tm->read_since, tm->write_since};
-    uint32_t limit[3] = {tm->idle_ms, read_waiting(s) ? tm->read_ms : 0,
-                         s->wq_head && !(s->flags & F_CONNECTING) ? tm->write_ms : 0};
-    for (int i = 0; i < 3; i++) {
+    uint32_t since[4] = {s->last_io, tm->read_since, tm->write_since, tm->recv_since};
+    uint32_t limit[4] = {tm->idle_ms, read_waiting(s) ? tm->read_ms : 0,
+                         queued(s) && !(s->flags & F_CONNECTING) ? tm->write_ms : 0,
+                         receiving(s) ? tm->recv_ms : 0};
+    for (int i = 0; i < 4; i++) {
         if (!limit[i]) continue;
         uint32_t gone = now - since[i];
         uint64_t l = gone >= limit[i] ? 0 : limit[i] - gone;
@@ -1111,10 +1277,11 @@ static void watch(csock_stream *s)
 }
 
 /* Cheap enough for every I/O event: one load and a branch when the stream
- * has no read or write timeout. */
+ * has no read, write or receive timeout (those start and stop with the
+ * stream's state; the idle one runs always). */
 static void watch_io(csock_stream *s)
 {
-    if (s->x && (s->x->read_ms | s->x->write_ms)) watch(s);
+    if (s->x && (s->x->read_ms | s->x->write_ms | s->x->recv_ms)) watch(s);
 }
 
 static void on_timer(csock_timer *t)
@@ -1125,9 +1292,9 @@ static void on_timer(csock_timer *t)
     switch (mode) {
     case T_CONNECT:
         s->flags &= ~F_CONNECTING;
-        if (s->connect_cb) {
-            csock_stream_cb cb = s->connect_cb;
-            s->connect_cb = NULL;
+        if (s->x->connect_cb) {
+            csock_stream_cb cb = s->x->connect_cb;
+            s->x->connect_cb = NULL;
             cb(s, -ETIMEDOUT);
         }
         csock_stream_close(s, NULL);
@@ -1149,6 +1316,11 @@ static void on_timer(csock_timer *t)
         if (!s->h.closing) watch(s);
         break;
     case T_LINGER:
+        if (queued(s) && !(s->flags & F_FAILED)) {
+            /* Still sending: wait on while the peer takes our bytes. */
+            uint32_t quiet = (uint32_t)s->h.loop->now - s->x->write_since;
+            if (quiet < LINGER_MS && arm_timer(s, T_LINGER, LINGER_MS - quiet) == 0) break;
+        }
         csock_stream_close(s, s->close_cb);
         break;
     }
@@ -1167,9 +1339,12 @@ static int set_timeout(csock_stream *s, int which, uint64_t ms)
     } else if (which == 1) {
         tm->read_ms = v;
         tm->read_since = now;
-    } else {
+    } else if (which == 2) {
         tm->write_ms = v;
         tm->write_since = now;
+    } else {
+        tm->recv_ms = v;
+        tm->recv_since = now;
     }
     if (s->timer_mode == T_WATCH) { /* a shorter or no timeout: start over */
         if (tm->timer) csock_timer_stop(tm->timer);
@@ -1182,13 +1357,15 @@ static int set_timeout(csock_stream *s, int which, uint64_t ms)
 int csock_stream_set_idle_timeout(csock_stream *s, uint64_t ms) { return set_timeout(s, 0, ms); }
 int csock_stream_set_read_timeout(csock_stream *s, uint64_t ms) { return set_timeout(s, 1, ms); }
 int csock_stream_set_write_timeout(csock_stream *s, uint64_t ms) { return set_timeout(s, 2, ms); }
+int csock_stream_set_recv_timeout(csock_stream *s, uint64_t ms) { return set_timeout(s, 3, ms); }
 
 /* ---- connecting (the socket part lives in connect.c) ----------------------------- */
 
 int csock__stream_connecting(csock_stream *s, csock_stream_cb cb, uint64_t timeout_ms)
 {
+    if (!ext(s)) return -ENOMEM;
     s->flags |= F_CONNECTING;
-    s->connect_cb = cb;
+    s->x->connect_cb = cb;
     update_events(s);
     if (timeout_ms) return arm_timer(s, T_CONNECT, timeout_ms);
     return 0;
@@ -1196,22 +1373,21 @@ int csock__stream_connecting(csock_stream *s, csock_stream_cb cb, uint64_t timeo
 
 /* A connect that failed at once (connect.c) still reports from the loop,
  * unless the application closed the stream first. */
-static void connect_failed_early(void *arg)
+static void connect_failed_early(csock_stream *s)
 {
-    csock_stream *s = arg;
-    s->defers--;
-    if (s->h.closing) return;
-    csock_stream_cb cb = s->connect_cb;
-    s->connect_cb = NULL;
+    csock_stream_cb cb = s->x->connect_cb;
+    s->x->connect_cb = NULL;
     if (cb) cb(s, s->err);
     csock_stream_close(s, NULL);
 }
 
 int csock__stream_connect_failed(csock_stream *s, csock_stream_cb cb, int err)
 {
-    s->connect_cb = cb;
+    if (!ext(s)) return -ENOMEM;
+    s->x->connect_cb = cb;
     s->err = err;
-    return stream_defer(s, connect_failed_early);
+    stream_defer(s, D_CONNECT);
+    return 0;
 }
 
 static void connect_done(csock_stream *s)
@@ -1225,8 +1401,8 @@ static void connect_done(csock_stream *s)
         s->timer_mode = T_NONE;
     }
     update_events(s);
-    csock_stream_cb cb = s->connect_cb;
-    s->connect_cb = NULL;
+    csock_stream_cb cb = s->x->connect_cb;
+    s->x->connect_cb = NULL;
     touch(s);
     if (cb) cb(s, -err);
     if (err) {
@@ -1242,8 +1418,9 @@ static void connect_done(csock_stream *s)
 int csock_stream_shutdown(csock_stream *s, csock_stream_cb cb)
 {
     if (s->h.closing || (s->flags & (F_SHUT_REQ | F_ENDING))) return -EPIPE;
+    if (cb && !ext(s)) return -ENOMEM;
     s->flags |= F_SHUT_REQ;
-    s->shutdown_cb = cb;
+    if (cb) s->x->shutdown_cb = cb;
     do_flush(s); /* held while connecting or inside the read callback */
     return 0;
 }
@@ -1256,9 +1433,26 @@ static void finish_now(csock_stream *s)
     free(s->x);
     s->x = NULL;
     if (s->close_cb) s->close_cb(s);
-    /* Queued after any deferred call that still holds s, so it runs last. */
-    if (s->defers && csock__defer(s->h.loop, free, s) == 0) return;
+    if (s->deferred) {
+        s->deferred = D_FREE; /* the queued task still holds s: it frees it */
+        return;
+    }
     free(s);
+}
+
+static void run_task(csock__task *t)
+{
+    csock_stream *s = csock__container_of(t, csock_stream, task);
+    unsigned what = s->deferred;
+    s->deferred = 0; /* from here on a new request queues the task again */
+    if (what & D_FREE) {
+        free(s);
+        return;
+    }
+    if (s->h.closing) return;
+    if (what & D_CONNECT) return connect_failed_early(s);
+    if (what & D_PROCESS) deferred_process(s);
+    if ((what & D_ERROR) && !s->h.closing) deliver_error(s);
 }
 
 static void stream_finish(csock__handle *h)
@@ -1343,7 +1537,7 @@ static int input_pending(const csock_stream *s)
 static void drain_check(csock_stream *s)
 {
     if ((s->flags & (F_DRAIN | F_ENDING | F_IN_READ)) != F_DRAIN || s->h.closing) return;
-    if (s->rlen || s->wq_head || (s->flags & F_CONNECTING)) return;
+    if (s->rlen || queued(s) || (s->flags & F_CONNECTING)) return;
     if (input_pending(s)) return; /* on_readable() reads it and checks again */
     uint32_t quiet = (uint32_t)s->h.loop->now - s->last_io;
     if (quiet < DRAIN_QUIET_MS) {
@@ -1387,43 +1581,70 @@ void csock_stream_end(csock_stream *s, csock_stream_close_cb cb)
     s->flags |= F_ENDING | F_SHUT_REQ;
     s->flags &= ~(F_READING | F_PAUSED);
     release_rbuf(s);
-    arm_timer(s, T_LINGER, LINGER_MS);
+    linger(s);
+    if (s->h.closing) return;
     do_flush(s); /* from inside the read callback, when it returns */
     if (!s->h.closing) update_events(s);
 }
 
 /* ---- framing over a stream ------------------------------------------------------- */
 
-static size_t framed_read(csock_stream *s, int status, const char *buf, size_t len)
+/* A framed stream's one final status: EOF, a framing error or a stream
+ * error (reset, timeout). A framing error leaves the stream writable: the
+ * replies to the messages before it are flushed when the read callback
+ * returns, so csock_stream_end() from msg_cb still delivers them. */
+static size_t framed_end(csock_stream *s, int status, size_t len)
 {
-    const csock_framing f = {.kind = (csock_frame_kind)s->fkind, .max = s->fmax,
-                             .keep_delimiter = s->fkeep};
-    size_t used = 0;
-    while (used < len && (s->flags & F_READING) && !(s->flags & F_PAUSED) && !s->h.closing) {
-        const char *msg;
-        size_t mlen;
-        ssize_t n = csock_frame_next(&f, buf + used, len - used, &msg, &mlen);
-        if (n == 0) break;
-        if (n < 0) {
-            s->flags |= F_FAILED;
-            s->msg_cb(s, (int)n, NULL, 0);
-            return len;
-        }
-        used += (size_t)n;
-        s->msg_cb(s, 0, msg, mlen);
-    }
-    if (status == 0 || s->h.closing || (s->flags & F_FAILED)) return used;
-    /* End of input (or an error): what is left is a final partial message. */
-    if (status == CSOCK_EOF && used < len && !(s->flags & F_PAUSED)) {
-        if (f.kind == CSOCK_FRAME_LINE) {
-            s->msg_cb(s, 0, buf + used, len - used);
-            if (s->h.closing) return len;
-        } else {
-            status = -EPROTO; /* a truncated length-prefixed frame */
+    s->flags |= F_MSG_END;
+    if (status != CSOCK_EOF && !(s->flags & F_FAILED)) {
+        s->flags &= ~F_READING; /* nothing can follow the bad message */
+        update_events(s);
+        if (s->wq_head && (s->flags & F_IN_READ) && !(s->flags & F_CONNECTING)) {
+            /* The replies held for the messages before it leave now: an
+             * application that closes on the error would drop them. */
+            s->flags &= ~F_IN_READ;
+            int ok = send_queue(s);
+            s->flags |= F_IN_READ;
+            if (!ok && s->h.closing) return len;
         }
     }
     s->msg_cb(s, status, NULL, 0);
     return len;
+}
+
+static int framed_may_deliver(const csock_stream *s)
+{
+    return (s->flags & F_READING) && !(s->flags & F_PAUSED) && !s->h.closing;
+}
+
+/* The read callback of a framed stream: cut messages for msg_cb. Errors
+ * reach it from the stream with F_FAILED already set (deliver_error, the
+ * timer): they are its final status like any other. */
+static size_t framed_read(csock_stream *s, int status, const char *buf, size_t len)
+{
+    if (s->flags & F_MSG_END) return len;
+    const csock_framing f = {.kind = (csock_frame_kind)s->fkind, .max = s->fmax,
+                             .keep_delimiter = s->fkeep};
+    size_t used = 0;
+    while (used < len && framed_may_deliver(s)) {
+        const char *msg;
+        size_t mlen;
+        ssize_t n = csock_frame_next(&f, buf + used, len - used, &msg, &mlen);
+        if (n == 0) break;
+        if (n < 0) return framed_end(s, (int)n, len);
+        used += (size_t)n;
+        s->msg_cb(s, 0, msg, mlen);
+    }
+    if (status == 0 || s->h.closing) return used;
+    if (status == CSOCK_EOF && used < len) {
+        /* Messages still wait (msg_cb stopped or paused reading): the rest
+         * and the EOF are offered again on resume. */
+        if (!framed_may_deliver(s)) return used;
+        if (f.kind != CSOCK_FRAME_LINE) return framed_end(s, -EPROTO, len); /* truncated */
+        s->msg_cb(s, 0, buf + used, len - used); /* a final unterminated line */
+        if (s->h.closing) return len;
+    }
+    return framed_end(s, status, len);
 }
 
 int csock_stream_read_framed(csock_stream *s, const csock_framing *f, csock_msg_cb cb)
@@ -1445,6 +1666,9 @@ int csock_stream_read_framed(csock_stream *s, const csock_framing *f, csock_msg_
 
 int csock_stream_write_msg(csock_stream *s, const csock_framing *f, const void *msg, size_t len)
 {
+    /* Checked first: f->max is a size_t, and a longer body would wrap its
+     * 32-bit header into a frame that lies about its length. */
+    if (f->kind == CSOCK_FRAME_LP32 && len > UINT32_MAX) return -EMSGSIZE;
     if (len > f->max) return CSOCK_ETOOBIG;
     struct iovec iov[2];
     unsigned char hdr[4];

@@ -535,12 +535,20 @@ static void f_free(csock_stream *s)
     if (!c->busy) conn_destroy(c);
 }
 
+/* Before the handshake is done, f_write() only collects plaintext. */
+static int f_ready(csock_stream *s)
+{
+    tls_conn *c = conn_of(s);
+    return c && c->hs_done;
+}
+
 static const csock__filter tls_filter = {
     .input = f_input,
     .eof = f_eof,
     .write = f_write,
     .shutdown = f_shutdown,
     .free = f_free,
+    .ready = f_ready,
 };
 
 /* ---- wrapping a stream ------------------------------------------------------------- */

@@ -716,6 +716,83 @@ static void backpressure_bounds_queue(void **state)
     pair_close(&p);
 }
 
+/* A stream paused by its own write queue resumes reading as soon as its
+ * watermarks are turned off: a relay (csock connect) does its own flow
+ * control, and a pause that waited for the queue to drain deadlocked it
+ * against a peer that also waits for us to read (issue 10, item 1). */
+static void watermarks_off_resumes_reading(void **state)
+{
+    enum { BIG = 4 << 20 };
+    pair p;
+    pair_open(&p, K_SOCKETPAIR);
+    char *blob = calloc(1, BIG);
+    assert_non_null(blob);
+    CHECK_OK(csock_stream_read_start(p.a.s, end_read));
+    CHECK_OK(csock_stream_write(p.a.s, blob, BIG)); /* b never reads: a's queue stays high */
+    assert_true(csock_stream_write_queue_size(p.a.s) > 256 * 1024);
+    CHECK_OK(csock_stream_write(p.b.s, "ping", 4));
+    h_spin(p.loop, 50);
+    assert_int_equal(p.a.len, 0); /* paused by its own backpressure */
+    csock_stream_set_watermarks(p.a.s, 0, 0);
+    RUN_UNTIL(p.loop, p.a.len == 4, 10000);
+    assert_memory_equal(p.a.buf, "ping", 4);
+    free(blob);
+    pair_close(&p);
+}
+
+/* csock_stream_end() waits while the peer keeps taking the queued output,
+ * however long that takes; its 2 s bound applies to a peer that takes
+ * none. (It used to close 2 s after the call, cutting a slow download.) */
+typedef struct paced {
+    end *e;
+    csock_timer *t;
+} paced;
+
+static void paced_resume(csock_timer *t)
+{
+    paced *pc = csock_timer_data(t);
+    CHECK_OK(csock_stream_read_start(pc->e->s, end_read));
+}
+
+static void paced_closed(csock_stream *s) { *(int *)csock_stream_data(s) = 1; }
+
+static void end_waits_for_slow_reader(void **state)
+{
+    enum { BIG = 6 << 20, STEP = 20000 };
+    pair p;
+    pair_open(&p, K_SOCKETPAIR);
+    char *blob = malloc(BIG);
+    assert_non_null(blob);
+    for (size_t i = 0; i < BIG; i++) blob[i] = (char)pattern(i);
+    CHECK_OK(csock_stream_write(p.a.s, blob, BIG));
+    int a_closed = 0;
+    csock_stream_set_data(p.a.s, &a_closed);
+    csock_stream_end(p.a.s, paced_closed);
+    /* b takes STEP bytes every 10 ms: about 2 MB/s, so 3 s for all. */
+    paced pc = {.e = &p.b};
+    CHECK_OK(csock_timer_new(p.loop, &pc.t));
+    csock_timer_set_data(pc.t, &pc);
+    p.b.consume_max = STEP;
+    p.b.stop_after_call = 1;
+    CHECK_OK(csock_stream_read_start(p.b.s, end_read));
+    uint64_t t0 = h_now_ms();
+    while (!p.b.eof && !p.b.err && h_now_ms() - t0 < 30000) {
+        assert_true(csock_loop_run(p.loop, CSOCK_RUN_ONCE) >= 0);
+        if (!csock_timer_active(pc.t)) CHECK_OK(csock_timer_start(pc.t, paced_resume, 10, 0));
+    }
+    csock_timer_close(pc.t, NULL);
+    assert_int_equal(p.b.err, 0);
+    assert_true(p.b.eof);
+    assert_int_equal(p.b.len, BIG);
+    check_pattern(p.b.buf, BIG, 0);
+    assert_true(h_now_ms() - t0 > 2000); /* the case that used to be cut */
+    csock_stream_close(p.b.s, end_closed); /* a reads our EOF and finishes */
+    RUN_UNTIL(p.loop, a_closed && p.b.closed, 10000);
+    p.a.s = NULL;
+    free(blob);
+    pair_close(&p);
+}
+
 /* ---- timeouts -------------------------------------------------------------------- */
 
 /* A TCP pair with both ends reading; b consumes nothing below `need` bytes. */
@@ -741,6 +818,56 @@ static void idle_timeout_fires(void **state)
     assert_true(took <= 5000); /* a loaded machine may be late, not this late */
     /* The peer sees the connection end. */
     RUN_UNTIL(p.loop, p.a.eof || p.a.err, 10000);
+    pair_close(&p);
+}
+
+/* ---- the receive timeout: silence from the peer, whatever we send ---- */
+
+static void send_tick(csock_timer *t)
+{
+    /* -EPIPE once the timeout closed the stream, in the same timer phase. */
+    (void)csock_stream_write(csock_timer_data(t), "x", 1);
+}
+
+/* `from` writes a byte every 20 ms while b has a 300 ms receive timeout;
+ * runs until b fails or `ms` pass. Returns how long it ran. */
+static uint64_t chatter(pair *p, csock_stream *from, uint64_t ms)
+{
+    csock_timer *t;
+    CHECK_OK(csock_timer_new(p->loop, &t));
+    csock_timer_set_data(t, from);
+    CHECK_OK(csock_timer_start(t, send_tick, 20, 20));
+    CHECK_OK(csock_stream_set_recv_timeout(p->b.s, 300));
+    uint64_t t0 = h_now_ms();
+    while (!p->b.err && h_now_ms() - t0 < ms)
+        assert_true(csock_loop_run(p->loop, CSOCK_RUN_ONCE) >= 0);
+    csock_timer_close(t, NULL);
+    return h_now_ms() - t0;
+}
+
+/* b talks to a peer that never answers (as a chat client that only
+ * listens): b's own writes would keep an idle timeout from firing, the
+ * receive timeout cuts it. */
+static void recv_timeout_cuts_silent_peer(void **state)
+{
+    pair p;
+    pair_reading(&p, 0);
+    uint64_t took = chatter(&p, p.b.s, 20000);
+    assert_int_equal(p.b.err, -ETIMEDOUT);
+    p.b.s = NULL; /* csock closed it after the callback */
+    assert_true(took >= 150);
+    assert_true(took <= 5000);
+    assert_true(p.a.len > 0); /* b did talk all along */
+    pair_close(&p);
+}
+
+static void recv_timeout_spares_talking_peer(void **state)
+{
+    pair p;
+    pair_reading(&p, 0);
+    chatter(&p, p.a.s, 900);
+    assert_int_equal(p.b.err, 0);
+    assert_true(p.b.len > 0);
     pair_close(&p);
 }
 
@@ -1194,7 +1321,11 @@ int main(void)
         cmocka_unit_test(framed_lines),
         cmocka_unit_test(framed_lp32),
         cmocka_unit_test(backpressure_bounds_queue),
+        cmocka_unit_test(watermarks_off_resumes_reading),
+        cmocka_unit_test(end_waits_for_slow_reader),
         cmocka_unit_test(idle_timeout_fires),
+        cmocka_unit_test(recv_timeout_cuts_silent_peer),
+        cmocka_unit_test(recv_timeout_spares_talking_peer),
         cmocka_unit_test(read_stop_lets_loop_end),
         cmocka_unit_test(read_timeout_cuts_unfinished_message),
         cmocka_unit_test(read_timeout_spares_progress),

@@ -57,6 +57,11 @@ static int remove_certs(void **state)
 
 typedef struct server {
     csock_loop *loop;
+    int file_fd;          /* > 0: send "HEAD", this file, "TAIL", then end */
+    size_t file_len;
+    int ref_replies;      /* answer each byte with a 16 KiB csock_stream_write_ref() */
+    int requests;         /* bytes answered so far */
+    csock_stream *last;   /* the last stream accepted */
     csock_listener *l;
     csock_tls_ctx *ctx;
     csock_addr addr;
@@ -69,9 +74,16 @@ typedef struct server {
 
 static void srv_closed(csock_stream *s) {}
 
+static char reply16k[16384];
+
 static size_t srv_echo(csock_stream *s, int status, const char *buf, size_t len)
 {
     server *srv = csock_stream_data(s);
+    if (status == 0 && srv->ref_replies) {
+        for (size_t i = 0; i < len; i++, srv->requests++)
+            CHECK_OK(csock_stream_write_ref(s, reply16k, sizeof reply16k, NULL, NULL));
+        return len;
+    }
     if (status == 0 && srv->close_abruptly) {
         csock_stream_close(s, srv_closed);
         return len;
@@ -99,6 +111,14 @@ static void srv_handshake(csock_stream *s, int status)
         return;
     }
     srv->hs_ok++;
+    srv->last = s;
+    if (srv->file_fd > 0) {
+        CHECK_OK(csock_stream_write(s, "HEAD", 4));
+        CHECK_OK(csock_stream_write_file(s, srv->file_fd, 0, srv->file_len, 0));
+        CHECK_OK(csock_stream_write(s, "TAIL", 4)); /* must wait for the file */
+        csock_stream_end(s, srv_closed);
+        return;
+    }
     if (srv->framed)
         csock_stream_read_framed(s, &srv->framing, srv_msg);
     else
@@ -341,6 +361,175 @@ static void test_write_before_handshake(void **state)
     finish(loop);
 }
 
+/* ---- a large file over TLS ------------------------------------------------------- */
+
+/* The file: zeros (sparse), with each 64 KiB block's index at its start. */
+#define BIG_FILE (64u << 20)
+#define BLOCK (64u << 10)
+
+static unsigned char file_byte(size_t off)
+{
+    size_t in = off % BLOCK;
+    return in < sizeof(uint32_t) ? (unsigned char)((off / BLOCK) >> (8 * in)) : 0;
+}
+
+static int big_file(void)
+{
+    char path[] = "/tmp/csock-tls-file-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    assert_int_equal(ftruncate(fd, BIG_FILE), 0);
+    for (uint32_t b = 0; b < BIG_FILE / BLOCK; b++)
+        assert_int_equal(pwrite(fd, &b, sizeof b, (off_t)b * BLOCK), (ssize_t)sizeof b);
+    return fd;
+}
+
+typedef struct file_reader {
+    size_t got;   /* bytes of "HEAD" + file + "TAIL" checked so far */
+    int bad, status, closed;
+} file_reader;
+
+static size_t cli_check_file(csock_stream *s, int status, const char *buf, size_t len)
+{
+    file_reader *r = csock_stream_data(s);
+    for (size_t i = 0; i < len && !r->bad; i++, r->got++) {
+        size_t at = r->got;
+        unsigned char want = at < 4 ? (unsigned char)"HEAD"[at]
+                             : at < 4 + BIG_FILE ? file_byte(at - 4)
+                             : at < 8 + BIG_FILE ? (unsigned char)"TAIL"[at - 4 - BIG_FILE] : 0;
+        if (at >= 8 + BIG_FILE || (unsigned char)buf[i] != want) r->bad = 1;
+    }
+    if (status != 0) {
+        r->status = status;
+        csock_stream_close(s, NULL);
+        r->closed = 1;
+    }
+    return len;
+}
+
+static void cli_file_hs(csock_stream *s, int status)
+{
+    file_reader *r = csock_stream_data(s);
+    r->status = status; /* the reader does not read yet: the server must stall */
+}
+
+/* Bytes this process has read by any read-like call (/proc/self/io rchar):
+ * while the client reads nothing, that is what the server read of the file. */
+static uint64_t rchar(void)
+{
+    FILE *f = fopen("/proc/self/io", "r");
+    unsigned long long v = 0;
+    if (f) {
+        if (fscanf(f, "rchar: %llu", &v) != 1) v = 0;
+        fclose(f);
+    }
+    return v;
+}
+
+static long rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long v = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld", &v) == 1) break;
+    if (f) fclose(f);
+    return v;
+}
+
+static void tick(csock_timer *t) { (void)t; }
+
+/* A client that does not read after its handshake, and a 5 ms ticker that
+ * keeps each loop iteration short (*t: close it at the end). */
+static csock_stream *idle_client(csock_loop *loop, server *srv, csock_tls_ctx *ctx,
+                                 file_reader *r, csock_timer **t)
+{
+    csock_stream *cs;
+    CHECK_OK(csock_tls_connect(loop, &srv->addr, ctx, NULL, cli_file_hs, r, &cs));
+    CHECK_OK(csock_timer_new(loop, t));
+    CHECK_OK(csock_timer_start(*t, tick, 5, 5));
+    while (r->status == 1 || !srv->last) csock_loop_run(loop, CSOCK_RUN_ONCE);
+    assert_int_equal(r->status, 0);
+    return cs;
+}
+
+/* csock_stream_write_file on TLS reads and encrypts a piece at a time while
+ * the raw queue is short: against a peer that does not read, the server
+ * reads (and holds) a few MiB of a 64 MiB file, not all of it; once the peer
+ * reads, all of it arrives intact, and a write made after it follows it. */
+static void test_file_bounded(void **state)
+{
+    csock_loop *loop;
+    CHECK_OK(csock_loop_new(&loop, NULL));
+    int fd = big_file();
+    server srv = {.file_fd = fd, .file_len = BIG_FILE};
+    server_start(&srv, loop, "server.pem", "server.key", NULL);
+    csock_tls_ctx *ctx = client_ctx("ca.pem", NULL, NULL, NULL);
+    file_reader r = {.status = 1};
+    csock_timer *t;
+    csock_stream *cs = idle_client(loop, &srv, ctx, &r, &t);
+    /* Phase 1: the client reads nothing until the server has been stuck
+     * for 50 iterations (at most 1.5 s: csock_stream_end() gives up on a
+     * peer that takes nothing for 2 s). Reading /proc/self/io itself
+     * counts a little. */
+    uint64_t io0 = rchar(), last = io0;
+    long rss0 = rss_kib();
+    uint64_t until = csock_loop_now(loop) + 1500;
+    for (int still = 0; still < 50 && csock_loop_now(loop) < until;) {
+        csock_loop_run(loop, CSOCK_RUN_ONCE);
+        uint64_t io = rchar();
+        still = io - last < 4096 ? still + 1 : 0;
+        last = io;
+    }
+    uint64_t read_ahead = last - io0;
+    long grown = rss_kib() - rss0;
+    print_message("stalled: %llu bytes of the file read, RSS +%ld KiB\n",
+                  (unsigned long long)read_ahead, grown);
+    assert_true(read_ahead < 24u << 20); /* the kernel's buffers and a little more */
+    assert_true(grown < 24 * 1024);
+    /* Phase 2: read it all. */
+    CHECK_OK(csock_stream_read_start(cs, cli_check_file));
+    while (!r.closed) csock_loop_run(loop, CSOCK_RUN_ONCE);
+    assert_int_equal(r.bad, 0);
+    assert_int_equal(r.status, CSOCK_EOF);
+    assert_int_equal(r.got, 8 + (size_t)BIG_FILE);
+    csock_timer_close(t, NULL);
+    csock_tls_ctx_free(ctx);
+    server_stop(&srv);
+    finish(loop);
+    close(fd);
+}
+
+/* Replies by reference over TLS pause reading like any write: a client
+ * that sends requests and reads no answer gets a few of them answered, not
+ * every one (the server's memory stays near its high watermark). */
+static void test_write_ref_backpressure(void **state)
+{
+    csock_loop *loop;
+    CHECK_OK(csock_loop_new(&loop, NULL));
+    server srv = {.ref_replies = 1};
+    server_start(&srv, loop, "server.pem", "server.key", NULL);
+    csock_tls_ctx *ctx = client_ctx("ca.pem", NULL, NULL, NULL);
+    file_reader r = {.status = 1};
+    csock_timer *t;
+    csock_stream *cs = idle_client(loop, &srv, ctx, &r, &t);
+    for (int i = 0; i < 2000; i++) { /* one request per iteration: one read each */
+        CHECK_OK(csock_stream_write(cs, "?", 1));
+        csock_loop_run(loop, CSOCK_RUN_NOWAIT);
+        csock_loop_run(loop, CSOCK_RUN_NOWAIT);
+    }
+    print_message("answered %d of 2000, %zu bytes queued\n", srv.requests,
+                  csock_stream_write_queue_size(srv.last));
+    assert_true(srv.requests < 1000);
+    assert_true(csock_stream_write_queue_size(srv.last) < 2u << 20);
+    csock_stream_close(cs, NULL);
+    csock_timer_close(t, NULL);
+    csock_tls_ctx_free(ctx);
+    server_stop(&srv);
+    finish(loop);
+}
+
 static void test_alpn_and_info(void **state)
 {
     csock_loop *loop;
@@ -485,6 +674,8 @@ int main(void)
         cmocka_unit_test(test_framing),
         cmocka_unit_test(test_truncation),
         cmocka_unit_test(test_write_before_handshake),
+        cmocka_unit_test(test_file_bounded),
+        cmocka_unit_test(test_write_ref_backpressure),
         cmocka_unit_test(test_alpn_and_info),
         cmocka_unit_test(test_verify_selfsigned),
         cmocka_unit_test(test_verify_expired),
