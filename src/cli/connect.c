@@ -25,7 +25,9 @@ static const char connect_usage[] =
     "                         datagram socket\n"
     "  -U, --unixsock         ADDR is a Unix socket path\n"
     "  -4 / -6                use IPv4 / IPv6 only\n"
-    "      --ssl              HOST PORT (or HOST:PORT) means tls:// (as ncat --ssl)\n"
+    "      --ssl              HOST PORT (or HOST:PORT) means tls:// (as ncat --ssl).\n"
+    "                         TLS runs over TCP only: --ssl or a TLS option with\n"
+    "                         -u, -U or a non-tls:// address is refused (no DTLS)\n"
     "  -w, --wait SECS        give up connecting after SECS\n"
     "  -i, --idle-timeout SECS  fail when nothing was sent or received for SECS\n"
     "  -q, --quit-after SECS  datagrams: after end of input, exit once no answer\n"
@@ -45,8 +47,8 @@ static const char connect_usage[] =
     "Exit status: 0 when the exchange ended normally (or, with -z, some port is\n"
     "open; or stopped by SIGINT/SIGTERM), 1 on a connection or I/O error (refused,\n"
     "timed out, reset, TLS handshake failed, idle timeout; with -z: no port\n"
-    "open), 2 on a wrong argument (unknown option, conflicting options, bad\n"
-    "address or port range, an -e program that does not exist).\n";
+    "open), 2 on a wrong argument (unknown option, conflicting options such as\n"
+    "-u --ssl, bad address or port range, an -e program that does not exist).\n";
 
 /* ---- -z: port scan ---------------------------------------------------------- */
 
@@ -206,6 +208,7 @@ int cli_connect(int argc, char **argv)
     nc_target_text(&o, 0, target, sizeof target);
     csock_addr addr;
     cli_addr(target, o.family, &addr);
+    nc_check_tls(&o, &addr, target);
 
     nc_ctx c;
     nc_ctx_init(&c, &o);

@@ -47,14 +47,16 @@ static const char listen_usage[] =
     "  -u, --udp              PORT means UDP; with -U a Unix datagram socket\n"
     "  -U, --unixsock         the argument is a Unix socket path\n"
     "  -4 / -6                use IPv4 / IPv6 only\n"
-    "      --ssl              HOST PORT (or a bare PORT) means tls:// (as ncat --ssl)\n"
+    "      --ssl              HOST PORT (or a bare PORT) means tls:// (as ncat --ssl).\n"
+    "                         TLS runs over TCP only: --ssl or a TLS option with\n"
+    "                         -u, -U or a non-tls:// address is refused (no DTLS)\n"
     "  -v, --verbose          connection events (and child exit codes) on stderr\n"
     "  -h, --help             this help\n"
     "\n"
     "Exit status: 0 when the peer left normally (or stopped by SIGINT/SIGTERM),\n"
     "1 on a runtime error (cannot listen, the peer reset, idle timeout without\n"
-    "-k), 2 on a wrong argument (unknown option, conflicting options, bad\n"
-    "address or CIDR, an -e program that does not exist).\n";
+    "-k), 2 on a wrong argument (unknown option, conflicting options such as\n"
+    "-u --ssl, bad address or CIDR, an -e program that does not exist).\n";
 
 static void take_peer(nc_ctx *c, csock_stream *s)
 {
@@ -124,6 +126,7 @@ static int run_listen(nc_opts o)
     nc_target_text(&o, 1, target, sizeof target);
     csock_addr addr, bound;
     cli_addr(target, o.family | CSOCK_ADDR_PASSIVE, &addr);
+    nc_check_tls(&o, &addr, target);
 
     nc_ctx c;
     nc_ctx_init(&c, &o);

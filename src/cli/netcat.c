@@ -481,6 +481,21 @@ void nc_target_text(const nc_opts *o, int passive, char *out, size_t size)
     }
 }
 
+void nc_check_tls(const nc_opts *o, const csock_addr *a, const char *target)
+{
+    const char *cmd = o->serve ? "serve chat" : o->listen ? "listen" : "connect";
+    if (a->scheme == CSOCK_TLS) {
+        if (o->udp)
+            cli_die(CLI_USAGE, "%s: -u/--udp with %s: TLS runs over TCP only (no DTLS)", cmd,
+                    target);
+        return;
+    }
+    if (!o->ssl && !o->tls.given) return;
+    cli_die(CLI_USAGE, "%s: --%s needs a tls:// address (TLS runs over TCP only: no DTLS, no "
+                       "TLS over Unix sockets); %s would carry plaintext",
+            cmd, o->ssl ? "ssl" : o->tls.first, target);
+}
+
 /* ======================================================================
  * Byte transforms: hex dump, CRLF, chat tags
  * ====================================================================== */

@@ -97,6 +97,11 @@ void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts
  * PORT means every interface. */
 void nc_target_text(const nc_opts *o, int passive, char *out, size_t size);
 
+/* TLS runs over TCP only: die (CLI_USAGE) when --ssl or a TLS option was
+ * given but the endpoint `a` (written `target`) is not tls://, or when -u
+ * goes with a tls:// address. Else the data would go out as plaintext. */
+void nc_check_tls(const nc_opts *o, const csock_addr *a, const char *target);
+
 /* Set up the loop, stdin/stdout streams (unless exec or not needed) and the
  * signal watchers. Dies on failure. */
 void nc_ctx_init(nc_ctx *c, const nc_opts *o);

@@ -328,6 +328,42 @@ def bad_input_one_line_and_status_2():
 
 
 @test
+def tls_refused_where_it_cannot_run():
+    """TLS runs over TCP only: -u --ssl (and any TLS option on a non-tls://
+    address) is a wrong argument, and not one byte goes out in plaintext."""
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("127.0.0.1", 0))
+    port = u.getsockname()[1]
+    d = tmpdir()
+    plain = r"needs a tls:// address.*would carry plaintext"
+    for args in (("connect", "-u", "--ssl", "127.0.0.1", port),
+                 ("connect", "--ssl", "-u", "127.0.0.1:%d" % port),
+                 ("connect", "--insecure", "udp://127.0.0.1:%d" % port),
+                 ("connect", "--ca", "/dev/null", "-u", "127.0.0.1", port)):
+        rc, out, err = run(*args, input=b"secret\n", timeout=5)
+        assert rc == 2 and len(err.strip().splitlines()) == 1, (args, rc, err)
+        assert re.search(plain, err), (args, err)
+    u.settimeout(0.2)
+    try:
+        got = u.recv(100)
+        raise AssertionError("plaintext datagram sent: %r" % got)
+    except socket.timeout:
+        pass
+    expect_usage_error(("connect", "-u", "tls://127.0.0.1:%d" % port), r"-u/--udp with tls://.*no DTLS")
+    expect_usage_error(("listen", "-u", "--ssl", "127.0.0.1", 0), plain)
+    expect_usage_error(("listen", "--ssl", "-u", "0"), plain)
+    expect_usage_error(("listen", "--cert", "/dev/null", "-u", "-U", os.path.join(d, "g")), plain)
+    expect_usage_error(("listen", "--ssl", "-U", os.path.join(d, "s")), plain)
+    expect_usage_error(("connect", "--ssl", "-U", os.path.join(d, "s")), plain)
+    expect_usage_error(("listen", "--alpn", "x", "tcp://127.0.0.1:0"), plain)
+    expect_usage_error(("serve", "chat", "--ssl", "udp://127.0.0.1:0"), plain)
+    assert os.listdir(d) == [], "a socket file was created: %r" % os.listdir(d)
+    shutil.rmtree(d)
+    rc, out, _ = run("connect", "--help")
+    assert b"no DTLS" in out, out
+
+
+@test
 def connect_tcp_to_python_half_close():
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
