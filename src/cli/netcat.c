@@ -1312,6 +1312,22 @@ static void watch_signal(nc_ctx *c, int i, int signum, csock_signal_cb cb, int r
     if (!ref) csock_signal_unref(c->sig[i]);
 }
 
+/* Children are reaped on SIGCHLD. A parent that ignored SIGCHLD (supervisors,
+ * Perl's $SIG{CHLD}='IGNORE') passes SIG_IGN on through exec, and then the
+ * kernel reaps our children itself and sends no SIGCHLD at all: we would wait
+ * for them forever. The default disposition brings the signal back. (A
+ * SIGCHLD blocked in the inherited mask is fine: the signalfd reads it
+ * blocked; SA_NOCLDWAIT does not survive exec.) */
+static void sigchld_default(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGCHLD, &sa, NULL) < 0)
+        cli_die(CLI_ERR, "SIGCHLD: %s", strerror(errno));
+}
+
 static void restore_blocking(void)
 {
     /* stdin/stdout may be a terminal shared with the shell: give it back as we found it. */
@@ -1341,6 +1357,7 @@ void nc_ctx_init(nc_ctx *c, const nc_opts *o)
     watch_signal(c, 1, SIGINT, on_stop_signal, 0);
     watch_signal(c, 2, SIGTERM, on_stop_signal, 0);
     if (o->exec_argv) {
+        sigchld_default();
         watch_signal(c, 0, SIGCHLD, on_sigchld, 1);
         return; /* children talk to the peers: stdin and stdout stay untouched */
     }

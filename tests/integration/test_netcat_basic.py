@@ -30,10 +30,10 @@ class Proc:
     """A child process whose stdout and stderr are collected by threads, so
     a test can wait for a line without blocking and pipes never fill."""
 
-    def __init__(self, argv, stdin=subprocess.PIPE, env=None):
+    def __init__(self, argv, stdin=subprocess.PIPE, env=None, preexec_fn=None):
         self.argv = argv
         self.p = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, env=env)
+                                  stderr=subprocess.PIPE, env=env, preexec_fn=preexec_fn)
         self.out = bytearray()
         self.err = bytearray()
         self.lock = threading.Lock()
@@ -120,8 +120,8 @@ class Proc:
                 raise AssertionError("sanitizer or internal error in stderr:\n" + err[-3000:])
 
 
-def csock(*args, stdin=subprocess.PIPE):
-    return Proc([BIN] + [str(a) for a in args], stdin=stdin)
+def csock(*args, stdin=subprocess.PIPE, preexec_fn=None):
+    return Proc([BIN] + [str(a) for a in args], stdin=stdin, preexec_fn=preexec_fn)
 
 
 def run(*args, input=b"", timeout=10):
@@ -134,9 +134,10 @@ def run(*args, input=b"", timeout=10):
     return r.returncode, r.stdout, err
 
 
-def listen(*args, stdin=subprocess.PIPE):
-    """Start `csock listen ARGS` on port 0 and return (proc, port or address)."""
-    p = csock("listen", *args, stdin=stdin)
+def listen(*args, stdin=subprocess.PIPE, preexec_fn=None):
+    """Start `csock listen ARGS` on port 0 and return (proc, port or address).
+    preexec_fn runs in the child before exec (to hand down signal state)."""
+    p = csock("listen", *args, stdin=stdin, preexec_fn=preexec_fn)
     m = p.wait_stderr(r"listening (\S+)")
     addr = m.group(1)
     mp = re.search(r":(\d+)$", addr)
