@@ -222,7 +222,7 @@ int cli_connect(int argc, char **argv)
     } else {
         csock_dgram *d;
         rc = csock_dgram_new(c.loop, NULL, &addr, &d);
-        if (rc == 0) nc_dgram_attach(&c, d, &addr);
+        if (rc == 0) rc = nc_dgram_attach(&c, d, &addr);
     }
     if (rc < 0) cli_die(CLI_ERR, "connect %s: %s", target, csock_strerror(rc));
     rc = nc_ctx_run(&c);

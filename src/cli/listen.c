@@ -100,7 +100,11 @@ static void on_accept_tls(csock_listener *l, csock_stream *s, int status)
         return;
     }
     csock_stream_set_data(s, c);
-    if (csock_tls_accept(s, c->tls, on_tls_ready) < 0) csock_stream_close(s, NULL);
+    int rc = csock_tls_accept(s, c->tls, on_tls_ready);
+    if (rc < 0) { /* out of memory: this connection only */
+        if (c->o->verbose) cli_warn("TLS: %s", csock_strerror(rc));
+        csock_stream_close(s, NULL);
+    }
 }
 
 /* The address line: always when the port was chosen by the kernel (the
@@ -139,10 +143,8 @@ static int run_listen(nc_opts o)
     } else {
         csock_dgram *d;
         rc = csock_dgram_new(c.loop, &addr, NULL, &d);
-        if (rc == 0) {
-            nc_dgram_attach(&c, d, NULL);
-            rc = csock_dgram_local(d, &bound);
-        }
+        if (rc == 0) rc = nc_dgram_attach(&c, d, NULL);
+        if (rc == 0) rc = csock_dgram_local(d, &bound);
     }
     if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", target, csock_strerror(rc));
     announce(&c, &addr, &bound);

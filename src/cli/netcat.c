@@ -52,6 +52,7 @@ struct nc_peer {
     int congested;           /* counted in c->peers_congested */
     int eof;                 /* the peer has finished sending */
     int gone;                /* taken out of the session (peer_close) */
+    int announced;           /* chat: the others were told it joined */
 };
 
 struct nc_child {
@@ -684,6 +685,17 @@ static void on_quiet(csock_timer *t)
     nc_finish(csock_timer_data(t), CLI_OK);
 }
 
+/* Datagrams have no end: after stdin's, wait -q for the last answers. A
+ * timer that cannot be armed would leave us waiting for ever: fail now. */
+static void quiet_start(nc_ctx *c)
+{
+    int rc = csock_timer_start(c->quiet, on_quiet, c->o->quiet_ms, 0);
+    if (rc < 0) {
+        cli_warn("--quit-after timer: %s", csock_strerror(rc));
+        nc_finish(c, CLI_ERR);
+    }
+}
+
 static void stdin_ended(nc_ctx *c)
 {
     c->in_eof = 1;
@@ -691,18 +703,12 @@ static void stdin_ended(nc_ctx *c)
     if (c->o->send_only) {
         /* ncat: --send-only quits at the end of input, once it is sent. */
         c->quitting = 1;
-        for (nc_peer *p = c->head, *next; p; p = next) {
-            next = p->next;
-            peer_close(p, 1);
-        }
+        while (c->head) /* peer_close takes it off the list */
+            peer_close(c->head, 1);
         return check_done(c);
     }
     if (c->o->keep_open) return; /* keep serving the clients */
-    if (c->dg) {
-        /* Datagrams have no end: wait a little for the last answers. */
-        csock_timer_start(c->quiet, on_quiet, c->o->quiet_ms, 0);
-        return;
-    }
+    if (c->dg) return quiet_start(c);
     for (nc_peer *p = c->head; p; p = p->next)
         if (p->s) csock_stream_shutdown(p->s, NULL); /* half-close: the peer reads EOF */
 }
@@ -723,7 +729,12 @@ static size_t on_stdin(csock_stream *in, int status, const char *buf, size_t len
         used = len;
     }
     if (status != 0) {
-        if (status != CSOCK_EOF) cli_warn("stdin: %s", csock_strerror(status));
+        if (status != CSOCK_EOF) {
+            /* Input was lost: the peer must not take what it got for all of it. */
+            cli_warn("stdin: %s", csock_strerror(status));
+            nc_finish(c, CLI_ERR);
+            return len;
+        }
         stdin_ended(c);
         return len;
     }
@@ -782,14 +793,7 @@ static void child_in_finish(nc_peer *p)
     csock_stream *s = p->child_in;
     if (!s) return;
     p->child_in = NULL;
-    if (c->npipes == c->cap_pipes) {
-        size_t cap = c->cap_pipes ? c->cap_pipes * 2 : 16;
-        csock_stream **v = realloc(c->pipes, cap * sizeof *v);
-        if (!v) return csock_stream_close(s, NULL);
-        c->pipes = v;
-        c->cap_pipes = cap;
-    }
-    c->pipes[c->npipes++] = s;
+    c->pipes[c->npipes++] = s; /* child_start made room: one slot per peer */
     csock_stream_set_data(s, c);
     csock_stream_on_drain(s, NULL);
     if (csock_stream_shutdown(s, on_pipe_shut) < 0) on_pipe_shut(s, 0);
@@ -836,14 +840,37 @@ static int spawn_attrs(posix_spawnattr_t *attr)
     for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
         sigaddset(&dfl, sigs[i]);
     int rc = posix_spawnattr_init(attr);
-    if (!rc) rc = posix_spawnattr_setsigmask(attr, &none);
+    if (rc) return rc;
+    rc = posix_spawnattr_setsigmask(attr, &none);
     if (!rc) rc = posix_spawnattr_setsigdefault(attr, &dfl);
     if (!rc) rc = posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    if (rc) posix_spawnattr_destroy(attr);
+    return rc;
+}
+
+/* posix_spawnp with `child_in` as the program's stdin and `child_out` as
+ * its stdout. Every step can fail (the file actions allocate): a child
+ * started without its dup2s would talk to our own stdin and stdout.
+ * Returns 0 or an errno value. */
+static int spawn_wired(char **argv, int child_in, int child_out, pid_t *pid)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    int rc = posix_spawn_file_actions_init(&fa);
+    if (rc) return rc;
+    rc = posix_spawn_file_actions_adddup2(&fa, child_in, 0);
+    if (!rc) rc = posix_spawn_file_actions_adddup2(&fa, child_out, 1);
+    if (!rc) rc = spawn_attrs(&attr);
+    if (!rc) {
+        rc = posix_spawnp(pid, argv[0], &fa, &attr, argv, environ);
+        posix_spawnattr_destroy(&attr);
+    }
+    posix_spawn_file_actions_destroy(&fa);
     return rc;
 }
 
 /* Run the program with its stdin and stdout on two fresh pipes; returns the
- * pid and our ends of the pipes, or a negative errno. */
+ * pid and our ends of the pipes, or a negative errno (and no fd left open). */
 static pid_t spawn_piped(char **argv, int *to_child, int *from_child)
 {
     int in[2], out[2];
@@ -853,16 +880,8 @@ static pid_t spawn_piped(char **argv, int *to_child, int *from_child)
         close(in[0]), close(in[1]);
         return err;
     }
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
     pid_t pid = -1;
-    int rc = spawn_attrs(&attr);
-    if (!rc) rc = posix_spawnp(&pid, argv[0], &fa, &attr, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
+    int rc = spawn_wired(argv, in[0], out[1], &pid);
     close(in[0]);
     close(out[1]);
     if (rc) {
@@ -874,41 +893,71 @@ static pid_t spawn_piped(char **argv, int *to_child, int *from_child)
     return pid;
 }
 
+/* The array `v` (capacity *cap) with room for `need` > 0 elements of `elem`
+ * bytes: `v` itself, or a larger copy; NULL when out of memory (`v` stays). */
+static void *grow(void *v, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap) return v;
+    size_t n = *cap ? *cap : 16;
+    while (n < need) n *= 2;
+    v = realloc(v, n * elem);
+    if (v) *cap = n;
+    return v;
+}
+
 static void child_remember(nc_ctx *c, pid_t pid, const char *name)
 {
-    if (c->nchildren == c->cap_children) {
-        size_t cap = c->cap_children ? c->cap_children * 2 : 16;
-        nc_child *v = realloc(c->children, cap * sizeof *v);
-        if (!v) return; /* still reaped; only the -v line is lost */
-        c->children = v;
-        c->cap_children = cap;
-    }
-    nc_child *ch = &c->children[c->nchildren++];
+    nc_child *ch = &c->children[c->nchildren++]; /* child_start made room */
     ch->pid = pid;
     snprintf(ch->name, sizeof ch->name, "%s", name);
+}
+
+/* Our ends of the child's pipes as streams. On failure both fds are closed
+ * (the child then reads EOF and ends) and nothing is left half-made. */
+static int child_wire(nc_peer *p, int to_child, int from_child)
+{
+    nc_ctx *c = p->c;
+    csock_stream *in = NULL, *out = NULL;
+    int rc = csock_stream_open(c->loop, to_child, &in);
+    if (rc < 0) {
+        close(to_child);
+        close(from_child);
+        return rc;
+    }
+    rc = csock_stream_open(c->loop, from_child, &out);
+    if (rc < 0) {
+        close(from_child);
+        csock_stream_close(in, NULL);
+        return rc;
+    }
+    p->child_in = in;
+    p->child_out = out;
+    csock_stream_set_data(in, p);
+    csock_stream_set_data(out, p);
+    csock_stream_on_drain(in, on_child_in_drain);
+    return csock_stream_read_start(out, on_child_out);
 }
 
 static int child_start(nc_peer *p)
 {
     nc_ctx *c = p->c;
-    int to_child, from_child;
-    pid_t pid = spawn_piped(c->o->exec_argv, &to_child, &from_child);
+    /* Make room first: once the child runs, it must be remembered (or it is
+     * never waited for) and its stdin pipe kept until drained (on_pipe_shut). */
+    nc_child *kids = grow(c->children, &c->cap_children, c->nchildren + 1, sizeof *kids);
+    if (kids) c->children = kids;
+    csock_stream **pipes = grow(c->pipes, &c->cap_pipes, c->npipes + c->npeers, sizeof *pipes);
+    if (pipes) c->pipes = pipes;
+    int to_child = -1, from_child = -1, rc;
+    pid_t pid = !kids || !pipes ? -ENOMEM : spawn_piped(c->o->exec_argv, &to_child, &from_child);
     if (pid < 0) {
         cli_warn("exec '%s': %s", c->o->exec_text, csock_strerror(pid));
         return pid;
     }
     child_remember(c, pid, p->name);
     if (c->o->verbose) cli_warn("started '%s' (pid %d) for %s", c->o->exec_text, (int)pid, p->name);
-    if (csock_stream_open(c->loop, to_child, &p->child_in) < 0 ||
-        csock_stream_open(c->loop, from_child, &p->child_out) < 0) {
-        cli_warn("exec: cannot watch the pipes");
-        return -EIO;
-    }
-    csock_stream_set_data(p->child_in, p);
-    csock_stream_set_data(p->child_out, p);
-    csock_stream_on_drain(p->child_in, on_child_in_drain);
-    csock_stream_read_start(p->child_out, on_child_out);
-    return 0;
+    rc = child_wire(p, to_child, from_child);
+    if (rc < 0) cli_warn("exec '%s': its pipes: %s", c->o->exec_text, csock_strerror(rc));
+    return rc;
 }
 
 static void log_exit(const nc_ctx *c, const nc_child *ch, int st)
@@ -958,13 +1007,17 @@ static void peer_describe(nc_peer *p, const csock_addr *a)
         snprintf(p->host, sizeof p->host, "%s", p->name);
 }
 
-/* --chat: ncat's announcements, byte for byte. */
-static void chat_announce_join(nc_ctx *c, nc_peer *p)
+/* --chat: ncat's announcements, byte for byte. 0, or -ENOMEM when the
+ * message could not be built (the newcomer is then turned away, unseen). */
+static int chat_announce_join(nc_ctx *c, nc_peer *p)
 {
     char line[1024];
     size_t cap = 512 + (size_t)c->npeers * 340, n;
     char *msg = malloc(cap);
-    if (!msg) return;
+    if (!msg) {
+        if (c->o->verbose) cli_warn("refused %s: %s", p->name, csock_strerror(-ENOMEM));
+        return -ENOMEM;
+    }
     n = (size_t)snprintf(msg, cap,
                          "<announce> %s is connected as <user%u>.\n"
                          "<announce> already connected: ",
@@ -981,6 +1034,8 @@ static void chat_announce_join(nc_ctx *c, nc_peer *p)
     for (nc_peer *q = c->head; q; q = q->next)
         peer_send(q, msg, n);
     free(msg);
+    p->announced = 1;
+    return 0;
 }
 
 static void chat_announce_leave(nc_ctx *c, const nc_peer *gone)
@@ -1064,7 +1119,7 @@ static void peer_close(nc_peer *p, int graceful)
     child_forget_pipes(p);
     if (p->idle) csock_timer_close(p->idle, NULL);
     p->idle = NULL;
-    if (c->o->chat) chat_announce_leave(c, p);
+    if (p->announced) chat_announce_leave(c, p);
     if (p->s) {
         ending_add(p);
         if (graceful)
@@ -1165,11 +1220,13 @@ static int peer_start(nc_peer *p)
     nc_ctx *c = p->c;
     if (c->o->verbose)
         cli_warn("%s %s", c->o->listen ? "connection from" : "connected to", p->name);
-    if (exec_mode(c) && child_start(p) < 0) {
+    int rc = exec_mode(c) ? child_start(p) : 0;
+    if (rc == 0 && c->o->chat) rc = chat_announce_join(c, p);
+    if (rc < 0) {
+        if (!c->o->keep_open) c->status = CLI_ERR; /* single peer: the session failed */
         peer_close(p, 0);
         return -1;
     }
-    if (c->o->chat) chat_announce_join(c, p);
     if (!c->o->keep_open) nc_stdin_start(c); /* single peer: stdin flows from now on */
     return 0;
 }
@@ -1187,7 +1244,12 @@ void nc_peer_add_stream(nc_ctx *c, csock_stream *s, int accepted)
     nc_peer *p = peer_new(c, has ? &a : NULL);
     if (!p) {
         csock_stream_close(s, NULL);
-        return;
+        if (!accepted) { /* connect: that was the one peer */
+            cli_warn("%s: %s", name, csock_strerror(-ENOMEM));
+            return nc_finish(c, CLI_ERR);
+        }
+        if (c->o->verbose) cli_warn("refused %s: %s", name, csock_strerror(-ENOMEM));
+        return; /* the listener goes on, as after a failed accept */
     }
     p->s = s;
     csock_stream_set_data(s, p);
@@ -1203,26 +1265,42 @@ static void on_dgram_idle(csock_timer *t)
 {
     nc_peer *p = csock_timer_data(t);
     uint64_t now = csock_loop_now(p->c->loop), ms = p->c->o->idle_ms;
+    int rc = -ETIMEDOUT;
     if (now - p->last_io < ms) {
-        csock_timer_start(t, on_dgram_idle, ms - (now - p->last_io), 0);
-        return;
+        rc = csock_timer_start(t, on_dgram_idle, ms - (now - p->last_io), 0);
+        if (rc == 0) return;
     }
-    peer_failed(p, -ETIMEDOUT);
+    peer_failed(p, rc); /* idle, or its -i could no longer be kept */
 }
 
-static nc_peer *dgram_peer_new(nc_ctx *c, const csock_addr *from)
+/* A peer for a datagram address (NULL: the connected peer). *out is the
+ * peer, or NULL when it could not be made (a negative errno: nothing was
+ * set up) or was refused at its start (0: peer_start reported it). */
+static int dgram_peer_new(nc_ctx *c, const csock_addr *from, nc_peer **out)
 {
-    nc_peer *p = peer_new(c, from);
-    if (!p) return NULL;
+    csock_timer *idle = NULL;
+    int rc = c->o->idle_ms ? csock_timer_new(c->loop, &idle) : 0;
+    nc_peer *p = rc < 0 ? NULL : peer_new(c, from);
+    *out = NULL;
+    if (!p) {
+        if (idle) csock_timer_close(idle, NULL);
+        return rc < 0 ? rc : -ENOMEM;
+    }
     if (from) {
         p->addr = *from;
         p->has_addr = 1;
     }
-    if (c->o->idle_ms && csock_timer_new(c->loop, &p->idle) == 0) {
-        csock_timer_set_data(p->idle, p);
-        csock_timer_start(p->idle, on_dgram_idle, c->o->idle_ms, 0);
+    if (idle) {
+        p->idle = idle;
+        csock_timer_set_data(idle, p);
+        rc = csock_timer_start(idle, on_dgram_idle, c->o->idle_ms, 0);
+        if (rc < 0) {
+            peer_failed(p, rc);
+            return 0;
+        }
     }
-    return peer_start(p) < 0 ? NULL : p;
+    if (peer_start(p) == 0) *out = p;
+    return 0;
 }
 
 static int same_addr(const csock_addr *a, const csock_addr *b)
@@ -1239,7 +1317,10 @@ static nc_peer *dgram_peer_for(nc_ctx *c, const csock_addr *from)
     char name[300] = "peer";
     if (from) csock_addr_format(from, name, sizeof name);
     if (!from || !admit(c, from, name)) return NULL;
-    return dgram_peer_new(c, from);
+    nc_peer *p;
+    int rc = dgram_peer_new(c, from, &p);
+    if (rc < 0 && c->o->verbose) cli_warn("refused %s: %s", name, csock_strerror(rc));
+    return p;
 }
 
 static void on_dgram(csock_dgram *d, int status, const char *buf, size_t len,
@@ -1257,19 +1338,18 @@ static void on_dgram(csock_dgram *d, int status, const char *buf, size_t len,
     nc_peer *p = dgram_peer_for(c, c->o->listen ? from : NULL);
     if (!p) return;
     peer_input(p, buf, len);
-    if (c->in_eof && !c->o->keep_open && c->quiet)
-        csock_timer_start(c->quiet, on_quiet, c->o->quiet_ms, 0);
+    if (c->in_eof && !c->o->keep_open && c->quiet) quiet_start(c);
 }
 
-void nc_dgram_attach(nc_ctx *c, csock_dgram *d, const csock_addr *peer)
+int nc_dgram_attach(nc_ctx *c, csock_dgram *d, const csock_addr *peer)
 {
     c->dg = d;
     csock_dgram_set_data(d, c);
-    csock_dgram_recv_start(d, on_dgram);
-    if (peer) {
-        nc_peer *p = dgram_peer_new(c, peer);
-        if (p) p->has_addr = 0; /* connected socket: send with no address */
-    }
+    int rc = csock_dgram_recv_start(d, on_dgram);
+    nc_peer *p = NULL;
+    if (rc == 0 && peer) rc = dgram_peer_new(c, peer, &p);
+    if (p) p->has_addr = 0; /* connected socket: send with no address */
+    return rc;
 }
 
 /* ======================================================================
@@ -1365,7 +1445,8 @@ void nc_ctx_init(nc_ctx *c, const nc_opts *o)
     c->out = open_std(c, 1, "stdout");
     csock_stream_on_drain(c->out, on_out_drain);
     if (!o->recv_only) c->in = open_std(c, 0, "stdin");
-    csock_timer_new(c->loop, &c->quiet);
+    rc = csock_timer_new(c->loop, &c->quiet);
+    if (rc < 0) cli_die(CLI_ERR, "timer: %s", csock_strerror(rc));
     csock_timer_set_data(c->quiet, c);
 }
 

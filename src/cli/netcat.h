@@ -125,8 +125,9 @@ void nc_peer_add_stream(nc_ctx *c, csock_stream *s, int accepted);
 
 /* Relay a datagram socket. listen: each distinct sender address becomes a
  * peer (-k), or only the first one. connect: `peer` is the address the
- * socket is connected to, and the one peer. */
-void nc_dgram_attach(nc_ctx *c, csock_dgram *d, const csock_addr *peer);
+ * socket is connected to, and the one peer. Returns 0 or a negative errno
+ * (out of memory: the caller reports it and exits). */
+int nc_dgram_attach(nc_ctx *c, csock_dgram *d, const csock_addr *peer);
 
 /* Start reading stdin now (single-peer modes start it when the peer comes). */
 void nc_stdin_start(nc_ctx *c);
