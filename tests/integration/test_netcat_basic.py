@@ -70,7 +70,8 @@ class Proc:
             if v:
                 return v
             if self.p.poll() is not None:
-                time.sleep(0.05)  # let the pumps catch the last bytes
+                for t in self.threads:  # the pumps end at EOF: then all is in
+                    t.join(2)
                 v = cond()
                 if v:
                     return v
@@ -155,6 +156,7 @@ def free_port(family=socket.AF_INET, kind=socket.SOCK_STREAM, host="127.0.0.1"):
 def ncat_listen(*args, udp=False, host="127.0.0.1"):
     """Start ncat listening on a free port (ncat cannot report port 0);
     retry when another process took the port in between."""
+    need("ncat")
     for _ in range(10):
         port = free_port(kind=socket.SOCK_DGRAM if udp else socket.SOCK_STREAM, host=host)
         p = Proc(["ncat", "-v", "-l", host, str(port)] + (["-u"] if udp else []) + list(args))
@@ -166,6 +168,57 @@ def ncat_listen(*args, udp=False, host="127.0.0.1"):
             if "already in use" not in p.stderr():
                 raise
     raise AssertionError("no free port for ncat")
+
+
+def listening_ports():
+    """TCP ports in the LISTEN state on this host (/proc/net/tcp, tcp6)."""
+    ports = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as f:
+                for line in list(f)[1:]:
+                    fields = line.split()
+                    if fields[3] == "0A":
+                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+        except OSError:
+            pass
+    return ports
+
+
+def accept_queue(port):
+    """(queued, backlog) of the listener on port: for a LISTEN socket the
+    rx/tx queue columns of /proc/net/tcp hold those two."""
+    with open("/proc/net/tcp") as f:
+        for line in list(f)[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                tx, rx = fields[4].split(":")
+                return int(rx, 16), int(tx, 16)
+    raise AssertionError("no listener on port %d" % port)
+
+
+class Skip(Exception):
+    """The test cannot run here (a peer tool is missing): reported as skipped."""
+
+
+def need(tool):
+    if not shutil.which(tool):
+        raise Skip("%s not installed" % tool)
+
+
+def nc_listen(*flags, stdin=subprocess.DEVNULL):
+    """Start `nc FLAGS -l 127.0.0.1 PORT` on a free port and wait (bounded)
+    until the port is in the LISTEN state; returns (proc, port)."""
+    need("nc")
+    for _ in range(10):
+        port = free_port()
+        p = Proc(["nc"] + list(flags) + ["-l", "127.0.0.1", str(port)], stdin=stdin)
+        try:
+            p.wait_for("nc to listen on %d" % port, lambda: port in listening_ports())
+            return p, port
+        except AssertionError:
+            p.stop()  # the port was taken in between: try another
+    raise AssertionError("nc never listened")
 
 
 def connect(port, host="127.0.0.1", timeout=10):
@@ -262,7 +315,7 @@ def test(fn):
 
 def main():
     only = sys.argv[1:]
-    passed = failed = 0
+    passed = failed = skipped = 0
     for fn in _tests:
         if fn.__module__ != "__main__":
             continue  # tests of a module that was imported for its helpers
@@ -276,6 +329,9 @@ def main():
                 p.check_clean()
             passed += 1
             print("ok   %s (%.1fs)" % (fn.__name__, time.time() - t0), flush=True)
+        except Skip as e:
+            skipped += 1
+            print("skip %s: %s" % (fn.__name__, e), flush=True)
         except Exception as e:  # noqa: BLE001 - report every failure the same way
             failed += 1
             print("FAIL %s: %s: %s" % (fn.__name__, type(e).__name__, e), flush=True)
@@ -283,7 +339,7 @@ def main():
             for p in _procs:
                 p.stop()
             _procs.clear()
-    print("%d passed, %d failed" % (passed, failed))
+    print("%d passed, %d failed%s" % (passed, failed, ", %d skipped" % skipped if skipped else ""))
     sys.exit(1 if failed else 0)
 
 
@@ -399,7 +455,11 @@ def connect_wait_timeout():
         s.setblocking(False)
         s.connect_ex(("127.0.0.1", port))
         hold.append(s)
-    time.sleep(0.2)
+    # Wait until the queue is over the backlog: from then on SYNs are dropped.
+    deadline = time.time() + 10 * SLOW
+    while accept_queue(port)[0] <= accept_queue(port)[1]:
+        assert time.time() < deadline, "accept queue never filled: %r" % (accept_queue(port),)
+        time.sleep(0.01)
     t0 = time.time()
     rc, out, err = run("connect", "-w", "0.5", "127.0.0.1", port)
     took = time.time() - t0
@@ -409,6 +469,7 @@ def connect_wait_timeout():
 
 @test
 def listen_single_with_nc():
+    need("nc")
     p, port = listen("127.0.0.1", 0)
     nc = subprocess.run(["nc", "-N", "127.0.0.1", str(port)], input=b"from nc\n", capture_output=True,
                         timeout=10)
@@ -478,6 +539,7 @@ def listen_second_peer_refused_without_k():
 
 @test
 def udp_listen_and_connect_with_socat():
+    need("socat")
     p, port = listen("-u", "127.0.0.1", 0)
     s = subprocess.run(["socat", "-t", "1", "-", "UDP:127.0.0.1:%d" % port], input=b"dgram\n",
                        capture_output=True, timeout=10)
@@ -525,6 +587,7 @@ def unix_listen_and_connect():
     assert p.wait() == 0
     assert p.stdout() == b"over unix\n"
     # socat as the client of a Unix listener
+    need("socat")
     p = csock("listen", "-v", "unix:" + path)
     p.wait_stderr(r"listening unix:")
     subprocess.run(["socat", "-", "UNIX-CONNECT:" + path], input=b"socat here\n", timeout=10,
@@ -569,9 +632,7 @@ def crlf_from_stdin():
     c.close()
     assert p.wait() == 0
     # connect -C to nc
-    port = free_port()
-    nc = Proc(["nc", "-l", "127.0.0.1", str(port)], stdin=subprocess.DEVNULL)
-    time.sleep(0.3)
+    nc, port = nc_listen()
     rc, out, err = run("connect", "-C", "127.0.0.1", port, input=b"x\ny\n")
     assert nc.wait() == 0
     assert nc.stdout() == b"x\r\ny\r\n", nc.stdout()
@@ -595,9 +656,7 @@ def hex_dump_both_directions():
     assert re.search(r"> 6 bytes to tcp://127\.0\.0\.1:\d+", text), text
     assert "77 6f 72 6c 64 0a" in text, text
     # '-' is stderr, on the connect side
-    port = free_port()
-    nc = Proc(["nc", "-l", "127.0.0.1", str(port)], stdin=subprocess.DEVNULL)
-    time.sleep(0.3)
+    nc, port = nc_listen()
     rc, out, err = run("connect", "-x", "-", "127.0.0.1", port, input=b"AB")
     assert "> 2 bytes to" in err and "41 42" in err, err
     shutil.rmtree(d)
@@ -625,9 +684,7 @@ def send_only_and_recv_only():
     assert p.wait() == 0
     assert p.stdout() == b"shown\n"
     # connect --recv-only with nc as the server
-    port = free_port()
-    nc = Proc(["nc", "-N", "-l", "127.0.0.1", str(port)])
-    time.sleep(0.3)
+    nc, port = nc_listen("-N", stdin=subprocess.PIPE)
     q = csock("connect", "--recv-only", "127.0.0.1", port)
     nc.send(b"to csock\n")
     nc.close_stdin()

@@ -6,13 +6,12 @@ The one normalisation: ncat numbers chat users by file descriptor, csock
 by arrival (1, 2, ...); user numbers are renamed in order of appearance.
 Prints "N passed, M failed"."""
 import re
-import shutil
 import socket
 import sys
 import time
 
-from test_netcat_basic import (Proc, connect, listen, main, ncat_listen, quiet_read, recv_all,
-                               test)
+from test_netcat_basic import (Proc, connect, listen, main, ncat_listen, need, quiet_read,
+                               recv_all, test)
 
 ACCEPT = {"ncat": r"Connection from \S+:\d+\.", "csock": r"connection from "}
 DENIED = {"ncat": r"denied", "csock": r"(denied|refused)"}
@@ -34,9 +33,7 @@ def settle():
 
 def both(scenario):
     """Run scenario(tool) for ncat and csock; their results must be equal."""
-    if not shutil.which("ncat"):
-        print("  (ncat missing: skipped)")
-        return
+    need("ncat")
     res = {tool: scenario(tool) for tool in ("ncat", "csock")}
     assert res["ncat"] == res["csock"], "ncat %r\n     csock %r" % (res["ncat"], res["csock"])
 
