@@ -540,11 +540,11 @@ static size_t to_crlf(const char *in, size_t len, char *out, int *cr)
     return n;
 }
 
-/* --chat: "<userN> " then the text with control bytes written as \ooo,
- * exactly as ncat's chat filter does. `out` holds 32 + 4 * len bytes. */
-static size_t chat_tag(unsigned id, const char *in, size_t len, char *out)
+/* --chat: the text with control bytes written as \ooo, exactly as ncat's
+ * chat filter does. `out` holds 4 * len bytes. */
+static size_t chat_escape(const char *in, size_t len, char *out)
 {
-    size_t n = (size_t)sprintf(out, "<user%u> ", id);
+    size_t n = 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char ch = (unsigned char)in[i];
         if (isprint(ch) || ch == '\n' || ch == '\t' || ch == '\r')
@@ -553,6 +553,13 @@ static size_t chat_tag(unsigned id, const char *in, size_t len, char *out)
             n += (size_t)sprintf(out + n, "\\%03o", ch);
     }
     return n;
+}
+
+/* --chat: "<userN> " then the escaped text. `out` holds 32 + 4 * len bytes. */
+static size_t chat_tag(unsigned id, const char *in, size_t len, char *out)
+{
+    size_t n = (size_t)sprintf(out, "<user%u> ", id);
+    return n + chat_escape(in, len, out + n);
 }
 
 /* Datagram peers get one datagram per line: the size of the next message in
@@ -595,23 +602,46 @@ static void peer_send(nc_peer *p, const char *buf, size_t len)
     }
 }
 
-/* Data that came from stdin (from == NULL) or from a peer, for every peer
- * but the one it came from; chat tags it first. */
-static void broadcast(nc_ctx *c, const nc_peer *from, const char *buf, size_t len)
+static void send_others(nc_ctx *c, const nc_peer *from, const char *buf, size_t len)
 {
-    char stackbuf[4096], *tagged = NULL;
-    if (c->o->chat) {
-        size_t need = 32 + 4 * len;
-        tagged = need <= sizeof stackbuf ? stackbuf : malloc(need);
-        if (!tagged) return;
-        len = chat_tag(from ? from->id : 0, buf, len, tagged);
-        buf = tagged;
-    }
     for (nc_peer *p = c->head, *next; p; p = next) {
         next = p->next; /* a send never closes a peer synchronously, but be safe */
         if (p != from) peer_send(p, buf, len);
     }
-    if (tagged && tagged != stackbuf) free(tagged);
+}
+
+/* No memory to transform a whole chunk at once. Stream peers then get it
+ * in pieces (the same bytes); datagram peers lose it, as UDP may. Returns
+ * 1 when the caller is to send the pieces. */
+static int in_pieces(const nc_ctx *c)
+{
+    if (!c->dg) return 1;
+    if (c->o->verbose) cli_warn("a datagram dropped: %s", csock_strerror(-ENOMEM));
+    return 0;
+}
+
+/* Data that came from stdin (from == NULL) or from a peer, for every peer
+ * but the one it came from; chat tags it first. */
+static void broadcast(nc_ctx *c, const nc_peer *from, const char *buf, size_t len)
+{
+    char stackbuf[4096];
+    unsigned id = from ? from->id : 0;
+    if (!c->o->chat) return send_others(c, from, buf, len);
+    size_t need = 32 + 4 * len;
+    char *tagged = need <= sizeof stackbuf ? stackbuf : malloc(need);
+    if (tagged) {
+        size_t n = chat_tag(id, buf, len, tagged);
+        send_others(c, from, tagged, n);
+        if (tagged != stackbuf) free(tagged);
+    } else if (in_pieces(c)) {
+        size_t m = (size_t)sprintf(stackbuf, "<user%u> ", id);
+        send_others(c, from, stackbuf, m);
+        for (size_t off = 0, n; off < len; off += n) {
+            n = len - off < sizeof stackbuf / 4 ? len - off : sizeof stackbuf / 4;
+            m = chat_escape(buf + off, n, stackbuf);
+            send_others(c, from, stackbuf, m);
+        }
+    }
 }
 
 static void out_write(nc_ctx *c, const char *buf, size_t len)
@@ -666,13 +696,25 @@ static void sync_sources(nc_ctx *c)
  * stdin and stdout
  * ====================================================================== */
 
+/* -C without the memory to convert a whole read at once. */
+static void crlf_in_pieces(nc_ctx *c, const char *buf, size_t len)
+{
+    char piece[8192];
+    if (!in_pieces(c)) return;
+    for (size_t off = 0, n; off < len; off += n) {
+        n = len - off < sizeof piece / 2 ? len - off : sizeof piece / 2;
+        size_t m = to_crlf(buf + off, n, piece, &c->crlf_cr);
+        broadcast(c, NULL, piece, m);
+    }
+}
+
 static void from_stdin(nc_ctx *c, const char *buf, size_t len)
 {
     char stackbuf[8192], *conv = NULL;
     if (!len) return;
     if (c->o->crlf) {
         conv = 2 * len <= sizeof stackbuf ? stackbuf : malloc(2 * len);
-        if (!conv) return;
+        if (!conv) return crlf_in_pieces(c, buf, len);
         len = to_crlf(buf, len, conv, &c->crlf_cr);
         buf = conv;
     }

@@ -8,6 +8,7 @@ and says so with -v. The -e path must also close both pipe ends when it
 cannot watch them (else the child never reads EOF), and a failed start must
 leave no descriptor behind."""
 
+import hashlib
 import os
 import re
 import socket
@@ -159,7 +160,9 @@ def test_listen_one_peer():
     sweep(scenario)
 
 
-def test_connect_to_a_server():
+def connect_sweep(opts, data, answer):
+    """csock connect OPTS to a server that reads to EOF and replies
+    answer(what it read)."""
     def scenario(n):
         srv = socket.socket()
         srv.bind(("127.0.0.1", 0))
@@ -171,23 +174,34 @@ def test_connect_to_a_server():
                 c, _ = srv.accept()
                 with c:
                     c.settimeout(T(10))
-                    data = b""
+                    got = b""
                     while True:
                         d = c.recv(65536)
                         if not d:
                             break
-                        data += d
-                    c.sendall(data.upper())
+                        got += d
+                    c.sendall(answer(got))
             except OSError:
                 pass
-        t = threading.Thread(target=serve, daemon=True)
-        t.start()
-        run = Run(["connect", "127.0.0.1", str(srv.getsockname()[1])], n)
-        rc, out, err = run.end(stdin=b"ping\n")
+        threading.Thread(target=serve, daemon=True).start()
+        run = Run(["connect"] + opts + ["127.0.0.1", str(srv.getsockname()[1])], n)
+        rc, out, err = run.end(stdin=data)
         srv.close()
-        judge(run, rc, err, out == b"PING\n")
+        judge(run, rc, err, out == answer(data if "-C" not in opts else
+                                          data.replace(b"\n", b"\r\n")))
         return run
     sweep(scenario)
+
+
+def test_connect_to_a_server():
+    connect_sweep([], b"ping\n", lambda got: got.upper())
+
+
+def test_connect_crlf_big_reads():
+    # -C converts a whole read at once: without the memory for that, the
+    # bytes used to be dropped without a word.
+    connect_sweep(["-C"], b"a line of text\n" * 20000,
+                  lambda got: hashlib.sha256(got).hexdigest().encode() + b"\n")
 
 
 def test_connect_udp():
@@ -211,31 +225,36 @@ def test_connect_udp():
     sweep(scenario)
 
 
-def room(run, port):
-    """Two clients; one line from the first must reach the second."""
+def untagged(data):
+    """Chat tags each read it relays: a long line may come in tagged parts."""
+    return re.sub(rb"<user\d+> ", b"", data)
+
+
+def room(run, port, line=b"from a\n"):
+    """Two clients; a line from the first must reach the second."""
     try:
         a = socket.create_connection(("127.0.0.1", port), timeout=T(5))
         b = socket.create_connection(("127.0.0.1", port), timeout=T(5))
         with a, b:
-            b.settimeout(T(2))
-            a.sendall(b"from a\n")
+            b.settimeout(T(1))
+            a.sendall(line)
             got = b""
-            while b"from a" not in got:
-                d = b.recv(4096)
+            while line not in untagged(got):
+                d = b.recv(65536)
                 if not d:
                     break
                 got += d
-            return b"from a" in got
+            return line in untagged(got)
     except OSError:
         return False
 
 
-def room_sweep(args, announce="stderr"):
+def room_sweep(args, announce="stderr", line=b"from a\n"):
     """A server relaying between clients (room()), stopped by SIGTERM."""
     def scenario(n):
         run = Run(args, n)
         port = run.listening(announce)
-        ok = room(run, port) if port else False
+        ok = room(run, port, line) if port else False
         rc, out, err = run.end(stop="now")
         judge(run, rc, err, ok)
         return run
@@ -253,6 +272,9 @@ def test_listen_broker():
 
 def test_listen_chat():
     room_sweep(["listen", "-v", "-k", "--chat", "127.0.0.1", "0"])
+    # A long line is tagged in one allocation; without it, in pieces (it
+    # used to be dropped without a word).
+    room_sweep(["listen", "-v", "-k", "--chat", "127.0.0.1", "0"], line=b"y" * 30000 + b"\n")
 
 
 def test_listen_exec():
