@@ -46,9 +46,10 @@ static const char connect_usage[] =
     "\n"
     "Exit status: 0 when the exchange ended normally (or, with -z, some port is\n"
     "open; or stopped by SIGINT/SIGTERM), 1 on a connection or I/O error (refused,\n"
-    "timed out, reset, TLS handshake failed, idle timeout; with -z: no port\n"
-    "open), 2 on a wrong argument (unknown option, conflicting options such as\n"
-    "-u --ssl, bad address or port range, an -e program that does not exist).\n";
+    "timed out, reset, TLS handshake failed, idle timeout, out of memory; with\n"
+    "-z: no port open), 2 on a wrong argument (unknown option, conflicting\n"
+    "options such as -u --ssl, bad address or port range, an -e program that\n"
+    "does not exist).\n";
 
 /* ---- -z: port scan ---------------------------------------------------------- */
 

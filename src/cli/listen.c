@@ -55,8 +55,9 @@ static const char listen_usage[] =
     "\n"
     "Exit status: 0 when the peer left normally (or stopped by SIGINT/SIGTERM),\n"
     "1 on a runtime error (cannot listen, the peer reset, idle timeout without\n"
-    "-k), 2 on a wrong argument (unknown option, conflicting options such as\n"
-    "-u --ssl, bad address or CIDR, an -e program that does not exist).\n";
+    "-k, out of memory), 2 on a wrong argument (unknown option, conflicting\n"
+    "options such as -u --ssl, bad address or CIDR, an -e program that does\n"
+    "not exist).\n";
 
 static void take_peer(nc_ctx *c, csock_stream *s)
 {
