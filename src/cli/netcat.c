@@ -53,6 +53,7 @@ struct nc_peer {
     int eof;                 /* the peer has finished sending */
     int gone;                /* taken out of the session (peer_close) */
     int announced;           /* chat: the others were told it joined */
+    int lost;                /* a write to it failed: bytes lost (a negative errno) */
 };
 
 struct nc_child {
@@ -61,6 +62,8 @@ struct nc_child {
 };
 
 static void peer_close(nc_peer *p, int graceful);
+static void peer_failed(nc_peer *p, int status);
+static void on_peer_stream_closed(csock_stream *s);
 static void sync_sources(nc_ctx *c);
 static void check_done(nc_ctx *c);
 
@@ -581,6 +584,37 @@ static int exec_mode(const nc_ctx *c)
     return c->o->exec_argv != NULL;
 }
 
+/* The peer's stream closed after a lost write: now, at a safe point, it
+ * leaves the session (unless it was already on its way out). */
+static void on_lost_stream_closed(csock_stream *s)
+{
+    nc_peer *p = csock_stream_data(s);
+    if (p->gone) return on_peer_stream_closed(s);
+    p->s = NULL; /* freed after this callback */
+    peer_failed(p, p->lost);
+}
+
+/* A write the stream could not queue (out of memory): those bytes are gone,
+ * so the peer must go too, as after a reset. Closing the stream is safe
+ * anywhere, even in a walk over the peers; taking the peer out of the
+ * session waits for the close callback. */
+static void peer_lost_bytes(nc_peer *p, int rc)
+{
+    if (p->lost || !p->s) return;
+    p->lost = rc;
+    csock_stream_close(p->s, on_lost_stream_closed);
+}
+
+/* Queue bytes on a stream the peer depends on (its socket or its child's
+ * stdin). -EPIPE and a failed stream's error reach the read callback; only
+ * bytes dropped for want of memory need handling here. */
+static int peer_write(nc_peer *p, csock_stream *s, const char *buf, size_t len)
+{
+    int rc = csock_stream_write(s, buf, len);
+    if (rc == -ENOMEM) peer_lost_bytes(p, rc);
+    return rc;
+}
+
 static void peer_send(nc_peer *p, const char *buf, size_t len)
 {
     nc_ctx *c = p->c;
@@ -595,7 +629,7 @@ static void peer_send(nc_peer *p, const char *buf, size_t len)
         p->last_io = csock_loop_now(c->loop);
         return;
     }
-    if (csock_stream_write(p->s, buf, len) < 0) return; /* the error comes to the read callback */
+    if (peer_write(p, p->s, buf, len) < 0) return;
     if (!exec_mode(c) && !p->congested && csock_stream_write_queue_size(p->s) > HIGH_WATER) {
         p->congested = 1;
         if (c->peers_congested++ == 0) sync_sources(c);
@@ -862,9 +896,13 @@ static size_t on_child_out(csock_stream *s, int status, const char *buf, size_t 
         peer_send(p, buf + used, n);
         used += n;
     }
-    if (status != 0) {
+    if (status == CSOCK_EOF) {
         /* The child is done talking: finish the connection. */
         peer_close(p, 1);
+        return len;
+    }
+    if (status < 0) { /* its output is lost (out of memory): not a clean end */
+        peer_failed(p, status);
         return len;
     }
     if (p->s && csock_stream_write_queue_size(p->s) > HIGH_WATER) csock_stream_read_stop(s);
@@ -1197,7 +1235,7 @@ static void peer_input(nc_peer *p, const char *buf, size_t len)
     p->last_io = csock_loop_now(c->loop);
     if (exec_mode(c)) {
         if (!p->child_in) return; /* the child stopped reading: drop */
-        csock_stream_write(p->child_in, buf, len);
+        peer_write(p, p->child_in, buf, len); /* a datagram peer just loses that one */
         if (p->s && csock_stream_write_queue_size(p->child_in) > HIGH_WATER)
             csock_stream_read_stop(p->s);
     } else if (c->o->broker) {
@@ -1509,6 +1547,7 @@ static void teardown(nc_ctx *c)
     while (c->head) {
         nc_peer *p = c->head;
         peer_unlink(p);
+        p->gone = 1; /* for a lost write's close callback (on_lost_stream_closed) */
         child_forget_pipes(p);
         if (p->idle) csock_timer_close(p->idle, NULL);
         if (p->s) {
