@@ -204,12 +204,18 @@ def test_ncat_unix_listener():
             return "Listening on" in p.stderr()
         wait_for(lambda: ready(None), 10, "ncat to listen")
         p.write(b"from ncat\n")
-        p.close_stdin()
-        rc, out, err = csock("connect", "unix:" + path, input=b"from csock\n")
+        q = Proc([BIN, "connect", "unix:" + path])
+        q.write(b"from csock\n")
+        q.close_stdin()
         got = p.read_until(lambda o: b"from csock\n" in o, 10)
+        # Only now does ncat's input end: an ncat whose stdin ended before
+        # the client came may close without reading it.
+        p.close_stdin()
+        out = q.read_to_eof(10)
+        rc = q.wait(10)
         check_eq(got, b"from csock\n", "ncat received")
         check_eq(out, b"from ncat\n", "csock received")
-        check_eq(rc, 0, "exit status (stderr %r)" % err)
+        check_eq(rc, 0, "exit status (stderr %r)" % q.stderr())
     finally:
         p.kill()
 
