@@ -114,7 +114,9 @@ static void announce(const nc_ctx *c, const csock_addr *asked, const csock_addr 
 {
     int ip = bound->sa.ss_family != AF_UNIX;
     char text[400];
-    csock_addr_format(bound, text, sizeof text);
+    csock_addr shown = *bound; /* the socket's address says tcp: peers must speak TLS */
+    if (asked->scheme == CSOCK_TLS) shown.scheme = CSOCK_TLS;
+    csock_addr_format(&shown, text, sizeof text);
     if (c->o->serve) { /* serve chat: like every service, on stdout */
         printf("listening %s\n", text);
         fflush(stdout);

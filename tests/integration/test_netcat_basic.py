@@ -421,6 +421,24 @@ def tls_refused_where_it_cannot_run():
 
 
 @test
+def listen_tls_announces_tls():
+    """The listening line of a tls:// listener says tls://, as serve's does:
+    a peer has to speak TLS there."""
+    need("openssl")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import tlscerts
+    d = tlscerts.tempdir()
+    p, port = listen("--cert", os.path.join(d, "server.pem"), "--key",
+                     os.path.join(d, "server.key"), "tls://127.0.0.1:0")
+    assert re.search(r"^listening tls://127\.0\.0\.1:%d$" % port, p.stderr(), re.M), p.stderr()
+    rc, out, err = run("connect", "--ca", os.path.join(d, "ca.pem"), "tls://localhost:%d" % port,
+                       input=b"over tls\n")
+    assert rc == 0, err
+    assert p.wait() == 0 and p.stdout() == b"over tls\n", (p.stdout(), p.stderr())
+    shutil.rmtree(d)
+
+
+@test
 def connect_tcp_to_python_half_close():
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
