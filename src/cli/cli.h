@@ -72,6 +72,7 @@ typedef struct cli_tls {
     int verify_client;                  /* --verify-client: require client certs */
     uint64_t handshake_timeout_ms;      /* --handshake-timeout SECS (0: default) */
     int given;                          /* some TLS option was on the command line */
+    const char *first;                  /* the first one given ("--cert"), for messages */
 } cli_tls;
 
 /* Take getopt's `c` if it is a TLS option: returns 1 (handled) or 0. */

@@ -25,7 +25,9 @@ static const char connect_usage[] =
     "                         datagram socket\n"
     "  -U, --unixsock         ADDR is a Unix socket path\n"
     "  -4 / -6                use IPv4 / IPv6 only\n"
-    "      --ssl              HOST PORT (or HOST:PORT) means tls:// (as ncat --ssl)\n"
+    "      --ssl              HOST PORT (or HOST:PORT) means tls:// (as ncat --ssl).\n"
+    "                         TLS runs over TCP only: --ssl or a TLS option with\n"
+    "                         -u, -U or a non-tls:// address is refused (no DTLS)\n"
     "  -w, --wait SECS        give up connecting after SECS\n"
     "  -i, --idle-timeout SECS  fail when nothing was sent or received for SECS\n"
     "  -q, --quit-after SECS  datagrams: after end of input, exit once no answer\n"
@@ -44,9 +46,10 @@ static const char connect_usage[] =
     "\n"
     "Exit status: 0 when the exchange ended normally (or, with -z, some port is\n"
     "open; or stopped by SIGINT/SIGTERM), 1 on a connection or I/O error (refused,\n"
-    "timed out, reset, TLS handshake failed, idle timeout; with -z: no port\n"
-    "open), 2 on a wrong argument (unknown option, conflicting options, bad\n"
-    "address or port range, an -e program that does not exist).\n";
+    "timed out, reset, TLS handshake failed, idle timeout, out of memory; with\n"
+    "-z: no port open), 2 on a wrong argument (unknown option, conflicting\n"
+    "options such as -u --ssl, bad address or port range, an -e program that\n"
+    "does not exist).\n";
 
 /* ---- -z: port scan ---------------------------------------------------------- */
 
@@ -206,6 +209,7 @@ int cli_connect(int argc, char **argv)
     nc_target_text(&o, 0, target, sizeof target);
     csock_addr addr;
     cli_addr(target, o.family, &addr);
+    nc_check_tls(&o, &addr, target);
 
     nc_ctx c;
     nc_ctx_init(&c, &o);
@@ -219,7 +223,7 @@ int cli_connect(int argc, char **argv)
     } else {
         csock_dgram *d;
         rc = csock_dgram_new(c.loop, NULL, &addr, &d);
-        if (rc == 0) nc_dgram_attach(&c, d, &addr);
+        if (rc == 0) rc = nc_dgram_attach(&c, d, &addr);
     }
     if (rc < 0) cli_die(CLI_ERR, "connect %s: %s", target, csock_strerror(rc));
     rc = nc_ctx_run(&c);

@@ -47,14 +47,17 @@ static const char listen_usage[] =
     "  -u, --udp              PORT means UDP; with -U a Unix datagram socket\n"
     "  -U, --unixsock         the argument is a Unix socket path\n"
     "  -4 / -6                use IPv4 / IPv6 only\n"
-    "      --ssl              HOST PORT (or a bare PORT) means tls:// (as ncat --ssl)\n"
+    "      --ssl              HOST PORT (or a bare PORT) means tls:// (as ncat --ssl).\n"
+    "                         TLS runs over TCP only: --ssl or a TLS option with\n"
+    "                         -u, -U or a non-tls:// address is refused (no DTLS)\n"
     "  -v, --verbose          connection events (and child exit codes) on stderr\n"
     "  -h, --help             this help\n"
     "\n"
     "Exit status: 0 when the peer left normally (or stopped by SIGINT/SIGTERM),\n"
     "1 on a runtime error (cannot listen, the peer reset, idle timeout without\n"
-    "-k), 2 on a wrong argument (unknown option, conflicting options, bad\n"
-    "address or CIDR, an -e program that does not exist).\n";
+    "-k, out of memory), 2 on a wrong argument (unknown option, conflicting\n"
+    "options such as -u --ssl, bad address or CIDR, an -e program that does\n"
+    "not exist).\n";
 
 static void take_peer(nc_ctx *c, csock_stream *s)
 {
@@ -98,7 +101,11 @@ static void on_accept_tls(csock_listener *l, csock_stream *s, int status)
         return;
     }
     csock_stream_set_data(s, c);
-    if (csock_tls_accept(s, c->tls, on_tls_ready) < 0) csock_stream_close(s, NULL);
+    int rc = csock_tls_accept(s, c->tls, on_tls_ready);
+    if (rc < 0) { /* out of memory: this connection only */
+        if (c->o->verbose) cli_warn("TLS: %s", csock_strerror(rc));
+        csock_stream_close(s, NULL);
+    }
 }
 
 /* The address line: always when the port was chosen by the kernel (the
@@ -107,7 +114,9 @@ static void announce(const nc_ctx *c, const csock_addr *asked, const csock_addr 
 {
     int ip = bound->sa.ss_family != AF_UNIX;
     char text[400];
-    csock_addr_format(bound, text, sizeof text);
+    csock_addr shown = *bound; /* the socket's address says tcp: peers must speak TLS */
+    if (asked->scheme == CSOCK_TLS) shown.scheme = CSOCK_TLS;
+    csock_addr_format(&shown, text, sizeof text);
     if (c->o->serve) { /* serve chat: like every service, on stdout */
         printf("listening %s\n", text);
         fflush(stdout);
@@ -124,6 +133,7 @@ static int run_listen(nc_opts o)
     nc_target_text(&o, 1, target, sizeof target);
     csock_addr addr, bound;
     cli_addr(target, o.family | CSOCK_ADDR_PASSIVE, &addr);
+    nc_check_tls(&o, &addr, target);
 
     nc_ctx c;
     nc_ctx_init(&c, &o);
@@ -136,10 +146,8 @@ static int run_listen(nc_opts o)
     } else {
         csock_dgram *d;
         rc = csock_dgram_new(c.loop, &addr, NULL, &d);
-        if (rc == 0) {
-            nc_dgram_attach(&c, d, NULL);
-            rc = csock_dgram_local(d, &bound);
-        }
+        if (rc == 0) rc = nc_dgram_attach(&c, d, NULL);
+        if (rc == 0) rc = csock_dgram_local(d, &bound);
     }
     if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", target, csock_strerror(rc));
     announce(&c, &addr, &bound);

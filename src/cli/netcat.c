@@ -52,6 +52,8 @@ struct nc_peer {
     int congested;           /* counted in c->peers_congested */
     int eof;                 /* the peer has finished sending */
     int gone;                /* taken out of the session (peer_close) */
+    int announced;           /* chat: the others were told it joined */
+    int lost;                /* a write to it failed: bytes lost (a negative errno) */
 };
 
 struct nc_child {
@@ -60,6 +62,8 @@ struct nc_child {
 };
 
 static void peer_close(nc_peer *p, int graceful);
+static void peer_failed(nc_peer *p, int status);
+static void on_peer_stream_closed(csock_stream *s);
 static void sync_sources(nc_ctx *c);
 static void check_done(nc_ctx *c);
 
@@ -481,6 +485,21 @@ void nc_target_text(const nc_opts *o, int passive, char *out, size_t size)
     }
 }
 
+void nc_check_tls(const nc_opts *o, const csock_addr *a, const char *target)
+{
+    const char *cmd = o->serve ? "serve chat" : o->listen ? "listen" : "connect";
+    if (a->scheme == CSOCK_TLS) {
+        if (o->udp)
+            cli_die(CLI_USAGE, "%s: -u/--udp with %s: TLS runs over TCP only (no DTLS)", cmd,
+                    target);
+        return;
+    }
+    if (!o->ssl && !o->tls.given) return;
+    cli_die(CLI_USAGE, "%s: --%s needs a tls:// address (TLS runs over TCP only: no DTLS, no "
+                       "TLS over Unix sockets); %s would carry plaintext",
+            cmd, o->ssl ? "ssl" : o->tls.first, target);
+}
+
 /* ======================================================================
  * Byte transforms: hex dump, CRLF, chat tags
  * ====================================================================== */
@@ -524,11 +543,11 @@ static size_t to_crlf(const char *in, size_t len, char *out, int *cr)
     return n;
 }
 
-/* --chat: "<userN> " then the text with control bytes written as \ooo,
- * exactly as ncat's chat filter does. `out` holds 32 + 4 * len bytes. */
-static size_t chat_tag(unsigned id, const char *in, size_t len, char *out)
+/* --chat: the text with control bytes written as \ooo, exactly as ncat's
+ * chat filter does. `out` holds 4 * len bytes. */
+static size_t chat_escape(const char *in, size_t len, char *out)
 {
-    size_t n = (size_t)sprintf(out, "<user%u> ", id);
+    size_t n = 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char ch = (unsigned char)in[i];
         if (isprint(ch) || ch == '\n' || ch == '\t' || ch == '\r')
@@ -537,6 +556,13 @@ static size_t chat_tag(unsigned id, const char *in, size_t len, char *out)
             n += (size_t)sprintf(out + n, "\\%03o", ch);
     }
     return n;
+}
+
+/* --chat: "<userN> " then the escaped text. `out` holds 32 + 4 * len bytes. */
+static size_t chat_tag(unsigned id, const char *in, size_t len, char *out)
+{
+    size_t n = (size_t)sprintf(out, "<user%u> ", id);
+    return n + chat_escape(in, len, out + n);
 }
 
 /* Datagram peers get one datagram per line: the size of the next message in
@@ -558,6 +584,37 @@ static int exec_mode(const nc_ctx *c)
     return c->o->exec_argv != NULL;
 }
 
+/* The peer's stream closed after a lost write: now, at a safe point, it
+ * leaves the session (unless it was already on its way out). */
+static void on_lost_stream_closed(csock_stream *s)
+{
+    nc_peer *p = csock_stream_data(s);
+    if (p->gone) return on_peer_stream_closed(s);
+    p->s = NULL; /* freed after this callback */
+    peer_failed(p, p->lost);
+}
+
+/* A write the stream could not queue (out of memory): those bytes are gone,
+ * so the peer must go too, as after a reset. Closing the stream is safe
+ * anywhere, even in a walk over the peers; taking the peer out of the
+ * session waits for the close callback. */
+static void peer_lost_bytes(nc_peer *p, int rc)
+{
+    if (p->lost || !p->s) return;
+    p->lost = rc;
+    csock_stream_close(p->s, on_lost_stream_closed);
+}
+
+/* Queue bytes on a stream the peer depends on (its socket or its child's
+ * stdin). -EPIPE and a failed stream's error reach the read callback; only
+ * bytes dropped for want of memory need handling here. */
+static int peer_write(nc_peer *p, csock_stream *s, const char *buf, size_t len)
+{
+    int rc = csock_stream_write(s, buf, len);
+    if (rc == -ENOMEM) peer_lost_bytes(p, rc);
+    return rc;
+}
+
 static void peer_send(nc_peer *p, const char *buf, size_t len)
 {
     nc_ctx *c = p->c;
@@ -572,30 +629,53 @@ static void peer_send(nc_peer *p, const char *buf, size_t len)
         p->last_io = csock_loop_now(c->loop);
         return;
     }
-    if (csock_stream_write(p->s, buf, len) < 0) return; /* the error comes to the read callback */
+    if (peer_write(p, p->s, buf, len) < 0) return;
     if (!exec_mode(c) && !p->congested && csock_stream_write_queue_size(p->s) > HIGH_WATER) {
         p->congested = 1;
         if (c->peers_congested++ == 0) sync_sources(c);
     }
 }
 
-/* Data that came from stdin (from == NULL) or from a peer, for every peer
- * but the one it came from; chat tags it first. */
-static void broadcast(nc_ctx *c, const nc_peer *from, const char *buf, size_t len)
+static void send_others(nc_ctx *c, const nc_peer *from, const char *buf, size_t len)
 {
-    char stackbuf[4096], *tagged = NULL;
-    if (c->o->chat) {
-        size_t need = 32 + 4 * len;
-        tagged = need <= sizeof stackbuf ? stackbuf : malloc(need);
-        if (!tagged) return;
-        len = chat_tag(from ? from->id : 0, buf, len, tagged);
-        buf = tagged;
-    }
     for (nc_peer *p = c->head, *next; p; p = next) {
         next = p->next; /* a send never closes a peer synchronously, but be safe */
         if (p != from) peer_send(p, buf, len);
     }
-    if (tagged && tagged != stackbuf) free(tagged);
+}
+
+/* No memory to transform a whole chunk at once. Stream peers then get it
+ * in pieces (the same bytes); datagram peers lose it, as UDP may. Returns
+ * 1 when the caller is to send the pieces. */
+static int in_pieces(const nc_ctx *c)
+{
+    if (!c->dg) return 1;
+    if (c->o->verbose) cli_warn("a datagram dropped: %s", csock_strerror(-ENOMEM));
+    return 0;
+}
+
+/* Data that came from stdin (from == NULL) or from a peer, for every peer
+ * but the one it came from; chat tags it first. */
+static void broadcast(nc_ctx *c, const nc_peer *from, const char *buf, size_t len)
+{
+    char stackbuf[4096];
+    unsigned id = from ? from->id : 0;
+    if (!c->o->chat) return send_others(c, from, buf, len);
+    size_t need = 32 + 4 * len;
+    char *tagged = need <= sizeof stackbuf ? stackbuf : malloc(need);
+    if (tagged) {
+        size_t n = chat_tag(id, buf, len, tagged);
+        send_others(c, from, tagged, n);
+        if (tagged != stackbuf) free(tagged);
+    } else if (in_pieces(c)) {
+        size_t m = (size_t)sprintf(stackbuf, "<user%u> ", id);
+        send_others(c, from, stackbuf, m);
+        for (size_t off = 0, n; off < len; off += n) {
+            n = len - off < sizeof stackbuf / 4 ? len - off : sizeof stackbuf / 4;
+            m = chat_escape(buf + off, n, stackbuf);
+            send_others(c, from, stackbuf, m);
+        }
+    }
 }
 
 static void out_write(nc_ctx *c, const char *buf, size_t len)
@@ -650,13 +730,25 @@ static void sync_sources(nc_ctx *c)
  * stdin and stdout
  * ====================================================================== */
 
+/* -C without the memory to convert a whole read at once. */
+static void crlf_in_pieces(nc_ctx *c, const char *buf, size_t len)
+{
+    char piece[8192];
+    if (!in_pieces(c)) return;
+    for (size_t off = 0, n; off < len; off += n) {
+        n = len - off < sizeof piece / 2 ? len - off : sizeof piece / 2;
+        size_t m = to_crlf(buf + off, n, piece, &c->crlf_cr);
+        broadcast(c, NULL, piece, m);
+    }
+}
+
 static void from_stdin(nc_ctx *c, const char *buf, size_t len)
 {
     char stackbuf[8192], *conv = NULL;
     if (!len) return;
     if (c->o->crlf) {
         conv = 2 * len <= sizeof stackbuf ? stackbuf : malloc(2 * len);
-        if (!conv) return;
+        if (!conv) return crlf_in_pieces(c, buf, len);
         len = to_crlf(buf, len, conv, &c->crlf_cr);
         buf = conv;
     }
@@ -669,6 +761,17 @@ static void on_quiet(csock_timer *t)
     nc_finish(csock_timer_data(t), CLI_OK);
 }
 
+/* Datagrams have no end: after stdin's, wait -q for the last answers. A
+ * timer that cannot be armed would leave us waiting for ever: fail now. */
+static void quiet_start(nc_ctx *c)
+{
+    int rc = csock_timer_start(c->quiet, on_quiet, c->o->quiet_ms, 0);
+    if (rc < 0) {
+        cli_warn("--quit-after timer: %s", csock_strerror(rc));
+        nc_finish(c, CLI_ERR);
+    }
+}
+
 static void stdin_ended(nc_ctx *c)
 {
     c->in_eof = 1;
@@ -676,18 +779,12 @@ static void stdin_ended(nc_ctx *c)
     if (c->o->send_only) {
         /* ncat: --send-only quits at the end of input, once it is sent. */
         c->quitting = 1;
-        for (nc_peer *p = c->head, *next; p; p = next) {
-            next = p->next;
-            peer_close(p, 1);
-        }
+        while (c->head) /* peer_close takes it off the list */
+            peer_close(c->head, 1);
         return check_done(c);
     }
     if (c->o->keep_open) return; /* keep serving the clients */
-    if (c->dg) {
-        /* Datagrams have no end: wait a little for the last answers. */
-        csock_timer_start(c->quiet, on_quiet, c->o->quiet_ms, 0);
-        return;
-    }
+    if (c->dg) return quiet_start(c);
     for (nc_peer *p = c->head; p; p = p->next)
         if (p->s) csock_stream_shutdown(p->s, NULL); /* half-close: the peer reads EOF */
 }
@@ -708,7 +805,12 @@ static size_t on_stdin(csock_stream *in, int status, const char *buf, size_t len
         used = len;
     }
     if (status != 0) {
-        if (status != CSOCK_EOF) cli_warn("stdin: %s", csock_strerror(status));
+        if (status != CSOCK_EOF) {
+            /* Input was lost: the peer must not take what it got for all of it. */
+            cli_warn("stdin: %s", csock_strerror(status));
+            nc_finish(c, CLI_ERR);
+            return len;
+        }
         stdin_ended(c);
         return len;
     }
@@ -767,14 +869,7 @@ static void child_in_finish(nc_peer *p)
     csock_stream *s = p->child_in;
     if (!s) return;
     p->child_in = NULL;
-    if (c->npipes == c->cap_pipes) {
-        size_t cap = c->cap_pipes ? c->cap_pipes * 2 : 16;
-        csock_stream **v = realloc(c->pipes, cap * sizeof *v);
-        if (!v) return csock_stream_close(s, NULL);
-        c->pipes = v;
-        c->cap_pipes = cap;
-    }
-    c->pipes[c->npipes++] = s;
+    c->pipes[c->npipes++] = s; /* child_start made room: one slot per peer */
     csock_stream_set_data(s, c);
     csock_stream_on_drain(s, NULL);
     if (csock_stream_shutdown(s, on_pipe_shut) < 0) on_pipe_shut(s, 0);
@@ -801,9 +896,13 @@ static size_t on_child_out(csock_stream *s, int status, const char *buf, size_t 
         peer_send(p, buf + used, n);
         used += n;
     }
-    if (status != 0) {
+    if (status == CSOCK_EOF) {
         /* The child is done talking: finish the connection. */
         peer_close(p, 1);
+        return len;
+    }
+    if (status < 0) { /* its output is lost (out of memory): not a clean end */
+        peer_failed(p, status);
         return len;
     }
     if (p->s && csock_stream_write_queue_size(p->s) > HIGH_WATER) csock_stream_read_stop(s);
@@ -821,14 +920,37 @@ static int spawn_attrs(posix_spawnattr_t *attr)
     for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
         sigaddset(&dfl, sigs[i]);
     int rc = posix_spawnattr_init(attr);
-    if (!rc) rc = posix_spawnattr_setsigmask(attr, &none);
+    if (rc) return rc;
+    rc = posix_spawnattr_setsigmask(attr, &none);
     if (!rc) rc = posix_spawnattr_setsigdefault(attr, &dfl);
     if (!rc) rc = posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    if (rc) posix_spawnattr_destroy(attr);
+    return rc;
+}
+
+/* posix_spawnp with `child_in` as the program's stdin and `child_out` as
+ * its stdout. Every step can fail (the file actions allocate): a child
+ * started without its dup2s would talk to our own stdin and stdout.
+ * Returns 0 or an errno value. */
+static int spawn_wired(char **argv, int child_in, int child_out, pid_t *pid)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    int rc = posix_spawn_file_actions_init(&fa);
+    if (rc) return rc;
+    rc = posix_spawn_file_actions_adddup2(&fa, child_in, 0);
+    if (!rc) rc = posix_spawn_file_actions_adddup2(&fa, child_out, 1);
+    if (!rc) rc = spawn_attrs(&attr);
+    if (!rc) {
+        rc = posix_spawnp(pid, argv[0], &fa, &attr, argv, environ);
+        posix_spawnattr_destroy(&attr);
+    }
+    posix_spawn_file_actions_destroy(&fa);
     return rc;
 }
 
 /* Run the program with its stdin and stdout on two fresh pipes; returns the
- * pid and our ends of the pipes, or a negative errno. */
+ * pid and our ends of the pipes, or a negative errno (and no fd left open). */
 static pid_t spawn_piped(char **argv, int *to_child, int *from_child)
 {
     int in[2], out[2];
@@ -838,16 +960,8 @@ static pid_t spawn_piped(char **argv, int *to_child, int *from_child)
         close(in[0]), close(in[1]);
         return err;
     }
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
     pid_t pid = -1;
-    int rc = spawn_attrs(&attr);
-    if (!rc) rc = posix_spawnp(&pid, argv[0], &fa, &attr, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
+    int rc = spawn_wired(argv, in[0], out[1], &pid);
     close(in[0]);
     close(out[1]);
     if (rc) {
@@ -859,41 +973,71 @@ static pid_t spawn_piped(char **argv, int *to_child, int *from_child)
     return pid;
 }
 
+/* The array `v` (capacity *cap) with room for `need` > 0 elements of `elem`
+ * bytes: `v` itself, or a larger copy; NULL when out of memory (`v` stays). */
+static void *grow(void *v, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap) return v;
+    size_t n = *cap ? *cap : 16;
+    while (n < need) n *= 2;
+    v = realloc(v, n * elem);
+    if (v) *cap = n;
+    return v;
+}
+
 static void child_remember(nc_ctx *c, pid_t pid, const char *name)
 {
-    if (c->nchildren == c->cap_children) {
-        size_t cap = c->cap_children ? c->cap_children * 2 : 16;
-        nc_child *v = realloc(c->children, cap * sizeof *v);
-        if (!v) return; /* still reaped; only the -v line is lost */
-        c->children = v;
-        c->cap_children = cap;
-    }
-    nc_child *ch = &c->children[c->nchildren++];
+    nc_child *ch = &c->children[c->nchildren++]; /* child_start made room */
     ch->pid = pid;
     snprintf(ch->name, sizeof ch->name, "%s", name);
+}
+
+/* Our ends of the child's pipes as streams. On failure both fds are closed
+ * (the child then reads EOF and ends) and nothing is left half-made. */
+static int child_wire(nc_peer *p, int to_child, int from_child)
+{
+    nc_ctx *c = p->c;
+    csock_stream *in = NULL, *out = NULL;
+    int rc = csock_stream_open(c->loop, to_child, &in);
+    if (rc < 0) {
+        close(to_child);
+        close(from_child);
+        return rc;
+    }
+    rc = csock_stream_open(c->loop, from_child, &out);
+    if (rc < 0) {
+        close(from_child);
+        csock_stream_close(in, NULL);
+        return rc;
+    }
+    p->child_in = in;
+    p->child_out = out;
+    csock_stream_set_data(in, p);
+    csock_stream_set_data(out, p);
+    csock_stream_on_drain(in, on_child_in_drain);
+    return csock_stream_read_start(out, on_child_out);
 }
 
 static int child_start(nc_peer *p)
 {
     nc_ctx *c = p->c;
-    int to_child, from_child;
-    pid_t pid = spawn_piped(c->o->exec_argv, &to_child, &from_child);
+    /* Make room first: once the child runs, it must be remembered (or it is
+     * never waited for) and its stdin pipe kept until drained (on_pipe_shut). */
+    nc_child *kids = grow(c->children, &c->cap_children, c->nchildren + 1, sizeof *kids);
+    if (kids) c->children = kids;
+    csock_stream **pipes = grow(c->pipes, &c->cap_pipes, c->npipes + c->npeers, sizeof *pipes);
+    if (pipes) c->pipes = pipes;
+    int to_child = -1, from_child = -1, rc;
+    pid_t pid = !kids || !pipes ? -ENOMEM : spawn_piped(c->o->exec_argv, &to_child, &from_child);
     if (pid < 0) {
         cli_warn("exec '%s': %s", c->o->exec_text, csock_strerror(pid));
         return pid;
     }
     child_remember(c, pid, p->name);
     if (c->o->verbose) cli_warn("started '%s' (pid %d) for %s", c->o->exec_text, (int)pid, p->name);
-    if (csock_stream_open(c->loop, to_child, &p->child_in) < 0 ||
-        csock_stream_open(c->loop, from_child, &p->child_out) < 0) {
-        cli_warn("exec: cannot watch the pipes");
-        return -EIO;
-    }
-    csock_stream_set_data(p->child_in, p);
-    csock_stream_set_data(p->child_out, p);
-    csock_stream_on_drain(p->child_in, on_child_in_drain);
-    csock_stream_read_start(p->child_out, on_child_out);
-    return 0;
+    rc = child_wire(p, to_child, from_child);
+    if (rc < 0) cli_warn("exec '%s': its pipes: %s", c->o->exec_text, csock_strerror(rc));
+    return rc;
 }
 
 static void log_exit(const nc_ctx *c, const nc_child *ch, int st)
@@ -943,13 +1087,17 @@ static void peer_describe(nc_peer *p, const csock_addr *a)
         snprintf(p->host, sizeof p->host, "%s", p->name);
 }
 
-/* --chat: ncat's announcements, byte for byte. */
-static void chat_announce_join(nc_ctx *c, nc_peer *p)
+/* --chat: ncat's announcements, byte for byte. 0, or -ENOMEM when the
+ * message could not be built (the newcomer is then turned away, unseen). */
+static int chat_announce_join(nc_ctx *c, nc_peer *p)
 {
     char line[1024];
     size_t cap = 512 + (size_t)c->npeers * 340, n;
     char *msg = malloc(cap);
-    if (!msg) return;
+    if (!msg) {
+        if (c->o->verbose) cli_warn("refused %s: %s", p->name, csock_strerror(-ENOMEM));
+        return -ENOMEM;
+    }
     n = (size_t)snprintf(msg, cap,
                          "<announce> %s is connected as <user%u>.\n"
                          "<announce> already connected: ",
@@ -966,6 +1114,8 @@ static void chat_announce_join(nc_ctx *c, nc_peer *p)
     for (nc_peer *q = c->head; q; q = q->next)
         peer_send(q, msg, n);
     free(msg);
+    p->announced = 1;
+    return 0;
 }
 
 static void chat_announce_leave(nc_ctx *c, const nc_peer *gone)
@@ -1049,7 +1199,7 @@ static void peer_close(nc_peer *p, int graceful)
     child_forget_pipes(p);
     if (p->idle) csock_timer_close(p->idle, NULL);
     p->idle = NULL;
-    if (c->o->chat) chat_announce_leave(c, p);
+    if (p->announced) chat_announce_leave(c, p);
     if (p->s) {
         ending_add(p);
         if (graceful)
@@ -1085,7 +1235,7 @@ static void peer_input(nc_peer *p, const char *buf, size_t len)
     p->last_io = csock_loop_now(c->loop);
     if (exec_mode(c)) {
         if (!p->child_in) return; /* the child stopped reading: drop */
-        csock_stream_write(p->child_in, buf, len);
+        peer_write(p, p->child_in, buf, len); /* a datagram peer just loses that one */
         if (p->s && csock_stream_write_queue_size(p->child_in) > HIGH_WATER)
             csock_stream_read_stop(p->s);
     } else if (c->o->broker) {
@@ -1150,11 +1300,13 @@ static int peer_start(nc_peer *p)
     nc_ctx *c = p->c;
     if (c->o->verbose)
         cli_warn("%s %s", c->o->listen ? "connection from" : "connected to", p->name);
-    if (exec_mode(c) && child_start(p) < 0) {
+    int rc = exec_mode(c) ? child_start(p) : 0;
+    if (rc == 0 && c->o->chat) rc = chat_announce_join(c, p);
+    if (rc < 0) {
+        if (!c->o->keep_open) c->status = CLI_ERR; /* single peer: the session failed */
         peer_close(p, 0);
         return -1;
     }
-    if (c->o->chat) chat_announce_join(c, p);
     if (!c->o->keep_open) nc_stdin_start(c); /* single peer: stdin flows from now on */
     return 0;
 }
@@ -1172,7 +1324,12 @@ void nc_peer_add_stream(nc_ctx *c, csock_stream *s, int accepted)
     nc_peer *p = peer_new(c, has ? &a : NULL);
     if (!p) {
         csock_stream_close(s, NULL);
-        return;
+        if (!accepted) { /* connect: that was the one peer */
+            cli_warn("%s: %s", name, csock_strerror(-ENOMEM));
+            return nc_finish(c, CLI_ERR);
+        }
+        if (c->o->verbose) cli_warn("refused %s: %s", name, csock_strerror(-ENOMEM));
+        return; /* the listener goes on, as after a failed accept */
     }
     p->s = s;
     csock_stream_set_data(s, p);
@@ -1193,26 +1350,42 @@ static void on_dgram_idle(csock_timer *t)
 {
     nc_peer *p = csock_timer_data(t);
     uint64_t now = csock_loop_now(p->c->loop), ms = p->c->o->idle_ms;
+    int rc = -ETIMEDOUT;
     if (now - p->last_io < ms) {
-        csock_timer_start(t, on_dgram_idle, ms - (now - p->last_io), 0);
-        return;
+        rc = csock_timer_start(t, on_dgram_idle, ms - (now - p->last_io), 0);
+        if (rc == 0) return;
     }
-    peer_failed(p, -ETIMEDOUT);
+    peer_failed(p, rc); /* idle, or its -i could no longer be kept */
 }
 
-static nc_peer *dgram_peer_new(nc_ctx *c, const csock_addr *from)
+/* A peer for a datagram address (NULL: the connected peer). *out is the
+ * peer, or NULL when it could not be made (a negative errno: nothing was
+ * set up) or was refused at its start (0: peer_start reported it). */
+static int dgram_peer_new(nc_ctx *c, const csock_addr *from, nc_peer **out)
 {
-    nc_peer *p = peer_new(c, from);
-    if (!p) return NULL;
+    csock_timer *idle = NULL;
+    int rc = c->o->idle_ms ? csock_timer_new(c->loop, &idle) : 0;
+    nc_peer *p = rc < 0 ? NULL : peer_new(c, from);
+    *out = NULL;
+    if (!p) {
+        if (idle) csock_timer_close(idle, NULL);
+        return rc < 0 ? rc : -ENOMEM;
+    }
     if (from) {
         p->addr = *from;
         p->has_addr = 1;
     }
-    if (c->o->idle_ms && csock_timer_new(c->loop, &p->idle) == 0) {
-        csock_timer_set_data(p->idle, p);
-        csock_timer_start(p->idle, on_dgram_idle, c->o->idle_ms, 0);
+    if (idle) {
+        p->idle = idle;
+        csock_timer_set_data(idle, p);
+        rc = csock_timer_start(idle, on_dgram_idle, c->o->idle_ms, 0);
+        if (rc < 0) {
+            peer_failed(p, rc);
+            return 0;
+        }
     }
-    return peer_start(p) < 0 ? NULL : p;
+    if (peer_start(p) == 0) *out = p;
+    return 0;
 }
 
 static int same_addr(const csock_addr *a, const csock_addr *b)
@@ -1229,7 +1402,10 @@ static nc_peer *dgram_peer_for(nc_ctx *c, const csock_addr *from)
     char name[300] = "peer";
     if (from) csock_addr_format(from, name, sizeof name);
     if (!from || !admit(c, from, name)) return NULL;
-    return dgram_peer_new(c, from);
+    nc_peer *p;
+    int rc = dgram_peer_new(c, from, &p);
+    if (rc < 0 && c->o->verbose) cli_warn("refused %s: %s", name, csock_strerror(rc));
+    return p;
 }
 
 static void on_dgram(csock_dgram *d, int status, const char *buf, size_t len,
@@ -1247,19 +1423,18 @@ static void on_dgram(csock_dgram *d, int status, const char *buf, size_t len,
     nc_peer *p = dgram_peer_for(c, c->o->listen ? from : NULL);
     if (!p) return;
     peer_input(p, buf, len);
-    if (c->in_eof && !c->o->keep_open && c->quiet)
-        csock_timer_start(c->quiet, on_quiet, c->o->quiet_ms, 0);
+    if (c->in_eof && !c->o->keep_open && c->quiet) quiet_start(c);
 }
 
-void nc_dgram_attach(nc_ctx *c, csock_dgram *d, const csock_addr *peer)
+int nc_dgram_attach(nc_ctx *c, csock_dgram *d, const csock_addr *peer)
 {
     c->dg = d;
     csock_dgram_set_data(d, c);
-    csock_dgram_recv_start(d, on_dgram);
-    if (peer) {
-        nc_peer *p = dgram_peer_new(c, peer);
-        if (p) p->has_addr = 0; /* connected socket: send with no address */
-    }
+    int rc = csock_dgram_recv_start(d, on_dgram);
+    nc_peer *p = NULL;
+    if (rc == 0 && peer) rc = dgram_peer_new(c, peer, &p);
+    if (p) p->has_addr = 0; /* connected socket: send with no address */
+    return rc;
 }
 
 /* ======================================================================
@@ -1302,6 +1477,22 @@ static void watch_signal(nc_ctx *c, int i, int signum, csock_signal_cb cb, int r
     if (!ref) csock_signal_unref(c->sig[i]);
 }
 
+/* Children are reaped on SIGCHLD. A parent that ignored SIGCHLD (supervisors,
+ * Perl's $SIG{CHLD}='IGNORE') passes SIG_IGN on through exec, and then the
+ * kernel reaps our children itself and sends no SIGCHLD at all: we would wait
+ * for them forever. The default disposition brings the signal back. (A
+ * SIGCHLD blocked in the inherited mask is fine: the signalfd reads it
+ * blocked; SA_NOCLDWAIT does not survive exec.) */
+static void sigchld_default(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGCHLD, &sa, NULL) < 0)
+        cli_die(CLI_ERR, "SIGCHLD: %s", strerror(errno));
+}
+
 static void restore_blocking(void)
 {
     /* stdin/stdout may be a terminal shared with the shell: give it back as we found it. */
@@ -1331,6 +1522,7 @@ void nc_ctx_init(nc_ctx *c, const nc_opts *o)
     watch_signal(c, 1, SIGINT, on_stop_signal, 0);
     watch_signal(c, 2, SIGTERM, on_stop_signal, 0);
     if (o->exec_argv) {
+        sigchld_default();
         watch_signal(c, 0, SIGCHLD, on_sigchld, 1);
         return; /* children talk to the peers: stdin and stdout stay untouched */
     }
@@ -1338,7 +1530,8 @@ void nc_ctx_init(nc_ctx *c, const nc_opts *o)
     c->out = open_std(c, 1, "stdout");
     csock_stream_on_drain(c->out, on_out_drain);
     if (!o->recv_only) c->in = open_std(c, 0, "stdin");
-    csock_timer_new(c->loop, &c->quiet);
+    rc = csock_timer_new(c->loop, &c->quiet);
+    if (rc < 0) cli_die(CLI_ERR, "timer: %s", csock_strerror(rc));
     csock_timer_set_data(c->quiet, c);
 }
 
@@ -1359,6 +1552,7 @@ static void teardown(nc_ctx *c)
     while (c->head) {
         nc_peer *p = c->head;
         peer_unlink(p);
+        p->gone = 1; /* for a lost write's close callback (on_lost_stream_closed) */
         child_forget_pipes(p);
         if (p->idle) csock_timer_close(p->idle, NULL);
         if (p->s) {

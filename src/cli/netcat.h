@@ -97,6 +97,11 @@ void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts
  * PORT means every interface. */
 void nc_target_text(const nc_opts *o, int passive, char *out, size_t size);
 
+/* TLS runs over TCP only: die (CLI_USAGE) when --ssl or a TLS option was
+ * given but the endpoint `a` (written `target`) is not tls://, or when -u
+ * goes with a tls:// address. Else the data would go out as plaintext. */
+void nc_check_tls(const nc_opts *o, const csock_addr *a, const char *target);
+
 /* Set up the loop, stdin/stdout streams (unless exec or not needed) and the
  * signal watchers. Dies on failure. */
 void nc_ctx_init(nc_ctx *c, const nc_opts *o);
@@ -120,8 +125,9 @@ void nc_peer_add_stream(nc_ctx *c, csock_stream *s, int accepted);
 
 /* Relay a datagram socket. listen: each distinct sender address becomes a
  * peer (-k), or only the first one. connect: `peer` is the address the
- * socket is connected to, and the one peer. */
-void nc_dgram_attach(nc_ctx *c, csock_dgram *d, const csock_addr *peer);
+ * socket is connected to, and the one peer. Returns 0 or a negative errno
+ * (out of memory: the caller reports it and exits). */
+int nc_dgram_attach(nc_ctx *c, csock_dgram *d, const csock_addr *peer);
 
 /* Start reading stdin now (single-peer modes start it when the peer comes). */
 void nc_stdin_start(nc_ctx *c);

@@ -18,6 +18,14 @@ const char cli_tls_usage[] =
     "  --verify-client     server: require a client certificate signed by --ca\n"
     "  --handshake-timeout SECS  give up a handshake after SECS (default 10)\n";
 
+static const char *option_name(int c)
+{
+    static const struct option opts[] = {CLI_TLS_LONGOPTS};
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
+        if (opts[i].val == c) return opts[i].name;
+    return "tls"; /* not reached: every TLS option is in the table */
+}
+
 int cli_tls_option(cli_tls *t, int c, const char *arg)
 {
     switch (c) {
@@ -33,6 +41,7 @@ int cli_tls_option(cli_tls *t, int c, const char *arg)
         break;
     default: return 0;
     }
+    if (!t->given) t->first = option_name(c);
     t->given = 1;
     return 1;
 }

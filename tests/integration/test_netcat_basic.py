@@ -30,10 +30,10 @@ class Proc:
     """A child process whose stdout and stderr are collected by threads, so
     a test can wait for a line without blocking and pipes never fill."""
 
-    def __init__(self, argv, stdin=subprocess.PIPE, env=None):
+    def __init__(self, argv, stdin=subprocess.PIPE, env=None, preexec_fn=None):
         self.argv = argv
         self.p = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, env=env)
+                                  stderr=subprocess.PIPE, env=env, preexec_fn=preexec_fn)
         self.out = bytearray()
         self.err = bytearray()
         self.lock = threading.Lock()
@@ -70,7 +70,8 @@ class Proc:
             if v:
                 return v
             if self.p.poll() is not None:
-                time.sleep(0.05)  # let the pumps catch the last bytes
+                for t in self.threads:  # the pumps end at EOF: then all is in
+                    t.join(2)
                 v = cond()
                 if v:
                     return v
@@ -120,8 +121,8 @@ class Proc:
                 raise AssertionError("sanitizer or internal error in stderr:\n" + err[-3000:])
 
 
-def csock(*args, stdin=subprocess.PIPE):
-    return Proc([BIN] + [str(a) for a in args], stdin=stdin)
+def csock(*args, stdin=subprocess.PIPE, preexec_fn=None):
+    return Proc([BIN] + [str(a) for a in args], stdin=stdin, preexec_fn=preexec_fn)
 
 
 def run(*args, input=b"", timeout=10):
@@ -134,9 +135,10 @@ def run(*args, input=b"", timeout=10):
     return r.returncode, r.stdout, err
 
 
-def listen(*args, stdin=subprocess.PIPE):
-    """Start `csock listen ARGS` on port 0 and return (proc, port or address)."""
-    p = csock("listen", *args, stdin=stdin)
+def listen(*args, stdin=subprocess.PIPE, preexec_fn=None):
+    """Start `csock listen ARGS` on port 0 and return (proc, port or address).
+    preexec_fn runs in the child before exec (to hand down signal state)."""
+    p = csock("listen", *args, stdin=stdin, preexec_fn=preexec_fn)
     m = p.wait_stderr(r"listening (\S+)")
     addr = m.group(1)
     mp = re.search(r":(\d+)$", addr)
@@ -154,6 +156,7 @@ def free_port(family=socket.AF_INET, kind=socket.SOCK_STREAM, host="127.0.0.1"):
 def ncat_listen(*args, udp=False, host="127.0.0.1"):
     """Start ncat listening on a free port (ncat cannot report port 0);
     retry when another process took the port in between."""
+    need("ncat")
     for _ in range(10):
         port = free_port(kind=socket.SOCK_DGRAM if udp else socket.SOCK_STREAM, host=host)
         p = Proc(["ncat", "-v", "-l", host, str(port)] + (["-u"] if udp else []) + list(args))
@@ -165,6 +168,57 @@ def ncat_listen(*args, udp=False, host="127.0.0.1"):
             if "already in use" not in p.stderr():
                 raise
     raise AssertionError("no free port for ncat")
+
+
+def listening_ports():
+    """TCP ports in the LISTEN state on this host (/proc/net/tcp, tcp6)."""
+    ports = set()
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as f:
+                for line in list(f)[1:]:
+                    fields = line.split()
+                    if fields[3] == "0A":
+                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+        except OSError:
+            pass
+    return ports
+
+
+def accept_queue(port):
+    """(queued, backlog) of the listener on port: for a LISTEN socket the
+    rx/tx queue columns of /proc/net/tcp hold those two."""
+    with open("/proc/net/tcp") as f:
+        for line in list(f)[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                tx, rx = fields[4].split(":")
+                return int(rx, 16), int(tx, 16)
+    raise AssertionError("no listener on port %d" % port)
+
+
+class Skip(Exception):
+    """The test cannot run here (a peer tool is missing): reported as skipped."""
+
+
+def need(tool):
+    if not shutil.which(tool):
+        raise Skip("%s not installed" % tool)
+
+
+def nc_listen(*flags, stdin=subprocess.DEVNULL):
+    """Start `nc FLAGS -l 127.0.0.1 PORT` on a free port and wait (bounded)
+    until the port is in the LISTEN state; returns (proc, port)."""
+    need("nc")
+    for _ in range(10):
+        port = free_port()
+        p = Proc(["nc"] + list(flags) + ["-l", "127.0.0.1", str(port)], stdin=stdin)
+        try:
+            p.wait_for("nc to listen on %d" % port, lambda: port in listening_ports())
+            return p, port
+        except AssertionError:
+            p.stop()  # the port was taken in between: try another
+    raise AssertionError("nc never listened")
 
 
 def connect(port, host="127.0.0.1", timeout=10):
@@ -261,7 +315,7 @@ def test(fn):
 
 def main():
     only = sys.argv[1:]
-    passed = failed = 0
+    passed = failed = skipped = 0
     for fn in _tests:
         if fn.__module__ != "__main__":
             continue  # tests of a module that was imported for its helpers
@@ -275,6 +329,9 @@ def main():
                 p.check_clean()
             passed += 1
             print("ok   %s (%.1fs)" % (fn.__name__, time.time() - t0), flush=True)
+        except Skip as e:
+            skipped += 1
+            print("skip %s: %s" % (fn.__name__, e), flush=True)
         except Exception as e:  # noqa: BLE001 - report every failure the same way
             failed += 1
             print("FAIL %s: %s: %s" % (fn.__name__, type(e).__name__, e), flush=True)
@@ -282,7 +339,7 @@ def main():
             for p in _procs:
                 p.stop()
             _procs.clear()
-    print("%d passed, %d failed" % (passed, failed))
+    print("%d passed, %d failed%s" % (passed, failed, ", %d skipped" % skipped if skipped else ""))
     sys.exit(1 if failed else 0)
 
 
@@ -328,6 +385,61 @@ def bad_input_one_line_and_status_2():
 
 
 @test
+def tls_refused_where_it_cannot_run():
+    """TLS runs over TCP only: -u --ssl (and any TLS option on a non-tls://
+    address) is a wrong argument, and not one byte goes out in plaintext."""
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("127.0.0.1", 0))
+    port = u.getsockname()[1]
+    d = tmpdir()
+    plain = r"needs a tls:// address.*would carry plaintext"
+    for args in (("connect", "-u", "--ssl", "127.0.0.1", port),
+                 ("connect", "--ssl", "-u", "127.0.0.1:%d" % port),
+                 ("connect", "--insecure", "udp://127.0.0.1:%d" % port),
+                 ("connect", "--ca", "/dev/null", "-u", "127.0.0.1", port)):
+        rc, out, err = run(*args, input=b"secret\n", timeout=5)
+        assert rc == 2 and len(err.strip().splitlines()) == 1, (args, rc, err)
+        assert re.search(plain, err), (args, err)
+    u.settimeout(0.2)
+    try:
+        got = u.recv(100)
+        raise AssertionError("plaintext datagram sent: %r" % got)
+    except socket.timeout:
+        pass
+    expect_usage_error(("connect", "-u", "tls://127.0.0.1:%d" % port), r"-u/--udp with tls://.*no DTLS")
+    expect_usage_error(("listen", "-u", "--ssl", "127.0.0.1", 0), plain)
+    expect_usage_error(("listen", "--ssl", "-u", "0"), plain)
+    expect_usage_error(("listen", "--cert", "/dev/null", "-u", "-U", os.path.join(d, "g")), plain)
+    expect_usage_error(("listen", "--ssl", "-U", os.path.join(d, "s")), plain)
+    expect_usage_error(("connect", "--ssl", "-U", os.path.join(d, "s")), plain)
+    expect_usage_error(("listen", "--alpn", "x", "tcp://127.0.0.1:0"), plain)
+    expect_usage_error(("serve", "chat", "--ssl", "udp://127.0.0.1:0"), plain)
+    assert os.listdir(d) == [], "a socket file was created: %r" % os.listdir(d)
+    shutil.rmtree(d)
+    rc, out, _ = run("connect", "--help")
+    assert b"no DTLS" in out, out
+
+
+@test
+def listen_tls_announces_tls():
+    """The listening line of a tls:// listener says tls://, as serve's does:
+    a peer has to speak TLS there."""
+    need("openssl")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import tlscerts
+    d = tlscerts.tempdir()
+    p, port = listen("--cert", os.path.join(d, "server.pem"), "--key",
+                     os.path.join(d, "server.key"), "tls://127.0.0.1:0")
+    assert re.search(r"^listening tls://127\.0\.0\.1:%d$" % port, p.stderr(), re.M), p.stderr()
+    q = csock("connect", "--ca", os.path.join(d, "ca.pem"), "tls://localhost:%d" % port)
+    q.send(b"over tls\n")
+    p.wait_stdout(b"over tls\n")  # (the TLS close is not what this test is about)
+    q.stop()
+    p.stop()
+    shutil.rmtree(d)
+
+
+@test
 def connect_tcp_to_python_half_close():
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
@@ -362,7 +474,11 @@ def connect_wait_timeout():
         s.setblocking(False)
         s.connect_ex(("127.0.0.1", port))
         hold.append(s)
-    time.sleep(0.2)
+    # Wait until the queue is over the backlog: from then on SYNs are dropped.
+    deadline = time.time() + 10 * SLOW
+    while accept_queue(port)[0] <= accept_queue(port)[1]:
+        assert time.time() < deadline, "accept queue never filled: %r" % (accept_queue(port),)
+        time.sleep(0.01)
     t0 = time.time()
     rc, out, err = run("connect", "-w", "0.5", "127.0.0.1", port)
     took = time.time() - t0
@@ -372,6 +488,7 @@ def connect_wait_timeout():
 
 @test
 def listen_single_with_nc():
+    need("nc")
     p, port = listen("127.0.0.1", 0)
     nc = subprocess.run(["nc", "-N", "127.0.0.1", str(port)], input=b"from nc\n", capture_output=True,
                         timeout=10)
@@ -441,6 +558,7 @@ def listen_second_peer_refused_without_k():
 
 @test
 def udp_listen_and_connect_with_socat():
+    need("socat")
     p, port = listen("-u", "127.0.0.1", 0)
     s = subprocess.run(["socat", "-t", "1", "-", "UDP:127.0.0.1:%d" % port], input=b"dgram\n",
                        capture_output=True, timeout=10)
@@ -488,6 +606,7 @@ def unix_listen_and_connect():
     assert p.wait() == 0
     assert p.stdout() == b"over unix\n"
     # socat as the client of a Unix listener
+    need("socat")
     p = csock("listen", "-v", "unix:" + path)
     p.wait_stderr(r"listening unix:")
     subprocess.run(["socat", "-", "UNIX-CONNECT:" + path], input=b"socat here\n", timeout=10,
@@ -532,9 +651,7 @@ def crlf_from_stdin():
     c.close()
     assert p.wait() == 0
     # connect -C to nc
-    port = free_port()
-    nc = Proc(["nc", "-l", "127.0.0.1", str(port)], stdin=subprocess.DEVNULL)
-    time.sleep(0.3)
+    nc, port = nc_listen()
     rc, out, err = run("connect", "-C", "127.0.0.1", port, input=b"x\ny\n")
     assert nc.wait() == 0
     assert nc.stdout() == b"x\r\ny\r\n", nc.stdout()
@@ -558,9 +675,7 @@ def hex_dump_both_directions():
     assert re.search(r"> 6 bytes to tcp://127\.0\.0\.1:\d+", text), text
     assert "77 6f 72 6c 64 0a" in text, text
     # '-' is stderr, on the connect side
-    port = free_port()
-    nc = Proc(["nc", "-l", "127.0.0.1", str(port)], stdin=subprocess.DEVNULL)
-    time.sleep(0.3)
+    nc, port = nc_listen()
     rc, out, err = run("connect", "-x", "-", "127.0.0.1", port, input=b"AB")
     assert "> 2 bytes to" in err and "41 42" in err, err
     shutil.rmtree(d)
@@ -588,9 +703,7 @@ def send_only_and_recv_only():
     assert p.wait() == 0
     assert p.stdout() == b"shown\n"
     # connect --recv-only with nc as the server
-    port = free_port()
-    nc = Proc(["nc", "-N", "-l", "127.0.0.1", str(port)])
-    time.sleep(0.3)
+    nc, port = nc_listen("-N", stdin=subprocess.PIPE)
     q = csock("connect", "--recv-only", "127.0.0.1", port)
     nc.send(b"to csock\n")
     nc.close_stdin()

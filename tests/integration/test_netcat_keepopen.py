@@ -144,7 +144,7 @@ def peer_reset_mid_transfer_keeps_listener():
     p.send(os.urandom(1 << 20))
     b.recv(1000)
     reset(b)
-    time.sleep(0.2)
+    p.wait_for("a and b closed", lambda: p.stderr().count("csock: closed") >= 2)
     c = connect(port)
     c.sendall(b"still serving\n")
     p.wait_stdout(b"still serving\n")

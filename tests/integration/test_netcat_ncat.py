@@ -6,13 +6,12 @@ The one normalisation: ncat numbers chat users by file descriptor, csock
 by arrival (1, 2, ...); user numbers are renamed in order of appearance.
 Prints "N passed, M failed"."""
 import re
-import shutil
 import socket
-import sys
+import threading
 import time
 
-from test_netcat_basic import (Proc, connect, listen, main, ncat_listen, quiet_read, recv_all,
-                               test)
+from test_netcat_basic import (SLOW, connect, listen, main, ncat_listen, need, recv_all,
+                               recv_until, test)
 
 ACCEPT = {"ncat": r"Connection from \S+:\d+\.", "csock": r"connection from "}
 DENIED = {"ncat": r"denied", "csock": r"(denied|refused)"}
@@ -28,15 +27,57 @@ def wait_accepts(tool, p, n):
     p.wait_for("%d accepts" % n, lambda: len(re.findall(ACCEPT[tool], p.stderr())) >= n)
 
 
-def settle():
-    time.sleep(0.15)  # both tools relay asynchronously: let a step land
+class Reader:
+    """Collects what a client socket receives (in a thread), so each step
+    of a script waits for its bytes to land instead of sleeping."""
+
+    def __init__(self, s):
+        self.s = s
+        self.data = b""
+        self.lock = threading.Lock()
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self):
+        self.s.settimeout(None)
+        try:
+            while True:
+                d = self.s.recv(65536)
+                if not d:
+                    return
+                with self.lock:
+                    self.data += d
+        except OSError:
+            pass
+
+    def get(self):
+        with self.lock:
+            return self.data
+
+    def wait(self, pred, what, timeout=10):
+        """Until pred(data so far) holds (bounded)."""
+        deadline = time.time() + timeout * SLOW
+        while not pred(self.get()):
+            if time.time() > deadline:
+                raise AssertionError("timed out waiting for %s; have %r" % (what, self.get()[-300:]))
+            time.sleep(0.01)
+
+    def wait_for(self, data, count=1):
+        self.wait(lambda d: d.count(data) >= count, repr(data))
+
+    def close(self):
+        """Close the client (the tool reads EOF); the reader thread ends."""
+        try:
+            self.s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.t.join(5)
+        self.s.close()
 
 
 def both(scenario):
     """Run scenario(tool) for ncat and csock; their results must be equal."""
-    if not shutil.which("ncat"):
-        print("  (ncat missing: skipped)")
-        return
+    need("ncat")
     res = {tool: scenario(tool) for tool in ("ncat", "csock")}
     assert res["ncat"] == res["csock"], "ncat %r\n     csock %r" % (res["ncat"], res["csock"])
 
@@ -49,20 +90,26 @@ def sender_from(port, src):
     return s
 
 
-def send_and_see(s, data, wait=0.5):
-    """Send, then what came back and whether the peer closed. A close with
-    our bytes unread arrives as a reset: the same refusal, so it reads as
-    a close too."""
+def send_and_see(p, s, data, timeout=10):
+    """Send, then wait until the listener `p` printed the data (let in) or
+    the peer closed (refused): what came back, and "<closed>" for a
+    refusal. A close with our bytes unread arrives as a reset: the same
+    refusal, so it reads as a close too."""
     got = b""
+    deadline = time.time() + timeout * SLOW
     try:
         s.sendall(data)
-        s.settimeout(wait)
-        while True:
-            d = s.recv(65536)
+        s.settimeout(0.02)
+        while data not in p.stdout():
+            if time.time() > deadline:
+                raise AssertionError("%r neither relayed nor refused" % data)
+            try:
+                d = s.recv(65536)
+            except socket.timeout:
+                continue
             if not d:
                 return got + b"<closed>"
             got += d
-    except socket.timeout:
         return got
     except (ConnectionResetError, BrokenPipeError):
         return got + b"<closed>"
@@ -74,19 +121,19 @@ def same_as_ncat_keep_open():
         p, port = start(tool, "-k")
         a, b = connect(port), connect(port)
         wait_accepts(tool, p, 2)
+        ra, rb = Reader(a), Reader(b)
         p.send(b"to both\n")
-        settle()
+        ra.wait_for(b"to both\n")
+        rb.wait_for(b"to both\n")
         a.sendall(b"from a\n")
-        settle()
+        p.wait_stdout(b"from a\n")
         b.sendall(b"from b\n")
-        settle()
-        a.close()
-        settle()
+        p.wait_stdout(b"from b\n")
+        ra.close()
         p.send(b"to b only\n")
-        settle()
-        got_b = quiet_read(b)
+        rb.wait_for(b"to b only\n")
         p.stop()
-        return p.stdout(), got_b
+        return p.stdout(), rb.get()
     both(scenario)
 
 
@@ -96,14 +143,17 @@ def same_as_ncat_broker():
         p, port = start(tool, "--broker")
         cs = [connect(port) for _ in range(3)]
         wait_accepts(tool, p, 3)
+        rs = [Reader(s) for s in cs]
         for i, s in enumerate(cs):
             s.sendall(b"msg from %d\n" % i)
-            settle()
+            for j, r in enumerate(rs):
+                if j != i:
+                    r.wait_for(b"msg from %d\n" % i)
         p.send(b"from stdin\n")
-        settle()
-        got = [quiet_read(s) for s in cs]
+        for r in rs:
+            r.wait_for(b"from stdin\n")
         p.stop()
-        return got, p.stdout()
+        return [r.get() for r in rs], p.stdout()
     both(scenario)
 
 
@@ -123,23 +173,24 @@ def renumber(data):
 def same_as_ncat_chat():
     def scenario(tool):
         p, port = start(tool, "--chat")
-        a = connect(port)
+        ra = Reader(connect(port))
         wait_accepts(tool, p, 1)
-        settle()
-        b = connect(port)
+        ra.wait_for(b"already connected: nobody.\n")
+        rb = Reader(connect(port))
         wait_accepts(tool, p, 2)
-        settle()
-        a.sendall(b"hello\n")
-        settle()
-        b.sendall(b"bin\x01\x7f\xff\ttab\r\n")
-        settle()
+        rb.wait(lambda d: re.search(rb"already connected: .*\.\n", d), "b's welcome")
+        ra.wait_for(b"is connected as", 2)
+        ra.s.sendall(b"hello\n")
+        rb.wait_for(b"hello\n")
+        rb.s.sendall(b"bin\x01\x7f\xff\ttab\r\n")
+        ra.wait_for(b"tab\r\n")
         p.send(b"operator\n")
-        settle()
-        a.close()
-        settle()
-        got_b = quiet_read(b)
+        ra.wait_for(b"operator\n")
+        rb.wait_for(b"operator\n")
+        ra.close()
+        rb.wait_for(b"is disconnected.\n")
         p.stop()
-        return renumber(got_b), p.stdout()
+        return renumber(rb.get()), p.stdout()
     both(scenario)
 
 
@@ -156,7 +207,7 @@ def same_as_ncat_exec_and_sh_exec():
             for i in range(2 if "-k" in flags else 1):
                 s = connect(port)
                 s.sendall(b"xx text %d\n" % i)
-                out.append(quiet_read(s, 0.5))
+                out.append(recv_until(s, b" %d\n" % i))  # the reply line has come
                 s.close()
             p.stop()
             return out
@@ -167,15 +218,14 @@ def same_as_ncat_exec_and_sh_exec():
 def same_as_ncat_crlf():
     def scenario(tool):
         p, port = start(tool, "-C")
-        s = connect(port)
+        r = Reader(connect(port))
         wait_accepts(tool, p, 1)
         p.send(b"a\nb\r\nc\n")
-        settle()
-        s.sendall(b"x\ny\n")
-        settle()
-        got = quiet_read(s)
+        r.wait_for(b"c\r\n")
+        r.s.sendall(b"x\ny\n")
+        p.wait_stdout(b"y\n")
         p.stop()
-        return got, p.stdout()
+        return r.get(), p.stdout()
     both(scenario)
 
 
@@ -188,13 +238,13 @@ def same_as_ncat_max_conns():
         b = connect(port)
         got_b = recv_all(b, 5)  # closed at once
         p.wait_stderr(DENIED[tool])
+        ra = Reader(a)
         a.sendall(b"first\n")
-        settle()
+        p.wait_stdout(b"first\n")
         p.send(b"hi\n")
-        settle()
-        got_a = quiet_read(a)
+        ra.wait_for(b"hi\n")
         p.stop()
-        return got_a, got_b, p.stdout()
+        return ra.get(), got_b, p.stdout()
     both(scenario)
 
 
@@ -208,8 +258,7 @@ def same_as_ncat_allow_deny():
             res = []
             for src in srcs:
                 s = sender_from(port, src)
-                res.append(send_and_see(s, b"from %s\n" % src.encode()))
-            settle()
+                res.append(send_and_see(p, s, b"from %s\n" % src.encode()))
             p.stop()
             return res, p.stdout()
         both(scenario)
