@@ -107,7 +107,10 @@ int csock_timer_new(csock_loop *loop, csock_timer **out);
 
 /* Fire cb after `timeout_ms`, then every `repeat_ms` if that is non-zero.
  * Restarting a running timer reschedules it. Timers due at the same time
- * fire in the order they were started. Times are on the monotonic clock. */
+ * fire in the order they were started. Times are on the monotonic clock.
+ * Returns 0, or -EINVAL for a closing timer or a NULL cb: it never allocates
+ * (csock_timer_new reserves the timer's place), so it cannot fail with
+ * -ENOMEM, even on an error path. */
 int csock_timer_start(csock_timer *t, csock_timer_cb cb, uint64_t timeout_ms, uint64_t repeat_ms);
 int csock_timer_stop(csock_timer *t);
 int csock_timer_active(const csock_timer *t);

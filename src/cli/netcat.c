@@ -681,7 +681,12 @@ static void broadcast(nc_ctx *c, const nc_peer *from, const char *buf, size_t le
 static void out_write(nc_ctx *c, const char *buf, size_t len)
 {
     if (!c->out || c->o->send_only || !len) return;
-    csock_stream_write(c->out, buf, len);
+    int rc = csock_stream_write(c->out, buf, len);
+    if (rc < 0) {
+        /* Bytes stdout cannot take would be lost without a word. */
+        cli_warn("stdout: %s", csock_strerror(rc));
+        return nc_finish(c, CLI_ERR);
+    }
     if (!c->out_congested && csock_stream_write_queue_size(c->out) > HIGH_WATER) {
         c->out_congested = 1;
         sync_sources(c);
@@ -1339,7 +1344,13 @@ void nc_peer_add_stream(nc_ctx *c, csock_stream *s, int accepted)
      * send it waits: with a peer that does the same (an echo server) and a
      * slow stdout, each waits for the other to read, forever. */
     csock_stream_set_watermarks(s, 0, 0);
-    if (c->o->idle_ms) csock_stream_set_idle_timeout(s, c->o->idle_ms);
+    /* In a chat room the others' lines and the announcements would keep a
+     * silent member's idle clock running forever: there only what the
+     * member sends counts as activity. */
+    if (c->o->idle_ms && c->o->chat)
+        csock_stream_set_recv_timeout(s, c->o->idle_ms);
+    else if (c->o->idle_ms)
+        csock_stream_set_idle_timeout(s, c->o->idle_ms);
     if (peer_start(p) < 0) return;
     if (exec_mode(c) || peers_may_read(c)) csock_stream_read_start(s, on_peer_read);
 }

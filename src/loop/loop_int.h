@@ -109,6 +109,7 @@ void csock__watcher_dispatch(csock_loop *loop, csock__watcher *w, unsigned reven
 typedef struct csock__timer_heap {
     csock_timer **items;
     size_t n, cap;
+    size_t live;   /* timers not yet freed: cap >= live, so a start never allocates */
     uint64_t seq;  /* start order, to break ties between equal due times */
 } csock__timer_heap;
 

@@ -64,24 +64,33 @@ static void heap_remove(csock__timer_heap *hp, csock_timer *t)
     sift_down(hp, last->index);
 }
 
-static int heap_push(csock__timer_heap *hp, csock_timer *t)
+/* Room for every live timer is made when the timer is created, so that
+ * csock_timer_start() cannot fail: code that arms a timer on an error path
+ * (a linger, a retry, a timeout) never has to handle ENOMEM there. */
+static int heap_reserve(csock__timer_heap *hp, size_t want)
 {
-    if (hp->n == hp->cap) {
-        size_t cap = hp->cap ? hp->cap * 2 : 16;
-        void *p = realloc(hp->items, cap * sizeof *hp->items);
-        if (!p) return -ENOMEM;
-        hp->items = p;
-        hp->cap = cap;
-    }
-    place(hp, hp->n++, t);
-    sift_up(hp, t->index);
+    if (want <= hp->cap) return 0;
+    size_t cap = hp->cap ? hp->cap * 2 : 16;
+    while (cap < want) cap *= 2;
+    void *p = realloc(hp->items, cap * sizeof *hp->items);
+    if (!p) return -ENOMEM;
+    hp->items = p;
+    hp->cap = cap;
     return 0;
+}
+
+static void heap_push(csock__timer_heap *hp, csock_timer *t)
+{
+    place(hp, hp->n++, t); /* n < cap: heap_reserve() made room at creation */
+    sift_up(hp, t->index);
 }
 
 int csock_timer_new(csock_loop *loop, csock_timer **out)
 {
+    if (heap_reserve(&loop->timers, loop->timers.live + 1) < 0) return -ENOMEM;
     csock_timer *t = calloc(1, sizeof *t);
     if (!t) return -ENOMEM;
+    loop->timers.live++;
     csock__handle_init(loop, &t->h);
     t->index = SIZE_MAX;
     t->ref = 1;
@@ -109,8 +118,7 @@ int csock_timer_start(csock_timer *t, csock_timer_cb cb, uint64_t timeout_ms, ui
     if (t->due < loop->now) t->due = UINT64_MAX; /* saturate far-future timeouts */
     t->repeat = repeat_ms;
     t->seq = loop->timers.seq++;
-    int rc = heap_push(&loop->timers, t);
-    if (rc < 0) return rc;
+    heap_push(&loop->timers, t);
     if (t->ref) loop->active++;
     return 0;
 }
@@ -155,6 +163,7 @@ int csock__timers_next(csock_loop *loop)
 static void timer_finish(csock__handle *h)
 {
     csock_timer *t = csock__container_of(h, csock_timer, h);
+    t->h.loop->timers.live--;
     if (t->close_cb) t->close_cb(t);
     free(t);
 }

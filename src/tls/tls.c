@@ -274,9 +274,9 @@ int csock_tls_ctx_new(csock_tls_ctx **out, const csock_tls_opts *o, char *err, s
     ctx->hs_timeout_ms = o->handshake_timeout_ms ? o->handshake_timeout_ms : DEFAULT_HS_TIMEOUT_MS;
     int rc = 0;
     ERR_clear_error();
-    if (o->alpn && alpn_wire(o->alpn, &ctx->alpn, &ctx->alpn_len) < 0) {
-        errbuf(err, errsize, "bad ALPN list '%s'%s", o->alpn, "");
-        rc = -EINVAL;
+    if (o->alpn && (rc = alpn_wire(o->alpn, &ctx->alpn, &ctx->alpn_len)) < 0) {
+        /* Only a malformed list is the caller's mistake; ENOMEM passes through. */
+        if (rc == -EINVAL) errbuf(err, errsize, "bad ALPN list '%s'%s", o->alpn, "");
     }
     if (rc == 0) {
         ctx->ssl = SSL_CTX_new(ctx->server ? TLS_server_method() : TLS_client_method());

@@ -54,6 +54,49 @@ def test_chat_room():
         b.close()
 
 
+def test_idle_counts_only_what_a_member_sends():
+    """-i closes a member who says nothing, although the others' lines and
+    the announcements keep reaching it; a member who talks stays. (Our own
+    writes used to count as activity, so a lurker in a busy room stayed
+    forever.)"""
+    with Server("chat", "tcp://127.0.0.1:0", tail=("-i", "1")) as srv:
+        ep = srv.endpoints[0]
+        lurker = connect(ep)
+        read_until(lurker, b"already connected: nobody.\n")
+        talker = connect(ep)
+        read_until(talker, b"as <user1>.\n")
+        start = time.monotonic()
+        closed = False
+        lurker.setblocking(False)
+        # The talker speaks every 0.2 s for up to 6 s; the lurker must be
+        # cut about 1 s after its last byte (here: ever), whatever the load.
+        while time.monotonic() - start < 6:
+            talker.sendall(b"still talking\n")
+            time.sleep(0.2)
+            try:
+                while True:
+                    d = lurker.recv(4096)
+                    if not d:
+                        closed = True
+                        break
+            except (BlockingIOError, ConnectionResetError) as e:
+                if isinstance(e, ConnectionResetError):
+                    closed = True
+            if closed:
+                break
+        waited = time.monotonic() - start
+        check(closed, "the silent member was never closed in %.1f s" % waited)
+        check(waited >= 0.9, "closed too early: %.2f s" % waited)
+        # The talker was active all along: it is still in the room.
+        talker.sendall(b"anyone?\n")
+        a = connect(ep)
+        read_until(a, b"already connected:")
+        talker.sendall(b"hello newcomer\n")
+        check(b"hello newcomer" in read_until(a, b"hello newcomer\n"), "talker stayed")
+        for s in (talker, a):
+            s.close()
+
+
 def test_listening_line_and_bad_option():
     with Server("chat", "tcp://127.0.0.1:0") as srv:
         check(srv.endpoints[0].port > 0, "listening line with the real port")

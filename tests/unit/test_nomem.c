@@ -132,6 +132,37 @@ static void end_without_memory_closes(void **state)
     assert_true(closed);
 }
 
+/* ---- timers ---------------------------------------------------------------- */
+
+static void count_fire(csock_timer *t) { (*(int *)csock_timer_data(t))++; }
+
+/* Starting a timer cannot fail: its place in the heap is reserved when the
+ * timer is made. 100 timers (more than the heap's first 16 slots) are all
+ * started while nothing can be allocated, and all fire. Starting used to
+ * grow the heap, so the 17th start got -ENOMEM. */
+static void timers_start_without_memory(void **state)
+{
+    need_allocator();
+    csock_loop *loop = h_loop_new();
+    enum { N = 100 };
+    csock_timer *t[N];
+    int fired = 0;
+    for (int i = 0; i < N; i++) {
+        CHECK_OK(csock_timer_new(loop, &t[i]));
+        csock_timer_set_data(t[i], &fired);
+    }
+    atomic_store(&no_memory, 1);
+    int failed = 0;
+    for (int i = 0; i < N; i++)
+        if (csock_timer_start(t[i], count_fire, 0, 0) < 0) failed++;
+    spin_until(loop, &(int){0}, 5); /* timers due now fire in the first passes */
+    atomic_store(&no_memory, 0);
+    for (int i = 0; i < N; i++) csock_timer_close(t[i], NULL);
+    h_loop_free(loop);
+    assert_int_equal(failed, 0);
+    assert_int_equal(fired, N);
+}
+
 /* ---- the server ---------------------------------------------------------------- */
 
 static void srv_accept(csock_listener *l, csock_stream *s, int status)
@@ -187,6 +218,7 @@ int main(void)
         cmocka_unit_test(error_delivered_without_memory),
         cmocka_unit_test(end_without_memory_closes),
         cmocka_unit_test(server_stops_without_memory),
+        cmocka_unit_test(timers_start_without_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
