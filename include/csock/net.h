@@ -237,7 +237,9 @@ void csock_listener_set_data(csock_listener *l, void *data);
 /* ---- datagrams ------------------------------------------------------------- */
 
 /* A datagram arrived (status 0) from `from`, or a receive error (status < 0,
- * e.g. -ECONNREFUSED after sending to a closed UDP port). `buf` is valid
+ * e.g. -ECONNREFUSED after sending to a closed UDP port). -EMSGSIZE: a
+ * datagram larger than 64 KiB (a Unix one) arrived and was dropped, never
+ * delivered cut short; `from` names its sender when known. `buf` is valid
  * only during the call. */
 typedef void (*csock_recv_cb)(csock_dgram *d, int status, const char *buf, size_t len,
                               const csock_addr *from);
