@@ -1,6 +1,7 @@
 /* The multi-core server: N loops on N threads, SO_REUSEPORT listeners,
  * a connection limit across loops, graceful drain. Loops share nothing but
  * an atomic connection count and the posts that start the drain. */
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -191,14 +192,35 @@ static int listen_reuseport(csock_server *srv, endpoint *ep)
     return 0;
 }
 
+/* Is the port free for us? The loops' listeners set SO_REUSEPORT to share
+ * it among themselves, which would let them join another process's
+ * SO_REUSEPORT listeners as well. A bind without SO_REUSEPORT conflicts with
+ * any listener already there, whatever its options: EADDRINUSE. (SO_REUSEADDR,
+ * as the listeners have, keeps connections in TIME_WAIT from counting.) */
+static int probe_port(const csock_addr *addr)
+{
+    int fd = csock__socket(addr->sa.ss_family, SOCK_STREAM);
+    if (fd < 0) return fd;
+    int one = 1, off = 0, rc = 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (addr->sa.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
+    if (bind(fd, (const struct sockaddr *)&addr->sa, addr->len) < 0) rc = -errno;
+    close(fd);
+    return rc;
+}
+
 static int listen_tcp(csock_server *srv, endpoint *ep)
 {
-    if (srv->n == 1) {
+    int share = srv->opts.reuseport;
+    if (srv->n == 1 && !share) { /* a plain bind refuses a busy port by itself */
         int fd = csock__bind_listen(&ep->addr, NULL);
         return fd < 0 ? fd : listen_on(srv, &srv->loops[0], ep, fd, 1);
     }
-    int rc = listen_reuseport(srv, ep);
-    if (rc == -ENOPROTOOPT || rc == -EINVAL) { /* no SO_REUSEPORT here */
+    /* Port 0 needs no probe: the kernel never picks a port some socket
+     * uses, SO_REUSEPORT or not; the other loops join the one it picked. */
+    int rc = share || !csock_addr_port(&ep->addr) ? 0 : probe_port(&ep->addr);
+    if (rc == 0) rc = listen_reuseport(srv, ep);
+    if ((rc == -ENOPROTOOPT || rc == -EINVAL) && !share) { /* no SO_REUSEPORT here */
         unwind_endpoint(srv, ep);
         rc = listen_shared(srv, ep);
     }
