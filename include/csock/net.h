@@ -223,7 +223,9 @@ typedef void (*csock_accept_cb)(csock_listener *l, csock_stream *s, int status);
 
 typedef struct csock_listen_opts {
     int backlog;       /* 0: 4096 (the kernel caps it at somaxconn) */
-    int reuseport;     /* SO_REUSEPORT: several listeners share one port */
+    int reuseport;     /* SO_REUSEPORT: share the port with other listeners
+                          that set it too (same user); without it a port
+                          in use is -EADDRINUSE */
     int v6only;        /* IPV6_V6ONLY on an IPv6 listener */
     unsigned max_conns;/* 0: unlimited; beyond it new connections are closed at once */
 } csock_listen_opts;
@@ -253,7 +255,9 @@ void csock_listener_set_data(csock_listener *l, void *data);
 /* ---- datagrams ------------------------------------------------------------- */
 
 /* A datagram arrived (status 0) from `from`, or a receive error (status < 0,
- * e.g. -ECONNREFUSED after sending to a closed UDP port). `buf` is valid
+ * e.g. -ECONNREFUSED after sending to a closed UDP port). -EMSGSIZE: a
+ * datagram larger than 64 KiB (a Unix one) arrived and was dropped, never
+ * delivered cut short; `from` names its sender when known. `buf` is valid
  * only during the call. */
 typedef void (*csock_recv_cb)(csock_dgram *d, int status, const char *buf, size_t len,
                               const csock_addr *from);
@@ -283,7 +287,9 @@ int csock_dgram_fd(const csock_dgram *d);
  * endpoint (one shared listening socket where SO_REUSEPORT is missing and
  * for Unix sockets), so the kernel spreads connections and no lock sits on
  * the hot path. Accept callbacks run on the thread of the loop that
- * accepted; everything a connection does stays on that loop. */
+ * accepted; everything a connection does stays on that loop. The loops
+ * share a port among themselves only: a port another socket listens on is
+ * -EADDRINUSE unless the `reuseport` option asks to share it. */
 typedef struct csock_server csock_server;
 
 typedef struct csock_server_opts {
@@ -292,6 +298,11 @@ typedef struct csock_server_opts {
     uint64_t drain_timeout_ms; /* after a stop, close what is left; 0: 10 s */
     int handle_signals;        /* SIGINT/SIGTERM drain gracefully; a second one
                                   closes everything at once */
+    int reuseport;             /* share ports with other processes (of the same
+                                  user) whose listeners allow it, e.g. the old
+                                  and the new server of a zero-downtime
+                                  restart, both started with it; the kernel
+                                  spreads connections among them all */
     int verbose;               /* reserved */
     /* Called on each loop's thread before it runs and after it stops (may
      * be NULL): per-loop state for the application. */
@@ -306,8 +317,10 @@ typedef struct csock_server_opts {
 /* Create a server with its loops (not yet running). */
 int csock_server_new(csock_server **out, const csock_server_opts *opts);
 
-/* Serve a stream endpoint (tcp, unix) on every loop. With port 0 the first
- * loop picks the port and the others share it. Call before run. */
+/* Serve a stream endpoint (tcp, unix) on every loop. With port 0 one port
+ * is picked and every loop shares it. -EADDRINUSE when another socket
+ * listens there (see the `reuseport` option). On failure nothing of the
+ * endpoint is left open. Call before run. */
 int csock_server_listen(csock_server *srv, const csock_addr *addr, csock_accept_cb cb, void *data);
 
 /* Serve a datagram endpoint (on the first loop). Call before run. */

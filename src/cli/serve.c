@@ -39,11 +39,15 @@ static const char serve_usage[] =
     "  --drain-timeout SECS  on SIGINT/SIGTERM, stop accepting, let replies\n"
     "                      finish, close what is left after SECS (default 10);\n"
     "                      a second signal closes everything at once\n"
+    "  --reuse-port        share each port with another server already on it\n"
+    "                      (for a restart without downtime: start the new one,\n"
+    "                      then stop the old; both need --reuse-port). Without\n"
+    "                      it a port in use is an error\n"
     "  -v, --verbose       log connections to stderr\n"
     "  -h, --help          this help\n"
     "\n"
     "Exit status: 0 after a signal-driven stop, 1 on a runtime error (port in\n"
-    "use), 2 on a wrong argument.\n";
+    "use, out of memory), 2 on a wrong argument.\n";
 
 typedef struct service service;
 
@@ -236,6 +240,7 @@ int cli_serve(int argc, char **argv)
         {"threads", required_argument, NULL, 't'},
         {"drain-timeout", required_argument, NULL, 'D'},
         {"verbose", no_argument, NULL, 'v'},
+        {"reuse-port", no_argument, NULL, 'P'},
         CLI_TLS_LONGOPTS,
         {0, 0, 0, 0},
     };
@@ -259,6 +264,7 @@ int cli_serve(int argc, char **argv)
         case 't': so.threads = (unsigned)cli_ulong("--threads", optarg, 1024); break;
         case 'D': so.drain_timeout_ms = cli_seconds("--drain-timeout", optarg); break;
         case 'v': srv.verbose = 1; break;
+        case 'P': so.reuseport = 1; break;
         default:
             if (cli_tls_option(&srv.tls_opts, c, optarg)) break;
             cli_bad_option("serve", c, optopt, argv[optind - 1]);

@@ -36,12 +36,19 @@
 #define IO_BUF_SIZE 4096
 #define IO_BGID 0
 enum { OP_RECV = 1, OP_SEND = 2 };
+#define CANCEL_QUEUED 2 /* csock__ioreq.cancelled: on cancel_q, not yet asked */
 
 typedef struct {
     csock__watcher *w; /* NULL: free slot */
     uint32_t gen;
     uint8_t armed;     /* a poll request is in flight for this generation */
+    uint8_t retry;     /* arm it at the next wait: no submission slot was free */
 } slot;
+
+/* Poll removals that found no submission slot, made at the next wait. A
+ * removal lost when this is full only delays the kernel's release of the
+ * old poll to the fd's next event: its completion is stale and dropped. */
+#define RM_BACKLOG 256
 
 typedef struct {
     struct io_uring ring;
@@ -49,17 +56,27 @@ typedef struct {
     uint32_t nslots, cap;
     uint32_t *free_list;
     uint32_t nfree;
+    uint32_t nretry;                 /* slots with retry set */
+    uint64_t rm_backlog[RM_BACKLOG]; /* tags of polls to remove */
+    unsigned nrm;
     /* completion I/O */
     struct io_uring_buf_ring *br; /* NULL: no provided buffers, readiness only */
     char *bufs;
     csock__ioreq *nobuf_head, *nobuf_tail; /* recvs to make again (-ENOBUFS) */
     csock__ioreq *cancelled;               /* taken off nobuf by a cancel: report */
+    csock__ioreq *cancel_q;                /* cancels that found no submission slot */
 } uring_state;
 
 /* Poll slots: bit 0 clear, index and generation above it. Completion
  * requests: their address with bit 0 set. */
 static uint64_t tag(uint32_t idx, uint32_t gen) { return ((uint64_t)gen << 33) | ((uint64_t)idx << 1); }
 
+/* NULL only when the submission queue is full and the kernel refuses to
+ * take it now (io_uring_submit failed: out of memory, say). A request made
+ * now leaves with the next wait anyway, so callers that cannot fail queue
+ * their request for ur_wait to make (sync_pending), which changes nothing
+ * the kernel sees; if the ring is broken for good, that wait fails and the
+ * loop reports it. */
 static struct io_uring_sqe *get_sqe(uring_state *st)
 {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&st->ring);
@@ -186,9 +203,19 @@ static int ur_send(csock_loop *loop, csock__ioreq *r, int fd, const void *buf, s
     return 0;
 }
 
+static int submit_cancel(uring_state *st, csock__ioreq *r)
+{
+    struct io_uring_sqe *sqe = get_sqe(st);
+    if (!sqe) return -ENOMEM;
+    io_uring_prep_cancel64(sqe, req_tag(r), 0);
+    io_uring_sqe_set_data64(sqe, CANCEL_TAG);
+    return 0;
+}
+
 static void ur_cancel(csock_loop *loop, csock__ioreq *r)
 {
     uring_state *st = loop->bstate;
+    if (r->cancelled == CANCEL_QUEUED) return; /* asked already, at the next wait */
     /* A recv whose -ENOBUFS completion is still to be read must not be made
      * again after this (req_done). */
     r->cancelled = 1;
@@ -201,10 +228,23 @@ static void ur_cancel(csock_loop *loop, csock__ioreq *r)
         st->cancelled = r;
         return;
     }
-    struct io_uring_sqe *sqe = get_sqe(st);
-    if (!sqe) return; /* it will complete by itself; the owner waits for it */
-    io_uring_prep_cancel64(sqe, req_tag(r), 0);
-    io_uring_sqe_set_data64(sqe, CANCEL_TAG);
+    if (submit_cancel(st, r) < 0) {
+        /* An idle peer would never complete it, and its owner waits for
+         * the completion to finish: ask at the next wait instead. */
+        r->cancelled = CANCEL_QUEUED;
+        r->next = st->cancel_q;
+        st->cancel_q = r;
+    }
+}
+
+static void unqueue_cancel(uring_state *st, csock__ioreq *r)
+{
+    for (csock__ioreq **pp = &st->cancel_q; *pp; pp = &(*pp)->next)
+        if (*pp == r) {
+            *pp = r->next;
+            break;
+        }
+    r->cancelled = 1;
 }
 
 static void give_back(uring_state *st, unsigned bid)
@@ -218,6 +258,7 @@ static void req_done(csock_loop *loop, uintptr_t tagged, int res, unsigned flags
 {
     uring_state *st = loop->bstate;
     csock__ioreq *r = (csock__ioreq *)(tagged & ~(uintptr_t)1);
+    if (r->cancelled == CANCEL_QUEUED) unqueue_cancel(st, r); /* done before it was asked */
     if (res == -ENOBUFS && r->cancelled) res = -ECANCELED;
     if (res == -ENOBUFS && r->op == OP_RECV) { /* no buffer free: again next wait */
         r->next = NULL;
@@ -270,29 +311,61 @@ static short to_poll(unsigned ev)
     return (short)(((ev & CSOCK_READABLE) ? POLLIN : 0) | ((ev & CSOCK_WRITABLE) ? POLLOUT : 0));
 }
 
-static int arm(uring_state *st, uint32_t idx)
+/* Never fails: without a submission slot the poll is made at the next
+ * wait (a watcher that silently stopped would hang its owner). */
+static void arm(uring_state *st, uint32_t idx)
 {
     slot *sl = &st->slots[idx];
     struct io_uring_sqe *sqe = get_sqe(st);
-    if (!sqe) return -ENOMEM;
+    if (!sqe) {
+        if (!sl->retry) st->nretry++;
+        sl->retry = 1;
+        return;
+    }
     io_uring_prep_poll_add(sqe, sl->w->fd, (unsigned)to_poll(sl->w->events ? sl->w->events : 0));
     io_uring_sqe_set_data64(sqe, tag(idx, sl->gen));
     sl->armed = 1;
+}
+
+static int submit_remove(uring_state *st, uint64_t poll_tag)
+{
+    struct io_uring_sqe *sqe = get_sqe(st);
+    if (!sqe) return -ENOMEM;
+    io_uring_prep_poll_remove(sqe, poll_tag);
+    io_uring_sqe_set_data64(sqe, CANCEL_TAG);
     return 0;
 }
 
-static int disarm(uring_state *st, uint32_t idx)
+/* Never fails either: the new generation makes the old poll stale at once;
+ * its removal only lets the kernel release it sooner. */
+static void disarm(uring_state *st, uint32_t idx)
 {
     slot *sl = &st->slots[idx];
-    if (sl->armed) {
-        struct io_uring_sqe *sqe = get_sqe(st);
-        if (!sqe) return -ENOMEM;
-        io_uring_prep_poll_remove(sqe, tag(idx, sl->gen));
-        io_uring_sqe_set_data64(sqe, CANCEL_TAG);
-    }
+    if (sl->armed && submit_remove(st, tag(idx, sl->gen)) < 0 && st->nrm < RM_BACKLOG)
+        st->rm_backlog[st->nrm++] = tag(idx, sl->gen);
     sl->armed = 0;
     sl->gen = (sl->gen + 1) & 0x7fffffff; /* 31 bits fit the tag; the old request is stale now */
-    return 0;
+}
+
+/* Before waiting: the polls, removals and cancels that found no submission
+ * slot. Returns 1 if some still wait (the wait must not block then). */
+static int sync_pending(uring_state *st)
+{
+    while (st->nrm && submit_remove(st, st->rm_backlog[st->nrm - 1]) == 0) st->nrm--;
+    while (st->cancel_q) {
+        csock__ioreq *r = st->cancel_q;
+        if (submit_cancel(st, r) < 0) break;
+        st->cancel_q = r->next;
+        r->cancelled = 1;
+    }
+    for (uint32_t idx = 0; st->nretry && idx < st->nslots; idx++) {
+        slot *sl = &st->slots[idx];
+        if (!sl->retry) continue;
+        sl->retry = 0;
+        st->nretry--;
+        if (sl->w && !sl->armed && sl->w->events) arm(st, idx); /* may set retry again */
+    }
+    return st->nrm || st->cancel_q || st->nretry;
 }
 
 static int alloc_slot(uring_state *st, csock__watcher *w)
@@ -316,6 +389,7 @@ static int alloc_slot(uring_state *st, csock__watcher *w)
     }
     st->slots[idx].w = w;
     st->slots[idx].armed = 0;
+    st->slots[idx].retry = 0;
     w->index = (int)idx;
     return 0;
 }
@@ -327,11 +401,14 @@ static int ur_update(csock_loop *loop, csock__watcher *w, unsigned old_ev, unsig
     if (!old_ev) {
         if ((rc = alloc_slot(st, w)) < 0) return rc;
         w->events = new_ev; /* arm() reads the mask from the watcher */
-        return arm(st, (uint32_t)w->index);
+        arm(st, (uint32_t)w->index);
+        return 0;
     }
     uint32_t idx = (uint32_t)w->index;
-    if ((rc = disarm(st, idx)) < 0) return rc;
+    disarm(st, idx);
     if (!new_ev) {
+        if (st->slots[idx].retry) st->nretry--;
+        st->slots[idx].retry = 0;
         st->slots[idx].w = NULL;
         st->free_list[st->nfree++] = idx;
         w->index = -1;
@@ -339,9 +416,9 @@ static int ur_update(csock_loop *loop, csock__watcher *w, unsigned old_ev, unsig
     }
     unsigned keep = w->events;
     w->events = new_ev;
-    rc = arm(st, idx);
+    arm(st, idx);
     w->events = keep; /* the loop core sets it once we return */
-    return rc;
+    return 0;
 }
 
 static unsigned from_poll(int res)
@@ -396,6 +473,7 @@ static int ur_wait(csock_loop *loop, int timeout_ms)
 {
     uring_state *st = loop->bstate;
     if ((st->nobuf_head || st->cancelled) && retry_waiting(loop)) timeout_ms = 0;
+    if ((st->nrm || st->cancel_q || st->nretry) && sync_pending(st)) timeout_ms = 0;
     struct io_uring_cqe *cqe;
     struct __kernel_timespec ts = {.tv_sec = timeout_ms / 1000,
                                    .tv_nsec = (long long)(timeout_ms % 1000) * 1000000};

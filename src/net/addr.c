@@ -277,7 +277,7 @@ static int resolve_ip(const addr_parts *p, int flags, csock_addr *out, size_t ma
         freeaddrinfo(res);
         return n;
     }
-    if (p->bracketed)
+    if (p->bracketed && rc != EAI_MEMORY && rc != EAI_SYSTEM)
         return CSOCK_EBADADDR; /* brackets hold an IPv6 literal, nothing else */
     if (rc != EAI_NONAME)
         return map_gai_error(rc);

@@ -56,7 +56,13 @@ static void on_readable(csock_dgram *d)
         csock_addr from;
         int has_from = m.msg_namelen > sizeof(sa_family_t) &&
                        csock__sockaddr_to_addr((struct sockaddr *)&ss, m.msg_namelen, d->scheme, &from) == 0;
-        d->cb(d, 0, buf, (size_t)n, has_from ? &from : NULL);
+        /* Larger than any UDP datagram: a Unix one (they go up to the
+         * socket buffer). The kernel dropped the rest; half a message is
+         * not the message, so it is reported, not delivered. */
+        if (m.msg_flags & MSG_TRUNC)
+            d->cb(d, -EMSGSIZE, NULL, 0, has_from ? &from : NULL);
+        else
+            d->cb(d, 0, buf, (size_t)n, has_from ? &from : NULL);
     }
     free(buf);
 }
@@ -161,7 +167,7 @@ int csock_dgram_send(csock_dgram *d, const void *buf, size_t len, const csock_ad
         int rc = send_one(d, buf, len, to);
         if (rc != -EAGAIN && rc != -ENOBUFS) return rc;
     }
-    if (d->q_bytes + len > SENDQ_MAX) return -ENOBUFS;
+    if (len > SENDQ_MAX - d->q_bytes) return -ENOBUFS; /* q_bytes <= SENDQ_MAX: no wrap */
     dgram_msg *m = malloc(sizeof *m + len);
     if (!m) return -ENOMEM;
     m->next = NULL;

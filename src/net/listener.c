@@ -142,18 +142,19 @@ fail:
     return rc;
 }
 
+/* On failure the fd is closed when the listener would have owned it. */
 int csock__listen_fd(csock_loop *loop, int fd, int owned, csock_scheme scheme,
                      const csock_listen_opts *opts, csock__conn_group *group,
                      csock_accept_cb cb, void *data, csock_listener **out)
 {
     csock_listener *l = calloc(1, sizeof *l);
-    if (!l) return -ENOMEM;
-    if (!group) {
-        group = calloc(1, sizeof *group);
-        if (!group) {
-            free(l);
-            return -ENOMEM;
-        }
+    if (l && !group && !(group = calloc(1, sizeof *group))) {
+        free(l);
+        l = NULL;
+    }
+    if (!l) {
+        if (owned) close(fd);
+        return -ENOMEM;
     }
     group->refs++;
     l->group = group;
@@ -167,7 +168,7 @@ int csock__listen_fd(csock_loop *loop, int fd, int owned, csock_scheme scheme,
     l->reserve_fd = open_reserve();
     int rc = csock__watcher_set(loop, &l->w, CSOCK_READABLE);
     if (rc < 0) {
-        csock_listener_close(l, NULL);
+        csock_listener_close(l, NULL); /* closes fd if owned */
         return rc;
     }
     *out = l;
@@ -179,16 +180,25 @@ int csock_listen(csock_loop *loop, const csock_addr *addr, const csock_listen_op
 {
     if (!addr || !cb) return -EINVAL;
     if (!csock_addr_is_stream(addr)) return CSOCK_ESCHEME;
-    int fd = csock__bind_listen(addr, opts);
-    if (fd < 0) return fd;
     csock_scheme scheme = addr->sa.ss_family == AF_UNIX ? CSOCK_UNIX : CSOCK_TCP;
+    /* The socket file's name is taken first: once bound, the file must be
+     * removed by the listener's close whatever happens next. */
+    const struct sockaddr_un *sun = (const struct sockaddr_un *)&addr->sa;
+    char *path = NULL;
+    if (scheme == CSOCK_UNIX && sun->sun_path[0] && !(path = strdup(sun->sun_path))) return -ENOMEM;
+    int fd = csock__bind_listen(addr, opts);
+    if (fd < 0) {
+        free(path);
+        return fd;
+    }
     csock_listener *l;
     int rc = csock__listen_fd(loop, fd, 1, scheme, opts, NULL, cb, data, &l);
-    if (rc < 0) return rc; /* the failed listener closed fd */
-    if (scheme == CSOCK_UNIX) {
-        const struct sockaddr_un *sun = (const struct sockaddr_un *)&addr->sa;
-        if (sun->sun_path[0]) l->unix_path = strdup(sun->sun_path);
+    if (rc < 0) { /* fd is closed; the file it made is ours to remove */
+        if (path) unlink(path);
+        free(path);
+        return rc;
     }
+    l->unix_path = path;
     *out = l;
     return 0;
 }

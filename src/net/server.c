@@ -1,6 +1,7 @@
 /* The multi-core server: N loops on N threads, SO_REUSEPORT listeners,
  * a connection limit across loops, graceful drain. Loops share nothing but
  * an atomic connection count and the posts that start the drain. */
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -128,13 +129,44 @@ static int listen_on(csock_server *srv, srv_loop *sl, endpoint *ep, int fd, int 
                             &lo, sl->group, ep->acb, ep->data, &sl->ls[ep - srv->eps]);
 }
 
+/* Undo a half-built endpoint, so a failed call leaves nothing behind: the
+ * listeners and datagram socket made so far (their fds close now, the
+ * handles finish on their loop's next iteration), the shared socket and the
+ * socket file it made. */
+static void unwind_endpoint(csock_server *srv, endpoint *ep)
+{
+    size_t idx = (size_t)(ep - srv->eps);
+    for (unsigned i = 0; i < srv->n; i++) {
+        srv_loop *sl = &srv->loops[i];
+        if (sl->ls[idx]) csock_listener_close(sl->ls[idx], NULL);
+        if (sl->ds[idx]) csock_dgram_close(sl->ds[idx], NULL);
+        sl->ls[idx] = NULL;
+        sl->ds[idx] = NULL;
+    }
+    if (ep->shared_fd >= 0) close(ep->shared_fd);
+    ep->shared_fd = -1;
+    if (ep->unix_path) unlink(ep->unix_path);
+    free(ep->unix_path);
+    ep->unix_path = NULL;
+}
+
 /* One listening socket shared by every loop: Unix sockets (no SO_REUSEPORT
  * load balancing for them) and kernels without SO_REUSEPORT. */
 static int listen_shared(csock_server *srv, endpoint *ep)
 {
+    /* The name is copied first: once bound, the file is ours to remove,
+     * whatever fails next. */
+    const struct sockaddr_un *sun = (const struct sockaddr_un *)&ep->addr.sa;
+    char *path = NULL;
+    if (ep->addr.sa.ss_family == AF_UNIX && sun->sun_path[0] && !(path = strdup(sun->sun_path)))
+        return -ENOMEM;
     int fd = csock__bind_listen(&ep->addr, NULL);
-    if (fd < 0) return fd;
+    if (fd < 0) {
+        free(path);
+        return fd;
+    }
     ep->shared_fd = fd;
+    ep->unix_path = path;
     for (unsigned i = 0; i < srv->n; i++) {
         int rc = listen_on(srv, &srv->loops[i], ep, fd, 0);
         if (rc < 0) return rc;
@@ -161,31 +193,66 @@ static int listen_reuseport(csock_server *srv, endpoint *ep)
     return 0;
 }
 
+/* Is the port free for us? The loops' listeners set SO_REUSEPORT to share
+ * it among themselves, which would let them join another process's
+ * SO_REUSEPORT listeners as well. A bind without SO_REUSEPORT conflicts with
+ * any listener already there, whatever its options: EADDRINUSE. (SO_REUSEADDR,
+ * as the listeners have, keeps connections in TIME_WAIT from counting.) */
+static int probe_port(const csock_addr *addr)
+{
+    int fd = csock__socket(addr->sa.ss_family, SOCK_STREAM);
+    if (fd < 0) return fd;
+    int one = 1, off = 0, rc = 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (addr->sa.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
+    if (bind(fd, (const struct sockaddr *)&addr->sa, addr->len) < 0) rc = -errno;
+    close(fd);
+    return rc;
+}
+
+static int listen_tcp(csock_server *srv, endpoint *ep)
+{
+    int share = srv->opts.reuseport;
+    if (srv->n == 1 && !share) { /* a plain bind refuses a busy port by itself */
+        int fd = csock__bind_listen(&ep->addr, NULL);
+        return fd < 0 ? fd : listen_on(srv, &srv->loops[0], ep, fd, 1);
+    }
+    /* Port 0 needs no probe: the kernel never picks a port some socket
+     * uses, SO_REUSEPORT or not; the other loops join the one it picked. */
+    int rc = share || !csock_addr_port(&ep->addr) ? 0 : probe_port(&ep->addr);
+    if (rc == 0) rc = listen_reuseport(srv, ep);
+    if ((rc == -ENOPROTOOPT || rc == -EINVAL) && !share) { /* no SO_REUSEPORT here */
+        unwind_endpoint(srv, ep);
+        rc = listen_shared(srv, ep);
+    }
+    return rc;
+}
+
+/* A new endpoint slot; the caller fills in its callbacks. */
+static endpoint *new_endpoint(csock_server *srv, const csock_addr *addr, void *data)
+{
+    if (srv->neps == MAX_ENDPOINTS) return NULL;
+    endpoint *ep = &srv->eps[srv->neps];
+    memset(ep, 0, sizeof *ep);
+    ep->addr = *addr;
+    ep->data = data;
+    ep->shared_fd = -1;
+    return ep;
+}
+
 int csock_server_listen(csock_server *srv, const csock_addr *addr, csock_accept_cb cb, void *data)
 {
     if (!addr || !cb) return -EINVAL;
     if (!csock_addr_is_stream(addr)) return CSOCK_ESCHEME;
-    if (srv->neps == MAX_ENDPOINTS) return -ENOSPC;
-    endpoint *ep = &srv->eps[srv->neps];
-    memset(ep, 0, sizeof *ep);
-    ep->addr = *addr;
+    endpoint *ep = new_endpoint(srv, addr, data);
+    if (!ep) return -ENOSPC;
     ep->is_stream = 1;
     ep->acb = cb;
-    ep->data = data;
-    ep->shared_fd = -1;
-    int rc;
-    if (addr->sa.ss_family == AF_UNIX) {
-        rc = listen_shared(srv, ep);
-        const struct sockaddr_un *sun = (const struct sockaddr_un *)&addr->sa;
-        if (rc == 0 && sun->sun_path[0]) ep->unix_path = strdup(sun->sun_path);
-    } else if (srv->n == 1) {
-        int fd = csock__bind_listen(addr, NULL);
-        rc = fd < 0 ? fd : listen_on(srv, &srv->loops[0], ep, fd, 1);
-    } else {
-        rc = listen_reuseport(srv, ep);
-        if (rc == -ENOPROTOOPT || rc == -EINVAL) rc = listen_shared(srv, ep);
+    int rc = addr->sa.ss_family == AF_UNIX ? listen_shared(srv, ep) : listen_tcp(srv, ep);
+    if (rc < 0) {
+        unwind_endpoint(srv, ep);
+        return rc;
     }
-    if (rc < 0) return rc; /* listeners made so far close with the server */
     if (addr->sa.ss_family != AF_UNIX) {
         csock_addr bound;
         if (csock_listener_addr(srv->loops[0].ls[srv->neps], &bound) == 0) {
@@ -201,20 +268,19 @@ int csock_server_listen(csock_server *srv, const csock_addr *addr, csock_accept_
 int csock_server_dgram(csock_server *srv, const csock_addr *addr, csock_recv_cb cb, void *data)
 {
     if (!addr || !cb) return -EINVAL;
-    if (srv->neps == MAX_ENDPOINTS) return -ENOSPC;
-    endpoint *ep = &srv->eps[srv->neps];
-    memset(ep, 0, sizeof *ep);
-    ep->addr = *addr;
+    endpoint *ep = new_endpoint(srv, addr, data);
+    if (!ep) return -ENOSPC;
     ep->rcb = cb;
-    ep->data = data;
-    ep->shared_fd = -1;
     csock_dgram *d;
     int rc = csock_dgram_new(srv->loops[0].loop, addr, NULL, &d);
     if (rc < 0) return rc;
     csock_dgram_set_data(d, data);
     srv->loops[0].ds[srv->neps] = d;
     rc = csock_dgram_recv_start(d, cb);
-    if (rc < 0) return rc;
+    if (rc < 0) {
+        unwind_endpoint(srv, ep);
+        return rc;
+    }
     csock_addr bound;
     if (csock_dgram_local(d, &bound) == 0) {
         bound.scheme = addr->scheme;
@@ -346,7 +412,7 @@ void csock_server_free(csock_server *srv)
                 if (srv->sigs[k]) csock_signal_close(srv->sigs[k], NULL);
                 srv->sigs[k] = NULL;
             }
-        csock__group_close_all(sl->group);
+        if (sl->group) csock__group_close_all(sl->group); /* NULL: csock_server_new failed */
         /* Closes finish on the next iterations (with io_uring, once the
          * kernel has answered the cancels of requests in flight). */
         for (int k = 0; k < 100 && csock_loop_run(sl->loop, CSOCK_RUN_NOWAIT) > 0; k++) {}

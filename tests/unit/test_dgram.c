@@ -1,5 +1,6 @@
 /* Datagram sockets: UDP over 127.0.0.1 and [::1], Unix datagrams with an
- * autobound client, a 60 KB datagram, and ECONNREFUSED from a closed port. */
+ * autobound client, a 60 KB datagram, ECONNREFUSED from a closed port, a
+ * Unix datagram too large to receive whole, and the send queue's bound. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -183,6 +184,89 @@ static void closed_port_refused(void **state)
     h_loop_free(loop);
 }
 
+/* A unixgram server socket (not receiving yet) and a client connected to
+ * it, in a fresh directory. */
+typedef struct {
+    char dir[64];
+    csock_addr addr;
+    csock_dgram *srv, *cli;
+} unix_pair;
+
+static void unix_pair_open(csock_loop *loop, unix_pair *p)
+{
+    strcpy(p->dir, "/tmp/csock-test-XXXXXX");
+    assert_non_null(mkdtemp(p->dir));
+    char text[128];
+    snprintf(text, sizeof text, "unixgram:%s/s", p->dir);
+    CHECK_OK(csock_addr_parse(text, 0, &p->addr));
+    CHECK_OK(csock_dgram_new(loop, &p->addr, NULL, &p->srv));
+    CHECK_OK(csock_dgram_new(loop, NULL, &p->addr, &p->cli));
+}
+
+static void unix_pair_close(csock_loop *loop, unix_pair *p)
+{
+    csock_dgram_close(p->srv, NULL);
+    csock_dgram_close(p->cli, NULL);
+    h_loop_free(loop);
+    unlink(((struct sockaddr_un *)&p->addr.sa)->sun_path);
+    assert_int_equal(rmdir(p->dir), 0);
+}
+
+/* A Unix datagram can be larger than the 64 KiB receive buffer: it is
+ * reported as -EMSGSIZE, not delivered cut to 64 KiB; the next one comes
+ * through whole. */
+static void oversized_unix_datagram_is_an_error(void **state)
+{
+    csock_loop *loop = h_loop_new();
+    unix_pair p;
+    unix_pair_open(loop, &p);
+    int sz = 1 << 20;
+    setsockopt(csock_dgram_fd(p.cli), SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+    setsockopt(csock_dgram_fd(p.srv), SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+    static dg_seen ss;
+    memset(&ss, 0, sizeof ss);
+    csock_dgram_set_data(p.srv, &ss);
+    CHECK_OK(csock_dgram_recv_start(p.srv, dg_recv));
+    static char big[100000];
+    memset(big, 'b', sizeof big);
+    CHECK_OK(csock_dgram_send(p.cli, big, sizeof big, NULL));
+    CHECK_OK(csock_dgram_send(p.cli, "after", 5, NULL));
+    RUN_UNTIL(loop, ss.count >= 1, 10000);
+    assert_int_equal(ss.err, -EMSGSIZE);
+    assert_int_equal(ss.count, 1);
+    assert_int_equal(ss.len, 5); /* the only datagram delivered */
+    assert_memory_equal(ss.buf, "after", 5);
+    unix_pair_close(loop, &p);
+}
+
+static int received;
+static void count_recv(csock_dgram *d, int status, const char *buf, size_t len, const csock_addr *from)
+{
+    if (status == 0) received++;
+}
+
+/* The queue holds at most 1 MiB: a length that would wrap the check
+ * (queued + len past SIZE_MAX) is refused like any other that does not
+ * fit, and the queue still delivers what it holds. */
+static void send_queue_bound_does_not_wrap(void **state)
+{
+    csock_loop *loop = h_loop_new();
+    unix_pair p;
+    unix_pair_open(loop, &p);
+    /* The server does not read: its socket fills, then the client's queue. */
+    static char kb[1024];
+    int sent = 0, rc;
+    while ((rc = csock_dgram_send(p.cli, kb, sizeof kb, NULL)) == 0 && sent < 4096) sent++;
+    assert_int_equal(rc, -ENOBUFS); /* queue full: between 1 MiB - 1023 and 1 MiB queued */
+    /* queued + len wraps to at most 2 KiB: the old check let it in. */
+    size_t len = (size_t)0 - ((1u << 20) - 2048);
+    assert_int_equal(csock_dgram_send(p.cli, kb, len, NULL), -ENOBUFS);
+    received = 0;
+    CHECK_OK(csock_dgram_recv_start(p.srv, count_recv));
+    RUN_UNTIL(loop, received == sent, 10000);
+    unix_pair_close(loop, &p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -191,6 +275,8 @@ int main(void)
         cmocka_unit_test(unixgram_autobound_client),
         cmocka_unit_test(big_datagram_arrives_whole),
         cmocka_unit_test(closed_port_refused),
+        cmocka_unit_test(oversized_unix_datagram_is_an_error),
+        cmocka_unit_test(send_queue_bound_does_not_wrap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,12 +1,17 @@
 /* The multi-core server (csock_server_*): echo on two loops over TCP and a
  * Unix socket, the connection count, a stop from another thread, max_conns
- * across loops, a graceful drain that delivers data in flight, and the drain
- * timeout closing a client that never reads.
+ * across loops, a graceful drain that delivers data in flight, the drain
+ * timeout closing a client that never reads, a port another process holds
+ * (refused unless sharing is asked for), and set-up failures that leave
+ * nothing open.
  *
  * The server runs on its own thread (csock_server_run blocks); the test
  * thread is the client with plain blocking sockets, each bounded by
- * SO_RCVTIMEO so a bug fails the test instead of hanging it. Built also
- * under ThreadSanitizer (label tsan). */
+ * SO_RCVTIMEO so a bug fails the test instead of hanging it. The server's
+ * callbacks report what happened (a connection counted or closed, a reply
+ * queued that the client will not read, a loop draining) through a
+ * condition variable the test thread waits on, with a deadline: no sleeps.
+ * Built also under ThreadSanitizer (label tsan). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -16,6 +21,7 @@
 #include "csock/csock.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -24,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -41,6 +48,47 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* ---- events from the server's threads -------------------------------------------- */
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    unsigned drained;  /* loops that began draining */
+    unsigned stuck;    /* replies queued past the high watermark: reading paused */
+} ev = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+
+#define HIGH_WATERMARK (256u << 10) /* the streams' default */
+
+/* Called after the state a waiter looks at has changed. */
+static void notify(void)
+{
+    pthread_mutex_lock(&ev.lock);
+    pthread_cond_broadcast(&ev.cond);
+    pthread_mutex_unlock(&ev.lock);
+}
+
+static void bump(unsigned *counter)
+{
+    pthread_mutex_lock(&ev.lock);
+    (*counter)++;
+    pthread_cond_broadcast(&ev.cond);
+    pthread_mutex_unlock(&ev.lock);
+}
+
+/* Wait until cond(arg) holds, for at most 10 s. */
+static void wait_until(int (*cond)(void *arg), void *arg, const char *what)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 10;
+    pthread_mutex_lock(&ev.lock);
+    int rc = 0;
+    while (!cond(arg) && rc != ETIMEDOUT) rc = pthread_cond_timedwait(&ev.cond, &ev.lock, &deadline);
+    int ok = cond(arg);
+    pthread_mutex_unlock(&ev.lock);
+    if (!ok) fail_msg("timed out waiting for %s", what);
+}
+
 /* ---- the server side: echo ---------------------------------------------------- */
 
 static size_t on_echo(csock_stream *s, int status, const char *buf, size_t len)
@@ -54,14 +102,21 @@ static size_t on_echo(csock_stream *s, int status, const char *buf, size_t len)
         return len;
     }
     if (csock_stream_write(s, buf, len) < 0) csock_stream_close(s, NULL);
+    else if (csock_stream_write_queue_size(s) > HIGH_WATERMARK) bump(&ev.stuck);
     return len;
 }
+
+static void on_conn_closed(csock_stream *s) { notify(); } /* the count went down */
 
 static void on_accept(csock_listener *l, csock_stream *s, int status)
 {
     if (status < 0) return; /* accept errors: the listener keeps going */
+    csock_stream_on_close(s, on_conn_closed);
+    notify(); /* counted already */
     if (csock_stream_read_start(s, on_echo) < 0) csock_stream_close(s, NULL);
 }
+
+static void on_loop_drain(csock_server *srv, csock_loop *loop, unsigned index) { bump(&ev.drained); }
 
 typedef struct fixture {
     csock_server *srv;
@@ -84,7 +139,10 @@ static void *run_thread(void *arg)
 static void start(fixture *f, unsigned threads, unsigned max_conns, uint64_t drain_ms, int with_unix)
 {
     memset(f, 0, sizeof *f);
-    csock_server_opts o = {.threads = threads, .max_conns = max_conns, .drain_timeout_ms = drain_ms};
+    ev.drained = 0;
+    ev.stuck = 0;
+    csock_server_opts o = {.threads = threads, .max_conns = max_conns, .drain_timeout_ms = drain_ms,
+                           .loop_drain = on_loop_drain};
     CHECK_OK(csock_server_new(&f->srv, &o));
     assert_int_equal(csock_server_threads(f->srv), threads);
     csock_addr a;
@@ -128,10 +186,13 @@ static void join(fixture *f, double limit)
 
 /* ---- the client side: blocking sockets with timeouts ---------------------------- */
 
-static int client(const csock_addr *a)
+/* rcvbuf: 0, or a small receive buffer (set before connecting, so the
+ * window stays small) for a client whose replies must pile up server-side. */
+static int client_rcvbuf(const csock_addr *a, int rcvbuf)
 {
     int fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     assert_true(fd >= 0);
+    if (rcvbuf) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     struct timeval tv = {.tv_sec = 10};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
@@ -139,6 +200,8 @@ static int client(const csock_addr *a)
         fail_msg("connect: %s", strerror(errno));
     return fd;
 }
+
+static int client(const csock_addr *a) { return client_rcvbuf(a, 0); }
 
 static void send_all(int fd, const void *buf, size_t len)
 {
@@ -184,16 +247,28 @@ static void echo_once(int fd, unsigned tag)
     assert_memory_equal(in, out, (size_t)n);
 }
 
+typedef struct {
+    csock_server *srv;
+    unsigned want;
+} conns_wanted;
+
+static int conns_reached(void *arg)
+{
+    conns_wanted *w = arg;
+    return csock_server_conns(w->srv) == w->want;
+}
+
 /* Wait (bounded) for the server's connection count to reach `want`. */
 static void wait_conns(csock_server *srv, unsigned want)
 {
-    double t0 = now_s();
-    while (csock_server_conns(srv) != want) {
-        if (now_s() - t0 > 10)
-            fail_msg("csock_server_conns: %u, want %u", csock_server_conns(srv), want);
-        usleep(2000);
-    }
+    conns_wanted w = {srv, want};
+    char what[64];
+    snprintf(what, sizeof what, "%u connection(s)", want);
+    wait_until(conns_reached, &w, what);
 }
+
+static int all_draining(void *arg) { return ev.drained == csock_server_threads(arg); }
+static int reply_stuck(void *arg) { return ev.stuck; }
 
 /* ---- tests ------------------------------------------------------------------------ */
 
@@ -299,6 +374,20 @@ static void big_sndbuf(int fd)
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
 }
 
+/* A client that sends 4 MiB and never reads: once the server's reply queue
+ * passes the high watermark it stops reading, and nothing moves again. */
+static int stuck_client(fixture *f)
+{
+    int fd = client_rcvbuf(&f->tcp, 4096);
+    big_sndbuf(fd);
+    echo_once(fd, 1);
+    char *out = pattern(4u << 20, 7);
+    send_all(fd, out, 4u << 20);
+    free(out);
+    wait_until(reply_stuck, NULL, "a reply queue past the high watermark");
+    return fd;
+}
+
 /* Drain: clients that sent 1 MiB and have not read the echo yet get every
  * byte back, then EOF, after the stop; then run returns (before the 20 s
  * drain timeout). */
@@ -320,7 +409,7 @@ static void test_drain_delivers_inflight(void **state)
     wait_conns(f.srv, N);
     double t0 = now_s();
     csock_server_stop(f.srv);
-    usleep(100 * 1000); /* let the drain begin while the echoes wait */
+    wait_until(all_draining, f.srv, "every loop draining"); /* while the echoes wait */
     for (unsigned i = 0; i < N; i++) {
         memset(in, 0, INFLIGHT);
         recv_all(fds[i], in, INFLIGHT);
@@ -341,16 +430,10 @@ static void test_drain_timeout_closes_stuck(void **state)
 {
     fixture f;
     start(&f, 2, 0, 500, 0);
-    int fd = client(&f.tcp);
-    big_sndbuf(fd);
     int idle = client(&f.tcp);
-    echo_once(fd, 1);
     echo_once(idle, 2);
-    char *out = pattern(4u << 20, 7);
-    send_all(fd, out, 4u << 20); /* never read: the echo cannot drain */
-    free(out);
+    int fd = stuck_client(&f); /* never read: the echo cannot drain */
     wait_conns(f.srv, 2);
-    usleep(200 * 1000); /* the server fills its queue */
     double t0 = now_s();
     csock_server_stop(f.srv);
     assert_int_equal(recv_eof(idle), 0); /* idle: closed at once */
@@ -369,20 +452,105 @@ static void test_second_stop_is_immediate(void **state)
 {
     fixture f;
     start(&f, 2, 0, 20000, 0);
-    int fd = client(&f.tcp);
-    big_sndbuf(fd);
-    echo_once(fd, 1);
-    char *out = pattern(4u << 20, 9);
-    send_all(fd, out, 4u << 20);
-    free(out);
-    usleep(100 * 1000);
+    int fd = stuck_client(&f);
     double t0 = now_s();
     csock_server_stop(f.srv);
-    usleep(100 * 1000);
+    wait_until(all_draining, f.srv, "every loop draining");
     csock_server_stop(f.srv);
     join(&f, 5);
     assert_true(f.run_returned - t0 < 3.0);
     close(fd);
+}
+
+/* Open descriptors, without opening one (the limit may be lowered). */
+static int count_fds(void)
+{
+    int n = 0;
+    for (int fd = 0; fd < 65536; fd++) n += fcntl(fd, F_GETFD) != -1;
+    return n;
+}
+
+/* A plain listening socket with SO_REUSEPORT, as another server's loops
+ * have: the "foreign holder" of a port. */
+static int foreign_listener(csock_addr *a)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+    assert_true(fd >= 0);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof sin;
+    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+    assert_int_equal(listen(fd, 16), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+    CHECK_OK(csock_addr_parse("tcp://127.0.0.1:0", CSOCK_ADDR_NUMERIC, a));
+    csock_addr_set_port(a, ntohs(sin.sin_port));
+    return fd;
+}
+
+/* A port another process listens on is refused (-EADDRINUSE, nothing left
+ * open), whatever the number of loops; the loops' own SO_REUSEPORT used to
+ * let every server of two or more loops join it silently. With `reuseport`
+ * the server shares the port, on purpose. */
+static void test_busy_port_refused_unless_shared(void **state)
+{
+    csock_addr a, bound;
+    int holder = foreign_listener(&a);
+    csock_server *srv;
+    for (unsigned threads = 1; threads <= 3; threads++) {
+        csock_server_opts o = {.threads = threads};
+        CHECK_OK(csock_server_new(&srv, &o));
+        int fds = count_fds();
+        assert_int_equal(csock_server_listen(srv, &a, on_accept, NULL), -EADDRINUSE);
+        assert_int_equal(count_fds(), fds);
+        csock_server_free(srv);
+    }
+    csock_server_opts o = {.threads = 2, .reuseport = 1};
+    CHECK_OK(csock_server_new(&srv, &o));
+    CHECK_OK(csock_server_listen(srv, &a, on_accept, NULL));
+    CHECK_OK(csock_server_addr(srv, 0, &bound));
+    assert_int_equal(csock_addr_port(&bound), csock_addr_port(&a));
+    csock_server_free(srv);
+    close(holder);
+}
+
+/* Out of descriptors part way through an endpoint's set-up (three loops,
+ * a socket each): every failed csock_server_listen leaves no listener and
+ * no fd behind (they used to stay open, in the slot the next endpoint
+ * takes), and the endpoint that finally works is endpoint 0 and serves. */
+static void test_failed_listen_leaves_nothing(void **state)
+{
+    fixture f;
+    memset(&f, 0, sizeof f);
+    csock_server_opts o = {.threads = 3};
+    CHECK_OK(csock_server_new(&f.srv, &o));
+    CHECK_OK(csock_addr_parse("tcp://127.0.0.1:0", CSOCK_ADDR_NUMERIC, &f.tcp));
+    struct rlimit old, lim;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+    int fds = count_fds(), rc = -EMFILE, refused = 0;
+    /* New fds take the lowest free numbers below the limit: a limit just
+     * past the k-th free number leaves room for exactly k. */
+    for (int fd = 0; fd < 65536 && rc == -EMFILE; fd++) {
+        if (fcntl(fd, F_GETFD) != -1) continue;
+        lim = old;
+        lim.rlim_cur = (rlim_t)fd; /* room for the free numbers below fd */
+        assert_int_equal(setrlimit(RLIMIT_NOFILE, &lim), 0);
+        rc = csock_server_listen(f.srv, &f.tcp, on_accept, NULL);
+        assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+        if (rc != -EMFILE) break;
+        assert_int_equal(count_fds(), fds);
+        refused++;
+    }
+    CHECK_OK(rc);
+    printf("listen on 3 loops: refused at %d descriptor limits\n", refused);
+    CHECK_OK(csock_server_addr(f.srv, 0, &f.tcp));
+    assert_int_equal(pthread_create(&f.th, NULL, run_thread, &f), 0);
+    for (unsigned i = 0; i < 6; i++) {
+        int fd = client(&f.tcp);
+        echo_once(fd, i);
+        close(fd);
+    }
+    csock_server_stop(f.srv);
+    join(&f, 5);
 }
 
 int main(void)
@@ -394,6 +562,8 @@ int main(void)
         cmocka_unit_test(test_drain_delivers_inflight),
         cmocka_unit_test(test_drain_timeout_closes_stuck),
         cmocka_unit_test(test_second_stop_is_immediate),
+        cmocka_unit_test(test_busy_port_refused_unless_shared),
+        cmocka_unit_test(test_failed_listen_leaves_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
