@@ -106,7 +106,13 @@ static void stream_failed(server *srv, csock_stream *s, int status)
         log_peer(srv, s, "dropped");
         cli_warn("  reason: %s", csock_strerror(status));
     }
-    csock_stream_close(s, on_closed);
+    /* An oversized line: the replies to the lines before it still go out
+     * (end keeps what the socket has not taken yet); any other error
+     * leaves nothing worth sending. */
+    if (status == CSOCK_ETOOBIG)
+        csock_stream_end(s, on_closed);
+    else
+        csock_stream_close(s, on_closed);
 }
 
 /* Line services: the message is the line with its ending (kept, so CRLF
@@ -282,6 +288,16 @@ int cli_serve(int argc, char **argv)
     for (int i = optind; i < argc; i++) {
         csock_addr a;
         cli_addr(argv[i], CSOCK_ADDR_PASSIVE, &a);
+    }
+    if (srv.tls_opts.given) {
+        /* A certificate given for no tls:// address would be ignored in silence. */
+        int any_tls = 0;
+        for (int i = optind; i < argc; i++) {
+            csock_addr a;
+            cli_addr(argv[i], CSOCK_ADDR_PASSIVE, &a);
+            any_tls |= a.scheme == CSOCK_TLS;
+        }
+        if (!any_tls) cli_die(CLI_USAGE, "serve: --%s needs a tls:// address", srv.tls_opts.first);
     }
     cli_raise_nofile();
     if (!so.drain_timeout_ms) so.drain_timeout_ms = 1; /* 0 means: do not wait */

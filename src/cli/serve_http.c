@@ -44,6 +44,9 @@ static const char http_usage[] =
     "  --drain-timeout SECS    on SIGINT/SIGTERM, stop accepting, let answers\n"
     "                          finish, close what is left after SECS (default 10);\n"
     "                          a second signal closes everything at once\n"
+    "  --reuse-port            share each port with another server already on it\n"
+    "                          (a restart without downtime; both need it).\n"
+    "                          Without it a port in use is an error\n"
     "  -h, --help              this help\n"
     "\n"
     "Exit status: 0 after a signal-driven stop, 1 on a runtime error (port in\n"
@@ -175,6 +178,7 @@ int cli_serve_http(int argc, char **argv)
         {"max-conns", required_argument, NULL, 'm'},
         {"threads", required_argument, NULL, 't'},
         {"drain-timeout", required_argument, NULL, 'D'},
+        {"reuse-port", no_argument, NULL, 'P'},
         CLI_TLS_LONGOPTS,
         {0, 0, 0, 0},
     };
@@ -197,6 +201,7 @@ int cli_serve_http(int argc, char **argv)
         case 'm': sopts.max_conns = (unsigned)cli_ulong("--max-conns", optarg, 1u << 24); break;
         case 't': sopts.threads = (unsigned)cli_ulong("--threads", optarg, 1024); break;
         case 'D': sopts.drain_timeout_ms = cli_seconds("--drain-timeout", optarg); break;
+        case 'P': sopts.reuseport = 1; break;
         default:
             if (cli_tls_option(&a.tls_opts, c, optarg)) break;
             cli_bad_option("serve http", c, optopt, argv[optind - 1]);
@@ -213,6 +218,9 @@ int cli_serve_http(int argc, char **argv)
         if (!csock_addr_is_stream(&addr))
             cli_die(CLI_USAGE, "serve http: %s: HTTP needs a stream address", argv[i]);
     }
+    /* A certificate given for no tls:// address would be ignored in silence. */
+    if (a.tls_opts.given && !a.tls)
+        cli_die(CLI_USAGE, "serve http: --%s needs a tls:// address", a.tls_opts.first);
     /* Open DIR now, for a one-line error before anything listens. Only a
      * DIR that is missing or not a directory is a wrong argument. */
     int rc = csock_http_static_new(dir, &a.so, &a.root);

@@ -90,6 +90,52 @@ def test_reuse_port_refused_by_a_plain_listener():
         holder.close()
 
 
+def test_serve_http_busy_port_and_reuse_port():
+    """serve http follows the same rule: a port in use is exit 1, and with
+    --reuse-port on both it shares (and answers HTTP there)."""
+    import tempfile
+    import urllib.request
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, "f.txt"), "w") as f:
+            f.write("from http\n")
+        up = Server("upper", "tcp://127.0.0.1:0", opts=("--reuse-port",))
+        try:
+            port = up.endpoints[0].port
+            p = Proc([BIN, "serve", "http", d, "tcp://127.0.0.1:%d" % port])
+            try:
+                rc = p.wait(15)
+            finally:
+                p.stop(signal.SIGKILL)
+            err = p.stderr()
+            check_eq(rc, 1, "serve http on a busy port (stderr %r)" % err)
+            check("address already in use" in err.lower(), "the reason: %r" % err)
+            h = Proc([BIN, "serve", "http", d, "tcp://127.0.0.1:%d" % port, "--reuse-port"])
+            try:
+                line = h.read_line(15)
+                check_eq(line, "listening tcp://127.0.0.1:%d" % port, "serve http joined the port")
+                up.finish()
+                # upper is gone: every connection now reaches serve http
+                # (its listener was bound before upper stopped).
+                body = urllib.request.urlopen("http://127.0.0.1:%d/f.txt" % port, timeout=T(10)).read()
+                check_eq(body, b"from http\n", "served by serve http")
+            finally:
+                h.stop(signal.SIGTERM)
+        finally:
+            if up.alive():
+                up.stop(signal.SIGKILL)
+
+
+def test_tls_option_without_tls_address():
+    """A certificate for no tls:// address would be ignored: a wrong argument."""
+    for argv in (["serve", "echo", "tcp://127.0.0.1:0", "--cert", "c.pem"],
+                 ["serve", "http", ".", "tcp://127.0.0.1:0", "--key", "k.pem"]):
+        p = Proc([BIN] + argv)
+        rc = p.wait(10)
+        err = p.stderr()
+        check_eq(rc, 2, "%s: status (stderr %r)" % (argv, err))
+        check(err.count("\n") == 1 and "needs a tls:// address" in err, err)
+
+
 def test_help_documents_reuse_port():
     p = Proc([BIN, "serve", "--help"])
     out = p.read_to_eof(10).decode()
