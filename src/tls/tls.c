@@ -523,7 +523,8 @@ static void f_shutdown(csock_stream *s)
     ERR_clear_error();
     SSL_shutdown(c->ssl); /* queues close_notify; we do not wait for the peer's */
     ERR_clear_error();
-    flush_out(c);
+    int rc = flush_out(c);
+    if (rc < 0) csock__stream_fail(s, rc); /* a close_notify lost would read as truncation */
 }
 
 static void f_free(csock_stream *s)
@@ -648,8 +649,13 @@ int csock_tls_wrap(csock_stream *s, csock_tls_ctx *ctx, const char *host, csock_
         ERR_clear_error();
         int r = SSL_do_handshake(c->ssl);
         int e = SSL_get_error(c->ssl, r);
-        flush_out(c);
-        if (e != SSL_ERROR_WANT_READ) {
+        /* The ClientHello has left OpenSSL's BIO: if the stream cannot queue
+         * it, it is gone, and the handshake would wait for an answer that
+         * cannot come. Fail the stream instead (reported through hs_read). */
+        int frc = flush_out(c);
+        if (frc < 0) {
+            csock__stream_fail(s, frc);
+        } else if (e != SSL_ERROR_WANT_READ) {
             set_reason(c, e);
             csock__stream_fail(s, CSOCK_ETLS); /* reported through hs_read */
         } else {
