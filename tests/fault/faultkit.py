@@ -36,6 +36,7 @@ SAN_ENV = {
 }
 
 _FRAME = re.compile(r"#\d+ 0x[0-9a-f]+ in (\S+) (\S+)")
+_SOURCE = re.compile(r"\.[ch]:\d+")     # a symbolized frame, not "(binary+0x...)"
 
 
 def sanitizer_env(extra=None):
@@ -64,7 +65,8 @@ def site_of(text):
     sources, src/ or tests/ (the shims themselves never): where a crash
     happened, or which code made a leaked allocation."""
     for fn, where in _FRAME.findall(text):
-        if ("/src/" in where or "/tests/" in where) and "/tests/fault/" not in where:
+        if (("/src/" in where or "/tests/" in where) and "/tests/fault/" not in where
+                and _SOURCE.search(where)):
             return fn
     m = re.search(r"(\S+\.c):\d+:\d+: runtime error", text)
     return m.group(1).rsplit("/", 1)[-1] if m else "unknown"

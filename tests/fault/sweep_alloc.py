@@ -8,7 +8,11 @@ Swept:
         (CSOCK_TEST_ONLY); an assertion failing because an allocation failed
         is fine, a crash, a sanitizer report or a hang is not. Leaks count
         only when the case still passed: a case that failed an assertion
-        abandons its objects by design.
+        abandons its objects by design. A failure of the test program's own
+        allocation is not swept (not the library's). A case whose RUN_UNTIL
+        gave up is a "stall": the library may have swallowed the failure,
+        or the test waited for what the refusal removed (triage in
+        known.txt).
   cli   csock serve echo|upper|discard|chat|http (start, one client
         exchange, SIGTERM), csock connect, csock listen. Each must exit
         (bounded) without a crash, sanitizer or leak report; status 2 (a
@@ -26,6 +30,7 @@ import argparse
 import concurrent.futures
 import os
 import random
+import re
 import signal
 import socket
 import sys
@@ -70,6 +75,16 @@ def repro(env, argv):
 
 # ---- unit tests ----------------------------------------------------------
 
+# Cases not swept: a test that waits without a deadline turns every refusal
+# on its path into a full-timeout hang that says nothing new.
+SKIP_CASES = {
+    # its loop runs until the last of 40000 posts arrives: a refused post
+    # (-ENOMEM, as documented) hangs it; csock_loop_post's failure is swept
+    # through `csock serve` (SIGTERM) instead
+    "test_post.posts_from_four_threads",
+}
+
+
 def unit_cases(build, only, skip):
     tdir = os.path.join(build, "tests")
     for prog in sorted(os.listdir(tdir)):
@@ -81,6 +96,8 @@ def unit_cases(build, only, skip):
         st, out, _ = faultkit.run([path], faultkit.sanitizer_env({"CSOCK_TEST_LIST": "1"}), 30)
         for case in out.decode().split():
             name = "%s.%s" % (prog, case)
+            if name in SKIP_CASES:
+                continue
             if not only or only in name:
                 yield name, [path], {"CSOCK_TEST_ONLY": case}
 
@@ -93,8 +110,21 @@ def unit_run(argv, name):
         if "Test failed with exception" in out:    # cmocka caught a signal
             err += "\n" + out[out.index("Test failed"):][:80]
             st = -11
-        return faultkit.classify(st, err, name, leaks_count=passed)
+        o = faultkit.classify(st, err, name, leaks_count=passed)
+        m = STALL.search(out + err)
+        if not o.bad and m and o.alloc:
+            # RUN_UNTIL gave up: what the test waited for never happened.
+            # Either the library swallowed the failure (no error reached a
+            # callback) or the test waits for something the refusal rightly
+            # removed; known.txt says which.
+            o = faultkit.Outcome("stall", o.alloc[0].split(" ", 2)[1],
+                                 "waited for " + m.group(1), err, st)
+            o.alloc = faultkit.split_trace(err)[0]
+        return o
     return run_one
+
+
+STALL = re.compile(r"timed out waiting for (.*)")
 
 
 # ---- the CLI -------------------------------------------------------------
