@@ -43,7 +43,8 @@ for t in $TARGETS; do
     else
         status=FAILED
         failed=1
-        grep -E "check failed|ERROR|SUMMARY|#[0-9]+ 0x.* in " "$log" | head -20 >&2
+        { grep -E "check failed|ERROR|SUMMARY|#[0-9]+ 0x.* in " "$log" || tail -5 "$log"; } |
+            head -20 >&2
         echo "fuzz.sh: fuzz_$t failed; reproduce: $BUILD/fuzz/fuzz_$t" \
              "$(ls -t "$BUILD/artifacts/$t-"* 2>/dev/null | head -1)  (log: $log)" >&2
     fi
