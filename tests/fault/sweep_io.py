@@ -51,6 +51,9 @@ IO_SKIP = {
         # and raw_peer_io() drops read interest when its last write happens
         # in a callback without READABLE: the test stalls (FINDINGS.md)
         "backpressure_bounds_queue",
+        # counts read callbacks, one per write of 3-4 bytes: a short write
+        # splits one into two reads (the bytes still arrive whole)
+        "accumulate_until_whole",
     ],
 }
 RESETS = (1, 3, 20, 200)     # the K-th send-side call of the process is reset
