@@ -6,7 +6,7 @@ BUILD  ?= build
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all build deps run test test-asan test-tsan install bench clean fuzz
+.PHONY: all build deps run test test-asan test-tsan install bench clean fuzz build-fault test-fault
 
 all: build
 
@@ -44,10 +44,27 @@ install: build
 bench: deps build
 	sh bench/run.sh
 
-# The HTTP parser's libFuzzer target, from the committed seed corpus, for
-# FUZZ_SECONDS (default 60).
+# Every libFuzzer target (fuzz/fuzz_*.c), each from its committed seed
+# corpus for FUZZ_SECONDS (default 60); FUZZ_TARGETS="frame stream" for some.
 fuzz: deps
 	sh scripts/fuzz.sh
 
+# Fault injection (tests/fault/): csock and the unit tests built with ASan +
+# UBSan and the allocation-failure and syscall shims, then the two sweeps.
+# FAULT_ALLOC / FAULT_IO hold their options (see each script's --help);
+# findings not on tests/fault/known.txt fail the target.
+FAULT_ALLOC ?= --part cli --backends epoll,uring --full 64
+FAULT_ALLOC_UNIT ?= --part unit --backends epoll --full 12 --sample 4
+FAULT_IO ?= --backends epoll,poll --seeds 2
+build-fault: deps
+	$(MAKE) build BUILD=build-fault CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -DCSOCK_SANITIZE=address,undefined -DCSOCK_FAULT_INJECT=ON"
+
+test-fault: build-fault
+	@rc=0; \
+	/usr/bin/python3 tests/fault/sweep_alloc.py --build build-fault $(FAULT_ALLOC) || rc=1; \
+	/usr/bin/python3 tests/fault/sweep_alloc.py --build build-fault $(FAULT_ALLOC_UNIT) || rc=1; \
+	/usr/bin/python3 tests/fault/sweep_io.py --build build-fault $(FAULT_IO) || rc=1; \
+	exit $$rc
+
 clean:
-	rm -rf build build-asan build-tsan build-fuzz
+	rm -rf build build-asan build-tsan build-fuzz build-fault

@@ -10,7 +10,10 @@ Python 3 stdlib only. What it gives the test files:
   - Proc: a long-lived child (a peer tool or csock connect) in its own group.
   - rss_kib(pid), nfds(pid): read from /proc.
   - main(): run every test_* function of the calling module in order, print
-    one line per test and a final `N passed, M failed`; exit 1 on a failure.
+    one line per test and a final `N passed, M failed, K skipped`; exit 1 on
+    a failure, 77 (ctest: skipped) when every test skipped.
+  - have(tool) / need(tool...): a test that asks for a peer tool that is
+    missing is reported as "skip NAME: TOOL not installed", never as passed.
 
 Every child runs in its own session, is remembered, and is killed (the
 whole group) at exit, so a failing test never leaves processes behind.
@@ -476,8 +479,27 @@ def stream_exchange(ep, data, timeout=10):
         return recv_all(s)
 
 
+class Skipped(Exception):
+    """Raised by need(): the test cannot run here (a peer tool is missing)."""
+
+
+_missing = set()    # peer tools have() did not find during the current test
+
+
 def have(tool):
-    return shutil.which(tool) is not None
+    """Whether a peer tool is installed. A test that asks for a missing one
+    is reported as skipped, not passed (nor failed because of it)."""
+    if shutil.which(tool) is not None:
+        return True
+    _missing.add(tool)
+    return False
+
+
+def need(*tools):
+    """Skip the current test unless every tool is installed."""
+    missing = [t for t in tools if not have(t)]
+    if missing:
+        raise Skipped("%s not installed" % ", ".join(missing))
 
 
 def closed_tcp_port(family=socket.AF_INET):
@@ -505,22 +527,44 @@ def main(namespace=None):
         print("csock binary not found at %s (set CSOCK_BIN)" % BIN)
         print("0 passed, 1 failed")
         sys.exit(1)
-    passed = failed = 0
+    passed = failed = skipped = 0
     print("# csock: %s%s" % (BIN, " (sanitized)" if SANITIZED else ""), flush=True)
     for name, fn in tests:
         t0 = time.monotonic()
+        _missing.clear()
         try:
             fn()
-        except Exception:
-            failed += 1
-            print("FAIL %s (%.2fs)" % (name, time.monotonic() - t0))
-            print("  " + traceback.format_exc().replace("\n", "\n  "), flush=True)
+        except Skipped as e:
+            skipped += 1
+            print("skip %s: %s" % (name, e), flush=True)
+        except Exception as e:
+            if _missing and _about_missing(e):
+                skipped += 1
+                print("skip %s: %s not installed" % (name, ", ".join(sorted(_missing))),
+                      flush=True)
+            else:
+                failed += 1
+                print("FAIL %s (%.2fs)" % (name, time.monotonic() - t0))
+                print("  " + traceback.format_exc().replace("\n", "\n  "), flush=True)
         else:
-            passed += 1
-            print("ok   %s (%.2fs)" % (name, time.monotonic() - t0), flush=True)
+            if _missing:    # it passed without the tool it asked for
+                skipped += 1
+                print("skip %s: %s not installed" % (name, ", ".join(sorted(_missing))),
+                      flush=True)
+            else:
+                passed += 1
+                print("ok   %s (%.2fs)" % (name, time.monotonic() - t0), flush=True)
         _cleanup_between_tests()
-    print("%d passed, %d failed" % (passed, failed), flush=True)
-    sys.exit(1 if failed else 0)
+    print("%d passed, %d failed, %d skipped" % (passed, failed, skipped), flush=True)
+    # 77: ctest's SKIP_RETURN_CODE, so a file whose tests all skipped shows
+    # as "Not Run (Skipped)" instead of passing.
+    sys.exit(1 if failed else 77 if skipped and not passed else 0)
+
+
+def _about_missing(exc):
+    """A failure that only says a tool is missing (check(have(t), "t not
+    installed")): a skip."""
+    return isinstance(exc, TestFailure) and any(t in str(exc) for t in _missing)
 
 
 def _cleanup_between_tests():
