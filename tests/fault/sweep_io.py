@@ -49,7 +49,7 @@ IO_SKIP = {
         "close_right_after_failed_write",
         # its raw peer is a non-blocking socket the interposer faults too,
         # and raw_peer_io() drops read interest when its last write happens
-        # in a callback without READABLE: the test stalls (FINDINGS.md)
+        # in a callback without READABLE: the test stalls (tests/fault/FINDINGS.md)
         "backpressure_bounds_queue",
         # counts read callbacks, one per write of 3-4 bytes: a short write
         # splits one into two reads (the bytes still arrive whole)
