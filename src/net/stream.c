@@ -924,13 +924,17 @@ static int send_queue(csock_stream *s)
             if (ring_send(s) < 0) return 0;
             break; /* its completion goes on */
         }
-        if (c->kind == W_FILE) {
+        int file = c->kind == W_FILE;
+        size_t want = 0;
+        if (file) {
             r = send_file(s, c);
         } else {
             struct iovec iov[IOV_MAX_BATCH];
             int n = 0;
-            for (wchunk *x = c; x && x->kind != W_FILE && n < IOV_MAX_BATCH; x = x->next)
+            for (wchunk *x = c; x && x->kind != W_FILE && n < IOV_MAX_BATCH; x = x->next) {
                 iov[n++] = (struct iovec){(void *)x->p, x->len};
+                want += x->len;
+            }
             r = send_iov(s, iov, n);
         }
         if (r < 0) {
@@ -941,10 +945,13 @@ static int send_queue(csock_stream *s)
         }
         advance(s, (size_t)r);
         if (s->h.closing) return 0; /* a release callback closed it */
-        if (s->wq_head && s->wq_head->len) {
-            /* A short write: the socket buffer is full, wait for POLLOUT. */
-            if (s->wq_head->kind != W_FILE || r == 0) break;
-        }
+        /* A short write: the socket buffer is full, wait for POLLOUT. Judge
+         * by what this call was given, not by what is left: when a file
+         * part is done and bytes follow (a multipart answer), go on to them.
+         * (A ring stream has no POLLOUT to wait for: stopping there left
+         * the rest of the queue unsent.) A file may be sent in several
+         * calls: only one that took nothing means the socket is full. */
+        if (file ? r == 0 : (size_t)r < want) break;
     }
     return 1;
 }
