@@ -17,11 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define CHECK_OK(expr)                                                                   \
-    do {                                                                                 \
-        int rc_ = (expr);                                                                \
-        if (rc_ < 0) fail_msg("%s: %s", #expr, csock_strerror(rc_));                     \
-    } while (0)
+#include "helpers.h" /* CHECK_OK, RUN_UNTIL, h_now_ms */
 
 static char certdir[512];
 
@@ -309,7 +305,7 @@ static void test_framing(void **state)
     client c = {.out = out, .out_len = cap, .framing = srv.framing};
     csock_tls_ctx *ctx = client_ctx("ca.pem", NULL, NULL, NULL);
     client_start(&c, loop, ctx, &srv.addr);
-    for (int i = 0; i < 200000 && c.nmsgs < 200; i++) csock_loop_run(loop, CSOCK_RUN_ONCE);
+    RUN_UNTIL(loop, c.nmsgs >= 200, 20000);
     assert_int_equal(c.nmsgs, 200);
     assert_int_equal(c.in_len, cap - 200 * 4);
     csock_stream_end(c.s, cli_closed);
@@ -449,8 +445,12 @@ static csock_stream *idle_client(csock_loop *loop, server *srv, csock_tls_ctx *c
     CHECK_OK(csock_tls_connect(loop, &srv->addr, ctx, NULL, cli_file_hs, r, &cs));
     CHECK_OK(csock_timer_new(loop, t));
     CHECK_OK(csock_timer_start(*t, tick, 5, 5));
-    while (r->status == 1 || !srv->last) csock_loop_run(loop, CSOCK_RUN_ONCE);
+    /* Bounded: a handshake that fails (the fault sweep's ENOMEM) ends the
+     * wait as a failed check, not a hang. */
+    uint64_t end = h_now_ms() + 20000;
+    while ((r->status == 1 || !srv->last) && h_now_ms() < end) csock_loop_run(loop, CSOCK_RUN_ONCE);
     assert_int_equal(r->status, 0);
+    assert_non_null(srv->last);
     return cs;
 }
 
