@@ -315,7 +315,7 @@ typedef struct csock_server_opts {
 } csock_server_opts;
 
 /* Create a server with its loops (not yet running). */
-int csock_server_new(csock_server **out, const csock_server_opts *opts);
+int csock_server_new(const csock_server_opts *opts, csock_server **out);
 
 /* Serve a stream endpoint (tcp, unix) on every loop. With port 0 one port
  * is picked and every loop shares it. -EADDRINUSE when another socket
