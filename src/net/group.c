@@ -6,6 +6,17 @@
 
 #include "net/stream_int.h"
 
+csock__conn_group *csock__group_new(atomic_uint *shared)
+{
+    csock__conn_group *g = calloc(1, sizeof *g);
+    if (!g) return NULL;
+    g->refs = 1; /* the caller's */
+    g->shared = shared;
+    return g;
+}
+
+void csock__group_ref(csock__conn_group *g) { g->refs++; }
+
 void csock__group_release(csock__conn_group *g)
 {
     if (g && --g->refs == 0) free(g);
@@ -27,6 +38,33 @@ int csock__group_reserve(csock__conn_group *g, unsigned max)
 void csock__group_unreserve(csock__conn_group *g)
 {
     if (g->shared) atomic_fetch_sub(g->shared, 1);
+}
+
+/* The stream takes the slot reserved for it and a reference: the group
+ * outlives its listener while the stream is open. */
+void csock__group_add(csock__conn_group *g, csock_stream *s)
+{
+    s->group = g;
+    g->conns++;
+    g->refs++;
+    s->gnext = g->head;
+    if (g->head) g->head->gprev = s;
+    g->head = s;
+    if (g->draining) s->flags |= F_DRAIN; /* accepted during a drain */
+}
+
+void csock__group_remove(csock_stream *s)
+{
+    csock__conn_group *g = s->group;
+    if (s->gprev)
+        s->gprev->gnext = s->gnext;
+    else
+        g->head = s->gnext;
+    if (s->gnext) s->gnext->gprev = s->gprev;
+    g->conns--;
+    if (g->shared) atomic_fetch_sub(g->shared, 1); /* the slot reserved for it */
+    s->group = NULL;
+    csock__group_release(g);
 }
 
 /* Bytes the peer sent that the kernel holds and we have not read yet: a

@@ -148,7 +148,9 @@ int csock__listen_fd(csock_loop *loop, int fd, int owned, csock_scheme scheme,
                      csock_accept_cb cb, void *data, csock_listener **out)
 {
     csock_listener *l = calloc(1, sizeof *l);
-    if (l && !group && !(group = calloc(1, sizeof *group))) {
+    if (l && group) {
+        csock__group_ref(group);
+    } else if (l && !(group = csock__group_new(NULL))) {
         free(l);
         l = NULL;
     }
@@ -156,7 +158,6 @@ int csock__listen_fd(csock_loop *loop, int fd, int owned, csock_scheme scheme,
         if (owned) close(fd);
         return -ENOMEM;
     }
-    group->refs++;
     l->group = group;
     l->owned = owned;
     l->scheme = scheme;

@@ -21,15 +21,7 @@ csock_stream *csock__stream_new(csock_loop *loop, int fd, csock__conn_group *gro
     s->max_read = DEFAULT_MAX_READ;
     s->high = DEFAULT_HIGH;
     s->low = DEFAULT_LOW;
-    s->group = group;
-    if (group) {
-        group->conns++;
-        group->refs++;
-        s->gnext = group->head;
-        if (group->head) group->head->gprev = s;
-        group->head = s;
-        if (group->draining) s->flags |= F_DRAIN;
-    }
+    if (group) csock__group_add(group, s);
     csock__stream_ring_setup(s);
     return s;
 }
@@ -326,16 +318,7 @@ void csock_stream_close(csock_stream *s, csock_stream_close_cb cb)
         close(s->w.fd);
         s->w.fd = -1;
     }
-    if (s->group) {
-        csock__conn_group *g = s->group;
-        if (s->gprev) s->gprev->gnext = s->gnext;
-        else g->head = s->gnext;
-        if (s->gnext) s->gnext->gprev = s->gprev;
-        g->conns--;
-        if (g->shared) atomic_fetch_sub(g->shared, 1);
-        csock__group_release(g);
-        s->group = NULL;
-    }
+    if (s->group) csock__group_remove(s);
     if (cb) s->close_cb = cb;
     csock__handle_close(&s->h, stream_finish);
 }
