@@ -122,6 +122,22 @@ int csock_stream_write_file(csock_stream *s, int fd, off_t offset, size_t len, i
 /* Bytes queued and not yet taken by the kernel. */
 size_t csock_stream_write_queue_size(const csock_stream *s);
 
+/* Bytes this stream has delivered to its reader and bytes of the
+ * application's data that have left for the peer (for TLS: plaintext on both
+ * sides). Either pointer may be NULL. Returns 0.
+ *   bytes_read:    input made available to the read callback (or a framed
+ *                  stream's message cutter) since the stream was made,
+ *                  whether or not the callback has consumed it yet;
+ *                  input csock_stream_end() discards counts too.
+ *   bytes_written: output the kernel has accepted (send, sendmsg, sendfile,
+ *                  an io_uring send that completed); bytes still in the
+ *                  write queue do not count. On a TLS stream, plaintext the
+ *                  TLS layer has taken to encrypt (it may hold it until the
+ *                  handshake ends); TLS's own records and handshake bytes
+ *                  never count.
+ * Both are kept while the stream lives, so a close callback may read them. */
+int csock_stream_counts(const csock_stream *s, uint64_t *bytes_read, uint64_t *bytes_written);
+
 /* Backpressure: when the stream's own write queue passes `high` bytes it
  * stops reading from its peer, and resumes when the queue falls to `low`.
  * A request/response server therefore holds at most about `high` bytes of

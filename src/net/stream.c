@@ -43,6 +43,13 @@ int csock_stream_open(csock_loop *loop, int fd, csock_stream **out)
     return 0;
 }
 
+int csock_stream_counts(const csock_stream *s, uint64_t *bytes_read, uint64_t *bytes_written)
+{
+    if (bytes_read) *bytes_read = s->bytes_in;
+    if (bytes_written) *bytes_written = s->bytes_out;
+    return 0;
+}
+
 void *csock_stream_data(const csock_stream *s) { return s->data; }
 void csock_stream_set_data(csock_stream *s, void *data) { s->data = data; }
 csock_loop *csock_stream_loop(const csock_stream *s) { return s->h.loop; }

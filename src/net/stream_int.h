@@ -116,6 +116,10 @@ struct csock_stream {
      * the idle timeout and the drain's quiet period). 32 bits keep the handle
      * small: ten thousand idle peers cost ~256 bytes each. */
     uint32_t last_io;
+    /* csock_stream_counts(): application bytes received (plaintext, made
+     * available to the read callback) and sent (taken by the kernel; on a
+     * filtered stream, taken by the filter). */
+    uint64_t bytes_in, bytes_out;
 };
 
 

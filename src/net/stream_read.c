@@ -61,7 +61,6 @@ static long reserve(csock_stream *s, size_t want, size_t slack)
 
 /* A filter decodes a whole raw read at once, which may carry a little more
  * than the room left: it may go past the maximum by FILTER_SLACK, and the
-
  * maximum is enforced before the next raw read instead (on_readable). */
 #define FILTER_SLACK (4u * CSOCK__BUF_SIZE)
 
@@ -74,6 +73,7 @@ int csock__stream_input(csock_stream *s, const char *buf, size_t len)
         size_t n = len < (size_t)room ? len : (size_t)room;
         memcpy(s->rbuf + s->roff + s->rlen, buf, n);
         s->rlen += (uint32_t)n;
+        if (s->filter) s->bytes_in += n; /* plaintext: from the filter's input() */
         buf += n;
         len -= n;
     }
@@ -185,6 +185,7 @@ void csock__stream_got_bytes(csock_stream *s, const char *raw, size_t n)
         if (st != CSOCK_EOF) return csock__stream_fail(s, st);
         return deliver_eof(s);
     }
+    if (!s->filter) s->bytes_in += n; /* a filter's plaintext: csock__stream_input */
     if (s->filter) {
         int rc = s->filter->input(s, raw, n);
         if (rc < 0 && rc != CSOCK_EOF) return csock__stream_fail(s, rc);

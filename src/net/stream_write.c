@@ -219,6 +219,7 @@ void csock__stream_advance(csock_stream *s, size_t n)
 {
     csock__stream_touch(s);
     write_clock(s);
+    if (!s->filter) s->bytes_out += n; /* a filter's raw bytes are not the app's */
     s->wq_bytes -= n;
     while (s->wq_head && (n || !s->wq_head->len)) {
         wchunk *c = s->wq_head;
@@ -297,10 +298,18 @@ static void plain_append(csock_stream *s, wchunk *c)
 
 /* Put the next piece (at most `max` bytes) of chunk c through the filter.
  * Returns the plaintext bytes taken, or an error. */
+/* Plaintext into the filter, counted as sent: the filter owns it now. */
+static int filter_write(csock_stream *s, const void *buf, size_t len)
+{
+    int rc = s->filter->write(s, buf, len);
+    if (rc >= 0) s->bytes_out += len;
+    return rc;
+}
+
 static ssize_t feed_piece(csock_stream *s, wchunk *c, size_t max)
 {
     if (c->kind != W_FILE) {
-        int rc = s->filter->write(s, c->p, max);
+        int rc = filter_write(s, c->p, max);
         if (rc < 0) return rc;
         c->p += max;
         return (ssize_t)max;
@@ -309,7 +318,7 @@ static ssize_t feed_piece(csock_stream *s, wchunk *c, size_t max)
     if (!b) return -ENOMEM;
     ssize_t r = pread(c->fd, b, max, c->off);
     if (r <= 0) r = r < 0 ? -errno : -EIO; /* EIO: the file shrank under us */
-    int rc = r > 0 ? s->filter->write(s, b, (size_t)r) : 0;
+    int rc = r > 0 ? filter_write(s, b, (size_t)r) : 0;
     csock__buf_put(s->h.loop, b);
     if (rc < 0) return rc;
     if (r > 0) c->off += r;
@@ -388,6 +397,7 @@ static ssize_t write_direct(csock_stream *s, const struct iovec *iov, int iovcnt
         return err;
     }
     csock__stream_touch(s);
+    s->bytes_out += (size_t)r;
     return r;
 }
 
@@ -408,7 +418,7 @@ static int filter_writev(csock_stream *s, const struct iovec *iov, int iovcnt, s
     int rc = 0;
     if (!plain_waits(s)) {
         for (int i = 0; i < iovcnt && rc == 0; i++)
-            if (iov[i].iov_len) rc = s->filter->write(s, iov[i].iov_base, iov[i].iov_len);
+            if (iov[i].iov_len) rc = filter_write(s, iov[i].iov_base, iov[i].iov_len);
         return rc;
     }
     wchunk *c = malloc(sizeof *c + total);
