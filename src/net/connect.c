@@ -11,7 +11,10 @@ int csock_connect(csock_loop *loop, const csock_addr *addr, const csock_connect_
                   csock_stream_cb cb, void *data, csock_stream **out)
 {
     if (!addr || !cb) return -EINVAL;
-    if (!csock_addr_is_stream(addr)) return CSOCK_ESCHEME;
+    /* tls:// needs a context to verify the peer with: csock_tls_connect().
+     * Connecting in plaintext instead would send the application's bytes
+     * in the clear to a peer that expects TLS. */
+    if (!csock_addr_is_stream(addr) || addr->scheme == CSOCK_TLS) return CSOCK_ESCHEME;
     int family = addr->sa.ss_family;
     int fd = csock__socket(family, SOCK_STREAM);
     if (fd < 0) return fd;

@@ -1451,6 +1451,21 @@ static void counts_framed(void **state)
     pair_close(&p);
 }
 
+/* tls:// is not plaintext: csock_connect refuses it (TLS goes by
+ * csock_tls_connect) and makes nothing. */
+static void tls_scheme_refused(void **state)
+{
+    csock_loop *loop = h_loop_new();
+    csock_addr a;
+    CHECK_OK(csock_addr_parse("tls://127.0.0.1:0", CSOCK_ADDR_NUMERIC, &a));
+    csock_stream *s = NULL;
+    end e = {0};
+    assert_int_equal(csock_connect(loop, &a, NULL, end_connected, &e, &s), CSOCK_ESCHEME);
+    assert_null(s);
+    assert_int_equal(csock_loop_handles(loop), 0);
+    h_loop_free(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1494,6 +1509,7 @@ int main(void)
         cmocka_unit_test(counts_socketpair),
         cmocka_unit_test(counts_exclude_queued),
         cmocka_unit_test(counts_framed),
+        cmocka_unit_test(tls_scheme_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
