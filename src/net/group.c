@@ -6,6 +6,11 @@
 
 #include "net/stream_int.h"
 
+/* A draining stream must also have been quiet this long before it ends:
+ * empty queues and an empty receive queue can be a moment between two
+ * segments of a peer that is still sending. */
+#define DRAIN_QUIET_MS 250
+
 csock__conn_group *csock__group_new(atomic_uint *shared)
 {
     csock__conn_group *g = calloc(1, sizeof *g);

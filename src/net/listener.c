@@ -13,6 +13,13 @@
 #include "net/net_int.h"
 
 #define ACCEPT_BATCH 64 /* accepts per readiness event: fairness with other I/O */
+/* With no fd in reserve, accepting pauses this long after EMFILE: long
+ * enough that a loop does not spin on the readiness, short enough that a
+ * freed descriptor is used soon. */
+#define FD_BACKOFF_MS 100
+/* listen(2)'s backlog when the caller gives none: a burst of connections
+ * waits in the kernel instead of being refused (capped by somaxconn). */
+#define DEFAULT_BACKLOG 4096
 
 struct csock_listener {
     csock__handle h;
@@ -58,7 +65,7 @@ static void shed_one(csock_listener *l)
         csock_timer_set_data(l->backoff, l);
     if (l->backoff) {
         csock__watcher_set(l->h.loop, &l->w, 0);
-        csock_timer_start(l->backoff, resume_after_backoff, 100, 0);
+        csock_timer_start(l->backoff, resume_after_backoff, FD_BACKOFF_MS, 0);
     }
 }
 
@@ -134,7 +141,7 @@ int csock__bind_listen(const csock_addr *addr, const csock_listen_opts *o)
         return rc;
     }
     if (bind(fd, (const struct sockaddr *)&addr->sa, addr->len) < 0) goto fail;
-    if (listen(fd, o && o->backlog > 0 ? o->backlog : 4096) < 0) goto fail;
+    if (listen(fd, o && o->backlog > 0 ? o->backlog : DEFAULT_BACKLOG) < 0) goto fail;
     return fd;
 fail:
     rc = -errno;

@@ -10,6 +10,20 @@
 
 #include "net/stream_int.h"
 
+/* A stream's defaults. 64 KiB of unconsumed input: four pool buffers, room
+ * for any ordinary request head or message; more is asked for with
+ * csock_stream_set_max_read. Backpressure pauses reading at 256 KiB queued
+ * (a few socket buffers' worth: the kernel is kept busy) and resumes at
+ * 64 KiB (far enough below that a pause is not undone by one write). */
+#define DEFAULT_MAX_READ (64u * 1024)
+#define DEFAULT_HIGH (256u * 1024)
+#define DEFAULT_LOW (64u * 1024)
+/* The bounds of csock_stream_set_max_read: below one page a stream would
+ * grow its buffer for every line; above 1 GiB the 32-bit offsets of the
+ * read buffer (uint32_t roff, rlen, rcap) run short. */
+#define MAX_READ_MIN 4096u
+#define MAX_READ_MAX (1u << 30)
+
 static void on_io(csock_loop *loop, csock__watcher *w, unsigned events);
 
 csock_stream *csock__stream_new(csock_loop *loop, int fd, csock__conn_group *group)
@@ -70,8 +84,8 @@ void csock_stream_set_watermarks(csock_stream *s, size_t high, size_t low)
 
 int csock_stream_set_max_read(csock_stream *s, size_t max)
 {
-    if (max < 4096) max = 4096;
-    if (max > (1u << 30)) return -EINVAL;
+    if (max < MAX_READ_MIN) max = MAX_READ_MIN;
+    if (max > MAX_READ_MAX) return -EINVAL;
     s->max_read = (uint32_t)max;
     return 0;
 }

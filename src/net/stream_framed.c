@@ -3,6 +3,11 @@
 
 #include "net/stream_int.h"
 
+/* The bytes a frame has beside its body: LP32's length header, or a line's
+ * CR LF ending (at most 2), whichever is larger. */
+#define LP32_HEADER 4
+#define FRAME_OVERHEAD LP32_HEADER
+
 /* A framed stream's one final status: EOF, a framing error or a stream
  * error (reset, timeout). A framing error leaves the stream writable: the
  * replies to the messages before it are flushed when the read callback
@@ -64,13 +69,13 @@ static size_t framed_read(csock_stream *s, int status, const char *buf, size_t l
 int csock_stream_read_framed(csock_stream *s, const csock_framing *f, csock_msg_cb cb)
 {
     if (!f || !cb || (f->kind != CSOCK_FRAME_LINE && f->kind != CSOCK_FRAME_LP32)) return -EINVAL;
-    if (f->max > UINT32_MAX - 4) return -EINVAL;
+    if (f->max > UINT32_MAX - FRAME_OVERHEAD) return -EINVAL;
     s->fkind = (unsigned char)f->kind;
     s->fkeep = f->keep_delimiter ? 1 : 0;
     s->fmax = (uint32_t)f->max;
     s->msg_cb = cb;
     s->flags |= F_FRAMED;
-    size_t need = f->max + 4; /* a whole message plus its delimiter or header */
+    size_t need = f->max + FRAME_OVERHEAD; /* a whole message with its ending or header */
     if (need > s->max_read) {
         int rc = csock_stream_set_max_read(s, need);
         if (rc < 0) return rc;
@@ -85,13 +90,13 @@ int csock_stream_write_msg(csock_stream *s, const csock_framing *f, const void *
     if (f->kind == CSOCK_FRAME_LP32 && len > UINT32_MAX) return -EMSGSIZE;
     if (len > f->max) return CSOCK_ETOOBIG;
     struct iovec iov[2];
-    unsigned char hdr[4];
+    unsigned char hdr[LP32_HEADER];
     if (f->kind == CSOCK_FRAME_LP32) {
         hdr[0] = (unsigned char)(len >> 24);
         hdr[1] = (unsigned char)(len >> 16);
         hdr[2] = (unsigned char)(len >> 8);
         hdr[3] = (unsigned char)len;
-        iov[0] = (struct iovec){hdr, 4};
+        iov[0] = (struct iovec){hdr, LP32_HEADER};
         iov[1] = (struct iovec){(void *)msg, len};
     } else {
         iov[0] = (struct iovec){(void *)msg, len};

@@ -7,19 +7,13 @@
 
 #include "net/net_int.h"
 
-#define DEFAULT_MAX_READ (64u * 1024)
-#define DEFAULT_HIGH (256u * 1024)
-#define DEFAULT_LOW (64u * 1024)
 /* How long csock_stream_end() waits for the peer's EOF once its output is
  * out, and how long it waits for a peer that takes none of that output. */
 #define LINGER_MS 2000
-/* A draining stream must also have been quiet this long before it ends:
- * empty queues and an empty receive queue can be a moment between two
- * segments of a peer that is still sending. */
-#define DRAIN_QUIET_MS 250
-#define IOV_MAX_BATCH 64
 
 enum wkind { W_MEM, W_REF, W_FILE };
+/* Where a W_MEM chunk's memory came from (wchunk.pooled). */
+enum { POOL_NONE, POOL_BIG /* CSOCK__BUF_SIZE */, POOL_SMALL /* CSOCK__SBUF_SIZE */ };
 
 typedef struct wchunk {
     struct wchunk *next;
@@ -32,7 +26,7 @@ typedef struct wchunk {
     off_t off;            /* FILE: next offset */
     unsigned char kind;
     unsigned char close_fd;
-    unsigned char pooled; /* MEM: from a loop pool (1: the 16 KiB one, 2: the small one) */
+    unsigned char pooled; /* MEM: from a loop pool (POOL_BIG, POOL_SMALL) or not (0) */
     char data[];
 } wchunk;
 

@@ -63,11 +63,19 @@ static long reserve(csock_stream *s, size_t want, size_t slack)
  * than the room left: it may go past the maximum by FILTER_SLACK, and the
  * maximum is enforced before the next raw read instead (on_readable). */
 #define FILTER_SLACK (4u * CSOCK__BUF_SIZE)
+/* Appended input asks for room this much at a time, so a large piece
+ * fills what the buffer has before it grows (by doubling, up to its
+ * maximum). */
+#define INPUT_STEP 4096u
+/* A read by readiness wants at least this much room after the unconsumed
+ * bytes: less, and a busy stream would make a syscall per few bytes; the
+ * buffer slides or grows to make it. */
+#define READ_MIN_ROOM 1024u
 
 int csock__stream_input(csock_stream *s, const char *buf, size_t len)
 {
     while (len) {
-        long room = reserve(s, len < 4096 ? len : 4096, FILTER_SLACK);
+        long room = reserve(s, len < INPUT_STEP ? len : INPUT_STEP, FILTER_SLACK);
         if (room < 0) return (int)room;
         if (room == 0) return CSOCK_ETOOBIG;
         size_t n = len < (size_t)room ? len : (size_t)room;
@@ -222,7 +230,7 @@ void csock__stream_on_readable(csock_stream *s)
         dst = raw;
         room = CSOCK__BUF_SIZE;
     } else {
-        long r = reserve(s, 1024, 0);
+        long r = reserve(s, READ_MIN_ROOM, 0);
         if (r < 0) return csock__stream_fail(s, (int)r);
         if (r == 0) {
             /* The application has not consumed a full buffer: the message is

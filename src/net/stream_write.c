@@ -10,11 +10,15 @@
 
 #include "net/stream_int.h"
 
+/* Chunks per sendmsg: well under IOV_MAX (1024), and more than a burst of
+ * pipelined replies fills; the rest goes in the next call. */
+#define IOV_MAX_BATCH 64
+
 static void chunk_free(csock_stream *s, wchunk *c)
 {
     if (c->kind == W_REF && c->release) c->release(c->ud);
     if (c->kind == W_FILE && c->close_fd) close(c->fd);
-    if (c->pooled == 2)
+    if (c->pooled == POOL_SMALL)
         csock__sbuf_put(s->h.loop, c);
     else if (c->pooled)
         csock__buf_put(s->h.loop, c);
@@ -83,18 +87,18 @@ static int queue_copy(csock_stream *s, const char *buf, size_t len)
         size_t small = CSOCK__BUF_SIZE - sizeof(wchunk);
         wchunk *c;
         size_t cap;
-        int pooled = 0;
+        int pooled = POOL_NONE;
         if ((s->flags & F_RING) && len <= CSOCK__SBUF_SIZE - sizeof(wchunk)) {
             /* A chunk stays until its send request completes, and a busy
              * loop has hundreds in flight at once: a small pooled one (room
              * for a few more replies), not a 16 KiB one. */
             c = csock__sbuf_get(s->h.loop);
             cap = CSOCK__SBUF_SIZE - sizeof(wchunk);
-            pooled = 2;
+            pooled = POOL_SMALL;
         } else if (len <= small) {
             c = csock__buf_get(s->h.loop);
             cap = small;
-            pooled = 1;
+            pooled = POOL_BIG;
         } else {
             c = malloc(sizeof *c + len);
             cap = len;
