@@ -182,13 +182,12 @@ void csock__stream_fail(csock_stream *s, int err)
 
 /* ---- the watcher ----------------------------------------------------------------- */
 
-static void connect_done(csock_stream *s);
 
 static void on_io(csock_loop *loop, csock__watcher *w, unsigned events)
 {
     csock_stream *s = csock__container_of(w, csock_stream, w);
     if (s->flags & F_CONNECTING) {
-        connect_done(s);
+        csock__stream_connect_done(s);
         return;
     }
     if (events & CSOCK_WRITABLE) csock__stream_flush(s);
@@ -202,60 +201,6 @@ stream_ext *csock__stream_ext(csock_stream *s)
         if (s->x) s->x->s = s;
     }
     return s->x;
-}
-
-/* ---- connecting (the socket part lives in connect.c) ----------------------------- */
-
-int csock__stream_connecting(csock_stream *s, csock_stream_cb cb, uint64_t timeout_ms)
-{
-    if (!csock__stream_ext(s)) return -ENOMEM;
-    s->flags |= F_CONNECTING;
-    s->x->connect_cb = cb;
-    csock__stream_update_events(s);
-    if (timeout_ms) return csock__stream_arm_timer(s, T_CONNECT, timeout_ms);
-    return 0;
-}
-
-/* A connect that failed at once (connect.c) still reports from the loop,
- * unless the application closed the stream first. */
-static void connect_failed_early(csock_stream *s)
-{
-    csock_stream_cb cb = s->x->connect_cb;
-    s->x->connect_cb = NULL;
-    if (cb) cb(s, s->err);
-    csock_stream_close(s, NULL);
-}
-
-int csock__stream_connect_failed(csock_stream *s, csock_stream_cb cb, int err)
-{
-    if (!csock__stream_ext(s)) return -ENOMEM;
-    s->x->connect_cb = cb;
-    s->err = err;
-    csock__stream_defer(s, D_CONNECT);
-    return 0;
-}
-
-static void connect_done(csock_stream *s)
-{
-    int err = 0;
-    socklen_t len = sizeof err;
-    if (getsockopt(s->w.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
-    s->flags &= ~F_CONNECTING;
-    if (s->timer_mode == T_CONNECT) {
-        csock_timer_stop(s->x->timer);
-        s->timer_mode = T_NONE;
-    }
-    csock__stream_update_events(s);
-    csock_stream_cb cb = s->x->connect_cb;
-    s->x->connect_cb = NULL;
-    csock__stream_touch(s);
-    if (cb) cb(s, -err);
-    if (err) {
-        csock_stream_close(s, NULL);
-        return;
-    }
-    if (!s->h.closing && s->x) csock__stream_watch(s);
-    if (!s->h.closing) csock__stream_flush(s); /* writes and a shutdown made while connecting */
 }
 
 /* ---- shutdown and close ---------------------------------------------------------- */
@@ -295,7 +240,7 @@ static void run_task(csock__task *t)
         return;
     }
     if (s->h.closing) return;
-    if (what & D_CONNECT) return connect_failed_early(s);
+    if (what & D_CONNECT) return csock__stream_connect_failed_early(s);
     if (what & D_PROCESS) csock__stream_deferred_process(s);
     if ((what & D_ERROR) && !s->h.closing) deliver_error(s);
 }

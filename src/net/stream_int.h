@@ -132,29 +132,37 @@ static inline int plain_waits(const csock_stream *s) { return s->x && s->x->plai
 static inline int queued(const csock_stream *s) { return s->wq_head || plain_waits(s); }
 
 /* lifecycle (stream.c) */
+/* The rarely needed part of a stream, made on first use (NULL: ENOMEM). */
 stream_ext *csock__stream_ext(csock_stream *s);
+/* Free a closed stream: after its close callback, once no request is in flight. */
 void csock__stream_finish_now(csock_stream *s);
+/* Ask the stream's one task for D_* `what` on the next pending phase. */
 void csock__stream_defer(csock_stream *s, unsigned what);
+/* Make the watcher (or the recv request) match what the stream wants now. */
 void csock__stream_update_events(csock_stream *s);
+
+/* connecting (connect.c) */
+void csock__stream_connect_done(csock_stream *s);
+void csock__stream_connect_failed_early(csock_stream *s);
 
 /* input (stream_read.c) */
 void csock__stream_deferred_process(csock_stream *s);
+/* `n` bytes arrived (0: EOF): in `raw`, or already appended to rbuf when NULL. */
 void csock__stream_got_bytes(csock_stream *s, const char *raw, size_t n);
 void csock__stream_on_readable(csock_stream *s);
-void csock__stream_read_clock(csock_stream *s);
 size_t csock__stream_read_limit(const csock_stream *s);
-void csock__stream_recv_clock(csock_stream *s);
 void csock__stream_release_rbuf(csock_stream *s);
 void csock__stream_schedule_process(csock_stream *s);
-void csock__stream_touch(csock_stream *s);
 
 /* output (stream_write.c) */
 void csock__stream_advance(csock_stream *s, size_t n);
+/* After a flush: resume reading, then a half-close, an end, the drain callback. */
 void csock__stream_after_drain(csock_stream *s, int was_queued);
 void csock__stream_flush(csock_stream *s);
 void csock__stream_drop_queue(csock_stream *s);
 void csock__stream_maybe_pause(csock_stream *s);
 void csock__stream_maybe_resume(csock_stream *s);
+/* Hand the kernel what it takes now: 0 when the stream failed or closed, else 1. */
 int csock__stream_send_queue(csock_stream *s);
 
 /* completion I/O (stream_uring.c) */
@@ -163,12 +171,18 @@ int csock__stream_ring_send(csock_stream *s);
 void csock__stream_ring_setup(csock_stream *s);
 
 /* timers (stream_timeout.c) */
+void csock__stream_touch(csock_stream *s);
+void csock__stream_read_clock(csock_stream *s);
+void csock__stream_recv_clock(csock_stream *s);
+void csock__stream_write_clock(csock_stream *s);
 int csock__stream_arm_timer(csock_stream *s, int mode, uint64_t ms);
 void csock__stream_linger(csock_stream *s);
+/* The T_WATCH timer fires by the earliest idle/read/write/receive deadline. */
 void csock__stream_watch(csock_stream *s);
 void csock__stream_watch_io(csock_stream *s);
 
 /* connection groups (group.c) */
+/* A draining stream ends once idle (or is checked again later). */
 void csock__stream_drain_check(csock_stream *s);
 
 #endif

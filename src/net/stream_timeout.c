@@ -7,6 +7,39 @@
 
 static void on_timer(csock_timer *t);
 
+/* ---- the clocks the timeouts measure from ---- */
+
+/* Record the time of a read or write for the idle timeout. The loop's
+ * cached time is taken before it waits for I/O, so inside an I/O callback
+ * it is as old as that wait was long: refresh it first (a vDSO
+ * clock_gettime), or the idle timer fires early by the loop's idle time. */
+void csock__stream_touch(csock_stream *s) { s->last_io = (uint32_t)s->h.loop->now; }
+
+/* The read timeout's clock restarts whenever input starts to wait and
+ * whenever the application consumes some: it measures how long a peer
+ * leaves a message unfinished, so a fast upload is never cut. */
+void csock__stream_read_clock(csock_stream *s)
+{
+    if (s->x) s->x->read_since = (uint32_t)s->h.loop->now;
+}
+
+/* The receive timeout's clock: restarted by every byte received, and when
+ * reading starts or resumes (while we do not read, the peer is not silent
+ * for all we know). Our own writes never restart it. */
+void csock__stream_recv_clock(csock_stream *s)
+{
+    if (s->x) s->x->recv_since = (uint32_t)s->h.loop->now;
+}
+
+/* The write timeout's clock: restarted when output starts to wait and each
+ * time the kernel takes some of it. */
+void csock__stream_write_clock(csock_stream *s)
+{
+    if (s->x) s->x->write_since = (uint32_t)s->h.loop->now;
+}
+
+/* ---- the timer ---- */
+
 int csock__stream_arm_timer(csock_stream *s, int mode, uint64_t ms)
 {
     stream_ext *x = csock__stream_ext(s);

@@ -46,18 +46,11 @@ void csock__stream_drop_queue(csock_stream *s)
     }
 }
 
-/* The write timeout's clock: restarted when output starts to wait and each
- * time the kernel takes some of it. */
-static void write_clock(csock_stream *s)
-{
-    if (s->x) s->x->write_since = (uint32_t)s->h.loop->now;
-}
-
 /* Append c to a list of output: the raw queue, or the plaintext waiting
  * for a filter (both count in wq_bytes). */
 static void chunk_append(csock_stream *s, wchunk **head, wchunk **tail, wchunk *c)
 {
-    if (!queued(s)) write_clock(s);
+    if (!queued(s)) csock__stream_write_clock(s);
     c->next = NULL;
     if (*tail)
         (*tail)->next = c;
@@ -222,7 +215,7 @@ static ssize_t send_file(csock_stream *s, wchunk *c)
 void csock__stream_advance(csock_stream *s, size_t n)
 {
     csock__stream_touch(s);
-    write_clock(s);
+    csock__stream_write_clock(s);
     if (!s->filter) s->bytes_out += n; /* a filter's raw bytes are not the app's */
     s->wq_bytes -= n;
     while (s->wq_head && (n || !s->wq_head->len)) {
