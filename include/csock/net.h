@@ -282,7 +282,9 @@ typedef struct csock_listen_opts {
     unsigned max_conns;/* 0: unlimited; beyond it new connections are closed at once */
 } csock_listen_opts;
 
-/* Bind and listen on `addr` (tcp or unix; the tcp part of tls). A stale Unix
+/* Bind and listen on `addr` (tcp or unix). A tls:// address is refused with
+ * CSOCK_ESCHEME, as is a datagram one: listen on tcp:// and call
+ * csock_tls_accept() on each accepted stream. A stale Unix
  * socket file nobody listens on is replaced, and the file is removed when
  * the listener closes. When descriptors run out (EMFILE/ENFILE) the
  * listener uses a reserved fd to accept and close the waiting connection,

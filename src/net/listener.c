@@ -187,7 +187,10 @@ int csock_listen(csock_loop *loop, const csock_addr *addr, const csock_listen_op
                  csock_accept_cb cb, void *data, csock_listener **out)
 {
     if (!addr || !cb) return -EINVAL;
-    if (!csock_addr_is_stream(addr)) return CSOCK_ESCHEME;
+    /* TLS is per stream (csock_tls_accept in the accept callback, with a
+     * context): a tls:// listener that accepted plaintext would let the
+     * caller believe its peers are encrypted. Listen on tcp:// instead. */
+    if (!csock_addr_is_stream(addr) || addr->scheme == CSOCK_TLS) return CSOCK_ESCHEME;
     csock_scheme scheme = addr->sa.ss_family == AF_UNIX ? CSOCK_UNIX : CSOCK_TCP;
     /* The socket file's name is taken first: once bound, the file must be
      * removed by the listener's close whatever happens next. */

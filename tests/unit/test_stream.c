@@ -1474,17 +1474,20 @@ static void use_while_connecting(void **state)
     pair_close(&p);
 }
 
-/* tls:// is not plaintext: csock_connect refuses it (TLS goes by
- * csock_tls_connect) and makes nothing. */
+/* tls:// is not plaintext: csock_connect and csock_listen refuse it (TLS
+ * goes by csock_tls_connect and csock_tls_accept) and make nothing. */
 static void tls_scheme_refused(void **state)
 {
     csock_loop *loop = h_loop_new();
     csock_addr a;
     CHECK_OK(csock_addr_parse("tls://127.0.0.1:0", CSOCK_ADDR_NUMERIC, &a));
     csock_stream *s = NULL;
+    csock_listener *l = NULL;
     end e = {0};
     assert_int_equal(csock_connect(loop, &a, NULL, end_connected, &e, &s), CSOCK_ESCHEME);
+    assert_int_equal(csock_listen(loop, &a, NULL, pair_accept, NULL, &l), CSOCK_ESCHEME);
     assert_null(s);
+    assert_null(l);
     assert_int_equal(csock_loop_handles(loop), 0);
     h_loop_free(loop);
 }
