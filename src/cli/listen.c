@@ -141,7 +141,9 @@ static int run_listen(nc_opts o)
     int rc;
     if (csock_addr_is_stream(&addr)) {
         csock_listen_opts lo = {0}; /* -m is counted by the relay, so it can log */
-        rc = csock_listen(c.loop, &addr, &lo, c.tls ? on_accept_tls : on_accept, &c, &c.listener);
+        csock_addr tcp = addr; /* TLS is per stream (on_accept_tls): the socket is tcp:// */
+        if (tcp.scheme == CSOCK_TLS) tcp.scheme = CSOCK_TCP;
+        rc = csock_listen(c.loop, &tcp, &lo, c.tls ? on_accept_tls : on_accept, &c, &c.listener);
         if (rc == 0) rc = csock_listener_addr(c.listener, &bound);
     } else {
         csock_dgram *d;

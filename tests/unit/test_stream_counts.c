@@ -125,10 +125,10 @@ static void tls_counts_are_plaintext(void **state)
     snprintf(key, sizeof key, "%s/key.pem", certdir);
     char err[256];
     csock_tls_opts so = {.server = 1, .cert_file = crt, .key_file = key};
-    if (csock_tls_ctx_new(&srv_ctx, &so, err, sizeof err) < 0) fail_msg("server ctx: %s", err);
+    if (csock_tls_ctx_new(&so, &srv_ctx, err, sizeof err) < 0) fail_msg("server ctx: %s", err);
     csock_tls_opts co = {.insecure = 1};
     csock_tls_ctx *cli_ctx;
-    if (csock_tls_ctx_new(&cli_ctx, &co, err, sizeof err) < 0) fail_msg("client ctx: %s", err);
+    if (csock_tls_ctx_new(&co, &cli_ctx, err, sizeof err) < 0) fail_msg("client ctx: %s", err);
 
     enum { FILE_LEN = 200 * 1024 };
     char path[] = "/tmp/csock-counts-file-XXXXXX";
