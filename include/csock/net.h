@@ -9,6 +9,8 @@
 #ifndef CSOCK_NET_H
 #define CSOCK_NET_H
 
+#include "csock/api.h"
+
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -57,21 +59,21 @@ enum {
  * CSOCK_EBADADDR (malformed text), CSOCK_ENONAME (no such host),
  * CSOCK_EAGAINRESOLVE. A name is resolved with getaddrinfo(), which blocks:
  * resolve before the loop starts, or from another thread. */
-int csock_addr_resolve(const char *text, int flags, csock_addr *out, size_t max);
+CSOCK_API int csock_addr_resolve(const char *text, int flags, csock_addr *out, size_t max);
 
 /* csock_addr_resolve() for exactly one result (the first). Returns 0. */
-int csock_addr_parse(const char *text, int flags, csock_addr *out);
+CSOCK_API int csock_addr_parse(const char *text, int flags, csock_addr *out);
 
 /* Write the address as text ("tcp://127.0.0.1:43125", "udp://[::1]:7",
  * "unix:/tmp/s") into buf. Returns the length, or -ENOSPC if it did not fit. */
-int csock_addr_format(const csock_addr *a, char *buf, size_t size);
+CSOCK_API int csock_addr_format(const csock_addr *a, char *buf, size_t size);
 
 /* The port of an IP address (0 for Unix addresses), and setting it. */
-int csock_addr_port(const csock_addr *a);
-void csock_addr_set_port(csock_addr *a, int port);
+CSOCK_API int csock_addr_port(const csock_addr *a);
+CSOCK_API void csock_addr_set_port(csock_addr *a, int port);
 
 /* 1 for stream schemes (tcp, unix, tls), 0 for datagram ones. */
-int csock_addr_is_stream(const csock_addr *a);
+CSOCK_API int csock_addr_is_stream(const csock_addr *a);
 
 /* ---- streams --------------------------------------------------------------- */
 
@@ -92,23 +94,23 @@ typedef void (*csock_stream_close_cb)(csock_stream *s);
 /* Wrap an fd that is already connected (a socket, a pipe, a tty, stdin...).
  * The stream owns the fd from now on and closes it on close; it is made
  * non-blocking and close-on-exec. */
-int csock_stream_open(csock_loop *loop, int fd, csock_stream **out);
+CSOCK_API int csock_stream_open(csock_loop *loop, int fd, csock_stream **out);
 
 /* Start or stop delivering reads. Reading starts stopped. */
-int csock_stream_read_start(csock_stream *s, csock_read_cb cb);
-int csock_stream_read_stop(csock_stream *s);
+CSOCK_API int csock_stream_read_start(csock_stream *s, csock_read_cb cb);
+CSOCK_API int csock_stream_read_stop(csock_stream *s);
 
 /* Queue bytes for the peer; they are copied, so `buf` may be reused at once.
  * Writes are never lost nor reordered: what the socket does not take now is
  * sent as it drains. A write made from inside a read callback is held until
  * the callback returns, so replies to pipelined requests leave in one
  * syscall. Returns 0, -EPIPE after shutdown/close, or -ENOMEM. */
-int csock_stream_write(csock_stream *s, const void *buf, size_t len);
-int csock_stream_writev(csock_stream *s, const struct iovec *iov, int iovcnt);
+CSOCK_API int csock_stream_write(csock_stream *s, const void *buf, size_t len);
+CSOCK_API int csock_stream_writev(csock_stream *s, const struct iovec *iov, int iovcnt);
 
 /* Queue `len` bytes by reference (no copy): `release(ud)` is called once the
  * bytes are written or dropped, and `buf` must stay valid until then. */
-int csock_stream_write_ref(csock_stream *s, const void *buf, size_t len,
+CSOCK_API int csock_stream_write_ref(csock_stream *s, const void *buf, size_t len,
                            void (*release)(void *ud), void *ud);
 
 /* Queue `len` bytes of file `fd` from `offset`, sent with sendfile(2) where
@@ -117,10 +119,10 @@ int csock_stream_write_ref(csock_stream *s, const void *buf, size_t len,
  * never all at once; writes made after it wait behind it. The file's bytes
  * count in the write queue (and for backpressure) until sent. The stream
  * closes `fd` when done if `close_fd` is non-zero. */
-int csock_stream_write_file(csock_stream *s, int fd, off_t offset, size_t len, int close_fd);
+CSOCK_API int csock_stream_write_file(csock_stream *s, int fd, off_t offset, size_t len, int close_fd);
 
 /* Bytes queued and not yet taken by the kernel. */
-size_t csock_stream_write_queue_size(const csock_stream *s);
+CSOCK_API size_t csock_stream_write_queue_size(const csock_stream *s);
 
 /* Backpressure: when the stream's own write queue passes `high` bytes it
  * stops reading from its peer, and resumes when the queue falls to `low`.
@@ -129,16 +131,16 @@ size_t csock_stream_write_queue_size(const csock_stream *s);
  * relay that throttles its sources itself (a proxy, netcat) turns it off,
  * or it and a peer doing the same can each wait for the other to read. New
  * marks apply at once (a paused stream below them, or with 0, resumes). */
-void csock_stream_set_watermarks(csock_stream *s, size_t high, size_t low);
+CSOCK_API void csock_stream_set_watermarks(csock_stream *s, size_t high, size_t low);
 
 /* Called each time the write queue becomes empty (e.g. to resume reading
  * another stream in a proxy). NULL to clear. */
-void csock_stream_on_drain(csock_stream *s, csock_stream_cb cb);
+CSOCK_API void csock_stream_on_drain(csock_stream *s, csock_stream_cb cb);
 
 /* The most unconsumed input a stream will hold (default 64 KiB, at least
  * 4 KiB). The read buffer is taken from a per-loop pool only while input is
  * pending, so an idle stream holds none. */
-int csock_stream_set_max_read(csock_stream *s, size_t max);
+CSOCK_API int csock_stream_set_max_read(csock_stream *s, size_t max);
 
 /* Timeouts. Each closes the stream when it expires; the read callback (or
  * a framed stream's msg_cb) gets -ETIMEDOUT first (once). 0 disables. One
@@ -157,29 +159,29 @@ int csock_stream_set_max_read(csock_stream *s, size_t max);
  *    sender is cut; a fast one never is, however long its upload;
  *  - write: bytes waited in the write queue and the kernel took none of
  *    them for `ms` (the peer stopped reading). */
-int csock_stream_set_idle_timeout(csock_stream *s, uint64_t ms);
-int csock_stream_set_read_timeout(csock_stream *s, uint64_t ms);
-int csock_stream_set_write_timeout(csock_stream *s, uint64_t ms);
-int csock_stream_set_recv_timeout(csock_stream *s, uint64_t ms);
+CSOCK_API int csock_stream_set_idle_timeout(csock_stream *s, uint64_t ms);
+CSOCK_API int csock_stream_set_read_timeout(csock_stream *s, uint64_t ms);
+CSOCK_API int csock_stream_set_write_timeout(csock_stream *s, uint64_t ms);
+CSOCK_API int csock_stream_set_recv_timeout(csock_stream *s, uint64_t ms);
 
 /* Half-close: once the write queue has drained, shut down the write side
  * (the peer reads EOF); reading goes on. `cb` (may be NULL) gets the result. */
-int csock_stream_shutdown(csock_stream *s, csock_stream_cb cb);
+CSOCK_API int csock_stream_shutdown(csock_stream *s, csock_stream_cb cb);
 
 /* Close now: queued writes are dropped; `cb` (or, when NULL, the one set
  * with csock_stream_on_close()) runs on a later iteration and the stream's
  * memory is released after it. Safe to call from any of the stream's
  * callbacks; calling it twice is a no-op. */
-void csock_stream_close(csock_stream *s, csock_stream_close_cb cb);
+CSOCK_API void csock_stream_close(csock_stream *s, csock_stream_close_cb cb);
 
 /* Set the close callback ahead of time: it then runs however the stream
  * closes (csock_stream_close/end with a NULL cb keep it), including closes
  * made by a server's drain or timeouts. */
-void csock_stream_on_close(csock_stream *s, csock_stream_close_cb cb);
+CSOCK_API void csock_stream_on_close(csock_stream *s, csock_stream_close_cb cb);
 
 /* 1 while a server drains: finish the current reply and do not invite more
  * (HTTP answers with Connection: close). The stream ends once idle. */
-int csock_stream_draining(const csock_stream *s);
+CSOCK_API int csock_stream_draining(const csock_stream *s);
 
 /* Close gracefully: stop reading, send what is queued, shut down the write
  * side, then wait (up to 2 s) for the peer to finish so that no unread
@@ -187,19 +189,19 @@ int csock_stream_draining(const csock_stream *s);
  * output is waited for as long as the peer keeps taking it; a peer that
  * takes none of it for 2 s is cut off. Should the stream be unable to make
  * its timer (ENOMEM) it closes at once rather than wait unbounded. */
-void csock_stream_end(csock_stream *s, csock_stream_close_cb cb);
+CSOCK_API void csock_stream_end(csock_stream *s, csock_stream_close_cb cb);
 
-void *csock_stream_data(const csock_stream *s);
-void csock_stream_set_data(csock_stream *s, void *data);
-csock_loop *csock_stream_loop(const csock_stream *s);
-int csock_stream_fd(const csock_stream *s);
+CSOCK_API void *csock_stream_data(const csock_stream *s);
+CSOCK_API void csock_stream_set_data(csock_stream *s, void *data);
+CSOCK_API csock_loop *csock_stream_loop(const csock_stream *s);
+CSOCK_API int csock_stream_fd(const csock_stream *s);
 
 /* The peer's / local address (scheme tcp or unix). Returns 0 or -errno. */
-int csock_stream_peer(const csock_stream *s, csock_addr *out);
-int csock_stream_local(const csock_stream *s, csock_addr *out);
+CSOCK_API int csock_stream_peer(const csock_stream *s, csock_addr *out);
+CSOCK_API int csock_stream_local(const csock_stream *s, csock_addr *out);
 
 /* TCP_NODELAY on/off (on by default for TCP streams csock creates). */
-int csock_stream_nodelay(csock_stream *s, int on);
+CSOCK_API int csock_stream_nodelay(csock_stream *s, int on);
 
 /* ---- connecting ------------------------------------------------------------ */
 
@@ -211,7 +213,7 @@ typedef struct csock_connect_opts {
  * with 0 (connected; start reading) or an error (-ECONNREFUSED, -ETIMEDOUT,
  * ...). On error the stream is closed by csock right after `cb` returns: do
  * not close or use it after that. On success *out is the stream. */
-int csock_connect(csock_loop *loop, const csock_addr *addr, const csock_connect_opts *opts,
+CSOCK_API int csock_connect(csock_loop *loop, const csock_addr *addr, const csock_connect_opts *opts,
                   csock_stream_cb cb, void *data, csock_stream **out);
 
 /* ---- listening -------------------------------------------------------------- */
@@ -235,22 +237,22 @@ typedef struct csock_listen_opts {
  * the listener closes. When descriptors run out (EMFILE/ENFILE) the
  * listener uses a reserved fd to accept and close the waiting connection,
  * so the loop neither spins nor stalls. */
-int csock_listen(csock_loop *loop, const csock_addr *addr, const csock_listen_opts *opts,
+CSOCK_API int csock_listen(csock_loop *loop, const csock_addr *addr, const csock_listen_opts *opts,
                  csock_accept_cb cb, void *data, csock_listener **out);
 
 /* The address actually bound (the real port when 0 was asked for). */
-int csock_listener_addr(const csock_listener *l, csock_addr *out);
+CSOCK_API int csock_listener_addr(const csock_listener *l, csock_addr *out);
 
 /* Stop and resume accepting (connections wait in the kernel's backlog). */
-int csock_listener_pause(csock_listener *l);
-int csock_listener_resume(csock_listener *l);
+CSOCK_API int csock_listener_pause(csock_listener *l);
+CSOCK_API int csock_listener_resume(csock_listener *l);
 
 /* The number of streams accepted by this listener that are still open. */
-unsigned csock_listener_conns(const csock_listener *l);
+CSOCK_API unsigned csock_listener_conns(const csock_listener *l);
 
-void csock_listener_close(csock_listener *l, void (*cb)(csock_listener *l));
-void *csock_listener_data(const csock_listener *l);
-void csock_listener_set_data(csock_listener *l, void *data);
+CSOCK_API void csock_listener_close(csock_listener *l, void (*cb)(csock_listener *l));
+CSOCK_API void *csock_listener_data(const csock_listener *l);
+CSOCK_API void csock_listener_set_data(csock_listener *l, void *data);
 
 /* ---- datagrams ------------------------------------------------------------- */
 
@@ -266,20 +268,20 @@ typedef void (*csock_recv_cb)(csock_dgram *d, int status, const char *buf, size_
  * be NULL) is connected, so csock_dgram_send() can pass NULL for it. At
  * least one must be given. A Unix datagram client without `local` is bound
  * to an autogenerated abstract name so it can receive replies. */
-int csock_dgram_new(csock_loop *loop, const csock_addr *local, const csock_addr *peer,
+CSOCK_API int csock_dgram_new(csock_loop *loop, const csock_addr *local, const csock_addr *peer,
                     csock_dgram **out);
-int csock_dgram_recv_start(csock_dgram *d, csock_recv_cb cb);
-int csock_dgram_recv_stop(csock_dgram *d);
+CSOCK_API int csock_dgram_recv_start(csock_dgram *d, csock_recv_cb cb);
+CSOCK_API int csock_dgram_recv_stop(csock_dgram *d);
 
 /* Send one datagram to `to` (NULL: the connected peer). What the socket
  * cannot take now is queued (up to 1 MiB, then -ENOBUFS). -EMSGSIZE for a
  * datagram larger than the socket allows. */
-int csock_dgram_send(csock_dgram *d, const void *buf, size_t len, const csock_addr *to);
-int csock_dgram_local(const csock_dgram *d, csock_addr *out);
-void csock_dgram_close(csock_dgram *d, void (*cb)(csock_dgram *d));
-void *csock_dgram_data(const csock_dgram *d);
-void csock_dgram_set_data(csock_dgram *d, void *data);
-int csock_dgram_fd(const csock_dgram *d);
+CSOCK_API int csock_dgram_send(csock_dgram *d, const void *buf, size_t len, const csock_addr *to);
+CSOCK_API int csock_dgram_local(const csock_dgram *d, csock_addr *out);
+CSOCK_API void csock_dgram_close(csock_dgram *d, void (*cb)(csock_dgram *d));
+CSOCK_API void *csock_dgram_data(const csock_dgram *d);
+CSOCK_API void csock_dgram_set_data(csock_dgram *d, void *data);
+CSOCK_API int csock_dgram_fd(const csock_dgram *d);
 
 /* ---- the multi-core server ------------------------------------------------- */
 
@@ -315,36 +317,36 @@ typedef struct csock_server_opts {
 } csock_server_opts;
 
 /* Create a server with its loops (not yet running). */
-int csock_server_new(const csock_server_opts *opts, csock_server **out);
+CSOCK_API int csock_server_new(const csock_server_opts *opts, csock_server **out);
 
 /* Serve a stream endpoint (tcp, unix) on every loop. With port 0 one port
  * is picked and every loop shares it. -EADDRINUSE when another socket
  * listens there (see the `reuseport` option). On failure nothing of the
  * endpoint is left open. Call before run. */
-int csock_server_listen(csock_server *srv, const csock_addr *addr, csock_accept_cb cb, void *data);
+CSOCK_API int csock_server_listen(csock_server *srv, const csock_addr *addr, csock_accept_cb cb, void *data);
 
 /* Serve a datagram endpoint (on the first loop). Call before run. */
-int csock_server_dgram(csock_server *srv, const csock_addr *addr, csock_recv_cb cb, void *data);
+CSOCK_API int csock_server_dgram(csock_server *srv, const csock_addr *addr, csock_recv_cb cb, void *data);
 
 /* The address endpoint number i (in the order added) is bound to. */
-int csock_server_addr(const csock_server *srv, unsigned i, csock_addr *out);
+CSOCK_API int csock_server_addr(const csock_server *srv, unsigned i, csock_addr *out);
 
 /* Run every loop (loop 0 on the calling thread) until the server has
  * drained after csock_server_stop() or a signal. Returns 0 or an error. */
-int csock_server_run(csock_server *srv);
+CSOCK_API int csock_server_run(csock_server *srv);
 
 /* Begin a graceful drain: stop accepting at once; idle connections close,
  * busy ones close as soon as their replies are out; what is left at the
  * drain timeout is closed. Safe from any thread. */
-void csock_server_stop(csock_server *srv);
+CSOCK_API void csock_server_stop(csock_server *srv);
 
-unsigned csock_server_threads(const csock_server *srv);
-csock_loop *csock_server_loop(const csock_server *srv, unsigned index);
-unsigned csock_server_conns(const csock_server *srv);
-void *csock_server_data(const csock_server *srv);
+CSOCK_API unsigned csock_server_threads(const csock_server *srv);
+CSOCK_API csock_loop *csock_server_loop(const csock_server *srv, unsigned index);
+CSOCK_API unsigned csock_server_conns(const csock_server *srv);
+CSOCK_API void *csock_server_data(const csock_server *srv);
 
 /* Free the server after run returned (or if it never ran). */
-void csock_server_free(csock_server *srv);
+CSOCK_API void csock_server_free(csock_server *srv);
 
 /* ---- framing --------------------------------------------------------------- */
 
@@ -363,7 +365,7 @@ typedef struct csock_framing {
  * (> 0) and sets *msg / *msg_len (a slice of buf); 0 when more input is
  * needed; CSOCK_ETOOBIG when the message is larger than f->max (for a
  * line: no line ending within max + 2 bytes). Reads nothing past len. */
-ssize_t csock_frame_next(const csock_framing *f, const char *buf, size_t len, const char **msg,
+CSOCK_API ssize_t csock_frame_next(const csock_framing *f, const char *buf, size_t len, const char **msg,
                          size_t *msg_len);
 
 /* Message callback for a framed stream. What it receives, in order:
@@ -389,12 +391,12 @@ typedef void (*csock_msg_cb)(csock_stream *s, int status, const char *msg, size_
 
 /* Read the stream as messages. Sets the stream's maximum read buffer to fit
  * one maximal message. Copies *f. */
-int csock_stream_read_framed(csock_stream *s, const csock_framing *f, csock_msg_cb cb);
+CSOCK_API int csock_stream_read_framed(csock_stream *s, const csock_framing *f, csock_msg_cb cb);
 
 /* Write one message framed as `f` says (adds the LF, or the length header).
  * CSOCK_ETOOBIG when len > f->max; -EMSGSIZE for an LP32 body over
  * UINT32_MAX bytes (its header cannot say the length). */
-int csock_stream_write_msg(csock_stream *s, const csock_framing *f, const void *msg, size_t len);
+CSOCK_API int csock_stream_write_msg(csock_stream *s, const csock_framing *f, const void *msg, size_t len);
 
 #ifdef __cplusplus
 }

@@ -9,7 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "csock/csock.h"
+#include "csock/error.h"
+#include "csock/loop.h"
 
 #define csock__container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 

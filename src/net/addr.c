@@ -17,7 +17,8 @@
 #include <strings.h>
 #include <sys/un.h>
 
-#include "csock/csock.h"
+#include "csock/error.h"
+#include "csock/net.h"
 
 /* The text of an address, cut into its parts (slices of the caller's text,
  * except port which is already a number). */
