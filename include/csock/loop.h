@@ -81,6 +81,27 @@ CSOCK_API unsigned csock_loop_handles(const csock_loop *loop);
 CSOCK_API void csock_loop_set_data(csock_loop *loop, void *data);
 CSOCK_API void *csock_loop_data(const csock_loop *loop);
 
+/* What csock_loop_walk() found: `handle` is a csock_io *, csock_timer *,
+ * csock_signal *, csock_stream *, csock_listener * or csock_dgram *. */
+typedef enum {
+    CSOCK_HANDLE_IO = 1,
+    CSOCK_HANDLE_TIMER,
+    CSOCK_HANDLE_SIGNAL,
+    CSOCK_HANDLE_STREAM,
+    CSOCK_HANDLE_LISTENER,
+    CSOCK_HANDLE_DGRAM,
+} csock_handle_kind;
+
+typedef void (*csock_walk_cb)(csock_handle_kind kind, void *handle, void *data);
+
+/* Call cb for every open handle of the loop that is not closing yet, newest
+ * first: e.g. to close everything before csock_loop_free(), or to list what
+ * is still open. Handles the library keeps for itself (a stream's timer) are
+ * not shown. cb may close the handle it is given and any other handle of
+ * the loop (a closed one is not visited after); handles cb creates are not
+ * visited. cb must not run or free the loop. Loop thread only. */
+CSOCK_API void csock_loop_walk(csock_loop *loop, csock_walk_cb cb, void *data);
+
 /* ---- fd watchers --------------------------------------------------------- */
 
 /* Called when the fd is ready; `events` holds CSOCK_READABLE/CSOCK_WRITABLE
