@@ -44,6 +44,11 @@ typedef struct csock_addr {
     char host[256];              /* the host as written (names kept for TLS SNI) */
 } csock_addr;
 
+/* A buffer this large holds any text csock_addr_format() writes, NUL
+ * included: the longest is a unixgram: address whose path fills sun_path
+ * (9 + 108 bytes + NUL); an IPv6 one with a scope and a port needs 75. */
+#define CSOCK_ADDR_STRLEN 128
+
 /* Flags for csock_addr_resolve(). */
 enum {
     CSOCK_ADDR_IPV4 = 1,    /* only IPv4 results */
@@ -53,19 +58,35 @@ enum {
 };
 
 /* Parse and resolve `text`: tcp://HOST:PORT, udp://HOST:PORT, tls://HOST:PORT,
- * unix:PATH, unixgram:PATH or HOST:PORT (tcp). HOST is a name, an IPv4
- * address or [IPv6]; PORT is 0-65535. Fills up to `max` results in `out`
- * (for a name with several addresses) and returns how many, or
- * CSOCK_EBADADDR (malformed text), CSOCK_ENONAME (no such host),
- * CSOCK_EAGAINRESOLVE. A name is resolved with getaddrinfo(), which blocks:
- * resolve before the loop starts, or from another thread. */
+ * unix:PATH, unixgram:PATH or HOST:PORT (tcp); schemes are case-insensitive.
+ * HOST is a name, an IPv4 address or [IPv6] (brackets required, a %scope
+ * allowed inside them); PORT is 0-65535. With CSOCK_ADDR_PASSIVE an empty
+ * HOST (":80") means every interface. Fills up to `max` results in `out`
+ * (for a name with several addresses, duplicates dropped) and returns how
+ * many (>= 1), or an error that says what is wrong:
+ *   CSOCK_ENOPORT      no port ("localhost", "127.0.0.1:", "[::1]");
+ *   CSOCK_EBADPORT     a port past 65535;
+ *   CSOCK_EBRACKETS    an IPv6 address without brackets ("::1:80");
+ *   CSOCK_EUNKSCHEME   a scheme csock does not know ("http://...");
+ *   CSOCK_EBADADDR     anything else malformed (a stray character, a Unix
+ *                      path longer than sun_path, an empty host);
+ *   CSOCK_ENONAME      no such host (or none of the family asked for; with
+ *                      CSOCK_ADDR_NUMERIC, any name);
+ *   CSOCK_EAGAINRESOLVE  a temporary DNS failure; -ENOMEM;
+ *   -EINVAL            text or out NULL, or max 0.
+ * A name is resolved with getaddrinfo(), which blocks: resolve before the
+ * loop starts, or from another thread. Numeric hosts never touch DNS. */
 CSOCK_API int csock_addr_resolve(const char *text, int flags, csock_addr *out, size_t max);
 
-/* csock_addr_resolve() for exactly one result (the first). Returns 0. */
+/* csock_addr_resolve() keeping only the first result. Returns 0 (not the
+ * count) and fills *out, or one of csock_addr_resolve()'s errors. */
 CSOCK_API int csock_addr_parse(const char *text, int flags, csock_addr *out);
 
 /* Write the address as text ("tcp://127.0.0.1:43125", "udp://[::1]:7",
- * "unix:/tmp/s") into buf. Returns the length, or -ENOSPC if it did not fit. */
+ * "unix:/tmp/s", "unix:@name") into buf, NUL-terminated; a buffer of
+ * CSOCK_ADDR_STRLEN bytes always suffices. Returns the length (without the
+ * NUL), -ENOSPC if it did not fit (buf is then "", never a truncated
+ * address), or -EAFNOSUPPORT for a family other than IPv4, IPv6 and Unix. */
 CSOCK_API int csock_addr_format(const csock_addr *a, char *buf, size_t size);
 
 /* The port of an IP address (0 for Unix addresses), and setting it. */
