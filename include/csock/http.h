@@ -67,6 +67,11 @@ typedef struct csock_http_str {
  * nothing, and csock_http_stream() returns NULL. */
 typedef void (*csock_http_handler)(csock_http_req *req, void *data);
 
+/* Option structs are ABI: zero-initialize them (= {0}, or designated
+ * initializers); zero means the default for every member. A later minor
+ * version takes new members out of `reserved`, so sizeof and every offset
+ * stay the same within a major version (the library's SOVERSION): leave
+ * `reserved` zero. */
 /* A route: the first one whose method (NULL: any) and path prefix match
  * (NULL or "": any) handles the request. */
 typedef struct csock_http_route {
@@ -74,6 +79,7 @@ typedef struct csock_http_route {
     const char *prefix;
     csock_http_handler handler;
     void *data;
+    uint64_t reserved[2]; /* routes come in arrays: their size is ABI too */
 } csock_http_route;
 
 /* Called once per response, when its head is written: for an access log.
@@ -85,6 +91,7 @@ typedef struct csock_http_route {
 typedef void (*csock_http_log_cb)(const csock_http_req *req, int status, int64_t body_len,
                                   void *data);
 
+/* (An option struct: zero-initialize it, see above.) */
 typedef struct csock_http_opts {
     const csock_http_route *routes; /* tried in order; copied by csock_http_server_new */
     size_t nroutes;
@@ -101,6 +108,7 @@ typedef struct csock_http_opts {
     const char *server_name;        /* the Server field; NULL: "csock" */
     csock_http_log_cb log;          /* NULL: no log */
     void *log_data;
+    uint64_t reserved[8];
 } csock_http_opts;
 
 /* Make an HTTP server for `loop`. Copies *opts (the routes array too, not
@@ -193,9 +201,11 @@ CSOCK_API void csock_http_date(int64_t t, char *buf);
 
 /* ---- static files ------------------------------------------------------------ */
 
+/* (An option struct: zero-initialize it, see above.) */
 typedef struct csock_http_static_opts {
     int list;               /* directories without index.html get an HTML listing */
     const char *index;      /* the index file name; NULL: "index.html" */
+    uint64_t reserved[4];
 } csock_http_static_opts;
 
 /* Serve the files under directory `root`: GET and HEAD, index files,

@@ -35,9 +35,15 @@ typedef enum {
     CSOCK_RUN_NOWAIT,      /* one iteration, never waiting */
 } csock_run_mode;
 
+/* Option structs are ABI: zero-initialize them (= {0}, or designated
+ * initializers); zero means the default for every member. A later minor
+ * version takes new members out of `reserved`, so sizeof and every offset
+ * stay the same within a major version (the library's SOVERSION): leave
+ * `reserved` zero. */
 /* Options for csock_loop_new(); NULL means defaults. */
 typedef struct csock_loop_opts {
-    const char *backend; /* "epoll", "poll" or "uring"; NULL: $CSOCK_BACKEND, then the best */
+    const char *backend; /* "epoll", "poll" or "uring"; NULL: $CSOCK_BACKEND, then epoll */
+    uint64_t reserved[4];
 } csock_loop_opts;
 
 /* Create a loop. The loop belongs to the thread that runs it.

@@ -226,8 +226,14 @@ CSOCK_API int csock_stream_nodelay(csock_stream *s, int on);
 
 /* ---- connecting ------------------------------------------------------------ */
 
+/* Option structs are ABI: zero-initialize them (= {0}, or designated
+ * initializers); zero means the default for every member. A later minor
+ * version takes new members out of `reserved`, so sizeof and every offset
+ * stay the same within a major version (the library's SOVERSION): leave
+ * `reserved` zero. */
 typedef struct csock_connect_opts {
     uint64_t timeout_ms; /* 0: the kernel's own timeout */
+    uint64_t reserved[4];
 } csock_connect_opts;
 
 /* Connect a stream to `addr` (tcp or unix) without blocking. `cb` runs once
@@ -244,6 +250,7 @@ CSOCK_API int csock_connect(csock_loop *loop, const csock_addr *addr, const csoc
  * reading yet; its data slot is NULL. */
 typedef void (*csock_accept_cb)(csock_listener *l, csock_stream *s, int status);
 
+/* (An option struct: zero-initialize it, see above.) */
 typedef struct csock_listen_opts {
     int backlog;       /* 0: 4096 (the kernel caps it at somaxconn) */
     int reuseport;     /* SO_REUSEPORT: share the port with other listeners
@@ -251,6 +258,7 @@ typedef struct csock_listen_opts {
                           in use is -EADDRINUSE */
     int v6only;        /* IPV6_V6ONLY on an IPv6 listener */
     unsigned max_conns;/* 0: unlimited; beyond it new connections are closed at once */
+    uint64_t reserved[4];
 } csock_listen_opts;
 
 /* Bind and listen on `addr` (tcp or unix; the tcp part of tls). A stale Unix
@@ -315,6 +323,7 @@ CSOCK_API int csock_dgram_fd(const csock_dgram *d);
  * -EADDRINUSE unless the `reuseport` option asks to share it. */
 typedef struct csock_server csock_server;
 
+/* (An option struct: zero-initialize it, see above.) */
 typedef struct csock_server_opts {
     unsigned threads;          /* loops (threads); 0: one per online CPU */
     unsigned max_conns;        /* open connections across all loops; 0: no limit */
@@ -335,6 +344,7 @@ typedef struct csock_server_opts {
      * handles on that loop here so it can finish). */
     void (*loop_drain)(csock_server *srv, csock_loop *loop, unsigned index);
     void *data;                /* for the callbacks: csock_server_data() */
+    uint64_t reserved[8];
 } csock_server_opts;
 
 /* Create a server with its loops (not yet running). */
@@ -376,10 +386,12 @@ typedef enum {
     CSOCK_FRAME_LP32,     /* a 32-bit big-endian length, then that many bytes */
 } csock_frame_kind;
 
+/* (An option struct: zero-initialize it, see above.) */
 typedef struct csock_framing {
     csock_frame_kind kind;
     size_t max;        /* the largest message (line without its ending; LP32 body) */
     int keep_delimiter;/* LINE: include the LF / CRLF in the message */
+    uint64_t reserved[2];
 } csock_framing;
 
 /* Pure: find the first message in buf[0..len). Returns the bytes it spans

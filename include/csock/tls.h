@@ -28,6 +28,11 @@ extern "C" {
 
 typedef struct csock_tls_ctx csock_tls_ctx;
 
+/* Option structs are ABI: zero-initialize them (= {0}, or designated
+ * initializers); zero means the default for every member. A later minor
+ * version takes new members out of `reserved`, so sizeof and every offset
+ * stay the same within a major version (the library's SOVERSION): leave
+ * `reserved` zero. */
 /* Options for csock_tls_ctx_new(). Strings are read during the call only. */
 typedef struct csock_tls_opts {
     int server;              /* 1: accept TLS (cert_file and key_file required); 0: connect */
@@ -39,6 +44,7 @@ typedef struct csock_tls_opts {
     int insecure;            /* client: do not verify the server's certificate or name */
     int verify_client;       /* server: require a client certificate signed by ca_file */
     uint64_t handshake_timeout_ms; /* 0: 10 seconds */
+    uint64_t reserved[8];
 } csock_tls_opts;
 
 /* Make a TLS context (an OpenSSL SSL_CTX with csock's defaults). Returns 0
