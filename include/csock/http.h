@@ -222,6 +222,9 @@ typedef struct csock_http_static_opts {
  * O_NOFOLLOW and a realpath check), so a symlink that leads outside root is
  * 403 Forbidden. Files up to 8 KiB are kept in memory for up to one second
  * (a changed file is seen within a second). Use it from one loop only.
+ * Environment: CSOCK_HTTP_NO_OPENAT2 set (to anything) when the handler is
+ * made takes the O_NOFOLLOW and realpath path even where openat2 exists (a
+ * test switch, read by csock_http_static_new() only). opts may be NULL.
  * Returns 0 and *out, or an error opening root. */
 CSOCK_API int csock_http_static_new(const char *root, const csock_http_static_opts *opts,
                           csock_http_static **out);
