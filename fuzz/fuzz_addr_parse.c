@@ -55,7 +55,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(&a, 0xA5, sizeof a); /* garbage in, so a field left unset shows */
     int rc = csock_addr_parse(text, flags, &a);
     CHECK(rc == 0 || rc == CSOCK_EBADADDR || rc == CSOCK_ENONAME || rc == CSOCK_EAGAINRESOLVE ||
-          rc == -ENOMEM || rc == -EINVAL);
+          rc == CSOCK_ENOPORT || rc == CSOCK_EBADPORT || rc == CSOCK_EBRACKETS ||
+          rc == CSOCK_EUNKSCHEME ||           rc == -ENOMEM || rc == -EINVAL);
     if (rc == 0) {
         CHECK(a.len > 0 && a.len <= sizeof a.sa);
         CHECK(memchr(a.host, '\0', sizeof a.host) != NULL);

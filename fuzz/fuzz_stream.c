@@ -215,7 +215,7 @@ static void stream_write(fz_in *in, uint8_t op)
     if (F.sent_len + len + 4 > CAP) return;
     fill(buf, len, op);
     struct iovec iov[3] = {{buf, len / 3}, {buf + len / 3, 0}, {buf + len / 3, len - len / 3}};
-    csock_framing f = {op & 1 ? CSOCK_FRAME_LP32 : CSOCK_FRAME_LINE, 1u << 20, 0};
+    csock_framing f = {.kind = op & 1 ? CSOCK_FRAME_LP32 : CSOCK_FRAME_LINE, .max = 1u << 20};
     int rc;
     switch (op % 4) {
     case 0:
@@ -253,7 +253,9 @@ static void read_start(uint8_t arg)
     if (F.framed == 0 && F.s_got == 0 && (arg & 3)) F.framed = arg & 3; /* LP32 also for 3 */
     if (F.framed == 3) F.framed = 2;
     if (F.framed) {
-        csock_framing f = {F.framed == 2 ? CSOCK_FRAME_LP32 : CSOCK_FRAME_LINE, 64 + arg, 1};
+        csock_framing f = {.kind = F.framed == 2 ? CSOCK_FRAME_LP32 : CSOCK_FRAME_LINE,
+                           .max = 64 + arg,
+                           .keep_delimiter = 1};
         csock_stream_read_framed(F.s, &f, on_msg);
     } else {
         F.consume = arg >> 2;

@@ -35,6 +35,8 @@
 #ifndef CSOCK_HTTP_H
 #define CSOCK_HTTP_H
 
+#include "csock/api.h"
+
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -65,6 +67,11 @@ typedef struct csock_http_str {
  * nothing, and csock_http_stream() returns NULL. */
 typedef void (*csock_http_handler)(csock_http_req *req, void *data);
 
+/* Option structs are ABI: zero-initialize them (= {0}, or designated
+ * initializers); zero means the default for every member. A later minor
+ * version takes new members out of `reserved`, so sizeof and every offset
+ * stay the same within a major version (the library's SOVERSION): leave
+ * `reserved` zero. */
 /* A route: the first one whose method (NULL: any) and path prefix match
  * (NULL or "": any) handles the request. */
 typedef struct csock_http_route {
@@ -72,6 +79,7 @@ typedef struct csock_http_route {
     const char *prefix;
     csock_http_handler handler;
     void *data;
+    uint64_t reserved[2]; /* routes come in arrays: their size is ABI too */
 } csock_http_route;
 
 /* Called once per response, when its head is written: for an access log.
@@ -83,6 +91,7 @@ typedef struct csock_http_route {
 typedef void (*csock_http_log_cb)(const csock_http_req *req, int status, int64_t body_len,
                                   void *data);
 
+/* (An option struct: zero-initialize it, see above.) */
 typedef struct csock_http_opts {
     const csock_http_route *routes; /* tried in order; copied by csock_http_server_new */
     size_t nroutes;
@@ -99,42 +108,43 @@ typedef struct csock_http_opts {
     const char *server_name;        /* the Server field; NULL: "csock" */
     csock_http_log_cb log;          /* NULL: no log */
     void *log_data;
+    uint64_t reserved[8];
 } csock_http_opts;
 
 /* Make an HTTP server for `loop`. Copies *opts (the routes array too, not
  * the strings it points to, which must outlive the server). */
-int csock_http_server_new(csock_loop *loop, const csock_http_opts *opts, csock_http_server **out);
+CSOCK_API int csock_http_server_new(csock_loop *loop, const csock_http_opts *opts, csock_http_server **out);
 
 /* Serve HTTP on an accepted stream; the server owns it from now on (it sets
  * the stream's data, read callback and close callback). Returns 0, or an
  * error after which the stream has been closed. */
-int csock_http_server_accept(csock_http_server *hs, csock_stream *s);
+CSOCK_API int csock_http_server_accept(csock_http_server *hs, csock_stream *s);
 
 /* Close every connection of the server now and free it (asynchronously: its
  * memory goes on a later loop iteration). Call before the loop is freed. */
-void csock_http_server_close(csock_http_server *hs);
+CSOCK_API void csock_http_server_close(csock_http_server *hs);
 
 /* The number of open connections. */
-unsigned csock_http_server_conns(const csock_http_server *hs);
+CSOCK_API unsigned csock_http_server_conns(const csock_http_server *hs);
 
 /* ---- the request ----------------------------------------------------------- */
 
-csock_http_str csock_http_method(const csock_http_req *r);
-csock_http_str csock_http_target(const csock_http_req *r); /* as received: "/a%20b?x=1" */
-csock_http_str csock_http_path(const csock_http_req *r);   /* target before '?', not decoded */
-csock_http_str csock_http_query(const csock_http_req *r);  /* after '?', or {NULL, 0} */
-int csock_http_minor(const csock_http_req *r);             /* 0: HTTP/1.0, 1: HTTP/1.1 */
-int csock_http_is_head(const csock_http_req *r);           /* the method is HEAD */
+CSOCK_API csock_http_str csock_http_method(const csock_http_req *r);
+CSOCK_API csock_http_str csock_http_target(const csock_http_req *r); /* as received: "/a%20b?x=1" */
+CSOCK_API csock_http_str csock_http_path(const csock_http_req *r);   /* target before '?', not decoded */
+CSOCK_API csock_http_str csock_http_query(const csock_http_req *r);  /* after '?', or {NULL, 0} */
+CSOCK_API int csock_http_minor(const csock_http_req *r);             /* 0: HTTP/1.0, 1: HTTP/1.1 */
+CSOCK_API int csock_http_is_head(const csock_http_req *r);           /* the method is HEAD */
 /* The first field named `name` (ASCII case-insensitive), or {NULL, 0}. */
-csock_http_str csock_http_get_header(const csock_http_req *r, const char *name);
+CSOCK_API csock_http_str csock_http_get_header(const csock_http_req *r, const char *name);
 /* Every field in order: returns 0 and sets name/value for i < count, else -ENOENT. */
-int csock_http_header_at(const csock_http_req *r, size_t i, csock_http_str *name,
+CSOCK_API int csock_http_header_at(const csock_http_req *r, size_t i, csock_http_str *name,
                          csock_http_str *value);
 /* The whole request body (Content-Length or de-chunked); length 0 when none. */
-csock_http_str csock_http_body(const csock_http_req *r);
+CSOCK_API csock_http_str csock_http_body(const csock_http_req *r);
 /* The connection's stream (for its peer address); do not read or close it.
  * NULL once the connection has closed (an answer given later). */
-csock_stream *csock_http_stream(const csock_http_req *r);
+CSOCK_API csock_stream *csock_http_stream(const csock_http_req *r);
 
 /* ---- the response -------------------------------------------------------------- */
 
@@ -144,10 +154,10 @@ csock_stream *csock_http_stream(const csock_http_req *r);
  * started) or -ENOMEM; after -ENOMEM the answer, whatever it is, goes out
  * as a bodiless 500 that closes the connection (never an answer missing a
  * field it needs), and the answering call returns -ENOMEM. */
-int csock_http_add_header(csock_http_req *r, const char *name, const char *value);
+CSOCK_API int csock_http_add_header(csock_http_req *r, const char *name, const char *value);
 
 /* Ask for the connection to close after this answer (Connection: close). */
-void csock_http_close_after(csock_http_req *r);
+CSOCK_API void csock_http_close_after(csock_http_req *r);
 
 /* Every answer's status is 100-999 (three digits on the wire, RFC 9112
  * section 4): another one is -EINVAL, nothing is sent, and the request
@@ -159,12 +169,12 @@ void csock_http_close_after(csock_http_req *r);
 
 /* Answer with a fixed body (copied; HEAD gets the length, not the bytes).
  * Completes the answer. */
-int csock_http_send(csock_http_req *r, int status, const void *body, size_t len);
+CSOCK_API int csock_http_send(csock_http_req *r, int status, const void *body, size_t len);
 
 /* Answer with `len` bytes of file `fd` from `offset`, sent with sendfile(2)
  * (small files are read and sent with the head in one write). The server
  * closes `fd` when done if `close_fd` is non-zero (also on error). */
-int csock_http_send_file(csock_http_req *r, int status, int fd, off_t offset, size_t len,
+CSOCK_API int csock_http_send_file(csock_http_req *r, int status, int fd, off_t offset, size_t len,
                          int close_fd);
 
 /* A streamed body: start, write pieces (sent as chunks to HTTP/1.1 clients,
@@ -176,24 +186,26 @@ int csock_http_send_file(csock_http_req *r, int status, int fd, off_t offset, si
  * it returns -EINVAL and closes the connection, so the client sees the cut.
  * csock_http_write_file() sends a piece from a file with sendfile(2) (it
  * closes `fd` when done if `close_fd`, also on error). */
-int csock_http_start(csock_http_req *r, int status);
-int csock_http_start_length(csock_http_req *r, int status, uint64_t len);
-int csock_http_write(csock_http_req *r, const void *buf, size_t len);
-int csock_http_write_file(csock_http_req *r, int fd, off_t offset, size_t len, int close_fd);
-int csock_http_end(csock_http_req *r);
+CSOCK_API int csock_http_start(csock_http_req *r, int status);
+CSOCK_API int csock_http_start_length(csock_http_req *r, int status, uint64_t len);
+CSOCK_API int csock_http_write(csock_http_req *r, const void *buf, size_t len);
+CSOCK_API int csock_http_write_file(csock_http_req *r, int fd, off_t offset, size_t len, int close_fd);
+CSOCK_API int csock_http_end(csock_http_req *r);
 
 /* The reason phrase for a status code ("Not Found"; "" when unknown). */
-const char *csock_http_reason(int status);
+CSOCK_API const char *csock_http_reason(int status);
 
 /* Format `t` (seconds since the epoch) as an IMF-fixdate, "Sun, 06 Nov 1994
  * 08:49:37 GMT", into buf (at least 30 bytes). */
-void csock_http_date(int64_t t, char *buf);
+CSOCK_API void csock_http_date(int64_t t, char *buf);
 
 /* ---- static files ------------------------------------------------------------ */
 
+/* (An option struct: zero-initialize it, see above.) */
 typedef struct csock_http_static_opts {
     int list;               /* directories without index.html get an HTML listing */
     const char *index;      /* the index file name; NULL: "index.html" */
+    uint64_t reserved[4];
 } csock_http_static_opts;
 
 /* Serve the files under directory `root`: GET and HEAD, index files,
@@ -210,22 +222,25 @@ typedef struct csock_http_static_opts {
  * O_NOFOLLOW and a realpath check), so a symlink that leads outside root is
  * 403 Forbidden. Files up to 8 KiB are kept in memory for up to one second
  * (a changed file is seen within a second). Use it from one loop only.
+ * Environment: CSOCK_HTTP_NO_OPENAT2 set (to anything) when the handler is
+ * made takes the O_NOFOLLOW and realpath path even where openat2 exists (a
+ * test switch, read by csock_http_static_new() only). opts may be NULL.
  * Returns 0 and *out, or an error opening root. */
-int csock_http_static_new(const char *root, const csock_http_static_opts *opts,
+CSOCK_API int csock_http_static_new(const char *root, const csock_http_static_opts *opts,
                           csock_http_static **out);
 
 /* The handler: pass the csock_http_static as its data. */
-void csock_http_static_handler(csock_http_req *r, void *data);
+CSOCK_API void csock_http_static_handler(csock_http_req *r, void *data);
 
 /* Another csock_http_static for the same root, for another loop: it shares
  * the root's fd (opened once by csock_http_static_new, so nothing is opened
  * when the loops start) and has a cache of its own. Free every clone before
  * the original. Call it on any thread (it reads `st` only). Returns 0 or
  * -ENOMEM. */
-int csock_http_static_clone(const csock_http_static *st, csock_http_static **out);
+CSOCK_API int csock_http_static_clone(const csock_http_static *st, csock_http_static **out);
 
 /* Free it once no server uses it. */
-void csock_http_static_free(csock_http_static *st);
+CSOCK_API void csock_http_static_free(csock_http_static *st);
 
 #ifdef __cplusplus
 }

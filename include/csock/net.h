@@ -9,6 +9,8 @@
 #ifndef CSOCK_NET_H
 #define CSOCK_NET_H
 
+#include "csock/api.h"
+
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -42,6 +44,11 @@ typedef struct csock_addr {
     char host[256];              /* the host as written (names kept for TLS SNI) */
 } csock_addr;
 
+/* A buffer this large holds any text csock_addr_format() writes, NUL
+ * included: the longest is a unixgram: address whose path fills sun_path
+ * (9 + 108 bytes + NUL); an IPv6 one with a scope and a port needs 75. */
+#define CSOCK_ADDR_STRLEN 128
+
 /* Flags for csock_addr_resolve(). */
 enum {
     CSOCK_ADDR_IPV4 = 1,    /* only IPv4 results */
@@ -51,27 +58,44 @@ enum {
 };
 
 /* Parse and resolve `text`: tcp://HOST:PORT, udp://HOST:PORT, tls://HOST:PORT,
- * unix:PATH, unixgram:PATH or HOST:PORT (tcp). HOST is a name, an IPv4
- * address or [IPv6]; PORT is 0-65535. Fills up to `max` results in `out`
- * (for a name with several addresses) and returns how many, or
- * CSOCK_EBADADDR (malformed text), CSOCK_ENONAME (no such host),
- * CSOCK_EAGAINRESOLVE. A name is resolved with getaddrinfo(), which blocks:
- * resolve before the loop starts, or from another thread. */
-int csock_addr_resolve(const char *text, int flags, csock_addr *out, size_t max);
+ * unix:PATH, unixgram:PATH or HOST:PORT (tcp); schemes are case-insensitive.
+ * HOST is a name, an IPv4 address or [IPv6] (brackets required, a %scope
+ * allowed inside them); PORT is 0-65535. With CSOCK_ADDR_PASSIVE an empty
+ * HOST (":80") means every interface. Fills up to `max` results in `out`
+ * (for a name with several addresses, duplicates dropped) and returns how
+ * many (>= 1), or an error that says what is wrong:
+ *   CSOCK_ENOPORT      no port ("localhost", "127.0.0.1:", "[::1]");
+ *   CSOCK_EBADPORT     a port past 65535;
+ *   CSOCK_EBRACKETS    an IPv6 address without brackets ("::1:80");
+ *   CSOCK_EUNKSCHEME   a scheme csock does not know ("http://...");
+ *   CSOCK_EBADADDR     anything else malformed (a stray character, a Unix
+ *                      path longer than sun_path, an empty host);
+ *   CSOCK_ENONAME      no such host (or none of the family asked for; with
+ *                      CSOCK_ADDR_NUMERIC, any name);
+ *   CSOCK_EAGAINRESOLVE  a temporary DNS failure; -ENOMEM;
+ *   -EINVAL            text or out NULL, or max 0.
+ * A name is resolved with getaddrinfo(), which blocks: resolve before the
+ * loop starts, or from another thread. Numeric hosts never touch DNS. */
+CSOCK_API int csock_addr_resolve(const char *text, int flags, csock_addr *out, size_t max);
 
-/* csock_addr_resolve() for exactly one result (the first). Returns 0. */
-int csock_addr_parse(const char *text, int flags, csock_addr *out);
+/* csock_addr_resolve() keeping only the first result. Returns 0 (not the
+ * count) and fills *out, or one of csock_addr_resolve()'s errors. */
+CSOCK_API int csock_addr_parse(const char *text, int flags, csock_addr *out);
 
 /* Write the address as text ("tcp://127.0.0.1:43125", "udp://[::1]:7",
- * "unix:/tmp/s") into buf. Returns the length, or -ENOSPC if it did not fit. */
-int csock_addr_format(const csock_addr *a, char *buf, size_t size);
+ * "unix:/tmp/s", "unix:@name") into buf, NUL-terminated; a buffer of
+ * CSOCK_ADDR_STRLEN bytes always suffices. Returns the length (without the
+ * NUL), -ENOSPC if it did not fit (buf is then "", never a truncated
+ * address), or -EAFNOSUPPORT for a family other than IPv4, IPv6 and Unix. */
+CSOCK_API int csock_addr_format(const csock_addr *a, char *buf, size_t size);
 
-/* The port of an IP address (0 for Unix addresses), and setting it. */
-int csock_addr_port(const csock_addr *a);
-void csock_addr_set_port(csock_addr *a, int port);
+/* The port of an IP address (0 for Unix addresses), and setting it (taken
+ * modulo 65536; nothing happens to a Unix address). */
+CSOCK_API int csock_addr_port(const csock_addr *a);
+CSOCK_API void csock_addr_set_port(csock_addr *a, int port);
 
 /* 1 for stream schemes (tcp, unix, tls), 0 for datagram ones. */
-int csock_addr_is_stream(const csock_addr *a);
+CSOCK_API int csock_addr_is_stream(const csock_addr *a);
 
 /* ---- streams --------------------------------------------------------------- */
 
@@ -92,11 +116,11 @@ typedef void (*csock_stream_close_cb)(csock_stream *s);
 /* Wrap an fd that is already connected (a socket, a pipe, a tty, stdin...).
  * The stream owns the fd from now on and closes it on close; it is made
  * non-blocking and close-on-exec. */
-int csock_stream_open(csock_loop *loop, int fd, csock_stream **out);
+CSOCK_API int csock_stream_open(csock_loop *loop, int fd, csock_stream **out);
 
 /* Start or stop delivering reads. Reading starts stopped. */
-int csock_stream_read_start(csock_stream *s, csock_read_cb cb);
-int csock_stream_read_stop(csock_stream *s);
+CSOCK_API int csock_stream_read_start(csock_stream *s, csock_read_cb cb);
+CSOCK_API int csock_stream_read_stop(csock_stream *s);
 
 /* Queue bytes for the peer; they are copied, so `buf` may be reused at once.
  * Writes are never lost nor reordered: what the socket does not take now is
@@ -117,15 +141,15 @@ int csock_stream_read_stop(csock_stream *s);
  *                returned 0 is reported only through the callbacks (read,
  *                else drain, else shutdown);
  *   -ENOMEM. */
-int csock_stream_write(csock_stream *s, const void *buf, size_t len);
-int csock_stream_writev(csock_stream *s, const struct iovec *iov, int iovcnt);
+CSOCK_API int csock_stream_write(csock_stream *s, const void *buf, size_t len);
+CSOCK_API int csock_stream_writev(csock_stream *s, const struct iovec *iov, int iovcnt);
 
 /* Queue `len` bytes by reference (no copy): `release(ud)` is called once the
  * bytes are written or dropped, and `buf` must stay valid until then. When
  * the write fails (same returns as csock_stream_write) `release` has already
  * been called. On a TLS stream the bytes are usually encrypted at once and
  * released before the call returns. */
-int csock_stream_write_ref(csock_stream *s, const void *buf, size_t len,
+CSOCK_API int csock_stream_write_ref(csock_stream *s, const void *buf, size_t len,
                            void (*release)(void *ud), void *ud);
 
 /* Queue `len` bytes of file `fd` from `offset`, sent with sendfile(2) where
@@ -135,10 +159,10 @@ int csock_stream_write_ref(csock_stream *s, const void *buf, size_t len,
  * count in the write queue (and for backpressure) until sent. The stream
  * closes `fd` when done if `close_fd` is non-zero, and also when the write
  * fails (same returns as csock_stream_write). */
-int csock_stream_write_file(csock_stream *s, int fd, off_t offset, size_t len, int close_fd);
+CSOCK_API int csock_stream_write_file(csock_stream *s, int fd, off_t offset, size_t len, int close_fd);
 
 /* Bytes queued and not yet taken by the kernel. */
-size_t csock_stream_write_queue_size(const csock_stream *s);
+CSOCK_API size_t csock_stream_write_queue_size(const csock_stream *s);
 
 /* Bytes this stream has delivered to its reader and bytes of the
  * application's data that have left for the peer (for TLS: plaintext on both
@@ -154,7 +178,7 @@ size_t csock_stream_write_queue_size(const csock_stream *s);
  *                  handshake ends); TLS's own records and handshake bytes
  *                  never count.
  * Both are kept while the stream lives, so a close callback may read them. */
-int csock_stream_counts(const csock_stream *s, uint64_t *bytes_read, uint64_t *bytes_written);
+CSOCK_API int csock_stream_counts(const csock_stream *s, uint64_t *bytes_read, uint64_t *bytes_written);
 
 /* Backpressure: when the stream's own write queue passes `high` bytes it
  * stops reading from its peer, and resumes when the queue falls to `low`.
@@ -163,16 +187,16 @@ int csock_stream_counts(const csock_stream *s, uint64_t *bytes_read, uint64_t *b
  * relay that throttles its sources itself (a proxy, netcat) turns it off,
  * or it and a peer doing the same can each wait for the other to read. New
  * marks apply at once (a paused stream below them, or with 0, resumes). */
-void csock_stream_set_watermarks(csock_stream *s, size_t high, size_t low);
+CSOCK_API void csock_stream_set_watermarks(csock_stream *s, size_t high, size_t low);
 
 /* Called each time the write queue becomes empty (e.g. to resume reading
  * another stream in a proxy). NULL to clear. */
-void csock_stream_on_drain(csock_stream *s, csock_stream_cb cb);
+CSOCK_API void csock_stream_on_drain(csock_stream *s, csock_stream_cb cb);
 
 /* The most unconsumed input a stream will hold (default 64 KiB, at least
  * 4 KiB). The read buffer is taken from a per-loop pool only while input is
  * pending, so an idle stream holds none. */
-int csock_stream_set_max_read(csock_stream *s, size_t max);
+CSOCK_API int csock_stream_set_max_read(csock_stream *s, size_t max);
 
 /* Timeouts. Each closes the stream when it expires; the read callback (or
  * a framed stream's msg_cb) gets -ETIMEDOUT first (once). 0 disables. One
@@ -191,14 +215,14 @@ int csock_stream_set_max_read(csock_stream *s, size_t max);
  *    sender is cut; a fast one never is, however long its upload;
  *  - write: bytes waited in the write queue and the kernel took none of
  *    them for `ms` (the peer stopped reading). */
-int csock_stream_set_idle_timeout(csock_stream *s, uint64_t ms);
-int csock_stream_set_read_timeout(csock_stream *s, uint64_t ms);
-int csock_stream_set_write_timeout(csock_stream *s, uint64_t ms);
-int csock_stream_set_recv_timeout(csock_stream *s, uint64_t ms);
+CSOCK_API int csock_stream_set_idle_timeout(csock_stream *s, uint64_t ms);
+CSOCK_API int csock_stream_set_read_timeout(csock_stream *s, uint64_t ms);
+CSOCK_API int csock_stream_set_write_timeout(csock_stream *s, uint64_t ms);
+CSOCK_API int csock_stream_set_recv_timeout(csock_stream *s, uint64_t ms);
 
 /* Half-close: once the write queue has drained, shut down the write side
  * (the peer reads EOF); reading goes on. `cb` (may be NULL) gets the result. */
-int csock_stream_shutdown(csock_stream *s, csock_stream_cb cb);
+CSOCK_API int csock_stream_shutdown(csock_stream *s, csock_stream_cb cb);
 
 /* Close now: queued writes are dropped (write_ref releases run first); `cb`
  * runs on a later iteration and the stream's memory is released after it.
@@ -208,17 +232,17 @@ int csock_stream_shutdown(csock_stream *s, csock_stream_cb cb);
  * callback stays). On a stream that is ending (csock_stream_end) it cuts
  * the end short: what is still queued is dropped. Closing a stream whose
  * connect is in progress cancels the connect: its callback never runs. */
-void csock_stream_close(csock_stream *s, csock_stream_close_cb cb);
+CSOCK_API void csock_stream_close(csock_stream *s, csock_stream_close_cb cb);
 
 /* Set the close callback ahead of time: it then runs however the stream
  * closes, including closes made by a server's drain or timeouts, unless
  * csock_stream_close/end is later given a non-NULL cb, which replaces it
  * (with NULL they keep it). */
-void csock_stream_on_close(csock_stream *s, csock_stream_close_cb cb);
+CSOCK_API void csock_stream_on_close(csock_stream *s, csock_stream_close_cb cb);
 
 /* 1 while a server drains: finish the current reply and do not invite more
  * (HTTP answers with Connection: close). The stream ends once idle. */
-int csock_stream_draining(const csock_stream *s);
+CSOCK_API int csock_stream_draining(const csock_stream *s);
 
 /* Close gracefully: stop reading, send what is queued, shut down the write
  * side, then wait (up to 2 s) for the peer to finish so that no unread
@@ -230,25 +254,31 @@ int csock_stream_draining(const csock_stream *s);
  * On a stream that has failed, or whose connect is still in progress, this
  * is csock_stream_close: queued writes are dropped. Calling it again, or
  * after csock_stream_close, is a no-op. */
-void csock_stream_end(csock_stream *s, csock_stream_close_cb cb);
+CSOCK_API void csock_stream_end(csock_stream *s, csock_stream_close_cb cb);
 
-void *csock_stream_data(const csock_stream *s);
-void csock_stream_set_data(csock_stream *s, void *data);
-csock_loop *csock_stream_loop(const csock_stream *s);
-int csock_stream_fd(const csock_stream *s);
+CSOCK_API void *csock_stream_data(const csock_stream *s);
+CSOCK_API void csock_stream_set_data(csock_stream *s, void *data);
+CSOCK_API csock_loop *csock_stream_loop(const csock_stream *s);
+CSOCK_API int csock_stream_fd(const csock_stream *s);
 
 /* The peer's / local address (scheme tcp, unix, or tls on a TLS stream).
  * Returns 0 or -errno. */
-int csock_stream_peer(const csock_stream *s, csock_addr *out);
-int csock_stream_local(const csock_stream *s, csock_addr *out);
+CSOCK_API int csock_stream_peer(const csock_stream *s, csock_addr *out);
+CSOCK_API int csock_stream_local(const csock_stream *s, csock_addr *out);
 
 /* TCP_NODELAY on/off (on by default for TCP streams csock creates). */
-int csock_stream_nodelay(csock_stream *s, int on);
+CSOCK_API int csock_stream_nodelay(csock_stream *s, int on);
 
 /* ---- connecting ------------------------------------------------------------ */
 
+/* Option structs are ABI: zero-initialize them (= {0}, or designated
+ * initializers); zero means the default for every member. A later minor
+ * version takes new members out of `reserved`, so sizeof and every offset
+ * stay the same within a major version (the library's SOVERSION): leave
+ * `reserved` zero. */
 typedef struct csock_connect_opts {
     uint64_t timeout_ms; /* 0: the kernel's own timeout */
+    uint64_t reserved[4];
 } csock_connect_opts;
 
 /* Connect a stream to `addr` (tcp or unix) without blocking. A tls:// address
@@ -263,7 +293,7 @@ typedef struct csock_connect_opts {
  * shut down (held and sent once connected, dropped if the connect fails),
  * or close it, which cancels the connect (`cb` then never runs; writes are
  * dropped). On an error return nothing was made and `cb` never runs. */
-int csock_connect(csock_loop *loop, const csock_addr *addr, const csock_connect_opts *opts,
+CSOCK_API int csock_connect(csock_loop *loop, const csock_addr *addr, const csock_connect_opts *opts,
                   csock_stream_cb cb, void *data, csock_stream **out);
 
 /* ---- listening -------------------------------------------------------------- */
@@ -273,6 +303,7 @@ int csock_connect(csock_loop *loop, const csock_addr *addr, const csock_connect_
  * reading yet; its data slot is NULL. */
 typedef void (*csock_accept_cb)(csock_listener *l, csock_stream *s, int status);
 
+/* (An option struct: zero-initialize it, see above.) */
 typedef struct csock_listen_opts {
     int backlog;       /* 0: 4096 (the kernel caps it at somaxconn) */
     int reuseport;     /* SO_REUSEPORT: share the port with other listeners
@@ -280,6 +311,7 @@ typedef struct csock_listen_opts {
                           in use is -EADDRINUSE */
     int v6only;        /* IPV6_V6ONLY on an IPv6 listener */
     unsigned max_conns;/* 0: unlimited; beyond it new connections are closed at once */
+    uint64_t reserved[4];
 } csock_listen_opts;
 
 /* Bind and listen on `addr` (tcp or unix). A tls:// address is refused with
@@ -289,22 +321,22 @@ typedef struct csock_listen_opts {
  * the listener closes. When descriptors run out (EMFILE/ENFILE) the
  * listener uses a reserved fd to accept and close the waiting connection,
  * so the loop neither spins nor stalls. */
-int csock_listen(csock_loop *loop, const csock_addr *addr, const csock_listen_opts *opts,
+CSOCK_API int csock_listen(csock_loop *loop, const csock_addr *addr, const csock_listen_opts *opts,
                  csock_accept_cb cb, void *data, csock_listener **out);
 
 /* The address actually bound (the real port when 0 was asked for). */
-int csock_listener_addr(const csock_listener *l, csock_addr *out);
+CSOCK_API int csock_listener_addr(const csock_listener *l, csock_addr *out);
 
 /* Stop and resume accepting (connections wait in the kernel's backlog). */
-int csock_listener_pause(csock_listener *l);
-int csock_listener_resume(csock_listener *l);
+CSOCK_API int csock_listener_pause(csock_listener *l);
+CSOCK_API int csock_listener_resume(csock_listener *l);
 
 /* The number of streams accepted by this listener that are still open. */
-unsigned csock_listener_conns(const csock_listener *l);
+CSOCK_API unsigned csock_listener_conns(const csock_listener *l);
 
-void csock_listener_close(csock_listener *l, void (*cb)(csock_listener *l));
-void *csock_listener_data(const csock_listener *l);
-void csock_listener_set_data(csock_listener *l, void *data);
+CSOCK_API void csock_listener_close(csock_listener *l, void (*cb)(csock_listener *l));
+CSOCK_API void *csock_listener_data(const csock_listener *l);
+CSOCK_API void csock_listener_set_data(csock_listener *l, void *data);
 
 /* ---- datagrams ------------------------------------------------------------- */
 
@@ -319,21 +351,35 @@ typedef void (*csock_recv_cb)(csock_dgram *d, int status, const char *buf, size_
 /* A UDP or Unix datagram socket. `local` (may be NULL) is bound; `peer` (may
  * be NULL) is connected, so csock_dgram_send() can pass NULL for it. At
  * least one must be given. A Unix datagram client without `local` is bound
- * to an autogenerated abstract name so it can receive replies. */
-int csock_dgram_new(csock_loop *loop, const csock_addr *local, const csock_addr *peer,
+ * to an autogenerated abstract name so it can receive replies; a stale
+ * socket file at a Unix `local` path is replaced. Receiving starts stopped.
+ * Returns 0 and sets *out; -EINVAL when both are NULL; CSOCK_ESCHEME for a
+ * stream address (tcp, tls, unix); socket(2)'s, bind(2)'s or connect(2)'s
+ * error (-EADDRINUSE, -EACCES, ...); -ENOMEM. */
+CSOCK_API int csock_dgram_new(csock_loop *loop, const csock_addr *local, const csock_addr *peer,
                     csock_dgram **out);
-int csock_dgram_recv_start(csock_dgram *d, csock_recv_cb cb);
-int csock_dgram_recv_stop(csock_dgram *d);
+/* Start (or, with a new cb, redirect) and stop receiving. recv_start returns
+ * 0, or -EINVAL for a closing socket or a NULL cb; recv_stop returns 0. */
+CSOCK_API int csock_dgram_recv_start(csock_dgram *d, csock_recv_cb cb);
+CSOCK_API int csock_dgram_recv_stop(csock_dgram *d);
 
-/* Send one datagram to `to` (NULL: the connected peer). What the socket
- * cannot take now is queued (up to 1 MiB, then -ENOBUFS). -EMSGSIZE for a
- * datagram larger than the socket allows. */
-int csock_dgram_send(csock_dgram *d, const void *buf, size_t len, const csock_addr *to);
-int csock_dgram_local(const csock_dgram *d, csock_addr *out);
-void csock_dgram_close(csock_dgram *d, void (*cb)(csock_dgram *d));
-void *csock_dgram_data(const csock_dgram *d);
-void csock_dgram_set_data(csock_dgram *d, void *data);
-int csock_dgram_fd(const csock_dgram *d);
+/* Send one datagram to `to` (NULL: the connected peer); `buf` is copied if
+ * it has to wait. What the socket cannot take now is queued, in order (up
+ * to 1 MiB, then -ENOBUFS). Returns 0 (sent or queued), -EBADF for a closing
+ * socket, -EMSGSIZE for a datagram larger than the socket allows,
+ * -EDESTADDRREQ for NULL `to` on an unconnected socket, -ENOMEM, or
+ * sendto(2)'s error (-ECONNREFUSED after an ICMP error on a connected UDP
+ * socket, -ENETUNREACH, ...). A queued datagram that fails when its turn
+ * comes is dropped without a report. */
+CSOCK_API int csock_dgram_send(csock_dgram *d, const void *buf, size_t len, const csock_addr *to);
+/* The address bound (the real port when 0 was asked for). 0 or -errno. */
+CSOCK_API int csock_dgram_local(const csock_dgram *d, csock_addr *out);
+/* Close: queued datagrams are dropped; cb (may be NULL) runs on a later
+ * iteration, then the memory is gone. A second call is a no-op. */
+CSOCK_API void csock_dgram_close(csock_dgram *d, void (*cb)(csock_dgram *d));
+CSOCK_API void *csock_dgram_data(const csock_dgram *d);
+CSOCK_API void csock_dgram_set_data(csock_dgram *d, void *data);
+CSOCK_API int csock_dgram_fd(const csock_dgram *d);
 
 /* ---- the multi-core server ------------------------------------------------- */
 
@@ -346,6 +392,7 @@ int csock_dgram_fd(const csock_dgram *d);
  * -EADDRINUSE unless the `reuseport` option asks to share it. */
 typedef struct csock_server csock_server;
 
+/* (An option struct: zero-initialize it, see above.) */
 typedef struct csock_server_opts {
     unsigned threads;          /* loops (threads); 0: one per online CPU */
     unsigned max_conns;        /* open connections across all loops; 0: no limit */
@@ -366,39 +413,61 @@ typedef struct csock_server_opts {
      * handles on that loop here so it can finish). */
     void (*loop_drain)(csock_server *srv, csock_loop *loop, unsigned index);
     void *data;                /* for the callbacks: csock_server_data() */
+    uint64_t reserved[8];
 } csock_server_opts;
 
-/* Create a server with its loops (not yet running). */
-int csock_server_new(const csock_server_opts *opts, csock_server **out);
+/* Create a server with its loops (not yet running; opts may be NULL). The
+ * loops use the default backend ($CSOCK_BACKEND, see loop.h). Returns 0
+ * and sets *out, or -ENOMEM, a loop's creation error, or (handle_signals)
+ * signalfd(2)'s error; nothing is left over on failure. */
+CSOCK_API int csock_server_new(const csock_server_opts *opts, csock_server **out);
 
 /* Serve a stream endpoint (tcp, unix) on every loop. With port 0 one port
- * is picked and every loop shares it. -EADDRINUSE when another socket
- * listens there (see the `reuseport` option). On failure nothing of the
- * endpoint is left open. Call before run. */
-int csock_server_listen(csock_server *srv, const csock_addr *addr, csock_accept_cb cb, void *data);
+ * is picked and every loop shares it. Returns 0; -EINVAL (addr or cb NULL);
+ * CSOCK_ESCHEME for a datagram address; -ENOSPC past 64 endpoints;
+ * -EADDRINUSE when another socket listens there (see the `reuseport`
+ * option); socket(2)'s, bind(2)'s or listen(2)'s error (-EACCES, -EMFILE).
+ * On failure nothing of the endpoint is left open. Call before run. tls://
+ * addresses are served as TCP: put TLS on each accepted stream. */
+CSOCK_API int csock_server_listen(csock_server *srv, const csock_addr *addr, csock_accept_cb cb, void *data);
 
-/* Serve a datagram endpoint (on the first loop). Call before run. */
-int csock_server_dgram(csock_server *srv, const csock_addr *addr, csock_recv_cb cb, void *data);
+/* Serve a datagram endpoint (on the first loop): cb receives its datagrams,
+ * with `data` in the socket's data slot. Returns 0, -EINVAL (addr or cb
+ * NULL), -ENOSPC past 64 endpoints, or csock_dgram_new()'s error. Call
+ * before run. */
+CSOCK_API int csock_server_dgram(csock_server *srv, const csock_addr *addr, csock_recv_cb cb, void *data);
 
-/* The address endpoint number i (in the order added) is bound to. */
-int csock_server_addr(const csock_server *srv, unsigned i, csock_addr *out);
+/* The address endpoint number i (in the order added) is bound to (the real
+ * port when 0 was asked for). Returns 0, or -EINVAL when there is no
+ * endpoint i. */
+CSOCK_API int csock_server_addr(const csock_server *srv, unsigned i, csock_addr *out);
 
-/* Run every loop (loop 0 on the calling thread) until the server has
- * drained after csock_server_stop() or a signal. Returns 0 or an error. */
-int csock_server_run(csock_server *srv);
+/* Run every loop (loop 0 on the calling thread, the others on threads of
+ * their own) until the server has drained after csock_server_stop() or a
+ * signal, or until no loop has anything left to do. Returns 0, a loop's
+ * error, or pthread_create(3)'s (then the loops that started are stopped
+ * and joined). Call once. */
+CSOCK_API int csock_server_run(csock_server *srv);
 
 /* Begin a graceful drain: stop accepting at once; idle connections close,
  * busy ones close as soon as their replies are out; what is left at the
  * drain timeout is closed. Safe from any thread. */
-void csock_server_stop(csock_server *srv);
+CSOCK_API void csock_server_stop(csock_server *srv);
 
-unsigned csock_server_threads(const csock_server *srv);
-csock_loop *csock_server_loop(const csock_server *srv, unsigned index);
-unsigned csock_server_conns(const csock_server *srv);
-void *csock_server_data(const csock_server *srv);
+/* The number of loops; loop `index` (NULL past the last); the open
+ * connections across all loops (safe from any thread). */
+CSOCK_API unsigned csock_server_threads(const csock_server *srv);
+CSOCK_API csock_loop *csock_server_loop(const csock_server *srv, unsigned index);
+CSOCK_API unsigned csock_server_conns(const csock_server *srv);
+CSOCK_API void *csock_server_data(const csock_server *srv);
 
-/* Free the server after run returned (or if it never ran). */
-void csock_server_free(csock_server *srv);
+/* Free the server after run returned (or if it never ran); NULL is a no-op.
+ * Whatever is still open on its loops, the application's handles included,
+ * is closed (csock_loop_walk(); stream close callbacks set with
+ * csock_stream_on_close() run now), each loop runs until every close has
+ * finished, and the loops are freed. Call it from the thread that ran the
+ * server, after every loop_stop callback. */
+CSOCK_API void csock_server_free(csock_server *srv);
 
 /* ---- framing --------------------------------------------------------------- */
 
@@ -407,17 +476,19 @@ typedef enum {
     CSOCK_FRAME_LP32,     /* a 32-bit big-endian length, then that many bytes */
 } csock_frame_kind;
 
+/* (An option struct: zero-initialize it, see above.) */
 typedef struct csock_framing {
     csock_frame_kind kind;
     size_t max;        /* the largest message (line without its ending; LP32 body) */
     int keep_delimiter;/* LINE: include the LF / CRLF in the message */
+    uint64_t reserved[2];
 } csock_framing;
 
 /* Pure: find the first message in buf[0..len). Returns the bytes it spans
  * (> 0) and sets *msg / *msg_len (a slice of buf); 0 when more input is
  * needed; CSOCK_ETOOBIG when the message is larger than f->max (for a
  * line: no line ending within max + 2 bytes). Reads nothing past len. */
-ssize_t csock_frame_next(const csock_framing *f, const char *buf, size_t len, const char **msg,
+CSOCK_API ssize_t csock_frame_next(const csock_framing *f, const char *buf, size_t len, const char **msg,
                          size_t *msg_len);
 
 /* Message callback for a framed stream. What it receives, in order:
@@ -443,12 +514,12 @@ typedef void (*csock_msg_cb)(csock_stream *s, int status, const char *msg, size_
 
 /* Read the stream as messages. Sets the stream's maximum read buffer to fit
  * one maximal message. Copies *f. */
-int csock_stream_read_framed(csock_stream *s, const csock_framing *f, csock_msg_cb cb);
+CSOCK_API int csock_stream_read_framed(csock_stream *s, const csock_framing *f, csock_msg_cb cb);
 
 /* Write one message framed as `f` says (adds the LF, or the length header).
  * CSOCK_ETOOBIG when len > f->max; -EMSGSIZE for an LP32 body over
  * UINT32_MAX bytes (its header cannot say the length). */
-int csock_stream_write_msg(csock_stream *s, const csock_framing *f, const void *msg, size_t len);
+CSOCK_API int csock_stream_write_msg(csock_stream *s, const csock_framing *f, const void *msg, size_t len);
 
 #ifdef __cplusplus
 }

@@ -15,6 +15,8 @@
 #ifndef CSOCK_TLS_H
 #define CSOCK_TLS_H
 
+#include "csock/api.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,6 +28,11 @@ extern "C" {
 
 typedef struct csock_tls_ctx csock_tls_ctx;
 
+/* Option structs are ABI: zero-initialize them (= {0}, or designated
+ * initializers); zero means the default for every member. A later minor
+ * version takes new members out of `reserved`, so sizeof and every offset
+ * stay the same within a major version (the library's SOVERSION): leave
+ * `reserved` zero. */
 /* Options for csock_tls_ctx_new(). Strings are read during the call only. */
 typedef struct csock_tls_opts {
     int server;              /* 1: accept TLS (cert_file and key_file required); 0: connect */
@@ -37,6 +44,7 @@ typedef struct csock_tls_opts {
     int insecure;            /* client: do not verify the server's certificate or name */
     int verify_client;       /* server: require a client certificate signed by ca_file */
     uint64_t handshake_timeout_ms; /* 0: 10 seconds */
+    uint64_t reserved[8];
 } csock_tls_opts;
 
 /* Make a TLS context (an OpenSSL SSL_CTX with csock's defaults). Returns 0
@@ -44,21 +52,21 @@ typedef struct csock_tls_opts {
  * it receives a one-line reason ("key_file k.pem: No such file or directory").
  * A context may be shared by any number of streams, on any number of loops
  * and threads: it is immutable once made (set the SNI callback before use). */
-int csock_tls_ctx_new(const csock_tls_opts *opts, csock_tls_ctx **out, char *err, size_t errsize);
+CSOCK_API int csock_tls_ctx_new(const csock_tls_opts *opts, csock_tls_ctx **out, char *err, size_t errsize);
 
 /* Drop the caller's reference. Streams wrapped with the context hold their
  * own reference, so it may be freed while they are still open. NULL is ok. */
-void csock_tls_ctx_free(csock_tls_ctx *ctx);
+CSOCK_API void csock_tls_ctx_free(csock_tls_ctx *ctx);
 
 /* Server name indication (servers): called during the handshake with the
  * name the client asked for (NULL if none). Return the context to continue
  * with (its certificate is used), or NULL to keep the current one. Runs on
  * the loop's thread of the connection; must not block. */
 typedef csock_tls_ctx *(*csock_tls_sni_cb)(csock_stream *s, const char *name, void *arg);
-void csock_tls_ctx_set_sni(csock_tls_ctx *ctx, csock_tls_sni_cb cb, void *arg);
+CSOCK_API void csock_tls_ctx_set_sni(csock_tls_ctx *ctx, csock_tls_sni_cb cb, void *arg);
 
 /* The underlying SSL_CTX (an SSL_CTX *), for settings csock does not offer. */
-void *csock_tls_ctx_ssl(csock_tls_ctx *ctx);
+CSOCK_API void *csock_tls_ctx_ssl(csock_tls_ctx *ctx);
 
 /* Put TLS on a connected (or accepted) stream that is not reading yet. `host`
  * (clients only) is the name or IP address to verify and, for a name, to
@@ -69,37 +77,37 @@ void *csock_tls_ctx_ssl(csock_tls_ctx *ctx);
  * Writes made before the handshake completes are held and sent after it;
  * call shutdown/end only after `cb` has reported 0. Returns 0, or an error
  * (the stream is untouched then). */
-int csock_tls_wrap(csock_stream *s, csock_tls_ctx *ctx, const char *host, csock_stream_cb cb);
+CSOCK_API int csock_tls_wrap(csock_stream *s, csock_tls_ctx *ctx, const char *host, csock_stream_cb cb);
 
 /* Connect to `addr` (tls://, or tcp://) and run the client handshake, with
  * addr->host as the name to verify. `cb` runs once, as for csock_tls_wrap()
  * (a TCP connect error is reported the same way). `data` goes into the
  * stream's data slot. Returns 0 and sets *out, or an error. */
-int csock_tls_connect(csock_loop *loop, const csock_addr *addr, csock_tls_ctx *ctx,
+CSOCK_API int csock_tls_connect(csock_loop *loop, const csock_addr *addr, csock_tls_ctx *ctx,
                       const csock_connect_opts *opts, csock_stream_cb cb, void *data,
                       csock_stream **out);
 
 /* The listener helper: call from a csock_listen() accept callback on a
  * listener serving TLS. Same as csock_tls_wrap(s, ctx, NULL, cb). */
-int csock_tls_accept(csock_stream *s, csock_tls_ctx *ctx, csock_stream_cb cb);
+CSOCK_API int csock_tls_accept(csock_stream *s, csock_tls_ctx *ctx, csock_stream_cb cb);
 
 /* A one-line reason for the last TLS failure on `s` ("certificate verify
  * failed: certificate has expired", "wrong version number", "handshake timed
  * out"), copied into buf. Returns its length (0: no TLS error recorded), or
  * -EINVAL when `s` is not a TLS stream. Valid until the stream is closed:
  * call it from the handshake or read callback that got the error. */
-int csock_tls_last_error(const csock_stream *s, char *buf, size_t size);
+CSOCK_API int csock_tls_last_error(const csock_stream *s, char *buf, size_t size);
 
 /* After the handshake: the protocol version ("TLSv1.3"), the cipher, the
  * ALPN protocol chosen (NULL: none) and whether the session was resumed.
  * Static or stream-owned strings, NULL when `s` is not a TLS stream. */
-const char *csock_tls_version(const csock_stream *s);
-const char *csock_tls_cipher(const csock_stream *s);
-const char *csock_tls_alpn(const csock_stream *s);
-int csock_tls_resumed(const csock_stream *s);
+CSOCK_API const char *csock_tls_version(const csock_stream *s);
+CSOCK_API const char *csock_tls_cipher(const csock_stream *s);
+CSOCK_API const char *csock_tls_alpn(const csock_stream *s);
+CSOCK_API int csock_tls_resumed(const csock_stream *s);
 
 /* 1 when `s` runs TLS (csock_tls_wrap() was called on it). */
-int csock_tls_is_tls(const csock_stream *s);
+CSOCK_API int csock_tls_is_tls(const csock_stream *s);
 
 #ifdef __cplusplus
 }

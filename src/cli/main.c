@@ -68,9 +68,12 @@ _Noreturn void cli_die(int status, const char *fmt, ...)
 void cli_addr(const char *text, int flags, csock_addr *out)
 {
     int rc = csock_addr_parse(text, flags, out);
-    if (rc == CSOCK_EBADADDR)
-        cli_die(CLI_USAGE, "bad address '%s': expected tcp://HOST:PORT, udp://HOST:PORT, "
-                           "unix:PATH, unixgram:PATH or HOST:PORT", text);
+    if (rc == CSOCK_EBADADDR || rc == CSOCK_ENOPORT || rc == CSOCK_EBADPORT ||
+        rc == CSOCK_EBRACKETS || rc == CSOCK_EUNKSCHEME)
+        cli_die(CLI_USAGE,
+                "bad address '%s': %s; expected tcp://HOST:PORT, udp://HOST:PORT, "
+                "tls://HOST:PORT, unix:PATH, unixgram:PATH or HOST:PORT",
+                text, csock_strerror(rc));
     if (rc < 0) cli_die(CLI_ERR, "address '%s': %s", text, csock_strerror(rc));
 }
 

@@ -1,14 +1,14 @@
 /* Error codes: names and descriptions for library codes and -errno values,
  * and the version string.
  *
- * Library codes come from the one CSOCK_ERRNO_MAP table in csock.h, so a new
+ * Library codes come from the one CSOCK_ERRNO_MAP table in csock/error.h, so a new
  * code needs no edit here. errno values use glibc's strerrordesc_np() and
  * strerrorname_np() (2.32+): unlike strerror() they return static strings
  * that do not depend on the locale, and they are thread-safe.
  */
 #include <string.h>
 
-#include "csock/csock.h"
+#include "csock/error.h"
 
 #define CSOCK__STR(x) #x
 #define CSOCK__XSTR(x) CSOCK__STR(x)

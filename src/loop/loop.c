@@ -103,17 +103,52 @@ int csock_loop_free(csock_loop *loop)
 
 /* ---- handles ------------------------------------------------------------- */
 
-void csock__handle_init(csock_loop *loop, csock__handle *h)
+void csock__handle_init_kind(csock_loop *loop, csock__handle *h, csock_handle_kind kind)
 {
     memset(h, 0, sizeof *h);
     h->loop = loop;
+    h->kind = (unsigned)kind & 15u;
+    h->next = loop->handles;
+    if (loop->handles) loop->handles->prev = h;
+    loop->handles = h;
     loop->nhandles++;
+}
+
+void csock__handle_init(csock_loop *loop, csock__handle *h) { csock__handle_init_kind(loop, h, 0); }
+
+/* Off the walk's list. h->next is kept: a walk standing on h (its callback
+ * closed it, or the next handle) goes on from there, and every handle it
+ * leads to is still allocated until the close phase. */
+static void handle_unlink(csock_loop *loop, csock__handle *h)
+{
+    if (h->prev) h->prev->next = h->next;
+    else loop->handles = h->next;
+    if (h->next) h->next->prev = h->prev;
+}
+
+void csock__loop_walk(csock_loop *loop, csock_walk_cb cb, void *data, int internal)
+{
+    csock__handle *h = loop->handles;
+    while (h) {
+        csock__handle *next = h->next; /* read first: cb may close h */
+        if (!h->closing && h->kind && (internal || !h->internal))
+            cb((csock_handle_kind)h->kind, h, data);
+        /* A handle cb closed was unlinked with its next intact; when cb
+         * closed our next, that one's next leads on (skipping the closed). */
+        h = next;
+    }
+}
+
+void csock_loop_walk(csock_loop *loop, csock_walk_cb cb, void *data)
+{
+    csock__loop_walk(loop, cb, data, 0);
 }
 
 void csock__handle_close(csock__handle *h, void (*finish)(csock__handle *h))
 {
     if (h->closing) return;
     csock_loop *loop = h->loop;
+    handle_unlink(loop, h);
     h->closing = 1;
     h->finish = finish;
     h->close_next = NULL;
@@ -392,12 +427,13 @@ int csock_loop_run(csock_loop *loop, csock_run_mode mode)
 /* ---- public fd watchers ---------------------------------------------------------- */
 
 struct csock_io {
-    csock__handle h;
+    csock__handle h; /* first: the walk passes its address */
     csock__watcher w;
     csock_io_cb cb;
     void *data;
     void (*close_cb)(csock_io *io);
 };
+_Static_assert(offsetof(csock_io, h) == 0, "the walk passes the handle's address");
 
 static void io_cb(csock_loop *loop, csock__watcher *w, unsigned events)
 {
@@ -410,7 +446,7 @@ int csock_io_new(csock_loop *loop, int fd, csock_io_cb cb, void *data, csock_io 
     if (fd < 0 || !cb) return -EINVAL;
     csock_io *io = calloc(1, sizeof *io);
     if (!io) return -ENOMEM;
-    csock__handle_init(loop, &io->h);
+    csock__handle_init_kind(loop, &io->h, CSOCK_HANDLE_IO);
     csock__watcher_init(&io->w, fd, io_cb);
     io->cb = cb;
     io->data = data;

@@ -9,23 +9,46 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "csock/csock.h"
+#include "csock/error.h"
+#include "csock/loop.h"
 
 #define csock__container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* ---- handles: what every loop object shares, for asynchronous close ---- */
 
+/* Every handle struct starts with its csock__handle (offset 0), so the
+ * handle's address is the public object's, which csock_loop_walk() passes. */
 typedef struct csock__handle csock__handle;
 struct csock__handle {
     csock_loop *loop;
     csock__handle *close_next;         /* on loop->closing while closing */
     void (*finish)(csock__handle *h);  /* runs the user's close cb, frees */
+    csock__handle *next, *prev;        /* loop->handles: open, not closing (the walk) */
     unsigned closing : 1;              /* close requested: no more callbacks */
+    unsigned internal : 1;             /* the library's own (a stream's timer): not walked */
+    unsigned kind : 4;                 /* csock_handle_kind; 0: not told, not walked */
 };
 
+/* Count h as open and put it on the loop's list of handles, of `kind` (a
+ * csock_handle_kind: what csock_loop_walk() reports). csock__handle_init()
+ * gives no kind: such a handle counts as open but is not walked, because
+ * the walk could not say what it is. */
+void csock__handle_init_kind(csock_loop *loop, csock__handle *h, csock_handle_kind kind);
 void csock__handle_init(csock_loop *loop, csock__handle *h);
 /* Queue h for its finish() on this iteration's close phase. Idempotent. */
 void csock__handle_close(csock__handle *h, void (*finish)(csock__handle *h));
+
+/* csock_loop_walk() for the server's teardown: with `internal`, also the
+ * library's own handles (a stream's timer, an HTTP server's), so that
+ * nothing stays open on a loop about to be freed. */
+void csock__loop_walk(csock_loop *loop, csock_walk_cb cb, void *data, int internal);
+
+/* A timer or signal watcher the library keeps for itself (inside a stream,
+ * a listener, a TLS connection, an HTTP server, a csock_server): as
+ * csock_timer_new() / csock_signal_new(), but csock_loop_walk() does not
+ * show it to the application, which must not close it. */
+int csock__timer_new_internal(csock_loop *loop, csock_timer **out);
+int csock__signal_new_internal(csock_loop *loop, csock_signal **out);
 
 /* ---- fd watchers --------------------------------------------------------- */
 
@@ -175,6 +198,7 @@ struct csock_loop {
     uint64_t now;                 /* cached monotonic ms */
     unsigned active;              /* referenced active watchers/timers/signals */
     unsigned nhandles;            /* open handles (for csock_loop_free) */
+    csock__handle *handles;       /* open, not closing: newest first (the walk) */
     csock__handle *closing;       /* handles whose close phase is due */
     csock__handle *closing_tail;
     csock__timer_heap timers;

@@ -1,6 +1,7 @@
 /* Signals as loop events, read from one signalfd per loop. No process-wide
  * handler and no global table: two loops never notice each other. */
 #include <signal.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
@@ -9,7 +10,7 @@
 #include "loop/loop_int.h"
 
 struct csock_signal {
-    csock__handle h;
+    csock__handle h;          /* first: the walk passes its address */
     csock_signal_cb cb;
     void *data;
     int signum;               /* 0 while stopped */
@@ -17,6 +18,8 @@ struct csock_signal {
     csock_signal *next;       /* loop->signals list */
     void (*close_cb)(csock_signal *s);
 };
+
+_Static_assert(offsetof(csock_signal, h) == 0, "the walk passes the handle's address");
 
 static void watched_set(csock_loop *loop, sigset_t *set)
 {
@@ -79,12 +82,19 @@ int csock_signal_new(csock_loop *loop, csock_signal **out)
 {
     csock_signal *s = calloc(1, sizeof *s);
     if (!s) return -ENOMEM;
-    csock__handle_init(loop, &s->h);
+    csock__handle_init_kind(loop, &s->h, CSOCK_HANDLE_SIGNAL);
     s->ref = 1;
     s->next = loop->signals;
     loop->signals = s;
     *out = s;
     return 0;
+}
+
+int csock__signal_new_internal(csock_loop *loop, csock_signal **out)
+{
+    int rc = csock_signal_new(loop, out);
+    if (rc == 0) (*out)->h.internal = 1;
+    return rc;
 }
 
 int csock_signal_stop(csock_signal *s)

@@ -1,11 +1,12 @@
 /* Timers on a binary min-heap keyed by (due time, start order), so timers
  * due at the same millisecond fire in the order they were started. */
+#include <stddef.h>
 #include <stdlib.h>
 
 #include "loop/loop_int.h"
 
 struct csock_timer {
-    csock__handle h;
+    csock__handle h;    /* first: the walk passes its address */
     csock_timer_cb cb;
     void *data;
     uint64_t due;       /* absolute ms on the loop clock */
@@ -15,6 +16,8 @@ struct csock_timer {
     unsigned ref : 1;   /* counts toward loop liveness */
     void (*close_cb)(csock_timer *t);
 };
+
+_Static_assert(offsetof(csock_timer, h) == 0, "the walk passes the handle's address");
 
 static int less(const csock_timer *a, const csock_timer *b)
 {
@@ -91,11 +94,18 @@ int csock_timer_new(csock_loop *loop, csock_timer **out)
     csock_timer *t = calloc(1, sizeof *t);
     if (!t) return -ENOMEM;
     loop->timers.live++;
-    csock__handle_init(loop, &t->h);
+    csock__handle_init_kind(loop, &t->h, CSOCK_HANDLE_TIMER);
     t->index = SIZE_MAX;
     t->ref = 1;
     *out = t;
     return 0;
+}
+
+int csock__timer_new_internal(csock_loop *loop, csock_timer **out)
+{
+    int rc = csock_timer_new(loop, out);
+    if (rc == 0) (*out)->h.internal = 1;
+    return rc;
 }
 
 int csock_timer_active(const csock_timer *t) { return t->index != SIZE_MAX; }

@@ -2,8 +2,10 @@
  * "unix:@abstract" and bare "host:port" into csock_addr, resolve names, and
  * format addresses back into the same text.
  *
- * Parsing is strict on purpose: a typo in an address should fail loudly with
- * CSOCK_EBADADDR at start-up rather than bind to something unexpected.
+ * Parsing is strict on purpose: a typo in an address should fail loudly at
+ * start-up rather than bind to something unexpected, and say what is wrong
+ * where it can (CSOCK_ENOPORT, CSOCK_EBADPORT, CSOCK_EBRACKETS,
+ * CSOCK_EUNKSCHEME; CSOCK_EBADADDR for the rest).
  * Numeric hosts never touch DNS (getaddrinfo with AI_NUMERICHOST), so only a
  * real name can block.
  */
@@ -17,7 +19,8 @@
 #include <strings.h>
 #include <sys/un.h>
 
-#include "csock/csock.h"
+#include "csock/error.h"
+#include "csock/net.h"
 
 /* The text of an address, cut into its parts (slices of the caller's text,
  * except port which is already a number). */
@@ -54,19 +57,22 @@ static int is_unix(csock_scheme s)
     return s == CSOCK_UNIX || s == CSOCK_UNIXGRAM;
 }
 
-/* Decimal 0-65535, digits only: no sign, no spaces, not empty (strtol would
- * accept all three). Leading zeros are harmless and allowed. */
+/* Decimal 0-65535, digits only: no sign, no spaces (strtol would accept
+ * both). Leading zeros are harmless and allowed. Nothing after the colon is
+ * a missing port; digits past 65535 a port out of range; anything else is
+ * malformed. */
 static int parse_port(const char *s)
 {
     long v = 0;
     if (*s == '\0')
-        return CSOCK_EBADADDR;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9')
+        return CSOCK_ENOPORT;
+    for (const char *d = s; *d; d++)
+        if (*d < '0' || *d > '9')
             return CSOCK_EBADADDR;
+    for (; *s; s++) {
         v = v * 10 + (*s - '0');
         if (v > 65535)
-            return CSOCK_EBADADDR;
+            return CSOCK_EBADPORT;
     }
     return (int)v;
 }
@@ -85,30 +91,61 @@ static int name_chars_ok(const char *s, size_t n)
     return 1;
 }
 
+/* s[0..n) is an IPv6 literal (a "%scope" suffix allowed): written without
+ * brackets, its colons cannot be told from the port's. */
+static int is_ipv6(const char *s, size_t n)
+{
+    char buf[INET6_ADDRSTRLEN + IF_NAMESIZE + 2];
+    struct in6_addr a6;
+    const char *pct = memchr(s, '%', n);
+    if (pct)
+        n = (size_t)(pct - s);
+    if (n >= sizeof buf)
+        return 0;
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    return inet_pton(AF_INET6, buf, &a6) == 1;
+}
+
+/* "[IPv6]:PORT" into p; returns where the port's colon is, or an error. */
+static int split_bracketed(const char *s, addr_parts *p, const char **colon)
+{
+    const char *close = strchr(s, ']');
+    if (close == NULL || close == s + 1)
+        return CSOCK_EBADADDR;
+    if (close[1] == '\0')
+        return CSOCK_ENOPORT; /* "[::1]" */
+    if (close[1] != ':')
+        return CSOCK_EBADADDR;
+    p->host = s + 1;
+    p->host_len = (size_t)(close - p->host);
+    p->bracketed = 1;
+    *colon = close + 1;
+    return 0;
+}
+
 /* Split "HOST:PORT" or "[IPv6]:PORT" (the part after the scheme). */
 static int split_host_port(const char *s, addr_parts *p)
 {
     const char *colon;
     if (*s == '[') {
-        const char *close = strchr(s, ']');
-        if (close == NULL || close == s + 1 || close[1] != ':')
-            return CSOCK_EBADADDR;
-        p->host = s + 1;
-        p->host_len = (size_t)(close - p->host);
-        p->bracketed = 1;
-        colon = close + 1;
+        int rc = split_bracketed(s, p, &colon);
+        if (rc < 0)
+            return rc;
     } else {
         colon = strrchr(s, ':');
-        if (colon == NULL)
-            return CSOCK_EBADADDR; /* no port */
+        if (colon == NULL) /* "localhost", "127.0.0.1"; nothing at all is malformed */
+            return *s ? CSOCK_ENOPORT : CSOCK_EBADADDR;
         p->host = s;
         p->host_len = (size_t)(colon - s);
-        /* An unbracketed IPv6 address is ambiguous ("::1:80"): refuse it. */
+        /* An unbracketed IPv6 address is ambiguous ("::1:80"): refuse it,
+         * saying so when it is one ("::1:80", and "fe80::1" whole). */
         if (memchr(s, ':', p->host_len) != NULL)
+            return is_ipv6(s, p->host_len) || is_ipv6(s, strlen(s)) ? CSOCK_EBRACKETS
+                                                                    : CSOCK_EBADADDR;
+        if (!name_chars_ok(p->host, p->host_len))
             return CSOCK_EBADADDR;
     }
-    if (!p->bracketed && !name_chars_ok(p->host, p->host_len))
-        return CSOCK_EBADADDR;
     p->port = parse_port(colon + 1);
     return p->port < 0 ? p->port : 0;
 }
@@ -126,9 +163,9 @@ static int split(const char *text, addr_parts *p)
             break;
         }
     }
-    /* "foo://x:1" would otherwise read as host "foo//x": an unknown scheme. */
+    /* "foo://x:1" would otherwise read as host "foo//x". */
     if (rest == text && strstr(text, "://") != NULL)
-        return CSOCK_EBADADDR;
+        return CSOCK_EUNKSCHEME;
     if (is_unix(p->scheme)) {
         p->host = rest;
         p->host_len = strlen(rest);

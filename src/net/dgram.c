@@ -140,7 +140,7 @@ int csock_dgram_new(csock_loop *loop, const csock_addr *local, const csock_addr 
         close(fd);
         return -ENOMEM;
     }
-    csock__handle_init(loop, &d->h);
+    csock__handle_init_kind(loop, &d->h, CSOCK_HANDLE_DGRAM);
     csock__watcher_init(&d->w, fd, on_io);
     d->scheme = ref->scheme;
     *out = d;

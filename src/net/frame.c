@@ -11,7 +11,8 @@
 #include <string.h>
 #include <sys/types.h>
 
-#include "csock/csock.h"
+#include "csock/error.h"
+#include "csock/net.h"
 
 /* LINE: a message ends at LF; a CR right before the LF belongs to the ending.
  * f->max bounds the content (without the ending), so the longest acceptable

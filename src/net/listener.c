@@ -61,7 +61,7 @@ static void shed_one(csock_listener *l)
     }
     /* No reserve (another thread took the fd): stop watching for a moment
      * rather than spin on a readiness we cannot act on. */
-    if (!l->backoff && csock_timer_new(l->h.loop, &l->backoff) == 0)
+    if (!l->backoff && csock__timer_new_internal(l->h.loop, &l->backoff) == 0)
         csock_timer_set_data(l->backoff, l);
     if (l->backoff) {
         csock__watcher_set(l->h.loop, &l->w, 0);
@@ -168,7 +168,7 @@ int csock__listen_fd(csock_loop *loop, int fd, int owned, csock_scheme scheme,
     l->group = group;
     l->owned = owned;
     l->scheme = scheme;
-    csock__handle_init(loop, &l->h);
+    csock__handle_init_kind(loop, &l->h, CSOCK_HANDLE_LISTENER);
     csock__watcher_init(&l->w, fd, on_accept);
     l->cb = cb;
     l->data = data;

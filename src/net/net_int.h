@@ -3,6 +3,7 @@
 #ifndef CSOCK_NET_INT_H
 #define CSOCK_NET_INT_H
 
+#include "csock/net.h"
 #include "loop/loop_int.h"
 
 /* ---- socket helpers (sock.c) ---- */

@@ -1,6 +1,7 @@
 /* The multi-core server: N loops on N threads, SO_REUSEPORT listeners,
  * a connection limit across loops, graceful drain. Loops share nothing but
  * an atomic connection count and the posts that start the drain. */
+#include <assert.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -64,7 +65,7 @@ static int watch_signals(csock_server *srv)
 {
     int signums[2] = {SIGINT, SIGTERM};
     for (int i = 0; i < 2; i++) {
-        int rc = csock_signal_new(srv->loops[0].loop, &srv->sigs[i]);
+        int rc = csock__signal_new_internal(srv->loops[0].loop, &srv->sigs[i]);
         if (rc < 0) return rc;
         csock_signal_set_data(srv->sigs[i], srv);
         rc = csock_signal_start(srv->sigs[i], on_signal, signums[i]);
@@ -93,13 +94,11 @@ int csock_server_new(const csock_server_opts *opts, csock_server **out)
         sl->index = i;
         rc = csock_loop_new(NULL, &sl->loop);
         if (rc < 0) break;
-        sl->group = calloc(1, sizeof *sl->group);
+        sl->group = csock__group_new(&srv->conns); /* the server's own reference */
         if (!sl->group) {
             rc = -ENOMEM;
             break;
         }
-        sl->group->refs = 1; /* the server's own reference */
-        sl->group->shared = &srv->conns;
     }
     if (rc == 0 && srv->opts.handle_signals) rc = watch_signals(srv);
     if (rc < 0) {
@@ -319,7 +318,7 @@ static void drain_loop(void *arg)
             if (srv->sigs[i]) csock_signal_unref(srv->sigs[i]); /* do not hold the loop */
     if (srv->opts.loop_drain) srv->opts.loop_drain(srv, sl->loop, sl->index);
     csock__group_drain(sl->group);
-    if (!sl->drain_timer && csock_timer_new(sl->loop, &sl->drain_timer) == 0) {
+    if (!sl->drain_timer && csock__timer_new_internal(sl->loop, &sl->drain_timer) == 0) {
         csock_timer_set_data(sl->drain_timer, sl);
         csock_timer_unref(sl->drain_timer); /* the loop ends as soon as the streams do */
         csock_timer_start(sl->drain_timer, on_drain_timeout, srv->opts.drain_timeout_ms, 0);
@@ -398,6 +397,40 @@ int csock_server_run(csock_server *srv)
     return rc;
 }
 
+static void close_handle(csock_handle_kind kind, void *h, void *data)
+{
+    (*(unsigned *)data)++;
+    switch (kind) {
+    case CSOCK_HANDLE_IO: csock_io_close(h, NULL); break;
+    case CSOCK_HANDLE_TIMER: csock_timer_close(h, NULL); break;
+    case CSOCK_HANDLE_SIGNAL: csock_signal_close(h, NULL); break;
+    case CSOCK_HANDLE_STREAM: csock_stream_close(h, NULL); break;
+    case CSOCK_HANDLE_LISTENER: csock_listener_close(h, NULL); break;
+    case CSOCK_HANDLE_DGRAM: csock_dgram_close(h, NULL); break;
+    }
+}
+
+/* Close everything still open on the loop and free it. The application's
+ * handles first (their owners close the library's handles inside them: a
+ * stream its timer), then whatever the library still holds (an HTTP server
+ * left open). Running the loop until it has nothing left finishes every
+ * close, with io_uring once the kernel has answered the cancels of the
+ * requests in flight. That run may also start what was posted to a loop
+ * that had already stopped (a drain, which makes a timer): then again. */
+static int free_loop(csock_loop *loop)
+{
+    unsigned closed;
+    do {
+        closed = 0;
+        csock__loop_walk(loop, close_handle, &closed, 0);
+        csock__loop_walk(loop, close_handle, &closed, 1);
+        int rc;
+        while ((rc = csock_loop_run(loop, CSOCK_RUN_DEFAULT)) > 0) {} /* > 0: a stray stop */
+        if (rc < 0) return rc;
+    } while (csock_loop_handles(loop) && closed); /* none closed: no walk can do more */
+    return csock_loop_free(loop);
+}
+
 void csock_server_free(csock_server *srv)
 {
     if (!srv) return;
@@ -405,18 +438,14 @@ void csock_server_free(csock_server *srv)
         srv_loop *sl = &srv->loops[i];
         if (!sl->loop) continue;
         close_endpoints(sl);
-        if (sl->drain_timer) csock_timer_close(sl->drain_timer, NULL);
-        sl->drain_timer = NULL;
-        if (i == 0)
-            for (int k = 0; k < 2; k++) {
-                if (srv->sigs[k]) csock_signal_close(srv->sigs[k], NULL);
-                srv->sigs[k] = NULL;
-            }
+        sl->drain_timer = NULL; /* closed by the walk */
+        if (i == 0) srv->sigs[0] = srv->sigs[1] = NULL;
         if (sl->group) csock__group_close_all(sl->group); /* NULL: csock_server_new failed */
-        /* Closes finish on the next iterations (with io_uring, once the
-         * kernel has answered the cancels of requests in flight). */
-        for (int k = 0; k < 100 && csock_loop_run(sl->loop, CSOCK_RUN_NOWAIT) > 0; k++) {}
-        csock_loop_free(sl->loop);
+        int rc = free_loop(sl->loop);
+        /* Never with a handle left: a loop the walk could not empty is a
+         * library bug, and freeing it anyway would free memory in use. */
+        assert(rc == 0);
+        (void)rc;
         csock__group_release(sl->group);
     }
     for (unsigned i = 0; i < srv->neps; i++) {

@@ -30,7 +30,7 @@ csock_stream *csock__stream_new(csock_loop *loop, int fd, csock__conn_group *gro
 {
     csock_stream *s = calloc(1, sizeof *s);
     if (!s) return NULL;
-    csock__handle_init(loop, &s->h);
+    csock__handle_init_kind(loop, &s->h, CSOCK_HANDLE_STREAM);
     csock__watcher_init(&s->w, fd, on_io);
     s->max_read = DEFAULT_MAX_READ;
     s->high = DEFAULT_HIGH;

@@ -45,7 +45,7 @@ int csock__stream_arm_timer(csock_stream *s, int mode, uint64_t ms)
     stream_ext *x = csock__stream_ext(s);
     if (!x) return -ENOMEM;
     if (!x->timer) {
-        if (csock_timer_new(s->h.loop, &x->timer) < 0) return -ENOMEM;
+        if (csock__timer_new_internal(s->h.loop, &x->timer) < 0) return -ENOMEM;
         csock_timer_set_data(x->timer, s);
     }
     s->timer_mode = (unsigned char)mode;

@@ -202,23 +202,19 @@ static void bad_forms(void **state)
 {
     (void)state;
     static const char *const bad[] = {
-        "", "tcp://", "udp://", "tls://", "tcp:", "127.0.0.1", "tcp://127.0.0.1",
-        "127.0.0.1:", "tcp://127.0.0.1:", "localhost", "localhost:",
+        "", "tcp://", "udp://", "tls://",
         /* ports */
-        "127.0.0.1:65536", "127.0.0.1:99999", "127.0.0.1:4294967376",
-        "127.0.0.1:99999999999999999999", "127.0.0.1:-1", "127.0.0.1:+1", "127.0.0.1: 80",
-        "127.0.0.1:80 ", "127.0.0.1:8o", "127.0.0.1:0x50", "127.0.0.1:http",
+        "127.0.0.1:-1", "127.0.0.1:+1", "127.0.0.1: 80", "127.0.0.1:80 ", "127.0.0.1:8o",
+        "127.0.0.1:0x50", "127.0.0.1:http", "127.0.0.1:99999x",
         /* extra parts */
         "127.0.0.1:80:90", "tcp://127.0.0.1:80/path", "tcp://127.0.0.1:80?x", "tcp://a:b:80",
         "tcp://127.0.0.1:80]", " 127.0.0.1:80", "tcp://host name:80", "tcp://a%b:80",
         "127.0.0.1%lo:80", "tcp://user@host:80", "tcp://host/x:80",
         /* IPv6 */
-        "::1:80", "tcp://::1:80", "fe80::1:80", "[::1]", "[::1]80", "[::1]:", "[]:80", "[::1:80",
-        "::1]:80", "[::1]x:80", "[[::1]]:80", "[127.0.0.1]:80", "[localhost]:80", "[::1::2]:80",
-        "[fe80::1%no-such-if0]:80", "[::1]:65536",
-        /* schemes */
-        "foo://127.0.0.1:80", "http://127.0.0.1:80", "://127.0.0.1:80", "tcp:/127.0.0.1:80",
-        "udp//127.0.0.1:80",
+        "[::1]80", "[]:80", "[::1:80", "::1]:80", "[::1]x:80", "[[::1]]:80", "[127.0.0.1]:80",
+        "[localhost]:80", "[::1::2]:80", "[fe80::1%no-such-if0]:80",
+        /* schemes that are not one */
+        "tcp:/127.0.0.1:80", "udp//127.0.0.1:80",
         /* unix */
         "unix:", "unix:@", "unixgram:", "unixgram:@",
     };
@@ -242,6 +238,56 @@ static void bad_forms(void **state)
     csock_addr a;
     assert_int_equal(csock_addr_parse(NULL, 0, &a), -EINVAL);
     assert_int_equal(csock_addr_resolve("127.0.0.1:1", 0, &a, 0), -EINVAL);
+}
+
+/* Address errors that say what is wrong. */
+static void no_port(void **state)
+{
+    static const char *const text[] = {
+        "127.0.0.1", "tcp://127.0.0.1", "localhost", "udp://localhost", "tls://example.com",
+        "127.0.0.1:", "tcp://127.0.0.1:", "localhost:", "tcp:", "[::1]", "[::1]:", "tcp://[::1]",
+    };
+    for (size_t i = 0; i < sizeof text / sizeof text[0]; i++) expect_err(text[i], 0, CSOCK_ENOPORT);
+    assert_string_equal(csock_strerror(CSOCK_ENOPORT), "address has no port");
+}
+
+static void port_out_of_range(void **state)
+{
+    static const char *const text[] = {
+        "127.0.0.1:65536", "127.0.0.1:99999", "127.0.0.1:4294967376",
+        "127.0.0.1:99999999999999999999", "[::1]:65536", "udp://localhost:70000",
+    };
+    for (size_t i = 0; i < sizeof text / sizeof text[0]; i++)
+        expect_err(text[i], 0, CSOCK_EBADPORT);
+    csock_addr a;
+    parse_ok("127.0.0.1:65535", 0, &a);
+    assert_int_equal(csock_addr_port(&a), 65535);
+    parse_ok("127.0.0.1:00080", 0, &a);
+    assert_int_equal(csock_addr_port(&a), 80);
+}
+
+static void ipv6_needs_brackets(void **state)
+{
+    static const char *const text[] = {
+        "::1:80", "tcp://::1:80", "fe80::1:80", "udp://2001:db8::1:53", "fe80::1%lo:80",
+        "::1", "fe80::1",
+    };
+    for (size_t i = 0; i < sizeof text / sizeof text[0]; i++)
+        expect_err(text[i], 0, CSOCK_EBRACKETS);
+    assert_non_null(strstr(csock_strerror(CSOCK_EBRACKETS), "[brackets]"));
+}
+
+static void unknown_scheme(void **state)
+{
+    static const char *const text[] = {
+        "foo://127.0.0.1:80", "http://127.0.0.1:80", "://127.0.0.1:80", "tcp6://[::1]:80",
+        "https://example.com:443",
+    };
+    for (size_t i = 0; i < sizeof text / sizeof text[0]; i++)
+        expect_err(text[i], 0, CSOCK_EUNKSCHEME);
+    /* The message lists the schemes there are, tls:// among them. */
+    assert_non_null(strstr(csock_strerror(CSOCK_EUNKSCHEME), "tls://"));
+    assert_non_null(strstr(csock_strerror(CSOCK_EUNKSCHEME), "unix:"));
 }
 
 static void names_without_dns(void **state)
@@ -405,6 +451,38 @@ static void format_kernel_unix(void **state)
     assert_int_equal(csock_addr_format(&a, buf, sizeof buf), -EAFNOSUPPORT);
 }
 
+/* CSOCK_ADDR_STRLEN holds the longest text csock_addr_format() makes: a
+ * unixgram path filling sun_path (no NUL, as the kernel may report it), an
+ * abstract name as long, and a link-local IPv6 address with the largest
+ * numeric scope and port. */
+static void format_longest_fits(void **state)
+{
+    (void)state;
+    csock_addr a;
+    char buf[CSOCK_ADDR_STRLEN];
+    struct sockaddr_un *u = (struct sockaddr_un *)&a.sa;
+    int n;
+
+    memset(&a, 0, sizeof a);
+    a.scheme = CSOCK_UNIXGRAM;
+    u->sun_family = AF_UNIX;
+    memset(u->sun_path, 'p', sizeof u->sun_path);
+    a.len = sizeof *u;
+    n = csock_addr_format(&a, buf, sizeof buf);
+    assert_int_equal(n, (int)strlen("unixgram:") + (int)sizeof u->sun_path);
+
+    u->sun_path[0] = '\0'; /* abstract: "unixgram:@" and the other 107 bytes */
+    n = csock_addr_format(&a, buf, sizeof buf);
+    assert_int_equal(n, (int)strlen("unixgram:@") + (int)sizeof u->sun_path - 1);
+
+    /* A scope id no interface has is written as a number: the longest. */
+    parse_ok("udp://[fe80:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:65535", 0, &a);
+    ((struct sockaddr_in6 *)&a.sa)->sin6_scope_id = 4294967295u;
+    n = csock_addr_format(&a, buf, sizeof buf);
+    assert_true(n > 0);
+    assert_non_null(strstr(buf, "%4294967295]:65535"));
+}
+
 static void port_and_stream(void **state)
 {
     (void)state;
@@ -444,9 +522,11 @@ int main(void)
         cmocka_unit_test(good_ipv4),           cmocka_unit_test(good_ipv6),
         cmocka_unit_test(good_passive_any),    cmocka_unit_test(good_unix),
         cmocka_unit_test(good_localhost),      cmocka_unit_test(bad_forms),
+        cmocka_unit_test(no_port),             cmocka_unit_test(port_out_of_range),
+        cmocka_unit_test(ipv6_needs_brackets), cmocka_unit_test(unknown_scheme),
         cmocka_unit_test(names_without_dns),   cmocka_unit_test(format_exact),
         cmocka_unit_test(format_canonicalises), cmocka_unit_test(format_round_trip),
-        cmocka_unit_test(format_enospc),       cmocka_unit_test(format_kernel_unix),
+        cmocka_unit_test(format_enospc),       cmocka_unit_test(format_longest_fits),       cmocka_unit_test(format_kernel_unix),
         cmocka_unit_test(port_and_stream),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

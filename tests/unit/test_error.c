@@ -37,7 +37,7 @@ static void errno_values(void **state)
 static void unknown_codes(void **state)
 {
     (void)state;
-    const int bad[] = {-3999, -4000, -4087, -4096, -5000, -100000, 1, 42, INT32_MIN, INT32_MAX};
+    const int bad[] = {-3999, -4000, -4080, -4096, -5000, -100000, 1, 42, INT32_MIN, INT32_MAX};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_string_equal(csock_strerror(bad[i]), "unknown error");
         assert_string_equal(csock_err_name(bad[i]), "UNKNOWN");

@@ -137,8 +137,8 @@ static void check_stream(const csock_framing *f, const char *in, size_t len, con
     free(every);
 }
 
-#define LINE(max_, keep_) ((csock_framing){CSOCK_FRAME_LINE, (max_), (keep_)})
-#define LP32(max_) ((csock_framing){CSOCK_FRAME_LP32, (max_), 0})
+#define LINE(max_, keep_) ((csock_framing){.kind = CSOCK_FRAME_LINE, .max = (max_), .keep_delimiter = (keep_)})
+#define LP32(max_) ((csock_framing){.kind = CSOCK_FRAME_LP32, .max = (max_)})
 #define S(lit) (lit), (sizeof(lit) - 1)
 
 /* ---- lines -------------------------------------------------------------------- */
@@ -353,7 +353,7 @@ static void bad_arguments(void **state)
     (void)state;
     const char *m;
     size_t ml;
-    csock_framing f = {(csock_frame_kind)99, 10, 0};
+    csock_framing f = {.kind = (csock_frame_kind)99, .max = 10};
     assert_int_equal(csock_frame_next(&f, "a\n", 2, &m, &ml), -EINVAL);
     assert_int_equal(csock_frame_next(NULL, "a\n", 2, &m, &ml), -EINVAL);
     f.kind = CSOCK_FRAME_LINE;

@@ -26,6 +26,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -196,8 +197,19 @@ static int client_rcvbuf(const csock_addr *a, int rcvbuf)
     struct timeval tv = {.tv_sec = 10};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    if (connect(fd, (const struct sockaddr *)&a->sa, a->len) < 0)
-        fail_msg("connect: %s", strerror(errno));
+    /* A blocking connect with a send timeout is not restarted after an
+     * interruption (the io_uring task work of a ring this thread set up
+     * can interrupt it): it goes on in the background, so wait for it. */
+    if (connect(fd, (const struct sockaddr *)&a->sa, a->len) < 0) {
+        int err = errno;
+        if (err == EINTR) {
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
+            socklen_t len = sizeof err;
+            while (poll(&p, 1, 10000) < 0 && errno == EINTR) {}
+            if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+        }
+        if (err) fail_msg("connect: %s", strerror(err));
+    }
     return fd;
 }
 
@@ -553,6 +565,55 @@ static void test_failed_listen_leaves_nothing(void **state)
     join(&f, 5);
 }
 
+/* Handles the application left open on the server's loops (an unreferenced
+ * repeating timer, a stopped fd watcher, a signal watcher) do not keep the
+ * run going; csock_server_free() closes them (a walk) and frees every loop,
+ * leaving no descriptor behind (it used to spin NOWAIT, then ignore
+ * csock_loop_free's -EBUSY: each loop's epoll fd, eventfd and signalfd
+ * leaked, and the signal stayed blocked). Loop 0 runs on this thread, so
+ * its signal mask is this thread's. */
+static int leftover_pipe[2];
+
+static void leftover_io(csock_io *io, int events) {}
+static void h_tick_server(csock_timer *t) {}
+static void on_leftover_signal(csock_signal *s, int signum) {}
+
+static void leave_handles_open(csock_server *srv, csock_loop *loop, unsigned index)
+{
+    csock_timer *t;
+    csock_io *io;
+    CHECK_OK(csock_timer_new(loop, &t));
+    csock_timer_unref(t);
+    CHECK_OK(csock_timer_start(t, h_tick_server, 1000, 1000));
+    CHECK_OK(csock_io_new(loop, leftover_pipe[0], leftover_io, NULL, &io));
+    if (index == 0) {
+        csock_signal *sig;
+        CHECK_OK(csock_signal_new(loop, &sig));
+        CHECK_OK(csock_signal_start(sig, on_leftover_signal, SIGUSR2));
+        csock_signal_unref(sig);
+        csock_server_stop(srv); /* the run ends as soon as the loops have drained */
+    }
+}
+
+static void test_free_closes_what_is_left(void **state)
+{
+    assert_int_equal(pipe(leftover_pipe), 0);
+    int fds = count_fds();
+    csock_server_opts o = {.threads = 2, .loop_start = leave_handles_open};
+    csock_server *srv;
+    CHECK_OK(csock_server_new(&o, &srv));
+    CHECK_OK(csock_server_run(srv));
+    sigset_t mask;
+    pthread_sigmask(SIG_BLOCK, NULL, &mask);
+    assert_true(sigismember(&mask, SIGUSR2)); /* watched until the free */
+    csock_server_free(srv);
+    assert_int_equal(count_fds(), fds);
+    pthread_sigmask(SIG_BLOCK, NULL, &mask);
+    assert_false(sigismember(&mask, SIGUSR2));
+    close(leftover_pipe[0]);
+    close(leftover_pipe[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -564,6 +625,7 @@ int main(void)
         cmocka_unit_test(test_second_stop_is_immediate),
         cmocka_unit_test(test_busy_port_refused_unless_shared),
         cmocka_unit_test(test_failed_listen_leaves_nothing),
+        cmocka_unit_test(test_free_closes_what_is_left),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
