@@ -1,9 +1,11 @@
 /* Making TLS contexts: csock's defaults (versions, ciphers, groups), the
  * certificate and key, the CAs to verify with, ALPN and SNI. Setup errors
  * are put in words in the caller's err buffer. */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -95,42 +97,99 @@ static int on_servername(SSL *ssl, int *alert, void *arg)
     return SSL_TLSEXT_ERR_OK;
 }
 
-/* A readable file, or a one-line reason why not. */
+/* PEM files are small; a larger one is not a certificate or a key, and
+ * scanning it for labels is not worth reading it whole. */
+#define PEM_SCAN_MAX (1024 * 1024)
+
+/* A readable regular file, or a one-line reason why not, with its path.
+ * (A directory opens fine but reads as EISDIR later: say so now.) */
 static int check_file(const char *what, const char *path, char *err, size_t errsize)
 {
-    if (access(path, R_OK) == 0) return 0;
-    errbuf(err, errsize, "%s: %s", path, strerror(errno));
-    (void)what;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat sb;
+    int e = fd < 0 ? errno : fstat(fd, &sb) < 0 ? errno : S_ISDIR(sb.st_mode) ? EISDIR : 0;
+    if (fd >= 0) close(fd);
+    if (e == 0) return 0;
+    if (err && errsize) snprintf(err, errsize, "%s %s: %s", what, path, strerror(e));
     return CSOCK_ETLS;
 }
 
-static int load_identity(csock_tls_ctx *ctx, const csock_tls_opts *o, char *err, size_t errsize)
+/* Does the PEM file at `path` hold `label` ("-----BEGIN CERTIFICATE")? 1,
+ * 0, or -1 when it cannot be read (OpenSSL's own error then says more).
+ * OpenSSL only says "PEM lib" or "unsupported" for a file without the
+ * block it looked for, so the words come from looking ourselves. */
+static int pem_has(const char *path, const char *label)
 {
-    const char *key = o->key_file ? o->key_file : o->cert_file;
-    int rc = check_file("cert", o->cert_file, err, errsize);
-    if (rc == 0) rc = check_file("key", key, err, errsize);
-    if (rc < 0) return rc;
-    if (SSL_CTX_use_certificate_chain_file(ctx->ssl, o->cert_file) != 1) {
-        errbuf(err, errsize, "certificate %s: %s", o->cert_file, openssl_reason());
+    FILE *f = fopen(path, "re");
+    if (!f) return -1;
+    char *buf = malloc(PEM_SCAN_MAX);
+    size_t n = buf ? fread(buf, 1, PEM_SCAN_MAX, f) : 0;
+    fclose(f);
+    if (!buf) return -1;
+    int has = memmem(buf, n, label, strlen(label)) != NULL;
+    free(buf);
+    return has;
+}
+
+/* Never prompt for a passphrase on the terminal from inside a library:
+ * an encrypted key fails to load instead (said in words by load_key). */
+static int no_passphrase(char *buf, int size, int rwflag, void *u) { return 0; }
+
+static int load_cert(csock_tls_ctx *ctx, const char *cert, char *err, size_t errsize)
+{
+    if (pem_has(cert, "-----BEGIN CERTIFICATE") == 0 &&
+        pem_has(cert, "-----BEGIN TRUSTED CERTIFICATE") == 0) {
+        errbuf(err, errsize, "no certificate in %s%s", cert,
+               pem_has(cert, "PRIVATE KEY-----") == 1 ? " (it holds a private key)" : "");
         return CSOCK_ETLS;
     }
-    if (SSL_CTX_use_PrivateKey_file(ctx->ssl, key, SSL_FILETYPE_PEM) != 1) {
-        if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH)
-            errbuf(err, errsize, "key %s does not match certificate %s", key, o->cert_file);
-        else
-            errbuf(err, errsize, "key %s: %s", key, openssl_reason());
-        return CSOCK_ETLS;
-    }
-    if (SSL_CTX_check_private_key(ctx->ssl) != 1) {
-        errbuf(err, errsize, "key %s does not match certificate %s", key, o->cert_file);
+    if (SSL_CTX_use_certificate_chain_file(ctx->ssl, cert) != 1) {
+        errbuf(err, errsize, "certificate %s: %s", cert, openssl_reason());
         return CSOCK_ETLS;
     }
     return 0;
 }
 
+/* `key` is key_file, or cert_file when key_file is NULL (`in_cert`). */
+static int load_key(csock_tls_ctx *ctx, const char *key, const char *cert, int in_cert, char *err,
+                    size_t errsize)
+{
+    if (pem_has(key, "PRIVATE KEY-----") == 0) {
+        errbuf(err, errsize, "no private key in %s%s", key, in_cert ? "; pass --key" : "");
+        return CSOCK_ETLS;
+    }
+    if (pem_has(key, "ENCRYPTED") == 1) {
+        errbuf(err, errsize, "key %s is encrypted: csock needs it without a passphrase%s", key, "");
+        return CSOCK_ETLS;
+    }
+    SSL_CTX_set_default_passwd_cb(ctx->ssl, no_passphrase);
+    if (SSL_CTX_use_PrivateKey_file(ctx->ssl, key, SSL_FILETYPE_PEM) != 1) {
+        if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH)
+            errbuf(err, errsize, "key %s does not match certificate %s", key, cert);
+        else
+            errbuf(err, errsize, "key %s: %s", key, openssl_reason());
+        return CSOCK_ETLS;
+    }
+    if (SSL_CTX_check_private_key(ctx->ssl) != 1) {
+        errbuf(err, errsize, "key %s does not match certificate %s", key, cert);
+        return CSOCK_ETLS;
+    }
+    return 0;
+}
+
+static int load_identity(csock_tls_ctx *ctx, const csock_tls_opts *o, char *err, size_t errsize)
+{
+    const char *key = o->key_file ? o->key_file : o->cert_file;
+    int rc = check_file("certificate", o->cert_file, err, errsize);
+    if (rc == 0) rc = check_file("key", key, err, errsize);
+    if (rc == 0) rc = load_cert(ctx, o->cert_file, err, errsize);
+    if (rc == 0) rc = load_key(ctx, key, o->cert_file, !o->key_file, err, errsize);
+    return rc;
+}
+
 static int load_ca(csock_tls_ctx *ctx, const char *ca, char *err, size_t errsize)
 {
-    int rc = check_file("ca", ca, err, errsize);
+    int rc = check_file("CA file", ca, err, errsize);
     if (rc < 0) return rc;
     if (SSL_CTX_load_verify_locations(ctx->ssl, ca, NULL) != 1) {
         errbuf(err, errsize, "CA file %s: %s", ca, openssl_reason());

@@ -2,7 +2,8 @@
  * how a stream's filter state is recognised as ours. Who does what:
  * tls_ctx.c making contexts (defaults, certificates, keys, CAs, ALPN, SNI);
  * tls_stream.c the stream filter, the handshake and wrapping a stream;
- * tls_info.c what a TLS stream tells about itself afterwards. */
+ * tls_reason.c why a connection failed, in words; tls_info.c what a TLS
+ * stream tells about itself afterwards. */
 #ifndef CSOCK_TLS_INT_H
 #define CSOCK_TLS_INT_H
 
@@ -15,6 +16,9 @@
 #include "net/net_int.h"
 
 #define CHUNK 16384         /* one TLS record of plaintext */
+/* Enough of the peer's first bytes to tell a TLS record from plain text
+ * and to quote the start of a greeting or a request line. */
+#define PEEK_BYTES 16
 #define CONN_MAGIC 0x544c5331u
 
 struct csock_tls_ctx {
@@ -45,6 +49,8 @@ typedef struct tls_conn {
     unsigned got_close : 1;   /* peer's close_notify received */
     unsigned sent_close : 1;  /* our close_notify queued */
     unsigned dead : 1;        /* the stream closed while we were busy */
+    unsigned char peek_len;
+    unsigned char peek[PEEK_BYTES]; /* the peer's first bytes: do they look like TLS? */
     char alpn[64];            /* negotiated ALPN protocol, NUL-terminated */
     char reason[200];         /* last error, one line */
 } tls_conn;
@@ -56,5 +62,11 @@ static inline tls_conn *conn_of(const csock_stream *s)
     tls_conn *c = csock__stream_filter_state(s);
     return c && c->magic == CONN_MAGIC ? c : NULL;
 }
+
+/* tls_reason.c: c->reason in words */
+void csock__tls_peek(tls_conn *c, const char *raw, size_t len);
+void csock__tls_set_reason(tls_conn *c, int sslerr);
+void csock__tls_eof_reason(tls_conn *c);
+void csock__tls_timeout_reason(tls_conn *c);
 
 #endif

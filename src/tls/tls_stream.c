@@ -12,25 +12,6 @@
 
 #include "tls/tls_int.h"
 
-/* Record why the handshake or a record failed, as people read it. */
-static void set_reason(tls_conn *c, int sslerr)
-{
-    long v = SSL_get_verify_result(c->ssl);
-    unsigned long e = ERR_peek_last_error();
-    if (v != X509_V_OK && ERR_GET_REASON(e) == SSL_R_CERTIFICATE_VERIFY_FAILED) {
-        snprintf(c->reason, sizeof c->reason, "certificate verify failed: %s",
-                 X509_verify_cert_error_string(v));
-    } else if (e) {
-        const char *r = ERR_reason_error_string(e);
-        snprintf(c->reason, sizeof c->reason, "%s", r ? r : "TLS protocol error");
-    } else if (sslerr == SSL_ERROR_SYSCALL) {
-        snprintf(c->reason, sizeof c->reason, "unexpected end of TLS input");
-    } else {
-        snprintf(c->reason, sizeof c->reason, "TLS error %d", sslerr);
-    }
-    ERR_clear_error();
-}
-
 /* ---- a connection: moving bytes ------------------------------------------------------ */
 
 static void conn_destroy(tls_conn *c)
@@ -74,7 +55,7 @@ static int encrypt(tls_conn *c, const char *buf, size_t len)
         size_t n = len < CHUNK ? len : CHUNK, done = 0;
         ERR_clear_error();
         if (SSL_write_ex(c->ssl, buf, n, &done) != 1) {
-            set_reason(c, SSL_get_error(c->ssl, 0));
+            csock__tls_set_reason(c, SSL_get_error(c->ssl, 0));
             return CSOCK_ETLS;
         }
         int rc = flush_out(c);
@@ -147,7 +128,7 @@ static int pump(tls_conn *c)
         if (r != 1) {
             int e = SSL_get_error(c->ssl, r);
             if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return 0;
-            set_reason(c, e);
+            csock__tls_set_reason(c, e);
             hs_fail(c, CSOCK_ETLS);
             return 0;
         }
@@ -172,7 +153,7 @@ static int pump(tls_conn *c)
             c->got_close = 1;
             return CSOCK_EOF;
         }
-        set_reason(c, e);
+        csock__tls_set_reason(c, e);
         return CSOCK_ETLS;
     }
 }
@@ -184,6 +165,7 @@ static int f_input(csock_stream *s, const char *raw, size_t len)
     tls_conn *c = conn_of(s);
     if (!c) return -EINVAL;
     if (c->got_close) return 0; /* nothing may follow close_notify */
+    if (!c->hs_done) csock__tls_peek(c, raw, len);
     if (BIO_write(c->rbio, raw, (int)len) != (int)len) return -ENOMEM;
     enter(c);
     int rc = pump(c);
@@ -197,13 +179,13 @@ static int f_eof(csock_stream *s)
     if (!c) return CSOCK_EOF;
     if (c->got_close) return CSOCK_EOF;
     if (!c->hs_done) {
-        snprintf(c->reason, sizeof c->reason, "connection closed during the TLS handshake");
+        csock__tls_eof_reason(c);
         enter(c);
         hs_fail(c, CSOCK_ETLS);
         leave(c);
         return CSOCK_ETLS;
     }
-    snprintf(c->reason, sizeof c->reason, "connection closed without close_notify (truncated)");
+    csock__tls_eof_reason(c);
     return CSOCK_ETLS;
 }
 
@@ -285,7 +267,7 @@ static size_t hs_read(csock_stream *s, int status, const char *buf, size_t len)
 static void on_hs_timeout(csock_timer *t)
 {
     tls_conn *c = csock_timer_data(t);
-    snprintf(c->reason, sizeof c->reason, "TLS handshake timed out");
+    csock__tls_timeout_reason(c);
     enter(c);
     hs_fail(c, -ETIMEDOUT);
     leave(c);
@@ -371,7 +353,7 @@ int csock_tls_wrap(csock_stream *s, csock_tls_ctx *ctx, const char *host, csock_
         if (frc < 0) {
             csock__stream_fail(s, frc);
         } else if (e != SSL_ERROR_WANT_READ) {
-            set_reason(c, e);
+            csock__tls_set_reason(c, e);
             csock__stream_fail(s, CSOCK_ETLS); /* reported through hs_read */
         } else {
             csock__stream_flush(s);
