@@ -14,11 +14,26 @@
 #include "csock/csock.h"
 #include "proto/http1_parse.h"
 
+/* Fields per request: real clients send a few dozen at most (nginx and
+ * picohttpparser's users allow about as many); more is a 431. */
 #define MAX_HEADERS 100
-#define BATCH_MAX 64                 /* answers queued per read before waiting for the client */
-#define QUEUE_MAX (256u * 1024)      /* ...or this many bytes queued */
-#define SMALL_FILE 8192              /* files up to this go with the head in one write */
-#define TICK_MS 250                  /* housekeeping resolution */
+/* Pipelined requests answered in one read callback before we wait for the
+ * client to take the answers: a client sending thousands of requests at
+ * once must not make us queue thousands of answers. */
+#define BATCH_MAX 64
+#define QUEUE_MAX (256u * 1024)      /* ...or this many answer bytes queued */
+/* Files up to this size are read and go with the head in one write: one
+ * syscall instead of a writev and a sendfile. As large as the stack buffer
+ * we read them into may sensibly be. */
+#define SMALL_FILE 8192
+/* Housekeeping resolution: timeouts are seconds long, so a quarter of a
+ * second late is fine, and four wakeups a second cost nothing. */
+#define TICK_MS 250
+/* "Date: " + an IMF-fixdate (29 characters, csock_http_date) + CRLF. */
+#define DATE_PREFIX 6
+#define DATE_LINE_LEN (DATE_PREFIX + 29 + 2)
+/* "Server: " + a name cut at SERVER_NAME_MAX + CRLF must fit server[]. */
+#define SERVER_NAME_MAX 60
 
 enum { TL_HEADER, TL_BODY, TL_KEEPALIVE, TL_COUNT, TL_NONE = TL_COUNT };
 
@@ -76,8 +91,8 @@ struct csock_http_server {
     uint64_t tl_ms[TL_COUNT];
     csock_timer *timer;
     uint64_t date_next;             /* loop time at which the Date line goes stale */
-    char date[48];                  /* "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n" */
-    char server[80];                /* "Server: csock\r\n" */
+    char date[DATE_LINE_LEN + 1];   /* "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n" */
+    char server[SERVER_NAME_MAX + 20]; /* "Server: csock\r\n" */
     size_t server_len;
     csock_http_limits limits;
     size_t max_read;

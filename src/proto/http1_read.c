@@ -10,6 +10,10 @@
 
 #include "proto/http1_int.h"
 
+/* The least storage kept for a request's copy: most heads are a few hundred
+ * bytes, so one allocation serves a keep-alive connection's requests. */
+#define RQ_FIRST_CAP 1024
+
 /* ---- requests --------------------------------------------------------------------- */
 
 /* The request's lifetime (csock/http.h): valid until its answer completes.
@@ -46,7 +50,7 @@ static int keep_head(conn *c, const char *buf, size_t head, size_t body)
     csock_http_req *r = &c->req;
     size_t need = head + body;
     if (need > c->rqcap) {
-        size_t cap = need < 1024 ? 1024 : need;
+        size_t cap = need < RQ_FIRST_CAP ? RQ_FIRST_CAP : need;
         char *p = malloc(cap); /* nothing in the old one is needed: not realloc */
         if (!p) return -ENOMEM;
         free(c->rq);

@@ -28,6 +28,22 @@
 
 #include "proto/http1_int.h"
 
+/* The defaults csock/http.h promises for a 0 in csock_http_opts: a body the
+ * size of a form or a JSON document, not an upload; a head within 10 s of
+ * its first byte (a slow-loris client is cut early); 30 s for a body and
+ * between requests (as browsers keep connections); 60 s of a client taking
+ * none of our answer. */
+#define DEFAULT_MAX_BODY (1u << 20)
+#define DEFAULT_HEADER_TIMEOUT_MS 10000
+#define DEFAULT_BODY_TIMEOUT_MS 30000
+#define DEFAULT_KEEPALIVE_TIMEOUT_MS 30000
+#define DEFAULT_SEND_TIMEOUT_MS 60000
+/* The stream's read buffer holds a whole request: head + body, the body
+ * counted twice for its chunk framing, plus this for the last chunk and
+ * trailers; never more than MAX_READ_CAP, whatever max_body says. */
+#define READ_SLACK 4096
+#define MAX_READ_CAP (1u << 30)
+
 /* ---- timeout lists --------------------------------------------------------------- */
 
 void csock__http_tl_remove(conn *c)
@@ -158,18 +174,19 @@ int csock_http_server_new(csock_loop *loop, const csock_http_opts *opts, csock_h
         }
         memcpy(hs->routes, opts->routes, opts->nroutes * sizeof *hs->routes);
     }
-    hs->o.max_body = or_default(opts->max_body, 1u << 20);
-    hs->o.send_timeout_ms = or_default(opts->send_timeout_ms, 60000);
-    hs->tl_ms[TL_HEADER] = or_default(opts->header_timeout_ms, 10000);
-    hs->tl_ms[TL_BODY] = or_default(opts->body_timeout_ms, 30000);
-    hs->tl_ms[TL_KEEPALIVE] = or_default(opts->keepalive_timeout_ms, 30000);
+    hs->o.max_body = or_default(opts->max_body, DEFAULT_MAX_BODY);
+    hs->o.send_timeout_ms = or_default(opts->send_timeout_ms, DEFAULT_SEND_TIMEOUT_MS);
+    hs->tl_ms[TL_HEADER] = or_default(opts->header_timeout_ms, DEFAULT_HEADER_TIMEOUT_MS);
+    hs->tl_ms[TL_BODY] = or_default(opts->body_timeout_ms, DEFAULT_BODY_TIMEOUT_MS);
+    hs->tl_ms[TL_KEEPALIVE] = or_default(opts->keepalive_timeout_ms, DEFAULT_KEEPALIVE_TIMEOUT_MS);
     hs->limits.max_request_line = opts->max_request_line;
     hs->limits.max_head = opts->max_head ? opts->max_head : CSOCK_HTTP_MAX_HEAD;
     /* Room for a whole head and a whole body (chunk framing included),
      * saturated: a max_body near UINT64_MAX must not wrap to a small limit. */
-    uint64_t mr = sat_add(sat_add(hs->limits.max_head, sat_add(hs->o.max_body, hs->o.max_body)), 4096);
-    hs->max_read = mr > (1u << 30) ? (1u << 30) : (size_t)mr;
-    snprintf(hs->server, sizeof hs->server, "Server: %.60s\r\n",
+    uint64_t body2 = sat_add(hs->o.max_body, hs->o.max_body);
+    uint64_t mr = sat_add(sat_add(hs->limits.max_head, body2), READ_SLACK);
+    hs->max_read = mr > MAX_READ_CAP ? MAX_READ_CAP : (size_t)mr;
+    snprintf(hs->server, sizeof hs->server, "Server: %.*s\r\n", SERVER_NAME_MAX,
              opts->server_name ? opts->server_name : "csock");
     hs->server_len = strlen(hs->server);
     int rc = csock_timer_new(loop, &hs->timer);

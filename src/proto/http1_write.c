@@ -9,6 +9,21 @@
 
 #include "proto/http1_int.h"
 
+/* The head's fixed part: the status line (up to 3 digits and the longest
+ * reason phrase), Server (SERVER_NAME_MAX), Date, Content-Length or
+ * Transfer-Encoding, Connection: under 250 bytes. The fields a handler
+ * adds go in an iovec of their own, so they need no room here. */
+#define HEAD_MAX 512
+/* The first buffer for answers made inside on_read: a 16 KiB allocation
+ * with malloc's header included (a size class, and one TLS record's worth
+ * of plaintext), enough for dozens of small pipelined answers. */
+#define OUT_FIRST_CAP (16384 - 64)
+/* Room for the first handler-added fields (a Content-Type, an ETag): a
+ * few fields, doubled when more come. */
+#define EXTRA_FIRST_CAP 256
+/* A chunk-size line: a size_t in hex (at most 16 digits), CRLF, NUL. */
+#define CHUNK_LINE_MAX 24
+
 static char *put_u64(char *p, uint64_t v)
 {
     char tmp[24];
@@ -79,9 +94,9 @@ static const char *date_line(csock_http_server *hs)
     if (now >= hs->date_next) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        memcpy(hs->date, "Date: ", 6);
-        csock_http_date(ts.tv_sec, hs->date + 6);
-        memcpy(hs->date + 35, "\r\n", 3);
+        memcpy(hs->date, "Date: ", DATE_PREFIX);
+        csock_http_date(ts.tv_sec, hs->date + DATE_PREFIX);
+        memcpy(hs->date + DATE_LINE_LEN - 2, "\r\n", 3);
         hs->date_next = now + 1000 - (uint64_t)(ts.tv_nsec / 1000000);
     }
     return hs->date;
@@ -126,7 +141,7 @@ static int out_write(conn *c, const struct iovec *iov, int n)
     size_t total = 0;
     for (int i = 0; i < n; i++) total += iov[i].iov_len;
     if (c->olen + total > c->ocap) {
-        size_t cap = c->ocap ? c->ocap : 16384 - 64;
+        size_t cap = c->ocap ? c->ocap : OUT_FIRST_CAP;
         while (cap < c->olen + total) cap *= 2;
         char *ob = realloc(c->ob, cap);
         if (!ob) {
@@ -185,7 +200,7 @@ static int write_head(csock_http_req *r, int status, int64_t clen, const void *b
         r->close = 1;
     }
     if (csock_stream_draining(c->s) || c->peer_eof) r->close = 1;
-    char h[512], *p = h;
+    char h[HEAD_MAX], *p = h;
     const char *reason = csock_http_reason(status);
     p = PUTS(p, "HTTP/1.1 ");
     p = put_u64(p, (uint64_t)status);
@@ -193,7 +208,7 @@ static int write_head(csock_http_req *r, int status, int64_t clen, const void *b
     p = put(p, reason, strlen(reason));
     p = PUTS(p, "\r\n");
     p = put(p, hs->server, hs->server_len);
-    p = put(p, date_line(hs), 37);
+    p = put(p, date_line(hs), DATE_LINE_LEN);
     int nobody = bodiless(status);
     if (clen >= 0 && !nobody) {
         p = PUTS(p, "Content-Length: ");
@@ -333,7 +348,7 @@ int csock_http_write(csock_http_req *r, const void *buf, size_t len)
     int rc = body_piece(r, len);
     if (rc <= 0) return rc;
     if (!r->chunked_out) return csock__http_out_bytes(r->c, buf, len);
-    char sz[24];
+    char sz[CHUNK_LINE_MAX];
     int n = snprintf(sz, sizeof sz, "%zx\r\n", len);
     struct iovec iov[3] = {{sz, (size_t)n}, {(void *)buf, len}, {"\r\n", 2}};
     return out_write(r->c, iov, 3);
@@ -347,7 +362,7 @@ int csock_http_write_file(csock_http_req *r, int fd, off_t offset, size_t len, i
         return rc;
     }
     if (!r->chunked_out) return out_file(r->c, fd, offset, len, close_fd);
-    char sz[24];
+    char sz[CHUNK_LINE_MAX];
     int n = snprintf(sz, sizeof sz, "%zx\r\n", len);
     rc = csock__http_out_bytes(r->c, sz, (size_t)n);
     if (rc < 0) {
@@ -383,7 +398,7 @@ int csock_http_add_header(csock_http_req *r, const char *name, const char *value
     if (!nl || strpbrk(name, "\r\n:") || strpbrk(value, "\r\n")) return -EINVAL;
     size_t need = r->elen + nl + vl + 4;
     if (need > r->ecap) {
-        size_t cap = r->ecap ? r->ecap * 2 : 256;
+        size_t cap = r->ecap ? r->ecap * 2 : EXTRA_FIRST_CAP;
         while (cap < need) cap *= 2;
         char *e = realloc(r->extra, cap);
         if (!e) {

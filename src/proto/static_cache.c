@@ -27,7 +27,7 @@ const centry *csock__static_cache_get(csock_http_static *st, const char *rel, ui
 
 /* Keep a small regular file just opened (fd is left open for the caller). */
 const centry *csock__static_cache_put(csock_http_static *st, const char *rel, int fd,
-                               const struct stat *sb, uint64_t now)
+                                      const struct stat *sb, uint64_t now)
 {
     size_t pl = strlen(rel);
     if (pl >= CACHE_PATH || (uint64_t)sb->st_size > CACHE_MAX_FILE) return NULL;

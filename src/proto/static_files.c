@@ -5,6 +5,7 @@
  * the answer's validators and ranges those of static_cond.c and
  * static_ranges.c. */
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,9 +130,9 @@ void csock_http_static_handler(csock_http_req *r, void *data)
     }
     csock_http_str path = target_path(r);
     if (!path.ptr) return csock__static_send_status(r, 400);
-    char rel[PATH_MAX_DECODED + 64];
+    char rel[PATH_MAX_DECODED]; /* normalise writes within it, NUL included */
     int slash;
-    int n = csock__static_normalise(path.ptr, path.len, rel, PATH_MAX_DECODED, &slash);
+    int n = csock__static_normalise(path.ptr, path.len, rel, sizeof rel, &slash);
     if (n < 0) return csock__static_send_status(r, -n);
     uint64_t now = csock_loop_now(csock_stream_loop(csock_http_stream(r)));
     const centry *e = csock__static_cache_get(st, rel, now);
@@ -148,7 +149,7 @@ void csock_http_static_handler(csock_http_req *r, void *data)
             close(fd);
             return redirect_slash(r, path);
         }
-        char idx[sizeof rel + 256];
+        char idx[sizeof rel + NAME_MAX + 1]; /* rel, '/', the index file's name */
         snprintf(idx, sizeof idx, "%s%s%s", rel, n ? "/" : "", st->index);
         int ifd = csock__static_open_beneath(st, idx, O_RDONLY | O_NONBLOCK);
         if (ifd >= 0 && fstat(ifd, &sb) == 0 && S_ISREG(sb.st_mode)) {

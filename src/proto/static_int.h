@@ -15,11 +15,18 @@
 
 #include "csock/csock.h"
 
+/* A decoded path longer than Linux's PATH_MAX (4096) could not be opened
+ * anyway: such a target is a 414. */
 #define PATH_MAX_DECODED 4096
-#define CACHE_SLOTS 256      /* direct-mapped by path hash */
-#define CACHE_MAX_FILE 8192  /* files up to this size are cached whole */
-#define CACHE_PATH 240       /* longest cached path */
-#define CACHE_TTL_MS 1000    /* a changed file is seen within this long */
+/* The small-file cache (static_cache.c): 256 slots of at most ~8.5 KiB, so
+ * at most ~2 MiB per loop, filled lazily; a site's hot small files (icons,
+ * stylesheets, scripts) fit. Direct-mapped by path hash: no LRU to keep. */
+#define CACHE_SLOTS 256
+#define CACHE_MAX_FILE 8192  /* files up to this size are cached whole (= SMALL_FILE) */
+#define CACHE_PATH 240       /* longest cached path: the entry's header stays small */
+/* A changed file is seen within this long: short enough that an edit shows
+ * on the next reload, long enough to spare a busy file an open per request. */
+#define CACHE_TTL_MS 1000
 
 /* What an answer needs to know about a file, computed once per open (or
  * once per cache fill). */

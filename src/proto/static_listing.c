@@ -10,6 +10,11 @@
 
 #include "proto/static_int.h"
 
+/* First sizes, doubled as needed: a page for a few dozen entries, and room
+ * for as many names, so a small directory costs one allocation each. */
+#define LISTING_FIRST_CAP 4096
+#define NAMES_FIRST_CAP 64
+
 /* ---- listings -------------------------------------------------------------------------- */
 
 typedef struct buf {
@@ -22,7 +27,7 @@ static void b_add(buf *b, const char *s, size_t n)
 {
     if (b->oom) return;
     if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 4096;
+        size_t cap = b->cap ? b->cap * 2 : LISTING_FIRST_CAP;
         while (cap < b->len + n) cap *= 2;
         char *p = realloc(b->p, cap);
         if (!p) {
@@ -88,7 +93,7 @@ void csock__static_send_listing(csock_http_req *r, int fd, const char *rel)
     while ((e = readdir(d))) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         if (n == cap) {
-            cap = cap ? cap * 2 : 64;
+            cap = cap ? cap * 2 : NAMES_FIRST_CAP;
             char **nn = realloc(names, cap * sizeof *names);
             if (!nn) break;
             names = nn;

@@ -100,13 +100,17 @@ int csock__static_parse_ranges(csock_http_str v, uint64_t size, range *rs)
 
 /* ---- multipart/byteranges (RFC 9110 section 14.6) ---------------------------------- */
 
+/* A part's header: the boundary (under 40), a MIME type from our table
+ * (under 40) and three 20-digit numbers leave this ample room. */
+#define PART_HEAD_MAX 256
+
 /* The header of part i ("\r\n--B\r\nContent-Type: ...\r\nContent-Range: ...\r\n\r\n"),
- * or with i == n the closing delimiter ("\r\n--B--\r\n"), into out[256]. */
+ * or with i == n the closing delimiter ("\r\n--B--\r\n"), into out[PART_HEAD_MAX]. */
 static int part_head(char *out, const char *boundary, const finfo *fi, const range *rs, int i,
                      int n)
 {
-    if (i == n) return snprintf(out, 256, "\r\n--%s--\r\n", boundary);
-    return snprintf(out, 256, "\r\n--%s\r\nContent-Type: %s\r\nContent-Range: bytes %llu-%llu/%llu\r\n\r\n",
+    if (i == n) return snprintf(out, PART_HEAD_MAX, "\r\n--%s--\r\n", boundary);
+    return snprintf(out, PART_HEAD_MAX, "\r\n--%s\r\nContent-Type: %s\r\nContent-Range: bytes %llu-%llu/%llu\r\n\r\n",
                     boundary, fi->mime, (unsigned long long)rs[i].first,
                     (unsigned long long)rs[i].last, (unsigned long long)fi->size);
 }
@@ -114,10 +118,12 @@ static int part_head(char *out, const char *boundary, const finfo *fi, const ran
 /* Several ranges in one 206: from memory (a cached file, one send) or
  * from `fd` (the parts' heads written between pieces sent with sendfile). */
 void csock__static_send_multipart(csock_http_req *r, int fd, const char *data, const finfo *fi,
-                           const range *rs, int n)
+                                  const range *rs, int n)
 {
-    char boundary[40], ct[80], ph[256];
-    /* Not in the data with any useful likelihood; differs per file version. */
+    char boundary[40], ct[80], ph[PART_HEAD_MAX];
+    /* Not in the data with any useful likelihood; differs per file version.
+     * The size is spread over 32 bits by Knuth's multiplicative hash
+     * (2^32 / the golden ratio). */
     snprintf(boundary, sizeof boundary, "csock-%08x%08x", (unsigned)csock__static_path_hash(fi->etag),
              (unsigned)(fi->size * 2654435761u));
     snprintf(ct, sizeof ct, "multipart/byteranges; boundary=%s", boundary);

@@ -13,7 +13,16 @@
 
 #include "tls/tls_int.h"
 
+/* csock_tls_opts.handshake_timeout_ms 0 (csock/tls.h): a handshake takes
+ * a few round trips; 10 s covers a slow network, and a peer that sends
+ * nothing (or speaks no TLS) does not hold a connection longer. */
 #define DEFAULT_HS_TIMEOUT_MS 10000
+/* An ALPN protocol name is length-prefixed by one byte (RFC 7301). */
+#define ALPN_NAME_MAX 255
+/* Session tickets sent after a TLS 1.3 handshake: OpenSSL's default, so a
+ * client can open two resumed connections at once (tickets are meant for
+ * one use each, RFC 8446 appendix C.4). */
+#define SESSION_TICKETS 2
 
 /* Mozilla "intermediate" (v5.7): TLS 1.2 AEAD suites with forward secrecy;
  * TLS 1.3 uses OpenSSL's default suites, which are the same three. */
@@ -53,7 +62,7 @@ static int alpn_wire(const char *list, unsigned char **out, unsigned *outlen)
     for (const char *p = list; *p;) {
         const char *e = strchr(p, ',');
         size_t l = e ? (size_t)(e - p) : strlen(p);
-        if (l == 0 || l > 255) {
+        if (l == 0 || l > ALPN_NAME_MAX) {
             free(w);
             return -EINVAL;
         }
@@ -225,7 +234,7 @@ static int setup_server(csock_tls_ctx *ctx, const csock_tls_opts *o, char *err, 
     static const unsigned char sid[] = "csock";
     SSL_CTX_set_session_id_context(ctx->ssl, sid, sizeof sid - 1);
     SSL_CTX_set_session_cache_mode(ctx->ssl, SSL_SESS_CACHE_SERVER);
-    SSL_CTX_set_num_tickets(ctx->ssl, 2);
+    SSL_CTX_set_num_tickets(ctx->ssl, SESSION_TICKETS);
     SSL_CTX_set_tlsext_servername_callback(ctx->ssl, on_servername);
     SSL_CTX_set_tlsext_servername_arg(ctx->ssl, ctx);
     if (ctx->alpn) SSL_CTX_set_alpn_select_cb(ctx->ssl, alpn_select, ctx);

@@ -15,7 +15,15 @@
 #include "csock/tls.h"
 #include "net/net_int.h"
 
-#define CHUNK 16384         /* one TLS record of plaintext */
+/* The most plaintext one TLS record carries (2^14, RFC 8446 section 5.1):
+ * writes are encrypted and records read in pieces of this size. */
+#define CHUNK 16384
+/* Negotiated ALPN names longer than this are not kept (csock_tls_alpn()
+ * says none): real ones ("h2", "http/1.1", "acme-tls/1") are short. */
+#define ALPN_KEEP 64
+/* One line of reason; the longest we make, with a quoted peer greeting,
+ * is under 120 characters. */
+#define REASON_MAX 200
 /* Enough of the peer's first bytes to tell a TLS record from plain text
  * and to quote the start of a greeting or a request line. */
 #define PEEK_BYTES 16
@@ -51,8 +59,8 @@ typedef struct tls_conn {
     unsigned dead : 1;        /* the stream closed while we were busy */
     unsigned char peek_len;
     unsigned char peek[PEEK_BYTES]; /* the peer's first bytes: do they look like TLS? */
-    char alpn[64];            /* negotiated ALPN protocol, NUL-terminated */
-    char reason[200];         /* last error, one line */
+    char alpn[ALPN_KEEP];     /* negotiated ALPN protocol, NUL-terminated */
+    char reason[REASON_MAX];  /* last error, one line */
 } tls_conn;
 
 /* The TLS state of `s`, or NULL when `s` does not run TLS: the magic tells

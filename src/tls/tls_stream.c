@@ -12,6 +12,10 @@
 
 #include "tls/tls_int.h"
 
+/* Plaintext written before the handshake is done is held in a buffer that
+ * starts at this size (a request or a greeting) and doubles. */
+#define PEND_FIRST_CAP 4096
+
 /* ---- a connection: moving bytes ------------------------------------------------------ */
 
 static void conn_destroy(tls_conn *c)
@@ -196,7 +200,7 @@ static int f_write(csock_stream *s, const void *buf, size_t len)
     if (c->sent_close) return -EPIPE;
     if (!c->hs_done) { /* held until the handshake is done */
         if (c->pend_len + len > c->pend_cap) {
-            size_t cap = c->pend_cap ? c->pend_cap : 4096;
+            size_t cap = c->pend_cap ? c->pend_cap : PEND_FIRST_CAP;
             while (cap < c->pend_len + len) cap *= 2;
             char *p = realloc(c->pend, cap);
             if (!p) return -ENOMEM;
