@@ -9,7 +9,7 @@
 
 int csock_tls_last_error(const csock_stream *s, char *buf, size_t size)
 {
-    tls_conn *c = s ? conn_of(s) : NULL;
+    tls_conn *c = conn_of(s);
     if (!c) return -EINVAL;
     if (buf && size) snprintf(buf, size, "%s", c->reason);
     return (int)strlen(c->reason);

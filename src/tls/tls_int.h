@@ -63,11 +63,11 @@ typedef struct tls_conn {
     char reason[REASON_MAX];  /* last error, one line */
 } tls_conn;
 
-/* The TLS state of `s`, or NULL when `s` does not run TLS: the magic tells
- * our filter state from another filter's. */
+/* The TLS state of `s`, or NULL when `s` is NULL or does not run TLS: the
+ * magic tells our filter state from another filter's. */
 static inline tls_conn *conn_of(const csock_stream *s)
 {
-    tls_conn *c = csock__stream_filter_state(s);
+    tls_conn *c = s ? csock__stream_filter_state(s) : NULL;
     return c && c->magic == CONN_MAGIC ? c : NULL;
 }
 

@@ -817,6 +817,19 @@ static void test_plain_text_meets_server(void **state)
     plain_meets_server("hi\n", "the client did not speak TLS (it sent \"hi\\n\")");
 }
 
+/* The getters answer "not TLS" for NULL, as the header says, instead of
+ * dereferencing it. */
+static void test_info_null(void **state)
+{
+    char buf[8];
+    assert_int_equal(csock_tls_last_error(NULL, buf, sizeof buf), -EINVAL);
+    assert_null(csock_tls_version(NULL));
+    assert_null(csock_tls_cipher(NULL));
+    assert_null(csock_tls_alpn(NULL));
+    assert_int_equal(csock_tls_resumed(NULL), 0);
+    assert_int_equal(csock_tls_is_tls(NULL), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -836,6 +849,7 @@ int main(void)
         cmocka_unit_test(test_client_cert),
         cmocka_unit_test(test_ctx_errors),
         cmocka_unit_test(test_ctx_error_words),
+        cmocka_unit_test(test_info_null),
         cmocka_unit_test(test_client_meets_plain_greeting),
         cmocka_unit_test(test_client_meets_plain_echo),
         cmocka_unit_test(test_client_meets_plain_close),
