@@ -1,7 +1,8 @@
 /* The HTTP/1.1 server: connections over csock streams, requests parsed in
  * the stream's buffer and copied out whole before their handler runs (the
- * request's lifetime, see "requests" below), answers written through the
- * stream's write queue. See csock/http.h.
+ * request's lifetime, see http1_read.c), answers written through the
+ * stream's write queue (http1_write.c). See csock/http.h. This file holds
+ * the server, its connections' lifecycle and the timeout lists.
  *
  * A connection is a small state machine driven by the stream's read
  * callback: it parses every complete request in the buffer and answers each
@@ -10,7 +11,7 @@
  * answer given later (an asynchronous handler, a streamed body) stops
  * reading until it completes; the rest of the buffer waits in the stream.
  * A connection that closes while its handler holds the request lives on,
- * detached, until that answer (finish() frees it).
+ * detached, until that answer (finish() in http1_write.c frees it).
  *
  * Timeouts: each connection waiting for a head, a body or the next request
  * sits on one of three FIFO lists of the server. Every entry of one list has

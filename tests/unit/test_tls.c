@@ -765,7 +765,8 @@ static void client_meets_plain(int mode, const char *want)
 
 static void test_client_meets_plain_greeting(void **state)
 {
-    client_meets_plain(PLAIN_GREET, "the peer did not speak TLS (it sent \"hello there\\n\")");
+    /* Only the start: with short reads OpenSSL gives up after 5 bytes. */
+    client_meets_plain(PLAIN_GREET, "the peer did not speak TLS (it sent \"hello");
 }
 
 static void test_client_meets_plain_echo(void **state)
