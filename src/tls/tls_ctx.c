@@ -106,9 +106,12 @@ static int on_servername(SSL *ssl, int *alert, void *arg)
     return SSL_TLSEXT_ERR_OK;
 }
 
-/* PEM files are small; a larger one is not a certificate or a key, and
- * scanning it for labels is not worth reading it whole. */
+/* PEM files are small (a chain of a few certificates is a few KiB): the
+ * label scan stops after this much of a file that is no such thing. */
 #define PEM_SCAN_MAX (1024 * 1024)
+/* Longer than any PEM line (64 characters, or a label with its dashes); a
+ * longer line is read in pieces, which a label at its start survives. */
+#define PEM_LINE_MAX 256
 
 /* A readable regular file, or a one-line reason why not, with its path.
  * (A directory opens fine but reads as EISDIR later: say so now.) */
@@ -126,17 +129,20 @@ static int check_file(const char *what, const char *path, char *err, size_t errs
 /* Does the PEM file at `path` hold `label` ("-----BEGIN CERTIFICATE")? 1,
  * 0, or -1 when it cannot be read (OpenSSL's own error then says more).
  * OpenSSL only says "PEM lib" or "unsupported" for a file without the
- * block it looked for, so the words come from looking ourselves. */
+ * block it looked for, so the words come from looking ourselves. Labels
+ * start their line; lines are 64 characters of base64 (RFC 7468). */
 static int pem_has(const char *path, const char *label)
 {
     FILE *f = fopen(path, "re");
     if (!f) return -1;
-    char *buf = malloc(PEM_SCAN_MAX);
-    size_t n = buf ? fread(buf, 1, PEM_SCAN_MAX, f) : 0;
+    char line[PEM_LINE_MAX];
+    size_t seen = 0;
+    int has = 0;
+    while (!has && seen < PEM_SCAN_MAX && fgets(line, sizeof line, f)) {
+        seen += strlen(line);
+        has = strstr(line, label) != NULL;
+    }
     fclose(f);
-    if (!buf) return -1;
-    int has = memmem(buf, n, label, strlen(label)) != NULL;
-    free(buf);
     return has;
 }
 

@@ -76,5 +76,6 @@ void csock__tls_peek(tls_conn *c, const char *raw, size_t len);
 void csock__tls_set_reason(tls_conn *c, int sslerr);
 void csock__tls_eof_reason(tls_conn *c);
 void csock__tls_timeout_reason(tls_conn *c);
+void csock__tls_stream_error_reason(tls_conn *c, int status);
 
 #endif

@@ -116,6 +116,19 @@ void csock__tls_eof_reason(tls_conn *c)
         snprintf(c->reason, sizeof c->reason, "connection closed during the TLS handshake");
 }
 
+/* The stream failed during the handshake (a reset, a broken pipe): a plain
+ * server that closes on our ClientHello is the usual cause when it never
+ * sent a byte. */
+void csock__tls_stream_error_reason(tls_conn *c, int status)
+{
+    if (c->peek_len == 0 && !c->ctx->server && !c->hs_done)
+        snprintf(c->reason, sizeof c->reason,
+                 "%s during the TLS handshake, before the peer sent anything (is it a TLS server?)",
+                 csock_strerror(status));
+    else
+        snprintf(c->reason, sizeof c->reason, "%s", csock_strerror(status));
+}
+
 void csock__tls_timeout_reason(tls_conn *c)
 {
     if (c->peek_len == 0 && !c->ctx->server)

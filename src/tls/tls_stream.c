@@ -261,7 +261,7 @@ static size_t hs_read(csock_stream *s, int status, const char *buf, size_t len)
 {
     tls_conn *c = conn_of(s);
     if (!c || status == 0) return 0;
-    if (!c->reason[0]) snprintf(c->reason, sizeof c->reason, "%s", csock_strerror(status));
+    if (!c->reason[0]) csock__tls_stream_error_reason(c, status);
     enter(c);
     hs_fail(c, status == CSOCK_EOF ? CSOCK_ETLS : status);
     leave(c);

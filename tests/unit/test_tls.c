@@ -183,8 +183,14 @@ static size_t cli_read(csock_stream *s, int status, const char *buf, size_t len)
 {
     client *c = csock_stream_data(s);
     if (c->in_len + len > c->in_cap) {
+        char *in = realloc(c->in, (c->in_len + len) * 2);
+        if (!in) { /* the test's own memory (the allocation sweep): end plainly */
+            c->end_status = -ENOMEM;
+            csock_stream_close(s, cli_closed);
+            return len;
+        }
+        c->in = in;
         c->in_cap = (c->in_len + len) * 2;
-        c->in = realloc(c->in, c->in_cap);
     }
     if (len) memcpy(c->in + c->in_len, buf, len);
     c->in_len += len;
@@ -755,7 +761,10 @@ static void client_meets_plain(int mode, const char *want)
     csock_tls_ctx *ctx = client_ctx("ca.pem", NULL, NULL, NULL);
     client_start(&c, loop, ctx, &a);
     run_until(loop, &c.closed);
-    assert_int_equal(c.hs_status, CSOCK_ETLS);
+    /* A close the client sees while still writing its ClientHello (short
+     * writes) is a reset or a broken pipe, not an end: either is told. */
+    if (mode == PLAIN_CLOSE) assert_true(c.hs_status < 0);
+    else assert_int_equal(c.hs_status, CSOCK_ETLS);
     if (!strstr(c.reason, want)) fail_msg("got \"%s\", want \"%s\"", c.reason, want);
     if (mode != PLAIN_CLOSE) run_until(loop, &p.closed);
     csock_tls_ctx_free(ctx);
