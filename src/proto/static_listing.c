@@ -76,6 +76,62 @@ static int cmp_names(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* The directory's entries but "." and "..", directories marked with a
+ * trailing '/', sorted; *n of them. *short_read: memory ran out on the way
+ * (no listing that lacks names is sent). The caller frees each and the
+ * array. */
+static char **read_names(DIR *d, size_t *n, int *short_read)
+{
+    char **names = NULL;
+    size_t cap = 0;
+    struct dirent *e;
+    *n = 0;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        if (*n == cap) {
+            cap = cap ? cap * 2 : NAMES_FIRST_CAP;
+            char **nn = realloc(names, cap * sizeof *names);
+            if (!nn) break;
+            names = nn;
+        }
+        size_t l = strlen(e->d_name);
+        char *nm = malloc(l + 2);
+        if (!nm) break;
+        memcpy(nm, e->d_name, l);
+        nm[l] = e->d_type == DT_DIR ? '/' : 0;
+        nm[l + 1] = 0;
+        names[(*n)++] = nm;
+    }
+    *short_read = e != NULL;
+    if (*n) qsort(names, *n, sizeof *names, cmp_names);
+    return names;
+}
+
+/* The page for directory `rel`; frees the names as it goes. */
+static void render(buf *b, const char *rel, char **names, size_t n)
+{
+    B_LIT(b, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Index of /");
+    b_html(b, rel);
+    B_LIT(b, "</title></head>\n<body><h1>Index of /");
+    b_html(b, rel);
+    B_LIT(b, "</h1>\n<ul>\n");
+    if (*rel) B_LIT(b, "<li><a href=\"../\">../</a></li>\n");
+    for (size_t i = 0; i < n; i++) {
+        size_t l = strlen(names[i]);
+        int isdir = l > 0 && names[i][l - 1] == '/';
+        if (isdir) names[i][l - 1] = 0;
+        B_LIT(b, "<li><a href=\"");
+        b_url(b, names[i]);
+        if (isdir) B_LIT(b, "/");
+        B_LIT(b, "\">");
+        b_html(b, names[i]);
+        if (isdir) B_LIT(b, "/");
+        B_LIT(b, "</a></li>\n");
+        free(names[i]);
+    }
+    B_LIT(b, "</ul></body></html>\n");
+}
+
 void csock__static_send_listing(csock_http_req *r, int fd, const char *rel)
 {
     int dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -86,51 +142,12 @@ void csock__static_send_listing(csock_http_req *r, int fd, const char *rel)
         if (dfd >= 0) close(dfd);
         return csock__static_send_status(r, csock__static_errno_status(err ? err : -ENOMEM));
     }
-    char **names = NULL;
-    size_t n = 0, cap = 0;
-    struct dirent *e;
+    size_t n;
     buf b = {0};
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : NAMES_FIRST_CAP;
-            char **nn = realloc(names, cap * sizeof *names);
-            if (!nn) break;
-            names = nn;
-        }
-        size_t l = strlen(e->d_name);
-        int isdir = e->d_type == DT_DIR;
-        char *nm = malloc(l + 2);
-        if (!nm) break;
-        memcpy(nm, e->d_name, l);
-        nm[l] = isdir ? '/' : 0;
-        nm[l + 1] = 0;
-        names[n++] = nm;
-    }
-    b.oom = e != NULL; /* stopped short: no listing that lacks names */
+    char **names = read_names(d, &n, &b.oom); /* stopped short: oom, no page */
     closedir(d);
-    if (n) qsort(names, n, sizeof *names, cmp_names);
-    B_LIT(&b, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Index of /");
-    b_html(&b, rel);
-    B_LIT(&b, "</title></head>\n<body><h1>Index of /");
-    b_html(&b, rel);
-    B_LIT(&b, "</h1>\n<ul>\n");
-    if (*rel) B_LIT(&b, "<li><a href=\"../\">../</a></li>\n");
-    for (size_t i = 0; i < n; i++) {
-        size_t l = strlen(names[i]);
-        int isdir = l > 0 && names[i][l - 1] == '/';
-        if (isdir) names[i][l - 1] = 0;
-        B_LIT(&b, "<li><a href=\"");
-        b_url(&b, names[i]);
-        if (isdir) B_LIT(&b, "/");
-        B_LIT(&b, "\">");
-        b_html(&b, names[i]);
-        if (isdir) B_LIT(&b, "/");
-        B_LIT(&b, "</a></li>\n");
-        free(names[i]);
-    }
+    render(&b, rel, names, n);
     free(names);
-    B_LIT(&b, "</ul></body></html>\n");
     if (b.oom) {
         free(b.p);
         return csock__static_send_status(r, 503);
