@@ -83,7 +83,9 @@ typedef struct csock_http_route {
 } csock_http_route;
 
 /* Called once per response, when its head is written: for an access log.
- * `body_len` is the body's length, or -1 when it is streamed. The request
+ * `body_len` is the body's length as announced (also for HEAD, which gets
+ * no bytes; csock_http_start_length()'s length), -1 for a streamed body of
+ * unknown length (csock_http_start()), 0 for 1xx, 204 and 304. The request
  * is the one being answered, readable (method, target, headers) during the
  * call, also for an answer given later. For an error the server answers on
  * its own (400, 408, 413, ...) before a whole head arrived, the method and
@@ -99,7 +101,10 @@ typedef struct csock_http_opts {
     void *data;                     /* for `handler` */
     size_t max_request_line;        /* longer: 414; 0: 8 KiB */
     size_t max_head;                /* request line + fields, longer: 431; 0: 32 KiB */
-    uint64_t max_body;              /* larger request body: 413; 0: 1 MiB */
+    uint64_t max_body;              /* larger request body: 413; 0: 1 MiB. The stream
+                                       buffers head + twice this (chunk framing) at
+                                       most: a chunked body framed in chunks so small
+                                       that it takes more is 413 too */
     uint64_t header_timeout_ms;     /* a head must be complete this long after its first
                                        byte (or after accept); 0: 10 s */
     uint64_t body_timeout_ms;       /* a body must be complete this long after its head; 0: 30 s */
@@ -116,8 +121,9 @@ typedef struct csock_http_opts {
 CSOCK_API int csock_http_server_new(csock_loop *loop, const csock_http_opts *opts, csock_http_server **out);
 
 /* Serve HTTP on an accepted stream; the server owns it from now on (it sets
- * the stream's data, read callback and close callback). Returns 0, or an
- * error after which the stream has been closed. */
+ * the stream's data, read callback, close callback, max read size and write
+ * timeout). Returns 0, or an error (-ENOMEM, or csock_stream_read_start()'s)
+ * after which the stream has been closed. */
 CSOCK_API int csock_http_server_accept(csock_http_server *hs, csock_stream *s);
 
 /* Close every connection of the server now and free it (asynchronously: its
@@ -137,7 +143,8 @@ CSOCK_API int csock_http_minor(const csock_http_req *r);             /* 0: HTTP/
 CSOCK_API int csock_http_is_head(const csock_http_req *r);           /* the method is HEAD */
 /* The first field named `name` (ASCII case-insensitive), or {NULL, 0}. */
 CSOCK_API csock_http_str csock_http_get_header(const csock_http_req *r, const char *name);
-/* Every field in order: returns 0 and sets name/value for i < count, else -ENOENT. */
+/* Every field in order: returns 0 and sets name/value for i < count, else
+ * -ENOENT (name and value untouched). */
 CSOCK_API int csock_http_header_at(const csock_http_req *r, size_t i, csock_http_str *name,
                          csock_http_str *value);
 /* The whole request body (Content-Length or de-chunked); length 0 when none. */
@@ -150,8 +157,9 @@ CSOCK_API csock_stream *csock_http_stream(const csock_http_req *r);
 
 /* Add a response field before the answer starts. Date, Server,
  * Content-Length, Transfer-Encoding and Connection are written by the
- * server. Returns 0, -EINVAL (CR/LF in name or value), -EALREADY (answer
- * started) or -ENOMEM; after -ENOMEM the answer, whatever it is, goes out
+ * server (do not add them). Returns 0, -EINVAL (an empty name, CR, LF or
+ * ':' in the name, CR or LF in the value), -EALREADY (answer started) or
+ * -ENOMEM; after -ENOMEM the answer, whatever it is, goes out
  * as a bodiless 500 that closes the connection (never an answer missing a
  * field it needs), and the answering call returns -ENOMEM. */
 CSOCK_API int csock_http_add_header(csock_http_req *r, const char *name, const char *value);
@@ -172,7 +180,9 @@ CSOCK_API void csock_http_close_after(csock_http_req *r);
 CSOCK_API int csock_http_send(csock_http_req *r, int status, const void *body, size_t len);
 
 /* Answer with `len` bytes of file `fd` from `offset`, sent with sendfile(2)
- * (small files are read and sent with the head in one write). The server
+ * (files up to 8 KiB are read at once and sent with the head in one write:
+ * if that read fails or comes short, the answer becomes a bodiless 500 that
+ * closes the connection and the call returns -errno or -EIO). The server
  * closes `fd` when done if `close_fd` is non-zero (also on error). */
 CSOCK_API int csock_http_send_file(csock_http_req *r, int status, int fd, off_t offset, size_t len,
                          int close_fd);
@@ -185,7 +195,9 @@ CSOCK_API int csock_http_send_file(csock_http_req *r, int status, int fd, off_t 
  * no chunks): a piece beyond it is -EINVAL (not sent), and an end short of
  * it returns -EINVAL and closes the connection, so the client sees the cut.
  * csock_http_write_file() sends a piece from a file with sendfile(2) (it
- * closes `fd` when done if `close_fd`, also on error). */
+ * closes `fd` when done if `close_fd`, also on error). Writing or ending
+ * without csock_http_start*() first is -EINVAL; a piece written after the
+ * connection has gone is -EPIPE (csock_http_end() still completes). */
 CSOCK_API int csock_http_start(csock_http_req *r, int status);
 CSOCK_API int csock_http_start_length(csock_http_req *r, int status, uint64_t len);
 CSOCK_API int csock_http_write(csock_http_req *r, const void *buf, size_t len);
@@ -225,7 +237,8 @@ typedef struct csock_http_static_opts {
  * Environment: CSOCK_HTTP_NO_OPENAT2 set (to anything) when the handler is
  * made takes the O_NOFOLLOW and realpath path even where openat2 exists (a
  * test switch, read by csock_http_static_new() only). opts may be NULL.
- * Returns 0 and *out, or an error opening root. */
+ * Returns 0 and *out, -errno opening root (-ENOENT, -ENOTDIR, -EACCES), or
+ * -ENOMEM. */
 CSOCK_API int csock_http_static_new(const char *root, const csock_http_static_opts *opts,
                           csock_http_static **out);
 

@@ -10,7 +10,9 @@
  * renegotiation, no compression. A client verifies the server's certificate
  * (system CAs, or ca_file) and its host name or IP address; only `insecure`
  * skips that. Errors are CSOCK_ETLS with a one-line reason from
- * csock_tls_last_error(); a handshake timeout is -ETIMEDOUT.
+ * csock_tls_last_error(); a handshake timeout is -ETIMEDOUT. A peer that
+ * closes the connection without TLS's close_notify is CSOCK_ETLS
+ * ("truncated"), not CSOCK_EOF: the data may have been cut by an attacker.
  */
 #ifndef CSOCK_TLS_H
 #define CSOCK_TLS_H
@@ -35,7 +37,7 @@ typedef struct csock_tls_ctx csock_tls_ctx;
  * `reserved` zero. */
 /* Options for csock_tls_ctx_new(). Strings are read during the call only. */
 typedef struct csock_tls_opts {
-    int server;              /* 1: accept TLS (cert_file and key_file required); 0: connect */
+    int server;              /* 1: accept TLS (cert_file required); 0: connect */
     const char *cert_file;   /* PEM certificate chain: the server's, or a client certificate */
     const char *key_file;    /* PEM private key for cert_file (NULL: read from cert_file) */
     const char *ca_file;     /* PEM CAs to verify the peer with (client: instead of the
@@ -48,8 +50,15 @@ typedef struct csock_tls_opts {
 } csock_tls_opts;
 
 /* Make a TLS context (an OpenSSL SSL_CTX with csock's defaults). Returns 0
- * and sets *out, or CSOCK_ETLS / -EINVAL / -ENOMEM; when `err` is not NULL
- * it receives a one-line reason ("key_file k.pem: No such file or directory").
+ * and sets *out, or: -EINVAL for a wrong combination of options (a server
+ * without cert_file, verify_client without ca_file, a malformed alpn list);
+ * CSOCK_ETLS for a file that cannot be used; -ENOMEM. When `err` is not
+ * NULL it receives a one-line reason naming the file ("" on success):
+ * "certificate c.pem: No such file or directory" (the path and strerror),
+ * "no private key in c.pem; pass --key" (key_file NULL and no key in
+ * cert_file; --key is the CLI's name for key_file), "no certificate in
+ * k.pem", "key k.pem is encrypted: ..." (passphrases are not supported;
+ * OpenSSL never prompts), "key k.pem does not match certificate c.pem".
  * A context may be shared by any number of streams, on any number of loops
  * and threads: it is immutable once made (set the SNI callback before use). */
 CSOCK_API int csock_tls_ctx_new(const csock_tls_opts *opts, csock_tls_ctx **out, char *err, size_t errsize);
@@ -60,8 +69,10 @@ CSOCK_API void csock_tls_ctx_free(csock_tls_ctx *ctx);
 
 /* Server name indication (servers): called during the handshake with the
  * name the client asked for (NULL if none). Return the context to continue
- * with (its certificate is used), or NULL to keep the current one. Runs on
- * the loop's thread of the connection; must not block. */
+ * with (its certificate is used), or NULL to keep the
+ * current one. The connection takes no reference on a returned context:
+ * keep it alive as long as handshakes may pick it. Runs on the loop's
+ * thread of the connection; must not block. */
 typedef csock_tls_ctx *(*csock_tls_sni_cb)(csock_stream *s, const char *name, void *arg);
 CSOCK_API void csock_tls_ctx_set_sni(csock_tls_ctx *ctx, csock_tls_sni_cb cb, void *arg);
 
@@ -70,43 +81,54 @@ CSOCK_API void *csock_tls_ctx_ssl(csock_tls_ctx *ctx);
 
 /* Put TLS on a connected (or accepted) stream that is not reading yet. `host`
  * (clients only) is the name or IP address to verify and, for a name, to
- * send as SNI; NULL on a server. `cb` runs once: 0 when the handshake is
+ * send as SNI; NULL on a server (and on an `insecure` client, which then
+ * sends no SNI). `cb` runs once: 0 when the handshake is
  * done (start reading now), or CSOCK_ETLS / -ETIMEDOUT / -errno; after a
  * failure the stream is closed by csock right after `cb` returns (call
  * csock_stream_close(s, your_cb) inside `cb` to get a close callback).
  * Writes made before the handshake completes are held and sent after it;
  * call shutdown/end only after `cb` has reported 0. Returns 0, or an error
- * (the stream is untouched then). */
+ * (the stream is untouched then): -EINVAL for a NULL argument, a stream
+ * already wrapped, or a verifying client without a usable `host`; -ENOMEM. */
 CSOCK_API int csock_tls_wrap(csock_stream *s, csock_tls_ctx *ctx, const char *host, csock_stream_cb cb);
 
 /* Connect to `addr` (tls://, or tcp://) and run the client handshake, with
  * addr->host as the name to verify. `cb` runs once, as for csock_tls_wrap()
  * (a TCP connect error is reported the same way). `data` goes into the
- * stream's data slot. Returns 0 and sets *out, or an error. */
+ * stream's data slot. Returns 0 and sets *out, or an error: CSOCK_ESCHEME
+ * for another scheme, -EINVAL for a server context or an address without a
+ * host (unless the context is `insecure`), or csock_connect()'s errors. */
 CSOCK_API int csock_tls_connect(csock_loop *loop, const csock_addr *addr, csock_tls_ctx *ctx,
                       const csock_connect_opts *opts, csock_stream_cb cb, void *data,
                       csock_stream **out);
 
 /* The listener helper: call from a csock_listen() accept callback on a
- * listener serving TLS. Same as csock_tls_wrap(s, ctx, NULL, cb). */
+ * listener serving TLS. Same as csock_tls_wrap(s, ctx, NULL, cb); -EINVAL
+ * when `ctx` is not a server context. */
 CSOCK_API int csock_tls_accept(csock_stream *s, csock_tls_ctx *ctx, csock_stream_cb cb);
 
-/* A one-line reason for the last TLS failure on `s` ("certificate verify
- * failed: certificate has expired", "wrong version number", "handshake timed
- * out"), copied into buf. Returns its length (0: no TLS error recorded), or
- * -EINVAL when `s` is not a TLS stream. Valid until the stream is closed:
- * call it from the handshake or read callback that got the error. */
+/* A one-line reason for the last TLS failure on `s`, copied into buf (cut
+ * to fit, as snprintf): "certificate verify failed: certificate has
+ * expired", "the peer did not speak TLS (it sent \"220 smtp ready\r\n\")",
+ * "the client spoke plain HTTP, not TLS", "TLS handshake timed out",
+ * "connection closed without close_notify (truncated)", or OpenSSL's own
+ * reason for the rarer cases. Returns the reason's full length (0: no TLS
+ * error recorded), or -EINVAL when `s` is NULL or not a TLS stream. Valid
+ * until the stream is closed: call it from the handshake or read callback
+ * that got the error. */
 CSOCK_API int csock_tls_last_error(const csock_stream *s, char *buf, size_t size);
 
 /* After the handshake: the protocol version ("TLSv1.3"), the cipher, the
  * ALPN protocol chosen (NULL: none) and whether the session was resumed.
- * Static or stream-owned strings, NULL when `s` is not a TLS stream. */
+ * Static or stream-owned strings (valid until the stream is closed); NULL
+ * (0 for csock_tls_resumed) when `s` is NULL or not a TLS stream. */
 CSOCK_API const char *csock_tls_version(const csock_stream *s);
 CSOCK_API const char *csock_tls_cipher(const csock_stream *s);
 CSOCK_API const char *csock_tls_alpn(const csock_stream *s);
 CSOCK_API int csock_tls_resumed(const csock_stream *s);
 
-/* 1 when `s` runs TLS (csock_tls_wrap() was called on it). */
+/* 1 when `s` runs TLS (csock_tls_wrap() was called on it); 0 otherwise,
+ * also for NULL. */
 CSOCK_API int csock_tls_is_tls(const csock_stream *s);
 
 #ifdef __cplusplus

@@ -183,8 +183,14 @@ static size_t cli_read(csock_stream *s, int status, const char *buf, size_t len)
 {
     client *c = csock_stream_data(s);
     if (c->in_len + len > c->in_cap) {
+        char *in = realloc(c->in, (c->in_len + len) * 2);
+        if (!in) { /* the test's own memory (the allocation sweep): end plainly */
+            c->end_status = -ENOMEM;
+            csock_stream_close(s, cli_closed);
+            return len;
+        }
+        c->in = in;
         c->in_cap = (c->in_len + len) * 2;
-        c->in = realloc(c->in, c->in_cap);
     }
     if (len) memcpy(c->in + c->in_len, buf, len);
     c->in_len += len;
@@ -667,6 +673,173 @@ static void test_ctx_errors(void **state)
     assert_int_equal(csock_tls_ctx_new(&a, &ctx, err, sizeof err), -EINVAL);
 }
 
+/* Setup errors say what is wrong with which file, in words (not OpenSSL's
+ * "PEM lib" or "unsupported"). */
+static void expect_ctx_error(const char *crt, const char *key, const char *want)
+{
+    csock_tls_ctx *ctx;
+    char err[300];
+    csock_tls_opts o = {.server = 1, .cert_file = crt, .key_file = key};
+    assert_int_equal(csock_tls_ctx_new(&o, &ctx, err, sizeof err), CSOCK_ETLS);
+    if (!strstr(err, want)) fail_msg("got \"%s\", want \"%s\"", err, want);
+}
+
+static void test_ctx_error_words(void **state)
+{
+    char want[700], enc[600], crt[600]; /* cert() reuses its buffers: keep copies */
+    snprintf(crt, sizeof crt, "%s", cert("server.pem"));
+    snprintf(want, sizeof want, "no private key in %s; pass --key", crt);
+    expect_ctx_error(crt, NULL, want);
+    snprintf(want, sizeof want, "no private key in %s", crt); /* --key given: no hint */
+    expect_ctx_error(crt, crt, want);
+    snprintf(want, sizeof want, "no certificate in %s (it holds a private key)", cert("server.key"));
+    expect_ctx_error(cert("server.key"), cert("server.key"), want);
+    snprintf(want, sizeof want, "key %s does not match certificate %s", cert("client.key"), crt);
+    expect_ctx_error(crt, cert("client.key"), want);
+    snprintf(want, sizeof want, "key %s/none.key: No such file or directory", certdir);
+    expect_ctx_error(crt, cert("none.key"), want);
+    snprintf(want, sizeof want, "certificate %s: Is a directory", certdir);
+    expect_ctx_error(certdir, cert("server.key"), want);
+    snprintf(enc, sizeof enc, "%s", cert("enc.key"));
+    FILE *f = fopen(enc, "w");
+    assert_non_null(f);
+    fputs("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n", f);
+    fclose(f);
+    snprintf(want, sizeof want, "key %s is encrypted", enc);
+    expect_ctx_error(crt, enc, want);
+}
+
+/* ---- a TLS peer meeting a plain one ----------------------------------------------- */
+
+enum { PLAIN_GREET, PLAIN_ECHO, PLAIN_CLOSE };
+
+typedef struct plain {
+    int mode;
+    const char *send;     /* client: what to send */
+    int closed;
+} plain;
+
+static void plain_closed(csock_stream *s)
+{
+    plain *p = csock_stream_data(s);
+    p->closed = 1;
+}
+
+static size_t plain_read(csock_stream *s, int status, const char *buf, size_t len)
+{
+    plain *p = csock_stream_data(s);
+    if (status == 0 && p->mode == PLAIN_ECHO) csock_stream_write(s, buf, len);
+    if (status != 0) csock_stream_close(s, plain_closed);
+    return len;
+}
+
+static void plain_accept(csock_listener *l, csock_stream *s, int status)
+{
+    plain *p = csock_listener_data(l);
+    if (status < 0) return;
+    csock_stream_set_data(s, p);
+    if (p->mode == PLAIN_CLOSE) return (void)csock_stream_close(s, plain_closed);
+    if (p->mode == PLAIN_GREET) CHECK_OK(csock_stream_write(s, "hello there\n", 12));
+    CHECK_OK(csock_stream_read_start(s, plain_read));
+}
+
+/* A TLS client against a plain TCP server: the reason says the peer did
+ * not speak TLS, instead of "wrong version number" or "unexpected message". */
+static void client_meets_plain(int mode, const char *want)
+{
+    csock_loop *loop;
+    CHECK_OK(csock_loop_new(NULL, &loop));
+    plain p = {.mode = mode};
+    csock_listener *l;
+    csock_addr a;
+    CHECK_OK(csock_addr_parse("tcp://127.0.0.1:0", 0, &a));
+    CHECK_OK(csock_listen(loop, &a, NULL, plain_accept, &p, &l));
+    CHECK_OK(csock_listener_addr(l, &a));
+    snprintf(a.host, sizeof a.host, "localhost");
+    a.scheme = CSOCK_TLS;
+    client c = {0};
+    csock_tls_ctx *ctx = client_ctx("ca.pem", NULL, NULL, NULL);
+    client_start(&c, loop, ctx, &a);
+    run_until(loop, &c.closed);
+    /* A close the client sees while still writing its ClientHello (short
+     * writes) is a reset or a broken pipe, not an end: either is told. */
+    if (mode == PLAIN_CLOSE) assert_true(c.hs_status < 0);
+    else assert_int_equal(c.hs_status, CSOCK_ETLS);
+    if (!strstr(c.reason, want)) fail_msg("got \"%s\", want \"%s\"", c.reason, want);
+    if (mode != PLAIN_CLOSE) run_until(loop, &p.closed);
+    csock_tls_ctx_free(ctx);
+    csock_listener_close(l, NULL);
+    finish(loop);
+}
+
+static void test_client_meets_plain_greeting(void **state)
+{
+    /* Only the start: with short reads OpenSSL gives up after 5 bytes. */
+    client_meets_plain(PLAIN_GREET, "the peer did not speak TLS (it sent \"hello");
+}
+
+static void test_client_meets_plain_echo(void **state)
+{
+    client_meets_plain(PLAIN_ECHO, "the peer did not speak TLS: it sent our ClientHello back");
+}
+
+static void test_client_meets_plain_close(void **state)
+{
+    client_meets_plain(PLAIN_CLOSE, "before the peer sent anything (is it a TLS server?)");
+}
+
+static void plain_connected(csock_stream *s, int status)
+{
+    plain *p = csock_stream_data(s);
+    if (status < 0) return (void)(p->closed = 1);
+    CHECK_OK(csock_stream_read_start(s, plain_read));
+    CHECK_OK(csock_stream_write(s, p->send, strlen(p->send)));
+    CHECK_OK(csock_stream_shutdown(s, NULL));
+}
+
+/* A plain client against a TLS server: the server's reason says so. */
+static void plain_meets_server(const char *send, const char *want)
+{
+    csock_loop *loop;
+    CHECK_OK(csock_loop_new(NULL, &loop));
+    server srv = {0};
+    server_start(&srv, loop, "server.pem", "server.key", NULL);
+    srv.addr.scheme = CSOCK_TCP;
+    plain p = {.send = send};
+    csock_stream *s;
+    CHECK_OK(csock_connect(loop, &srv.addr, NULL, plain_connected, &p, &s));
+    run_until(loop, &p.closed);
+    RUN_UNTIL(loop, srv.hs_failed, 10000);
+    assert_int_equal(srv.hs_failed, 1);
+    if (!strstr(srv.reason, want)) fail_msg("got \"%s\", want \"%s\"", srv.reason, want);
+    server_stop(&srv);
+    finish(loop);
+}
+
+static void test_plain_http_meets_server(void **state)
+{
+    plain_meets_server("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
+                       "the client spoke plain HTTP, not TLS");
+}
+
+static void test_plain_text_meets_server(void **state)
+{
+    plain_meets_server("hi\n", "the client did not speak TLS (it sent \"hi\\n\")");
+}
+
+/* The getters answer "not TLS" for NULL, as the header says, instead of
+ * dereferencing it. */
+static void test_info_null(void **state)
+{
+    char buf[8];
+    assert_int_equal(csock_tls_last_error(NULL, buf, sizeof buf), -EINVAL);
+    assert_null(csock_tls_version(NULL));
+    assert_null(csock_tls_cipher(NULL));
+    assert_null(csock_tls_alpn(NULL));
+    assert_int_equal(csock_tls_resumed(NULL), 0);
+    assert_int_equal(csock_tls_is_tls(NULL), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -685,6 +858,13 @@ int main(void)
         cmocka_unit_test(test_ip_address_ok),
         cmocka_unit_test(test_client_cert),
         cmocka_unit_test(test_ctx_errors),
+        cmocka_unit_test(test_ctx_error_words),
+        cmocka_unit_test(test_info_null),
+        cmocka_unit_test(test_client_meets_plain_greeting),
+        cmocka_unit_test(test_client_meets_plain_echo),
+        cmocka_unit_test(test_client_meets_plain_close),
+        cmocka_unit_test(test_plain_http_meets_server),
+        cmocka_unit_test(test_plain_text_meets_server),
     };
     return cmocka_run_group_tests(tests, make_certs, remove_certs);
 }

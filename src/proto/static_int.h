@@ -1,0 +1,96 @@
+/* Private to the static-file handler (src/proto/static_*.c): the handler's
+ * state, what it knows about a file, and the calls the files make of each
+ * other. Who does what: static_files.c the handler, its state and serving
+ * an opened file; static_path.c turning a target into a file under the
+ * root (decoding, normalising, openat2); static_fileinfo.c a file's MIME
+ * type, ETag and Last-Modified; static_cache.c the small-file cache;
+ * static_cond.c conditional requests (RFC 9110 section 13); static_ranges.c
+ * Range and multipart/byteranges (section 14); static_listing.c directory
+ * listings. */
+#ifndef CSOCK_PROTO_STATIC_INT_H
+#define CSOCK_PROTO_STATIC_INT_H
+
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "csock/csock.h"
+
+/* A decoded path longer than Linux's PATH_MAX (4096) could not be opened
+ * anyway: such a target is a 414. */
+#define PATH_MAX_DECODED 4096
+/* The small-file cache (static_cache.c): 256 slots of at most ~8.5 KiB, so
+ * at most ~2 MiB per loop, filled lazily; a site's hot small files (icons,
+ * stylesheets, scripts) fit. Direct-mapped by path hash: no LRU to keep. */
+#define CACHE_SLOTS 256
+#define CACHE_MAX_FILE 8192  /* files up to this size are cached whole (= SMALL_FILE) */
+#define CACHE_PATH 240       /* longest cached path: the entry's header stays small */
+/* A changed file is seen within this long: short enough that an edit shows
+ * on the next reload, long enough to spare a busy file an open per request. */
+#define CACHE_TTL_MS 1000
+
+/* What an answer needs to know about a file, computed once per open (or
+ * once per cache fill). */
+typedef struct finfo {
+    uint64_t size;
+    int64_t mtime;
+    char etag[48];
+    char lm[32];
+    const char *mime;
+} finfo;
+
+/* A small file held in memory: no open, fstat, read or close per request. */
+typedef struct centry {
+    char path[CACHE_PATH];
+    uint64_t loaded;          /* loop time of the fill */
+    finfo fi;
+    size_t len;
+    char data[CACHE_MAX_FILE];
+} centry;
+
+struct csock_http_static {
+    int dirfd;          /* the root, O_PATH */
+    char *root_real;    /* its real path, for the fallback check */
+    size_t root_len;
+    int list;           /* --list */
+    char *index;        /* "index.html" */
+    int no_openat2;     /* the kernel lacks openat2 (or CSOCK_HTTP_NO_OPENAT2 is set) */
+    int shared;         /* a clone: dirfd, root_real and index belong to the original */
+    centry *cache[CACHE_SLOTS]; /* NULL slots are empty; filled lazily */
+};
+
+#define MAX_RANGES 32 /* more range-specs than this: the Range field is ignored */
+
+typedef struct range {
+    uint64_t first, last;
+} range;
+
+/* static_files.c */
+void csock__static_send_status(csock_http_req *r, int status);
+
+/* static_path.c */
+int csock__static_normalise(const char *p, size_t n, char *out, size_t cap, int *dir_slash);
+int csock__static_open_beneath(const csock_http_static *st, const char *rel, int flags);
+int csock__static_errno_status(int err);
+
+/* static_fileinfo.c */
+void csock__static_file_info(finfo *fi, const struct stat *sb, const char *name);
+
+/* static_cache.c */
+uint32_t csock__static_path_hash(const char *p);
+const centry *csock__static_cache_get(csock_http_static *st, const char *rel, uint64_t now);
+const centry *csock__static_cache_put(csock_http_static *st, const char *rel, int fd,
+                                      const struct stat *sb, uint64_t now);
+
+/* static_cond.c */
+int csock__static_preconditions(const csock_http_req *r, const finfo *fi);
+csock_http_str csock__static_wanted_range(const csock_http_req *r, const finfo *fi);
+
+/* static_ranges.c */
+int csock__static_parse_ranges(csock_http_str v, uint64_t size, range *rs);
+void csock__static_send_multipart(csock_http_req *r, int fd, const char *data, const finfo *fi,
+                                  const range *rs, int n);
+
+/* static_listing.c */
+void csock__static_send_listing(csock_http_req *r, int fd, const char *rel);
+
+#endif
