@@ -304,6 +304,35 @@ def run_tls_client(bindir):
         srv.close()
 
 
+def run_upper_tls(bindir):
+    """upper_tls_server against tls_client, and against openssl s_client."""
+    ct.need("openssl")
+    import tlscerts
+    certs = tlscerts.make(ct.tmpdir())
+    p, ep = start_server(bindir, "upper_tls_server", os.path.join(certs, "server.pem"),
+                         os.path.join(certs, "server.key"))
+    try:
+        addr = "tls://127.0.0.1:%d" % ep.port
+        rc, out, err = run_client(bindir, "tls_client", "--ca", os.path.join(certs, "ca.pem"),
+                                  addr, input="\n".join(LINES).encode())
+        ct.check(rc == 0, "tls_client: exit %s %r" % (rc, err))
+        ct.check_eq(out, upper(LINES), "upper_tls_server's answers")
+        # Plaintext to a TLS server: the handshake fails, the server goes on.
+        with ep.socket() as s:
+            s.sendall(b"not tls\n")
+            ct.recv_all(s)
+        c = ct.Proc(["openssl", "s_client", "-quiet", "-verify_return_error", "-CAfile",
+                     os.path.join(certs, "ca.pem"), "-connect", "127.0.0.1:%d" % ep.port])
+        try:
+            c.write(b"from openssl\n")  # s_client waits for stdin: kept open, then killed
+            c.read_until(lambda o: b"FROM OPENSSL\n" in o, 20)
+        finally:
+            c.kill()
+    finally:
+        err = finish_server(p, "upper_tls_server", signal.SIGKILL, want=None)
+    ct.check("handshake" in err, "no handshake error logged for the plaintext client: %r" % err)
+
+
 # ---- http_later -------------------------------------------------------------
 
 def get(ep, path, timeout=20):
@@ -362,14 +391,15 @@ SCENARIOS = {
     "timer_signal.c": [run_timer_signal],
     "udp_client.c": [run_udp_client],
     "chat_server.c": [run_chat_server],
-    "tls_client.c": [run_tls_client],
+    "tls_client.c": [run_tls_client, run_upper_tls],
+    "upper_tls_server.c": [run_upper_tls],
     "http_later.c": [run_http_later],
 }
 
 
 def test_every_example_has_a_scenario():
     names = sorted(os.path.basename(s) for s in SOURCES)
-    ct.check(len(names) >= 9, "examples: %r" % names)
+    ct.check(len(names) >= 10, "examples: %r" % names)
     missing = [n for n in names if n not in SCENARIOS]
     ct.check(not missing, "examples no test runs: %s" % missing)
 
@@ -407,6 +437,10 @@ def test_chat_server_sigint():
 
 def test_tls_client():
     run_tls_client(EXAMPLES)
+
+
+def test_upper_tls():
+    run_upper_tls(EXAMPLES)
 
 
 def test_http_later():
