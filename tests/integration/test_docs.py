@@ -151,5 +151,30 @@ def test_readme_snippet_compiles():
             p.stop()
 
 
+def test_install_puts_the_manual_and_examples():
+    """`make install` (cmake --install) puts every page in man3 and every
+    example in share/doc/csock/examples, and `man -l` reads the installed
+    overview."""
+    ct.need("cmake")
+    prefix = ct.tmpdir()
+    res = subprocess.run(["cmake", "--install", cckit.BUILD, "--prefix", prefix],
+                         capture_output=True, text=True, timeout=ct.T(120))
+    ct.check(res.returncode == 0, "cmake --install: %s%s" % (res.stdout[-1000:], res.stderr[-1000:]))
+    man3 = os.path.join(prefix, "share", "man", "man3")
+    for p in PAGES:
+        ct.check(os.path.exists(os.path.join(man3, os.path.basename(p))),
+                 "%s not installed in %s" % (os.path.basename(p), man3))
+    exdir = os.path.join(prefix, "share", "doc", "csock", "examples")
+    for src in glob.glob(os.path.join(ct.REPO, "examples", "*.c")):
+        ct.check(os.path.exists(os.path.join(exdir, os.path.basename(src))),
+                 "%s not installed in %s" % (os.path.basename(src), exdir))
+    if shutil.which("man"):
+        res = subprocess.run(["man", "-l", os.path.join(man3, "libcsock.3")], capture_output=True,
+                             text=True, timeout=ct.T(60), env=dict(os.environ, MANPAGER="cat",
+                                                                    PAGER="cat", MANWIDTH="80"))
+        ct.check(res.returncode == 0 and "csock_loop" in res.stdout,
+                 "man -l libcsock.3: %s %r" % (res.returncode, res.stderr[-500:]))
+
+
 if __name__ == "__main__":
     ct.main()
