@@ -164,6 +164,7 @@ def run_udp_client(bindir):
         t0 = time.monotonic()
         rc, out, err = run_client(bindir, "udp_client", silent.addr, "anyone?", "3", "50")
         ct.check(rc == 1 and "no answer after 3 tries" in err, "silent: %s %r %r" % (rc, out, err))
+        ct.wait_for(lambda: silent.seen >= 3, 10, "the silent server to see 3 tries")
         ct.check_eq(silent.seen, 3, "tries the silent server saw")
         ct.check(time.monotonic() - t0 < ct.T(20), "gave up too slowly")
     finally:
@@ -354,13 +355,13 @@ def run_http_later(bindir):
         ct.check_eq(get(ep, "/later?ms=300"), (200, "later 300\n"), "/later?ms=300")
         ct.check(time.monotonic() - t0 >= 0.28, "answered before its timer")
         # While one request waits in its timer, others are served.
-        slow = {}
-        t = threading.Thread(target=lambda: slow.update(r=get(ep, "/later?ms=3000")))
+        slow, ms = {}, int(ct.T(4000))  # long enough for /hello on a loaded machine
+        t = threading.Thread(target=lambda: slow.update(r=get(ep, "/later?ms=%d" % ms)))
         t.start()
         ct.check_eq(get(ep, "/hello"), (200, "hello\n"), "/hello beside a waiting request")
         ct.check(t.is_alive(), "the slow answer came before the quick one")
         t.join(ct.T(30))
-        ct.check_eq(slow.get("r"), (200, "later 3000\n"), "the slow answer")
+        ct.check_eq(slow.get("r"), (200, "later %d\n" % ms), "the slow answer")
         # A client that leaves before its answer: the answer finds it gone.
         with ep.socket() as s:
             s.sendall(b"GET /later?ms=100 HTTP/1.1\r\nHost: x\r\n\r\n")
