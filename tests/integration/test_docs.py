@@ -73,6 +73,49 @@ def test_every_function_in_a_synopsis_and_described():
     ct.check(not missing, "public functions no man page's DESCRIPTION explains: %s" % missing)
 
 
+def header_text():
+    return "".join(open(h).read() for h in HEADERS)
+
+
+def page_text(name):
+    return open(os.path.join(DOCS, name)).read()
+
+
+def test_every_error_code_documented():
+    """Every library code of CSOCK_ERRNO_MAP has its own entry in csock_error(3)."""
+    codes = re.findall(r"^\s*X\((E[A-Z0-9]+),", header_text(), flags=re.M)
+    ct.check(len(codes) >= 8, "error codes found: %r" % codes)
+    errors = sections(os.path.join(DOCS, "csock_error.3")).get("ERROR CODES", "")
+    missing = [c for c in codes if ".B CSOCK_%s\n" % c not in errors]
+    ct.check(not missing, "csock_error(3) has no entry for %s" % missing)
+
+
+def test_every_environment_variable_documented():
+    """Every CSOCK_* variable the library reads (getenv in src/, not the CLI)
+    is in the ENVIRONMENT section of libcsock(3)."""
+    names = set()
+    for src in glob.glob(os.path.join(ct.REPO, "src", "*", "*.c")):
+        if os.sep + "cli" + os.sep in src:
+            continue
+        names |= set(re.findall(r'getenv\("(CSOCK_[A-Z0-9_]+)"\)', open(src).read()))
+    ct.check(names, "no getenv found in src/: the scan broke")
+    env = sections(os.path.join(DOCS, "libcsock.3")).get("ENVIRONMENT", "")
+    missing = sorted(n for n in names if n not in env)
+    ct.check(not missing, "libcsock(3) ENVIRONMENT lacks %s" % missing)
+
+
+def test_every_option_struct_under_the_abi_rule():
+    """Every public options struct is named where libcsock(3) states the
+    zero-initialize / reserved-space rule."""
+    structs = set(re.findall(r"typedef struct (csock_[a-z0-9_]*opts)\b", header_text()))
+    ct.check(len(structs) >= 5, "option structs found: %r" % structs)
+    rule = page_text("libcsock.3").split(".SS Option structs", 1)
+    ct.check(len(rule) == 2, "libcsock(3) has no 'Option structs' subsection")
+    rule = rule[1].split(".SH", 1)[0]
+    missing = sorted(s for s in structs if s not in rule)
+    ct.check(not missing, "libcsock(3)'s ABI rule does not name %s" % missing)
+
+
 def test_pages_have_sections():
     for p in PAGES:
         s = sections(p)
