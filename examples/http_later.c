@@ -10,8 +10,9 @@
  * answer returns -EPIPE; the request is released all the same.
  *
  * Prints "listening ADDR" (default tcp://127.0.0.1:0). On SIGINT/SIGTERM it
- * stops accepting, lets the answers still owed go out, then closes the
- * HTTP server and exits 0. */
+ * stops accepting, lets the answers still owed go out (with Connection:
+ * close), gives their clients a moment to read them, then closes the HTTP
+ * server and exits 0. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,11 +20,16 @@
 
 #include "csock/csock.h"
 
+#define STOP_CHECK_MS 20  /* how often a stopping server looks whether it is done */
+#define STOP_GRACE_MS 2000 /* then idle keep-alive clients are cut */
+
 typedef struct app {
     csock_loop *loop;
     csock_listener *listener;
     csock_http_server *http;
     csock_signal *sigint, *sigterm;
+    csock_timer *stop_timer; /* while stopping: closes the server once done */
+    uint64_t stop_deadline;
     unsigned pending; /* requests waiting in a timer */
     int stopping;
 } app;
@@ -34,14 +40,19 @@ typedef struct later {
     unsigned long ms;
 } later;
 
-static void close_http_when_idle(app *a)
+/* csock_http_server_close() closes every connection at once, dropping
+ * answers still queued for slow clients, so a stopping server waits: for
+ * the requests parked in timers (closing now would turn their answers into
+ * -EPIPE), then for their connections, which close after the answer
+ * (Connection: close), or STOP_GRACE_MS at most. */
+static void check_stopped(csock_timer *t)
 {
-    /* A waiting request belongs to the server: close it only once no
-     * timer still holds one. */
-    if (a->stopping && a->pending == 0 && a->http) {
-        csock_http_server_close(a->http);
-        a->http = NULL;
-    }
+    app *a = csock_timer_data(t);
+    if (a->pending > 0) return;
+    if (csock_http_server_conns(a->http) > 0 && csock_loop_now(a->loop) < a->stop_deadline) return;
+    csock_http_server_close(a->http);
+    a->http = NULL;
+    csock_timer_close(t, NULL); /* the last handle: csock_loop_run() returns */
 }
 
 static void answer_later(csock_timer *t)
@@ -50,10 +61,10 @@ static void answer_later(csock_timer *t)
     char body[64];
     int n = snprintf(body, sizeof body, "later %lu\n", l->ms);
     csock_http_add_header(l->req, "Content-Type", "text/plain");
+    if (l->app->stopping) csock_http_close_after(l->req); /* invite no next request */
     int rc = csock_http_send(l->req, 200, body, (size_t)n);
     if (rc == -EPIPE) fprintf(stderr, "http_later: the client left before its answer\n");
     l->app->pending--;
-    close_http_when_idle(l->app);
     free(l);
     csock_timer_close(t, NULL);
 }
@@ -115,7 +126,8 @@ static void on_signal(csock_signal *sig, int signum)
     csock_listener_close(a->listener, NULL);
     csock_signal_close(a->sigint, NULL);
     csock_signal_close(a->sigterm, NULL);
-    close_http_when_idle(a);
+    a->stop_deadline = csock_loop_now(a->loop) + STOP_GRACE_MS;
+    csock_timer_start(a->stop_timer, check_stopped, 0, STOP_CHECK_MS);
 }
 
 int main(int argc, char **argv)
@@ -133,6 +145,7 @@ int main(int argc, char **argv)
     if (rc == 0) rc = csock_http_server_new(a.loop, &opts, &a.http);
     if (rc == 0) rc = csock_signal_new(a.loop, &a.sigint);
     if (rc == 0) rc = csock_signal_new(a.loop, &a.sigterm);
+    if (rc == 0) rc = csock_timer_new(a.loop, &a.stop_timer);
     if (rc == 0) rc = csock_listen(a.loop, &addr, NULL, on_accept, &a, &a.listener);
     if (rc == 0) rc = csock_listener_addr(a.listener, &addr);
     if (rc < 0) {
@@ -141,6 +154,7 @@ int main(int argc, char **argv)
     }
     csock_signal_set_data(a.sigint, &a);
     csock_signal_set_data(a.sigterm, &a);
+    csock_timer_set_data(a.stop_timer, &a);
     csock_signal_start(a.sigint, on_signal, SIGINT);
     csock_signal_start(a.sigterm, on_signal, SIGTERM);
     char name[300];

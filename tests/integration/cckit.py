@@ -54,3 +54,14 @@ def compile_text(text, name, extra=()):
     exe = os.path.join(d, name)
     ok, diag = compile_c(src, exe, extra)
     return ok, diag, exe
+
+
+def recv_until(sock, suffix, what):
+    """Read from sock until the data ends with `suffix`; fails (naming
+    `what`) if the peer closes first. Returns the data."""
+    got = b""
+    while not got.endswith(suffix):
+        chunk = sock.recv(4096)
+        ct.check(chunk, "%s: closed early: %r" % (what, got))
+        got += chunk
+    return got

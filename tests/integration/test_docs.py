@@ -184,11 +184,7 @@ def test_readme_snippet_compiles():
             ep = ct.Endpoint(line.split(" ", 1)[1])
             with ep.socket() as s:
                 s.sendall(b"hello readme\n")
-                got = b""
-                while not got.endswith(b"\n"):
-                    chunk = s.recv(4096)
-                    ct.check(chunk, "README server closed early: %r" % got)
-                    got += chunk
+                got = cckit.recv_until(s, b"\n", "README server")
             ct.check_eq(got, b"HELLO README\n", "README server's answer")
         finally:
             p.stop()
