@@ -6,8 +6,10 @@
  * A handler need not answer before it returns: the request, and every
  * string it hands out, stay valid until the answer is given. This one keeps
  * the request in a timer and answers from the timer's callback, while the
- * loop goes on serving other clients. If the client hangs up meanwhile the
- * answer returns -EPIPE; the request is released all the same.
+ * loop goes on serving other clients. If the client has hung up meanwhile
+ * the answer may return -EPIPE (when the connection is known to be gone:
+ * the server does not read while a request waits, so a bare hang-up shows
+ * only when writing); the request is released either way.
  *
  * Prints "listening ADDR" (default tcp://127.0.0.1:0). On SIGINT/SIGTERM it
  * stops accepting, lets the answers still owed go out (with Connection:
