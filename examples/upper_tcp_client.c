@@ -38,6 +38,7 @@ static void on_answer(csock_stream *s, int status, const char *msg, size_t len)
 
 static void on_input(csock_stream *s, int status, const char *msg, size_t len)
 {
+    (void)s;
     if (status == 0) {
         int rc = csock_stream_write_msg(conn, &lines, msg, len);
         if (rc < 0) fail("write", rc);

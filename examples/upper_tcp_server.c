@@ -24,6 +24,7 @@ static void on_line(csock_stream *s, int status, const char *msg, size_t len)
 
 static void on_accept(csock_listener *l, csock_stream *s, int status)
 {
+    (void)l;
     if (status < 0) {
         fprintf(stderr, "upper_tcp_server: accept: %s\n", csock_strerror(status));
         return;

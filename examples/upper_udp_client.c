@@ -22,6 +22,7 @@ static void finish(void)
 
 static void on_timeout(csock_timer *t)
 {
+    (void)t;
     fprintf(stderr, "upper_udp_client: %lu answer(s) missing\n", sent - answered);
     status_code = 1;
     finish();
@@ -30,6 +31,7 @@ static void on_timeout(csock_timer *t)
 static void on_answer(csock_dgram *d, int status, const char *buf, size_t len,
                       const csock_addr *from)
 {
+    (void)d; (void)from;
     if (status < 0) {
         fprintf(stderr, "upper_udp_client: receive: %s\n", csock_strerror(status));
         status_code = 1;
