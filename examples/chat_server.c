@@ -126,7 +126,7 @@ int main(int argc, char **argv)
     csock_signal_set_data(c.sigterm, &c);
     csock_signal_start(c.sigint, on_signal, SIGINT);
     csock_signal_start(c.sigterm, on_signal, SIGTERM);
-    char name[300];
+    char name[CSOCK_ADDR_STRLEN];
     csock_addr_format(&addr, name, sizeof name);
     printf("listening %s\n", name);
     fflush(stdout); /* the readiness signal for whoever started us */

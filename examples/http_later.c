@@ -159,7 +159,7 @@ int main(int argc, char **argv)
     csock_timer_set_data(a.stop_timer, &a);
     csock_signal_start(a.sigint, on_signal, SIGINT);
     csock_signal_start(a.sigterm, on_signal, SIGTERM);
-    char name[300];
+    char name[CSOCK_ADDR_STRLEN];
     csock_addr_format(&addr, name, sizeof name);
     printf("listening %s\n", name);
     fflush(stdout);

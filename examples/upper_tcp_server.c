@@ -46,7 +46,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "upper_tcp_server: listen %s: %s\n", text, csock_strerror(rc));
         return 1;
     }
-    char name[300];
+    char name[CSOCK_ADDR_STRLEN];
     csock_addr_format(&addr, name, sizeof name);
     printf("listening %s\n", name);
     fflush(stdout); /* the readiness signal for whoever started us */

@@ -37,7 +37,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "upper_udp_server: bind %s: %s\n", text, csock_strerror(rc));
         return 1;
     }
-    char name[300];
+    char name[CSOCK_ADDR_STRLEN];
     csock_addr_format(&addr, name, sizeof name);
     printf("listening %s\n", name);
     fflush(stdout);
