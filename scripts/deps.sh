@@ -4,7 +4,7 @@
 set -e
 PKGS="build-essential cmake pkg-config clang libclang-rt-14-dev libssl-dev libcmocka-dev
 python3 openssl curl ncat netcat-openbsd socat procps util-linux iproute2
-libuv1-dev libevent-dev liburing-dev wrk"
+libuv1-dev libevent-dev liburing-dev wrk groff-base"
 
 missing=""
 for p in $PKGS; do
