@@ -1,5 +1,5 @@
 /* csock connect ADDR | HOST PORT: stdin to the peer, the peer to stdout (or
- * a program's stdin/stdout with -e/-c). The relay itself is in netcat.c;
+ * a program's stdin/stdout with -e/-c). The relay itself is in nc_*.c;
  * this file sets up the connection, and runs -z port scans. */
 #include <stdlib.h>
 #include <string.h>

@@ -1,6 +1,6 @@
 /* csock listen ADDR | [HOST] PORT: wait for peers and relay them to
  * stdin/stdout (one peer, or many with -k), to each other (--broker,
- * --chat) or to a program each (-e/-c). The relay itself is in netcat.c. */
+ * --chat) or to a program each (-e/-c). The relay itself is in nc_*.c. */
 #include <stdlib.h>
 #include <string.h>
 
