@@ -36,6 +36,10 @@ void cli_init_process(void);
 /* Raise RLIMIT_NOFILE to its hard limit: servers hold many connections. */
 void cli_raise_nofile(void);
 
+/* Room for an address as text ("tcp://[v6]:port", a Unix path of up to
+ * 108 bytes with its scheme) with a margin. */
+#define CLI_ADDR_TEXT 300
+
 /* Subcommands: each takes argc/argv with argv[0] the command's name. */
 int cli_serve(int argc, char **argv);
 int cli_connect(int argc, char **argv);
@@ -85,5 +89,38 @@ csock_tls_ctx *cli_tls_client_ctx(const cli_tls *t);
 /* "connect HOST: <reason>" for a failed TLS stream: the TLS reason if there
  * is one, else csock_strerror(status), into buf. */
 const char *cli_tls_reason(const csock_stream *s, int status, char *buf, size_t size);
+
+/* ---- serving (cli_common.c), shared by serve, serve http and listen ---- */
+
+/* The `listening ADDR` line on `f` (stdout or stderr), flushed: tests and
+ * scripts wait for it to learn the port, so its format is fixed. */
+void cli_print_listening(FILE *f, const csock_addr *a);
+
+/* The peer's address as text into buf, or "?" when the socket no longer
+ * knows it (getpeername fails after a reset): take it at accept time. */
+const char *cli_peer_text(const csock_stream *s, char *buf, size_t size);
+
+/* The -v line for a failed TLS handshake with `peer`. */
+void cli_log_handshake(const csock_stream *s, int status, const char *peer);
+
+/* A listener's data for cli_on_accept(): what the command does with a new
+ * connection. It must outlive the listeners; it is only read (by every
+ * loop of a csock_server). */
+typedef struct cli_acceptor cli_acceptor;
+struct cli_acceptor {
+    csock_tls_ctx *tls; /* tls:// endpoints: the handshake comes first; NULL: plain */
+    int verbose;        /* -v: accept errors on stderr */
+    /* A new connection, before any handshake (may be NULL): set the
+     * stream's data slot; return 0, or -1 when it was turned away (closed). */
+    int (*accepted)(const cli_acceptor *a, csock_stream *s);
+    /* The connection is ready to serve (status 0), or its TLS handshake
+     * failed (status < 0; csock closes the stream after this callback). */
+    csock_stream_cb ready;
+    void *data; /* the command's state, for `accepted` */
+};
+
+/* The accept callback of every serving command: listener data is a
+ * cli_acceptor. Errors cost one connection; the listener goes on. */
+void cli_on_accept(csock_listener *l, csock_stream *s, int status);
 
 #endif

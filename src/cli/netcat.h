@@ -108,6 +108,7 @@ struct nc_ctx {
     csock_loop *loop;
     csock_stream *in, *out;   /* stdin / stdout; NULL when not used */
     csock_listener *listener; /* listen over a stream scheme */
+    cli_acceptor acceptor;    /* the listener's data (cli_on_accept) */
     csock_dgram *dg;          /* the datagram socket (listen -u, connect -u) */
     csock_timer *quiet;       /* datagram connect: the -q timer */
     csock_signal *sig[3];     /* SIGCHLD, SIGINT, SIGTERM */

@@ -52,14 +52,23 @@ static const char serve_usage[] =
 typedef struct service service;
 
 typedef struct server {
+    cli_acceptor plain, tls_acc; /* the listeners' data (cli_on_accept), per kind */
     csock_server *srv;
     const service *svc;
     csock_framing framing;
     uint64_t idle_ms, read_ms, write_ms;
+    unsigned max_conns;  /* -m: counted here (not by csock) so a refusal can be logged */
     int verbose;
     cli_tls tls_opts;    /* --cert, --key, ... as given */
     csock_tls_ctx *tls;  /* made at the first tls:// endpoint; shared by all loops */
 } server;
+
+/* One connection: the peer as text, taken when it was accepted, because
+ * after a reset the socket no longer knows it (getpeername fails). */
+typedef struct conn {
+    server *srv;
+    char peer[CLI_ADDR_TEXT];
+} conn;
 
 struct service {
     const char *name;
@@ -83,36 +92,36 @@ static const service services[] = {
     {"discard", 0, reply_none},
 };
 
-static void log_peer(server *srv, csock_stream *s, const char *what)
+static void log_conn(const conn *cn, const char *what)
 {
-    if (!srv->verbose) return;
-    csock_addr a;
-    char buf[300] = "?";
-    if (csock_stream_peer(s, &a) == 0) csock_addr_format(&a, buf, sizeof buf);
-    cli_warn("%s %s", what, buf);
+    if (cn->srv->verbose) cli_warn("%s %s", what, cn->peer);
 }
 
-static void on_closed(csock_stream *s) {}
+/* However the stream closes (by us, a timeout, the server's drain). */
+static void conn_closed(csock_stream *s)
+{
+    free(csock_stream_data(s));
+}
 
-static void stream_failed(server *srv, csock_stream *s, int status)
+static void stream_failed(conn *cn, csock_stream *s, int status)
 {
     if (status == CSOCK_EOF) {
         /* The peer finished: finish our replies, then close. */
-        log_peer(srv, s, "closed");
-        csock_stream_end(s, on_closed);
+        log_conn(cn, "closed");
+        csock_stream_end(s, NULL);
         return;
     }
-    if (srv->verbose) {
-        log_peer(srv, s, "dropped");
+    if (cn->srv->verbose) {
+        log_conn(cn, "dropped");
         cli_warn("  reason: %s", csock_strerror(status));
     }
     /* An oversized line: the replies to the lines before it still go out
      * (end keeps what the socket has not taken yet); any other error
      * leaves nothing worth sending. */
     if (status == CSOCK_ETOOBIG)
-        csock_stream_end(s, on_closed);
+        csock_stream_end(s, NULL);
     else
-        csock_stream_close(s, on_closed);
+        csock_stream_close(s, NULL);
 }
 
 /* Line services: the message is the line with its ending (kept, so CRLF
@@ -120,75 +129,75 @@ static void stream_failed(server *srv, csock_stream *s, int status)
  * service may change in place: it is ours until the callback returns. */
 static void on_line(csock_stream *s, int status, const char *msg, size_t len)
 {
-    server *srv = csock_stream_data(s);
-    if (status < 0) return stream_failed(srv, s, status);
-    long n = srv->svc->reply((char *)msg, len);
+    conn *cn = csock_stream_data(s);
+    if (status < 0) return stream_failed(cn, s, status);
+    long n = cn->srv->svc->reply((char *)msg, len);
     if (n >= 0) csock_stream_write(s, msg, (size_t)n);
 }
 
 static size_t on_bytes(csock_stream *s, int status, const char *buf, size_t len)
 {
-    server *srv = csock_stream_data(s);
+    conn *cn = csock_stream_data(s);
     if (status < 0) {
-        stream_failed(srv, s, status);
+        stream_failed(cn, s, status);
         return len;
     }
-    long n = srv->svc->reply((char *)buf, len);
+    long n = cn->srv->svc->reply((char *)buf, len);
     if (n >= 0) csock_stream_write(s, buf, (size_t)n);
     return len;
 }
 
-static void start_service(server *srv, csock_stream *s)
+/* Ready to serve: at once, or after the TLS handshake (a failed or stalled
+ * one costs only that connection: csock closes it after this call). */
+static void start_service(csock_stream *s, int status)
 {
+    conn *cn = csock_stream_data(s);
+    server *srv = cn->srv;
+    if (status < 0) {
+        if (srv->verbose) cli_log_handshake(s, status, cn->peer);
+        return;
+    }
     /* Each is a store on the stream; none costs anything per read or write. */
     if (srv->idle_ms) csock_stream_set_idle_timeout(s, srv->idle_ms);
     if (srv->read_ms) csock_stream_set_read_timeout(s, srv->read_ms);
     if (srv->write_ms) csock_stream_set_write_timeout(s, srv->write_ms);
     int rc = srv->svc->line_based ? csock_stream_read_framed(s, &srv->framing, on_line)
                                   : csock_stream_read_start(s, on_bytes);
-    if (rc < 0) csock_stream_close(s, on_closed);
+    if (rc < 0) csock_stream_close(s, NULL);
 }
 
-/* The part of accepting that plain and TLS endpoints share: 1 if `s` is a
- * new connection to serve. */
-static int accepted(server *srv, csock_stream *s, int status)
+/* -m: the count is every loop's (csock_server_conns includes this one). A
+ * refused client is closed at once and, with -v, logged. */
+static int over_limit(const server *srv, const char *peer)
 {
-    if (status < 0) {
-        if (srv->verbose) cli_warn("accept: %s", csock_strerror(status));
-        return 0;
-    }
-    csock_stream_set_data(s, srv);
-    log_peer(srv, s, "connection from");
+    unsigned n = csock_server_conns(srv->srv);
+    if (!srv->max_conns || n <= srv->max_conns) return 0;
+    if (srv->verbose) cli_warn("refused %s: %u connections already (-m)", peer, n - 1);
     return 1;
 }
 
-static void on_accept(csock_listener *l, csock_stream *s, int status)
+/* A new connection, plain or before its handshake: its state, or away. */
+static int accepted(const cli_acceptor *a, csock_stream *s)
 {
-    server *srv = csock_listener_data(l);
-    if (accepted(srv, s, status)) start_service(srv, s);
-}
-
-/* TLS: the service starts once the handshake is done. A failed or stalled
- * handshake only costs that connection (csock closes it). */
-static void on_tls_ready(csock_stream *s, int status)
-{
-    server *srv = csock_stream_data(s);
-    if (status < 0) {
-        if (srv->verbose) {
-            char why[200];
-            log_peer(srv, s, "handshake failed:");
-            cli_warn("  reason: %s", cli_tls_reason(s, status, why, sizeof why));
-        }
-        return;
+    server *srv = a->data;
+    char peer[CLI_ADDR_TEXT];
+    cli_peer_text(s, peer, sizeof peer);
+    if (over_limit(srv, peer)) {
+        csock_stream_close(s, NULL);
+        return -1;
     }
-    start_service(srv, s);
-}
-
-static void on_accept_tls(csock_listener *l, csock_stream *s, int status)
-{
-    server *srv = csock_listener_data(l);
-    if (accepted(srv, s, status) && csock_tls_accept(s, srv->tls, on_tls_ready) < 0)
-        csock_stream_close(s, on_closed);
+    conn *cn = malloc(sizeof *cn);
+    if (!cn) {
+        if (srv->verbose) cli_warn("refused %s: %s", peer, csock_strerror(-ENOMEM));
+        csock_stream_close(s, NULL);
+        return -1;
+    }
+    cn->srv = srv;
+    memcpy(cn->peer, peer, sizeof peer);
+    csock_stream_set_data(s, cn);
+    csock_stream_on_close(s, conn_closed);
+    log_conn(cn, "connection from");
+    return 0;
 }
 
 static void on_datagram(csock_dgram *d, int status, const char *buf, size_t len,
@@ -211,27 +220,21 @@ static const service *find_service(const char *name)
     return NULL;
 }
 
-static void print_listening(const csock_addr *a)
-{
-    char buf[300];
-    csock_addr_format(a, buf, sizeof buf);
-    printf("listening %s\n", buf);
-    fflush(stdout);
-}
-
 static void open_endpoint(server *srv, const char *text, unsigned index)
 {
     csock_addr a;
     cli_addr(text, CSOCK_ADDR_PASSIVE, &a);
     int tls = a.scheme == CSOCK_TLS;
     if (tls && !srv->tls) srv->tls = cli_tls_server_ctx(&srv->tls_opts);
-    int rc = csock_addr_is_stream(&a)
-                 ? csock_server_listen(srv->srv, &a, tls ? on_accept_tls : on_accept, srv)
-                 : csock_server_dgram(srv->srv, &a, on_datagram, srv);
+    cli_acceptor *acc = tls ? &srv->tls_acc : &srv->plain;
+    *acc = (cli_acceptor){.tls = srv->tls, .verbose = srv->verbose, .accepted = accepted,
+                          .ready = start_service, .data = srv};
+    int rc = csock_addr_is_stream(&a) ? csock_server_listen(srv->srv, &a, cli_on_accept, acc)
+                                      : csock_server_dgram(srv->srv, &a, on_datagram, srv);
     if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", text, csock_strerror(rc));
     csock_addr bound;
     csock_server_addr(srv->srv, index, &bound);
-    print_listening(&bound);
+    cli_print_listening(stdout, &bound);
 }
 
 int cli_serve(int argc, char **argv)
@@ -263,7 +266,7 @@ int cli_serve(int argc, char **argv)
         switch (c) {
         case 'h': fputs(serve_usage, stdout); fputs(cli_tls_usage, stdout); return CLI_OK;
         case 'L': srv.framing.max = cli_ulong("--max-line", optarg, 1u << 28); break;
-        case 'm': so.max_conns = (unsigned)cli_ulong("--max-conns", optarg, 1u << 24); break;
+        case 'm': srv.max_conns = (unsigned)cli_ulong("--max-conns", optarg, 1u << 24); break;
         case 'i': srv.idle_ms = cli_seconds("--idle-timeout", optarg); break;
         case 'R': srv.read_ms = cli_seconds("--read-timeout", optarg); break;
         case 'W': srv.write_ms = cli_seconds("--write-timeout", optarg); break;

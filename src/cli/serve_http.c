@@ -54,6 +54,7 @@ static const char http_usage[] =
     "argument (bad option or address, DIR missing, tls:// without --cert).\n";
 
 typedef struct app {
+    cli_acceptor plain, https;  /* the listeners' data (cli_on_accept), per kind */
     cli_tls tls_opts;           /* --cert, --key, ... */
     csock_tls_ctx *tls;         /* for tls:// endpoints, shared by the loops */
     csock_http_static_opts so;
@@ -139,7 +140,9 @@ static void free_loop(csock_loop *loop)
 
 static void loop_stop(csock_server *srv, csock_loop *loop, unsigned index) { free_loop(loop); }
 
-static void on_accept(csock_listener *l, csock_stream *s, int status)
+/* A connection to serve (https: once its handshake is done; a failed or
+ * stalled one costs only that connection, and csock closes it). */
+static void on_ready(csock_stream *s, int status)
 {
     if (status < 0) return;
     per_loop *pl = csock_loop_get_data(csock_stream_loop(s));
@@ -148,20 +151,6 @@ static void on_accept(csock_listener *l, csock_stream *s, int status)
         return;
     }
     csock_http_server_accept(pl->hs, s);
-}
-
-/* https: HTTP starts on the stream once its handshake is done; a failed or
- * stalled handshake costs only that connection (csock closes it). */
-static void on_tls_ready(csock_stream *s, int status)
-{
-    if (status == 0) on_accept(NULL, s, 0);
-}
-
-static void on_accept_tls(csock_listener *l, csock_stream *s, int status)
-{
-    if (status < 0) return;
-    app *a = csock_listener_data(l);
-    if (csock_tls_accept(s, a->tls, on_tls_ready) < 0) csock_stream_close(s, NULL);
 }
 
 int cli_serve_http(int argc, char **argv)
@@ -234,6 +223,8 @@ int cli_serve_http(int argc, char **argv)
         a.hopts.log = access_log;
         a.hopts.log_data = &a;
     }
+    a.plain = (cli_acceptor){.ready = on_ready};
+    a.https = (cli_acceptor){.tls = a.tls, .ready = on_ready};
     sopts.loop_stop = loop_stop;
     sopts.data = &a;
     if (!sopts.drain_timeout_ms) sopts.drain_timeout_ms = 1;
@@ -246,13 +237,11 @@ int cli_serve_http(int argc, char **argv)
     for (int i = optind; i < argc; i++) {
         csock_addr addr, bound;
         cli_addr(argv[i], CSOCK_ADDR_PASSIVE, &addr);
-        rc = csock_server_listen(srv, &addr, addr.scheme == CSOCK_TLS ? on_accept_tls : on_accept, &a);
+        rc = csock_server_listen(srv, &addr, cli_on_accept,
+                                 addr.scheme == CSOCK_TLS ? &a.https : &a.plain);
         if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", argv[i], csock_strerror(rc));
-        char buf[300];
         csock_server_addr(srv, (unsigned)(i - optind), &bound);
-        csock_addr_format(&bound, buf, sizeof buf);
-        printf("listening %s\n", buf);
-        fflush(stdout);
+        cli_print_listening(stdout, &bound);
     }
     rc = csock_server_run(srv);
     /* A loop whose thread never started still holds its part. */

@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""The -v log of csock serve names every client by its address: also one
+that reset its connection (the address is taken at accept: the socket no
+longer knows its peer after a reset), and one refused over --max-conns."""
+
+import os
+import socket
+import struct
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from csocktest import Server, T, check, main, recv_exact, wait_for  # noqa: E402
+
+
+def client(ep):
+    s = socket.create_connection((ep.host, ep.port), timeout=T(10))
+    return s, "tcp://127.0.0.1:%d" % s.getsockname()[1]
+
+
+def test_reset_client_keeps_its_address():
+    with Server("upper", "tcp://127.0.0.1:0", opts=("-v",)) as srv:
+        s, name = client(srv.endpoints[0])
+        s.sendall(b"hi\n")
+        check(recv_exact(s, 3) == b"HI\n", "served before the reset")
+        # SO_LINGER 0: close sends a RST instead of a FIN.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+        wait_for(lambda: "dropped " in srv.stderr(), 10, "the reset in the -v log")
+        err = srv.stderr()
+        check("dropped %s\n" % name in err, "the reset client named %s: %r" % (name, err))
+        check("dropped ?" not in err, "no client logged as '?': %r" % err)
+
+
+def test_refused_over_max_conns_is_logged():
+    with Server("upper", "tcp://127.0.0.1:0", opts=("-v", "-m", "1")) as srv:
+        ep = srv.endpoints[0]
+        a, _ = client(ep)
+        a.sendall(b"a\n")
+        check(recv_exact(a, 2) == b"A\n", "the first client is served")
+        b, name_b = client(ep)
+        try:  # closed at once: EOF or a reset
+            got = b.recv(10)
+        except ConnectionResetError:
+            got = b""
+        check(got == b"", "the second client closed at once, got %r" % got)
+        wait_for(lambda: "refused " in srv.stderr(), 10, "the refusal in the -v log")
+        err = srv.stderr()
+        check("refused %s: 1 connections already (-m)" % name_b in err,
+              "the refused client named %s: %r" % (name_b, err))
+        a.sendall(b"still\n")
+        check(recv_exact(a, 6) == b"STILL\n", "the first client is still served")
+        a.close()
+        b.close()
+
+
+if __name__ == "__main__":
+    main()
