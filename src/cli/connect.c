@@ -167,8 +167,9 @@ static int run_scan(const nc_opts *o)
         any = 1;
     }
     fflush(stdout);
-    for (int i = 0; i < 100 && csock_loop_handles(sc.loop); i++)
-        csock_loop_run(sc.loop, CSOCK_RUN_NOWAIT);
+    /* Every probe has ended; the open ports' streams are closing: finish. */
+    while (csock_loop_run(sc.loop, CSOCK_RUN_DEFAULT) > 0) {
+    }
     csock_loop_free(sc.loop);
     free(sc.ports);
     free(sc.open);
@@ -181,6 +182,7 @@ static void on_connected(csock_stream *s, int status)
 {
     nc_ctx *c = csock_stream_data(s);
     char target[1100];
+    c->connecting = NULL; /* from here a peer, or closed by csock */
     nc_target_text(c->o, 0, target, sizeof target);
     if (status < 0) {
         /* csock closes the stream after this callback. */
@@ -220,6 +222,7 @@ int cli_connect(int argc, char **argv)
         csock_stream *s;
         rc = c.tls ? csock_tls_connect(c.loop, &addr, c.tls, &co, on_connected, &c, &s)
                    : csock_connect(c.loop, &addr, &co, on_connected, &c, &s);
+        if (rc == 0) c.connecting = s;
     } else {
         csock_dgram *d;
         rc = csock_dgram_new(c.loop, NULL, &addr, &d);

@@ -69,11 +69,18 @@ static void take_peer(nc_ctx *c, csock_stream *s)
     }
 }
 
-/* A new connection, before its handshake (tls://): the session is its data. */
+/* A new connection, before its handshake (tls://): the session is its data
+ * and, until the handshake ends, keeps it for teardown. */
 static int accepted(const cli_acceptor *a, csock_stream *s)
 {
-    csock_stream_set_data(s, a->data);
-    return 0;
+    nc_ctx *c = a->data;
+    csock_stream_set_data(s, c);
+    if (!a->tls) return 0;
+    int rc = nc_handshake_add(c, s);
+    if (rc == 0) return 0;
+    if (c->o->verbose) cli_warn("TLS: %s", csock_strerror(rc));
+    csock_stream_close(s, NULL);
+    return -1;
 }
 
 /* The peer joins the session (tls://: once its handshake is done; a failed
@@ -81,6 +88,7 @@ static int accepted(const cli_acceptor *a, csock_stream *s)
 static void on_ready(csock_stream *s, int status)
 {
     nc_ctx *c = csock_stream_data(s);
+    if (c->tls) nc_handshake_done(c, s);
     if (status < 0) {
         char peer[CLI_ADDR_TEXT];
         if (c->o->verbose) cli_log_handshake(s, status, cli_peer_text(s, peer, sizeof peer));

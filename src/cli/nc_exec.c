@@ -143,18 +143,6 @@ static pid_t spawn_piped(char **argv, int *to_child, int *from_child)
     return pid;
 }
 
-/* The array `v` (capacity *cap) with room for `need` > 0 elements of `elem`
- * bytes: `v` itself, or a larger copy; NULL when out of memory (`v` stays). */
-static void *grow(void *v, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap) return v;
-    size_t n = *cap ? *cap : 16;
-    while (n < need) n *= 2;
-    v = realloc(v, n * elem);
-    if (v) *cap = n;
-    return v;
-}
-
 static void child_remember(nc_ctx *c, pid_t pid, const char *name)
 {
     nc_child *ch = &c->children[c->nchildren++]; /* child_start made room */

@@ -102,20 +102,61 @@ void nc_ctx_init(nc_ctx *c, const nc_opts *o)
     csock_timer_set_data(c->quiet, c);
 }
 
+void *grow(void *v, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap) return v;
+    size_t n = *cap ? *cap : 16;
+    while (n < need) n *= 2;
+    v = realloc(v, n * elem);
+    if (v) *cap = n;
+    return v;
+}
+
+int nc_handshake_add(nc_ctx *c, csock_stream *s)
+{
+    csock_stream **v = grow(c->handshakes, &c->cap_handshakes, c->nhandshakes + 1, sizeof *v);
+    if (!v) return -ENOMEM;
+    c->handshakes = v;
+    c->handshakes[c->nhandshakes++] = s;
+    return 0;
+}
+
+void nc_handshake_done(nc_ctx *c, csock_stream *s)
+{
+    for (size_t i = 0; i < c->nhandshakes; i++) {
+        if (c->handshakes[i] != s) continue;
+        c->handshakes[i] = c->handshakes[--c->nhandshakes];
+        return;
+    }
+}
+
 /* What is still queued for stdout (a stop by signal) gets a moment to go. */
 static void drain_stdout(nc_ctx *c)
 {
     if (!c->out) return;
     uint64_t until = csock_loop_now(c->loop) + 2000;
-    c->stopped = 1; /* callbacks from here on change nothing */
     while (csock_stream_write_queue_size(c->out) && csock_loop_now(c->loop) < until)
         if (csock_loop_run(c->loop, CSOCK_RUN_ONCE) < 0) break;
 }
 
-/* Close every handle, let the closes finish, free the loop. */
-static void teardown(nc_ctx *c)
+/* Nothing new may join from here: the listener, the handshakes still
+ * running, a connect still in flight and stdin close first. */
+static void close_entrances(nc_ctx *c)
 {
+    c->stopped = 1; /* callbacks from here on change nothing */
     if (c->in) csock_stream_close(c->in, NULL);
+    if (c->listener) csock_listener_close(c->listener, NULL);
+    c->listener = NULL;
+    if (c->connecting) csock_stream_close(c->connecting, NULL);
+    c->connecting = NULL;
+    while (c->nhandshakes)
+        csock_stream_close(c->handshakes[--c->nhandshakes], NULL);
+}
+
+/* Every peer, the streams of peers already on their way out, and the
+ * pipes to children that outlived their peer. */
+static void close_peers(nc_ctx *c)
+{
     while (c->head) {
         nc_peer *p = c->head;
         peer_unlink(p);
@@ -133,18 +174,27 @@ static void teardown(nc_ctx *c)
         csock_stream_close(p->s, on_peer_stream_closed);
     while (c->npipes)
         on_pipe_shut(c->pipes[c->npipes - 1], 0);
+}
+
+/* Close every handle the session made, run the loop until the last close
+ * has finished (every handle is closing, so the run ends), free the loop. */
+static void teardown(nc_ctx *c)
+{
+    close_entrances(c);
+    close_peers(c);
     drain_stdout(c);
     if (c->out) csock_stream_close(c->out, NULL);
-    if (c->listener) csock_listener_close(c->listener, NULL);
     if (c->dg) csock_dgram_close(c->dg, NULL);
     if (c->quiet) csock_timer_close(c->quiet, NULL);
     for (int i = 0; i < 3; i++)
         if (c->sig[i]) csock_signal_close(c->sig[i], NULL);
-    for (int i = 0; i < 100 && csock_loop_handles(c->loop); i++)
-        csock_loop_run(c->loop, CSOCK_RUN_NOWAIT);
+    while (csock_loop_run(c->loop, CSOCK_RUN_DEFAULT) > 0) {
+        /* 1: stopped while handles were still closing; run on */
+    }
     if (csock_loop_free(c->loop) == 0) c->loop = NULL;
     free(c->children);
     free(c->pipes);
+    free(c->handshakes);
 }
 
 int nc_ctx_run(nc_ctx *c)

@@ -109,6 +109,9 @@ struct nc_ctx {
     csock_stream *in, *out;   /* stdin / stdout; NULL when not used */
     csock_listener *listener; /* listen over a stream scheme */
     cli_acceptor acceptor;    /* the listener's data (cli_on_accept) */
+    csock_stream *connecting; /* connect: the stream until its connect callback */
+    csock_stream **handshakes; /* listen tls://: accepted, handshake not done yet */
+    size_t nhandshakes, cap_handshakes;
     csock_dgram *dg;          /* the datagram socket (listen -u, connect -u) */
     csock_timer *quiet;       /* datagram connect: the -q timer */
     csock_signal *sig[3];     /* SIGCHLD, SIGINT, SIGTERM */
@@ -172,6 +175,12 @@ void nc_peer_add_stream(nc_ctx *c, csock_stream *s, int accepted);
  * (out of memory: the caller reports it and exits). */
 int nc_dgram_attach(nc_ctx *c, csock_dgram *d, const csock_addr *peer);
 
+/* listen tls://: an accepted stream whose handshake runs, kept so that
+ * teardown can close it (0, or -ENOMEM: the caller closes it), and its end
+ * (done or failed). */
+int nc_handshake_add(nc_ctx *c, csock_stream *s);
+void nc_handshake_done(nc_ctx *c, csock_stream *s);
+
 /* Start reading stdin now (single-peer modes start it when the peer comes). */
 void nc_stdin_start(nc_ctx *c);
 
@@ -225,5 +234,8 @@ void on_dgram(csock_dgram *d, int status, const char *buf, size_t len, const cso
 
 /* nc_session.c: end the session once nothing is left to do. */
 void check_done(nc_ctx *c);
+/* The array `v` (capacity *cap) with room for `need` > 0 elements of `elem`
+ * bytes: `v` itself, or a larger copy; NULL when out of memory (`v` stays). */
+void *grow(void *v, size_t *cap, size_t need, size_t elem);
 
 #endif
