@@ -39,6 +39,14 @@ void cli_raise_nofile(void);
 /* Room for an address as text ("tcp://[v6]:port", a Unix path of up to
  * 108 bytes with its scheme) with a margin. */
 #define CLI_ADDR_TEXT 300
+/* Room for a one-line reason (csock_strerror, a TLS error in words). */
+#define CLI_REASON_TEXT 300
+
+/* Limits and defaults the serving commands share (see their --help). */
+#define CLI_MAX_ENDPOINTS 64         /* addresses per serve: csock_server's own limit */
+#define CLI_MAX_THREADS 1024         /* -t: far beyond any core count, still a typo guard */
+#define CLI_MAX_CONNS (1u << 24)     /* -m: beyond what RLIMIT_NOFILE allows anyway */
+#define CLI_DRAIN_TIMEOUT_MS 10000   /* --drain-timeout default: replies in flight finish */
 
 /* Subcommands: each takes argc/argv with argv[0] the command's name. */
 int cli_serve(int argc, char **argv);

@@ -24,7 +24,7 @@ const char *cli_peer_text(const csock_stream *s, char *buf, size_t size)
 
 void cli_log_handshake(const csock_stream *s, int status, const char *peer)
 {
-    char why[CLI_ADDR_TEXT];
+    char why[CLI_REASON_TEXT];
     cli_warn("TLS handshake with %s failed: %s", peer,
              cli_tls_reason(s, status, why, sizeof why));
 }

@@ -112,7 +112,7 @@ static void announce(const nc_ctx *c, const csock_addr *asked, const csock_addr 
 
 static int run_listen(nc_opts o)
 {
-    char target[1100];
+    char target[NC_TARGET_TEXT];
     nc_target_text(&o, 1, target, sizeof target);
     csock_addr addr, bound;
     cli_addr(target, o.family | CSOCK_ADDR_PASSIVE, &addr);

@@ -91,7 +91,7 @@ uint64_t cli_seconds(const char *opt, const char *text)
     double v = strtod(text, &end);
     if (errno || end == text || *end || v < 0 || v > 1e7)
         cli_die(CLI_USAGE, "%s: '%s' is not a number of seconds", opt, text);
-    return (uint64_t)(v * 1000.0 + 0.5);
+    return (uint64_t)(v * 1000.0 + 0.5); /* ms, rounded */
 }
 
 _Noreturn void cli_bad_option(const char *cmd, int c, int optopt_char, const char *arg)

@@ -17,11 +17,15 @@ static void cidr_push(nc_cidr_list *l, const nc_cidr *e)
     l->v[l->n++] = *e;
 }
 
+#define ACL_ENTRY_MAX 300 /* one entry as written: an address, a range or a host name */
+#define ACL_NAME_ADDRS 16 /* a host name's addresses taken (a name with more is odd) */
+#define ACL_LINE_MAX 1024 /* a line of an --allowfile / --denyfile */
+
 /* Parse "10.0.0.0/8", "::1", "[fe80::]/10" or a host name (every address it
  * resolves to). Dies naming the option on anything else. */
 static void cidr_parse(const char *opt, const char *text, nc_cidr_list *l)
 {
-    char buf[300];
+    char buf[ACL_ENTRY_MAX];
     if (strlen(text) >= sizeof buf) cli_die(CLI_USAGE, "%s: entry too long", opt);
     strcpy(buf, text);
     char *slash = strchr(buf, '/');
@@ -41,10 +45,10 @@ static void cidr_parse(const char *opt, const char *text, nc_cidr_list *l)
         e.bits = 128;
     } else if (!slash && *ip) {
         /* A name: every address it has, exactly. */
-        char t[320];
-        csock_addr a[16];
+        char t[ACL_ENTRY_MAX + 20];
+        csock_addr a[ACL_NAME_ADDRS];
         snprintf(t, sizeof t, "tcp://%s:0", ip);
-        int k = csock_addr_resolve(t, 0, a, 16);
+        int k = csock_addr_resolve(t, 0, a, ACL_NAME_ADDRS);
         if (k <= 0)
             cli_die(CLI_USAGE, "%s: '%s' is not an address, a CIDR range or a known host", opt,
                     text);
@@ -91,7 +95,7 @@ void cidr_parse_file(const char *opt, const char *path, nc_cidr_list *l)
 {
     FILE *f = fopen(path, "r");
     if (!f) cli_die(CLI_USAGE, "%s: cannot open '%s': %s", opt, path, strerror(errno));
-    char line[1024];
+    char line[ACL_LINE_MAX];
     l->set = 1;
     while (fgets(line, sizeof line, f)) {
         char *hash = strchr(line, '#');

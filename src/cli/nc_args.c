@@ -2,12 +2,16 @@
  * the address text built from ADDR or HOST PORT, and the TLS checks. */
 #include <ctype.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/netcat.h"
+
+#define NC_QUIET_DEFAULT_MS 1000 /* -q: UDP answers come well within a second */
+#define NC_MAX_CONNS 1000000     /* -m: beyond what RLIMIT_NOFILE allows anyway */
 
 enum {
     OPT_BROKER = 256,
@@ -63,7 +67,7 @@ static int program_exists(const char *prog)
     if (strchr(prog, '/')) return is_executable(prog);
     const char *path = getenv("PATH");
     if (!path) path = "/usr/local/bin:/usr/bin:/bin";
-    char buf[4096];
+    char buf[PATH_MAX];
     for (const char *p = path; *p;) {
         const char *colon = strchrnul(p, ':');
         int n = (int)(colon - p);
@@ -203,7 +207,7 @@ static void parse_one(nc_opts *o, int opt, const char *arg)
         o->quiet_ms = cli_seconds("--quit-after", arg);
         break;
     case 'm':
-        o->max_conns = (unsigned)cli_ulong("--max-conns", arg, 1000000);
+        o->max_conns = (unsigned)cli_ulong("--max-conns", arg, NC_MAX_CONNS);
         break;
     case OPT_ALLOW:
         cidr_parse_list("--allow", arg, &o->allow);
@@ -231,7 +235,7 @@ void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts
     const char *cmd = listen ? "listen" : "connect";
     memset(o, 0, sizeof *o);
     o->listen = listen;
-    o->quiet_ms = 1000;
+    o->quiet_ms = NC_QUIET_DEFAULT_MS;
     opterr = 0;
     optind = 1;
     int c;

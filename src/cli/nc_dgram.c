@@ -58,7 +58,7 @@ static nc_peer *dgram_peer_for(nc_ctx *c, const csock_addr *from)
         if (!from || !p->has_addr || same_addr(&p->addr, from)) return p;
     if (!c->o->listen) return NULL;
     if (c->served && !c->o->keep_open) return NULL; /* single peer: the first one only */
-    char name[300] = "peer";
+    char name[CLI_ADDR_TEXT] = "peer";
     if (from) csock_addr_format(from, name, sizeof name);
     if (!from || !admit(c, from, name)) return NULL;
     nc_peer *p;

@@ -22,12 +22,18 @@ static void peer_describe(nc_peer *p, const csock_addr *a)
         snprintf(p->host, sizeof p->host, "%s", p->name);
 }
 
+/* The join announcement: its first line and "nobody.\n" fit in
+ * CHAT_HEAD_MAX; each peer listed adds ", HOST as <userN>", which fits in
+ * CHAT_ENTRY_MAX (a host of up to CLI_ADDR_TEXT bytes, 2 + 9 + 10 more). */
+#define CHAT_HEAD_MAX 512
+#define CHAT_ENTRY_MAX (CLI_ADDR_TEXT + 40)
+
 /* --chat: ncat's announcements, byte for byte. 0, or -ENOMEM when the
  * message could not be built (the newcomer is then turned away, unseen). */
 static int chat_announce_join(nc_ctx *c, nc_peer *p)
 {
-    char line[1024];
-    size_t cap = 512 + (size_t)c->npeers * 340, n;
+    char line[CHAT_ENTRY_MAX];
+    size_t cap = CHAT_HEAD_MAX + (size_t)c->npeers * CHAT_ENTRY_MAX, n;
     char *msg = malloc(cap);
     if (!msg) {
         if (c->o->verbose) cli_warn("refused %s: %s", p->name, csock_strerror(-ENOMEM));
@@ -151,7 +157,7 @@ void peer_close(nc_peer *p, int graceful)
 void peer_failed(nc_peer *p, int status)
 {
     nc_ctx *c = p->c;
-    char why[300];
+    char why[CLI_REASON_TEXT];
     const char *reason = p->s ? cli_tls_reason(p->s, status, why, sizeof why)
                                    : csock_strerror(status);
     if (!c->o->keep_open && !c->quitting) {
@@ -250,7 +256,7 @@ void nc_peer_add_stream(nc_ctx *c, csock_stream *s, int accepted)
 {
     csock_addr a;
     int has = csock_stream_peer(s, &a) == 0;
-    char name[300] = "peer";
+    char name[CLI_ADDR_TEXT] = "peer";
     if (has) csock_addr_format(&a, name, sizeof name);
     if (accepted && !admit(c, has ? &a : NULL, name)) {
         csock_stream_close(s, NULL);

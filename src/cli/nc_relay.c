@@ -99,10 +99,10 @@ static int in_pieces(const nc_ctx *c)
  * but the one it came from; chat tags it first. */
 void broadcast(nc_ctx *c, const nc_peer *from, const char *buf, size_t len)
 {
-    char stackbuf[4096];
+    char stackbuf[NC_STACK_CHUNK];
     unsigned id = from ? from->id : 0;
     if (!c->o->chat) return send_others(c, from, buf, len);
-    size_t need = 32 + 4 * len;
+    size_t need = CHAT_TAG_MAX + 4 * len; /* chat_tag's bound */
     char *tagged = need <= sizeof stackbuf ? stackbuf : malloc(need);
     if (tagged) {
         size_t n = chat_tag(id, buf, len, tagged);
@@ -176,7 +176,7 @@ void sync_sources(nc_ctx *c)
 /* -C without the memory to convert a whole read at once. */
 static void crlf_in_pieces(nc_ctx *c, const char *buf, size_t len)
 {
-    char piece[8192];
+    char piece[NC_STACK_CHUNK];
     if (!in_pieces(c)) return;
     for (size_t off = 0, n; off < len; off += n) {
         n = len - off < sizeof piece / 2 ? len - off : sizeof piece / 2;
@@ -187,7 +187,7 @@ static void crlf_in_pieces(nc_ctx *c, const char *buf, size_t len)
 
 static void from_stdin(nc_ctx *c, const char *buf, size_t len)
 {
-    char stackbuf[8192], *conv = NULL;
+    char stackbuf[NC_STACK_CHUNK], *conv = NULL;
     if (!len) return;
     if (c->o->crlf) {
         conv = 2 * len <= sizeof stackbuf ? stackbuf : malloc(2 * len);

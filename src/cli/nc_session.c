@@ -8,6 +8,9 @@
 
 #include "cli/netcat.h"
 
+#define GROW_FIRST 16         /* grow(): the first capacity; doubled from there */
+#define STDOUT_DRAIN_MS 2000  /* stopped by a signal: time for stdout's queue to go */
+
 void nc_finish(nc_ctx *c, int status)
 {
     if (c->stopped) return;
@@ -105,7 +108,7 @@ void nc_ctx_init(nc_ctx *c, const nc_opts *o)
 void *grow(void *v, size_t *cap, size_t need, size_t elem)
 {
     if (need <= *cap) return v;
-    size_t n = *cap ? *cap : 16;
+    size_t n = *cap ? *cap : GROW_FIRST;
     while (n < need) n *= 2;
     v = realloc(v, n * elem);
     if (v) *cap = n;
@@ -134,7 +137,7 @@ void nc_handshake_done(nc_ctx *c, csock_stream *s)
 static void drain_stdout(nc_ctx *c)
 {
     if (!c->out) return;
-    uint64_t until = csock_loop_now(c->loop) + 2000;
+    uint64_t until = csock_loop_now(c->loop) + STDOUT_DRAIN_MS;
     while (csock_stream_write_queue_size(c->out) && csock_loop_now(c->loop) < until)
         if (csock_loop_run(c->loop, CSOCK_RUN_ONCE) < 0) break;
 }

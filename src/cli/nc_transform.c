@@ -5,17 +5,19 @@
 
 #include "cli/netcat.h"
 
+#define HEX_PER_LINE 16 /* bytes per -x line, as `hexdump -C` */
+
 /* -x: a header line per chunk, then `hexdump -C` style lines. */
 void hexdump(const nc_ctx *c, int sent, const nc_peer *p, const char *buf, size_t len)
 {
     FILE *f = c->o->hexdump;
     if (!f || !len) return;
     fprintf(f, "%c %zu bytes %s %s\n", sent ? '>' : '<', len, sent ? "to" : "from", p->name);
-    for (size_t off = 0; off < len; off += 16) {
-        size_t n = len - off < 16 ? len - off : 16;
+    for (size_t off = 0; off < len; off += HEX_PER_LINE) {
+        size_t n = len - off < HEX_PER_LINE ? len - off : HEX_PER_LINE;
         fprintf(f, "%08zx ", off);
-        for (size_t i = 0; i < 16; i++) {
-            if (i == 8) fputc(' ', f);
+        for (size_t i = 0; i < HEX_PER_LINE; i++) {
+            if (i == HEX_PER_LINE / 2) fputc(' ', f);
             if (i < n)
                 fprintf(f, " %02x", (unsigned char)buf[off + i]);
             else
@@ -59,7 +61,7 @@ size_t chat_escape(const char *in, size_t len, char *out)
     return n;
 }
 
-/* --chat: "<userN> " then the escaped text. `out` holds 32 + 4 * len bytes. */
+/* --chat: "<userN> " then the escaped text. `out` holds CHAT_TAG_MAX + 4 * len bytes. */
 size_t chat_tag(unsigned id, const char *in, size_t len, char *out)
 {
     size_t n = (size_t)sprintf(out, "<user%u> ", id);

@@ -75,14 +75,22 @@ typedef struct nc_child nc_child;
 
 #define HIGH_WATER (256u * 1024) /* a sink over this stops its sources */
 #define MAX_DGRAM 65507          /* the largest UDP payload */
+/* Our address text, built from ADDR or HOST PORT (each up to ~512 bytes
+ * as typed) and a scheme. */
+#define NC_TARGET_TEXT 1100
+/* A stack buffer for transforming one chunk (CRLF, chat tags) without an
+ * allocation in the common case; larger chunks are allocated. */
+#define NC_STACK_CHUNK 8192
+/* --chat: the longest "<userN> " tag ("<user4294967295> " is 17), rounded up. */
+#define CHAT_TAG_MAX 32
 
 
 struct nc_peer {
     nc_ctx *c;
     nc_peer *prev, *next;
     unsigned id;       /* chat: <userN> */
-    char name[300];    /* tcp://127.0.0.1:5555, for -v and -x */
-    char host[300];    /* chat announce: the host alone, as ncat writes it */
+    char name[CLI_ADDR_TEXT]; /* tcp://127.0.0.1:5555, for -v and -x */
+    char host[CLI_ADDR_TEXT]; /* chat announce: the host alone, as ncat writes it */
     csock_stream *s;   /* a stream peer, or NULL */
     csock_addr addr;   /* a datagram peer's address */
     int has_addr;      /* 0: the connected datagram peer */
@@ -99,7 +107,7 @@ struct nc_peer {
 
 struct nc_child {
     pid_t pid;
-    char name[300]; /* the peer it served, for the -v exit line */
+    char name[CLI_ADDR_TEXT]; /* the peer it served, for the -v exit line */
 };
 
 /* The session: every handle the relay uses, and the flow-control state. */

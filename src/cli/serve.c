@@ -86,6 +86,9 @@ static long reply_upper(char *msg, size_t len)
     return (long)len;
 }
 
+#define DEFAULT_MAX_LINE 65536 /* --max-line: a long text line, far from a flood */
+#define MAX_MAX_LINE (1u << 28) /* --max-line cap: 256 MiB a connection is plenty */
+
 static const service services[] = {
     {"echo", 0, reply_echo},
     {"upper", 1, reply_upper},
@@ -253,8 +256,8 @@ int cli_serve(int argc, char **argv)
         CLI_TLS_LONGOPTS,
         {0, 0, 0, 0},
     };
-    server srv = {.framing = {.kind = CSOCK_FRAME_LINE, .max = 65536, .keep_delimiter = 1}};
-    csock_server_opts so = {.handle_signals = 1, .drain_timeout_ms = 10000};
+    server srv = {.framing = {.kind = CSOCK_FRAME_LINE, .max = DEFAULT_MAX_LINE, .keep_delimiter = 1}};
+    csock_server_opts so = {.handle_signals = 1, .drain_timeout_ms = CLI_DRAIN_TIMEOUT_MS};
     int c;
     /* HTTP has its own options (a directory, TLS, logs): its own file. */
     if (argc > 1 && !strcmp(argv[1], "http")) return cli_serve_http(argc - 1, argv + 1);
@@ -265,12 +268,12 @@ int cli_serve(int argc, char **argv)
     while ((c = getopt_long(argc, argv, ":hm:i:t:v", opts, NULL)) != -1) {
         switch (c) {
         case 'h': fputs(serve_usage, stdout); fputs(cli_tls_usage, stdout); return CLI_OK;
-        case 'L': srv.framing.max = cli_ulong("--max-line", optarg, 1u << 28); break;
-        case 'm': srv.max_conns = (unsigned)cli_ulong("--max-conns", optarg, 1u << 24); break;
+        case 'L': srv.framing.max = cli_ulong("--max-line", optarg, MAX_MAX_LINE); break;
+        case 'm': srv.max_conns = (unsigned)cli_ulong("--max-conns", optarg, CLI_MAX_CONNS); break;
         case 'i': srv.idle_ms = cli_seconds("--idle-timeout", optarg); break;
         case 'R': srv.read_ms = cli_seconds("--read-timeout", optarg); break;
         case 'W': srv.write_ms = cli_seconds("--write-timeout", optarg); break;
-        case 't': so.threads = (unsigned)cli_ulong("--threads", optarg, 1024); break;
+        case 't': so.threads = (unsigned)cli_ulong("--threads", optarg, CLI_MAX_THREADS); break;
         case 'D': so.drain_timeout_ms = cli_seconds("--drain-timeout", optarg); break;
         case 'v': srv.verbose = 1; break;
         case 'P': so.reuseport = 1; break;
@@ -285,7 +288,8 @@ int cli_serve(int argc, char **argv)
         cli_die(CLI_USAGE, "serve: unknown service '%s' (echo, upper, discard, chat or http)", argv[optind]);
     optind++;
     if (optind >= argc) cli_die(CLI_USAGE, "serve: missing ADDR to listen on");
-    if (argc - optind > 64) cli_die(CLI_USAGE, "serve: at most 64 addresses");
+    if (argc - optind > CLI_MAX_ENDPOINTS)
+        cli_die(CLI_USAGE, "serve: at most %d addresses", CLI_MAX_ENDPOINTS);
     /* Parse every address first: a typo in the last one should not leave
      * the first ones half-served. */
     for (int i = optind; i < argc; i++) {

@@ -53,6 +53,10 @@ static const char http_usage[] =
     "use, unreadable certificate, access log cannot be opened), 2 on a wrong\n"
     "argument (bad option or address, DIR missing, tls:// without --cert).\n";
 
+#define MAX_BODY_CAP (1ul << 29) /* --max-body cap: 512 MiB, a typo guard */
+#define LOG_TARGET_MAX 1024      /* access log: a request target cut to this */
+#define LOG_METHOD_MAX 32        /* access log: a method cut to this */
+
 typedef struct app {
     cli_acceptor plain, https;  /* the listeners' data (cli_on_accept), per kind */
     cli_tls tls_opts;           /* --cert, --key, ... */
@@ -67,7 +71,7 @@ typedef struct app {
 static void access_log(const csock_http_req *r, int status, int64_t body_len, void *data)
 {
     app *a = data;
-    char host[300] = "-", line[1400], when[40];
+    char host[CLI_ADDR_TEXT] = "-", line[LOG_TARGET_MAX + 376], when[40];
     csock_addr peer;
     if (csock_stream_peer(csock_http_stream(r), &peer) == 0) {
         if (csock_addr_format(&peer, host, sizeof host) > 0) {
@@ -89,11 +93,12 @@ static void access_log(const csock_http_req *r, int status, int64_t body_len, vo
     localtime_r(&now, &tm);
     strftime(when, sizeof when, "%d/%b/%Y:%H:%M:%S %z", &tm);
     csock_http_str m = csock_http_method(r), t = csock_http_target(r);
-    int tl = t.len > 1024 ? 1024 : (int)t.len;
-    char bytes[24] = "-", request[1100] = "-"; /* "-": refused before a whole head came */
+    int tl = t.len > LOG_TARGET_MAX ? LOG_TARGET_MAX : (int)t.len;
+    /* "-": refused before a whole head came */
+    char bytes[24] = "-", request[LOG_TARGET_MAX + LOG_METHOD_MAX + 44] = "-";
     if (body_len > 0 && !csock_http_is_head(r)) snprintf(bytes, sizeof bytes, "%lld", (long long)body_len);
     if (m.ptr && t.ptr)
-        snprintf(request, sizeof request, "%.*s %.*s HTTP/1.%d", (int)(m.len > 32 ? 32 : m.len),
+        snprintf(request, sizeof request, "%.*s %.*s HTTP/1.%d", (int)(m.len > LOG_METHOD_MAX ? LOG_METHOD_MAX : m.len),
                  m.ptr, tl, t.ptr, csock_http_minor(r));
     int n = snprintf(line, sizeof line, "%s - - [%s] \"%s\" %d %s\n", host, when, request, status,
                      bytes);
@@ -172,7 +177,7 @@ int cli_serve_http(int argc, char **argv)
         {0, 0, 0, 0},
     };
     app a = {.log_fd = -1};
-    csock_server_opts sopts = {.handle_signals = 1, .drain_timeout_ms = 10000};
+    csock_server_opts sopts = {.handle_signals = 1, .drain_timeout_ms = CLI_DRAIN_TIMEOUT_MS};
     const char *log_path = NULL;
     int c;
     optind = 1;
@@ -182,13 +187,13 @@ int cli_serve_http(int argc, char **argv)
         case 'h': fputs(http_usage, stdout); fputs(cli_tls_usage, stdout); return CLI_OK;
         case 'l': a.so.list = 1; break;
         case 'A': log_path = optarg; break;
-        case 'B': a.hopts.max_body = cli_ulong("--max-body", optarg, 1ul << 29); break;
+        case 'B': a.hopts.max_body = cli_ulong("--max-body", optarg, MAX_BODY_CAP); break;
         case 'K': a.hopts.keepalive_timeout_ms = cli_seconds("--keepalive-timeout", optarg); break;
         case 'H': a.hopts.header_timeout_ms = cli_seconds("--header-timeout", optarg); break;
         case 'T': a.hopts.body_timeout_ms = cli_seconds("--body-timeout", optarg); break;
         case 'S': a.hopts.send_timeout_ms = cli_seconds("--send-timeout", optarg); break;
-        case 'm': sopts.max_conns = (unsigned)cli_ulong("--max-conns", optarg, 1u << 24); break;
-        case 't': sopts.threads = (unsigned)cli_ulong("--threads", optarg, 1024); break;
+        case 'm': sopts.max_conns = (unsigned)cli_ulong("--max-conns", optarg, CLI_MAX_CONNS); break;
+        case 't': sopts.threads = (unsigned)cli_ulong("--threads", optarg, CLI_MAX_THREADS); break;
         case 'D': sopts.drain_timeout_ms = cli_seconds("--drain-timeout", optarg); break;
         case 'P': sopts.reuseport = 1; break;
         default:
@@ -199,7 +204,8 @@ int cli_serve_http(int argc, char **argv)
     if (optind >= argc) cli_die(CLI_USAGE, "serve http: missing DIR to serve");
     const char *dir = argv[optind++];
     if (optind >= argc) cli_die(CLI_USAGE, "serve http: missing ADDR to listen on");
-    if (argc - optind > 64) cli_die(CLI_USAGE, "serve http: at most 64 addresses");
+    if (argc - optind > CLI_MAX_ENDPOINTS)
+        cli_die(CLI_USAGE, "serve http: at most %d addresses", CLI_MAX_ENDPOINTS);
     for (int i = optind; i < argc; i++) {
         csock_addr addr;
         cli_addr(argv[i], CSOCK_ADDR_PASSIVE, &addr);
