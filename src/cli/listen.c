@@ -126,7 +126,9 @@ static int run_listen(nc_opts o)
         csock_listen_opts lo = {0}; /* -m is counted by the relay, so it can log */
         c.acceptor = (cli_acceptor){.tls = c.tls, .verbose = o.verbose, .accepted = accepted,
                                     .ready = on_ready, .data = &c};
-        rc = csock_listen(c.loop, &addr, &lo, cli_on_accept, &c.acceptor, &c.listener);
+        csock_addr tcp = addr; /* csock_listen is the TCP part: TLS is ours (cli_on_accept) */
+        if (tcp.scheme == CSOCK_TLS) tcp.scheme = CSOCK_TCP;
+        rc = csock_listen(c.loop, &tcp, &lo, cli_on_accept, &c.acceptor, &c.listener);
         if (rc == 0) rc = csock_listener_addr(c.listener, &bound);
     } else {
         csock_dgram *d;
