@@ -47,9 +47,12 @@ void cli_warn(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
+    /* serve's loops run on threads: one line is written whole. */
+    flockfile(stderr);
     fputs("csock: ", stderr);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
+    funlockfile(stderr);
     va_end(ap);
 }
 

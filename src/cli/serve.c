@@ -2,6 +2,7 @@
  * stream and datagram alike. */
 #include <ctype.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +69,7 @@ typedef struct server {
 typedef struct conn {
     server *srv;
     char peer[CLI_ADDR_TEXT];
+    int why; /* what ended it, for the -v close line: 0 (us, a drain) or the read status */
 } conn;
 
 struct service {
@@ -95,28 +97,34 @@ static const service services[] = {
     {"discard", 0, reply_none},
 };
 
+/* conn.why after a failed handshake: cli_log_handshake said it all. */
+#define HANDSHAKE_LOGGED INT_MIN
+
 static void log_conn(const conn *cn, const char *what)
 {
     if (cn->srv->verbose) cli_warn("%s %s", what, cn->peer);
 }
 
-/* However the stream closes (by us, a timeout, the server's drain). */
+/* However the stream closes (by us, a timeout, the server's drain): one
+ * -v line per connection, once nothing more can be sent. */
 static void conn_closed(csock_stream *s)
 {
-    free(csock_stream_data(s));
+    conn *cn = csock_stream_data(s);
+    if (cn->why == CSOCK_EOF || cn->why == 0) {
+        log_conn(cn, "closed");
+    } else if (cn->srv->verbose && cn->why != HANDSHAKE_LOGGED) {
+        cli_warn("dropped %s: %s", cn->peer, csock_strerror(cn->why));
+    }
+    free(cn);
 }
 
 static void stream_failed(conn *cn, csock_stream *s, int status)
 {
+    cn->why = status;
     if (status == CSOCK_EOF) {
         /* The peer finished: finish our replies, then close. */
-        log_conn(cn, "closed");
         csock_stream_end(s, NULL);
         return;
-    }
-    if (cn->srv->verbose) {
-        log_conn(cn, "dropped");
-        cli_warn("  reason: %s", csock_strerror(status));
     }
     /* An oversized line: the replies to the lines before it still go out
      * (end keeps what the socket has not taken yet); any other error
@@ -158,6 +166,7 @@ static void start_service(csock_stream *s, int status)
     server *srv = cn->srv;
     if (status < 0) {
         if (srv->verbose) cli_log_handshake(s, status, cn->peer);
+        cn->why = HANDSHAKE_LOGGED; /* that line was its close line */
         return;
     }
     /* Each is a store on the stream; none costs anything per read or write. */
@@ -196,6 +205,7 @@ static int accepted(const cli_acceptor *a, csock_stream *s)
         return -1;
     }
     cn->srv = srv;
+    cn->why = 0;
     memcpy(cn->peer, peer, sizeof peer);
     csock_stream_set_data(s, cn);
     csock_stream_on_close(s, conn_closed);
