@@ -4,9 +4,11 @@ that reset its connection (the address is taken at accept: the socket no
 longer knows its peer after a reset), and one refused over --max-conns."""
 
 import os
+import re
 import socket
 import struct
 import sys
+import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from csocktest import Server, T, check, main, recv_exact, wait_for  # noqa: E402
@@ -51,6 +53,35 @@ def test_refused_over_max_conns_is_logged():
         check(recv_exact(a, 6) == b"STILL\n", "the first client is still served")
         a.close()
         b.close()
+
+
+def test_log_lines_whole_across_threads():
+    """Two loops log at once: every -v line is still whole."""
+    n_threads, n_each = 8, 100
+    with Server("upper", "tcp://127.0.0.1:0", opts=("-v", "-t", "2")) as srv:
+        ep = srv.endpoints[0]
+        errors = []
+
+        def hammer():
+            try:
+                for _ in range(n_each):
+                    s, _ = client(ep)
+                    s.sendall(b"x\n")
+                    recv_exact(s, 2)
+                    s.close()
+            except Exception as e:  # reported below
+                errors.append(e)
+        ts = [threading.Thread(target=hammer) for _ in range(n_threads)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(T(60))
+        check(not errors, "clients failed: %r" % errors[:3])
+        want = 2 * n_threads * n_each
+        wait_for(lambda: srv.stderr().count("\n") >= want, 20, "every -v line")
+        line = re.compile(r"^csock: (connection from|closed) tcp://127\.0\.0\.1:\d+$")
+        bad = [ln for ln in srv.stderr().splitlines() if not line.match(ln)]
+        check(not bad, "%d lines not whole, e.g. %r" % (len(bad), bad[:3]))
 
 
 if __name__ == "__main__":
