@@ -88,10 +88,10 @@ static int accepted(const cli_acceptor *a, csock_stream *s)
 static void on_ready(csock_stream *s, int status)
 {
     nc_ctx *c = csock_stream_data(s);
-    if (c->tls) nc_handshake_done(c, s);
+    char peer[CLI_ADDR_TEXT] = "?";
+    if (c->tls) nc_handshake_done(c, s, peer, sizeof peer);
     if (status < 0) {
-        char peer[CLI_ADDR_TEXT];
-        if (c->o->verbose) cli_log_handshake(s, status, cli_peer_text(s, peer, sizeof peer));
+        if (c->o->verbose) cli_log_handshake(s, status, peer);
         return;
     }
     take_peer(c, s);

@@ -117,20 +117,25 @@ void *grow(void *v, size_t *cap, size_t need, size_t elem)
 
 int nc_handshake_add(nc_ctx *c, csock_stream *s)
 {
-    csock_stream **v = grow(c->handshakes, &c->cap_handshakes, c->nhandshakes + 1, sizeof *v);
+    nc_handshake *v = grow(c->handshakes, &c->cap_handshakes, c->nhandshakes + 1, sizeof *v);
     if (!v) return -ENOMEM;
     c->handshakes = v;
-    c->handshakes[c->nhandshakes++] = s;
+    nc_handshake *h = &c->handshakes[c->nhandshakes++];
+    h->s = s;
+    cli_peer_text(s, h->peer, sizeof h->peer);
     return 0;
 }
 
-void nc_handshake_done(nc_ctx *c, csock_stream *s)
+const char *nc_handshake_done(nc_ctx *c, csock_stream *s, char *buf, size_t size)
 {
+    snprintf(buf, size, "?");
     for (size_t i = 0; i < c->nhandshakes; i++) {
-        if (c->handshakes[i] != s) continue;
+        if (c->handshakes[i].s != s) continue;
+        snprintf(buf, size, "%s", c->handshakes[i].peer);
         c->handshakes[i] = c->handshakes[--c->nhandshakes];
-        return;
+        break;
     }
+    return buf;
 }
 
 /* What is still queued for stdout (a stop by signal) gets a moment to go. */
@@ -153,7 +158,7 @@ static void close_entrances(nc_ctx *c)
     if (c->connecting) csock_stream_close(c->connecting, NULL);
     c->connecting = NULL;
     while (c->nhandshakes)
-        csock_stream_close(c->handshakes[--c->nhandshakes], NULL);
+        csock_stream_close(c->handshakes[--c->nhandshakes].s, NULL);
 }
 
 /* Every peer, the streams of peers already on their way out, and the

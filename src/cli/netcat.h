@@ -73,6 +73,12 @@ typedef struct nc_ctx nc_ctx;
 typedef struct nc_peer nc_peer;
 typedef struct nc_child nc_child;
 
+/* listen tls://: a connection in its handshake, not yet a peer. */
+typedef struct nc_handshake {
+    csock_stream *s;
+    char peer[CLI_ADDR_TEXT]; /* taken at accept: after a reset the socket no longer knows */
+} nc_handshake;
+
 #define HIGH_WATER (256u * 1024) /* a sink over this stops its sources */
 #define MAX_DGRAM 65507          /* the largest UDP payload */
 /* Our address text, built from ADDR or HOST PORT (each up to ~512 bytes
@@ -118,7 +124,7 @@ struct nc_ctx {
     csock_listener *listener; /* listen over a stream scheme */
     cli_acceptor acceptor;    /* the listener's data (cli_on_accept) */
     csock_stream *connecting; /* connect: the stream until its connect callback */
-    csock_stream **handshakes; /* listen tls://: accepted, handshake not done yet */
+    nc_handshake *handshakes;  /* listen tls://: accepted, handshake not done yet */
     size_t nhandshakes, cap_handshakes;
     csock_dgram *dg;          /* the datagram socket (listen -u, connect -u) */
     csock_timer *quiet;       /* datagram connect: the -q timer */
@@ -183,11 +189,11 @@ void nc_peer_add_stream(nc_ctx *c, csock_stream *s, int accepted);
  * (out of memory: the caller reports it and exits). */
 int nc_dgram_attach(nc_ctx *c, csock_dgram *d, const csock_addr *peer);
 
-/* listen tls://: an accepted stream whose handshake runs, kept so that
- * teardown can close it (0, or -ENOMEM: the caller closes it), and its end
- * (done or failed). */
+/* listen tls://: an accepted stream whose handshake runs, kept with its
+ * peer's address so that teardown can close it (0, or -ENOMEM: the caller
+ * closes it); and its end (done or failed): the peer as text into buf. */
 int nc_handshake_add(nc_ctx *c, csock_stream *s);
-void nc_handshake_done(nc_ctx *c, csock_stream *s);
+const char *nc_handshake_done(nc_ctx *c, csock_stream *s, char *buf, size_t size);
 
 /* Start reading stdin now (single-peer modes start it when the peer comes). */
 void nc_stdin_start(nc_ctx *c);

@@ -11,7 +11,8 @@ import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from csocktest import Server, T, check, main, recv_exact, wait_for  # noqa: E402
+from csocktest import (BIN, Proc, Server, T, check, have, main, recv_exact,  # noqa: E402
+                       wait_for)
 
 
 def client(ep):
@@ -82,6 +83,38 @@ def test_log_lines_whole_across_threads():
         line = re.compile(r"^csock: (connection from|closed) tcp://127\.0\.0\.1:\d+$")
         bad = [ln for ln in srv.stderr().splitlines() if not line.match(ln)]
         check(not bad, "%d lines not whole, e.g. %r" % (len(bad), bad[:3]))
+
+
+def test_listen_tls_reset_in_handshake_keeps_address():
+    """csock listen -v tls://: a client that resets before its handshake
+    is named in the failure line (its address is kept from the accept)."""
+    if not have("openssl"):
+        print("  skipped: openssl not installed", flush=True)
+        return
+    import tlscerts
+    d = tlscerts.tempdir()
+    p = Proc([BIN, "listen", "-k", "-v", "--recv-only", "--cert", os.path.join(d, "server.pem"),
+              "--key", os.path.join(d, "server.key"), "tls://127.0.0.1:0"])
+    line = wait_for(lambda: [ln for ln in p.stderr().splitlines() if ln.startswith("listening ")],
+                    10, "the listening line")[0]
+    port = int(line.rsplit(":", 1)[1])
+    silent = socket.create_connection(("127.0.0.1", port), timeout=T(10))
+    name = "tcp://127.0.0.1:%d" % silent.getsockname()[1]
+    # Accepts are in order: once a later client's line arrives, the silent
+    # one has been accepted and sits in its handshake.
+    q = Proc([BIN, "connect", "--ca", os.path.join(d, "ca.pem"), "tls://localhost:%d" % port])
+    try:
+        q.write(b"over tls\n")
+        p.read_until(lambda out: b"over tls\n" in out, 10)
+        silent.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        silent.close()
+        wait_for(lambda: "handshake with" in p.stderr(), 10, "the failed handshake in the log")
+        err = p.stderr()
+        check("TLS handshake with %s failed" % name in err,
+              "the reset client named %s: %r" % (name, err))
+    finally:
+        q.stop()
+        p.stop()
 
 
 if __name__ == "__main__":
