@@ -192,8 +192,8 @@ static int over_limit(const server *srv, const char *peer)
 static int accepted(const cli_acceptor *a, csock_stream *s)
 {
     server *srv = a->data;
-    char peer[CLI_ADDR_TEXT];
-    cli_peer_text(s, peer, sizeof peer);
+    char peer[CLI_ADDR_TEXT] = "";
+    if (srv->verbose) cli_peer_text(s, peer, sizeof peer); /* only -v shows it */
     if (over_limit(srv, peer)) {
         csock_stream_close(s, NULL);
         return -1;
