@@ -70,7 +70,7 @@ int main(int argc, char **argv)
     csock_addr addr;
     csock_loop *loop = NULL;
     int rc = csock_addr_parse(argv[1], 0, &addr);
-    if (rc == 0) rc = csock_loop_new(&loop, NULL);
+    if (rc == 0) rc = csock_loop_new(NULL, &loop);
     if (rc == 0) rc = csock_connect(loop, &addr, NULL, on_connect, NULL, &conn);
     if (rc < 0) {
         fail(argv[1], rc);

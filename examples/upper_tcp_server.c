@@ -38,7 +38,7 @@ int main(int argc, char **argv)
     csock_loop *loop = NULL;
     csock_listener *l;
     int rc = csock_addr_parse(text, 0, &addr);
-    if (rc == 0) rc = csock_loop_new(&loop, NULL);
+    if (rc == 0) rc = csock_loop_new(NULL, &loop);
     if (rc == 0) rc = csock_listen(loop, &addr, NULL, on_accept, NULL, &l);
     if (rc == 0) rc = csock_listener_addr(l, &addr);
     if (rc < 0) {

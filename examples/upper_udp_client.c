@@ -65,7 +65,7 @@ int main(int argc, char **argv)
     csock_addr peer;
     csock_loop *loop = NULL;
     int rc = csock_addr_parse(argv[1], 0, &peer);
-    if (rc == 0) rc = csock_loop_new(&loop, NULL);
+    if (rc == 0) rc = csock_loop_new(NULL, &loop);
     if (rc == 0) rc = csock_dgram_new(loop, NULL, &peer, &sock);
     if (rc == 0) rc = csock_dgram_recv_start(sock, on_answer);
     if (rc == 0) rc = csock_timer_new(loop, &timer);

@@ -29,7 +29,7 @@ int main(int argc, char **argv)
     csock_loop *loop = NULL;
     csock_dgram *d;
     int rc = csock_addr_parse(text, 0, &addr);
-    if (rc == 0) rc = csock_loop_new(&loop, NULL);
+    if (rc == 0) rc = csock_loop_new(NULL, &loop);
     if (rc == 0) rc = csock_dgram_new(loop, &addr, NULL, &d);
     if (rc == 0) rc = csock_dgram_recv_start(d, on_datagram);
     if (rc == 0) rc = csock_dgram_local(d, &addr);

@@ -309,7 +309,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     F.sent_len = F.peer_got = F.pw_len = F.s_got = 0;
 
     csock_loop_opts lo = {how & 1 ? "poll" : "epoll"};
-    CHECK(csock_loop_new(&F.loop, &lo) == 0);
+    CHECK(csock_loop_new(&lo, &F.loop) == 0);
     if (how & 2) {
         if (tcp_pair(sv) < 0) abort();
     } else {

@@ -127,7 +127,7 @@ int csock_http_minor(const csock_http_req *r);             /* 0: HTTP/1.0, 1: HT
 int csock_http_is_head(const csock_http_req *r);           /* the method is HEAD */
 /* The first field named `name` (ASCII case-insensitive), or {NULL, 0}. */
 csock_http_str csock_http_get_header(const csock_http_req *r, const char *name);
-/* Every field in order: returns 0 and sets name/value for i < count, else -1. */
+/* Every field in order: returns 0 and sets name/value for i < count, else -ENOENT. */
 int csock_http_header_at(const csock_http_req *r, size_t i, csock_http_str *name,
                          csock_http_str *value);
 /* The whole request body (Content-Length or de-chunked); length 0 when none. */

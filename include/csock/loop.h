@@ -41,7 +41,7 @@ typedef struct csock_loop_opts {
 /* Create a loop. The loop belongs to the thread that runs it.
  * Returns 0 and sets *out, or a negative error (-EINVAL for an unknown
  * backend, -ENOMEM, or the backend's creation error). */
-int csock_loop_new(csock_loop **out, const csock_loop_opts *opts);
+int csock_loop_new(const csock_loop_opts *opts, csock_loop **out);
 
 /* Free a loop. Fails with -EBUSY (and frees nothing) while any handle is
  * still open or a close callback is still pending: run the loop until the
@@ -77,7 +77,7 @@ unsigned csock_loop_handles(const csock_loop *loop);
 
 /* User data slot of the loop itself. */
 void csock_loop_set_data(csock_loop *loop, void *data);
-void *csock_loop_get_data(const csock_loop *loop);
+void *csock_loop_data(const csock_loop *loop);
 
 /* ---- fd watchers --------------------------------------------------------- */
 

@@ -102,12 +102,29 @@ int csock_stream_read_stop(csock_stream *s);
  * Writes are never lost nor reordered: what the socket does not take now is
  * sent as it drains. A write made from inside a read callback is held until
  * the callback returns, so replies to pipelined requests leave in one
- * syscall. Returns 0, -EPIPE after shutdown/close, or -ENOMEM. */
+ * syscall. Writes made while csock_connect() is in progress are sent once
+ * it succeeds (and dropped if it fails). Returns:
+ *   0            queued or sent (0 bytes: nothing to do);
+ *   -EPIPE       after csock_stream_shutdown(), csock_stream_end() or
+ *                csock_stream_close() was called on the stream;
+ *   the stream's error, once it has one (the same status its read callback
+ *                gets or will get): -ECONNRESET or -EPIPE when the peer
+ *                reset the connection or closed its read side, -ETIMEDOUT,
+ *                CSOCK_ETOOBIG (input over the maximum), ...; this is the
+ *                error of the send this very call tried (nothing queued,
+ *                outside a read callback) too, which the read callback
+ *                also gets later. A send that fails after the write
+ *                returned 0 is reported only through the callbacks (read,
+ *                else drain, else shutdown);
+ *   -ENOMEM. */
 int csock_stream_write(csock_stream *s, const void *buf, size_t len);
 int csock_stream_writev(csock_stream *s, const struct iovec *iov, int iovcnt);
 
 /* Queue `len` bytes by reference (no copy): `release(ud)` is called once the
- * bytes are written or dropped, and `buf` must stay valid until then. */
+ * bytes are written or dropped, and `buf` must stay valid until then. When
+ * the write fails (same returns as csock_stream_write) `release` has already
+ * been called. On a TLS stream the bytes are usually encrypted at once and
+ * released before the call returns. */
 int csock_stream_write_ref(csock_stream *s, const void *buf, size_t len,
                            void (*release)(void *ud), void *ud);
 
@@ -116,11 +133,28 @@ int csock_stream_write_ref(csock_stream *s, const void *buf, size_t len,
  * the file is read and encrypted a piece at a time as the socket drains,
  * never all at once; writes made after it wait behind it. The file's bytes
  * count in the write queue (and for backpressure) until sent. The stream
- * closes `fd` when done if `close_fd` is non-zero. */
+ * closes `fd` when done if `close_fd` is non-zero, and also when the write
+ * fails (same returns as csock_stream_write). */
 int csock_stream_write_file(csock_stream *s, int fd, off_t offset, size_t len, int close_fd);
 
 /* Bytes queued and not yet taken by the kernel. */
 size_t csock_stream_write_queue_size(const csock_stream *s);
+
+/* Bytes this stream has delivered to its reader and bytes of the
+ * application's data that have left for the peer (for TLS: plaintext on both
+ * sides). Either pointer may be NULL. Returns 0.
+ *   bytes_read:    input made available to the read callback (or a framed
+ *                  stream's message cutter) since the stream was made,
+ *                  whether or not the callback has consumed it yet;
+ *                  input csock_stream_end() discards counts too.
+ *   bytes_written: output the kernel has accepted (send, sendmsg, sendfile,
+ *                  an io_uring send that completed); bytes still in the
+ *                  write queue do not count. On a TLS stream, plaintext the
+ *                  TLS layer has taken to encrypt (it may hold it until the
+ *                  handshake ends); TLS's own records and handshake bytes
+ *                  never count.
+ * Both are kept while the stream lives, so a close callback may read them. */
+int csock_stream_counts(const csock_stream *s, uint64_t *bytes_read, uint64_t *bytes_written);
 
 /* Backpressure: when the stream's own write queue passes `high` bytes it
  * stops reading from its peer, and resumes when the queue falls to `low`.
@@ -166,15 +200,20 @@ int csock_stream_set_recv_timeout(csock_stream *s, uint64_t ms);
  * (the peer reads EOF); reading goes on. `cb` (may be NULL) gets the result. */
 int csock_stream_shutdown(csock_stream *s, csock_stream_cb cb);
 
-/* Close now: queued writes are dropped; `cb` (or, when NULL, the one set
- * with csock_stream_on_close()) runs on a later iteration and the stream's
- * memory is released after it. Safe to call from any of the stream's
- * callbacks; calling it twice is a no-op. */
+/* Close now: queued writes are dropped (write_ref releases run first); `cb`
+ * runs on a later iteration and the stream's memory is released after it.
+ * There is one close callback: a non-NULL `cb` replaces the one set with
+ * csock_stream_on_close(), NULL keeps it. Safe to call from any of the
+ * stream's callbacks; calling it twice is a no-op (the first call's
+ * callback stays). On a stream that is ending (csock_stream_end) it cuts
+ * the end short: what is still queued is dropped. Closing a stream whose
+ * connect is in progress cancels the connect: its callback never runs. */
 void csock_stream_close(csock_stream *s, csock_stream_close_cb cb);
 
 /* Set the close callback ahead of time: it then runs however the stream
- * closes (csock_stream_close/end with a NULL cb keep it), including closes
- * made by a server's drain or timeouts. */
+ * closes, including closes made by a server's drain or timeouts, unless
+ * csock_stream_close/end is later given a non-NULL cb, which replaces it
+ * (with NULL they keep it). */
 void csock_stream_on_close(csock_stream *s, csock_stream_close_cb cb);
 
 /* 1 while a server drains: finish the current reply and do not invite more
@@ -186,7 +225,11 @@ int csock_stream_draining(const csock_stream *s);
  * input turns the close into a reset that would destroy the reply. Queued
  * output is waited for as long as the peer keeps taking it; a peer that
  * takes none of it for 2 s is cut off. Should the stream be unable to make
- * its timer (ENOMEM) it closes at once rather than wait unbounded. */
+ * its timer (ENOMEM) it closes at once rather than wait unbounded. `cb`
+ * replaces the close callback as in csock_stream_close (NULL keeps it).
+ * On a stream that has failed, or whose connect is still in progress, this
+ * is csock_stream_close: queued writes are dropped. Calling it again, or
+ * after csock_stream_close, is a no-op. */
 void csock_stream_end(csock_stream *s, csock_stream_close_cb cb);
 
 void *csock_stream_data(const csock_stream *s);
@@ -194,7 +237,8 @@ void csock_stream_set_data(csock_stream *s, void *data);
 csock_loop *csock_stream_loop(const csock_stream *s);
 int csock_stream_fd(const csock_stream *s);
 
-/* The peer's / local address (scheme tcp or unix). Returns 0 or -errno. */
+/* The peer's / local address (scheme tcp, unix, or tls on a TLS stream).
+ * Returns 0 or -errno. */
 int csock_stream_peer(const csock_stream *s, csock_addr *out);
 int csock_stream_local(const csock_stream *s, csock_addr *out);
 
@@ -207,10 +251,18 @@ typedef struct csock_connect_opts {
     uint64_t timeout_ms; /* 0: the kernel's own timeout */
 } csock_connect_opts;
 
-/* Connect a stream to `addr` (tcp or unix) without blocking. `cb` runs once
- * with 0 (connected; start reading) or an error (-ECONNREFUSED, -ETIMEDOUT,
- * ...). On error the stream is closed by csock right after `cb` returns: do
- * not close or use it after that. On success *out is the stream. */
+/* Connect a stream to `addr` (tcp or unix) without blocking. A tls:// address
+ * is refused with CSOCK_ESCHEME (use csock_tls_connect), as is a datagram
+ * one. `cb` runs once, from the loop (never inside this call, even when the
+ * connect fails at once), with 0 (connected) or an error (-ECONNREFUSED,
+ * -ETIMEDOUT, -ENOENT for a missing Unix socket, ...). On error the stream
+ * is closed by csock right after `cb` returns: do not close or use it after
+ * that.
+ * When this returns 0, *out is the stream at once, still connecting: you
+ * may set its data, start reading (reads begin once connected), write and
+ * shut down (held and sent once connected, dropped if the connect fails),
+ * or close it, which cancels the connect (`cb` then never runs; writes are
+ * dropped). On an error return nothing was made and `cb` never runs. */
 int csock_connect(csock_loop *loop, const csock_addr *addr, const csock_connect_opts *opts,
                   csock_stream_cb cb, void *data, csock_stream **out);
 
@@ -230,7 +282,9 @@ typedef struct csock_listen_opts {
     unsigned max_conns;/* 0: unlimited; beyond it new connections are closed at once */
 } csock_listen_opts;
 
-/* Bind and listen on `addr` (tcp or unix; the tcp part of tls). A stale Unix
+/* Bind and listen on `addr` (tcp or unix). A tls:// address is refused with
+ * CSOCK_ESCHEME, as is a datagram one: listen on tcp:// and call
+ * csock_tls_accept() on each accepted stream. A stale Unix
  * socket file nobody listens on is replaced, and the file is removed when
  * the listener closes. When descriptors run out (EMFILE/ENFILE) the
  * listener uses a reserved fd to accept and close the waiting connection,
@@ -315,7 +369,7 @@ typedef struct csock_server_opts {
 } csock_server_opts;
 
 /* Create a server with its loops (not yet running). */
-int csock_server_new(csock_server **out, const csock_server_opts *opts);
+int csock_server_new(const csock_server_opts *opts, csock_server **out);
 
 /* Serve a stream endpoint (tcp, unix) on every loop. With port 0 one port
  * is picked and every loop shares it. -EADDRINUSE when another socket

@@ -44,7 +44,7 @@ typedef struct csock_tls_opts {
  * it receives a one-line reason ("key_file k.pem: No such file or directory").
  * A context may be shared by any number of streams, on any number of loops
  * and threads: it is immutable once made (set the SNI callback before use). */
-int csock_tls_ctx_new(csock_tls_ctx **out, const csock_tls_opts *opts, char *err, size_t errsize);
+int csock_tls_ctx_new(const csock_tls_opts *opts, csock_tls_ctx **out, char *err, size_t errsize);
 
 /* Drop the caller's reference. Streams wrapped with the context hold their
  * own reference, so it may be freed while they are still open. NULL is ok. */

@@ -156,7 +156,7 @@ static int run_scan(const nc_opts *o)
     sc.open = calloc(sc.n, 1);
     if (!sc.open) cli_die(CLI_ERR, "out of memory");
     cli_raise_nofile();
-    int rc = csock_loop_new(&sc.loop, NULL);
+    int rc = csock_loop_new(NULL, &sc.loop);
     if (rc < 0) cli_die(CLI_ERR, "event loop: %s", csock_strerror(rc));
     scan_next(&sc);
     if (sc.done < sc.n) csock_loop_run(sc.loop, CSOCK_RUN_DEFAULT);

@@ -87,7 +87,7 @@ void nc_ctx_init(nc_ctx *c, const nc_opts *o)
     c->o = o;
     c->next_id = 1; /* <user0> is stdin, as in ncat */
     cli_raise_nofile();
-    int rc = csock_loop_new(&c->loop, NULL);
+    int rc = csock_loop_new(NULL, &c->loop);
     if (rc < 0) cli_die(CLI_ERR, "event loop: %s", csock_strerror(rc));
     watch_signal(c, 1, SIGINT, on_stop_signal, 0);
     watch_signal(c, 2, SIGTERM, on_stop_signal, 0);

@@ -318,7 +318,7 @@ int cli_serve(int argc, char **argv)
     }
     cli_raise_nofile();
     if (!so.drain_timeout_ms) so.drain_timeout_ms = 1; /* 0 means: do not wait */
-    int rc = csock_server_new(&srv.srv, &so);
+    int rc = csock_server_new(&so, &srv.srv);
     if (rc < 0) cli_die(CLI_ERR, "server: %s", csock_strerror(rc));
     for (int i = optind; i < argc; i++) open_endpoint(&srv, argv[i], (unsigned)(i - optind));
     rc = csock_server_run(srv.srv);

@@ -135,7 +135,7 @@ static int make_loops(csock_server *srv, app *a)
 
 static void free_loop(csock_loop *loop)
 {
-    per_loop *pl = csock_loop_get_data(loop);
+    per_loop *pl = csock_loop_data(loop);
     if (!pl) return;
     if (pl->hs) csock_http_server_close(pl->hs); /* no handler runs after this */
     csock_http_static_free(pl->st);
@@ -150,7 +150,7 @@ static void loop_stop(csock_server *srv, csock_loop *loop, unsigned index) { fre
 static void on_ready(csock_stream *s, int status)
 {
     if (status < 0) return;
-    per_loop *pl = csock_loop_get_data(csock_stream_loop(s));
+    per_loop *pl = csock_loop_data(csock_stream_loop(s));
     if (!pl) {
         csock_stream_close(s, NULL);
         return;
@@ -236,7 +236,7 @@ int cli_serve_http(int argc, char **argv)
     if (!sopts.drain_timeout_ms) sopts.drain_timeout_ms = 1;
     cli_raise_nofile();
     csock_server *srv;
-    rc = csock_server_new(&srv, &sopts);
+    rc = csock_server_new(&sopts, &srv);
     if (rc < 0) cli_die(CLI_ERR, "server: %s", csock_strerror(rc));
     rc = make_loops(srv, &a);
     if (rc < 0) cli_die(CLI_ERR, "serve http: %s", csock_strerror(rc));

@@ -60,7 +60,7 @@ static csock_tls_ctx *make_ctx(const cli_tls *t, int server)
     };
     csock_tls_ctx *ctx;
     char err[CLI_REASON_TEXT];
-    int rc = csock_tls_ctx_new(&ctx, &o, err, sizeof err);
+    int rc = csock_tls_ctx_new(&o, &ctx, err, sizeof err);
     if (rc == -EINVAL) cli_die(CLI_USAGE, "tls: %s", err);
     if (rc < 0) cli_die(CLI_ERR, "tls: %s", err);
     return ctx;

@@ -36,7 +36,7 @@ uint64_t csock_loop_now(const csock_loop *loop) { return loop->now; }
 const char *csock_loop_backend(const csock_loop *loop) { return loop->backend->name; }
 unsigned csock_loop_handles(const csock_loop *loop) { return loop->nhandles; }
 void csock_loop_set_data(csock_loop *loop, void *data) { loop->data = data; }
-void *csock_loop_get_data(const csock_loop *loop) { return loop->data; }
+void *csock_loop_data(const csock_loop *loop) { return loop->data; }
 
 static void run_posts(csock_loop *loop);
 
@@ -47,7 +47,7 @@ static void wake_cb(csock_loop *loop, csock__watcher *w, unsigned events)
     while (read(w->fd, &n, sizeof n) == sizeof n) {}
 }
 
-int csock_loop_new(csock_loop **out, const csock_loop_opts *opts)
+int csock_loop_new(const csock_loop_opts *opts, csock_loop **out)
 {
     const csock__backend *be = pick_backend(opts ? opts->backend : NULL);
     if (!be) return -EINVAL;

@@ -10,6 +10,9 @@
 
 #define SENDQ_MAX (1u << 20) /* bytes of datagrams waiting for the socket */
 #define RECV_MAX 65536        /* the largest datagram UDP can carry */
+/* Datagrams read per readiness event: a flood on one socket leaves the
+ * loop time for the others. */
+#define RECV_BATCH 32
 
 typedef struct dgram_msg {
     struct dgram_msg *next;
@@ -43,7 +46,7 @@ static void on_readable(csock_dgram *d)
      * an idle socket holds none. */
     char *buf = malloc(RECV_MAX);
     if (!buf) return;
-    for (int i = 0; i < 32 && d->receiving && !d->h.closing; i++) {
+    for (int i = 0; i < RECV_BATCH && d->receiving && !d->h.closing; i++) {
         struct sockaddr_storage ss;
         struct iovec iov = {buf, RECV_MAX};
         struct msghdr m = {.msg_name = &ss, .msg_namelen = sizeof ss, .msg_iov = &iov, .msg_iovlen = 1};

@@ -45,6 +45,8 @@ static ssize_t frame_line(const csock_framing *f, const char *buf, size_t len,
     return (ssize_t)span;
 }
 
+#define LP32_HEADER 4 /* the body length, big-endian */
+
 /* LP32: a 4-byte big-endian body length, then the body. The length is
  * checked as soon as the header is complete, so an oversize frame is refused
  * before anyone waits (or buffers) for its body. */
@@ -52,16 +54,16 @@ static ssize_t frame_lp32(const csock_framing *f, const char *buf, size_t len,
                           const char **msg, size_t *msg_len)
 {
     const unsigned char *h = (const unsigned char *)buf;
-    if (len < 4)
+    if (len < LP32_HEADER)
         return 0;
     uint32_t n = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
-    if (n > f->max || (uint64_t)n + 4 > (uint64_t)SSIZE_MAX)
+    if (n > f->max || (uint64_t)n + LP32_HEADER > (uint64_t)SSIZE_MAX)
         return CSOCK_ETOOBIG;
-    if (len - 4 < n)
+    if (len - LP32_HEADER < n)
         return 0;
-    *msg = buf + 4;
+    *msg = buf + LP32_HEADER;
     *msg_len = n;
-    return (ssize_t)(4 + (size_t)n);
+    return (ssize_t)(LP32_HEADER + (size_t)n);
 }
 
 ssize_t csock_frame_next(const csock_framing *f, const char *buf, size_t len, const char **msg,

@@ -13,6 +13,13 @@
 #include "net/net_int.h"
 
 #define ACCEPT_BATCH 64 /* accepts per readiness event: fairness with other I/O */
+/* With no fd in reserve, accepting pauses this long after EMFILE: long
+ * enough that a loop does not spin on the readiness, short enough that a
+ * freed descriptor is used soon. */
+#define FD_BACKOFF_MS 100
+/* listen(2)'s backlog when the caller gives none: a burst of connections
+ * waits in the kernel instead of being refused (capped by somaxconn). */
+#define DEFAULT_BACKLOG 4096
 
 struct csock_listener {
     csock__handle h;
@@ -58,7 +65,7 @@ static void shed_one(csock_listener *l)
         csock_timer_set_data(l->backoff, l);
     if (l->backoff) {
         csock__watcher_set(l->h.loop, &l->w, 0);
-        csock_timer_start(l->backoff, resume_after_backoff, 100, 0);
+        csock_timer_start(l->backoff, resume_after_backoff, FD_BACKOFF_MS, 0);
     }
 }
 
@@ -134,7 +141,7 @@ int csock__bind_listen(const csock_addr *addr, const csock_listen_opts *o)
         return rc;
     }
     if (bind(fd, (const struct sockaddr *)&addr->sa, addr->len) < 0) goto fail;
-    if (listen(fd, o && o->backlog > 0 ? o->backlog : 4096) < 0) goto fail;
+    if (listen(fd, o && o->backlog > 0 ? o->backlog : DEFAULT_BACKLOG) < 0) goto fail;
     return fd;
 fail:
     rc = -errno;
@@ -148,7 +155,9 @@ int csock__listen_fd(csock_loop *loop, int fd, int owned, csock_scheme scheme,
                      csock_accept_cb cb, void *data, csock_listener **out)
 {
     csock_listener *l = calloc(1, sizeof *l);
-    if (l && !group && !(group = calloc(1, sizeof *group))) {
+    if (l && group) {
+        csock__group_ref(group);
+    } else if (l && !(group = csock__group_new(NULL))) {
         free(l);
         l = NULL;
     }
@@ -156,7 +165,6 @@ int csock__listen_fd(csock_loop *loop, int fd, int owned, csock_scheme scheme,
         if (owned) close(fd);
         return -ENOMEM;
     }
-    group->refs++;
     l->group = group;
     l->owned = owned;
     l->scheme = scheme;
@@ -179,7 +187,10 @@ int csock_listen(csock_loop *loop, const csock_addr *addr, const csock_listen_op
                  csock_accept_cb cb, void *data, csock_listener **out)
 {
     if (!addr || !cb) return -EINVAL;
-    if (!csock_addr_is_stream(addr)) return CSOCK_ESCHEME;
+    /* TLS is per stream (csock_tls_accept in the accept callback, with a
+     * context): a tls:// listener that accepted plaintext would let the
+     * caller believe its peers are encrypted. Listen on tcp:// instead. */
+    if (!csock_addr_is_stream(addr) || addr->scheme == CSOCK_TLS) return CSOCK_ESCHEME;
     csock_scheme scheme = addr->sa.ss_family == AF_UNIX ? CSOCK_UNIX : CSOCK_TCP;
     /* The socket file's name is taken first: once bound, the file must be
      * removed by the listener's close whatever happens next. */

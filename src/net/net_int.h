@@ -12,8 +12,10 @@ int csock__set_cloexec(int fd);
 int csock__sockaddr_to_addr(const struct sockaddr *sa, socklen_t len, csock_scheme scheme,
                             csock_addr *out);
 
+/* ---- connection groups (group.c) ---- */
 /* Connection counting shared by a listener and the streams it accepted; it
- * outlives whichever of them closes first. */
+ * outlives whichever of them closes first. Counted by references: each
+ * owner (a listener, a server loop) and each open stream holds one. */
 typedef struct csock__conn_group {
     unsigned conns;         /* open accepted streams (this loop) */
     unsigned refs;          /* the owner(s) + each open stream */
@@ -21,7 +23,16 @@ typedef struct csock__conn_group {
     atomic_uint *shared;    /* a count across loops (the server's), or NULL */
     unsigned draining : 1;  /* new streams start draining too */
 } csock__conn_group;
+/* A group with one reference (the caller's); `shared`, when not NULL, counts
+ * the open connections across loops (a server's). NULL when out of memory. */
+csock__conn_group *csock__group_new(atomic_uint *shared);
+void csock__group_ref(csock__conn_group *g);
+/* Drop a reference; the last frees the group. NULL is ignored. */
 void csock__group_release(csock__conn_group *g);
+/* A new stream joins (csock__stream_new) and leaves when it closes; it
+ * holds a reference meanwhile and gives back its slot when it leaves. */
+void csock__group_add(csock__conn_group *g, csock_stream *s);
+void csock__group_remove(csock_stream *s);
 /* Take a connection slot before making an accepted stream: 0 when `max`
  * (0: no limit) open connections already exist, counted across loops when
  * the group shares a counter. A stream made with the group owns the slot
@@ -34,6 +45,7 @@ void csock__group_unreserve(csock__conn_group *g);
 void csock__group_drain(csock__conn_group *g);
 /* Close every stream of the group now (drain timeout). */
 void csock__group_close_all(csock__conn_group *g);
+/* ---- listeners (listener.c) ---- */
 /* A listener on an fd someone else owns (shared between loops), or on a new
  * socket; `group` NULL makes a private one. */
 int csock__listen_fd(csock_loop *loop, int fd, int owned, csock_scheme scheme,

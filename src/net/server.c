@@ -73,7 +73,7 @@ static int watch_signals(csock_server *srv)
     return 0;
 }
 
-int csock_server_new(csock_server **out, const csock_server_opts *opts)
+int csock_server_new(const csock_server_opts *opts, csock_server **out)
 {
     csock_server *srv = calloc(1, sizeof *srv);
     if (!srv) return -ENOMEM;
@@ -91,7 +91,7 @@ int csock_server_new(csock_server **out, const csock_server_opts *opts)
         srv_loop *sl = &srv->loops[i];
         sl->srv = srv;
         sl->index = i;
-        rc = csock_loop_new(&sl->loop, NULL);
+        rc = csock_loop_new(NULL, &sl->loop);
         if (rc < 0) break;
         sl->group = calloc(1, sizeof *sl->group);
         if (!sl->group) {

@@ -42,26 +42,3 @@ int csock__sockaddr_to_addr(const struct sockaddr *sa, socklen_t len, csock_sche
     memcpy(&out->sa, sa, len);
     return 0;
 }
-
-void csock__group_release(csock__conn_group *g)
-{
-    if (g && --g->refs == 0) free(g);
-}
-
-int csock__group_reserve(csock__conn_group *g, unsigned max)
-{
-    if (!g->shared) return !max || g->conns < max;
-    /* Loops accept at the same time: take the slot first, then check, so
-     * two loops cannot both see max - 1 and go one over. */
-    unsigned before = atomic_fetch_add(g->shared, 1);
-    if (max && before >= max) {
-        atomic_fetch_sub(g->shared, 1);
-        return 0;
-    }
-    return 1;
-}
-
-void csock__group_unreserve(csock__conn_group *g)
-{
-    if (g->shared) atomic_fetch_sub(g->shared, 1);
-}

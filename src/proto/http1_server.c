@@ -1045,7 +1045,7 @@ csock_http_str csock_http_get_header(const csock_http_req *r, const char *name)
 int csock_http_header_at(const csock_http_req *r, size_t i, csock_http_str *name,
                          csock_http_str *value)
 {
-    if (i >= r->p.num_headers) return -1;
+    if (i >= r->p.num_headers) return -ENOENT;
     *name = str(r->p.headers[i].name);
     *value = str(r->p.headers[i].value);
     return 0;

@@ -261,7 +261,7 @@ static int setup_client(csock_tls_ctx *ctx, const csock_tls_opts *o, char *err, 
     return 0;
 }
 
-int csock_tls_ctx_new(csock_tls_ctx **out, const csock_tls_opts *o, char *err, size_t errsize)
+int csock_tls_ctx_new(const csock_tls_opts *o, csock_tls_ctx **out, char *err, size_t errsize)
 {
     static const csock_tls_opts none = {0};
     if (!o) o = &none;

@@ -40,7 +40,7 @@ int main(void)
     csock_addr a, bound;
     csock_listener *l;
     csock_stream *c;
-    if (csock_loop_new(&loop, NULL) < 0) return 1;
+    if (csock_loop_new(NULL, &loop) < 0) return 1;
     if (csock_addr_parse("tcp://127.0.0.1:0", 0, &a) < 0) return 2;
     if (csock_listen(loop, &a, NULL, on_accept, NULL, &l) < 0) return 3;
     csock_listener_addr(l, &bound);

@@ -42,7 +42,7 @@ static inline uint64_t h_now_ms(void)
 static inline csock_loop *h_loop_new(void)
 {
     csock_loop *loop = NULL;
-    CHECK_OK(csock_loop_new(&loop, NULL));
+    CHECK_OK(csock_loop_new(NULL, &loop));
     assert_non_null(loop);
     return loop;
 }

@@ -193,7 +193,7 @@ static void server_stops_without_memory(void **state)
     need_allocator();
     csock_server_opts o = {.threads = 1};
     csock_server *srv;
-    CHECK_OK(csock_server_new(&srv, &o));
+    CHECK_OK(csock_server_new(&o, &srv));
     csock_addr a;
     CHECK_OK(csock_addr_parse("tcp://127.0.0.1:0", CSOCK_ADDR_NUMERIC, &a));
     CHECK_OK(csock_server_listen(srv, &a, srv_accept, NULL));

@@ -143,7 +143,7 @@ static void start(fixture *f, unsigned threads, unsigned max_conns, uint64_t dra
     ev.stuck = 0;
     csock_server_opts o = {.threads = threads, .max_conns = max_conns, .drain_timeout_ms = drain_ms,
                            .loop_drain = on_loop_drain};
-    CHECK_OK(csock_server_new(&f->srv, &o));
+    CHECK_OK(csock_server_new(&o, &f->srv));
     assert_int_equal(csock_server_threads(f->srv), threads);
     csock_addr a;
     CHECK_OK(csock_addr_parse("tcp://127.0.0.1:0", CSOCK_ADDR_NUMERIC, &a));
@@ -309,7 +309,7 @@ static void test_default_threads(void **state)
 {
     csock_server *srv;
     csock_server_opts o = {0};
-    CHECK_OK(csock_server_new(&srv, &o));
+    CHECK_OK(csock_server_new(&o, &srv));
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     assert_int_equal(csock_server_threads(srv), cpus > 0 ? (unsigned)cpus : 1);
     for (unsigned i = 0; i < csock_server_threads(srv); i++) assert_non_null(csock_server_loop(srv, i));
@@ -498,14 +498,14 @@ static void test_busy_port_refused_unless_shared(void **state)
     csock_server *srv;
     for (unsigned threads = 1; threads <= 3; threads++) {
         csock_server_opts o = {.threads = threads};
-        CHECK_OK(csock_server_new(&srv, &o));
+        CHECK_OK(csock_server_new(&o, &srv));
         int fds = count_fds();
         assert_int_equal(csock_server_listen(srv, &a, on_accept, NULL), -EADDRINUSE);
         assert_int_equal(count_fds(), fds);
         csock_server_free(srv);
     }
     csock_server_opts o = {.threads = 2, .reuseport = 1};
-    CHECK_OK(csock_server_new(&srv, &o));
+    CHECK_OK(csock_server_new(&o, &srv));
     CHECK_OK(csock_server_listen(srv, &a, on_accept, NULL));
     CHECK_OK(csock_server_addr(srv, 0, &bound));
     assert_int_equal(csock_addr_port(&bound), csock_addr_port(&a));
@@ -522,7 +522,7 @@ static void test_failed_listen_leaves_nothing(void **state)
     fixture f;
     memset(&f, 0, sizeof f);
     csock_server_opts o = {.threads = 3};
-    CHECK_OK(csock_server_new(&f.srv, &o));
+    CHECK_OK(csock_server_new(&o, &f.srv));
     CHECK_OK(csock_addr_parse("tcp://127.0.0.1:0", CSOCK_ADDR_NUMERIC, &f.tcp));
     struct rlimit old, lim;
     assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);

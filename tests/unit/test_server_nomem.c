@@ -159,7 +159,7 @@ static int server_setup(void *ctx)
     setup *s = ctx;
     csock_server *srv;
     csock_server_opts o = {.threads = 2, .handle_signals = 1, .max_conns = 10};
-    int rc = csock_server_new(&srv, &o);
+    int rc = csock_server_new(&o, &srv);
     if (rc < 0) return rc;
     if ((rc = csock_server_listen(srv, &s->tcp, on_accept, NULL)) == 0 &&
         (rc = csock_server_listen(srv, &s->unx, on_accept, NULL)) == 0)

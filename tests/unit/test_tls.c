@@ -137,7 +137,7 @@ static void server_start(server *srv, csock_loop *loop, const char *crt, const c
     o.cert_file = cert(crt);
     o.key_file = cert(key);
     char err[256];
-    int rc = csock_tls_ctx_new(&srv->ctx, &o, err, sizeof err);
+    int rc = csock_tls_ctx_new(&o, &srv->ctx, err, sizeof err);
     if (rc < 0) fail_msg("server ctx: %s", err);
     srv->loop = loop;
     csock_addr a;
@@ -233,7 +233,7 @@ static csock_tls_ctx *client_ctx(const char *ca, const char *alpn, const char *c
                         .cert_file = crt ? cert(crt) : NULL, .key_file = key ? cert(key) : NULL};
     csock_tls_ctx *ctx;
     char err[256];
-    int rc = csock_tls_ctx_new(&ctx, &o, err, sizeof err);
+    int rc = csock_tls_ctx_new(&o, &ctx, err, sizeof err);
     if (rc < 0) fail_msg("client ctx: %s", err);
     return ctx;
 }
@@ -264,7 +264,7 @@ static void finish(csock_loop *loop)
 static void test_echo_1mib(void **state)
 {
     csock_loop *loop;
-    CHECK_OK(csock_loop_new(&loop, NULL));
+    CHECK_OK(csock_loop_new(NULL, &loop));
     server srv = {0};
     server_start(&srv, loop, "server.pem", "server.key", NULL);
     size_t n = 1u << 20;
@@ -289,7 +289,7 @@ static void test_echo_1mib(void **state)
 static void test_framing(void **state)
 {
     csock_loop *loop;
-    CHECK_OK(csock_loop_new(&loop, NULL));
+    CHECK_OK(csock_loop_new(NULL, &loop));
     server srv = {.framed = 1, .framing = {.kind = CSOCK_FRAME_LP32, .max = 100000}};
     server_start(&srv, loop, "server.pem", "server.key", NULL);
     /* 200 LP32 messages of growing size in one write. */
@@ -320,7 +320,7 @@ static void test_framing(void **state)
 static void test_truncation(void **state)
 {
     csock_loop *loop;
-    CHECK_OK(csock_loop_new(&loop, NULL));
+    CHECK_OK(csock_loop_new(NULL, &loop));
     server srv = {.close_abruptly = 1};
     server_start(&srv, loop, "server.pem", "server.key", NULL);
     client c = {.out = "hello", .out_len = 5};
@@ -340,7 +340,7 @@ static void test_truncation(void **state)
 static void test_write_before_handshake(void **state)
 {
     csock_loop *loop;
-    CHECK_OK(csock_loop_new(&loop, NULL));
+    CHECK_OK(csock_loop_new(NULL, &loop));
     server srv = {0};
     server_start(&srv, loop, "server.pem", "server.key", NULL);
     client c = {0};
@@ -461,7 +461,7 @@ static csock_stream *idle_client(csock_loop *loop, server *srv, csock_tls_ctx *c
 static void test_file_bounded(void **state)
 {
     csock_loop *loop;
-    CHECK_OK(csock_loop_new(&loop, NULL));
+    CHECK_OK(csock_loop_new(NULL, &loop));
     int fd = big_file();
     server srv = {.file_fd = fd, .file_len = BIG_FILE};
     server_start(&srv, loop, "server.pem", "server.key", NULL);
@@ -507,7 +507,7 @@ static void test_file_bounded(void **state)
 static void test_write_ref_backpressure(void **state)
 {
     csock_loop *loop;
-    CHECK_OK(csock_loop_new(&loop, NULL));
+    CHECK_OK(csock_loop_new(NULL, &loop));
     server srv = {.ref_replies = 1};
     server_start(&srv, loop, "server.pem", "server.key", NULL);
     csock_tls_ctx *ctx = client_ctx("ca.pem", NULL, NULL, NULL);
@@ -533,7 +533,7 @@ static void test_write_ref_backpressure(void **state)
 static void test_alpn_and_info(void **state)
 {
     csock_loop *loop;
-    CHECK_OK(csock_loop_new(&loop, NULL));
+    CHECK_OK(csock_loop_new(NULL, &loop));
     server srv = {0};
     csock_tls_opts so = {.alpn = "http/1.1,csock"};
     server_start(&srv, loop, "server.pem", "server.key", &so);
@@ -556,7 +556,7 @@ static void expect_verify_failure(const char *crt, const char *key, const char *
                                   const char *ca, const char *expect)
 {
     csock_loop *loop;
-    CHECK_OK(csock_loop_new(&loop, NULL));
+    CHECK_OK(csock_loop_new(NULL, &loop));
     server srv = {0};
     server_start(&srv, loop, crt, key, NULL);
     if (host) snprintf(srv.addr.host, sizeof srv.addr.host, "%s", host);
@@ -605,7 +605,7 @@ static void test_verify_unknown_ca(void **state)
 static void test_ip_address_ok(void **state)
 {
     csock_loop *loop;
-    CHECK_OK(csock_loop_new(&loop, NULL));
+    CHECK_OK(csock_loop_new(NULL, &loop));
     server srv = {0};
     server_start(&srv, loop, "server.pem", "server.key", NULL);
     snprintf(srv.addr.host, sizeof srv.addr.host, "127.0.0.1");
@@ -624,7 +624,7 @@ static void test_ip_address_ok(void **state)
 static void test_client_cert(void **state)
 {
     csock_loop *loop;
-    CHECK_OK(csock_loop_new(&loop, NULL));
+    CHECK_OK(csock_loop_new(NULL, &loop));
     server srv = {0};
     csock_tls_opts so = {.verify_client = 1, .ca_file = cert("ca.pem")};
     server_start(&srv, loop, "server.pem", "server.key", &so);
@@ -655,16 +655,16 @@ static void test_ctx_errors(void **state)
     csock_tls_ctx *ctx;
     char err[256];
     csock_tls_opts o = {.server = 1};
-    assert_int_equal(csock_tls_ctx_new(&ctx, &o, err, sizeof err), -EINVAL);
+    assert_int_equal(csock_tls_ctx_new(&o, &ctx, err, sizeof err), -EINVAL);
     o.cert_file = "/nonexistent/c.pem";
-    assert_int_equal(csock_tls_ctx_new(&ctx, &o, err, sizeof err), CSOCK_ETLS);
+    assert_int_equal(csock_tls_ctx_new(&o, &ctx, err, sizeof err), CSOCK_ETLS);
     assert_non_null(strstr(err, "No such file"));
     o.cert_file = cert("server.pem");
     o.key_file = cert("client.key");
-    assert_int_equal(csock_tls_ctx_new(&ctx, &o, err, sizeof err), CSOCK_ETLS);
+    assert_int_equal(csock_tls_ctx_new(&o, &ctx, err, sizeof err), CSOCK_ETLS);
     assert_non_null(strstr(err, "does not match"));
     csock_tls_opts a = {.alpn = "h2,,x"};
-    assert_int_equal(csock_tls_ctx_new(&ctx, &a, err, sizeof err), -EINVAL);
+    assert_int_equal(csock_tls_ctx_new(&a, &ctx, err, sizeof err), -EINVAL);
 }
 
 int main(void)

@@ -1,0 +1,194 @@
+/* A stream's one timer: the connect timeout, the idle, read, write and
+ * receive timeouts, the linger of csock_stream_end() and the drain's
+ * quiet period. */
+#include <stdlib.h>
+
+#include "net/stream_int.h"
+
+static void on_timer(csock_timer *t);
+
+/* ---- the clocks the timeouts measure from ---- */
+
+/* Record the time of a read or write for the idle timeout. The loop's
+ * cached time is taken before it waits for I/O, so inside an I/O callback
+ * it is as old as that wait was long: refresh it first (a vDSO
+ * clock_gettime), or the idle timer fires early by the loop's idle time. */
+void csock__stream_touch(csock_stream *s) { s->last_io = (uint32_t)s->h.loop->now; }
+
+/* The read timeout's clock restarts whenever input starts to wait and
+ * whenever the application consumes some: it measures how long a peer
+ * leaves a message unfinished, so a fast upload is never cut. */
+void csock__stream_read_clock(csock_stream *s)
+{
+    if (s->x) s->x->read_since = (uint32_t)s->h.loop->now;
+}
+
+/* The receive timeout's clock: restarted by every byte received, and when
+ * reading starts or resumes (while we do not read, the peer is not silent
+ * for all we know). Our own writes never restart it. */
+void csock__stream_recv_clock(csock_stream *s)
+{
+    if (s->x) s->x->recv_since = (uint32_t)s->h.loop->now;
+}
+
+/* The write timeout's clock: restarted when output starts to wait and each
+ * time the kernel takes some of it. */
+void csock__stream_write_clock(csock_stream *s)
+{
+    if (s->x) s->x->write_since = (uint32_t)s->h.loop->now;
+}
+
+/* ---- the timer ---- */
+
+int csock__stream_arm_timer(csock_stream *s, int mode, uint64_t ms)
+{
+    stream_ext *x = csock__stream_ext(s);
+    if (!x) return -ENOMEM;
+    if (!x->timer) {
+        if (csock_timer_new(s->h.loop, &x->timer) < 0) return -ENOMEM;
+        csock_timer_set_data(x->timer, s);
+    }
+    s->timer_mode = (unsigned char)mode;
+    x->due = (uint32_t)(s->h.loop->now + ms);
+    return csock_timer_start(x->timer, on_timer, ms, 0);
+}
+
+/* Input waits for the application to make progress: it holds a partial
+ * message and is not paused by our own backpressure. */
+static int read_waiting(const csock_stream *s)
+{
+    return s->rlen &&
+           (s->flags & (F_READING | F_PAUSED | F_EOF | F_FAILED | F_ENDING)) == F_READING;
+}
+
+/* We are reading and the peer may still send: its silence counts. */
+static int receiving(const csock_stream *s)
+{
+    return (s->flags & (F_READING | F_PAUSED | F_EOF | F_FAILED | F_ENDING | F_CONNECTING)) ==
+           F_READING;
+}
+
+/* Milliseconds until the first of the idle, read, write and receive
+ * deadlines (0: one has passed), or UINT32_MAX when none is running. */
+static uint32_t next_deadline(const csock_stream *s, uint32_t now)
+{
+    const stream_ext *tm = s->x;
+    uint64_t left = UINT64_MAX;
+    uint32_t since[4] = {s->last_io, tm->read_since, tm->write_since, tm->recv_since};
+    uint32_t limit[4] = {tm->idle_ms, read_waiting(s) ? tm->read_ms : 0,
+                         queued(s) && !(s->flags & F_CONNECTING) ? tm->write_ms : 0,
+                         receiving(s) ? tm->recv_ms : 0};
+    for (int i = 0; i < 4; i++) {
+        if (!limit[i]) continue;
+        uint32_t gone = now - since[i];
+        uint64_t l = gone >= limit[i] ? 0 : limit[i] - gone;
+        if (l < left) left = l;
+    }
+    return left == UINT64_MAX ? UINT32_MAX : (uint32_t)left;
+}
+
+/* Make sure the timer fires by the earliest running deadline. Deadlines
+ * only move later as I/O goes on, so the timer is left where it is then
+ * and re-armed when it fires (no timer-heap work per read or write); it is
+ * moved only when a deadline starts earlier than it. */
+void csock__stream_watch(csock_stream *s)
+{
+    stream_ext *tm = s->x;
+    if (s->h.closing || (s->timer_mode != T_NONE && s->timer_mode != T_WATCH)) return;
+    uint32_t now = (uint32_t)s->h.loop->now;
+    uint32_t left = next_deadline(s, now);
+    if (left == UINT32_MAX) return;
+    if (s->timer_mode == T_WATCH && (int32_t)(tm->due - now) <= (int32_t)left) return;
+    if (csock__stream_arm_timer(s, T_WATCH, left) < 0) csock__stream_fail(s, -ENOMEM);
+}
+
+/* Cheap enough for every I/O event: one load and a branch when the stream
+ * has no read, write or receive timeout (those start and stop with the
+ * stream's state; the idle one runs always). */
+void csock__stream_watch_io(csock_stream *s)
+{
+    if (s->x && (s->x->read_ms | s->x->write_ms | s->x->recv_ms)) csock__stream_watch(s);
+}
+
+static void on_timer(csock_timer *t)
+{
+    csock_stream *s = csock_timer_data(t);
+    int mode = s->timer_mode;
+    s->timer_mode = T_NONE;
+    switch (mode) {
+    case T_CONNECT:
+        s->flags &= ~F_CONNECTING;
+        if (s->x->connect_cb) {
+            csock_stream_cb cb = s->x->connect_cb;
+            s->x->connect_cb = NULL;
+            cb(s, -ETIMEDOUT);
+        }
+        csock_stream_close(s, NULL);
+        break;
+    case T_WATCH:
+        if (next_deadline(s, (uint32_t)s->h.loop->now) != 0) {
+            csock__stream_watch(s); /* I/O moved the deadlines on: wait for the next one */
+            return;
+        }
+        if (s->read_cb && !(s->flags & F_FAILED)) {
+            s->flags |= F_FAILED;
+            s->err = -ETIMEDOUT;
+            s->read_cb(s, -ETIMEDOUT, s->rbuf ? s->rbuf + s->roff : "", s->rlen);
+        }
+        if (!s->h.closing) csock_stream_close(s, s->close_cb);
+        break;
+    case T_DRAIN:
+        csock__stream_drain_check(s);
+        if (!s->h.closing) csock__stream_watch(s);
+        break;
+    case T_LINGER:
+        if (queued(s) && !(s->flags & F_FAILED)) {
+            /* Still sending: wait on while the peer takes our bytes. */
+            uint32_t quiet = (uint32_t)s->h.loop->now - s->x->write_since;
+            if (quiet < LINGER_MS && csock__stream_arm_timer(s, T_LINGER, LINGER_MS - quiet) == 0)
+                break;
+        }
+        csock_stream_close(s, s->close_cb);
+        break;
+    }
+}
+
+static int set_timeout(csock_stream *s, int which, uint64_t ms)
+{
+    if (!ms && !s->x) return 0;
+    stream_ext *tm = csock__stream_ext(s);
+    if (!tm) return -ENOMEM;
+    uint32_t v = ms > INT32_MAX ? INT32_MAX : (uint32_t)ms;
+    uint32_t now = (uint32_t)s->h.loop->now;
+    if (which == 0) {
+        tm->idle_ms = v;
+        s->last_io = now; /* the idle clock starts now */
+    } else if (which == 1) {
+        tm->read_ms = v;
+        tm->read_since = now;
+    } else if (which == 2) {
+        tm->write_ms = v;
+        tm->write_since = now;
+    } else {
+        tm->recv_ms = v;
+        tm->recv_since = now;
+    }
+    if (s->timer_mode == T_WATCH) { /* a shorter or no timeout: start over */
+        if (tm->timer) csock_timer_stop(tm->timer);
+        s->timer_mode = T_NONE;
+    }
+    csock__stream_watch(s);
+    return 0;
+}
+
+int csock_stream_set_idle_timeout(csock_stream *s, uint64_t ms) { return set_timeout(s, 0, ms); }
+int csock_stream_set_read_timeout(csock_stream *s, uint64_t ms) { return set_timeout(s, 1, ms); }
+int csock_stream_set_write_timeout(csock_stream *s, uint64_t ms) { return set_timeout(s, 2, ms); }
+int csock_stream_set_recv_timeout(csock_stream *s, uint64_t ms) { return set_timeout(s, 3, ms); }
+
+/* Bound an ending stream's life: without a timer it could stay open
+ * forever, so a timer that cannot be made closes it at once. */
+void csock__stream_linger(csock_stream *s)
+{
+    if (csock__stream_arm_timer(s, T_LINGER, LINGER_MS) < 0) csock_stream_close(s, s->close_cb);
+}
