@@ -108,6 +108,10 @@ void cli_print_listening(FILE *f, const csock_addr *a);
  * knows it (getpeername fails after a reset): take it at accept time. */
 const char *cli_peer_text(const csock_stream *s, char *buf, size_t size);
 
+/* "N bytes in, M out" for a -v close line (csock_stream_counts: what the
+ * stream delivered to us and what the kernel took from it). */
+const char *cli_counts_text(const csock_stream *s, char *buf, size_t size);
+
 /* The -v line for a failed TLS handshake with `peer`. */
 void cli_log_handshake(const csock_stream *s, int status, const char *peer);
 

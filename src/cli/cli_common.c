@@ -22,6 +22,15 @@ const char *cli_peer_text(const csock_stream *s, char *buf, size_t size)
     return buf;
 }
 
+const char *cli_counts_text(const csock_stream *s, char *buf, size_t size)
+{
+    uint64_t in = 0, out = 0;
+    csock_stream_counts(s, &in, &out);
+    snprintf(buf, size, "%llu bytes in, %llu out", (unsigned long long)in,
+             (unsigned long long)out);
+    return buf;
+}
+
 void cli_log_handshake(const csock_stream *s, int status, const char *peer)
 {
     char why[CLI_REASON_TEXT];

@@ -115,6 +115,10 @@ void ending_add(nc_peer *p)
 void on_peer_stream_closed(csock_stream *s)
 {
     nc_peer *p = csock_stream_data(s);
+    char counts[64];
+    /* Now that nothing more goes out, the line can say how much did. */
+    if (p->c->o->verbose)
+        cli_warn("closed %s (%s)", p->name, cli_counts_text(s, counts, sizeof counts));
     if (p->prev)
         p->prev->next = p->next;
     else
@@ -135,7 +139,7 @@ void peer_close(nc_peer *p, int graceful)
         p->congested = 0;
         if (--c->peers_congested == 0) sync_sources(c);
     }
-    if (c->o->verbose) cli_warn("closed %s", p->name);
+    if (c->o->verbose && !p->s) cli_warn("closed %s", p->name); /* streams: when closed */
     if (graceful) child_in_finish(p);
     child_forget_pipes(p);
     if (p->idle) csock_timer_close(p->idle, NULL);

@@ -100,20 +100,18 @@ static const service services[] = {
 /* conn.why after a failed handshake: cli_log_handshake said it all. */
 #define HANDSHAKE_LOGGED INT_MIN
 
-static void log_conn(const conn *cn, const char *what)
-{
-    if (cn->srv->verbose) cli_warn("%s %s", what, cn->peer);
-}
-
 /* However the stream closes (by us, a timeout, the server's drain): one
- * -v line per connection, once nothing more can be sent. */
+ * -v line per connection, once nothing more can be sent, with its bytes. */
 static void conn_closed(csock_stream *s)
 {
     conn *cn = csock_stream_data(s);
-    if (cn->why == CSOCK_EOF || cn->why == 0) {
-        log_conn(cn, "closed");
-    } else if (cn->srv->verbose && cn->why != HANDSHAKE_LOGGED) {
-        cli_warn("dropped %s: %s", cn->peer, csock_strerror(cn->why));
+    char counts[64];
+    if (cn->srv->verbose && cn->why != HANDSHAKE_LOGGED) {
+        cli_counts_text(s, counts, sizeof counts);
+        if (cn->why == CSOCK_EOF || cn->why == 0)
+            cli_warn("closed %s (%s)", cn->peer, counts);
+        else
+            cli_warn("dropped %s: %s (%s)", cn->peer, csock_strerror(cn->why), counts);
     }
     free(cn);
 }
@@ -209,7 +207,7 @@ static int accepted(const cli_acceptor *a, csock_stream *s)
     memcpy(cn->peer, peer, sizeof peer);
     csock_stream_set_data(s, cn);
     csock_stream_on_close(s, conn_closed);
-    log_conn(cn, "connection from");
+    if (srv->verbose) cli_warn("connection from %s", cn->peer);
     return 0;
 }
 

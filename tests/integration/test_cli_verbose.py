@@ -80,7 +80,8 @@ def test_log_lines_whole_across_threads():
         check(not errors, "clients failed: %r" % errors[:3])
         want = 2 * n_threads * n_each
         wait_for(lambda: srv.stderr().count("\n") >= want, 20, "every -v line")
-        line = re.compile(r"^csock: (connection from|closed) tcp://127\.0\.0\.1:\d+$")
+        line = re.compile(r"^csock: (connection from tcp://127\.0\.0\.1:\d+|"
+                          r"closed tcp://127\.0\.0\.1:\d+ \(2 bytes in, 2 out\))$")
         bad = [ln for ln in srv.stderr().splitlines() if not line.match(ln)]
         check(not bad, "%d lines not whole, e.g. %r" % (len(bad), bad[:3]))
 
@@ -114,6 +115,37 @@ def test_listen_tls_reset_in_handshake_keeps_address():
               "the reset client named %s: %r" % (name, err))
     finally:
         q.stop()
+        p.stop()
+
+
+def test_serve_close_line_counts_bytes():
+    with Server("upper", "tcp://127.0.0.1:0", opts=("-v",)) as srv:
+        s, name = client(srv.endpoints[0])
+        s.sendall(b"hello\n")
+        check(recv_exact(s, 6) == b"HELLO\n", "served")
+        s.close()
+        want = "closed %s (6 bytes in, 6 out)" % name
+        wait_for(lambda: "closed " in srv.stderr(), 10, "the close line")
+        check(want in srv.stderr(), "want %r in %r" % (want, srv.stderr()))
+
+
+def test_listen_close_line_counts_bytes():
+    p = Proc([BIN, "listen", "-v", "127.0.0.1", "0"])
+    line = wait_for(lambda: [ln for ln in p.stderr().splitlines() if ln.startswith("listening ")],
+                    10, "the listening line")[0]
+    port = int(line.rsplit(":", 1)[1])
+    s, name = client(type("ep", (), {"host": "127.0.0.1", "port": port}))
+    try:
+        s.sendall(b"hello\n")
+        p.read_until(lambda out: out == b"hello\n", 10)
+        p.write(b"hi\n")
+        check(recv_exact(s, 3) == b"hi\n", "stdin reached the peer")
+        s.close()
+        check(p.wait(10) == 0, "listen exits 0 after its peer left: %r" % p.stderr())
+        want = "closed %s (6 bytes in, 3 out)" % name
+        check(want in p.stderr(), "want %r in %r" % (want, p.stderr()))
+    finally:
+        s.close()
         p.stop()
 
 
