@@ -36,6 +36,17 @@ void cli_init_process(void);
 /* Raise RLIMIT_NOFILE to its hard limit: servers hold many connections. */
 void cli_raise_nofile(void);
 
+/* Room for an address as text: what csock_addr_format can write. */
+#define CLI_ADDR_TEXT CSOCK_ADDR_STRLEN
+/* Room for a one-line reason (csock_strerror, a TLS error in words). */
+#define CLI_REASON_TEXT 300
+
+/* Limits and defaults the serving commands share (see their --help). */
+#define CLI_MAX_ENDPOINTS 64         /* addresses per serve: csock_server's own limit */
+#define CLI_MAX_THREADS 1024         /* -t: far beyond any core count, still a typo guard */
+#define CLI_MAX_CONNS (1u << 24)     /* -m: beyond what RLIMIT_NOFILE allows anyway */
+#define CLI_DRAIN_TIMEOUT_MS 10000   /* --drain-timeout default: replies in flight finish */
+
 /* Subcommands: each takes argc/argv with argv[0] the command's name. */
 int cli_serve(int argc, char **argv);
 int cli_connect(int argc, char **argv);
@@ -85,5 +96,42 @@ csock_tls_ctx *cli_tls_client_ctx(const cli_tls *t);
 /* "connect HOST: <reason>" for a failed TLS stream: the TLS reason if there
  * is one, else csock_strerror(status), into buf. */
 const char *cli_tls_reason(const csock_stream *s, int status, char *buf, size_t size);
+
+/* ---- serving (cli_common.c), shared by serve, serve http and listen ---- */
+
+/* The `listening ADDR` line on `f` (stdout or stderr), flushed: tests and
+ * scripts wait for it to learn the port, so its format is fixed. */
+void cli_print_listening(FILE *f, const csock_addr *a);
+
+/* The peer's address as text into buf, or "?" when the socket no longer
+ * knows it (getpeername fails after a reset): take it at accept time. */
+const char *cli_peer_text(const csock_stream *s, char *buf, size_t size);
+
+/* "N bytes in, M out" for a -v close line (csock_stream_counts: what the
+ * stream delivered to us and what the kernel took from it). */
+const char *cli_counts_text(const csock_stream *s, char *buf, size_t size);
+
+/* The -v line for a failed TLS handshake with `peer`. */
+void cli_log_handshake(const csock_stream *s, int status, const char *peer);
+
+/* A listener's data for cli_on_accept(): what the command does with a new
+ * connection. It must outlive the listeners; it is only read (by every
+ * loop of a csock_server). */
+typedef struct cli_acceptor cli_acceptor;
+struct cli_acceptor {
+    csock_tls_ctx *tls; /* tls:// endpoints: the handshake comes first; NULL: plain */
+    int verbose;        /* -v: accept errors on stderr */
+    /* A new connection, before any handshake (may be NULL): set the
+     * stream's data slot; return 0, or -1 when it was turned away (closed). */
+    int (*accepted)(const cli_acceptor *a, csock_stream *s);
+    /* The connection is ready to serve (status 0), or its TLS handshake
+     * failed (status < 0; csock closes the stream after this callback). */
+    csock_stream_cb ready;
+    void *data; /* the command's state, for `accepted` */
+};
+
+/* The accept callback of every serving command: listener data is a
+ * cli_acceptor. Errors cost one connection; the listener goes on. */
+void cli_on_accept(csock_listener *l, csock_stream *s, int status);
 
 #endif

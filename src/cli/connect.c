@@ -1,5 +1,5 @@
 /* csock connect ADDR | HOST PORT: stdin to the peer, the peer to stdout (or
- * a program's stdin/stdout with -e/-c). The relay itself is in netcat.c;
+ * a program's stdin/stdout with -e/-c). The relay itself is in nc_*.c;
  * this file sets up the connection, and runs -z port scans. */
 #include <stdlib.h>
 #include <string.h>
@@ -90,8 +90,8 @@ static void parse_ports(const char *text, scan *sc)
     for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         char *dash = strchr(tok, '-');
         if (dash) *dash = '\0';
-        unsigned long lo = cli_ulong("-z port", tok, 65535),
-                      hi = dash ? cli_ulong("-z port", dash + 1, 65535) : lo;
+        unsigned long lo = cli_ulong("-z port", tok, UINT16_MAX),
+                      hi = dash ? cli_ulong("-z port", dash + 1, UINT16_MAX) : lo;
         if (lo == 0) cli_die(CLI_USAGE, "-z: port 0 cannot be scanned");
         if (hi < lo) cli_die(CLI_USAGE, "-z: port range '%lu-%lu' is upside down", lo, hi);
         sc->ports = realloc(sc->ports, (sc->n + (hi - lo + 1)) * sizeof *sc->ports);
@@ -148,7 +148,7 @@ static int run_scan(const nc_opts *o)
     if (o->ntarget != 2) cli_die(CLI_USAGE, "connect -z: expected HOST PORTS");
     scan sc = {.o = o};
     parse_ports(o->target[1], &sc);
-    char host[400];
+    char host[NC_TARGET_TEXT];
     const char *h = o->target[0];
     int v6 = strchr(h, ':') != NULL && h[0] != '[';
     snprintf(host, sizeof host, "tcp://%s%s%s:0", v6 ? "[" : "", h, v6 ? "]" : "");
@@ -167,8 +167,9 @@ static int run_scan(const nc_opts *o)
         any = 1;
     }
     fflush(stdout);
-    for (int i = 0; i < 100 && csock_loop_handles(sc.loop); i++)
-        csock_loop_run(sc.loop, CSOCK_RUN_NOWAIT);
+    /* Every probe has ended; the open ports' streams are closing: finish. */
+    while (csock_loop_run(sc.loop, CSOCK_RUN_DEFAULT) > 0) {
+    }
     csock_loop_free(sc.loop);
     free(sc.ports);
     free(sc.open);
@@ -180,11 +181,12 @@ static int run_scan(const nc_opts *o)
 static void on_connected(csock_stream *s, int status)
 {
     nc_ctx *c = csock_stream_data(s);
-    char target[1100];
+    char target[NC_TARGET_TEXT];
+    c->connecting = NULL; /* from here a peer, or closed by csock */
     nc_target_text(c->o, 0, target, sizeof target);
     if (status < 0) {
         /* csock closes the stream after this callback. */
-        char why[300];
+        char why[CLI_REASON_TEXT];
         cli_warn("connect %s: %s", target, cli_tls_reason(s, status, why, sizeof why));
         return nc_finish(c, CLI_ERR);
     }
@@ -205,7 +207,7 @@ int cli_connect(int argc, char **argv)
         nc_opts_free(&o);
         return st;
     }
-    char target[1100];
+    char target[NC_TARGET_TEXT];
     nc_target_text(&o, 0, target, sizeof target);
     csock_addr addr;
     cli_addr(target, o.family, &addr);
@@ -220,6 +222,7 @@ int cli_connect(int argc, char **argv)
         csock_stream *s;
         rc = c.tls ? csock_tls_connect(c.loop, &addr, c.tls, &co, on_connected, &c, &s)
                    : csock_connect(c.loop, &addr, &co, on_connected, &c, &s);
+        if (rc == 0) c.connecting = s;
     } else {
         csock_dgram *d;
         rc = csock_dgram_new(c.loop, NULL, &addr, &d);

@@ -1,6 +1,6 @@
 /* csock listen ADDR | [HOST] PORT: wait for peers and relay them to
  * stdin/stdout (one peer, or many with -k), to each other (--broker,
- * --chat) or to a program each (-e/-c). The relay itself is in netcat.c. */
+ * --chat) or to a program each (-e/-c). The relay itself is in nc_*.c. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -69,43 +69,32 @@ static void take_peer(nc_ctx *c, csock_stream *s)
     }
 }
 
-static void on_accept(csock_listener *l, csock_stream *s, int status)
+/* A new connection, before its handshake (tls://): the session is its data
+ * and, until the handshake ends, keeps it for teardown. */
+static int accepted(const cli_acceptor *a, csock_stream *s)
 {
-    nc_ctx *c = csock_listener_data(l);
-    if (status < 0) {
-        /* Out of descriptors and the like: the listener goes on. */
-        if (c->o->verbose) cli_warn("accept: %s", csock_strerror(status));
-        return;
-    }
-    take_peer(c, s);
+    nc_ctx *c = a->data;
+    csock_stream_set_data(s, c);
+    if (!a->tls) return 0;
+    int rc = nc_handshake_add(c, s);
+    if (rc == 0) return 0;
+    if (c->o->verbose) cli_warn("TLS: %s", csock_strerror(rc));
+    csock_stream_close(s, NULL);
+    return -1;
 }
 
-/* tls://: the peer joins the session once its handshake is done; a failed
- * or stalled handshake costs only that connection (csock closes it). */
-static void on_tls_ready(csock_stream *s, int status)
+/* The peer joins the session (tls://: once its handshake is done; a failed
+ * or stalled one costs only that connection, and csock closes it). */
+static void on_ready(csock_stream *s, int status)
 {
     nc_ctx *c = csock_stream_data(s);
+    char peer[CLI_ADDR_TEXT] = "?";
+    if (c->tls) nc_handshake_done(c, s, peer, sizeof peer);
     if (status < 0) {
-        char why[300];
-        if (c->o->verbose) cli_warn("TLS handshake: %s", cli_tls_reason(s, status, why, sizeof why));
+        if (c->o->verbose) cli_log_handshake(s, status, peer);
         return;
     }
     take_peer(c, s);
-}
-
-static void on_accept_tls(csock_listener *l, csock_stream *s, int status)
-{
-    nc_ctx *c = csock_listener_data(l);
-    if (status < 0) {
-        if (c->o->verbose) cli_warn("accept: %s", csock_strerror(status));
-        return;
-    }
-    csock_stream_set_data(s, c);
-    int rc = csock_tls_accept(s, c->tls, on_tls_ready);
-    if (rc < 0) { /* out of memory: this connection only */
-        if (c->o->verbose) cli_warn("TLS: %s", csock_strerror(rc));
-        csock_stream_close(s, NULL);
-    }
 }
 
 /* The address line: always when the port was chosen by the kernel (the
@@ -113,23 +102,17 @@ static void on_accept_tls(csock_listener *l, csock_stream *s, int status)
 static void announce(const nc_ctx *c, const csock_addr *asked, const csock_addr *bound)
 {
     int ip = bound->sa.ss_family != AF_UNIX;
-    char text[400];
     csock_addr shown = *bound; /* the socket's address says tcp: peers must speak TLS */
     if (asked->scheme == CSOCK_TLS) shown.scheme = CSOCK_TLS;
-    csock_addr_format(&shown, text, sizeof text);
-    if (c->o->serve) { /* serve chat: like every service, on stdout */
-        printf("listening %s\n", text);
-        fflush(stdout);
-        return;
-    }
-    if (!c->o->verbose && !(ip && csock_addr_port(asked) == 0)) return;
-    fprintf(stderr, "listening %s\n", text);
-    fflush(stderr);
+    if (c->o->serve) /* serve chat: like every service, on stdout */
+        cli_print_listening(stdout, &shown);
+    else if (c->o->verbose || (ip && csock_addr_port(asked) == 0))
+        cli_print_listening(stderr, &shown);
 }
 
 static int run_listen(nc_opts o)
 {
-    char target[1100];
+    char target[NC_TARGET_TEXT];
     nc_target_text(&o, 1, target, sizeof target);
     csock_addr addr, bound;
     cli_addr(target, o.family | CSOCK_ADDR_PASSIVE, &addr);
@@ -141,9 +124,11 @@ static int run_listen(nc_opts o)
     int rc;
     if (csock_addr_is_stream(&addr)) {
         csock_listen_opts lo = {0}; /* -m is counted by the relay, so it can log */
-        csock_addr tcp = addr; /* TLS is per stream (on_accept_tls): the socket is tcp:// */
+        c.acceptor = (cli_acceptor){.tls = c.tls, .verbose = o.verbose, .accepted = accepted,
+                                    .ready = on_ready, .data = &c};
+        csock_addr tcp = addr; /* csock_listen is the TCP part: TLS is ours (cli_on_accept) */
         if (tcp.scheme == CSOCK_TLS) tcp.scheme = CSOCK_TCP;
-        rc = csock_listen(c.loop, &tcp, &lo, c.tls ? on_accept_tls : on_accept, &c, &c.listener);
+        rc = csock_listen(c.loop, &tcp, &lo, cli_on_accept, &c.acceptor, &c.listener);
         if (rc == 0) rc = csock_listener_addr(c.listener, &bound);
     } else {
         csock_dgram *d;

@@ -47,9 +47,12 @@ void cli_warn(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
+    /* serve's loops run on threads: one line is written whole. */
+    flockfile(stderr);
     fputs("csock: ", stderr);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
+    funlockfile(stderr);
     va_end(ap);
 }
 
@@ -94,7 +97,7 @@ uint64_t cli_seconds(const char *opt, const char *text)
     double v = strtod(text, &end);
     if (errno || end == text || *end || v < 0 || v > 1e7)
         cli_die(CLI_USAGE, "%s: '%s' is not a number of seconds", opt, text);
-    return (uint64_t)(v * 1000.0 + 0.5);
+    return (uint64_t)(v * 1000.0 + 0.5); /* ms, rounded */
 }
 
 _Noreturn void cli_bad_option(const char *cmd, int c, int optopt_char, const char *arg)

@@ -6,7 +6,19 @@
  * One nc_ctx holds the whole session; there is no global state. connect.c
  * and listen.c parse their arguments into an nc_opts, create the endpoint
  * (a connection, a listener or a datagram socket) and hand every peer to
- * nc_peer_add(); from there on the data flow is the same for both.
+ * nc_peer_add_stream() or nc_dgram_attach(); from there on the data flow
+ * is the same for both.
+ *
+ * The relay's files, one job each (this header is private to them and to
+ * connect.c / listen.c):
+ *   nc_args.c       the command line: options, -e/-c, the address text
+ *   nc_acl.c        --allow / --deny: CIDR lists and the check of a peer
+ *   nc_transform.c  byte transforms: -x hex dump, -C CRLF, --chat tags
+ *   nc_relay.c      who feeds whom, flow control, stdin and stdout
+ *   nc_exec.c       -e / -c: a child process per peer, reaped on SIGCHLD
+ *   nc_peer.c       a peer's life: admission, reading, close, chat notices
+ *   nc_dgram.c      datagram peers (UDP, Unix datagrams)
+ *   nc_session.c    set-up, the end of the session, teardown
  */
 #ifndef CSOCK_CLI_NETCAT_H
 #define CSOCK_CLI_NETCAT_H
@@ -57,15 +69,63 @@ typedef struct nc_opts {
     cli_tls tls;           /* --cert, --key, --ca, --insecure, ... */
 } nc_opts;
 
+typedef struct nc_ctx nc_ctx;
 typedef struct nc_peer nc_peer;
 typedef struct nc_child nc_child;
 
+/* listen tls://: a connection in its handshake, not yet a peer. */
+typedef struct nc_handshake {
+    csock_stream *s;
+    char peer[CLI_ADDR_TEXT]; /* taken at accept: after a reset the socket no longer knows */
+} nc_handshake;
+
+#define HIGH_WATER (256u * 1024) /* a sink over this stops its sources */
+#define MAX_DGRAM 65507          /* the largest UDP payload */
+/* Our address text, built from ADDR or HOST PORT (each up to ~512 bytes
+ * as typed) and a scheme. */
+#define NC_TARGET_TEXT 1100
+/* A stack buffer for transforming one chunk (CRLF, chat tags) without an
+ * allocation in the common case; larger chunks are allocated. */
+#define NC_STACK_CHUNK 8192
+/* --chat: the longest "<userN> " tag ("<user4294967295> " is 17), rounded up. */
+#define CHAT_TAG_MAX 32
+
+
+struct nc_peer {
+    nc_ctx *c;
+    nc_peer *prev, *next;
+    unsigned id;       /* chat: <userN> */
+    char name[CLI_ADDR_TEXT]; /* tcp://127.0.0.1:5555, for -v and -x */
+    char host[CLI_ADDR_TEXT]; /* chat announce: the host alone, as ncat writes it */
+    csock_stream *s;   /* a stream peer, or NULL */
+    csock_addr addr;   /* a datagram peer's address */
+    int has_addr;      /* 0: the connected datagram peer */
+    csock_timer *idle; /* datagram peers with -i */
+    uint64_t last_io;
+    csock_stream *child_in;  /* exec: the pipe to the child's stdin */
+    csock_stream *child_out; /* exec: the pipe from the child's stdout */
+    int congested;           /* counted in c->peers_congested */
+    int eof;                 /* the peer has finished sending */
+    int gone;                /* taken out of the session (peer_close) */
+    int announced;           /* chat: the others were told it joined */
+    int lost;                /* a write to it failed: bytes lost (a negative errno) */
+};
+
+struct nc_child {
+    pid_t pid;
+    char name[CLI_ADDR_TEXT]; /* the peer it served, for the -v exit line */
+};
+
 /* The session: every handle the relay uses, and the flow-control state. */
-typedef struct nc_ctx {
+struct nc_ctx {
     const nc_opts *o;
     csock_loop *loop;
     csock_stream *in, *out;   /* stdin / stdout; NULL when not used */
     csock_listener *listener; /* listen over a stream scheme */
+    cli_acceptor acceptor;    /* the listener's data (cli_on_accept) */
+    csock_stream *connecting; /* connect: the stream until its connect callback */
+    nc_handshake *handshakes;  /* listen tls://: accepted, handshake not done yet */
+    size_t nhandshakes, cap_handshakes;
     csock_dgram *dg;          /* the datagram socket (listen -u, connect -u) */
     csock_timer *quiet;       /* datagram connect: the -q timer */
     csock_signal *sig[3];     /* SIGCHLD, SIGINT, SIGTERM */
@@ -87,7 +147,7 @@ typedef struct nc_ctx {
     int stopped;
     int status; /* exit status so far */
     csock_tls_ctx *tls; /* tls:// endpoints: the context (freed by the command) */
-} nc_ctx;
+};
 
 /* Parse the command line of connect (listen == 0) or listen into *o; prints
  * help and exits, or dies with a one-line error and CLI_USAGE. */
@@ -129,7 +189,67 @@ void nc_peer_add_stream(nc_ctx *c, csock_stream *s, int accepted);
  * (out of memory: the caller reports it and exits). */
 int nc_dgram_attach(nc_ctx *c, csock_dgram *d, const csock_addr *peer);
 
+/* listen tls://: an accepted stream whose handshake runs, kept with its
+ * peer's address so that teardown can close it (0, or -ENOMEM: the caller
+ * closes it); and its end (done or failed): the peer as text into buf. */
+int nc_handshake_add(nc_ctx *c, csock_stream *s);
+const char *nc_handshake_done(nc_ctx *c, csock_stream *s, char *buf, size_t size);
+
 /* Start reading stdin now (single-peer modes start it when the peer comes). */
 void nc_stdin_start(nc_ctx *c);
+
+/* ---- between the relay's files (src/cli/nc_*.c); the comments at the
+ * definitions say more ---- */
+
+/* nc_acl.c: --allow / --deny entries; die naming `opt` on a bad one. */
+void cidr_parse_list(const char *opt, const char *text, nc_cidr_list *l);
+void cidr_parse_file(const char *opt, const char *path, nc_cidr_list *l);
+
+/* nc_transform.c: pure byte transforms (and the -x dump). */
+void hexdump(const nc_ctx *c, int sent, const nc_peer *p, const char *buf, size_t len);
+size_t to_crlf(const char *in, size_t len, char *out, int *cr);
+size_t chat_escape(const char *in, size_t len, char *out);
+size_t chat_tag(unsigned id, const char *in, size_t len, char *out);
+size_t next_dgram(const char *buf, size_t len, int final);
+
+/* nc_relay.c: sending to the sinks, flow control, stdin and stdout. */
+int exec_mode(const nc_ctx *c);
+int peer_write(nc_peer *p, csock_stream *s, const char *buf, size_t len);
+void peer_send(nc_peer *p, const char *buf, size_t len);
+void broadcast(nc_ctx *c, const nc_peer *from, const char *buf, size_t len);
+void out_write(nc_ctx *c, const char *buf, size_t len);
+int peers_may_read(const nc_ctx *c);
+void sync_sources(nc_ctx *c);
+void quiet_start(nc_ctx *c);
+void on_out_drain(csock_stream *out, int status);
+
+/* nc_exec.c: the child process of a peer (-e / -c). */
+int child_start(nc_peer *p);
+void child_in_finish(nc_peer *p);
+void child_forget_pipes(nc_peer *p);
+void on_pipe_shut(csock_stream *s, int status);
+size_t on_child_out(csock_stream *s, int status, const char *buf, size_t len);
+void on_sigchld(csock_signal *sig, int signum);
+
+/* nc_peer.c: a peer's life in the session. */
+nc_peer *peer_new(nc_ctx *c, const csock_addr *a);
+int admit(nc_ctx *c, const csock_addr *a, const char *name);
+int peer_start(nc_peer *p);
+void peer_input(nc_peer *p, const char *buf, size_t len);
+size_t on_peer_read(csock_stream *s, int status, const char *buf, size_t len);
+void peer_close(nc_peer *p, int graceful);
+void peer_failed(nc_peer *p, int status);
+void peer_unlink(nc_peer *p);
+void ending_add(nc_peer *p);
+void on_peer_stream_closed(csock_stream *s);
+
+/* nc_dgram.c */
+void on_dgram(csock_dgram *d, int status, const char *buf, size_t len, const csock_addr *from);
+
+/* nc_session.c: end the session once nothing is left to do. */
+void check_done(nc_ctx *c);
+/* The array `v` (capacity *cap) with room for `need` > 0 elements of `elem`
+ * bytes: `v` itself, or a larger copy; NULL when out of memory (`v` stays). */
+void *grow(void *v, size_t *cap, size_t need, size_t elem);
 
 #endif

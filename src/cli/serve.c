@@ -2,6 +2,7 @@
  * stream and datagram alike. */
 #include <ctype.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,14 +53,24 @@ static const char serve_usage[] =
 typedef struct service service;
 
 typedef struct server {
+    cli_acceptor plain, tls_acc; /* the listeners' data (cli_on_accept), per kind */
     csock_server *srv;
     const service *svc;
     csock_framing framing;
     uint64_t idle_ms, read_ms, write_ms;
+    unsigned max_conns;  /* -m: counted here (not by csock) so a refusal can be logged */
     int verbose;
     cli_tls tls_opts;    /* --cert, --key, ... as given */
     csock_tls_ctx *tls;  /* made at the first tls:// endpoint; shared by all loops */
 } server;
+
+/* One connection: the peer as text, taken when it was accepted, because
+ * after a reset the socket no longer knows it (getpeername fails). */
+typedef struct conn {
+    server *srv;
+    char peer[CLI_ADDR_TEXT];
+    int why; /* what ended it, for the -v close line: 0 (us, a drain) or the read status */
+} conn;
 
 struct service {
     const char *name;
@@ -77,42 +88,49 @@ static long reply_upper(char *msg, size_t len)
     return (long)len;
 }
 
+#define DEFAULT_MAX_LINE 65536 /* --max-line: a long text line, far from a flood */
+#define MAX_MAX_LINE (1u << 28) /* --max-line cap: 256 MiB a connection is plenty */
+
 static const service services[] = {
     {"echo", 0, reply_echo},
     {"upper", 1, reply_upper},
     {"discard", 0, reply_none},
 };
 
-static void log_peer(server *srv, csock_stream *s, const char *what)
+/* conn.why after a failed handshake: cli_log_handshake said it all. */
+#define HANDSHAKE_LOGGED INT_MIN
+
+/* However the stream closes (by us, a timeout, the server's drain): one
+ * -v line per connection, once nothing more can be sent, with its bytes. */
+static void conn_closed(csock_stream *s)
 {
-    if (!srv->verbose) return;
-    csock_addr a;
-    char buf[300] = "?";
-    if (csock_stream_peer(s, &a) == 0) csock_addr_format(&a, buf, sizeof buf);
-    cli_warn("%s %s", what, buf);
+    conn *cn = csock_stream_data(s);
+    char counts[64];
+    if (cn->srv->verbose && cn->why != HANDSHAKE_LOGGED) {
+        cli_counts_text(s, counts, sizeof counts);
+        if (cn->why == CSOCK_EOF || cn->why == 0)
+            cli_warn("closed %s (%s)", cn->peer, counts);
+        else
+            cli_warn("dropped %s: %s (%s)", cn->peer, csock_strerror(cn->why), counts);
+    }
+    free(cn);
 }
 
-static void on_closed(csock_stream *s) {}
-
-static void stream_failed(server *srv, csock_stream *s, int status)
+static void stream_failed(conn *cn, csock_stream *s, int status)
 {
+    cn->why = status;
     if (status == CSOCK_EOF) {
         /* The peer finished: finish our replies, then close. */
-        log_peer(srv, s, "closed");
-        csock_stream_end(s, on_closed);
+        csock_stream_end(s, NULL);
         return;
-    }
-    if (srv->verbose) {
-        log_peer(srv, s, "dropped");
-        cli_warn("  reason: %s", csock_strerror(status));
     }
     /* An oversized line: the replies to the lines before it still go out
      * (end keeps what the socket has not taken yet); any other error
      * leaves nothing worth sending. */
     if (status == CSOCK_ETOOBIG)
-        csock_stream_end(s, on_closed);
+        csock_stream_end(s, NULL);
     else
-        csock_stream_close(s, on_closed);
+        csock_stream_close(s, NULL);
 }
 
 /* Line services: the message is the line with its ending (kept, so CRLF
@@ -120,75 +138,77 @@ static void stream_failed(server *srv, csock_stream *s, int status)
  * service may change in place: it is ours until the callback returns. */
 static void on_line(csock_stream *s, int status, const char *msg, size_t len)
 {
-    server *srv = csock_stream_data(s);
-    if (status < 0) return stream_failed(srv, s, status);
-    long n = srv->svc->reply((char *)msg, len);
+    conn *cn = csock_stream_data(s);
+    if (status < 0) return stream_failed(cn, s, status);
+    long n = cn->srv->svc->reply((char *)msg, len);
     if (n >= 0) csock_stream_write(s, msg, (size_t)n);
 }
 
 static size_t on_bytes(csock_stream *s, int status, const char *buf, size_t len)
 {
-    server *srv = csock_stream_data(s);
+    conn *cn = csock_stream_data(s);
     if (status < 0) {
-        stream_failed(srv, s, status);
+        stream_failed(cn, s, status);
         return len;
     }
-    long n = srv->svc->reply((char *)buf, len);
+    long n = cn->srv->svc->reply((char *)buf, len);
     if (n >= 0) csock_stream_write(s, buf, (size_t)n);
     return len;
 }
 
-static void start_service(server *srv, csock_stream *s)
+/* Ready to serve: at once, or after the TLS handshake (a failed or stalled
+ * one costs only that connection: csock closes it after this call). */
+static void start_service(csock_stream *s, int status)
 {
+    conn *cn = csock_stream_data(s);
+    server *srv = cn->srv;
+    if (status < 0) {
+        if (srv->verbose) cli_log_handshake(s, status, cn->peer);
+        cn->why = HANDSHAKE_LOGGED; /* that line was its close line */
+        return;
+    }
     /* Each is a store on the stream; none costs anything per read or write. */
     if (srv->idle_ms) csock_stream_set_idle_timeout(s, srv->idle_ms);
     if (srv->read_ms) csock_stream_set_read_timeout(s, srv->read_ms);
     if (srv->write_ms) csock_stream_set_write_timeout(s, srv->write_ms);
     int rc = srv->svc->line_based ? csock_stream_read_framed(s, &srv->framing, on_line)
                                   : csock_stream_read_start(s, on_bytes);
-    if (rc < 0) csock_stream_close(s, on_closed);
+    if (rc < 0) csock_stream_close(s, NULL);
 }
 
-/* The part of accepting that plain and TLS endpoints share: 1 if `s` is a
- * new connection to serve. */
-static int accepted(server *srv, csock_stream *s, int status)
+/* -m: the count is every loop's (csock_server_conns includes this one). A
+ * refused client is closed at once and, with -v, logged. */
+static int over_limit(const server *srv, const char *peer)
 {
-    if (status < 0) {
-        if (srv->verbose) cli_warn("accept: %s", csock_strerror(status));
-        return 0;
-    }
-    csock_stream_set_data(s, srv);
-    log_peer(srv, s, "connection from");
+    unsigned n = csock_server_conns(srv->srv);
+    if (!srv->max_conns || n <= srv->max_conns) return 0;
+    if (srv->verbose) cli_warn("refused %s: %u connections already (-m)", peer, n - 1);
     return 1;
 }
 
-static void on_accept(csock_listener *l, csock_stream *s, int status)
+/* A new connection, plain or before its handshake: its state, or away. */
+static int accepted(const cli_acceptor *a, csock_stream *s)
 {
-    server *srv = csock_listener_data(l);
-    if (accepted(srv, s, status)) start_service(srv, s);
-}
-
-/* TLS: the service starts once the handshake is done. A failed or stalled
- * handshake only costs that connection (csock closes it). */
-static void on_tls_ready(csock_stream *s, int status)
-{
-    server *srv = csock_stream_data(s);
-    if (status < 0) {
-        if (srv->verbose) {
-            char why[200];
-            log_peer(srv, s, "handshake failed:");
-            cli_warn("  reason: %s", cli_tls_reason(s, status, why, sizeof why));
-        }
-        return;
+    server *srv = a->data;
+    char peer[CLI_ADDR_TEXT] = "";
+    if (srv->verbose) cli_peer_text(s, peer, sizeof peer); /* only -v shows it */
+    if (over_limit(srv, peer)) {
+        csock_stream_close(s, NULL);
+        return -1;
     }
-    start_service(srv, s);
-}
-
-static void on_accept_tls(csock_listener *l, csock_stream *s, int status)
-{
-    server *srv = csock_listener_data(l);
-    if (accepted(srv, s, status) && csock_tls_accept(s, srv->tls, on_tls_ready) < 0)
-        csock_stream_close(s, on_closed);
+    conn *cn = malloc(sizeof *cn);
+    if (!cn) {
+        if (srv->verbose) cli_warn("refused %s: %s", peer, csock_strerror(-ENOMEM));
+        csock_stream_close(s, NULL);
+        return -1;
+    }
+    cn->srv = srv;
+    cn->why = 0;
+    memcpy(cn->peer, peer, sizeof peer);
+    csock_stream_set_data(s, cn);
+    csock_stream_on_close(s, conn_closed);
+    if (srv->verbose) cli_warn("connection from %s", cn->peer);
+    return 0;
 }
 
 static void on_datagram(csock_dgram *d, int status, const char *buf, size_t len,
@@ -211,27 +231,21 @@ static const service *find_service(const char *name)
     return NULL;
 }
 
-static void print_listening(const csock_addr *a)
-{
-    char buf[300];
-    csock_addr_format(a, buf, sizeof buf);
-    printf("listening %s\n", buf);
-    fflush(stdout);
-}
-
 static void open_endpoint(server *srv, const char *text, unsigned index)
 {
     csock_addr a;
     cli_addr(text, CSOCK_ADDR_PASSIVE, &a);
     int tls = a.scheme == CSOCK_TLS;
     if (tls && !srv->tls) srv->tls = cli_tls_server_ctx(&srv->tls_opts);
-    int rc = csock_addr_is_stream(&a)
-                 ? csock_server_listen(srv->srv, &a, tls ? on_accept_tls : on_accept, srv)
-                 : csock_server_dgram(srv->srv, &a, on_datagram, srv);
+    cli_acceptor *acc = tls ? &srv->tls_acc : &srv->plain;
+    *acc = (cli_acceptor){.tls = srv->tls, .verbose = srv->verbose, .accepted = accepted,
+                          .ready = start_service, .data = srv};
+    int rc = csock_addr_is_stream(&a) ? csock_server_listen(srv->srv, &a, cli_on_accept, acc)
+                                      : csock_server_dgram(srv->srv, &a, on_datagram, srv);
     if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", text, csock_strerror(rc));
     csock_addr bound;
     csock_server_addr(srv->srv, index, &bound);
-    print_listening(&bound);
+    cli_print_listening(stdout, &bound);
 }
 
 int cli_serve(int argc, char **argv)
@@ -250,8 +264,8 @@ int cli_serve(int argc, char **argv)
         CLI_TLS_LONGOPTS,
         {0, 0, 0, 0},
     };
-    server srv = {.framing = {.kind = CSOCK_FRAME_LINE, .max = 65536, .keep_delimiter = 1}};
-    csock_server_opts so = {.handle_signals = 1, .drain_timeout_ms = 10000};
+    server srv = {.framing = {.kind = CSOCK_FRAME_LINE, .max = DEFAULT_MAX_LINE, .keep_delimiter = 1}};
+    csock_server_opts so = {.handle_signals = 1, .drain_timeout_ms = CLI_DRAIN_TIMEOUT_MS};
     int c;
     /* HTTP has its own options (a directory, TLS, logs): its own file. */
     if (argc > 1 && !strcmp(argv[1], "http")) return cli_serve_http(argc - 1, argv + 1);
@@ -262,12 +276,12 @@ int cli_serve(int argc, char **argv)
     while ((c = getopt_long(argc, argv, ":hm:i:t:v", opts, NULL)) != -1) {
         switch (c) {
         case 'h': fputs(serve_usage, stdout); fputs(cli_tls_usage, stdout); return CLI_OK;
-        case 'L': srv.framing.max = cli_ulong("--max-line", optarg, 1u << 28); break;
-        case 'm': so.max_conns = (unsigned)cli_ulong("--max-conns", optarg, 1u << 24); break;
+        case 'L': srv.framing.max = cli_ulong("--max-line", optarg, MAX_MAX_LINE); break;
+        case 'm': srv.max_conns = (unsigned)cli_ulong("--max-conns", optarg, CLI_MAX_CONNS); break;
         case 'i': srv.idle_ms = cli_seconds("--idle-timeout", optarg); break;
         case 'R': srv.read_ms = cli_seconds("--read-timeout", optarg); break;
         case 'W': srv.write_ms = cli_seconds("--write-timeout", optarg); break;
-        case 't': so.threads = (unsigned)cli_ulong("--threads", optarg, 1024); break;
+        case 't': so.threads = (unsigned)cli_ulong("--threads", optarg, CLI_MAX_THREADS); break;
         case 'D': so.drain_timeout_ms = cli_seconds("--drain-timeout", optarg); break;
         case 'v': srv.verbose = 1; break;
         case 'P': so.reuseport = 1; break;
@@ -282,7 +296,8 @@ int cli_serve(int argc, char **argv)
         cli_die(CLI_USAGE, "serve: unknown service '%s' (echo, upper, discard, chat or http)", argv[optind]);
     optind++;
     if (optind >= argc) cli_die(CLI_USAGE, "serve: missing ADDR to listen on");
-    if (argc - optind > 64) cli_die(CLI_USAGE, "serve: at most 64 addresses");
+    if (argc - optind > CLI_MAX_ENDPOINTS)
+        cli_die(CLI_USAGE, "serve: at most %d addresses", CLI_MAX_ENDPOINTS);
     /* Parse every address first: a typo in the last one should not leave
      * the first ones half-served. */
     for (int i = optind; i < argc; i++) {

@@ -53,7 +53,12 @@ static const char http_usage[] =
     "use, unreadable certificate, access log cannot be opened), 2 on a wrong\n"
     "argument (bad option or address, DIR missing, tls:// without --cert).\n";
 
+#define MAX_BODY_CAP (1ul << 29) /* --max-body cap: 512 MiB, a typo guard */
+#define LOG_TARGET_MAX 1024      /* access log: a request target cut to this */
+#define LOG_METHOD_MAX 32        /* access log: a method cut to this */
+
 typedef struct app {
+    cli_acceptor plain, https;  /* the listeners' data (cli_on_accept), per kind */
     cli_tls tls_opts;           /* --cert, --key, ... */
     csock_tls_ctx *tls;         /* for tls:// endpoints, shared by the loops */
     csock_http_static_opts so;
@@ -66,7 +71,7 @@ typedef struct app {
 static void access_log(const csock_http_req *r, int status, int64_t body_len, void *data)
 {
     app *a = data;
-    char host[300] = "-", line[1400], when[40];
+    char host[CLI_ADDR_TEXT] = "-", line[LOG_TARGET_MAX + 376], when[40];
     csock_addr peer;
     if (csock_stream_peer(csock_http_stream(r), &peer) == 0) {
         if (csock_addr_format(&peer, host, sizeof host) > 0) {
@@ -88,11 +93,12 @@ static void access_log(const csock_http_req *r, int status, int64_t body_len, vo
     localtime_r(&now, &tm);
     strftime(when, sizeof when, "%d/%b/%Y:%H:%M:%S %z", &tm);
     csock_http_str m = csock_http_method(r), t = csock_http_target(r);
-    int tl = t.len > 1024 ? 1024 : (int)t.len;
-    char bytes[24] = "-", request[1100] = "-"; /* "-": refused before a whole head came */
+    int tl = t.len > LOG_TARGET_MAX ? LOG_TARGET_MAX : (int)t.len;
+    /* "-": refused before a whole head came */
+    char bytes[24] = "-", request[LOG_TARGET_MAX + LOG_METHOD_MAX + 44] = "-";
     if (body_len > 0 && !csock_http_is_head(r)) snprintf(bytes, sizeof bytes, "%lld", (long long)body_len);
     if (m.ptr && t.ptr)
-        snprintf(request, sizeof request, "%.*s %.*s HTTP/1.%d", (int)(m.len > 32 ? 32 : m.len),
+        snprintf(request, sizeof request, "%.*s %.*s HTTP/1.%d", (int)(m.len > LOG_METHOD_MAX ? LOG_METHOD_MAX : m.len),
                  m.ptr, tl, t.ptr, csock_http_minor(r));
     int n = snprintf(line, sizeof line, "%s - - [%s] \"%s\" %d %s\n", host, when, request, status,
                      bytes);
@@ -139,7 +145,9 @@ static void free_loop(csock_loop *loop)
 
 static void loop_stop(csock_server *srv, csock_loop *loop, unsigned index) { free_loop(loop); }
 
-static void on_accept(csock_listener *l, csock_stream *s, int status)
+/* A connection to serve (https: once its handshake is done; a failed or
+ * stalled one costs only that connection, and csock closes it). */
+static void on_ready(csock_stream *s, int status)
 {
     if (status < 0) return;
     per_loop *pl = csock_loop_data(csock_stream_loop(s));
@@ -148,20 +156,6 @@ static void on_accept(csock_listener *l, csock_stream *s, int status)
         return;
     }
     csock_http_server_accept(pl->hs, s);
-}
-
-/* https: HTTP starts on the stream once its handshake is done; a failed or
- * stalled handshake costs only that connection (csock closes it). */
-static void on_tls_ready(csock_stream *s, int status)
-{
-    if (status == 0) on_accept(NULL, s, 0);
-}
-
-static void on_accept_tls(csock_listener *l, csock_stream *s, int status)
-{
-    if (status < 0) return;
-    app *a = csock_listener_data(l);
-    if (csock_tls_accept(s, a->tls, on_tls_ready) < 0) csock_stream_close(s, NULL);
 }
 
 int cli_serve_http(int argc, char **argv)
@@ -183,7 +177,7 @@ int cli_serve_http(int argc, char **argv)
         {0, 0, 0, 0},
     };
     app a = {.log_fd = -1};
-    csock_server_opts sopts = {.handle_signals = 1, .drain_timeout_ms = 10000};
+    csock_server_opts sopts = {.handle_signals = 1, .drain_timeout_ms = CLI_DRAIN_TIMEOUT_MS};
     const char *log_path = NULL;
     int c;
     optind = 1;
@@ -193,13 +187,13 @@ int cli_serve_http(int argc, char **argv)
         case 'h': fputs(http_usage, stdout); fputs(cli_tls_usage, stdout); return CLI_OK;
         case 'l': a.so.list = 1; break;
         case 'A': log_path = optarg; break;
-        case 'B': a.hopts.max_body = cli_ulong("--max-body", optarg, 1ul << 29); break;
+        case 'B': a.hopts.max_body = cli_ulong("--max-body", optarg, MAX_BODY_CAP); break;
         case 'K': a.hopts.keepalive_timeout_ms = cli_seconds("--keepalive-timeout", optarg); break;
         case 'H': a.hopts.header_timeout_ms = cli_seconds("--header-timeout", optarg); break;
         case 'T': a.hopts.body_timeout_ms = cli_seconds("--body-timeout", optarg); break;
         case 'S': a.hopts.send_timeout_ms = cli_seconds("--send-timeout", optarg); break;
-        case 'm': sopts.max_conns = (unsigned)cli_ulong("--max-conns", optarg, 1u << 24); break;
-        case 't': sopts.threads = (unsigned)cli_ulong("--threads", optarg, 1024); break;
+        case 'm': sopts.max_conns = (unsigned)cli_ulong("--max-conns", optarg, CLI_MAX_CONNS); break;
+        case 't': sopts.threads = (unsigned)cli_ulong("--threads", optarg, CLI_MAX_THREADS); break;
         case 'D': sopts.drain_timeout_ms = cli_seconds("--drain-timeout", optarg); break;
         case 'P': sopts.reuseport = 1; break;
         default:
@@ -210,7 +204,8 @@ int cli_serve_http(int argc, char **argv)
     if (optind >= argc) cli_die(CLI_USAGE, "serve http: missing DIR to serve");
     const char *dir = argv[optind++];
     if (optind >= argc) cli_die(CLI_USAGE, "serve http: missing ADDR to listen on");
-    if (argc - optind > 64) cli_die(CLI_USAGE, "serve http: at most 64 addresses");
+    if (argc - optind > CLI_MAX_ENDPOINTS)
+        cli_die(CLI_USAGE, "serve http: at most %d addresses", CLI_MAX_ENDPOINTS);
     for (int i = optind; i < argc; i++) {
         csock_addr addr;
         cli_addr(argv[i], CSOCK_ADDR_PASSIVE, &addr);
@@ -234,6 +229,8 @@ int cli_serve_http(int argc, char **argv)
         a.hopts.log = access_log;
         a.hopts.log_data = &a;
     }
+    a.plain = (cli_acceptor){.ready = on_ready};
+    a.https = (cli_acceptor){.tls = a.tls, .ready = on_ready};
     sopts.loop_stop = loop_stop;
     sopts.data = &a;
     if (!sopts.drain_timeout_ms) sopts.drain_timeout_ms = 1;
@@ -246,13 +243,11 @@ int cli_serve_http(int argc, char **argv)
     for (int i = optind; i < argc; i++) {
         csock_addr addr, bound;
         cli_addr(argv[i], CSOCK_ADDR_PASSIVE, &addr);
-        rc = csock_server_listen(srv, &addr, addr.scheme == CSOCK_TLS ? on_accept_tls : on_accept, &a);
+        rc = csock_server_listen(srv, &addr, cli_on_accept,
+                                 addr.scheme == CSOCK_TLS ? &a.https : &a.plain);
         if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", argv[i], csock_strerror(rc));
-        char buf[300];
         csock_server_addr(srv, (unsigned)(i - optind), &bound);
-        csock_addr_format(&bound, buf, sizeof buf);
-        printf("listening %s\n", buf);
-        fflush(stdout);
+        cli_print_listening(stdout, &bound);
     }
     rc = csock_server_run(srv);
     /* A loop whose thread never started still holds its part. */

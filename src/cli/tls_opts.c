@@ -59,7 +59,7 @@ static csock_tls_ctx *make_ctx(const cli_tls *t, int server)
         .handshake_timeout_ms = t->handshake_timeout_ms,
     };
     csock_tls_ctx *ctx;
-    char err[300];
+    char err[CLI_REASON_TEXT];
     int rc = csock_tls_ctx_new(&o, &ctx, err, sizeof err);
     if (rc == -EINVAL) cli_die(CLI_USAGE, "tls: %s", err);
     if (rc < 0) cli_die(CLI_ERR, "tls: %s", err);
@@ -68,7 +68,7 @@ static csock_tls_ctx *make_ctx(const cli_tls *t, int server)
 
 csock_tls_ctx *cli_tls_server_ctx(const cli_tls *t)
 {
-    if (!t->cert) cli_die(CLI_USAGE, "tls:// needs --cert FILE and --key FILE to serve");
+    if (!t->cert) cli_die(CLI_USAGE, "tls:// needs --cert FILE (and --key FILE unless the key is in it) to serve");
     if (t->verify_client && !t->ca) cli_die(CLI_USAGE, "--verify-client needs --ca FILE");
     return make_ctx(t, 1);
 }

@@ -1,0 +1,317 @@
+/* The command line of `csock connect` and `csock listen`: options, -e/-c,
+ * the address text built from ADDR or HOST PORT, and the TLS checks. */
+#include <ctype.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/netcat.h"
+
+#define NC_QUIET_DEFAULT_MS 1000 /* -q: UDP answers come well within a second */
+#define NC_MAX_CONNS 1000000     /* -m: beyond what RLIMIT_NOFILE allows anyway */
+
+enum {
+    OPT_BROKER = 256,
+    OPT_CHAT,
+    OPT_SEND_ONLY,
+    OPT_RECV_ONLY,
+    OPT_ALLOW,
+    OPT_DENY,
+    OPT_ALLOWFILE,
+    OPT_DENYFILE,
+    OPT_SSL,
+};
+
+static const struct option long_opts[] = {
+    {"help", no_argument, NULL, 'h'},
+    {"udp", no_argument, NULL, 'u'},
+    {"unixsock", no_argument, NULL, 'U'},
+    {"keep-open", no_argument, NULL, 'k'},
+    {"broker", no_argument, NULL, OPT_BROKER},
+    {"chat", no_argument, NULL, OPT_CHAT},
+    {"exec", required_argument, NULL, 'e'},
+    {"sh-exec", required_argument, NULL, 'c'},
+    {"crlf", no_argument, NULL, 'C'},
+    {"hex-dump", required_argument, NULL, 'x'},
+    {"send-only", no_argument, NULL, OPT_SEND_ONLY},
+    {"recv-only", no_argument, NULL, OPT_RECV_ONLY},
+    {"wait", required_argument, NULL, 'w'},
+    {"idle-timeout", required_argument, NULL, 'i'},
+    {"max-conns", required_argument, NULL, 'm'},
+    {"allow", required_argument, NULL, OPT_ALLOW},
+    {"deny", required_argument, NULL, OPT_DENY},
+    {"allowfile", required_argument, NULL, OPT_ALLOWFILE},
+    {"denyfile", required_argument, NULL, OPT_DENYFILE},
+    {"quit-after", required_argument, NULL, 'q'},
+    {"zero-io", no_argument, NULL, 'z'},
+    {"verbose", no_argument, NULL, 'v'},
+    {"ssl", no_argument, NULL, OPT_SSL},
+    CLI_TLS_LONGOPTS,
+    {0, 0, 0, 0},
+};
+
+/* ---- -e / -c ------------------------------------------------------------ */
+
+static int is_executable(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
+}
+
+/* Find PROG as execvp would, so a typo fails at start-up, not per connection. */
+static int program_exists(const char *prog)
+{
+    if (strchr(prog, '/')) return is_executable(prog);
+    const char *path = getenv("PATH");
+    if (!path) path = "/usr/local/bin:/usr/bin:/bin";
+    char buf[PATH_MAX];
+    for (const char *p = path; *p;) {
+        const char *colon = strchrnul(p, ':');
+        int n = (int)(colon - p);
+        snprintf(buf, sizeof buf, "%.*s/%s", n ? n : 1, n ? p : ".", prog);
+        if (is_executable(buf)) return 1;
+        p = *colon ? colon + 1 : colon;
+    }
+    return 0;
+}
+
+/* -e PROG ARGS: split on blanks, no shell (as ncat does). */
+static char **split_words(const char *text)
+{
+    size_t cap = strlen(text) / 2 + 2, n = 0;
+    char **argv = calloc(cap, sizeof *argv);
+    char *copy = strdup(text), *save = NULL;
+    if (!argv || !copy) cli_die(CLI_ERR, "out of memory");
+    for (char *w = strtok_r(copy, " \t", &save); w; w = strtok_r(NULL, " \t", &save))
+        argv[n++] = w;
+    argv[n] = NULL;
+    return argv;
+}
+
+static void set_exec(nc_opts *o, const char *text, int shell)
+{
+    if (o->exec_argv) cli_die(CLI_USAGE, "-e/--exec and -c/--sh-exec: give only one");
+    o->exec_text = text;
+    o->exec_shell = shell;
+    if (shell) {
+        char **argv = calloc(4, sizeof *argv);
+        if (!argv) cli_die(CLI_ERR, "out of memory");
+        argv[0] = "/bin/sh", argv[1] = "-c", argv[2] = (char *)text;
+        o->exec_argv = argv;
+        return;
+    }
+    o->exec_argv = split_words(text);
+    if (!o->exec_argv[0]) cli_die(CLI_USAGE, "--exec: empty program");
+    if (!program_exists(o->exec_argv[0]))
+        cli_die(CLI_USAGE, "--exec: '%s': no such program (or not executable)", o->exec_argv[0]);
+}
+
+static FILE *open_dump(const char *path)
+{
+    if (!strcmp(path, "-")) return stderr;
+    FILE *f = fopen(path, "w");
+    if (!f) cli_die(CLI_ERR, "--hex-dump: cannot open '%s': %s", path, strerror(errno));
+    return f;
+}
+
+/* Flags that only one of the two commands understands. */
+static void check_mode(const nc_opts *o, int listen)
+{
+    const char *cmd = listen ? "listen" : "connect";
+    struct {
+        int given;
+        const char *flag;
+        int for_listen;
+    } only[] = {
+        {o->keep_open && !o->broker, "-k/--keep-open", 1},
+        {o->broker && !o->chat, "--broker", 1},
+        {o->chat, "--chat", 1},
+        {o->max_conns != 0, "-m/--max-conns", 1},
+        {o->allow.set, "--allow/--allowfile", 1},
+        {o->deny.set, "--deny/--denyfile", 1},
+        {o->zero_io, "-z", 0},
+        {o->wait_ms != 0, "-w/--wait", 0},
+    };
+    for (size_t i = 0; i < sizeof only / sizeof only[0]; i++)
+        if (only[i].given && only[i].for_listen != listen)
+            cli_die(CLI_USAGE, "%s: %s is a %s option (see csock %s --help)", cmd, only[i].flag,
+                    only[i].for_listen ? "listen" : "connect", cmd);
+}
+
+static void check_conflicts(nc_opts *o, int listen)
+{
+    if (o->send_only && o->recv_only)
+        cli_die(CLI_USAGE, "--send-only and --recv-only cannot be used together");
+    if (o->exec_argv && (o->broker || o->send_only || o->recv_only))
+        cli_die(CLI_USAGE,
+                "-e/-c cannot be combined with --broker, --chat, --send-only or --recv-only");
+    if (o->zero_io && (o->exec_argv || o->udp || o->unixsock))
+        cli_die(CLI_USAGE, "-z scans TCP ports: it takes no -e, -c, -u or -U");
+    check_mode(o, listen);
+    if (o->chat) o->broker = 1;      /* chat is a broker that tags */
+    if (o->broker) o->keep_open = 1; /* a broker serves many clients */
+}
+
+static void parse_one(nc_opts *o, int opt, const char *arg)
+{
+    switch (opt) {
+    case 'u':
+        o->udp = 1;
+        break;
+    case 'U':
+        o->unixsock = 1;
+        break;
+    case '4':
+        o->family = CSOCK_ADDR_IPV4;
+        break;
+    case '6':
+        o->family = CSOCK_ADDR_IPV6;
+        break;
+    case 'k':
+        o->keep_open = 1;
+        break;
+    case OPT_BROKER:
+        o->broker = 1;
+        break;
+    case OPT_CHAT:
+        o->chat = 1;
+        break;
+    case 'e':
+        set_exec(o, arg, 0);
+        break;
+    case 'c':
+        set_exec(o, arg, 1);
+        break;
+    case 'C':
+        o->crlf = 1;
+        break;
+    case 'x':
+        o->hexdump = open_dump(arg);
+        break;
+    case OPT_SEND_ONLY:
+        o->send_only = 1;
+        break;
+    case OPT_RECV_ONLY:
+        o->recv_only = 1;
+        break;
+    case 'w':
+        o->wait_ms = cli_seconds("--wait", arg);
+        break;
+    case 'i':
+        o->idle_ms = cli_seconds("--idle-timeout", arg);
+        break;
+    case 'q':
+        o->quiet_ms = cli_seconds("--quit-after", arg);
+        break;
+    case 'm':
+        o->max_conns = (unsigned)cli_ulong("--max-conns", arg, NC_MAX_CONNS);
+        break;
+    case OPT_ALLOW:
+        cidr_parse_list("--allow", arg, &o->allow);
+        break;
+    case OPT_DENY:
+        cidr_parse_list("--deny", arg, &o->deny);
+        break;
+    case OPT_ALLOWFILE:
+        cidr_parse_file("--allowfile", arg, &o->allow);
+        break;
+    case OPT_DENYFILE:
+        cidr_parse_file("--denyfile", arg, &o->deny);
+        break;
+    case 'z':
+        o->zero_io = 1;
+        break;
+    case 'v':
+        o->verbose = 1;
+        break;
+    }
+}
+
+void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts *o)
+{
+    const char *cmd = listen ? "listen" : "connect";
+    memset(o, 0, sizeof *o);
+    o->listen = listen;
+    o->quiet_ms = NC_QUIET_DEFAULT_MS;
+    opterr = 0;
+    optind = 1;
+    int c;
+    /* Options may follow the address, as people type them for nc. */
+    while ((c = getopt_long(argc, argv, ":huU46kvCzx:e:c:w:i:m:q:", long_opts, NULL)) != -1) {
+        if (c == 'h') {
+            fputs(usage, stdout);
+            fputs(cli_tls_usage, stdout);
+            exit(CLI_OK);
+        }
+        if (c == '?' || c == ':') cli_bad_option(cmd, c, optopt, argv[optind - 1]);
+        if (c == OPT_SSL) {
+            o->ssl = 1;
+            continue;
+        }
+        if (cli_tls_option(&o->tls, c, optarg)) continue;
+        parse_one(o, c, optarg);
+    }
+    int left = argc - optind;
+    if (left < 1) cli_die(CLI_USAGE, "%s: missing address ADDR (or HOST PORT; see csock %s --help)", cmd, cmd);
+    if (left > 2) cli_die(CLI_USAGE, "%s: unexpected argument '%s'", cmd, argv[optind + 2]);
+    o->ntarget = left;
+    o->target[0] = argv[optind];
+    o->target[1] = left > 1 ? argv[optind + 1] : NULL;
+    if (o->unixsock && left != 1) cli_die(CLI_USAGE, "%s: -U takes one PATH", cmd);
+    check_conflicts(o, listen);
+}
+
+static int all_digits(const char *s)
+{
+    if (!*s) return 0;
+    for (; *s; s++)
+        if (!isdigit((unsigned char)*s)) return 0;
+    return 1;
+}
+
+void nc_target_text(const nc_opts *o, int passive, char *out, size_t size)
+{
+    const char *a = o->target[0];
+    const char *scheme = o->udp ? "udp" : o->ssl ? "tls" : "tcp";
+    if (o->unixsock) {
+        snprintf(out, size, "%s:%s", o->udp ? "unixgram" : "unix", a);
+    } else if (o->ntarget == 2) {
+        int v6 = strchr(a, ':') != NULL && a[0] != '[';
+        snprintf(out, size, "%s://%s%s%s:%s", scheme, v6 ? "[" : "", a, v6 ? "]" : "",
+                 o->target[1]);
+    } else if (strstr(a, "://") || !strncmp(a, "unix:", 5) || !strncmp(a, "unixgram:", 9)) {
+        snprintf(out, size, "%s", a);
+    } else if (passive && all_digits(a)) {
+        snprintf(out, size, "%s://:%s", scheme, a); /* every interface */
+    } else {
+        snprintf(out, size, "%s://%s", scheme, a);
+    }
+}
+
+void nc_check_tls(const nc_opts *o, const csock_addr *a, const char *target)
+{
+    const char *cmd = o->serve ? "serve chat" : o->listen ? "listen" : "connect";
+    if (a->scheme == CSOCK_TLS) {
+        if (o->udp)
+            cli_die(CLI_USAGE, "%s: -u/--udp with %s: TLS runs over TCP only (no DTLS)", cmd,
+                    target);
+        return;
+    }
+    if (!o->ssl && !o->tls.given) return;
+    cli_die(CLI_USAGE, "%s: --%s needs a tls:// address (TLS runs over TCP only: no DTLS, no "
+                       "TLS over Unix sockets); %s would carry plaintext",
+            cmd, o->ssl ? "ssl" : o->tls.first, target);
+}
+
+void nc_opts_free(nc_opts *o)
+{
+    free(o->allow.v);
+    free(o->deny.v);
+    if (o->exec_argv && !o->exec_shell) free(o->exec_argv[0]); /* the split copy */
+    free(o->exec_argv);
+    if (o->hexdump && o->hexdump != stderr) fclose(o->hexdump);
+    o->hexdump = NULL;
+}

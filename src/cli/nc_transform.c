@@ -1,0 +1,79 @@
+/* Byte transforms of the relay: the -x hex dump, -C CRLF, --chat tags and
+ * the cutting of input lines into datagrams. */
+#include <ctype.h>
+#include <string.h>
+
+#include "cli/netcat.h"
+
+#define HEX_PER_LINE 16 /* bytes per -x line, as `hexdump -C` */
+
+/* -x: a header line per chunk, then `hexdump -C` style lines. */
+void hexdump(const nc_ctx *c, int sent, const nc_peer *p, const char *buf, size_t len)
+{
+    FILE *f = c->o->hexdump;
+    if (!f || !len) return;
+    fprintf(f, "%c %zu bytes %s %s\n", sent ? '>' : '<', len, sent ? "to" : "from", p->name);
+    for (size_t off = 0; off < len; off += HEX_PER_LINE) {
+        size_t n = len - off < HEX_PER_LINE ? len - off : HEX_PER_LINE;
+        fprintf(f, "%08zx ", off);
+        for (size_t i = 0; i < HEX_PER_LINE; i++) {
+            if (i == HEX_PER_LINE / 2) fputc(' ', f);
+            if (i < n)
+                fprintf(f, " %02x", (unsigned char)buf[off + i]);
+            else
+                fputs("   ", f);
+        }
+        fputs("  |", f);
+        for (size_t i = 0; i < n; i++) {
+            unsigned char ch = (unsigned char)buf[off + i];
+            fputc(ch >= 32 && ch < 127 ? ch : '.', f);
+        }
+        fputs("|\n", f);
+    }
+    fflush(f);
+}
+
+/* -C: a LF not already after a CR goes out as CRLF. *cr carries the last
+ * byte across chunks. `out` holds at least 2 * len bytes. */
+size_t to_crlf(const char *in, size_t len, char *out, int *cr)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (in[i] == '\n' && !*cr) out[n++] = '\r';
+        out[n++] = in[i];
+        *cr = in[i] == '\r';
+    }
+    return n;
+}
+
+/* --chat: the text with control bytes written as \ooo, exactly as ncat's
+ * chat filter does. `out` holds 4 * len bytes. */
+size_t chat_escape(const char *in, size_t len, char *out)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)in[i];
+        if (isprint(ch) || ch == '\n' || ch == '\t' || ch == '\r')
+            out[n++] = (char)ch;
+        else
+            n += (size_t)sprintf(out + n, "\\%03o", ch);
+    }
+    return n;
+}
+
+/* --chat: "<userN> " then the escaped text. `out` holds CHAT_TAG_MAX + 4 * len bytes. */
+size_t chat_tag(unsigned id, const char *in, size_t len, char *out)
+{
+    size_t n = (size_t)sprintf(out, "<user%u> ", id);
+    return n + chat_escape(in, len, out + n);
+}
+
+/* Datagram peers get one datagram per line: the size of the next message in
+ * buf, or 0 while its line is incomplete (`final`: no more input will come). */
+size_t next_dgram(const char *buf, size_t len, int final)
+{
+    const char *nl = memchr(buf, '\n', len < MAX_DGRAM ? len : MAX_DGRAM);
+    if (nl) return (size_t)(nl - buf) + 1;
+    if (len >= MAX_DGRAM) return MAX_DGRAM;
+    return final ? len : 0;
+}

@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""csock connect and listen end exactly: on SIGTERM every handle they made
+is closed and the loop is run until the closes finish (no fixed number of
+spins, no loop left behind: a sanitized build reports a leaked loop), also
+when a connect is still in flight or a TLS handshake has not begun. Each
+must exit promptly with status 0 and a clean stderr."""
+
+import os
+import signal
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from csocktest import BIN, Proc, T, check, check_clean, check_eq, have, main, wait_for  # noqa: E402
+from test_netcat_basic import accept_queue  # noqa: E402
+
+
+def tcp_states(port, state):
+    """How many sockets of /proc/net/tcp are in `state` (hex, e.g. "02"
+    SYN_SENT) towards 127.0.0.1:port."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        for line in list(f)[1:]:
+            fields = line.split()
+            if fields[3] == state and int(fields[2].rsplit(":", 1)[1], 16) == port:
+                n += 1
+    return n
+
+
+def stop_promptly(p, what):
+    t0 = time.monotonic()
+    rc = p.stop(signal.SIGTERM, 20)
+    took = time.monotonic() - t0
+    err = p.stderr()
+    check_clean(err, what)
+    check_eq(rc, 0, "%s: exit status after SIGTERM (stderr %r)" % (what, err[-500:]))
+    check(took < T(5), "%s: took %.1f s to exit after SIGTERM" % (what, took))
+
+
+def test_connect_in_flight_then_sigterm():
+    """A listener whose backlog is full drops SYNs: the connect hangs (no
+    -w). SIGTERM then: the connecting stream is closed too."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    port = srv.getsockname()[1]
+    hold = []
+    try:
+        for _ in range(4):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            hold.append(s)
+        wait_for(lambda: accept_queue(port)[0] > accept_queue(port)[1], 10,
+                 "the accept queue over its backlog")
+        before = tcp_states(port, "02")
+        p = Proc([BIN, "connect", "127.0.0.1", str(port)])
+        # Its SYN_SENT socket exists once the signal watchers are in place.
+        wait_for(lambda: tcp_states(port, "02") > before, 10, "csock's connect in flight")
+        stop_promptly(p, "csock connect")
+    finally:
+        for s in hold:
+            s.close()
+        srv.close()
+
+
+def test_listen_tls_handshake_pending_then_sigterm():
+    """listen -k tls://: a client that connected but never sent its
+    ClientHello (handshake timeout 60 s) is closed by teardown."""
+    if not have("openssl"):
+        print("  skipped: openssl not installed", flush=True)
+        return
+    import tlscerts
+    d = tlscerts.tempdir()
+    p = Proc([BIN, "listen", "-k", "--recv-only", "--handshake-timeout", "60",
+              "--cert", os.path.join(d, "server.pem"), "--key", os.path.join(d, "server.key"),
+              "tls://127.0.0.1:0"])
+    line = wait_for(lambda: [ln for ln in p.stderr().splitlines() if ln.startswith("listening ")],
+                    10, "the listening line")[0]
+    port = int(line.rsplit(":", 1)[1])
+    silent = socket.create_connection(("127.0.0.1", port), timeout=T(10))
+    # Accepts are in order: once a later client's line arrives, the silent
+    # one has been accepted and sits in its handshake.
+    q = Proc([BIN, "connect", "--ca", os.path.join(d, "ca.pem"), "tls://localhost:%d" % port])
+    try:
+        q.write(b"over tls\n")
+        p.read_until(lambda out: b"over tls\n" in out, 10)
+        stop_promptly(p, "csock listen")
+    finally:
+        q.stop()
+        silent.close()
+
+
+if __name__ == "__main__":
+    main()
