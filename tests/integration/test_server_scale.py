@@ -22,6 +22,12 @@ N = int(os.environ.get("CSOCK_SCALE_CONNS", "10000"))
 DEADLINE = 120.0  # seconds for the whole 10k scenario
 from serverkit import (Server, check, clean_stderr, close_all, echo_all, open_many,  # noqa: E402,F401
                        results, run_tests, wait_for)
+from csocktest import SANITIZED  # noqa: E402
+
+# The memory bounds hold csock's own allocations; a sanitized build's
+# allocator adds redzones and a quarantine to every block, so there the
+# figures are printed but not judged (the plain build's run judges them).
+MEM_LIMIT = float("inf") if SANITIZED else 1024
 
 
 def test_10k_echo_and_memory():
@@ -45,7 +51,8 @@ def test_10k_echo_and_memory():
         per = (rss1 - rss0) / N
         print(f"RSS {rss0} -> {rss1} bytes: {per:.0f} bytes per idle connection "
               f"(never sent a byte), connected in {time.monotonic() - t0:.1f} s", flush=True)
-        check("idle connection costs <= 1024 bytes RSS", per <= 1024, f"{per:.0f} B")
+        check("idle connection costs <= 1024 bytes RSS" + (" (sanitized: not judged)" if SANITIZED else ""),
+              per <= MEM_LIMIT, f"{per:.0f} B")
         t1 = time.monotonic()
         ok = echo_all(socks, deadline, "load")
         check(f"all {N} concurrent connections echoed byte-exact", ok == N,
@@ -55,7 +62,8 @@ def test_10k_echo_and_memory():
         per2 = (rss2 - rss0) / N
         print(f"RSS after one echo each, all idle again: {rss2} bytes, {per2:.0f} bytes per "
               f"connection", flush=True)
-        check("idle connection after an echo costs <= 1024 bytes RSS", per2 <= 1024, f"{per2:.0f} B")
+        check("idle connection after an echo costs <= 1024 bytes RSS" +
+              (" (sanitized: not judged)" if SANITIZED else ""), per2 <= MEM_LIMIT, f"{per2:.0f} B")
         tasks = srv.tasks()
         check("--threads 2: at least 2 threads", len(tasks) >= 2, f"{len(tasks)} tasks")
         ticks = [srv.task_cpu_ticks(t) for t in tasks]
