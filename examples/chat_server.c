@@ -96,13 +96,17 @@ static void on_signal(csock_signal *sig, int signum)
 {
     chat *c = csock_signal_data(sig);
     (void)signum;
-    if (!c->listener) return; /* already shutting down */
+    /* The watchers stay open (unreferenced) during the shutdown, so a second
+     * signal comes here instead of killing us: it makes the shutdown
+     * immediate. The members' close callbacks run later, so the list stays
+     * walkable while we close or end them. */
+    if (!c->listener) {
+        for (member *m = c->members; m; m = m->next) csock_stream_close(m->s, NULL);
+        return;
+    }
     csock_listener_close(c->listener, NULL);
     c->listener = NULL;
-    csock_signal_close(c->sigint, NULL);
-    csock_signal_close(c->sigterm, NULL);
-    /* End, not close: lines already queued for a member still reach it.
-     * The members' close callbacks run later, so the list stays walkable. */
+    /* End, not close: lines already queued for a member still reach it. */
     for (member *m = c->members; m; m = m->next) csock_stream_end(m->s, NULL);
 }
 
@@ -126,13 +130,19 @@ int main(int argc, char **argv)
     csock_signal_set_data(c.sigterm, &c);
     csock_signal_start(c.sigint, on_signal, SIGINT);
     csock_signal_start(c.sigterm, on_signal, SIGTERM);
+    csock_signal_unref(c.sigint); /* the run ends when the members and listener are gone */
+    csock_signal_unref(c.sigterm);
     char name[CSOCK_ADDR_STRLEN];
     csock_addr_format(&addr, name, sizeof name);
     printf("listening %s\n", name);
     fflush(stdout); /* the readiness signal for whoever started us */
     rc = csock_loop_run(loop, CSOCK_RUN_DEFAULT);
     if (rc < 0) fprintf(stderr, "chat_server: %s\n", csock_strerror(rc));
-    /* Every handle is closed by now, so the loop frees cleanly. */
+    /* Only the signal watchers are left: close them last, let the closes
+     * finish, and the loop frees cleanly. */
+    csock_signal_close(c.sigint, NULL);
+    csock_signal_close(c.sigterm, NULL);
+    csock_loop_run(loop, CSOCK_RUN_DEFAULT);
     rc = csock_loop_free(loop) < 0 || rc < 0;
     return rc;
 }
