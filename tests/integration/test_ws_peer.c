@@ -5,8 +5,9 @@
  *       An HTTP server on tcp://127.0.0.1:0 (prints "listening ADDR"): GET
  *       with a WebSocket upgrade becomes an echo connection (every message
  *       back as it came; the text "!close CODE REASON" makes the server
- *       close, "!ping" makes it ping); other requests get "page\n". Each
- *       ending prints "closed code=C sent=S status=NAME reason=R".
+ *       close, "!ping" makes it ping, and its pong prints "pong PAYLOAD");
+ *       other requests get "page\n". Each ending prints
+ *       "closed code=C sent=S status=NAME reason=R".
  *   test_ws_peer client URL
  *       Connects, sends text, binary, a fragmented text, 16 MiB of binary,
  *       a ping and a multi-byte text; checks each echo (and the pong), then
@@ -38,6 +39,10 @@ static void on_server_event(csock_ws *ws, const csock_ws_event *ev, void *data)
 {
     (void)data;
     if (ev->kind == CSOCK_WS_CLOSED) return print_closed(ev);
+    if (ev->kind == CSOCK_WS_PONG) {
+        printf("pong %.*s\n", (int)ev->len, ev->buf);
+        fflush(stdout);
+    }
     if (ev->kind != CSOCK_WS_MESSAGE) return;
     if (ev->type == CSOCK_WS_TEXT && ev->len > 7 && !memcmp(ev->buf, "!close ", 7)) {
         int code = atoi(ev->buf + 7);
