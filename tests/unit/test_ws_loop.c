@@ -254,7 +254,7 @@ static int raw_connect(fixture *f, const char *extra, size_t elen)
     int n = snprintf(req, 512, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
                                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                                "Sec-WebSocket-Version: 13\r\n\r\n");
-    memcpy(req + n, extra, elen); /* frames in the same packet as the head */
+    if (elen) memcpy(req + n, extra, elen); /* frames in the same packet as the head */
     assert_int_equal(write(fd, req, (size_t)n + elen), n + (ssize_t)elen);
     fcntl(fd, F_SETFL, O_NONBLOCK);
     return fd;
