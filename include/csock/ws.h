@@ -38,6 +38,7 @@
 #include "csock/api.h"
 #include "csock/http.h"
 #include "csock/net.h"
+#include "csock/tls.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -132,6 +133,8 @@ typedef struct csock_ws_opts {
     size_t norigins;
     const char *const *headers;    /* client: extra request fields, "Name: value" each */
     size_t nheaders;
+    csock_tls_ctx *tls;            /* client, wss://: the TLS context (a client one);
+                                      NULL: one that verifies with the system's CAs */
     uint64_t reserved[8];
 } csock_ws_opts;
 
@@ -155,14 +158,16 @@ CSOCK_API int csock_ws_accept(csock_http_req *r, const csock_ws_opts *opts, csoc
                     csock_ws **out);
 
 /* Client: connect to `url`, ws://HOST[:PORT][/PATH][?QUERY] (port 80 by
- * default; HOST a name, an IPv4 address or [IPv6]; a name is resolved with
- * getaddrinfo(), which blocks). Sends the handshake and checks the answer:
+ * default) or wss://... (TLS with opts->tls, port 443 by default; the
+ * server's certificate is verified for HOST); HOST a name, an IPv4 address
+ * or [IPv6]; a name is resolved with getaddrinfo(), which blocks. Sends the handshake and checks the answer:
  * 101, Upgrade and Connection, Sec-WebSocket-Accept from our key, no
  * extension, a subprotocol we offered if any. Returns 0 and *out at once;
  * then exactly one of: CSOCK_WS_OPEN, or CSOCK_WS_CLOSED with the failure
  * (a connect error, -EPROTO for a refused or malformed handshake,
  * -ETIMEDOUT). On an error return (-EINVAL a malformed URL, CSOCK_ESCHEME
- * wss:// or another scheme, an address error of csock_addr_parse, -ENOMEM)
+ * another scheme, an address error of csock_addr_parse, csock_tls_connect's
+ * errors, -ENOMEM)
  * nothing was made and `cb` never runs. Sending before OPEN is -ENOTCONN. */
 CSOCK_API int csock_ws_connect(csock_loop *loop, const char *url, const csock_ws_opts *opts,
                      csock_ws_cb cb, void *data, csock_ws **out);

@@ -329,21 +329,24 @@ static size_t on_answer(csock_stream *s, int status, const char *buf, size_t len
 static void on_connected(csock_stream *s, int status)
 {
     csock_ws *ws = csock_stream_data(s);
+    if (ws->state == WS_ENDED) return;
     if (status < 0) { /* csock closes the stream after this: CLOSED follows */
         ws->status = status;
         ws->state = WS_ENDED;
+        return;
     }
+    int rc = csock_stream_read_start(s, on_answer); /* TLS: only once its handshake is done */
+    if (rc < 0) hs_fail(ws, rc);
 }
 
-/* Split ws://HOST[:PORT][/PATH] into an address to connect to, the Host
- * field and the request target. */
+/* Split ws://HOST[:PORT][/PATH] (or wss://) into an address to connect to,
+ * the Host field and the request target. Returns 0 (ws), 1 (wss) or an
+ * error. */
 static int parse_url(const char *url, csock_addr *addr, char *host, size_t hsize, const char **target)
 {
-    if (strncasecmp(url, "ws://", 5)) {
-        const char *colon = strstr(url, "://");
-        return colon ? CSOCK_ESCHEME : -EINVAL;
-    }
-    const char *h = url + 5;
+    int tls = !strncasecmp(url, "wss://", 6);
+    if (!tls && strncasecmp(url, "ws://", 5)) return strstr(url, "://") ? CSOCK_ESCHEME : -EINVAL;
+    const char *h = url + (tls ? 6 : 5);
     size_t hl = strcspn(h, "/?#");
     if (!hl || hl >= hsize - 8 || h[hl] == '#') return -EINVAL;
     memcpy(host, h, hl);
@@ -352,8 +355,27 @@ static int parse_url(const char *url, csock_addr *addr, char *host, size_t hsize
     const char *close = host[0] == '[' ? strchr(host, ']') : NULL;
     int has_port = close ? close[1] == ':' : strchr(host, ':') != NULL;
     char text[300];
-    snprintf(text, sizeof text, "tcp://%s%s", host, has_port ? "" : ":80");
-    return csock_addr_parse(text, 0, addr);
+    snprintf(text, sizeof text, "%s://%s%s", tls ? "tls" : "tcp", host,
+             has_port ? "" : tls ? ":443" : ":80");
+    int rc = csock_addr_parse(text, 0, addr);
+    return rc < 0 ? rc : tls;
+}
+
+/* Connect over TCP, or TLS with the caller's context (or a verifying
+ * default one, released once the stream holds its own reference). */
+static int open_stream(csock_loop *loop, const csock_addr *addr, int tls, const csock_ws_opts *o,
+                       csock_stream_cb cb, void *data, csock_stream **s)
+{
+    if (!tls) return csock_connect(loop, addr, NULL, cb, data, s);
+    csock_tls_ctx *ctx = o->tls;
+    if (!ctx) {
+        csock_tls_opts to = {0};
+        int rc = csock_tls_ctx_new(&to, &ctx, NULL, 0);
+        if (rc < 0) return rc;
+    }
+    int rc = csock_tls_connect(loop, addr, ctx, NULL, cb, data, s);
+    if (!o->tls) csock_tls_ctx_free(ctx);
+    return rc;
 }
 
 static int build_request(const char *host, const char *target, const csock_ws_opts *o, const char *key,
@@ -402,8 +424,8 @@ int csock_ws_connect(csock_loop *loop, const char *url, const csock_ws_opts *opt
     csock_addr addr;
     char host[264];
     const char *target;
-    int rc = parse_url(url, &addr, host, sizeof host, &target);
-    if (rc < 0) return rc;
+    int tls = parse_url(url, &addr, host, sizeof host, &target);
+    if (tls < 0) return tls;
     unsigned char raw[16];
     if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw) return -EAGAIN;
     char key[25];
@@ -411,7 +433,7 @@ int csock_ws_connect(csock_loop *loop, const char *url, const csock_ws_opts *opt
     char *req;
     size_t reqlen;
     char *offered;
-    rc = build_request(host, target, opts, key, &req, &reqlen, &offered);
+    int rc = build_request(host, target, opts, key, &req, &reqlen, &offered);
     if (rc < 0) return rc;
     csock_ws *ws = NULL;
     rc = csock__ws_new(loop, opts, 1, cb, data, &ws);
@@ -424,7 +446,7 @@ int csock_ws_connect(csock_loop *loop, const char *url, const csock_ws_opts *opt
                                                             : DEFAULT_HANDSHAKE_MS);
     }
     csock_stream *s = NULL;
-    if (rc == 0) rc = csock_connect(loop, &addr, NULL, on_connected, ws, &s);
+    if (rc == 0) rc = open_stream(loop, &addr, tls, opts, on_connected, ws, &s);
     if (rc < 0) {
         free(offered);
         free(req);
@@ -434,9 +456,8 @@ int csock_ws_connect(csock_loop *loop, const char *url, const csock_ws_opts *opt
     ws->s = s;
     csock_stream_set_data(s, ws);
     csock_stream_on_close(s, csock__ws_on_closed);
-    rc = csock_stream_write(s, req, reqlen);
+    rc = csock_stream_write(s, req, reqlen); /* held until connected (and TLS is up) */
     free(req);
-    if (rc == 0) rc = csock_stream_read_start(s, on_answer);
     if (rc < 0) { /* the stream is made: its close sends CLOSED */
         ws->status = rc;
         ws->state = WS_ENDED;

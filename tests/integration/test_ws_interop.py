@@ -16,6 +16,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import csocktest as ct  # noqa: E402
 import cckit  # noqa: E402
+import tlscerts  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 _peer = []
@@ -170,12 +171,12 @@ async def _echo(ws, path=None):
         pass
 
 
-async def _c_client(handler):
+async def _c_client(handler, ssl=None, extra=()):
     w = websockets()
-    async with w.serve(handler, "127.0.0.1", 0, max_size=None) as srv:
+    async with w.serve(handler, "127.0.0.1", 0, max_size=None, ssl=ssl) as srv:
         port = srv.sockets[0].getsockname()[1]
         proc = await asyncio.create_subprocess_exec(
-            peer(), "client", "ws://127.0.0.1:%d/chat?x=1" % port,
+            peer(), "client", "%s://127.0.0.1:%d/chat?x=1" % ("wss" if ssl else "ws", port), *extra,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await proc.communicate()
         return proc.returncode, out.decode(), err.decode()
@@ -224,6 +225,51 @@ def test_python_server_breaks_the_rules():
     rc, out, err = run(_c_client(handler), 60)
     ct.check_clean(err, "test_ws_peer client")
     ct.check("closed code=1006 sent=1002 status=EPROTO" in out, out)
+
+
+def _certs():
+    ct.need("openssl")
+    d = ct.tmpdir()
+    tlscerts.make(d)
+    return d
+
+
+def test_wss_c_client_python_server():
+    import ssl
+    websockets()
+    d = _certs()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(os.path.join(d, "server.pem"), os.path.join(d, "server.key"))
+    rc, out, err = run(_c_client(_echo, ssl=ctx, extra=[os.path.join(d, "ca.pem")]), 120)
+    ct.check_clean(err, "test_ws_peer client")
+    ct.check("ok 16MiB\n" in out and "closed code=1000 sent=1000 status=0 reason=bye" in out, out)
+    ct.check_eq(rc, 0, "client exit status")
+    # A CA that signed nothing here: the handshake fails, never OPEN.
+    rc, out, err = run(_c_client(_echo, ssl=ctx, extra=[os.path.join(d, "otherca.pem")]), 60)
+    ct.check("closed code=1006 sent=0 status=CSOCK_ETLS" in out or "status=ETLS" in out, out)
+    ct.check("ok text" not in out, out)
+
+
+def test_wss_python_client_c_server():
+    import ssl
+    w = websockets()
+    d = _certs()
+    p, hp = start_server("1048576", os.path.join(d, "server.pem"), os.path.join(d, "server.key"))
+    try:
+        ctx = ssl.create_default_context(cafile=os.path.join(d, "ca.pem"))
+
+        async def go():
+            async with w.connect("wss://localhost:%s/" % hp.rsplit(":", 1)[1], ssl=ctx) as ws:
+                await ws.send("over tls")
+                ct.check_eq(await ws.recv(), "over tls", "echo over wss")
+                await ws.send(b"\x01" * 300000)
+                ct.check_eq(len(await ws.recv()), 300000, "300 kB over wss")
+                await ws.close(1000, "tls done")
+        run(go())
+        ct.check_eq(wait_line(p, "closed"), "closed code=1000 sent=1000 status=0 reason=tls done",
+                    "the server's end")
+    finally:
+        stop_server(p)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,16 @@
 /* test_ws_peer: the C side of the WebSocket integration tests (built by
  * test_ws_interop.py and test_ws_battery.py with the public headers).
  *
- *   test_ws_peer server [MAX_MESSAGE]
- *       An HTTP server on tcp://127.0.0.1:0 (prints "listening ADDR"): GET
+ *   test_ws_peer server [MAX_MESSAGE [CERT KEY]]
+ *       An HTTP server on tcp://127.0.0.1:0 (with CERT and KEY: https, so
+ *       wss://) (prints "listening ADDR"): GET
  *       with a WebSocket upgrade becomes an echo connection (every message
  *       back as it came; the text "!close CODE REASON" makes the server
  *       close, "!ping" makes it ping, and its pong prints "pong PAYLOAD");
  *       other requests get "page\n". Each ending prints
  *       "closed code=C sent=S status=NAME reason=R".
- *   test_ws_peer client URL
- *       Connects, sends text, binary, a fragmented text, 16 MiB of binary,
+ *   test_ws_peer client URL [CAFILE]
+ *       Connects (wss:// verifying the server with CAFILE), sends text, binary, a fragmented text, 16 MiB of binary,
  *       a ping and a multi-byte text; checks each echo (and the pong), then
  *       closes with 1000 "bye". Prints "ok WHAT" per check and the closed
  *       line; exits 0 when everything came back right and the closing
@@ -73,9 +74,22 @@ static void on_request(csock_http_req *r, void *data)
     fflush(stdout);
 }
 
+static csock_tls_ctx *server_tls;
+static csock_http_server *http;
+
+static void on_tls_ready(csock_stream *s, int status)
+{
+    if (status == 0) csock_http_server_accept(http, s);
+}
+
 static void on_accept(csock_listener *l, csock_stream *s, int status)
 {
-    if (status == 0) csock_http_server_accept(csock_listener_data(l), s);
+    (void)l;
+    if (status < 0) return;
+    if (server_tls)
+        csock_tls_accept(s, server_tls, on_tls_ready);
+    else
+        csock_http_server_accept(http, s);
 }
 
 static int server(int argc, char **argv)
@@ -86,11 +100,14 @@ static int server(int argc, char **argv)
     server_opts.nsubprotocols = 2;
     server_opts.close_timeout_ms = 2000;
     csock_http_opts ho = {.handler = on_request};
-    csock_http_server *hs;
     csock_addr a;
     csock_listener *l;
-    if (csock_http_server_new(loop, &ho, &hs) < 0 || csock_addr_parse("tcp://127.0.0.1:0", 0, &a) < 0 ||
-        csock_listen(loop, &a, NULL, on_accept, hs, &l) < 0)
+    if (argc > 4) {
+        csock_tls_opts to = {.server = 1, .cert_file = argv[3], .key_file = argv[4]};
+        if (csock_tls_ctx_new(&to, &server_tls, NULL, 0) < 0) return 1;
+    }
+    if (csock_http_server_new(loop, &ho, &http) < 0 || csock_addr_parse("tcp://127.0.0.1:0", 0, &a) < 0 ||
+        csock_listen(loop, &a, NULL, on_accept, NULL, &l) < 0)
         return 1;
     char text[CSOCK_ADDR_STRLEN];
     csock_listener_addr(l, &a);
@@ -164,9 +181,13 @@ static void on_client_event(csock_ws *ws, const csock_ws_event *ev, void *data)
     }
 }
 
-static int client(const char *url)
+static int client(const char *url, const char *ca)
 {
     csock_ws_opts o = {.max_message = 64u << 20};
+    if (ca) {
+        csock_tls_opts to = {.ca_file = ca};
+        if (csock_tls_ctx_new(&to, &o.tls, NULL, 0) < 0) return 1;
+    }
     csock_ws *ws;
     int rc = csock_ws_connect(loop, url, &o, on_client_event, NULL, &ws);
     if (rc < 0) {
@@ -175,6 +196,7 @@ static int client(const char *url)
     }
     csock_loop_run(loop, 0);
     free(big);
+    csock_tls_ctx_free(o.tls);
     return failed;
 }
 
@@ -182,6 +204,6 @@ int main(int argc, char **argv)
 {
     if (argc < 2 || csock_loop_new(NULL, &loop) < 0) return 2;
     if (!strcmp(argv[1], "server")) return server(argc, argv);
-    if (!strcmp(argv[1], "client") && argc > 2) return client(argv[2]);
+    if (!strcmp(argv[1], "client") && argc > 2) return client(argv[2], argc > 3 ? argv[3] : NULL);
     return 2;
 }

@@ -118,7 +118,7 @@ static void layout_http_opts(void **state)
 
 static void layout_ws_opts(void **state)
 {
-    assert_int_equal(sizeof(csock_ws_opts), 152);
+    assert_int_equal(sizeof(csock_ws_opts), 160);
     assert_int_equal(offsetof(csock_ws_opts, max_message), 0);
     assert_int_equal(offsetof(csock_ws_opts, close_timeout_ms), 8);
     assert_int_equal(offsetof(csock_ws_opts, handshake_timeout_ms), 16);
@@ -130,7 +130,8 @@ static void layout_ws_opts(void **state)
     assert_int_equal(offsetof(csock_ws_opts, norigins), 64);
     assert_int_equal(offsetof(csock_ws_opts, headers), 72);
     assert_int_equal(offsetof(csock_ws_opts, nheaders), 80);
-    assert_int_equal(offsetof(csock_ws_opts, reserved), 88);
+    assert_int_equal(offsetof(csock_ws_opts, tls), 88);
+    assert_int_equal(offsetof(csock_ws_opts, reserved), 96);
 }
 
 static void layout_http_static_opts(void **state)

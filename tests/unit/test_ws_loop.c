@@ -237,7 +237,7 @@ static void client_refused(void **state)
     RUN_UNTIL(f->loop, c2.closed, 5000);
     assert_int_equal(c2.closing.status, -ECONNREFUSED);
     close(fd);
-    assert_int_equal(csock_ws_connect(f->loop, "wss://127.0.0.1:1/", NULL, on_event, &c2, &c2.ws),
+    assert_int_equal(csock_ws_connect(f->loop, "http://127.0.0.1:1/", NULL, on_event, &c2, &c2.ws),
                      CSOCK_ESCHEME);
     assert_int_equal(csock_ws_connect(f->loop, "ws://", NULL, on_event, &c2, &c2.ws), -EINVAL);
 }
