@@ -100,7 +100,8 @@ int csock__ws_timer(csock_ws *ws, uint64_t ms)
 static void on_drain(csock_stream *s, int status)
 {
     csock_ws *ws = csock_stream_data(s);
-    if (status < 0 || ws->state != WS_OPEN) return;
+    if (status < 0 || ws->state != WS_OPEN || !ws->want_drain) return;
+    ws->want_drain = 0;
     csock_ws_event ev = {.kind = CSOCK_WS_DRAIN};
     csock__ws_emit(ws, &ev);
 }
@@ -159,7 +160,17 @@ static void next_key(csock_ws *ws, unsigned char key[4])
     memcpy(key, ws->keys + 4 * ws->nkeys, 4);
 }
 
+static int queue_frame(csock_ws *ws, int op, const void *buf, size_t len, int fin);
+
+/* Send a frame; a frame the kernel did not take whole asks for DRAIN. */
 static int send_frame(csock_ws *ws, int op, const void *buf, size_t len, int fin)
+{
+    int rc = queue_frame(ws, op, buf, len, fin);
+    if (rc == 0 && csock_stream_write_queue_size(ws->s)) ws->want_drain = 1;
+    return rc;
+}
+
+static int queue_frame(csock_ws *ws, int op, const void *buf, size_t len, int fin)
 {
     unsigned char h[WS_HEAD_MAX];
     if (!ws->client) {

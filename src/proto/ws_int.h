@@ -103,6 +103,7 @@ struct csock_ws {
     unsigned char sending_part : 1; /* csock_ws_send_part's message unfinished */
     unsigned char got_close : 1;
     unsigned char in_cb : 1;
+    unsigned char want_drain : 1; /* a send of ours had to queue: DRAIN when it has gone */
     unsigned char frame_key[4];  /* the streamed frame's mask key */
     unsigned char frame_phase;
     int peer_code;            /* CLOSED's code */

@@ -26,7 +26,7 @@
 
 typedef struct side {
     csock_ws *ws;
-    int msgs, pongs, closed, opened;
+    int msgs, pongs, closed, opened, drains;
     int last_type;
     char last[64];
     size_t last_len;
@@ -61,6 +61,7 @@ static void on_event(csock_ws *ws, const csock_ws_event *ev, void *data)
     switch (ev->kind) {
     case CSOCK_WS_OPEN: sd->opened = 1; return;
     case CSOCK_WS_PONG: sd->pongs++; return;
+    case CSOCK_WS_DRAIN: sd->drains++; return;
     case CSOCK_WS_MESSAGE:
         sd->msgs++;
         sd->last_type = ev->type;
@@ -195,6 +196,30 @@ static void server_closes_with_reason(void **state)
     assert_string_equal(cl.reason, "bye");
     assert_int_equal(f->srv.closing.sent, 1001);
     assert_int_equal(f->srv.closing.status, 0);
+}
+
+/* A send the kernel cannot take at once waits in the stream's queue:
+ * csock_ws_buffered() says how much, and DRAIN comes once it has gone. */
+static void backpressure_and_drain(void **state)
+{
+    fixture *f = *state;
+    f->srv.echo = 0;
+    side cl = {0};
+    csock_ws_opts o = {.max_message = 8 * BIG};
+    CHECK_OK(csock_ws_connect(f->loop, f->url, &o, on_event, &cl, &cl.ws));
+    RUN_UNTIL(f->loop, cl.opened && f->srv.ws, 5000);
+    char *b = calloc(1, 8 * BIG);
+    CHECK_OK(csock_ws_send(f->srv.ws, CSOCK_WS_BINARY, b, 8 * BIG));
+    free(b);
+    assert_true(csock_ws_buffered(f->srv.ws) > 0);
+    assert_int_equal(f->srv.drains, 0);
+    RUN_UNTIL(f->loop, cl.msgs == 1 && f->srv.drains == 1, 10000);
+    assert_int_equal(cl.last_len, 8 * BIG);
+    assert_int_equal(csock_ws_buffered(f->srv.ws), 0);
+    csock_ws_abort(cl.ws);
+    RUN_UNTIL(f->loop, cl.closed && f->srv.closed, 5000);
+    assert_int_equal(cl.closing.status, -ECANCELED);
+    assert_int_equal(f->srv.closing.code, 1006);
 }
 
 static void message_too_big(void **state)
@@ -390,6 +415,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(echo_everything, setup, teardown),
         cmocka_unit_test_setup_teardown(server_closes_with_reason, setup, teardown),
+        cmocka_unit_test_setup_teardown(backpressure_and_drain, setup, teardown),
         cmocka_unit_test_setup_teardown(message_too_big, setup, teardown),
         cmocka_unit_test_setup_teardown(client_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(bytes_after_the_head, setup, teardown),
