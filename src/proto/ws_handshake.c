@@ -352,6 +352,8 @@ static int parse_url(const char *url, csock_addr *addr, char *host, size_t hsize
     memcpy(host, h, hl);
     host[hl] = 0;
     *target = h + hl;
+    for (const unsigned char *t = (const unsigned char *)*target; *t; t++)
+        if (*t <= ' ' || *t == 0x7f) return -EINVAL; /* no field smuggled into the request */
     const char *close = host[0] == '[' ? strchr(host, ']') : NULL;
     int has_port = close ? close[1] == ':' : strchr(host, ':') != NULL;
     char text[300];

@@ -9,9 +9,18 @@ either side's closing handshake.
 Also the helpers test_ws_battery.py uses (the C peer, built here from
 test_ws_peer.c with the public headers)."""
 import asyncio
+import importlib.util
 import os
 import socket
 import sys
+
+# Debian's python3-websockets is installed for Debian's python3: when ctest
+# found another interpreter (a pyenv shim) that lacks it, run there.
+SYSTEM_PYTHON = "/usr/bin/python3"
+if (__name__ == "__main__" and importlib.util.find_spec("websockets") is None
+        and os.path.realpath(sys.executable) != os.path.realpath(SYSTEM_PYTHON)
+        and os.access(SYSTEM_PYTHON, os.X_OK)):
+    os.execv(SYSTEM_PYTHON, [SYSTEM_PYTHON, os.path.abspath(__file__)] + sys.argv[1:])
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import csocktest as ct  # noqa: E402

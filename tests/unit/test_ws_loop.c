@@ -265,6 +265,9 @@ static void client_refused(void **state)
     assert_int_equal(csock_ws_connect(f->loop, "http://127.0.0.1:1/", NULL, on_event, &c2, &c2.ws),
                      CSOCK_ESCHEME);
     assert_int_equal(csock_ws_connect(f->loop, "ws://", NULL, on_event, &c2, &c2.ws), -EINVAL);
+    assert_int_equal(csock_ws_connect(f->loop, "ws://127.0.0.1:1/a\r\nX: y", NULL, on_event, &c2, &c2.ws),
+                     -EINVAL);
+    assert_int_equal(csock_ws_connect(f->loop, "ws://127.0.0.1:1/a b", NULL, on_event, &c2, &c2.ws), -EINVAL);
 }
 
 /* ---- a raw peer -------------------------------------------------------------------- */
