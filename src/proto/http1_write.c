@@ -297,6 +297,15 @@ int csock_http_upgrade(csock_http_req *r, csock_read_cb cb, void *data, csock_st
         finish(r);
         return rc < 0 ? rc : -ENOMEM;
     }
+    /* Reading with cb first: a stream that has failed refuses, and then it
+     * is still ours (its error comes to our read callback). Outside
+     * on_read this offers buffered input to cb from the loop. */
+    rc = csock_stream_read_start(s, cb);
+    if (rc < 0) {
+        r->close = 1;
+        finish(r);
+        return rc;
+    }
     r->elen = 0;
     c->busy = 0;
     csock__http_conn_detach(c);
@@ -309,10 +318,10 @@ int csock_http_upgrade(csock_http_req *r, csock_read_cb cb, void *data, csock_st
          * input and frees the connection (csock__http_upgraded_rest). */
         c->upgraded = 1;
         c->up_cb = cb;
-        return csock_stream_read_start(s, cb);
+        return 0;
     }
     csock__http_conn_free(c);
-    return csock_stream_read_start(s, cb); /* offers buffered input from the loop */
+    return 0;
 }
 
 int csock_http_send_file(csock_http_req *r, int status, int fd, off_t offset, size_t len,

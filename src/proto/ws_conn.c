@@ -49,12 +49,9 @@ static void set_status(csock_ws *ws, int status)
     if (ws->status == STATUS_UNSET) ws->status = status;
 }
 
-void csock__ws_emit(csock_ws *ws, csock_ws_event *ev)
-{
-    ws->in_cb = 1;
-    ws->cb(ws, ev, ws->data);
-    ws->in_cb = 0;
-}
+/* The callback may call anything on ws, abort included: the memory goes
+ * only with the stream's close callback, never under a callback of ours. */
+void csock__ws_emit(csock_ws *ws, csock_ws_event *ev) { ws->cb(ws, ev, ws->data); }
 
 int csock__ws_new(csock_loop *loop, const csock_ws_opts *opts, int client, csock_ws_cb cb, void *data,
                   csock_ws **out)

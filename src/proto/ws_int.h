@@ -102,7 +102,6 @@ struct csock_ws {
     unsigned char frame_fin : 1; /* the streamed frame ends its message */
     unsigned char sending_part : 1; /* csock_ws_send_part's message unfinished */
     unsigned char got_close : 1;
-    unsigned char in_cb : 1;
     unsigned char want_drain : 1; /* a send of ours had to queue: DRAIN when it has gone */
     unsigned char frame_key[4];  /* the streamed frame's mask key */
     unsigned char frame_phase;
@@ -135,7 +134,7 @@ void csock__ws_fail(csock_ws *ws, int code, int status);
 void csock__ws_opened(csock_ws *ws);
 /* Start (or restart) the connection's timer to fire in `ms`. */
 int csock__ws_timer(csock_ws *ws, uint64_t ms);
-/* Deliver an event (guards against the callback's re-entry). */
+/* Deliver an event to the application. */
 void csock__ws_emit(csock_ws *ws, csock_ws_event *ev);
 
 /* ---- the handshake (ws_handshake.c) --------------------------------------------- */

@@ -44,7 +44,8 @@ typedef struct fixture {
     char url[128];
     int port;
     csock_ws_opts sopts;
-    side srv;
+    side srv, cl, c2; /* here, not on a test's stack: a failed assertion
+                         leaves no callback pointing into a dead frame */
     int refused;
 } fixture;
 
@@ -124,6 +125,8 @@ static int teardown(void **state)
 {
     fixture *f = *state;
     if (f->srv.ws) csock_ws_abort(f->srv.ws);
+    if (f->cl.ws) csock_ws_abort(f->cl.ws);
+    if (f->c2.ws) csock_ws_abort(f->c2.ws);
     csock_listener_close(f->l, NULL);
     csock_http_server_close(f->hs);
     h_loop_free(f->loop);
@@ -136,48 +139,48 @@ static int teardown(void **state)
 static void echo_everything(void **state)
 {
     fixture *f = *state;
-    side cl = {0};
+    side *cl = &f->cl;
     csock_ws_opts o = {.max_message = 2 * BIG};
-    CHECK_OK(csock_ws_connect(f->loop, f->url, &o, on_event, &cl, &cl.ws));
-    assert_int_equal(csock_ws_send(cl.ws, CSOCK_WS_TEXT, "x", 1), -ENOTCONN);
-    RUN_UNTIL(f->loop, cl.opened, 5000);
-    CHECK_OK(csock_ws_send(cl.ws, CSOCK_WS_TEXT, "hello", 5));
-    RUN_UNTIL(f->loop, cl.msgs == 1, 5000);
-    assert_int_equal(cl.last_type, CSOCK_WS_TEXT);
-    assert_memory_equal(cl.last, "hello", 5);
-    CHECK_OK(csock_ws_send(cl.ws, CSOCK_WS_BINARY, "\0\1\2", 3));
-    RUN_UNTIL(f->loop, cl.msgs == 2, 5000);
-    assert_int_equal(cl.last_type, CSOCK_WS_BINARY);
-    assert_int_equal(cl.last_len, 3);
+    CHECK_OK(csock_ws_connect(f->loop, f->url, &o, on_event, cl, &cl->ws));
+    assert_int_equal(csock_ws_send(cl->ws, CSOCK_WS_TEXT, "x", 1), -ENOTCONN);
+    RUN_UNTIL(f->loop, cl->opened, 5000);
+    CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_TEXT, "hello", 5));
+    RUN_UNTIL(f->loop, cl->msgs == 1, 5000);
+    assert_int_equal(cl->last_type, CSOCK_WS_TEXT);
+    assert_memory_equal(cl->last, "hello", 5);
+    CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_BINARY, "\0\1\2", 3));
+    RUN_UNTIL(f->loop, cl->msgs == 2, 5000);
+    assert_int_equal(cl->last_type, CSOCK_WS_BINARY);
+    assert_int_equal(cl->last_len, 3);
     /* Fragmented, with a ping between the fragments. */
-    CHECK_OK(csock_ws_send_part(cl.ws, CSOCK_WS_TEXT, "fr", 2, 0));
-    assert_int_equal(csock_ws_send(cl.ws, CSOCK_WS_TEXT, "x", 1), -EBUSY);
-    CHECK_OK(csock_ws_ping(cl.ws, "p", 1));
-    CHECK_OK(csock_ws_send_part(cl.ws, 0, "ag", 2, 1));
-    RUN_UNTIL(f->loop, cl.msgs == 3 && cl.pongs == 1, 5000);
-    assert_int_equal(cl.last_len, 4);
-    assert_memory_equal(cl.last, "frag", 4);
-    assert_int_equal(csock_ws_ping(cl.ws, NULL, 126), -EMSGSIZE);
+    CHECK_OK(csock_ws_send_part(cl->ws, CSOCK_WS_TEXT, "fr", 2, 0));
+    assert_int_equal(csock_ws_send(cl->ws, CSOCK_WS_TEXT, "x", 1), -EBUSY);
+    CHECK_OK(csock_ws_ping(cl->ws, "p", 1));
+    CHECK_OK(csock_ws_send_part(cl->ws, 0, "ag", 2, 1));
+    RUN_UNTIL(f->loop, cl->msgs == 3 && cl->pongs == 1, 5000);
+    assert_int_equal(cl->last_len, 4);
+    assert_memory_equal(cl->last, "frag", 4);
+    assert_int_equal(csock_ws_ping(cl->ws, NULL, 126), -EMSGSIZE);
     /* 1 MiB each way (streamed through the message buffer). */
     char *b = big_pattern();
-    CHECK_OK(csock_ws_send(cl.ws, CSOCK_WS_BINARY, b, BIG));
+    CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_BINARY, b, BIG));
     free(b);
-    RUN_UNTIL(f->loop, cl.msgs == 4, 10000);
+    RUN_UNTIL(f->loop, cl->msgs == 4, 10000);
     assert_true(f->srv.big_ok);
-    assert_true(cl.big_ok);
+    assert_true(cl->big_ok);
     /* The server pings too. */
     CHECK_OK(csock_ws_ping(f->srv.ws, "s", 1));
     RUN_UNTIL(f->loop, f->srv.pongs == 1, 5000);
     /* The closing handshake, begun by the client. */
-    assert_int_equal(csock_ws_close(cl.ws, 999, NULL, 0), -EINVAL);
-    assert_int_equal(csock_ws_close(cl.ws, 1000, "\xff", 1), -EINVAL);
-    CHECK_OK(csock_ws_close(cl.ws, 4000, "done", 4));
-    assert_int_equal(csock_ws_send(cl.ws, CSOCK_WS_TEXT, "x", 1), -EPIPE);
-    assert_int_equal(csock_ws_close(cl.ws, 1000, NULL, 0), -EALREADY);
-    RUN_UNTIL(f->loop, cl.closed && f->srv.closed, 5000);
-    assert_int_equal(cl.closing.status, 0);
-    assert_int_equal(cl.closing.code, 4000); /* the server answered with our code */
-    assert_int_equal(cl.closing.sent, 4000);
+    assert_int_equal(csock_ws_close(cl->ws, 999, NULL, 0), -EINVAL);
+    assert_int_equal(csock_ws_close(cl->ws, 1000, "\xff", 1), -EINVAL);
+    CHECK_OK(csock_ws_close(cl->ws, 4000, "done", 4));
+    assert_int_equal(csock_ws_send(cl->ws, CSOCK_WS_TEXT, "x", 1), -EPIPE);
+    assert_int_equal(csock_ws_close(cl->ws, 1000, NULL, 0), -EALREADY);
+    RUN_UNTIL(f->loop, cl->closed && f->srv.closed, 5000);
+    assert_int_equal(cl->closing.status, 0);
+    assert_int_equal(cl->closing.code, 4000); /* the server answered with our code */
+    assert_int_equal(cl->closing.sent, 4000);
     assert_int_equal(f->srv.closing.status, 0);
     assert_int_equal(f->srv.closing.code, 4000);
     assert_string_equal(f->srv.reason, "done");
@@ -186,14 +189,14 @@ static void echo_everything(void **state)
 static void server_closes_with_reason(void **state)
 {
     fixture *f = *state;
-    side cl = {0};
-    CHECK_OK(csock_ws_connect(f->loop, f->url, NULL, on_event, &cl, &cl.ws));
-    RUN_UNTIL(f->loop, cl.opened && f->srv.ws, 5000);
+    side *cl = &f->cl;
+    CHECK_OK(csock_ws_connect(f->loop, f->url, NULL, on_event, cl, &cl->ws));
+    RUN_UNTIL(f->loop, cl->opened && f->srv.ws, 5000);
     CHECK_OK(csock_ws_close(f->srv.ws, CSOCK_WS_GOING_AWAY, "bye", 3));
-    RUN_UNTIL(f->loop, cl.closed && f->srv.closed, 5000);
-    assert_int_equal(cl.closing.status, 0);
-    assert_int_equal(cl.closing.code, 1001);
-    assert_string_equal(cl.reason, "bye");
+    RUN_UNTIL(f->loop, cl->closed && f->srv.closed, 5000);
+    assert_int_equal(cl->closing.status, 0);
+    assert_int_equal(cl->closing.code, 1001);
+    assert_string_equal(cl->reason, "bye");
     assert_int_equal(f->srv.closing.sent, 1001);
     assert_int_equal(f->srv.closing.status, 0);
 }
@@ -204,21 +207,21 @@ static void backpressure_and_drain(void **state)
 {
     fixture *f = *state;
     f->srv.echo = 0;
-    side cl = {0};
+    side *cl = &f->cl;
     csock_ws_opts o = {.max_message = 8 * BIG};
-    CHECK_OK(csock_ws_connect(f->loop, f->url, &o, on_event, &cl, &cl.ws));
-    RUN_UNTIL(f->loop, cl.opened && f->srv.ws, 5000);
+    CHECK_OK(csock_ws_connect(f->loop, f->url, &o, on_event, cl, &cl->ws));
+    RUN_UNTIL(f->loop, cl->opened && f->srv.ws, 5000);
     char *b = calloc(1, 8 * BIG);
     CHECK_OK(csock_ws_send(f->srv.ws, CSOCK_WS_BINARY, b, 8 * BIG));
     free(b);
     assert_true(csock_ws_buffered(f->srv.ws) > 0);
     assert_int_equal(f->srv.drains, 0);
-    RUN_UNTIL(f->loop, cl.msgs == 1 && f->srv.drains == 1, 10000);
-    assert_int_equal(cl.last_len, 8 * BIG);
+    RUN_UNTIL(f->loop, cl->msgs == 1 && f->srv.drains == 1, 10000);
+    assert_int_equal(cl->last_len, 8 * BIG);
     assert_int_equal(csock_ws_buffered(f->srv.ws), 0);
-    csock_ws_abort(cl.ws);
-    RUN_UNTIL(f->loop, cl.closed && f->srv.closed, 5000);
-    assert_int_equal(cl.closing.status, -ECANCELED);
+    csock_ws_abort(cl->ws);
+    RUN_UNTIL(f->loop, cl->closed && f->srv.closed, 5000);
+    assert_int_equal(cl->closing.status, -ECANCELED);
     assert_int_equal(f->srv.closing.code, 1006);
 }
 
@@ -226,48 +229,48 @@ static void message_too_big(void **state)
 {
     fixture *f = *state;
     f->sopts.max_message = 1000;
-    side cl = {0};
-    CHECK_OK(csock_ws_connect(f->loop, f->url, NULL, on_event, &cl, &cl.ws));
-    RUN_UNTIL(f->loop, cl.opened, 5000);
+    side *cl = &f->cl;
+    CHECK_OK(csock_ws_connect(f->loop, f->url, NULL, on_event, cl, &cl->ws));
+    RUN_UNTIL(f->loop, cl->opened, 5000);
     char buf[1001] = {0};
-    CHECK_OK(csock_ws_send(cl.ws, CSOCK_WS_BINARY, buf, 1000)); /* the limit: fine */
+    CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_BINARY, buf, 1000)); /* the limit: fine */
     RUN_UNTIL(f->loop, f->srv.msgs == 1, 5000);
-    CHECK_OK(csock_ws_send(cl.ws, CSOCK_WS_BINARY, buf, 1001));
-    RUN_UNTIL(f->loop, cl.closed && f->srv.closed, 5000);
+    CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_BINARY, buf, 1001));
+    RUN_UNTIL(f->loop, cl->closed && f->srv.closed, 5000);
     assert_int_equal(f->srv.closing.sent, 1009);
     assert_int_equal(f->srv.closing.status, CSOCK_ETOOBIG);
-    assert_int_equal(cl.closing.code, 1009);
+    assert_int_equal(cl->closing.code, 1009);
 }
 
 static void client_refused(void **state)
 {
     fixture *f = *state;
-    side cl = {0};
+    side *cl = &f->cl;
     char url[128];
     snprintf(url, sizeof url, "ws://127.0.0.1:%d/elsewhere", f->port); /* 404 */
-    CHECK_OK(csock_ws_connect(f->loop, url, NULL, on_event, &cl, &cl.ws));
-    RUN_UNTIL(f->loop, cl.closed, 5000);
-    assert_false(cl.opened);
-    assert_int_equal(cl.closing.status, -EPROTO);
-    assert_int_equal(cl.closing.code, 1006);
+    CHECK_OK(csock_ws_connect(f->loop, url, NULL, on_event, cl, &cl->ws));
+    RUN_UNTIL(f->loop, cl->closed, 5000);
+    assert_false(cl->opened);
+    assert_int_equal(cl->closing.status, -EPROTO);
+    assert_int_equal(cl->closing.code, 1006);
     /* A port nobody listens on. */
-    side c2 = {0};
+    side *c2 = &f->c2;
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
     socklen_t sl = sizeof sa;
     getsockname(fd, (struct sockaddr *)&sa, &sl);
     snprintf(url, sizeof url, "ws://127.0.0.1:%d/", ntohs(sa.sin_port));
-    CHECK_OK(csock_ws_connect(f->loop, url, NULL, on_event, &c2, &c2.ws));
-    RUN_UNTIL(f->loop, c2.closed, 5000);
-    assert_int_equal(c2.closing.status, -ECONNREFUSED);
+    CHECK_OK(csock_ws_connect(f->loop, url, NULL, on_event, c2, &c2->ws));
+    RUN_UNTIL(f->loop, c2->closed, 5000);
+    assert_int_equal(c2->closing.status, -ECONNREFUSED);
     close(fd);
-    assert_int_equal(csock_ws_connect(f->loop, "http://127.0.0.1:1/", NULL, on_event, &c2, &c2.ws),
+    assert_int_equal(csock_ws_connect(f->loop, "http://127.0.0.1:1/", NULL, on_event, c2, &c2->ws),
                      CSOCK_ESCHEME);
-    assert_int_equal(csock_ws_connect(f->loop, "ws://", NULL, on_event, &c2, &c2.ws), -EINVAL);
-    assert_int_equal(csock_ws_connect(f->loop, "ws://127.0.0.1:1/a\r\nX: y", NULL, on_event, &c2, &c2.ws),
+    assert_int_equal(csock_ws_connect(f->loop, "ws://", NULL, on_event, c2, &c2->ws), -EINVAL);
+    assert_int_equal(csock_ws_connect(f->loop, "ws://127.0.0.1:1/a\r\nX: y", NULL, on_event, c2, &c2->ws),
                      -EINVAL);
-    assert_int_equal(csock_ws_connect(f->loop, "ws://127.0.0.1:1/a b", NULL, on_event, &c2, &c2.ws), -EINVAL);
+    assert_int_equal(csock_ws_connect(f->loop, "ws://127.0.0.1:1/a b", NULL, on_event, c2, &c2->ws), -EINVAL);
 }
 
 /* ---- a raw peer -------------------------------------------------------------------- */
