@@ -3,7 +3,7 @@
 # only when something is missing (so `make test` is quick on a ready machine).
 set -e
 PKGS="build-essential cmake pkg-config clang libclang-rt-14-dev libssl-dev libcmocka-dev
-python3 openssl curl ncat netcat-openbsd socat procps util-linux iproute2
+python3 python3-websockets openssl curl ncat netcat-openbsd socat procps util-linux iproute2
 libuv1-dev libevent-dev liburing-dev wrk groff-base"
 
 missing=""

@@ -18,5 +18,6 @@
 #include "csock/net.h"
 #include "csock/tls.h"
 #include "csock/http.h"
+#include "csock/ws.h"
 
 #endif

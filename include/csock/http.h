@@ -36,6 +36,7 @@
 #define CSOCK_HTTP_H
 
 #include "csock/api.h"
+#include "csock/net.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -203,6 +204,22 @@ CSOCK_API int csock_http_start_length(csock_http_req *r, int status, uint64_t le
 CSOCK_API int csock_http_write(csock_http_req *r, const void *buf, size_t len);
 CSOCK_API int csock_http_write_file(csock_http_req *r, int fd, off_t offset, size_t len, int close_fd);
 CSOCK_API int csock_http_end(csock_http_req *r);
+
+/* Switch the connection to another protocol (RFC 9110 section 7.8; a
+ * WebSocket: csock_ws_accept() in csock/ws.h uses this): answer 101
+ * Switching Protocols with the fields added with csock_http_add_header()
+ * (Upgrade at least) and "Connection: Upgrade", which completes the
+ * request, and hand the connection's stream over. From then on the stream
+ * is the caller's: the HTTP server no longer counts, times or closes it; it
+ * reads with `cb`, and its data is `data` (its close and drain callbacks
+ * are cleared; its maximum read size and write timeout stay as the server
+ * set them). Bytes the client sent after the request are offered to `cb`
+ * first. Returns 0 and *out; -EALREADY (answered already); -EPIPE (the
+ * connection has gone, or the client finished sending: the request is
+ * complete, nothing is sent); -EINVAL (cb NULL: nothing is done); -ENOMEM
+ * (a field could not be added: the answer went out as a 500 and the
+ * connection ends; or the answer could not be queued). */
+CSOCK_API int csock_http_upgrade(csock_http_req *r, csock_read_cb cb, void *data, csock_stream **out);
 
 /* The reason phrase for a status code ("Not Found"; "" when unknown). */
 CSOCK_API const char *csock_http_reason(int status);

@@ -56,6 +56,7 @@ struct csock_http_req {
     unsigned close : 1;             /* close the connection after this answer */
     unsigned oom : 1;               /* a field could not be added: the answer becomes a 500 */
     unsigned dropped : 1;           /* the streamed body is not sent (the answer became a 500) */
+    unsigned upgrade : 1;           /* a 101 of csock_http_upgrade: "Connection: Upgrade" */
 };
 
 struct conn {
@@ -72,10 +73,13 @@ struct conn {
     unsigned sent_continue : 1;     /* 100 Continue sent for the current request */
     unsigned want_body : 1;         /* the last parse found a head waiting for its body */
     unsigned orphan : 1;            /* closed while its answer was pending: freed by finish() */
+    unsigned upgraded : 1;          /* csock_http_upgrade handed the stream over inside
+                                       on_read: on_read forwards the rest and frees us */
     char *rq;                       /* the request's own copy of its head and body */
     size_t rqcap;
     char *ob;                       /* answers made inside on_read, queued by reference */
     size_t olen, ocap;              /* when it returns (see out_write) */
+    csock_read_cb up_cb;            /* the new owner's read callback (upgraded) */
     csock_http_req req;
 };
 
@@ -102,11 +106,14 @@ struct csock_http_server {
 void csock__http_tl_remove(conn *c);
 void csock__http_tl_set(conn *c, int which);
 void csock__http_conn_free(conn *c);
+void csock__http_conn_detach(conn *c);
 
 /* http1_read.c: requests */
 size_t csock__http_on_read(csock_stream *s, int status, const char *buf, size_t len);
 void csock__http_conn_next(conn *c);
 void csock__http_clear_request(csock_http_req *r);
+size_t csock__http_upgraded_rest(conn *c, csock_stream *s, int status, const char *buf, size_t used,
+                                 size_t len);
 
 /* http1_write.c: answers */
 void csock__http_send_error(conn *c, int status);

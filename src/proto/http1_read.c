@@ -198,6 +198,7 @@ static long handle_one(conn *c, char *buf, size_t len)
         memcpy(body, buf + head, blen);
     r->body = (csock_http_str){body, blen};
     dispatch(c);
+    if (c->upgraded) return (long)(head + enc); /* the rest is the new owner's */
     return c->closing ? -1 : (long)(head + enc);
 need_body:
     if (keep_head(c, buf, head, 0) < 0) return no_memory(c);
@@ -276,6 +277,7 @@ size_t csock__http_on_read(csock_stream *s, int status, const char *buf, size_t 
         long n = handle_one(c, (char *)buf + used, len - used);
         if (n <= 0) break;
         used += (size_t)n;
+        if (c->upgraded) break;
         if (++batch >= BATCH_MAX || csock_stream_write_queue_size(s) > QUEUE_MAX) {
             /* Enough answers queued: take more requests once they are out. */
             if (used < len && !c->busy && !c->closing) {
@@ -290,6 +292,7 @@ size_t csock__http_on_read(csock_stream *s, int status, const char *buf, size_t 
         }
     }
     c->in_read = 0;
+    if (c->upgraded) return csock__http_upgraded_rest(c, s, status, buf, used, len);
     csock__http_out_flush(c);
     if (c->closing || !c->hs) return len;
     if (status == CSOCK_EOF) {
@@ -310,4 +313,17 @@ size_t csock__http_on_read(csock_stream *s, int status, const char *buf, size_t 
         keepalive(c);
     }
     return used;
+}
+
+/* The request that upgraded the connection ended at buf[used]: what the
+ * client sent after it is the new protocol's, offered to its reader now
+ * (the stream would offer it only when more bytes arrive). The connection
+ * is no longer needed. */
+size_t csock__http_upgraded_rest(conn *c, csock_stream *s, int status, const char *buf, size_t used,
+                                 size_t len)
+{
+    csock_read_cb cb = c->up_cb;
+    csock__http_conn_free(c);
+    if (used == len && status == 0) return len;
+    return used + cb(s, status, buf + used, len - used);
 }

@@ -104,18 +104,29 @@ void csock__http_conn_free(conn *c)
 
 /* ---- connections and the server --------------------------------------------------- */
 
+static void unlink_conn(csock_http_server *hs, conn *c)
+{
+    csock__http_tl_remove(c);
+    if (c->prev) c->prev->next = c->next;
+    else hs->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    hs->nconns--;
+}
+
+/* csock_http_upgrade: the server lets go of the connection and its stream
+ * (no longer counted, timed or closed by it). */
+void csock__http_conn_detach(conn *c)
+{
+    if (c->hs) unlink_conn(c->hs, c);
+    c->hs = NULL;
+    c->closing = 1;
+}
+
 static void on_conn_closed(csock_stream *s)
 {
     conn *c = csock_stream_data(s);
     if (!c) return;
-    csock_http_server *hs = c->hs;
-    if (hs) {
-        csock__http_tl_remove(c);
-        if (c->prev) c->prev->next = c->next;
-        else hs->conns = c->next;
-        if (c->next) c->next->prev = c->prev;
-        hs->nconns--;
-    }
+    if (c->hs) unlink_conn(c->hs, c);
     c->hs = NULL;
     c->s = NULL;
     if (c->busy) {

@@ -222,7 +222,9 @@ static int write_head(csock_http_req *r, int status, int64_t clen, const void *b
             r->close = 1; /* HTTP/1.0: the body ends with the connection */
         }
     }
-    if (r->close)
+    if (r->upgrade)
+        p = PUTS(p, "Connection: Upgrade\r\n");
+    else if (r->close)
         p = PUTS(p, "Connection: close\r\n");
     else if (r->p.minor_version == 0)
         p = PUTS(p, "Connection: keep-alive\r\n");
@@ -274,6 +276,52 @@ int csock_http_send(csock_http_req *r, int status, const void *body, size_t len)
     if (rc == -EALREADY || rc == -EINVAL) return rc;
     finish(r);
     return rc;
+}
+
+int csock_http_upgrade(csock_http_req *r, csock_read_cb cb, void *data, csock_stream **out)
+{
+    conn *c = r->c;
+    if (!cb) return -EINVAL;
+    if (!c->busy || r->started) return -EALREADY;
+    if (!c->hs || c->peer_eof) { /* nobody to switch with: complete the request */
+        finish(r);
+        return -EPIPE;
+    }
+    r->upgrade = !r->oom; /* a 500 (see write_head) is no upgrade */
+    int rc = write_head(r, 101, 0, NULL, 0);
+    r->upgrade = 0;
+    csock_stream *s = c->s;
+    if (rc == 0) csock__http_out_flush(c); /* the 101 goes before the new owner's bytes */
+    if (rc < 0 || c->closing) {
+        r->close = 1;
+        finish(r);
+        return rc < 0 ? rc : -ENOMEM;
+    }
+    /* Reading with cb first: a stream that has failed refuses, and then it
+     * is still ours (its error comes to our read callback). Outside
+     * on_read this offers buffered input to cb from the loop. */
+    rc = csock_stream_read_start(s, cb);
+    if (rc < 0) {
+        r->close = 1;
+        finish(r);
+        return rc;
+    }
+    r->elen = 0;
+    c->busy = 0;
+    csock__http_conn_detach(c);
+    csock_stream_set_data(s, data);
+    csock_stream_on_close(s, NULL);
+    csock_stream_on_drain(s, NULL);
+    *out = s;
+    if (c->in_read) {
+        /* on_read goes on after the handler: it offers cb the rest of the
+         * input and frees the connection (csock__http_upgraded_rest). */
+        c->upgraded = 1;
+        c->up_cb = cb;
+        return 0;
+    }
+    csock__http_conn_free(c);
+    return 0;
 }
 
 int csock_http_send_file(csock_http_req *r, int status, int fd, off_t offset, size_t len,

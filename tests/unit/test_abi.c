@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "csock/csock.h"
+#include "csock/ws.h"
 #include "helpers.h"
 
 #include <limits.h>
@@ -115,6 +116,24 @@ static void layout_http_opts(void **state)
     assert_int_equal(offsetof(csock_http_opts, reserved), 112);
 }
 
+static void layout_ws_opts(void **state)
+{
+    assert_int_equal(sizeof(csock_ws_opts), 160);
+    assert_int_equal(offsetof(csock_ws_opts, max_message), 0);
+    assert_int_equal(offsetof(csock_ws_opts, close_timeout_ms), 8);
+    assert_int_equal(offsetof(csock_ws_opts, handshake_timeout_ms), 16);
+    assert_int_equal(offsetof(csock_ws_opts, ping_interval_ms), 24);
+    assert_int_equal(offsetof(csock_ws_opts, ping_timeout_ms), 32);
+    assert_int_equal(offsetof(csock_ws_opts, subprotocols), 40);
+    assert_int_equal(offsetof(csock_ws_opts, nsubprotocols), 48);
+    assert_int_equal(offsetof(csock_ws_opts, origins), 56);
+    assert_int_equal(offsetof(csock_ws_opts, norigins), 64);
+    assert_int_equal(offsetof(csock_ws_opts, headers), 72);
+    assert_int_equal(offsetof(csock_ws_opts, nheaders), 80);
+    assert_int_equal(offsetof(csock_ws_opts, tls), 88);
+    assert_int_equal(offsetof(csock_ws_opts, reserved), 96);
+}
+
 static void layout_http_static_opts(void **state)
 {
     assert_int_equal(sizeof(csock_http_static_opts), 48);
@@ -195,6 +214,7 @@ int main(void)
         cmocka_unit_test(layout_http_route),
         cmocka_unit_test(layout_http_opts),
         cmocka_unit_test(layout_http_static_opts),
+        cmocka_unit_test(layout_ws_opts),
         cmocka_unit_test(reserved_is_at_the_end),
         cmocka_unit_test(zero_loop_opts_are_defaults),
         cmocka_unit_test(zero_server_opts_are_defaults),

@@ -1,0 +1,153 @@
+/* Private to the WebSocket code (src/proto/ws*.c). Who does what:
+ * ws_frame.c   frame headers (parse, build), masking, close payloads: pure;
+ * ws_utf8.c    the incremental UTF-8 validator: pure;
+ * ws_conn.c    the connection: reading frames in the stream's buffer,
+ *              messages, control frames, sending, closing, timers;
+ * ws_handshake.c  the opening handshake: the server's upgrade, the
+ *              client's connect and its answer check, SHA-1 and base64. */
+#ifndef CSOCK_PROTO_WS_INT_H
+#define CSOCK_PROTO_WS_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "csock/csock.h"
+#include "csock/ws.h"
+
+/* ---- frames (ws_frame.c) ------------------------------------------------------ */
+
+enum {
+    WS_OP_CONT = 0x0,
+    WS_OP_TEXT = 0x1,
+    WS_OP_BINARY = 0x2,
+    WS_OP_CLOSE = 0x8,
+    WS_OP_PING = 0x9,
+    WS_OP_PONG = 0xA,
+};
+
+/* The most a frame header takes: 2 + 8 (length) + 4 (mask). */
+#define WS_HEAD_MAX 14
+/* Control frames carry at most this much (RFC 6455 section 5.5). */
+#define WS_CONTROL_MAX 125
+
+typedef struct csock__ws_frame {
+    uint64_t len;        /* payload length */
+    unsigned char op;    /* opcode */
+    unsigned char fin;
+    unsigned char rsv;   /* the three reserved bits, as 0..7 */
+    unsigned char masked;
+    unsigned char key[4];
+    unsigned head;       /* header bytes */
+} csock__ws_frame;
+
+/* Parse the frame header at buf[0..n). Returns its length (> 0) and fills
+ * *f; 0 when more bytes are needed; -1 for a 64-bit length with its top bit
+ * set (a protocol error). Checks nothing else: csock__ws_check does. */
+int csock__ws_parse_head(const unsigned char *buf, size_t n, csock__ws_frame *f);
+
+/* The close code for a header breaking the rules for a peer of this kind
+ * (`from_client`: frames must be masked, else must not be), given whether
+ * a fragmented message is in progress; 0 when it is fine. */
+int csock__ws_check(const csock__ws_frame *f, int from_client, int in_message);
+
+/* Write a header for a frame of `len` bytes into out (WS_HEAD_MAX bytes);
+ * with a `key` the frame is masked. Returns the header's length. */
+unsigned csock__ws_build_head(unsigned char *out, int op, int fin, uint64_t len,
+                              const unsigned char *key);
+
+/* XOR buf[0..len) with the key, starting at key byte `phase` (0-3), a word
+ * at a time. Returns the phase for the bytes that follow. */
+unsigned csock__ws_mask(unsigned char *buf, size_t len, const unsigned char key[4], unsigned phase);
+
+/* A close code a peer may send (RFC 6455 section 7.4 and the IANA
+ * registry): 1000-1003, 1007-1014, 3000-4999. */
+int csock__ws_code_ok(unsigned code);
+
+/* ---- UTF-8 (ws_utf8.c) --------------------------------------------------------- */
+
+/* The validator's state: 0 between characters (WS_UTF8_OK), WS_UTF8_BAD
+ * after an invalid byte, else inside a character. */
+#define WS_UTF8_OK 0u
+#define WS_UTF8_BAD 0xffffffffu
+
+/* Feed buf[0..n) to the validator in state `st`: returns the new state, or
+ * WS_UTF8_BAD at the first byte that cannot begin or continue a well-formed
+ * sequence (overlong forms, surrogates, past U+10FFFF, stray continuations
+ * all fail there, not at the end). A text is valid when the final state
+ * is WS_UTF8_OK. ASCII runs go a word at a time. */
+uint32_t csock__utf8_step(uint32_t st, const unsigned char *buf, size_t n);
+
+/* ---- the connection (ws_conn.c) ------------------------------------------------ */
+
+enum { WS_CONNECTING, WS_OPEN, WS_CLOSING, WS_ENDED };
+
+struct csock_ws {
+    csock_stream *s;          /* NULL until a client's connect is made */
+    csock_loop *loop;
+    csock_ws_cb cb;
+    void *data;
+    csock_timer *timer;       /* made when first needed (close, keep-alive, handshake) */
+    char *msg;                /* a fragmented or streamed message being put together */
+    size_t mlen, mcap;
+    uint64_t max_message;
+    uint64_t close_ms, ping_ms, ping_timeout_ms;
+    uint64_t frame_left;      /* payload bytes of the frame being streamed into msg */
+    uint64_t last_in;         /* loop time of the last input (keep-alive) */
+    uint64_t ping_sent;       /* loop time of the keep-alive ping in flight (0: none) */
+    uint32_t utf8;            /* the validator's state for the text message */
+    unsigned char state;      /* WS_* */
+    unsigned char client : 1; /* we are the client: mask what we send */
+    unsigned char in_msg : 1; /* a fragmented message has begun */
+    unsigned char msg_text : 1;
+    unsigned char frame_fin : 1; /* the streamed frame ends its message */
+    unsigned char sending_part : 1; /* csock_ws_send_part's message unfinished */
+    unsigned char got_close : 1;
+    unsigned char want_drain : 1; /* a send of ours had to queue: DRAIN when it has gone */
+    unsigned char frame_key[4];  /* the streamed frame's mask key */
+    unsigned char frame_phase;
+    int peer_code;            /* CLOSED's code */
+    int sent_code;            /* CLOSED's sent */
+    int status;               /* CLOSED's status, once known */
+    char *peer_reason;        /* CLOSED's reason (malloc'd, when the peer gave one) */
+    size_t peer_reason_len;
+    char *subprotocol;        /* the agreed one, malloc'd */
+    struct ws_client *cl;     /* the client's handshake state, until OPEN */
+    unsigned char keys[32];   /* client: random mask keys, refilled 8 at a time */
+    unsigned nkeys;
+};
+
+/* A new connection object (not yet on a stream). */
+int csock__ws_new(csock_loop *loop, const csock_ws_opts *opts, int client, csock_ws_cb cb, void *data,
+                  csock_ws **out);
+/* Free one that never got a stream. */
+void csock__ws_free(csock_ws *ws);
+/* Take the stream over: set its callbacks and read limit. */
+void csock__ws_attach(csock_ws *ws, csock_stream *s);
+/* The read callback of an open connection. */
+size_t csock__ws_on_read(csock_stream *s, int status, const char *buf, size_t len);
+/* The stream's close callback: the CLOSED event, then the memory. */
+void csock__ws_on_closed(csock_stream *s);
+/* Fail: send a close frame with `code` (0: none), end the stream; CLOSED
+ * will carry `status`. */
+void csock__ws_fail(csock_ws *ws, int code, int status);
+/* The client's handshake is done: OPEN, the keep-alive starts. */
+void csock__ws_opened(csock_ws *ws);
+/* Start (or restart) the connection's timer to fire in `ms`. */
+int csock__ws_timer(csock_ws *ws, uint64_t ms);
+/* Deliver an event to the application. */
+void csock__ws_emit(csock_ws *ws, csock_ws_event *ev);
+
+/* ---- the handshake (ws_handshake.c) --------------------------------------------- */
+
+/* Sec-WebSocket-Accept for a key: base64(SHA-1(key + the RFC's GUID)),
+ * 28 characters and a NUL into out. */
+void csock__ws_accept_key(const char *key, size_t len, char out[29]);
+void csock__sha1(const void *data, size_t len, unsigned char out[20]);
+/* base64 of n bytes into out (4 * ceil(n / 3) + 1 bytes), NUL-terminated. */
+void csock__base64(const unsigned char *in, size_t n, char *out);
+/* The client's timer fired before OPEN. */
+void csock__ws_client_timeout(csock_ws *ws);
+/* Free the client's handshake state. */
+void csock__ws_client_free(csock_ws *ws);
+
+#endif

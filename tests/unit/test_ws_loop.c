@@ -1,0 +1,435 @@
+/* WebSocket over loopback, on every backend: a csock_ws server (an upgrade
+ * from the HTTP server) and a csock_ws client exchanging text, binary,
+ * fragmented and 1 MiB messages, pings and the closing handshake; and a raw
+ * TCP peer that breaks the rules (the server's close code), sends frames in
+ * the same packet as its handshake (handed over by csock_http_upgrade), or
+ * never answers a close or a ping (the timeouts). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "csock/csock.h"
+#include "csock/ws.h"
+#include "helpers.h"
+
+#define BIG (1u << 20)
+
+typedef struct side {
+    csock_ws *ws;
+    int msgs, pongs, closed, opened, drains;
+    int last_type;
+    char last[64];
+    size_t last_len;
+    char *big_seen;       /* the 1 MiB message, compared */
+    int big_ok;
+    csock_ws_event closing; /* CLOSED's fields */
+    char reason[128];
+    int echo;             /* send every message back */
+} side;
+
+typedef struct fixture {
+    csock_loop *loop;
+    csock_http_server *hs;
+    csock_listener *l;
+    char url[128];
+    int port;
+    csock_ws_opts sopts;
+    side srv, cl, c2; /* here, not on a test's stack: a failed assertion
+                         leaves no callback pointing into a dead frame */
+    int refused;
+} fixture;
+
+static char *big_pattern(void)
+{
+    char *b = malloc(BIG);
+    for (size_t i = 0; i < BIG; i++) b[i] = (char)(i * 31 + (i >> 10));
+    return b;
+}
+
+static void on_event(csock_ws *ws, const csock_ws_event *ev, void *data)
+{
+    side *sd = data;
+    switch (ev->kind) {
+    case CSOCK_WS_OPEN: sd->opened = 1; return;
+    case CSOCK_WS_PONG: sd->pongs++; return;
+    case CSOCK_WS_DRAIN: sd->drains++; return;
+    case CSOCK_WS_MESSAGE:
+        sd->msgs++;
+        sd->last_type = ev->type;
+        sd->last_len = ev->len;
+        memcpy(sd->last, ev->buf, ev->len < sizeof sd->last ? ev->len : sizeof sd->last);
+        if (ev->len == BIG) {
+            char *b = big_pattern();
+            sd->big_ok = !memcmp(b, ev->buf, BIG);
+            free(b);
+        }
+        if (sd->echo) csock_ws_send(ws, ev->type, ev->buf, ev->len);
+        return;
+    case CSOCK_WS_CLOSED:
+        sd->closed = 1;
+        sd->closing = *ev;
+        memcpy(sd->reason, ev->buf, ev->len < sizeof sd->reason ? ev->len : sizeof sd->reason - 1);
+        sd->closing.buf = sd->reason;
+        sd->ws = NULL;
+        return;
+    default: return;
+    }
+}
+
+static void handler(csock_http_req *r, void *data)
+{
+    fixture *f = data;
+    if (!csock_ws_is_upgrade(r)) {
+        csock_http_send(r, 200, "page\n", 5);
+        return;
+    }
+    if (csock_ws_accept(r, &f->sopts, on_event, &f->srv, &f->srv.ws) < 0) f->refused++;
+}
+
+static void on_accept(csock_listener *l, csock_stream *s, int status)
+{
+    fixture *f = csock_listener_data(l);
+    if (status == 0) csock_http_server_accept(f->hs, s);
+}
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    f->loop = h_loop_new();
+    csock_http_route route = {.prefix = "/ws", .handler = handler, .data = f};
+    csock_http_opts ho = {.routes = &route, .nroutes = 1};
+    CHECK_OK(csock_http_server_new(f->loop, &ho, &f->hs));
+    csock_addr a;
+    CHECK_OK(csock_addr_parse("tcp://127.0.0.1:0", 0, &a));
+    CHECK_OK(csock_listen(f->loop, &a, NULL, on_accept, f, &f->l));
+    CHECK_OK(csock_listener_addr(f->l, &a));
+    f->port = csock_addr_port(&a);
+    snprintf(f->url, sizeof f->url, "ws://127.0.0.1:%d/ws", f->port);
+    f->sopts.max_message = 2 * BIG;
+    f->srv.echo = 1;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    if (f->srv.ws) csock_ws_abort(f->srv.ws);
+    if (f->cl.ws) csock_ws_abort(f->cl.ws);
+    if (f->c2.ws) csock_ws_abort(f->c2.ws);
+    csock_listener_close(f->l, NULL);
+    csock_http_server_close(f->hs);
+    h_loop_free(f->loop);
+    free(f);
+    return 0;
+}
+
+/* ---- csock_ws both sides -------------------------------------------------------- */
+
+static void echo_everything(void **state)
+{
+    fixture *f = *state;
+    side *cl = &f->cl;
+    csock_ws_opts o = {.max_message = 2 * BIG};
+    CHECK_OK(csock_ws_connect(f->loop, f->url, &o, on_event, cl, &cl->ws));
+    assert_int_equal(csock_ws_send(cl->ws, CSOCK_WS_TEXT, "x", 1), -ENOTCONN);
+    RUN_UNTIL(f->loop, cl->opened, 5000);
+    CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_TEXT, "hello", 5));
+    RUN_UNTIL(f->loop, cl->msgs == 1, 5000);
+    assert_int_equal(cl->last_type, CSOCK_WS_TEXT);
+    assert_memory_equal(cl->last, "hello", 5);
+    CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_BINARY, "\0\1\2", 3));
+    RUN_UNTIL(f->loop, cl->msgs == 2, 5000);
+    assert_int_equal(cl->last_type, CSOCK_WS_BINARY);
+    assert_int_equal(cl->last_len, 3);
+    /* Fragmented, with a ping between the fragments. */
+    CHECK_OK(csock_ws_send_part(cl->ws, CSOCK_WS_TEXT, "fr", 2, 0));
+    assert_int_equal(csock_ws_send(cl->ws, CSOCK_WS_TEXT, "x", 1), -EBUSY);
+    CHECK_OK(csock_ws_ping(cl->ws, "p", 1));
+    CHECK_OK(csock_ws_send_part(cl->ws, 0, "ag", 2, 1));
+    RUN_UNTIL(f->loop, cl->msgs == 3 && cl->pongs == 1, 5000);
+    assert_int_equal(cl->last_len, 4);
+    assert_memory_equal(cl->last, "frag", 4);
+    assert_int_equal(csock_ws_ping(cl->ws, NULL, 126), -EMSGSIZE);
+    /* 1 MiB each way (streamed through the message buffer). */
+    char *b = big_pattern();
+    CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_BINARY, b, BIG));
+    free(b);
+    RUN_UNTIL(f->loop, cl->msgs == 4, 10000);
+    assert_true(f->srv.big_ok);
+    assert_true(cl->big_ok);
+    /* The server pings too. */
+    CHECK_OK(csock_ws_ping(f->srv.ws, "s", 1));
+    RUN_UNTIL(f->loop, f->srv.pongs == 1, 5000);
+    /* The closing handshake, begun by the client. */
+    assert_int_equal(csock_ws_close(cl->ws, 999, NULL, 0), -EINVAL);
+    assert_int_equal(csock_ws_close(cl->ws, 1000, "\xff", 1), -EINVAL);
+    CHECK_OK(csock_ws_close(cl->ws, 4000, "done", 4));
+    assert_int_equal(csock_ws_send(cl->ws, CSOCK_WS_TEXT, "x", 1), -EPIPE);
+    assert_int_equal(csock_ws_close(cl->ws, 1000, NULL, 0), -EALREADY);
+    RUN_UNTIL(f->loop, cl->closed && f->srv.closed, 5000);
+    assert_int_equal(cl->closing.status, 0);
+    assert_int_equal(cl->closing.code, 4000); /* the server answered with our code */
+    assert_int_equal(cl->closing.sent, 4000);
+    assert_int_equal(f->srv.closing.status, 0);
+    assert_int_equal(f->srv.closing.code, 4000);
+    assert_string_equal(f->srv.reason, "done");
+}
+
+static void server_closes_with_reason(void **state)
+{
+    fixture *f = *state;
+    side *cl = &f->cl;
+    CHECK_OK(csock_ws_connect(f->loop, f->url, NULL, on_event, cl, &cl->ws));
+    RUN_UNTIL(f->loop, cl->opened && f->srv.ws, 5000);
+    CHECK_OK(csock_ws_close(f->srv.ws, CSOCK_WS_GOING_AWAY, "bye", 3));
+    RUN_UNTIL(f->loop, cl->closed && f->srv.closed, 5000);
+    assert_int_equal(cl->closing.status, 0);
+    assert_int_equal(cl->closing.code, 1001);
+    assert_string_equal(cl->reason, "bye");
+    assert_int_equal(f->srv.closing.sent, 1001);
+    assert_int_equal(f->srv.closing.status, 0);
+}
+
+/* A send the kernel cannot take at once waits in the stream's queue:
+ * csock_ws_buffered() says how much, and DRAIN comes once it has gone. */
+static void backpressure_and_drain(void **state)
+{
+    fixture *f = *state;
+    f->srv.echo = 0;
+    side *cl = &f->cl;
+    csock_ws_opts o = {.max_message = 8 * BIG};
+    CHECK_OK(csock_ws_connect(f->loop, f->url, &o, on_event, cl, &cl->ws));
+    RUN_UNTIL(f->loop, cl->opened && f->srv.ws, 5000);
+    char *b = calloc(1, 8 * BIG);
+    CHECK_OK(csock_ws_send(f->srv.ws, CSOCK_WS_BINARY, b, 8 * BIG));
+    free(b);
+    assert_true(csock_ws_buffered(f->srv.ws) > 0);
+    assert_int_equal(f->srv.drains, 0);
+    RUN_UNTIL(f->loop, cl->msgs == 1 && f->srv.drains == 1, 10000);
+    assert_int_equal(cl->last_len, 8 * BIG);
+    assert_int_equal(csock_ws_buffered(f->srv.ws), 0);
+    csock_ws_abort(cl->ws);
+    RUN_UNTIL(f->loop, cl->closed && f->srv.closed, 5000);
+    assert_int_equal(cl->closing.status, -ECANCELED);
+    assert_int_equal(f->srv.closing.code, 1006);
+}
+
+static void message_too_big(void **state)
+{
+    fixture *f = *state;
+    f->sopts.max_message = 1000;
+    side *cl = &f->cl;
+    CHECK_OK(csock_ws_connect(f->loop, f->url, NULL, on_event, cl, &cl->ws));
+    RUN_UNTIL(f->loop, cl->opened, 5000);
+    char buf[1001] = {0};
+    CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_BINARY, buf, 1000)); /* the limit: fine */
+    RUN_UNTIL(f->loop, f->srv.msgs == 1, 5000);
+    CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_BINARY, buf, 1001));
+    RUN_UNTIL(f->loop, cl->closed && f->srv.closed, 5000);
+    assert_int_equal(f->srv.closing.sent, 1009);
+    assert_int_equal(f->srv.closing.status, CSOCK_ETOOBIG);
+    assert_int_equal(cl->closing.code, 1009);
+}
+
+static void client_refused(void **state)
+{
+    fixture *f = *state;
+    side *cl = &f->cl;
+    char url[128];
+    snprintf(url, sizeof url, "ws://127.0.0.1:%d/elsewhere", f->port); /* 404 */
+    CHECK_OK(csock_ws_connect(f->loop, url, NULL, on_event, cl, &cl->ws));
+    RUN_UNTIL(f->loop, cl->closed, 5000);
+    assert_false(cl->opened);
+    assert_int_equal(cl->closing.status, -EPROTO);
+    assert_int_equal(cl->closing.code, 1006);
+    /* A port nobody listens on. */
+    side *c2 = &f->c2;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    socklen_t sl = sizeof sa;
+    getsockname(fd, (struct sockaddr *)&sa, &sl);
+    snprintf(url, sizeof url, "ws://127.0.0.1:%d/", ntohs(sa.sin_port));
+    CHECK_OK(csock_ws_connect(f->loop, url, NULL, on_event, c2, &c2->ws));
+    RUN_UNTIL(f->loop, c2->closed, 5000);
+    assert_int_equal(c2->closing.status, -ECONNREFUSED);
+    close(fd);
+    assert_int_equal(csock_ws_connect(f->loop, "http://127.0.0.1:1/", NULL, on_event, c2, &c2->ws),
+                     CSOCK_ESCHEME);
+    assert_int_equal(csock_ws_connect(f->loop, "ws://", NULL, on_event, c2, &c2->ws), -EINVAL);
+    assert_int_equal(csock_ws_connect(f->loop, "ws://127.0.0.1:1/a\r\nX: y", NULL, on_event, c2, &c2->ws),
+                     -EINVAL);
+    assert_int_equal(csock_ws_connect(f->loop, "ws://127.0.0.1:1/a b", NULL, on_event, c2, &c2->ws), -EINVAL);
+}
+
+/* ---- a raw peer -------------------------------------------------------------------- */
+
+static int raw_connect(fixture *f, const char *extra, size_t elen)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)f->port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    char req[512 + 64];
+    int n = snprintf(req, 512, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                               "Sec-WebSocket-Version: 13\r\n\r\n");
+    if (elen) memcpy(req + n, extra, elen); /* frames in the same packet as the head */
+    assert_int_equal(write(fd, req, (size_t)n + elen), n + (ssize_t)elen);
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    return fd;
+}
+
+typedef struct rawbuf {
+    char b[4096];
+    size_t n;
+} rawbuf;
+
+static int raw_has(int fd, rawbuf *r, const char *what, size_t wl)
+{
+    ssize_t k = recv(fd, r->b + r->n, sizeof r->b - r->n, 0);
+    if (k > 0) r->n += (size_t)k;
+    for (size_t i = 0; i + wl <= r->n; i++)
+        if (!memcmp(r->b + i, what, wl)) return 1;
+    return 0;
+}
+
+static void bytes_after_the_head(void **state)
+{
+    fixture *f = *state;
+    /* A masked "Hi" right behind the handshake: csock_http_upgrade hands it over. */
+    static const char frame[] = {(char)0x81, (char)0x82, 1, 2, 3, 4, 'H' ^ 1, 'i' ^ 2};
+    int fd = raw_connect(f, frame, sizeof frame);
+    rawbuf r = {0};
+    RUN_UNTIL(f->loop, f->srv.msgs == 1, 5000);
+    assert_memory_equal(f->srv.last, "Hi", 2);
+    RUN_UNTIL(f->loop, raw_has(fd, &r, "\x81\x02Hi", 4), 5000); /* the echo, unmasked */
+    assert_non_null(strstr(r.b, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+    assert_non_null(strstr(r.b, "Connection: Upgrade"));
+    assert_int_equal(csock_http_server_conns(f->hs), 0); /* the HTTP server let go */
+    close(fd);
+    RUN_UNTIL(f->loop, f->srv.closed, 5000);
+    assert_int_equal(f->srv.closing.status, CSOCK_EOF);
+    assert_int_equal(f->srv.closing.code, 1006);
+}
+
+static void protocol_errors_close_1002(void **state)
+{
+    fixture *f = *state;
+    /* An unmasked frame from a client. */
+    static const char unmasked[] = {(char)0x81, 0x01, 'x'};
+    int fd = raw_connect(f, unmasked, sizeof unmasked);
+    rawbuf r = {0};
+    RUN_UNTIL(f->loop, raw_has(fd, &r, "\x88\x02\x03\xea", 4), 5000); /* close 1002 */
+    RUN_UNTIL(f->loop, f->srv.closed, 5000);
+    assert_int_equal(f->srv.closing.status, -EPROTO);
+    assert_int_equal(f->srv.msgs, 0);
+    close(fd);
+}
+
+static void huge_length_never_allocated(void **state)
+{
+    fixture *f = *state;
+    /* 2^62 bytes announced: 1009 at once; nothing is allocated for it. */
+    static const char frame[] = {(char)0x82, (char)0xff, 0x40, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4};
+    int fd = raw_connect(f, frame, sizeof frame);
+    rawbuf r = {0};
+    RUN_UNTIL(f->loop, raw_has(fd, &r, "\x88\x02\x03\xf1", 4), 5000); /* close 1009 */
+    RUN_UNTIL(f->loop, f->srv.closed, 5000);
+    assert_int_equal(f->srv.closing.status, CSOCK_ETOOBIG);
+    close(fd);
+}
+
+static void close_timeout(void **state)
+{
+    fixture *f = *state;
+    f->sopts.close_timeout_ms = 200;
+    int fd = raw_connect(f, NULL, 0);
+    RUN_UNTIL(f->loop, f->srv.ws, 5000);
+    uint64_t t0 = h_now_ms();
+    CHECK_OK(csock_ws_close(f->srv.ws, 1000, NULL, 0));
+    RUN_UNTIL(f->loop, f->srv.closed, 5000); /* the peer never answers */
+    uint64_t took = h_now_ms() - t0;
+    assert_true(took >= 190);
+    assert_int_equal(f->srv.closing.status, -ETIMEDOUT);
+    assert_int_equal(f->srv.closing.sent, 1000);
+    assert_int_equal(f->srv.closing.code, 1006);
+    close(fd);
+}
+
+static void keepalive_finds_a_dead_peer(void **state)
+{
+    fixture *f = *state;
+    f->sopts.ping_interval_ms = 100;
+    f->sopts.ping_timeout_ms = 150;
+    int fd = raw_connect(f, NULL, 0);
+    rawbuf r = {0};
+    RUN_UNTIL(f->loop, raw_has(fd, &r, "\x89\x00", 2), 5000); /* an empty ping */
+    RUN_UNTIL(f->loop, f->srv.closed, 5000);                 /* never answered */
+    assert_int_equal(f->srv.closing.status, -ETIMEDOUT);
+    close(fd);
+}
+
+static void bad_handshakes_refused(void **state)
+{
+    fixture *f = *state;
+    static const struct {
+        const char *req, *status;
+    } cases[] = {
+        {"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n", " 426 "},
+        {"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+         "Sec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n\r\n", " 400 "},
+        {"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive\r\n"
+         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", " 400 "},
+        {"POST /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nContent-Length: 0\r\n"
+         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", " 405 "},
+        {"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nOrigin: http://evil\r\n"
+         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", " 403 "},
+    };
+    static const char *origins[] = {"http://good"};
+    f->sopts.origins = origins;
+    f->sopts.norigins = 1;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)f->port),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+        assert_true(write(fd, cases[i].req, strlen(cases[i].req)) > 0);
+        fcntl(fd, F_SETFL, O_NONBLOCK);
+        rawbuf r = {0};
+        RUN_UNTIL(f->loop, raw_has(fd, &r, cases[i].status, 5), 5000);
+        close(fd);
+    }
+    assert_int_equal(f->refused, 5);
+    assert_null(f->srv.ws);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(echo_everything, setup, teardown),
+        cmocka_unit_test_setup_teardown(server_closes_with_reason, setup, teardown),
+        cmocka_unit_test_setup_teardown(backpressure_and_drain, setup, teardown),
+        cmocka_unit_test_setup_teardown(message_too_big, setup, teardown),
+        cmocka_unit_test_setup_teardown(client_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(bytes_after_the_head, setup, teardown),
+        cmocka_unit_test_setup_teardown(protocol_errors_close_1002, setup, teardown),
+        cmocka_unit_test_setup_teardown(huge_length_never_allocated, setup, teardown),
+        cmocka_unit_test_setup_teardown(close_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(keepalive_finds_a_dead_peer, setup, teardown),
+        cmocka_unit_test_setup_teardown(bad_handshakes_refused, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
