@@ -109,11 +109,13 @@ static void process_input(csock_stream *s)
         return;
     }
     if (!s->rlen || !(s->flags & F_READING) || (s->flags & F_PAUSED)) return;
+    csock_read_cb cb = s->read_cb;
     size_t used = offer(s, s->rbuf + s->roff, s->rlen);
     if (s->h.closing) return;
     s->roff += (uint32_t)used;
     s->rlen -= (uint32_t)used;
     if (!s->rlen) csock__stream_release_rbuf(s); /* idle streams hold no buffer */
+    else if (s->read_cb != cb) csock__stream_schedule_process(s); /* as in deliver_direct */
     csock__stream_flush(s);
     csock__stream_drain_check(s);
 }
@@ -149,11 +151,18 @@ static void deliver_eof(csock_stream *s)
  * buffer: only what the application leaves unconsumed is copied. */
 static void deliver_direct(csock_stream *s, const char *buf, size_t n)
 {
+    csock_read_cb cb = s->read_cb;
     size_t used = offer(s, buf, n);
     if (s->h.closing) return;
     if (used < n) {
         int rc = csock__stream_input(s, buf + used, n - used);
         if (rc < 0) return csock__stream_fail(s, rc);
+        /* A callback that handed the stream to another one (an upgrade: it
+         * took its header, the rest is the new protocol's) left bytes the new
+         * callback has not seen: offer them now, not at the next input,
+         * which may never come. (The same callback taking part only waits
+         * for more.) */
+        if (s->read_cb != cb) csock__stream_schedule_process(s);
     }
     csock__stream_flush(s);
     csock__stream_drain_check(s);

@@ -316,9 +316,9 @@ size_t csock__http_on_read(csock_stream *s, int status, const char *buf, size_t 
 }
 
 /* The request that upgraded the connection ended at buf[used]: what the
- * client sent after it is the new protocol's, offered to its reader now
- * (the stream would offer it only when more bytes arrive). The connection
- * is no longer needed. */
+ * client sent after it is the new protocol's, offered to its reader in this
+ * same call, together with an EOF that came with it (what the reader leaves
+ * the stream offers it again). The connection is no longer needed. */
 size_t csock__http_upgraded_rest(conn *c, csock_stream *s, int status, const char *buf, size_t used,
                                  size_t len)
 {

@@ -514,6 +514,29 @@ static void read_stop_and_start(void **state)
     pair_close(&p);
 }
 
+/* A read callback that takes a header and hands the stream to another
+ * callback (as an upgrade does): the bytes after the header are offered to
+ * the new callback at once, without waiting for more input. */
+static size_t header_then_swap(csock_stream *s, int status, const char *b, size_t n)
+{
+    end *e = csock_stream_data(s);
+    e->calls++;
+    if (status < 0 || n < 5) return 0;
+    CHECK_OK(csock_stream_read_start(s, end_read));
+    return 5;
+}
+
+static void read_cb_swap_reoffers_rest(void **state)
+{
+    pair p;
+    pair_open(&p, K_TCP);
+    CHECK_OK(csock_stream_read_start(p.b.s, header_then_swap));
+    CHECK_OK(csock_stream_write(p.a.s, "HELLOworld", 10));
+    RUN_UNTIL(p.loop, p.b.len == 5, 10000);
+    assert_memory_equal(p.b.buf, "world", 5);
+    pair_close(&p);
+}
+
 static void accumulate_until_whole(void **state)
 {
     pair p;
@@ -1510,6 +1533,7 @@ int main(void)
         cmocka_unit_test(connect_timeout),
         cmocka_unit_test(close_before_early_connect_failure),
         cmocka_unit_test(read_stop_and_start),
+        cmocka_unit_test(read_cb_swap_reoffers_rest),
         cmocka_unit_test(accumulate_until_whole),
         cmocka_unit_test(max_read_exceeded),
         cmocka_unit_test(framed_lines),
