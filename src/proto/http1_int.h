@@ -57,6 +57,8 @@ struct csock_http_req {
     unsigned oom : 1;               /* a field could not be added: the answer becomes a 500 */
     unsigned dropped : 1;           /* the streamed body is not sent (the answer became a 500) */
     unsigned upgrade : 1;           /* a 101 of csock_http_upgrade: "Connection: Upgrade" */
+    unsigned offers_upgrade : 1;    /* the handler added an Upgrade field (a 426): the
+                                       Connection field names it too (RFC 9110 7.8) */
 };
 
 struct conn {

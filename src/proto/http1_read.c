@@ -91,7 +91,7 @@ static void dispatch(conn *c)
     r->path = (csock_http_str){t, q ? (size_t)(q - t) : tl};
     r->query = q ? (csock_http_str){q + 1, tl - (size_t)(q - t) - 1} : (csock_http_str){NULL, 0};
     r->head = r->p.method.len == 4 && !memcmp(r->p.method.ptr, "HEAD", 4);
-    r->started = r->streaming = r->chunked_out = r->oom = r->dropped = 0;
+    r->started = r->streaming = r->chunked_out = r->oom = r->dropped = r->offers_upgrade = 0;
     r->left = -1;
     r->close = !r->p.keep_alive;
     c->busy = 1;

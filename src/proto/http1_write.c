@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -62,6 +63,7 @@ const char *csock_http_reason(int status)
     case 413: return "Content Too Large";
     case 414: return "URI Too Long";
     case 416: return "Range Not Satisfiable";
+    case 426: return "Upgrade Required";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
     case 501: return "Not Implemented";
@@ -225,9 +227,12 @@ static int write_head(csock_http_req *r, int status, int64_t clen, const void *b
     if (r->upgrade)
         p = PUTS(p, "Connection: Upgrade\r\n");
     else if (r->close)
-        p = PUTS(p, "Connection: close\r\n");
+        p = r->offers_upgrade ? PUTS(p, "Connection: Upgrade, close\r\n") : PUTS(p, "Connection: close\r\n");
     else if (r->p.minor_version == 0)
-        p = PUTS(p, "Connection: keep-alive\r\n");
+        p = r->offers_upgrade ? PUTS(p, "Connection: Upgrade, keep-alive\r\n")
+                              : PUTS(p, "Connection: keep-alive\r\n");
+    else if (r->offers_upgrade)
+        p = PUTS(p, "Connection: Upgrade\r\n");
     if (hs->o.log) hs->o.log(r, status, nobody ? 0 : clen, hs->o.log_data);
     struct iovec iov[3];
     int n = 0, rc;
@@ -462,6 +467,7 @@ int csock_http_add_header(csock_http_req *r, const char *name, const char *value
     p = put(p, value, vl);
     p = PUTS(p, "\r\n");
     r->elen = (size_t)(p - r->extra);
+    if (nl == 7 && !strncasecmp(name, "Upgrade", 7)) r->offers_upgrade = 1;
     return 0;
 }
 

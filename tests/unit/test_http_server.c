@@ -403,6 +403,37 @@ static void test_start_length(void **state)
     stop(&f);
 }
 
+/* ---- 426: an offered upgrade is named in Connection (RFC 9110 7.8) ------------------ */
+
+static void needs_upgrade(csock_http_req *r, void *data)
+{
+    (void)data;
+    csock_http_add_header(r, "upgrade", "websocket");
+    csock_http_send(r, 426, "ws only", 7);
+}
+
+static void test_upgrade_required(void **state)
+{
+    (void)state;
+    fixture f;
+    csock_http_opts o = {.handler = needs_upgrade};
+    start(&f, &o);
+    static const char req[] = "GET / HTTP/1.1\r\nHost: t\r\n\r\n"
+                              "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    client c;
+    client_open(&c, f.port, req, sizeof req - 1);
+    int st = 0;
+    RUN_UNTIL(f.loop, (client_body(&c, &st), c.closed), 10000); /* both answers, then the close */
+    assert_int_equal(st, 426);
+    assert_non_null(strstr(c.in, "HTTP/1.1 426 Upgrade Required\r\n"));
+    assert_non_null(strstr(c.in, "\r\nConnection: Upgrade\r\n"));   /* the first: kept alive */
+    assert_non_null(strstr(c.in, "\r\nConnection: Upgrade, close\r\n")); /* the second */
+    assert_non_null(strstr(c.in, "\r\nupgrade: websocket\r\n"));
+    assert_string_equal(csock_http_reason(426), "Upgrade Required");
+    close(c.fd);
+    stop(&f);
+}
+
 /* ---- max_body near UINT64_MAX ------------------------------------------------------ */
 
 static size_t body_seen;
@@ -459,6 +490,7 @@ int main(void)
         cmocka_unit_test(test_answer_after_reset),
         cmocka_unit_test(test_status_range),
         cmocka_unit_test(test_start_length),
+        cmocka_unit_test(test_upgrade_required),
         cmocka_unit_test(test_huge_max_body),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
