@@ -79,12 +79,13 @@ class Child:
         self.err += err
         return self.p.returncode, out, self.err.decode("utf-8", "replace")
 
-    def close(self):
+    async def close(self):
         if self.p.returncode is None:
             try:
                 os.killpg(self.p.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+            await self.p.wait()
 
 
 def hostport(url):

@@ -56,7 +56,7 @@ def test_connect_text_lines_both_ways():
             await c.send(b"line one\r\nline two\n\nno end", close=True)
             rc, out, err = await c.finish()
         finally:
-            c.close()
+            await c.close()
             srv.close()
             await srv.wait_closed()
         return rc, out, err
@@ -91,7 +91,7 @@ def test_connect_binary():
             await c.send(b"\xff\x00 binary\n", close=True)
             rc, out, err = await c.finish()
         finally:
-            c.close()
+            await c.close()
             srv.close()
             await srv.wait_closed()
         return rc, out, err
@@ -116,7 +116,7 @@ def _peer_closes(code, reason):
             line = await c.line()
             rc, out, err = await c.finish()
         finally:
-            c.close()
+            await c.close()
             srv.close()
             await srv.wait_closed()
         return line, rc, err
@@ -212,7 +212,7 @@ def test_listen_with_python_client():
                 await ws.close(1000, "thanks")
             rc, out, err = await c.finish()
         finally:
-            c.close()
+            await c.close()
         return rc, err
 
     rc, err = run(go())
@@ -237,9 +237,9 @@ def test_connect_to_listen():
             rc1, _, err1 = await con.finish()
             rc2, _, err2 = await lst.finish()
         finally:
-            lst.close()
+            await lst.close()
             if con:
-                con.close()
+                await con.close()
         return rc1, err1, rc2, err2
 
     rc1, err1, rc2, err2 = run(go())
@@ -282,17 +282,17 @@ def test_wss_both_ways():
                 ct.check_eq(rc, 0, "connect wss:// status (stderr %r)" % err)
                 ct.check("TLSv1." in err, "-v shows TLS: %r" % err)
             finally:
-                con.close()
+                await con.close()
             other = os.path.join(d, "otherca.pem")
             bad = await Child.start("connect", "--ca", other, url)
             try:
                 rc, _, err = await bad.finish()
             finally:
-                bad.close()
+                await bad.close()
             ct.check_eq(rc, 1, "status with an unknown CA (stderr %r)" % err)
             ct.check_eq(len(err.splitlines()), 1, "one line: %r" % err)
         finally:
-            lst.close()
+            await lst.close()
 
     run(go())
 
