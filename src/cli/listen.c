@@ -171,7 +171,7 @@ static void open_endpoint(nc_ctx *c, nc_endpoint *ep, const char *target)
 /* The address text of endpoint i. */
 static void target_of(const nc_opts *o, size_t i, char *out, size_t size)
 {
-    if (o->serve)
+    if (o->naddrs)
         nc_addr_text(o, o->addrs[i], NULL, 1, out, size);
     else
         nc_target_text(o, 1, out, size);
@@ -203,7 +203,7 @@ static void check_endpoints(const nc_opts *o, size_t n)
 static int run_listen(nc_opts o)
 {
     char target[NC_TARGET_TEXT];
-    size_t n = o.serve ? (size_t)o.naddrs : 1;
+    size_t n = o.naddrs ? (size_t)o.naddrs : 1;
     check_endpoints(&o, n);
     nc_ctx c;
     nc_ctx_init(&c, &o);

@@ -278,6 +278,21 @@ static void parse_one(nc_opts *o, int opt, const char *arg)
     }
 }
 
+static int all_digits(const char *s)
+{
+    if (!*s) return 0;
+    for (; *s; s++)
+        if (!isdigit((unsigned char)*s)) return 0;
+    return 1;
+}
+
+/* serve chat HOST PORT (as `listen` takes it), rather than two ADDRs. */
+static int host_port(int n, char **args)
+{
+    return n == 2 && all_digits(args[1]) && !all_digits(args[0]) && !strstr(args[0], "://") &&
+           strncmp(args[0], "unix", 4) != 0;
+}
+
 void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts *o)
 {
     const char *cmd = listen == 2 ? "serve chat" : listen ? "listen" : "connect";
@@ -309,7 +324,7 @@ void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts
     }
     int left = argc - optind;
     if (left < 1) cli_die(CLI_USAGE, "%s: missing address ADDR (or HOST PORT; see csock %s --help)", cmd, cmd);
-    if (o->serve) { /* every argument is an ADDR: one room on all of them */
+    if (o->serve && !host_port(left, argv + optind)) { /* every argument an ADDR: one room */
         if (left > CLI_MAX_ENDPOINTS) cli_die(CLI_USAGE, "%s: at most %d addresses", cmd, CLI_MAX_ENDPOINTS);
         o->addrs = argv + optind;
         o->naddrs = left;
@@ -321,14 +336,6 @@ void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts
     o->target[1] = left > 1 ? argv[optind + 1] : NULL;
     if (o->unixsock && left != 1) cli_die(CLI_USAGE, "%s: -U takes one PATH", cmd);
     check_conflicts(o, o->listen);
-}
-
-static int all_digits(const char *s)
-{
-    if (!*s) return 0;
-    for (; *s; s++)
-        if (!isdigit((unsigned char)*s)) return 0;
-    return 1;
 }
 
 void nc_target_text(const nc_opts *o, int passive, char *out, size_t size)

@@ -19,6 +19,15 @@ void nc_finish(nc_ctx *c, int status)
     csock_loop_stop(c->loop);
 }
 
+/* WebSocket peers out of the session whose closing handshake still runs
+ * (bounded by its timeout): the end would cut their close frame off. */
+static int ws_closing(const nc_ctx *c)
+{
+    for (const nc_peer *p = c->ending; p; p = p->next)
+        if (p->ws) return 1;
+    return 0;
+}
+
 /* Single-peer modes end when the peer is gone (and its child reaped);
  * --send-only ends once stdin is sent. Both wait for stdout to drain. */
 void check_done(nc_ctx *c)
@@ -26,7 +35,7 @@ void check_done(nc_ctx *c)
     if (c->stopped) return;
     int over = (c->quitting && !c->npeers) ||
                (!c->o->keep_open && c->served && !c->npeers && !c->nchildren);
-    if (!over) return;
+    if (!over || ws_closing(c)) return; /* the last CLOSED calls again */
     if (c->out && csock_stream_write_queue_size(c->out)) return; /* on_out_drain calls again */
     nc_finish(c, c->status);
 }

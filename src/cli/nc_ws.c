@@ -172,6 +172,12 @@ static const char *end_reason(const nc_peer *p, csock_ws *ws, const csock_ws_eve
         snprintf(buf, size, "%s (we sent close %d)", csock_strerror(ev->status), ev->sent);
     else if (ev->status == CSOCK_EOF)
         snprintf(buf, size, "connection closed without a close frame");
+    else if (ev->status == -ETIMEDOUT && !p->ws_open)
+        snprintf(buf, size, "WebSocket handshake timed out");
+    else if (ev->status == -ETIMEDOUT && !ev->sent && p->c->o->ping_ms)
+        snprintf(buf, size, "no answer to a ping (--ping): the peer is gone");
+    else if (ev->status == -ETIMEDOUT && ev->sent)
+        snprintf(buf, size, "no answer to our close (%d) in time", ev->sent);
     else
         cli_tls_reason(csock_ws_stream(ws), ev->status, buf, size);
     return buf;
@@ -186,7 +192,8 @@ static void closed(nc_peer *p, csock_ws *ws, const csock_ws_event *ev)
     if (p->gone) { /* out of the session already: it only had to finish */
         if (c->o->verbose) cli_warn("closed %s", p->name);
         ending_remove(p);
-        return peer_free(p);
+        peer_free(p);
+        return check_done(c);
     }
     char why[CLI_REASON_TEXT];
     int normal = ev->status == 0 && (ev->code == CSOCK_WS_NORMAL || ev->code == CSOCK_WS_GOING_AWAY);

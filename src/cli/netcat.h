@@ -72,7 +72,7 @@ typedef struct nc_opts {
     int ssl;               /* --ssl: HOST PORT means tls:// (ncat's habit) */
     int serve;             /* csock serve chat: announce `listening` on stdout, always */
     cli_tls tls;           /* --cert, --key, --ca, --insecure, ... */
-    char **addrs;          /* serve chat: every ADDR (targets of their own) */
+    char **addrs;          /* serve chat: every ADDR (naddrs 0: target, as listen) */
     int naddrs;
     /* WebSocket (ws://, wss://) */
     int binary;                /* --binary: chunks are binary messages, written raw */

@@ -5,6 +5,7 @@ websocat does): lines on stdin become text messages, messages become lines;
 exit status, refused handshakes, wss:// both ways with the test CA, a GET
 without Upgrade (426), and wrong arguments (status 2). The peers are
 Python's websockets (Debian python3-websockets) and csock itself."""
+import asyncio
 import os
 import socket
 import sys
@@ -182,6 +183,61 @@ def test_connect_refused_handshakes():
     ct.check_eq(len(err.splitlines()), 1, "one line: %r" % err)
 
 
+def _silent_ws_server(frames):
+    """A server that makes the handshake, then never answers: what the client
+    sends after it is put in `frames` (raw bytes); returns its port."""
+    import base64
+    import hashlib
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(1)
+
+    def go():
+        try:
+            s, _ = ls.accept()
+            s.settimeout(ct.T(20))
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += s.recv(4096)
+            key = [l.split(b":", 1)[1].strip() for l in data.split(b"\r\n")
+                   if l.lower().startswith(b"sec-websocket-key:")][0]
+            acc = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
+                                   .digest())
+            s.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                      b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + acc + b"\r\n\r\n")
+            while True:
+                d = s.recv(4096)
+                if not d:
+                    break
+                frames.append(d)
+            s.close()
+        except OSError:
+            pass
+        finally:
+            ls.close()
+    threading.Thread(target=go, daemon=True).start()
+    return ls.getsockname()[1]
+
+
+def test_connect_ping_finds_a_dead_peer():
+    """--ping: after SECS without input a ping goes out (opcode 9, masked);
+    a peer that stays silent SECS more is dead: status 1, one line."""
+    frames = []
+    port = _silent_ws_server(frames)
+    p = ct.Proc([ct.BIN, "connect", "--ping", "0.3", "ws://127.0.0.1:%d/" % port])
+    try:
+        rc = p.wait(20)
+    finally:
+        p.stop()
+    err = p.stderr()
+    ct.check_eq(rc, 1, "status (stderr %r)" % err)
+    ct.check_eq(len(err.splitlines()), 1, "one line: %r" % err)
+    ct.check("ping" in err.lower(), err)
+    print("  dead peer: %s" % err.strip())
+    raw = b"".join(frames)
+    ct.check(raw[:1] == b"\x89" and raw[1] & 0x80, "a masked ping first: %r" % raw[:8])
+
+
 def test_listen_with_python_client():
     """listen ws://: the Python client's messages come out as lines, stdin
     lines go to it; its close (1000) ends csock with status 0. A GET
@@ -244,6 +300,38 @@ def test_connect_to_listen():
 
     rc1, err1, rc2, err2 = run(go())
     ct.check_eq((rc1, rc2), (0, 0), "exit statuses (stderr %r / %r)" % (err1, err2))
+
+
+def test_send_only_closes_cleanly():
+    """--send-only: the lines, then a close 1000 that the end of csock does
+    not cut off (the server sees the code)."""
+    w = websockets()
+    got, codes = [], []
+    ended = []
+
+    async def handler(ws, path):
+        async for m in ws:
+            got.append(m)
+        codes.append(ws.close_code)
+        ended[0].set()
+
+    async def go():
+        ended.append(asyncio.Event())
+        srv, port = await serve(w, handler)
+        c = await Child.start("connect", "--send-only", "ws://127.0.0.1:%d/" % port)
+        try:
+            await c.send(b"one\ntwo\n", close=True)
+            rc, out, err = await c.finish()
+            await asyncio.wait_for(ended[0].wait(), ct.T(10))
+        finally:
+            await c.close()
+            srv.close()
+            await srv.wait_closed()
+        return rc, err
+
+    rc, err = run(go())
+    ct.check_eq((rc, err), (0, ""), "status and stderr")
+    ct.check_eq((got, codes), (["one", "two"], [1000]), "what the server saw")
 
 
 def _certs():
