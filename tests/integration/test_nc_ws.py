@@ -137,8 +137,9 @@ def test_connect_peer_close_codes():
     ct.check("4001" in err and "go away" in err, err)
 
 
-def _one_shot_http(answer):
-    """A TCP server that answers the first request with `answer`; its port."""
+def _raw_server(serve_one):
+    """A TCP server for one connection: serve_one(sock, request head) does
+    the rest in a thread; returns the port."""
     ls = socket.socket()
     ls.bind(("127.0.0.1", 0))
     ls.listen(1)
@@ -146,14 +147,14 @@ def _one_shot_http(answer):
     def go():
         try:
             s, _ = ls.accept()
-            s.settimeout(ct.T(10))
+            s.settimeout(ct.T(20))
             data = b""
             while b"\r\n\r\n" not in data:
                 d = s.recv(4096)
                 if not d:
                     break
                 data += d
-            s.sendall(answer)
+            serve_one(s, data)
             s.close()
         except OSError:
             pass
@@ -161,6 +162,11 @@ def _one_shot_http(answer):
             ls.close()
     threading.Thread(target=go, daemon=True).start()
     return ls.getsockname()[1]
+
+
+def _one_shot_http(answer):
+    """A server that answers the first request with `answer`; its port."""
+    return _raw_server(lambda s, head: s.sendall(answer))
 
 
 def test_connect_refused_handshakes():
@@ -188,35 +194,20 @@ def _silent_ws_server(frames):
     sends after it is put in `frames` (raw bytes); returns its port."""
     import base64
     import hashlib
-    ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(1)
 
-    def go():
-        try:
-            s, _ = ls.accept()
-            s.settimeout(ct.T(20))
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += s.recv(4096)
-            key = [l.split(b":", 1)[1].strip() for l in data.split(b"\r\n")
-                   if l.lower().startswith(b"sec-websocket-key:")][0]
-            acc = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
-                                   .digest())
-            s.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                      b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + acc + b"\r\n\r\n")
-            while True:
-                d = s.recv(4096)
-                if not d:
-                    break
-                frames.append(d)
-            s.close()
-        except OSError:
-            pass
-        finally:
-            ls.close()
-    threading.Thread(target=go, daemon=True).start()
-    return ls.getsockname()[1]
+    def serve_one(s, head):
+        key = [l.split(b":", 1)[1].strip() for l in head.split(b"\r\n")
+               if l.lower().startswith(b"sec-websocket-key:")][0]
+        acc = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
+                               .digest())
+        s.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + acc + b"\r\n\r\n")
+        while True:
+            d = s.recv(4096)
+            if not d:
+                break
+            frames.append(d)
+    return _raw_server(serve_one)
 
 
 def test_connect_ping_finds_a_dead_peer():
