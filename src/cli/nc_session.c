@@ -192,19 +192,16 @@ static void close_peers(nc_ctx *c)
         if (p->s) {
             ending_add(p);
             csock_stream_close(p->s, on_peer_stream_closed);
-        } else if (p->ws) {
+        } else if (p->ws) { /* going away: a closing handshake, bounded by its timeout */
             ending_add(p);
-            csock_ws_abort(p->ws); /* its CLOSED event frees the peer */
+            int rc = csock_ws_close(p->ws, CSOCK_WS_GOING_AWAY, NULL, 0);
+            if (rc < 0 && rc != -EALREADY) csock_ws_abort(p->ws);
         } else {
             peer_free(p);
         }
     }
-    for (nc_peer *p = c->ending; p; p = p->next) {
-        if (p->ws)
-            csock_ws_abort(p->ws);
-        else
-            csock_stream_close(p->s, on_peer_stream_closed);
-    }
+    for (nc_peer *p = c->ending; p; p = p->next) /* WebSocket peers: their CLOSED frees them */
+        if (!p->ws) csock_stream_close(p->s, on_peer_stream_closed);
     while (c->npipes)
         on_pipe_shut(c->pipes[c->npipes - 1], 0);
 }

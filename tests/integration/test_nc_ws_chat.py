@@ -190,6 +190,30 @@ def test_page_and_plain_get():
     run(go())
 
 
+def test_stop_says_going_away():
+    """SIGTERM: ws members get a close 1001 (going away) before the end, and
+    serve chat exits 0."""
+    w = websockets()
+
+    async def go():
+        srv, eps = await start_chat("ws://127.0.0.1:0/")
+        try:
+            async with w.connect(eps["ws"]) as ws:
+                await ws_until(ws, lambda m: "already connected" in m)
+                srv.p.terminate()
+                try:
+                    await asyncio.wait_for(ws.recv(), ct.T(10))
+                except w.exceptions.ConnectionClosed:
+                    pass
+                ct.check_eq(ws.close_code, 1001, "the close code members get")
+            rc, _, err = await srv.finish()
+            ct.check_eq((rc, err), (0, ""), "serve chat's end")
+        finally:
+            await srv.close()
+
+    run(go())
+
+
 def test_tls_and_wss_in_one_room():
     """tls:// and wss:// endpoints share the room and one --cert/--key."""
     import ssl
