@@ -67,8 +67,23 @@ static void on_request(csock_http_req *r, void *data)
     answer(r, 426, "Upgrade", "websocket");
 }
 
+/* -v: the HTTP errors (a refused upgrade, a wrong path, out of memory),
+ * since they cost a client without a peer to log it. */
+static void on_answer(const csock_http_req *r, int status, int64_t body_len, void *data)
+{
+    (void)body_len, (void)data;
+    if (status < 400) return;
+    char peer[CLI_ADDR_TEXT] = "?";
+    csock_stream *s = csock_http_stream(r);
+    if (s) cli_peer_text(s, peer, sizeof peer);
+    /* Our handler never answers 500: the HTTP server does, out of memory. */
+    cli_warn("answered %d %s to %s%s%s", status, csock_http_reason(status), peer,
+             status == 500 ? ": " : "", status == 500 ? csock_strerror(-ENOMEM) : "");
+}
+
 int nc_ws_endpoint(nc_endpoint *ep)
 {
-    csock_http_opts ho = {.handler = on_request, .data = ep};
+    csock_http_opts ho = {.handler = on_request, .data = ep,
+                          .log = ep->c->o->verbose ? on_answer : NULL};
     return csock_http_server_new(ep->c->loop, &ho, &ep->http);
 }
