@@ -54,7 +54,7 @@ def test_connect_text_lines_both_ways():
         try:
             ct.check_eq(await c.line(), "from server", "first message as a line")
             ct.check_eq(await c.line(), "dé jà\tvu", "UTF-8 message as a line")
-            await c.send(b"line one\r\nline two\n\nno end", close=True)
+            await c.send(b"line one\r\nline two\n\n\xff\xfe not UTF-8\nno end", close=True)
             rc, out, err = await c.finish()
         finally:
             await c.close()
@@ -64,7 +64,8 @@ def test_connect_text_lines_both_ways():
 
     rc, out, err = run(go())
     ct.check_eq(rc, 0, "exit status (stderr %r)" % err)
-    ct.check_eq(got, ["line one", "line two", "", "no end"], "messages the server got")
+    ct.check_eq(got, ["line one", "line two", "", b"\xff\xfe not UTF-8", "no end"],
+                "messages the server got (a line that is not UTF-8: binary)")
     ct.check_eq(seen, {"path": "/room?x=1", "x": "yes", "sub": "beta"}, "the request")
     for want in ("> GET /room?x=1 HTTP/1.1", "> Host: 127.0.0.1:", "> Upgrade: websocket",
                  "> Sec-WebSocket-Protocol: alpha", "> X-Csock-Test: yes",
@@ -265,6 +266,44 @@ def test_listen_with_python_client():
     rc, err = run(go())
     ct.check_eq(rc, 0, "exit status (stderr %r)" % err)
     ct.check("subprotocol chat.v2" in err, "-v names the subprotocol: %r" % err)
+
+
+def test_listen_binary_and_broker():
+    """listen --binary: messages written raw, stdin reads sent as binary;
+    listen -k --broker: a client's message goes to the other clients (as a
+    line: a text message), not to stdout."""
+    w = websockets()
+
+    async def go():
+        c = await Child.start("listen", "--binary", "ws://127.0.0.1:0/")
+        try:
+            url = await c.listening()
+            async with w.connect(url) as ws:
+                await ws.send(b"\x00raw\xff")
+                ct.check_eq(await c.read(5), b"\x00raw\xff", "a binary message, raw")
+                await c.send(b"\x01\x02")
+                m = await asyncio.wait_for(ws.recv(), ct.T(10))
+                ct.check_eq(m, b"\x01\x02", "stdin as a binary message")
+        finally:
+            await c.close()
+        b = await Child.start("listen", "-k", "--broker", "ws://127.0.0.1:0/")
+        try:
+            url = await b.listening()
+            async with w.connect(url) as one, w.connect(url) as two:
+                await one.send("to the others")
+                ct.check_eq(await asyncio.wait_for(two.recv(), ct.T(10)), "to the others",
+                            "broker relays")
+                await b.send(b"from stdin\n")
+                ct.check_eq(await asyncio.wait_for(one.recv(), ct.T(10)), "from stdin", "stdin 1")
+                ct.check_eq(await asyncio.wait_for(two.recv(), ct.T(10)), "from stdin", "stdin 2")
+            b.p.stdin.close()
+            b.p.terminate()
+            rc, out, err = await b.finish()
+            ct.check_eq(out, b"", "a broker writes nothing to stdout")
+        finally:
+            await b.close()
+
+    run(go())
 
 
 def test_connect_to_listen():
