@@ -160,9 +160,13 @@ static const char *end_reason(const nc_peer *p, csock_ws *ws, const csock_ws_eve
                               size_t size)
 {
     if (p->lost) return csock_strerror(p->lost);
-    if (ev->status == 0)
-        snprintf(buf, size, "closed with code %d%s%.*s", ev->code, ev->len ? ": " : "",
-                 (int)(ev->len > 123 ? 123 : ev->len), ev->buf);
+    if (ev->status == 0) {
+        char reason[124]; /* a close reason is 123 bytes at most */
+        size_t n = ev->len < sizeof reason ? ev->len : sizeof reason - 1;
+        for (size_t i = 0; i < n; i++) /* one line on stderr, whatever the peer wrote */
+            reason[i] = (unsigned char)ev->buf[i] < ' ' || ev->buf[i] == 0x7f ? '?' : ev->buf[i];
+        snprintf(buf, size, "closed with code %d%s%.*s", ev->code, n ? ": " : "", (int)n, reason);
+    }
     else if (!p->ws_open && ev->status == -EPROTO)
         snprintf(buf, size, "WebSocket handshake refused (the answer is not a 101 with the "
                             "right Sec-WebSocket-Accept: wrong path or not a WebSocket server?)");

@@ -132,7 +132,7 @@ def test_connect_peer_close_codes():
     for code in (1000, 1001):
         line, rc, err = _peer_closes(code, "done")
         ct.check_eq((line, rc, err), ("bye soon", 0, ""), "peer closes with %d" % code)
-    line, rc, err = _peer_closes(4001, "go away")
+    line, rc, err = _peer_closes(4001, "go away\nnow")
     ct.check_eq(rc, 1, "exit status after close 4001")
     ct.check_eq(len(err.splitlines()), 1, "one line: %r" % err)
     ct.check("4001" in err and "go away" in err, err)
