@@ -15,10 +15,17 @@ static const char connect_usage[] =
     "       csock connect -z [options] HOST PORTS\n"
     "\n"
     "Connect to ADDR (tcp://HOST:PORT, tls://HOST:PORT, udp://HOST:PORT,\n"
-    "unix:PATH, unixgram:PATH, HOST:PORT). Standard input goes to the peer and\n"
-    "what the peer sends goes to standard output. At the end of input the\n"
-    "sending side is shut down and the peer's answer is still printed until the\n"
-    "peer closes. Over UDP each input line is one datagram.\n"
+    "unix:PATH, unixgram:PATH, HOST:PORT, ws://HOST:PORT/PATH, wss://...).\n"
+    "Standard input goes to the peer and what the peer sends goes to standard\n"
+    "output. At the end of input the sending side is shut down and the peer's\n"
+    "answer is still printed until the peer closes. Over UDP each input line is\n"
+    "one datagram.\n"
+    "\n"
+    "WebSocket (ws://, wss://): each input line is a text message (its line\n"
+    "ending stripped); each message received is written followed by a newline.\n"
+    "At the end of input a close (1000) is sent and csock waits for the peer's\n"
+    "(5 s at most). The peer's close ends csock: status 0 for codes 1000 and 1001,\n"
+    "else 1 with the code and reason on stderr. wss:// takes the TLS options.\n"
     "\n"
     "Options:\n"
     "  -u, --udp              HOST PORT (or HOST:PORT) means UDP; with -U a Unix\n"
@@ -41,12 +48,19 @@ static const char connect_usage[] =
     "  -z                     zero-I/O scan: PORTS is N, N-M or a comma list; print\n"
     "                         the open ports, one a line\n"
     "  -v, --verbose          report the connection (and closed ports with -z) on\n"
-    "                         stderr\n"
+    "                         stderr; ws://: the handshake's lines too\n"
+    "      --binary           ws://: each read of stdin is a binary message; messages\n"
+    "                         received are written as they are (no newline)\n"
+    "      --ping SECS        ws://: ping after SECS without input; a peer silent\n"
+    "                         SECS more is dead\n"
+    "      --header 'N: V'    ws://: add a field to the handshake (repeatable)\n"
+    "      --subprotocol NAME ws://: offer NAME (repeatable; -v shows the chosen one)\n"
     "  -h, --help             this help\n"
     "\n"
     "Exit status: 0 when the exchange ended normally (or, with -z, some port is\n"
     "open; or stopped by SIGINT/SIGTERM), 1 on a connection or I/O error (refused,\n"
-    "timed out, reset, TLS handshake failed, idle timeout, out of memory; with\n"
+    "timed out, reset, TLS handshake failed, idle timeout, out of memory, a\n"
+    "refused WebSocket handshake, a close code other than 1000/1001; with\n"
     "-z: no port open), 2 on a wrong argument (unknown option, conflicting\n"
     "options such as -u --ssl, bad address or port range, an -e program that\n"
     "does not exist).\n";
@@ -198,6 +212,24 @@ static void on_connected(csock_stream *s, int status)
     nc_peer_add_stream(c, s, 0);
 }
 
+/* connect ws:// or wss://: one WebSocket peer, lines <-> messages. */
+static int connect_ws(nc_opts *o, const char *url)
+{
+    nc_ctx c;
+    nc_ctx_init(&c, o);
+    if (cli_ws_scheme(url) == 2) c.tls = cli_tls_client_ctx(&o->tls);
+    int rc = nc_ws_connect(&c, url);
+    if (rc == -EINVAL || rc == CSOCK_EBADADDR || rc == CSOCK_ENOPORT || rc == CSOCK_EBADPORT ||
+        rc == CSOCK_EBRACKETS)
+        cli_die(CLI_USAGE, "bad address '%s': %s; expected ws://HOST[:PORT][/PATH] or wss://...",
+                url, csock_strerror(rc));
+    if (rc < 0) cli_die(CLI_ERR, "connect %s: %s", url, csock_strerror(rc));
+    rc = nc_ctx_run(&c);
+    csock_tls_ctx_free(c.tls);
+    nc_opts_free(o);
+    return rc;
+}
+
 int cli_connect(int argc, char **argv)
 {
     nc_opts o;
@@ -209,6 +241,9 @@ int cli_connect(int argc, char **argv)
     }
     char target[NC_TARGET_TEXT];
     nc_target_text(&o, 0, target, sizeof target);
+    int ws = cli_ws_scheme(target);
+    nc_check_ws(&o, ws, target);
+    if (ws) return connect_ws(&o, target);
     csock_addr addr;
     cli_addr(target, o.family, &addr);
     nc_check_tls(&o, &addr, target);

@@ -19,6 +19,15 @@ void nc_finish(nc_ctx *c, int status)
     csock_loop_stop(c->loop);
 }
 
+/* WebSocket peers out of the session whose closing handshake still runs
+ * (bounded by its timeout): the end would cut their close frame off. */
+static int ws_closing(const nc_ctx *c)
+{
+    for (const nc_peer *p = c->ending; p; p = p->next)
+        if (p->ws) return 1;
+    return 0;
+}
+
 /* Single-peer modes end when the peer is gone (and its child reaped);
  * --send-only ends once stdin is sent. Both wait for stdout to drain. */
 void check_done(nc_ctx *c)
@@ -26,7 +35,7 @@ void check_done(nc_ctx *c)
     if (c->stopped) return;
     int over = (c->quitting && !c->npeers) ||
                (!c->o->keep_open && c->served && !c->npeers && !c->nchildren);
-    if (!over) return;
+    if (!over || ws_closing(c)) return; /* the last CLOSED calls again */
     if (c->out && csock_stream_write_queue_size(c->out)) return; /* on_out_drain calls again */
     nc_finish(c, c->status);
 }
@@ -138,6 +147,14 @@ const char *nc_handshake_done(nc_ctx *c, csock_stream *s, char *buf, size_t size
     return buf;
 }
 
+void nc_close_listeners(nc_ctx *c)
+{
+    for (size_t i = 0; i < c->neps; i++) {
+        if (c->eps[i].listener) csock_listener_close(c->eps[i].listener, NULL);
+        c->eps[i].listener = NULL;
+    }
+}
+
 /* What is still queued for stdout (a stop by signal) gets a moment to go. */
 static void drain_stdout(nc_ctx *c)
 {
@@ -153,8 +170,9 @@ static void close_entrances(nc_ctx *c)
 {
     c->stopped = 1; /* callbacks from here on change nothing */
     if (c->in) csock_stream_close(c->in, NULL);
-    if (c->listener) csock_listener_close(c->listener, NULL);
-    c->listener = NULL;
+    nc_close_listeners(c);
+    for (size_t i = 0; i < c->neps; i++)
+        if (c->eps[i].http) csock_http_server_close(c->eps[i].http);
     if (c->connecting) csock_stream_close(c->connecting, NULL);
     c->connecting = NULL;
     while (c->nhandshakes)
@@ -174,12 +192,16 @@ static void close_peers(nc_ctx *c)
         if (p->s) {
             ending_add(p);
             csock_stream_close(p->s, on_peer_stream_closed);
+        } else if (p->ws) { /* going away: a closing handshake, bounded by its timeout */
+            ending_add(p);
+            int rc = csock_ws_close(p->ws, CSOCK_WS_GOING_AWAY, NULL, 0);
+            if (rc < 0 && rc != -EALREADY) csock_ws_abort(p->ws);
         } else {
-            free(p);
+            peer_free(p);
         }
     }
-    for (nc_peer *p = c->ending; p; p = p->next)
-        csock_stream_close(p->s, on_peer_stream_closed);
+    for (nc_peer *p = c->ending; p; p = p->next) /* WebSocket peers: their CLOSED frees them */
+        if (!p->ws) csock_stream_close(p->s, on_peer_stream_closed);
     while (c->npipes)
         on_pipe_shut(c->pipes[c->npipes - 1], 0);
 }
@@ -203,6 +225,7 @@ static void teardown(nc_ctx *c)
     free(c->children);
     free(c->pipes);
     free(c->handshakes);
+    free(c->eps);
 }
 
 int nc_ctx_run(nc_ctx *c)
