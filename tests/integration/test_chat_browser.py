@@ -293,7 +293,7 @@ class Chromium:
         got = ct.wait_for(ready, 60, "chromium's DevToolsActivePort; stderr: %s"
                           % self.stderr()[-1500:])
         if got == "exited":
-            _chromium_skip("exited with status %s: %s" % (self.p.returncode, self.stderr()[-1500:]))
+            _chromium_skip("exited with status %s: %s" % (self.p.returncode, self.stderr()[-1500:].strip()))
         return "ws://127.0.0.1:%s%s" % (got[0], got[1])
 
     def stop(self):
