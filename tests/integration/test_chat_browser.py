@@ -211,8 +211,10 @@ class Cdp:
             raise ct.TestFailure("%s: %s\npage: %s" % (what, e, state)) from None
 
     async def type_text(self, element_id, text, enter=True):
-        """Focus an element and type into it as a keyboard would."""
-        await self.js("document.getElementById(%s).focus()" % json.dumps(element_id))
+        """Focus an element and type into it as a keyboard would (over
+        what it held: that is selected first)."""
+        await self.js("(e => { e.focus(); e.select(); })(document.getElementById(%s))"
+                      % json.dumps(element_id))
         await self.call("Input.insertText", text=text)
         if enter:
             key = dict(key="Enter", code="Enter", windowsVirtualKeyCode=13, nativeVirtualKeyCode=13)
@@ -394,7 +396,13 @@ def test_browser_and_terminal_talk():
             ct.check("<announce> 127.0.0.1 is connected as <user2>.\n" in got, got)
             await cdp.until("the page shows its own join",
                             line_shown("announce", "<announce> 127.0.0.1 is connected as <user2>."))
-            # A name, typed into the name field (Enter): /nick.
+            # A name, typed into the name field (Enter): /nick. A refused
+            # one first: the field is marked, and the next name is sent.
+            await cdp.type_text("name", "announce")
+            await cdp.until("the page shows the refusal",
+                            line_shown("announce", "<announce> /nick: <announce> is taken."))
+            ct.check_eq(await cdp.js("document.getElementById('name').getAttribute('aria-invalid')"),
+                        "true", "the name field after a refusal")
             await cdp.type_text("name", NAME)
             await term.expect("<announce> <user2> is now known as <%s>." % NAME)
             # Browser to terminal: typed, sent with the button; shown locally.
