@@ -265,7 +265,7 @@ class Chromium:
         self.errf = open(os.path.join(self.profile, "stderr.txt"), "w+b")
         argv = [exe, "--headless=new", "--no-sandbox", "--remote-debugging-port=0",
                 "--user-data-dir=" + self.profile, "--no-first-run", "--no-default-browser-check",
-                "--no-proxy-server", "--disable-gpu", "--disable-extensions", "--disable-sync",
+                "--no-proxy-server", "--disable-gpu", "--disable-dev-shm-usage", "--disable-extensions", "--disable-sync",
                 "--disable-background-networking", "--disable-component-update",
                 "--mute-audio", "--window-size=900,640", "about:blank"]
         try:
