@@ -30,7 +30,6 @@ if __name__ == "__main__":
     debpython.reexec_for("websockets", __file__)
 import csocktest as ct  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 PAGE_HTML = os.path.join(ct.REPO, "src", "cli", "chat_page.html")
 EMBED = os.path.join(ct.REPO, "scripts", "embed.py")
 NAME = "browser_1"
@@ -198,7 +197,10 @@ class Cdp:
         truthy: a MutationObserver re-checks it on every change of the
         page. Returns its value; a timeout shows the page's state."""
         expr = """new Promise(resolve => {
-            const check = () => { const v = (%s); if (v) { obs.disconnect(); resolve(v); } return v; };
+            const check = () => {
+                const v = (%s);
+                if (v) { obs.disconnect(); resolve(v); }
+            };
             const obs = new MutationObserver(check);
             obs.observe(document.documentElement, {subtree: true, childList: true,
                                                    characterData: true, attributes: true});
@@ -231,12 +233,11 @@ class Cdp:
                             button="left", clickCount=1)
 
 
-PAGE_STATE = """JSON.stringify({status: document.getElementById('status').textContent,
-    state: document.getElementById('status').dataset.state,
-    lines: [...document.querySelectorAll('#messages li')].map(li => li.className + ': ' + li.textContent)})"""
-
 # The messages list as [class, who, text] triples, for the conditions below.
-LINES = "[...document.querySelectorAll('#messages li')].map(li => [li.className, li.dataset.who, li.textContent])"
+LINES = ("[...document.querySelectorAll('#messages li')]"
+         ".map(li => [li.className, li.dataset.who, li.textContent])")
+PAGE_STATE = """JSON.stringify({status: document.getElementById('status').textContent,
+    state: document.getElementById('status').dataset.state, lines: %s})""" % LINES
 
 
 def line_shown(cls, text):
@@ -265,7 +266,8 @@ class Chromium:
         self.errf = open(os.path.join(self.profile, "stderr.txt"), "w+b")
         argv = [exe, "--headless=new", "--no-sandbox", "--remote-debugging-port=0",
                 "--user-data-dir=" + self.profile, "--no-first-run", "--no-default-browser-check",
-                "--no-proxy-server", "--disable-gpu", "--disable-dev-shm-usage", "--disable-extensions", "--disable-sync",
+                "--no-proxy-server", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-extensions", "--disable-sync",
                 "--disable-background-networking", "--disable-component-update",
                 "--mute-audio", "--window-size=900,640", "about:blank"]
         try:
@@ -295,7 +297,8 @@ class Chromium:
         got = ct.wait_for(ready, 60, "chromium's DevToolsActivePort; stderr: %s"
                           % self.stderr()[-1500:])
         if got == "exited":
-            _chromium_skip("exited with status %s: %s" % (self.p.returncode, self.stderr()[-1500:].strip()))
+            _chromium_skip("exited with status %s: %s"
+                           % (self.p.returncode, self.stderr()[-1500:].strip()))
         return "ws://127.0.0.1:%s%s" % (got[0], got[1])
 
     def stop(self):
@@ -401,8 +404,8 @@ def test_browser_and_terminal_talk():
             await cdp.type_text("name", "announce")
             await cdp.until("the page shows the refusal",
                             line_shown("announce", "<announce> /nick: <announce> is taken."))
-            ct.check_eq(await cdp.js("document.getElementById('name').getAttribute('aria-invalid')"),
-                        "true", "the name field after a refusal")
+            invalid = "document.getElementById('name').getAttribute('aria-invalid')"
+            ct.check_eq(await cdp.js(invalid), "true", "the name field after a refusal")
             await cdp.type_text("name", NAME)
             await term.expect("<announce> <user2> is now known as <%s>." % NAME)
             # Browser to terminal: typed, sent with the button; shown locally.
@@ -410,15 +413,16 @@ def test_browser_and_terminal_talk():
             await cdp.type_text("input", text, enter=False)
             await cdp.click("send")
             await term.expect("<%s> %s" % (NAME, text))
-            await cdp.until("the page shows its own line", line_shown("own", "<%s> %s" % (NAME, text)))
+            await cdp.until("the page shows its own line",
+                            line_shown("own", "<%s> %s" % (NAME, text)))
             ct.check_eq(await cdp.js("document.getElementById('input').value"), "", "input cleared")
             # Terminal to browser, markup and all, shown as text.
             evil = "hi from the terminal <img src=x onerror=\"window.pwned=1\"> <i>x</i> &amp;"
             term.say(evil)
             await cdp.until("the page shows the terminal's line",
                             line_shown("msg", "<user1> " + evil))
-            ct.check_eq(await cdp.js("document.querySelectorAll('#messages img, #messages i').length"),
-                        0, "elements made from peer text")
+            made = "document.querySelectorAll('#messages img, #messages i').length"
+            ct.check_eq(await cdp.js(made), 0, "elements made from peer text")
             ct.check_eq(await cdp.js("typeof window.pwned"), "undefined", "peer text ran")
             shot = await cdp.call("Page.captureScreenshot", format="png")
             path = os.path.join(out_dir(), "chat_page.png")
@@ -447,7 +451,8 @@ def test_page_reconnects_and_renames():
             await cdp.until("the page connects", connected())
             await cdp.type_text("name", NAME)
             await cdp.until("the rename is announced",
-                            line_shown("announce", "<announce> <user1> is now known as <%s>." % NAME))
+                            line_shown("announce",
+                                       "<announce> <user1> is now known as <%s>." % NAME))
             srv.finish()
             await cdp.until("the page notices the drop",
                             "document.getElementById('status').dataset.state === 'disconnected'")
