@@ -134,4 +134,23 @@ struct cli_acceptor {
  * cli_acceptor. Errors cost one connection; the listener goes on. */
 void cli_on_accept(csock_listener *l, csock_stream *s, int status);
 
+/* ---- ws:// and wss:// addresses (cli_common.c) ---- */
+
+/* Room for the path of a ws:// address ("/chat"). */
+#define CLI_WS_PATH 256
+
+/* 1 for a ws:// address, 2 for wss:// (scheme case-insensitive), else 0. */
+int cli_ws_scheme(const char *text);
+
+/* Split a listening address ws://HOST:PORT[/PATH] (or wss://) into the socket
+ * address to listen on (tcp://HOST:PORT; wss: tls://HOST:PORT) and the path
+ * the WebSocket is served on ("/" when none). `flags` as for cli_addr(). Dies
+ * with a one-line reason (CLI_USAGE) on a bad address or a path with a query,
+ * a fragment, spaces or control characters. */
+void cli_ws_listen_addr(const char *text, int flags, csock_addr *addr, char path[CLI_WS_PATH]);
+
+/* The `listening ws://127.0.0.1:8080/PATH` line (wss:// when `tls`) for the
+ * socket address `bound`, flushed, as cli_print_listening(). */
+void cli_print_ws_listening(FILE *f, const csock_addr *bound, int tls, const char *path);
+
 #endif

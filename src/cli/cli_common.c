@@ -2,6 +2,8 @@
  * `listening ADDR` line and the accept callback, with the TLS handshake of
  * tls:// endpoints and the -v lines about accepting. */
 #include <stddef.h>
+#include <string.h>
+#include <strings.h>
 
 #include "cli/cli.h"
 
@@ -55,4 +57,41 @@ void cli_on_accept(csock_listener *l, csock_stream *s, int status)
         if (a->verbose) cli_warn("TLS: %s", csock_strerror(rc));
         csock_stream_close(s, NULL);
     }
+}
+
+int cli_ws_scheme(const char *text)
+{
+    if (!strncasecmp(text, "ws://", 5)) return 1;
+    if (!strncasecmp(text, "wss://", 6)) return 2;
+    return 0;
+}
+
+void cli_ws_listen_addr(const char *text, int flags, csock_addr *addr, char path[CLI_WS_PATH])
+{
+    int tls = cli_ws_scheme(text) == 2;
+    const char *host = text + (tls ? 6 : 5);
+    size_t hl = strcspn(host, "/?#");
+    const char *p = host + hl;
+    if (*p && *p != '/')
+        cli_die(CLI_USAGE, "bad address '%s': a ws:// address is ws://HOST:PORT/PATH", text);
+    for (const unsigned char *t = (const unsigned char *)p; *t; t++)
+        if (*t <= ' ' || *t == 0x7f || *t == '?' || *t == '#')
+            cli_die(CLI_USAGE, "bad address '%s': the path may have no query, fragment, "
+                    "spaces or control characters", text);
+    if (strlen(p) >= CLI_WS_PATH)
+        cli_die(CLI_USAGE, "bad address '%s': path longer than %d bytes", text, CLI_WS_PATH - 1);
+    snprintf(path, CLI_WS_PATH, "%s", *p ? p : "/");
+    char sock[CSOCK_ADDR_STRLEN + 16];
+    if (hl + 7 >= sizeof sock) cli_die(CLI_USAGE, "bad address '%s': host too long", text);
+    snprintf(sock, sizeof sock, "%s://%.*s", tls ? "tls" : "tcp", (int)hl, host);
+    cli_addr(sock, flags, addr);
+}
+
+void cli_print_ws_listening(FILE *f, const csock_addr *bound, int tls, const char *path)
+{
+    char text[CLI_ADDR_TEXT];
+    csock_addr_format(bound, text, sizeof text);
+    const char *rest = strstr(text, "://");
+    fprintf(f, "listening %s://%s%s\n", tls ? "wss" : "ws", rest ? rest + 3 : text, path);
+    fflush(f);
 }

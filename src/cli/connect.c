@@ -198,6 +198,24 @@ static void on_connected(csock_stream *s, int status)
     nc_peer_add_stream(c, s, 0);
 }
 
+/* connect ws:// or wss://: one WebSocket peer, lines <-> messages. */
+static int connect_ws(nc_opts *o, const char *url)
+{
+    nc_ctx c;
+    nc_ctx_init(&c, o);
+    if (cli_ws_scheme(url) == 2) c.tls = cli_tls_client_ctx(&o->tls);
+    int rc = nc_ws_connect(&c, url);
+    if (rc == -EINVAL || rc == CSOCK_EBADADDR || rc == CSOCK_ENOPORT || rc == CSOCK_EBADPORT ||
+        rc == CSOCK_EBRACKETS)
+        cli_die(CLI_USAGE, "bad address '%s': %s; expected ws://HOST[:PORT][/PATH] or wss://...",
+                url, csock_strerror(rc));
+    if (rc < 0) cli_die(CLI_ERR, "connect %s: %s", url, csock_strerror(rc));
+    rc = nc_ctx_run(&c);
+    csock_tls_ctx_free(c.tls);
+    nc_opts_free(o);
+    return rc;
+}
+
 int cli_connect(int argc, char **argv)
 {
     nc_opts o;
@@ -209,6 +227,9 @@ int cli_connect(int argc, char **argv)
     }
     char target[NC_TARGET_TEXT];
     nc_target_text(&o, 0, target, sizeof target);
+    int ws = cli_ws_scheme(target);
+    nc_check_ws(&o, ws, target);
+    if (ws) return connect_ws(&o, target);
     csock_addr addr;
     cli_addr(target, o.family, &addr);
     nc_check_tls(&o, &addr, target);

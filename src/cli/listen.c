@@ -59,87 +59,151 @@ static const char listen_usage[] =
     "options such as -u --ssl, bad address or CIDR, an -e program that does\n"
     "not exist).\n";
 
-static void take_peer(nc_ctx *c, csock_stream *s)
-{
-    nc_peer_add_stream(c, s, 1);
-    if (!c->o->keep_open && c->served && c->listener) {
-        /* One peer only: later ones are refused by the kernel, as in nc. */
-        csock_listener_close(c->listener, NULL);
-        c->listener = NULL;
-    }
-}
-
-/* A new connection, before its handshake (tls://): the session is its data
- * and, until the handshake ends, keeps it for teardown. */
+/* A new connection, before its handshake (tls://): its endpoint is its
+ * data and, until the handshake ends, the session keeps it for teardown. */
 static int accepted(const cli_acceptor *a, csock_stream *s)
 {
-    nc_ctx *c = a->data;
-    csock_stream_set_data(s, c);
+    nc_endpoint *ep = a->data;
+    csock_stream_set_data(s, ep);
     if (!a->tls) return 0;
-    int rc = nc_handshake_add(c, s);
+    int rc = nc_handshake_add(ep->c, s);
     if (rc == 0) return 0;
-    if (c->o->verbose) cli_warn("TLS: %s", csock_strerror(rc));
+    if (ep->c->o->verbose) cli_warn("TLS: %s", csock_strerror(rc));
     csock_stream_close(s, NULL);
     return -1;
 }
 
 /* The peer joins the session (tls://: once its handshake is done; a failed
- * or stalled one costs only that connection, and csock closes it). */
+ * or stalled one costs only that connection, and csock closes it). On a
+ * ws:// endpoint the HTTP server takes it first: the upgrade makes the peer. */
 static void on_ready(csock_stream *s, int status)
 {
-    nc_ctx *c = csock_stream_data(s);
+    nc_endpoint *ep = csock_stream_data(s);
+    nc_ctx *c = ep->c;
     char peer[CLI_ADDR_TEXT] = "?";
-    if (c->tls) nc_handshake_done(c, s, peer, sizeof peer);
+    if (ep->acceptor.tls) nc_handshake_done(c, s, peer, sizeof peer);
     if (status < 0) {
         if (c->o->verbose) cli_log_handshake(s, status, peer);
         return;
     }
-    take_peer(c, s);
+    if (ep->http) {
+        int rc = csock_http_server_accept(ep->http, s); /* closed on failure */
+        if (rc < 0 && c->o->verbose) cli_warn("HTTP: %s", csock_strerror(rc));
+        return;
+    }
+    nc_peer_add_stream(c, s, 1);
+    if (!c->o->keep_open && c->served) nc_close_listeners(c); /* one peer, as in nc */
 }
 
 /* The address line: always when the port was chosen by the kernel (the
- * caller must learn it), else only with -v. */
-static void announce(const nc_ctx *c, const csock_addr *asked, const csock_addr *bound)
+ * caller must learn it), else only with -v; serve chat: always, on stdout. */
+static void announce(const nc_ctx *c, const nc_endpoint *ep, const csock_addr *asked,
+                     const csock_addr *bound)
 {
     int ip = bound->sa.ss_family != AF_UNIX;
     csock_addr shown = *bound; /* the socket's address says tcp: peers must speak TLS */
     if (asked->scheme == CSOCK_TLS) shown.scheme = CSOCK_TLS;
-    if (c->o->serve) /* serve chat: like every service, on stdout */
-        cli_print_listening(stdout, &shown);
-    else if (c->o->verbose || (ip && csock_addr_port(asked) == 0))
-        cli_print_listening(stderr, &shown);
+    FILE *f = c->o->serve ? stdout : stderr;
+    if (!c->o->serve && !c->o->verbose && !(ip && csock_addr_port(asked) == 0)) return;
+    if (ep && ep->http)
+        cli_print_ws_listening(f, bound, asked->scheme == CSOCK_TLS, ep->path);
+    else
+        cli_print_listening(f, &shown);
+}
+
+/* ADDR as a socket address (a ws:// one: its TCP or TLS part, and its path
+ * into ep->path); checks the options that go with it. Returns 1 for ws. */
+static int endpoint_addr(nc_ctx *c, nc_endpoint *ep, const char *target, csock_addr *addr)
+{
+    const nc_opts *o = c->o;
+    int ws = cli_ws_scheme(target);
+    nc_check_ws(o, ws, target);
+    if (ws)
+        cli_ws_listen_addr(target, o->family | CSOCK_ADDR_PASSIVE, addr, ep->path);
+    else
+        cli_addr(target, o->family | CSOCK_ADDR_PASSIVE, addr);
+    if (c->neps > 1 && !csock_addr_is_stream(addr))
+        cli_die(CLI_USAGE, "serve chat: %s: datagram addresses serve alone", target);
+    if (addr->scheme == CSOCK_TLS && !c->tls) c->tls = cli_tls_server_ctx(&o->tls);
+    return ws;
+}
+
+static void open_stream_endpoint(nc_ctx *c, nc_endpoint *ep, const csock_addr *addr,
+                                 const char *target, int ws)
+{
+    csock_listen_opts lo = {0}; /* -m is counted by the relay, so it can log */
+    ep->c = c;
+    ep->acceptor = (cli_acceptor){.tls = addr->scheme == CSOCK_TLS ? c->tls : NULL,
+                                  .verbose = c->o->verbose, .accepted = accepted,
+                                  .ready = on_ready, .data = ep};
+    csock_addr tcp = *addr; /* csock_listen is the TCP part: TLS is ours (cli_on_accept) */
+    if (tcp.scheme == CSOCK_TLS) tcp.scheme = CSOCK_TCP;
+    int rc = ws ? nc_ws_endpoint(ep) : 0;
+    if (rc == 0) rc = csock_listen(c->loop, &tcp, &lo, cli_on_accept, &ep->acceptor, &ep->listener);
+    csock_addr bound;
+    if (rc == 0) rc = csock_listener_addr(ep->listener, &bound);
+    if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", target, csock_strerror(rc));
+    announce(c, ep, addr, &bound);
+}
+
+static void open_endpoint(nc_ctx *c, nc_endpoint *ep, const char *target)
+{
+    csock_addr addr, bound;
+    int ws = endpoint_addr(c, ep, target, &addr);
+    if (csock_addr_is_stream(&addr)) return open_stream_endpoint(c, ep, &addr, target, ws);
+    csock_dgram *d;
+    int rc = csock_dgram_new(c->loop, &addr, NULL, &d);
+    if (rc == 0) rc = nc_dgram_attach(c, d, NULL);
+    if (rc == 0) rc = csock_dgram_local(d, &bound);
+    if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", target, csock_strerror(rc));
+    announce(c, NULL, &addr, &bound);
+}
+
+/* The address text of endpoint i. */
+static void target_of(const nc_opts *o, size_t i, char *out, size_t size)
+{
+    if (o->serve)
+        nc_addr_text(o, o->addrs[i], NULL, 1, out, size);
+    else
+        nc_target_text(o, 1, out, size);
+}
+
+/* Before anything opens: TLS options with no TLS endpoint would leave the
+ * data in plaintext, and TLS does not run over UDP. */
+static void check_tls_used(const nc_opts *o, size_t n)
+{
+    char target[NC_TARGET_TEXT];
+    int any = 0;
+    for (size_t i = 0; i < n; i++) {
+        target_of(o, i, target, sizeof target);
+        int ws = cli_ws_scheme(target);
+        csock_addr a;
+        if (!ws) cli_addr(target, o->family | CSOCK_ADDR_PASSIVE, &a);
+        if (!ws && a.scheme == CSOCK_TLS) nc_check_tls(o, &a, target);
+        any |= ws == 2 || (!ws && a.scheme == CSOCK_TLS);
+    }
+    if (any || (!o->ssl && !o->tls.given)) return;
+    cli_die(CLI_USAGE, "%s: --%s needs a tls:// address (or wss://; TLS runs over TCP only: no "
+                       "DTLS, no TLS over Unix sockets); %s would carry plaintext",
+            o->serve ? "serve chat" : "listen", o->ssl ? "ssl" : o->tls.first, target);
 }
 
 static int run_listen(nc_opts o)
 {
     char target[NC_TARGET_TEXT];
-    nc_target_text(&o, 1, target, sizeof target);
-    csock_addr addr, bound;
-    cli_addr(target, o.family | CSOCK_ADDR_PASSIVE, &addr);
-    nc_check_tls(&o, &addr, target);
-
+    size_t n = o.serve ? (size_t)o.naddrs : 1;
+    check_tls_used(&o, n);
     nc_ctx c;
     nc_ctx_init(&c, &o);
-    if (addr.scheme == CSOCK_TLS) c.tls = cli_tls_server_ctx(&o.tls);
-    int rc;
-    if (csock_addr_is_stream(&addr)) {
-        csock_listen_opts lo = {0}; /* -m is counted by the relay, so it can log */
-        c.acceptor = (cli_acceptor){.tls = c.tls, .verbose = o.verbose, .accepted = accepted,
-                                    .ready = on_ready, .data = &c};
-        csock_addr tcp = addr; /* csock_listen is the TCP part: TLS is ours (cli_on_accept) */
-        if (tcp.scheme == CSOCK_TLS) tcp.scheme = CSOCK_TCP;
-        rc = csock_listen(c.loop, &tcp, &lo, cli_on_accept, &c.acceptor, &c.listener);
-        if (rc == 0) rc = csock_listener_addr(c.listener, &bound);
-    } else {
-        csock_dgram *d;
-        rc = csock_dgram_new(c.loop, &addr, NULL, &d);
-        if (rc == 0) rc = nc_dgram_attach(&c, d, NULL);
-        if (rc == 0) rc = csock_dgram_local(d, &bound);
+    c.eps = calloc(n, sizeof *c.eps);
+    if (!c.eps) cli_die(CLI_ERR, "out of memory");
+    c.neps = n;
+    for (size_t i = 0; i < n; i++) {
+        target_of(&o, i, target, sizeof target);
+        open_endpoint(&c, &c.eps[i], target);
     }
-    if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", target, csock_strerror(rc));
-    announce(&c, &addr, &bound);
     if (o.keep_open) nc_stdin_start(&c);
-    rc = nc_ctx_run(&c);
+    int rc = nc_ctx_run(&c);
     csock_tls_ctx_free(c.tls);
     nc_opts_free(&o);
     return rc;
@@ -178,8 +242,7 @@ int cli_serve_chat(int argc, char **argv)
     args[3] = "--recv-only";
     for (int i = 1; i < argc; i++) args[i + 3] = argv[i];
     nc_opts o;
-    nc_parse_args(argc + 3, args, 1, chat_usage, &o);
-    o.serve = 1;
+    nc_parse_args(argc + 3, args, 2, chat_usage, &o);
     int rc = run_listen(o);
     free(args);
     return rc;

@@ -23,6 +23,10 @@ enum {
     OPT_ALLOWFILE,
     OPT_DENYFILE,
     OPT_SSL,
+    OPT_BINARY,
+    OPT_PING,
+    OPT_HEADER,
+    OPT_SUBPROTOCOL,
 };
 
 static const struct option long_opts[] = {
@@ -49,6 +53,10 @@ static const struct option long_opts[] = {
     {"zero-io", no_argument, NULL, 'z'},
     {"verbose", no_argument, NULL, 'v'},
     {"ssl", no_argument, NULL, OPT_SSL},
+    {"binary", no_argument, NULL, OPT_BINARY},
+    {"ping", required_argument, NULL, OPT_PING},
+    {"header", required_argument, NULL, OPT_HEADER},
+    {"subprotocol", required_argument, NULL, OPT_SUBPROTOCOL},
     CLI_TLS_LONGOPTS,
     {0, 0, 0, 0},
 };
@@ -155,6 +163,44 @@ static void check_conflicts(nc_opts *o, int listen)
     if (o->broker) o->keep_open = 1; /* a broker serves many clients */
 }
 
+/* --header 'Name: value': one field, nothing smuggled in after it. */
+static void add_header(nc_opts *o, const char *arg)
+{
+    const char *colon = strchr(arg, ':');
+    if (!colon || colon == arg || strpbrk(arg, "\r\n") || strcspn(arg, " \t") < (size_t)(colon - arg))
+        cli_die(CLI_USAGE, "--header '%s': expected 'Name: value'", arg);
+    o->headers[o->nheaders++] = arg;
+}
+
+/* --subprotocol NAME: an HTTP token (RFC 9110), as the field needs. */
+static void add_subprotocol(nc_opts *o, const char *arg)
+{
+    static const char tchar[] = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
+                                "ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    if (!*arg || strspn(arg, tchar) != strlen(arg))
+        cli_die(CLI_USAGE, "--subprotocol '%s': not a token (letters, digits, -._~ ...)", arg);
+    o->subprotocols[o->nsubprotocols++] = arg;
+}
+
+static void parse_ws(nc_opts *o, int opt, const char *arg)
+{
+    switch (opt) {
+    case OPT_BINARY:
+        o->binary = 1;
+        break;
+    case OPT_PING:
+        o->ping_ms = cli_seconds("--ping", arg);
+        if (!o->ping_ms) cli_die(CLI_USAGE, "--ping: the interval must be more than 0");
+        break;
+    case OPT_HEADER:
+        add_header(o, arg);
+        break;
+    case OPT_SUBPROTOCOL:
+        add_subprotocol(o, arg);
+        break;
+    }
+}
+
 static void parse_one(nc_opts *o, int opt, const char *arg)
 {
     switch (opt) {
@@ -227,14 +273,21 @@ static void parse_one(nc_opts *o, int opt, const char *arg)
     case 'v':
         o->verbose = 1;
         break;
+    default:
+        parse_ws(o, opt, arg);
     }
 }
 
 void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts *o)
 {
-    const char *cmd = listen ? "listen" : "connect";
+    const char *cmd = listen == 2 ? "serve chat" : listen ? "listen" : "connect";
     memset(o, 0, sizeof *o);
-    o->listen = listen;
+    o->listen = listen != 0;
+    o->serve = listen == 2;
+    /* Repeatable options: there are fewer of each than arguments. */
+    o->headers = calloc((size_t)argc, sizeof *o->headers);
+    o->subprotocols = calloc((size_t)argc, sizeof *o->subprotocols);
+    if (!o->headers || !o->subprotocols) cli_die(CLI_ERR, "out of memory");
     o->quiet_ms = NC_QUIET_DEFAULT_MS;
     opterr = 0;
     optind = 1;
@@ -256,12 +309,18 @@ void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts
     }
     int left = argc - optind;
     if (left < 1) cli_die(CLI_USAGE, "%s: missing address ADDR (or HOST PORT; see csock %s --help)", cmd, cmd);
+    if (o->serve) { /* every argument is an ADDR: one room on all of them */
+        if (left > CLI_MAX_ENDPOINTS) cli_die(CLI_USAGE, "%s: at most %d addresses", cmd, CLI_MAX_ENDPOINTS);
+        o->addrs = argv + optind;
+        o->naddrs = left;
+        left = 1;
+    }
     if (left > 2) cli_die(CLI_USAGE, "%s: unexpected argument '%s'", cmd, argv[optind + 2]);
     o->ntarget = left;
     o->target[0] = argv[optind];
     o->target[1] = left > 1 ? argv[optind + 1] : NULL;
     if (o->unixsock && left != 1) cli_die(CLI_USAGE, "%s: -U takes one PATH", cmd);
-    check_conflicts(o, listen);
+    check_conflicts(o, o->listen);
 }
 
 static int all_digits(const char *s)
@@ -274,14 +333,18 @@ static int all_digits(const char *s)
 
 void nc_target_text(const nc_opts *o, int passive, char *out, size_t size)
 {
-    const char *a = o->target[0];
+    nc_addr_text(o, o->target[0], o->ntarget == 2 ? o->target[1] : NULL, passive, out, size);
+}
+
+void nc_addr_text(const nc_opts *o, const char *a, const char *port, int passive, char *out,
+                  size_t size)
+{
     const char *scheme = o->udp ? "udp" : o->ssl ? "tls" : "tcp";
     if (o->unixsock) {
         snprintf(out, size, "%s:%s", o->udp ? "unixgram" : "unix", a);
-    } else if (o->ntarget == 2) {
+    } else if (port) {
         int v6 = strchr(a, ':') != NULL && a[0] != '[';
-        snprintf(out, size, "%s://%s%s%s:%s", scheme, v6 ? "[" : "", a, v6 ? "]" : "",
-                 o->target[1]);
+        snprintf(out, size, "%s://%s%s%s:%s", scheme, v6 ? "[" : "", a, v6 ? "]" : "", port);
     } else if (strstr(a, "://") || !strncmp(a, "unix:", 5) || !strncmp(a, "unixgram:", 9)) {
         snprintf(out, size, "%s", a);
     } else if (passive && all_digits(a)) {
@@ -306,8 +369,35 @@ void nc_check_tls(const nc_opts *o, const csock_addr *a, const char *target)
             cmd, o->ssl ? "ssl" : o->tls.first, target);
 }
 
+void nc_check_ws(const nc_opts *o, int ws, const char *target)
+{
+    const char *cmd = o->serve ? "serve chat" : o->listen ? "listen" : "connect";
+    if (!ws) {
+        if (o->binary || o->ping_ms || o->nheaders || o->nsubprotocols)
+            cli_die(CLI_USAGE, "%s: --binary, --ping, --header and --subprotocol need a ws:// or "
+                    "wss:// address; %s is not one", cmd, target);
+        return;
+    }
+    if (o->udp || o->unixsock)
+        cli_die(CLI_USAGE, "%s: -u/-U with %s: WebSocket runs over TCP", cmd, target);
+    if (o->exec_argv)
+        cli_die(CLI_USAGE, "%s: -e/-c with %s: a WebSocket carries messages, not a byte stream",
+                cmd, target);
+    if (o->crlf) cli_die(CLI_USAGE, "%s: -C with %s: lines become messages, without line endings", cmd, target);
+    if (o->ssl) cli_die(CLI_USAGE, "%s: --ssl with %s: write wss:// for TLS", cmd, target);
+    if (ws == 1 && o->tls.given && !o->serve)
+        cli_die(CLI_USAGE, "%s: --%s needs a wss:// address; %s would carry plaintext", cmd,
+                o->tls.first, target);
+    if (o->listen && o->nheaders) cli_die(CLI_USAGE, "%s: --header is a connect option", cmd);
+    if (o->chat && o->binary) cli_die(CLI_USAGE, "%s: --chat speaks lines of text: no --binary", cmd);
+}
+
 void nc_opts_free(nc_opts *o)
 {
+    free(o->headers);
+    free(o->subprotocols);
+    o->headers = NULL;
+    o->subprotocols = NULL;
     free(o->allow.v);
     free(o->deny.v);
     if (o->exec_argv && !o->exec_shell) free(o->exec_argv[0]); /* the split copy */

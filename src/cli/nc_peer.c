@@ -22,57 +22,13 @@ static void peer_describe(nc_peer *p, const csock_addr *a)
         snprintf(p->host, sizeof p->host, "%s", p->name);
 }
 
-/* The join announcement: its first line and "nobody.\n" fit in
- * CHAT_HEAD_MAX; each peer listed adds ", HOST as <userN>", which fits in
- * CHAT_ENTRY_MAX (a host of up to CLI_ADDR_TEXT bytes, 2 + 9 + 10 more). */
-#define CHAT_HEAD_MAX 512
-#define CHAT_ENTRY_MAX (CLI_ADDR_TEXT + 40)
-
-/* --chat: ncat's announcements, byte for byte. 0, or -ENOMEM when the
- * message could not be built (the newcomer is then turned away, unseen). */
-static int chat_announce_join(nc_ctx *c, nc_peer *p)
-{
-    char line[CHAT_ENTRY_MAX];
-    size_t cap = CHAT_HEAD_MAX + (size_t)c->npeers * CHAT_ENTRY_MAX, n;
-    char *msg = malloc(cap);
-    if (!msg) {
-        if (c->o->verbose) cli_warn("refused %s: %s", p->name, csock_strerror(-ENOMEM));
-        return -ENOMEM;
-    }
-    n = (size_t)snprintf(msg, cap,
-                         "<announce> %s is connected as <user%u>.\n"
-                         "<announce> already connected: ",
-                         p->host, p->id);
-    int count = 0;
-    for (nc_peer *q = c->head; q; q = q->next) {
-        if (q == p) continue;
-        int k =
-            snprintf(line, sizeof line, "%s%s as <user%u>", count++ ? ", " : "", q->host, q->id);
-        memcpy(msg + n, line, (size_t)k);
-        n += (size_t)k;
-    }
-    n += (size_t)sprintf(msg + n, "%s.\n", count ? "" : "nobody");
-    for (nc_peer *q = c->head; q; q = q->next)
-        peer_send(q, msg, n);
-    free(msg);
-    p->announced = 1;
-    return 0;
-}
-
-static void chat_announce_leave(nc_ctx *c, const nc_peer *gone)
-{
-    char msg[64];
-    int n = snprintf(msg, sizeof msg, "<announce> <user%u> is disconnected.\n", gone->id);
-    for (nc_peer *q = c->head; q; q = q->next)
-        peer_send(q, msg, (size_t)n);
-}
-
 nc_peer *peer_new(nc_ctx *c, const csock_addr *a)
 {
     nc_peer *p = calloc(1, sizeof *p);
     if (!p) return NULL;
     p->c = c;
     p->id = c->next_id++;
+    snprintf(p->tag, sizeof p->tag, "user%u", p->id);
     peer_describe(p, a);
     p->prev = c->tail;
     if (c->tail)
@@ -112,6 +68,21 @@ void ending_add(nc_peer *p)
     c->ending = p;
 }
 
+void ending_remove(nc_peer *p)
+{
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        p->c->ending = p->next;
+    if (p->next) p->next->prev = p->prev;
+}
+
+void peer_free(nc_peer *p)
+{
+    free(p->wline);
+    free(p);
+}
+
 void on_peer_stream_closed(csock_stream *s)
 {
     nc_peer *p = csock_stream_data(s);
@@ -119,12 +90,8 @@ void on_peer_stream_closed(csock_stream *s)
     /* Now that nothing more goes out, the line can say how much did. */
     if (p->c->o->verbose)
         cli_warn("closed %s (%s)", p->name, cli_counts_text(s, counts, sizeof counts));
-    if (p->prev)
-        p->prev->next = p->next;
-    else
-        p->c->ending = p->next;
-    if (p->next) p->next->prev = p->prev;
-    free(p);
+    ending_remove(p);
+    peer_free(p);
 }
 
 /* Take the peer out of the session. `graceful`: what is queued for it is
@@ -139,7 +106,8 @@ void peer_close(nc_peer *p, int graceful)
         p->congested = 0;
         if (--c->peers_congested == 0) sync_sources(c);
     }
-    if (c->o->verbose && !p->s) cli_warn("closed %s", p->name); /* streams: when closed */
+    if (c->o->verbose && !p->s && !p->ws) /* streams: when closed */
+        cli_warn("closed %s", p->name);
     if (graceful) child_in_finish(p);
     child_forget_pipes(p);
     if (p->idle) csock_timer_close(p->idle, NULL);
@@ -151,8 +119,11 @@ void peer_close(nc_peer *p, int graceful)
             csock_stream_end(p->s, on_peer_stream_closed);
         else
             csock_stream_close(p->s, on_peer_stream_closed);
+    } else if (p->ws) { /* freed on its CLOSED event */
+        ending_add(p);
+        nc_ws_finish(p, graceful);
     } else {
-        free(p);
+        peer_free(p);
     }
     check_done(c);
 }
@@ -183,6 +154,8 @@ void peer_input(nc_peer *p, const char *buf, size_t len)
         peer_write(p, p->child_in, buf, len); /* a datagram peer just loses that one */
         if (p->s && csock_stream_write_queue_size(p->child_in) > HIGH_WATER)
             csock_stream_read_stop(p->s);
+    } else if (c->o->chat) {
+        chat_input(p, buf, len);
     } else if (c->o->broker) {
         broadcast(c, p, buf, len);
     } else {
@@ -256,6 +229,17 @@ int peer_start(nc_peer *p)
     return 0;
 }
 
+void peer_idle_timeout(const nc_ctx *c, csock_stream *s)
+{
+    /* In a chat room the others' lines and the announcements would keep a
+     * silent member's idle clock running forever: there only what the
+     * member sends counts as activity. */
+    if (c->o->idle_ms && c->o->chat)
+        csock_stream_set_recv_timeout(s, c->o->idle_ms);
+    else if (c->o->idle_ms)
+        csock_stream_set_idle_timeout(s, c->o->idle_ms);
+}
+
 void nc_peer_add_stream(nc_ctx *c, csock_stream *s, int accepted)
 {
     csock_addr a;
@@ -284,13 +268,7 @@ void nc_peer_add_stream(nc_ctx *c, csock_stream *s, int accepted)
      * send it waits: with a peer that does the same (an echo server) and a
      * slow stdout, each waits for the other to read, forever. */
     csock_stream_set_watermarks(s, 0, 0);
-    /* In a chat room the others' lines and the announcements would keep a
-     * silent member's idle clock running forever: there only what the
-     * member sends counts as activity. */
-    if (c->o->idle_ms && c->o->chat)
-        csock_stream_set_recv_timeout(s, c->o->idle_ms);
-    else if (c->o->idle_ms)
-        csock_stream_set_idle_timeout(s, c->o->idle_ms);
+    peer_idle_timeout(c, s);
     if (peer_start(p) < 0) return;
     if (exec_mode(c) || peers_may_read(c)) csock_stream_read_start(s, on_peer_read);
 }

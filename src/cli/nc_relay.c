@@ -60,6 +60,7 @@ void peer_send(nc_peer *p, const char *buf, size_t len)
 {
     nc_ctx *c = p->c;
     hexdump(c, 1, p, buf, len);
+    if (p->ws) return nc_ws_send(p, buf, len);
     if (!p->s) {
         for (size_t off = 0; off < len || (len == 0 && off == 0); off += MAX_DGRAM) {
             size_t n = len - off < MAX_DGRAM ? len - off : MAX_DGRAM;
@@ -100,16 +101,16 @@ static int in_pieces(const nc_ctx *c)
 void broadcast(nc_ctx *c, const nc_peer *from, const char *buf, size_t len)
 {
     char stackbuf[NC_STACK_CHUNK];
-    unsigned id = from ? from->id : 0;
+    const char *tag = from ? from->tag : "user0"; /* stdin is <user0>, as in ncat */
     if (!c->o->chat) return send_others(c, from, buf, len);
     size_t need = CHAT_TAG_MAX + 4 * len; /* chat_tag's bound */
     char *tagged = need <= sizeof stackbuf ? stackbuf : malloc(need);
     if (tagged) {
-        size_t n = chat_tag(id, buf, len, tagged);
+        size_t n = chat_tag(tag, buf, len, tagged);
         send_others(c, from, tagged, n);
         if (tagged != stackbuf) free(tagged);
     } else if (in_pieces(c)) {
-        size_t m = (size_t)sprintf(stackbuf, "<user%u> ", id);
+        size_t m = (size_t)sprintf(stackbuf, "<%s> ", tag);
         send_others(c, from, stackbuf, m);
         for (size_t off = 0, n; off < len; off += n) {
             n = len - off < sizeof stackbuf / 4 ? len - off : sizeof stackbuf / 4;
@@ -229,7 +230,10 @@ static void stdin_ended(nc_ctx *c)
     if (c->o->keep_open) return; /* keep serving the clients */
     if (c->dg) return quiet_start(c);
     for (nc_peer *p = c->head; p; p = p->next)
-        if (p->s) csock_stream_shutdown(p->s, NULL); /* half-close: the peer reads EOF */
+        if (p->s)
+            csock_stream_shutdown(p->s, NULL); /* half-close: the peer reads EOF */
+        else if (p->ws)
+            nc_ws_finish(p, 1); /* close 1000; its CLOSED ends the session */
 }
 
 static size_t on_stdin(csock_stream *in, int status, const char *buf, size_t len)

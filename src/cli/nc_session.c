@@ -138,6 +138,14 @@ const char *nc_handshake_done(nc_ctx *c, csock_stream *s, char *buf, size_t size
     return buf;
 }
 
+void nc_close_listeners(nc_ctx *c)
+{
+    for (size_t i = 0; i < c->neps; i++) {
+        if (c->eps[i].listener) csock_listener_close(c->eps[i].listener, NULL);
+        c->eps[i].listener = NULL;
+    }
+}
+
 /* What is still queued for stdout (a stop by signal) gets a moment to go. */
 static void drain_stdout(nc_ctx *c)
 {
@@ -153,8 +161,9 @@ static void close_entrances(nc_ctx *c)
 {
     c->stopped = 1; /* callbacks from here on change nothing */
     if (c->in) csock_stream_close(c->in, NULL);
-    if (c->listener) csock_listener_close(c->listener, NULL);
-    c->listener = NULL;
+    nc_close_listeners(c);
+    for (size_t i = 0; i < c->neps; i++)
+        if (c->eps[i].http) csock_http_server_close(c->eps[i].http);
     if (c->connecting) csock_stream_close(c->connecting, NULL);
     c->connecting = NULL;
     while (c->nhandshakes)
@@ -174,12 +183,19 @@ static void close_peers(nc_ctx *c)
         if (p->s) {
             ending_add(p);
             csock_stream_close(p->s, on_peer_stream_closed);
+        } else if (p->ws) {
+            ending_add(p);
+            csock_ws_abort(p->ws); /* its CLOSED event frees the peer */
         } else {
-            free(p);
+            peer_free(p);
         }
     }
-    for (nc_peer *p = c->ending; p; p = p->next)
-        csock_stream_close(p->s, on_peer_stream_closed);
+    for (nc_peer *p = c->ending; p; p = p->next) {
+        if (p->ws)
+            csock_ws_abort(p->ws);
+        else
+            csock_stream_close(p->s, on_peer_stream_closed);
+    }
     while (c->npipes)
         on_pipe_shut(c->pipes[c->npipes - 1], 0);
 }
@@ -203,6 +219,7 @@ static void teardown(nc_ctx *c)
     free(c->children);
     free(c->pipes);
     free(c->handshakes);
+    free(c->eps);
 }
 
 int nc_ctx_run(nc_ctx *c)

@@ -61,10 +61,10 @@ size_t chat_escape(const char *in, size_t len, char *out)
     return n;
 }
 
-/* --chat: "<userN> " then the escaped text. `out` holds CHAT_TAG_MAX + 4 * len bytes. */
-size_t chat_tag(unsigned id, const char *in, size_t len, char *out)
+/* --chat: "<TAG> " then the escaped text. `out` holds CHAT_TAG_MAX + 4 * len bytes. */
+size_t chat_tag(const char *tag, const char *in, size_t len, char *out)
 {
-    size_t n = (size_t)sprintf(out, "<user%u> ", id);
+    size_t n = (size_t)sprintf(out, "<%s> ", tag);
     return n + chat_escape(in, len, out + n);
 }
 

@@ -19,6 +19,10 @@
  *   nc_peer.c       a peer's life: admission, reading, close, chat notices
  *   nc_dgram.c      datagram peers (UDP, Unix datagrams)
  *   nc_session.c    set-up, the end of the session, teardown
+ *   nc_chat.c       --chat: announcements, tags, the /nick command
+ *   nc_ws.c         WebSocket peers: messages <-> lines, the closing handshake
+ *   nc_ws_listen.c  ws:// / wss:// endpoints: the HTTP server that upgrades
+ *                   (and serves the chat page, or 426 to a plain GET)
  */
 #ifndef CSOCK_CLI_NETCAT_H
 #define CSOCK_CLI_NETCAT_H
@@ -28,6 +32,7 @@
 #include <sys/types.h>
 
 #include "cli/cli.h"
+#include "csock/ws.h"
 
 /* One --allow / --deny entry: an address and how many leading bits count. */
 typedef struct nc_cidr {
@@ -67,11 +72,29 @@ typedef struct nc_opts {
     int ssl;               /* --ssl: HOST PORT means tls:// (ncat's habit) */
     int serve;             /* csock serve chat: announce `listening` on stdout, always */
     cli_tls tls;           /* --cert, --key, --ca, --insecure, ... */
+    char **addrs;          /* serve chat: every ADDR (targets of their own) */
+    int naddrs;
+    /* WebSocket (ws://, wss://) */
+    int binary;                /* --binary: chunks are binary messages, written raw */
+    uint64_t ping_ms;          /* --ping SECS: keep-alive interval */
+    const char **headers;      /* --header: extra handshake fields (connect) */
+    size_t nheaders;
+    const char **subprotocols; /* --subprotocol: offered (connect) / spoken (listen) */
+    size_t nsubprotocols;
 } nc_opts;
 
 typedef struct nc_ctx nc_ctx;
 typedef struct nc_peer nc_peer;
 typedef struct nc_child nc_child;
+
+/* One listening endpoint: `listen` has one, `serve chat` one per ADDR. */
+typedef struct nc_endpoint {
+    nc_ctx *c;
+    csock_listener *listener;
+    cli_acceptor acceptor;    /* the listener's data; its data is this endpoint */
+    csock_http_server *http;  /* ws://, wss://: the server that upgrades, else NULL */
+    char path[CLI_WS_PATH];   /* ws: the path of the socket (and of the chat page) */
+} nc_endpoint;
 
 /* listen tls://: a connection in its handshake, not yet a peer. */
 typedef struct nc_handshake {
@@ -87,14 +110,17 @@ typedef struct nc_handshake {
 /* A stack buffer for transforming one chunk (CRLF, chat tags) without an
  * allocation in the common case; larger chunks are allocated. */
 #define NC_STACK_CHUNK 8192
-/* --chat: the longest "<userN> " tag ("<user4294967295> " is 17), rounded up. */
-#define CHAT_TAG_MAX 32
+/* --chat: the longest "<NAME> " tag (a /nick name is up to 32 bytes), rounded up. */
+#define CHAT_NICK_MAX 32
+#define CHAT_TAG_MAX 40
 
 
 struct nc_peer {
     nc_ctx *c;
     nc_peer *prev, *next;
     unsigned id;       /* chat: <userN> */
+    char tag[CHAT_NICK_MAX + 1]; /* chat: "userN", or the /nick name */
+    int midline;       /* chat: its last chunk did not end a line (no /nick here) */
     char name[CLI_ADDR_TEXT]; /* tcp://127.0.0.1:5555, for -v and -x */
     char host[CLI_ADDR_TEXT]; /* chat announce: the host alone, as ncat writes it */
     csock_stream *s;   /* a stream peer, or NULL */
@@ -109,6 +135,10 @@ struct nc_peer {
     int gone;                /* taken out of the session (peer_close) */
     int announced;           /* chat: the others were told it joined */
     int lost;                /* a write to it failed: bytes lost (a negative errno) */
+    csock_ws *ws;            /* a WebSocket peer, or NULL */
+    int ws_open;             /* connect ws://: the handshake is done */
+    char *wline;             /* ws text mode: the start of a line not ended yet */
+    size_t nwline, capwline;
 };
 
 struct nc_child {
@@ -121,8 +151,8 @@ struct nc_ctx {
     const nc_opts *o;
     csock_loop *loop;
     csock_stream *in, *out;   /* stdin / stdout; NULL when not used */
-    csock_listener *listener; /* listen over a stream scheme */
-    cli_acceptor acceptor;    /* the listener's data (cli_on_accept) */
+    nc_endpoint *eps;         /* listen over stream schemes: the endpoints */
+    size_t neps;
     csock_stream *connecting; /* connect: the stream until its connect callback */
     nc_handshake *handshakes;  /* listen tls://: accepted, handshake not done yet */
     size_t nhandshakes, cap_handshakes;
@@ -149,13 +179,23 @@ struct nc_ctx {
     csock_tls_ctx *tls; /* tls:// endpoints: the context (freed by the command) */
 };
 
-/* Parse the command line of connect (listen == 0) or listen into *o; prints
+/* Parse the command line of connect (listen == 0), listen (1) or serve chat
+ * (2: every argument an ADDR, in o->addrs) into *o; prints
  * help and exits, or dies with a one-line error and CLI_USAGE. */
 void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts *o);
 
 /* Build our address text from ADDR, HOST PORT, -u, -U. `passive`: a bare
  * PORT means every interface. */
 void nc_target_text(const nc_opts *o, int passive, char *out, size_t size);
+
+/* The same for one address `a` (and `port`, or NULL): serve chat's ADDRs. */
+void nc_addr_text(const nc_opts *o, const char *a, const char *port, int passive, char *out,
+                  size_t size);
+
+/* ws (cli_ws_scheme() of the address `target`): die (CLI_USAGE) on options
+ * that do not go with it (-u, -U, -e, -C, --ssl, TLS options on ws://,
+ * --header on listen, --binary with --chat); not ws: on WebSocket options. */
+void nc_check_ws(const nc_opts *o, int ws, const char *target);
 
 /* TLS runs over TCP only: die (CLI_USAGE) when --ssl or a TLS option was
  * given but the endpoint `a` (written `target`) is not tls://, or when -u
@@ -195,6 +235,10 @@ int nc_dgram_attach(nc_ctx *c, csock_dgram *d, const csock_addr *peer);
 int nc_handshake_add(nc_ctx *c, csock_stream *s);
 const char *nc_handshake_done(nc_ctx *c, csock_stream *s, char *buf, size_t size);
 
+/* Single-peer modes: the peer came; close the listeners (later peers are
+ * refused by the kernel, as in nc). */
+void nc_close_listeners(nc_ctx *c);
+
 /* Start reading stdin now (single-peer modes start it when the peer comes). */
 void nc_stdin_start(nc_ctx *c);
 
@@ -209,7 +253,7 @@ void cidr_parse_file(const char *opt, const char *path, nc_cidr_list *l);
 void hexdump(const nc_ctx *c, int sent, const nc_peer *p, const char *buf, size_t len);
 size_t to_crlf(const char *in, size_t len, char *out, int *cr);
 size_t chat_escape(const char *in, size_t len, char *out);
-size_t chat_tag(unsigned id, const char *in, size_t len, char *out);
+size_t chat_tag(const char *tag, const char *in, size_t len, char *out);
 size_t next_dgram(const char *buf, size_t len, int final);
 
 /* nc_relay.c: sending to the sinks, flow control, stdin and stdout. */
@@ -241,7 +285,26 @@ void peer_close(nc_peer *p, int graceful);
 void peer_failed(nc_peer *p, int status);
 void peer_unlink(nc_peer *p);
 void ending_add(nc_peer *p);
+void ending_remove(nc_peer *p);
+void peer_free(nc_peer *p);
+void peer_idle_timeout(const nc_ctx *c, csock_stream *s);
 void on_peer_stream_closed(csock_stream *s);
+
+/* nc_chat.c: --chat's announcements and commands. */
+int chat_announce_join(nc_ctx *c, nc_peer *p);
+void chat_announce_leave(nc_ctx *c, const nc_peer *gone);
+void chat_input(nc_peer *p, const char *buf, size_t len);
+
+/* nc_ws.c: WebSocket peers. */
+int nc_ws_connect(nc_ctx *c, const char *url);
+void nc_ws_accepted(nc_ctx *c, csock_ws *ws);
+void nc_ws_on_event(csock_ws *ws, const csock_ws_event *ev, void *data);
+void nc_ws_send(nc_peer *p, const char *buf, size_t len);
+void nc_ws_finish(nc_peer *p, int graceful);
+csock_ws_opts nc_ws_opts(const nc_ctx *c);
+
+/* nc_ws_listen.c: a ws:// or wss:// endpoint's HTTP server. */
+int nc_ws_endpoint(nc_endpoint *ep);
 
 /* nc_dgram.c */
 void on_dgram(csock_dgram *d, int status, const char *buf, size_t len, const csock_addr *from);
