@@ -93,6 +93,10 @@ class Terminal(ct.Proc):
     def __init__(self, port):
         super().__init__([ct.BIN, "connect", "tcp://127.0.0.1:%d" % port])
 
+    def finish(self):
+        self.stop()
+        ct.check_clean(self.stderr(), "csock connect")
+
     def say(self, line):
         self.write(line.encode() + b"\n")
 
@@ -436,6 +440,7 @@ def test_browser_and_terminal_talk():
             await cdp.until("the page shows the terminal leaving",
                             line_shown("announce", "<announce> <user1> is disconnected."))
         with_browser(body)
+        term.finish()
     finally:
         term.stop()
         srv.finish()
@@ -457,6 +462,10 @@ def test_page_reconnects_and_renames():
             srv.finish()
             await cdp.until("the page notices the drop",
                             "document.getElementById('status').dataset.state === 'disconnected'")
+            # Its first retry fails too: the next waits twice as long.
+            await cdp.until("the page backs off",
+                            "document.getElementById('status').textContent"
+                            ".includes('retrying in 2 s')", 30)
             t0 = time.monotonic()
             back = ChatServer(ws_port=srv.ws_port)
             servers.append(back)
@@ -472,7 +481,7 @@ def test_page_reconnects_and_renames():
             await asyncio.to_thread(term.read_until, lambda o: b"already connected:" in o, 15)
             await cdp.type_text("input", "back again")
             await term.expect("<%s> back again" % NAME)
-            term.stop()
+            term.finish()
         with_browser(body)
     finally:
         for s in servers[1:]:
