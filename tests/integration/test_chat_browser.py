@@ -339,7 +339,7 @@ async def close_browser(cdp):
         pass
 
 
-def with_browser(body, seconds=180):
+def with_browser(body, seconds=90):
     """Run body(cdp) against a fresh headless chromium; chromium is killed
     in any case, and a script error in the page fails the test."""
     try:
