@@ -36,10 +36,10 @@ NAME = "browser_1"
 
 
 def out_dir():
-    """The test's output folder, under the build tree when ctest runs us."""
-    base = os.environ.get("CSOCK_BUILD")
-    d = os.path.join(base, "tests") if base else os.getcwd()
-    d = os.path.join(d, "test_chat_browser.out")
+    """The test's output folder, in the build tree (ctest's CSOCK_BUILD,
+    or beside the csock binary)."""
+    base = os.environ.get("CSOCK_BUILD") or os.path.dirname(ct.BIN)
+    d = os.path.join(base, "tests", "test_chat_browser.out")
     os.makedirs(d, exist_ok=True)
     return d
 
