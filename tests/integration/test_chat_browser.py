@@ -2,9 +2,9 @@
 """A browser and a terminal in one chat room: headless Chromium (Debian's
 `chromium`) loads the chat page from `csock serve chat tcp://... ws://...`,
 takes a name, and talks with a `csock connect tcp://` client in the same
-room, both ways; then the server goes away and comes back, and the page
-reconnects and takes its name again. A screenshot of the page goes to the
-test's output folder (printed).
+room, both ways, over ws:// and over wss://; then the server goes away
+and comes back, and the page reconnects (backing off) and takes its name
+again. A screenshot of the page goes to the test's output folder (printed).
 
 Chromium is driven through the DevTools protocol by the small client below
 (Python's `websockets`, Debian python3-websockets): no npm, no driver. The
@@ -29,6 +29,7 @@ import debpython  # noqa: E402
 if __name__ == "__main__":
     debpython.reexec_for("websockets", __file__)
 import csocktest as ct  # noqa: E402
+import tlscerts  # noqa: E402
 
 PAGE_HTML = os.path.join(ct.REPO, "src", "cli", "chat_page.html")
 EMBED = os.path.join(ct.REPO, "scripts", "embed.py")
@@ -58,12 +59,14 @@ _LISTEN_RE = re.compile(r"^listening (\w+)://([0-9.]+):(\d+)(/\S*)?$")
 
 
 class ChatServer(ct.Proc):
-    """csock serve chat with a tcp:// and a ws:// endpoint; .tcp_port and
-    .ws_port come from its `listening ADDR` lines (one per endpoint)."""
+    """csock serve chat with a tcp:// and a ws:// (or wss://) endpoint;
+    .tcp_port and .ws_port come from its `listening ADDR` lines (one per
+    endpoint)."""
 
-    def __init__(self, ws_port=0):
+    def __init__(self, ws_port=0, scheme="ws", opts=()):
         super().__init__([ct.BIN, "serve", "chat", "tcp://127.0.0.1:0",
-                          "ws://127.0.0.1:%d/" % ws_port])
+                          "%s://127.0.0.1:%d/" % (scheme, ws_port), *opts])
+        self.scheme = scheme
         ports = {}
         try:
             for _ in range(2):
@@ -75,8 +78,8 @@ class ChatServer(ct.Proc):
         except BaseException:
             self.kill()
             raise
-        ct.check("tcp" in ports and "ws" in ports, "listening lines: %r" % ports)
-        self.tcp_port, self.ws_port = ports["tcp"], ports["ws"]
+        ct.check("tcp" in ports and scheme in ports, "listening lines: %r" % ports)
+        self.tcp_port, self.ws_port = ports["tcp"], ports[scheme]
 
     def finish(self):
         alive = self.alive()
@@ -488,6 +491,35 @@ def test_page_reconnects_and_renames():
             s.finish()
         if srv.alive():
             srv.kill()
+
+
+def test_page_over_wss():
+    """Served over https (wss:// with --cert/--key), the page connects back
+    with wss:// and talks with the terminal."""
+    ct.need("openssl")
+    d = ct.tmpdir()
+    tlscerts.make(d)
+    srv = ChatServer(scheme="wss", opts=("--cert", os.path.join(d, "server.pem"),
+                                         "--key", os.path.join(d, "server.key")))
+    term = Terminal(srv.tcp_port)
+    try:
+        async def body(cdp):
+            # A throw-away CA that chromium does not know: accept its
+            # certificate for this browser only.
+            await cdp.call("Security.setIgnoreCertificateErrors", ignore=True)
+            await term.expect("<announce> already connected: nobody.")
+            await cdp.navigate("https://127.0.0.1:%d/" % srv.ws_port)
+            await cdp.until("the page connects over wss://", connected())
+            await cdp.type_text("name", NAME)
+            await term.expect("<announce> <user2> is now known as <%s>." % NAME)
+            term.say("over TLS")
+            await cdp.until("the page shows the terminal's line",
+                            line_shown("msg", "<user1> over TLS"))
+        with_browser(body)
+        term.finish()
+    finally:
+        term.stop()
+        srv.finish()
 
 
 if __name__ == "__main__":
