@@ -24,6 +24,9 @@ run: deps build
 	@echo "  try:  echo hello | ./$(BUILD)/csock connect tcp://127.0.0.1:7000"
 	@echo "        echo hello | ./$(BUILD)/csock connect udp://127.0.0.1:7000"
 	@echo "        (or nc 127.0.0.1 7000 / nc -u 127.0.0.1 7000); Ctrl-C stops the server."
+	@echo "A chat room for a browser and a terminal:"
+	@echo "  ./$(BUILD)/csock serve chat tcp://127.0.0.1:7001 ws://127.0.0.1:8080/"
+	@echo "  then open http://127.0.0.1:8080/ and run nc 127.0.0.1 7001 (/nick NAME renames)."
 	./$(BUILD)/csock serve upper tcp://127.0.0.1:7000 udp://127.0.0.1:7000
 
 test: deps build

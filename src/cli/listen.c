@@ -12,8 +12,12 @@ static const char listen_usage[] =
     "       csock listen -U [options] PATH\n"
     "\n"
     "Listen on ADDR (tcp://HOST:PORT, tls://HOST:PORT, udp://HOST:PORT,\n"
-    "unix:PATH, unixgram:PATH, HOST:PORT, or a bare PORT for every interface);\n"
-    "tls:// needs --cert and --key (see below). Without -k the first peer is\n"
+    "unix:PATH, unixgram:PATH, HOST:PORT, or a bare PORT for every interface,\n"
+    "ws://HOST:PORT/PATH, wss://HOST:PORT/PATH); tls:// and wss:// need --cert\n"
+    "and --key (see below). On ws:// each peer is a WebSocket client of PATH: its\n"
+    "messages are written as lines, input lines go to it as text messages; a\n"
+    "GET of PATH without Upgrade gets 426 (with --chat: the chat page).\n"
+    "Without -k the first peer is\n"
     "served: stdin goes to it, what it sends goes to stdout, and csock exits when\n"
     "it leaves. Over UDP a peer is a sender address; each input line is one\n"
     "datagram.\n"
@@ -51,6 +55,11 @@ static const char listen_usage[] =
     "                         TLS runs over TCP only: --ssl or a TLS option with\n"
     "                         -u, -U or a non-tls:// address is refused (no DTLS)\n"
     "  -v, --verbose          connection events (and child exit codes) on stderr\n"
+    "      --binary           ws://: each read of stdin is a binary message; messages\n"
+    "                         received are written as they are (no newline)\n"
+    "      --ping SECS        ws://: ping a peer after SECS without input; a peer\n"
+    "                         silent SECS more is dead\n"
+    "      --subprotocol NAME ws://: speak NAME (repeatable, best first)\n"
     "  -h, --help             this help\n"
     "\n"
     "Exit status: 0 when the peer left normally (or stopped by SIGINT/SIGTERM),\n"
@@ -117,7 +126,7 @@ static int endpoint_addr(nc_ctx *c, nc_endpoint *ep, const char *target, csock_a
 {
     const nc_opts *o = c->o;
     int ws = cli_ws_scheme(target);
-    nc_check_ws(o, ws, target);
+    if (ws || !o->serve) nc_check_ws(o, ws, target); /* serve chat: see check_endpoints */
     if (ws)
         cli_ws_listen_addr(target, o->family | CSOCK_ADDR_PASSIVE, addr, ep->path);
     else
@@ -169,11 +178,12 @@ static void target_of(const nc_opts *o, size_t i, char *out, size_t size)
 }
 
 /* Before anything opens: TLS options with no TLS endpoint would leave the
- * data in plaintext, and TLS does not run over UDP. */
-static void check_tls_used(const nc_opts *o, size_t n)
+ * data in plaintext, TLS does not run over UDP, and WebSocket options need a
+ * ws:// endpoint (serve chat: one of them). */
+static void check_endpoints(const nc_opts *o, size_t n)
 {
-    char target[NC_TARGET_TEXT];
-    int any = 0;
+    char target[NC_TARGET_TEXT] = "";
+    int any = 0, any_ws = 0;
     for (size_t i = 0; i < n; i++) {
         target_of(o, i, target, sizeof target);
         int ws = cli_ws_scheme(target);
@@ -181,7 +191,9 @@ static void check_tls_used(const nc_opts *o, size_t n)
         if (!ws) cli_addr(target, o->family | CSOCK_ADDR_PASSIVE, &a);
         if (!ws && a.scheme == CSOCK_TLS) nc_check_tls(o, &a, target);
         any |= ws == 2 || (!ws && a.scheme == CSOCK_TLS);
+        any_ws |= ws != 0;
     }
+    if (o->serve && !any_ws) nc_check_ws(o, 0, target); /* WebSocket options, no ws:// */
     if (any || (!o->ssl && !o->tls.given)) return;
     cli_die(CLI_USAGE, "%s: --%s needs a tls:// address (or wss://; TLS runs over TCP only: no "
                        "DTLS, no TLS over Unix sockets); %s would carry plaintext",
@@ -192,7 +204,7 @@ static int run_listen(nc_opts o)
 {
     char target[NC_TARGET_TEXT];
     size_t n = o.serve ? (size_t)o.naddrs : 1;
-    check_tls_used(&o, n);
+    check_endpoints(&o, n);
     nc_ctx c;
     nc_ctx_init(&c, &o);
     c.eps = calloc(n, sizeof *c.eps);
@@ -217,14 +229,22 @@ int cli_listen(int argc, char **argv)
 }
 
 static const char chat_usage[] =
-    "usage: csock serve chat ADDR [options]\n"
+    "usage: csock serve chat ADDR... [options]\n"
     "\n"
-    "A chat room on ADDR (tcp://, tls://, unix:, HOST:PORT): each line a client\n"
-    "sends goes to every other client tagged with its sender, as ncat --chat\n"
-    "does (\"<user1> hello\"), with \"<announce>\" lines as clients come and go.\n"
-    "Prints \"listening ADDR\" on stdout once ready. It is `csock listen -k --chat\n"
-    "--recv-only ADDR`, so the options of `csock listen --help` apply (-m, -i,\n"
-    "--allow/--deny, -v, the TLS options).\n";
+    "One chat room on every ADDR (tcp://, tls://, unix:, HOST:PORT,\n"
+    "ws://HOST:PORT/PATH, wss://...): each line a client sends goes to every other\n"
+    "client tagged with\n"
+    "its sender, as ncat --chat does (\"<user1> hello\"), with \"<announce>\"\n"
+    "lines as clients come and go. On ws:// a message is a line, and each line\n"
+    "for the client is a text message; a GET of PATH without Upgrade gets the\n"
+    "chat page, so a browser joins. \"/nick NAME\" (1-32 of A-Z a-z 0-9 _ -)\n"
+    "renames a client: \"<announce> <user1> is now known as <NAME>.\".\n"
+    "Prints \"listening ADDR\" on stdout for each ADDR once ready. It is `csock\n"
+    "listen -k --chat --recv-only` on every ADDR, so the options of `csock listen\n"
+    "--help` apply (-m, -i, --allow/--deny, -v, --ping, the TLS options).\n"
+    "\n"
+    "Try:  csock serve chat tcp://127.0.0.1:7001 ws://127.0.0.1:8080/\n"
+    "      then a browser at http://127.0.0.1:8080/ and nc 127.0.0.1 7001\n";
 
 /* csock serve chat: the listen relay in chat mode, without stdin. */
 int cli_serve_chat(int argc, char **argv)
