@@ -73,7 +73,7 @@ struct wsconn {
     wsconn *prev, *next;
     uint64_t last;            /* loop time of the last message either way (-i) */
     uint64_t msgs_in, msgs_out;
-    char peer[CLI_ADDR_TEXT];
+    char peer[]; /* -v only (CLI_ADDR_TEXT bytes): an idle connection stays small */
 };
 
 /* ---- addresses ---------------------------------------------------------------- */
@@ -224,13 +224,13 @@ static void on_request(csock_http_req *r, void *data)
         csock_http_send(r, 503, "shutting down\n", 14);
         return;
     }
-    wsconn *c = calloc(1, sizeof *c);
+    wsconn *c = calloc(1, sizeof *c + (srv->verbose ? CLI_ADDR_TEXT : 0));
     if (!c) {
         csock_http_close_after(r);
         csock_http_send(r, 503, "out of memory\n", 14);
         return;
     }
-    if (srv->verbose) cli_peer_text(csock_http_stream(r), c->peer, sizeof c->peer);
+    if (srv->verbose) cli_peer_text(csock_http_stream(r), c->peer, CLI_ADDR_TEXT);
     int rc = csock_ws_accept(r, &rt->ep->w->wopts, on_ws, c, &c->ws);
     if (rc < 0) { /* answered (400, 403, 426...) by csock_ws_accept */
         if (srv->verbose) cli_warn("refused WebSocket from %s: %s", c->peer, csock_strerror(rc));
@@ -400,8 +400,11 @@ void serve_ws_listen(server *srv, const char *text, unsigned index)
     if (ep->tls && !srv->tls) srv->tls = cli_tls_server_ctx(&srv->tls_opts);
     ep->acc = (cli_acceptor){.tls = ep->tls ? srv->tls : NULL, .verbose = srv->verbose,
                              .accepted = serve_accepted, .ready = ws_ready, .data = srv};
+    /* The HTTP phase under the same options: -i between requests,
+     * --read-timeout for a request's head, --write-timeout for answers. */
     csock_http_opts ho = {.handler = on_request, .keepalive_timeout_ms = srv->idle_ms,
-                          .send_timeout_ms = srv->write_ms, .log = srv->verbose ? log_request : NULL};
+                          .header_timeout_ms = srv->read_ms, .send_timeout_ms = srv->write_ms,
+                          .log = srv->verbose ? log_request : NULL};
     for (unsigned i = 0; i < w->nloops; i++) {
         route *rt = &w->loops[i]->routes[ep->no];
         rt->ep = ep;
