@@ -83,6 +83,23 @@ async def exchange(ws, msg):
     return await ws.recv()
 
 
+UPGRADE = (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+def raw_client(port):
+    """A socket upgraded by hand: (socket, bytes after the 101's head)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=ct.T(10))
+    s.sendall(UPGRADE)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = s.recv(4096)
+        ct.check(chunk, "no 101")
+        head += chunk
+    ct.check(head.startswith(b"HTTP/1.1 101"), head)
+    return s, head.split(b"\r\n\r\n", 1)[1]
+
+
 def test_listening_line():
     with_path = serving("echo", "ws://127.0.0.1:0/a/b", "ws://127.0.0.1:0", "tcp://127.0.0.1:0")
     try:
@@ -356,18 +373,9 @@ def test_drain_timeout_with_a_silent_peer():
     """A peer that never answers the close 1001: the drain timeout ends it."""
     srv = serving("echo", "ws://127.0.0.1:0/", opts=["--drain-timeout", "1"])
     try:
-        s = socket.create_connection(("127.0.0.1", srv.port()), timeout=ct.T(10))
-        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = s.recv(4096)
-            ct.check(chunk, "no 101")
-            head += chunk
-        ct.check(head.startswith(b"HTTP/1.1 101"), head)
+        s, rest = raw_client(srv.port())
         t0 = time.monotonic()
         os.kill(srv.pid, signal.SIGTERM)
-        rest = head.split(b"\r\n\r\n", 1)[1]
         while len(rest) < 2 + 2 + len("going away"):
             chunk = s.recv(4096)
             ct.check(chunk, "no close frame")
@@ -379,6 +387,31 @@ def test_drain_timeout_with_a_silent_peer():
         ct.check_clean(srv.stderr(), "csock serve")
     finally:
         srv.stop(signal.SIGKILL)
+
+
+def test_write_timeout():
+    """A client that sends and never reads: backpressure stops reading it,
+    and --write-timeout closes it."""
+    srv = serving("echo", "ws://127.0.0.1:0/", opts=["--write-timeout", "1", "-v"])
+    try:
+        s, _ = raw_client(srv.port())
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        payload = b"\0" * 65536  # masked with a zero key: the bytes as they are
+        frame = bytes([0x82, 0xFF]) + len(payload).to_bytes(8, "big") + b"\0\0\0\0" + payload
+        s.settimeout(ct.T(2))
+        sent = 0
+        try:
+            while sent < 256 * (1 << 20):  # bounded: the server stops reading long before
+                s.sendall(frame)
+                sent += len(frame)
+        except (socket.timeout, OSError):
+            pass
+        ct.check(sent < 256 * (1 << 20), "the server never stopped reading")
+        ct.wait_for(lambda: "dropped" in srv.stderr(), 15, "the write timeout's -v line")
+        ct.check("timed out" in srv.stderr(), srv.stderr()[-500:])
+        s.close()
+    finally:
+        srv.finish()
 
 
 def _curl(*args):
