@@ -323,7 +323,7 @@ int cli_serve(int argc, char **argv)
     }
     /* A certificate given for no tls:// address would be ignored in silence. */
     if (srv.tls_opts.given && !any_tls)
-        cli_die(CLI_USAGE, "serve: --%s needs a tls:// or wss:// address", srv.tls_opts.first);
+        cli_die(CLI_USAGE, "serve: --%s needs a tls:// address (or wss://)", srv.tls_opts.first);
     if (srv.nsubprotocols && !any_ws) cli_die(CLI_USAGE, "serve: --subprotocol needs a ws:// or wss:// address");
     cli_raise_nofile();
     if (!so.drain_timeout_ms) so.drain_timeout_ms = 1; /* 0 means: do not wait */
