@@ -71,7 +71,8 @@ struct wsconn {
     csock_ws *ws;
     ws_loop *pl;
     wsconn *prev, *next;
-    uint64_t last;            /* loop time of the last message either way (-i) */
+    uint64_t last;            /* -i: loop time the sweep last saw bytes move */
+    uint64_t seen;            /* -i: bytes in and out then */
     uint64_t msgs_in, msgs_out;
     char peer[]; /* -v only (CLI_ADDR_TEXT bytes): an idle connection stays small */
 };
@@ -129,12 +130,20 @@ static void unlink_conn(wsconn *c)
     if (c->next) c->next->prev = c->prev;
 }
 
+/* Bytes in and out so far: idle means that no byte moved either way (as
+ * for tcp://), so a large message arriving slowly is not idle. */
+static uint64_t moved(const wsconn *c)
+{
+    uint64_t in = 0, out = 0;
+    csock_stream_counts(csock_ws_stream(c->ws), &in, &out);
+    return in + out;
+}
+
 /* ---- messages ------------------------------------------------------------------ */
 
 static void on_message(wsconn *c, const csock_ws_event *ev)
 {
     const service *svc = c->pl->w->srv->svc;
-    c->last = csock_loop_now(c->pl->loop);
     c->msgs_in++;
     char small[STACK_COPY], *msg = (char *)ev->buf; /* written only by a `changes` service */
     if (svc->changes) {
@@ -239,6 +248,7 @@ static void on_request(csock_http_req *r, void *data)
     }
     link_conn(rt->pl, c);
     c->last = csock_loop_now(rt->pl->loop);
+    c->seen = moved(c);
     set_timeouts(srv, c->ws);
     if (srv->verbose) {
         const char *sub = csock_ws_subprotocol(c->ws);
@@ -288,8 +298,15 @@ static void sweep(csock_timer *t)
 {
     ws_loop *pl = csock_timer_data(t);
     uint64_t now = csock_loop_now(pl->loop), idle = pl->w->srv->idle_ms;
-    for (wsconn *c = pl->head; c; c = c->next) /* CLOSED comes later: the list holds */
-        if (now - c->last >= idle) csock_ws_close(c->ws, CSOCK_WS_GOING_AWAY, IDLE, sizeof IDLE - 1);
+    for (wsconn *c = pl->head; c; c = c->next) { /* CLOSED comes later: the list holds */
+        uint64_t n = moved(c);
+        if (n != c->seen) {
+            c->seen = n;
+            c->last = now;
+        } else if (now - c->last >= idle) {
+            csock_ws_close(c->ws, CSOCK_WS_GOING_AWAY, IDLE, sizeof IDLE - 1);
+        }
+    }
 }
 
 static void loop_start(csock_server *cs, csock_loop *loop, unsigned index)

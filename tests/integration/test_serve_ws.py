@@ -339,6 +339,26 @@ def test_idle_timeout():
         srv.finish()
 
 
+def test_idle_timeout_spares_a_slow_message():
+    """-i counts bytes, not messages: a message arriving slowly for longer
+    than the timeout is not idle."""
+    srv = serving("echo", "ws://127.0.0.1:0/", opts=["-i", "1"])
+    try:
+        s, rest = raw_client(srv.port())
+        ct.check_eq(rest, b"", "bytes before the first message")
+        n = 600000
+        s.sendall(bytes([0x82, 0xFF]) + n.to_bytes(8, "big") + b"\0\0\0\0")  # zero mask key
+        for i in range(12):  # 1.8 s or more in all, a piece every 0.15 s
+            s.sendall(b"s" * (n // 12))
+            time.sleep(0.15)
+        want = bytes([0x82, 0x7F]) + n.to_bytes(8, "big") + b"s" * n
+        got = ct.recv_exact(s, len(want))
+        ct.check(got == want, "the slow message's echo differs")
+        s.close()
+    finally:
+        srv.finish()
+
+
 def test_sigterm_drain():
     w = websockets()
     srv = serving("echo", "ws://127.0.0.1:0/", "tcp://127.0.0.1:0",
