@@ -38,7 +38,7 @@ typedef struct ws_ep {
     serve_ws *w;
     const char *path;
     size_t path_len;
-    unsigned no;     /* in ws_loop.routes */
+    unsigned no; /* in ws_loop.routes */
     int tls;
 } ws_ep;
 
@@ -53,8 +53,8 @@ struct ws_loop {
     serve_ws *w;
     csock_loop *loop;
     route routes[CLI_MAX_ENDPOINTS];
-    wsconn *head;        /* the open WebSockets, for the drain and -i */
-    csock_timer *sweep;  /* -i */
+    wsconn *head;       /* the open WebSockets, for the drain and -i */
+    csock_timer *sweep; /* -i */
     int draining;
 };
 
@@ -71,8 +71,8 @@ struct wsconn {
     csock_ws *ws;
     ws_loop *pl;
     wsconn *prev, *next;
-    uint64_t last;            /* -i: loop time the sweep last saw bytes move */
-    uint64_t seen;            /* -i: bytes in and out then */
+    uint64_t last; /* -i: loop time the sweep last saw bytes move */
+    uint64_t seen; /* -i: bytes in and out then */
     uint64_t msgs_in, msgs_out;
     char peer[]; /* -v only (CLI_ADDR_TEXT bytes): an idle connection stays small */
 };
@@ -94,18 +94,20 @@ int serve_ws_addr(const char *text, csock_addr *a, const char **path)
     *path = slash ? slash : "/";
     /* The path is matched exactly: a query or fragment would never match. */
     if (strpbrk(*path, "?# \t\r\n"))
-        cli_die(CLI_USAGE, "serve: bad address '%s': the path may not have a query, fragment or spaces", text);
+        cli_die(CLI_USAGE,
+                "serve: bad address '%s': the path may not have a query, fragment or spaces", text);
     /* A port is there when a ':' follows the host (after ']' for [IPv6]). */
     const char *rb = hlen && host[0] == '[' ? memchr(host, ']', hlen) : NULL;
     int has_port = rb ? rb + 1 < host + hlen && rb[1] == ':' : memchr(host, ':', hlen) != NULL;
     char inner[320];
     if (hlen > 260) cli_die(CLI_USAGE, "serve: bad address '%s': the host is too long", text);
-    snprintf(inner, sizeof inner, "%s://%.*s%s", tls ? "tls" : "tcp", (int)hlen, host,
-             has_port ? "" : tls ? ":443" : ":80");
+    const char *port = has_port ? "" : tls ? ":443" : ":80"; /* the URL's defaults */
+    snprintf(inner, sizeof inner, "%s://%.*s%s", tls ? "tls" : "tcp", (int)hlen, host, port);
     int rc = csock_addr_parse(inner, CSOCK_ADDR_PASSIVE, a);
-    if (rc == CSOCK_EBADADDR || rc == CSOCK_ENOPORT || rc == CSOCK_EBADPORT || rc == CSOCK_EBRACKETS)
-        cli_die(CLI_USAGE, "bad address '%s': %s; expected ws://HOST[:PORT][/PATH] or wss://...", text,
-                csock_strerror(rc));
+    if (rc == CSOCK_EBADADDR || rc == CSOCK_ENOPORT || rc == CSOCK_EBADPORT ||
+        rc == CSOCK_EBRACKETS)
+        cli_die(CLI_USAGE, "bad address '%s': %s; expected ws://HOST[:PORT][/PATH] or wss://...",
+                text, csock_strerror(rc));
     if (rc < 0) cli_die(CLI_ERR, "address '%s': %s", text, csock_strerror(rc));
     return 1;
 }
@@ -168,8 +170,8 @@ static void log_closed(const wsconn *c, const csock_ws_event *ev)
     cli_counts_text(csock_ws_stream(c->ws), counts, sizeof counts);
     if (ev->sent) snprintf(sent, sizeof sent, ", sent %d", ev->sent);
     if (ev->status == 0)
-        cli_warn("closed %s: code %d%s (%s; %llu messages in, %llu out)", c->peer, ev->code, sent, counts,
-                 (unsigned long long)c->msgs_in, (unsigned long long)c->msgs_out);
+        cli_warn("closed %s: code %d%s (%s; %llu messages in, %llu out)", c->peer, ev->code, sent,
+                 counts, (unsigned long long)c->msgs_in, (unsigned long long)c->msgs_out);
     else
         cli_warn("dropped %s: %s, code %d%s (%s; %llu messages in, %llu out)", c->peer,
                  csock_strerror(ev->status), ev->code, sent, counts, (unsigned long long)c->msgs_in,
@@ -252,7 +254,8 @@ static void on_request(csock_http_req *r, void *data)
     set_timeouts(srv, c->ws);
     if (srv->verbose) {
         const char *sub = csock_ws_subprotocol(c->ws);
-        cli_warn("WebSocket from %s: path %s, subprotocol %s", c->peer, rt->ep->path, sub ? sub : "none");
+        cli_warn("WebSocket from %s: path %s, subprotocol %s", c->peer, rt->ep->path,
+                 sub ? sub : "none");
     }
 }
 
@@ -413,14 +416,23 @@ void serve_ws_listen(server *srv, const char *text, unsigned index)
     serve_ws_addr(text, &a, &path);
     make_loops(w);
     ws_ep *ep = &w->eps[w->neps];
-    *ep = (ws_ep){.w = w, .path = path, .path_len = strlen(path), .no = w->neps, .tls = a.scheme == CSOCK_TLS};
+    *ep = (ws_ep){.w = w,
+                  .path = path,
+                  .path_len = strlen(path),
+                  .no = w->neps,
+                  .tls = a.scheme == CSOCK_TLS};
     if (ep->tls && !srv->tls) srv->tls = cli_tls_server_ctx(&srv->tls_opts);
-    ep->acc = (cli_acceptor){.tls = ep->tls ? srv->tls : NULL, .verbose = srv->verbose,
-                             .accepted = serve_accepted, .ready = ws_ready, .data = srv};
+    ep->acc = (cli_acceptor){.tls = ep->tls ? srv->tls : NULL,
+                             .verbose = srv->verbose,
+                             .accepted = serve_accepted,
+                             .ready = ws_ready,
+                             .data = srv};
     /* The HTTP phase under the same options: -i between requests,
      * --read-timeout for a request's head, --write-timeout for answers. */
-    csock_http_opts ho = {.handler = on_request, .keepalive_timeout_ms = srv->idle_ms,
-                          .header_timeout_ms = srv->read_ms, .send_timeout_ms = srv->write_ms,
+    csock_http_opts ho = {.handler = on_request,
+                          .keepalive_timeout_ms = srv->idle_ms,
+                          .header_timeout_ms = srv->read_ms,
+                          .send_timeout_ms = srv->write_ms,
                           .log = srv->verbose ? log_request : NULL};
     for (unsigned i = 0; i < w->nloops; i++) {
         route *rt = &w->loops[i]->routes[ep->no];
@@ -440,14 +452,16 @@ void serve_ws_listen(server *srv, const char *text, unsigned index)
 void serve_ws_stop(server *srv)
 {
     if (!srv->ws) return;
-    for (unsigned i = 0; i < srv->ws->nloops; i++) close_servers(srv->ws->loops[i]);
+    for (unsigned i = 0; i < srv->ws->nloops; i++)
+        close_servers(srv->ws->loops[i]);
 }
 
 void serve_ws_free(server *srv)
 {
     serve_ws *w = srv->ws;
     if (!w) return;
-    for (unsigned i = 0; i < w->nloops; i++) free(w->loops[i]);
+    for (unsigned i = 0; i < w->nloops; i++)
+        free(w->loops[i]);
     free(w->loops);
     free(w);
     srv->ws = NULL;

@@ -25,15 +25,15 @@ typedef struct server {
     csock_server *srv;
     const service *svc;
     csock_framing framing;
-    int max_line_given;  /* --max-line was given (ws: the max message, else 1 MiB) */
+    int max_line_given; /* --max-line was given (ws: the max message, else 1 MiB) */
     uint64_t idle_ms, read_ms, write_ms, drain_ms;
-    unsigned max_conns;  /* -m: counted here (not by csock) so a refusal can be logged */
+    unsigned max_conns; /* -m: counted here (not by csock) so a refusal can be logged */
     int verbose;
-    cli_tls tls_opts;    /* --cert, --key, ... as given */
-    csock_tls_ctx *tls;  /* made at the first tls:// or wss:// endpoint; shared by all loops */
+    cli_tls tls_opts;   /* --cert, --key, ... as given */
+    csock_tls_ctx *tls; /* made at the first tls:// or wss:// endpoint; shared by all loops */
     const char *subprotocols[SERVE_MAX_SUBPROTOCOLS]; /* --subprotocol, best first */
     size_t nsubprotocols;
-    serve_ws *ws;        /* the ws:// endpoints' state; NULL without any */
+    serve_ws *ws; /* the ws:// endpoints' state; NULL without any */
 } server;
 
 /* One connection: the peer as text, taken when it was accepted, because
