@@ -315,12 +315,17 @@ int cli_serve(int argc, char **argv)
         cli_die(CLI_USAGE, "serve: at most %d addresses", CLI_MAX_ENDPOINTS);
     /* Parse every address first: a typo in the last one should not leave
      * the first ones half-served. */
-    int any_tls = 0, any_ws = 0;
+    int any_tls = 0, any_ws = 0, any_wss = 0;
     for (int i = optind; i < argc; i++) {
         csock_addr a;
-        any_ws |= parse_endpoint(argv[i], &a);
+        int ws = parse_endpoint(argv[i], &a);
+        any_ws |= ws;
         any_tls |= a.scheme == CSOCK_TLS;
+        any_wss |= ws && a.scheme == CSOCK_TLS;
     }
+    /* Said here, in wss:// words, before anything listens. */
+    if (any_wss && !srv.tls_opts.cert)
+        cli_die(CLI_USAGE, "serve: wss:// needs --cert FILE (and --key FILE unless the key is in it)");
     /* A certificate given for no tls:// address would be ignored in silence. */
     if (srv.tls_opts.given && !any_tls)
         cli_die(CLI_USAGE, "serve: --%s needs a tls:// address (or wss://)", srv.tls_opts.first);

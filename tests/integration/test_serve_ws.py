@@ -109,6 +109,22 @@ def test_listening_line():
         ct.check(with_path.urls[2].startswith("tcp://127.0.0.1:"), with_path.urls)
     finally:
         with_path.finish()
+    w = websockets()
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return  # no IPv6 loopback here: the IPv4 part above still ran
+    v6 = serving("upper", "ws://[::1]:0/six")
+    try:
+        ct.check(re.match(r"^ws://\[::1\]:\d+/six$", v6.urls[0]), v6.urls)
+
+        async def go():
+            async with w.connect(v6.urls[0]) as ws:
+                ct.check_eq(await exchange(ws, "v6"), "V6", "upper over IPv6")
+        run(go())
+    finally:
+        v6.finish()
 
 
 def test_echo_messages():
@@ -534,7 +550,7 @@ def test_node_ws_client():
 
 def test_wrong_arguments():
     cases = [
-        (["echo", "wss://127.0.0.1:0/"], "--cert"),                      # wss without a certificate
+        (["echo", "wss://127.0.0.1:0/"], "wss:// needs --cert"),
         (["echo", "ws://127.0.0.1:0/", "--cert", "x.pem", "--key", "x.key"], "wss://"),
         (["echo", "ws://127.0.0.1:99999/"], "ws://127.0.0.1:99999/"),
         (["echo", "ws://127.0.0.1:0/a?b=1"], "query"),
