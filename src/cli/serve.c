@@ -241,6 +241,30 @@ static int parse_endpoint(const char *text, csock_addr *a)
     return 0;
 }
 
+/* Parse every address first (a typo in the last one should not leave the
+ * first ones half-served) and check the options against them. Returns 1
+ * when one is ws:// or wss://. */
+static int check_endpoints(const server *srv, char **addrs, int n)
+{
+    int any_tls = 0, any_ws = 0, any_wss = 0;
+    for (int i = 0; i < n; i++) {
+        csock_addr a;
+        int ws = parse_endpoint(addrs[i], &a);
+        any_ws |= ws;
+        any_tls |= a.scheme == CSOCK_TLS;
+        any_wss |= ws && a.scheme == CSOCK_TLS;
+    }
+    /* Said here, in wss:// words, before anything listens. */
+    if (any_wss && !srv->tls_opts.cert)
+        cli_die(CLI_USAGE, "serve: wss:// needs --cert FILE (and --key FILE unless the key is in it)");
+    /* A certificate given for no tls:// address would be ignored in silence. */
+    if (srv->tls_opts.given && !any_tls)
+        cli_die(CLI_USAGE, "serve: --%s needs a tls:// address (or wss://)", srv->tls_opts.first);
+    if (srv->nsubprotocols && !any_ws)
+        cli_die(CLI_USAGE, "serve: --subprotocol needs a ws:// or wss:// address");
+    return any_ws;
+}
+
 static void open_endpoint(server *srv, const char *text, unsigned index)
 {
     csock_addr a;
@@ -313,23 +337,7 @@ int cli_serve(int argc, char **argv)
     if (optind >= argc) cli_die(CLI_USAGE, "serve: missing ADDR to listen on");
     if (argc - optind > CLI_MAX_ENDPOINTS)
         cli_die(CLI_USAGE, "serve: at most %d addresses", CLI_MAX_ENDPOINTS);
-    /* Parse every address first: a typo in the last one should not leave
-     * the first ones half-served. */
-    int any_tls = 0, any_ws = 0, any_wss = 0;
-    for (int i = optind; i < argc; i++) {
-        csock_addr a;
-        int ws = parse_endpoint(argv[i], &a);
-        any_ws |= ws;
-        any_tls |= a.scheme == CSOCK_TLS;
-        any_wss |= ws && a.scheme == CSOCK_TLS;
-    }
-    /* Said here, in wss:// words, before anything listens. */
-    if (any_wss && !srv.tls_opts.cert)
-        cli_die(CLI_USAGE, "serve: wss:// needs --cert FILE (and --key FILE unless the key is in it)");
-    /* A certificate given for no tls:// address would be ignored in silence. */
-    if (srv.tls_opts.given && !any_tls)
-        cli_die(CLI_USAGE, "serve: --%s needs a tls:// address (or wss://)", srv.tls_opts.first);
-    if (srv.nsubprotocols && !any_ws) cli_die(CLI_USAGE, "serve: --subprotocol needs a ws:// or wss:// address");
+    int any_ws = check_endpoints(&srv, argv + optind, argc - optind);
     cli_raise_nofile();
     if (!so.drain_timeout_ms) so.drain_timeout_ms = 1; /* 0 means: do not wait */
     srv.drain_ms = so.drain_timeout_ms;
