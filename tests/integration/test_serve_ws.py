@@ -475,6 +475,7 @@ def test_plain_http_answers():
         ct.check(bad.startswith("HTTP/1.1 400"), bad[:200])
         err = srv.stderr()
         ct.check('"GET /sock" 426' in err and '"GET /other" 404' in err, err[-1500:])
+        ct.check("refused WebSocket from tcp://127.0.0.1:" in err and '"GET /sock" 400' in err, err[-1500:])
     finally:
         srv.finish()
 
