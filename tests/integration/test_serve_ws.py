@@ -251,6 +251,11 @@ def test_many_clients():
         async def go():
             done = await asyncio.gather(*(client(i) for i in range(60)))
             ct.check_eq(sorted(done), list(range(60)), "clients done")
+            # 300 open at once, then each talks.
+            conns = await asyncio.gather(*(w.connect(srv.urls[0]) for _ in range(300)))
+            got = await asyncio.gather(*(exchange(c, "n%d" % i) for i, c in enumerate(conns)))
+            ct.check_eq(got, ["n%d" % i for i in range(300)], "300 clients at once")
+            await asyncio.gather(*(c.close() for c in conns))
         run(go(), 120)
     finally:
         srv.finish()
