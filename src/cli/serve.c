@@ -7,15 +7,23 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli.h"
+#include "cli/serve_ws.h"
 
 static const char serve_usage[] =
     "usage: csock serve SERVICE ADDR... [options]\n"
     "\n"
     "Serve SERVICE on every ADDR (tcp://, tls://, udp://, unix:, unixgram:,\n"
-    "HOST:PORT); tls:// needs --cert and --key (see below).\n"
+    "HOST:PORT, ws://HOST[:PORT][/PATH], wss://...); tls:// and wss:// need\n"
+    "--cert and --key (see below).\n"
     "For each endpoint one line goes to stdout once it is ready:\n"
     "  listening ADDR     (with the real port when 0 was asked for)\n"
+    "\n"
+    "ws:// and wss:// (WebSocket): a GET of PATH (default /) with Upgrade\n"
+    "becomes a WebSocket; without Upgrade it is answered 426, another path\n"
+    "404. A message is a message: echo sends it back with its type (text or\n"
+    "binary), upper in upper case (whole, not split into lines), discard\n"
+    "drops it. A message over --max-line (default 1 MiB here) is closed with\n"
+    "1009; the drain sends every WebSocket a close 1001 (going away).\n"
     "\n"
     "Services:\n"
     "  echo      send back every byte (every datagram)\n"
@@ -27,13 +35,16 @@ static const char serve_usage[] =
     "\n"
     "Options:\n"
     "  --max-line N        longest line for line services, bytes (default 65536);\n"
-    "                      a longer line closes that connection\n"
+    "                      a longer line closes that connection. ws://: the\n"
+    "                      longest message (default 1 MiB; longer: close 1009)\n"
     "  -m, --max-conns N   at most N connections in all (every endpoint and\n"
     "                      thread); more are closed at once\n"
-    "  -i, --idle-timeout SECS  close a connection idle this long\n"
+    "  -i, --idle-timeout SECS  close a connection idle this long (no byte\n"
+    "                      either way; a WebSocket gets a close 1001)\n"
     "  --read-timeout SECS  close a client that leaves a line unfinished this\n"
     "                      long (line services; a slow sender is fine as long\n"
-    "                      as its lines keep completing)\n"
+    "                      as its lines keep completing; ws://: a frame or a\n"
+    "                      request head)\n"
     "  --write-timeout SECS close a client that takes no byte of its replies\n"
     "                      for this long (it stopped reading)\n"
     "  -t, --threads N     event loops (threads), one per core by default\n"
@@ -44,41 +55,14 @@ static const char serve_usage[] =
     "                      (for a restart without downtime: start the new one,\n"
     "                      then stop the old; both need --reuse-port). Without\n"
     "                      it a port in use is an error\n"
-    "  -v, --verbose       log connections to stderr\n"
+    "  --subprotocol NAME  ws://: a subprotocol to agree on when the client\n"
+    "                      offers it (repeat it: the first one is preferred)\n"
+    "  -v, --verbose       log connections to stderr (ws://: the path, the\n"
+    "                      subprotocol, the close code, messages and bytes)\n"
     "  -h, --help          this help\n"
     "\n"
     "Exit status: 0 after a signal-driven stop, 1 on a runtime error (port in\n"
     "use, out of memory), 2 on a wrong argument.\n";
-
-typedef struct service service;
-
-typedef struct server {
-    cli_acceptor plain, tls_acc; /* the listeners' data (cli_on_accept), per kind */
-    csock_server *srv;
-    const service *svc;
-    csock_framing framing;
-    uint64_t idle_ms, read_ms, write_ms;
-    unsigned max_conns;  /* -m: counted here (not by csock) so a refusal can be logged */
-    int verbose;
-    cli_tls tls_opts;    /* --cert, --key, ... as given */
-    csock_tls_ctx *tls;  /* made at the first tls:// endpoint; shared by all loops */
-} server;
-
-/* One connection: the peer as text, taken when it was accepted, because
- * after a reset the socket no longer knows it (getpeername fails). */
-typedef struct conn {
-    server *srv;
-    char peer[CLI_ADDR_TEXT];
-    int why; /* what ended it, for the -v close line: 0 (us, a drain) or the read status */
-} conn;
-
-struct service {
-    const char *name;
-    int line_based;
-    /* Transform a message (a line with its ending, a chunk, a datagram) in
-     * place into the reply; return its length, or -1 for no reply. */
-    long (*reply)(char *msg, size_t len);
-};
 
 static long reply_echo(char *msg, size_t len) { return (long)len; }
 static long reply_none(char *msg, size_t len) { return -1; }
@@ -92,9 +76,9 @@ static long reply_upper(char *msg, size_t len)
 #define MAX_MAX_LINE (1u << 28) /* --max-line cap: 256 MiB a connection is plenty */
 
 static const service services[] = {
-    {"echo", 0, reply_echo},
-    {"upper", 1, reply_upper},
-    {"discard", 0, reply_none},
+    {"echo", 0, 0, reply_echo},
+    {"upper", 1, 1, reply_upper},
+    {"discard", 0, 0, reply_none},
 };
 
 /* conn.why after a failed handshake: cli_log_handshake said it all. */
@@ -156,17 +140,23 @@ static size_t on_bytes(csock_stream *s, int status, const char *buf, size_t len)
     return len;
 }
 
-/* Ready to serve: at once, or after the TLS handshake (a failed or stalled
- * one costs only that connection: csock closes it after this call). */
-static void start_service(csock_stream *s, int status)
+/* A failed or stalled TLS handshake costs only that connection: csock
+ * closes it after the ready callback. */
+int serve_handshake_ok(csock_stream *s, int status)
 {
     conn *cn = csock_stream_data(s);
+    if (status >= 0) return 1;
+    if (cn->srv->verbose) cli_log_handshake(s, status, cn->peer);
+    cn->why = HANDSHAKE_LOGGED; /* that line was its close line */
+    return 0;
+}
+
+/* Ready to serve: at once, or after the TLS handshake. */
+static void start_service(csock_stream *s, int status)
+{
+    if (!serve_handshake_ok(s, status)) return;
+    conn *cn = csock_stream_data(s);
     server *srv = cn->srv;
-    if (status < 0) {
-        if (srv->verbose) cli_log_handshake(s, status, cn->peer);
-        cn->why = HANDSHAKE_LOGGED; /* that line was its close line */
-        return;
-    }
     /* Each is a store on the stream; none costs anything per read or write. */
     if (srv->idle_ms) csock_stream_set_idle_timeout(s, srv->idle_ms);
     if (srv->read_ms) csock_stream_set_read_timeout(s, srv->read_ms);
@@ -187,7 +177,7 @@ static int over_limit(const server *srv, const char *peer)
 }
 
 /* A new connection, plain or before its handshake: its state, or away. */
-static int accepted(const cli_acceptor *a, csock_stream *s)
+int serve_accepted(const cli_acceptor *a, csock_stream *s)
 {
     server *srv = a->data;
     char peer[CLI_ADDR_TEXT] = "";
@@ -203,6 +193,7 @@ static int accepted(const cli_acceptor *a, csock_stream *s)
         return -1;
     }
     cn->srv = srv;
+    cn->acc = a;
     cn->why = 0;
     memcpy(cn->peer, peer, sizeof peer);
     csock_stream_set_data(s, cn);
@@ -224,6 +215,15 @@ static void on_datagram(csock_dgram *d, int status, const char *buf, size_t len,
     free(copy);
 }
 
+static void add_subprotocol(server *srv, const char *name)
+{
+    if (!*name || strpbrk(name, " ,;\t\r\n\"()<>@:/[]?={}"))
+        cli_die(CLI_USAGE, "--subprotocol: '%s' is not a token", name);
+    if (srv->nsubprotocols == SERVE_MAX_SUBPROTOCOLS)
+        cli_die(CLI_USAGE, "--subprotocol: at most %d", SERVE_MAX_SUBPROTOCOLS);
+    srv->subprotocols[srv->nsubprotocols++] = name;
+}
+
 static const service *find_service(const char *name)
 {
     for (size_t i = 0; i < sizeof services / sizeof services[0]; i++)
@@ -231,14 +231,48 @@ static const service *find_service(const char *name)
     return NULL;
 }
 
+/* Parse an address argument (tcp, tls, udp, unix, ws, wss) or die: 1 for a
+ * ws:// or wss:// one. */
+static int parse_endpoint(const char *text, csock_addr *a)
+{
+    const char *path;
+    if (serve_ws_addr(text, a, &path)) return 1;
+    cli_addr(text, CSOCK_ADDR_PASSIVE, a);
+    return 0;
+}
+
+/* Parse every address first (a typo in the last one should not leave the
+ * first ones half-served) and check the options against them. Returns 1
+ * when one is ws:// or wss://. */
+static int check_endpoints(const server *srv, char **addrs, int n)
+{
+    int any_tls = 0, any_ws = 0, any_wss = 0;
+    for (int i = 0; i < n; i++) {
+        csock_addr a;
+        int ws = parse_endpoint(addrs[i], &a);
+        any_ws |= ws;
+        any_tls |= a.scheme == CSOCK_TLS;
+        any_wss |= ws && a.scheme == CSOCK_TLS;
+    }
+    /* Said here, in wss:// words, before anything listens. */
+    if (any_wss && !srv->tls_opts.cert)
+        cli_die(CLI_USAGE, "serve: wss:// needs --cert FILE (and --key FILE unless the key is in it)");
+    /* A certificate given for no tls:// address would be ignored in silence. */
+    if (srv->tls_opts.given && !any_tls)
+        cli_die(CLI_USAGE, "serve: --%s needs a tls:// address (or wss://)", srv->tls_opts.first);
+    if (srv->nsubprotocols && !any_ws)
+        cli_die(CLI_USAGE, "serve: --subprotocol needs a ws:// or wss:// address");
+    return any_ws;
+}
+
 static void open_endpoint(server *srv, const char *text, unsigned index)
 {
     csock_addr a;
-    cli_addr(text, CSOCK_ADDR_PASSIVE, &a);
+    if (parse_endpoint(text, &a)) return serve_ws_listen(srv, text, index);
     int tls = a.scheme == CSOCK_TLS;
     if (tls && !srv->tls) srv->tls = cli_tls_server_ctx(&srv->tls_opts);
     cli_acceptor *acc = tls ? &srv->tls_acc : &srv->plain;
-    *acc = (cli_acceptor){.tls = srv->tls, .verbose = srv->verbose, .accepted = accepted,
+    *acc = (cli_acceptor){.tls = srv->tls, .verbose = srv->verbose, .accepted = serve_accepted,
                           .ready = start_service, .data = srv};
     int rc = csock_addr_is_stream(&a) ? csock_server_listen(srv->srv, &a, cli_on_accept, acc)
                                       : csock_server_dgram(srv->srv, &a, on_datagram, srv);
@@ -261,6 +295,7 @@ int cli_serve(int argc, char **argv)
         {"drain-timeout", required_argument, NULL, 'D'},
         {"verbose", no_argument, NULL, 'v'},
         {"reuse-port", no_argument, NULL, 'P'},
+        {"subprotocol", required_argument, NULL, 'S'},
         CLI_TLS_LONGOPTS,
         {0, 0, 0, 0},
     };
@@ -276,7 +311,10 @@ int cli_serve(int argc, char **argv)
     while ((c = getopt_long(argc, argv, ":hm:i:t:v", opts, NULL)) != -1) {
         switch (c) {
         case 'h': fputs(serve_usage, stdout); fputs(cli_tls_usage, stdout); return CLI_OK;
-        case 'L': srv.framing.max = cli_ulong("--max-line", optarg, MAX_MAX_LINE); break;
+        case 'L':
+            srv.framing.max = cli_ulong("--max-line", optarg, MAX_MAX_LINE);
+            srv.max_line_given = 1;
+            break;
         case 'm': srv.max_conns = (unsigned)cli_ulong("--max-conns", optarg, CLI_MAX_CONNS); break;
         case 'i': srv.idle_ms = cli_seconds("--idle-timeout", optarg); break;
         case 'R': srv.read_ms = cli_seconds("--read-timeout", optarg); break;
@@ -285,6 +323,7 @@ int cli_serve(int argc, char **argv)
         case 'D': so.drain_timeout_ms = cli_seconds("--drain-timeout", optarg); break;
         case 'v': srv.verbose = 1; break;
         case 'P': so.reuseport = 1; break;
+        case 'S': add_subprotocol(&srv, optarg); break;
         default:
             if (cli_tls_option(&srv.tls_opts, c, optarg)) break;
             cli_bad_option("serve", c, optopt, argv[optind - 1]);
@@ -298,29 +337,18 @@ int cli_serve(int argc, char **argv)
     if (optind >= argc) cli_die(CLI_USAGE, "serve: missing ADDR to listen on");
     if (argc - optind > CLI_MAX_ENDPOINTS)
         cli_die(CLI_USAGE, "serve: at most %d addresses", CLI_MAX_ENDPOINTS);
-    /* Parse every address first: a typo in the last one should not leave
-     * the first ones half-served. */
-    for (int i = optind; i < argc; i++) {
-        csock_addr a;
-        cli_addr(argv[i], CSOCK_ADDR_PASSIVE, &a);
-    }
-    if (srv.tls_opts.given) {
-        /* A certificate given for no tls:// address would be ignored in silence. */
-        int any_tls = 0;
-        for (int i = optind; i < argc; i++) {
-            csock_addr a;
-            cli_addr(argv[i], CSOCK_ADDR_PASSIVE, &a);
-            any_tls |= a.scheme == CSOCK_TLS;
-        }
-        if (!any_tls) cli_die(CLI_USAGE, "serve: --%s needs a tls:// address", srv.tls_opts.first);
-    }
+    int any_ws = check_endpoints(&srv, argv + optind, argc - optind);
     cli_raise_nofile();
     if (!so.drain_timeout_ms) so.drain_timeout_ms = 1; /* 0 means: do not wait */
+    srv.drain_ms = so.drain_timeout_ms;
+    if (any_ws) serve_ws_prepare(&srv, &so);
     int rc = csock_server_new(&so, &srv.srv);
     if (rc < 0) cli_die(CLI_ERR, "server: %s", csock_strerror(rc));
     for (int i = optind; i < argc; i++) open_endpoint(&srv, argv[i], (unsigned)(i - optind));
     rc = csock_server_run(srv.srv);
+    serve_ws_stop(&srv);
     csock_server_free(srv.srv);
+    serve_ws_free(&srv);
     csock_tls_ctx_free(srv.tls);
     if (rc < 0) cli_die(CLI_ERR, "server: %s", csock_strerror(rc));
     return CLI_OK;

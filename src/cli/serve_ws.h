@@ -1,0 +1,76 @@
+/* What csock serve (serve.c) shares with its ws:// and wss:// endpoints
+ * (serve_ws.c): the server's state, a connection's, the services. */
+#ifndef CSOCK_CLI_SERVE_WS_H
+#define CSOCK_CLI_SERVE_WS_H
+
+#include "cli/cli.h"
+
+typedef struct service {
+    const char *name;
+    int line_based;
+    int changes; /* reply writes into msg (a WebSocket message is copied first) */
+    /* Transform a message (a line with its ending, a chunk, a datagram, a
+     * WebSocket message) in place into the reply; return its length, or -1
+     * for no reply. */
+    long (*reply)(char *msg, size_t len);
+} service;
+
+typedef struct serve_ws serve_ws;
+
+/* --subprotocol: at most this many */
+#define SERVE_MAX_SUBPROTOCOLS 16
+
+typedef struct server {
+    cli_acceptor plain, tls_acc; /* the listeners' data (cli_on_accept), per kind */
+    csock_server *srv;
+    const service *svc;
+    csock_framing framing;
+    int max_line_given; /* --max-line was given (ws: the max message, else 1 MiB) */
+    uint64_t idle_ms, read_ms, write_ms, drain_ms;
+    unsigned max_conns; /* -m: counted here (not by csock) so a refusal can be logged */
+    int verbose;
+    cli_tls tls_opts;   /* --cert, --key, ... as given */
+    csock_tls_ctx *tls; /* made at the first tls:// or wss:// endpoint; shared by all loops */
+    const char *subprotocols[SERVE_MAX_SUBPROTOCOLS]; /* --subprotocol, best first */
+    size_t nsubprotocols;
+    serve_ws *ws; /* the ws:// endpoints' state; NULL without any */
+} server;
+
+/* One connection: the peer as text, taken when it was accepted, because
+ * after a reset the socket no longer knows it (getpeername fails). */
+typedef struct conn {
+    server *srv;
+    const cli_acceptor *acc; /* the endpoint's: a ws:// one leads to its path */
+    char peer[CLI_ADDR_TEXT];
+    int why; /* what ended it, for the -v close line: 0 (us, a drain) or the read status */
+} conn;
+
+/* serve.c: the acceptor's `accepted` (the -m check, the conn, -v line) and
+ * the start of `ready`: 0 when the connection is ready to serve, -1 when its
+ * TLS handshake failed (logged; csock closes it). */
+int serve_accepted(const cli_acceptor *a, csock_stream *s);
+int serve_handshake_ok(csock_stream *s, int status);
+
+/* ---- serve_ws.c ---- */
+
+/* If `text` is a ws:// or wss:// address, ws://HOST[:PORT][/PATH] (port 80,
+ * wss 443 by default; path "/" by default), fill the address to bind (tcp,
+ * or tls for wss) and *path (a suffix of text, or "/"), and return 1; else
+ * 0. Dies with status 2 on a malformed one. */
+int serve_ws_addr(const char *text, csock_addr *a, const char **path);
+
+/* Before csock_server_new, when some address is ws:// or wss://: the ws
+ * state and the loop callbacks (per-loop HTTP servers, the idle sweep, the
+ * drain's close 1001) in `so`. Dies on out of memory. */
+void serve_ws_prepare(server *srv, csock_server_opts *so);
+
+/* Listen on ws:// address `text`, the server's endpoint number `index`, and
+ * print its `listening ws://HOST:PORT/PATH` line. Dies on failure. */
+void serve_ws_listen(server *srv, const char *text, unsigned index);
+
+/* After csock_server_run: close the HTTP servers left (loops that never
+ * ran); after csock_server_free: free the rest. NULL-safe. */
+void serve_ws_stop(server *srv);
+void serve_ws_free(server *srv);
+
+#endif
