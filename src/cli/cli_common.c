@@ -81,10 +81,19 @@ void cli_ws_listen_addr(const char *text, int flags, csock_addr *addr, char path
     if (strlen(p) >= CLI_WS_PATH)
         cli_die(CLI_USAGE, "bad address '%s': path longer than %d bytes", text, CLI_WS_PATH - 1);
     snprintf(path, CLI_WS_PATH, "%s", *p ? p : "/");
+    /* A port is there when a ':' follows the host (after ']' for [IPv6]);
+     * without one, the URL's default (80, 443 for wss). */
+    const char *rb = hl && host[0] == '[' ? memchr(host, ']', hl) : NULL;
+    int has_port = rb ? rb + 1 < host + hl && rb[1] == ':' : memchr(host, ':', hl) != NULL;
     char sock[CSOCK_ADDR_STRLEN + 16];
-    if (hl + 7 >= sizeof sock) cli_die(CLI_USAGE, "bad address '%s': host too long", text);
-    snprintf(sock, sizeof sock, "%s://%.*s", tls ? "tls" : "tcp", (int)hl, host);
-    cli_addr(sock, flags, addr);
+    if (hl + 12 >= sizeof sock) cli_die(CLI_USAGE, "bad address '%s': host too long", text);
+    snprintf(sock, sizeof sock, "%s://%.*s%s", tls ? "tls" : "tcp", (int)hl, host,
+             has_port ? "" : tls ? ":443" : ":80");
+    int rc = csock_addr_parse(sock, flags, addr);
+    if (rc == CSOCK_EBADADDR || rc == CSOCK_ENOPORT || rc == CSOCK_EBADPORT || rc == CSOCK_EBRACKETS)
+        cli_die(CLI_USAGE, "bad address '%s': %s; expected ws://HOST[:PORT][/PATH] or wss://...",
+                text, csock_strerror(rc));
+    if (rc < 0) cli_die(CLI_ERR, "address '%s': %s", text, csock_strerror(rc));
 }
 
 void cli_print_ws_listening(FILE *f, const csock_addr *bound, int tls, const char *path)

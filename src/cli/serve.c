@@ -235,8 +235,11 @@ static const service *find_service(const char *name)
  * ws:// or wss:// one. */
 static int parse_endpoint(const char *text, csock_addr *a)
 {
-    const char *path;
-    if (serve_ws_addr(text, a, &path)) return 1;
+    char path[CLI_WS_PATH];
+    if (cli_ws_scheme(text)) {
+        cli_ws_listen_addr(text, CSOCK_ADDR_PASSIVE, a, path);
+        return 1;
+    }
     cli_addr(text, CSOCK_ADDR_PASSIVE, a);
     return 0;
 }

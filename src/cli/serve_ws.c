@@ -36,7 +36,7 @@ typedef struct wsconn wsconn;
 typedef struct ws_ep {
     cli_acceptor acc;
     serve_ws *w;
-    const char *path;
+    char path[CLI_WS_PATH];
     size_t path_len;
     unsigned no; /* in ws_loop.routes */
     int tls;
@@ -76,41 +76,6 @@ struct wsconn {
     uint64_t msgs_in, msgs_out;
     char peer[]; /* -v only (CLI_ADDR_TEXT bytes): an idle connection stays small */
 };
-
-/* ---- addresses ---------------------------------------------------------------- */
-
-int serve_ws_addr(const char *text, csock_addr *a, const char **path)
-{
-    int tls;
-    if (!strncasecmp(text, "ws://", 5))
-        tls = 0;
-    else if (!strncasecmp(text, "wss://", 6))
-        tls = 1;
-    else
-        return 0;
-    const char *host = text + (tls ? 6 : 5);
-    const char *slash = strchr(host, '/');
-    size_t hlen = slash ? (size_t)(slash - host) : strlen(host);
-    *path = slash ? slash : "/";
-    /* The path is matched exactly: a query or fragment would never match. */
-    if (strpbrk(*path, "?# \t\r\n"))
-        cli_die(CLI_USAGE,
-                "serve: bad address '%s': the path may not have a query, fragment or spaces", text);
-    /* A port is there when a ':' follows the host (after ']' for [IPv6]). */
-    const char *rb = hlen && host[0] == '[' ? memchr(host, ']', hlen) : NULL;
-    int has_port = rb ? rb + 1 < host + hlen && rb[1] == ':' : memchr(host, ':', hlen) != NULL;
-    char inner[320];
-    if (hlen > 260) cli_die(CLI_USAGE, "serve: bad address '%s': the host is too long", text);
-    const char *port = has_port ? "" : tls ? ":443" : ":80"; /* the URL's defaults */
-    snprintf(inner, sizeof inner, "%s://%.*s%s", tls ? "tls" : "tcp", (int)hlen, host, port);
-    int rc = csock_addr_parse(inner, CSOCK_ADDR_PASSIVE, a);
-    if (rc == CSOCK_EBADADDR || rc == CSOCK_ENOPORT || rc == CSOCK_EBADPORT ||
-        rc == CSOCK_EBRACKETS)
-        cli_die(CLI_USAGE, "bad address '%s': %s; expected ws://HOST[:PORT][/PATH] or wss://...",
-                text, csock_strerror(rc));
-    if (rc < 0) cli_die(CLI_ERR, "address '%s': %s", text, csock_strerror(rc));
-    return 1;
-}
 
 /* ---- the connection list ------------------------------------------------------ */
 
@@ -398,29 +363,16 @@ static void make_loops(serve_ws *w)
     }
 }
 
-static void print_listening(const ws_ep *ep, const csock_addr *bound)
-{
-    char text[CLI_ADDR_TEXT];
-    csock_addr_format(bound, text, sizeof text);
-    const char *rest = strstr(text, "://");
-    /* Tests and scripts wait for this line to learn the port. */
-    printf("listening %s%s%s\n", ep->tls ? "wss" : "ws", rest ? rest : text, ep->path);
-    fflush(stdout);
-}
-
 void serve_ws_listen(server *srv, const char *text, unsigned index)
 {
     serve_ws *w = srv->ws;
     csock_addr a, bound;
-    const char *path;
-    serve_ws_addr(text, &a, &path);
-    make_loops(w);
     ws_ep *ep = &w->eps[w->neps];
-    *ep = (ws_ep){.w = w,
-                  .path = path,
-                  .path_len = strlen(path),
-                  .no = w->neps,
-                  .tls = a.scheme == CSOCK_TLS};
+    *ep = (ws_ep){.w = w, .no = w->neps};
+    cli_ws_listen_addr(text, CSOCK_ADDR_PASSIVE, &a, ep->path);
+    ep->path_len = strlen(ep->path);
+    ep->tls = a.scheme == CSOCK_TLS;
+    make_loops(w);
     if (ep->tls && !srv->tls) srv->tls = cli_tls_server_ctx(&srv->tls_opts);
     ep->acc = (cli_acceptor){.tls = ep->tls ? srv->tls : NULL,
                              .verbose = srv->verbose,
@@ -446,7 +398,7 @@ void serve_ws_listen(server *srv, const char *text, unsigned index)
     int rc = csock_server_listen(srv->srv, &a, cli_on_accept, &ep->acc);
     if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", text, csock_strerror(rc));
     csock_server_addr(srv->srv, index, &bound);
-    print_listening(ep, &bound);
+    cli_print_ws_listening(stdout, &bound, ep->tls, ep->path);
 }
 
 void serve_ws_stop(server *srv)

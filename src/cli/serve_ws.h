@@ -53,12 +53,6 @@ int serve_handshake_ok(csock_stream *s, int status);
 
 /* ---- serve_ws.c ---- */
 
-/* If `text` is a ws:// or wss:// address, ws://HOST[:PORT][/PATH] (port 80,
- * wss 443 by default; path "/" by default), fill the address to bind (tcp,
- * or tls for wss) and *path (a suffix of text, or "/"), and return 1; else
- * 0. Dies with status 2 on a malformed one. */
-int serve_ws_addr(const char *text, csock_addr *a, const char **path);
-
 /* Before csock_server_new, when some address is ws:// or wss://: the ws
  * state and the loop callbacks (per-loop HTTP servers, the idle sweep, the
  * drain's close 1001) in `so`. Dies on out of memory. */
