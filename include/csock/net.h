@@ -244,6 +244,15 @@ CSOCK_API void csock_stream_on_close(csock_stream *s, csock_stream_close_cb cb);
  * (HTTP answers with Connection: close). The stream ends once idle. */
 CSOCK_API int csock_stream_draining(const csock_stream *s);
 
+/* For a protocol with a goodbye of its own (a WebSocket's close 1001): when
+ * the server the stream belongs to begins a graceful stop (csock_server_stop,
+ * a signal, a drain of its listener's group), cb is called once, from the
+ * loop, with status 0, and the stream is NOT ended once idle as other
+ * streams are: cb's owner says goodbye and closes it. The server's drain
+ * timeout still closes it if it has not by then. Set during a drain, cb is
+ * called all the same. NULL removes it. Returns 0 or -ENOMEM. */
+CSOCK_API int csock_stream_on_stop(csock_stream *s, csock_stream_cb cb);
+
 /* Close gracefully: stop reading, send what is queued, shut down the write
  * side, then wait (up to 2 s) for the peer to finish so that no unread
  * input turns the close into a reset that would destroy the reply. Queued

@@ -90,6 +90,7 @@ static int input_pending(const csock_stream *s)
 void csock__stream_drain_check(csock_stream *s)
 {
     if ((s->flags & (F_DRAIN | F_ENDING | F_IN_READ)) != F_DRAIN || s->h.closing) return;
+    if (s->x && s->x->stop_cb) return; /* its owner ends it (csock_stream_on_stop) */
     if (s->rlen || queued(s) || (s->flags & F_CONNECTING)) return;
     if (input_pending(s)) return; /* read, then checked again */
     uint32_t quiet = (uint32_t)s->h.loop->now - s->last_io;
@@ -115,7 +116,10 @@ void csock__group_drain(csock__conn_group *g)
     for (csock_stream *s = g->head, *next; s; s = next) {
         next = s->gnext; /* csock__stream_drain_check may close s */
         s->flags |= F_DRAIN;
-        csock__stream_drain_check(s);
+        if (s->x && s->x->stop_cb)
+            csock__stream_defer(s, D_STOP); /* from the loop: the callback may close others */
+        else
+            csock__stream_drain_check(s);
     }
 }
 

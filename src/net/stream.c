@@ -71,6 +71,19 @@ int csock_stream_fd(const csock_stream *s) { return s->w.fd; }
 size_t csock_stream_write_queue_size(const csock_stream *s) { return s->wq_bytes; }
 void csock_stream_on_drain(csock_stream *s, csock_stream_cb cb) { s->drain_cb = cb; }
 
+int csock_stream_on_stop(csock_stream *s, csock_stream_cb cb)
+{
+    if (!cb) {
+        if (s->x) s->x->stop_cb = NULL;
+        return 0;
+    }
+    if (!csock__stream_ext(s)) return -ENOMEM;
+    s->x->stop_cb = cb;
+    /* Set during a drain: the owner hears of it all the same (from the loop). */
+    if (s->flags & F_DRAIN) csock__stream_defer(s, D_STOP);
+    return 0;
+}
+
 void csock_stream_set_watermarks(csock_stream *s, size_t high, size_t low)
 {
     s->high = high > UINT32_MAX ? UINT32_MAX : (uint32_t)high;
@@ -243,6 +256,8 @@ static void run_task(csock__task *t)
     if (what & D_CONNECT) return csock__stream_connect_failed_early(s);
     if (what & D_PROCESS) csock__stream_deferred_process(s);
     if ((what & D_ERROR) && !s->h.closing) deliver_error(s);
+    if ((what & D_STOP) && !s->h.closing && !(s->flags & F_FAILED) && s->x && s->x->stop_cb)
+        s->x->stop_cb(s, 0);
 }
 
 static void stream_finish(csock__handle *h)

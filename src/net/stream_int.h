@@ -76,6 +76,7 @@ typedef struct stream_ext {
     unsigned char zombie; /* closed, finished once its requests complete */
     unsigned char drain_cancel; /* the recv was cancelled to see if a drain may end it */
     csock_stream_cb shutdown_cb, connect_cb; /* rare: kept out of the handle */
+    csock_stream_cb stop_cb; /* csock_stream_on_stop: its owner ends it in a drain */
 } stream_ext;
 
 struct csock_stream {
@@ -124,6 +125,7 @@ enum {
     D_ERROR = 2,   /* deliver s->err */
     D_CONNECT = 4, /* report a connect that failed at once */
     D_FREE = 8,    /* the stream finished while the task was queued: free it */
+    D_STOP = 16,   /* tell the owner (stop_cb) that a drain began */
 };
 
 

@@ -109,10 +109,43 @@ static size_t on_echo(csock_stream *s, int status, const char *buf, size_t len)
 
 static void on_conn_closed(csock_stream *s) { notify(); } /* the count went down */
 
+/* A protocol with a goodbye (csock_stream_on_stop): on a stop the server
+ * says "bye", waits for the client's "ok" however long it takes (within the
+ * drain timeout), answers "done" and ends. */
+static int goodbye_mode;
+static unsigned stop_calls;
+
+static size_t on_goodbye_answer(csock_stream *s, int status, const char *buf, size_t len)
+{
+    if (status < 0) {
+        csock_stream_close(s, NULL);
+        return len;
+    }
+    if (buf[0] == '.') return 1; /* "still here": taken, so the stream is idle again */
+    if (len < 2) return 0;
+    if (memcmp(buf, "ok", 2) == 0 && csock_stream_write(s, "done\n", 5) == 0)
+        csock_stream_end(s, NULL);
+    else
+        csock_stream_close(s, NULL);
+    return len;
+}
+
+static void on_stop(csock_stream *s, int status)
+{
+    bump(&stop_calls);
+    if (status < 0 || csock_stream_write(s, "bye\n", 4) < 0 ||
+        csock_stream_read_start(s, on_goodbye_answer) < 0)
+        csock_stream_close(s, NULL);
+}
+
 static void on_accept(csock_listener *l, csock_stream *s, int status)
 {
     if (status < 0) return; /* accept errors: the listener keeps going */
     csock_stream_on_close(s, on_conn_closed);
+    if (goodbye_mode && csock_stream_on_stop(s, on_stop) < 0) {
+        csock_stream_close(s, NULL);
+        return;
+    }
     notify(); /* counted already */
     if (csock_stream_read_start(s, on_echo) < 0) csock_stream_close(s, NULL);
 }
@@ -459,6 +492,35 @@ static void test_drain_timeout_closes_stuck(void **state)
     close(fd);
 }
 
+/* A stream with a stop callback hears of the stop and is not ended for being
+ * quiet (250 ms): its owner's goodbye takes as long as it needs. */
+static void test_stop_callback_owns_goodbye(void **state)
+{
+    fixture f;
+    goodbye_mode = 1;
+    stop_calls = 0;
+    start(&f, 1, 0, 20000, 0);
+    int fd = client(&f.tcp);
+    echo_once(fd, 1);
+    wait_conns(f.srv, 1);
+    csock_server_stop(f.srv);
+    char buf[8];
+    recv_all(fd, buf, 4);
+    assert_memory_equal(buf, "bye\n", 4);
+    /* Input taken, then quiet past the drain's 250 ms: a stream without a
+     * stop callback is ended then; this one stays open for the goodbye. */
+    send_all(fd, ".", 1);
+    usleep(600 * 1000);
+    send_all(fd, "ok", 2);
+    recv_all(fd, buf, 5);
+    assert_memory_equal(buf, "done\n", 5);
+    assert_int_equal(recv_eof(fd), 0);
+    join(&f, 5);
+    assert_int_equal(stop_calls, 1);
+    goodbye_mode = 0;
+    close(fd);
+}
+
 /* A second stop closes everything at once, without waiting for the drain. */
 static void test_second_stop_is_immediate(void **state)
 {
@@ -622,6 +684,7 @@ int main(void)
         cmocka_unit_test(test_max_conns),
         cmocka_unit_test(test_drain_delivers_inflight),
         cmocka_unit_test(test_drain_timeout_closes_stuck),
+        cmocka_unit_test(test_stop_callback_owns_goodbye),
         cmocka_unit_test(test_second_stop_is_immediate),
         cmocka_unit_test(test_busy_port_refused_unless_shared),
         cmocka_unit_test(test_failed_listen_leaves_nothing),
