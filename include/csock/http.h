@@ -212,9 +212,9 @@ CSOCK_API int csock_http_end(csock_http_req *r);
  * request, and hand the connection's stream over. From then on the stream
  * is the caller's: the HTTP server no longer counts, times or closes it; it
  * reads with `cb`, and its data is `data` (its close and drain callbacks
- * are cleared; its maximum read size and write timeout stay as the server
- * set them). Bytes the client sent after the request are offered to `cb`
- * first. Returns 0 and *out; -EALREADY (answered already); -EPIPE (the
+ * and its write timeout are cleared: the new protocol sets its own; its
+ * maximum read size stays as the server set it). Bytes the client sent
+ * after the request are offered to `cb` first. Returns 0 and *out; -EALREADY (answered already); -EPIPE (the
  * connection has gone, or the client finished sending: the request is
  * complete, nothing is sent); -EINVAL (cb NULL: nothing is done); -ENOMEM
  * (a field could not be added: the answer went out as a 500 and the

@@ -153,6 +153,23 @@ static void on_timer(csock_timer *t)
     }
 }
 
+/* The last timeout was turned off: give the timer and the extension back
+ * when nothing else needs them, so a long idle connection keeps only its
+ * handle (an upgraded HTTP connection drops the server's send timeout). */
+static void ext_trim(csock_stream *s)
+{
+    stream_ext *x = s->x;
+    if (!x || x->idle_ms || x->read_ms || x->write_ms || x->recv_ms || s->timer_mode != T_NONE)
+        return;
+    if (x->timer) csock_timer_close(x->timer, NULL);
+    x->timer = NULL;
+    if ((s->flags & F_RING) || x->zombie || x->plain_head || x->shutdown_cb || x->connect_cb ||
+        x->stop_cb)
+        return; /* still needed: completion I/O, TLS's queue, callbacks */
+    free(x);
+    s->x = NULL;
+}
+
 static int set_timeout(csock_stream *s, int which, uint64_t ms)
 {
     if (!ms && !s->x) return 0;
@@ -178,6 +195,7 @@ static int set_timeout(csock_stream *s, int which, uint64_t ms)
         s->timer_mode = T_NONE;
     }
     csock__stream_watch(s);
+    if (!ms) ext_trim(s);
     return 0;
 }
 

@@ -314,6 +314,9 @@ int csock_http_upgrade(csock_http_req *r, csock_read_cb cb, void *data, csock_st
     r->elen = 0;
     c->busy = 0;
     csock__http_conn_detach(c);
+    /* The server's send timeout is not the new protocol's: it sets its own
+     * (and without timeouts the stream keeps no timer). */
+    csock_stream_set_write_timeout(s, 0);
     csock_stream_set_data(s, data);
     csock_stream_on_close(s, NULL);
     csock_stream_on_drain(s, NULL);
