@@ -6,7 +6,9 @@
  * GET /stats answers "conns N heap_in_use BYTES\n": the open WebSocket
  * connections and the allocator's in-use bytes (glibc mallinfo2; -1
  * elsewhere), which is what a memory test wants rather than RSS (pages the
- * allocator keeps or has never touched).
+ * allocator keeps or has never touched). GET /stats?trim first gives the
+ * allocator's free pages back to the kernel (glibc malloc_trim), so RSS
+ * shows what fragmentation kept.
  *
  * Prints "listening ADDR" (default tcp://127.0.0.1:0). One loop thread; the
  * backend comes from $CSOCK_BACKEND (epoll, uring, poll). SIGTERM or SIGINT
@@ -58,6 +60,9 @@ static void on_stats(csock_http_req *req, void *data)
     app *a = data;
     long long heap = -1;
 #ifdef __GLIBC__
+    csock_http_str q = csock_http_query(req);
+    if (q.len == 4 && memcmp(q.ptr, "trim", 4) == 0)
+        malloc_trim(0);
     struct mallinfo2 mi = mallinfo2();
     heap = (long long)mi.uordblks + (long long)mi.hblkhd; /* small blocks + mmapped ones */
 #endif
