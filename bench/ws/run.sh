@@ -8,6 +8,7 @@
 #    csock's plain TCP echo at the same payload size (the floor), through
 #    bench/run.sh's scenario w: server on SERVER_CPU, loadgen on LOAD_CPU,
 #    fresh server per measurement, order rotated per round, medians.
+#    Then the issue's targets from that run's TSV (targets.py).
 # 2. Memory: 10,000 idle WebSocket connections to ws_echo on each backend
 #    (tests/integration/test_ws_scale.py in report mode), bytes per connection
 #    from the allocator's in-use count and from RSS.
@@ -19,10 +20,15 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$(dirname "$here")")
 export ROUNDS=${ROUNDS:-7} DURATION=${DURATION:-5}
 export SERVERS=${SERVERS:-"ws_csock ws_csock_uring ws_lws ws_node csock csock_uring"}
-export SCENARIOS=w
+export SCENARIOS=w OUT=${OUT:-$root/bench/out}
 echo "# load at start: $(cat /proc/loadavg)"
 bash "$root/bench/run.sh"
 echo "# load at end of the echo runs: $(cat /proc/loadavg)"
+echo
+echo "## Against the issue's targets (server CPU per message; paired: median of per-round ratios)"
+echo
+# shellcheck disable=SC2012  # the newest results file: names are run.sh's own stamps
+/usr/bin/python3 "$here/targets.py" "$(ls -t "$OUT"/results-*.tsv | head -n1)"
 if [ "${MEMORY:-1}" = 1 ]; then
     echo
     echo "## 10,000 idle WebSocket connections (server memory per connection)"
