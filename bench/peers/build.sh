@@ -42,12 +42,14 @@ $CC $CFLAGS -pthread -DHAVE_LIBURING $(pkg-config --cflags liburing) -o "$here/b
 root=$(dirname "$bench")
 CSOCK_BUILD=${CSOCK_BUILD:-$root/build}
 if [ -e "$CSOCK_BUILD/libcsock.so" ]; then
+    # shellcheck disable=SC2086  # CFLAGS is a word list
     $CC $CFLAGS -I"$root/include" -o "$here/bin/ws_echo" "$here/ws_echo.c" \
         -L"$CSOCK_BUILD" -lcsock -Wl,-rpath,"$CSOCK_BUILD"
 else
     echo "bench: ws_echo skipped: no $CSOCK_BUILD/libcsock.so (make build)" >&2
 fi
 if pkg-config --exists libwebsockets 2>/dev/null; then
+    # shellcheck disable=SC2086,SC2046  # CFLAGS and pkg-config output are word lists
     $CC $CFLAGS $(pkg-config --cflags libwebsockets) -o "$here/bin/lws_echo" "$here/lws_echo.c" \
         $(pkg-config --libs libwebsockets)
 else
