@@ -2,6 +2,7 @@
  *
  *   loadgen -H 127.0.0.1 -p PORT -c CONNS -s SIZE -d DEPTH -t SECONDS
  *           [-w WARMUP_SECONDS] [-T THREADS] [-P SERVER_PID] [-U] [--json]
+ *           [--ws [--text] [--path /PATH]]
  *
  * Each of CONNS connections keeps DEPTH messages of SIZE bytes in flight: it
  * sends DEPTH at the start and one more each time a full echo comes back
@@ -34,6 +35,14 @@
  *                    spends is mostly the kernel's TCP work for each message.
  *                    Needs liburing at build time: -DHAVE_LIBURING ... -luring.
  *
+ * WebSocket (--ws): each connection first makes the RFC 6455 client handshake
+ * (GET PATH with a key; the 101 must carry the matching Sec-WebSocket-Accept
+ * and no extension), then every message is one masked frame (binary, or text
+ * with --text: then the payload is ASCII, the header's numbers 7 bits a byte),
+ * a new mask key per message. The echo must come back as one unmasked final
+ * frame of the same type and length: its header bytes are checked exactly,
+ * like the payload. SIZE is the payload; throughput counts messages.
+ *
  * Output: one line of key=value pairs (or one JSON object with --json).
  * Exit status: 0 ok, 1 usage or setup failure, 2 corrupt echo, 3 connection
  * errors or stalled connections.
@@ -54,6 +63,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -87,7 +97,13 @@ struct opts {
     pid_t server_pid; /* 0: do not measure server CPU */
     bool json;
     bool uring; /* -U: io_uring engine instead of epoll */
+    int ws;     /* 0: raw bytes; WS_TEXT or WS_BINARY: WebSocket frames of that opcode */
+    const char *path; /* --path: the WebSocket request target */
+    size_t tx_size, rx_size; /* bytes of one message on the wire: sent (a masked frame
+                              * with --ws) and echoed (an unmasked one) */
 };
+
+enum { WS_TEXT = 1, WS_BINARY = 2, WS_HDR_MAX = 14 };
 
 struct conn {
     int fd;
@@ -97,7 +113,7 @@ struct conn {
     size_t rpos;       /* bytes of message rseq received and checked so far */
     uint64_t tx, rx;   /* bytes written / read: an echo can never be ahead */
     char *out;         /* unsent bytes, capacity out_cap */
-    size_t out_cap;    /* depth * size; twice that for io_uring (see uring_prep_sends) */
+    size_t out_cap;    /* depth * tx_size; twice that for io_uring (see uring_prep_sends) */
     size_t out_off;    /* first unsent byte in out */
     size_t out_len;    /* end of queued bytes in out */
     size_t sending;    /* io_uring: bytes out[0..sending) of the send in flight, else 0 */
@@ -132,6 +148,10 @@ static struct opts opt;
 static unsigned char *pattern; /* PAT_LEN + size bytes, so any offset has a full slice */
 static uint64_t t_measure;     /* CLOCK_MONOTONIC ns: window start (end of warm-up) */
 static uint64_t t_end;         /* CLOCK_MONOTONIC ns: window end; workers stop here */
+/* --ws: the header of every echoed frame (all are alike), and the lengths of
+ * the frame headers each way; 0 without --ws. */
+static unsigned char ws_rx_hdr[WS_HDR_MAX];
+static size_t ws_rx_hl, ws_tx_hl;
 
 static void die(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -233,58 +253,121 @@ static size_t msg_offset(uint32_t id, uint32_t seq)
     return (size_t)(((uint64_t)id * 2654435761u + (uint64_t)seq * 40503u) % PAT_LEN);
 }
 
+/* Bits of a number per header byte: 7 in a text message, so every byte is
+ * ASCII (valid UTF-8); the numbers then wrap at 2^28, far beyond a run. */
+static unsigned hdr_bits(void)
+{
+    return opt.ws == WS_TEXT ? 7 : 8;
+}
+
 static void msg_header(unsigned char hdr[HDR], uint32_t id, uint32_t seq)
 {
-    for (int i = 0; i < 4; i++) {
-        hdr[i] = (unsigned char)(seq >> (8 * i));
-        hdr[4 + i] = (unsigned char)(id >> (8 * i));
+    unsigned b = hdr_bits(), m = (1u << b) - 1;
+    for (unsigned i = 0; i < 4; i++) {
+        hdr[i] = (unsigned char)((seq >> (b * i)) & m);
+        hdr[4 + i] = (unsigned char)((id >> (b * i)) & m);
     }
 }
 
+/* The number in 4 header bytes (inverse of msg_header, for error messages). */
+static uint32_t hdr_field(const unsigned char *p)
+{
+    unsigned b = hdr_bits();
+    return (uint32_t)p[0] | (uint32_t)p[1] << b | (uint32_t)p[2] << 2 * b | (uint32_t)p[3] << 3 * b;
+}
+
+/* A frame header for a payload of len bytes: FIN, opcode, the length in the
+ * shortest form, and the mask flag and key if mask (RFC 6455 5.2). Returns
+ * its length. */
+static size_t ws_frame_header(unsigned char *h, int opcode, uint64_t len, const unsigned char *mask)
+{
+    size_t n = 2;
+    h[0] = (unsigned char)(0x80 | opcode);
+    if (len < 126) {
+        h[1] = (unsigned char)len;
+    } else if (len <= 0xffff) {
+        h[1] = 126;
+        h[2] = (unsigned char)(len >> 8);
+        h[3] = (unsigned char)len;
+        n = 4;
+    } else {
+        h[1] = 127;
+        for (int i = 0; i < 8; i++)
+            h[2 + i] = (unsigned char)(len >> (56 - 8 * i));
+        n = 10;
+    }
+    if (mask) {
+        h[1] |= 0x80;
+        memcpy(h + n, mask, 4);
+        n += 4;
+    }
+    return n;
+}
+
+/* Frame the payload already at dst + ws_tx_hl: header, then mask it with a
+ * key of its own (any 32 bits; derived from id and seq so runs repeat). */
+static void ws_frame(unsigned char *dst, uint32_t id, uint32_t seq)
+{
+    uint32_t k = id * 2654435761u ^ seq * 2246822519u ^ 0x5bd1e995u;
+    unsigned char key[4] = {(unsigned char)k, (unsigned char)(k >> 8), (unsigned char)(k >> 16),
+                            (unsigned char)(k >> 24)};
+    ws_frame_header(dst, opt.ws, opt.size, key);
+    unsigned char *p = dst + ws_tx_hl;
+    for (size_t i = 0; i < opt.size; i++)
+        p[i] ^= key[i & 3];
+}
+
+/* One message as it goes on the wire: opt.tx_size bytes at dst. */
 static void msg_build(char *dst, uint32_t id, uint32_t seq)
 {
-    unsigned char hdr[HDR];
+    unsigned char hdr[HDR], *p = (unsigned char *)dst + ws_tx_hl;
     msg_header(hdr, id, seq);
-    memcpy(dst, pattern + msg_offset(id, seq), opt.size);
-    memcpy(dst, hdr, opt.size < HDR ? opt.size : HDR);
+    memcpy(p, pattern + msg_offset(id, seq), opt.size);
+    memcpy(p, hdr, opt.size < HDR ? opt.size : HDR);
+    if (opt.ws)
+        ws_frame((unsigned char *)dst, id, seq);
 }
 
-static uint32_t le32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
+/* `at` is a byte of the message on the wire: below ws_rx_hl, of its frame
+ * header; from there on, of the payload. */
 static void msg_corrupt(const struct conn *c, const unsigned char *data, size_t n, size_t at,
                         unsigned char want)
 {
     size_t i = at - c->rpos; /* index of the bad byte in data */
     fprintf(stderr,
-            "loadgen: conn %u: corrupt echo in message %u at byte %zu: expected 0x%02x, got "
+            "loadgen: conn %u: corrupt echo in message %u at %s byte %zu: expected 0x%02x, got "
             "0x%02x\n",
-            c->id, c->rseq, at, want, data[i]);
-    if (c->rpos == 0 && n >= HDR && opt.size >= HDR)
+            c->id, c->rseq, at < ws_rx_hl ? "frame header" : "payload",
+            at < ws_rx_hl ? at : at - ws_rx_hl, want, data[i]);
+    if (c->rpos == 0 && n >= ws_rx_hl + HDR && opt.size >= HDR)
         fprintf(stderr, "loadgen: the received message's header says conn %u, message %u\n",
-                le32(data + 4), le32(data));
+                hdr_field(data + ws_rx_hl + 4), hdr_field(data + ws_rx_hl));
     exit(2);
 }
 
-/* Check n received bytes that belong at offset c->rpos of message c->rseq. */
+/* Check n received bytes that belong at offset c->rpos of message c->rseq
+ * on the wire (with --ws: its frame header of ws_rx_hl bytes, then the
+ * payload). */
 static void msg_check(const struct conn *c, const unsigned char *data, size_t n)
 {
+    const size_t hl = ws_rx_hl;
+    size_t pos = c->rpos, end = c->rpos + n;
+    for (; pos < end && pos < hl; pos++)
+        if (data[pos - c->rpos] != ws_rx_hdr[pos])
+            msg_corrupt(c, data, n, pos, ws_rx_hdr[pos]);
     unsigned char hdr[HDR];
     msg_header(hdr, c->id, c->rseq);
-    size_t pos = c->rpos, end = c->rpos + n;
-    for (; pos < end && pos < HDR; pos++)
-        if (data[pos - c->rpos] != hdr[pos])
-            msg_corrupt(c, data, n, pos, hdr[pos]);
+    for (; pos < end && pos < hl + HDR; pos++)
+        if (data[pos - c->rpos] != hdr[pos - hl])
+            msg_corrupt(c, data, n, pos, hdr[pos - hl]);
     if (pos >= end)
         return;
-    const unsigned char *want = pattern + msg_offset(c->id, c->rseq);
-    if (memcmp(data + (pos - c->rpos), want + pos, end - pos) == 0)
+    const unsigned char *want = pattern + msg_offset(c->id, c->rseq); /* the payload */
+    if (memcmp(data + (pos - c->rpos), want + (pos - hl), end - pos) == 0)
         return;
     for (; pos < end; pos++) /* slow path only to name the first bad byte */
-        if (data[pos - c->rpos] != want[pos])
-            msg_corrupt(c, data, n, pos, want[pos]);
+        if (data[pos - c->rpos] != want[pos - hl])
+            msg_corrupt(c, data, n, pos, want[pos - hl]);
 }
 
 /* ---- connections ---- */
@@ -339,7 +422,7 @@ static void conn_flush(struct worker *w, struct conn *c)
  * (for io_uring, the bytes of the send in flight may come on top: out_cap). */
 static void conn_queue(struct conn *c, int k, uint64_t now)
 {
-    if (c->out_len + (size_t)k * opt.size > c->out_cap) {
+    if (c->out_len + (size_t)k * opt.tx_size > c->out_cap) {
         if (c->sending) /* the kernel may still read out[]: moving it corrupts the send */
             die(1, "internal error: conn %u: send buffer full while a send is in flight", c->id);
         memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
@@ -350,7 +433,7 @@ static void conn_queue(struct conn *c, int k, uint64_t now)
         msg_build(c->out + c->out_len, c->id, c->sseq);
         c->sent_ns[c->sseq % (uint32_t)opt.depth] = now;
         c->sseq++;
-        c->out_len += opt.size;
+        c->out_len += opt.tx_size;
     }
 }
 
@@ -372,13 +455,13 @@ static bool conn_consume(struct worker *w, struct conn *c, const unsigned char *
     bool counting = now >= t_measure && now < t_end;
     int completed = 0;
     for (size_t done = 0; done < n;) {
-        size_t k = opt.size - c->rpos;
+        size_t k = opt.rx_size - c->rpos;
         if (k > n - done)
             k = n - done;
         msg_check(c, data + done, k);
         c->rpos += k;
         done += k;
-        if (c->rpos < opt.size)
+        if (c->rpos < opt.rx_size)
             break;
         if (counting) {
             hist_add(&w->hist, now - c->sent_ns[c->rseq % (uint32_t)opt.depth]);
@@ -597,7 +680,7 @@ static void uring_setup(struct uring *u, struct worker *w)
      * (depth * size), so one completion normally carries all that arrived;
      * about two per connection, so they rarely run out within an iteration
      * (when they do, the recv ends with ENOBUFS and is re-armed). */
-    u->buf_size = pow2_at_least((size_t)opt.depth * opt.size, 64 * 1024);
+    u->buf_size = pow2_at_least((size_t)opt.depth * opt.rx_size, 64 * 1024);
     if (u->buf_size < 512)
         u->buf_size = 512;
     u->nbufs = pow2_at_least(2 * n + 64, 32768);
@@ -732,8 +815,142 @@ static void raise_nofile(int need)
         die(1, "cannot raise the open-file limit to %d: %s", need, strerror(errno));
 }
 
-/* Blocking connect keeps setup simple; only then is the socket made non-blocking. */
-static int connect_one(const struct sockaddr_in *sa)
+/* ---- WebSocket client handshake (--ws) ---- */
+
+static uint32_t rol32(uint32_t x, unsigned n)
+{
+    return x << n | x >> (32 - n);
+}
+
+/* SHA-1 of a short message (the handshake's key + GUID: under 119 bytes). */
+static void sha1(const unsigned char *msg, size_t len, unsigned char out[20])
+{
+    unsigned char buf[128] = {0};
+    size_t padded = len + 9 <= 64 ? 64 : 128;
+    if (len > sizeof buf - 9)
+        die(1, "internal error: sha1 input too long");
+    memcpy(buf, msg, len);
+    buf[len] = 0x80;
+    for (int i = 0; i < 8; i++)
+        buf[padded - 1 - i] = (unsigned char)((uint64_t)len * 8 >> (8 * i));
+    uint32_t h[5] = {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476, 0xc3d2e1f0};
+    for (size_t blk = 0; blk < padded; blk += 64) {
+        uint32_t w[80];
+        for (int i = 0; i < 16; i++) {
+            const unsigned char *p = buf + blk + 4 * i;
+            w[i] = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+        }
+        for (int i = 16; i < 80; i++)
+            w[i] = rol32(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+        uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+        for (int i = 0; i < 80; i++) {
+            uint32_t f, k;
+            if (i < 20)
+                f = (b & c) | (~b & d), k = 0x5a827999;
+            else if (i < 40)
+                f = b ^ c ^ d, k = 0x6ed9eba1;
+            else if (i < 60)
+                f = (b & c) | (b & d) | (c & d), k = 0x8f1bbcdc;
+            else
+                f = b ^ c ^ d, k = 0xca62c1d6;
+            uint32_t t = rol32(a, 5) + f + e + k + w[i];
+            e = d, d = c, c = rol32(b, 30), b = a, a = t;
+        }
+        h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e;
+    }
+    for (int i = 0; i < 20; i++)
+        out[i] = (unsigned char)(h[i / 4] >> (24 - 8 * (i % 4)));
+}
+
+static void base64(const unsigned char *in, size_t len, char *out)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (size_t i = 0; i < len; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < len ? (uint32_t)in[i + 1] << 8 : 0) |
+                     (i + 2 < len ? in[i + 2] : 0);
+        *out++ = tab[v >> 18];
+        *out++ = tab[(v >> 12) & 63];
+        *out++ = i + 1 < len ? tab[(v >> 6) & 63] : '=';
+        *out++ = i + 2 < len ? tab[v & 63] : '=';
+    }
+    *out = '\0';
+}
+
+/* The value of header field `name` in a response head, trimmed, or NULL. */
+static const char *ws_field(const char *head, const char *name, size_t *len)
+{
+    size_t nl = strlen(name);
+    for (const char *p = strstr(head, "\r\n"); p && p[2] != '\r'; p = strstr(p + 2, "\r\n")) {
+        const char *f = p + 2;
+        if (strncasecmp(f, name, nl) != 0 || f[nl] != ':')
+            continue;
+        const char *v = f + nl + 1, *e = strstr(v, "\r\n");
+        while (*v == ' ' || *v == '\t')
+            v++;
+        while (e > v && (e[-1] == ' ' || e[-1] == '\t'))
+            e--;
+        *len = (size_t)(e - v);
+        return v;
+    }
+    return NULL;
+}
+
+static bool ws_field_is(const char *head, const char *name, const char *want)
+{
+    size_t len;
+    const char *v = ws_field(head, name, &len);
+    return v && len == strlen(want) && strncasecmp(v, want, len) == 0;
+}
+
+/* The client handshake on a blocking socket: send the upgrade with a key of
+ * our own, read the answer head (the server sends nothing after it until we
+ * do) and check it: 101, Upgrade: websocket, Connection: upgrade, the accept
+ * key SHA-1(key + GUID) in base64, no extension (we offered none). */
+static void ws_handshake(int fd, uint32_t id)
+{
+    unsigned char raw[16];
+    for (int i = 0; i < 16; i++)
+        raw[i] = (unsigned char)((id + 1) * 2654435761u >> (i % 4 * 8)) ^ (unsigned char)(i * 37);
+    char key[32], req[512], head[4096];
+    base64(raw, sizeof raw, key);
+    int n = snprintf(req, sizeof req,
+                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n",
+                     opt.path, opt.host, opt.port, key);
+    if (n < 0 || (size_t)n >= sizeof req || write(fd, req, (size_t)n) != n)
+        die(1, "conn %u: cannot send the WebSocket handshake", id);
+    size_t got = 0;
+    while (got < 4 || memcmp(head + got - 4, "\r\n\r\n", 4) != 0) {
+        /* One byte at a time: a read must not take frame bytes past the head. */
+        ssize_t r = got + 1 < sizeof head ? read(fd, head + got, 1) : -1;
+        if (r <= 0)
+            die(1, "conn %u: WebSocket handshake: %s", id,
+                r == 0 ? "closed by the server" : got + 1 >= sizeof head ? "answer head too long" : strerror(errno));
+        got++;
+    }
+    head[got] = '\0';
+    if (strncmp(head, "HTTP/1.1 101", 12) != 0)
+        die(1, "conn %u: WebSocket handshake refused: %.*s", id, (int)strcspn(head, "\r"), head);
+    char kg[96], want[32];
+    unsigned char digest[20];
+    snprintf(kg, sizeof kg, "%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", key);
+    sha1((const unsigned char *)kg, strlen(kg), digest);
+    base64(digest, sizeof digest, want);
+    size_t len;
+    const char *acc = ws_field(head, "Sec-WebSocket-Accept", &len);
+    if (!acc || len != strlen(want) || memcmp(acc, want, len) != 0)
+        die(1, "conn %u: wrong Sec-WebSocket-Accept %.*s (expected %s)", id, acc ? (int)len : 6,
+            acc ? acc : "(none)", want);
+    if (!ws_field_is(head, "Upgrade", "websocket") || !ws_field(head, "Connection", &len))
+        die(1, "conn %u: 101 without Upgrade: websocket and Connection", id);
+    if (ws_field(head, "Sec-WebSocket-Extensions", &len))
+        die(1, "conn %u: the server chose an extension we did not offer", id);
+}
+
+/* Blocking connect (and handshake) keeps setup simple; only then is the socket
+ * made non-blocking. */
+static int connect_one(const struct sockaddr_in *sa, uint32_t id)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -743,6 +960,11 @@ static int connect_one(const struct sockaddr_in *sa)
     int one = 1;
     if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0)
         die(1, "setsockopt TCP_NODELAY: %s", strerror(errno));
+    if (opt.ws) {
+        struct timeval tv = {.tv_sec = 10}; /* a silent server fails the run, not hangs it */
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        ws_handshake(fd, id);
+    }
     if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
         die(1, "fcntl O_NONBLOCK: %s", strerror(errno));
     return fd;
@@ -767,9 +989,9 @@ static void setup_workers(struct worker *ws)
     for (int i = 0; i < opt.conns; i++) {
         struct worker *w = &ws[i % opt.threads];
         struct conn *c = &w->conns[w->nconns++];
-        c->fd = connect_one(&sa);
+        c->fd = connect_one(&sa, (uint32_t)i);
         c->id = (uint32_t)i;
-        c->out_cap = (size_t)(opt.uring ? 2 : 1) * (size_t)opt.depth * opt.size;
+        c->out_cap = (size_t)(opt.uring ? 2 : 1) * (size_t)opt.depth * opt.tx_size;
         c->out = malloc(c->out_cap);
         c->sent_ns = calloc((size_t)opt.depth, sizeof *c->sent_ns);
         if (!c->out || !c->sent_ns)
@@ -793,7 +1015,8 @@ static void make_pattern(void)
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        pattern[i] = (unsigned char)(x >> 24);
+        /* A text message must be UTF-8: printable ASCII then. */
+        pattern[i] = opt.ws == WS_TEXT ? (unsigned char)(' ' + (x >> 24) % 95) : (unsigned char)(x >> 24);
     }
 }
 
@@ -858,7 +1081,10 @@ static void usage(void)
 {
     fputs("usage: loadgen -H HOST -p PORT -c CONNS -s SIZE -d DEPTH -t SECONDS\n"
           "               [-w WARMUP_SECONDS] [-T THREADS] [-P SERVER_PID] [-U] [--json]\n"
-          "  -U, --uring  io_uring engine (batched: one syscall per loop, not per message)\n",
+          "               [--ws [--text] [--path /PATH]]\n"
+          "  -U, --uring  io_uring engine (batched: one syscall per loop, not per message)\n"
+          "  --ws         WebSocket: handshake to PATH (default /), then each message is a\n"
+          "               masked binary frame (--text: a text frame) of SIZE payload bytes\n",
           stderr);
     exit(1);
 }
@@ -866,9 +1092,13 @@ static void usage(void)
 static void parse_args(int argc, char **argv)
 {
     opt = (struct opts){.host = "127.0.0.1", .conns = 1, .size = 64, .depth = 1, .secs = 5,
-                        .warmup = 1, .threads = 1};
+                        .warmup = 1, .threads = 1, .path = "/"};
+    bool text = false;
     static const struct option longs[] = {{"json", no_argument, NULL, 'j'},
                                           {"uring", no_argument, NULL, 'U'},
+                                          {"ws", no_argument, NULL, 'W'},
+                                          {"text", no_argument, NULL, 'X'},
+                                          {"path", required_argument, NULL, 'A'},
                                           {"help", no_argument, NULL, 'h'},
                                           {NULL, 0, NULL, 0}};
     int ch;
@@ -885,6 +1115,9 @@ static void parse_args(int argc, char **argv)
         case 'P': opt.server_pid = (pid_t)atoi(optarg); break;
         case 'j': opt.json = true; break;
         case 'U': opt.uring = true; break;
+        case 'W': opt.ws = WS_BINARY; break;
+        case 'X': text = true; break;
+        case 'A': opt.path = optarg; break;
         default: usage();
         }
     }
@@ -893,6 +1126,19 @@ static void parse_args(int argc, char **argv)
         usage();
     if (opt.threads > opt.conns)
         opt.threads = opt.conns;
+    if ((text && !opt.ws) || opt.path[0] != '/' || strpbrk(opt.path, " \r\n"))
+        usage();
+    if (text)
+        opt.ws = WS_TEXT;
+    opt.tx_size = opt.rx_size = opt.size;
+    if (opt.ws) {
+        static const unsigned char key[4];
+        unsigned char h[WS_HDR_MAX];
+        ws_tx_hl = ws_frame_header(h, opt.ws, opt.size, key);
+        ws_rx_hl = ws_frame_header(ws_rx_hdr, opt.ws, opt.size, NULL);
+        opt.tx_size += ws_tx_hl;
+        opt.rx_size += ws_rx_hl;
+    }
 #ifndef HAVE_LIBURING
     if (opt.uring) /* run.sh reads this to fall back to epoll */
         die(1, "-U: built without io_uring (compile with -DHAVE_LIBURING ... -luring)");

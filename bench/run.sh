@@ -18,6 +18,11 @@
 #   on its io_uring backend, whose streams do their I/O by completion)
 #   SCENARIOS ("a b c") SERVER_CPU (0) LOAD_CPU (1) OUT (bench/out)
 #   LOADGEN_ENGINE (auto: io_uring if the probe passes, else epoll; or uring, epoll)
+# WebSocket (bench/ws/run.sh sets these): servers ws_csock, ws_csock_uring
+#   (bench/peers/ws_echo.c on csock's epoll / io_uring backend), ws_lws
+#   (libwebsockets) and ws_node (node's ws) get loadgen --ws; scenario w is
+#   WS_CONNS (100) conns x WS_SIZE (64) B, WS_DEPTH (1) in flight; WS_TEXT=1
+#   sends text messages instead of binary.
 if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi # `make bench` uses sh
 set -euo pipefail
 
@@ -37,11 +42,16 @@ LOADGEN_ENGINE=${LOADGEN_ENGINE:-auto}
 bin=$here/peers/bin
 
 # name: conns size depth, and what it shows
-declare -A SCEN=([a]="100 64 1" [b]="1000 128 1" [c]="100 64 16")
+declare -A SCEN=([a]="100 64 1" [b]="1000 128 1" [c]="100 64 16"
+    [w]="${WS_CONNS:-100} ${WS_SIZE:-64} ${WS_DEPTH:-1}")
 declare -A SCEN_DESC=(
     [a]="100 conns x 64 B ping-pong: per-message overhead (syscalls, loop dispatch)"
     [b]="1000 conns x 128 B ping-pong: many ready sockets per wakeup, per-connection cost"
-    [c]="100 conns x 64 B, 16 in flight: pipelining, several messages per read")
+    [c]="100 conns x 64 B, 16 in flight: pipelining, several messages per read"
+    [w]="WebSocket echo, ${WS_CONNS:-100} conns x ${WS_SIZE:-64} B $([ "${WS_TEXT:-0}" = 1 ] && echo text || echo binary) messages, ${WS_DEPTH:-1} in flight (ws_*: loadgen --ws; csock, csock_uring: plain TCP echo of the same payload, the floor)")
+# loadgen's flags for the WebSocket servers (those named ws_*).
+lg_ws=(--ws)
+[ "${WS_TEXT:-0}" != 1 ] || lg_ws+=(--text)
 
 tmp=$(mktemp -d)
 srv_pid="" drain_pid="" lg_pid=""
@@ -103,6 +113,26 @@ cmd_ev_echo=("$bin/ev_echo" 0)
 cmd_epoll_echo=("$bin/epoll_echo" 0)
 cmd_csock=()
 cmd_csock_uring=()
+# shellcheck disable=SC2034
+cmd_ws_csock=("$bin/ws_echo")
+# shellcheck disable=SC2034
+cmd_ws_csock_uring=(env CSOCK_BACKEND=uring "$bin/ws_echo")
+# shellcheck disable=SC2034
+cmd_ws_lws=("$bin/lws_echo")
+# shellcheck disable=SC2034
+cmd_ws_node=(env NODE_PATH=/usr/share/nodejs node "$here/peers/ws_echo_node.js")
+
+# have_peer SERVER: whether the server's program is there (build.sh skips the
+# WebSocket peers whose library or runtime is missing); notes why not.
+have_peer() {
+    local -n c="cmd_$1"
+    local prog=${c[0]}
+    [ "$prog" != env ] || prog=${c[2]} # env VAR=x PROG ...
+    [ "$prog" != node ] || { node -e "require('ws')" 2>/dev/null && return 0; }
+    if [ "$prog" != node ] && [ -x "$prog" ]; then return 0; fi
+    notes+=("$1 skipped: ${c[*]} cannot run (see bench/peers/build.sh)")
+    return 1
+}
 
 # csock: prefer one loop thread (a fair fight with single-threaded peers); fall
 # back to the default if the --threads flag is not accepted; skip if absent.
@@ -160,12 +190,14 @@ measure() {
     local round=$1 sc=$2 name=$3 conns size depth rc=0 kv
     read -r conns size depth <<<"${SCEN[$sc]}"
     local -n cmd="cmd_$name"
+    local ws=()
+    case $name in ws_*) ws=("${lg_ws[@]}") ;; esac
     if ! start_server "$name" "${cmd[@]}"; then
         log "  $name: did not start: $(tail -n1 "$tmp/$name.err" 2>/dev/null)"
         printf '%s\t%s\t%s\tNA\tNA\tNA\tNA\tNA\tNA\tNA\tstart-failed\n' "$round" "$sc" "$name" >>"$results"
         return
     fi
-    taskset -c "$LOAD_CPU" "$bin/loadgen" "${lg_engine[@]}" -H 127.0.0.1 -p "$srv_port" \
+    taskset -c "$LOAD_CPU" "$bin/loadgen" "${lg_engine[@]}" "${ws[@]}" -H 127.0.0.1 -p "$srv_port" \
         -c "$conns" -s "$size" -d "$depth" -t "$DURATION" -w "$WARMUP" -P "$srv_pid" \
         >"$tmp/lg.out" 2>"$tmp/lg.err" &
     lg_pid=$!
@@ -218,6 +250,7 @@ main() {
             # shellcheck disable=SC2034  # used through the nameref in measure()
             cmd_csock_uring=(env CSOCK_BACKEND=uring "${cmd_csock[@]}")
         fi
+        case $s in ws_*) NODE_PATH=/usr/share/nodejs have_peer "$s" || continue ;; esac
         servers+=("$s")
     done
     probe_loadgen

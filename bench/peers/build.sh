@@ -1,5 +1,6 @@
 #!/bin/sh
-# Builds the benchmark peers (uv_echo, ev_echo, epoll_echo) and the load
+# Builds the benchmark peers (uv_echo, ev_echo, epoll_echo; the WebSocket
+# echo servers ws_echo on csock and lws_echo on libwebsockets) and the load
 # generator into bench/peers/bin/. Installs libuv1-dev / libevent-dev / liburing-dev with
 # apt-get first if pkg-config cannot find them (needs root).
 set -eu
@@ -34,3 +35,23 @@ $CC $CFLAGS $(pkg-config --cflags libevent) -o "$here/bin/ev_echo" "$here/ev_ech
 # loadgen's io_uring engine (-U) needs liburing; csock itself requires it too.
 $CC $CFLAGS -pthread -DHAVE_LIBURING $(pkg-config --cflags liburing) -o "$here/bin/loadgen" \
     "$bench/loadgen.c" $(pkg-config --libs liburing)
+# WebSocket peers. ws_echo is csock's, on the public API, linked against the
+# library in CSOCK_BUILD (default build/: `make build` first); lws_echo needs
+# libwebsockets-dev. Either is skipped with a note when its library is missing
+# (run.sh then skips that server, saying so).
+root=$(dirname "$bench")
+CSOCK_BUILD=${CSOCK_BUILD:-$root/build}
+if [ -e "$CSOCK_BUILD/libcsock.so" ]; then
+    # shellcheck disable=SC2086  # CFLAGS is a word list
+    $CC $CFLAGS -I"$root/include" -o "$here/bin/ws_echo" "$here/ws_echo.c" \
+        -L"$CSOCK_BUILD" -lcsock -Wl,-rpath,"$CSOCK_BUILD"
+else
+    echo "bench: ws_echo skipped: no $CSOCK_BUILD/libcsock.so (make build)" >&2
+fi
+if pkg-config --exists libwebsockets 2>/dev/null; then
+    # shellcheck disable=SC2086,SC2046  # CFLAGS and pkg-config output are word lists
+    $CC $CFLAGS $(pkg-config --cflags libwebsockets) -o "$here/bin/lws_echo" "$here/lws_echo.c" \
+        $(pkg-config --libs libwebsockets)
+else
+    echo "bench: lws_echo skipped: libwebsockets-dev is not installed" >&2
+fi
