@@ -37,7 +37,7 @@ static csock_http_slice moved(csock_http_slice s, const char *from, const char *
  * a half-parsed or an earlier request. */
 void csock__http_clear_request(csock_http_req *r)
 {
-    r->p = (csock_http_request){.headers = r->hdrs, .max_headers = MAX_HEADERS,
+    r->p = (csock_http_request){.headers = r->hdrs, .max_headers = r->hcap,
                                 .minor_version = 1, .content_length = -1};
     r->path = r->query = (csock_http_str){NULL, 0};
     r->body = (csock_http_str){"", 0};
@@ -170,9 +170,19 @@ static long handle_one(conn *c, char *buf, size_t len)
     csock_http_server *hs = c->hs;
     csock_http_req *r = &c->req;
     r->p.headers = r->hdrs;
-    r->p.max_headers = MAX_HEADERS;
+    r->p.max_headers = r->hcap;
     c->want_body = 0;
     int rc = csock_http_parse_request(buf, len, &r->p, &hs->limits);
+    if (rc == CSOCK_HTTP_EHDRTOOBIG && r->p.num_headers == r->hcap && r->hcap < MAX_HEADERS) {
+        /* More fields than the connection holds in itself: room for all
+         * that are allowed, and the head parsed again (rare, see
+         * INLINE_HEADERS). */
+        csock_http_header *h = malloc(MAX_HEADERS * sizeof *h);
+        if (!h) return no_memory(c);
+        r->hdrs = r->p.headers = h;
+        r->hcap = r->p.max_headers = MAX_HEADERS;
+        rc = csock_http_parse_request(buf, len, &r->p, &hs->limits);
+    }
     if (rc < 0) {
         csock__http_clear_request(r);
         if (rc == CSOCK_HTTP_INCOMPLETE) return 0;

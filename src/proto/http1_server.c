@@ -97,6 +97,7 @@ static void on_tick(csock_timer *t)
 void csock__http_conn_free(conn *c)
 {
     free(c->req.extra);
+    if (c->req.hdrs != c->req.hdrs_in) free(c->req.hdrs);
     free(c->ob);
     free(c->rq);
     free(c);
@@ -149,6 +150,8 @@ int csock_http_server_accept(csock_http_server *hs, csock_stream *s)
     c->s = s;
     c->tl = TL_NONE;
     c->req.c = c;
+    c->req.hdrs = c->req.hdrs_in;
+    c->req.hcap = INLINE_HEADERS;
     csock__http_clear_request(&c->req);
     c->next = hs->conns;
     if (hs->conns) hs->conns->prev = c;

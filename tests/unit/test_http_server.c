@@ -434,6 +434,55 @@ static void test_upgrade_required(void **state)
     stop(&f);
 }
 
+/* ---- requests with more fields than a connection holds in itself ------------------- */
+
+static void last_field(csock_http_req *r, void *data)
+{
+    (void)data;
+    char body[64];
+    size_t n = 0;
+    csock_http_str name, value;
+    while (csock_http_header_at(r, n, &name, &value) == 0) n++;
+    csock_http_str v = csock_http_get_header(r, "X-98");
+    int len = snprintf(body, sizeof body, "%zu %.*s", n, (int)v.len, v.ptr ? v.ptr : "");
+    csock_http_send(r, 200, body, (size_t)len);
+}
+
+static void test_many_fields(void **state)
+{
+    (void)state;
+    fixture f;
+    csock_http_opts o = {.handler = last_field};
+    start(&f, &o);
+    /* 100 fields (the most allowed), then 3 on the same connection. */
+    char req[4096];
+    size_t n = (size_t)snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: t\r\n");
+    for (int i = 1; i < 100; i++) n += (size_t)snprintf(req + n, sizeof req - n, "X-%d: v%d\r\n", i, i);
+    n += (size_t)snprintf(req + n, sizeof req - n, "\r\n");
+    client c;
+    int st = 0;
+    client_open(&c, f.port, req, n);
+    RUN_UNTIL(f.loop, client_done(&c), 10000);
+    assert_string_equal(client_body(&c, &st), "100 v98");
+    assert_int_equal(st, 200);
+    c.len = 0;
+    static const char small[] = "GET / HTTP/1.1\r\nHost: t\r\nX-98: again\r\n\r\n";
+    assert_int_equal(send(c.fd, small, sizeof small - 1, 0), (ssize_t)(sizeof small - 1));
+    RUN_UNTIL(f.loop, client_done(&c), 10000);
+    assert_string_equal(client_body(&c, &st), "2 again");
+    close(c.fd);
+    /* 101 fields: 431. */
+    n = (size_t)snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: t\r\n");
+    for (int i = 1; i <= 100; i++) n += (size_t)snprintf(req + n, sizeof req - n, "X-%d: v\r\n", i);
+    n += (size_t)snprintf(req + n, sizeof req - n, "\r\n");
+    client_open(&c, f.port, req, n);
+    RUN_UNTIL(f.loop, client_done(&c), 10000);
+    assert_non_null(client_body(&c, &st));
+    assert_int_equal(st, 431);
+    close(c.fd);
+    stop(&f);
+}
+
 /* ---- max_body near UINT64_MAX ------------------------------------------------------ */
 
 static size_t body_seen;
@@ -491,6 +540,7 @@ int main(void)
         cmocka_unit_test(test_status_range),
         cmocka_unit_test(test_start_length),
         cmocka_unit_test(test_upgrade_required),
+        cmocka_unit_test(test_many_fields),
         cmocka_unit_test(test_huge_max_body),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
