@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "csock/csock.h"
 #include "csock/ws.h"
@@ -275,18 +276,26 @@ static void client_refused(void **state)
 
 /* ---- a raw peer -------------------------------------------------------------------- */
 
-static int raw_connect(fixture *f, const char *extra, size_t elen)
+static int raw_connect_ext(fixture *f, const char *ext, const char *extra, size_t elen);
+
+static int raw_connect(fixture *f, const char *extra, size_t elen) { return raw_connect_ext(f, NULL, extra, elen); }
+
+/* Connect and send the handshake (offering the extension `ext`), then
+ * `extra` (frames in the same write as the head). */
+static int raw_connect_ext(fixture *f, const char *ext, const char *extra, size_t elen)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)f->port),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    char req[512 + 64];
+    char *req = malloc(512 + elen);
     int n = snprintf(req, 512, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
                                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                               "Sec-WebSocket-Version: 13\r\n\r\n");
+                               "%s%s%sSec-WebSocket-Version: 13\r\n\r\n",
+                     ext ? "Sec-WebSocket-Extensions: " : "", ext ? ext : "", ext ? "\r\n" : "");
     if (elen) memcpy(req + n, extra, elen); /* frames in the same packet as the head */
     assert_int_equal(write(fd, req, (size_t)n + elen), n + (ssize_t)elen);
+    free(req);
     fcntl(fd, F_SETFL, O_NONBLOCK);
     return fd;
 }
@@ -416,6 +425,152 @@ static void bad_handshakes_refused(void **state)
     assert_null(f->srv.ws);
 }
 
+/* ---- permessage-deflate ------------------------------------------------------------ */
+
+/* Both sides compress (with `o` for the client): messages under the
+ * threshold and over it, fragmented with a ping between, 1 MiB, then the
+ * closing handshake. */
+static void deflate_echo(fixture *f, csock_ws_opts *o)
+{
+    side *cl = &f->cl;
+    o->max_message = 2 * BIG;
+    o->deflate = 1;
+    f->sopts.deflate = 1;
+    CHECK_OK(csock_ws_connect(f->loop, f->url, o, on_event, cl, &cl->ws));
+    RUN_UNTIL(f->loop, cl->opened, 5000);
+    assert_int_equal(csock_ws_compressed(cl->ws), 1);
+    assert_int_equal(csock_ws_compressed(f->srv.ws), 1);
+    static const char longer[] = "a message long enough to be compressed, long enough to be compressed";
+    for (int i = 0; i < 3; i++) { /* again and again: the context carries over, or not */
+        CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_TEXT, "hello", 5)); /* under the threshold */
+        RUN_UNTIL(f->loop, cl->msgs == 2 * i + 1, 5000);
+        assert_memory_equal(cl->last, "hello", 5);
+        CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_TEXT, longer, sizeof longer - 1));
+        RUN_UNTIL(f->loop, cl->msgs == 2 * i + 2, 5000);
+        assert_int_equal(cl->last_len, sizeof longer - 1);
+        assert_memory_equal(cl->last, longer, sizeof cl->last);
+    }
+    CHECK_OK(csock_ws_send_part(cl->ws, CSOCK_WS_BINARY, "fr", 2, 0));
+    CHECK_OK(csock_ws_ping(cl->ws, "p", 1));
+    CHECK_OK(csock_ws_send_part(cl->ws, 0, "ag", 2, 0));
+    CHECK_OK(csock_ws_send_part(cl->ws, 0, "", 0, 1));
+    RUN_UNTIL(f->loop, cl->msgs == 7 && cl->pongs == 1, 5000);
+    assert_int_equal(cl->last_type, CSOCK_WS_BINARY);
+    assert_int_equal(cl->last_len, 4);
+    assert_memory_equal(cl->last, "frag", 4);
+    CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_BINARY, "", 0));
+    RUN_UNTIL(f->loop, cl->msgs == 8, 5000);
+    assert_int_equal(cl->last_len, 0);
+    char *b = big_pattern();
+    CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_BINARY, b, BIG));
+    free(b);
+    RUN_UNTIL(f->loop, cl->msgs == 9, 10000);
+    assert_true(f->srv.big_ok);
+    assert_true(cl->big_ok);
+    CHECK_OK(csock_ws_close(cl->ws, 1000, NULL, 0));
+    RUN_UNTIL(f->loop, cl->closed && f->srv.closed, 5000);
+    assert_int_equal(cl->closing.status, 0);
+    assert_int_equal(f->srv.closing.status, 0);
+}
+
+static void deflate_with_context_takeover(void **state)
+{
+    csock_ws_opts o = {0};
+    deflate_echo(*state, &o);
+}
+
+static void deflate_without_context_takeover(void **state)
+{
+    fixture *f = *state;
+    f->sopts.server_max_window_bits = 10;
+    csock_ws_opts o = {.server_no_context_takeover = 1, .client_no_context_takeover = 1,
+                       .client_max_window_bits = 9, .deflate_level = 1, .deflate_threshold = 1};
+    deflate_echo(f, &o);
+}
+
+/* Only one side wants it: no compression, everything works. */
+static void deflate_declined(void **state)
+{
+    fixture *f = *state;
+    side *cl = &f->cl;
+    csock_ws_opts o = {.deflate = 1};
+    CHECK_OK(csock_ws_connect(f->loop, f->url, &o, on_event, cl, &cl->ws));
+    RUN_UNTIL(f->loop, cl->opened, 5000);
+    assert_int_equal(csock_ws_compressed(cl->ws), 0);
+    assert_int_equal(csock_ws_compressed(f->srv.ws), 0);
+    static const char longer[] = "a message long enough to be compressed, long enough to be compressed";
+    CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_TEXT, longer, sizeof longer - 1));
+    RUN_UNTIL(f->loop, cl->msgs == 1, 5000);
+    csock_ws_abort(cl->ws);
+    RUN_UNTIL(f->loop, cl->closed && f->srv.closed, 5000);
+    f->sopts.deflate = 1; /* the server would, the client does not offer */
+    side *c2 = &f->c2;
+    CHECK_OK(csock_ws_connect(f->loop, f->url, NULL, on_event, c2, &c2->ws));
+    RUN_UNTIL(f->loop, c2->opened, 5000);
+    assert_int_equal(csock_ws_compressed(c2->ws), 0);
+    assert_int_equal(csock_ws_compressed(f->srv.ws), 0);
+    csock_ws_abort(c2->ws);
+    RUN_UNTIL(f->loop, c2->closed, 5000);
+}
+
+/* A compressed frame of 32 KiB that inflates to 32 MiB, against a 2 MiB
+ * max_message: close 1009 once the output passes 2 MiB, no message. */
+static void deflate_bomb_closes_1009(void **state)
+{
+    fixture *f = *state;
+    f->sopts.deflate = 1;
+    size_t zn = 32u << 20, cap = 1u << 20;
+    unsigned char *zeros = calloc(1, zn), *frame = malloc(cap + 14);
+    z_stream zs = {0};
+    assert_int_equal(deflateInit2(&zs, 9, Z_DEFLATED, -15, 9, Z_DEFAULT_STRATEGY), Z_OK);
+    zs.next_in = zeros;
+    zs.avail_in = (uInt)zn;
+    zs.next_out = frame + 14;
+    zs.avail_out = (uInt)cap;
+    assert_int_equal(deflate(&zs, Z_SYNC_FLUSH), Z_OK);
+    size_t len = cap - zs.avail_out - 4;
+    deflateEnd(&zs);
+    free(zeros);
+    assert_true(len >= 126 && len < 40000); /* a 16-bit length field */
+    /* A masked binary frame, RSV1, a 16-bit length (key 0: the bytes as they are). */
+    unsigned char h[8] = {0xc2, 0xfe, (unsigned char)(len >> 8), (unsigned char)len, 0, 0, 0, 0};
+    memcpy(frame + 14 - 8, h, 8);
+    int fd = raw_connect_ext(f, "permessage-deflate", (const char *)frame + 6, len + 8);
+    free(frame);
+    rawbuf r = {0};
+    RUN_UNTIL(f->loop, raw_has(fd, &r, "\x88\x02\x03\xf1", 4), 10000); /* close 1009 */
+    RUN_UNTIL(f->loop, f->srv.closed, 5000);
+    assert_non_null(strstr(r.b, "Sec-WebSocket-Extensions: permessage-deflate"));
+    assert_int_equal(f->srv.closing.status, CSOCK_ETOOBIG);
+    assert_int_equal(f->srv.closing.sent, 1009);
+    assert_int_equal(f->srv.msgs, 0);
+    close(fd);
+}
+
+/* RSV1 on a control frame of a compressing connection: 1002; and
+ * compressed data zlib refuses: 1007. */
+static void deflate_protocol_errors(void **state)
+{
+    fixture *f = *state;
+    f->sopts.deflate = 1;
+    static const char ping[] = {(char)0xc9, (char)0x80, 0, 0, 0, 0};
+    int fd = raw_connect_ext(f, "permessage-deflate", ping, sizeof ping);
+    rawbuf r = {0};
+    RUN_UNTIL(f->loop, raw_has(fd, &r, "\x88\x02\x03\xea", 4), 5000); /* close 1002 */
+    RUN_UNTIL(f->loop, f->srv.closed, 5000);
+    assert_int_equal(f->srv.closing.status, -EPROTO);
+    close(fd);
+    f->srv.closed = 0;
+    static const char junk[] = {(char)0xc1, (char)0x84, 0, 0, 0, 0, (char)0xff, (char)0xff, (char)0xff, (char)0xff};
+    fd = raw_connect_ext(f, "permessage-deflate", junk, sizeof junk);
+    rawbuf r2 = {0};
+    RUN_UNTIL(f->loop, raw_has(fd, &r2, "\x88\x02\x03\xef", 4), 5000); /* close 1007 */
+    RUN_UNTIL(f->loop, f->srv.closed, 5000);
+    assert_int_equal(f->srv.closing.status, -EPROTO);
+    assert_int_equal(f->srv.msgs, 0);
+    close(fd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -430,6 +585,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(close_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(keepalive_finds_a_dead_peer, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_handshakes_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(deflate_with_context_takeover, setup, teardown),
+        cmocka_unit_test_setup_teardown(deflate_without_context_takeover, setup, teardown),
+        cmocka_unit_test_setup_teardown(deflate_declined, setup, teardown),
+        cmocka_unit_test_setup_teardown(deflate_bomb_closes_1009, setup, teardown),
+        cmocka_unit_test_setup_teardown(deflate_protocol_errors, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
