@@ -368,8 +368,10 @@ static void deliver(csock_ws *ws, const char *p, size_t n)
 {
     ws->in_msg = 0;
     if (ws->state != WS_OPEN) return; /* after our close: dropped */
+    /* An empty message made of empty fragments has no buffer: still a
+     * valid pointer for the application. */
     csock_ws_event ev = {.kind = CSOCK_WS_MESSAGE, .type = ws->msg_text ? CSOCK_WS_TEXT : CSOCK_WS_BINARY,
-                         .buf = p, .len = n};
+                         .buf = p ? p : "", .len = n};
     csock__ws_emit(ws, &ev);
 }
 
@@ -439,7 +441,7 @@ static void compressed_piece(csock_ws *ws, const unsigned char *p, size_t n, int
     if (rc > 0) return; /* the sink failed the connection */
     if (rc < 0) return csock__ws_fail(ws, rc == -ENOMEM ? CSOCK_WS_INTERNAL : CSOCK_WS_INVALID_DATA, rc);
     if (!last || text_ok(ws, (const unsigned char *)"", 0, 1) < 0) return;
-    deliver(ws, ws->msg ? ws->msg : "", ws->mlen);
+    deliver(ws, ws->msg, ws->mlen);
     drop_message(ws);
 }
 
