@@ -427,6 +427,14 @@ static void bad_handshakes_refused(void **state)
 
 /* ---- permessage-deflate ------------------------------------------------------------ */
 
+/* Wait for cond, or for either side's end (an allocation refused under
+ * the fault sweep ends the connection: fail at once, not at the timeout). */
+#define WAIT_OPEN(f, cond, ms)                                                    \
+    do {                                                                          \
+        RUN_UNTIL((f)->loop, (cond) || (f)->cl.closed || (f)->srv.closed, (ms)); \
+        assert_true(cond);                                                        \
+    } while (0)
+
 /* Both sides compress (with `o` for the client): messages under the
  * threshold and over it, fragmented with a ping between, 1 MiB, then the
  * closing handshake. */
@@ -437,16 +445,17 @@ static void deflate_echo(fixture *f, csock_ws_opts *o)
     o->deflate = 1;
     f->sopts.deflate = 1;
     CHECK_OK(csock_ws_connect(f->loop, f->url, o, on_event, cl, &cl->ws));
-    RUN_UNTIL(f->loop, cl->opened, 5000);
+    RUN_UNTIL(f->loop, cl->opened || cl->closed, 5000);
+    assert_true(cl->opened);
     assert_int_equal(csock_ws_compressed(cl->ws), 1);
     assert_int_equal(csock_ws_compressed(f->srv.ws), 1);
     static const char longer[] = "a message long enough to be compressed, long enough to be compressed";
     for (int i = 0; i < 3; i++) { /* again and again: the context carries over, or not */
         CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_TEXT, "hello", 5)); /* under the threshold */
-        RUN_UNTIL(f->loop, cl->msgs == 2 * i + 1, 5000);
+        WAIT_OPEN(f, cl->msgs == 2 * i + 1, 5000);
         assert_memory_equal(cl->last, "hello", 5);
         CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_TEXT, longer, sizeof longer - 1));
-        RUN_UNTIL(f->loop, cl->msgs == 2 * i + 2, 5000);
+        WAIT_OPEN(f, cl->msgs == 2 * i + 2, 5000);
         assert_int_equal(cl->last_len, sizeof longer - 1);
         assert_memory_equal(cl->last, longer, sizeof cl->last);
     }
@@ -454,17 +463,17 @@ static void deflate_echo(fixture *f, csock_ws_opts *o)
     CHECK_OK(csock_ws_ping(cl->ws, "p", 1));
     CHECK_OK(csock_ws_send_part(cl->ws, 0, "ag", 2, 0));
     CHECK_OK(csock_ws_send_part(cl->ws, 0, "", 0, 1));
-    RUN_UNTIL(f->loop, cl->msgs == 7 && cl->pongs == 1, 5000);
+    WAIT_OPEN(f, cl->msgs == 7 && cl->pongs == 1, 5000);
     assert_int_equal(cl->last_type, CSOCK_WS_BINARY);
     assert_int_equal(cl->last_len, 4);
     assert_memory_equal(cl->last, "frag", 4);
     CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_BINARY, "", 0));
-    RUN_UNTIL(f->loop, cl->msgs == 8, 5000);
+    WAIT_OPEN(f, cl->msgs == 8, 5000);
     assert_int_equal(cl->last_len, 0);
     char *b = big_pattern();
     CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_BINARY, b, BIG));
     free(b);
-    RUN_UNTIL(f->loop, cl->msgs == 9, 10000);
+    WAIT_OPEN(f, cl->msgs == 9, 10000);
     assert_true(f->srv.big_ok);
     assert_true(cl->big_ok);
     CHECK_OK(csock_ws_close(cl->ws, 1000, NULL, 0));
@@ -495,18 +504,20 @@ static void deflate_declined(void **state)
     side *cl = &f->cl;
     csock_ws_opts o = {.deflate = 1};
     CHECK_OK(csock_ws_connect(f->loop, f->url, &o, on_event, cl, &cl->ws));
-    RUN_UNTIL(f->loop, cl->opened, 5000);
+    RUN_UNTIL(f->loop, cl->opened || cl->closed, 5000);
+    assert_true(cl->opened);
     assert_int_equal(csock_ws_compressed(cl->ws), 0);
     assert_int_equal(csock_ws_compressed(f->srv.ws), 0);
     static const char longer[] = "a message long enough to be compressed, long enough to be compressed";
     CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_TEXT, longer, sizeof longer - 1));
-    RUN_UNTIL(f->loop, cl->msgs == 1, 5000);
+    WAIT_OPEN(f, cl->msgs == 1, 5000);
     csock_ws_abort(cl->ws);
     RUN_UNTIL(f->loop, cl->closed && f->srv.closed, 5000);
     f->sopts.deflate = 1; /* the server would, the client does not offer */
     side *c2 = &f->c2;
     CHECK_OK(csock_ws_connect(f->loop, f->url, NULL, on_event, c2, &c2->ws));
-    RUN_UNTIL(f->loop, c2->opened, 5000);
+    RUN_UNTIL(f->loop, c2->opened || c2->closed, 5000);
+    assert_true(c2->opened);
     assert_int_equal(csock_ws_compressed(c2->ws), 0);
     assert_int_equal(csock_ws_compressed(f->srv.ws), 0);
     csock_ws_abort(c2->ws);
@@ -538,7 +549,7 @@ static void deflate_bomb_closes_1009(void **state)
     int fd = raw_connect_ext(f, "permessage-deflate", (const char *)frame + 6, len + 8);
     free(frame);
     rawbuf r = {0};
-    RUN_UNTIL(f->loop, raw_has(fd, &r, "\x88\x02\x03\xf1", 4), 10000); /* close 1009 */
+    WAIT_OPEN(f, raw_has(fd, &r, "\x88\x02\x03\xf1", 4), 10000); /* close 1009 */
     RUN_UNTIL(f->loop, f->srv.closed, 5000);
     assert_non_null(strstr(r.b, "Sec-WebSocket-Extensions: permessage-deflate"));
     assert_int_equal(f->srv.closing.status, CSOCK_ETOOBIG);
@@ -556,7 +567,7 @@ static void deflate_protocol_errors(void **state)
     static const char ping[] = {(char)0xc9, (char)0x80, 0, 0, 0, 0};
     int fd = raw_connect_ext(f, "permessage-deflate", ping, sizeof ping);
     rawbuf r = {0};
-    RUN_UNTIL(f->loop, raw_has(fd, &r, "\x88\x02\x03\xea", 4), 5000); /* close 1002 */
+    WAIT_OPEN(f, raw_has(fd, &r, "\x88\x02\x03\xea", 4), 5000); /* close 1002 */
     RUN_UNTIL(f->loop, f->srv.closed, 5000);
     assert_int_equal(f->srv.closing.status, -EPROTO);
     close(fd);
@@ -564,7 +575,7 @@ static void deflate_protocol_errors(void **state)
     static const char junk[] = {(char)0xc1, (char)0x84, 0, 0, 0, 0, (char)0xff, (char)0xff, (char)0xff, (char)0xff};
     fd = raw_connect_ext(f, "permessage-deflate", junk, sizeof junk);
     rawbuf r2 = {0};
-    RUN_UNTIL(f->loop, raw_has(fd, &r2, "\x88\x02\x03\xef", 4), 5000); /* close 1007 */
+    WAIT_OPEN(f, raw_has(fd, &r2, "\x88\x02\x03\xef", 4), 5000); /* close 1007 */
     RUN_UNTIL(f->loop, f->srv.closed, 5000);
     assert_int_equal(f->srv.closing.status, -EPROTO);
     assert_int_equal(f->srv.msgs, 0);
