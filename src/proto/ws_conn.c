@@ -215,7 +215,8 @@ static int send_compressed(csock_ws *ws, int op, const void *buf, size_t len, in
     if (ws->client) csock__ws_mask(b + WS_HEAD_MAX, n, key, 0);
     memcpy(b + WS_HEAD_MAX - hn, h, hn);
     rc = csock_stream_write_ref(ws->s, b + WS_HEAD_MAX - hn, hn + n, free, b);
-    if (rc == 0 && csock_stream_write_queue_size(ws->s)) ws->want_drain = 1;
+    if (rc < 0) csock__ws_deflate_drop(ws->z);
+    else if (csock_stream_write_queue_size(ws->s)) ws->want_drain = 1;
     return rc;
 }
 

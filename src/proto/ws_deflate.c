@@ -348,6 +348,8 @@ void csock__ws_z_free(csock__ws_z *z)
     free(z);
 }
 
+void csock__ws_deflate_drop(csock__ws_z *z) { deflate_free(z); }
+
 static int deflate_start(csock__ws_z *z)
 {
     if (z->def) return 0;
@@ -394,6 +396,7 @@ int csock__ws_deflate(csock__ws_z *z, const void *buf, size_t len, int fin, size
     for (;;) {
         if (cap - used < 64 && grow(&b, &cap) < 0) {
             free(b);
+            csock__ws_deflate_drop(z); /* it took input the peer will never see */
             return -ENOMEM;
         }
         if (!s->avail_in && left) {
@@ -412,6 +415,7 @@ int csock__ws_deflate(csock__ws_z *z, const void *buf, size_t len, int fin, size
         used += room - s->avail_out;
         if (rc != Z_OK && rc != Z_BUF_ERROR) {
             free(b);
+            csock__ws_deflate_drop(z);
             return -ENOMEM; /* zlib's only failure here is a broken state */
         }
         if (!left && !s->avail_in && s->avail_out) break;

@@ -139,6 +139,11 @@ void csock__ws_z_free(csock__ws_z *z);
 int csock__ws_deflate(csock__ws_z *z, const void *buf, size_t len, int fin, size_t headroom,
                       unsigned char **out, size_t *outlen);
 
+/* Forget the compressor's state after a compressed part that was not sent:
+ * the next part starts a fresh stream, which refers to nothing the peer
+ * missed (its decompressor, at a block boundary, reads it as it is). */
+void csock__ws_deflate_drop(csock__ws_z *z);
+
 /* Where inflated bytes go: 0, or an error that stops the inflating. */
 typedef int (*csock__ws_sink)(void *ctx, const unsigned char *p, size_t n);
 

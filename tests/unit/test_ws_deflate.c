@@ -247,6 +247,14 @@ static void roundtrip_with_context(void **state)
     assert_non_null(a->def);         /* the state stays between messages */
     assert_non_null(b->inf);
     roundtrip(a, b, (const unsigned char *)"", 0, 1); /* an empty message */
+    /* A compressed message that never left (its write failed): dropping
+     * the state keeps the next one decodable by the peer. */
+    unsigned char *lost;
+    size_t lost_len;
+    assert_int_equal(csock__ws_deflate(a, text, sizeof text - 1, 1, 0, &lost, &lost_len), 0);
+    free(lost);
+    csock__ws_deflate_drop(a);
+    roundtrip(a, b, (const unsigned char *)text, sizeof text - 1, 1);
     size_t big = 3u << 20;
     unsigned char *m = malloc(big);
     for (size_t i = 0; i < big; i++) m[i] = (unsigned char)(i % 251 ^ i >> 13);
