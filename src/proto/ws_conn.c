@@ -120,17 +120,20 @@ void csock__ws_attach(csock_ws *ws, csock_stream *s)
     csock_stream_on_drain(s, on_drain);
     csock_stream_set_max_read(s, READ_MAX);
     ws->last_in = csock_loop_now(ws->loop);
-    if (ws->state == WS_OPEN && ws->ping_ms) csock__ws_timer(ws, ws->ping_ms);
+    /* Without its timer the keep-alive would silently never run. */
+    if (ws->state == WS_OPEN && ws->ping_ms && csock__ws_timer(ws, ws->ping_ms) < 0)
+        csock__ws_fail(ws, CSOCK_WS_INTERNAL, -ENOMEM);
 }
 
 void csock__ws_opened(csock_ws *ws)
 {
     ws->state = WS_OPEN;
     ws->last_in = csock_loop_now(ws->loop);
-    if (ws->ping_ms)
-        csock__ws_timer(ws, ws->ping_ms);
-    else if (ws->timer)
+    if (ws->ping_ms) {
+        if (csock__ws_timer(ws, ws->ping_ms) < 0) return csock__ws_fail(ws, CSOCK_WS_INTERNAL, -ENOMEM);
+    } else if (ws->timer) {
         csock_timer_stop(ws->timer); /* the handshake's */
+    }
     csock_ws_event ev = {.kind = CSOCK_WS_OPEN};
     csock__ws_emit(ws, &ev);
 }

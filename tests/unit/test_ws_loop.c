@@ -85,7 +85,9 @@ static void on_event(csock_ws *ws, const csock_ws_event *ev, void *data)
             sd->big_ok = !memcmp(b, ev->buf, BIG);
             free(b);
         }
-        if (sd->echo) csock_ws_send(ws, ev->type, ev->buf, ev->len);
+        /* An echo that cannot go (-ENOMEM under the fault sweep) ends the
+         * connection: the other side must not wait for it. */
+        if (sd->echo && csock_ws_send(ws, ev->type, ev->buf, ev->len) < 0) csock_ws_abort(ws);
         return;
     case CSOCK_WS_CLOSED:
         sd->closed = 1;
@@ -338,11 +340,13 @@ static int raw_has(int fd, rawbuf *r, const char *what, size_t wl)
     return raw_found(r, what, wl) || r->eof;
 }
 
-/* Has the server let go of the raw connection (EOF or reset)? */
+/* Has the server let go of the raw connection (EOF, a reset, or an HTTP
+ * error instead of the upgrade)? */
 static int raw_gone(int fd)
 {
-    char c;
-    ssize_t k = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    char c[12];
+    ssize_t k = recv(fd, c, sizeof c, MSG_PEEK | MSG_DONTWAIT);
+    if (k == (ssize_t)sizeof c && !memcmp(c, "HTTP/1.1 ", 9)) return memcmp(c + 9, "101", 3) != 0;
     return k == 0 || (k < 0 && errno != EAGAIN);
 }
 
@@ -357,8 +361,8 @@ static int raw_gone(int fd)
  * connection (refused under the fault sweep) and the peer is gone. */
 #define RAW_UNTIL(f, fd, cond, ms)                                                              \
     do {                                                                                        \
-        RUN_UNTIL((f)->loop, (cond) || (f)->srv.closed || (!(f)->srv.accepted && raw_gone(fd)), \
-                  (ms));                                                                        \
+        RUN_UNTIL((f)->loop, (cond) || (f)->srv.closed || (f)->refused ||                      \
+                                 (!(f)->srv.accepted && raw_gone(fd)), (ms));                   \
         assert_true(cond);                                                                      \
     } while (0)
 
