@@ -193,7 +193,9 @@ typedef struct csock_ws_opts {
  *   fails (1011, -ENOMEM).
  * - Messages shorter than deflate_threshold are sent uncompressed (a frame
  *   without RSV1 is allowed in a compressed connection): below ~64 bytes
- *   deflate rarely saves a byte and costs a zlib call on each side. A
+ *   deflate rarely saves a byte and costs a zlib call on each side (about
+ *   1.3-1.5 us per short message with context takeover, 2-5 us without,
+ *   as much as a whole uncompressed echo costs the server). A
  *   message sent in parts is compressed unless it is one short part.
  *   Control frames are never compressed. */
 
