@@ -10,7 +10,8 @@
  * The protocol is checked strictly, and a peer that breaks it gets a close
  * frame with the code RFC 6455 asks for, then the connection ends:
  *   1002 (protocol error): an unmasked frame from a client, a masked one
- *        from a server, reserved bits set (no extension is negotiated), an
+ *        from a server, reserved bits set (but RSV1 on the first frame of
+ *        a message when compression was negotiated), an
  *        unknown opcode, a control frame over 125 bytes or fragmented, a
  *        continuation with no message begun or a new message inside one, a
  *        64-bit length with its top bit set, a close frame of 1 byte or
@@ -109,9 +110,9 @@ typedef void (*csock_ws_cb)(csock_ws *ws, const csock_ws_event *ev, void *data);
 
 /* Option structs are ABI: zero-initialize them (= {0}, or designated
  * initializers); zero means the default for every member. A later minor
- * version takes new members out of `reserved` (permessage-deflate's will
- * come from there), so sizeof and every offset stay the same within a
- * major version: leave `reserved` zero. */
+ * version takes new members out of `reserved` (permessage-deflate's came
+ * from there), so sizeof and every offset stay the same within a major
+ * version: leave `reserved` zero. */
 typedef struct csock_ws_opts {
     uint64_t max_message;          /* a longer message is refused (close 1009); 0: 1 MiB */
     uint64_t close_timeout_ms;     /* after our close frame, wait this long for the
@@ -135,8 +136,68 @@ typedef struct csock_ws_opts {
     size_t nheaders;
     csock_tls_ctx *tls;            /* client, wss://: the TLS context (a client one);
                                       NULL: one that verifies with the system's CAs */
-    uint64_t reserved[8];
+    /* permessage-deflate (RFC 7692), see "Compression" below. */
+    int deflate;                   /* 1: the client offers it, the server accepts an
+                                      offer of it; 0: neither (the default) */
+    int deflate_level;             /* zlib's level, 1 (fast) .. 9 (small); 0: 6 */
+    unsigned char server_max_window_bits; /* 9..15 (8 counts as 9, see below); 0: 15.
+                                      Server: the most its compressor uses. Client:
+                                      asks the server to use at most this */
+    unsigned char client_max_window_bits; /* the same for the client's compressor:
+                                      the client uses and offers it; the server asks
+                                      the client for it (when the offer allows) */
+    unsigned char server_no_context_takeover; /* 1: the server compresses each message
+                                      on its own (the server does; a client asks) */
+    unsigned char client_no_context_takeover; /* 1: the same for the client's messages
+                                      (the client does; a server asks) */
+    uint32_t deflate_threshold;    /* messages shorter than this go uncompressed;
+                                      0: 64 bytes (1: compress everything) */
+    uint64_t deflate_memory;       /* the most zlib may hold for one connection,
+                                      compressor and decompressor together; 0: 512 KiB */
+    uint64_t reserved[5];
 } csock_ws_opts;
+
+/* Compression (RFC 7692 permessage-deflate, through zlib), when
+ * opts.deflate is set on both sides and the peer agrees: the server picks
+ * the first offer of the client's it can honour (an offer with unknown,
+ * repeated or malformed parameters is declined, never an error) and answers
+ * with the parameters it will use; the client offers one set and fails the
+ * handshake (-EPROTO) on an answer it did not allow. The negotiation is
+ * invisible to the application: messages are sent and delivered as ever.
+ *
+ * - A compressed message is a TEXT/BINARY frame with RSV1 set on its first
+ *   frame, the deflate stream with its 0x00 0x00 0xff 0xff flush tail
+ *   removed. RSV1 on a control frame or a continuation, or without
+ *   compression negotiated, is still a protocol error (1002); compressed
+ *   data zlib refuses is 1007.
+ * - max_message limits the decompressed size. Input is inflated a bounded
+ *   chunk (16 KiB) at a time and the connection fails with 1009 as soon as
+ *   the output passes max_message: a small message never inflates into
+ *   gigabytes (DEFLATE expands at most ~1032:1, so 1 GiB needs ~1 MiB
+ *   sent). The compressed size of a message may exceed max_message by an
+ *   eighth plus 1 KiB (incompressible data grows a little), no more.
+ * - Window bits: 8 is allowed by the RFC, but zlib's compressor cannot make
+ *   256-byte windows (it silently uses 9, which a peer holding us to 8 might
+ *   not decode): csock's compressor never promises 8. A server declines an
+ *   offer that holds it to server_max_window_bits=8; a client fails on an
+ *   answer of client_max_window_bits=8; an option of 8 counts as 9.
+ *   Decompressing, any of 8..15 is fine.
+ * - Memory: a connection holds no zlib state until it first compresses or
+ *   decompresses a message (so idle connections cost nothing extra), and a
+ *   direction without context takeover frees its state after each message.
+ *   With context takeover the state stays: at the defaults about 262 KiB to
+ *   compress (window 15, memLevel 8) and 40 KiB to decompress. zlib's
+ *   allocations are counted against deflate_memory: the compressor's
+ *   memLevel and window shrink to fit it beside the decompressor, an offer
+ *   whose decompressor cannot fit is declined, and an allocation past it
+ *   fails (1011, -ENOMEM).
+ * - Messages shorter than deflate_threshold are sent uncompressed (a frame
+ *   without RSV1 is allowed in a compressed connection): below ~64 bytes
+ *   deflate rarely saves a byte and costs a zlib call on each side (about
+ *   1.3-1.5 us per short message with context takeover, 2-5 us without,
+ *   as much as a whole uncompressed echo costs the server). A
+ *   message sent in parts is compressed unless it is one short part.
+ *   Control frames are never compressed. */
 
 /* 1 when the request asks for a WebSocket upgrade (an Upgrade field naming
  * websocket), else 0: to serve a page and a socket on one path. */
@@ -162,7 +223,7 @@ CSOCK_API int csock_ws_accept(csock_http_req *r, const csock_ws_opts *opts, csoc
  * server's certificate is verified for HOST); HOST a name, an IPv4 address
  * or [IPv6]; a name is resolved with getaddrinfo(), which blocks. Sends the handshake and checks the answer:
  * 101, Upgrade and Connection, Sec-WebSocket-Accept from our key, no
- * extension, a subprotocol we offered if any. Returns 0 and *out at once;
+ * extension but permessage-deflate if offered, a subprotocol we offered if any. Returns 0 and *out at once;
  * then exactly one of: CSOCK_WS_OPEN, or CSOCK_WS_CLOSED with the failure
  * (a connect error, -EPROTO for a refused or malformed handshake,
  * -ETIMEDOUT). On an error return (-EINVAL a malformed URL, CSOCK_ESCHEME
@@ -211,6 +272,9 @@ CSOCK_API size_t csock_ws_buffered(const csock_ws *ws);
 
 /* The subprotocol agreed on, or NULL. */
 CSOCK_API const char *csock_ws_subprotocol(const csock_ws *ws);
+
+/* 1 when permessage-deflate was agreed on (see "Compression"), else 0. */
+CSOCK_API int csock_ws_compressed(const csock_ws *ws);
 
 /* The connection's stream (for its peer address); do not read, write or
  * close it. NULL for a client whose connect has not been made. */

@@ -14,6 +14,14 @@
  * allocates nothing) and freed after delivery, so an idle connection holds
  * none.
  *
+ * Compression (permessage-deflate, ws_deflate.c). A compressed message's
+ * payload, in place or streamed, is inflated into the message buffer a
+ * bounded chunk at a time, its output checked against max_message as it
+ * grows; its compressed length is checked from the length fields against
+ * max_message plus a margin. A compressed send is deflated into a buffer
+ * with room for the header in front (masked there by a client) and sent by
+ * reference.
+ *
  * Ending. Every way out goes through the stream's close, whose callback
  * sends CLOSED and frees the connection: a failure or a finished closing
  * handshake ends the stream gracefully (csock_stream_end: our close frame
@@ -78,6 +86,7 @@ void csock__ws_free(csock_ws *ws)
 {
     if (ws->timer) csock_timer_close(ws->timer, NULL);
     csock__ws_client_free(ws);
+    csock__ws_z_free(ws->z);
     free(ws->msg);
     free(ws->peer_reason);
     free(ws->subprotocol);
@@ -111,17 +120,20 @@ void csock__ws_attach(csock_ws *ws, csock_stream *s)
     csock_stream_on_drain(s, on_drain);
     csock_stream_set_max_read(s, READ_MAX);
     ws->last_in = csock_loop_now(ws->loop);
-    if (ws->state == WS_OPEN && ws->ping_ms) csock__ws_timer(ws, ws->ping_ms);
+    /* Without its timer the keep-alive would silently never run. */
+    if (ws->state == WS_OPEN && ws->ping_ms && csock__ws_timer(ws, ws->ping_ms) < 0)
+        csock__ws_fail(ws, CSOCK_WS_INTERNAL, -ENOMEM);
 }
 
 void csock__ws_opened(csock_ws *ws)
 {
     ws->state = WS_OPEN;
     ws->last_in = csock_loop_now(ws->loop);
-    if (ws->ping_ms)
-        csock__ws_timer(ws, ws->ping_ms);
-    else if (ws->timer)
+    if (ws->ping_ms) {
+        if (csock__ws_timer(ws, ws->ping_ms) < 0) return csock__ws_fail(ws, CSOCK_WS_INTERNAL, -ENOMEM);
+    } else if (ws->timer) {
         csock_timer_stop(ws->timer); /* the handshake's */
+    }
     csock_ws_event ev = {.kind = CSOCK_WS_OPEN};
     csock__ws_emit(ws, &ev);
 }
@@ -193,6 +205,24 @@ static int queue_frame(csock_ws *ws, int op, const void *buf, size_t len, int fi
     return csock_stream_write_ref(ws->s, b, n + len, free, b);
 }
 
+/* A compressed frame: deflated into a buffer of its own, the header (and
+ * a client's mask) put in front of the data, sent by reference. */
+static int send_compressed(csock_ws *ws, int op, const void *buf, size_t len, int fin)
+{
+    unsigned char *b, h[WS_HEAD_MAX], key[4];
+    size_t n;
+    int rc = csock__ws_deflate(ws->z, buf, len, fin, WS_HEAD_MAX, &b, &n);
+    if (rc < 0) return rc;
+    if (ws->client) next_key(ws, key);
+    unsigned hn = csock__ws_build_head(h, op, fin, n, ws->client ? key : NULL);
+    if (ws->client) csock__ws_mask(b + WS_HEAD_MAX, n, key, 0);
+    memcpy(b + WS_HEAD_MAX - hn, h, hn);
+    rc = csock_stream_write_ref(ws->s, b + WS_HEAD_MAX - hn, hn + n, free, b);
+    if (rc < 0) csock__ws_deflate_drop(ws->z);
+    else if (csock_stream_write_queue_size(ws->s)) ws->want_drain = 1;
+    return rc;
+}
+
 static int send_close(csock_ws *ws, int code, const char *reason, size_t len)
 {
     unsigned char p[WS_CONTROL_MAX];
@@ -221,8 +251,11 @@ int csock_ws_send_part(csock_ws *ws, int type, const void *buf, size_t len, int 
     if (!ws->sending_part) {
         if (type != CSOCK_WS_TEXT && type != CSOCK_WS_BINARY) return -EINVAL;
         op = type;
+        /* A short whole message is not worth a zlib call on each side. */
+        ws->send_z = ws->z && (!fin || len >= ws->z->threshold);
+        if (ws->send_z) op |= WS_RSV1;
     }
-    rc = send_frame(ws, op, buf, len, fin);
+    rc = ws->send_z ? send_compressed(ws, op, buf, len, fin) : send_frame(ws, op, buf, len, fin);
     if (rc == 0) ws->sending_part = !fin;
     return rc;
 }
@@ -331,14 +364,18 @@ static void drop_message(csock_ws *ws)
     ws->msg = NULL;
     ws->mlen = ws->mcap = 0;
     ws->in_msg = 0;
+    ws->msg_z = 0;
+    if (ws->z) ws->z->zin = 0;
 }
 
 static void deliver(csock_ws *ws, const char *p, size_t n)
 {
     ws->in_msg = 0;
     if (ws->state != WS_OPEN) return; /* after our close: dropped */
+    /* An empty message made of empty fragments has no buffer: still a
+     * valid pointer for the application. */
     csock_ws_event ev = {.kind = CSOCK_WS_MESSAGE, .type = ws->msg_text ? CSOCK_WS_TEXT : CSOCK_WS_BINARY,
-                         .buf = p, .len = n};
+                         .buf = p ? p : "", .len = n};
     csock__ws_emit(ws, &ev);
 }
 
@@ -370,17 +407,53 @@ static int text_ok(csock_ws *ws, const unsigned char *p, size_t n, int last)
     return 0;
 }
 
-static void begin_message(csock_ws *ws, int op)
+static void begin_message(csock_ws *ws, const csock__ws_frame *f)
 {
-    if (op == WS_OP_CONT) return;
-    ws->msg_text = op == WS_OP_TEXT;
+    if (f->op == WS_OP_CONT) return;
+    ws->msg_text = f->op == WS_OP_TEXT;
+    ws->msg_z = (f->rsv & 4) != 0;
     ws->utf8 = WS_UTF8_OK;
+}
+
+/* Where a compressed message's inflated bytes go: checked against
+ * max_message before they are kept, UTF-8 checked, appended. Non-zero when
+ * the connection failed. */
+static int inflated(void *ctx, const unsigned char *p, size_t n)
+{
+    csock_ws *ws = ctx;
+    if (n > ws->max_message - ws->mlen) {
+        csock__ws_fail(ws, CSOCK_WS_TOO_BIG, CSOCK_ETOOBIG);
+        return 1;
+    }
+    if (text_ok(ws, p, n, 0) < 0) return 1;
+    if (reserve(ws, n) < 0) {
+        csock__ws_fail(ws, CSOCK_WS_INTERNAL, -ENOMEM);
+        return 1;
+    }
+    memcpy(ws->msg + ws->mlen, p, n);
+    ws->mlen += n;
+    return 0;
+}
+
+/* A piece of a compressed message's payload (unmasked), the message's
+ * last when `last`. */
+static void compressed_piece(csock_ws *ws, const unsigned char *p, size_t n, int last)
+{
+    ws->in_msg = 1;
+    ws->z->zin += n;
+    int rc = csock__ws_inflate(ws->z, p, n, last, inflated, ws);
+    if (rc > 0) return; /* the sink failed the connection */
+    if (rc < 0) return csock__ws_fail(ws, rc == -ENOMEM ? CSOCK_WS_INTERNAL : CSOCK_WS_INVALID_DATA, rc);
+    if (!last || text_ok(ws, (const unsigned char *)"", 0, 1) < 0) return;
+    deliver(ws, ws->msg, ws->mlen);
+    drop_message(ws);
 }
 
 /* A whole data frame at p (unmasked). */
 static void data_frame(csock_ws *ws, const csock__ws_frame *f, unsigned char *p, size_t n)
 {
-    begin_message(ws, f->op);
+    begin_message(ws, f);
+    if (ws->msg_z) return compressed_piece(ws, p, n, f->fin);
     if (text_ok(ws, p, n, f->fin) < 0) return;
     if (f->fin && !ws->in_msg) return deliver(ws, (const char *)p, n); /* in place */
     if (reserve(ws, n) < 0) return csock__ws_fail(ws, CSOCK_WS_INTERNAL, -ENOMEM);
@@ -395,8 +468,8 @@ static void data_frame(csock_ws *ws, const csock__ws_frame *f, unsigned char *p,
 /* A large frame: its payload is streamed into the message buffer. */
 static int begin_stream(csock_ws *ws, const csock__ws_frame *f)
 {
-    begin_message(ws, f->op);
-    if (reserve(ws, f->len) < 0) {
+    begin_message(ws, f);
+    if (!ws->msg_z && reserve(ws, f->len) < 0) {
         csock__ws_fail(ws, CSOCK_WS_INTERNAL, -ENOMEM);
         return -1;
     }
@@ -415,6 +488,10 @@ static size_t stream_payload(csock_ws *ws, unsigned char *p, size_t n)
     if (!ws->client) ws->frame_phase = (unsigned char)csock__ws_mask(p, k, ws->frame_key, ws->frame_phase);
     ws->frame_left -= k;
     int last = ws->frame_left == 0 && ws->frame_fin;
+    if (ws->msg_z) {
+        compressed_piece(ws, p, k, last);
+        return k;
+    }
     if (text_ok(ws, p, k, last) < 0) return k;
     memcpy(ws->msg + ws->mlen, p, k);
     ws->mlen += k;
@@ -460,6 +537,21 @@ static void control(csock_ws *ws, const csock__ws_frame *f, unsigned char *p)
     csock__ws_emit(ws, &ev);
 }
 
+/* Is the data frame f past what the message may take? Its decompressed size
+ * is checked as it inflates; its compressed size may pass max_message by a
+ * margin (incompressible data grows a little), no more. */
+static int too_big(const csock_ws *ws, const csock__ws_frame *f)
+{
+    int z = f->op == WS_OP_CONT ? ws->msg_z : (f->rsv & 4) != 0;
+    uint64_t max = ws->max_message, so_far = ws->mlen;
+    if (z) {
+        uint64_t margin = max / 8 + 1024;
+        max = max > UINT64_MAX - margin ? UINT64_MAX : max + margin;
+        so_far = ws->z->zin;
+    }
+    return f->len > max || so_far + f->len > max;
+}
+
 /* Frames in buf[0..len): returns the bytes used (a partial frame stays). */
 static size_t parse(csock_ws *ws, unsigned char *buf, size_t len)
 {
@@ -472,7 +564,7 @@ static size_t parse(csock_ws *ws, unsigned char *buf, size_t len)
         csock__ws_frame f;
         int h = csock__ws_parse_head(buf + pos, len - pos, &f);
         if (h == 0) break;
-        if (h < 0 || csock__ws_check(&f, !ws->client, ws->in_msg)) {
+        if (h < 0 || csock__ws_check(&f, !ws->client, ws->in_msg, ws->z != NULL)) {
             csock__ws_fail(ws, CSOCK_WS_PROTOCOL_ERROR, -EPROTO);
             break;
         }
@@ -485,7 +577,7 @@ static size_t parse(csock_ws *ws, unsigned char *buf, size_t len)
             control(ws, &f, p);
             continue;
         }
-        if (f.len > ws->max_message || ws->mlen + f.len > ws->max_message) {
+        if (too_big(ws, &f)) {
             csock__ws_fail(ws, CSOCK_WS_TOO_BIG, CSOCK_ETOOBIG);
             break;
         }
@@ -529,6 +621,7 @@ size_t csock__ws_on_read(csock_stream *s, int status, const char *buf, size_t le
 
 size_t csock_ws_buffered(const csock_ws *ws) { return ws->s ? csock_stream_write_queue_size(ws->s) : 0; }
 const char *csock_ws_subprotocol(const csock_ws *ws) { return ws->subprotocol; }
+int csock_ws_compressed(const csock_ws *ws) { return ws->z != NULL; }
 csock_stream *csock_ws_stream(const csock_ws *ws) { return ws->s; }
 void *csock_ws_data(const csock_ws *ws) { return ws->data; }
 void csock_ws_set_data(csock_ws *ws, void *data) { ws->data = data; }

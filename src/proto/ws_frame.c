@@ -34,9 +34,12 @@ int csock__ws_parse_head(const unsigned char *b, size_t n, csock__ws_frame *f)
     return (int)need;
 }
 
-int csock__ws_check(const csock__ws_frame *f, int from_client, int in_message)
+int csock__ws_check(const csock__ws_frame *f, int from_client, int in_message, int deflate)
 {
-    if (f->rsv) return CSOCK_WS_PROTOCOL_ERROR; /* no extension negotiated */
+    /* RSV1 marks a compressed message, on its first frame only (RFC 7692
+     * section 6): not on a continuation or a control frame. */
+    unsigned rsv_ok = deflate && (f->op == WS_OP_TEXT || f->op == WS_OP_BINARY) ? 4 : 0;
+    if (f->rsv & ~rsv_ok) return CSOCK_WS_PROTOCOL_ERROR;
     if (f->masked != (from_client != 0)) return CSOCK_WS_PROTOCOL_ERROR;
     switch (f->op) {
     case WS_OP_CONT:
@@ -58,7 +61,7 @@ unsigned csock__ws_build_head(unsigned char *out, int op, int fin, uint64_t len,
                               const unsigned char *key)
 {
     unsigned n = 2;
-    out[0] = (unsigned char)((fin ? 0x80 : 0) | (op & 0x0f));
+    out[0] = (unsigned char)((fin ? 0x80 : 0) | (op & (WS_RSV1 | 0x0f)));
     unsigned char m = key ? 0x80 : 0;
     if (len < 126) {
         out[1] = (unsigned char)(m | len);

@@ -162,6 +162,24 @@ static const char *pick_subprotocol(const csock_http_req *r, const csock_ws_opts
     return NULL;
 }
 
+/* The extension to answer with, when opts->deflate and the client offered
+ * one we can honour: 1 and ws->z (ans filled), 0 none, -ENOMEM. */
+#define EXT_FIELDS_MAX 8
+static int pick_extension(const csock_http_req *r, const csock_ws_opts *o, csock_ws *ws, char *ans,
+                          size_t size)
+{
+    if (!o->deflate) return 0;
+    const char *vals[EXT_FIELDS_MAX];
+    size_t lens[EXT_FIELDS_MAX], n = 0;
+    csock_http_str fn, fv;
+    for (size_t i = 0; n < EXT_FIELDS_MAX && csock_http_header_at(r, i, &fn, &fv) == 0; i++)
+        if (eq_nocase(fn.ptr, fn.len, "Sec-WebSocket-Extensions")) {
+            vals[n] = fv.ptr;
+            lens[n++] = fv.len;
+        }
+    return csock__ws_pmd_accept(o, vals, lens, n, ans, size, &ws->z);
+}
+
 int csock_ws_accept(csock_http_req *r, const csock_ws_opts *opts, csock_ws_cb cb, void *data,
                     csock_ws **out)
 {
@@ -188,6 +206,9 @@ int csock_ws_accept(csock_http_req *r, const csock_ws_opts *opts, csock_ws_cb cb
     csock_ws *ws = NULL;
     int rc = csock__ws_new(s ? csock_stream_loop(s) : NULL, opts, 0, cb, data, &ws);
     if (rc == 0 && proto && !(ws->subprotocol = strdup(proto))) rc = -ENOMEM;
+    char ext[192];
+    int has_ext = rc == 0 ? pick_extension(r, opts, ws, ext, sizeof ext) : 0;
+    if (has_ext < 0) rc = has_ext;
     if (rc < 0) {
         if (ws) csock__ws_free(ws);
         csock_http_close_after(r);
@@ -199,6 +220,7 @@ int csock_ws_accept(csock_http_req *r, const csock_ws_opts *opts, csock_ws_cb cb
     csock_http_add_header(r, "Upgrade", "websocket");
     csock_http_add_header(r, "Sec-WebSocket-Accept", acc);
     if (proto) csock_http_add_header(r, "Sec-WebSocket-Protocol", proto);
+    if (has_ext > 0) csock_http_add_header(r, "Sec-WebSocket-Extensions", ext);
     rc = csock_http_upgrade(r, csock__ws_on_read, ws, &s);
     if (rc < 0) {
         csock__ws_free(ws);
@@ -215,6 +237,7 @@ int csock_ws_accept(csock_http_req *r, const csock_ws_opts *opts, csock_ws_cb cb
 struct ws_client {
     char accept[29];    /* the Sec-WebSocket-Accept we expect */
     char *offered;      /* the subprotocols we offered, "a, b" (NULL: none) */
+    csock_ws_opts opts; /* what we offered for compression (its pointers unused) */
 };
 
 void csock__ws_client_free(csock_ws *ws)
@@ -280,7 +303,11 @@ static int check_answer(csock_ws *ws, const char *h, size_t n)
     if (!u || ul == (size_t)-1 || !list_has(u, ul, "websocket", 1)) return -EPROTO;
     if (!c || cl == (size_t)-1 || !list_has(c, cl, "upgrade", 1)) return -EPROTO;
     if (!a || al != 28 || memcmp(a, ws->cl->accept, 28)) return -EPROTO;
-    if (e) return -EPROTO; /* we offered none */
+    if (e) { /* only what we offered: permessage-deflate, if we did */
+        if (el == (size_t)-1 || !ws->cl->opts.deflate) return -EPROTO;
+        int rc = csock__ws_pmd_answer(&ws->cl->opts, e, el, &ws->z);
+        if (rc < 0) return rc;
+    }
     if (p) {
         if (pl == (size_t)-1 || !pl || memchr(p, ',', pl) || !ws->cl->offered) return -EPROTO;
         char tok[256];
@@ -391,6 +418,11 @@ static int build_request(const char *host, const char *target, const csock_ws_op
         need += strlen(hd) + 2;
     }
     need += off + 32;
+    char ext[192] = "";
+    if (o->deflate) {
+        csock__ws_pmd_offer(o, ext, sizeof ext);
+        need += strlen(ext) + 32;
+    }
     char *b = malloc(need), *p = b;
     *offered = NULL;
     if (off && !(*offered = malloc(off + 1))) {
@@ -410,6 +442,7 @@ static int build_request(const char *host, const char *target, const csock_ws_op
                     "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n",
                  target[0] == '/' ? "" : "/", target, host, key);
     if (*offered) p += sprintf(p, "Sec-WebSocket-Protocol: %s\r\n", *offered);
+    if (ext[0]) p += sprintf(p, "Sec-WebSocket-Extensions: %s\r\n", ext);
     for (size_t i = 0; i < o->nheaders; i++) p += sprintf(p, "%s\r\n", o->headers[i]);
     p += sprintf(p, "\r\n");
     *out = b;
@@ -443,6 +476,7 @@ int csock_ws_connect(csock_loop *loop, const char *url, const csock_ws_opts *opt
     if (rc == 0) {
         ws->cl->offered = offered;
         offered = NULL;
+        ws->cl->opts = *opts;
         csock__ws_accept_key(key, 24, ws->cl->accept);
         rc = csock__ws_timer(ws, opts->handshake_timeout_ms ? opts->handshake_timeout_ms
                                                             : DEFAULT_HANDSHAKE_MS);

@@ -4,7 +4,9 @@
  * ws_conn.c    the connection: reading frames in the stream's buffer,
  *              messages, control frames, sending, closing, timers;
  * ws_handshake.c  the opening handshake: the server's upgrade, the
- *              client's connect and its answer check, SHA-1 and base64. */
+ *              client's connect and its answer check, SHA-1 and base64;
+ * ws_deflate.c permessage-deflate (RFC 7692): the offer and answer, and
+ *              zlib with bounded output and counted memory. */
 #ifndef CSOCK_PROTO_WS_INT_H
 #define CSOCK_PROTO_WS_INT_H
 
@@ -24,6 +26,9 @@ enum {
     WS_OP_PING = 0x9,
     WS_OP_PONG = 0xA,
 };
+
+/* RSV1, in the first header byte: a compressed message's first frame. */
+#define WS_RSV1 0x40
 
 /* The most a frame header takes: 2 + 8 (length) + 4 (mask). */
 #define WS_HEAD_MAX 14
@@ -47,11 +52,14 @@ int csock__ws_parse_head(const unsigned char *buf, size_t n, csock__ws_frame *f)
 
 /* The close code for a header breaking the rules for a peer of this kind
  * (`from_client`: frames must be masked, else must not be), given whether
- * a fragmented message is in progress; 0 when it is fine. */
-int csock__ws_check(const csock__ws_frame *f, int from_client, int in_message);
+ * a fragmented message is in progress and whether compression was
+ * negotiated (`deflate`: RSV1 allowed on a message's first frame); 0 when
+ * it is fine. */
+int csock__ws_check(const csock__ws_frame *f, int from_client, int in_message, int deflate);
 
 /* Write a header for a frame of `len` bytes into out (WS_HEAD_MAX bytes);
- * with a `key` the frame is masked. Returns the header's length. */
+ * `op` may carry WS_RSV1; with a `key` the frame is masked. Returns the
+ * header's length. */
 unsigned csock__ws_build_head(unsigned char *out, int op, int fin, uint64_t len,
                               const unsigned char *key);
 
@@ -76,6 +84,75 @@ int csock__ws_code_ok(unsigned code);
  * all fail there, not at the end). A text is valid when the final state
  * is WS_UTF8_OK. ASCII runs go a word at a time. */
 uint32_t csock__utf8_step(uint32_t st, const unsigned char *buf, size_t n);
+
+/* ---- permessage-deflate (ws_deflate.c) ------------------------------------------ */
+
+/* The parameters of one permessage-deflate offer or answer. */
+typedef struct csock__ws_pmd {
+    unsigned char server_nct;  /* server_no_context_takeover */
+    unsigned char client_nct;  /* client_no_context_takeover */
+    unsigned char server_bits; /* server_max_window_bits: 0 absent, else 8..15 */
+    unsigned char client_bits; /* client_max_window_bits: 0 absent, 1 without a
+                                  value, else 8..15 */
+} csock__ws_pmd;
+
+enum { WS_PMD_END = -1, WS_PMD_OTHER = 0, WS_PMD_OK = 1, WS_PMD_BAD = 2, WS_PMD_SYNTAX = 3 };
+
+/* The next element of the extension list v[*pos..n) (a
+ * Sec-WebSocket-Extensions value): WS_PMD_OK a well-formed
+ * permessage-deflate one (its parameters in *p), WS_PMD_BAD one with
+ * unknown, repeated or malformed parameters, WS_PMD_OTHER another
+ * extension, WS_PMD_SYNTAX a list that does not parse (the rest is
+ * skipped), WS_PMD_END no more. */
+int csock__ws_pmd_next(const char *v, size_t n, size_t *pos, csock__ws_pmd *p);
+
+/* A connection's compression: its parameters, and zlib's streams, made
+ * when first needed. */
+typedef struct csock__ws_z {
+    struct z_stream_s *def, *inf;
+    uint64_t mem, mem_max;     /* bytes zlib holds now, and the cap */
+    uint64_t zin;              /* compressed bytes of the message coming in */
+    uint32_t threshold;
+    signed char level;
+    unsigned char def_bits, def_mem_level, def_reset; /* our compressor */
+    unsigned char inf_bits, inf_reset;               /* the peer's */
+    unsigned char inf_ended;   /* the peer ended its deflate stream (BFINAL) in
+                                  this message: the rest of it is ignored */
+} csock__ws_z;
+
+/* Server: pick the first offer of the request's Sec-WebSocket-Extensions
+ * values (`vals`, `nvals`) that opts allow; returns 1 and makes *out with
+ * the answer in ans (a field value, NUL-terminated), 0 when none fits (no
+ * compression), -ENOMEM. */
+int csock__ws_pmd_accept(const csock_ws_opts *o, const char *const *vals, const size_t *lens, size_t nvals,
+                         char *ans, size_t anssize, csock__ws_z **out);
+/* Client: the offer for opts into buf (a field value, NUL-terminated). */
+void csock__ws_pmd_offer(const csock_ws_opts *o, char *buf, size_t size);
+/* Client: check the server's answer v[0..n) to our offer; 0 and *out, or
+ * -EPROTO, -ENOMEM. */
+int csock__ws_pmd_answer(const csock_ws_opts *o, const char *v, size_t n, csock__ws_z **out);
+void csock__ws_z_free(csock__ws_z *z);
+
+/* Compress one message part buf[0..len) (the last when `fin`: then the
+ * flush tail is removed) into a malloc'd buffer with `headroom` bytes free
+ * before the data; *out, *outlen (the data's length). 0 or -ENOMEM. */
+int csock__ws_deflate(csock__ws_z *z, const void *buf, size_t len, int fin, size_t headroom,
+                      unsigned char **out, size_t *outlen);
+
+/* Forget the compressor's state after a compressed part that was not sent:
+ * the next part starts a fresh stream, which refers to nothing the peer
+ * missed (its decompressor, at a block boundary, reads it as it is). */
+void csock__ws_deflate_drop(csock__ws_z *z);
+
+/* Where inflated bytes go: 0, or an error that stops the inflating. */
+typedef int (*csock__ws_sink)(void *ctx, const unsigned char *p, size_t n);
+
+/* Decompress in[0..n) of a message (and its flush tail when `last`),
+ * handing the output to `sink` at most 16 KiB at a time. Returns 0, the
+ * sink's error, -EPROTO (data zlib refuses), -ENOMEM. After the last
+ * piece, without context takeover, the state is freed. */
+int csock__ws_inflate(csock__ws_z *z, const unsigned char *in, size_t n, int last, csock__ws_sink sink,
+                      void *ctx);
 
 /* ---- the connection (ws_conn.c) ------------------------------------------------ */
 
@@ -103,6 +180,8 @@ struct csock_ws {
     unsigned char sending_part : 1; /* csock_ws_send_part's message unfinished */
     unsigned char got_close : 1;
     unsigned char want_drain : 1; /* a send of ours had to queue: DRAIN when it has gone */
+    unsigned char msg_z : 1;  /* the message coming in is compressed */
+    unsigned char send_z : 1; /* the message being sent in parts is compressed */
     unsigned char frame_key[4];  /* the streamed frame's mask key */
     unsigned char frame_phase;
     int peer_code;            /* CLOSED's code */
@@ -112,6 +191,7 @@ struct csock_ws {
     size_t peer_reason_len;
     char *subprotocol;        /* the agreed one, malloc'd */
     struct ws_client *cl;     /* the client's handshake state, until OPEN */
+    csock__ws_z *z;           /* permessage-deflate, when negotiated */
     unsigned char keys[32];   /* client: random mask keys, refilled 8 at a time */
     unsigned nkeys;
 };

@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
 """A protocol battery for csock's WebSocket server, its cases named after
 the Autobahn|Testsuite sections they follow (1 framing, 2 pings, 3 reserved
-bits, 4 opcodes, 5 fragmentation, 6 UTF-8, 7 closing, 9 limits): raw frames
-from a plain socket to the C echo server (test_ws_peer.c), and the frames,
-close code and TCP close it must answer with. Each case has a connection
-of its own. Python's standard library only (no websockets needed)."""
+bits, 4 opcodes, 5 fragmentation, 6 UTF-8, 7 closing, 9 limits, 12 and 13
+permessage-deflate): raw frames from a plain socket to the C echo server
+(test_ws_peer.c), and the frames, close code and TCP close it must answer
+with. Each case has a connection of its own. Python's standard library only
+(no websockets needed; zlib for the compressed sections)."""
 import os
 import socket
 import struct
 import sys
 import time
+import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import csocktest as ct  # noqa: E402
@@ -23,11 +25,11 @@ def server():
     return SERVER[0][1]
 
 
-def section(fn):
+def section(fn, flags=()):
     """A section runs against a server of its own (max_message 8 MiB),
     which must still echo afterwards and exit cleanly."""
     def run():
-        SERVER[:] = [start_server("8388608")]
+        SERVER[:] = [start_server("8388608", flags=flags)]
         count = [0]
         CASES[:] = [count]
         try:
@@ -43,17 +45,23 @@ def section(fn):
     return run
 
 
+def deflate_section(fn):
+    """A section against a server with permessage-deflate on."""
+    return section(fn, flags=["--deflate"])
+
+
 CASES = []
 
 
 class Raw:
     """A client speaking raw frames."""
 
-    def __init__(self):
+    def __init__(self, ext=None):
         host, port = server().rsplit(":", 1)
         self.s = socket.create_connection((host, int(port)), timeout=ct.T(10))
+        offer = b"Sec-WebSocket-Extensions: %s\r\n" % ext.encode() if ext else b""
         self.s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                       b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                       b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" + offer +
                        b"Sec-WebSocket-Version: 13\r\n\r\n")
         self.buf = b""
         while b"\r\n\r\n" not in self.buf:
@@ -63,6 +71,11 @@ class Raw:
         head, self.buf = self.buf.split(b"\r\n\r\n", 1)
         ct.check(head.startswith(b"HTTP/1.1 101 "), "handshake: %r" % head)
         ct.check(b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head, "accept key: %r" % head)
+        self.answer = None  # the server's Sec-WebSocket-Extensions
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"sec-websocket-extensions":
+                self.answer = value.strip().decode()
 
     def frame_bytes(self, op, payload=b"", fin=True, rsv=0, mask=True, length=None):
         n = len(payload) if length is None else length
@@ -419,6 +432,233 @@ def test_9_limits():
     case("9.8.3", fails_with(1009, (BINARY, b"", {"length": 1 << 62})))
     case("9.8.4", fails_with(1002, (BINARY, b"", {"length": 1 << 63})))  # top bit set
     case("9.8.5", fails_with(1009, (BINARY, b"", {"length": (1 << 63) - 1})))
+
+
+# ---- 12, 13 permessage-deflate ------------------------------------------------------------
+
+
+TAIL = b"\x00\x00\xff\xff"
+
+
+class Deflater:
+    """The client's end of permessage-deflate on a Raw connection, with the
+    parameters the server answered: our compressor keeps to its window and
+    context rule, and its decompressor has only the window the server may
+    use (a server breaking its own limit fails zlib: too far back)."""
+
+    def __init__(self, r, client_bits=15, client_nct=False):
+        ans = r.answer or ""
+        ct.check(ans.startswith("permessage-deflate"), "no permessage-deflate in the answer: %r" % ans)
+        params = dict((p.strip().split("=") + [None])[:2] for p in ans.split(";")[1:])
+        self.r = r
+        self.client_bits = int(params.get("client_max_window_bits") or client_bits)
+        self.client_nct = client_nct or "client_no_context_takeover" in params
+        self.server_bits = int(params.get("server_max_window_bits") or 15)
+        self.server_nct = "server_no_context_takeover" in params
+        self.comp = self.decomp = None
+
+    def send(self, op, payload, frag=None):
+        if self.comp is None or self.client_nct:
+            self.comp = zlib.compressobj(6, zlib.DEFLATED, -self.client_bits)
+        data = self.comp.compress(payload) + self.comp.flush(zlib.Z_SYNC_FLUSH)
+        ct.check(data.endswith(TAIL), "zlib's sync flush")
+        data = data[:-4]
+        pieces = [data[i:i + frag] for i in range(0, len(data), frag)] if frag else [data]
+        for i, piece in enumerate(pieces or [b""]):
+            last = i == len(pieces) - 1
+            self.r.send(op if i == 0 else CONT, piece, fin=last, rsv=4 if i == 0 else 0)
+
+    def recv(self, case):
+        """The server's next message: (op, payload, compressed)."""
+        f = self.r.frame()
+        ct.check(f is not None, "%s: EOF" % case)
+        fin, rsv, op, data = f
+        ct.check(op in (TEXT, BINARY), "%s: opcode %d" % (case, op))
+        while not fin:
+            fin, r2, o2, more = self.r.frame()
+            ct.check(o2 == CONT and r2 == 0, "%s: a continuation with opcode %d rsv %d" % (case, o2, r2))
+            data += more
+        if not rsv & 4:
+            return op, data, False
+        if self.decomp is None or self.server_nct:
+            self.decomp = zlib.decompressobj(-self.server_bits)
+        try:
+            out = self.decomp.decompress(data + TAIL)
+        except zlib.error as e:
+            ct.check(False, "%s: the server's compressed data: %s" % (case, e))
+        return op, out, True
+
+    def echo(self, op, payload, case, frag=None):
+        self.send(op, payload, frag)
+        got_op, got, compressed = self.recv(case)
+        ct.check_eq((got_op, len(got)), (op, len(payload)), case)
+        ct.check(got == payload, "%s: the echo differs" % case)
+        ct.check_eq(compressed, len(payload) >= 64, "%s: compressed (the server's threshold is 64)" % case)
+
+
+def far_repeats(n, seed):
+    """n bytes a window of 512 cannot compress well but 32 KiB can: random
+    2000-byte blocks, each said twice."""
+    import random
+    rnd = random.Random(seed)
+    out = bytearray()
+    while len(out) < n:
+        block = bytes(rnd.getrandbits(8) for _ in range(2000))
+        out += block + block
+    return bytes(out[:n])
+
+
+def deflate_echo_case(op, payloads, offer="permessage-deflate; client_max_window_bits", frag=None):
+    def run(r, name):
+        d = Deflater(r)
+        for p in payloads:
+            d.echo(op, p, name, frag)
+        r.send(CLOSE, struct.pack("!H", 1000))
+        r.expect_close(1000, name)
+    return (run, offer)
+
+
+def dcase(name, run_offer):
+    run, offer = run_offer
+    r = Raw(offer)
+    try:
+        run(r, name)
+    finally:
+        r.close()
+    CASES[0][0] += 1
+
+
+@deflate_section
+def test_12_compressed_messages():
+    sizes = [16, 64, 256, 1024, 4096, 8192, 16384, 32768, 65536, 131072]
+    text = b"Hello, permessage-deflate! The quick brown fox. " * 3000
+    for i, n in enumerate(sizes):
+        # 12.1 text, 12.2 binary (compressible), 12.3 text, 12.4 binary (less so), 12.5 fragmented
+        dcase("12.1.%d" % (i + 1), deflate_echo_case(TEXT, [text[k:k + n] for k in range(5)]))
+        dcase("12.2.%d" % (i + 1), deflate_echo_case(BINARY, [bytes(range(256)) * (n // 256) + b"\x07" * (n % 256)] * 5))
+        dcase("12.3.%d" % (i + 1), deflate_echo_case(TEXT, [far_repeats(n, k).hex()[:n].encode() for k in range(3)]))
+        dcase("12.4.%d" % (i + 1), deflate_echo_case(BINARY, [os.urandom(n), far_repeats(n, i)]))
+        dcase("12.5.%d" % (i + 1), deflate_echo_case(BINARY, [far_repeats(n, i), text[:n]], frag=max(1, n // 7)))
+
+
+@deflate_section
+def test_13_negotiation():
+    """Each offer, the server's answer to it, and messages whose windows and
+    context follow the answer."""
+    msgs = [b"x" * 64, far_repeats(6000, 1), b"Hello, permessage-deflate! " * 200, far_repeats(6000, 1)]
+
+    def negotiated(offer, want_answer):
+        def run(r, name):
+            ct.check_eq(r.answer, want_answer, name + ": the answer to %r" % offer)
+            d = Deflater(r)
+            for m in msgs:
+                d.echo(BINARY, m, name)
+            r.send(CLOSE, struct.pack("!H", 1000))
+            r.expect_close(1000, name)
+        return (run, offer)
+
+    pmd = "permessage-deflate"
+    dcase("13.1.1", negotiated(pmd, pmd))
+    dcase("13.2.1", negotiated(pmd + "; client_no_context_takeover", pmd + "; client_no_context_takeover"))
+    for i, n in enumerate(range(9, 16)):
+        sb, cb = "; server_max_window_bits=%d" % n, "; client_max_window_bits=%d" % n
+        snct, cnct = "; server_no_context_takeover", "; client_no_context_takeover"
+        dcase("13.3.%d" % (i + 1), negotiated(pmd + sb, pmd + sb))
+        dcase("13.4.%d" % (i + 1), negotiated(pmd + cb, pmd + (cb if n < 15 else "")))
+        dcase("13.5.%d" % (i + 1), negotiated(pmd + snct + sb, pmd + snct + sb))
+        dcase("13.6.%d" % (i + 1), negotiated(pmd + cnct + cb, pmd + cnct + (cb if n < 15 else "")))
+        dcase("13.7.%d" % (i + 1), negotiated(pmd + snct + cnct + sb + cb,
+                                              pmd + snct + cnct + sb + (cb if n < 15 else "")))
+    # Offers declined (no extension: the connection is uncompressed) or
+    # skipped for a later one.
+    for i, (offer, want) in enumerate([
+            (pmd + "; server_max_window_bits=8", None),  # zlib's compressor cannot keep to 8
+            (pmd + "; unknown_param", None),
+            (pmd + "; server_max_window_bits=16", None),
+            (pmd + "; client_no_context_takeover; client_no_context_takeover", None),
+            ("x-unknown-ext", None),
+            (pmd + "; server_max_window_bits=8, " + pmd + "; server_max_window_bits=10",
+             pmd + "; server_max_window_bits=10"),
+            ("x-unknown-ext; a=\"b,c\", " + pmd + "; client_max_window_bits=\"10\"",
+             pmd + "; client_max_window_bits=10")]):
+        def run(r, name, want=want):
+            ct.check_eq(r.answer, want, name + ": the answer")
+            if want:
+                Deflater(r).echo(TEXT, b"compressed " * 20, name)
+            else:
+                r.send(TEXT, b"plain " * 20)
+                r.expect(TEXT, b"plain " * 20, name)
+            r.send(CLOSE, struct.pack("!H", 1000))
+            r.expect_close(1000, name)
+        dcase("13.8.%d" % (i + 1), (run, offer))
+
+
+def vm_hwm(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+@deflate_section
+def test_12_hostile():
+    """A compression bomb first (the server's peak memory is measured
+    around it), then frames permessage-deflate forbids."""
+    pid = SERVER[0][0].pid
+    before = vm_hwm(pid)
+
+    def bomb(r, name):
+        # 1 GiB of zeros in ~1 MiB: one message, sent in 64 KiB fragments
+        # while the server has not answered. It must stop at max_message
+        # (8 MiB of output): close 1009, long before the input ends.
+        c = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
+        zeros = bytes(1 << 20)
+        data = b"".join(c.compress(zeros) for _ in range(1024)) + c.flush(zlib.Z_SYNC_FLUSH)[:-4]
+        ct.check(len(data) < (3 << 19), "%s: the bomb is %d bytes" % (name, len(data)))
+        import select
+        step = 65536
+        try:
+            for i in range(0, len(data), step):
+                if select.select([r.s], [], [], 0)[0]:
+                    break
+                last = i + step >= len(data)
+                r.send(BINARY if i == 0 else CONT, data[i:i + step], fin=last, rsv=4 if i == 0 else 0)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        r.expect_close(1009, name)  # (the kernel's buffers may have taken all of it by then)
+    dcase("12.9.1", (bomb, "permessage-deflate"))
+    grew = vm_hwm(pid) - before
+    print("  bomb: the server's peak memory grew by %d KiB (max_message 8 MiB)" % (grew // 1024), flush=True)
+    ct.check(grew < (24 << 20), "the bomb cost the server %d bytes" % grew)
+
+    def raw_fails(code, *frames):
+        f = fails_with(code, *frames)
+        return (f, "permessage-deflate")
+    compressed_hi = zlib.compressobj(6, zlib.DEFLATED, -15)
+    hi = compressed_hi.compress(b"Hello") + compressed_hi.flush(zlib.Z_SYNC_FLUSH)[:-4]
+    dcase("12.8.1", raw_fails(1002, (PING, b"", {"rsv": 4})))  # a compressed control frame
+    dcase("12.8.2", raw_fails(1002, (CLOSE, b"", {"rsv": 4})))
+    dcase("12.8.3", raw_fails(1002, (TEXT, hi[:2], {"rsv": 4, "fin": False}), (CONT, hi[2:], {"rsv": 4})))
+    dcase("12.8.4", raw_fails(1002, (TEXT, hi, {"rsv": 2})))  # RSV2: no extension of ours
+    dcase("12.8.5", raw_fails(1007, (BINARY, b"\xff\xff\xff\xff", {"rsv": 4})))  # not deflate data
+    bad = zlib.compressobj(6, zlib.DEFLATED, -15)
+    dcase("12.8.6", raw_fails(1007, (TEXT, bad.compress(b"ok \xce\xba\xe1\xbd\xb9\xed\xa0\x80") +
+                                     bad.flush(zlib.Z_SYNC_FLUSH)[:-4], {"rsv": 4})))  # bad UTF-8 inside
+    # RSV1 where nothing was negotiated: a protocol error still.
+    case("12.8.7", fails_with(1002, (TEXT, hi, {"rsv": 4})))
+
+    def final_block(r, name):
+        # A compressor that ends each message with a final block (BFINAL):
+        # still one message, and the next one starts a new stream.
+        for word in (b"first " * 30, b"second " * 30):
+            c = zlib.compressobj(6, zlib.DEFLATED, -15)
+            r.send(TEXT, c.compress(word) + c.flush(zlib.Z_FINISH), rsv=4)
+            op, got, _ = Deflater(r).recv(name)
+            ct.check_eq((op, got), (TEXT, word), name)
+        r.send(CLOSE, struct.pack("!H", 1000))
+        r.expect_close(1000, name)
+    dcase("12.8.8", (final_block, "permessage-deflate; server_no_context_takeover"))
 
 
 if __name__ == "__main__":

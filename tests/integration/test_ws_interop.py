@@ -4,7 +4,8 @@ its asyncio API as of 10.4), both directions: csock's server (a csock_ws
 upgrade from the HTTP server, in test_ws_peer.c) against the Python client,
 and csock's client against the Python server. Text, binary, fragmented and
 16 MiB messages, pings both ways, subprotocols, and the close codes of
-either side's closing handshake.
+either side's closing handshake; then the same compressed (permessage-deflate,
+which websockets negotiates by default) both ways, with its parameters.
 
 Also the helpers test_ws_battery.py uses (the C peer, built here from
 test_ws_peer.c with the public headers)."""
@@ -49,9 +50,10 @@ def websockets():
     return w
 
 
-def start_server(*args):
-    """The C echo server; returns (Proc, "127.0.0.1:PORT")."""
-    p = ct.Proc([peer(), "server", *args])
+def start_server(*args, flags=()):
+    """The C echo server (flags: test_ws_peer's, e.g. --deflate); returns
+    (Proc, "127.0.0.1:PORT")."""
+    p = ct.Proc([peer(), *flags, "server", *args])
     line = p.read_line(ct.T(20))
     ct.check(line.startswith("listening tcp://"), "server said %r, stderr %r" % (line, p.stderr()))
     return p, line.split("//", 1)[1].strip()
@@ -180,12 +182,12 @@ async def _echo(ws, path=None):
         pass
 
 
-async def _c_client(handler, ssl=None, extra=()):
+async def _c_client(handler, ssl=None, extra=(), flags=(), **serve_kw):
     w = websockets()
-    async with w.serve(handler, "127.0.0.1", 0, max_size=None, ssl=ssl) as srv:
+    async with w.serve(handler, "127.0.0.1", 0, max_size=None, ssl=ssl, **serve_kw) as srv:
         port = srv.sockets[0].getsockname()[1]
         proc = await asyncio.create_subprocess_exec(
-            peer(), "client", "%s://127.0.0.1:%d/chat?x=1" % ("wss" if ssl else "ws", port), *extra,
+            peer(), *flags, "client", "%s://127.0.0.1:%d/chat?x=1" % ("wss" if ssl else "ws", port), *extra,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await proc.communicate()
         return proc.returncode, out.decode(), err.decode()
@@ -279,6 +281,136 @@ def test_wss_python_client_c_server():
                     "the server's end")
     finally:
         stop_server(p)
+
+
+# ---- compressed (permessage-deflate) ---------------------------------------------------
+
+
+def _pmd():
+    websockets()
+    from websockets.extensions import permessage_deflate
+    return permessage_deflate
+
+
+async def _compressed_exchange(ws):
+    """Text, binary, fragmented, small and 16 MiB messages (compressible and
+    not) through an echo, then a ping."""
+    ct.check_eq([e.name for e in ws.extensions], ["permessage-deflate"], "negotiated")
+    for m in ["hello", "h\u00e9llo " * 100, b"\x00\x01\xff", bytes(range(256)) * 40]:
+        await ws.send(m)
+        ct.check_eq(await ws.recv(), m, "compressed echo of %d" % len(m))
+    await ws.send(["frag", "ment", "ed \U0001d11e" * 50])
+    ct.check_eq(await ws.recv(), "fragmented \U0001d11e" + "ed \U0001d11e" * 49, "fragmented")
+    await ws.send([b"a" * 70000, b"b" * 5])
+    ct.check_eq(await ws.recv(), b"a" * 70000 + b"b" * 5, "large fragments")
+    noise = os.urandom(1 << 20)
+    await ws.send(noise)
+    ct.check(await ws.recv() == noise, "1 MiB incompressible echo differs")
+    big = bytes(range(256)) * 65536  # 16 MiB
+    await ws.send(big)
+    got = await ws.recv()
+    ct.check(got == big, "16 MiB compressed echo differs (%d bytes)" % len(got))
+    pong = await ws.ping(b"xy")
+    await asyncio.wait_for(pong, ct.T(10))
+
+
+def test_python_client_compressed():
+    """websockets' default offer, then one with every parameter, against
+    the server's defaults and its own limits."""
+    w, pmd = websockets(), _pmd()
+    cases = [
+        ((), "--deflate", None),
+        ((), "--deflate", pmd.ClientPerMessageDeflateFactory(
+            server_no_context_takeover=True, client_no_context_takeover=True,
+            server_max_window_bits=10, client_max_window_bits=9)),
+        ((), "--deflate=snct,cnct,sbits=11,cbits=10,level=1,min=1", None),
+        ((), "--deflate=sbits=8", pmd.ClientPerMessageDeflateFactory(server_max_window_bits=9)),
+    ]
+    for args, flag, factory in cases:
+        p, hp = start_server(*args, flags=[flag])
+        try:
+            async def go():
+                kw = {"extensions": [factory], "compression": None} if factory else {}
+                async with w.connect("ws://%s/" % hp, max_size=None, **kw) as ws:
+                    await _compressed_exchange(ws)
+                    await ws.close(4002, "python done")
+            run(go(), 120)
+            ct.check_eq(wait_line(p, "accepted"), "accepted compressed=1", flag)
+            ct.check_eq(wait_line(p, "closed"), "closed code=4002 sent=4002 status=0 reason=python done",
+                        "the server's end")
+        finally:
+            stop_server(p)
+
+
+def test_python_client_offer_declined():
+    """An offer the server cannot honour (server_max_window_bits=8: zlib's
+    compressor cannot do 8) is declined: the connection is uncompressed."""
+    w, pmd = websockets(), _pmd()
+    p, hp = start_server(flags=["--deflate"])
+    try:
+        async def go():
+            f = pmd.ClientPerMessageDeflateFactory(server_max_window_bits=8)
+            async with w.connect("ws://%s/" % hp, extensions=[f], compression=None) as ws:
+                ct.check_eq(ws.extensions, [], "no extension")
+                await ws.send("x" * 1000)
+                ct.check_eq(await ws.recv(), "x" * 1000, "uncompressed echo")
+        run(go())
+        ct.check_eq(wait_line(p, "accepted"), "accepted compressed=0", "declined")
+    finally:
+        stop_server(p)
+
+
+def test_python_client_compressed_too_big():
+    """max_message limits the decompressed size: 100 kB of zeros is a few
+    hundred bytes compressed, and over the limit."""
+    w = websockets()
+    p, hp = start_server("65536", flags=["--deflate"])
+    try:
+        async def go():
+            async with w.connect("ws://%s/" % hp) as ws:
+                await ws.send(b"\0" * 100000)
+                try:
+                    await ws.recv()
+                except w.ConnectionClosedError as e:
+                    return e.code
+        ct.check_eq(run(go()), 1009, "close code for an inflated message over max_message")
+        ct.check_eq(wait_line(p, "closed"), "closed code=1006 sent=1009 status=ETOOBIG reason=",
+                    "the server's end")
+    finally:
+        stop_server(p)
+
+
+def test_c_client_python_server_compressed():
+    """websockets' server defaults (window bits 12 both ways), then one
+    without context takeover, then the client's own limits."""
+    pmd = _pmd()
+    cases = [
+        (["--deflate"], None),
+        (["--deflate"], pmd.ServerPerMessageDeflateFactory(
+            server_no_context_takeover=True, client_no_context_takeover=True,
+            server_max_window_bits=9, client_max_window_bits=10)),
+        (["--deflate=snct,cnct,sbits=10,cbits=11,min=1"], None),
+    ]
+    for flags, factory in cases:
+        kw = {"extensions": [factory], "compression": None} if factory else {}
+        rc, out, err = run(_c_client(_echo, flags=flags, **kw), 120)
+        ct.check_clean(err, "test_ws_peer client")
+        ct.check("open compressed=1\n" in out, "%s: not compressed: %r" % (flags, out))
+        for what in ("text", "binary", "fragmented", "16MiB", "utf8", "pong"):
+            ct.check("ok %s\n" % what in out, "no 'ok %s' in %r" % (what, out))
+        ct.check("closed code=1000 sent=1000 status=0 reason=bye" in out, out)
+        ct.check_eq(rc, 0, "client exit status")
+
+
+def test_python_server_bad_answer():
+    """A server answering with client_max_window_bits=8 (which zlib's
+    compressor cannot keep to): the C client fails the handshake."""
+    pmd = _pmd()
+    f = pmd.ServerPerMessageDeflateFactory(client_max_window_bits=8)
+    rc, out, err = run(_c_client(_echo, flags=["--deflate"], extensions=[f], compression=None), 60)
+    ct.check_clean(err, "test_ws_peer client")
+    ct.check("closed code=1006 sent=0 status=EPROTO" in out, out)
+    ct.check("open" not in out, out)
 
 
 if __name__ == "__main__":

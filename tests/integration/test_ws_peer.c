@@ -1,20 +1,26 @@
 /* test_ws_peer: the C side of the WebSocket integration tests (built by
  * test_ws_interop.py and test_ws_battery.py with the public headers).
  *
- *   test_ws_peer server [MAX_MESSAGE [CERT KEY]]
+ *   test_ws_peer [--deflate[=PARAMS]] server [MAX_MESSAGE [CERT KEY]]
  *       An HTTP server on tcp://127.0.0.1:0 (with CERT and KEY: https, so
  *       wss://) (prints "listening ADDR"): GET
  *       with a WebSocket upgrade becomes an echo connection (every message
  *       back as it came; the text "!close CODE REASON" makes the server
  *       close, "!ping" makes it ping, and its pong prints "pong PAYLOAD");
- *       other requests get "page\n". Each ending prints
+ *       other requests get "page\n". Each accepted connection prints
+ *       "accepted compressed=0|1", each ending
  *       "closed code=C sent=S status=NAME reason=R".
- *   test_ws_peer client URL [CAFILE]
+ *   test_ws_peer [--deflate[=PARAMS]] client URL [CAFILE]
  *       Connects (wss:// verifying the server with CAFILE), sends text, binary, a fragmented text, 16 MiB of binary,
  *       a ping and a multi-byte text; checks each echo (and the pong), then
  *       closes with 1000 "bye". Prints "ok WHAT" per check and the closed
  *       line; exits 0 when everything came back right and the closing
- *       handshake finished. */
+ *       handshake finished; after OPEN it prints "open compressed=0|1".
+ *
+ * --deflate turns permessage-deflate on (opts.deflate); PARAMS, comma
+ * separated, set its options: snct, cnct (server_/client_no_context_takeover),
+ * sbits=N, cbits=N (server_/client_max_window_bits), level=N, min=N
+ * (deflate_threshold), mem=N (deflate_memory). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +32,29 @@
 
 static int failed;
 static csock_loop *loop;
+
+/* --deflate[=PARAMS] into o; 0, or -1 for a parameter it does not know. */
+static int deflate_opts(const char *params, csock_ws_opts *o)
+{
+    o->deflate = 1;
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", params);
+    for (char *t = buf, *end; *t; t = end) {
+        end = t + strcspn(t, ",");
+        if (*end) *end++ = 0;
+        const char *eq = strchr(t, '=');
+        unsigned long v = eq ? strtoul(eq + 1, NULL, 10) : 0;
+        if (!strcmp(t, "snct")) o->server_no_context_takeover = 1;
+        else if (!strcmp(t, "cnct")) o->client_no_context_takeover = 1;
+        else if (!strncmp(t, "sbits=", 6)) o->server_max_window_bits = (unsigned char)v;
+        else if (!strncmp(t, "cbits=", 6)) o->client_max_window_bits = (unsigned char)v;
+        else if (!strncmp(t, "level=", 6)) o->deflate_level = (int)v;
+        else if (!strncmp(t, "min=", 4)) o->deflate_threshold = (uint32_t)v;
+        else if (!strncmp(t, "mem=", 4)) o->deflate_memory = v;
+        else return -1;
+    }
+    return 0;
+}
 
 static void print_closed(const csock_ws_event *ev)
 {
@@ -71,6 +100,7 @@ static void on_request(csock_http_req *r, void *data)
     csock_ws *ws;
     int rc = csock_ws_accept(r, &server_opts, on_server_event, NULL, &ws);
     if (rc < 0) printf("refused %s\n", csock_err_name(rc));
+    else printf("accepted compressed=%d\n", csock_ws_compressed(ws));
     fflush(stdout);
 }
 
@@ -143,6 +173,8 @@ static void on_client_event(csock_ws *ws, const csock_ws_event *ev, void *data)
     (void)data;
     switch (ev->kind) {
     case CSOCK_WS_OPEN:
+        printf("open compressed=%d\n", csock_ws_compressed(ws));
+        fflush(stdout);
         for (int i = 0; i < 256; i++) bin[i] = (unsigned char)i;
         big = malloc(BIG);
         for (size_t i = 0; i < BIG; i++) big[i] = (char)(i * 7 + (i >> 12));
@@ -181,9 +213,12 @@ static void on_client_event(csock_ws *ws, const csock_ws_event *ev, void *data)
     }
 }
 
+static csock_ws_opts client_opts;
+
 static int client(const char *url, const char *ca)
 {
-    csock_ws_opts o = {.max_message = 64u << 20};
+    csock_ws_opts o = client_opts;
+    o.max_message = 64u << 20;
     if (ca) {
         csock_tls_opts to = {.ca_file = ca};
         if (csock_tls_ctx_new(&to, &o.tls, NULL, 0) < 0) return 1;
@@ -202,6 +237,14 @@ static int client(const char *url, const char *ca)
 
 int main(int argc, char **argv)
 {
+    if (argc > 1 && !strncmp(argv[1], "--deflate", 9)) {
+        const char *params = argv[1][9] == '=' ? argv[1] + 10 : "";
+        if (argv[1][9] && argv[1][9] != '=') return 2;
+        if (deflate_opts(params, &server_opts) < 0) return 2;
+        client_opts = server_opts;
+        argc--;
+        argv++;
+    }
     if (argc < 2 || csock_loop_new(NULL, &loop) < 0) return 2;
     if (!strcmp(argv[1], "server")) return server(argc, argv);
     if (!strcmp(argv[1], "client") && argc > 2) return client(argv[2], argc > 3 ? argv[3] : NULL);

@@ -131,7 +131,17 @@ static void layout_ws_opts(void **state)
     assert_int_equal(offsetof(csock_ws_opts, headers), 72);
     assert_int_equal(offsetof(csock_ws_opts, nheaders), 80);
     assert_int_equal(offsetof(csock_ws_opts, tls), 88);
-    assert_int_equal(offsetof(csock_ws_opts, reserved), 96);
+    /* permessage-deflate's members, taken from the front of reserved[8] */
+    assert_int_equal(offsetof(csock_ws_opts, deflate), 96);
+    assert_int_equal(offsetof(csock_ws_opts, deflate_level), 100);
+    assert_int_equal(offsetof(csock_ws_opts, server_max_window_bits), 104);
+    assert_int_equal(offsetof(csock_ws_opts, client_max_window_bits), 105);
+    assert_int_equal(offsetof(csock_ws_opts, server_no_context_takeover), 106);
+    assert_int_equal(offsetof(csock_ws_opts, client_no_context_takeover), 107);
+    assert_int_equal(offsetof(csock_ws_opts, deflate_threshold), 108);
+    assert_int_equal(offsetof(csock_ws_opts, deflate_memory), 112);
+    assert_int_equal(offsetof(csock_ws_opts, reserved), 120);
+    assert_int_equal(sizeof(((csock_ws_opts *)0)->reserved), 40);
 }
 
 static void layout_http_static_opts(void **state)
@@ -151,6 +161,8 @@ static void reserved_is_at_the_end(void **state)
     assert_int_equal(offsetof(csock_http_opts, reserved) + sizeof ho.reserved, sizeof ho);
     csock_tls_opts to = {0};
     assert_int_equal(offsetof(csock_tls_opts, reserved) + sizeof to.reserved, sizeof to);
+    csock_ws_opts wo = {0};
+    assert_int_equal(offsetof(csock_ws_opts, reserved) + sizeof wo.reserved, sizeof wo);
 }
 
 /* Zero-initialized options are the defaults: the same as passing NULL. */

@@ -136,34 +136,51 @@ static void frame_rules(void **state)
     (void)state;
     csock__ws_frame f;
     f = hdr(1, 0, WS_OP_TEXT, 1, 5);
-    assert_int_equal(csock__ws_check(&f, 1, 0), 0);
-    assert_int_equal(csock__ws_check(&f, 0, 0), 1002);  /* masked to a client */
+    assert_int_equal(csock__ws_check(&f, 1, 0, 0), 0);
+    assert_int_equal(csock__ws_check(&f, 0, 0, 0), 1002);  /* masked to a client */
     f = hdr(1, 0, WS_OP_TEXT, 0, 5);
-    assert_int_equal(csock__ws_check(&f, 1, 0), 1002);  /* unmasked from a client */
-    assert_int_equal(csock__ws_check(&f, 0, 0), 0);
+    assert_int_equal(csock__ws_check(&f, 1, 0, 0), 1002);  /* unmasked from a client */
+    assert_int_equal(csock__ws_check(&f, 0, 0, 0), 0);
     for (int r = 1; r < 8; r++) {
         f = hdr(1, r, WS_OP_BINARY, 1, 0);
-        assert_int_equal(csock__ws_check(&f, 1, 0), 1002); /* reserved bits */
+        assert_int_equal(csock__ws_check(&f, 1, 0, 0), 1002); /* reserved bits */
     }
     int unknown[] = {3, 4, 5, 6, 7, 11, 12, 13, 14, 15};
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
         f = hdr(1, 0, unknown[i], 1, 0);
-        assert_int_equal(csock__ws_check(&f, 1, 0), 1002);
+        assert_int_equal(csock__ws_check(&f, 1, 0, 0), 1002);
     }
     int ctl[] = {WS_OP_CLOSE, WS_OP_PING, WS_OP_PONG};
     for (size_t i = 0; i < 3; i++) {
         f = hdr(1, 0, ctl[i], 1, 125);
-        assert_int_equal(csock__ws_check(&f, 1, 1), 0); /* between fragments: fine */
+        assert_int_equal(csock__ws_check(&f, 1, 1, 0), 0); /* between fragments: fine */
         f = hdr(1, 0, ctl[i], 1, 126);
-        assert_int_equal(csock__ws_check(&f, 1, 0), 1002);
+        assert_int_equal(csock__ws_check(&f, 1, 0, 0), 1002);
         f = hdr(0, 0, ctl[i], 1, 1);
-        assert_int_equal(csock__ws_check(&f, 1, 0), 1002); /* fragmented control */
+        assert_int_equal(csock__ws_check(&f, 1, 0, 0), 1002); /* fragmented control */
     }
     f = hdr(1, 0, WS_OP_CONT, 1, 1);
-    assert_int_equal(csock__ws_check(&f, 1, 0), 1002);  /* nothing to continue */
-    assert_int_equal(csock__ws_check(&f, 1, 1), 0);
+    assert_int_equal(csock__ws_check(&f, 1, 0, 0), 1002);  /* nothing to continue */
+    assert_int_equal(csock__ws_check(&f, 1, 1, 0), 0);
     f = hdr(0, 0, WS_OP_TEXT, 1, 1);
-    assert_int_equal(csock__ws_check(&f, 1, 1), 1002);  /* a new message inside one */
+    assert_int_equal(csock__ws_check(&f, 1, 1, 0), 1002);  /* a new message inside one */
+    /* permessage-deflate: RSV1 on a message's first frame, nowhere else */
+    f = hdr(0, 4, WS_OP_TEXT, 1, 1);
+    assert_int_equal(csock__ws_check(&f, 1, 0, 1), 0);
+    assert_int_equal(csock__ws_check(&f, 1, 0, 0), 1002);  /* not negotiated */
+    f = hdr(1, 4, WS_OP_BINARY, 1, 1);
+    assert_int_equal(csock__ws_check(&f, 1, 0, 1), 0);
+    f = hdr(1, 2, WS_OP_BINARY, 1, 1);
+    assert_int_equal(csock__ws_check(&f, 1, 0, 1), 1002);  /* RSV2: still not ours */
+    f = hdr(1, 4, WS_OP_CONT, 1, 1);
+    assert_int_equal(csock__ws_check(&f, 1, 1, 1), 1002);  /* on a continuation */
+    for (size_t i = 0; i < 3; i++) {
+        f = hdr(1, 4, ctl[i], 1, 1);
+        assert_int_equal(csock__ws_check(&f, 1, 0, 1), 1002); /* a compressed control frame */
+    }
+    unsigned char h[WS_HEAD_MAX];
+    csock__ws_build_head(h, WS_OP_TEXT | WS_RSV1, 1, 5, NULL);
+    assert_int_equal(h[0], 0xc1);
 }
 
 static void frame_build_roundtrip(void **state)

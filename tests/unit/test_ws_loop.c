@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "csock/csock.h"
 #include "csock/ws.h"
@@ -35,6 +36,7 @@ typedef struct side {
     csock_ws_event closing; /* CLOSED's fields */
     char reason[128];
     int echo;             /* send every message back */
+    int accepted;         /* server: csock_ws_accept made a connection */
 } side;
 
 typedef struct fixture {
@@ -48,6 +50,16 @@ typedef struct fixture {
                          leaves no callback pointing into a dead frame */
     int refused;
 } fixture;
+
+/* Wait for cond, or for a side's end (an allocation refused under the
+ * fault sweep ends a connection, or refuses it): then fail at once, not at
+ * the timeout. */
+#define WAIT(f, cond, ms)                                                                  \
+    do {                                                                                   \
+        RUN_UNTIL((f)->loop, (cond) || (f)->cl.closed || (f)->c2.closed || (f)->srv.closed || \
+                                 (f)->refused, (ms));                                      \
+        assert_true(cond);                                                                 \
+    } while (0)
 
 static char *big_pattern(void)
 {
@@ -73,7 +85,9 @@ static void on_event(csock_ws *ws, const csock_ws_event *ev, void *data)
             sd->big_ok = !memcmp(b, ev->buf, BIG);
             free(b);
         }
-        if (sd->echo) csock_ws_send(ws, ev->type, ev->buf, ev->len);
+        /* An echo that cannot go (-ENOMEM under the fault sweep) ends the
+         * connection: the other side must not wait for it. */
+        if (sd->echo && csock_ws_send(ws, ev->type, ev->buf, ev->len) < 0) csock_ws_abort(ws);
         return;
     case CSOCK_WS_CLOSED:
         sd->closed = 1;
@@ -94,6 +108,7 @@ static void handler(csock_http_req *r, void *data)
         return;
     }
     if (csock_ws_accept(r, &f->sopts, on_event, &f->srv, &f->srv.ws) < 0) f->refused++;
+    else f->srv.accepted++;
 }
 
 static void on_accept(csock_listener *l, csock_stream *s, int status)
@@ -104,7 +119,12 @@ static void on_accept(csock_listener *l, csock_stream *s, int status)
 
 static int setup(void **state)
 {
-    fixture *f = calloc(1, sizeof *f);
+    /* One fixture at a time, in static storage: a setup that fails half
+     * way (an allocation refused by the fault sweep) leaves nothing leaked. */
+    static fixture fx;
+    fixture *f = &fx;
+    memset(f, 0, sizeof *f);
+    *state = f;
     f->loop = h_loop_new();
     csock_http_route route = {.prefix = "/ws", .handler = handler, .data = f};
     csock_http_opts ho = {.routes = &route, .nroutes = 1};
@@ -130,7 +150,6 @@ static int teardown(void **state)
     csock_listener_close(f->l, NULL);
     csock_http_server_close(f->hs);
     h_loop_free(f->loop);
-    free(f);
     return 0;
 }
 
@@ -143,13 +162,13 @@ static void echo_everything(void **state)
     csock_ws_opts o = {.max_message = 2 * BIG};
     CHECK_OK(csock_ws_connect(f->loop, f->url, &o, on_event, cl, &cl->ws));
     assert_int_equal(csock_ws_send(cl->ws, CSOCK_WS_TEXT, "x", 1), -ENOTCONN);
-    RUN_UNTIL(f->loop, cl->opened, 5000);
+    WAIT(f, cl->opened, 5000);
     CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_TEXT, "hello", 5));
-    RUN_UNTIL(f->loop, cl->msgs == 1, 5000);
+    WAIT(f, cl->msgs == 1, 5000);
     assert_int_equal(cl->last_type, CSOCK_WS_TEXT);
     assert_memory_equal(cl->last, "hello", 5);
     CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_BINARY, "\0\1\2", 3));
-    RUN_UNTIL(f->loop, cl->msgs == 2, 5000);
+    WAIT(f, cl->msgs == 2, 5000);
     assert_int_equal(cl->last_type, CSOCK_WS_BINARY);
     assert_int_equal(cl->last_len, 3);
     /* Fragmented, with a ping between the fragments. */
@@ -157,7 +176,7 @@ static void echo_everything(void **state)
     assert_int_equal(csock_ws_send(cl->ws, CSOCK_WS_TEXT, "x", 1), -EBUSY);
     CHECK_OK(csock_ws_ping(cl->ws, "p", 1));
     CHECK_OK(csock_ws_send_part(cl->ws, 0, "ag", 2, 1));
-    RUN_UNTIL(f->loop, cl->msgs == 3 && cl->pongs == 1, 5000);
+    WAIT(f, cl->msgs == 3 && cl->pongs == 1, 5000);
     assert_int_equal(cl->last_len, 4);
     assert_memory_equal(cl->last, "frag", 4);
     assert_int_equal(csock_ws_ping(cl->ws, NULL, 126), -EMSGSIZE);
@@ -165,12 +184,12 @@ static void echo_everything(void **state)
     char *b = big_pattern();
     CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_BINARY, b, BIG));
     free(b);
-    RUN_UNTIL(f->loop, cl->msgs == 4, 10000);
+    WAIT(f, cl->msgs == 4, 10000);
     assert_true(f->srv.big_ok);
     assert_true(cl->big_ok);
     /* The server pings too. */
     CHECK_OK(csock_ws_ping(f->srv.ws, "s", 1));
-    RUN_UNTIL(f->loop, f->srv.pongs == 1, 5000);
+    WAIT(f, f->srv.pongs == 1, 5000);
     /* The closing handshake, begun by the client. */
     assert_int_equal(csock_ws_close(cl->ws, 999, NULL, 0), -EINVAL);
     assert_int_equal(csock_ws_close(cl->ws, 1000, "\xff", 1), -EINVAL);
@@ -191,7 +210,7 @@ static void server_closes_with_reason(void **state)
     fixture *f = *state;
     side *cl = &f->cl;
     CHECK_OK(csock_ws_connect(f->loop, f->url, NULL, on_event, cl, &cl->ws));
-    RUN_UNTIL(f->loop, cl->opened && f->srv.ws, 5000);
+    WAIT(f, cl->opened && f->srv.ws, 5000);
     CHECK_OK(csock_ws_close(f->srv.ws, CSOCK_WS_GOING_AWAY, "bye", 3));
     RUN_UNTIL(f->loop, cl->closed && f->srv.closed, 5000);
     assert_int_equal(cl->closing.status, 0);
@@ -210,13 +229,13 @@ static void backpressure_and_drain(void **state)
     side *cl = &f->cl;
     csock_ws_opts o = {.max_message = 8 * BIG};
     CHECK_OK(csock_ws_connect(f->loop, f->url, &o, on_event, cl, &cl->ws));
-    RUN_UNTIL(f->loop, cl->opened && f->srv.ws, 5000);
+    WAIT(f, cl->opened && f->srv.ws, 5000);
     char *b = calloc(1, 8 * BIG);
     CHECK_OK(csock_ws_send(f->srv.ws, CSOCK_WS_BINARY, b, 8 * BIG));
     free(b);
     assert_true(csock_ws_buffered(f->srv.ws) > 0);
     assert_int_equal(f->srv.drains, 0);
-    RUN_UNTIL(f->loop, cl->msgs == 1 && f->srv.drains == 1, 10000);
+    WAIT(f, cl->msgs == 1 && f->srv.drains == 1, 10000);
     assert_int_equal(cl->last_len, 8 * BIG);
     assert_int_equal(csock_ws_buffered(f->srv.ws), 0);
     csock_ws_abort(cl->ws);
@@ -231,10 +250,10 @@ static void message_too_big(void **state)
     f->sopts.max_message = 1000;
     side *cl = &f->cl;
     CHECK_OK(csock_ws_connect(f->loop, f->url, NULL, on_event, cl, &cl->ws));
-    RUN_UNTIL(f->loop, cl->opened, 5000);
+    WAIT(f, cl->opened, 5000);
     char buf[1001] = {0};
     CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_BINARY, buf, 1000)); /* the limit: fine */
-    RUN_UNTIL(f->loop, f->srv.msgs == 1, 5000);
+    WAIT(f, f->srv.msgs == 1, 5000);
     CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_BINARY, buf, 1001));
     RUN_UNTIL(f->loop, cl->closed && f->srv.closed, 5000);
     assert_int_equal(f->srv.closing.sent, 1009);
@@ -275,18 +294,26 @@ static void client_refused(void **state)
 
 /* ---- a raw peer -------------------------------------------------------------------- */
 
-static int raw_connect(fixture *f, const char *extra, size_t elen)
+static int raw_connect_ext(fixture *f, const char *ext, const char *extra, size_t elen);
+
+static int raw_connect(fixture *f, const char *extra, size_t elen) { return raw_connect_ext(f, NULL, extra, elen); }
+
+/* Connect and send the handshake (offering the extension `ext`), then
+ * `extra` (frames in the same write as the head). */
+static int raw_connect_ext(fixture *f, const char *ext, const char *extra, size_t elen)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)f->port),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    char req[512 + 64];
+    char *req = malloc(512 + elen);
     int n = snprintf(req, 512, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
                                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                               "Sec-WebSocket-Version: 13\r\n\r\n");
+                               "%s%s%sSec-WebSocket-Version: 13\r\n\r\n",
+                     ext ? "Sec-WebSocket-Extensions: " : "", ext ? ext : "", ext ? "\r\n" : "");
     if (elen) memcpy(req + n, extra, elen); /* frames in the same packet as the head */
     assert_int_equal(write(fd, req, (size_t)n + elen), n + (ssize_t)elen);
+    free(req);
     fcntl(fd, F_SETFL, O_NONBLOCK);
     return fd;
 }
@@ -294,16 +321,50 @@ static int raw_connect(fixture *f, const char *extra, size_t elen)
 typedef struct rawbuf {
     char b[4096];
     size_t n;
+    int eof; /* the server closed, or the buffer is full: nothing more comes */
 } rawbuf;
 
-static int raw_has(int fd, rawbuf *r, const char *what, size_t wl)
+static int raw_found(const rawbuf *r, const char *what, size_t wl)
 {
-    ssize_t k = recv(fd, r->b + r->n, sizeof r->b - r->n, 0);
-    if (k > 0) r->n += (size_t)k;
     for (size_t i = 0; i + wl <= r->n; i++)
         if (!memcmp(r->b + i, what, wl)) return 1;
     return 0;
 }
+
+/* Read what has come; 1 when `what` is in it, or nothing more can come. */
+static int raw_has(int fd, rawbuf *r, const char *what, size_t wl)
+{
+    ssize_t k = r->n < sizeof r->b ? recv(fd, r->b + r->n, sizeof r->b - r->n, 0) : 0;
+    if (k > 0) r->n += (size_t)k;
+    else if (k == 0 || errno != EAGAIN) r->eof = 1;
+    return raw_found(r, what, wl) || r->eof;
+}
+
+/* Has the server let go of the raw connection (EOF, a reset, or an HTTP
+ * error instead of the upgrade)? */
+static int raw_gone(int fd)
+{
+    char c[12];
+    ssize_t k = recv(fd, c, sizeof c, MSG_PEEK | MSG_DONTWAIT);
+    if (k == (ssize_t)sizeof c && !memcmp(c, "HTTP/1.1 ", 9)) return memcmp(c + 9, "101", 3) != 0;
+    return k == 0 || (k < 0 && errno != EAGAIN);
+}
+
+/* Wait for bytes from the server; fail at once if it closed without them. */
+#define RAW_WAIT(f, fd, r, what, wl, ms)                                   \
+    do {                                                                   \
+        RUN_UNTIL((f)->loop, raw_has((fd), (r), (what), (wl)), (ms));      \
+        assert_true(raw_found((r), (what), (wl)));                         \
+    } while (0)
+
+/* Wait for the server's side; fail at once if it never took the
+ * connection (refused under the fault sweep) and the peer is gone. */
+#define RAW_UNTIL(f, fd, cond, ms)                                                              \
+    do {                                                                                        \
+        RUN_UNTIL((f)->loop, (cond) || (f)->srv.closed || (f)->refused ||                      \
+                                 (!(f)->srv.accepted && raw_gone(fd)), (ms));                   \
+        assert_true(cond);                                                                      \
+    } while (0)
 
 static void bytes_after_the_head(void **state)
 {
@@ -312,14 +373,14 @@ static void bytes_after_the_head(void **state)
     static const char frame[] = {(char)0x81, (char)0x82, 1, 2, 3, 4, 'H' ^ 1, 'i' ^ 2};
     int fd = raw_connect(f, frame, sizeof frame);
     rawbuf r = {0};
-    RUN_UNTIL(f->loop, f->srv.msgs == 1, 5000);
+    RAW_UNTIL(f, fd, f->srv.msgs == 1, 5000);
     assert_memory_equal(f->srv.last, "Hi", 2);
-    RUN_UNTIL(f->loop, raw_has(fd, &r, "\x81\x02Hi", 4), 5000); /* the echo, unmasked */
+    RAW_WAIT(f, fd, &r, "\x81\x02Hi", 4, 5000); /* the echo, unmasked */
     assert_non_null(strstr(r.b, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
     assert_non_null(strstr(r.b, "Connection: Upgrade"));
     assert_int_equal(csock_http_server_conns(f->hs), 0); /* the HTTP server let go */
     close(fd);
-    RUN_UNTIL(f->loop, f->srv.closed, 5000);
+    RAW_UNTIL(f, fd, f->srv.closed, 5000);
     assert_int_equal(f->srv.closing.status, CSOCK_EOF);
     assert_int_equal(f->srv.closing.code, 1006);
 }
@@ -331,8 +392,8 @@ static void protocol_errors_close_1002(void **state)
     static const char unmasked[] = {(char)0x81, 0x01, 'x'};
     int fd = raw_connect(f, unmasked, sizeof unmasked);
     rawbuf r = {0};
-    RUN_UNTIL(f->loop, raw_has(fd, &r, "\x88\x02\x03\xea", 4), 5000); /* close 1002 */
-    RUN_UNTIL(f->loop, f->srv.closed, 5000);
+    RAW_WAIT(f, fd, &r, "\x88\x02\x03\xea", 4, 5000); /* close 1002 */
+    RAW_UNTIL(f, fd, f->srv.closed, 5000);
     assert_int_equal(f->srv.closing.status, -EPROTO);
     assert_int_equal(f->srv.msgs, 0);
     close(fd);
@@ -345,8 +406,8 @@ static void huge_length_never_allocated(void **state)
     static const char frame[] = {(char)0x82, (char)0xff, 0x40, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4};
     int fd = raw_connect(f, frame, sizeof frame);
     rawbuf r = {0};
-    RUN_UNTIL(f->loop, raw_has(fd, &r, "\x88\x02\x03\xf1", 4), 5000); /* close 1009 */
-    RUN_UNTIL(f->loop, f->srv.closed, 5000);
+    RAW_WAIT(f, fd, &r, "\x88\x02\x03\xf1", 4, 5000); /* close 1009 */
+    RAW_UNTIL(f, fd, f->srv.closed, 5000);
     assert_int_equal(f->srv.closing.status, CSOCK_ETOOBIG);
     close(fd);
 }
@@ -356,10 +417,10 @@ static void close_timeout(void **state)
     fixture *f = *state;
     f->sopts.close_timeout_ms = 200;
     int fd = raw_connect(f, NULL, 0);
-    RUN_UNTIL(f->loop, f->srv.ws, 5000);
+    RAW_UNTIL(f, fd, f->srv.ws, 5000);
     uint64_t t0 = h_now_ms();
     CHECK_OK(csock_ws_close(f->srv.ws, 1000, NULL, 0));
-    RUN_UNTIL(f->loop, f->srv.closed, 5000); /* the peer never answers */
+    RAW_UNTIL(f, fd, f->srv.closed, 5000); /* the peer never answers */
     uint64_t took = h_now_ms() - t0;
     assert_true(took >= 190);
     assert_int_equal(f->srv.closing.status, -ETIMEDOUT);
@@ -375,8 +436,8 @@ static void keepalive_finds_a_dead_peer(void **state)
     f->sopts.ping_timeout_ms = 150;
     int fd = raw_connect(f, NULL, 0);
     rawbuf r = {0};
-    RUN_UNTIL(f->loop, raw_has(fd, &r, "\x89\x00", 2), 5000); /* an empty ping */
-    RUN_UNTIL(f->loop, f->srv.closed, 5000);                 /* never answered */
+    RAW_WAIT(f, fd, &r, "\x89\x00", 2, 5000); /* an empty ping */
+    RAW_UNTIL(f, fd, f->srv.closed, 5000);                 /* never answered */
     assert_int_equal(f->srv.closing.status, -ETIMEDOUT);
     close(fd);
 }
@@ -409,11 +470,160 @@ static void bad_handshakes_refused(void **state)
         assert_true(write(fd, cases[i].req, strlen(cases[i].req)) > 0);
         fcntl(fd, F_SETFL, O_NONBLOCK);
         rawbuf r = {0};
-        RUN_UNTIL(f->loop, raw_has(fd, &r, cases[i].status, 5), 5000);
+        RAW_WAIT(f, fd, &r, cases[i].status, 5, 5000);
         close(fd);
     }
     assert_int_equal(f->refused, 5);
     assert_null(f->srv.ws);
+}
+
+/* ---- permessage-deflate ------------------------------------------------------------ */
+
+/* Both sides compress (with `o` for the client): messages under the
+ * threshold and over it, fragmented with a ping between, 1 MiB, then the
+ * closing handshake. */
+static void deflate_echo(fixture *f, csock_ws_opts *o)
+{
+    side *cl = &f->cl;
+    o->max_message = 2 * BIG;
+    o->deflate = 1;
+    f->sopts.deflate = 1;
+    CHECK_OK(csock_ws_connect(f->loop, f->url, o, on_event, cl, &cl->ws));
+    RUN_UNTIL(f->loop, cl->opened || cl->closed, 5000);
+    assert_true(cl->opened);
+    assert_int_equal(csock_ws_compressed(cl->ws), 1);
+    assert_int_equal(csock_ws_compressed(f->srv.ws), 1);
+    static const char longer[] = "a message long enough to be compressed, long enough to be compressed";
+    for (int i = 0; i < 3; i++) { /* again and again: the context carries over, or not */
+        CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_TEXT, "hello", 5)); /* under the threshold */
+        WAIT(f, cl->msgs == 2 * i + 1, 5000);
+        assert_memory_equal(cl->last, "hello", 5);
+        CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_TEXT, longer, sizeof longer - 1));
+        WAIT(f, cl->msgs == 2 * i + 2, 5000);
+        assert_int_equal(cl->last_len, sizeof longer - 1);
+        assert_memory_equal(cl->last, longer, sizeof cl->last);
+    }
+    CHECK_OK(csock_ws_send_part(cl->ws, CSOCK_WS_BINARY, "fr", 2, 0));
+    CHECK_OK(csock_ws_ping(cl->ws, "p", 1));
+    CHECK_OK(csock_ws_send_part(cl->ws, 0, "ag", 2, 0));
+    CHECK_OK(csock_ws_send_part(cl->ws, 0, "", 0, 1));
+    WAIT(f, cl->msgs == 7 && cl->pongs == 1, 5000);
+    assert_int_equal(cl->last_type, CSOCK_WS_BINARY);
+    assert_int_equal(cl->last_len, 4);
+    assert_memory_equal(cl->last, "frag", 4);
+    CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_BINARY, "", 0));
+    WAIT(f, cl->msgs == 8, 5000);
+    assert_int_equal(cl->last_len, 0);
+    char *b = big_pattern();
+    CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_BINARY, b, BIG));
+    free(b);
+    WAIT(f, cl->msgs == 9, 10000);
+    assert_true(f->srv.big_ok);
+    assert_true(cl->big_ok);
+    CHECK_OK(csock_ws_close(cl->ws, 1000, NULL, 0));
+    RUN_UNTIL(f->loop, cl->closed && f->srv.closed, 5000);
+    assert_int_equal(cl->closing.status, 0);
+    assert_int_equal(f->srv.closing.status, 0);
+}
+
+static void deflate_with_context_takeover(void **state)
+{
+    csock_ws_opts o = {0};
+    deflate_echo(*state, &o);
+}
+
+static void deflate_without_context_takeover(void **state)
+{
+    fixture *f = *state;
+    f->sopts.server_max_window_bits = 10;
+    csock_ws_opts o = {.server_no_context_takeover = 1, .client_no_context_takeover = 1,
+                       .client_max_window_bits = 9, .deflate_level = 1, .deflate_threshold = 1};
+    deflate_echo(f, &o);
+}
+
+/* Only one side wants it: no compression, everything works. */
+static void deflate_declined(void **state)
+{
+    fixture *f = *state;
+    side *cl = &f->cl;
+    csock_ws_opts o = {.deflate = 1};
+    CHECK_OK(csock_ws_connect(f->loop, f->url, &o, on_event, cl, &cl->ws));
+    RUN_UNTIL(f->loop, cl->opened || cl->closed, 5000);
+    assert_true(cl->opened);
+    assert_int_equal(csock_ws_compressed(cl->ws), 0);
+    assert_int_equal(csock_ws_compressed(f->srv.ws), 0);
+    static const char longer[] = "a message long enough to be compressed, long enough to be compressed";
+    CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_TEXT, longer, sizeof longer - 1));
+    WAIT(f, cl->msgs == 1, 5000);
+    csock_ws_abort(cl->ws);
+    RUN_UNTIL(f->loop, cl->closed && f->srv.closed, 5000);
+    f->sopts.deflate = 1; /* the server would, the client does not offer */
+    side *c2 = &f->c2;
+    CHECK_OK(csock_ws_connect(f->loop, f->url, NULL, on_event, c2, &c2->ws));
+    RUN_UNTIL(f->loop, c2->opened || c2->closed, 5000);
+    assert_true(c2->opened);
+    assert_int_equal(csock_ws_compressed(c2->ws), 0);
+    assert_int_equal(csock_ws_compressed(f->srv.ws), 0);
+    csock_ws_abort(c2->ws);
+    RUN_UNTIL(f->loop, c2->closed, 5000);
+}
+
+/* A compressed frame of 32 KiB that inflates to 32 MiB, against a 2 MiB
+ * max_message: close 1009 once the output passes 2 MiB, no message. */
+static void deflate_bomb_closes_1009(void **state)
+{
+    fixture *f = *state;
+    f->sopts.deflate = 1;
+    size_t zn = 32u << 20, cap = 1u << 20;
+    unsigned char *zeros = calloc(1, zn), *frame = malloc(cap + 14);
+    z_stream zs = {0};
+    assert_int_equal(deflateInit2(&zs, 9, Z_DEFLATED, -15, 9, Z_DEFAULT_STRATEGY), Z_OK);
+    zs.next_in = zeros;
+    zs.avail_in = (uInt)zn;
+    zs.next_out = frame + 14;
+    zs.avail_out = (uInt)cap;
+    assert_int_equal(deflate(&zs, Z_SYNC_FLUSH), Z_OK);
+    size_t len = cap - zs.avail_out - 4;
+    deflateEnd(&zs);
+    free(zeros);
+    assert_true(len >= 126 && len < 40000); /* a 16-bit length field */
+    /* A masked binary frame, RSV1, a 16-bit length (key 0: the bytes as they are). */
+    unsigned char h[8] = {0xc2, 0xfe, (unsigned char)(len >> 8), (unsigned char)len, 0, 0, 0, 0};
+    memcpy(frame + 14 - 8, h, 8);
+    int fd = raw_connect_ext(f, "permessage-deflate", (const char *)frame + 6, len + 8);
+    free(frame);
+    rawbuf r = {0};
+    RAW_WAIT(f, fd, &r, "\x88\x02\x03\xf1", 4, 10000); /* close 1009 */
+    RAW_UNTIL(f, fd, f->srv.closed, 5000);
+    assert_non_null(strstr(r.b, "Sec-WebSocket-Extensions: permessage-deflate"));
+    assert_int_equal(f->srv.closing.status, CSOCK_ETOOBIG);
+    assert_int_equal(f->srv.closing.sent, 1009);
+    assert_int_equal(f->srv.msgs, 0);
+    close(fd);
+}
+
+/* RSV1 on a control frame of a compressing connection: 1002; and
+ * compressed data zlib refuses: 1007. */
+static void deflate_protocol_errors(void **state)
+{
+    fixture *f = *state;
+    f->sopts.deflate = 1;
+    static const char ping[] = {(char)0xc9, (char)0x80, 0, 0, 0, 0};
+    int fd = raw_connect_ext(f, "permessage-deflate", ping, sizeof ping);
+    rawbuf r = {0};
+    RAW_WAIT(f, fd, &r, "\x88\x02\x03\xea", 4, 5000); /* close 1002 */
+    RAW_UNTIL(f, fd, f->srv.closed, 5000);
+    assert_int_equal(f->srv.closing.status, -EPROTO);
+    close(fd);
+    f->srv.closed = f->srv.accepted = 0;
+    static const char junk[] = {(char)0xc1, (char)0x84, 0, 0, 0, 0, (char)0xff, (char)0xff, (char)0xff, (char)0xff};
+    fd = raw_connect_ext(f, "permessage-deflate", junk, sizeof junk);
+    rawbuf r2 = {0};
+    RAW_WAIT(f, fd, &r2, "\x88\x02\x03\xef", 4, 5000); /* close 1007 */
+    RAW_UNTIL(f, fd, f->srv.closed, 5000);
+    assert_int_equal(f->srv.closing.status, -EPROTO);
+    assert_int_equal(f->srv.msgs, 0);
+    close(fd);
 }
 
 int main(void)
@@ -430,6 +640,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(close_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(keepalive_finds_a_dead_peer, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_handshakes_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(deflate_with_context_takeover, setup, teardown),
+        cmocka_unit_test_setup_teardown(deflate_without_context_takeover, setup, teardown),
+        cmocka_unit_test_setup_teardown(deflate_declined, setup, teardown),
+        cmocka_unit_test_setup_teardown(deflate_bomb_closes_1009, setup, teardown),
+        cmocka_unit_test_setup_teardown(deflate_protocol_errors, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
