@@ -259,7 +259,11 @@ CSOCK_API int csock_ws_ping(csock_ws *ws, const void *buf, size_t len);
  * -ETIMEDOUT if the peer never answered). Messages that arrive meanwhile
  * are dropped. On a client still connecting it is csock_ws_abort().
  * Returns 0, -EINVAL (a code or reason not allowed), -EALREADY (closing
- * already). */
+ * already). A server stopping gracefully (csock_server_stop, a signal)
+ * says goodbye from its loop_drain callback: csock_ws_close(ws, 1001,
+ * "going away", 10) for each connection; the handshake then runs to its
+ * end (or close_timeout), not cut short by the drain's rule that a quiet
+ * connection ends after 250 ms. */
 CSOCK_API int csock_ws_close(csock_ws *ws, int code, const char *reason, size_t len);
 
 /* End the connection now, without a closing handshake (queued frames are

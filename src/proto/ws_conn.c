@@ -61,6 +61,10 @@ static void set_status(csock_ws *ws, int status)
  * only with the stream's close callback, never under a callback of ours. */
 void csock__ws_emit(csock_ws *ws, csock_ws_event *ev) { ws->cb(ws, ev, ws->data); }
 
+/* Milliseconds in 32 bits (an idle WebSocket's bytes count): longer than
+ * 24 days is as good as never. */
+static uint32_t clamp_ms(uint64_t ms) { return ms > INT32_MAX ? INT32_MAX : (uint32_t)ms; }
+
 int csock__ws_new(csock_loop *loop, const csock_ws_opts *opts, int client, csock_ws_cb cb, void *data,
                   csock_ws **out)
 {
@@ -73,9 +77,9 @@ int csock__ws_new(csock_loop *loop, const csock_ws_opts *opts, int client, csock
     ws->data = data;
     ws->client = client != 0;
     ws->max_message = opts->max_message ? opts->max_message : DEFAULT_MAX_MESSAGE;
-    ws->close_ms = opts->close_timeout_ms ? opts->close_timeout_ms : DEFAULT_CLOSE_MS;
-    ws->ping_ms = opts->ping_interval_ms;
-    ws->ping_timeout_ms = opts->ping_timeout_ms ? opts->ping_timeout_ms : opts->ping_interval_ms;
+    ws->close_ms = clamp_ms(opts->close_timeout_ms ? opts->close_timeout_ms : DEFAULT_CLOSE_MS);
+    ws->ping_ms = clamp_ms(opts->ping_interval_ms);
+    ws->ping_timeout_ms = clamp_ms(opts->ping_timeout_ms ? opts->ping_timeout_ms : opts->ping_interval_ms);
     ws->status = STATUS_UNSET;
     ws->state = client ? WS_CONNECTING : WS_OPEN;
     *out = ws;
@@ -90,6 +94,7 @@ void csock__ws_free(csock_ws *ws)
     free(ws->msg);
     free(ws->peer_reason);
     free(ws->subprotocol);
+    free(ws->keys);
     free(ws);
 }
 
@@ -156,17 +161,23 @@ void csock__ws_on_closed(csock_stream *s)
 
 /* ---- sending -------------------------------------------------------------------- */
 
-static void next_key(csock_ws *ws, unsigned char key[4])
+enum { KEY_BYTES = 32 };
+
+/* Mask keys on the heap: only clients mask, and a server's WebSockets
+ * (most of them) stay smaller without them. */
+static int next_key(csock_ws *ws, unsigned char key[4])
 {
+    if (!ws->keys && !(ws->keys = malloc(KEY_BYTES))) return -ENOMEM;
     if (!ws->nkeys) {
         /* Mask keys must be unpredictable (RFC 6455 section 5.3): from the
          * kernel, eight at a time. */
-        if (getrandom(ws->keys, sizeof ws->keys, 0) != (ssize_t)sizeof ws->keys)
-            for (size_t i = 0; i < sizeof ws->keys; i++) ws->keys[i] ^= (unsigned char)(rand() >> 7);
-        ws->nkeys = sizeof ws->keys / 4;
+        if (getrandom(ws->keys, KEY_BYTES, 0) != KEY_BYTES)
+            for (size_t i = 0; i < KEY_BYTES; i++) ws->keys[i] ^= (unsigned char)(rand() >> 7);
+        ws->nkeys = KEY_BYTES / 4;
     }
     ws->nkeys--;
     memcpy(key, ws->keys + 4 * ws->nkeys, 4);
+    return 0;
 }
 
 static int queue_frame(csock_ws *ws, int op, const void *buf, size_t len, int fin);
@@ -188,7 +199,7 @@ static int queue_frame(csock_ws *ws, int op, const void *buf, size_t len, int fi
         return csock_stream_writev(ws->s, iov, len ? 2 : 1);
     }
     unsigned char key[4];
-    next_key(ws, key);
+    if (next_key(ws, key) < 0) return -ENOMEM;
     unsigned n = csock__ws_build_head(h, op, fin, len, key);
     if (len <= SMALL_SEND) {
         unsigned char b[WS_HEAD_MAX + SMALL_SEND];
@@ -213,7 +224,11 @@ static int send_compressed(csock_ws *ws, int op, const void *buf, size_t len, in
     size_t n;
     int rc = csock__ws_deflate(ws->z, buf, len, fin, WS_HEAD_MAX, &b, &n);
     if (rc < 0) return rc;
-    if (ws->client) next_key(ws, key);
+    if (ws->client && next_key(ws, key) < 0) {
+        free(b);
+        csock__ws_deflate_drop(ws->z); /* the peer never sees what it compressed */
+        return -ENOMEM;
+    }
     unsigned hn = csock__ws_build_head(h, op, fin, n, ws->client ? key : NULL);
     if (ws->client) csock__ws_mask(b + WS_HEAD_MAX, n, key, 0);
     memcpy(b + WS_HEAD_MAX - hn, h, hn);
@@ -302,6 +317,9 @@ void csock__ws_fail(csock_ws *ws, int code, int status)
     end_stream(ws);
 }
 
+/* The closing handshake goes on through a server's stop (see csock_ws_close). */
+static void on_stop_closing(csock_stream *s, int status) {}
+
 int csock_ws_close(csock_ws *ws, int code, const char *reason, size_t len)
 {
     if (ws->state == WS_CONNECTING) {
@@ -315,7 +333,16 @@ int csock_ws_close(csock_ws *ws, int code, const char *reason, size_t len)
         return -EINVAL;
     send_close(ws, code, reason, len);
     ws->state = WS_CLOSING;
-    if (csock__ws_timer(ws, ws->close_ms) < 0) close_now(ws, -ENOMEM);
+    if (csock__ws_timer(ws, ws->close_ms) < 0) {
+        close_now(ws, -ENOMEM);
+        return 0;
+    }
+    /* A server's graceful stop (the application sends 1001 from its
+     * loop_drain) would end a quiet stream after 250 ms: the peer's answer
+     * may take longer, and close_ms bounds it already. Only now, not for
+     * every connection: an open WebSocket stays without the stream's
+     * extension this costs. Without memory the drain may cut it short. */
+    if (!ws->client) (void)csock_stream_on_stop(ws->s, on_stop_closing);
     return 0;
 }
 

@@ -167,7 +167,7 @@ struct csock_ws {
     char *msg;                /* a fragmented or streamed message being put together */
     size_t mlen, mcap;
     uint64_t max_message;
-    uint64_t close_ms, ping_ms, ping_timeout_ms;
+    uint32_t close_ms, ping_ms, ping_timeout_ms; /* clamped to 2^31 ms (24 days) */
     uint64_t frame_left;      /* payload bytes of the frame being streamed into msg */
     uint64_t last_in;         /* loop time of the last input (keep-alive) */
     uint64_t ping_sent;       /* loop time of the keep-alive ping in flight (0: none) */
@@ -192,8 +192,8 @@ struct csock_ws {
     char *subprotocol;        /* the agreed one, malloc'd */
     struct ws_client *cl;     /* the client's handshake state, until OPEN */
     csock__ws_z *z;           /* permessage-deflate, when negotiated */
-    unsigned char keys[32];   /* client: random mask keys, refilled 8 at a time */
-    unsigned nkeys;
+    unsigned char *keys;      /* client: 32 bytes of random mask keys (made at its first send) */
+    unsigned char nkeys;      /* keys left in them, refilled 8 at a time */
 };
 
 /* A new connection object (not yet on a stream). */

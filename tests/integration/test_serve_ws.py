@@ -410,6 +410,37 @@ def test_sigterm_drain():
         srv.stop(signal.SIGKILL)
 
 
+def test_slow_answer_to_the_drain_close():
+    """A peer that answers the close 1001 after the drain's quiet period
+    (250 ms): the closing handshake still completes (csock_stream_on_stop)
+    instead of the connection being ended under it (logged as 1006)."""
+    srv = serving("echo", "ws://127.0.0.1:0/", opts=["-v", "--drain-timeout", "20"])
+    try:
+        s, rest = raw_client(srv.port())
+        os.kill(srv.pid, signal.SIGTERM)
+        while len(rest) < 2 + 2 + len("going away"):
+            chunk = s.recv(4096)
+            ct.check(chunk, "no close frame")
+            rest += chunk
+        ct.check_eq(rest[:4], b"\x88\x0c\x03\xe9", "close frame 1001")
+        time.sleep(0.8)  # past the drain's 250 ms quiet period, on purpose
+        key = b"\x11\x22\x33\x44"
+        s.sendall(b"\x88\x82" + key + bytes(b ^ key[i % 4] for i, b in enumerate(b"\x03\xe9")))
+        tail = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            tail += chunk
+        ct.check_eq(tail, b"", "nothing after the close")
+        ct.check_eq(srv.wait(15), 0, "exit status")
+        err = srv.stderr()
+        ct.check("code 1001, sent 1001" in err and "1006" not in err, "-v close line: %r" % err[-800:])
+        s.close()
+    finally:
+        srv.stop(signal.SIGKILL)
+
+
 def test_drain_timeout_with_a_silent_peer():
     """A peer that never answers the close 1001: the drain timeout ends it."""
     srv = serving("echo", "ws://127.0.0.1:0/", opts=["--drain-timeout", "1"])
