@@ -100,6 +100,15 @@ def raw_client(port):
     return s, head.split(b"\r\n\r\n", 1)[1]
 
 
+def read_goodbye(s, rest):
+    """Read the server's close frame 1001 "going away" (unmasked) off s."""
+    while len(rest) < 2 + 2 + len("going away"):
+        chunk = s.recv(4096)
+        ct.check(chunk, "no close frame")
+        rest += chunk
+    ct.check_eq(rest[:4], b"\x88\x0c\x03\xe9", "close frame 1001, unmasked")
+
+
 def test_listening_line():
     with_path = serving("echo", "ws://127.0.0.1:0/a/b", "ws://127.0.0.1:0", "tcp://127.0.0.1:0")
     try:
@@ -418,11 +427,7 @@ def test_slow_answer_to_the_drain_close():
     try:
         s, rest = raw_client(srv.port())
         os.kill(srv.pid, signal.SIGTERM)
-        while len(rest) < 2 + 2 + len("going away"):
-            chunk = s.recv(4096)
-            ct.check(chunk, "no close frame")
-            rest += chunk
-        ct.check_eq(rest[:4], b"\x88\x0c\x03\xe9", "close frame 1001")
+        read_goodbye(s, rest)
         time.sleep(0.8)  # past the drain's 250 ms quiet period, on purpose
         key = b"\x11\x22\x33\x44"
         s.sendall(b"\x88\x82" + key + bytes(b ^ key[i % 4] for i, b in enumerate(b"\x03\xe9")))
@@ -448,11 +453,7 @@ def test_drain_timeout_with_a_silent_peer():
         s, rest = raw_client(srv.port())
         t0 = time.monotonic()
         os.kill(srv.pid, signal.SIGTERM)
-        while len(rest) < 2 + 2 + len("going away"):
-            chunk = s.recv(4096)
-            ct.check(chunk, "no close frame")
-            rest += chunk
-        ct.check_eq(rest[:4], b"\x88\x0c\x03\xe9", "close frame 1001, unmasked")
+        read_goodbye(s, rest)
         ct.check_eq(srv.wait(15), 0, "exit status")
         ct.check(time.monotonic() - t0 < 10, "the drain took too long")
         s.close()
