@@ -354,7 +354,11 @@ static void test_status_range(void **state)
     assert_int_equal(bad_rcs[2], -EINVAL);
     assert_int_equal(bad_rcs[3], 0);
     assert_int_equal(st, 299);
-    assert_string_equal(client_body(&c, &st), "ok");
+    {
+        const char *body = client_body(&c, &st);
+        assert_non_null(body); /* NULL when the server dropped us (an allocation sweep) */
+        assert_string_equal(body, "ok");
+    }
     close(c.fd);
     stop(&f);
 }
@@ -463,13 +467,21 @@ static void test_many_fields(void **state)
     int st = 0;
     client_open(&c, f.port, req, n);
     RUN_UNTIL(f.loop, client_done(&c), 10000);
-    assert_string_equal(client_body(&c, &st), "100 v98");
+    {
+        const char *body = client_body(&c, &st);
+        assert_non_null(body); /* NULL when the server dropped us (an allocation sweep) */
+        assert_string_equal(body, "100 v98");
+    }
     assert_int_equal(st, 200);
     c.len = 0;
     static const char small[] = "GET / HTTP/1.1\r\nHost: t\r\nX-98: again\r\n\r\n";
     assert_int_equal(send(c.fd, small, sizeof small - 1, 0), (ssize_t)(sizeof small - 1));
     RUN_UNTIL(f.loop, client_done(&c), 10000);
-    assert_string_equal(client_body(&c, &st), "2 again");
+    {
+        const char *body = client_body(&c, &st);
+        assert_non_null(body); /* NULL when the server dropped us (an allocation sweep) */
+        assert_string_equal(body, "2 again");
+    }
     close(c.fd);
     /* 101 fields: 431. */
     n = (size_t)snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: t\r\n");
