@@ -225,6 +225,7 @@ int cli_listen(int argc, char **argv)
 {
     nc_opts o;
     nc_parse_args(argc, argv, 1, listen_usage, &o);
+    nc_proxy_check(&o, "");
     return run_listen(o);
 }
 
@@ -263,6 +264,7 @@ int cli_serve_chat(int argc, char **argv)
     for (int i = 1; i < argc; i++) args[i + 3] = argv[i];
     nc_opts o;
     nc_parse_args(argc + 3, args, 2, chat_usage, &o);
+    nc_proxy_check(&o, "");
     int rc = run_listen(o);
     free(args);
     return rc;
