@@ -479,10 +479,23 @@ def test_timeout_and_unreachable_proxy():
     refused(["-w", "1", "--proxy", "127.0.0.1:%d" % fake.port, "--proxy-type", "socks4",
              "127.0.0.1", "9"], "timed out negotiating the tunnel (-w)")
     ct.check(time.monotonic() - t0 < ct.T(10), "the -w bound held")
+    fake.request()
     closed = ct.closed_tcp_port()
     refused(["--proxy", "127.0.0.1:%d" % closed.getsockname()[1], "127.0.0.1", "9"],
             "cannot reach the proxy: Connection refused")
     closed.close()
+    # SIGTERM in the middle of the negotiation: a prompt, clean exit.
+    p = ct.spawn([ct.BIN, "connect", "--proxy", "127.0.0.1:%d" % fake.port, "--proxy-type",
+                  "socks4", "127.0.0.1", "9"])
+    fake.request()
+    p.send_signal(ct.signal.SIGTERM)
+    try:
+        rc = p.wait(timeout=ct.T(10))
+    except ct.subprocess.TimeoutExpired:
+        raise ct.TestFailure("csock did not stop on SIGTERM during the negotiation")
+    err = p.stderr.read().decode("utf-8", "replace")
+    ct.check_clean(err)
+    ct.check_eq(rc, 0, "stopped by SIGTERM (stderr %r)" % err)
 
 
 def test_ipv6():
