@@ -142,12 +142,30 @@ static void check_auth(const nc_opts *o, int type)
         cli_die(CLI_USAGE, "--proxy-auth: at most 512 bytes for HTTP");
 }
 
+/* listen --proxy-type http|socks5 [--proxy-auth USER:PASS]: a proxy server. */
+static void check_server(const nc_opts *o)
+{
+    if (o->proxy || o->proxy_dns)
+        cli_die(CLI_USAGE, "listen: --proxy and --proxy-dns are connect options");
+    if (!o->proxy_type) {
+        if (o->proxy_auth) cli_die(CLI_USAGE, "listen: --proxy-auth goes with --proxy-type");
+        return;
+    }
+    if (o->proxy_type != NC_PROXY_HTTP && o->proxy_type != NC_PROXY_SOCKS5)
+        cli_die(CLI_USAGE, "listen --proxy-type: csock serves http and socks5 only");
+    if (o->udp || o->unixsock || o->exec_argv || o->broker || o->ssl || o->tls.given ||
+        o->send_only || o->recv_only || o->crlf || o->hexdump)
+        cli_die(CLI_USAGE, "listen --proxy-type: a proxy takes no -u, -U, -e, -c, --broker, "
+                           "--chat, TLS, -C, -x, --send-only or --recv-only");
+    if (o->proxy_auth && strpbrk(o->proxy_auth, "\r\n"))
+        cli_die(CLI_USAGE, "--proxy-auth: no line breaks");
+    check_auth(o, o->proxy_type);
+}
+
 void nc_proxy_check(const nc_opts *o, const char *target)
 {
     const char *cmd = o->listen ? "listen" : "connect";
-    if (o->listen && (o->proxy || o->proxy_type || o->proxy_auth || o->proxy_dns))
-        cli_die(CLI_USAGE, "listen: --proxy and its options are connect options (csock listen "
-                           "cannot act as a proxy yet)");
+    if (o->listen) return check_server(o);
     if (!o->proxy) {
         if (o->proxy_type || o->proxy_auth || o->proxy_dns)
             cli_die(CLI_USAGE, "%s: --proxy-type, --proxy-auth and --proxy-dns go with --proxy", cmd);
@@ -188,7 +206,7 @@ static void proxy_addr(const nc_opts *o, csock_addr *a, char *name, size_t size)
 
 /* ---- requests ------------------------------------------------------------- */
 
-static size_t base64(const unsigned char *in, size_t n, char *out)
+size_t nc_base64(const unsigned char *in, size_t n, char *out)
 {
     static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     size_t k = 0;
@@ -220,7 +238,7 @@ static size_t http_request(const tunnel *t, char *out)
     authority(t, where, sizeof where);
     if (a) {
         char b64[4 * 512 / 3 + 8];
-        base64((const unsigned char *)a, strlen(a), b64);
+        nc_base64((const unsigned char *)a, strlen(a), b64);
         snprintf(auth, sizeof auth, "Proxy-Authorization: Basic %s\r\n", b64);
     }
     return (size_t)snprintf(out, REQ_MAX, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s\r\n", where, where,

@@ -325,6 +325,11 @@ int nc_proxy_type_parse(const char *text);
 int nc_proxy_dns_parse(const char *text);
 void nc_proxy_check(const nc_opts *o, const char *target);
 int nc_proxy_connect(nc_ctx *c, const char *target, csock_stream_cb ready);
+/* base64 of n bytes into out (4 * ceil(n / 3) + 1 bytes); returns its length. */
+size_t nc_base64(const unsigned char *in, size_t n, char *out);
+/* nc_proxy_server.c: listen --proxy-type http|socks5 on `target` until
+ * SIGINT/SIGTERM; returns the exit status. */
+int nc_proxy_serve(const nc_opts *o, const char *target);
 
 /* nc_dgram.c */
 void on_dgram(csock_dgram *d, int status, const char *buf, size_t len, const csock_addr *from);
