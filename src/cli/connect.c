@@ -3,6 +3,7 @@
  * this file sets up the connection, and runs -z port scans. */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cli/netcat.h"
 
@@ -35,7 +36,8 @@ static const char connect_usage[] =
     "      --ssl              HOST PORT (or HOST:PORT) means tls:// (as ncat --ssl).\n"
     "                         TLS runs over TCP only: --ssl or a TLS option with\n"
     "                         -u, -U or a non-tls:// address is refused (no DTLS)\n"
-    "  -w, --wait SECS        give up connecting after SECS\n"
+    "  -w, --wait SECS        give up connecting after SECS (with --proxy: the\n"
+    "                         connection to the proxy and the tunnel's set-up)\n"
     "  -i, --idle-timeout SECS  fail when nothing was sent or received for SECS\n"
     "  -q, --quit-after SECS  datagrams: after end of input, exit once no answer\n"
     "                         came for SECS (default 1)\n"
@@ -55,13 +57,22 @@ static const char connect_usage[] =
     "                         SECS more is dead\n"
     "      --header 'N: V'    ws://: add a field to the handshake (repeatable)\n"
     "      --subprotocol NAME ws://: offer NAME (repeatable; -v shows the chosen one)\n"
+    "      --proxy HOST[:PORT]  connect through a proxy (TCP and tls:// targets; TLS\n"
+    "                         runs to the target through the tunnel)\n"
+    "      --proxy-type TYPE  socks4, socks4a, socks5 or http (default http: HTTP\n"
+    "                         CONNECT); default port 1080 for SOCKS, 3128 for http\n"
+    "      --proxy-auth USER[:PASS]  SOCKS5 username/password, HTTP Basic (USER:PASS);\n"
+    "                         SOCKS4/4a: USER is the user id\n"
+    "      --proxy-dns WHERE  resolve the target's name: local, remote (by the proxy;\n"
+    "                         the default, local for socks4), both (here, else the\n"
+    "                         proxy) or none (IP addresses only)\n"
     "  -h, --help             this help\n"
     "\n"
     "Exit status: 0 when the exchange ended normally (or, with -z, some port is\n"
     "open; or stopped by SIGINT/SIGTERM), 1 on a connection or I/O error (refused,\n"
     "timed out, reset, TLS handshake failed, idle timeout, out of memory, a\n"
-    "refused WebSocket handshake, a close code other than 1000/1001; with\n"
-    "-z: no port open), 2 on a wrong argument (unknown option, conflicting\n"
+    "refused WebSocket handshake, a close code other than 1000/1001, a proxy's\n"
+    "refusal; with -z: no port open), 2 on a wrong argument (unknown option, conflicting\n"
     "options such as -u --ssl, bad address or port range, an -e program that\n"
     "does not exist).\n";
 
@@ -230,6 +241,22 @@ static int connect_ws(nc_opts *o, const char *url)
     return rc;
 }
 
+/* connect --proxy: the tunnel first (nc_proxy.c), then the session as usual. */
+static int connect_proxy(nc_opts *o, const char *target)
+{
+    csock_addr a = {.scheme = strncasecmp(target, "tls://", 6) ? CSOCK_TCP : CSOCK_TLS};
+    nc_check_tls(o, &a, target);
+    nc_ctx c;
+    nc_ctx_init(&c, o);
+    if (a.scheme == CSOCK_TLS) c.tls = cli_tls_client_ctx(&o->tls);
+    int rc = nc_proxy_connect(&c, target, on_connected);
+    if (rc < 0) cli_die(CLI_ERR, "connect %s via --proxy: %s", target, csock_strerror(rc));
+    rc = nc_ctx_run(&c);
+    csock_tls_ctx_free(c.tls);
+    nc_opts_free(o);
+    return rc;
+}
+
 int cli_connect(int argc, char **argv)
 {
     nc_opts o;
@@ -241,6 +268,8 @@ int cli_connect(int argc, char **argv)
     }
     char target[NC_TARGET_TEXT];
     nc_target_text(&o, 0, target, sizeof target);
+    nc_proxy_check(&o, target);
+    if (o.proxy) return connect_proxy(&o, target);
     int ws = cli_ws_scheme(target);
     nc_check_ws(&o, ws, target);
     if (ws) return connect_ws(&o, target);

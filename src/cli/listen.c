@@ -60,6 +60,11 @@ static const char listen_usage[] =
     "      --ping SECS        ws://: ping a peer after SECS without input; a peer\n"
     "                         silent SECS more is dead\n"
     "      --subprotocol NAME ws://: speak NAME (repeatable, best first)\n"
+    "      --proxy-type TYPE  be a proxy: http (CONNECT) or socks5 (CONNECT; IPv4,\n"
+    "                         IPv6 and names, resolved off the loop); --allow and\n"
+    "                         --deny pick the clients; runs until SIGINT/SIGTERM\n"
+    "      --proxy-auth USER:PASS  the proxy's clients must give these (SOCKS5\n"
+    "                         username/password, HTTP Basic; else 407)\n"
     "  -h, --help             this help\n"
     "\n"
     "Exit status: 0 when the peer left normally (or stopped by SIGINT/SIGTERM),\n"
@@ -225,6 +230,14 @@ int cli_listen(int argc, char **argv)
 {
     nc_opts o;
     nc_parse_args(argc, argv, 1, listen_usage, &o);
+    nc_proxy_check(&o, "");
+    if (o.proxy_type) { /* a proxy server, not a relay to stdin/stdout */
+        char target[NC_TARGET_TEXT];
+        nc_target_text(&o, 1, target, sizeof target);
+        int rc = nc_proxy_serve(&o, target);
+        nc_opts_free(&o);
+        return rc;
+    }
     return run_listen(o);
 }
 
@@ -263,6 +276,7 @@ int cli_serve_chat(int argc, char **argv)
     for (int i = 1; i < argc; i++) args[i + 3] = argv[i];
     nc_opts o;
     nc_parse_args(argc + 3, args, 2, chat_usage, &o);
+    nc_proxy_check(&o, "");
     int rc = run_listen(o);
     free(args);
     return rc;

@@ -27,6 +27,11 @@ enum {
     OPT_PING,
     OPT_HEADER,
     OPT_SUBPROTOCOL,
+    /* --proxy and its companions (nc_proxy.c) */
+    OPT_PROXY,
+    OPT_PROXY_TYPE,
+    OPT_PROXY_AUTH,
+    OPT_PROXY_DNS,
 };
 
 static const struct option long_opts[] = {
@@ -57,6 +62,10 @@ static const struct option long_opts[] = {
     {"ping", required_argument, NULL, OPT_PING},
     {"header", required_argument, NULL, OPT_HEADER},
     {"subprotocol", required_argument, NULL, OPT_SUBPROTOCOL},
+    {"proxy", required_argument, NULL, OPT_PROXY},
+    {"proxy-type", required_argument, NULL, OPT_PROXY_TYPE},
+    {"proxy-auth", required_argument, NULL, OPT_PROXY_AUTH},
+    {"proxy-dns", required_argument, NULL, OPT_PROXY_DNS},
     CLI_TLS_LONGOPTS,
     {0, 0, 0, 0},
 };
@@ -201,6 +210,26 @@ static void parse_ws(nc_opts *o, int opt, const char *arg)
     }
 }
 
+/* --proxy, --proxy-type, --proxy-auth, --proxy-dns: 1 when `opt` was one. */
+static int parse_proxy(nc_opts *o, int opt, const char *arg)
+{
+    switch (opt) {
+    case OPT_PROXY:
+        o->proxy = arg;
+        return 1;
+    case OPT_PROXY_TYPE:
+        o->proxy_type = nc_proxy_type_parse(arg);
+        return 1;
+    case OPT_PROXY_AUTH:
+        o->proxy_auth = arg;
+        return 1;
+    case OPT_PROXY_DNS:
+        o->proxy_dns = nc_proxy_dns_parse(arg);
+        return 1;
+    }
+    return 0;
+}
+
 static void parse_one(nc_opts *o, int opt, const char *arg)
 {
     switch (opt) {
@@ -274,7 +303,7 @@ static void parse_one(nc_opts *o, int opt, const char *arg)
         o->verbose = 1;
         break;
     default:
-        parse_ws(o, opt, arg);
+        if (!parse_proxy(o, opt, arg)) parse_ws(o, opt, arg);
     }
 }
 

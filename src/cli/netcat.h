@@ -81,7 +81,16 @@ typedef struct nc_opts {
     size_t nheaders;
     const char **subprotocols; /* --subprotocol: offered (connect) / spoken (listen) */
     size_t nsubprotocols;
+    /* --proxy: connect through a SOCKS or HTTP proxy (nc_proxy.c) */
+    const char *proxy;      /* --proxy HOST[:PORT] as written, or NULL */
+    int proxy_type;         /* NC_PROXY_HTTP ... (0: --proxy-type not given: http) */
+    const char *proxy_auth; /* --proxy-auth USER[:PASS], or NULL */
+    int proxy_dns;          /* NC_PROXY_DNS_* (0: not given: remote, socks4 local) */
 } nc_opts;
+
+/* --proxy-type and --proxy-dns values. */
+enum { NC_PROXY_HTTP = 1, NC_PROXY_SOCKS4, NC_PROXY_SOCKS4A, NC_PROXY_SOCKS5 };
+enum { NC_PROXY_DNS_LOCAL = 1, NC_PROXY_DNS_REMOTE, NC_PROXY_DNS_BOTH, NC_PROXY_DNS_NONE };
 
 typedef struct nc_ctx nc_ctx;
 typedef struct nc_peer nc_peer;
@@ -305,6 +314,22 @@ csock_ws_opts nc_ws_opts(const nc_ctx *c);
 
 /* nc_ws_listen.c: a ws:// or wss:// endpoint's HTTP server. */
 int nc_ws_endpoint(nc_endpoint *ep);
+
+/* nc_proxy.c: --proxy. Parse --proxy-type / --proxy-dns (die on a bad one);
+ * check the proxy options against the rest (die, CLI_USAGE); connect to
+ * the proxy, negotiate the tunnel to the target `target` (our tcp:// or
+ * tls:// text), then call ready(s, 0) with the stream (data c) or, for
+ * tls://, run TLS to the target and call ready with its result. A refusal
+ * is one line on stderr and the session ends with CLI_ERR. */
+int nc_proxy_type_parse(const char *text);
+int nc_proxy_dns_parse(const char *text);
+void nc_proxy_check(const nc_opts *o, const char *target);
+int nc_proxy_connect(nc_ctx *c, const char *target, csock_stream_cb ready);
+/* base64 of n bytes into out (4 * ceil(n / 3) + 1 bytes); returns its length. */
+size_t nc_base64(const unsigned char *in, size_t n, char *out);
+/* nc_proxy_server.c: listen --proxy-type http|socks5 on `target` until
+ * SIGINT/SIGTERM; returns the exit status. */
+int nc_proxy_serve(const nc_opts *o, const char *target);
 
 /* nc_dgram.c */
 void on_dgram(csock_dgram *d, int status, const char *buf, size_t len, const csock_addr *from);

@@ -1,0 +1,443 @@
+/* csock listen --proxy-type http|socks5: a proxy server. Each client asks
+ * for a target (HTTP CONNECT, or SOCKS5 CONNECT with an IPv4, IPv6 or
+ * domain address), with --proxy-auth's credentials when they were given;
+ * --allow / --deny decide who may be a client. Names are resolved on a
+ * thread of their own that posts the answer back to the loop, so a slow
+ * DNS never stalls the other clients. Then the two streams are relayed,
+ * half-closes passed on, each side read only while the other keeps up.
+ *
+ * A pair's memory: one `pxc` for both streams, freed once the lookup (if
+ * any) has come back and both streams' close callbacks have run. */
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "cli/netcat.h"
+
+#define PX_HEAD_MAX 8192          /* a client's request header, at most */
+#define PX_CONNECT_MS 10000       /* a target that does not answer */
+#define PX_REQUEST_MS 30000       /* a client that does not finish its request */
+#define PX_HIGH (256u * 1024)     /* a sink over this stops its source */
+
+typedef struct pxs {
+    const nc_opts *o;
+    csock_loop *loop;
+    csock_listener *listener;
+    csock_signal *sig[2];
+    char auth_b64[700];           /* HTTP: base64 of --proxy-auth */
+    int http;                     /* --proxy-type http (else socks5) */
+} pxs;
+
+typedef struct pxc {
+    pxs *srv;
+    csock_stream *cs, *ts;        /* the client, the target (NULL until connecting) */
+    int state;                    /* PX_*: what the client's bytes are now */
+    int refs;                     /* open streams + a lookup in flight */
+    int dead;                     /* the client is gone: a late lookup only frees */
+    char host[256];               /* the target as asked */
+    int port;
+    int eof_c, eof_t;             /* each side has finished sending */
+} pxc;
+
+enum { PX_GREETING = 1, PX_AUTH, PX_REQUEST, PX_HTTP, PX_WAIT, PX_RELAY };
+
+static void px_unref(pxc *p)
+{
+    if (--p->refs == 0) free(p);
+}
+
+static void on_px_closed(csock_stream *s)
+{
+    pxc *p = csock_stream_data(s);
+    if (s == p->cs) p->cs = NULL, p->dead = 1;
+    if (s == p->ts) p->ts = NULL;
+    if (p->cs) csock_stream_close(p->cs, NULL); /* one side gone: the pair ends */
+    if (p->ts) csock_stream_close(p->ts, NULL);
+    px_unref(p);
+}
+
+/* ---- answers ------------------------------------------------------------------ */
+
+static void socks5_answer(pxc *p, int rep, const csock_addr *bound)
+{
+    unsigned char r[22] = {5, (unsigned char)rep, 0, 1};
+    size_t n = 10;
+    if (bound && bound->sa.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const void *)&bound->sa;
+        r[3] = 4;
+        memcpy(r + 4, &a->sin6_addr, 16);
+        memcpy(r + 20, &a->sin6_port, 2);
+        n = 22;
+    } else if (bound) {
+        const struct sockaddr_in *a = (const void *)&bound->sa;
+        memcpy(r + 4, &a->sin_addr, 4);
+        memcpy(r + 8, &a->sin_port, 2);
+    }
+    csock_stream_write(p->cs, r, n);
+}
+
+static void http_answer(pxc *p, const char *status, const char *extra)
+{
+    char buf[300];
+    int n = snprintf(buf, sizeof buf, "HTTP/1.1 %s\r\n%sContent-Length: 0\r\n\r\n", status,
+                     extra ? extra : "");
+    csock_stream_write(p->cs, buf, (size_t)n);
+}
+
+/* Refuse and end the client (the answer goes first). */
+static void refuse(pxc *p, int rep, const char *status)
+{
+    if (p->srv->o->verbose && p->srv->http)
+        cli_warn("proxy: %s:%d refused: %s", p->host, p->port, status);
+    else if (p->srv->o->verbose)
+        cli_warn("proxy: %s:%d refused: SOCKS5 reply %d", p->host, p->port, rep);
+    if (p->srv->http) http_answer(p, status, NULL);
+    else if (rep >= 0) socks5_answer(p, rep, NULL);
+    if (p->ts) csock_stream_close(p->ts, NULL);
+    csock_stream_end(p->cs, NULL);
+}
+
+static int socks5_code(int err)
+{
+    switch (err) {
+    case -ECONNREFUSED: return 5;
+    case -ENETUNREACH: return 3;
+    case -EHOSTUNREACH: case -ETIMEDOUT: return 4;
+    case CSOCK_ENONAME: return 4;
+    default: return 1;
+    }
+}
+
+/* ---- the relay ----------------------------------------------------------------- */
+
+static csock_stream *other(const pxc *p, const csock_stream *s)
+{
+    return s == p->cs ? p->ts : p->cs;
+}
+
+static size_t on_relay(csock_stream *s, int status, const char *buf, size_t len)
+{
+    pxc *p = csock_stream_data(s);
+    csock_stream *o = other(p, s);
+    if (status < 0 && status != CSOCK_EOF) {
+        csock_stream_close(s, NULL); /* on_px_closed closes the other */
+        return len;
+    }
+    if (len && csock_stream_write(o, buf, len) < 0) {
+        csock_stream_close(s, NULL);
+        return len;
+    }
+    if (status == CSOCK_EOF) {
+        int *mine = s == p->cs ? &p->eof_c : &p->eof_t;
+        *mine = 1;
+        if (p->eof_c && p->eof_t) { /* both done: end each once its queue is out */
+            csock_stream_end(o, NULL);
+            csock_stream_end(s, NULL);
+        } else {
+            csock_stream_shutdown(o, NULL);
+        }
+    } else if (csock_stream_write_queue_size(o) > PX_HIGH) {
+        csock_stream_read_stop(s); /* on_relay_drain resumes it */
+    }
+    return len;
+}
+
+static void on_relay_drain(csock_stream *s, int status)
+{
+    pxc *p = csock_stream_data(s);
+    csock_stream *o = other(p, s);
+    if (status == 0 && o && !(o == p->cs ? p->eof_c : p->eof_t)) csock_stream_read_start(o, on_relay);
+}
+
+static void relay_start(pxc *p)
+{
+    p->state = PX_RELAY;
+    csock_stream *both[2] = {p->cs, p->ts};
+    for (int i = 0; i < 2; i++) {
+        csock_stream_set_watermarks(both[i], 0, 0); /* our own flow control */
+        csock_stream_on_drain(both[i], on_relay_drain);
+        csock_stream_read_start(both[i], on_relay);
+    }
+}
+
+/* ---- connecting to the target ------------------------------------------------------ */
+
+static void on_target(csock_stream *s, int status)
+{
+    pxc *p = csock_stream_data(s);
+    if (status < 0) {
+        p->ts = NULL; /* csock closes it after this callback (on_px_closed too) */
+        csock_stream_on_close(s, NULL);
+        px_unref(p);
+        return refuse(p, socks5_code(status), status == -ETIMEDOUT ? "504 Gateway Timeout"
+                                                                   : "502 Bad Gateway");
+    }
+    if (p->srv->o->verbose) cli_warn("proxy: tunnel to %s:%d open", p->host, p->port);
+    if (p->srv->http) {
+        static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+        csock_stream_write(p->cs, ok, sizeof ok - 1);
+    } else {
+        csock_addr bound;
+        int rc = csock_stream_local(s, &bound);
+        socks5_answer(p, 0, rc == 0 ? &bound : NULL);
+    }
+    relay_start(p);
+}
+
+static void connect_target(pxc *p, const csock_addr *a)
+{
+    csock_connect_opts co = {.timeout_ms = PX_CONNECT_MS};
+    int rc = csock_connect(p->srv->loop, a, &co, on_target, p, &p->ts);
+    if (rc < 0) {
+        p->ts = NULL;
+        return refuse(p, socks5_code(rc), "502 Bad Gateway");
+    }
+    p->refs++;
+    csock_stream_on_close(p->ts, on_px_closed);
+}
+
+/* A lookup on a thread: getaddrinfo blocks. The answer is posted back. */
+typedef struct lookup {
+    pxc *p;
+    char text[NC_TARGET_TEXT];
+    int family;
+    int rc;
+    csock_addr a;
+} lookup;
+
+static void on_lookup_done(void *data)
+{
+    lookup *l = data;
+    pxc *p = l->p;
+    if (!p->dead && p->cs) {
+        if (l->rc < 0) refuse(p, 4, "502 Bad Gateway");
+        else connect_target(p, &l->a);
+    }
+    free(l);
+    px_unref(p);
+}
+
+static void *lookup_thread(void *data)
+{
+    lookup *l = data;
+    l->rc = csock_addr_parse(l->text, l->family, &l->a);
+    if (csock_loop_post(l->p->srv->loop, on_lookup_done, l) < 0) {
+        /* Out of memory: the pair is leaked rather than touched from here. */
+        free(l);
+    }
+    return NULL;
+}
+
+static void resolve(pxc *p)
+{
+    char text[NC_TARGET_TEXT];
+    int v6 = strchr(p->host, ':') != NULL;
+    snprintf(text, sizeof text, "tcp://%s%s%s:%d", v6 ? "[" : "", p->host, v6 ? "]" : "", p->port);
+    p->state = PX_WAIT;
+    csock_stream_read_stop(p->cs); /* nothing more until the tunnel is up */
+    csock_addr a;
+    if (csock_addr_parse(text, CSOCK_ADDR_NUMERIC, &a) == 0) return connect_target(p, &a);
+    lookup *l = calloc(1, sizeof *l);
+    pthread_t th;
+    pthread_attr_t at;
+    if (!l) return refuse(p, 1, "500 Internal Server Error");
+    *l = (lookup){.p = p, .family = p->srv->o->family};
+    snprintf(l->text, sizeof l->text, "%s", text);
+    p->refs++;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&th, &at, lookup_thread, l);
+    pthread_attr_destroy(&at);
+    if (rc != 0) {
+        free(l);
+        p->refs--;
+        refuse(p, 1, "500 Internal Server Error");
+    }
+}
+
+/* ---- what the client asks for ------------------------------------------------------ */
+
+static int auth_ok(const pxc *p, const unsigned char *b, size_t ulen, size_t plen)
+{
+    const char *a = p->srv->o->proxy_auth, *colon = strchr(a, ':');
+    return (size_t)(colon - a) == ulen && strlen(colon + 1) == plen &&
+           !memcmp(a, b + 2, ulen) && !memcmp(colon + 1, b + 3 + ulen, plen);
+}
+
+static size_t socks5_greeting(pxc *p, const unsigned char *b, size_t len)
+{
+    if (len < 2 || len < 2u + b[1]) return 0;
+    int want = p->srv->o->proxy_auth ? 2 : 0;
+    unsigned char r[2] = {5, 0xFF};
+    if (b[0] == 5 && memchr(b + 2, want, b[1])) r[1] = (unsigned char)want;
+    csock_stream_write(p->cs, r, 2);
+    if (r[1] == 0xFF) return csock_stream_end(p->cs, NULL), len;
+    p->state = want ? PX_AUTH : PX_REQUEST;
+    return 2u + b[1];
+}
+
+static size_t socks5_auth(pxc *p, const unsigned char *b, size_t len)
+{
+    if (len < 2 || len < 3u + b[1] || len < 3u + b[1] + b[2 + b[1]]) return 0;
+    size_t ulen = b[1], plen = b[2 + ulen];
+    int ok = b[0] == 1 && auth_ok(p, b, ulen, plen);
+    unsigned char r[2] = {1, ok ? 0 : 1};
+    csock_stream_write(p->cs, r, 2);
+    if (!ok) {
+        if (p->srv->o->verbose) cli_warn("proxy: a client's username/password refused");
+        return csock_stream_end(p->cs, NULL), len;
+    }
+    p->state = PX_REQUEST;
+    return 3 + ulen + plen;
+}
+
+static size_t socks5_request(pxc *p, const unsigned char *b, size_t len)
+{
+    if (len < 5) return 0;
+    size_t need = b[3] == 1 ? 10 : b[3] == 4 ? 22 : b[3] == 3 ? 7u + b[4] : 5;
+    if (len < need) return 0;
+    if (b[0] != 5 || b[1] != 1) return refuse(p, 7, "command not supported"), len;
+    if (b[3] == 1) inet_ntop(AF_INET, b + 4, p->host, sizeof p->host);
+    else if (b[3] == 4) inet_ntop(AF_INET6, b + 4, p->host, sizeof p->host);
+    else if (b[3] == 3 && b[4]) memcpy(p->host, b + 5, b[4]), p->host[b[4]] = '\0';
+    else return refuse(p, 8, "address type not supported"), len;
+    p->port = b[need - 2] << 8 | b[need - 1];
+    resolve(p);
+    return need;
+}
+
+/* Proxy-Authorization: Basic <the expected base64>, anywhere in the header. */
+static int http_auth_ok(const pxc *p, const char *h, size_t len)
+{
+    static const char field[] = "\r\nproxy-authorization:";
+    for (size_t i = 0; i + sizeof field < len; i++) {
+        if (strncasecmp(h + i, field, sizeof field - 1)) continue;
+        const char *v = h + i + sizeof field - 1, *end = h + len;
+        while (v < end && *v == ' ') v++;
+        size_t n = strlen(p->srv->auth_b64);
+        if (end - v > 6 && !strncasecmp(v, "Basic ", 6) && (size_t)(end - v - 6) >= n + 2 &&
+            !memcmp(v + 6, p->srv->auth_b64, n) && v[6 + n] == '\r')
+            return 1;
+    }
+    return 0;
+}
+
+static size_t http_request_in(pxc *p, const char *b, size_t len)
+{
+    const char *end = NULL;
+    for (size_t i = 0; i + 4 <= len && !end; i++)
+        if (!memcmp(b + i, "\r\n\r\n", 4)) end = b + i + 4;
+    if (!end) return len > PX_HEAD_MAX ? (refuse(p, -1, "431 Request Header Fields Too Large"), len) : 0;
+    size_t hlen = (size_t)(end - b);
+    char target[300];
+    int port = 0;
+    if (strncmp(b, "CONNECT ", 8)) return refuse(p, -1, "501 Not Implemented"), len;
+    if (sscanf(b + 8, "%299s", target) != 1) return refuse(p, -1, "400 Bad Request"), len;
+    char *colon = strrchr(target, ':');
+    if (colon) port = atoi(colon + 1), *colon = '\0';
+    size_t tl = strlen(target);
+    if (tl > 1 && target[0] == '[' && target[tl - 1] == ']') memmove(target, target + 1, tl - 2), target[tl - 2] = '\0';
+    if (!colon || port <= 0 || port > 65535 || !target[0]) return refuse(p, -1, "400 Bad Request"), len;
+    snprintf(p->host, sizeof p->host, "%s", target);
+    p->port = port;
+    if (p->srv->o->proxy_auth && !http_auth_ok(p, b, hlen)) {
+        http_answer(p, "407 Proxy Authentication Required",
+                    "Proxy-Authenticate: Basic realm=\"csock\"\r\n");
+        if (p->srv->o->verbose) cli_warn("proxy: a client without the right credentials");
+        return csock_stream_end(p->cs, NULL), len;
+    }
+    resolve(p);
+    return hlen;
+}
+
+static size_t on_client(csock_stream *s, int status, const char *buf, size_t len)
+{
+    pxc *p = csock_stream_data(s);
+    if (status < 0 && status != CSOCK_EOF) return csock_stream_close(s, NULL), len;
+    size_t used = 0;
+    const unsigned char *b = (const unsigned char *)buf;
+    size_t before;
+    do { /* a client may send its greeting and request at once */
+        before = used;
+        int st = p->state;
+        if (st == PX_GREETING) used += socks5_greeting(p, b + used, len - used);
+        else if (st == PX_AUTH) used += socks5_auth(p, b + used, len - used);
+        else if (st == PX_REQUEST) used += socks5_request(p, b + used, len - used);
+        else if (st == PX_HTTP) used += http_request_in(p, buf + used, len - used);
+    } while (used > before && used < len && p->state <= PX_HTTP);
+    if (status == CSOCK_EOF && p->state <= PX_HTTP) csock_stream_close(s, NULL);
+    return used;
+}
+
+/* ---- the server ---------------------------------------------------------------------- */
+
+static void on_px_accept(csock_listener *l, csock_stream *s, int status)
+{
+    pxs *srv = csock_listener_data(l);
+    if (status < 0) return;
+    csock_addr peer;
+    char name[CLI_ADDR_TEXT] = "?";
+    if (csock_stream_peer(s, &peer) == 0) csock_addr_format(&peer, name, sizeof name);
+    if (!nc_acl_permits(srv->o, &peer)) {
+        if (srv->o->verbose) cli_warn("proxy: %s denied (--allow/--deny)", name);
+        return csock_stream_close(s, NULL);
+    }
+    pxc *p = calloc(1, sizeof *p);
+    if (!p) return csock_stream_close(s, NULL);
+    *p = (pxc){.srv = srv, .cs = s, .state = srv->http ? PX_HTTP : PX_GREETING, .refs = 1};
+    if (srv->o->verbose) cli_warn("proxy: client %s", name);
+    csock_stream_set_data(s, p);
+    csock_stream_on_close(s, on_px_closed);
+    csock_stream_set_read_timeout(s, PX_REQUEST_MS);
+    csock_stream_read_start(s, on_client);
+}
+
+static void on_px_signal(csock_signal *sig, int signum)
+{
+    (void)signum;
+    csock_loop_stop(csock_signal_data(sig));
+}
+
+static void close_all(csock_handle_kind kind, void *h, void *data)
+{
+    (void)data;
+    if (kind == CSOCK_HANDLE_STREAM) csock_stream_close(h, NULL);
+    else if (kind == CSOCK_HANDLE_LISTENER) csock_listener_close(h, NULL);
+    else if (kind == CSOCK_HANDLE_SIGNAL) csock_signal_close(h, NULL);
+    else if (kind == CSOCK_HANDLE_TIMER) csock_timer_close(h, NULL);
+}
+
+int nc_proxy_serve(const nc_opts *o, const char *target)
+{
+    pxs srv = {.o = o, .http = o->proxy_type == NC_PROXY_HTTP};
+    if (o->proxy_auth) nc_base64((const unsigned char *)o->proxy_auth, strlen(o->proxy_auth),
+                                 srv.auth_b64);
+    csock_addr addr, bound;
+    cli_addr(target, o->family | CSOCK_ADDR_PASSIVE, &addr);
+    if (addr.scheme != CSOCK_TCP)
+        cli_die(CLI_USAGE, "listen --proxy-type: %s: a proxy listens on tcp:// only", target);
+    cli_raise_nofile();
+    int rc = csock_loop_new(NULL, &srv.loop);
+    if (rc < 0) cli_die(CLI_ERR, "event loop: %s", csock_strerror(rc));
+    static const int sigs[2] = {SIGINT, SIGTERM};
+    for (int i = 0; i < 2; i++) {
+        rc = csock_signal_new(srv.loop, &srv.sig[i]);
+        if (rc == 0) rc = csock_signal_start(srv.sig[i], on_px_signal, sigs[i]);
+        if (rc < 0) cli_die(CLI_ERR, "signal: %s", csock_strerror(rc));
+        csock_signal_set_data(srv.sig[i], srv.loop);
+    }
+    csock_listen_opts lo = {.max_conns = o->max_conns};
+    rc = csock_listen(srv.loop, &addr, &lo, on_px_accept, &srv, &srv.listener);
+    if (rc == 0) rc = csock_listener_addr(srv.listener, &bound);
+    if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", target, csock_strerror(rc));
+    if (o->verbose || csock_addr_port(&addr) == 0) cli_print_listening(stderr, &bound);
+    rc = csock_loop_run(srv.loop, CSOCK_RUN_DEFAULT);
+    csock_loop_walk(srv.loop, close_all, NULL);
+    while (csock_loop_run(srv.loop, CSOCK_RUN_DEFAULT) > 0) {
+    }
+    csock_loop_free(srv.loop);
+    return rc < 0 ? CLI_ERR : CLI_OK;
+}

@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""csock listen --proxy-type http|socks5 as a proxy server: curl's --socks5,
+--socks5-hostname and --proxy (CONNECT) as its clients, and csock connect
+--proxy against it; IPv4, IPv6 and names; --proxy-auth required when given;
+--deny applied to clients; many clients at once, byte-exact."""
+import functools
+import http.server
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import csocktest as ct  # noqa: E402
+import test_nc_proxy as tp  # noqa: E402  (its echo server and `through`)
+
+
+def proxy_server(*args):
+    """csock listen --proxy-type ... on a port of its choosing: (proc, port)."""
+    p = ct.spawn([ct.BIN, "listen"] + list(args) + ["127.0.0.1", "0"])
+    line = p.stderr.readline().decode()
+    ct.check(line.startswith("listening tcp://127.0.0.1:"), "no listening line: %r" % line)
+    return p, int(line.rsplit(":", 1)[1])
+
+
+def web(host="127.0.0.1"):
+    """A static HTTP server on host with one file; (port, its bytes)."""
+    d = ct.tmpdir()
+    body = random.Random(7).randbytes(300 * 1000)
+    with open(os.path.join(d, "f.bin"), "wb") as f:
+        f.write(body)
+
+    class V6(http.server.ThreadingHTTPServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+    h = functools.partial(Quiet, directory=d)
+    srv = V6((host, 0), h)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv.server_address[1], body
+
+
+def curl(*args):
+    ct.need("curl")
+    r = subprocess.run(["curl", "-sS", "--max-time", str(int(ct.T(20)))] + list(args),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=ct.T(30))
+    return r.returncode, r.stdout, r.stderr.decode()
+
+
+def stop(p):
+    p.send_signal(signal.SIGTERM)
+    rc = p.wait(timeout=ct.T(10))
+    err = p.stderr.read().decode("utf-8", "replace")
+    ct.check_clean(err)
+    ct.check_eq(rc, 0, "the proxy's exit status (stderr %r)" % err)
+
+
+def test_curl_socks5():
+    p, port = proxy_server("--proxy-type", "socks5")
+    wport, body = web()
+    w6, body6 = web("::1")
+    for args, url, want in (
+            (["--socks5", "127.0.0.1:%d" % port], "http://127.0.0.1:%d/f.bin" % wport, body),
+            (["--socks5-hostname", "127.0.0.1:%d" % port], "http://localhost:%d/f.bin" % wport,
+             body),
+            (["--socks5", "127.0.0.1:%d" % port], "http://[::1]:%d/f.bin" % w6, body6)):
+        rc, out, err = curl(*(args + [url]))
+        ct.check_eq(rc, 0, "curl %s %s (stderr %r)" % (args, url, err))
+        ct.check(out == want, "curl %s %s: %d bytes, want %d" % (args, url, len(out), len(want)))
+    stop(p)
+
+
+def test_curl_http_connect_with_auth():
+    p, port = proxy_server("--proxy-type", "http", "--proxy-auth", "alice:s3cret")
+    wport, body = web()
+    url = "http://127.0.0.1:%d/f.bin" % wport
+    rc, out, err = curl("-p", "--proxy", "http://127.0.0.1:%d" % port, "--proxy-user",
+                        "alice:s3cret", url)
+    ct.check_eq(rc, 0, "curl through CONNECT (stderr %r)" % err)
+    ct.check(out == body, "%d bytes, want %d" % (len(out), len(body)))
+    rc, out, err = curl("-p", "--proxy", "http://127.0.0.1:%d" % port, "-o", "/dev/null",
+                        "-w", "%{http_connect}", url)
+    ct.check_eq(out, b"407", "CONNECT without credentials")
+    rc, out, err = curl("-p", "--proxy", "http://127.0.0.1:%d" % port, "--proxy-user",
+                        "alice:wrong", "-o", "/dev/null", "-w", "%{http_connect}", url)
+    ct.check_eq(out, b"407", "CONNECT with wrong credentials")
+    # Not CONNECT: refused in one answer.
+    with socket.create_connection(("127.0.0.1", port), timeout=ct.T(10)) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        ct.check(ct.recv_all(s).startswith(b"HTTP/1.1 501 "), "a GET is answered 501")
+    stop(p)
+
+
+def test_csock_connect_through_csock():
+    echo = tp.echo_port()
+    for kind in ("socks5", "http"):
+        p, port = proxy_server("--proxy-type", kind, "--proxy-auth", "bob:pw")
+        proxy = ["--proxy", "127.0.0.1:%d" % port, "--proxy-type", kind, "--proxy-auth", "bob:pw"]
+        data = tp.payload(1 << 20)
+        for target in (["127.0.0.1", str(echo)], ["localhost", str(echo)]):
+            rc, got, err = tp.through(proxy + target, data)
+            ct.check(got == data, "%s %s: %d of %d bytes" % (kind, target, len(got), len(data)))
+            ct.check_eq(rc, 0, "exit status (stderr %r)" % err)
+        # csock's proxy passes the half-close on: the answer comes after it.
+        rc, out, err = ct.csock("connect", *(proxy + ["127.0.0.1", str(echo)]),
+                                input=b"half-closed\n")
+        ct.check_eq((rc, out), (0, b"half-closed\n"), "%s after a half-close (%r)" % (kind, err))
+        tp.refused(["--proxy", "127.0.0.1:%d" % port, "--proxy-type", kind, "--proxy-auth",
+                    "bob:nope", "127.0.0.1", str(echo)],
+                   "username/password authentication refused" if kind == "socks5" else "407")
+        closed = ct.closed_tcp_port()
+        tp.refused(proxy + ["127.0.0.1", str(closed.getsockname()[1])],
+                   "connection refused (SOCKS5 reply 5)" if kind == "socks5" else "502 Bad Gateway")
+        tp.refused(proxy + ["no-such-host.invalid", "80"],
+                   "host unreachable (SOCKS5 reply 4)" if kind == "socks5" else "502 Bad Gateway")
+        closed.close()
+        stop(p)
+
+
+def test_deny_applies_to_clients():
+    echo = tp.echo_port()
+    p, port = proxy_server("--proxy-type", "socks5", "--deny", "127.0.0.0/8")
+    rc, _, err = ct.csock("connect", "--proxy", "127.0.0.1:%d" % port, "--proxy-type", "socks5",
+                          "127.0.0.1", str(echo), input=b"x\n")
+    ct.check_eq(rc, 1, "a denied client's exit status (stderr %r)" % err)
+    ct.check("closed the connection during the negotiation" in err or "reset" in err,
+             "a denied client is cut off: %r" % err)
+    stop(p)
+
+
+def test_many_clients_at_once():
+    echo = tp.echo_port()
+    p, port = proxy_server("--proxy-type", "socks5")
+    n, results = 200, []
+
+    def one(i):
+        data = random.Random(i).randbytes(20000 + i)
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=ct.T(20)) as s:
+                s.sendall(b"\x05\x01\x00\x05\x01\x00\x01\x7f\x00\x00\x01" + echo.to_bytes(2, "big"))
+                head = ct.recv_exact(s, 12)
+                s.sendall(data)
+                s.shutdown(socket.SHUT_WR)
+                results.append(head[:2] == b"\x05\x00" and ct.recv_all(s) == data)
+        except OSError as e:
+            results.append(e)
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(ct.T(60))
+    ok = sum(1 for r in results if r is True)
+    ct.check_eq(ok, n, "clients byte-exact through the proxy (others: %r)"
+                % [r for r in results if r is not True][:3])
+    stop(p)
+
+
+def test_wrong_arguments():
+    for args, want in ((["--proxy-type", "socks4", "0"], "http and socks5 only"),
+                       (["--proxy-type", "http", "-u", "0"], "a proxy takes no"),
+                       (["--proxy-type", "socks5", "--proxy-auth", "x", "0"], "USER:PASS"),
+                       (["--proxy-auth", "a:b", "0"], "goes with --proxy-type"),
+                       (["--proxy", "127.0.0.1", "0"], "connect options")):
+        rc, _, err = ct.csock("listen", *args)
+        ct.check_eq(rc, 2, "listen %s (stderr %r)" % (args, err))
+        ct.check(want in err, "listen %s: %r lacks %r" % (args, err, want))
+
+
+if __name__ == "__main__":
+    ct.main()
