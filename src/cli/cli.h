@@ -26,7 +26,8 @@ void cli_addr(const char *text, int flags, csock_addr *out);
 /* Parse a non-negative number (with an optional unit for durations via
  * cli_seconds) or die naming the option. */
 unsigned long cli_ulong(const char *opt, const char *text, unsigned long max);
-/* Seconds, possibly fractional ("1.5"), as milliseconds. */
+/* A time as milliseconds: seconds, possibly fractional ("1.5"), or with
+ * ncat's units ("3000ms", "2s", "1m", "1h"). */
 uint64_t cli_seconds(const char *opt, const char *text);
 /* Die with "unknown option" / "missing argument" for a getopt error char. */
 _Noreturn void cli_bad_option(const char *cmd, int c, int optopt_char, const char *arg);
