@@ -252,15 +252,18 @@ int cli_connect(int argc, char **argv)
     nc_ctx_init(&c, &o);
     if (addr.scheme == CSOCK_TLS) c.tls = cli_tls_client_ctx(&o.tls);
     int rc;
+    csock_addr src_addr; /* -s/-p: the source, or NULL */
+    const csock_addr *src = nc_source(&o, target, &addr, &src_addr);
     if (csock_addr_is_stream(&addr)) {
         csock_connect_opts co = {.timeout_ms = o.wait_ms};
         csock_stream *s;
-        rc = c.tls ? csock_tls_connect(c.loop, &addr, c.tls, &co, on_connected, &c, &s)
+        rc = src   ? nc_connect_from(&c, &addr, src, on_connected, &s)
+             : c.tls ? csock_tls_connect(c.loop, &addr, c.tls, &co, on_connected, &c, &s)
                    : csock_connect(c.loop, &addr, &co, on_connected, &c, &s);
         if (rc == 0) c.connecting = s;
     } else {
         csock_dgram *d;
-        rc = csock_dgram_new(c.loop, NULL, &addr, &d);
+        rc = csock_dgram_new(c.loop, src, &addr, &d);
         if (rc == 0) rc = nc_dgram_attach(&c, d, &addr);
     }
     if (rc < 0) cli_die(CLI_ERR, "connect %s: %s", target, csock_strerror(rc));

@@ -27,6 +27,8 @@ enum {
     OPT_PING,
     OPT_HEADER,
     OPT_SUBPROTOCOL,
+    /* ncat's everyday flags (issue 12) */
+    OPT_NC_FIRST = 300,
 };
 
 static const struct option long_opts[] = {
@@ -57,9 +59,21 @@ static const struct option long_opts[] = {
     {"ping", required_argument, NULL, OPT_PING},
     {"header", required_argument, NULL, OPT_HEADER},
     {"subprotocol", required_argument, NULL, OPT_SUBPROTOCOL},
+    /* ncat's everyday flags (issue 12) */
+    {"source", required_argument, NULL, 's'},
+    {"source-port", required_argument, NULL, 'p'},
     CLI_TLS_LONGOPTS,
     {0, 0, 0, 0},
 };
+
+/* The --help of ncat's everyday flags (issue 12), after the command's own. */
+static const char ncat_flags_usage[] =
+    "\n"
+    "More ncat options:\n"
+    "  SECS may carry ncat's units: 3000ms, 2s, 1m, 1h (none: seconds)\n";
+static const char ncat_connect_usage[] =
+    "  -s, --source ADDR      connect from ADDR (an address of this host; TCP, UDP)\n"
+    "  -p, --source-port PORT connect from PORT\n";
 
 /* ---- -e / -c ------------------------------------------------------------ */
 
@@ -142,6 +156,8 @@ static void check_mode(const nc_opts *o, int listen)
         {o->deny.set, "--deny/--denyfile", 1},
         {o->zero_io, "-z", 0},
         {o->wait_ms != 0, "-w/--wait", 0},
+        {o->source != NULL, "-s/--source", 0},
+        {o->source_port != 0, "-p/--source-port", 0},
     };
     for (size_t i = 0; i < sizeof only / sizeof only[0]; i++)
         if (only[i].given && only[i].for_listen != listen)
@@ -158,6 +174,8 @@ static void check_conflicts(nc_opts *o, int listen)
                 "-e/-c cannot be combined with --broker, --chat, --send-only or --recv-only");
     if (o->zero_io && (o->exec_argv || o->udp || o->unixsock))
         cli_die(CLI_USAGE, "-z scans TCP ports: it takes no -e, -c, -u or -U");
+    if (o->zero_io && (o->source || o->source_port))
+        cli_die(CLI_USAGE, "-z scans from any source: it takes no -s or -p");
     check_mode(o, listen);
     if (o->chat) o->broker = 1;      /* chat is a broker that tags */
     if (o->broker) o->keep_open = 1; /* a broker serves many clients */
@@ -201,8 +219,24 @@ static void parse_ws(nc_opts *o, int opt, const char *arg)
     }
 }
 
+/* ncat's everyday flags (issue 12). Returns 0 for an option not theirs. */
+static int parse_ncat_flag(nc_opts *o, int opt, const char *arg)
+{
+    switch (opt) {
+    case 's':
+        o->source = arg;
+        return 1;
+    case 'p':
+        o->source_port = (int)cli_ulong("--source-port", arg, UINT16_MAX);
+        if (!o->source_port) cli_die(CLI_USAGE, "--source-port: give a port from 1 to 65535");
+        return 1;
+    }
+    return 0;
+}
+
 static void parse_one(nc_opts *o, int opt, const char *arg)
 {
+    if (parse_ncat_flag(o, opt, arg)) return;
     switch (opt) {
     case 'u':
         o->udp = 1;
@@ -308,9 +342,11 @@ void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts
     optind = 1;
     int c;
     /* Options may follow the address, as people type them for nc. */
-    while ((c = getopt_long(argc, argv, ":huU46kvCzx:e:c:w:i:m:q:", long_opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":huU46kvCzx:e:c:w:i:m:q:s:p:", long_opts, NULL)) != -1) {
         if (c == 'h') {
             fputs(usage, stdout);
+            fputs(ncat_flags_usage, stdout);
+            if (!listen) fputs(ncat_connect_usage, stdout);
             fputs(cli_tls_usage, stdout);
             exit(CLI_OK);
         }
@@ -387,6 +423,8 @@ void nc_check_ws(const nc_opts *o, int ws, const char *target)
     }
     if (o->udp || o->unixsock)
         cli_die(CLI_USAGE, "%s: -u/-U with %s: WebSocket runs over TCP", cmd, target);
+    if (o->source || o->source_port)
+        cli_die(CLI_USAGE, "%s: -s/-p with %s: not for WebSocket connections", cmd, target);
     if (o->exec_argv)
         cli_die(CLI_USAGE, "%s: -e/-c with %s: a WebSocket carries messages, not a byte stream",
                 cmd, target);

@@ -81,6 +81,9 @@ typedef struct nc_opts {
     size_t nheaders;
     const char **subprotocols; /* --subprotocol: offered (connect) / spoken (listen) */
     size_t nsubprotocols;
+    /* ncat's everyday flags (issue 12) */
+    const char *source;        /* -s ADDR: connect from this address, or NULL */
+    int source_port;           /* -p PORT: connect from this port (0: any) */
 } nc_opts;
 
 typedef struct nc_ctx nc_ctx;
@@ -241,6 +244,19 @@ void nc_close_listeners(nc_ctx *c);
 
 /* Start reading stdin now (single-peer modes start it when the peer comes). */
 void nc_stdin_start(nc_ctx *c);
+
+/* connect -s/-p (nc_source.c): the source address for the connection to
+ * `addr` (the target, written `target`; re-resolved in the family of -s
+ * when the first answer has another one) into *src, or NULL when neither
+ * was given. Dies on a source that is not an address of this host. */
+const csock_addr *nc_source(const nc_opts *o, const char *target, csock_addr *addr,
+                            csock_addr *src);
+
+/* Connect a stream to `addr` from `src` (bound first), TLS too when c->tls
+ * is set: `cb` runs from the loop as for csock_connect(). Returns 0 and
+ * *out, or a negative errno (refused, timed out: the connect failed). */
+int nc_connect_from(nc_ctx *c, const csock_addr *addr, const csock_addr *src,
+                    csock_stream_cb cb, csock_stream **out);
 
 /* ---- between the relay's files (src/cli/nc_*.c); the comments at the
  * definitions say more ---- */

@@ -9,7 +9,8 @@ import re
 import socket
 import time
 
-from test_netcat_basic import (SLOW, connect, csock, listen, main, recv_all, run, test)
+from test_netcat_basic import (SLOW, Skip, connect, csock, free_port, listen, main, recv_all,
+                               run, test)
 
 
 # ---------------------------------------------------------------- time values
@@ -46,6 +47,95 @@ def time_units_accepted():
         p.wait_stdout(b"hi\n")
         c.close()
         assert p.wait() == 0, (good, p.stderr())
+
+
+# ---------------------------------------------------------------- -s / -p
+
+def has_ipv6():
+    try:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        s.bind(("::1", 0))
+        s.close()
+        return True
+    except OSError:
+        return False
+
+
+def from_source(kind, family, host, src):
+    """csock connect -s SRC -p PORT to a socket of ours: the peer address
+    the server sees. Retries when another process holds the free port."""
+    srv = socket.socket(family, kind)
+    srv.bind((host, 0))
+    port = srv.getsockname()[1]
+    if kind == socket.SOCK_STREAM:
+        srv.listen(4)
+    srv.settimeout(10 * SLOW)
+    for _ in range(10):
+        sport = free_port(family, kind, host)
+        udp = ["-u", "-q", "300ms"] if kind == socket.SOCK_DGRAM else []
+        p = csock("connect", *udp, "-s", src, "-p", sport, host, port)
+        p.send(b"hello\n")
+        p.close_stdin()
+        if kind == socket.SOCK_STREAM:
+            try:
+                c, peer = srv.accept()
+            except socket.timeout:
+                p.wait()
+                assert "in use" in p.stderr(), p.stderr()
+                continue
+            assert recv_all(c) == b"hello\n"
+            c.close()
+        else:
+            data, peer = srv.recvfrom(100)
+            assert data == b"hello\n"
+        assert p.wait() == 0, p.stderr()
+        srv.close()
+        assert peer[0] == src and peer[1] == sport, (peer, src, sport)
+        return
+    raise AssertionError("no free source port")
+
+
+@test
+def source_port_and_address_tcp():
+    from_source(socket.SOCK_STREAM, socket.AF_INET, "127.0.0.1", "127.0.0.2")
+
+
+@test
+def source_port_and_address_udp():
+    from_source(socket.SOCK_DGRAM, socket.AF_INET, "127.0.0.1", "127.0.0.3")
+
+
+@test
+def source_ipv6():
+    if not has_ipv6():
+        raise Skip("no IPv6 loopback")
+    from_source(socket.SOCK_STREAM, socket.AF_INET6, "::1", "::1")
+    from_source(socket.SOCK_DGRAM, socket.AF_INET6, "::1", "::1")
+
+
+@test
+def source_bad():
+    for args, what in ((["-s", "192.0.2.1"], "not an address of this host"),
+                       (["-s", "nohost"], "not an IP address"),
+                       (["-p", "0"], "--source-port"),
+                       (["-p", "70000"], "--source-port"),
+                       (["-s", "::1", "-4"], "not an IP address")):
+        rc, out, err = run("connect", *args, "127.0.0.1", 9)
+        assert rc == 2 and err.count("\n") == 1 and what in err, (args, rc, err)
+    rc, _, err = run("listen", "-s", "127.0.0.1", "127.0.0.1", 0)
+    assert rc == 2 and "connect option" in err, err
+    rc, _, err = run("connect", "-p", "5000", "-U", "/tmp/nope")
+    assert rc == 2 and "-s/-p" in err, err
+
+
+@test
+def source_refused_is_status_1():
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    srv.close()  # nobody listens there now
+    rc, out, err = run("connect", "-s", "127.0.0.1", "127.0.0.1", port)
+    assert rc == 1 and "refused" in err, (rc, err)
 
 
 if __name__ == "__main__":
