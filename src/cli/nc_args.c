@@ -29,6 +29,8 @@ enum {
     OPT_SUBPROTOCOL,
     /* ncat's everyday flags (issue 12) */
     OPT_NC_FIRST = 300,
+    OPT_APPEND_OUTPUT = OPT_NC_FIRST,
+    OPT_HEX_ANNOTATED,
 };
 
 static const struct option long_opts[] = {
@@ -62,6 +64,9 @@ static const struct option long_opts[] = {
     /* ncat's everyday flags (issue 12) */
     {"source", required_argument, NULL, 's'},
     {"source-port", required_argument, NULL, 'p'},
+    {"output", required_argument, NULL, 'o'},
+    {"append-output", no_argument, NULL, OPT_APPEND_OUTPUT},
+    {"hex-dump-annotated", required_argument, NULL, OPT_HEX_ANNOTATED},
     CLI_TLS_LONGOPTS,
     {0, 0, 0, 0},
 };
@@ -71,6 +76,12 @@ static const char ncat_flags_usage[] =
     "\n"
     "More ncat options:\n"
     "  SECS may carry ncat's units: 3000ms, 2s, 1m, 1h (none: seconds)\n";
+static const char ncat_common_usage[] =
+    "  -o, --output FILE      copy every byte received and sent to FILE, in order\n"
+    "                         ('-': stderr)\n"
+    "      --append-output    append to the -o and -x files (default: overwrite)\n"
+    "      --hex-dump-annotated FILE  a hex dump with a header line per chunk\n"
+    "                         ('> N bytes to ADDR', '< N bytes from ADDR')\n";
 static const char ncat_connect_usage[] =
     "  -s, --source ADDR      connect from ADDR (an address of this host; TCP, UDP)\n"
     "  -p, --source-port PORT connect from PORT\n";
@@ -131,12 +142,21 @@ static void set_exec(nc_opts *o, const char *text, int shell)
         cli_die(CLI_USAGE, "--exec: '%s': no such program (or not executable)", o->exec_argv[0]);
 }
 
-static FILE *open_dump(const char *path)
+/* -o and -x files, once --append-output is known. */
+static FILE *open_capture(const nc_opts *o, const char *opt, const char *path)
 {
     if (!strcmp(path, "-")) return stderr;
-    FILE *f = fopen(path, "w");
-    if (!f) cli_die(CLI_ERR, "--hex-dump: cannot open '%s': %s", path, strerror(errno));
+    FILE *f = fopen(path, o->append_output ? "a" : "w");
+    if (!f) cli_die(CLI_ERR, "%s: cannot open '%s': %s", opt, path, strerror(errno));
     return f;
+}
+
+static void open_captures(nc_opts *o)
+{
+    if (o->output_path) o->output = open_capture(o, "--output", o->output_path);
+    if (o->dump_path)
+        o->hexdump = open_capture(o, o->hexdump_annotated ? "--hex-dump-annotated" : "--hex-dump",
+                                  o->dump_path);
 }
 
 /* Flags that only one of the two commands understands. */
@@ -230,6 +250,17 @@ static int parse_ncat_flag(nc_opts *o, int opt, const char *arg)
         o->source_port = (int)cli_ulong("--source-port", arg, UINT16_MAX);
         if (!o->source_port) cli_die(CLI_USAGE, "--source-port: give a port from 1 to 65535");
         return 1;
+    case 'o':
+        o->output_path = arg;
+        return 1;
+    case OPT_APPEND_OUTPUT:
+        o->append_output = 1;
+        return 1;
+    case OPT_HEX_ANNOTATED:
+        if (o->dump_path) cli_die(CLI_USAGE, "-x/--hex-dump and --hex-dump-annotated: give only one");
+        o->dump_path = arg;
+        o->hexdump_annotated = 1;
+        return 1;
     }
     return 0;
 }
@@ -269,7 +300,8 @@ static void parse_one(nc_opts *o, int opt, const char *arg)
         o->crlf = 1;
         break;
     case 'x':
-        o->hexdump = open_dump(arg);
+        if (o->dump_path) cli_die(CLI_USAGE, "-x/--hex-dump and --hex-dump-annotated: give only one");
+        o->dump_path = arg;
         break;
     case OPT_SEND_ONLY:
         o->send_only = 1;
@@ -342,10 +374,11 @@ void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts
     optind = 1;
     int c;
     /* Options may follow the address, as people type them for nc. */
-    while ((c = getopt_long(argc, argv, ":huU46kvCzx:e:c:w:i:m:q:s:p:", long_opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":huU46kvCzx:e:c:w:i:m:q:s:p:o:", long_opts, NULL)) != -1) {
         if (c == 'h') {
             fputs(usage, stdout);
             fputs(ncat_flags_usage, stdout);
+            fputs(ncat_common_usage, stdout);
             if (!listen) fputs(ncat_connect_usage, stdout);
             fputs(cli_tls_usage, stdout);
             exit(CLI_OK);
@@ -372,6 +405,7 @@ void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts
     o->target[1] = left > 1 ? argv[optind + 1] : NULL;
     if (o->unixsock && left != 1) cli_die(CLI_USAGE, "%s: -U takes one PATH", cmd);
     check_conflicts(o, o->listen);
+    open_captures(o);
 }
 
 void nc_target_text(const nc_opts *o, int passive, char *out, size_t size)
@@ -449,4 +483,6 @@ void nc_opts_free(nc_opts *o)
     free(o->exec_argv);
     if (o->hexdump && o->hexdump != stderr) fclose(o->hexdump);
     o->hexdump = NULL;
+    if (o->output && o->output != stderr) fclose(o->output);
+    o->output = NULL;
 }

@@ -61,7 +61,7 @@ typedef struct nc_opts {
     char **exec_argv;      /* -e / -c: the program to run per connection, or NULL */
     const char *exec_text; /* -e / -c as written, for messages */
     int exec_shell;        /* -c: exec_argv is /bin/sh -c TEXT */
-    FILE *hexdump;         /* -x: where the dump goes, or NULL */
+    FILE *hexdump;         /* -x (or --hex-dump-annotated): where the dump goes, or NULL */
     uint64_t wait_ms;      /* -w: connect timeout */
     uint64_t idle_ms;      /* -i: close a connection idle this long */
     uint64_t quiet_ms;     /* -q: datagram connect: exit this long after the last answer */
@@ -84,6 +84,11 @@ typedef struct nc_opts {
     /* ncat's everyday flags (issue 12) */
     const char *source;        /* -s ADDR: connect from this address, or NULL */
     int source_port;           /* -p PORT: connect from this port (0: any) */
+    const char *output_path;   /* -o FILE: the session's bytes, both ways */
+    const char *dump_path;     /* -x FILE: ncat's hex dump ('-': stderr) */
+    int hexdump_annotated;     /* --hex-dump-annotated FILE: csock's dump instead */
+    int append_output;         /* --append-output: -o and -x files are appended to */
+    FILE *output;              /* -o: open, or NULL */
 } nc_opts;
 
 typedef struct nc_ctx nc_ctx;
@@ -265,7 +270,7 @@ int nc_connect_from(nc_ctx *c, const csock_addr *addr, const csock_addr *src,
 void cidr_parse_list(const char *opt, const char *text, nc_cidr_list *l);
 void cidr_parse_file(const char *opt, const char *path, nc_cidr_list *l);
 
-/* nc_transform.c: pure byte transforms (and the -x dump). */
+/* nc_transform.c: pure byte transforms (and the -o copy, the -x dump). */
 void hexdump(const nc_ctx *c, int sent, const nc_peer *p, const char *buf, size_t len);
 size_t to_crlf(const char *in, size_t len, char *out, int *cr);
 size_t chat_escape(const char *in, size_t len, char *out);

@@ -5,12 +5,15 @@ time units, -p/-s source port and address, -o/--output, --hex-dump,
 
 Run: python3 tests/integration/test_nc_flags.py   (CSOCK_BIN=build/csock)
 """
+import os
 import re
+import shutil
 import socket
+import tempfile
 import time
 
-from test_netcat_basic import (SLOW, Skip, connect, csock, free_port, listen, main, recv_all,
-                               run, test)
+from test_netcat_basic import (SLOW, Proc, Skip, connect, csock, free_port, listen, main, need,
+                               recv_all, recv_until, run, test)
 
 
 # ---------------------------------------------------------------- time values
@@ -136,6 +139,83 @@ def source_refused_is_status_1():
     srv.close()  # nobody listens there now
     rc, out, err = run("connect", "-s", "127.0.0.1", "127.0.0.1", port)
     assert rc == 1 and "refused" in err, (rc, err)
+
+
+# ---------------------------------------------------------------- -o, -x
+
+CHUNKS = [(0, b"srv\x01line one two three four five six\n"),
+          (1, b"client says hi\n\x00\xff \x7f\x80\n"),
+          (0, b"more\n"),
+          (1, bytes(range(40)))]
+
+
+def capture(tool, d, extra=()):
+    """One scripted exchange with a client of ours (ncat or csock) writing
+    -o and -x files; each chunk lands before the next is sent."""
+    out, dump = os.path.join(d, tool + ".out"), os.path.join(d, tool + ".hex")
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.settimeout(10 * SLOW)
+    argv = ["-o", out, "-x", dump] + list(extra) + ["127.0.0.1", srv.getsockname()[1]]
+    p = Proc(["ncat"] + [str(a) for a in argv]) if tool == "ncat" else csock("connect", *argv)
+    c, _ = srv.accept()
+    got = b""
+    for from_client, data in CHUNKS:
+        if from_client:
+            p.send(data)
+            got += data
+            assert recv_until(c, got) == data, data
+            got = b""
+        else:
+            c.sendall(data)
+            p.wait_stdout(data)
+    p.close_stdin()
+    c.close()
+    assert p.wait() == 0, p.stderr()
+    return open(out, "rb").read(), open(dump, "rb").read()
+
+
+@test
+def output_and_hex_dump_as_ncat():
+    need("ncat")
+    d = tempfile.mkdtemp()
+    try:
+        want_out, want_hex = capture("ncat", d)
+        got_out, got_hex = capture("csock", d)
+        assert want_out == b"".join(c for _, c in CHUNKS), want_out
+        assert got_out == want_out, (got_out, want_out)
+        assert got_hex == want_hex, "\n" + got_hex.decode() + "\n--- ncat:\n" + want_hex.decode()
+        # --append-output: a second session is added, not written over
+        got_out, got_hex = capture("csock", d, ["--append-output"])
+        assert got_out == want_out * 2 and got_hex == want_hex * 2
+    finally:
+        shutil.rmtree(d)
+
+
+@test
+def output_on_listen_and_annotated_dump():
+    d = tempfile.mkdtemp()
+    try:
+        out, dump = os.path.join(d, "out"), os.path.join(d, "dump")
+        p, port = listen("-o", out, "--hex-dump-annotated", dump, "127.0.0.1", 0)
+        c = connect(port)
+        c.sendall(b"hello\x00\xff")
+        p.wait_stdout(b"hello\x00\xff")
+        p.send(b"world\n")
+        assert recv_until(c, b"world\n") == b"world\n"
+        c.close()
+        assert p.wait() == 0
+        assert open(out, "rb").read() == b"hello\x00\xffworld\n"
+        text = open(dump).read()
+        assert re.search(r"< 7 bytes from tcp://127\.0\.0\.1:\d+", text), text
+        assert re.search(r"> 6 bytes to tcp://127\.0\.0\.1:\d+", text), text
+        rc, _, err = run("connect", "-o", os.path.join(d, "no", "such"), "127.0.0.1", 9)
+        assert rc == 1 and "--output: cannot open" in err, (rc, err)
+        rc, _, err = run("connect", "-x", "a", "--hex-dump-annotated", "b", "127.0.0.1", 9)
+        assert rc == 2 and "only one" in err, (rc, err)
+    finally:
+        shutil.rmtree(d)
 
 
 if __name__ == "__main__":
