@@ -31,6 +31,7 @@ enum {
     OPT_NC_FIRST = 300,
     OPT_APPEND_OUTPUT = OPT_NC_FIRST,
     OPT_HEX_ANNOTATED,
+    OPT_NO_SHUTDOWN,
 };
 
 static const struct option long_opts[] = {
@@ -67,6 +68,7 @@ static const struct option long_opts[] = {
     {"output", required_argument, NULL, 'o'},
     {"append-output", no_argument, NULL, OPT_APPEND_OUTPUT},
     {"hex-dump-annotated", required_argument, NULL, OPT_HEX_ANNOTATED},
+    {"no-shutdown", no_argument, NULL, OPT_NO_SHUTDOWN},
     CLI_TLS_LONGOPTS,
     {0, 0, 0, 0},
 };
@@ -81,7 +83,9 @@ static const char ncat_common_usage[] =
     "                         ('-': stderr)\n"
     "      --append-output    append to the -o and -x files (default: overwrite)\n"
     "      --hex-dump-annotated FILE  a hex dump with a header line per chunk\n"
-    "                         ('> N bytes to ADDR', '< N bytes from ADDR')\n";
+    "                         ('> N bytes to ADDR', '< N bytes from ADDR')\n"
+    "      --no-shutdown      at the end of input, do not half-close the\n"
+    "                         connection: go on receiving until the peer closes\n";
 static const char ncat_connect_usage[] =
     "  -s, --source ADDR      connect from ADDR (an address of this host; TCP, UDP)\n"
     "  -p, --source-port PORT connect from PORT\n";
@@ -260,6 +264,9 @@ static int parse_ncat_flag(nc_opts *o, int opt, const char *arg)
         if (o->dump_path) cli_die(CLI_USAGE, "-x/--hex-dump and --hex-dump-annotated: give only one");
         o->dump_path = arg;
         o->hexdump_annotated = 1;
+        return 1;
+    case OPT_NO_SHUTDOWN:
+        o->no_shutdown = 1;
         return 1;
     }
     return 0;

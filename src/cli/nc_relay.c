@@ -229,6 +229,7 @@ static void stdin_ended(nc_ctx *c)
     }
     if (c->o->keep_open) return; /* keep serving the clients */
     if (c->dg) return quiet_start(c);
+    if (c->o->no_shutdown) return; /* ncat's --no-shutdown: the peer ends it */
     for (nc_peer *p = c->head; p; p = p->next)
         if (p->s)
             csock_stream_shutdown(p->s, NULL); /* half-close: the peer reads EOF */

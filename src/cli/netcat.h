@@ -89,6 +89,7 @@ typedef struct nc_opts {
     int hexdump_annotated;     /* --hex-dump-annotated FILE: csock's dump instead */
     int append_output;         /* --append-output: -o and -x files are appended to */
     FILE *output;              /* -o: open, or NULL */
+    int no_shutdown;           /* --no-shutdown: no half-close at the end of stdin */
 } nc_opts;
 
 typedef struct nc_ctx nc_ctx;

@@ -214,5 +214,44 @@ def output_on_listen_with_exec():
         shutil.rmtree(d)
 
 
+# ---------------------------------------------------------------- --no-shutdown
+
+def half_close_seen(tool, *flags):
+    """Does the server see EOF once the client's stdin has ended? After
+    that, the server's answer must still reach the client's stdout."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.settimeout(10 * SLOW)
+    argv = list(flags) + ["127.0.0.1", srv.getsockname()[1]]
+    p = Proc(["ncat"] + [str(a) for a in argv]) if tool == "ncat" else csock("connect", *argv)
+    c, _ = srv.accept()
+    p.send(b"x\n")
+    p.close_stdin()
+    assert recv_until(c, b"x\n") == b"x\n"
+    c.settimeout(1.0 * SLOW)
+    try:
+        eof = c.recv(10) == b""
+    except socket.timeout:
+        eof = False
+    c.sendall(b"reply\n")
+    p.wait_stdout(b"reply\n")
+    c.close()
+    assert p.wait() == 0, p.stderr()
+    return eof
+
+
+@test
+def no_shutdown_keeps_the_sending_side_open():
+    assert half_close_seen("csock") is True
+    assert half_close_seen("csock", "--no-shutdown") is False
+
+
+@test
+def no_shutdown_as_ncat():
+    need("ncat")
+    assert half_close_seen("ncat", "--no-shutdown") is False
+
+
 if __name__ == "__main__":
     main()
