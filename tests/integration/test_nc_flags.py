@@ -12,8 +12,8 @@ import socket
 import tempfile
 import time
 
-from test_netcat_basic import (SLOW, Proc, Skip, connect, csock, free_port, listen, main, need,
-                               recv_all, recv_until, run, test)
+from test_netcat_basic import (BIN, SLOW, Proc, Skip, connect, csock, free_port, listen, main,
+                               ncat_listen, need, recv_all, recv_until, run, test)
 
 
 # ---------------------------------------------------------------- time values
@@ -251,6 +251,77 @@ def no_shutdown_keeps_the_sending_side_open():
 def no_shutdown_as_ncat():
     need("ncat")
     assert half_close_seen("ncat", "--no-shutdown") is False
+
+
+# ---------------------------------------------------------------- exec environment
+
+ENV_CMD = "env | grep -E '^(NCAT|CSOCK)_(REMOTE|LOCAL|PROTO)' | sort; sleep 0.1"
+
+
+def env_of(text):
+    return dict(line.split("=", 1) for line in text.decode().splitlines() if "=" in line)
+
+
+def env_seen_tcp(tool, host, family):
+    if tool == "ncat":
+        p, port = ncat_listen("-c", ENV_CMD, host=host)
+    else:
+        p, port = listen("-c", ENV_CMD, host, 0)
+    c = socket.create_connection((host, port), timeout=10 * SLOW)
+    env = env_of(recv_all(c))
+    mine, srv = c.getsockname(), c.getpeername()
+    c.close()
+    p.wait()
+    want = {"REMOTE_ADDR": mine[0], "REMOTE_PORT": str(mine[1]), "LOCAL_ADDR": srv[0],
+            "LOCAL_PORT": str(srv[1]), "PROTO": "TCP"}
+    for k, v in want.items():
+        assert env.get("NCAT_" + k) == v, (tool, k, env)
+        if tool == "csock":
+            assert env.get("CSOCK_" + k) == v, (tool, k, env)
+    return env
+
+
+@test
+def exec_environment_tcp_as_ncat():
+    env_seen_tcp("csock", "127.0.0.1", socket.AF_INET)
+    if has_ipv6():
+        env_seen_tcp("csock", "::1", socket.AF_INET6)
+    need("ncat")
+    env_seen_tcp("ncat", "127.0.0.1", socket.AF_INET)
+
+
+@test
+def exec_environment_udp_and_connect():
+    p, port = listen("-u", "-c", ENV_CMD, "127.0.0.1", 0)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(10 * SLOW)
+    u.sendto(b"go\n", ("127.0.0.1", port))
+    data = b""
+    while b"NCAT_REMOTE_PORT" not in data or b"NCAT_PROTO" not in data:
+        data += u.recvfrom(65536)[0]
+    env = env_of(data)
+    assert env["NCAT_PROTO"] == "UDP" and env["CSOCK_PROTO"] == "UDP", env
+    assert env["NCAT_REMOTE_PORT"] == str(u.getsockname()[1]), env
+    assert env["NCAT_LOCAL_PORT"] == str(port), env
+    u.close()
+    p.stop()
+    # connect -c: the child sees the connection from our side; an
+    # inherited NCAT_PROTO is replaced, not doubled
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.settimeout(10 * SLOW)
+    q = Proc(["env", "NCAT_PROTO=bogus", BIN, "connect", "-c", ENV_CMD, "127.0.0.1",
+              str(srv.getsockname()[1])])
+    c, peer = srv.accept()
+    text = recv_all(c)
+    env = env_of(text)
+    assert text.count(b"NCAT_PROTO=") == 1 and env["NCAT_PROTO"] == "TCP", text
+    assert env["NCAT_LOCAL_PORT"] == str(peer[1]), (env, peer)
+    assert env["NCAT_REMOTE_PORT"] == str(srv.getsockname()[1]), env
+    c.close()
+    srv.close()
+    assert q.wait() == 0, q.stderr()
 
 
 if __name__ == "__main__":
