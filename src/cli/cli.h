@@ -37,6 +37,12 @@ void cli_init_process(void);
 /* Raise RLIMIT_NOFILE to its hard limit: servers hold many connections. */
 void cli_raise_nofile(void);
 
+/* A dual-stack socket ([::] with IPV6_V6ONLY off) sees IPv4 peers as
+ * ::ffff:a.b.c.d: make such an address plain IPv4 (others stay), for
+ * people and scripts; and csock_addr_format() of that. */
+void cli_addr_unmap(csock_addr *a);
+int cli_addr_name(const csock_addr *a, char *buf, size_t size);
+
 /* Room for an address as text: what csock_addr_format can write. */
 #define CLI_ADDR_TEXT CSOCK_ADDR_STRLEN
 /* Room for a one-line reason (csock_strerror, a TLS error in words). */

@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -418,6 +419,17 @@ void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts
     open_captures(o);
 }
 
+/* A bare PORT listens on [::], which takes IPv4 too (IPV6_V6ONLY off; -6
+ * turns it on), unless -4 was given or this host has no IPv6. */
+static int dual_stack(const nc_opts *o)
+{
+    if (o->family == CSOCK_ADDR_IPV4) return 0;
+    int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return 0;
+    close(fd);
+    return 1;
+}
+
 void nc_target_text(const nc_opts *o, int passive, char *out, size_t size)
 {
     nc_addr_text(o, o->target[0], o->ntarget == 2 ? o->target[1] : NULL, passive, out, size);
@@ -434,8 +446,8 @@ void nc_addr_text(const nc_opts *o, const char *a, const char *port, int passive
         snprintf(out, size, "%s://%s%s%s:%s", scheme, v6 ? "[" : "", a, v6 ? "]" : "", port);
     } else if (strstr(a, "://") || !strncmp(a, "unix:", 5) || !strncmp(a, "unixgram:", 9)) {
         snprintf(out, size, "%s", a);
-    } else if (passive && all_digits(a)) {
-        snprintf(out, size, "%s://:%s", scheme, a); /* every interface */
+    } else if (passive && all_digits(a)) { /* every interface: IPv6 and IPv4 both (-4: IPv4) */
+        snprintf(out, size, "%s://%s:%s", scheme, dual_stack(o) ? "[::]" : "", a);
     } else {
         snprintf(out, size, "%s://%s", scheme, a);
     }

@@ -171,8 +171,10 @@ static int env_ours(const char *var)
 }
 
 /* The numeric host and port of an IP address; 0, or -1 for another family. */
-static int host_port(const csock_addr *a, char *host, size_t hsize, char *port, size_t psize)
+static int host_port(const csock_addr *mapped, char *host, size_t hsize, char *port, size_t psize)
 {
+    csock_addr plain = *mapped, *a = &plain;
+    cli_addr_unmap(a);
     if (a->sa.ss_family != AF_INET && a->sa.ss_family != AF_INET6) return -1;
     return getnameinfo((const struct sockaddr *)&a->sa, a->len, host, (socklen_t)hsize, port,
                        (socklen_t)psize, NI_NUMERICHOST | NI_NUMERICSERV) ? -1 : 0;

@@ -7,8 +7,10 @@
 
 #include "cli/netcat.h"
 
-static void peer_describe(nc_peer *p, const csock_addr *a)
+static void peer_describe(nc_peer *p, const csock_addr *mapped)
 {
+    csock_addr plain, *a = mapped ? &plain : NULL;
+    if (mapped) plain = *mapped, cli_addr_unmap(&plain);
     if (!a) {
         snprintf(p->name, sizeof p->name, "peer");
         snprintf(p->host, sizeof p->host, "peer");
@@ -245,6 +247,7 @@ void nc_peer_add_stream(nc_ctx *c, csock_stream *s, int accepted)
     csock_addr a;
     int has = csock_stream_peer(s, &a) == 0;
     char name[CLI_ADDR_TEXT] = "peer";
+    if (has) cli_addr_unmap(&a); /* a stream's address only names it */
     if (has) csock_addr_format(&a, name, sizeof name);
     if (accepted && !admit(c, has ? &a : NULL, name)) {
         csock_stream_close(s, NULL);

@@ -324,5 +324,69 @@ def exec_environment_udp_and_connect():
     assert q.wait() == 0, q.stderr()
 
 
+# ---------------------------------------------------------------- dual stack
+
+def reaches(host, port):
+    try:
+        socket.create_connection((host, port), timeout=5 * SLOW).close()
+        return True
+    except ConnectionRefusedError:
+        return False
+
+
+@test
+def dual_stack_bare_port():
+    if not has_ipv6():
+        raise Skip("no IPv6 loopback")
+    p, port = listen("-k", "-v", "--recv-only", 0)
+    assert re.search(r"listening tcp://\[::\]:\d+", p.stderr()), p.stderr()
+    for host in ("127.0.0.1", "::1"):
+        c = socket.create_connection((host, port), timeout=10 * SLOW)
+        c.sendall(("from %s\n" % host).encode())
+        p.wait_stdout(("from %s\n" % host).encode())
+        c.close()
+    # an IPv4 peer is named as IPv4, not ::ffff:127.0.0.1
+    p.wait_stderr(r"connection from tcp://127\.0\.0\.1:\d+")
+    p.wait_stderr(r"connection from tcp://\[::1\]:\d+")
+    assert "::ffff:" not in p.stderr(), p.stderr()
+
+
+@test
+def dual_stack_allow_and_env_see_ipv4():
+    if not has_ipv6():
+        raise Skip("no IPv6 loopback")
+    p, port = listen("-k", "--allow", "127.0.0.1", "-c", ENV_CMD, 0)
+    c = socket.create_connection(("127.0.0.1", port), timeout=10 * SLOW)
+    env = env_of(recv_all(c))
+    c.close()
+    assert env["NCAT_REMOTE_ADDR"] == "127.0.0.1" and env["NCAT_LOCAL_ADDR"] == "127.0.0.1", env
+    c = socket.create_connection(("::1", port), timeout=10 * SLOW)
+    assert recv_all(c) == b""  # denied: closed at once
+    c.close()
+
+
+@test
+def ipv4_only_and_ipv6_only():
+    if not has_ipv6():
+        raise Skip("no IPv6 loopback")
+    p, port = listen("-k", "-4", 0)
+    assert reaches("127.0.0.1", port) and not reaches("::1", port)
+    p.stop()
+    p, port = listen("-k", "-6", 0)
+    assert reaches("::1", port) and not reaches("127.0.0.1", port)
+
+
+@test
+def dual_stack_udp():
+    if not has_ipv6():
+        raise Skip("no IPv6 loopback")
+    p, port = listen("-u", "-k", "--recv-only", 0)
+    for fam, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        u = socket.socket(fam, socket.SOCK_DGRAM)
+        u.sendto(("udp %s\n" % host).encode(), (host, port))
+        p.wait_stdout(("udp %s\n" % host).encode())
+        u.close()
+
+
 if __name__ == "__main__":
     main()
