@@ -57,6 +57,18 @@ static void on_child_in_drain(csock_stream *s, int status)
     if (p->s && !p->eof) csock_stream_read_start(p->s, on_peer_read);
 }
 
+static void child_sink(void *p, const char *buf, size_t len)
+{
+    peer_send(p, buf, len);
+}
+
+/* What the child wrote, to its peer; -C: LF as CRLF, as ncat does. */
+static void child_send(nc_peer *p, const char *buf, size_t len)
+{
+    if (!p->c->o->crlf) return peer_send(p, buf, len);
+    crlf_send(p->c, buf, len, &p->child_cr, child_sink, p);
+}
+
 size_t on_child_out(csock_stream *s, int status, const char *buf, size_t len)
 {
     nc_peer *p = csock_stream_data(s);
@@ -64,7 +76,7 @@ size_t on_child_out(csock_stream *s, int status, const char *buf, size_t len)
     while (used < len) {
         size_t n = p->s ? len - used : next_dgram(buf + used, len - used, status != 0);
         if (!n) break;
-        peer_send(p, buf + used, n);
+        child_send(p, buf + used, n);
         used += n;
     }
     if (status == CSOCK_EOF) {

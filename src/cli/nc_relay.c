@@ -174,30 +174,32 @@ void sync_sources(nc_ctx *c)
  * stdin and stdout
  * ====================================================================== */
 
-/* -C without the memory to convert a whole read at once. */
-static void crlf_in_pieces(nc_ctx *c, const char *buf, size_t len)
+void crlf_send(const nc_ctx *c, const char *buf, size_t len, int *cr, crlf_sink sink, void *arg)
 {
-    char piece[NC_STACK_CHUNK];
-    if (!in_pieces(c)) return;
-    for (size_t off = 0, n; off < len; off += n) {
-        n = len - off < sizeof piece / 2 ? len - off : sizeof piece / 2;
-        size_t m = to_crlf(buf + off, n, piece, &c->crlf_cr);
-        broadcast(c, NULL, piece, m);
+    char stackbuf[NC_STACK_CHUNK];
+    char *conv = 2 * len <= sizeof stackbuf ? stackbuf : malloc(2 * len);
+    if (conv) {
+        sink(arg, conv, to_crlf(buf, len, conv, cr));
+        if (conv != stackbuf) free(conv);
+        return;
     }
+    if (!in_pieces(c)) return; /* no memory to convert the whole read at once */
+    for (size_t off = 0, n; off < len; off += n) {
+        n = len - off < sizeof stackbuf / 2 ? len - off : sizeof stackbuf / 2;
+        sink(arg, stackbuf, to_crlf(buf + off, n, stackbuf, cr));
+    }
+}
+
+static void stdin_sink(void *c, const char *buf, size_t len)
+{
+    broadcast(c, NULL, buf, len);
 }
 
 static void from_stdin(nc_ctx *c, const char *buf, size_t len)
 {
-    char stackbuf[NC_STACK_CHUNK], *conv = NULL;
     if (!len) return;
-    if (c->o->crlf) {
-        conv = 2 * len <= sizeof stackbuf ? stackbuf : malloc(2 * len);
-        if (!conv) return crlf_in_pieces(c, buf, len);
-        len = to_crlf(buf, len, conv, &c->crlf_cr);
-        buf = conv;
-    }
+    if (c->o->crlf) return crlf_send(c, buf, len, &c->crlf_cr, stdin_sink, c);
     broadcast(c, NULL, buf, len);
-    if (conv && conv != stackbuf) free(conv);
 }
 
 static void on_quiet(csock_timer *t)

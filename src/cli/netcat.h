@@ -144,6 +144,7 @@ struct nc_peer {
     int gone;                /* taken out of the session (peer_close) */
     int announced;           /* chat: the others were told it joined */
     int lost;                /* a write to it failed: bytes lost (a negative errno) */
+    int child_cr;            /* -C on -e/-c output: its last byte was CR */
     csock_ws *ws;            /* a WebSocket peer, or NULL */
     int ws_open;             /* connect ws://: the handshake is done */
     char *wline;             /* ws text mode: the start of a line not ended yet */
@@ -288,6 +289,11 @@ int peers_may_read(const nc_ctx *c);
 void sync_sources(nc_ctx *c);
 void quiet_start(nc_ctx *c);
 void on_out_drain(csock_stream *out, int status);
+/* -C: buf with each LF not after a CR as CRLF (*cr: the last byte was a
+ * CR) to sink(arg, ...): at once, or in pieces when memory is short (a
+ * datagram is dropped then). From stdin, and from -e/-c children. */
+typedef void (*crlf_sink)(void *arg, const char *buf, size_t len);
+void crlf_send(const nc_ctx *c, const char *buf, size_t len, int *cr, crlf_sink sink, void *arg);
 
 /* nc_exec.c: the child process of a peer (-e / -c). */
 int child_start(nc_peer *p);

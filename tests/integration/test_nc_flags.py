@@ -388,5 +388,32 @@ def dual_stack_udp():
         u.close()
 
 
+# ---------------------------------------------------------------- -C on -e/-c output
+
+CRLF_CMD = "printf 'a\\nb\\r\\nc\\n'; read x; echo \"$x\""
+
+
+def crlf_exec(tool):
+    if tool == "ncat":
+        p, port = ncat_listen("-C", "-c", CRLF_CMD)
+    else:
+        p, port = listen("-C", "-c", CRLF_CMD, "127.0.0.1", 0)
+    c = connect(port)
+    assert recv_until(c, b"c\r\n").endswith(b"c\r\n")
+    c.sendall(b"in\n")
+    data = recv_all(c)
+    c.close()
+    p.wait()
+    return b"a\r\nb\r\nc\r\n" + data
+
+
+@test
+def crlf_applies_to_exec_output_as_ncat():
+    got = crlf_exec("csock")
+    assert got == b"a\r\nb\r\nc\r\nin\r\n", got
+    need("ncat")
+    assert crlf_exec("ncat") == got
+
+
 if __name__ == "__main__":
     main()
