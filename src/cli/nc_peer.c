@@ -159,7 +159,9 @@ void peer_input(nc_peer *p, const char *buf, size_t len)
     } else if (c->o->chat) {
         chat_input(p, buf, len);
     } else if (c->o->broker) {
-        broadcast(c, p, buf, len);
+        /* As ncat: --send-only ignores what peers send, --recv-only sends
+         * nothing to them; either way the broker relays nothing. */
+        if (!c->o->send_only && !c->o->recv_only) broadcast(c, p, buf, len);
     } else {
         out_write(c, buf, len);
     }

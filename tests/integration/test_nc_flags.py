@@ -13,7 +13,7 @@ import tempfile
 import time
 
 from test_netcat_basic import (BIN, SLOW, Proc, Skip, connect, csock, free_port, listen, main,
-                               ncat_listen, need, recv_all, recv_until, run, test)
+                               ncat_listen, need, quiet_read, recv_all, recv_until, run, test)
 
 
 # ---------------------------------------------------------------- time values
@@ -413,6 +413,47 @@ def crlf_applies_to_exec_output_as_ncat():
     assert got == b"a\r\nb\r\nc\r\nin\r\n", got
     need("ncat")
     assert crlf_exec("ncat") == got
+
+
+# ---------------------------------------------------------------- --broker with --send-only / --recv-only
+
+ACCEPTED = {"ncat": r"Connection from", "csock": r"connection from"}
+
+
+def broker_relay(tool, flag, d):
+    """What client b receives: client a's line, then stdin's (unless
+    --recv-only). -o tells when csock has read a's line (ncat's --send-only
+    records nothing received: there the order is only likely)."""
+    out = os.path.join(d, tool + flag)
+    args = ["--broker", flag, "-o", out]
+    p, port = ncat_listen(*args) if tool == "ncat" else listen("-v", *args, "127.0.0.1", 0)
+    a, b = connect(port), connect(port)
+    p.wait_for("2 accepts", lambda: len(re.findall(ACCEPTED[tool], p.stderr())) >= 2)
+    a.sendall(b"from a\n")
+    if tool == "csock" or flag == "--recv-only":
+        p.wait_for("a's line read", lambda: b"from a\n" in open(out, "rb").read())
+    if flag == "--send-only":
+        p.send(b"from stdin\n")
+        got = recv_until(b, b"from stdin\n")
+    else:
+        got = quiet_read(b, 0.5)
+    a.close()
+    b.close()
+    p.stop()
+    return got
+
+
+@test
+def broker_send_only_and_recv_only_as_ncat():
+    d = tempfile.mkdtemp()
+    try:
+        assert broker_relay("csock", "--send-only", d) == b"from stdin\n"
+        assert broker_relay("csock", "--recv-only", d) == b""
+        need("ncat")
+        assert broker_relay("ncat", "--send-only", d) == b"from stdin\n"
+        assert broker_relay("ncat", "--recv-only", d) == b""
+    finally:
+        shutil.rmtree(d)
 
 
 if __name__ == "__main__":
