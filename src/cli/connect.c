@@ -169,6 +169,10 @@ static int run_scan(const nc_opts *o)
     cli_addr(host, o->family, &sc.base);
     sc.open = calloc(sc.n, 1);
     if (!sc.open) cli_die(CLI_ERR, "out of memory");
+    if (o->udp) { /* -z -u: nc_scan_udp.c probes every port, as ncat */
+        nc_scan_udp(o, &sc.base, sc.ports, sc.n, sc.open, o->wait_ms ? o->wait_ms : SCAN_TIMEOUT_MS);
+        sc.next = sc.done = sc.n;
+    }
     cli_raise_nofile();
     int rc = csock_loop_new(NULL, &sc.loop);
     if (rc < 0) cli_die(CLI_ERR, "event loop: %s", csock_strerror(rc));

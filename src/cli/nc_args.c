@@ -82,6 +82,8 @@ static const char ncat_flags_usage[] =
     "  -x/--hex-dump writes ncat's format (a 4-digit offset, hex, text)\n"
     "  -C converts the output of -e/-c children too\n"
     "  --broker with --send-only or --recv-only relays nothing between peers\n"
+    "  -z -u probes UDP ports as ncat: a zero byte each; open unless an ICMP\n"
+    "  'port unreachable' comes back within -w (default 2 s)\n"
     "  -e/-c children get NCAT_REMOTE_ADDR, NCAT_REMOTE_PORT, NCAT_LOCAL_ADDR,\n"
     "  NCAT_LOCAL_PORT, NCAT_PROTO (TCP, UDP) and the same as CSOCK_*\n";
 static const char ncat_common_usage[] =
@@ -202,8 +204,8 @@ static void check_conflicts(nc_opts *o, int listen)
     if (o->exec_argv && (o->broker || o->send_only || o->recv_only))
         cli_die(CLI_USAGE,
                 "-e/-c cannot be combined with --broker, --chat, --send-only or --recv-only");
-    if (o->zero_io && (o->exec_argv || o->udp || o->unixsock))
-        cli_die(CLI_USAGE, "-z scans TCP ports: it takes no -e, -c, -u or -U");
+    if (o->zero_io && (o->exec_argv || o->unixsock))
+        cli_die(CLI_USAGE, "-z scans TCP or UDP (-u) ports: it takes no -e, -c or -U");
     if (o->zero_io && (o->source || o->source_port))
         cli_die(CLI_USAGE, "-z scans from any source: it takes no -s or -p");
     check_mode(o, listen);

@@ -265,6 +265,12 @@ const csock_addr *nc_source(const nc_opts *o, const char *target, csock_addr *ad
 int nc_connect_from(nc_ctx *c, const csock_addr *addr, const csock_addr *src,
                     csock_stream_cb cb, csock_stream **out);
 
+/* connect -z -u (nc_scan_udp.c): probe ports[0..n) of `host` (its port
+ * ignored) with a zero byte each; open[i] = 0 when ICMP said the port is
+ * closed within wait_ms, else 1 (open or filtered, as ncat judges). */
+void nc_scan_udp(const nc_opts *o, const csock_addr *host, const int *ports, size_t n,
+                 unsigned char *open, uint64_t wait_ms);
+
 /* ---- between the relay's files (src/cli/nc_*.c); the comments at the
  * definitions say more ---- */
 

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import tempfile
 import time
 
@@ -454,6 +455,45 @@ def broker_send_only_and_recv_only_as_ncat():
         assert broker_relay("ncat", "--recv-only", d) == b""
     finally:
         shutil.rmtree(d)
+
+
+# ---------------------------------------------------------------- -z -u
+
+def udp_ports(family, host):
+    """An open UDP port (bound by us, silent) and a closed one."""
+    u = socket.socket(family, socket.SOCK_DGRAM)
+    u.bind((host, 0))
+    closed = free_port(family, socket.SOCK_DGRAM, host)
+    return u, u.getsockname()[1], closed
+
+
+@test
+def udp_probe():
+    hosts = [(socket.AF_INET, "127.0.0.1")] + ([(socket.AF_INET6, "::1")] if has_ipv6() else [])
+    for family, host in hosts:
+        u, open_port, closed = udp_ports(family, host)
+        rc, out, err = run("connect", "-z", "-u", "-v", "-w", "300ms", host,
+                           "%d,%d" % (open_port, closed))
+        assert rc == 0 and out == b"%d\n" % open_port, (rc, out, err)
+        assert "port %d closed" % closed in err, err
+        u.settimeout(5 * SLOW)
+        assert u.recvfrom(10)[0] == b"\0"  # the probe: one zero byte, as ncat's
+        rc, out, err = run("connect", "-z", "-u", host, closed)
+        assert rc == 1 and out == b"", (rc, out, err)
+        u.close()
+
+
+@test
+def udp_probe_as_ncat():
+    need("ncat")
+    u, open_port, closed = udp_ports(socket.AF_INET, "127.0.0.1")
+    for port, want in ((open_port, 0), (closed, 1)):
+        r = subprocess.run(["ncat", "-z", "-u", "127.0.0.1", str(port)], capture_output=True,
+                           timeout=20 * SLOW)
+        assert r.returncode == want, (port, r)
+        rc, _, err = run("connect", "-z", "-u", "-w", "300ms", "127.0.0.1", port)
+        assert rc == want, (port, rc, err)
+    u.close()
 
 
 if __name__ == "__main__":
