@@ -82,6 +82,7 @@ static const char ncat_flags_usage[] =
     "  -x/--hex-dump writes ncat's format (a 4-digit offset, hex, text)\n"
     "  -C converts the output of -e/-c children too\n"
     "  --broker with --send-only or --recv-only relays nothing between peers\n"
+    "  listen -p PORT [HOST]: PORT is the port to listen on (ncat -l -p PORT)\n"
     "  -z -u probes UDP ports as ncat: a zero byte each; open unless an ICMP\n"
     "  'port unreachable' comes back within -w (default 2 s)\n"
     "  -e/-c children get NCAT_REMOTE_ADDR, NCAT_REMOTE_PORT, NCAT_LOCAL_ADDR,\n"
@@ -260,7 +261,7 @@ static int parse_ncat_flag(nc_opts *o, int opt, const char *arg)
         return 1;
     case 'p':
         o->source_port = (int)cli_ulong("--source-port", arg, UINT16_MAX);
-        if (!o->source_port) cli_die(CLI_USAGE, "--source-port: give a port from 1 to 65535");
+        o->port_text = arg;
         return 1;
     case 'o':
         o->output_path = arg;
@@ -359,6 +360,20 @@ static void parse_one(nc_opts *o, int opt, const char *arg)
     }
 }
 
+static int all_digits(const char *s);
+
+/* listen -p PORT [HOST], as ncat's `ncat -l -p PORT`: the port to listen
+ * on, not a source. */
+static void listen_port(nc_opts *o, int left, char **args)
+{
+    o->source_port = 0; /* not a source port here */
+    if (left > 1 || (left == 1 && (all_digits(args[0]) || strstr(args[0], "://") || o->unixsock)))
+        cli_die(CLI_USAGE, "listen: -p PORT and an address '%s': give the port once", args[0]);
+    o->target[0] = left ? args[0] : o->port_text;
+    o->target[1] = left ? o->port_text : NULL;
+    o->ntarget = left + 1;
+}
+
 static int all_digits(const char *s)
 {
     if (!*s) return 0;
@@ -372,6 +387,23 @@ static int host_port(int n, char **args)
 {
     return n == 2 && all_digits(args[1]) && !all_digits(args[0]) && !strstr(args[0], "://") &&
            strncmp(args[0], "unix", 4) != 0;
+}
+
+/* ADDR, HOST PORT (or serve chat's ADDRs): into o->target (o->addrs). */
+static void positional(nc_opts *o, const char *cmd, int left, char **args)
+{
+    if (left < 1) cli_die(CLI_USAGE, "%s: missing address ADDR (or HOST PORT; see csock %s --help)", cmd, cmd);
+    if (o->serve && !host_port(left, args)) { /* every argument an ADDR: one room */
+        if (left > CLI_MAX_ENDPOINTS) cli_die(CLI_USAGE, "%s: at most %d addresses", cmd, CLI_MAX_ENDPOINTS);
+        o->addrs = args;
+        o->naddrs = left;
+        left = 1;
+    }
+    if (left > 2) cli_die(CLI_USAGE, "%s: unexpected argument '%s'", cmd, args[2]);
+    o->ntarget = left;
+    o->target[0] = args[0];
+    o->target[1] = left > 1 ? args[1] : NULL;
+    if (o->unixsock && left != 1) cli_die(CLI_USAGE, "%s: -U takes one PATH", cmd);
 }
 
 void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts *o)
@@ -407,21 +439,16 @@ void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts
         parse_one(o, c, optarg);
     }
     int left = argc - optind;
-    if (left < 1) cli_die(CLI_USAGE, "%s: missing address ADDR (or HOST PORT; see csock %s --help)", cmd, cmd);
-    if (o->serve && !host_port(left, argv + optind)) { /* every argument an ADDR: one room */
-        if (left > CLI_MAX_ENDPOINTS) cli_die(CLI_USAGE, "%s: at most %d addresses", cmd, CLI_MAX_ENDPOINTS);
-        o->addrs = argv + optind;
-        o->naddrs = left;
-        left = 1;
-    }
-    if (left > 2) cli_die(CLI_USAGE, "%s: unexpected argument '%s'", cmd, argv[optind + 2]);
-    o->ntarget = left;
-    o->target[0] = argv[optind];
-    o->target[1] = left > 1 ? argv[optind + 1] : NULL;
-    if (o->unixsock && left != 1) cli_die(CLI_USAGE, "%s: -U takes one PATH", cmd);
+    if (!listen && o->port_text && !o->source_port)
+        cli_die(CLI_USAGE, "--source-port: give a port from 1 to 65535");
+    if (listen == 1 && o->port_text) /* listen -p PORT [HOST] */
+        listen_port(o, left, argv + optind);
+    else
+        positional(o, cmd, left, argv + optind);
     check_conflicts(o, o->listen);
     open_captures(o);
 }
+
 
 /* A bare PORT listens on [::], which takes IPv4 too (IPV6_V6ONLY off; -6
  * turns it on), unless -4 was given or this host has no IPv6. */

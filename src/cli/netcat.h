@@ -84,6 +84,7 @@ typedef struct nc_opts {
     /* ncat's everyday flags (issue 12) */
     const char *source;        /* -s ADDR: connect from this address, or NULL */
     int source_port;           /* -p PORT: connect from this port (0: any) */
+    const char *port_text;     /* -p as written: listen -p PORT is the port to listen on */
     const char *output_path;   /* -o FILE: the session's bytes, both ways */
     const char *dump_path;     /* -x FILE: ncat's hex dump ('-': stderr) */
     int hexdump_annotated;     /* --hex-dump-annotated FILE: csock's dump instead */

@@ -142,6 +142,20 @@ def source_refused_is_status_1():
     assert rc == 1 and "refused" in err, (rc, err)
 
 
+@test
+def listen_p_is_the_port_as_ncat():
+    """ncat -l -p PORT [HOST]: on listen -p is the port to listen on."""
+    for args in (["-p", 0], ["-p", 0, "127.0.0.1"], ["127.0.0.1", "-p", 0]):
+        p, port = listen(*args)
+        c = connect(port)
+        c.sendall(b"p\n")
+        p.wait_stdout(b"p\n")
+        c.close()
+        assert p.wait() == 0, (args, p.stderr())
+    rc, _, err = run("listen", "-p", 0, 5000)
+    assert rc == 2 and "give the port once" in err, (rc, err)
+
+
 # ---------------------------------------------------------------- -o, -x
 
 CHUNKS = [(0, b"srv\x01line one two three four five six\n"),
