@@ -33,6 +33,7 @@ enum {
     OPT_APPEND_OUTPUT = OPT_NC_FIRST,
     OPT_HEX_ANNOTATED,
     OPT_NO_SHUTDOWN,
+    OPT_PROGRESS,
 };
 
 static const struct option long_opts[] = {
@@ -70,6 +71,7 @@ static const struct option long_opts[] = {
     {"append-output", no_argument, NULL, OPT_APPEND_OUTPUT},
     {"hex-dump-annotated", required_argument, NULL, OPT_HEX_ANNOTATED},
     {"no-shutdown", no_argument, NULL, OPT_NO_SHUTDOWN},
+    {"progress", no_argument, NULL, OPT_PROGRESS},
     CLI_TLS_LONGOPTS,
     {0, 0, 0, 0},
 };
@@ -94,7 +96,10 @@ static const char ncat_common_usage[] =
     "      --hex-dump-annotated FILE  a hex dump with a header line per chunk\n"
     "                         ('> N bytes to ADDR', '< N bytes from ADDR')\n"
     "      --no-shutdown      at the end of input, do not half-close the\n"
-    "                         connection: go on receiving until the peer closes\n";
+    "                         connection: go on receiving until the peer closes\n"
+    "      --progress         when stderr is a terminal: one line with the bytes\n"
+    "                         each way and the rate (and percent and ETA when\n"
+    "                         stdin is a file), a few times a second\n";
 static const char ncat_connect_usage[] =
     "  -s, --source ADDR      connect from ADDR (an address of this host; TCP, UDP)\n"
     "  -p, --source-port PORT connect from PORT\n";
@@ -276,6 +281,9 @@ static int parse_ncat_flag(nc_opts *o, int opt, const char *arg)
         return 1;
     case OPT_NO_SHUTDOWN:
         o->no_shutdown = 1;
+        return 1;
+    case OPT_PROGRESS:
+        o->progress = 1;
         return 1;
     }
     return 0;

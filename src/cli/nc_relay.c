@@ -198,6 +198,7 @@ static void stdin_sink(void *c, const char *buf, size_t len)
 static void from_stdin(nc_ctx *c, const char *buf, size_t len)
 {
     if (!len) return;
+    c->progress.sent += len;
     if (c->o->crlf) return crlf_send(c, buf, len, &c->crlf_cr, stdin_sink, c);
     broadcast(c, NULL, buf, len);
 }

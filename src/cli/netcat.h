@@ -91,6 +91,7 @@ typedef struct nc_opts {
     int append_output;         /* --append-output: -o and -x files are appended to */
     FILE *output;              /* -o: open, or NULL */
     int no_shutdown;           /* --no-shutdown: no half-close at the end of stdin */
+    int progress;              /* --progress: a line on stderr (a terminal) */
 } nc_opts;
 
 typedef struct nc_ctx nc_ctx;
@@ -157,6 +158,16 @@ struct nc_child {
     char name[CLI_ADDR_TEXT]; /* the peer it served, for the -v exit line */
 };
 
+/* --progress (nc_progress.c): the counts and the redraw timer. */
+typedef struct nc_progress {
+    csock_timer *timer;  /* NULL: no progress line */
+    uint64_t sent;       /* bytes read from stdin */
+    uint64_t received;   /* bytes received from peers */
+    uint64_t total;      /* stdin's size when it is a regular file, else 0 */
+    uint64_t t0;         /* loop time at the start */
+    int drawn;           /* a line is on the terminal */
+} nc_progress;
+
 /* The session: every handle the relay uses, and the flow-control state. */
 struct nc_ctx {
     const nc_opts *o;
@@ -188,6 +199,7 @@ struct nc_ctx {
     int stopped;
     int status; /* exit status so far */
     csock_tls_ctx *tls; /* tls:// endpoints: the context (freed by the command) */
+    nc_progress progress;
 };
 
 /* Parse the command line of connect (listen == 0), listen (1) or serve chat
@@ -271,6 +283,10 @@ int nc_connect_from(nc_ctx *c, const csock_addr *addr, const csock_addr *src,
  * closed within wait_ms, else 1 (open or filtered, as ncat judges). */
 void nc_scan_udp(const nc_opts *o, const csock_addr *host, const int *ports, size_t n,
                  unsigned char *open, uint64_t wait_ms);
+
+/* --progress: start the line (when stderr is a terminal), and clear it. */
+void progress_start(nc_ctx *c);
+void progress_end(nc_ctx *c);
 
 /* ---- between the relay's files (src/cli/nc_*.c); the comments at the
  * definitions say more ---- */

@@ -6,7 +6,9 @@ time units, -p/-s source port and address, -o/--output, --hex-dump,
 Run: python3 tests/integration/test_nc_flags.py   (CSOCK_BIN=build/csock)
 """
 import os
+import pty
 import re
+import select
 import shutil
 import socket
 import subprocess
@@ -508,6 +510,81 @@ def udp_probe_as_ncat():
         rc, _, err = run("connect", "-z", "-u", "-w", "300ms", "127.0.0.1", port)
         assert rc == want, (port, rc, err)
     u.close()
+
+
+# ---------------------------------------------------------------- --progress
+
+def read_pty(fd, until, timeout=10):
+    """What the terminal shows until `until` (bytes) appears, or EOF."""
+    out = b""
+    deadline = time.time() + timeout * SLOW
+    while until not in out and time.time() < deadline:
+        r, _, _ = select.select([fd], [], [], 0.2)
+        if r:
+            try:
+                d = os.read(fd, 4096)
+            except OSError:  # EIO: the other side is gone
+                break
+            if not d:
+                break
+            out += d
+    return out
+
+
+def progress_run(stderr_tty, size=2_000_000):
+    """connect --progress with a file of `size` bytes on stdin to a server
+    of ours that reads it all, then closes. Returns (status, stderr)."""
+    d = tempfile.mkdtemp()
+    src = os.path.join(d, "in")
+    with open(src, "wb") as f:
+        f.write(os.urandom(size))
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.settimeout(10 * SLOW)
+    master, slave = pty.openpty() if stderr_tty else (None, subprocess.PIPE)
+    p = subprocess.Popen([BIN, "connect", "--progress", "127.0.0.1", str(srv.getsockname()[1])],
+                         stdin=open(src, "rb"), stdout=subprocess.DEVNULL, stderr=slave)
+    try:
+        c, _ = srv.accept()
+        got = 0
+        c.settimeout(10 * SLOW)
+        while got < size:
+            n = len(c.recv(65536))
+            assert n, "EOF after %d bytes" % got
+            got += n
+        if stderr_tty:
+            os.close(slave)
+            shown = read_pty(master, b"100%")  # the line reached the end of input
+            c.close()
+            p.wait(10 * SLOW)
+            shown += read_pty(master, b"never", 1)
+            return p.returncode, shown
+        c.close()
+        _, err = p.communicate(timeout=10 * SLOW)
+        return p.returncode, err
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        if master is not None:
+            os.close(master)
+        srv.close()
+        shutil.rmtree(d)
+
+
+@test
+def progress_on_a_terminal():
+    rc, shown = progress_run(True)
+    assert rc == 0, shown
+    assert re.search(rb"\r> 1\.9 MiB  < 0 B  [\d.]+ [KMG]?i?B/s  100%  ETA 0:00", shown), shown
+    assert shown.endswith(b"\r\x1b[K"), shown  # cleared at the end
+
+
+@test
+def progress_not_on_a_pipe():
+    rc, err = progress_run(False, 100_000)
+    assert rc == 0 and err == b"", (rc, err)
 
 
 if __name__ == "__main__":
