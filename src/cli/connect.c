@@ -261,9 +261,9 @@ int cli_connect(int argc, char **argv)
     if (csock_addr_is_stream(&addr)) {
         csock_connect_opts co = {.timeout_ms = o.wait_ms};
         csock_stream *s;
-        rc = src   ? nc_connect_from(&c, &addr, src, on_connected, &s)
+        rc = src     ? nc_connect_from(&c, &addr, src, on_connected, &s) /* bound first */
              : c.tls ? csock_tls_connect(c.loop, &addr, c.tls, &co, on_connected, &c, &s)
-                   : csock_connect(c.loop, &addr, &co, on_connected, &c, &s);
+                     : csock_connect(c.loop, &addr, &co, on_connected, &c, &s);
         if (rc == 0) c.connecting = s;
     } else {
         csock_dgram *d;
