@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -85,6 +86,8 @@ static const char ncat_flags_usage[] =
     "  -C converts the output of -e/-c children too\n"
     "  --broker with --send-only or --recv-only relays nothing between peers\n"
     "  listen -p PORT [HOST]: PORT is the port to listen on (ncat -l -p PORT)\n"
+    "  listen --ssl (or tls://) without --cert: a temporary self-signed\n"
+    "  certificate, its SHA-256 fingerprint on stderr (as ncat)\n"
     "  -z -u probes UDP ports as ncat: a zero byte each; open unless an ICMP\n"
     "  'port unreachable' comes back within -w (default 2 s)\n"
     "  -e/-c children get NCAT_REMOTE_ADDR, NCAT_REMOTE_PORT, NCAT_LOCAL_ADDR,\n"
@@ -397,6 +400,15 @@ static int host_port(int n, char **args)
            strncmp(args[0], "unix", 4) != 0;
 }
 
+/* listen over TLS (ncat's --ssl, or tls://) with neither --cert nor --key:
+ * ncat makes a temporary certificate (not over -u or -U: those are refused
+ * later). wss:// still needs --cert: a browser would not take this one. */
+static int wants_ephemeral(const nc_opts *o)
+{
+    if (o->tls.cert || o->tls.key || o->udp || o->unixsock || cli_ws_scheme(o->target[0])) return 0;
+    return o->ssl || !strncasecmp(o->target[0], "tls://", 6);
+}
+
 /* ADDR, HOST PORT (or serve chat's ADDRs): into o->target (o->addrs). */
 static void positional(nc_opts *o, const char *cmd, int left, char **args)
 {
@@ -455,6 +467,7 @@ void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts
         positional(o, cmd, left, argv + optind);
     check_conflicts(o, o->listen);
     open_captures(o);
+    if (listen == 1 && wants_ephemeral(o)) nc_ephemeral_cert(o);
 }
 
 
@@ -546,4 +559,6 @@ void nc_opts_free(nc_opts *o)
     o->hexdump = NULL;
     if (o->output && o->output != stderr) fclose(o->output);
     o->output = NULL;
+    if (o->ephemeral_path[0]) close(o->ephemeral_fd);
+    o->ephemeral_path[0] = '\0';
 }

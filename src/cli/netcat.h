@@ -92,6 +92,8 @@ typedef struct nc_opts {
     FILE *output;              /* -o: open, or NULL */
     int no_shutdown;           /* --no-shutdown: no half-close at the end of stdin */
     int progress;              /* --progress: a line on stderr (a terminal) */
+    char ephemeral_path[32];   /* listen TLS without --cert: "/proc/self/fd/N", or "" */
+    int ephemeral_fd;          /* ... its memory file (PEM key and certificate) */
 } nc_opts;
 
 typedef struct nc_ctx nc_ctx;
@@ -283,6 +285,11 @@ int nc_connect_from(nc_ctx *c, const csock_addr *addr, const csock_addr *src,
  * closed within wait_ms, else 1 (open or filtered, as ncat judges). */
 void nc_scan_udp(const nc_opts *o, const csock_addr *host, const int *ports, size_t n,
                  unsigned char *open, uint64_t wait_ms);
+
+/* listen --ssl / tls:// without --cert (nc_ephemeral.c): make a temporary
+ * self-signed certificate, point o->tls.cert at it and print its SHA-256
+ * fingerprint on stderr, as ncat does. Dies if OpenSSL cannot. */
+void nc_ephemeral_cert(nc_opts *o);
 
 /* --progress: start the line (when stderr is a terminal), and clear it. */
 void progress_start(nc_ctx *c);

@@ -5,10 +5,12 @@ time units, -p/-s source port and address, -o/--output, --hex-dump,
 
 Run: python3 tests/integration/test_nc_flags.py   (CSOCK_BIN=build/csock)
 """
+import hashlib
 import os
 import pty
 import re
 import select
+import ssl
 import shutil
 import socket
 import subprocess
@@ -585,6 +587,43 @@ def progress_on_a_terminal():
 def progress_not_on_a_pipe():
     rc, err = progress_run(False, 100_000)
     assert rc == 0 and err == b"", (rc, err)
+
+
+# ---------------------------------------------------------------- --ssl without --cert
+
+def tls_client(port):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # a temporary certificate: checked by its fingerprint
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10 * SLOW)
+    return ctx.wrap_socket(raw)
+
+
+@test
+def ssl_listen_without_cert_makes_a_temporary_one():
+    for args in (["--ssl", "127.0.0.1", 0], ["tls://127.0.0.1:0"]):
+        p, port = listen(*args)
+        m = re.search(r"SHA-256 fingerprint: ((?:[0-9A-F]{2}:){31}[0-9A-F]{2})\n", p.stderr())
+        assert m, p.stderr()
+        c = tls_client(port)
+        der = c.getpeercert(binary_form=True)
+        assert hashlib.sha256(der).hexdigest().upper() == m.group(1).replace(":", ""), m.group(1)
+        c.sendall(b"over tls\n")
+        p.wait_stdout(b"over tls\n")
+        c.close()
+        p.stop()
+    # not over UDP: still refused (no DTLS), and no certificate made for it
+    rc, _, err = run("listen", "--ssl", "-u", "127.0.0.1", 0)
+    assert rc == 2 and "fingerprint" not in err, (rc, err)
+
+
+@test
+def ssl_listen_without_cert_with_ncat_client():
+    need("ncat")
+    p, port = listen("--ssl", "127.0.0.1", 0)
+    subprocess.run(["ncat", "--ssl", "127.0.0.1", str(port)], input=b"from ncat\n",
+                       capture_output=True, timeout=20 * SLOW)
+    p.wait_stdout(b"from ncat\n")
 
 
 if __name__ == "__main__":
