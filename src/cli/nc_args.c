@@ -73,6 +73,7 @@ static const struct option long_opts[] = {
     {"hex-dump-annotated", required_argument, NULL, OPT_HEX_ANNOTATED},
     {"no-shutdown", no_argument, NULL, OPT_NO_SHUTDOWN},
     {"progress", no_argument, NULL, OPT_PROGRESS},
+    {"nodns", no_argument, NULL, 'n'},
     CLI_TLS_LONGOPTS,
     {0, 0, 0, 0},
 };
@@ -100,6 +101,7 @@ static const char ncat_common_usage[] =
     "                         ('> N bytes to ADDR', '< N bytes from ADDR')\n"
     "      --no-shutdown      at the end of input, do not half-close the\n"
     "                         connection: go on receiving until the peer closes\n"
+    "  -n, --nodns            addresses must be numeric: never look a name up\n"
     "      --progress         when stderr is a terminal: one line with the bytes\n"
     "                         each way and the rate (and percent and ETA when\n"
     "                         stdin is a file), a few times a second\n";
@@ -288,6 +290,9 @@ static int parse_ncat_flag(nc_opts *o, int opt, const char *arg)
     case OPT_PROGRESS:
         o->progress = 1;
         return 1;
+    case 'n':
+        o->family |= CSOCK_ADDR_NUMERIC;
+        return 1;
     }
     return 0;
 }
@@ -303,10 +308,8 @@ static void parse_one(nc_opts *o, int opt, const char *arg)
         o->unixsock = 1;
         break;
     case '4':
-        o->family = CSOCK_ADDR_IPV4;
-        break;
-    case '6':
-        o->family = CSOCK_ADDR_IPV6;
+    case '6': /* the family bits; -n's stays */
+        o->family = (o->family & CSOCK_ADDR_NUMERIC) | (opt == '4' ? CSOCK_ADDR_IPV4 : CSOCK_ADDR_IPV6);
         break;
     case 'k':
         o->keep_open = 1;
@@ -441,7 +444,7 @@ void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts
     optind = 1;
     int c;
     /* Options may follow the address, as people type them for nc. */
-    while ((c = getopt_long(argc, argv, ":huU46kvCzx:e:c:w:i:m:q:s:p:o:", long_opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":huU46nkvCzx:e:c:w:i:m:q:s:p:o:", long_opts, NULL)) != -1) {
         if (c == 'h') {
             fputs(usage, stdout);
             fputs(ncat_flags_usage, stdout);
@@ -475,7 +478,7 @@ void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts
  * turns it on), unless -4 was given or this host has no IPv6. */
 static int dual_stack(const nc_opts *o)
 {
-    if (o->family == CSOCK_ADDR_IPV4) return 0;
+    if (o->family & CSOCK_ADDR_IPV4) return 0;
     int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return 0;
     close(fd);

@@ -55,10 +55,12 @@ const csock_addr *nc_source(const nc_opts *o, const char *target, csock_addr *ad
     int fam = addr->sa.ss_family;
     if (fam != AF_INET && fam != AF_INET6)
         cli_die(CLI_USAGE, "connect: -s/-p need an IP address; %s is not one", target);
-    if (o->source && !o->family) { /* the target in the source's family, if it has one */
+    if (o->source && !(o->family & (CSOCK_ADDR_IPV4 | CSOCK_ADDR_IPV6))) {
+        /* the target in the source's family, if it has one */
         source_parse(o, 0, src);
         if (src->sa.ss_family != fam) {
-            int want = src->sa.ss_family == AF_INET ? CSOCK_ADDR_IPV4 : CSOCK_ADDR_IPV6;
+            int want = (src->sa.ss_family == AF_INET ? CSOCK_ADDR_IPV4 : CSOCK_ADDR_IPV6) |
+                       (o->family & CSOCK_ADDR_NUMERIC);
             if (csock_addr_parse(target, want, addr) < 0)
                 cli_die(CLI_USAGE, "connect: -s %s and %s: not of the same family", o->source,
                         target);

@@ -51,7 +51,7 @@ typedef struct nc_cidr_list {
 typedef struct nc_opts {
     int listen;        /* csock listen (else connect) */
     int udp, unixsock; /* -u, -U */
-    int family;        /* CSOCK_ADDR_IPV4 / CSOCK_ADDR_IPV6 / 0 */
+    int family;        /* CSOCK_ADDR_IPV4 / CSOCK_ADDR_IPV6 / 0, | CSOCK_ADDR_NUMERIC (-n) */
     int keep_open;     /* -k: many clients */
     int broker, chat;  /* --broker, --chat (chat implies broker) */
     int crlf;          /* -C: LF from stdin goes out as CRLF */

@@ -160,6 +160,20 @@ def listen_p_is_the_port_as_ncat():
     assert rc == 2 and "give the port once" in err, (rc, err)
 
 
+@test
+def nodns():
+    """-n: numeric addresses only (ncat's -n), with -4/-6 in either order."""
+    p, port = listen("-k", "-n", "-v", "127.0.0.1", 0)
+    for flags in (["-n"], ["-n", "-4"], ["-4", "-n"], ["-nvz"]):
+        rc, out, err = run("connect", *flags, "127.0.0.1", port, input=b"n\n")
+        assert rc == 0, (flags, rc, err)
+    rc, out, err = run("connect", "-n", "localhost", port)
+    assert rc != 0 and "host name not found" in err, (rc, err)
+    if has_ipv6():
+        q, port6 = listen("-k", "-6", "-n", 0)
+        assert reaches("::1", port6) and not reaches("127.0.0.1", port6)
+
+
 # ---------------------------------------------------------------- -o, -x
 
 CHUNKS = [(0, b"srv\x01line one two three four five six\n"),
