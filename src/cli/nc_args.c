@@ -74,6 +74,7 @@ static const struct option long_opts[] = {
     {"no-shutdown", no_argument, NULL, OPT_NO_SHUTDOWN},
     {"progress", no_argument, NULL, OPT_PROGRESS},
     {"nodns", no_argument, NULL, 'n'},
+    {"delay", required_argument, NULL, 'd'},
     CLI_TLS_LONGOPTS,
     {0, 0, 0, 0},
 };
@@ -102,6 +103,8 @@ static const char ncat_common_usage[] =
     "      --no-shutdown      at the end of input, do not half-close the\n"
     "                         connection: go on receiving until the peer closes\n"
     "  -n, --nodns            addresses must be numeric: never look a name up\n"
+    "  -d, --delay SECS       after each read (stdin or a peer) read nothing for\n"
+    "                         SECS, as ncat\n"
     "      --progress         when stderr is a terminal: one line with the bytes\n"
     "                         each way and the rate (and percent and ETA when\n"
     "                         stdin is a file), a few times a second\n";
@@ -217,6 +220,8 @@ static void check_conflicts(nc_opts *o, int listen)
                 "-e/-c cannot be combined with --broker, --chat, --send-only or --recv-only");
     if (o->zero_io && (o->exec_argv || o->unixsock))
         cli_die(CLI_USAGE, "-z scans TCP or UDP (-u) ports: it takes no -e, -c or -U");
+    if (o->delay_ms && o->exec_argv)
+        cli_die(CLI_USAGE, "-d/--delay and -e/-c: the child reads its peer directly");
     if (o->zero_io && (o->source || o->source_port))
         cli_die(CLI_USAGE, "-z scans from any source: it takes no -s or -p");
     check_mode(o, listen);
@@ -292,6 +297,9 @@ static int parse_ncat_flag(nc_opts *o, int opt, const char *arg)
         return 1;
     case 'n':
         o->family |= CSOCK_ADDR_NUMERIC;
+        return 1;
+    case 'd':
+        o->delay_ms = cli_seconds("--delay", arg);
         return 1;
     }
     return 0;
@@ -444,7 +452,7 @@ void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts
     optind = 1;
     int c;
     /* Options may follow the address, as people type them for nc. */
-    while ((c = getopt_long(argc, argv, ":huU46nkvCzx:e:c:w:i:m:q:s:p:o:", long_opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":huU46nkvCzx:e:c:w:i:m:q:s:p:o:d:", long_opts, NULL)) != -1) {
         if (c == 'h') {
             fputs(usage, stdout);
             fputs(ncat_flags_usage, stdout);

@@ -151,6 +151,7 @@ void peer_input(nc_peer *p, const char *buf, size_t len)
     nc_ctx *c = p->c;
     hexdump(c, 0, p, buf, len);
     c->progress.received += len;
+    delay_after_read(c);
     p->last_io = csock_loop_now(c->loop);
     if (exec_mode(c)) {
         if (!p->child_in) return; /* the child stopped reading: drop */

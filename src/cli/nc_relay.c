@@ -139,7 +139,26 @@ static size_t on_stdin(csock_stream *in, int status, const char *buf, size_t len
 
 int peers_may_read(const nc_ctx *c)
 {
-    return !c->out_congested && !(c->o->broker && c->peers_congested);
+    return !c->out_congested && !(c->o->broker && c->peers_congested) && !c->delaying;
+}
+
+static void on_delay_over(csock_timer *t)
+{
+    nc_ctx *c = csock_timer_data(t);
+    c->delaying = 0;
+    sync_sources(c);
+}
+
+void delay_after_read(nc_ctx *c)
+{
+    if (!c->o->delay_ms || exec_mode(c) || c->delaying || c->stopped) return;
+    if (!c->delay) {
+        if (csock_timer_new(c->loop, &c->delay) < 0) return; /* no pause: still correct */
+        csock_timer_set_data(c->delay, c);
+    }
+    if (csock_timer_start(c->delay, on_delay_over, c->o->delay_ms, 0) < 0) return;
+    c->delaying = 1;
+    sync_sources(c);
 }
 
 /* Start or stop each source after a sink changed state. O(peers), but only
@@ -147,7 +166,7 @@ int peers_may_read(const nc_ctx *c)
 void sync_sources(nc_ctx *c)
 {
     if (exec_mode(c) || c->stopped) return;
-    int want_in = c->in && c->in_reading && !c->in_eof && !c->peers_congested;
+    int want_in = c->in && c->in_reading && !c->in_eof && !c->peers_congested && !c->delaying;
     if (c->in) {
         if (want_in)
             csock_stream_read_start(c->in, on_stdin);
@@ -199,6 +218,7 @@ static void from_stdin(nc_ctx *c, const char *buf, size_t len)
 {
     if (!len) return;
     c->progress.sent += len;
+    delay_after_read(c);
     if (c->o->crlf) return crlf_send(c, buf, len, &c->crlf_cr, stdin_sink, c);
     broadcast(c, NULL, buf, len);
 }

@@ -218,6 +218,7 @@ static void teardown(nc_ctx *c)
     if (c->dg) csock_dgram_close(c->dg, NULL);
     if (c->quiet) csock_timer_close(c->quiet, NULL);
     progress_end(c);
+    if (c->delay) csock_timer_close(c->delay, NULL);
     for (int i = 0; i < 3; i++)
         if (c->sig[i]) csock_signal_close(c->sig[i], NULL);
     while (csock_loop_run(c->loop, CSOCK_RUN_DEFAULT) > 0) {

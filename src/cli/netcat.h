@@ -94,6 +94,7 @@ typedef struct nc_opts {
     int progress;              /* --progress: a line on stderr (a terminal) */
     char ephemeral_path[32];   /* listen TLS without --cert: "/proc/self/fd/N", or "" */
     int ephemeral_fd;          /* ... its memory file (PEM key and certificate) */
+    uint64_t delay_ms;         /* -d/--delay: pause reading this long after each read */
 } nc_opts;
 
 typedef struct nc_ctx nc_ctx;
@@ -202,6 +203,8 @@ struct nc_ctx {
     int status; /* exit status so far */
     csock_tls_ctx *tls; /* tls:// endpoints: the context (freed by the command) */
     nc_progress progress;
+    csock_timer *delay;  /* -d: the pause after a read, or NULL */
+    int delaying;        /* -d: in the pause: no source is read */
 };
 
 /* Parse the command line of connect (listen == 0), listen (1) or serve chat
@@ -316,6 +319,9 @@ void peer_send(nc_peer *p, const char *buf, size_t len);
 void broadcast(nc_ctx *c, const nc_peer *from, const char *buf, size_t len);
 void out_write(nc_ctx *c, const char *buf, size_t len);
 int peers_may_read(const nc_ctx *c);
+/* -d: a source was read: pause every source for the delay (not in exec
+ * mode, which throttles pairwise). */
+void delay_after_read(nc_ctx *c);
 void sync_sources(nc_ctx *c);
 void quiet_start(nc_ctx *c);
 void on_out_drain(csock_stream *out, int status);

@@ -174,6 +174,33 @@ def nodns():
         assert reaches("::1", port6) and not reaches("127.0.0.1", port6)
 
 
+@test
+def delay_between_reads():
+    """-d 500ms: after reading one chunk of stdin, csock reads nothing for
+    half a second. The second chunk, written once the first has arrived,
+    cannot arrive sooner than 0.5 s after the first was written."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.settimeout(10 * SLOW)
+    p = csock("connect", "-d", "500ms", "127.0.0.1", srv.getsockname()[1])
+    c, _ = srv.accept()
+    t_first = time.time()
+    p.send(b"one\n")
+    assert recv_until(c, b"one\n") == b"one\n"
+    p.send(b"two\n")
+    assert recv_until(c, b"two\n") == b"two\n"
+    assert time.time() - t_first >= 0.5, time.time() - t_first
+    p.close_stdin()
+    assert recv_all(c) == b""
+    c.close()
+    assert p.wait() == 0, p.stderr()
+    rc, _, err = run("connect", "-d", "soon", "127.0.0.1", 9)
+    assert rc == 2 and "--delay" in err, (rc, err)
+    rc, _, err = run("listen", "-d", "1", "-e", "cat", "127.0.0.1", 0)
+    assert rc == 2 and "--delay" in err, (rc, err)
+
+
 # ---------------------------------------------------------------- -o, -x
 
 CHUNKS = [(0, b"srv\x01line one two three four five six\n"),
