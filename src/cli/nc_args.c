@@ -83,18 +83,6 @@ static const struct option long_opts[] = {
 static const char ncat_flags_usage[] =
     "\n"
     "More ncat options:\n"
-    "  SECS may carry ncat's units: 3000ms, 2s, 1m, 1h (none: seconds)\n"
-    "  -x/--hex-dump writes ncat's format (a 4-digit offset, hex, text)\n"
-    "  -C converts the output of -e/-c children too\n"
-    "  --broker with --send-only or --recv-only relays nothing between peers\n"
-    "  listen -p PORT [HOST]: PORT is the port to listen on (ncat -l -p PORT)\n"
-    "  listen --ssl (or tls://) without --cert: a temporary self-signed\n"
-    "  certificate, its SHA-256 fingerprint on stderr (as ncat)\n"
-    "  -z -u probes UDP ports as ncat: a zero byte each; open unless an ICMP\n"
-    "  'port unreachable' comes back within -w (default 2 s)\n"
-    "  -e/-c children get NCAT_REMOTE_ADDR, NCAT_REMOTE_PORT, NCAT_LOCAL_ADDR,\n"
-    "  NCAT_LOCAL_PORT, NCAT_PROTO (TCP, UDP) and the same as CSOCK_*\n";
-static const char ncat_common_usage[] =
     "  -o, --output FILE      copy every byte received and sent to FILE, in order\n"
     "                         ('-': stderr)\n"
     "      --append-output    append to the -o and -x files (default: overwrite)\n"
@@ -107,10 +95,23 @@ static const char ncat_common_usage[] =
     "                         SECS, as ncat\n"
     "      --progress         when stderr is a terminal: one line with the bytes\n"
     "                         each way and the rate (and percent and ETA when\n"
-    "                         stdin is a file), a few times a second\n";
+    "                         stdin is a file), a few times a second\n"
+    "  SECS may carry ncat's units: 3000ms, 2s, 1m, 1h (none: seconds).\n"
+    "  -x/--hex-dump writes ncat's format (a 4-digit offset, hex, text).\n"
+    "  -C converts the output of -e/-c children too.\n"
+    "  -e/-c children get NCAT_REMOTE_ADDR, NCAT_REMOTE_PORT, NCAT_LOCAL_ADDR,\n"
+    "  NCAT_LOCAL_PORT, NCAT_PROTO (TCP, UDP) and the same as CSOCK_*.\n";
 static const char ncat_connect_usage[] =
     "  -s, --source ADDR      connect from ADDR (an address of this host; TCP, UDP)\n"
-    "  -p, --source-port PORT connect from PORT\n";
+    "  -p, --source-port PORT connect from PORT\n"
+    "  -z -u probes UDP ports as ncat: a zero byte each; open unless an ICMP\n"
+    "  'port unreachable' comes back within -w (default 2 s).\n";
+static const char ncat_listen_usage[] =
+    "  -p, --source-port PORT the port to listen on, as ncat -l -p PORT [HOST]\n"
+    "  A bare PORT listens on IPv6 and IPv4 both; -4 / -6: only one of them.\n"
+    "  --ssl (or tls://) without --cert: a temporary self-signed certificate,\n"
+    "  its SHA-256 fingerprint on stderr (as ncat).\n"
+    "  --broker with --send-only or --recv-only relays nothing between peers.\n";
 
 /* ---- -e / -c ------------------------------------------------------------ */
 
@@ -456,8 +457,7 @@ void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts
         if (c == 'h') {
             fputs(usage, stdout);
             fputs(ncat_flags_usage, stdout);
-            fputs(ncat_common_usage, stdout);
-            if (!listen) fputs(ncat_connect_usage, stdout);
+            fputs(listen ? ncat_listen_usage : ncat_connect_usage, stdout);
             fputs(cli_tls_usage, stdout);
             exit(CLI_OK);
         }
