@@ -533,7 +533,7 @@ def udp_probe():
     hosts = [(socket.AF_INET, "127.0.0.1")] + ([(socket.AF_INET6, "::1")] if has_ipv6() else [])
     for family, host in hosts:
         u, open_port, closed = udp_ports(family, host)
-        rc, out, err = run("connect", "-z", "-u", "-v", "-w", "300ms", host,
+        rc, out, err = run("connect", "-z", "-u", "-v", "-w", "1s", host,
                            "%d,%d" % (open_port, closed))
         assert rc == 0 and out == b"%d\n" % open_port, (rc, out, err)
         assert "port %d closed" % closed in err, err
