@@ -552,7 +552,7 @@ def udp_probe_as_ncat():
         r = subprocess.run(["ncat", "-z", "-u", "127.0.0.1", str(port)], capture_output=True,
                            timeout=20 * SLOW)
         assert r.returncode == want, (port, r)
-        rc, _, err = run("connect", "-z", "-u", "-w", "300ms", "127.0.0.1", port)
+        rc, _, err = run("connect", "-z", "-u", "-w", "1s", "127.0.0.1", port)
         assert rc == want, (port, rc, err)
     u.close()
 
