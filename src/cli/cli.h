@@ -26,7 +26,8 @@ void cli_addr(const char *text, int flags, csock_addr *out);
 /* Parse a non-negative number (with an optional unit for durations via
  * cli_seconds) or die naming the option. */
 unsigned long cli_ulong(const char *opt, const char *text, unsigned long max);
-/* Seconds, possibly fractional ("1.5"), as milliseconds. */
+/* A time as milliseconds: seconds, possibly fractional ("1.5"), or with
+ * ncat's units ("3000ms", "2s", "1m", "1h"). */
 uint64_t cli_seconds(const char *opt, const char *text);
 /* Die with "unknown option" / "missing argument" for a getopt error char. */
 _Noreturn void cli_bad_option(const char *cmd, int c, int optopt_char, const char *arg);
@@ -35,6 +36,12 @@ _Noreturn void cli_bad_option(const char *cmd, int c, int optopt_char, const cha
 void cli_init_process(void);
 /* Raise RLIMIT_NOFILE to its hard limit: servers hold many connections. */
 void cli_raise_nofile(void);
+
+/* A dual-stack socket ([::] with IPV6_V6ONLY off) sees IPv4 peers as
+ * ::ffff:a.b.c.d: make such an address plain IPv4 (others stay), for
+ * people and scripts; and csock_addr_format() of that. */
+void cli_addr_unmap(csock_addr *a);
+int cli_addr_name(const csock_addr *a, char *buf, size_t size);
 
 /* Room for an address as text: what csock_addr_format can write. */
 #define CLI_ADDR_TEXT CSOCK_ADDR_STRLEN

@@ -1,6 +1,7 @@
 /* What the serving commands (serve, serve http, listen) share: the
  * `listening ADDR` line and the accept callback, with the TLS handshake of
  * tls:// endpoints and the -v lines about accepting. */
+#include <netinet/in.h>
 #include <stddef.h>
 #include <string.h>
 #include <strings.h>
@@ -16,10 +17,29 @@ void cli_print_listening(FILE *f, const csock_addr *a)
     fflush(f);
 }
 
+void cli_addr_unmap(csock_addr *a)
+{
+    if (a->sa.ss_family != AF_INET6) return;
+    struct sockaddr_in6 s6 = *(const struct sockaddr_in6 *)&a->sa;
+    if (!IN6_IS_ADDR_V4MAPPED(&s6.sin6_addr)) return;
+    struct sockaddr_in s4 = {.sin_family = AF_INET, .sin_port = s6.sin6_port};
+    memcpy(&s4.sin_addr, s6.sin6_addr.s6_addr + 12, 4);
+    memset(&a->sa, 0, sizeof a->sa);
+    memcpy(&a->sa, &s4, sizeof s4);
+    a->len = sizeof s4;
+}
+
+int cli_addr_name(const csock_addr *a, char *buf, size_t size)
+{
+    csock_addr plain = *a;
+    cli_addr_unmap(&plain);
+    return csock_addr_format(&plain, buf, size);
+}
+
 const char *cli_peer_text(const csock_stream *s, char *buf, size_t size)
 {
     csock_addr a;
-    if (csock_stream_peer(s, &a) < 0 || csock_addr_format(&a, buf, size) <= 0)
+    if (csock_stream_peer(s, &a) < 0 || cli_addr_name(&a, buf, size) <= 0)
         snprintf(buf, size, "?");
     return buf;
 }

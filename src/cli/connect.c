@@ -180,6 +180,10 @@ static int run_scan(const nc_opts *o)
     cli_addr(host, o->family, &sc.base);
     sc.open = calloc(sc.n, 1);
     if (!sc.open) cli_die(CLI_ERR, "out of memory");
+    if (o->udp) { /* -z -u: nc_scan_udp.c probes every port, as ncat */
+        nc_scan_udp(o, &sc.base, sc.ports, sc.n, sc.open, o->wait_ms ? o->wait_ms : SCAN_TIMEOUT_MS);
+        sc.next = sc.done = sc.n;
+    }
     cli_raise_nofile();
     int rc = csock_loop_new(NULL, &sc.loop);
     if (rc < 0) cli_die(CLI_ERR, "event loop: %s", csock_strerror(rc));
@@ -269,6 +273,8 @@ int cli_connect(int argc, char **argv)
     char target[NC_TARGET_TEXT];
     nc_target_text(&o, 0, target, sizeof target);
     nc_proxy_check(&o, target);
+    if (o.proxy && (o.source || o.source_port))
+        cli_die(CLI_USAGE, "-s/-p and --proxy: a source address through a proxy is not supported");
     if (o.proxy) return connect_proxy(&o, target);
     int ws = cli_ws_scheme(target);
     nc_check_ws(&o, ws, target);
@@ -281,15 +287,18 @@ int cli_connect(int argc, char **argv)
     nc_ctx_init(&c, &o);
     if (addr.scheme == CSOCK_TLS) c.tls = cli_tls_client_ctx(&o.tls);
     int rc;
+    csock_addr src_addr; /* -s/-p: the source, or NULL */
+    const csock_addr *src = nc_source(&o, target, &addr, &src_addr);
     if (csock_addr_is_stream(&addr)) {
         csock_connect_opts co = {.timeout_ms = o.wait_ms};
         csock_stream *s;
-        rc = c.tls ? csock_tls_connect(c.loop, &addr, c.tls, &co, on_connected, &c, &s)
-                   : csock_connect(c.loop, &addr, &co, on_connected, &c, &s);
+        rc = src     ? nc_connect_from(&c, &addr, src, on_connected, &s) /* bound first */
+             : c.tls ? csock_tls_connect(c.loop, &addr, c.tls, &co, on_connected, &c, &s)
+                     : csock_connect(c.loop, &addr, &co, on_connected, &c, &s);
         if (rc == 0) c.connecting = s;
     } else {
         csock_dgram *d;
-        rc = csock_dgram_new(c.loop, NULL, &addr, &d);
+        rc = csock_dgram_new(c.loop, src, &addr, &d);
         if (rc == 0) rc = nc_dgram_attach(&c, d, &addr);
     }
     if (rc < 0) cli_die(CLI_ERR, "connect %s: %s", target, csock_strerror(rc));

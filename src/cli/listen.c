@@ -145,7 +145,8 @@ static int endpoint_addr(nc_ctx *c, nc_endpoint *ep, const char *target, csock_a
 static void open_stream_endpoint(nc_ctx *c, nc_endpoint *ep, const csock_addr *addr,
                                  const char *target, int ws)
 {
-    csock_listen_opts lo = {0}; /* -m is counted by the relay, so it can log */
+    /* -m is counted by the relay, so it can log; -6: IPv6 only, else [::] takes IPv4 too */
+    csock_listen_opts lo = {.v6only = (c->o->family & CSOCK_ADDR_IPV6) != 0};
     ep->c = c;
     ep->acceptor = (cli_acceptor){.tls = addr->scheme == CSOCK_TLS ? c->tls : NULL,
                                   .verbose = c->o->verbose, .accepted = accepted,

@@ -90,14 +90,30 @@ unsigned long cli_ulong(const char *opt, const char *text, unsigned long max)
     return v;
 }
 
+/* ncat's time units: none (seconds), ms, s, m, h. */
+static double seconds_unit(const char *unit)
+{
+    static const struct {
+        const char *name;
+        double seconds;
+    } units[] = {{"", 1}, {"s", 1}, {"ms", 0.001}, {"m", 60}, {"h", 3600}};
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+        if (!strcmp(unit, units[i].name)) return units[i].seconds;
+    return 0;
+}
+
 uint64_t cli_seconds(const char *opt, const char *text)
 {
     char *end;
     errno = 0;
     double v = strtod(text, &end);
-    if (errno || end == text || *end || v < 0 || v > 1e7)
-        cli_die(CLI_USAGE, "%s: '%s' is not a number of seconds", opt, text);
-    return (uint64_t)(v * 1000.0 + 0.5); /* ms, rounded */
+    double unit = end == text ? 0 : seconds_unit(end);
+    /* strtod takes "inf", "nan" and hex: only a plain decimal is a time. */
+    int plain = text + strspn(text, "0123456789.") == end;
+    if (errno || !unit || !plain || !(v >= 0) || v * unit > 1e7)
+        cli_die(CLI_USAGE, "%s: '%s' is not a time (SECS, or a number with ms, s, m or h)",
+                opt, text);
+    return (uint64_t)(v * unit * 1000.0 + 0.5); /* ms, rounded */
 }
 
 _Noreturn void cli_bad_option(const char *cmd, int c, int optopt_char, const char *arg)

@@ -5,6 +5,8 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -32,6 +34,12 @@ enum {
     OPT_PROXY_TYPE,
     OPT_PROXY_AUTH,
     OPT_PROXY_DNS,
+    /* ncat's everyday flags (issue 12) */
+    OPT_NC_FIRST = 300,
+    OPT_APPEND_OUTPUT = OPT_NC_FIRST,
+    OPT_HEX_ANNOTATED,
+    OPT_NO_SHUTDOWN,
+    OPT_PROGRESS,
 };
 
 static const struct option long_opts[] = {
@@ -66,9 +74,53 @@ static const struct option long_opts[] = {
     {"proxy-type", required_argument, NULL, OPT_PROXY_TYPE},
     {"proxy-auth", required_argument, NULL, OPT_PROXY_AUTH},
     {"proxy-dns", required_argument, NULL, OPT_PROXY_DNS},
+    /* ncat's everyday flags (issue 12) */
+    {"source", required_argument, NULL, 's'},
+    {"source-port", required_argument, NULL, 'p'},
+    {"output", required_argument, NULL, 'o'},
+    {"append-output", no_argument, NULL, OPT_APPEND_OUTPUT},
+    {"hex-dump-annotated", required_argument, NULL, OPT_HEX_ANNOTATED},
+    {"no-shutdown", no_argument, NULL, OPT_NO_SHUTDOWN},
+    {"progress", no_argument, NULL, OPT_PROGRESS},
+    {"nodns", no_argument, NULL, 'n'},
+    {"delay", required_argument, NULL, 'd'},
     CLI_TLS_LONGOPTS,
     {0, 0, 0, 0},
 };
+
+/* The --help of ncat's everyday flags (issue 12), after the command's own. */
+static const char ncat_flags_usage[] =
+    "\n"
+    "More ncat options:\n"
+    "  -o, --output FILE      copy every byte received and sent to FILE, in order\n"
+    "                         ('-': stderr)\n"
+    "      --append-output    append to the -o and -x files (default: overwrite)\n"
+    "      --hex-dump-annotated FILE  a hex dump with a header line per chunk\n"
+    "                         ('> N bytes to ADDR', '< N bytes from ADDR')\n"
+    "      --no-shutdown      at the end of input, do not half-close the\n"
+    "                         connection: go on receiving until the peer closes\n"
+    "  -n, --nodns            addresses must be numeric: never look a name up\n"
+    "  -d, --delay SECS       after each read (stdin or a peer) read nothing for\n"
+    "                         SECS, as ncat\n"
+    "      --progress         when stderr is a terminal: one line with the bytes\n"
+    "                         each way and the rate (and percent and ETA when\n"
+    "                         stdin is a file), a few times a second\n"
+    "  SECS may carry ncat's units: 3000ms, 2s, 1m, 1h (none: seconds).\n"
+    "  -x/--hex-dump writes ncat's format (a 4-digit offset, hex, text).\n"
+    "  -C converts the output of -e/-c children too.\n"
+    "  -e/-c children get NCAT_REMOTE_ADDR, NCAT_REMOTE_PORT, NCAT_LOCAL_ADDR,\n"
+    "  NCAT_LOCAL_PORT, NCAT_PROTO (TCP, UDP) and the same as CSOCK_*.\n";
+static const char ncat_connect_usage[] =
+    "  -s, --source ADDR      connect from ADDR (an address of this host; TCP, UDP)\n"
+    "  -p, --source-port PORT connect from PORT\n"
+    "  -z -u probes UDP ports as ncat: a zero byte each; open unless an ICMP\n"
+    "  'port unreachable' comes back within -w (default 2 s).\n";
+static const char ncat_listen_usage[] =
+    "  -p, --source-port PORT the port to listen on, as ncat -l -p PORT [HOST]\n"
+    "  A bare PORT listens on IPv6 and IPv4 both; -4 / -6: only one of them.\n"
+    "  --ssl (or tls://) without --cert: a temporary self-signed certificate,\n"
+    "  its SHA-256 fingerprint on stderr (as ncat).\n"
+    "  --broker with --send-only or --recv-only relays nothing between peers.\n";
 
 /* ---- -e / -c ------------------------------------------------------------ */
 
@@ -126,12 +178,21 @@ static void set_exec(nc_opts *o, const char *text, int shell)
         cli_die(CLI_USAGE, "--exec: '%s': no such program (or not executable)", o->exec_argv[0]);
 }
 
-static FILE *open_dump(const char *path)
+/* -o and -x files, once --append-output is known. */
+static FILE *open_capture(const nc_opts *o, const char *opt, const char *path)
 {
     if (!strcmp(path, "-")) return stderr;
-    FILE *f = fopen(path, "w");
-    if (!f) cli_die(CLI_ERR, "--hex-dump: cannot open '%s': %s", path, strerror(errno));
+    FILE *f = fopen(path, o->append_output ? "a" : "w");
+    if (!f) cli_die(CLI_ERR, "%s: cannot open '%s': %s", opt, path, strerror(errno));
     return f;
+}
+
+static void open_captures(nc_opts *o)
+{
+    if (o->output_path) o->output = open_capture(o, "--output", o->output_path);
+    if (o->dump_path)
+        o->hexdump = open_capture(o, o->hexdump_annotated ? "--hex-dump-annotated" : "--hex-dump",
+                                  o->dump_path);
 }
 
 /* Flags that only one of the two commands understands. */
@@ -151,6 +212,8 @@ static void check_mode(const nc_opts *o, int listen)
         {o->deny.set, "--deny/--denyfile", 1},
         {o->zero_io, "-z", 0},
         {o->wait_ms != 0, "-w/--wait", 0},
+        {o->source != NULL, "-s/--source", 0},
+        {o->source_port != 0, "-p/--source-port", 0},
     };
     for (size_t i = 0; i < sizeof only / sizeof only[0]; i++)
         if (only[i].given && only[i].for_listen != listen)
@@ -165,8 +228,12 @@ static void check_conflicts(nc_opts *o, int listen)
     if (o->exec_argv && (o->broker || o->send_only || o->recv_only))
         cli_die(CLI_USAGE,
                 "-e/-c cannot be combined with --broker, --chat, --send-only or --recv-only");
-    if (o->zero_io && (o->exec_argv || o->udp || o->unixsock))
-        cli_die(CLI_USAGE, "-z scans TCP ports: it takes no -e, -c, -u or -U");
+    if (o->zero_io && (o->exec_argv || o->unixsock))
+        cli_die(CLI_USAGE, "-z scans TCP or UDP (-u) ports: it takes no -e, -c or -U");
+    if (o->delay_ms && o->exec_argv)
+        cli_die(CLI_USAGE, "-d/--delay and -e/-c: the child reads its peer directly");
+    if (o->zero_io && (o->source || o->source_port))
+        cli_die(CLI_USAGE, "-z scans from any source: it takes no -s or -p");
     check_mode(o, listen);
     if (o->chat) o->broker = 1;      /* chat is a broker that tags */
     if (o->broker) o->keep_open = 1; /* a broker serves many clients */
@@ -230,8 +297,47 @@ static int parse_proxy(nc_opts *o, int opt, const char *arg)
     return 0;
 }
 
+/* ncat's everyday flags (issue 12). Returns 0 for an option not theirs. */
+static int parse_ncat_flag(nc_opts *o, int opt, const char *arg)
+{
+    switch (opt) {
+    case 's':
+        o->source = arg;
+        return 1;
+    case 'p':
+        o->source_port = (int)cli_ulong("--source-port", arg, UINT16_MAX);
+        o->port_text = arg;
+        return 1;
+    case 'o':
+        o->output_path = arg;
+        return 1;
+    case OPT_APPEND_OUTPUT:
+        o->append_output = 1;
+        return 1;
+    case OPT_HEX_ANNOTATED:
+        if (o->dump_path) cli_die(CLI_USAGE, "-x/--hex-dump and --hex-dump-annotated: give only one");
+        o->dump_path = arg;
+        o->hexdump_annotated = 1;
+        return 1;
+    case OPT_NO_SHUTDOWN:
+        o->no_shutdown = 1;
+        return 1;
+    case OPT_PROGRESS:
+        o->progress = 1;
+        return 1;
+    case 'n':
+        o->family |= CSOCK_ADDR_NUMERIC;
+        return 1;
+    case 'd':
+        o->delay_ms = cli_seconds("--delay", arg);
+        return 1;
+    }
+    return 0;
+}
+
 static void parse_one(nc_opts *o, int opt, const char *arg)
 {
+    if (parse_ncat_flag(o, opt, arg)) return;
     switch (opt) {
     case 'u':
         o->udp = 1;
@@ -240,10 +346,8 @@ static void parse_one(nc_opts *o, int opt, const char *arg)
         o->unixsock = 1;
         break;
     case '4':
-        o->family = CSOCK_ADDR_IPV4;
-        break;
-    case '6':
-        o->family = CSOCK_ADDR_IPV6;
+    case '6': /* the family bits; -n's stays */
+        o->family = (o->family & CSOCK_ADDR_NUMERIC) | (opt == '4' ? CSOCK_ADDR_IPV4 : CSOCK_ADDR_IPV6);
         break;
     case 'k':
         o->keep_open = 1;
@@ -264,7 +368,8 @@ static void parse_one(nc_opts *o, int opt, const char *arg)
         o->crlf = 1;
         break;
     case 'x':
-        o->hexdump = open_dump(arg);
+        if (o->dump_path) cli_die(CLI_USAGE, "-x/--hex-dump and --hex-dump-annotated: give only one");
+        o->dump_path = arg;
         break;
     case OPT_SEND_ONLY:
         o->send_only = 1;
@@ -307,6 +412,20 @@ static void parse_one(nc_opts *o, int opt, const char *arg)
     }
 }
 
+static int all_digits(const char *s);
+
+/* listen -p PORT [HOST], as ncat's `ncat -l -p PORT`: the port to listen
+ * on, not a source. */
+static void listen_port(nc_opts *o, int left, char **args)
+{
+    o->source_port = 0; /* not a source port here */
+    if (left > 1 || (left == 1 && (all_digits(args[0]) || strstr(args[0], "://") || o->unixsock)))
+        cli_die(CLI_USAGE, "listen: -p PORT and an address '%s': give the port once", args[0]);
+    o->target[0] = left ? args[0] : o->port_text;
+    o->target[1] = left ? o->port_text : NULL;
+    o->ntarget = left + 1;
+}
+
 static int all_digits(const char *s)
 {
     if (!*s) return 0;
@@ -320,6 +439,32 @@ static int host_port(int n, char **args)
 {
     return n == 2 && all_digits(args[1]) && !all_digits(args[0]) && !strstr(args[0], "://") &&
            strncmp(args[0], "unix", 4) != 0;
+}
+
+/* listen over TLS (ncat's --ssl, or tls://) with neither --cert nor --key:
+ * ncat makes a temporary certificate (not over -u or -U: those are refused
+ * later). wss:// still needs --cert: a browser would not take this one. */
+static int wants_ephemeral(const nc_opts *o)
+{
+    if (o->tls.cert || o->tls.key || o->udp || o->unixsock || cli_ws_scheme(o->target[0])) return 0;
+    return o->ssl || !strncasecmp(o->target[0], "tls://", 6);
+}
+
+/* ADDR, HOST PORT (or serve chat's ADDRs): into o->target (o->addrs). */
+static void positional(nc_opts *o, const char *cmd, int left, char **args)
+{
+    if (left < 1) cli_die(CLI_USAGE, "%s: missing address ADDR (or HOST PORT; see csock %s --help)", cmd, cmd);
+    if (o->serve && !host_port(left, args)) { /* every argument an ADDR: one room */
+        if (left > CLI_MAX_ENDPOINTS) cli_die(CLI_USAGE, "%s: at most %d addresses", cmd, CLI_MAX_ENDPOINTS);
+        o->addrs = args;
+        o->naddrs = left;
+        left = 1;
+    }
+    if (left > 2) cli_die(CLI_USAGE, "%s: unexpected argument '%s'", cmd, args[2]);
+    o->ntarget = left;
+    o->target[0] = args[0];
+    o->target[1] = left > 1 ? args[1] : NULL;
+    if (o->unixsock && left != 1) cli_die(CLI_USAGE, "%s: -U takes one PATH", cmd);
 }
 
 void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts *o)
@@ -337,9 +482,11 @@ void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts
     optind = 1;
     int c;
     /* Options may follow the address, as people type them for nc. */
-    while ((c = getopt_long(argc, argv, ":huU46kvCzx:e:c:w:i:m:q:", long_opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":huU46nkvCzx:e:c:w:i:m:q:s:p:o:d:", long_opts, NULL)) != -1) {
         if (c == 'h') {
             fputs(usage, stdout);
+            fputs(ncat_flags_usage, stdout);
+            fputs(listen ? ncat_listen_usage : ncat_connect_usage, stdout);
             fputs(cli_tls_usage, stdout);
             exit(CLI_OK);
         }
@@ -352,19 +499,27 @@ void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts
         parse_one(o, c, optarg);
     }
     int left = argc - optind;
-    if (left < 1) cli_die(CLI_USAGE, "%s: missing address ADDR (or HOST PORT; see csock %s --help)", cmd, cmd);
-    if (o->serve && !host_port(left, argv + optind)) { /* every argument an ADDR: one room */
-        if (left > CLI_MAX_ENDPOINTS) cli_die(CLI_USAGE, "%s: at most %d addresses", cmd, CLI_MAX_ENDPOINTS);
-        o->addrs = argv + optind;
-        o->naddrs = left;
-        left = 1;
-    }
-    if (left > 2) cli_die(CLI_USAGE, "%s: unexpected argument '%s'", cmd, argv[optind + 2]);
-    o->ntarget = left;
-    o->target[0] = argv[optind];
-    o->target[1] = left > 1 ? argv[optind + 1] : NULL;
-    if (o->unixsock && left != 1) cli_die(CLI_USAGE, "%s: -U takes one PATH", cmd);
+    if (!listen && o->port_text && !o->source_port)
+        cli_die(CLI_USAGE, "--source-port: give a port from 1 to 65535");
+    if (listen == 1 && o->port_text) /* listen -p PORT [HOST] */
+        listen_port(o, left, argv + optind);
+    else
+        positional(o, cmd, left, argv + optind);
     check_conflicts(o, o->listen);
+    open_captures(o);
+    if (listen == 1 && wants_ephemeral(o)) nc_ephemeral_cert(o);
+}
+
+
+/* A bare PORT listens on [::], which takes IPv4 too (IPV6_V6ONLY off; -6
+ * turns it on), unless -4 was given or this host has no IPv6. */
+static int dual_stack(const nc_opts *o)
+{
+    if (o->family & CSOCK_ADDR_IPV4) return 0;
+    int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return 0;
+    close(fd);
+    return 1;
 }
 
 void nc_target_text(const nc_opts *o, int passive, char *out, size_t size)
@@ -383,8 +538,8 @@ void nc_addr_text(const nc_opts *o, const char *a, const char *port, int passive
         snprintf(out, size, "%s://%s%s%s:%s", scheme, v6 ? "[" : "", a, v6 ? "]" : "", port);
     } else if (strstr(a, "://") || !strncmp(a, "unix:", 5) || !strncmp(a, "unixgram:", 9)) {
         snprintf(out, size, "%s", a);
-    } else if (passive && all_digits(a)) {
-        snprintf(out, size, "%s://:%s", scheme, a); /* every interface */
+    } else if (passive && all_digits(a)) { /* every interface: IPv6 and IPv4 both (-4: IPv4) */
+        snprintf(out, size, "%s://%s:%s", scheme, dual_stack(o) ? "[::]" : "", a);
     } else {
         snprintf(out, size, "%s://%s", scheme, a);
     }
@@ -416,6 +571,8 @@ void nc_check_ws(const nc_opts *o, int ws, const char *target)
     }
     if (o->udp || o->unixsock)
         cli_die(CLI_USAGE, "%s: -u/-U with %s: WebSocket runs over TCP", cmd, target);
+    if (o->source || o->source_port)
+        cli_die(CLI_USAGE, "%s: -s/-p with %s: not for WebSocket connections", cmd, target);
     if (o->exec_argv)
         cli_die(CLI_USAGE, "%s: -e/-c with %s: a WebSocket carries messages, not a byte stream",
                 cmd, target);
@@ -440,4 +597,8 @@ void nc_opts_free(nc_opts *o)
     free(o->exec_argv);
     if (o->hexdump && o->hexdump != stderr) fclose(o->hexdump);
     o->hexdump = NULL;
+    if (o->output && o->output != stderr) fclose(o->output);
+    o->output = NULL;
+    if (o->ephemeral_path[0]) close(o->ephemeral_fd);
+    o->ephemeral_path[0] = '\0';
 }

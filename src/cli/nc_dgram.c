@@ -59,7 +59,7 @@ static nc_peer *dgram_peer_for(nc_ctx *c, const csock_addr *from)
     if (!c->o->listen) return NULL;
     if (c->served && !c->o->keep_open) return NULL; /* single peer: the first one only */
     char name[CLI_ADDR_TEXT] = "peer";
-    if (from) csock_addr_format(from, name, sizeof name);
+    if (from) cli_addr_name(from, name, sizeof name); /* `from` stays: replies go there */
     if (!from || !admit(c, from, name)) return NULL;
     nc_peer *p;
     int rc = dgram_peer_new(c, from, &p);

@@ -7,8 +7,10 @@
 
 #include "cli/netcat.h"
 
-static void peer_describe(nc_peer *p, const csock_addr *a)
+static void peer_describe(nc_peer *p, const csock_addr *mapped)
 {
+    csock_addr plain, *a = mapped ? &plain : NULL;
+    if (mapped) plain = *mapped, cli_addr_unmap(&plain);
     if (!a) {
         snprintf(p->name, sizeof p->name, "peer");
         snprintf(p->host, sizeof p->host, "peer");
@@ -148,6 +150,8 @@ void peer_input(nc_peer *p, const char *buf, size_t len)
 {
     nc_ctx *c = p->c;
     hexdump(c, 0, p, buf, len);
+    c->progress.received += len;
+    delay_after_read(c);
     p->last_io = csock_loop_now(c->loop);
     if (exec_mode(c)) {
         if (!p->child_in) return; /* the child stopped reading: drop */
@@ -157,7 +161,9 @@ void peer_input(nc_peer *p, const char *buf, size_t len)
     } else if (c->o->chat) {
         chat_input(p, buf, len);
     } else if (c->o->broker) {
-        broadcast(c, p, buf, len);
+        /* As ncat: --send-only ignores what peers send, --recv-only sends
+         * nothing to them; either way the broker relays nothing. */
+        if (!c->o->send_only && !c->o->recv_only) broadcast(c, p, buf, len);
     } else {
         out_write(c, buf, len);
     }
@@ -245,6 +251,7 @@ void nc_peer_add_stream(nc_ctx *c, csock_stream *s, int accepted)
     csock_addr a;
     int has = csock_stream_peer(s, &a) == 0;
     char name[CLI_ADDR_TEXT] = "peer";
+    if (has) cli_addr_unmap(&a); /* a stream's address only names it */
     if (has) csock_addr_format(&a, name, sizeof name);
     if (accepted && !admit(c, has ? &a : NULL, name)) {
         csock_stream_close(s, NULL);

@@ -139,7 +139,26 @@ static size_t on_stdin(csock_stream *in, int status, const char *buf, size_t len
 
 int peers_may_read(const nc_ctx *c)
 {
-    return !c->out_congested && !(c->o->broker && c->peers_congested);
+    return !c->out_congested && !(c->o->broker && c->peers_congested) && !c->delaying;
+}
+
+static void on_delay_over(csock_timer *t)
+{
+    nc_ctx *c = csock_timer_data(t);
+    c->delaying = 0;
+    sync_sources(c);
+}
+
+void delay_after_read(nc_ctx *c)
+{
+    if (!c->o->delay_ms || exec_mode(c) || c->delaying || c->stopped) return;
+    if (!c->delay) {
+        if (csock_timer_new(c->loop, &c->delay) < 0) return; /* no pause: still correct */
+        csock_timer_set_data(c->delay, c);
+    }
+    if (csock_timer_start(c->delay, on_delay_over, c->o->delay_ms, 0) < 0) return;
+    c->delaying = 1;
+    sync_sources(c);
 }
 
 /* Start or stop each source after a sink changed state. O(peers), but only
@@ -147,7 +166,7 @@ int peers_may_read(const nc_ctx *c)
 void sync_sources(nc_ctx *c)
 {
     if (exec_mode(c) || c->stopped) return;
-    int want_in = c->in && c->in_reading && !c->in_eof && !c->peers_congested;
+    int want_in = c->in && c->in_reading && !c->in_eof && !c->peers_congested && !c->delaying;
     if (c->in) {
         if (want_in)
             csock_stream_read_start(c->in, on_stdin);
@@ -174,30 +193,34 @@ void sync_sources(nc_ctx *c)
  * stdin and stdout
  * ====================================================================== */
 
-/* -C without the memory to convert a whole read at once. */
-static void crlf_in_pieces(nc_ctx *c, const char *buf, size_t len)
+void crlf_send(const nc_ctx *c, const char *buf, size_t len, int *cr, crlf_sink sink, void *arg)
 {
-    char piece[NC_STACK_CHUNK];
-    if (!in_pieces(c)) return;
-    for (size_t off = 0, n; off < len; off += n) {
-        n = len - off < sizeof piece / 2 ? len - off : sizeof piece / 2;
-        size_t m = to_crlf(buf + off, n, piece, &c->crlf_cr);
-        broadcast(c, NULL, piece, m);
+    char stackbuf[NC_STACK_CHUNK];
+    char *conv = 2 * len <= sizeof stackbuf ? stackbuf : malloc(2 * len);
+    if (conv) {
+        sink(arg, conv, to_crlf(buf, len, conv, cr));
+        if (conv != stackbuf) free(conv);
+        return;
     }
+    if (!in_pieces(c)) return; /* no memory to convert the whole read at once */
+    for (size_t off = 0, n; off < len; off += n) {
+        n = len - off < sizeof stackbuf / 2 ? len - off : sizeof stackbuf / 2;
+        sink(arg, stackbuf, to_crlf(buf + off, n, stackbuf, cr));
+    }
+}
+
+static void stdin_sink(void *c, const char *buf, size_t len)
+{
+    broadcast(c, NULL, buf, len);
 }
 
 static void from_stdin(nc_ctx *c, const char *buf, size_t len)
 {
-    char stackbuf[NC_STACK_CHUNK], *conv = NULL;
     if (!len) return;
-    if (c->o->crlf) {
-        conv = 2 * len <= sizeof stackbuf ? stackbuf : malloc(2 * len);
-        if (!conv) return crlf_in_pieces(c, buf, len);
-        len = to_crlf(buf, len, conv, &c->crlf_cr);
-        buf = conv;
-    }
+    c->progress.sent += len;
+    delay_after_read(c);
+    if (c->o->crlf) return crlf_send(c, buf, len, &c->crlf_cr, stdin_sink, c);
     broadcast(c, NULL, buf, len);
-    if (conv && conv != stackbuf) free(conv);
 }
 
 static void on_quiet(csock_timer *t)
@@ -229,6 +252,7 @@ static void stdin_ended(nc_ctx *c)
     }
     if (c->o->keep_open) return; /* keep serving the clients */
     if (c->dg) return quiet_start(c);
+    if (c->o->no_shutdown) return; /* ncat's --no-shutdown: the peer ends it */
     for (nc_peer *p = c->head; p; p = p->next)
         if (p->s)
             csock_stream_shutdown(p->s, NULL); /* half-close: the peer reads EOF */

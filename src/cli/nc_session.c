@@ -112,6 +112,7 @@ void nc_ctx_init(nc_ctx *c, const nc_opts *o)
     rc = csock_timer_new(c->loop, &c->quiet);
     if (rc < 0) cli_die(CLI_ERR, "timer: %s", csock_strerror(rc));
     csock_timer_set_data(c->quiet, c);
+    progress_start(c);
 }
 
 void *grow(void *v, size_t *cap, size_t need, size_t elem)
@@ -216,6 +217,8 @@ static void teardown(nc_ctx *c)
     if (c->out) csock_stream_close(c->out, NULL);
     if (c->dg) csock_dgram_close(c->dg, NULL);
     if (c->quiet) csock_timer_close(c->quiet, NULL);
+    progress_end(c);
+    if (c->delay) csock_timer_close(c->delay, NULL);
     for (int i = 0; i < 3; i++)
         if (c->sig[i]) csock_signal_close(c->sig[i], NULL);
     while (csock_loop_run(c->loop, CSOCK_RUN_DEFAULT) > 0) {

@@ -5,13 +5,11 @@
 
 #include "cli/netcat.h"
 
-#define HEX_PER_LINE 16 /* bytes per -x line, as `hexdump -C` */
+#define HEX_PER_LINE 16 /* bytes per -x line, as ncat and `hexdump -C` */
 
-/* -x: a header line per chunk, then `hexdump -C` style lines. */
-void hexdump(const nc_ctx *c, int sent, const nc_peer *p, const char *buf, size_t len)
+/* --hex-dump-annotated: a header line per chunk, then `hexdump -C` style lines. */
+static void dump_annotated(FILE *f, int sent, const nc_peer *p, const char *buf, size_t len)
 {
-    FILE *f = c->o->hexdump;
-    if (!f || !len) return;
     fprintf(f, "%c %zu bytes %s %s\n", sent ? '>' : '<', len, sent ? "to" : "from", p->name);
     for (size_t off = 0; off < len; off += HEX_PER_LINE) {
         size_t n = len - off < HEX_PER_LINE ? len - off : HEX_PER_LINE;
@@ -30,7 +28,48 @@ void hexdump(const nc_ctx *c, int sent, const nc_peer *p, const char *buf, size_
         }
         fputs("|\n", f);
     }
-    fflush(f);
+}
+
+/* -x / --hex-dump: ncat's format, byte for byte. Each chunk (either way)
+ * starts again at offset 0; a line is the offset, 16 bytes in hex (a space
+ * more after the 8th and the 16th) and the same as text, graphic characters
+ * only, padded to the full width. */
+static void dump_ncat(FILE *f, const char *buf, size_t len)
+{
+    for (size_t off = 0; off < len; off += HEX_PER_LINE) {
+        size_t n = len - off < HEX_PER_LINE ? len - off : HEX_PER_LINE;
+        fprintf(f, "%04zx   ", off);
+        for (size_t i = 0; i < HEX_PER_LINE; i++) {
+            if (i < n)
+                fprintf(f, "%02x ", (unsigned char)buf[off + i]);
+            else
+                fputs("   ", f);
+            if (i == HEX_PER_LINE / 2 - 1 || i == HEX_PER_LINE - 1) fputc(' ', f);
+        }
+        for (size_t i = 0; i < HEX_PER_LINE; i++) {
+            unsigned char ch = i < n ? (unsigned char)buf[off + i] : ' ';
+            fputc(i >= n ? ' ' : isgraph(ch) ? ch : '.', f);
+        }
+        fputc('\n', f);
+    }
+}
+
+/* Every chunk sent to (`sent`) or received from peer p: -o gets the bytes,
+ * -x the dump. */
+void hexdump(const nc_ctx *c, int sent, const nc_peer *p, const char *buf, size_t len)
+{
+    const nc_opts *o = c->o;
+    if (!len) return;
+    if (o->output) {
+        fwrite(buf, 1, len, o->output);
+        fflush(o->output);
+    }
+    if (!o->hexdump) return;
+    if (o->hexdump_annotated)
+        dump_annotated(o->hexdump, sent, p, buf, len);
+    else
+        dump_ncat(o->hexdump, buf, len);
+    fflush(o->hexdump);
 }
 
 /* -C: a LF not already after a CR goes out as CRLF. *cr carries the last

@@ -51,7 +51,7 @@ typedef struct nc_cidr_list {
 typedef struct nc_opts {
     int listen;        /* csock listen (else connect) */
     int udp, unixsock; /* -u, -U */
-    int family;        /* CSOCK_ADDR_IPV4 / CSOCK_ADDR_IPV6 / 0 */
+    int family;        /* CSOCK_ADDR_IPV4 / CSOCK_ADDR_IPV6 / 0, | CSOCK_ADDR_NUMERIC (-n) */
     int keep_open;     /* -k: many clients */
     int broker, chat;  /* --broker, --chat (chat implies broker) */
     int crlf;          /* -C: LF from stdin goes out as CRLF */
@@ -61,7 +61,7 @@ typedef struct nc_opts {
     char **exec_argv;      /* -e / -c: the program to run per connection, or NULL */
     const char *exec_text; /* -e / -c as written, for messages */
     int exec_shell;        /* -c: exec_argv is /bin/sh -c TEXT */
-    FILE *hexdump;         /* -x: where the dump goes, or NULL */
+    FILE *hexdump;         /* -x (or --hex-dump-annotated): where the dump goes, or NULL */
     uint64_t wait_ms;      /* -w: connect timeout */
     uint64_t idle_ms;      /* -i: close a connection idle this long */
     uint64_t quiet_ms;     /* -q: datagram connect: exit this long after the last answer */
@@ -86,6 +86,20 @@ typedef struct nc_opts {
     int proxy_type;         /* NC_PROXY_HTTP ... (0: --proxy-type not given: http) */
     const char *proxy_auth; /* --proxy-auth USER[:PASS], or NULL */
     int proxy_dns;          /* NC_PROXY_DNS_* (0: not given: remote, socks4 local) */
+    /* ncat's everyday flags (issue 12) */
+    const char *source;        /* -s ADDR: connect from this address, or NULL */
+    int source_port;           /* -p PORT: connect from this port (0: any) */
+    const char *port_text;     /* -p as written: listen -p PORT is the port to listen on */
+    const char *output_path;   /* -o FILE: the session's bytes, both ways */
+    const char *dump_path;     /* -x FILE: ncat's hex dump ('-': stderr) */
+    int hexdump_annotated;     /* --hex-dump-annotated FILE: csock's dump instead */
+    int append_output;         /* --append-output: -o and -x files are appended to */
+    FILE *output;              /* -o: open, or NULL */
+    int no_shutdown;           /* --no-shutdown: no half-close at the end of stdin */
+    int progress;              /* --progress: a line on stderr (a terminal) */
+    char ephemeral_path[32];   /* listen TLS without --cert: "/proc/self/fd/N", or "" */
+    int ephemeral_fd;          /* ... its memory file (PEM key and certificate) */
+    uint64_t delay_ms;         /* -d/--delay: pause reading this long after each read */
 } nc_opts;
 
 /* --proxy-type and --proxy-dns values. */
@@ -144,6 +158,7 @@ struct nc_peer {
     int gone;                /* taken out of the session (peer_close) */
     int announced;           /* chat: the others were told it joined */
     int lost;                /* a write to it failed: bytes lost (a negative errno) */
+    int child_cr;            /* -C on -e/-c output: its last byte was CR */
     csock_ws *ws;            /* a WebSocket peer, or NULL */
     int ws_open;             /* connect ws://: the handshake is done */
     char *wline;             /* ws text mode: the start of a line not ended yet */
@@ -154,6 +169,16 @@ struct nc_child {
     pid_t pid;
     char name[CLI_ADDR_TEXT]; /* the peer it served, for the -v exit line */
 };
+
+/* --progress (nc_progress.c): the counts and the redraw timer. */
+typedef struct nc_progress {
+    csock_timer *timer;  /* NULL: no progress line */
+    uint64_t sent;       /* bytes read from stdin */
+    uint64_t received;   /* bytes received from peers */
+    uint64_t total;      /* stdin's size when it is a regular file, else 0 */
+    uint64_t t0;         /* loop time at the start */
+    int drawn;           /* a line is on the terminal */
+} nc_progress;
 
 /* The session: every handle the relay uses, and the flow-control state. */
 struct nc_ctx {
@@ -186,6 +211,9 @@ struct nc_ctx {
     int stopped;
     int status; /* exit status so far */
     csock_tls_ctx *tls; /* tls:// endpoints: the context (freed by the command) */
+    nc_progress progress;
+    csock_timer *delay;  /* -d: the pause after a read, or NULL */
+    int delaying;        /* -d: in the pause: no source is read */
 };
 
 /* Parse the command line of connect (listen == 0), listen (1) or serve chat
@@ -251,6 +279,34 @@ void nc_close_listeners(nc_ctx *c);
 /* Start reading stdin now (single-peer modes start it when the peer comes). */
 void nc_stdin_start(nc_ctx *c);
 
+/* connect -s/-p (nc_source.c): the source address for the connection to
+ * `addr` (the target, written `target`; re-resolved in the family of -s
+ * when the first answer has another one) into *src, or NULL when neither
+ * was given. Dies on a source that is not an address of this host. */
+const csock_addr *nc_source(const nc_opts *o, const char *target, csock_addr *addr,
+                            csock_addr *src);
+
+/* Connect a stream to `addr` from `src` (bound first), TLS too when c->tls
+ * is set: `cb` runs from the loop as for csock_connect(). Returns 0 and
+ * *out, or a negative errno (refused, timed out: the connect failed). */
+int nc_connect_from(nc_ctx *c, const csock_addr *addr, const csock_addr *src,
+                    csock_stream_cb cb, csock_stream **out);
+
+/* connect -z -u (nc_scan_udp.c): probe ports[0..n) of `host` (its port
+ * ignored) with a zero byte each; open[i] = 0 when ICMP said the port is
+ * closed within wait_ms, else 1 (open or filtered, as ncat judges). */
+void nc_scan_udp(const nc_opts *o, const csock_addr *host, const int *ports, size_t n,
+                 unsigned char *open, uint64_t wait_ms);
+
+/* listen --ssl / tls:// without --cert (nc_ephemeral.c): make a temporary
+ * self-signed certificate, point o->tls.cert at it and print its SHA-256
+ * fingerprint on stderr, as ncat does. Dies if OpenSSL cannot. */
+void nc_ephemeral_cert(nc_opts *o);
+
+/* --progress: start the line (when stderr is a terminal), and clear it. */
+void progress_start(nc_ctx *c);
+void progress_end(nc_ctx *c);
+
 /* ---- between the relay's files (src/cli/nc_*.c); the comments at the
  * definitions say more ---- */
 
@@ -258,7 +314,7 @@ void nc_stdin_start(nc_ctx *c);
 void cidr_parse_list(const char *opt, const char *text, nc_cidr_list *l);
 void cidr_parse_file(const char *opt, const char *path, nc_cidr_list *l);
 
-/* nc_transform.c: pure byte transforms (and the -x dump). */
+/* nc_transform.c: pure byte transforms (and the -o copy, the -x dump). */
 void hexdump(const nc_ctx *c, int sent, const nc_peer *p, const char *buf, size_t len);
 size_t to_crlf(const char *in, size_t len, char *out, int *cr);
 size_t chat_escape(const char *in, size_t len, char *out);
@@ -272,9 +328,17 @@ void peer_send(nc_peer *p, const char *buf, size_t len);
 void broadcast(nc_ctx *c, const nc_peer *from, const char *buf, size_t len);
 void out_write(nc_ctx *c, const char *buf, size_t len);
 int peers_may_read(const nc_ctx *c);
+/* -d: a source was read: pause every source for the delay (not in exec
+ * mode, which throttles pairwise). */
+void delay_after_read(nc_ctx *c);
 void sync_sources(nc_ctx *c);
 void quiet_start(nc_ctx *c);
 void on_out_drain(csock_stream *out, int status);
+/* -C: buf with each LF not after a CR as CRLF (*cr: the last byte was a
+ * CR) to sink(arg, ...): at once, or in pieces when memory is short (a
+ * datagram is dropped then). From stdin, and from -e/-c children. */
+typedef void (*crlf_sink)(void *arg, const char *buf, size_t len);
+void crlf_send(const nc_ctx *c, const char *buf, size_t len, int *cr, crlf_sink sink, void *arg);
 
 /* nc_exec.c: the child process of a peer (-e / -c). */
 int child_start(nc_peer *p);

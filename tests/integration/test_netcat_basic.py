@@ -661,7 +661,7 @@ def crlf_from_stdin():
 def hex_dump_both_directions():
     d = tmpdir()
     dump = os.path.join(d, "dump")
-    p, port = listen("-x", dump, "127.0.0.1", 0)
+    p, port = listen("--hex-dump-annotated", dump, "127.0.0.1", 0)
     c = connect(port)
     c.sendall(b"hello\x00\xff")
     p.wait_stdout(b"hello\x00\xff")
@@ -676,8 +676,12 @@ def hex_dump_both_directions():
     assert "77 6f 72 6c 64 0a" in text, text
     # '-' is stderr, on the connect side
     nc, port = nc_listen()
-    rc, out, err = run("connect", "-x", "-", "127.0.0.1", port, input=b"AB")
+    rc, out, err = run("connect", "--hex-dump-annotated", "-", "127.0.0.1", port, input=b"AB")
     assert "> 2 bytes to" in err and "41 42" in err, err
+    # -x: ncat's format (test_nc_flags compares it with ncat's own)
+    nc, port = nc_listen()
+    rc, out, err = run("connect", "-x", "-", "127.0.0.1", port, input=b"AB")
+    assert "0000   41 42 " in err and "bytes to" not in err, err
     shutil.rmtree(d)
 
 
