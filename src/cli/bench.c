@@ -9,9 +9,10 @@
 #include <unistd.h>
 
 #include "cli/bench.h"
+#include "cli/bench_http.h"
 
 static const char bench_usage[] =
-    "usage: csock bench ADDR [--echo | --upper] [OPTIONS]\n"
+    "usage: csock bench ADDR [--echo | --upper | --http PATH] [OPTIONS]\n"
     "\n"
     "Load the server at ADDR (tcp://, tls://, unix:, HOST:PORT) and measure\n"
     "its latency and throughput. Every answer is checked byte by byte.\n"
@@ -20,6 +21,9 @@ static const char bench_usage[] =
     "  --echo            messages of --size bytes, echoed back (default)\n"
     "  --upper           lines of --size bytes ('\\n' included) of lower-case\n"
     "                    letters, answered in upper case (csock serve upper)\n"
+    "  --http PATH       HTTP/1.1 GET of PATH, keep-alive (--depth: pipelined);\n"
+    "                    responses counted by status code, a non-2xx one is an\n"
+    "                    error (non_2xx); Connection: close is followed\n"
     "\n"
     "Load:\n"
     "  -c, --conns N     connections (default 10)\n"
@@ -41,7 +45,8 @@ static const char bench_usage[] =
     "Output:\n"
     "  A table on stdout at the end: throughput, latency percentiles (p50,\n"
     "  p90, p99, p99.9, p99.99, max) and errors by kind (refused, reset,\n"
-    "  timeout, wrong bytes, other; over the whole run, warm-up included).\n"
+    "  timeout, wrong bytes, non-2xx, other; over the whole run, warm-up\n"
+    "  included).\n"
     "  A failed connection is counted and made again. On a terminal, stderr\n"
     "  gets a live line each second (elapsed, rate, errors, that second's p99).\n"
     "  --json FILE       the results and the whole latency histogram as JSON\n"
@@ -51,7 +56,7 @@ static const char bench_usage[] =
     "Exit status: 0 when every answer was right and no error happened, 1 on\n"
     "errors (or no answer at all), 2 on a wrong argument.\n";
 
-enum { OPT_ECHO = 0x2000, OPT_UPPER, OPT_JSON, OPT_TIMEOUT };
+enum { OPT_ECHO = 0x2000, OPT_UPPER, OPT_HTTP, OPT_JSON, OPT_TIMEOUT };
 
 #define DEFAULT_CONNS 10
 #define DEFAULT_SIZE 64
@@ -77,6 +82,7 @@ static void parse_args(int argc, char **argv, bench_opts *o, cli_tls *tls)
         {"help", no_argument, NULL, 'h'},
         {"echo", no_argument, NULL, OPT_ECHO},
         {"upper", no_argument, NULL, OPT_UPPER},
+        {"http", required_argument, NULL, OPT_HTTP},
         {"conns", required_argument, NULL, 'c'},
         {"depth", required_argument, NULL, 'd'},
         {"rate", required_argument, NULL, 'r'},
@@ -96,6 +102,10 @@ static void parse_args(int argc, char **argv, bench_opts *o, cli_tls *tls)
         case 'h': fputs(bench_usage, stdout); fputs(cli_tls_usage, stdout); exit(CLI_OK);
         case OPT_ECHO: o->mode = BENCH_ECHO; break;
         case OPT_UPPER: o->mode = BENCH_UPPER; break;
+        case OPT_HTTP:
+            o->mode = BENCH_HTTP;
+            o->http_path = optarg;
+            break;
         case 'c': o->conns = (unsigned)cli_ulong("--conns", optarg, MAX_BENCH_CONNS); break;
         case 'd':
             o->depth = (unsigned)cli_ulong("--depth", optarg, MAX_DEPTH);
@@ -126,6 +136,13 @@ static void parse_args(int argc, char **argv, bench_opts *o, cli_tls *tls)
     if (o->mode == BENCH_UPPER && o->size < 2)
         cli_die(CLI_USAGE, "--size: --upper needs at least 2 bytes (a letter and '\\n')");
     if (!o->size) cli_die(CLI_USAGE, "--size: at least 1 byte");
+    if (o->mode == BENCH_HTTP) {
+        const unsigned char *p = (const unsigned char *)o->http_path;
+        if (*p != '/') cli_die(CLI_USAGE, "--http: the path must start with '/': '%s'", o->http_path);
+        for (; *p; p++)
+            if (*p <= ' ' || *p == 0x7f)
+                cli_die(CLI_USAGE, "--http: no spaces or control characters in the path");
+    }
     if (o->threads > o->conns) o->threads = o->conns; /* a thread without connections idles */
 }
 
@@ -133,6 +150,18 @@ static void parse_args(int argc, char **argv, bench_opts *o, cli_tls *tls)
  * that a message may start anywhere in the first period. */
 static void make_patterns(bench_opts *o)
 {
+    if (o->mode == BENCH_HTTP) {
+        /* One request, the same for every message. */
+        char host[sizeof o->addr.host + 16];
+        if (o->addr.scheme == CSOCK_UNIX) snprintf(host, sizeof host, "localhost");
+        else if (strchr(o->addr.host, ':')) snprintf(host, sizeof host, "[%s]:%d", o->addr.host, csock_addr_port(&o->addr));
+        else snprintf(host, sizeof host, "%s:%d", o->addr.host, csock_addr_port(&o->addr));
+        o->send_pat = bench_http_request(o->http_path, host, &o->size);
+        if (!o->send_pat) cli_die(CLI_ERR, "bench: out of memory");
+        o->want_pat = o->send_pat;
+        o->body = o->size;
+        return;
+    }
     o->body = o->mode == BENCH_UPPER ? o->size - 1 : o->size;
     size_t n = BENCH_PAT + o->body;
     o->send_pat = malloc(n);
@@ -165,18 +194,32 @@ static const double report_ps[] = {50, 90, 99, 99.9, 99.99};
 static const char *const report_names[] = {"p50", "p90", "p99", "p99.9", "p99.99"};
 #define NREPORT (sizeof report_ps / sizeof report_ps[0])
 
+static const char *mode_name(const bench_opts *o)
+{
+    return o->mode == BENCH_UPPER ? "upper" : o->mode == BENCH_HTTP ? "http" : "echo";
+}
+
 static void print_table(const bench_opts *o, const bench_stats *st)
 {
     double secs = (double)o->duration_ns / 1e9;
     char v[32];
-    printf("csock bench %s: %s, %zu-byte messages, %u connection%s, %u thread%s, ", o->target,
-           o->mode == BENCH_UPPER ? "upper" : "echo", o->size, o->conns, o->conns == 1 ? "" : "s",
-           o->threads, o->threads == 1 ? "" : "s");
+    printf("csock bench %s: ", o->target);
+    if (o->mode == BENCH_HTTP) printf("http GET %s", o->http_path);
+    else printf("%s, %zu-byte messages", mode_name(o), o->size);
+    printf(", %u connection%s, %u thread%s, ", o->conns, o->conns == 1 ? "" : "s", o->threads,
+           o->threads == 1 ? "" : "s");
     if (o->rate > 0) printf("open loop at %.0f/s", o->rate);
     else printf("closed loop, depth %u", o->depth);
     printf(", %.2f s measured\n", secs);
-    printf("  throughput  %.1f msg/s  (%llu messages, %.2f MB/s each way)\n", (double)st->msgs / secs,
-           (unsigned long long)st->msgs, (double)st->bytes / secs / 1e6);
+    printf("  throughput  %.1f msg/s  (%llu messages, %.2f MB/s %s)\n", (double)st->msgs / secs,
+           (unsigned long long)st->msgs, (double)st->bytes / secs / 1e6,
+           o->mode == BENCH_HTTP ? "of responses" : "each way");
+    if (o->mode == BENCH_HTTP) {
+        printf("  status     ");
+        for (int i = 0; i < 600; i++)
+            if (st->status[i]) printf(" %d: %llu", i, (unsigned long long)st->status[i]);
+        printf("\n");
+    }
     printf("  latency    ");
     for (size_t i = 0; i < NREPORT; i++) printf(" %10s", report_names[i]);
     printf(" %10s %10s\n             ", "max", "mean");
@@ -201,7 +244,15 @@ static void write_json(FILE *f, const bench_opts *o, const bench_stats *st)
     for (const char *p = o->target; *p; p++)
         fprintf(f, (*p == '"' || *p == '\\') ? "\\%c" : ((unsigned char)*p < 0x20 ? "?" : "%c"), *p);
     fprintf(f, "\", \"mode\": \"%s\", \"size\": %zu, \"conns\": %u, \"threads\": %u, ",
-            o->mode == BENCH_UPPER ? "upper" : "echo", o->size, o->conns, o->threads);
+            mode_name(o), o->size, o->conns, o->threads);
+    if (o->mode == BENCH_HTTP) {
+        fprintf(f, "\"path\": \"");
+        for (const char *p = o->http_path; *p; p++) fprintf(f, (*p == '"' || *p == '\\') ? "\\%c" : "%c", *p);
+        fprintf(f, "\", \"status\": {");
+        for (int i = 0, n = 0; i < 600; i++)
+            if (st->status[i]) fprintf(f, "%s\"%d\": %llu", n++ ? ", " : "", i, (unsigned long long)st->status[i]);
+        fprintf(f, "}, ");
+    }
     if (o->rate > 0) fprintf(f, "\"loop\": \"open\", \"rate\": %.3f, ", o->rate);
     else fprintf(f, "\"loop\": \"closed\", \"depth\": %u, ", o->depth);
     fprintf(f, "\"duration_s\": %.3f, \"warmup_s\": %.3f,\n", secs, (double)o->warmup_ns / 1e9);
@@ -319,6 +370,7 @@ int cli_bench(int argc, char **argv)
         all->msgs += s->msgs, all->bytes += s->bytes, all->unsent += s->unsent;
         all->connects += s->connects;
         for (int k = 0; k < BENCH_ERR_KINDS; k++) all->err[k] += s->err[k];
+        for (int k = 0; k < 600; k++) all->status[k] += s->status[k];
         bench_hist_merge(&all->hist, &s->hist);
     }
     if (o.live) fputs("\r\033[K", stderr);

@@ -12,7 +12,7 @@
 #include "cli/cli.h"
 
 /* What a message is and how its answer is checked. */
-typedef enum { BENCH_ECHO, BENCH_UPPER } bench_mode;
+typedef enum { BENCH_ECHO, BENCH_UPPER, BENCH_HTTP } bench_mode;
 
 /* Errors by kind, counted over the whole run (warm-up included). */
 enum {
@@ -20,6 +20,7 @@ enum {
     BENCH_ERR_RESET,   /* reset, broken pipe, or closed by the server mid-run */
     BENCH_ERR_TIMEOUT, /* a connect, or a message unanswered for --timeout */
     BENCH_ERR_WRONG,   /* an answer byte that is not the one expected */
+    BENCH_ERR_STATUS,  /* --http: a status other than 2xx (the connection goes on) */
     BENCH_ERR_OTHER,   /* TLS and anything else */
     BENCH_ERR_KINDS
 };
@@ -40,6 +41,7 @@ typedef struct bench_opts {
      * against `want_pat` (the same for echo, in upper case for upper). */
     char *send_pat, *want_pat;
     size_t body;             /* bytes from the pattern; the rest is "\n" */
+    const char *http_path;   /* --http PATH: send_pat is the request, sent whole */
 } bench_opts;
 
 /* What one thread measured; merged into one at the end. */
@@ -49,6 +51,7 @@ typedef struct bench_stats {
     uint64_t connects;     /* connections made */
     uint64_t err[BENCH_ERR_KINDS];
     bench_hist hist;       /* latency of the window's messages, us */
+    uint64_t status[600];  /* --http: responses in the window by status code */
 } bench_stats;
 
 typedef struct bench_thread {

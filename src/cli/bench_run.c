@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "cli/bench.h"
+#include "cli/bench_http.h"
 
 #define TICK_MS 1                 /* end of run, housekeeping, live line */
 #define MIN_PACE_NS 50000ull      /* open loop: sends are batched at most 50 us apart */
@@ -39,6 +40,8 @@ typedef struct conn {
     size_t rpos;         /* bytes of message `done` received so far */
     uint64_t *stamps;    /* due times of messages in flight, by seq & mask */
     uint64_t mask;
+    bench_http_resp http; /* --http: the response being read */
+    uint64_t rbytes;      /* --http: bytes of that response so far */
 } conn;
 
 struct run {
@@ -62,7 +65,7 @@ struct run {
 };
 
 const char *const bench_err_names[BENCH_ERR_KINDS] = {"refused", "reset", "timeout",
-                                                      "wrong_bytes", "other"};
+                                                      "wrong_bytes", "non_2xx", "other"};
 
 uint64_t bench_now_ns(void)
 {
@@ -95,11 +98,12 @@ static void on_closed(csock_stream *s)
     c->state = C_DOWN;
 }
 
-/* Count the error, close the stream; the housekeeping makes it again. */
+/* Count the error (kind < 0: none, the server closed as it said it
+ * would), close the stream; the housekeeping makes it again. */
 static void conn_fail(conn *c, int kind, uint64_t retry_after_ns)
 {
     if (c->state != C_UP && c->state != C_CONNECTING) return;
-    if (!c->r->stopping) count_err(c->r, kind);
+    if (!c->r->stopping && kind >= 0) count_err(c->r, kind);
     c->state = C_CLOSING;
     c->retry_at = bench_now_ns() + retry_after_ns;
     csock_stream_close(c->s, on_closed);
@@ -123,6 +127,7 @@ static int grow(conn *c)
  * messages and connections, so a misplaced answer does not match. */
 static size_t msg_off(const conn *c, uint64_t k)
 {
+    if (c->r->o->mode == BENCH_HTTP) return 0; /* the request, whole */
     return (size_t)(((uint64_t)c->id * 977u + k * 7919u) % BENCH_PAT);
 }
 
@@ -159,7 +164,7 @@ static int answer_ok(const conn *c, const char *p, size_t n)
     return 1;
 }
 
-static void complete(conn *c, uint64_t now)
+static void complete(conn *c, uint64_t now, uint64_t bytes)
 {
     run *r = c->r;
     bench_thread *t = r->t;
@@ -169,11 +174,52 @@ static void complete(conn *c, uint64_t now)
     uint64_t us = now > due ? (now - due) / 1000 : 0;
     if (now >= t->t_measure && now < t->t_end) {
         t->st.msgs++;
-        t->st.bytes += r->o->size;
+        t->st.bytes += bytes;
         bench_hist_record(&t->st.hist, us);
     }
     if (r->second) bench_hist_record(r->second, us);
     r->completed++;
+}
+
+/* Closed loop: an answer lets the next message go. Negative when the
+ * connection failed (and was closed). */
+static int send_next(conn *c, uint64_t now)
+{
+    if (c->r->o->rate > 0 || c->r->stopping) return 0;
+    int rc = conn_send(c, now);
+    if (rc < 0) conn_fail(c, err_kind(rc), 0);
+    return rc;
+}
+
+/* --http: responses, whole or in parts; the bytes of an unfinished head
+ * or chunk line stay in the stream until the rest comes. */
+static size_t read_http(conn *c, const char *buf, size_t len)
+{
+    run *r = c->r;
+    bench_thread *t = r->t;
+    uint64_t now = bench_now_ns();
+    size_t used = 0;
+    while (used < len) {
+        int st;
+        ssize_t n = bench_http_parse(&c->http, buf + used, len - used, &st);
+        if (n < 0 || (st && c->done == c->sent)) { /* garbage, or an answer to nothing */
+            conn_fail(c, BENCH_ERR_OTHER, 0);
+            return len;
+        }
+        used += (size_t)n;
+        c->rbytes += (uint64_t)n;
+        if (!st) break;
+        if (now >= t->t_measure && now < t->t_end && st < 600) t->st.status[st]++;
+        if (st / 100 != 2 && !r->stopping) count_err(r, BENCH_ERR_STATUS);
+        complete(c, now, c->rbytes);
+        c->rbytes = 0;
+        if (c->http.close) { /* said so: not an error, made again at once */
+            conn_fail(c, -1, 0);
+            return len;
+        }
+        if (send_next(c, now) < 0) return len;
+    }
+    return used;
 }
 
 static size_t on_read(csock_stream *s, int status, const char *buf, size_t len)
@@ -184,6 +230,7 @@ static size_t on_read(csock_stream *s, int status, const char *buf, size_t len)
         conn_fail(c, err_kind(status), 0);
         return 0;
     }
+    if (r->o->mode == BENCH_HTTP) return read_http(c, buf, len);
     uint64_t now = bench_now_ns();
     size_t used = 0;
     while (used < len) {
@@ -197,14 +244,8 @@ static size_t on_read(csock_stream *s, int status, const char *buf, size_t len)
         used += n;
         c->rpos += n;
         if (c->rpos < r->o->size) break;
-        complete(c, now);
-        if (r->o->rate <= 0 && !r->stopping) {
-            int rc = conn_send(c, now);
-            if (rc < 0) {
-                conn_fail(c, err_kind(rc), 0);
-                return len;
-            }
-        }
+        complete(c, now, r->o->size);
+        if (send_next(c, now) < 0) return len;
     }
     return len;
 }
@@ -244,6 +285,8 @@ static void conn_start(conn *c)
     csock_connect_opts co = {.timeout_ms = o->timeout_ns / 1000000};
     c->sent = c->done = 0;
     c->rpos = 0;
+    c->rbytes = 0;
+    memset(&c->http, 0, sizeof c->http);
     int rc = o->tls ? csock_tls_connect(r->loop, &o->addr, o->tls, &co, on_connected, c, &c->s)
                     : csock_connect(r->loop, &o->addr, &co, on_connected, c, &c->s);
     if (rc < 0) {

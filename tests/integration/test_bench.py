@@ -19,7 +19,7 @@ from csocktest import (BIN, Proc, Server, T, check, check_eq, csock, main, spawn
                        closed_tcp_port, tmpdir, _forget, _kill_group)
 import tlscerts  # noqa: E402
 
-ERR_KINDS = ["refused", "reset", "timeout", "wrong_bytes", "other"]
+ERR_KINDS = ["refused", "reset", "timeout", "wrong_bytes", "non_2xx", "other"]
 
 
 def bench_json(*args, timeout=30):
@@ -310,6 +310,74 @@ def test_live_line_on_a_terminal():
         check(b"msg/s" not in out.split(b"throughput")[0], "live line leaked to stdout")
 
 
+def serve_proc(*argv):
+    """csock serve ARGV... with one endpoint: (Proc, the address it listens on)."""
+    p = Proc([BIN, "serve"] + list(argv))
+    line = p.read_line(T(15))
+    check(line.startswith("listening "), "serve said %r (stderr %r)" % (line, p.stderr()))
+    return p, line[len("listening "):]
+
+
+def test_http_against_serve_http():
+    """--http against csock serve http: keep-alive (one connect each),
+    pipelined with --depth, 200s counted; a missing file is 404s, each an
+    error (non_2xx), status 1."""
+    d = tmpdir()
+    with open(os.path.join(d, "f.txt"), "wb") as f:
+        f.write(b"x" * 1000)
+    srv, addr = serve_proc("http", d, "tcp://127.0.0.1:0")
+    try:
+        for depth in ("1", "4"):
+            rc, doc, err = bench_json(addr, "--http", "/f.txt", "--conns", "3", "--depth", depth,
+                                      "--duration", "0.7")
+            check_eq(rc, 0, "status (stderr %r)" % err)
+            check(doc["messages"] > 50, "only %d responses" % doc["messages"])
+            check_eq(doc["status"], {"200": doc["messages"]}, "status counts")
+            check_eq(doc["connects"], 3, "keep-alive: connections made")
+            check(doc["bytes"] > 1000 * doc["messages"], "response bytes %d" % doc["bytes"])
+            no_errors(doc, "http")
+            check_doc(doc, "http")
+        rc, doc, err = bench_json(addr, "--http", "/missing", "--conns", "2", "--duration", "0.5")
+        check_eq(rc, 1, "status with 404s")
+        check_eq(list(doc["status"]), ["404"], "status codes")
+        check(doc["errors"]["non_2xx"] >= doc["status"]["404"] > 0, "non_2xx %r" % doc["errors"])
+        check_eq(doc["errors"]["other"], 0, "other errors")
+    finally:
+        srv.stop()
+
+
+def test_http_connection_close():
+    """A server that closes after each response (Python's HTTP/1.0
+    http.server): connections made again, not counted as errors."""
+    import http.server
+    d = tmpdir()
+    with open(os.path.join(d, "i.html"), "wb") as f:
+        f.write(b"hi\n")
+
+    class H(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **k):
+            super().__init__(*a, directory=d, **k)
+
+        def log_message(self, *a):
+            pass
+
+    hs = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    t = threading.Thread(target=hs.serve_forever, daemon=True)
+    t.start()
+    try:
+        rc, doc, err = bench_json("127.0.0.1:%d" % hs.server_address[1], "--http", "/i.html",
+                                  "--conns", "2", "--duration", "0.7")
+        check_eq(rc, 0, "status (stderr %r)" % err)
+        check(doc["messages"] > 5, "only %d responses" % doc["messages"])
+        check_eq(doc["status"], {"200": doc["messages"]}, "status counts")
+        check(doc["connects"] >= doc["messages"], "connects %d for %d responses"
+              % (doc["connects"], doc["messages"]))
+        no_errors(doc, "http/1.0")
+    finally:
+        hs.shutdown()
+        hs.server_close()
+
+
 def test_wrong_arguments():
     """Each a one-line message and status 2."""
     cases = [
@@ -319,7 +387,8 @@ def test_wrong_arguments():
         ("tcp://127.0.0.1:1", "--duration", "0"), ("tcp://127.0.0.1:1", "--size", "0"),
         ("tcp://127.0.0.1:1", "--upper", "--size", "1"), ("udp://127.0.0.1:1",),
         ("bogus://x",), ("tcp://127.0.0.1:1", "tcp://127.0.0.1:2"), ("tcp://127.0.0.1:1", "--size"),
-        ("tcp://127.0.0.1:1", "--insecure"),
+        ("tcp://127.0.0.1:1", "--insecure"), ("tcp://127.0.0.1:1", "--http", "x"),
+        ("tcp://127.0.0.1:1", "--http", "/a b"), ("tcp://127.0.0.1:1", "--http"),
     ]
     for args in cases:
         rc, out, err = csock("bench", *args)
@@ -328,7 +397,7 @@ def test_wrong_arguments():
         check_eq(out, b"", "stdout for %r" % (args,))
     rc, out, err = csock("bench", "--help")
     check_eq(rc, 0, "--help status")
-    for opt in ("--echo", "--upper", "--conns", "--depth", "--rate", "--size", "--duration",
+    for opt in ("--echo", "--upper", "--http", "--conns", "--depth", "--rate", "--size", "--duration",
                 "--warmup", "--threads", "--timeout", "--json"):
         check(opt.encode() in out, "%s missing from --help" % opt)
 
