@@ -14,8 +14,9 @@
 static const char bench_usage[] =
     "usage: csock bench ADDR [--echo | --upper | --http PATH] [OPTIONS]\n"
     "\n"
-    "Load the server at ADDR (tcp://, tls://, unix:, HOST:PORT) and measure\n"
-    "its latency and throughput. Every answer is checked byte by byte.\n"
+    "Load the server at ADDR (tcp://, tls://, unix:, HOST:PORT, ws://HOST:PORT/PATH,\n"
+    "wss://...) and measure its latency and throughput. Every answer is\n"
+    "checked byte by byte.\n"
     "\n"
     "Modes:\n"
     "  --echo            messages of --size bytes, echoed back (default)\n"
@@ -24,6 +25,11 @@ static const char bench_usage[] =
     "  --http PATH       HTTP/1.1 GET of PATH, keep-alive (--depth: pipelined);\n"
     "                    responses counted by status code, a non-2xx one is an\n"
     "                    error (non_2xx); Connection: close is followed\n"
+    "  --ws              messages over a WebSocket (ADDR ws:// or wss://):\n"
+    "                    binary messages of --size bytes, echoed (csock serve\n"
+    "                    echo ws://...); with --upper, text messages of lower-\n"
+    "                    case letters answered in upper case. A ws:// ADDR\n"
+    "                    implies it\n"
     "\n"
     "Load:\n"
     "  -c, --conns N     connections (default 10)\n"
@@ -56,7 +62,7 @@ static const char bench_usage[] =
     "Exit status: 0 when every answer was right and no error happened, 1 on\n"
     "errors (or no answer at all), 2 on a wrong argument.\n";
 
-enum { OPT_ECHO = 0x2000, OPT_UPPER, OPT_HTTP, OPT_JSON, OPT_TIMEOUT };
+enum { OPT_ECHO = 0x2000, OPT_UPPER, OPT_HTTP, OPT_WS, OPT_JSON, OPT_TIMEOUT };
 
 #define DEFAULT_CONNS 10
 #define DEFAULT_SIZE 64
@@ -83,6 +89,7 @@ static void parse_args(int argc, char **argv, bench_opts *o, cli_tls *tls)
         {"echo", no_argument, NULL, OPT_ECHO},
         {"upper", no_argument, NULL, OPT_UPPER},
         {"http", required_argument, NULL, OPT_HTTP},
+        {"ws", no_argument, NULL, OPT_WS},
         {"conns", required_argument, NULL, 'c'},
         {"depth", required_argument, NULL, 'd'},
         {"rate", required_argument, NULL, 'r'},
@@ -102,6 +109,7 @@ static void parse_args(int argc, char **argv, bench_opts *o, cli_tls *tls)
         case 'h': fputs(bench_usage, stdout); fputs(cli_tls_usage, stdout); exit(CLI_OK);
         case OPT_ECHO: o->mode = BENCH_ECHO; break;
         case OPT_UPPER: o->mode = BENCH_UPPER; break;
+        case OPT_WS: o->ws = 1; break;
         case OPT_HTTP:
             o->mode = BENCH_HTTP;
             o->http_path = optarg;
@@ -162,7 +170,8 @@ static void make_patterns(bench_opts *o)
         o->body = o->size;
         return;
     }
-    o->body = o->mode == BENCH_UPPER ? o->size - 1 : o->size;
+    /* A line ends in '\n'; a WebSocket message is whole without one. */
+    o->body = o->mode == BENCH_UPPER && !o->ws ? o->size - 1 : o->size;
     size_t n = BENCH_PAT + o->body;
     o->send_pat = malloc(n);
     o->want_pat = o->mode == BENCH_UPPER ? malloc(n) : o->send_pat;
@@ -205,7 +214,7 @@ static void print_table(const bench_opts *o, const bench_stats *st)
     char v[32];
     printf("csock bench %s: ", o->target);
     if (o->mode == BENCH_HTTP) printf("http GET %s", o->http_path);
-    else printf("%s, %zu-byte messages", mode_name(o), o->size);
+    else printf("%s, %zu-byte %smessages", mode_name(o), o->size, o->ws ? "WebSocket " : "");
     printf(", %u connection%s, %u thread%s, ", o->conns, o->conns == 1 ? "" : "s", o->threads,
            o->threads == 1 ? "" : "s");
     if (o->rate > 0) printf("open loop at %.0f/s", o->rate);
@@ -243,8 +252,8 @@ static void write_json(FILE *f, const bench_opts *o, const bench_stats *st)
     fprintf(f, "{\"target\": \"");
     for (const char *p = o->target; *p; p++)
         fprintf(f, (*p == '"' || *p == '\\') ? "\\%c" : ((unsigned char)*p < 0x20 ? "?" : "%c"), *p);
-    fprintf(f, "\", \"mode\": \"%s\", \"size\": %zu, \"conns\": %u, \"threads\": %u, ",
-            mode_name(o), o->size, o->conns, o->threads);
+    fprintf(f, "\", \"mode\": \"%s\", \"ws\": %s, \"size\": %zu, \"conns\": %u, \"threads\": %u, ",
+            mode_name(o), o->ws ? "true" : "false", o->size, o->conns, o->threads);
     if (o->mode == BENCH_HTTP) {
         fprintf(f, "\"path\": \"");
         for (const char *p = o->http_path; *p; p++) fprintf(f, (*p == '"' || *p == '\\') ? "\\%c" : "%c", *p);
@@ -332,9 +341,19 @@ int cli_bench(int argc, char **argv)
                     .timeout_ns = DEFAULT_TIMEOUT_MS * 1000000ull};
     cli_tls tls = {0};
     parse_args(argc, argv, &o, &tls);
-    cli_addr(o.target, 0, &o.addr);
+    int ws = cli_ws_scheme(o.target);
+    if (ws) {
+        char path[CLI_WS_PATH];
+        cli_ws_listen_addr(o.target, 0, &o.addr, path); /* dies on a bad URL */
+        if (o.mode == BENCH_HTTP) cli_die(CLI_USAGE, "bench: --http needs an http server's address, not '%s'", o.target);
+        o.ws = 1;
+    } else if (o.ws) {
+        cli_die(CLI_USAGE, "bench: --ws needs a ws:// or wss:// address, not '%s'", o.target);
+    } else {
+        cli_addr(o.target, 0, &o.addr);
+    }
     if (!csock_addr_is_stream(&o.addr))
-        cli_die(CLI_USAGE, "bench: '%s' is not a stream address (tcp://, tls://, unix:)", o.target);
+        cli_die(CLI_USAGE, "bench: '%s' is not a stream address (tcp://, tls://, unix:, ws://)", o.target);
     if (o.addr.scheme == CSOCK_TLS) o.tls = cli_tls_client_ctx(&tls);
     else if (tls.given) cli_die(CLI_USAGE, "bench: --%s is for tls:// addresses", tls.first);
     o.live = isatty(STDERR_FILENO);

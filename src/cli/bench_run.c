@@ -19,6 +19,7 @@
 
 #include "cli/bench.h"
 #include "cli/bench_http.h"
+#include "csock/ws.h"
 
 #define TICK_MS 1                 /* end of run, housekeeping, live line */
 #define MIN_PACE_NS 50000ull      /* open loop: sends are batched at most 50 us apart */
@@ -33,6 +34,7 @@ typedef struct run run;
 typedef struct conn {
     run *r;
     csock_stream *s;
+    csock_ws *ws; /* ws:// and wss://, instead of s */
     unsigned id; /* over all threads: which slice of the pattern it sends */
     int state;
     uint64_t retry_at;   /* C_DOWN: when to connect again */
@@ -106,8 +108,10 @@ static void conn_fail(conn *c, int kind, uint64_t retry_after_ns)
     if (!c->r->stopping && kind >= 0) count_err(c->r, kind);
     c->state = C_CLOSING;
     c->retry_at = bench_now_ns() + retry_after_ns;
-    csock_stream_close(c->s, on_closed);
+    if (c->ws) csock_ws_abort(c->ws); /* CLOSED follows: on_ws */
+    else csock_stream_close(c->s, on_closed);
     c->s = NULL;
+    c->ws = NULL;
 }
 
 static int grow(conn *c)
@@ -138,11 +142,17 @@ static int conn_send(conn *c, uint64_t due)
         int rc = grow(c);
         if (rc < 0) return rc;
     }
-    struct iovec iov[2] = {
-        {o->send_pat + msg_off(c, c->sent), o->body},
-        {(void *)"\n", o->size - o->body},
-    };
-    int rc = csock_stream_writev(c->s, iov, o->size > o->body ? 2 : 1);
+    int rc;
+    if (c->ws) {
+        rc = csock_ws_send(c->ws, o->mode == BENCH_UPPER ? CSOCK_WS_TEXT : CSOCK_WS_BINARY,
+                           o->send_pat + msg_off(c, c->sent), o->body);
+    } else {
+        struct iovec iov[2] = {
+            {o->send_pat + msg_off(c, c->sent), o->body},
+            {(void *)"\n", o->size - o->body},
+        };
+        rc = csock_stream_writev(c->s, iov, o->size > o->body ? 2 : 1);
+    }
     if (rc < 0) return rc;
     c->stamps[c->sent & c->mask] = due;
     c->sent++;
@@ -251,6 +261,7 @@ static size_t on_read(csock_stream *s, int status, const char *buf, size_t len)
 }
 
 static int pacer_arm(run *r, uint64_t now);
+static void conn_up(conn *c, int rc);
 
 static void on_connected(csock_stream *s, int status)
 {
@@ -264,11 +275,49 @@ static void on_connected(csock_stream *s, int status)
         c->retry_at = bench_now_ns() + RETRY_NS;
         return;
     }
-    c->state = C_UP;
-    r->t->st.connects++;
     csock_stream_on_close(s, on_closed);
     if (r->o->addr.scheme != CSOCK_UNIX) csock_stream_nodelay(s, 1);
-    int rc = csock_stream_read_start(s, on_read);
+    conn_up(c, csock_stream_read_start(s, on_read));
+}
+
+/* WebSocket: OPEN is the connect; a MESSAGE must be the next answer, whole;
+ * CLOSED ends a connect that failed, a connection that failed, or one we
+ * aborted. */
+static void on_ws(csock_ws *ws, const csock_ws_event *ev, void *data)
+{
+    conn *c = data;
+    run *r = c->r;
+    const bench_opts *o = r->o;
+    if (ev->kind == CSOCK_WS_OPEN) {
+        csock_stream_nodelay(csock_ws_stream(ws), 1);
+        conn_up(c, 0);
+    } else if (ev->kind == CSOCK_WS_MESSAGE) {
+        if (c->done == c->sent || ev->len != o->body ||
+            memcmp(ev->buf, o->want_pat + msg_off(c, c->done), o->body)) {
+            conn_fail(c, BENCH_ERR_WRONG, 0);
+            return;
+        }
+        uint64_t now = bench_now_ns();
+        complete(c, now, o->size);
+        send_next(c, now);
+    } else if (ev->kind == CSOCK_WS_CLOSED) {
+        if (c->state == C_CONNECTING || c->state == C_UP) {
+            /* Not ours: the connect or the connection failed. */
+            if (!r->stopping) count_err(r, ev->status ? err_kind(ev->status) : BENCH_ERR_RESET);
+            c->retry_at = bench_now_ns() + (c->state == C_CONNECTING ? RETRY_NS : 0);
+        }
+        c->ws = NULL;
+        c->state = C_DOWN;
+    }
+}
+
+/* Connected (and through TLS or the WebSocket handshake): start the load.
+ * rc: how starting to read went. */
+static void conn_up(conn *c, int rc)
+{
+    run *r = c->r;
+    c->state = C_UP;
+    r->t->st.connects++;
     if (r->o->rate > 0) {
         if (!r->t0) rc = pacer_arm(r, bench_now_ns()); /* the schedule starts with the first connection */
     } else {
@@ -287,6 +336,19 @@ static void conn_start(conn *c)
     c->rpos = 0;
     c->rbytes = 0;
     memset(&c->http, 0, sizeof c->http);
+    if (o->ws) {
+        csock_ws_opts wo = {.tls = o->tls, .handshake_timeout_ms = o->timeout_ns / 1000000,
+                            .max_message = o->size > (1u << 20) ? o->size : 0};
+        int rc = csock_ws_connect(r->loop, o->target, &wo, on_ws, c, &c->ws);
+        if (rc < 0) {
+            count_err(r, err_kind(rc));
+            c->ws = NULL;
+            c->retry_at = bench_now_ns() + RETRY_NS;
+            return;
+        }
+        c->state = C_CONNECTING;
+        return;
+    }
     int rc = o->tls ? csock_tls_connect(r->loop, &o->addr, o->tls, &co, on_connected, c, &c->s)
                     : csock_connect(r->loop, &o->addr, &co, on_connected, c, &c->s);
     if (rc < 0) {
@@ -380,7 +442,9 @@ static void run_stop(run *r)
     for (unsigned i = 0; i < r->n; i++) {
         conn *c = &r->conns[i];
         if (c->s) csock_stream_close(c->s, NULL);
+        if (c->ws) csock_ws_abort(c->ws);
         c->s = NULL;
+        c->ws = NULL;
     }
     csock_timer_close(r->tick, NULL);
     if (r->pacer) csock_io_close(r->pacer, NULL);

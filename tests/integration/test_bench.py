@@ -378,6 +378,47 @@ def test_http_connection_close():
         hs.server_close()
 
 
+def test_ws_and_wss():
+    """ws://: binary echo against csock serve echo, text upper against
+    csock serve upper (and echo against upper is caught); wss:// too."""
+    e, eaddr = serve_proc("echo", "ws://127.0.0.1:0/e")
+    u, uaddr = serve_proc("upper", "ws://127.0.0.1:0/u")
+    try:
+        rc, doc, err = bench_json(eaddr, "--ws", "--conns", "3", "--depth", "2", "--duration", "0.7",
+                                  "--size", "200")
+        check_eq(rc, 0, "ws echo status (stderr %r)" % err)
+        check(doc["ws"] and doc["messages"] > 50, "ws echo: %d messages" % doc["messages"])
+        check_eq(doc["connects"], 3, "connections")
+        no_errors(doc, "ws echo")
+        check_doc(doc, "ws echo")
+        rc, doc, err = bench_json(uaddr, "--upper", "--conns", "2", "--duration", "0.5", "--size", "33")
+        check_eq(rc, 0, "ws upper status (stderr %r)" % err)
+        check(doc["messages"] > 50, "ws upper: %d messages" % doc["messages"])
+        no_errors(doc, "ws upper")
+        rc, doc, err = bench_json(uaddr, "--ws", "--conns", "2", "--duration", "0.5")
+        check_eq(rc, 1, "echo against upper")
+        check(doc["errors"]["wrong_bytes"] > 0, "ws wrong bytes: %r" % doc["errors"])
+        rc, doc, err = bench_json(eaddr, "--ws", "--rate", "500", "--conns", "2", "--duration", "1")
+        check_eq(rc, 0, "ws open loop status (stderr %r)" % err)
+        check(450 <= doc["messages"] <= 501, "ws open loop: %d messages at 500/s" % doc["messages"])
+    finally:
+        e.stop()
+        u.stop()
+    d = tmpdir()
+    tlscerts.make(d)
+    w, waddr = serve_proc("--cert", os.path.join(d, "server.pem"), "--key", os.path.join(d, "server.key"),
+                          "echo", "wss://127.0.0.1:0/")
+    try:
+        port = int(waddr.split(":")[2].split("/")[0])
+        rc, doc, err = bench_json("wss://localhost:%d/" % port, "--ca", os.path.join(d, "ca.pem"),
+                                  "--conns", "2", "--duration", "0.5")
+        check_eq(rc, 0, "wss status (stderr %r)" % err)
+        check(doc["messages"] > 50, "wss: %d messages" % doc["messages"])
+        no_errors(doc, "wss")
+    finally:
+        w.stop()
+
+
 def test_wrong_arguments():
     """Each a one-line message and status 2."""
     cases = [
@@ -389,6 +430,7 @@ def test_wrong_arguments():
         ("bogus://x",), ("tcp://127.0.0.1:1", "tcp://127.0.0.1:2"), ("tcp://127.0.0.1:1", "--size"),
         ("tcp://127.0.0.1:1", "--insecure"), ("tcp://127.0.0.1:1", "--http", "x"),
         ("tcp://127.0.0.1:1", "--http", "/a b"), ("tcp://127.0.0.1:1", "--http"),
+        ("tcp://127.0.0.1:1", "--ws"), ("ws://127.0.0.1:1/", "--http", "/"), ("ws://127.0.0.1:1/a b",),
     ]
     for args in cases:
         rc, out, err = csock("bench", *args)
@@ -397,7 +439,7 @@ def test_wrong_arguments():
         check_eq(out, b"", "stdout for %r" % (args,))
     rc, out, err = csock("bench", "--help")
     check_eq(rc, 0, "--help status")
-    for opt in ("--echo", "--upper", "--http", "--conns", "--depth", "--rate", "--size", "--duration",
+    for opt in ("--echo", "--upper", "--http", "--ws", "--conns", "--depth", "--rate", "--size", "--duration",
                 "--warmup", "--threads", "--timeout", "--json"):
         check(opt.encode() in out, "%s missing from --help" % opt)
 
