@@ -3,6 +3,7 @@
  * the live line and the results (table and JSON); bench_run.c: a thread. */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -55,6 +56,7 @@ static const char bench_usage[] =
     "  included).\n"
     "  A failed connection is counted and made again. On a terminal, stderr\n"
     "  gets a live line each second (elapsed, rate, errors, that second's p99).\n"
+    "  SIGINT or SIGTERM ends the run early: the results so far are reported.\n"
     "  --json FILE       the results and the whole latency histogram as JSON\n"
     "                    ('-': stdout, instead of the table)\n"
     "  -h, --help        this help\n"
@@ -203,6 +205,12 @@ static const double report_ps[] = {50, 90, 99, 99.9, 99.99};
 static const char *const report_names[] = {"p50", "p90", "p99", "p99.9", "p99.99"};
 #define NREPORT (sizeof report_ps / sizeof report_ps[0])
 
+/* n a second over `secs` (0 when nothing was measured: stopped in the warm-up). */
+static double per_sec(double n, double secs)
+{
+    return secs > 0 ? n / secs : 0.0;
+}
+
 static const char *mode_name(const bench_opts *o)
 {
     return o->mode == BENCH_UPPER ? "upper" : o->mode == BENCH_HTTP ? "http" : "echo";
@@ -210,7 +218,7 @@ static const char *mode_name(const bench_opts *o)
 
 static void print_table(const bench_opts *o, const bench_stats *st)
 {
-    double secs = (double)o->duration_ns / 1e9;
+    double secs = (double)st->window_ns / 1e9;
     char v[32];
     printf("csock bench %s: ", o->target);
     if (o->mode == BENCH_HTTP) printf("http GET %s", o->http_path);
@@ -220,8 +228,9 @@ static void print_table(const bench_opts *o, const bench_stats *st)
     if (o->rate > 0) printf("open loop at %.0f/s", o->rate);
     else printf("closed loop, depth %u", o->depth);
     printf(", %.2f s measured\n", secs);
-    printf("  throughput  %.1f msg/s  (%llu messages, %.2f MB/s %s)\n", (double)st->msgs / secs,
-           (unsigned long long)st->msgs, (double)st->bytes / secs / 1e6,
+    if (st->window_ns < o->duration_ns) printf("  (interrupted)\n");
+    printf("  throughput  %.1f msg/s  (%llu messages, %.2f MB/s %s)\n", per_sec((double)st->msgs, secs),
+           (unsigned long long)st->msgs, per_sec((double)st->bytes, secs) / 1e6,
            o->mode == BENCH_HTTP ? "of responses" : "each way");
     if (o->mode == BENCH_HTTP) {
         printf("  status     ");
@@ -248,7 +257,7 @@ static void print_table(const bench_opts *o, const bench_stats *st)
 
 static void write_json(FILE *f, const bench_opts *o, const bench_stats *st)
 {
-    double secs = (double)o->duration_ns / 1e9;
+    double secs = (double)st->window_ns / 1e9;
     fprintf(f, "{\"target\": \"");
     for (const char *p = o->target; *p; p++)
         fprintf(f, (*p == '"' || *p == '\\') ? "\\%c" : ((unsigned char)*p < 0x20 ? "?" : "%c"), *p);
@@ -264,10 +273,10 @@ static void write_json(FILE *f, const bench_opts *o, const bench_stats *st)
     }
     if (o->rate > 0) fprintf(f, "\"loop\": \"open\", \"rate\": %.3f, ", o->rate);
     else fprintf(f, "\"loop\": \"closed\", \"depth\": %u, ", o->depth);
-    fprintf(f, "\"duration_s\": %.3f, \"warmup_s\": %.3f,\n", secs, (double)o->warmup_ns / 1e9);
+    fprintf(f, "\"duration_s\": %.6f, \"warmup_s\": %.3f,\n", secs, (double)o->warmup_ns / 1e9);
     fprintf(f, " \"messages\": %llu, \"bytes\": %llu, \"throughput\": %.3f, \"connects\": %llu, "
             "\"unsent\": %llu,\n", (unsigned long long)st->msgs, (unsigned long long)st->bytes,
-            (double)st->msgs / secs, (unsigned long long)st->connects, (unsigned long long)st->unsent);
+            per_sec((double)st->msgs, secs), (unsigned long long)st->connects, (unsigned long long)st->unsent);
     fprintf(f, " \"errors\": {");
     for (int i = 0; i < BENCH_ERR_KINDS; i++)
         fprintf(f, "%s\"%s\": %llu", i ? ", " : "", bench_err_names[i], (unsigned long long)st->err[i]);
@@ -294,26 +303,47 @@ static uint64_t total_errors(const bench_stats *st)
     return e;
 }
 
-/* Until the end of the run, once a second: "elapsed  rate  errors  p99". */
-static void live_lines(const bench_opts *o, bench_thread *th, uint64_t t_start, uint64_t t_end)
+/* The live line: "elapsed  rate  errors  p99" (that second's). */
+static void live_line(const bench_opts *o, bench_thread *th, uint64_t t_start, uint64_t *last_msgs,
+                      uint64_t *last_t)
 {
-    uint64_t last_msgs = 0, last_t = t_start;
     char v[32];
-    for (uint64_t next = t_start + 1000000000ull; next < t_end; next += 1000000000ull) {
-        struct timespec ts = {.tv_sec = (time_t)(next / 1000000000ull), .tv_nsec = (long)(next % 1000000000ull)};
-        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+    uint64_t msgs = 0, errs = 0, p99 = 0, now = bench_now_ns();
+    for (unsigned i = 0; i < o->threads; i++) {
+        msgs += atomic_load_explicit(&th[i].live_msgs, memory_order_relaxed);
+        errs += atomic_load_explicit(&th[i].live_errs, memory_order_relaxed);
+        uint64_t p = atomic_load_explicit(&th[i].live_p99, memory_order_relaxed);
+        if (p > p99) p99 = p;
+    }
+    fmt_us(p99, v, sizeof v);
+    fprintf(stderr, "\r\033[K%6.1f s  %10.1f msg/s  errors %llu  p99 %s", (double)(now - t_start) / 1e9,
+            (double)(msgs - *last_msgs) * 1e9 / (double)(now - *last_t), (unsigned long long)errs, v);
+    *last_msgs = msgs, *last_t = now;
+}
+
+/* Wait for the end of the run: the live line once a second on a terminal;
+ * SIGINT or SIGTERM (blocked in every thread, taken here) ends it early,
+ * and the results so far are reported. Returns when the run ends. */
+static void wait_run(const bench_opts *o, bench_thread *th, uint64_t t_start, uint64_t t_end,
+                     const sigset_t *sigs)
+{
+    uint64_t last_msgs = 0, last_t = t_start, next_live = t_start + 1000000000ull;
+    for (;;) {
+        uint64_t now = bench_now_ns();
+        if (now >= t_end) return;
+        if (o->live && now >= next_live) {
+            live_line(o, th, t_start, &last_msgs, &last_t);
+            next_live += 1000000000ull;
         }
-        uint64_t msgs = 0, errs = 0, p99 = 0, now = bench_now_ns();
-        for (unsigned i = 0; i < o->threads; i++) {
-            msgs += atomic_load_explicit(&th[i].live_msgs, memory_order_relaxed);
-            errs += atomic_load_explicit(&th[i].live_errs, memory_order_relaxed);
-            uint64_t p = atomic_load_explicit(&th[i].live_p99, memory_order_relaxed);
-            if (p > p99) p99 = p;
+        uint64_t until = o->live && next_live < t_end ? next_live : t_end;
+        uint64_t wait = until > now ? until - now : 0;
+        struct timespec ts = {.tv_sec = (time_t)(wait / 1000000000ull), .tv_nsec = (long)(wait % 1000000000ull)};
+        if (sigtimedwait(sigs, NULL, &ts) > 0) {
+            now = bench_now_ns();
+            for (unsigned i = 0; i < o->threads; i++)
+                atomic_store_explicit(&th[i].t_end, now, memory_order_relaxed);
+            return;
         }
-        fmt_us(p99, v, sizeof v);
-        fprintf(stderr, "\r\033[K%6.1f s  %10.1f msg/s  errors %llu  p99 %s", (double)(now - t_start) / 1e9,
-                (double)(msgs - last_msgs) * 1e9 / (double)(now - last_t), (unsigned long long)errs, v);
-        last_msgs = msgs, last_t = now;
     }
 }
 
@@ -363,6 +393,12 @@ int cli_bench(int argc, char **argv)
     bench_thread *th = calloc(o.threads, sizeof *th);
     bench_stats *all = malloc(sizeof *all);
     if (!th || !all) cli_die(CLI_ERR, "bench: out of memory");
+    /* Threads inherit the mask: the signals wait for wait_run(). */
+    sigset_t sigs, old_mask;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, &old_mask);
     uint64_t t_start = bench_now_ns();
     unsigned first = 0;
     for (unsigned i = 0; i < o.threads; i++) {
@@ -374,13 +410,15 @@ int cli_bench(int argc, char **argv)
         first += t->nconns;
         t->t_start = t_start;
         t->t_measure = t_start + o.warmup_ns;
-        t->t_end = t->t_measure + o.duration_ns;
+        atomic_init(&t->t_end, t->t_measure + o.duration_ns);
         int rc = pthread_create(&t->tid, NULL, bench_thread_main, t);
         if (rc) cli_die(CLI_ERR, "bench: thread: %s", strerror(rc));
     }
-    if (o.live) live_lines(&o, th, t_start, t_start + o.warmup_ns + o.duration_ns);
+    wait_run(&o, th, t_start, t_start + o.warmup_ns + o.duration_ns, &sigs);
     memset(all, 0, sizeof *all);
     bench_hist_init(&all->hist);
+    uint64_t t_end = atomic_load(&th[0].t_end);
+    all->window_ns = t_end > t_start + o.warmup_ns ? t_end - t_start - o.warmup_ns : 0;
     int failed = 0;
     for (unsigned i = 0; i < o.threads; i++) {
         pthread_join(th[i].tid, NULL);
@@ -392,6 +430,7 @@ int cli_bench(int argc, char **argv)
         for (int k = 0; k < 600; k++) all->status[k] += s->status[k];
         bench_hist_merge(&all->hist, &s->hist);
     }
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
     if (o.live) fputs("\r\033[K", stderr);
     int status = report(&o, all);
     if (failed) status = CLI_ERR;

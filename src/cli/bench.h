@@ -51,6 +51,7 @@ typedef struct bench_stats {
     uint64_t msgs, bytes;  /* completed inside the measured window */
     uint64_t unsent;       /* open loop: due while no connection was up */
     uint64_t connects;     /* connections made */
+    uint64_t window_ns;    /* how long was measured (shorter when interrupted) */
     uint64_t err[BENCH_ERR_KINDS];
     bench_hist hist;       /* latency of the window's messages, us */
     uint64_t status[600];  /* --http: responses in the window by status code */
@@ -59,7 +60,8 @@ typedef struct bench_stats {
 typedef struct bench_thread {
     const bench_opts *o;
     unsigned index, first_conn, nconns;
-    uint64_t t_start, t_measure, t_end; /* CLOCK_MONOTONIC ns, shared by all */
+    uint64_t t_start, t_measure;        /* CLOCK_MONOTONIC ns, shared by all */
+    _Atomic uint64_t t_end;             /* brought forward by SIGINT/SIGTERM */
     bench_stats st;
     /* For the live line, read by the main thread. */
     _Atomic uint64_t live_msgs, live_errs, live_p99;

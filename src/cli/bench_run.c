@@ -174,6 +174,12 @@ static int answer_ok(const conn *c, const char *p, size_t n)
     return 1;
 }
 
+/* Inside the measured window? (The end moves when the run is interrupted.) */
+static int measured(const bench_thread *t, uint64_t now)
+{
+    return now >= t->t_measure && now < atomic_load_explicit(&t->t_end, memory_order_relaxed);
+}
+
 static void complete(conn *c, uint64_t now, uint64_t bytes)
 {
     run *r = c->r;
@@ -182,7 +188,7 @@ static void complete(conn *c, uint64_t now, uint64_t bytes)
     c->done++;
     c->rpos = 0;
     uint64_t us = now > due ? (now - due) / 1000 : 0;
-    if (now >= t->t_measure && now < t->t_end) {
+    if (measured(t, now)) {
         t->st.msgs++;
         t->st.bytes += bytes;
         bench_hist_record(&t->st.hist, us);
@@ -219,7 +225,7 @@ static size_t read_http(conn *c, const char *buf, size_t len)
         used += (size_t)n;
         c->rbytes += (uint64_t)n;
         if (!st) break;
-        if (now >= t->t_measure && now < t->t_end && st < 600) t->st.status[st]++;
+        if (measured(t, now) && st < 600) t->st.status[st]++;
         if (st / 100 != 2 && !r->stopping) count_err(r, BENCH_ERR_STATUS);
         complete(c, now, c->rbytes);
         c->rbytes = 0;
@@ -319,7 +325,7 @@ static void conn_up(conn *c, int rc)
     c->state = C_UP;
     r->t->st.connects++;
     if (r->o->rate > 0) {
-        if (!r->t0) rc = pacer_arm(r, bench_now_ns()); /* the schedule starts with the first connection */
+        if (rc >= 0 && !r->t0) rc = pacer_arm(r, bench_now_ns()); /* the schedule starts with the first connection */
     } else {
         uint64_t now = bench_now_ns();
         for (unsigned i = 0; i < r->o->depth && rc >= 0; i++) rc = conn_send(c, now);
@@ -455,7 +461,7 @@ static void on_tick(csock_timer *tm)
 {
     run *r = csock_timer_data(tm);
     uint64_t now = bench_now_ns();
-    if (now >= r->t->t_end) return run_stop(r);
+    if (now >= atomic_load_explicit(&r->t->t_end, memory_order_relaxed)) return run_stop(r);
     if (++r->ticks % HOUSEKEEP_TICKS == 0) housekeep(r, now);
     if (r->second) live(r, now);
 }

@@ -9,6 +9,7 @@ import os
 import pty
 import select
 import selectors
+import signal
 import socket
 import sys
 import threading
@@ -16,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from csocktest import (BIN, Proc, Server, T, check, check_eq, csock, main, spawn,  # noqa: E402
-                       closed_tcp_port, tmpdir, _forget, _kill_group)
+                       closed_tcp_port, tmpdir, wait_for, _forget, _kill_group)
 import tlscerts  # noqa: E402
 
 ERR_KINDS = ["refused", "reset", "timeout", "wrong_bytes", "non_2xx", "other"]
@@ -74,6 +75,7 @@ class PyEcho:
         self.port = self.ls.getsockname()[1]
         self.done = False
         self.stalls = 0
+        self.echoed = 0
         self.t = threading.Thread(target=self.run, daemon=True)
         self.t.start()
 
@@ -114,6 +116,7 @@ class PyEcho:
                             b[i] ^= 0x20
                     offset += len(b)
                     data = bytes(b)
+                self.echoed += len(data)
                 try:
                     c.setblocking(True)   # small echoes: a blocking send is fine here
                     c.sendall(data)
@@ -228,6 +231,27 @@ def test_stall_open_vs_closed():
     check(cp99 * 4 <= op99, "closed-loop p99 %d us not much lower than open-loop %d us" % (cp99, op99))
     # The closed loop did see the stall, in its max: it hides it only from the percentiles.
     check(closed["latency_us"]["max"] >= 50000, "closed-loop max %d us" % closed["latency_us"]["max"])
+
+
+def test_interrupt_reports():
+    """SIGINT ends a long run early and the results so far are reported,
+    over the time actually measured."""
+    with PyEcho() as py:
+        p = spawn([BIN, "bench", "tcp://127.0.0.1:%d" % py.port, "--conns", "2", "--duration", "600",
+                   "--json", "-"])
+        try:
+            wait_for(lambda: py.echoed >= 64 * 200, 15, "the first answers")
+            p.send_signal(signal.SIGINT)
+            out, err = p.communicate(timeout=T(15))
+        finally:
+            _kill_group(p)
+            _forget(p)
+        check_eq(p.returncode, 0, "status after SIGINT (stderr %r)" % err)
+        doc = json.loads(out)
+        check(0 < doc["duration_s"] < 60, "measured %.2f s" % doc["duration_s"])
+        check(doc["messages"] >= 100, "messages %d" % doc["messages"])
+        no_errors(doc, "interrupted")
+        check_doc(doc, "interrupted")
 
 
 def test_refused_and_timeout():
