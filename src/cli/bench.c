@@ -364,6 +364,70 @@ static int report(const bench_opts *o, const bench_stats *st)
     return total_errors(st) || !st->msgs ? CLI_ERR : CLI_OK;
 }
 
+/* ADDR into o->addr (ws:// and wss:// too), and the TLS context it needs. */
+static void resolve_target(bench_opts *o, const cli_tls *tls)
+{
+    int ws = cli_ws_scheme(o->target);
+    if (ws) {
+        char path[CLI_WS_PATH];
+        cli_ws_listen_addr(o->target, 0, &o->addr, path); /* dies on a bad URL */
+        if (o->mode == BENCH_HTTP) cli_die(CLI_USAGE, "bench: --http needs an http server's address, not '%s'", o->target);
+        o->ws = 1;
+    } else if (o->ws) {
+        cli_die(CLI_USAGE, "bench: --ws needs a ws:// or wss:// address, not '%s'", o->target);
+    } else {
+        cli_addr(o->target, 0, &o->addr);
+    }
+    if (!csock_addr_is_stream(&o->addr))
+        cli_die(CLI_USAGE, "bench: '%s' is not a stream address (tcp://, tls://, unix:, ws://)", o->target);
+    if (o->addr.scheme == CSOCK_TLS) o->tls = cli_tls_client_ctx(tls);
+    else if (tls->given) cli_die(CLI_USAGE, "bench: --%s is for tls:// and wss:// addresses", tls->first);
+}
+
+/* One thread a loop, each with its share of the connections; the start
+ * and the end of the measured window are the same for all. */
+static uint64_t start_threads(const bench_opts *o, bench_thread *th)
+{
+    uint64_t t_start = bench_now_ns();
+    unsigned first = 0;
+    for (unsigned i = 0; i < o->threads; i++) {
+        bench_thread *t = &th[i];
+        t->o = o;
+        t->index = i;
+        t->first_conn = first;
+        t->nconns = o->conns / o->threads + (i < o->conns % o->threads);
+        first += t->nconns;
+        t->t_start = t_start;
+        t->t_measure = t_start + o->warmup_ns;
+        atomic_init(&t->t_end, t->t_measure + o->duration_ns);
+        int rc = pthread_create(&t->tid, NULL, bench_thread_main, t);
+        if (rc) cli_die(CLI_ERR, "bench: thread: %s", strerror(rc));
+    }
+    return t_start;
+}
+
+/* Join the threads and add up what they measured into `all`. Returns the
+ * number of threads that could not run. */
+static int collect(const bench_opts *o, bench_thread *th, bench_stats *all)
+{
+    memset(all, 0, sizeof *all);
+    bench_hist_init(&all->hist);
+    uint64_t t_end = atomic_load(&th[0].t_end), t_measure = th[0].t_measure;
+    all->window_ns = t_end > t_measure ? t_end - t_measure : 0;
+    int failed = 0;
+    for (unsigned i = 0; i < o->threads; i++) {
+        pthread_join(th[i].tid, NULL);
+        if (th[i].rc < 0 && !failed++) cli_warn("bench: thread %u: %s", i, csock_strerror(th[i].rc));
+        bench_stats *s = &th[i].st;
+        all->msgs += s->msgs, all->bytes += s->bytes, all->unsent += s->unsent;
+        all->connects += s->connects;
+        for (int k = 0; k < BENCH_ERR_KINDS; k++) all->err[k] += s->err[k];
+        for (int k = 0; k < 600; k++) all->status[k] += s->status[k];
+        bench_hist_merge(&all->hist, &s->hist);
+    }
+    return failed;
+}
+
 int cli_bench(int argc, char **argv)
 {
     bench_opts o = {.mode = BENCH_ECHO, .size = DEFAULT_SIZE, .conns = DEFAULT_CONNS, .depth = 1,
@@ -371,21 +435,7 @@ int cli_bench(int argc, char **argv)
                     .timeout_ns = DEFAULT_TIMEOUT_MS * 1000000ull};
     cli_tls tls = {0};
     parse_args(argc, argv, &o, &tls);
-    int ws = cli_ws_scheme(o.target);
-    if (ws) {
-        char path[CLI_WS_PATH];
-        cli_ws_listen_addr(o.target, 0, &o.addr, path); /* dies on a bad URL */
-        if (o.mode == BENCH_HTTP) cli_die(CLI_USAGE, "bench: --http needs an http server's address, not '%s'", o.target);
-        o.ws = 1;
-    } else if (o.ws) {
-        cli_die(CLI_USAGE, "bench: --ws needs a ws:// or wss:// address, not '%s'", o.target);
-    } else {
-        cli_addr(o.target, 0, &o.addr);
-    }
-    if (!csock_addr_is_stream(&o.addr))
-        cli_die(CLI_USAGE, "bench: '%s' is not a stream address (tcp://, tls://, unix:, ws://)", o.target);
-    if (o.addr.scheme == CSOCK_TLS) o.tls = cli_tls_client_ctx(&tls);
-    else if (tls.given) cli_die(CLI_USAGE, "bench: --%s is for tls:// addresses", tls.first);
+    resolve_target(&o, &tls);
     o.live = isatty(STDERR_FILENO);
     make_patterns(&o);
     cli_raise_nofile();
@@ -399,37 +449,9 @@ int cli_bench(int argc, char **argv)
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &sigs, &old_mask);
-    uint64_t t_start = bench_now_ns();
-    unsigned first = 0;
-    for (unsigned i = 0; i < o.threads; i++) {
-        bench_thread *t = &th[i];
-        t->o = &o;
-        t->index = i;
-        t->first_conn = first;
-        t->nconns = o.conns / o.threads + (i < o.conns % o.threads);
-        first += t->nconns;
-        t->t_start = t_start;
-        t->t_measure = t_start + o.warmup_ns;
-        atomic_init(&t->t_end, t->t_measure + o.duration_ns);
-        int rc = pthread_create(&t->tid, NULL, bench_thread_main, t);
-        if (rc) cli_die(CLI_ERR, "bench: thread: %s", strerror(rc));
-    }
+    uint64_t t_start = start_threads(&o, th);
     wait_run(&o, th, t_start, t_start + o.warmup_ns + o.duration_ns, &sigs);
-    memset(all, 0, sizeof *all);
-    bench_hist_init(&all->hist);
-    uint64_t t_end = atomic_load(&th[0].t_end);
-    all->window_ns = t_end > t_start + o.warmup_ns ? t_end - t_start - o.warmup_ns : 0;
-    int failed = 0;
-    for (unsigned i = 0; i < o.threads; i++) {
-        pthread_join(th[i].tid, NULL);
-        if (th[i].rc < 0 && !failed++) cli_warn("bench: thread %u: %s", i, csock_strerror(th[i].rc));
-        bench_stats *s = &th[i].st;
-        all->msgs += s->msgs, all->bytes += s->bytes, all->unsent += s->unsent;
-        all->connects += s->connects;
-        for (int k = 0; k < BENCH_ERR_KINDS; k++) all->err[k] += s->err[k];
-        for (int k = 0; k < 600; k++) all->status[k] += s->status[k];
-        bench_hist_merge(&all->hist, &s->hist);
-    }
+    int failed = collect(&o, th, all);
     pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
     if (o.live) fputs("\r\033[K", stderr);
     int status = report(&o, all);
