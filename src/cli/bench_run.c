@@ -396,7 +396,7 @@ static void housekeep(run *r, uint64_t now)
         conn *c = &r->conns[i];
         if (c->state == C_DOWN && c->retry_at <= now) conn_start(c);
         else if (c->state == C_UP && c->done < c->sent &&
-                 now - c->stamps[c->done & c->mask] > r->o->timeout_ns)
+                 c->stamps[c->done & c->mask] + r->o->timeout_ns < now)
             conn_fail(c, BENCH_ERR_TIMEOUT, 0);
     }
 }
