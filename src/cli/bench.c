@@ -37,6 +37,9 @@ static const char bench_usage[] =
     "  -c, --conns N     connections (default 10)\n"
     "  -d, --depth D     closed loop: messages in flight on each connection;\n"
     "                    the next is sent when one is answered (default 1)\n"
+    "  --connect         a new connection for every message: connect, one\n"
+    "                    exchange, close (the connection rate; latency from\n"
+    "                    the connect). Closed loop, not with --depth\n"
     "  -r, --rate R      open loop instead: R messages a second over all the\n"
     "                    connections, on a fixed schedule whatever the answers;\n"
     "                    latency counts from each message's intended send time,\n"
@@ -65,7 +68,7 @@ static const char bench_usage[] =
     "Exit status: 0 when every answer was right and no error happened, 1 on\n"
     "errors (or no answer at all), 2 on a wrong argument.\n";
 
-enum { OPT_ECHO = 0x2000, OPT_UPPER, OPT_HTTP, OPT_WS, OPT_JSON, OPT_TIMEOUT };
+enum { OPT_ECHO = 0x2000, OPT_UPPER, OPT_HTTP, OPT_WS, OPT_CONNECT, OPT_JSON, OPT_TIMEOUT };
 
 #define DEFAULT_CONNS 10
 #define DEFAULT_SIZE 64
@@ -93,6 +96,7 @@ static void parse_args(int argc, char **argv, bench_opts *o, cli_tls *tls)
         {"upper", no_argument, NULL, OPT_UPPER},
         {"http", required_argument, NULL, OPT_HTTP},
         {"ws", no_argument, NULL, OPT_WS},
+        {"connect", no_argument, NULL, OPT_CONNECT},
         {"conns", required_argument, NULL, 'c'},
         {"depth", required_argument, NULL, 'd'},
         {"rate", required_argument, NULL, 'r'},
@@ -113,6 +117,7 @@ static void parse_args(int argc, char **argv, bench_opts *o, cli_tls *tls)
         case OPT_ECHO: o->mode = BENCH_ECHO; break;
         case OPT_UPPER: o->mode = BENCH_UPPER; break;
         case OPT_WS: o->ws = 1; break;
+        case OPT_CONNECT: o->connect_each = 1; break;
         case OPT_HTTP:
             o->mode = BENCH_HTTP;
             o->http_path = optarg;
@@ -144,6 +149,9 @@ static void parse_args(int argc, char **argv, bench_opts *o, cli_tls *tls)
     if (!o->timeout_ns) cli_die(CLI_USAGE, "--timeout: more than 0 seconds");
     if (o->rate > 0 && depth_given)
         cli_die(CLI_USAGE, "bench: --depth is for the closed loop; --rate sets the open loop's load");
+    if (o->connect_each && (o->rate > 0 || depth_given))
+        cli_die(CLI_USAGE, "bench: --connect is one message a connection, in the closed loop: "
+                "not with --rate or --depth");
     if (o->mode == BENCH_UPPER && o->size < 2)
         cli_die(CLI_USAGE, "--size: --upper needs at least 2 bytes (a letter and '\\n')");
     if (!o->size) cli_die(CLI_USAGE, "--size: at least 1 byte");
@@ -227,6 +235,7 @@ static void print_table(const bench_opts *o, const bench_stats *st)
     printf(", %u connection%s, %u thread%s, ", o->conns, o->conns == 1 ? "" : "s", o->threads,
            o->threads == 1 ? "" : "s");
     if (o->rate > 0) printf("open loop at %.0f/s", o->rate);
+    else if (o->connect_each) printf("closed loop, a connection a message");
     else printf("closed loop, depth %u", o->depth);
     printf(", %.2f s measured\n", secs);
     if (st->window_ns < o->duration_ns) printf("  (interrupted)\n");
@@ -274,6 +283,7 @@ static void write_json(FILE *f, const bench_opts *o, const bench_stats *st)
     }
     if (o->rate > 0) fprintf(f, "\"loop\": \"open\", \"rate\": %.3f, ", o->rate);
     else fprintf(f, "\"loop\": \"closed\", \"depth\": %u, ", o->depth);
+    fprintf(f, "\"connect\": %s, ", o->connect_each ? "true" : "false");
     fprintf(f, "\"duration_s\": %.6f, \"warmup_s\": %.3f,\n", secs, (double)o->warmup_ns / 1e9);
     fprintf(f, " \"messages\": %llu, \"bytes\": %llu, \"throughput\": %.3f, \"connects\": %llu, "
             "\"unsent\": %llu,\n", (unsigned long long)st->msgs, (unsigned long long)st->bytes,

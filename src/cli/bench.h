@@ -42,6 +42,7 @@ typedef struct bench_opts {
     char *send_pat, *want_pat;
     size_t body;             /* bytes from the pattern; the rest is "\n" */
     const char *http_path;   /* --http PATH: send_pat is the request, sent whole */
+    int connect_each;        /* --connect: a new connection for every message */
     int ws;                  /* a ws:// or wss:// ADDR: messages are WebSocket
                                 messages (binary for echo, text for upper) */
 } bench_opts;

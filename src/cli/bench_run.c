@@ -38,6 +38,7 @@ typedef struct conn {
     unsigned id; /* over all threads: which slice of the pattern it sends */
     int state;
     uint64_t retry_at;   /* C_DOWN: when to connect again */
+    uint64_t connect_at; /* when the connect began (--connect: the message's start) */
     uint64_t sent, done; /* messages sent and answered on this stream */
     size_t rpos;         /* bytes of message `done` received so far */
     uint64_t *stamps;    /* due times of messages in flight, by seq & mask */
@@ -94,10 +95,19 @@ static void count_err(run *r, int kind)
     atomic_store_explicit(&r->t->live_errs, e, memory_order_relaxed);
 }
 
+static void conn_start(conn *c);
+
+/* The stream is gone: --connect makes the next one at once (unless a
+ * failure asked for a pause); the housekeeping does otherwise. */
+static void conn_down(conn *c)
+{
+    c->state = C_DOWN;
+    if (c->r->o->connect_each && !c->r->stopping && c->retry_at <= bench_now_ns()) conn_start(c);
+}
+
 static void on_closed(csock_stream *s)
 {
-    conn *c = csock_stream_data(s);
-    c->state = C_DOWN;
+    conn_down(csock_stream_data(s));
 }
 
 /* Count the error (kind < 0: none, the server closed as it said it
@@ -201,6 +211,10 @@ static void complete(conn *c, uint64_t now, uint64_t bytes)
  * connection failed (and was closed). */
 static int send_next(conn *c, uint64_t now)
 {
+    if (c->r->o->connect_each) { /* one exchange a connection: close, not an error */
+        conn_fail(c, -1, 0);
+        return -1;
+    }
     if (c->r->o->rate > 0 || c->r->stopping) return 0;
     int rc = conn_send(c, now);
     if (rc < 0) conn_fail(c, err_kind(rc), 0);
@@ -313,7 +327,7 @@ static void on_ws(csock_ws *ws, const csock_ws_event *ev, void *data)
             c->retry_at = bench_now_ns() + (c->state == C_CONNECTING ? RETRY_NS : 0);
         }
         c->ws = NULL;
-        c->state = C_DOWN;
+        conn_down(c);
     }
 }
 
@@ -327,7 +341,8 @@ static void conn_up(conn *c, int rc)
     if (r->o->rate > 0) {
         if (rc >= 0 && !r->t0) rc = pacer_arm(r, bench_now_ns()); /* the schedule starts with the first connection */
     } else {
-        uint64_t now = bench_now_ns();
+        /* --connect: the connect is part of the exchange's latency. */
+        uint64_t now = r->o->connect_each ? c->connect_at : bench_now_ns();
         for (unsigned i = 0; i < r->o->depth && rc >= 0; i++) rc = conn_send(c, now);
     }
     if (rc < 0) conn_fail(c, err_kind(rc), 0);
@@ -341,6 +356,7 @@ static void conn_start(conn *c)
     c->sent = c->done = 0;
     c->rpos = 0;
     c->rbytes = 0;
+    c->connect_at = bench_now_ns();
     memset(&c->http, 0, sizeof c->http);
     if (o->ws) {
         csock_ws_opts wo = {.tls = o->tls, .handshake_timeout_ms = o->timeout_ns / 1000000,

@@ -233,6 +233,34 @@ def test_stall_open_vs_closed():
     check(closed["latency_us"]["max"] >= 50000, "closed-loop max %d us" % closed["latency_us"]["max"])
 
 
+def test_connect_rate():
+    """--connect: a connection a message (echo and upper over tcp and unix,
+    and an HTTP GET), each answer checked; connects follow the messages."""
+    d = tmpdir()
+    with open(os.path.join(d, "f"), "wb") as f:
+        f.write(b"hi\n")
+    h, haddr = serve_proc("http", d, "tcp://127.0.0.1:0")
+    try:
+        with Server("upper", "tcp://127.0.0.1:0", "unix:" + os.path.join(d, "u")) as srv:
+            for ep in srv.endpoints:
+                for args in (("--upper",), ("--upper", "--size", "500")):
+                    rc, doc, err = bench_json(ep.text, "--connect", "--conns", "3", "--duration", "0.5", *args)
+                    check_eq(rc, 0, "status (stderr %r)" % err)
+                    check(doc["connect"] and doc["messages"] > 20, "%d exchanges" % doc["messages"])
+                    # Every exchange had its connection; at most the three
+                    # in flight at the end were made and not answered.
+                    check(doc["messages"] <= doc["connects"] <= doc["messages"] + 3 + doc["messages"] // 2,
+                          "connects %d for %d messages" % (doc["connects"], doc["messages"]))
+                    no_errors(doc, "--connect " + ep.text)
+                    check_doc(doc, "--connect")
+        rc, doc, err = bench_json(haddr, "--http", "/f", "--connect", "--conns", "2", "--duration", "0.5")
+        check_eq(rc, 0, "http status (stderr %r)" % err)
+        check_eq(doc["status"], {"200": doc["messages"]}, "status counts")
+        no_errors(doc, "--connect --http")
+    finally:
+        h.stop()
+
+
 def test_interrupt_reports():
     """SIGINT ends a long run early and the results so far are reported,
     over the time actually measured."""
@@ -454,7 +482,8 @@ def test_wrong_arguments():
         ("bogus://x",), ("tcp://127.0.0.1:1", "tcp://127.0.0.1:2"), ("tcp://127.0.0.1:1", "--size"),
         ("tcp://127.0.0.1:1", "--insecure"), ("tcp://127.0.0.1:1", "--http", "x"),
         ("tcp://127.0.0.1:1", "--http", "/a b"), ("tcp://127.0.0.1:1", "--http"),
-        ("tcp://127.0.0.1:1", "--ws"), ("ws://127.0.0.1:1/", "--http", "/"), ("ws://127.0.0.1:1/a b",),
+        ("tcp://127.0.0.1:1", "--ws"), ("tcp://127.0.0.1:1", "--connect", "--rate", "10"),
+        ("tcp://127.0.0.1:1", "--connect", "--depth", "2"), ("ws://127.0.0.1:1/", "--http", "/"), ("ws://127.0.0.1:1/a b",),
     ]
     for args in cases:
         rc, out, err = csock("bench", *args)
@@ -463,7 +492,7 @@ def test_wrong_arguments():
         check_eq(out, b"", "stdout for %r" % (args,))
     rc, out, err = csock("bench", "--help")
     check_eq(rc, 0, "--help status")
-    for opt in ("--echo", "--upper", "--http", "--ws", "--conns", "--depth", "--rate", "--size", "--duration",
+    for opt in ("--echo", "--upper", "--http", "--ws", "--connect", "--conns", "--depth", "--rate", "--size", "--duration",
                 "--warmup", "--threads", "--timeout", "--json"):
         check(opt.encode() in out, "%s missing from --help" % opt)
 
