@@ -188,9 +188,10 @@ def test_open_loop_counts():
                                   "--threads", "2", "--duration", "2", "--warmup", "0.3")
         check_eq(rc, 0, "status (stderr %r)" % err)
         check_eq(doc["loop"], "open", "loop")
-        # Messages due in the window but still in flight at its end are
-        # not counted: allow a few percent, and some for a loaded machine.
-        check(3600 <= doc["messages"] <= 4001, "%d messages at 2000/s over 2 s" % doc["messages"])
+        # Answers are counted when they arrive: one sent in the warm-up may
+        # land in the window and one due at its end may not. Allow a few
+        # percent either way (more below, for a loaded machine).
+        check(3600 <= doc["messages"] <= 4120, "%d messages at 2000/s over 2 s" % doc["messages"])
         check_eq(doc["unsent"], 0, "unsent")
         no_errors(doc, "open loop")
         check_doc(doc, "open loop")
@@ -452,7 +453,7 @@ def test_ws_and_wss():
         check(doc["errors"]["wrong_bytes"] > 0, "ws wrong bytes: %r" % doc["errors"])
         rc, doc, err = bench_json(eaddr, "--ws", "--rate", "500", "--conns", "2", "--duration", "1")
         check_eq(rc, 0, "ws open loop status (stderr %r)" % err)
-        check(450 <= doc["messages"] <= 501, "ws open loop: %d messages at 500/s" % doc["messages"])
+        check(450 <= doc["messages"] <= 515, "ws open loop: %d messages at 500/s" % doc["messages"])
     finally:
         e.stop()
         u.stop()
