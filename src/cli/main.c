@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "cli/bench.h"
 #include "cli/cli.h"
 
 static const char usage[] =
@@ -18,6 +19,7 @@ static const char usage[] =
     "  serve http DIR ADDR...  serve the files under DIR over HTTP/1.1 (https)\n"
     "  connect ADDR            stdin to the peer, the peer to stdout (netcat-style)\n"
     "  listen ADDR             wait for peers: one, many (-k), broker, chat, exec\n"
+    "  bench ADDR              load a server, check its answers, measure latency\n"
     "\n"
     "Addresses:\n"
     "  tcp://HOST:PORT  tls://HOST:PORT  udp://HOST:PORT  HOST:PORT (tcp)\n"
@@ -41,6 +43,7 @@ static const struct {
     {"serve", cli_serve},
     {"connect", cli_connect},
     {"listen", cli_listen},
+    {"bench", cli_bench},
 };
 
 void cli_warn(const char *fmt, ...)

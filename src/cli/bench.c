@@ -1,0 +1,476 @@
+/* csock bench ADDR: a load generator that checks every answer and measures
+ * latency honestly (see bench_usage). This file: the options, the threads,
+ * the live line and the results (table and JSON); bench_run.c: a thread. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/bench.h"
+#include "cli/bench_http.h"
+
+static const char bench_usage[] =
+    "usage: csock bench ADDR [--echo | --upper | --http PATH | --ws] [OPTIONS]\n"
+    "\n"
+    "Load the server at ADDR (tcp://, tls://, unix:, HOST:PORT,\n"
+    "ws://HOST:PORT/PATH, wss://...) and measure its latency and throughput.\n"
+    "Every answer is checked byte by byte.\n"
+    "\n"
+    "Modes:\n"
+    "  --echo            messages of --size bytes, echoed back (default)\n"
+    "  --upper           lines of --size bytes ('\\n' included) of lower-case\n"
+    "                    letters, answered in upper case (csock serve upper)\n"
+    "  --http PATH       HTTP/1.1 GET of PATH, keep-alive (--depth: pipelined);\n"
+    "                    responses counted by status code, a non-2xx one is an\n"
+    "                    error (non_2xx); after Connection: close, a new\n"
+    "                    connection (not an error)\n"
+    "  --ws              messages over a WebSocket (ADDR ws:// or wss://):\n"
+    "                    binary messages of --size bytes, echoed (csock serve\n"
+    "                    echo ws://...); with --upper, text messages of lower-\n"
+    "                    case letters answered in upper case. A ws:// ADDR\n"
+    "                    implies it\n"
+    "\n"
+    "Load:\n"
+    "  -c, --conns N     connections (default 10)\n"
+    "  -d, --depth D     closed loop: messages in flight on each connection;\n"
+    "                    the next is sent when one is answered (default 1)\n"
+    "  --connect         a new connection for every message: connect, one\n"
+    "                    exchange, close (the connection rate; latency from\n"
+    "                    the connect). Closed loop, not with --depth\n"
+    "  -r, --rate R      open loop instead: R messages a second over all the\n"
+    "                    connections, on a fixed schedule whatever the answers;\n"
+    "                    latency counts from each message's intended send time,\n"
+    "                    so a stall is charged to every message it held back\n"
+    "                    (the wrk2 method). Not with --depth\n"
+    "  -s, --size N      bytes a message (default 64)\n"
+    "  -D, --duration SECS  measure this long (default 10)\n"
+    "  -w, --warmup SECS    run this long first, not measured (default 0)\n"
+    "  -t, --threads N   event loops (threads), connections spread over them\n"
+    "                    (default 1)\n"
+    "  --timeout SECS    a connect or an answer taking longer is an error\n"
+    "                    (timeout); the connection is made again (default 10)\n"
+    "\n"
+    "Output:\n"
+    "  A table on stdout at the end: throughput, latency percentiles (p50,\n"
+    "  p90, p99, p99.9, p99.99, max) and errors by kind (refused, reset,\n"
+    "  timeout, wrong bytes, non-2xx, other; over the whole run, warm-up\n"
+    "  included).\n"
+    "  A failed connection is counted and made again. On a terminal, stderr\n"
+    "  gets a live line each second (elapsed, rate, errors, that second's p99).\n"
+    "  SIGINT or SIGTERM ends the run early: the results so far are reported.\n"
+    "  --json FILE       the results and the whole latency histogram as JSON\n"
+    "                    ('-': stdout, instead of the table)\n"
+    "  -h, --help        this help\n"
+    "\n"
+    "Exit status: 0 when every answer was right and no error happened, 1 on\n"
+    "errors (or no answer at all), 2 on a wrong argument.\n";
+
+enum { OPT_ECHO = 0x2000, OPT_UPPER, OPT_HTTP, OPT_WS, OPT_CONNECT, OPT_JSON, OPT_TIMEOUT };
+
+#define DEFAULT_CONNS 10
+#define DEFAULT_SIZE 64
+#define DEFAULT_DURATION_MS 10000
+#define DEFAULT_TIMEOUT_MS 10000
+#define MAX_BENCH_CONNS (1u << 20)
+#define MAX_DEPTH (1u << 16)
+#define MAX_SIZE (1u << 24)
+
+static double parse_rate(const char *text)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (errno || end == text || *end || !(v > 0) || v > 1e9)
+        cli_die(CLI_USAGE, "--rate: '%s' is not a number of messages a second above 0", text);
+    return v;
+}
+
+static void parse_args(int argc, char **argv, bench_opts *o, cli_tls *tls)
+{
+    static const struct option opts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"echo", no_argument, NULL, OPT_ECHO},
+        {"upper", no_argument, NULL, OPT_UPPER},
+        {"http", required_argument, NULL, OPT_HTTP},
+        {"ws", no_argument, NULL, OPT_WS},
+        {"connect", no_argument, NULL, OPT_CONNECT},
+        {"conns", required_argument, NULL, 'c'},
+        {"depth", required_argument, NULL, 'd'},
+        {"rate", required_argument, NULL, 'r'},
+        {"size", required_argument, NULL, 's'},
+        {"duration", required_argument, NULL, 'D'},
+        {"warmup", required_argument, NULL, 'w'},
+        {"threads", required_argument, NULL, 't'},
+        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"json", required_argument, NULL, OPT_JSON},
+        CLI_TLS_LONGOPTS,
+        {0, 0, 0, 0},
+    };
+    int c, depth_given = 0;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":hc:d:r:s:D:w:t:", opts, NULL)) != -1) {
+        switch (c) {
+        case 'h': fputs(bench_usage, stdout); fputs(cli_tls_usage, stdout); exit(CLI_OK);
+        case OPT_ECHO: o->mode = BENCH_ECHO; break;
+        case OPT_UPPER: o->mode = BENCH_UPPER; break;
+        case OPT_WS: o->ws = 1; break;
+        case OPT_CONNECT: o->connect_each = 1; break;
+        case OPT_HTTP:
+            o->mode = BENCH_HTTP;
+            o->http_path = optarg;
+            break;
+        case 'c': o->conns = (unsigned)cli_ulong("--conns", optarg, MAX_BENCH_CONNS); break;
+        case 'd':
+            o->depth = (unsigned)cli_ulong("--depth", optarg, MAX_DEPTH);
+            depth_given = 1;
+            break;
+        case 'r': o->rate = parse_rate(optarg); break;
+        case 's': o->size = cli_ulong("--size", optarg, MAX_SIZE); break;
+        case 'D': o->duration_ns = cli_seconds("--duration", optarg) * 1000000ull; break;
+        case 'w': o->warmup_ns = cli_seconds("--warmup", optarg) * 1000000ull; break;
+        case 't': o->threads = (unsigned)cli_ulong("--threads", optarg, CLI_MAX_THREADS); break;
+        case OPT_TIMEOUT: o->timeout_ns = cli_seconds("--timeout", optarg) * 1000000ull; break;
+        case OPT_JSON: o->json = optarg; break;
+        default:
+            if (cli_tls_option(tls, c, optarg)) break;
+            cli_bad_option("bench", c, optopt, argv[optind - 1]);
+        }
+    }
+    if (optind >= argc) cli_die(CLI_USAGE, "bench: missing ADDR (see csock bench --help)");
+    if (argc - optind > 1) cli_die(CLI_USAGE, "bench: one ADDR only, got '%s' too", argv[optind + 1]);
+    o->target = argv[optind];
+    if (!o->conns) cli_die(CLI_USAGE, "--conns: at least 1 connection");
+    if (!o->depth) cli_die(CLI_USAGE, "--depth: at least 1 message in flight");
+    if (!o->threads) cli_die(CLI_USAGE, "--threads: at least 1");
+    if (!o->duration_ns) cli_die(CLI_USAGE, "--duration: more than 0 seconds");
+    if (!o->timeout_ns) cli_die(CLI_USAGE, "--timeout: more than 0 seconds");
+    if (o->rate > 0 && depth_given)
+        cli_die(CLI_USAGE, "bench: --depth is for the closed loop; --rate sets the open loop's load");
+    if (o->connect_each && (o->rate > 0 || depth_given))
+        cli_die(CLI_USAGE, "bench: --connect is one message a connection, in the closed loop: "
+                "not with --rate or --depth");
+    if (o->mode == BENCH_UPPER && o->size < 2)
+        cli_die(CLI_USAGE, "--size: --upper needs at least 2 bytes (a letter and '\\n')");
+    if (!o->size) cli_die(CLI_USAGE, "--size: at least 1 byte");
+    if (o->mode == BENCH_HTTP) {
+        const unsigned char *p = (const unsigned char *)o->http_path;
+        if (*p != '/') cli_die(CLI_USAGE, "--http: the path must start with '/': '%s'", o->http_path);
+        for (; *p; p++)
+            if (*p <= ' ' || *p == 0x7f)
+                cli_die(CLI_USAGE, "--http: no spaces or control characters in the path");
+    }
+    if (o->threads > o->conns) o->threads = o->conns; /* a thread without connections idles */
+}
+
+/* The patterns messages are cut from: BENCH_PAT bytes repeated far enough
+ * that a message may start anywhere in the first period. */
+static void make_patterns(bench_opts *o)
+{
+    if (o->mode == BENCH_HTTP) {
+        /* One request, the same for every message. */
+        char host[sizeof o->addr.host + 16];
+        if (o->addr.scheme == CSOCK_UNIX) snprintf(host, sizeof host, "localhost");
+        else if (strchr(o->addr.host, ':')) snprintf(host, sizeof host, "[%s]:%d", o->addr.host, csock_addr_port(&o->addr));
+        else snprintf(host, sizeof host, "%s:%d", o->addr.host, csock_addr_port(&o->addr));
+        o->send_pat = bench_http_request(o->http_path, host, &o->size);
+        if (!o->send_pat) cli_die(CLI_ERR, "bench: out of memory");
+        o->want_pat = o->send_pat;
+        o->body = o->size;
+        return;
+    }
+    /* A line ends in '\n'; a WebSocket message is whole without one. */
+    o->body = o->mode == BENCH_UPPER && !o->ws ? o->size - 1 : o->size;
+    size_t n = BENCH_PAT + o->body;
+    o->send_pat = malloc(n);
+    o->want_pat = o->mode == BENCH_UPPER ? malloc(n) : o->send_pat;
+    if (!o->send_pat || !o->want_pat) cli_die(CLI_ERR, "bench: out of memory");
+    uint32_t x = 2463534242u;
+    for (size_t i = 0; i < BENCH_PAT; i++) {
+        x ^= x << 13, x ^= x >> 17, x ^= x << 5; /* xorshift: no byte pattern a server could fake */
+        if (o->mode == BENCH_UPPER) {
+            o->send_pat[i] = (char)('a' + x % 26);
+            o->want_pat[i] = (char)('A' + x % 26);
+        } else {
+            o->send_pat[i] = (char)(x >> 24);
+        }
+    }
+    for (size_t i = BENCH_PAT; i < n; i++) {
+        o->send_pat[i] = o->send_pat[i - BENCH_PAT];
+        o->want_pat[i] = o->want_pat[i - BENCH_PAT];
+    }
+}
+
+static void fmt_us(uint64_t us, char *buf, size_t size)
+{
+    if (us < 10000) snprintf(buf, size, "%llu us", (unsigned long long)us);
+    else if (us < 10000000) snprintf(buf, size, "%.2f ms", (double)us / 1e3);
+    else snprintf(buf, size, "%.2f s", (double)us / 1e6);
+}
+
+static const double report_ps[] = {50, 90, 99, 99.9, 99.99};
+static const char *const report_names[] = {"p50", "p90", "p99", "p99.9", "p99.99"};
+#define NREPORT (sizeof report_ps / sizeof report_ps[0])
+
+/* n a second over `secs` (0 when nothing was measured: stopped in the warm-up). */
+static double per_sec(double n, double secs)
+{
+    return secs > 0 ? n / secs : 0.0;
+}
+
+static const char *mode_name(const bench_opts *o)
+{
+    return o->mode == BENCH_UPPER ? "upper" : o->mode == BENCH_HTTP ? "http" : "echo";
+}
+
+static void print_table(const bench_opts *o, const bench_stats *st)
+{
+    double secs = (double)st->window_ns / 1e9;
+    char v[32];
+    printf("csock bench %s: ", o->target);
+    if (o->mode == BENCH_HTTP) printf("http GET %s", o->http_path);
+    else printf("%s, %zu-byte %smessages", mode_name(o), o->size, o->ws ? "WebSocket " : "");
+    printf(", %u connection%s, %u thread%s, ", o->conns, o->conns == 1 ? "" : "s", o->threads,
+           o->threads == 1 ? "" : "s");
+    if (o->rate > 0) printf("open loop at %.0f/s", o->rate);
+    else if (o->connect_each) printf("closed loop, a connection a message");
+    else printf("closed loop, depth %u", o->depth);
+    printf(", %.2f s measured\n", secs);
+    if (st->window_ns < o->duration_ns) printf("  (interrupted)\n");
+    printf("  throughput  %.1f msg/s  (%llu messages, %.2f MB/s %s)\n", per_sec((double)st->msgs, secs),
+           (unsigned long long)st->msgs, per_sec((double)st->bytes, secs) / 1e6,
+           o->mode == BENCH_HTTP ? "of responses" : "each way");
+    if (o->mode == BENCH_HTTP) {
+        printf("  status     ");
+        for (int i = 0; i < 600; i++)
+            if (st->status[i]) printf(" %d: %llu", i, (unsigned long long)st->status[i]);
+        printf("\n");
+    }
+    printf("  latency    ");
+    for (size_t i = 0; i < NREPORT; i++) printf(" %10s", report_names[i]);
+    printf(" %10s %10s\n             ", "max", "mean");
+    for (size_t i = 0; i < NREPORT; i++) {
+        fmt_us(bench_hist_percentile(&st->hist, report_ps[i]), v, sizeof v);
+        printf(" %10s", v);
+    }
+    fmt_us(st->hist.total ? st->hist.max : 0, v, sizeof v);
+    printf(" %10s", v);
+    fmt_us((uint64_t)(bench_hist_mean(&st->hist) + 0.5), v, sizeof v);
+    printf(" %10s\n", v);
+    printf("  errors     ");
+    for (int i = 0; i < BENCH_ERR_KINDS; i++) printf(" %s %llu", bench_err_names[i], (unsigned long long)st->err[i]);
+    if (st->unsent) printf(" (unsent %llu: no connection was up)", (unsigned long long)st->unsent);
+    printf("\n");
+}
+
+static void write_json(FILE *f, const bench_opts *o, const bench_stats *st)
+{
+    double secs = (double)st->window_ns / 1e9;
+    fprintf(f, "{\"target\": \"");
+    for (const char *p = o->target; *p; p++)
+        fprintf(f, (*p == '"' || *p == '\\') ? "\\%c" : ((unsigned char)*p < 0x20 ? "?" : "%c"), *p);
+    fprintf(f, "\", \"mode\": \"%s\", \"ws\": %s, \"size\": %zu, \"conns\": %u, \"threads\": %u, ",
+            mode_name(o), o->ws ? "true" : "false", o->size, o->conns, o->threads);
+    if (o->mode == BENCH_HTTP) {
+        fprintf(f, "\"path\": \"");
+        for (const char *p = o->http_path; *p; p++) fprintf(f, (*p == '"' || *p == '\\') ? "\\%c" : "%c", *p);
+        fprintf(f, "\", \"status\": {");
+        for (int i = 0, n = 0; i < 600; i++)
+            if (st->status[i]) fprintf(f, "%s\"%d\": %llu", n++ ? ", " : "", i, (unsigned long long)st->status[i]);
+        fprintf(f, "}, ");
+    }
+    if (o->rate > 0) fprintf(f, "\"loop\": \"open\", \"rate\": %.3f, ", o->rate);
+    else fprintf(f, "\"loop\": \"closed\", \"depth\": %u, ", o->depth);
+    fprintf(f, "\"connect\": %s, ", o->connect_each ? "true" : "false");
+    fprintf(f, "\"duration_s\": %.6f, \"warmup_s\": %.3f,\n", secs, (double)o->warmup_ns / 1e9);
+    fprintf(f, " \"messages\": %llu, \"bytes\": %llu, \"throughput\": %.3f, \"connects\": %llu, "
+            "\"unsent\": %llu,\n", (unsigned long long)st->msgs, (unsigned long long)st->bytes,
+            per_sec((double)st->msgs, secs), (unsigned long long)st->connects, (unsigned long long)st->unsent);
+    fprintf(f, " \"errors\": {");
+    for (int i = 0; i < BENCH_ERR_KINDS; i++)
+        fprintf(f, "%s\"%s\": %llu", i ? ", " : "", bench_err_names[i], (unsigned long long)st->err[i]);
+    fprintf(f, "},\n \"latency_us\": {\"min\": %llu, \"mean\": %.1f, ",
+            (unsigned long long)(st->hist.total ? st->hist.min : 0), bench_hist_mean(&st->hist));
+    for (size_t i = 0; i < NREPORT; i++)
+        fprintf(f, "\"%s\": %llu, ", report_names[i],
+                (unsigned long long)bench_hist_percentile(&st->hist, report_ps[i]));
+    fprintf(f, "\"max\": %llu},\n", (unsigned long long)(st->hist.total ? st->hist.max : 0));
+    /* Every non-empty bucket: [lowest, highest, count] in us, in order. */
+    fprintf(f, " \"histogram\": {\"unit\": \"us\", \"sub_buckets\": %u, \"total\": %llu, \"buckets\": [",
+            BENCH_HIST_SUB, (unsigned long long)st->hist.total);
+    bench_hist_iter it = {0};
+    for (int first = 1; bench_hist_next(&st->hist, &it); first = 0)
+        fprintf(f, "%s[%llu, %llu, %llu]", first ? "" : ", ", (unsigned long long)it.lo,
+                (unsigned long long)it.hi, (unsigned long long)it.count);
+    fprintf(f, "]}}\n");
+}
+
+static uint64_t total_errors(const bench_stats *st)
+{
+    uint64_t e = 0;
+    for (int i = 0; i < BENCH_ERR_KINDS; i++) e += st->err[i];
+    return e;
+}
+
+/* The live line: "elapsed  rate  errors  p99" (that second's). */
+static void live_line(const bench_opts *o, bench_thread *th, uint64_t t_start, uint64_t *last_msgs,
+                      uint64_t *last_t)
+{
+    char v[32];
+    uint64_t msgs = 0, errs = 0, p99 = 0, now = bench_now_ns();
+    for (unsigned i = 0; i < o->threads; i++) {
+        msgs += atomic_load_explicit(&th[i].live_msgs, memory_order_relaxed);
+        errs += atomic_load_explicit(&th[i].live_errs, memory_order_relaxed);
+        uint64_t p = atomic_load_explicit(&th[i].live_p99, memory_order_relaxed);
+        if (p > p99) p99 = p;
+    }
+    fmt_us(p99, v, sizeof v);
+    fprintf(stderr, "\r\033[K%6.1f s  %10.1f msg/s  errors %llu  p99 %s", (double)(now - t_start) / 1e9,
+            (double)(msgs - *last_msgs) * 1e9 / (double)(now - *last_t), (unsigned long long)errs, v);
+    *last_msgs = msgs, *last_t = now;
+}
+
+/* Wait for the end of the run: the live line once a second on a terminal;
+ * SIGINT or SIGTERM (blocked in every thread, taken here) ends it early,
+ * and the results so far are reported. Returns when the run ends. */
+static void wait_run(const bench_opts *o, bench_thread *th, uint64_t t_start, uint64_t t_end,
+                     const sigset_t *sigs)
+{
+    uint64_t last_msgs = 0, last_t = t_start, next_live = t_start + 1000000000ull;
+    for (;;) {
+        uint64_t now = bench_now_ns();
+        if (now >= t_end) return;
+        if (o->live && now >= next_live) {
+            live_line(o, th, t_start, &last_msgs, &last_t);
+            next_live += 1000000000ull;
+        }
+        uint64_t until = o->live && next_live < t_end ? next_live : t_end;
+        uint64_t wait = until > now ? until - now : 0;
+        struct timespec ts = {.tv_sec = (time_t)(wait / 1000000000ull), .tv_nsec = (long)(wait % 1000000000ull)};
+        if (sigtimedwait(sigs, NULL, &ts) > 0) {
+            now = bench_now_ns();
+            for (unsigned i = 0; i < o->threads; i++)
+                atomic_store_explicit(&th[i].t_end, now, memory_order_relaxed);
+            return;
+        }
+    }
+}
+
+static int report(const bench_opts *o, const bench_stats *st)
+{
+    if (o->json && !strcmp(o->json, "-")) {
+        write_json(stdout, o, st);
+    } else {
+        print_table(o, st);
+        if (o->json) {
+            FILE *f = fopen(o->json, "w");
+            if (!f) cli_die(CLI_ERR, "--json %s: %s", o->json, strerror(errno));
+            write_json(f, o, st);
+            if (fclose(f)) cli_die(CLI_ERR, "--json %s: %s", o->json, strerror(errno));
+        }
+    }
+    fflush(stdout);
+    return total_errors(st) || !st->msgs ? CLI_ERR : CLI_OK;
+}
+
+/* ADDR into o->addr (ws:// and wss:// too), and the TLS context it needs. */
+static void resolve_target(bench_opts *o, const cli_tls *tls)
+{
+    int ws = cli_ws_scheme(o->target);
+    if (ws) {
+        char path[CLI_WS_PATH];
+        cli_ws_listen_addr(o->target, 0, &o->addr, path); /* dies on a bad URL */
+        if (o->mode == BENCH_HTTP) cli_die(CLI_USAGE, "bench: --http needs an http server's address, not '%s'", o->target);
+        o->ws = 1;
+    } else if (o->ws) {
+        cli_die(CLI_USAGE, "bench: --ws needs a ws:// or wss:// address, not '%s'", o->target);
+    } else {
+        cli_addr(o->target, 0, &o->addr);
+    }
+    if (!csock_addr_is_stream(&o->addr))
+        cli_die(CLI_USAGE, "bench: '%s' is not a stream address (tcp://, tls://, unix:, ws://)", o->target);
+    if (o->addr.scheme == CSOCK_TLS) o->tls = cli_tls_client_ctx(tls);
+    else if (tls->given) cli_die(CLI_USAGE, "bench: --%s is for tls:// and wss:// addresses", tls->first);
+}
+
+/* One thread a loop, each with its share of the connections; the start
+ * and the end of the measured window are the same for all. */
+static uint64_t start_threads(const bench_opts *o, bench_thread *th)
+{
+    uint64_t t_start = bench_now_ns();
+    unsigned first = 0;
+    for (unsigned i = 0; i < o->threads; i++) {
+        bench_thread *t = &th[i];
+        t->o = o;
+        t->index = i;
+        t->first_conn = first;
+        t->nconns = o->conns / o->threads + (i < o->conns % o->threads);
+        first += t->nconns;
+        t->t_start = t_start;
+        t->t_measure = t_start + o->warmup_ns;
+        atomic_init(&t->t_end, t->t_measure + o->duration_ns);
+        int rc = pthread_create(&t->tid, NULL, bench_thread_main, t);
+        if (rc) cli_die(CLI_ERR, "bench: thread: %s", strerror(rc));
+    }
+    return t_start;
+}
+
+/* Join the threads and add up what they measured into `all`. Returns the
+ * number of threads that could not run. */
+static int collect(const bench_opts *o, bench_thread *th, bench_stats *all)
+{
+    memset(all, 0, sizeof *all);
+    bench_hist_init(&all->hist);
+    uint64_t t_end = atomic_load(&th[0].t_end), t_measure = th[0].t_measure;
+    all->window_ns = t_end > t_measure ? t_end - t_measure : 0;
+    int failed = 0;
+    for (unsigned i = 0; i < o->threads; i++) {
+        pthread_join(th[i].tid, NULL);
+        if (th[i].rc < 0 && !failed++) cli_warn("bench: thread %u: %s", i, csock_strerror(th[i].rc));
+        bench_stats *s = &th[i].st;
+        all->msgs += s->msgs, all->bytes += s->bytes, all->unsent += s->unsent;
+        all->connects += s->connects;
+        for (int k = 0; k < BENCH_ERR_KINDS; k++) all->err[k] += s->err[k];
+        for (int k = 0; k < 600; k++) all->status[k] += s->status[k];
+        bench_hist_merge(&all->hist, &s->hist);
+    }
+    return failed;
+}
+
+int cli_bench(int argc, char **argv)
+{
+    bench_opts o = {.mode = BENCH_ECHO, .size = DEFAULT_SIZE, .conns = DEFAULT_CONNS, .depth = 1,
+                    .threads = 1, .duration_ns = DEFAULT_DURATION_MS * 1000000ull,
+                    .timeout_ns = DEFAULT_TIMEOUT_MS * 1000000ull};
+    cli_tls tls = {0};
+    parse_args(argc, argv, &o, &tls);
+    resolve_target(&o, &tls);
+    o.live = isatty(STDERR_FILENO);
+    make_patterns(&o);
+    cli_raise_nofile();
+
+    bench_thread *th = calloc(o.threads, sizeof *th);
+    bench_stats *all = malloc(sizeof *all);
+    if (!th || !all) cli_die(CLI_ERR, "bench: out of memory");
+    /* Threads inherit the mask: the signals wait for wait_run(). */
+    sigset_t sigs, old_mask;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, &old_mask);
+    uint64_t t_start = start_threads(&o, th);
+    wait_run(&o, th, t_start, t_start + o.warmup_ns + o.duration_ns, &sigs);
+    int failed = collect(&o, th, all);
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+    if (o.live) fputs("\r\033[K", stderr);
+    int status = report(&o, all);
+    if (failed) status = CLI_ERR;
+    free(th);
+    free(all);
+    if (o.want_pat != o.send_pat) free(o.want_pat);
+    free(o.send_pat);
+    csock_tls_ctx_free(o.tls);
+    return status;
+}

@@ -1,0 +1,86 @@
+/* csock bench: the pieces its files share. bench.c parses the options,
+ * runs the threads and prints the results; bench_run.c is one thread: a
+ * loop, its connections and its load schedule. */
+#ifndef CSOCK_CLI_BENCH_H
+#define CSOCK_CLI_BENCH_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "cli/bench_hist.h"
+#include "cli/cli.h"
+
+/* What a message is and how its answer is checked. */
+typedef enum { BENCH_ECHO, BENCH_UPPER, BENCH_HTTP } bench_mode;
+
+/* Errors by kind, counted over the whole run (warm-up included). */
+enum {
+    BENCH_ERR_REFUSED, /* connect refused (or no such Unix socket) */
+    BENCH_ERR_RESET,   /* reset, broken pipe, or closed by the server mid-run */
+    BENCH_ERR_TIMEOUT, /* a connect, or a message unanswered for --timeout */
+    BENCH_ERR_WRONG,   /* an answer byte that is not the one expected */
+    BENCH_ERR_STATUS,  /* --http: a status other than 2xx (the connection goes on) */
+    BENCH_ERR_OTHER,   /* TLS and anything else */
+    BENCH_ERR_KINDS
+};
+extern const char *const bench_err_names[BENCH_ERR_KINDS];
+
+typedef struct bench_opts {
+    const char *target;      /* ADDR as given */
+    csock_addr addr;
+    csock_tls_ctx *tls;      /* tls:// only */
+    bench_mode mode;
+    size_t size;             /* bytes a message, the upper service's '\n' included */
+    unsigned conns, depth, threads;
+    double rate;             /* messages a second over all connections; 0: closed loop */
+    uint64_t duration_ns, warmup_ns, timeout_ns;
+    const char *json;        /* --json FILE or NULL */
+    int live;                /* stderr is a terminal: the live line */
+    /* The bytes of every message come from `send_pat` and are checked
+     * against `want_pat` (the same for echo, in upper case for upper). */
+    char *send_pat, *want_pat;
+    size_t body;             /* bytes from the pattern; the rest is "\n" */
+    const char *http_path;   /* --http PATH: send_pat is the request, sent whole */
+    int connect_each;        /* --connect: a new connection for every message */
+    int ws;                  /* a ws:// or wss:// ADDR: messages are WebSocket
+                                messages (binary for echo, text for upper) */
+} bench_opts;
+
+/* What one thread measured; merged into one at the end. */
+typedef struct bench_stats {
+    uint64_t msgs, bytes;  /* completed inside the measured window */
+    uint64_t unsent;       /* open loop: due while no connection was up */
+    uint64_t connects;     /* connections made */
+    uint64_t window_ns;    /* how long was measured (shorter when interrupted) */
+    uint64_t err[BENCH_ERR_KINDS];
+    bench_hist hist;       /* latency of the window's messages, us */
+    uint64_t status[600];  /* --http: responses in the window by status code */
+} bench_stats;
+
+typedef struct bench_thread {
+    const bench_opts *o;
+    unsigned index, first_conn, nconns;
+    uint64_t t_start, t_measure;        /* CLOCK_MONOTONIC ns, shared by all */
+    _Atomic uint64_t t_end;             /* brought forward by SIGINT/SIGTERM */
+    bench_stats st;
+    /* For the live line, read by the main thread. */
+    _Atomic uint64_t live_msgs, live_errs, live_p99;
+    pthread_t tid;
+    int rc; /* 0, or why the thread could not run (its loop) */
+} bench_thread;
+
+/* csock bench ADDR ...: argv[0] is "bench" (declared here, not in cli.h,
+ * to keep that file to its owners this session). */
+int cli_bench(int argc, char **argv);
+
+/* The thread's body: run its connections until t_end. */
+void *bench_thread_main(void *arg);
+
+/* CLOCK_MONOTONIC in ns. */
+uint64_t bench_now_ns(void);
+
+/* Pattern period: prime, so offsets spread over all of it. */
+#define BENCH_PAT 4093
+
+#endif

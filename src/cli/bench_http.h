@@ -1,0 +1,31 @@
+/* csock bench --http: the request it sends and a small parser for the
+ * responses (status line, Content-Length or chunked body, Connection:
+ * close), fed the bytes as they arrive without copying them. */
+#ifndef CSOCK_CLI_BENCH_HTTP_H
+#define CSOCK_CLI_BENCH_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define BENCH_HTTP_MAX_HEAD 65536 /* a response head larger than this is an error */
+
+typedef struct bench_http_resp {
+    int state;          /* where in the response (bench_http.c) */
+    int status;         /* of the response being read */
+    int close;          /* the last head said Connection: close (or was 1.0) */
+    uint64_t body_left; /* bytes of the body (or of a chunk and its CRLF) to skip */
+} bench_http_resp;
+
+/* Take what it can of one response from buf. Returns the bytes consumed
+ * (0 when more are needed), with *done set to the status code once the
+ * response is complete (0 otherwise; *r is then ready for the next one,
+ * and r->close says whether the server closes now), or -EPROTO for a
+ * response that cannot be parsed. Zero *r before the first response. */
+ssize_t bench_http_parse(bench_http_resp *r, const char *buf, size_t len, int *done);
+
+/* "GET PATH HTTP/1.1\r\nHost: HOST\r\n\r\n" into a new buffer, or NULL when
+ * out of memory. */
+char *bench_http_request(const char *path, const char *host, size_t *len);
+
+#endif
