@@ -5,7 +5,7 @@ set -e
 PKGS="build-essential cmake pkg-config clang libclang-rt-14-dev libssl-dev libcmocka-dev
 python3 python3-websockets openssl curl ncat netcat-openbsd socat procps util-linux iproute2
 libuv1-dev libevent-dev liburing-dev wrk groff-base zlib1g-dev nodejs node-ws chromium libwebsockets-dev
-microsocks dante-server tinyproxy"
+microsocks dante-server tinyproxy haproxy nginx-light systemd"
 
 missing=""
 for p in $PKGS; do
