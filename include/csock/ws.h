@@ -271,6 +271,19 @@ CSOCK_API int csock_ws_close(csock_ws *ws, int code, const char *reason, size_t 
  * a connection already ending. */
 CSOCK_API void csock_ws_abort(csock_ws *ws);
 
+/* Flow control: stop and resume delivering messages, e.g. while the place
+ * they go (a slow file, another socket) cannot take more. Stopped, the
+ * connection reads nothing more from its socket, so the peer's sends back up
+ * into TCP's flow control; a message already whole in the buffer waits
+ * there too. Called inside a MESSAGE event, no further message of that read
+ * is delivered. While stopped the keep-alive neither pings nor declares the
+ * peer dead (the silence is ours), pings are not answered, and
+ * csock_ws_close() reads again (the closing handshake needs the peer's
+ * answer; messages still coming are then dropped). A client may stop
+ * before it is open. Returns 0, or -EPIPE once the connection is closing. */
+CSOCK_API int csock_ws_read_stop(csock_ws *ws);
+CSOCK_API int csock_ws_read_start(csock_ws *ws);
+
 /* Bytes sent and not yet handed to the kernel (the stream's write queue). */
 CSOCK_API size_t csock_ws_buffered(const csock_ws *ws);
 

@@ -333,6 +333,15 @@ int csock_ws_close(csock_ws *ws, int code, const char *reason, size_t len)
         return -EINVAL;
     send_close(ws, code, reason, len);
     ws->state = WS_CLOSING;
+    /* The peer's answer must be read: a paused connection reads again (the
+     * messages still coming are dropped, see deliver). */
+    if (ws->paused) {
+        ws->paused = 0;
+        if (csock_stream_read_start(ws->s, csock__ws_on_read) < 0) {
+            close_now(ws, -EPIPE);
+            return 0;
+        }
+    }
     if (csock__ws_timer(ws, ws->close_ms) < 0) {
         close_now(ws, -ENOMEM);
         return 0;
@@ -358,6 +367,10 @@ void csock_ws_abort(csock_ws *ws)
 static void keepalive(csock_ws *ws)
 {
     uint64_t now = csock_loop_now(ws->loop), idle = now - ws->last_in;
+    if (ws->paused) { /* we are not reading: silence proves nothing */
+        csock__ws_timer(ws, ws->ping_ms);
+        return;
+    }
     if (ws->ping_sent) {
         if (idle >= ws->ping_timeout_ms) return close_now(ws, -ETIMEDOUT);
         csock__ws_timer(ws, ws->ping_timeout_ms - idle);
@@ -583,7 +596,7 @@ static int too_big(const csock_ws *ws, const csock__ws_frame *f)
 static size_t parse(csock_ws *ws, unsigned char *buf, size_t len)
 {
     size_t pos = 0;
-    while (pos < len && ws->state != WS_ENDED) {
+    while (pos < len && ws->state != WS_ENDED && !ws->paused) {
         if (ws->frame_left) {
             pos += stream_payload(ws, buf + pos, len - pos);
             continue;
@@ -642,6 +655,28 @@ size_t csock__ws_on_read(csock_stream *s, int status, const char *buf, size_t le
         end_stream(ws);
     }
     return status == CSOCK_EOF ? len : used;
+}
+
+/* ---- flow control ----------------------------------------------------------------- */
+
+int csock_ws_read_stop(csock_ws *ws)
+{
+    if (ws->state != WS_OPEN && ws->state != WS_CONNECTING) return -EPIPE;
+    ws->paused = 1;
+    /* A client still connecting stops once its handshake is done. */
+    return ws->state == WS_OPEN ? csock_stream_read_stop(ws->s) : 0;
+}
+
+int csock_ws_read_start(csock_ws *ws)
+{
+    if (ws->state != WS_OPEN && ws->state != WS_CONNECTING) return -EPIPE;
+    if (!ws->paused) return 0;
+    ws->paused = 0;
+    if (ws->state != WS_OPEN) return 0;
+    /* The pause was ours, not the peer's: the keep-alive counts from now. */
+    ws->last_in = csock_loop_now(ws->loop);
+    ws->ping_sent = 0;
+    return csock_stream_read_start(ws->s, csock__ws_on_read); /* re-offers what waits */
 }
 
 /* ---- accessors ------------------------------------------------------------------- */

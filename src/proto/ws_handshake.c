@@ -348,6 +348,7 @@ static size_t on_answer(csock_stream *s, int status, const char *buf, size_t len
     csock__ws_client_free(ws);
     csock__ws_attach(ws, s);
     csock_stream_read_start(s, csock__ws_on_read);
+    if (ws->paused) csock_stream_read_stop(s); /* csock_ws_read_stop while connecting */
     csock__ws_opened(ws);
     if (ws->state == WS_ENDED || (head == len && status == 0)) return head;
     return head + csock__ws_on_read(s, status, buf + head, len - head);

@@ -182,6 +182,7 @@ struct csock_ws {
     unsigned char want_drain : 1; /* a send of ours had to queue: DRAIN when it has gone */
     unsigned char msg_z : 1;  /* the message coming in is compressed */
     unsigned char send_z : 1; /* the message being sent in parts is compressed */
+    unsigned char paused : 1; /* csock_ws_read_stop: no messages until read_start */
     unsigned char frame_key[4];  /* the streamed frame's mask key */
     unsigned char frame_phase;
     int peer_code;            /* CLOSED's code */

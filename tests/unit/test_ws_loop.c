@@ -37,6 +37,7 @@ typedef struct side {
     char reason[128];
     int echo;             /* send every message back */
     int accepted;         /* server: csock_ws_accept made a connection */
+    int pause_at;         /* csock_ws_read_stop at this many messages */
 } side;
 
 typedef struct fixture {
@@ -88,6 +89,7 @@ static void on_event(csock_ws *ws, const csock_ws_event *ev, void *data)
         /* An echo that cannot go (-ENOMEM under the fault sweep) ends the
          * connection: the other side must not wait for it. */
         if (sd->echo && csock_ws_send(ws, ev->type, ev->buf, ev->len) < 0) csock_ws_abort(ws);
+        else if (sd->pause_at && sd->msgs == sd->pause_at) assert_int_equal(csock_ws_read_stop(ws), 0);
         return;
     case CSOCK_WS_CLOSED:
         sd->closed = 1;
@@ -442,6 +444,61 @@ static void keepalive_finds_a_dead_peer(void **state)
     close(fd);
 }
 
+/* ---- flow control ------------------------------------------------------------------ */
+
+/* Three masked one-byte text frames "a", "b", "c", behind the handshake. */
+static const char abc[] = {(char)0x81, (char)0x81, 1, 2, 3, 4, 'a' ^ 1,
+                           (char)0x81, (char)0x81, 1, 2, 3, 4, 'b' ^ 1,
+                           (char)0x81, (char)0x81, 1, 2, 3, 4, 'c' ^ 1};
+
+/* Run the loop `ms` (or until the server's side changes): what a stopped
+ * connection must not do shows up here. */
+static void quiet_for(fixture *f, uint64_t ms, int msgs)
+{
+    uint64_t end = h_now_ms() + ms;
+    RUN_UNTIL(f->loop, h_now_ms() >= end || f->srv.msgs != msgs || f->srv.closed, ms + 5000);
+    assert_int_equal(f->srv.msgs, msgs);
+    assert_false(f->srv.closed);
+}
+
+static void read_stop_holds_messages(void **state)
+{
+    fixture *f = *state;
+    f->sopts.ping_interval_ms = 50; /* a keep-alive that would call a silent peer dead */
+    f->sopts.ping_timeout_ms = 50;
+    f->srv.pause_at = 1;
+    int fd = raw_connect(f, abc, sizeof abc); /* all three arrive in one read */
+    rawbuf r = {0};
+    RAW_UNTIL(f, fd, f->srv.msgs == 1, 5000);
+    quiet_for(f, 300, 1); /* "b" and "c" wait; the keep-alive does not fire */
+    CHECK_OK(csock_ws_read_start(f->srv.ws));
+    CHECK_OK(csock_ws_read_start(f->srv.ws)); /* twice: harmless */
+    RAW_UNTIL(f, fd, f->srv.msgs == 3, 5000);
+    assert_memory_equal(f->srv.last, "c", 1);
+    RAW_WAIT(f, fd, &r, "\x81\x01" "a" "\x81\x01" "b" "\x81\x01" "c", 9, 5000); /* echoed in order */
+    close(fd);
+    RAW_UNTIL(f, fd, f->srv.closed, 5000);
+}
+
+static void close_while_stopped_reads_the_answer(void **state)
+{
+    fixture *f = *state;
+    f->srv.pause_at = 1;
+    int fd = raw_connect(f, abc, sizeof abc);
+    rawbuf r = {0};
+    RAW_UNTIL(f, fd, f->srv.msgs == 1, 5000);
+    CHECK_OK(csock_ws_close(f->srv.ws, 1000, NULL, 0));
+    assert_int_equal(csock_ws_read_stop(f->srv.ws), -EPIPE); /* closing: it must read */
+    RAW_WAIT(f, fd, &r, "\x88\x02\x03\xe8", 4, 5000); /* our close 1000 */
+    static const char answer[] = {(char)0x88, (char)0x82, 0, 0, 0, 0, 0x03, (char)0xe8};
+    assert_int_equal(send(fd, answer, sizeof answer, 0), (ssize_t)sizeof answer);
+    RAW_UNTIL(f, fd, f->srv.closed, 5000);
+    assert_int_equal(f->srv.closing.status, 0); /* the handshake finished */
+    assert_int_equal(f->srv.closing.code, 1000);
+    assert_int_equal(f->srv.msgs, 1);           /* "b" and "c" came after our close */
+    close(fd);
+}
+
 static void bad_handshakes_refused(void **state)
 {
     fixture *f = *state;
@@ -640,6 +697,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(close_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(keepalive_finds_a_dead_peer, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_handshakes_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(read_stop_holds_messages, setup, teardown),
+        cmocka_unit_test_setup_teardown(close_while_stopped_reads_the_answer, setup, teardown),
         cmocka_unit_test_setup_teardown(deflate_with_context_takeover, setup, teardown),
         cmocka_unit_test_setup_teardown(deflate_without_context_takeover, setup, teardown),
         cmocka_unit_test_setup_teardown(deflate_declined, setup, teardown),
