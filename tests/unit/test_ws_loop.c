@@ -487,6 +487,7 @@ static void close_while_stopped_reads_the_answer(void **state)
     int fd = raw_connect(f, abc, sizeof abc);
     rawbuf r = {0};
     RAW_UNTIL(f, fd, f->srv.msgs == 1, 5000);
+    assert_non_null(f->srv.ws); /* not ended by a refused allocation (the fault sweep) */
     CHECK_OK(csock_ws_close(f->srv.ws, 1000, NULL, 0));
     assert_int_equal(csock_ws_read_stop(f->srv.ws), -EPIPE); /* closing: it must read */
     RAW_WAIT(f, fd, &r, "\x88\x02\x03\xe8", 4, 5000); /* our close 1000 */
