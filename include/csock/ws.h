@@ -75,7 +75,9 @@ enum {
 /* What the event callback is told. */
 typedef enum {
     CSOCK_WS_OPEN = 1, /* client: the handshake succeeded (a server's
-                          connection is open when csock_ws_accept returns) */
+                          connection is open when csock_ws_accept returns);
+                          `buf`, `len`: the server's answer as it came (the
+                          101 status line and fields, up to the blank line) */
     CSOCK_WS_MESSAGE,  /* a whole message: `type`, `buf`, `len` */
     CSOCK_WS_PONG,     /* a pong arrived: its payload in `buf`, `len` */
     CSOCK_WS_DRAIN,    /* everything sent has been handed to the kernel (after
@@ -102,6 +104,10 @@ typedef struct csock_ws_event {
                         peer closed without a close frame, -ECANCELED
                         csock_ws_abort(), a connect error (-ECONNREFUSED...),
                         -ECONNRESET, -ENOMEM. */
+    int http_status; /* CLOSED, client: the status code when the server answered
+                        the handshake with something other than 101 (403,
+                        404, 426...; `status` is then -EPROTO and `buf`/`len`
+                        hold the answer's head, its first 1 KiB); 0 otherwise */
 } csock_ws_event;
 
 /* The event callback, with the `data` given to csock_ws_accept() or

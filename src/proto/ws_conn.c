@@ -130,7 +130,7 @@ void csock__ws_attach(csock_ws *ws, csock_stream *s)
         csock__ws_fail(ws, CSOCK_WS_INTERNAL, -ENOMEM);
 }
 
-void csock__ws_opened(csock_ws *ws)
+void csock__ws_opened(csock_ws *ws, const char *answer, size_t len)
 {
     ws->state = WS_OPEN;
     ws->last_in = csock_loop_now(ws->loop);
@@ -139,7 +139,7 @@ void csock__ws_opened(csock_ws *ws)
     } else if (ws->timer) {
         csock_timer_stop(ws->timer); /* the handshake's */
     }
-    csock_ws_event ev = {.kind = CSOCK_WS_OPEN};
+    csock_ws_event ev = {.kind = CSOCK_WS_OPEN, .buf = answer, .len = len};
     csock__ws_emit(ws, &ev);
 }
 
@@ -154,6 +154,7 @@ void csock__ws_on_closed(csock_stream *s)
     /* Closed under us without a reason of our own: a server's drain, a
      * stream timeout the read callback did not see. */
     ev.status = ws->status != STATUS_UNSET ? ws->status : ws->got_close ? 0 : -ECONNABORTED;
+    ev.http_status = csock__ws_http_status(ws);
     ws->state = WS_ENDED;
     csock__ws_emit(ws, &ev);
     csock__ws_free(ws);

@@ -14,6 +14,9 @@
 /* The client's answer head must fit here (servers send a few hundred
  * bytes). */
 #define ANSWER_MAX 8192
+/* A refusal's answer head kept for CLOSED: its status line and the first
+ * fields (a Location, a WWW-Authenticate) are what a user needs. */
+#define ANSWER_KEEP 1024
 #define DEFAULT_HANDSHAKE_MS 10000
 
 /* ---- SHA-1 (FIPS 180-4) and base64 ------------------------------------------------ */
@@ -236,6 +239,7 @@ int csock_ws_accept(csock_http_req *r, const csock_ws_opts *opts, csock_ws_cb cb
 
 struct ws_client {
     char accept[29];    /* the Sec-WebSocket-Accept we expect */
+    int http_status;    /* a refusal's status code (CLOSED's http_status) */
     char *offered;      /* the subprotocols we offered, "a, b" (NULL: none) */
     csock_ws_opts opts; /* what we offered for compression (its pointers unused) */
 };
@@ -246,6 +250,25 @@ void csock__ws_client_free(csock_ws *ws)
     free(ws->cl->offered);
     free(ws->cl);
     ws->cl = NULL;
+}
+
+int csock__ws_http_status(const csock_ws *ws) { return ws->cl ? ws->cl->http_status : 0; }
+
+/* A refused handshake: the answer's status code and its head go to CLOSED
+ * (what a user needs to see why: 403, 404, a proxy's 502...). */
+static void keep_refusal(csock_ws *ws, const char *h, size_t n)
+{
+    unsigned code = 0;
+    if (n >= 13 && !memcmp(h, "HTTP/1.", 7) && h[8] == ' ')
+        for (size_t i = 9; i < 12 && h[i] >= '0' && h[i] <= '9'; i++) code = code * 10 + (unsigned)(h[i] - '0');
+    if (code < 100 || code > 999 || code == 101) return; /* not a status line, or a 101 that failed a check */
+    ws->cl->http_status = (int)code;
+    if (n > ANSWER_KEEP) n = ANSWER_KEEP;
+    free(ws->peer_reason);
+    if ((ws->peer_reason = malloc(n))) { /* without memory: the code alone */
+        memcpy(ws->peer_reason, h, n);
+        ws->peer_reason_len = n;
+    }
 }
 
 void csock__ws_client_timeout(csock_ws *ws)
@@ -342,6 +365,7 @@ static size_t on_answer(csock_stream *s, int status, const char *buf, size_t len
     size_t head = (size_t)(end - buf);
     int rc = check_answer(ws, buf, head);
     if (rc < 0) {
+        if (rc == -EPROTO) keep_refusal(ws, buf, head);
         hs_fail(ws, rc);
         return len;
     }
@@ -349,7 +373,7 @@ static size_t on_answer(csock_stream *s, int status, const char *buf, size_t len
     csock__ws_attach(ws, s);
     csock_stream_read_start(s, csock__ws_on_read);
     if (ws->paused) csock_stream_read_stop(s); /* csock_ws_read_stop while connecting */
-    csock__ws_opened(ws);
+    csock__ws_opened(ws, buf, head);
     if (ws->state == WS_ENDED || (head == len && status == 0)) return head;
     return head + csock__ws_on_read(s, status, buf + head, len - head);
 }

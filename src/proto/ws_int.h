@@ -212,7 +212,9 @@ void csock__ws_on_closed(csock_stream *s);
  * will carry `status`. */
 void csock__ws_fail(csock_ws *ws, int code, int status);
 /* The client's handshake is done: OPEN, the keep-alive starts. */
-void csock__ws_opened(csock_ws *ws);
+void csock__ws_opened(csock_ws *ws, const char *answer, size_t len);
+/* Client: the status code of a refused handshake's answer (0: none). */
+int csock__ws_http_status(const csock_ws *ws);
 /* Start (or restart) the connection's timer to fire in `ms`. */
 int csock__ws_timer(csock_ws *ws, uint64_t ms);
 /* Deliver an event to the application. */

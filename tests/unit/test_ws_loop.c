@@ -38,6 +38,7 @@ typedef struct side {
     int echo;             /* send every message back */
     int accepted;         /* server: csock_ws_accept made a connection */
     int pause_at;         /* csock_ws_read_stop at this many messages */
+    int answer_101;       /* client: OPEN carried the server's 101 answer, whole */
 } side;
 
 typedef struct fixture {
@@ -73,7 +74,11 @@ static void on_event(csock_ws *ws, const csock_ws_event *ev, void *data)
 {
     side *sd = data;
     switch (ev->kind) {
-    case CSOCK_WS_OPEN: sd->opened = 1; return;
+    case CSOCK_WS_OPEN:
+        sd->opened = 1;
+        sd->answer_101 = ev->len > 16 && !memcmp(ev->buf, "HTTP/1.1 101 ", 13) &&
+                         !memcmp(ev->buf + ev->len - 4, "\r\n\r\n", 4);
+        return;
     case CSOCK_WS_PONG: sd->pongs++; return;
     case CSOCK_WS_DRAIN: sd->drains++; return;
     case CSOCK_WS_MESSAGE:
@@ -165,6 +170,7 @@ static void echo_everything(void **state)
     CHECK_OK(csock_ws_connect(f->loop, f->url, &o, on_event, cl, &cl->ws));
     assert_int_equal(csock_ws_send(cl->ws, CSOCK_WS_TEXT, "x", 1), -ENOTCONN);
     WAIT(f, cl->opened, 5000);
+    assert_true(cl->answer_101);
     CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_TEXT, "hello", 5));
     WAIT(f, cl->msgs == 1, 5000);
     assert_int_equal(cl->last_type, CSOCK_WS_TEXT);
@@ -274,6 +280,8 @@ static void client_refused(void **state)
     assert_false(cl->opened);
     assert_int_equal(cl->closing.status, -EPROTO);
     assert_int_equal(cl->closing.code, 1006);
+    assert_int_equal(cl->closing.http_status, 404); /* why, for the user */
+    assert_memory_equal(cl->reason, "HTTP/1.1 404 ", 13);
     /* A port nobody listens on. */
     side *c2 = &f->c2;
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -285,6 +293,7 @@ static void client_refused(void **state)
     CHECK_OK(csock_ws_connect(f->loop, url, NULL, on_event, c2, &c2->ws));
     RUN_UNTIL(f->loop, c2->closed, 5000);
     assert_int_equal(c2->closing.status, -ECONNREFUSED);
+    assert_int_equal(c2->closing.http_status, 0);
     close(fd);
     assert_int_equal(csock_ws_connect(f->loop, "http://127.0.0.1:1/", NULL, on_event, c2, &c2->ws),
                      CSOCK_ESCHEME);
