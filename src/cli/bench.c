@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -78,6 +79,9 @@ static const char bench_usage[] =
     "                    It holds throughput over time too (\"series\": messages\n"
     "                    answered in each interval of interval_s seconds).\n"
     "  --label TEXT      this run's name in the JSON and in plots\n"
+    "  --server-pid PID  the server's CPU time (user+sys, /proc/PID/stat) over\n"
+    "                    the window too, per message (csock bench's own is\n"
+    "                    always reported: the \"cpu\" line, \"cpu\" in the JSON)\n"
     "  --plot FILE.svg   a self-contained SVG: latency by percentile (log\n"
     "                    scale of 1/(1-p): 0%, 90%, 99%, 99.9%, ...) and\n"
     "                    throughput over time. EARLIER.json files (from --json)\n"
@@ -90,7 +94,7 @@ static const char bench_usage[] =
 
 enum {
     OPT_ECHO = 0x2000, OPT_UPPER, OPT_HTTP, OPT_WS, OPT_CONNECT, OPT_JSON, OPT_TIMEOUT,
-    OPT_METHOD, OPT_HEADER, OPT_BODY, OPT_PIPELINE, OPT_PLOT, OPT_LABEL
+    OPT_METHOD, OPT_HEADER, OPT_BODY, OPT_PIPELINE, OPT_PLOT, OPT_LABEL, OPT_SERVER_PID
 };
 
 #define DEFAULT_CONNS 10
@@ -175,6 +179,8 @@ static double parse_rate(const char *text)
     return v;
 }
 
+static double proc_cpu(int pid);
+
 static void parse_args(int argc, char **argv, bench_opts *o, cli_tls *tls)
 {
     static const struct option opts[] = {
@@ -199,6 +205,7 @@ static void parse_args(int argc, char **argv, bench_opts *o, cli_tls *tls)
         {"pipeline", required_argument, NULL, OPT_PIPELINE},
         {"plot", required_argument, NULL, OPT_PLOT},
         {"label", required_argument, NULL, OPT_LABEL},
+        {"server-pid", required_argument, NULL, OPT_SERVER_PID},
         CLI_TLS_LONGOPTS,
         {0, 0, 0, 0},
     };
@@ -229,6 +236,10 @@ static void parse_args(int argc, char **argv, bench_opts *o, cli_tls *tls)
         case OPT_JSON: o->json = optarg; break;
         case OPT_PLOT: o->plot = optarg; break;
         case OPT_LABEL: o->label = optarg; break;
+        case OPT_SERVER_PID:
+            o->server_pid = (int)cli_ulong("--server-pid", optarg, 1u << 30);
+            if (proc_cpu(o->server_pid) < 0) cli_die(CLI_USAGE, "--server-pid: no process %s to measure", optarg);
+            break;
         case OPT_PIPELINE:
             o->pipeline = (unsigned)cli_ulong("--pipeline", optarg, MAX_PIPELINE);
             if (!o->pipeline) cli_die(CLI_USAGE, "--pipeline: at least 1 request");
@@ -249,7 +260,8 @@ static void parse_args(int argc, char **argv, bench_opts *o, cli_tls *tls)
             free(o->req_body);
             if (optarg[0] == '@') {
                 o->req_body = slurp(optarg + 1, &o->req_body_len);
-                if (!o->req_body) cli_die(CLI_USAGE, "--body %s: %s", optarg, strerror(errno));
+                if (!o->req_body)
+                    cli_die(errno == ENOMEM ? CLI_ERR : CLI_USAGE, "--body %s: %s", optarg, strerror(errno));
             } else {
                 o->req_body_len = strlen(optarg);
                 o->req_body = strdup(optarg);
@@ -398,6 +410,14 @@ static void print_table(const bench_opts *o, const bench_stats *st)
     for (int i = 0; i < BENCH_ERR_KINDS; i++) printf(" %s %llu", bench_err_names[i], (unsigned long long)st->err[i]);
     if (st->unsent) printf(" (unsent %llu: no connection was up)", (unsigned long long)st->unsent);
     printf("\n");
+    if (st->msgs) {
+        printf("  cpu         load %.2f us/msg (%.0f %% of a CPU)", st->load_cpu_s * 1e6 / (double)st->msgs,
+               per_sec(st->load_cpu_s * 100, secs));
+        if (st->server_cpu_s >= 0)
+            printf(", server %.2f us/msg (%.0f %%)", st->server_cpu_s * 1e6 / (double)st->msgs,
+                   per_sec(st->server_cpu_s * 100, secs));
+        printf("\n");
+    }
 }
 
 /* A JSON string's contents (control characters as '?'). */
@@ -459,6 +479,15 @@ static void write_json(FILE *f, const bench_opts *o, const bench_stats *st)
                 (unsigned long long)bench_hist_percentile(&st->hist, report_ps[i]));
     fprintf(f, "\"max\": %llu},\n", (unsigned long long)(st->hist.total ? st->hist.max : 0));
     write_series(f, o, st);
+    /* CPU over the window: csock bench's own, and --server-pid's (null when unknown). */
+    double m = st->msgs ? (double)st->msgs : 1;
+    fprintf(f, " \"cpu\": {\"load_s\": %.4f, \"load_us_per_msg\": %.4f, ", st->load_cpu_s,
+            st->load_cpu_s * 1e6 / m);
+    if (st->server_cpu_s >= 0)
+        fprintf(f, "\"server_s\": %.4f, \"server_us_per_msg\": %.4f},\n", st->server_cpu_s,
+                st->server_cpu_s * 1e6 / m);
+    else
+        fprintf(f, "\"server_s\": null, \"server_us_per_msg\": null},\n");
     /* Every non-empty bucket: [lowest, highest, count] in us, in order. */
     fprintf(f, " \"histogram\": {\"unit\": \"us\", \"sub_buckets\": %u, \"total\": %llu, \"buckets\": [",
             BENCH_HIST_SUB, (unsigned long long)st->hist.total);
@@ -494,30 +523,69 @@ static void live_line(const bench_opts *o, bench_thread *th, uint64_t t_start, u
     *last_msgs = msgs, *last_t = now;
 }
 
+/* CPU time (user + sys, seconds) of this process and of --server-pid's
+ * (-1 when it cannot be read: gone, or not ours to see). */
+typedef struct cpu_mark {
+    double self, server;
+} cpu_mark;
+
+static double proc_cpu(int pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* After the command's ")": state is field 3, utime 14, stime 15. */
+    const char *p = strrchr(buf, ')');
+    unsigned long long ut, st;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2) return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static void cpu_sample(const bench_opts *o, cpu_mark *m)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    m->self = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+              (double)ru.ru_stime.tv_usec / 1e6;
+    m->server = o->server_pid ? proc_cpu(o->server_pid) : -1;
+}
+
 /* Wait for the end of the run: the live line once a second on a terminal;
  * SIGINT or SIGTERM (blocked in every thread, taken here) ends it early,
- * and the results so far are reported. Returns when the run ends. */
+ * and the results so far are reported. CPU times are taken at the window's
+ * edges (cpu[0] at the end of the warm-up, cpu[1] at the end). Returns
+ * when the run ends. */
 static void wait_run(const bench_opts *o, bench_thread *th, uint64_t t_start, uint64_t t_end,
-                     const sigset_t *sigs)
+                     const sigset_t *sigs, cpu_mark cpu[2])
 {
     uint64_t last_msgs = 0, last_t = t_start, next_live = t_start + 1000000000ull;
+    uint64_t t_measure = t_start + o->warmup_ns;
+    int marked = 0;
     for (;;) {
         uint64_t now = bench_now_ns();
-        if (now >= t_end) return;
+        if (!marked && now >= t_measure) cpu_sample(o, &cpu[0]), marked = 1;
+        if (now >= t_end) break;
         if (o->live && now >= next_live) {
             live_line(o, th, t_start, &last_msgs, &last_t);
             next_live += 1000000000ull;
         }
         uint64_t until = o->live && next_live < t_end ? next_live : t_end;
+        if (!marked && t_measure < until) until = t_measure;
         uint64_t wait = until > now ? until - now : 0;
         struct timespec ts = {.tv_sec = (time_t)(wait / 1000000000ull), .tv_nsec = (long)(wait % 1000000000ull)};
         if (sigtimedwait(sigs, NULL, &ts) > 0) {
             now = bench_now_ns();
             for (unsigned i = 0; i < o->threads; i++)
                 atomic_store_explicit(&th[i].t_end, now, memory_order_relaxed);
-            return;
+            break;
         }
     }
+    cpu_sample(o, &cpu[1]);
+    if (!marked) cpu[0] = cpu[1]; /* stopped in the warm-up: nothing measured */
 }
 
 static int report(const bench_opts *o, const bench_stats *st)
@@ -632,7 +700,7 @@ static void load_earlier(const bench_opts *o, bench_plot_run *runs)
         const char *path = o->earlier[i], *base = strrchr(path, '/');
         size_t len;
         char *text = slurp(path, &len);
-        if (!text) cli_die(CLI_USAGE, "--plot: %s: %s", path, strerror(errno));
+        if (!text) cli_die(errno == ENOMEM ? CLI_ERR : CLI_USAGE, "--plot: %s: %s", path, strerror(errno));
         base = base ? base + 1 : path;
         snprintf(runs[i].label, sizeof runs[i].label, "%.*s", (int)(strlen(base) - 5), base);
         int rc = bench_plot_parse(text, &runs[i]);
@@ -698,8 +766,11 @@ int cli_bench(int argc, char **argv)
     sigaddset(&sigs, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &sigs, &old_mask);
     uint64_t t_start = start_threads(&o, th);
-    wait_run(&o, th, t_start, t_start + o.warmup_ns + o.duration_ns, &sigs);
+    cpu_mark cpu[2];
+    wait_run(&o, th, t_start, t_start + o.warmup_ns + o.duration_ns, &sigs, cpu);
     int failed = collect(&o, th, all);
+    all->load_cpu_s = cpu[1].self - cpu[0].self;
+    all->server_cpu_s = cpu[0].server >= 0 && cpu[1].server >= 0 ? cpu[1].server - cpu[0].server : -1;
     pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
     if (o.live) fputs("\r\033[K", stderr);
     int status = report(&o, all);

@@ -57,6 +57,7 @@ typedef struct bench_opts {
     const char *label;       /* --label: this run's name in the JSON and plots */
     const char *earlier[8];  /* --plot: earlier runs' --json files to overlay */
     unsigned nearlier;
+    int server_pid;          /* --server-pid: its CPU time is measured too (0: not) */
     uint64_t series_ns;      /* throughput over time: messages counted by interval */
     unsigned nseries;        /* intervals in the measured window */
 } bench_opts;
@@ -71,6 +72,8 @@ typedef struct bench_stats {
     bench_hist hist;       /* latency of the window's messages, us */
     uint64_t status[600];  /* --http: responses in the window by status code */
     uint64_t *series;      /* nseries counts: messages answered in each interval */
+    double load_cpu_s;     /* csock bench's own user+sys CPU over the window */
+    double server_cpu_s;   /* --server-pid's, over the same window; < 0: unknown */
 } bench_stats;
 
 typedef struct bench_thread {
