@@ -6,7 +6,13 @@ same server, same cores, same run (issue 15's numbers).
 
   http  csock bench --http --threads 1 vs wrk -t1, same connections, against
         nginx (bench/http/nginx.conf.in: one worker) and csock serve http
-        (--threads 1): requests/s of each and how far apart they are.
+        (--threads 1): requests/s of each and how far apart they are; and
+        against "paced", a Python server that answers each request 20 ms
+        after it came (its rate is set by the delay, not by how the client
+        behaves: the two tools' numbers must agree there).
+  count each tool's count of responses against nginx's access log (on for
+        this part only): how many of the requests the server answered the
+        tool reports (the rest are the ones in flight at the end).
   echo  csock bench --echo (on epoll, and on io_uring: CSOCK_BACKEND=uring)
         vs bench/loadgen.c (its epoll engine, and -U io_uring) against
         csock serve echo: messages/s and the load
@@ -168,6 +174,25 @@ def med(rows, key):
     return statistics.median(vals) if vals else float("nan")
 
 
+PACED = r"""
+import asyncio, sys
+async def handle(r, w):
+    try:
+        while True:
+            head = await r.readuntil(b"\r\n\r\n")
+            await asyncio.sleep(0.02)
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nhello world!")
+            await w.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        w.close()
+async def main():
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=1024)
+    print("listening tcp://127.0.0.1:%d" % srv.sockets[0].getsockname()[1], flush=True)
+    await srv.serve_forever()
+asyncio.run(main())
+"""
+
+
 def http_part(args, tmp, results):
     www = os.path.join(tmp, "www")
     os.makedirs(os.path.join(tmp, "nginx-body"), exist_ok=True)
@@ -177,10 +202,11 @@ def http_part(args, tmp, results):
     servers = {
         "nginx": lambda: Server(["nginx", "-c", nginx_conf(tmp, www, port), "-p", tmp], port=port),
         "csock serve http": lambda: Server([CSOCK, "serve", "http", www, "tcp://127.0.0.1:0", "--threads", "1"]),
+        "paced (20 ms a response)": lambda: Server([sys.executable, "-c", PACED]),
     }
     d = args.duration
     for rnd in range(args.rounds):
-        for name in list(servers)[rnd % 2:] + list(servers)[:rnd % 2]:
+        for name in list(servers)[rnd % 3:] + list(servers)[:rnd % 3]:
             port = free_port()
             srv = servers[name]()
             try:
@@ -201,6 +227,42 @@ def http_part(args, tmp, results):
                           % (rnd, name, tool, r["rate"], r["load_cpu"], r["server_cpu"]), file=sys.stderr)
             finally:
                 srv.stop()
+
+
+def count_part(args, tmp, results):
+    www = os.path.join(tmp, "www")
+    os.makedirs(os.path.join(tmp, "nginx-body"), exist_ok=True)
+    os.makedirs(www, exist_ok=True)
+    with open(os.path.join(www, "small.txt"), "w") as f:
+        f.write("hello world!")
+    log = os.path.join(tmp, "access.log")
+    for rnd in range(max(1, args.rounds // 2)):
+        for tool in ("wrk -t1", "csock bench --http"):
+            port = free_port()
+            conf = nginx_conf(tmp, www, port)
+            with open(conf) as f:
+                text = f.read().replace("access_log off;", "access_log %s;" % log)
+            with open(conf, "w") as f:
+                f.write(text)
+            if os.path.exists(log):
+                os.unlink(log)
+            srv = Server(["nginx", "-c", conf, "-p", tmp], port=port)
+            try:
+                if tool.startswith("wrk"):
+                    argv, parse = ["wrk", "-t1", "-c%d" % args.http_conns, "-d%ds" % args.duration,
+                                   "http://127.0.0.1:%d/small.txt" % port], parse_wrk
+                else:
+                    argv, parse = [CSOCK, "bench", srv.addr, "--http", "/small.txt", "--threads", "1", "--conns",
+                                   str(args.http_conns), "--duration", str(args.duration), "--json", "-"], parse_bench
+                r = measure(srv, argv, parse, args.duration + 30)
+            finally:
+                srv.stop()
+            with open(log) as f:
+                served = sum(1 for line in f if " /small.txt " in line)
+            r.update(part="count", server="nginx, access log on", tool=tool, round=rnd, served=served)
+            results.append(r)
+            print("  count round %d %-20s reported %d, nginx logged %d (%.3f %%)"
+                  % (rnd, tool, r["msgs"], served, 100.0 * r["msgs"] / served), file=sys.stderr)
 
 
 def echo_part(args, tmp, results):
@@ -248,7 +310,7 @@ def c10k_part(args, tmp, results):
             srv.stop()
 
 
-BASELINE = {"http": "wrk -t1", "echo": "loadgen (epoll)"}
+BASELINE = {"http": "wrk -t1", "count": "wrk -t1", "echo": "loadgen (epoll)"}
 
 
 def paired(rows, server, tool, base, key):
@@ -265,7 +327,7 @@ def paired(rows, server, tool, base, key):
 
 def table(results):
     lines = []
-    for part in ("http", "echo", "c10k"):
+    for part in ("http", "count", "echo", "c10k"):
         rows = [r for r in results if r["part"] == part]
         if not rows:
             continue
@@ -286,6 +348,9 @@ def table(results):
             extra = ""
             if part == "c10k":
                 extra = " (connects %s)" % ", ".join(str(r["connects"]) for r in rs)
+            if part == "count":
+                extra = " (reported / logged by nginx: %s)" % ", ".join(
+                    "%.2f %%" % (100.0 * r["msgs"] / r["served"]) for r in rs)
             vs = vc = "-"
             if base and tool != base:
                 vs = "%.3fx" % paired(rows, server, tool, base, "rate")
@@ -302,7 +367,7 @@ def main():
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--http-conns", type=int, default=100)
     ap.add_argument("--echo-conns", type=int, default=100)
-    ap.add_argument("--only", default="http,echo,c10k")
+    ap.add_argument("--only", default="http,count,echo,c10k")
     ap.add_argument("--json", help="raw results into this file")
     args = ap.parse_args()
     parts = args.only.split(",")
@@ -310,7 +375,7 @@ def main():
     for path in need:
         if not os.access(path, os.X_OK):
             raise SystemExit("compare: %s missing (build csock; sh bench/peers/build.sh for loadgen)" % path)
-    for tool in (["wrk", "nginx"] if "http" in parts else []) + ["taskset"]:
+    for tool in (["wrk", "nginx"] if "http" in parts or "count" in parts else []) + ["taskset"]:
         if not shutil.which(tool):
             raise SystemExit("compare: %s not installed" % tool)
     results = []
@@ -318,6 +383,8 @@ def main():
         os.chmod(tmp, 0o755)
         if "http" in parts:
             http_part(args, tmp, results)
+        if "count" in parts:
+            count_part(args, tmp, results)
         if "echo" in parts:
             echo_part(args, tmp, results)
         if "c10k" in parts:
