@@ -717,6 +717,25 @@ def test_http_options():
         srv.stop()
 
 
+def test_cpu_and_server_pid():
+    """The JSON's cpu: csock bench's own CPU over the window always, the
+    server's with --server-pid (null without); the table's cpu line."""
+    with Server("echo", "tcp://127.0.0.1:0") as srv:
+        ep = srv.endpoints[0].text
+        rc, doc, err = bench_json(ep, "--conns", "4", "--duration", "1", "--server-pid", str(srv.p.pid))
+        check_eq(rc, 0, "status (stderr %r)" % err)
+        cpu = doc["cpu"]
+        check(0 < cpu["load_s"] <= 2.5 * doc["duration_s"], "load CPU %r (two threads at most)" % cpu)
+        check(0 < cpu["server_s"] <= 1.5 * doc["duration_s"], "server CPU %r (one thread)" % cpu)
+        want = cpu["server_s"] * 1e6 / doc["messages"]
+        check(abs(cpu["server_us_per_msg"] - want) <= 0.01 * want + 0.001, "server us/msg %r" % cpu)
+        rc, doc, err = bench_json(ep, "--conns", "2", "--duration", "0.3")
+        check_eq((doc["cpu"]["server_s"], doc["cpu"]["server_us_per_msg"]), (None, None), "no --server-pid")
+        rc, out, err = csock("bench", ep, "--conns", "2", "--duration", "0.3", "--server-pid", str(srv.p.pid))
+        check_eq(rc, 0, "table run")
+        check(b"  cpu         load " in out and b"us/msg" in out and b", server " in out, "table: %r" % out)
+
+
 def test_wrong_arguments():
     """Each a one-line message and status 2."""
     cases = [
@@ -733,6 +752,7 @@ def test_wrong_arguments():
         ("tcp://127.0.0.1:1", "--http", "/", "--pipeline", "0"),
         ("tcp://127.0.0.1:1", "--http", "/", "--pipeline", "4", "--depth", "2"),
         ("tcp://127.0.0.1:1", "a.json"), ("--plot", "x.svg"),
+        ("tcp://127.0.0.1:1", "--server-pid", "999999999"), ("tcp://127.0.0.1:1", "--server-pid", "x"),
         ("bogus://x",), ("tcp://127.0.0.1:1", "tcp://127.0.0.1:2"), ("tcp://127.0.0.1:1", "--size"),
         ("tcp://127.0.0.1:1", "--insecure"), ("tcp://127.0.0.1:1", "--http", "x"),
         ("tcp://127.0.0.1:1", "--http", "/a b"), ("tcp://127.0.0.1:1", "--http"),
@@ -748,7 +768,7 @@ def test_wrong_arguments():
     check_eq(rc, 0, "--help status")
     for opt in ("--echo", "--upper", "--http", "--ws", "--connect", "--conns", "--depth", "--rate", "--size", "--duration",
                 "--warmup", "--threads", "--timeout", "--json", "--method", "--header", "--body", "--pipeline",
-                "--plot", "--label", "udp://"):
+                "--plot", "--label", "--server-pid", "udp://"):
         check(opt.encode() in out, "%s missing from --help" % opt)
 
 
