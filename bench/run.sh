@@ -4,11 +4,15 @@
 #
 #   ROUNDS=5 DURATION=5 sh bench/run.sh        (see bench/README.md)
 #
-# Each measurement starts a fresh server pinned to SERVER_CPU, runs loadgen
-# pinned to LOAD_CPU, then stops the server. Within a round every scenario runs
+# Each measurement starts a fresh server pinned to SERVER_CPU, runs the load
+# generator pinned to LOAD_CPU, then stops the server. The load generator is
+# `csock bench` (LOADGEN=csock, the default: every echoed byte checked, the
+# server's CPU over the measured window from --server-pid, its own from
+# getrusage); LOADGEN=loadgen runs bench/loadgen.c instead, kept for
+# comparison (bench/compare.py runs both against the same server). Within a round every scenario runs
 # every server back to back, in an order rotated each round, so slow phases of
 # a noisy machine hit all servers alike; the table reports medians over rounds.
-# loadgen uses its io_uring engine (-U) when a probe shows it works here: one
+# With LOADGEN=loadgen, loadgen uses its io_uring engine (-U) when a probe shows it works here: one
 # syscall per batch instead of two or more per message leaves it a quarter to a
 # third cheaper per message, so it is far less often the bottleneck. Otherwise
 # it uses epoll, and the table says so in a note.
@@ -17,10 +21,11 @@
 #   SERVERS ("csock csock_uring uv_echo ev_echo epoll_echo"; csock_uring is csock
 #   on its io_uring backend, whose streams do their I/O by completion)
 #   SCENARIOS ("a b c") SERVER_CPU (0) LOAD_CPU (1) OUT (bench/out)
-#   LOADGEN_ENGINE (auto: io_uring if the probe passes, else epoll; or uring, epoll)
+#   LOADGEN (csock: csock bench; or loadgen: bench/loadgen.c)
+#   LOADGEN_ENGINE (loadgen's: auto: io_uring if the probe passes, else epoll; or uring, epoll)
 # WebSocket (bench/ws/run.sh sets these): servers ws_csock, ws_csock_uring
 #   (bench/peers/ws_echo.c on csock's epoll / io_uring backend), ws_lws
-#   (libwebsockets) and ws_node (node's ws) get loadgen --ws; scenario w is
+#   (libwebsockets) and ws_node (node's ws) get ws:// (loadgen --ws); scenario w is
 #   WS_CONNS (100) conns x WS_SIZE (64) B, WS_DEPTH (1) in flight; WS_TEXT=1
 #   sends text messages instead of binary.
 if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi # `make bench` uses sh
@@ -39,6 +44,9 @@ SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 OUT=${OUT:-$here/out}
 LOADGEN_ENGINE=${LOADGEN_ENGINE:-auto}
+LOADGEN=${LOADGEN:-csock}
+# csock bench sends binary WebSocket messages; text echo needs loadgen --text.
+[ "${WS_TEXT:-0}" != 1 ] || LOADGEN=loadgen
 bin=$here/peers/bin
 
 # name: conns size depth, and what it shows
@@ -185,7 +193,21 @@ probe_loadgen() {
     notes+=("loadgen ran on epoll, not io_uring ($why); it may be the bottleneck: check lg CPU %")
 }
 
-# measure ROUND SCENARIO SERVER: one loadgen run; appends a row to $results.
+# run_csock_bench NAME CONNS SIZE DEPTH: csock bench against the server just
+# started, its JSON turned into loadgen's key=value line (no run-queue
+# share: csock bench does not read it; NA). Exit 2 (corrupt echo, as
+# loadgen's) when it counted wrong bytes.
+run_csock_bench() {
+    local name=$1 conns=$2 size=$3 depth=$4 addr="tcp://127.0.0.1:$srv_port" rc=0
+    case $name in ws_*) addr="ws://127.0.0.1:$srv_port/" ;; esac
+    taskset -c "$LOAD_CPU" "$CSOCK_BIN" bench "$addr" --conns "$conns" --size "$size" --depth "$depth" \
+        --duration "$DURATION" --warmup "$WARMUP" --server-pid "$srv_pid" --json "$tmp/bench.json" \
+        >"$tmp/bench.out" 2>"$tmp/lg.err" || rc=$?
+    python3 "$here/bench_kv.py" "$tmp/bench.json" >"$tmp/lg.out" 2>>"$tmp/lg.err" || rc=$?
+    return "$rc"
+}
+
+# measure ROUND SCENARIO SERVER: one load run; appends a row to $results.
 measure() {
     local round=$1 sc=$2 name=$3 conns size depth rc=0 kv
     read -r conns size depth <<<"${SCEN[$sc]}"
@@ -197,9 +219,13 @@ measure() {
         printf '%s\t%s\t%s\tNA\tNA\tNA\tNA\tNA\tNA\tNA\tstart-failed\n' "$round" "$sc" "$name" >>"$results"
         return
     fi
-    taskset -c "$LOAD_CPU" "$bin/loadgen" "${lg_engine[@]}" "${ws[@]}" -H 127.0.0.1 -p "$srv_port" \
-        -c "$conns" -s "$size" -d "$depth" -t "$DURATION" -w "$WARMUP" -P "$srv_pid" \
-        >"$tmp/lg.out" 2>"$tmp/lg.err" &
+    if [ "$LOADGEN" = csock ]; then
+        run_csock_bench "$name" "$conns" "$size" "$depth" &
+    else
+        taskset -c "$LOAD_CPU" "$bin/loadgen" "${lg_engine[@]}" "${ws[@]}" -H 127.0.0.1 -p "$srv_port" \
+            -c "$conns" -s "$size" -d "$depth" -t "$DURATION" -w "$WARMUP" -P "$srv_pid" \
+            >"$tmp/lg.out" 2>"$tmp/lg.err" &
+    fi
     lg_pid=$!
     wait "$lg_pid" || rc=$?
     lg_pid=""
@@ -253,8 +279,15 @@ main() {
         case $s in ws_*) NODE_PATH=/usr/share/nodejs have_peer "$s" || continue ;; esac
         servers+=("$s")
     done
-    probe_loadgen
-    log "bench: servers: ${servers[*]}; scenarios: $SCENARIOS; rounds $ROUNDS x ${DURATION}s (+${WARMUP}s warm-up); loadgen engine: $lg_engine_name"
+    case $LOADGEN in
+    csock)
+        [ -x "$CSOCK_BIN" ] || { log "bench: LOADGEN=csock needs $CSOCK_BIN (build it, or LOADGEN=loadgen)"; exit 1; }
+        lg_engine_name="csock bench"
+        ;;
+    loadgen) probe_loadgen ;;
+    *) log "bench: LOADGEN=$LOADGEN: expected csock or loadgen" && exit 1 ;;
+    esac
+    log "bench: servers: ${servers[*]}; scenarios: $SCENARIOS; rounds $ROUNDS x ${DURATION}s (+${WARMUP}s warm-up); load generator: $lg_engine_name"
 
     local round sc i n=${#servers[@]}
     for ((round = 1; round <= ROUNDS; round++)); do
@@ -273,7 +306,8 @@ main() {
         echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
         echo "- git: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown) ($(git -C "$root" rev-parse --abbrev-ref HEAD 2>/dev/null || echo ?))"
         echo "- server on CPU $SERVER_CPU, loadgen on CPU $LOAD_CPU; $ROUNDS round(s) x ${DURATION}s after ${WARMUP}s warm-up; medians over rounds"
-        echo "- loadgen engine: $lg_engine_name"
+        if [ "$LOADGEN" = csock ]; then echo "- load generator: csock bench ($CSOCK_BIN)"
+        else echo "- load generator: bench/loadgen.c, engine $lg_engine_name"; fi
         echo "- csock: ${cmd_csock[*]:-(not run)} (csock_uring: the same with CSOCK_BACKEND=uring)"
         for s in "${notes[@]}"; do echo "- note: $s"; done
         echo

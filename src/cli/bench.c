@@ -6,27 +6,40 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "cli/bench.h"
 #include "cli/bench_http.h"
+#include "cli/bench_plot.h"
 
 static const char bench_usage[] =
     "usage: csock bench ADDR [--echo | --upper | --http PATH | --ws] [OPTIONS]\n"
+    "       csock bench --plot FILE.svg [ADDR [OPTIONS]] [EARLIER.json ...]\n"
     "\n"
-    "Load the server at ADDR (tcp://, tls://, unix:, HOST:PORT,\n"
+    "Load the server at ADDR (tcp://, tls://, unix:, udp://, HOST:PORT,\n"
     "ws://HOST:PORT/PATH, wss://...) and measure its latency and throughput.\n"
     "Every answer is checked byte by byte.\n"
     "\n"
     "Modes:\n"
-    "  --echo            messages of --size bytes, echoed back (default)\n"
+    "  --echo            messages of --size bytes, echoed back (default); over\n"
+    "                    udp:// a datagram a message, one unanswered within\n"
+    "                    --timeout is lost (a timeout error)\n"
     "  --upper           lines of --size bytes ('\\n' included) of lower-case\n"
     "                    letters, answered in upper case (csock serve upper)\n"
     "  --http PATH       HTTP/1.1 GET of PATH, keep-alive (--depth: pipelined);\n"
     "                    responses counted by status code, a non-2xx one is an\n"
     "                    error (non_2xx); after Connection: close, a new\n"
-    "                    connection (not an error)\n"
+    "                    connection (not an error). Status codes are counted,\n"
+    "                    by code and by class (2xx, 3xx, ...)\n"
+    "  --method M        --http: the request's method (default GET; HEAD:\n"
+    "                    responses without a body)\n"
+    "  --header 'N: V'   --http: a header line (repeatable; a Host header\n"
+    "                    replaces csock's)\n"
+    "  --body STRING|@FILE  --http: the request's body (with Content-Length)\n"
+    "  --pipeline N      --http: N requests written at once, the next N when\n"
+    "                    all are answered (wrk's pipelining; not with --depth)\n"
     "  --ws              messages over a WebSocket (ADDR ws:// or wss://):\n"
     "                    binary messages of --size bytes, echoed (csock serve\n"
     "                    echo ws://...); with --upper, text messages of lower-\n"
@@ -63,12 +76,26 @@ static const char bench_usage[] =
     "  SIGINT or SIGTERM ends the run early: the results so far are reported.\n"
     "  --json FILE       the results and the whole latency histogram as JSON\n"
     "                    ('-': stdout, instead of the table)\n"
+    "                    It holds throughput over time too (\"series\": messages\n"
+    "                    answered in each interval of interval_s seconds).\n"
+    "  --label TEXT      this run's name in the JSON and in plots\n"
+    "  --server-pid PID  the server's CPU time (user+sys, /proc/PID/stat) over\n"
+    "                    the window too, per message (csock bench's own is\n"
+    "                    always reported: the \"cpu\" line, \"cpu\" in the JSON)\n"
+    "  --plot FILE.svg   a self-contained SVG: latency by percentile (log\n"
+    "                    scale of 1/(1-p): 0%, 90%, 99%, 99.9%, ...) and\n"
+    "                    throughput over time. EARLIER.json files (from --json)\n"
+    "                    are drawn too, a colour and a legend entry each (their\n"
+    "                    --label, else the file's name); with no ADDR, only them\n"
     "  -h, --help        this help\n"
     "\n"
     "Exit status: 0 when every answer was right and no error happened, 1 on\n"
     "errors (or no answer at all), 2 on a wrong argument.\n";
 
-enum { OPT_ECHO = 0x2000, OPT_UPPER, OPT_HTTP, OPT_WS, OPT_CONNECT, OPT_JSON, OPT_TIMEOUT };
+enum {
+    OPT_ECHO = 0x2000, OPT_UPPER, OPT_HTTP, OPT_WS, OPT_CONNECT, OPT_JSON, OPT_TIMEOUT,
+    OPT_METHOD, OPT_HEADER, OPT_BODY, OPT_PIPELINE, OPT_PLOT, OPT_LABEL, OPT_SERVER_PID
+};
 
 #define DEFAULT_CONNS 10
 #define DEFAULT_SIZE 64
@@ -77,6 +104,70 @@ enum { OPT_ECHO = 0x2000, OPT_UPPER, OPT_HTTP, OPT_WS, OPT_CONNECT, OPT_JSON, OP
 #define MAX_BENCH_CONNS (1u << 20)
 #define MAX_DEPTH (1u << 16)
 #define MAX_SIZE (1u << 24)
+#define MAX_PIPELINE 1024
+#define MAX_SERIES 600 /* throughput over time: at most this many intervals */
+
+/* The whole of a file (NUL-terminated, for the JSON reader), or NULL with errno. */
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    for (size_t got; buf; n += got) {
+        if (n + 1 >= cap) {
+            char *b = realloc(buf, cap *= 2);
+            if (!b) break;
+            buf = b;
+        }
+        got = fread(buf + n, 1, cap - n - 1, f);
+        if (!got) {
+            int bad = ferror(f);
+            fclose(f);
+            if (bad) {
+                free(buf);
+                errno = EIO;
+                return NULL;
+            }
+            buf[n] = '\0';
+            *len = n;
+            return buf;
+        }
+    }
+    free(buf);
+    fclose(f);
+    errno = ENOMEM;
+    return NULL;
+}
+
+/* --header: "Name: value", a token before the colon, no line breaks. */
+static void check_header(const char *h)
+{
+    const char *colon = strchr(h, ':');
+    if (!colon || colon == h) cli_die(CLI_USAGE, "--header: '%s' is not 'Name: value'", h);
+    for (const char *p = h; *p; p++)
+        if (*p == '\r' || *p == '\n' || (p < colon && (*p <= ' ' || *p == 0x7f)))
+            cli_die(CLI_USAGE, "--header: no blanks in the name, no line breaks: '%s'", h);
+}
+
+/* The positional arguments: with --plot, *.json ones are earlier runs; the
+ * one other (if any) is ADDR. */
+static void positionals(int argc, char **argv, bench_opts *o)
+{
+    for (int i = optind; i < argc; i++) {
+        size_t n = strlen(argv[i]);
+        if (o->plot && n > 5 && !strcmp(argv[i] + n - 5, ".json")) {
+            if (o->nearlier == sizeof o->earlier / sizeof o->earlier[0] - (o->target != NULL))
+                cli_die(CLI_USAGE, "--plot: at most %d runs in one plot", BENCH_PLOT_MAX_RUNS);
+            o->earlier[o->nearlier++] = argv[i];
+        } else if (o->target) {
+            cli_die(CLI_USAGE, "bench: one ADDR only, got '%s' too", argv[i]);
+        } else {
+            o->target = argv[i];
+        }
+    }
+    if (!o->target && !o->nearlier) cli_die(CLI_USAGE, "bench: missing ADDR (see csock bench --help)");
+}
 
 static double parse_rate(const char *text)
 {
@@ -87,6 +178,8 @@ static double parse_rate(const char *text)
         cli_die(CLI_USAGE, "--rate: '%s' is not a number of messages a second above 0", text);
     return v;
 }
+
+static double proc_cpu(int pid);
 
 static void parse_args(int argc, char **argv, bench_opts *o, cli_tls *tls)
 {
@@ -106,6 +199,13 @@ static void parse_args(int argc, char **argv, bench_opts *o, cli_tls *tls)
         {"threads", required_argument, NULL, 't'},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"json", required_argument, NULL, OPT_JSON},
+        {"method", required_argument, NULL, OPT_METHOD},
+        {"header", required_argument, NULL, OPT_HEADER},
+        {"body", required_argument, NULL, OPT_BODY},
+        {"pipeline", required_argument, NULL, OPT_PIPELINE},
+        {"plot", required_argument, NULL, OPT_PLOT},
+        {"label", required_argument, NULL, OPT_LABEL},
+        {"server-pid", required_argument, NULL, OPT_SERVER_PID},
         CLI_TLS_LONGOPTS,
         {0, 0, 0, 0},
     };
@@ -134,14 +234,50 @@ static void parse_args(int argc, char **argv, bench_opts *o, cli_tls *tls)
         case 't': o->threads = (unsigned)cli_ulong("--threads", optarg, CLI_MAX_THREADS); break;
         case OPT_TIMEOUT: o->timeout_ns = cli_seconds("--timeout", optarg) * 1000000ull; break;
         case OPT_JSON: o->json = optarg; break;
+        case OPT_PLOT: o->plot = optarg; break;
+        case OPT_LABEL: o->label = optarg; break;
+        case OPT_SERVER_PID:
+            o->server_pid = (int)cli_ulong("--server-pid", optarg, 1u << 30);
+            if (proc_cpu(o->server_pid) < 0) cli_die(CLI_USAGE, "--server-pid: no process %s to measure", optarg);
+            break;
+        case OPT_PIPELINE:
+            o->pipeline = (unsigned)cli_ulong("--pipeline", optarg, MAX_PIPELINE);
+            if (!o->pipeline) cli_die(CLI_USAGE, "--pipeline: at least 1 request");
+            break;
+        case OPT_METHOD:
+            for (const char *p = optarg; *p; p++)
+                if (*p <= ' ' || *p > '~') cli_die(CLI_USAGE, "--method: '%s' is not a method token", optarg);
+            if (!*optarg) cli_die(CLI_USAGE, "--method: empty");
+            o->method = optarg;
+            break;
+        case OPT_HEADER:
+            if (o->nheaders == sizeof o->headers / sizeof o->headers[0])
+                cli_die(CLI_USAGE, "--header: at most %zu", sizeof o->headers / sizeof o->headers[0]);
+            check_header(optarg);
+            o->headers[o->nheaders++] = optarg;
+            break;
+        case OPT_BODY:
+            free(o->req_body);
+            if (optarg[0] == '@') {
+                o->req_body = slurp(optarg + 1, &o->req_body_len);
+                if (!o->req_body)
+                    cli_die(errno == ENOMEM ? CLI_ERR : CLI_USAGE, "--body %s: %s", optarg, strerror(errno));
+            } else {
+                o->req_body_len = strlen(optarg);
+                o->req_body = strdup(optarg);
+                if (!o->req_body) cli_die(CLI_ERR, "bench: out of memory");
+            }
+            break;
         default:
             if (cli_tls_option(tls, c, optarg)) break;
             cli_bad_option("bench", c, optopt, argv[optind - 1]);
         }
     }
-    if (optind >= argc) cli_die(CLI_USAGE, "bench: missing ADDR (see csock bench --help)");
-    if (argc - optind > 1) cli_die(CLI_USAGE, "bench: one ADDR only, got '%s' too", argv[optind + 1]);
-    o->target = argv[optind];
+    positionals(argc, argv, o);
+    if ((o->method || o->nheaders || o->req_body || o->pipeline) && o->mode != BENCH_HTTP)
+        cli_die(CLI_USAGE, "bench: --method, --header, --body and --pipeline are for --http");
+    if (o->pipeline && (depth_given || o->rate > 0 || o->connect_each))
+        cli_die(CLI_USAGE, "--pipeline: batches in the closed loop, not with --depth, --rate or --connect");
     if (!o->conns) cli_die(CLI_USAGE, "--conns: at least 1 connection");
     if (!o->depth) cli_die(CLI_USAGE, "--depth: at least 1 message in flight");
     if (!o->threads) cli_die(CLI_USAGE, "--threads: at least 1");
@@ -175,7 +311,10 @@ static void make_patterns(bench_opts *o)
         if (o->addr.scheme == CSOCK_UNIX) snprintf(host, sizeof host, "localhost");
         else if (strchr(o->addr.host, ':')) snprintf(host, sizeof host, "[%s]:%d", o->addr.host, csock_addr_port(&o->addr));
         else snprintf(host, sizeof host, "%s:%d", o->addr.host, csock_addr_port(&o->addr));
-        o->send_pat = bench_http_request(o->http_path, host, &o->size);
+        bench_http_req rq = {.method = o->method ? o->method : "GET", .path = o->http_path, .host = host,
+                             .headers = o->headers, .nheaders = o->nheaders, .body = o->req_body,
+                             .body_len = o->req_body_len, .copies = o->pipeline ? o->pipeline : 1};
+        o->send_pat = bench_http_request(&rq, &o->size);
         if (!o->send_pat) cli_die(CLI_ERR, "bench: out of memory");
         o->want_pat = o->send_pat;
         o->body = o->size;
@@ -230,8 +369,10 @@ static void print_table(const bench_opts *o, const bench_stats *st)
     double secs = (double)st->window_ns / 1e9;
     char v[32];
     printf("csock bench %s: ", o->target);
-    if (o->mode == BENCH_HTTP) printf("http GET %s", o->http_path);
-    else printf("%s, %zu-byte %smessages", mode_name(o), o->size, o->ws ? "WebSocket " : "");
+    if (o->mode == BENCH_HTTP)
+        printf("http %s %s%s", o->method ? o->method : "GET", o->http_path,
+               o->pipeline > 1 ? " pipelined" : "");
+    else printf("%s, %zu-byte %s", mode_name(o), o->size, o->ws ? "WebSocket messages" : o->udp ? "datagrams" : "messages");
     printf(", %u connection%s, %u thread%s, ", o->conns, o->conns == 1 ? "" : "s", o->threads,
            o->threads == 1 ? "" : "s");
     if (o->rate > 0) printf("open loop at %.0f/s", o->rate);
@@ -243,10 +384,16 @@ static void print_table(const bench_opts *o, const bench_stats *st)
            (unsigned long long)st->msgs, per_sec((double)st->bytes, secs) / 1e6,
            o->mode == BENCH_HTTP ? "of responses" : "each way");
     if (o->mode == BENCH_HTTP) {
+        uint64_t cls[6] = {0};
         printf("  status     ");
-        for (int i = 0; i < 600; i++)
+        for (int i = 0; i < 600; i++) {
             if (st->status[i]) printf(" %d: %llu", i, (unsigned long long)st->status[i]);
-        printf("\n");
+            cls[i / 100] += st->status[i];
+        }
+        printf("  (");
+        for (int i = 1, n = 0; i < 6; i++)
+            if (cls[i] || i == 2) printf("%s%dxx %llu", n++ ? ", " : "", i, (unsigned long long)cls[i]);
+        printf(")\n");
     }
     printf("  latency    ");
     for (size_t i = 0; i < NREPORT; i++) printf(" %10s", report_names[i]);
@@ -263,22 +410,56 @@ static void print_table(const bench_opts *o, const bench_stats *st)
     for (int i = 0; i < BENCH_ERR_KINDS; i++) printf(" %s %llu", bench_err_names[i], (unsigned long long)st->err[i]);
     if (st->unsent) printf(" (unsent %llu: no connection was up)", (unsigned long long)st->unsent);
     printf("\n");
+    if (st->msgs) {
+        printf("  cpu         load %.2f us/msg (%.0f %% of a CPU)", st->load_cpu_s * 1e6 / (double)st->msgs,
+               per_sec(st->load_cpu_s * 100, secs));
+        if (st->server_cpu_s >= 0)
+            printf(", server %.2f us/msg (%.0f %%)", st->server_cpu_s * 1e6 / (double)st->msgs,
+                   per_sec(st->server_cpu_s * 100, secs));
+        printf("\n");
+    }
+}
+
+/* A JSON string's contents (control characters as '?'). */
+static void json_str(FILE *f, const char *s)
+{
+    for (const char *p = s; *p; p++)
+        fprintf(f, (*p == '"' || *p == '\\') ? "\\%c" : ((unsigned char)*p < 0x20 ? "?" : "%c"), *p);
+}
+
+/* Throughput over time: the counts of the intervals measured. */
+static void write_series(FILE *f, const bench_opts *o, const bench_stats *st)
+{
+    uint64_t n = (st->window_ns + o->series_ns - 1) / o->series_ns;
+    if (n > o->nseries) n = o->nseries;
+    fprintf(f, " \"series\": {\"interval_s\": %.3f, \"counts\": [", (double)o->series_ns / 1e9);
+    for (uint64_t i = 0; i < n; i++) fprintf(f, "%s%llu", i ? ", " : "", (unsigned long long)st->series[i]);
+    fprintf(f, "]},\n");
 }
 
 static void write_json(FILE *f, const bench_opts *o, const bench_stats *st)
 {
     double secs = (double)st->window_ns / 1e9;
     fprintf(f, "{\"target\": \"");
-    for (const char *p = o->target; *p; p++)
-        fprintf(f, (*p == '"' || *p == '\\') ? "\\%c" : ((unsigned char)*p < 0x20 ? "?" : "%c"), *p);
+    json_str(f, o->target);
+    if (o->label) {
+        fprintf(f, "\", \"label\": \"");
+        json_str(f, o->label);
+    }
     fprintf(f, "\", \"mode\": \"%s\", \"ws\": %s, \"size\": %zu, \"conns\": %u, \"threads\": %u, ",
             mode_name(o), o->ws ? "true" : "false", o->size, o->conns, o->threads);
     if (o->mode == BENCH_HTTP) {
-        fprintf(f, "\"path\": \"");
-        for (const char *p = o->http_path; *p; p++) fprintf(f, (*p == '"' || *p == '\\') ? "\\%c" : "%c", *p);
+        uint64_t cls[6] = {0};
+        fprintf(f, "\"method\": \"%s\", \"pipeline\": %u, \"path\": \"", o->method ? o->method : "GET",
+                o->pipeline ? o->pipeline : 1);
+        json_str(f, o->http_path);
         fprintf(f, "\", \"status\": {");
-        for (int i = 0, n = 0; i < 600; i++)
+        for (int i = 0, n = 0; i < 600; i++) {
             if (st->status[i]) fprintf(f, "%s\"%d\": %llu", n++ ? ", " : "", i, (unsigned long long)st->status[i]);
+            cls[i / 100] += st->status[i];
+        }
+        fprintf(f, "}, \"status_class\": {");
+        for (int i = 1; i < 6; i++) fprintf(f, "%s\"%dxx\": %llu", i > 1 ? ", " : "", i, (unsigned long long)cls[i]);
         fprintf(f, "}, ");
     }
     if (o->rate > 0) fprintf(f, "\"loop\": \"open\", \"rate\": %.3f, ", o->rate);
@@ -297,6 +478,16 @@ static void write_json(FILE *f, const bench_opts *o, const bench_stats *st)
         fprintf(f, "\"%s\": %llu, ", report_names[i],
                 (unsigned long long)bench_hist_percentile(&st->hist, report_ps[i]));
     fprintf(f, "\"max\": %llu},\n", (unsigned long long)(st->hist.total ? st->hist.max : 0));
+    write_series(f, o, st);
+    /* CPU over the window: csock bench's own, and --server-pid's (null when unknown). */
+    double m = st->msgs ? (double)st->msgs : 1;
+    fprintf(f, " \"cpu\": {\"load_s\": %.4f, \"load_us_per_msg\": %.4f, ", st->load_cpu_s,
+            st->load_cpu_s * 1e6 / m);
+    if (st->server_cpu_s >= 0)
+        fprintf(f, "\"server_s\": %.4f, \"server_us_per_msg\": %.4f},\n", st->server_cpu_s,
+                st->server_cpu_s * 1e6 / m);
+    else
+        fprintf(f, "\"server_s\": null, \"server_us_per_msg\": null},\n");
     /* Every non-empty bucket: [lowest, highest, count] in us, in order. */
     fprintf(f, " \"histogram\": {\"unit\": \"us\", \"sub_buckets\": %u, \"total\": %llu, \"buckets\": [",
             BENCH_HIST_SUB, (unsigned long long)st->hist.total);
@@ -332,30 +523,69 @@ static void live_line(const bench_opts *o, bench_thread *th, uint64_t t_start, u
     *last_msgs = msgs, *last_t = now;
 }
 
+/* CPU time (user + sys, seconds) of this process and of --server-pid's
+ * (-1 when it cannot be read: gone, or not ours to see). */
+typedef struct cpu_mark {
+    double self, server;
+} cpu_mark;
+
+static double proc_cpu(int pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* After the command's ")": state is field 3, utime 14, stime 15. */
+    const char *p = strrchr(buf, ')');
+    unsigned long long ut, st;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2) return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static void cpu_sample(const bench_opts *o, cpu_mark *m)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    m->self = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+              (double)ru.ru_stime.tv_usec / 1e6;
+    m->server = o->server_pid ? proc_cpu(o->server_pid) : -1;
+}
+
 /* Wait for the end of the run: the live line once a second on a terminal;
  * SIGINT or SIGTERM (blocked in every thread, taken here) ends it early,
- * and the results so far are reported. Returns when the run ends. */
+ * and the results so far are reported. CPU times are taken at the window's
+ * edges (cpu[0] at the end of the warm-up, cpu[1] at the end). Returns
+ * when the run ends. */
 static void wait_run(const bench_opts *o, bench_thread *th, uint64_t t_start, uint64_t t_end,
-                     const sigset_t *sigs)
+                     const sigset_t *sigs, cpu_mark cpu[2])
 {
     uint64_t last_msgs = 0, last_t = t_start, next_live = t_start + 1000000000ull;
+    uint64_t t_measure = t_start + o->warmup_ns;
+    int marked = 0;
     for (;;) {
         uint64_t now = bench_now_ns();
-        if (now >= t_end) return;
+        if (!marked && now >= t_measure) cpu_sample(o, &cpu[0]), marked = 1;
+        if (now >= t_end) break;
         if (o->live && now >= next_live) {
             live_line(o, th, t_start, &last_msgs, &last_t);
             next_live += 1000000000ull;
         }
         uint64_t until = o->live && next_live < t_end ? next_live : t_end;
+        if (!marked && t_measure < until) until = t_measure;
         uint64_t wait = until > now ? until - now : 0;
         struct timespec ts = {.tv_sec = (time_t)(wait / 1000000000ull), .tv_nsec = (long)(wait % 1000000000ull)};
         if (sigtimedwait(sigs, NULL, &ts) > 0) {
             now = bench_now_ns();
             for (unsigned i = 0; i < o->threads; i++)
                 atomic_store_explicit(&th[i].t_end, now, memory_order_relaxed);
-            return;
+            break;
         }
     }
+    cpu_sample(o, &cpu[1]);
+    if (!marked) cpu[0] = cpu[1]; /* stopped in the warm-up: nothing measured */
 }
 
 static int report(const bench_opts *o, const bench_stats *st)
@@ -389,8 +619,15 @@ static void resolve_target(bench_opts *o, const cli_tls *tls)
     } else {
         cli_addr(o->target, 0, &o->addr);
     }
-    if (!csock_addr_is_stream(&o->addr))
-        cli_die(CLI_USAGE, "bench: '%s' is not a stream address (tcp://, tls://, unix:, ws://)", o->target);
+    if (o->addr.scheme == CSOCK_UDP) {
+        if (o->mode != BENCH_ECHO || o->connect_each)
+            cli_die(CLI_USAGE, "bench: udp:// is for --echo (a datagram a message), not '%s'",
+                    o->connect_each ? "--connect" : o->mode == BENCH_HTTP ? "--http" : "--upper");
+        o->udp = 1;
+    } else if (!csock_addr_is_stream(&o->addr)) {
+        cli_die(CLI_USAGE, "bench: '%s' is not an address bench can load (tcp://, tls://, unix:, udp://, ws://)",
+                o->target);
+    }
     if (o->addr.scheme == CSOCK_TLS) o->tls = cli_tls_client_ctx(tls);
     else if (tls->given) cli_die(CLI_USAGE, "bench: --%s is for tls:// and wss:// addresses", tls->first);
 }
@@ -409,6 +646,8 @@ static uint64_t start_threads(const bench_opts *o, bench_thread *th)
         t->nconns = o->conns / o->threads + (i < o->conns % o->threads);
         first += t->nconns;
         t->t_start = t_start;
+        t->st.series = calloc(o->nseries, sizeof *t->st.series);
+        if (!t->st.series) cli_die(CLI_ERR, "bench: out of memory");
         t->t_measure = t_start + o->warmup_ns;
         atomic_init(&t->t_end, t->t_measure + o->duration_ns);
         int rc = pthread_create(&t->tid, NULL, bench_thread_main, t);
@@ -421,7 +660,9 @@ static uint64_t start_threads(const bench_opts *o, bench_thread *th)
  * number of threads that could not run. */
 static int collect(const bench_opts *o, bench_thread *th, bench_stats *all)
 {
+    uint64_t *series = all->series;
     memset(all, 0, sizeof *all);
+    all->series = series;
     bench_hist_init(&all->hist);
     uint64_t t_end = atomic_load(&th[0].t_end), t_measure = th[0].t_measure;
     all->window_ns = t_end > t_measure ? t_end - t_measure : 0;
@@ -435,8 +676,62 @@ static int collect(const bench_opts *o, bench_thread *th, bench_stats *all)
         for (int k = 0; k < BENCH_ERR_KINDS; k++) all->err[k] += s->err[k];
         for (int k = 0; k < 600; k++) all->status[k] += s->status[k];
         bench_hist_merge(&all->hist, &s->hist);
+        for (unsigned k = 0; k < o->nseries; k++) all->series[k] += s->series[k];
+        free(s->series);
     }
     return failed;
+}
+
+/* Throughput over time: 100 ms intervals, longer ones (a multiple) for a
+ * long run so there are at most MAX_SERIES. */
+static void size_series(bench_opts *o)
+{
+    uint64_t step = 100000000ull;
+    uint64_t iv = step * ((o->duration_ns + step * MAX_SERIES - 1) / (step * MAX_SERIES));
+    o->series_ns = iv;
+    o->nseries = (unsigned)((o->duration_ns + iv - 1) / iv);
+}
+
+/* The --plot runs from earlier --json files, read before the run so a bad
+ * one is said at once: runs[0..o->nearlier). */
+static void load_earlier(const bench_opts *o, bench_plot_run *runs)
+{
+    for (unsigned i = 0; i < o->nearlier; i++) {
+        const char *path = o->earlier[i], *base = strrchr(path, '/');
+        size_t len;
+        char *text = slurp(path, &len);
+        if (!text) cli_die(errno == ENOMEM ? CLI_ERR : CLI_USAGE, "--plot: %s: %s", path, strerror(errno));
+        base = base ? base + 1 : path;
+        snprintf(runs[i].label, sizeof runs[i].label, "%.*s", (int)(strlen(base) - 5), base);
+        int rc = bench_plot_parse(text, &runs[i]);
+        free(text);
+        if (rc == -ENOMEM) cli_die(CLI_ERR, "bench: out of memory");
+        if (rc < 0) cli_die(CLI_USAGE, "--plot: %s is not a csock bench --json file", path);
+    }
+}
+
+/* Draw the earlier runs and this one (st, or NULL for none) into o->plot. */
+static void plot(const bench_opts *o, bench_plot_run *runs, const bench_stats *st)
+{
+    size_t n = o->nearlier;
+    if (st) {
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *m = open_memstream(&buf, &len);
+        if (!m) cli_die(CLI_ERR, "bench: out of memory");
+        write_json(m, o, st);
+        if (fclose(m)) cli_die(CLI_ERR, "bench: out of memory");
+        bench_plot_run *r = &runs[n++];
+        snprintf(r->label, sizeof r->label, "%s %s", o->target, mode_name(o));
+        int rc = bench_plot_parse(buf, r);
+        free(buf);
+        if (rc < 0) cli_die(CLI_ERR, "--plot: %s", csock_strerror(rc));
+    }
+    FILE *f = fopen(o->plot, "w");
+    if (!f) cli_die(CLI_ERR, "--plot %s: %s", o->plot, strerror(errno));
+    int rc = bench_plot_svg(f, runs, n);
+    if (fclose(f) || rc < 0) cli_die(CLI_ERR, "--plot %s: %s", o->plot, strerror(errno ? errno : EIO));
+    for (size_t i = 0; i < n; i++) bench_plot_run_free(&runs[i]);
 }
 
 int cli_bench(int argc, char **argv)
@@ -445,15 +740,25 @@ int cli_bench(int argc, char **argv)
                     .threads = 1, .duration_ns = DEFAULT_DURATION_MS * 1000000ull,
                     .timeout_ns = DEFAULT_TIMEOUT_MS * 1000000ull};
     cli_tls tls = {0};
+    bench_plot_run runs[BENCH_PLOT_MAX_RUNS];
+    memset(runs, 0, sizeof runs);
     parse_args(argc, argv, &o, &tls);
+    load_earlier(&o, runs);
+    if (!o.target) { /* --plot of earlier runs only */
+        plot(&o, runs, NULL);
+        free(o.req_body);
+        return CLI_OK;
+    }
     resolve_target(&o, &tls);
+    size_series(&o);
     o.live = isatty(STDERR_FILENO);
     make_patterns(&o);
     cli_raise_nofile();
 
     bench_thread *th = calloc(o.threads, sizeof *th);
     bench_stats *all = malloc(sizeof *all);
-    if (!th || !all) cli_die(CLI_ERR, "bench: out of memory");
+    if (!th || !all || !(all->series = calloc(o.nseries, sizeof *all->series)))
+        cli_die(CLI_ERR, "bench: out of memory");
     /* Threads inherit the mask: the signals wait for wait_run(). */
     sigset_t sigs, old_mask;
     sigemptyset(&sigs);
@@ -461,14 +766,20 @@ int cli_bench(int argc, char **argv)
     sigaddset(&sigs, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &sigs, &old_mask);
     uint64_t t_start = start_threads(&o, th);
-    wait_run(&o, th, t_start, t_start + o.warmup_ns + o.duration_ns, &sigs);
+    cpu_mark cpu[2];
+    wait_run(&o, th, t_start, t_start + o.warmup_ns + o.duration_ns, &sigs, cpu);
     int failed = collect(&o, th, all);
+    all->load_cpu_s = cpu[1].self - cpu[0].self;
+    all->server_cpu_s = cpu[0].server >= 0 && cpu[1].server >= 0 ? cpu[1].server - cpu[0].server : -1;
     pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
     if (o.live) fputs("\r\033[K", stderr);
     int status = report(&o, all);
     if (failed) status = CLI_ERR;
+    if (o.plot) plot(&o, runs, all);
     free(th);
+    free(all->series);
     free(all);
+    free(o.req_body);
     if (o.want_pat != o.send_pat) free(o.want_pat);
     free(o.send_pat);
     csock_tls_ctx_free(o.tls);

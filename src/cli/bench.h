@@ -45,6 +45,21 @@ typedef struct bench_opts {
     int connect_each;        /* --connect: a new connection for every message */
     int ws;                  /* a ws:// or wss:// ADDR: messages are WebSocket
                                 messages (binary for echo, text for upper) */
+    int udp;                 /* udp://: a datagram a message, on a connected socket */
+    unsigned pipeline;       /* --http --pipeline N: N requests written at once,
+                                the next N when all are answered (1: off) */
+    const char *method;      /* --http: GET unless --method */
+    const char *headers[32]; /* --http --header lines, as given */
+    unsigned nheaders;
+    char *req_body;          /* --http --body (read from @FILE), or NULL */
+    size_t req_body_len;
+    const char *plot;        /* --plot FILE.svg or NULL */
+    const char *label;       /* --label: this run's name in the JSON and plots */
+    const char *earlier[8];  /* --plot: earlier runs' --json files to overlay */
+    unsigned nearlier;
+    int server_pid;          /* --server-pid: its CPU time is measured too (0: not) */
+    uint64_t series_ns;      /* throughput over time: messages counted by interval */
+    unsigned nseries;        /* intervals in the measured window */
 } bench_opts;
 
 /* What one thread measured; merged into one at the end. */
@@ -56,6 +71,9 @@ typedef struct bench_stats {
     uint64_t err[BENCH_ERR_KINDS];
     bench_hist hist;       /* latency of the window's messages, us */
     uint64_t status[600];  /* --http: responses in the window by status code */
+    uint64_t *series;      /* nseries counts: messages answered in each interval */
+    double load_cpu_s;     /* csock bench's own user+sys CPU over the window */
+    double server_cpu_s;   /* --server-pid's, over the same window; < 0: unknown */
 } bench_stats;
 
 typedef struct bench_thread {

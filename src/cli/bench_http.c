@@ -11,12 +11,27 @@
 
 enum { H_HEAD, H_BODY, H_CHUNK_LINE, H_CHUNK_DATA, H_TRAILER };
 
-char *bench_http_request(const char *path, const char *host, size_t *len)
+char *bench_http_request(const bench_http_req *rq, size_t *len)
 {
-    size_t n = strlen(path) + strlen(host) + 64;
-    char *req = malloc(n);
+    int own_host = 1;
+    size_t n = strlen(rq->method) + strlen(rq->path) + strlen(rq->host) + 64 + rq->body_len;
+    for (unsigned i = 0; i < rq->nheaders; i++) {
+        n += strlen(rq->headers[i]) + 2;
+        if (!strncasecmp(rq->headers[i], "host:", 5)) own_host = 0;
+    }
+    unsigned copies = rq->copies ? rq->copies : 1;
+    char *req = malloc(n * copies);
     if (!req) return NULL;
-    *len = (size_t)snprintf(req, n, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, host);
+    size_t m = (size_t)snprintf(req, n, "%s %s HTTP/1.1\r\n", rq->method, rq->path);
+    if (own_host) m += (size_t)snprintf(req + m, n - m, "Host: %s\r\n", rq->host);
+    for (unsigned i = 0; i < rq->nheaders; i++) m += (size_t)snprintf(req + m, n - m, "%s\r\n", rq->headers[i]);
+    if (rq->body) m += (size_t)snprintf(req + m, n - m, "Content-Length: %zu\r\n", rq->body_len);
+    memcpy(req + m, "\r\n", 2);
+    m += 2;
+    if (rq->body) memcpy(req + m, rq->body, rq->body_len);
+    m += rq->body_len;
+    for (unsigned i = 1; i < copies; i++) memcpy(req + i * m, req, m);
+    *len = m;
     return req;
 }
 
@@ -74,7 +89,8 @@ static ssize_t parse_head(bench_http_resp *r, const char *buf, size_t len)
     }
     /* No length: a body until the close, which a benchmark cannot use,
      * except where there is never a body. */
-    if (chunked) r->state = H_CHUNK_LINE;
+    if (r->head) r->body_left = 0, r->state = H_BODY; /* whatever the head says */
+    else if (chunked) r->state = H_CHUNK_LINE;
     else if (has_length || st / 100 == 1 || st == 204 || st == 304) r->state = H_BODY;
     else return -EPROTO;
     return end + 4 - buf;

@@ -15,6 +15,7 @@ typedef struct bench_http_resp {
     int status;         /* of the response being read */
     int close;          /* the last head said Connection: close (or was 1.0) */
     uint64_t body_left; /* bytes of the body (or of a chunk and its CRLF) to skip */
+    int head;           /* the requests are HEAD: no response has a body */
 } bench_http_resp;
 
 /* Take what it can of one response from buf. Returns the bytes consumed
@@ -24,8 +25,19 @@ typedef struct bench_http_resp {
  * response that cannot be parsed. Zero *r before the first response. */
 ssize_t bench_http_parse(bench_http_resp *r, const char *buf, size_t len, int *done);
 
-/* "GET PATH HTTP/1.1\r\nHost: HOST\r\n\r\n" into a new buffer, or NULL when
- * out of memory. */
-char *bench_http_request(const char *path, const char *host, size_t *len);
+/* The request csock bench sends, every time the same. */
+typedef struct bench_http_req {
+    const char *method, *path, *host;
+    const char *const *headers; /* "Name: value" lines; a Host one replaces ours */
+    unsigned nheaders;
+    const char *body;           /* NULL: none (and no Content-Length) */
+    size_t body_len;
+    unsigned copies;            /* written this many times back to back (--pipeline) */
+} bench_http_req;
+
+/* "METHOD PATH HTTP/1.1\r\nHost: HOST\r\n[headers][Content-Length]\r\n[body]"
+ * rq->copies times into a new buffer, or NULL when out of memory; *len is
+ * the length of one. */
+char *bench_http_request(const bench_http_req *rq, size_t *len);
 
 #endif

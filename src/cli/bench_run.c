@@ -35,6 +35,7 @@ typedef struct conn {
     run *r;
     csock_stream *s;
     csock_ws *ws; /* ws:// and wss://, instead of s */
+    csock_dgram *d; /* udp://, instead of s */
     unsigned id; /* over all threads: which slice of the pattern it sends */
     int state;
     uint64_t retry_at;   /* C_DOWN: when to connect again */
@@ -110,6 +111,11 @@ static void on_closed(csock_stream *s)
     conn_down(csock_stream_data(s));
 }
 
+static void on_dgram_closed(csock_dgram *d)
+{
+    conn_down(csock_dgram_data(d));
+}
+
 /* Count the error (kind < 0: none, the server closed as it said it
  * would), close the stream; the housekeeping makes it again. */
 static void conn_fail(conn *c, int kind, uint64_t retry_after_ns)
@@ -119,9 +125,11 @@ static void conn_fail(conn *c, int kind, uint64_t retry_after_ns)
     c->state = C_CLOSING;
     c->retry_at = bench_now_ns() + retry_after_ns;
     if (c->ws) csock_ws_abort(c->ws); /* CLOSED follows: on_ws */
+    else if (c->d) csock_dgram_close(c->d, on_dgram_closed);
     else csock_stream_close(c->s, on_closed);
     c->s = NULL;
     c->ws = NULL;
+    c->d = NULL;
 }
 
 static int grow(conn *c)
@@ -145,15 +153,21 @@ static size_t msg_off(const conn *c, uint64_t k)
     return (size_t)(((uint64_t)c->id * 977u + k * 7919u) % BENCH_PAT);
 }
 
-static int conn_send(conn *c, uint64_t due)
+/* Send `n` messages due at `due` (n > 1: --pipeline's batch of requests,
+ * in one write). */
+static int conn_send_n(conn *c, uint64_t due, unsigned n)
 {
     const bench_opts *o = c->r->o;
-    if (c->sent - c->done > c->mask) {
+    while (c->sent + n - c->done > c->mask + 1) {
         int rc = grow(c);
         if (rc < 0) return rc;
     }
     int rc;
-    if (c->ws) {
+    if (n > 1) {
+        rc = csock_stream_write(c->s, o->send_pat, o->body * n);
+    } else if (c->d) {
+        rc = csock_dgram_send(c->d, o->send_pat + msg_off(c, c->sent), o->body, NULL);
+    } else if (c->ws) {
         rc = csock_ws_send(c->ws, o->mode == BENCH_UPPER ? CSOCK_WS_TEXT : CSOCK_WS_BINARY,
                            o->send_pat + msg_off(c, c->sent), o->body);
     } else {
@@ -164,9 +178,13 @@ static int conn_send(conn *c, uint64_t due)
         rc = csock_stream_writev(c->s, iov, o->size > o->body ? 2 : 1);
     }
     if (rc < 0) return rc;
-    c->stamps[c->sent & c->mask] = due;
-    c->sent++;
+    for (unsigned i = 0; i < n; i++) c->stamps[c->sent++ & c->mask] = due;
     return 0;
+}
+
+static int conn_send(conn *c, uint64_t due)
+{
+    return conn_send_n(c, due, 1);
 }
 
 /* Are these `n` bytes the next ones of message c->done's answer? */
@@ -202,6 +220,8 @@ static void complete(conn *c, uint64_t now, uint64_t bytes)
         t->st.msgs++;
         t->st.bytes += bytes;
         bench_hist_record(&t->st.hist, us);
+        uint64_t slot = (now - t->t_measure) / r->o->series_ns;
+        if (slot < r->o->nseries) t->st.series[slot]++;
     }
     if (r->second) bench_hist_record(r->second, us);
     r->completed++;
@@ -215,8 +235,11 @@ static int send_next(conn *c, uint64_t now)
         conn_fail(c, -1, 0);
         return -1;
     }
-    if (c->r->o->rate > 0 || c->r->stopping) return 0;
-    int rc = conn_send(c, now);
+    const bench_opts *o = c->r->o;
+    if (o->rate > 0 || c->r->stopping) return 0;
+    /* --pipeline: the next batch when the whole last one is answered. */
+    if (o->pipeline > 1 && c->done < c->sent) return 0;
+    int rc = conn_send_n(c, now, o->pipeline > 1 ? o->pipeline : 1);
     if (rc < 0) conn_fail(c, err_kind(rc), 0);
     return rc;
 }
@@ -343,9 +366,60 @@ static void conn_up(conn *c, int rc)
     } else {
         /* --connect: the connect is part of the exchange's latency. */
         uint64_t now = r->o->connect_each ? c->connect_at : bench_now_ns();
-        for (unsigned i = 0; i < r->o->depth && rc >= 0; i++) rc = conn_send(c, now);
+        if (r->o->pipeline > 1) rc = rc < 0 ? rc : conn_send_n(c, now, r->o->pipeline);
+        else
+            for (unsigned i = 0; i < r->o->depth && rc >= 0; i++) rc = conn_send(c, now);
     }
     if (rc < 0) conn_fail(c, err_kind(rc), 0);
+}
+
+/* udp://: a datagram a message. An answer is matched against the
+ * messages in flight; those before it are lost (a timeout each, as
+ * loopback does not reorder). */
+static void udp_lost(conn *c, uint64_t upto)
+{
+    run *r = c->r;
+    unsigned again = 0;
+    for (; c->done < upto; c->done++, again++)
+        if (!r->stopping) count_err(r, BENCH_ERR_TIMEOUT);
+    /* The closed loop sends one for each lost, or it would run dry. */
+    for (uint64_t now = bench_now_ns(); again-- && !r->stopping && r->o->rate <= 0 && c->d;)
+        send_next(c, now);
+}
+
+static void on_dgram(csock_dgram *d, int status, const char *buf, size_t len, const csock_addr *from)
+{
+    conn *c = csock_dgram_data(d);
+    const bench_opts *o = c->r->o;
+    (void)from;
+    if (status < 0) {
+        conn_fail(c, err_kind(status), status == -ECONNREFUSED ? RETRY_NS : 0);
+        return;
+    }
+    uint64_t k = c->done;
+    while (k < c->sent && (len != o->body || memcmp(buf, o->want_pat + msg_off(c, k), len))) k++;
+    if (k == c->sent) { /* a late answer to a message given up on, or garbage */
+        if (!c->r->stopping) count_err(c->r, BENCH_ERR_WRONG);
+        return;
+    }
+    if (k > c->done) udp_lost(c, k);
+    uint64_t now = bench_now_ns();
+    complete(c, now, o->size);
+    send_next(c, now);
+}
+
+static void udp_start(conn *c)
+{
+    run *r = c->r;
+    int rc = csock_dgram_new(r->loop, NULL, &r->o->addr, &c->d);
+    if (rc < 0) {
+        count_err(r, err_kind(rc));
+        c->d = NULL;
+        c->retry_at = bench_now_ns() + RETRY_NS;
+        return;
+    }
+    csock_dgram_set_data(c->d, c);
+    conn_up(c, csock_dgram_recv_start(c->d, on_dgram));
 }
 
 static void conn_start(conn *c)
@@ -358,6 +432,11 @@ static void conn_start(conn *c)
     c->rbytes = 0;
     c->connect_at = bench_now_ns();
     memset(&c->http, 0, sizeof c->http);
+    c->http.head = o->method && !strcmp(o->method, "HEAD");
+    if (o->udp) {
+        udp_start(c);
+        return;
+    }
     if (o->ws) {
         csock_ws_opts wo = {.tls = o->tls, .handshake_timeout_ms = o->timeout_ns / 1000000,
                             .max_message = o->size > (1u << 20) ? o->size : 0};
@@ -411,6 +490,9 @@ static void housekeep(run *r, uint64_t now)
     for (unsigned i = 0; i < r->n; i++) {
         conn *c = &r->conns[i];
         if (c->state == C_DOWN && c->retry_at <= now) conn_start(c);
+        else if (c->state == C_UP && c->d)
+            while (c->d && c->done < c->sent && c->stamps[c->done & c->mask] + r->o->timeout_ns < now)
+                udp_lost(c, c->done + 1); /* a datagram unanswered: lost, not a hang */
         else if (c->state == C_UP && c->done < c->sent &&
                  c->stamps[c->done & c->mask] + r->o->timeout_ns < now)
             conn_fail(c, BENCH_ERR_TIMEOUT, 0);
@@ -465,8 +547,10 @@ static void run_stop(run *r)
         conn *c = &r->conns[i];
         if (c->s) csock_stream_close(c->s, NULL);
         if (c->ws) csock_ws_abort(c->ws);
+        if (c->d) csock_dgram_close(c->d, NULL);
         c->s = NULL;
         c->ws = NULL;
+        c->d = NULL;
     }
     csock_timer_close(r->tick, NULL);
     if (r->pacer) csock_io_close(r->pacer, NULL);

@@ -14,7 +14,9 @@ Swept:
         or the test waited for what the refusal removed (triage in
         known.txt).
   cli   csock serve echo|upper|discard|chat|http (start, one client
-        exchange, SIGTERM), csock connect, csock listen. Each must exit
+        exchange, SIGTERM), csock connect, csock listen, csock bench (a
+        short run against a Python echo peer, with --json and a --plot
+        that overlays an earlier run). Each must exit
         (bounded) without a crash, sanitizer or leak report; status 2 (a
         wrong argument) is a bug under ENOMEM, 1 with a message is fine.
 
@@ -221,6 +223,66 @@ def connect_run(argv_head, name, timeout_unit):
     return run_one
 
 
+def _echo_peer(srv, stop):
+    """Echo every connection of srv until stop is set (csock bench's peer)."""
+    conns = []
+
+    def serve(conn):
+        with conn:
+            try:
+                while True:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    conn.sendall(data)
+            except OSError:
+                pass
+    while not stop.is_set():
+        try:
+            conn, _ = srv.accept()
+        except OSError:
+            continue
+        conn.settimeout(5)
+        t = threading.Thread(target=serve, args=(conn,), daemon=True)
+        t.start()
+        conns.append(t)
+    for t in conns:
+        t.join(5)
+
+
+def bench_run(argv_head, name, www, timeout_unit):
+    """csock bench ADDR for 0.3 s against a Python echo peer, writing --json
+    and a --plot that overlays an earlier run's JSON."""
+    earlier = os.path.join(www, "earlier.json")
+    with open(earlier, "w") as f:
+        f.write('{"target": "tcp://x:1", "label": "earlier", "duration_s": 1.0, "messages": 2, '
+                '"throughput": 2.0, "latency_us": {"min": 5, "p99": 9, "max": 9}, '
+                '"series": {"interval_s": 0.1, "counts": [1, 1]}, '
+                '"histogram": {"total": 2, "buckets": [[5, 5, 1], [9, 9, 1]]}}\n')
+
+    def run_one(env, timeout):
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(16)
+        srv.settimeout(0.1)
+        stop = threading.Event()
+        t = threading.Thread(target=_echo_peer, args=(srv, stop), daemon=True)
+        t.start()
+        out = tempfile.mkdtemp(prefix="csockbench")
+        argv = argv_head + ["tcp://127.0.0.1:%d" % srv.getsockname()[1], "--conns", "2", "--duration",
+                            "0.3", "--timeout", "2", "--json", os.path.join(out, "r.json"),
+                            "--plot", os.path.join(out, "r.svg"), earlier]
+        st, _, err = faultkit.run(argv, env, timeout_unit)
+        stop.set()
+        t.join(timeout_unit)
+        srv.close()
+        for f in os.listdir(out):
+            os.unlink(os.path.join(out, f))
+        os.rmdir(out)
+        return faultkit.classify(st, err, name, bad_status=(2,))
+    return run_one
+
+
 def listen_exchange(port, timeout):
     _client(port, b"hello\n", False, timeout)
 
@@ -234,6 +296,7 @@ def cli_cases(build, only, www, timeout_unit):
     yield "connect", [bin_, "connect", "PEER"], connect_run([bin_, "connect"], "connect", timeout_unit)
     argv = [bin_, "listen", "tcp://127.0.0.1:0"]
     yield "listen", argv, cli_run(argv, "listen", listen_exchange, timeout_unit)
+    yield "bench", [bin_, "bench", "PEER"], bench_run([bin_, "bench"], "bench", www, timeout_unit)
 
 
 # ---- the sweep -----------------------------------------------------------

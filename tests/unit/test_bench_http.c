@@ -98,11 +98,44 @@ static void test_request(void **state)
 {
     (void)state;
     size_t len;
-    char *req = bench_http_request("/a/b?c=1", "127.0.0.1:8080", &len);
+    bench_http_req rq = {.method = "GET", .path = "/a/b?c=1", .host = "127.0.0.1:8080"};
+    char *req = bench_http_request(&rq, &len);
     assert_non_null(req);
-    assert_string_equal(req, "GET /a/b?c=1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n");
-    assert_int_equal(len, strlen(req));
+    static const char want[] = "GET /a/b?c=1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n";
+    assert_int_equal(len, sizeof want - 1);
+    assert_memory_equal(req, want, len);
     free(req);
+}
+
+/* --method, --header (a Host one replaces ours), --body, --pipeline. */
+static void test_request_options(void **state)
+{
+    (void)state;
+    size_t len;
+    const char *headers[] = {"X-A: 1", "host: example"};
+    bench_http_req rq = {.method = "POST", .path = "/p", .host = "h:1", .headers = headers,
+                         .nheaders = 2, .body = "abc", .body_len = 3, .copies = 3};
+    char *req = bench_http_request(&rq, &len);
+    assert_non_null(req);
+    static const char want[] = "POST /p HTTP/1.1\r\nX-A: 1\r\nhost: example\r\nContent-Length: 3\r\n\r\nabc";
+    assert_int_equal(len, sizeof want - 1);
+    for (int i = 0; i < 3; i++) assert_memory_equal(req + i * len, want, len);
+    free(req);
+}
+
+/* HEAD: a Content-Length but no body; the next response follows at once. */
+static void test_head(void **state)
+{
+    (void)state;
+    static const char two[] = "HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n"
+                              "HTTP/1.1 404 NF\r\nContent-Length: 7\r\n\r\n";
+    bench_http_resp r = {.head = 1};
+    int st;
+    ssize_t n = bench_http_parse(&r, two, sizeof two - 1, &st);
+    assert_int_equal(st, 200);
+    n = bench_http_parse(&r, two + n, sizeof two - 1 - (size_t)n, &st);
+    assert_int_equal(st, 404);
+    assert_true(n > 0);
 }
 
 int main(void)
@@ -111,6 +144,8 @@ int main(void)
         cmocka_unit_test(test_every_split),
         cmocka_unit_test(test_garbage_and_no_length),
         cmocka_unit_test(test_request),
+        cmocka_unit_test(test_request_options),
+        cmocka_unit_test(test_head),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
