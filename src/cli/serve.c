@@ -231,11 +231,17 @@ static const service *find_service(const char *name)
     return NULL;
 }
 
-/* Parse an address argument (tcp, tls, udp, unix, ws, wss) or die: 1 for a
- * ws:// or wss:// one. */
+/* Parse an address argument (tcp, tls, udp, unix, ws, wss, fd:, systemd:)
+ * or die: 1 for a ws:// or wss:// one. An inherited socket is given as
+ * tcp:// (or tls:// with tls+), its real address known once served. */
 static int parse_endpoint(const char *text, csock_addr *a)
 {
     char path[CLI_WS_PATH];
+    int fds[CLI_MAX_ENDPOINTS], tls;
+    if (cli_inherited_fds(text, fds, CLI_MAX_ENDPOINTS, &tls)) {
+        *a = (csock_addr){.scheme = tls ? CSOCK_TLS : CSOCK_TCP};
+        return 0;
+    }
     if (cli_ws_scheme(text)) {
         cli_ws_listen_addr(text, CSOCK_ADDR_PASSIVE, a, path);
         return 1;
@@ -268,21 +274,50 @@ static int check_endpoints(const server *srv, char **addrs, int n)
     return any_ws;
 }
 
-static void open_endpoint(server *srv, const char *text, unsigned index)
+static void open_endpoint(server *srv, const char *text)
 {
     csock_addr a;
-    if (parse_endpoint(text, &a)) return serve_ws_listen(srv, text, index);
+    if (parse_endpoint(text, &a)) {
+        serve_ws_listen(srv, text, srv->neps++);
+        return;
+    }
     int tls = a.scheme == CSOCK_TLS;
     if (tls && !srv->tls) srv->tls = cli_tls_server_ctx(&srv->tls_opts);
     cli_acceptor *acc = tls ? &srv->tls_acc : &srv->plain;
     *acc = (cli_acceptor){.tls = srv->tls, .verbose = srv->verbose, .accepted = serve_accepted,
                           .ready = start_service, .data = srv};
-    int rc = csock_addr_is_stream(&a) ? csock_server_listen(srv->srv, &a, cli_on_accept, acc)
-                                      : csock_server_dgram(srv->srv, &a, on_datagram, srv);
+    if (csock_addr_is_stream(&a)) {
+        srv->neps += cli_server_listen(srv->srv, text, &srv->lo, &srv->plain, &srv->tls_acc);
+        return;
+    }
+    int rc = csock_server_dgram(srv->srv, &a, on_datagram, srv);
     if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", text, csock_strerror(rc));
     csock_addr bound;
-    csock_server_addr(srv->srv, index, &bound);
+    csock_server_addr(srv->srv, srv->neps++, &bound);
     cli_print_listening(stdout, &bound);
+}
+
+/* The server's loop callbacks: systemd's readiness protocol and the ws://
+ * endpoints' per-loop work. */
+static void loop_start(csock_server *cs, csock_loop *loop, unsigned index)
+{
+    server *srv = csock_server_data(cs);
+    cli_sd_loop_start(&srv->sd, loop, index);
+    serve_ws_loop_start(srv, loop, index);
+}
+
+static void loop_drain(csock_server *cs, csock_loop *loop, unsigned index)
+{
+    server *srv = csock_server_data(cs);
+    cli_sd_loop_drain(&srv->sd, index);
+    serve_ws_loop_drain(srv, index);
+}
+
+static void loop_stop(csock_server *cs, csock_loop *loop, unsigned index)
+{
+    server *srv = csock_server_data(cs);
+    cli_sd_loop_stop(&srv->sd, index);
+    serve_ws_loop_stop(srv, index);
 }
 
 int cli_serve(int argc, char **argv)
@@ -300,10 +335,13 @@ int cli_serve(int argc, char **argv)
         {"reuse-port", no_argument, NULL, 'P'},
         {"subprotocol", required_argument, NULL, 'S'},
         CLI_TLS_LONGOPTS,
+        CLI_DEPLOY_LONGOPTS,
         {0, 0, 0, 0},
     };
     server srv = {.framing = {.kind = CSOCK_FRAME_LINE, .max = DEFAULT_MAX_LINE, .keep_delimiter = 1}};
-    csock_server_opts so = {.handle_signals = 1, .drain_timeout_ms = CLI_DRAIN_TIMEOUT_MS};
+    csock_server_opts so = {.handle_signals = 1, .drain_timeout_ms = CLI_DRAIN_TIMEOUT_MS,
+                            .loop_start = loop_start, .loop_drain = loop_drain, .loop_stop = loop_stop,
+                            .data = &srv};
     int c;
     /* HTTP has its own options (a directory, TLS, logs): its own file. */
     if (argc > 1 && !strcmp(argv[1], "http")) return cli_serve_http(argc - 1, argv + 1);
@@ -313,7 +351,11 @@ int cli_serve(int argc, char **argv)
     /* Options may come before or after SERVICE and the addresses. */
     while ((c = getopt_long(argc, argv, ":hm:i:t:v", opts, NULL)) != -1) {
         switch (c) {
-        case 'h': fputs(serve_usage, stdout); fputs(cli_tls_usage, stdout); return CLI_OK;
+        case 'h':
+            fputs(serve_usage, stdout);
+            fputs(cli_tls_usage, stdout);
+            fputs(cli_deploy_usage, stdout);
+            return CLI_OK;
         case 'L':
             srv.framing.max = cli_ulong("--max-line", optarg, MAX_MAX_LINE);
             srv.max_line_given = 1;
@@ -329,6 +371,7 @@ int cli_serve(int argc, char **argv)
         case 'S': add_subprotocol(&srv, optarg); break;
         default:
             if (cli_tls_option(&srv.tls_opts, c, optarg)) break;
+            if (cli_deploy_option(&srv.lo, c, optarg)) break;
             cli_bad_option("serve", c, optopt, argv[optind - 1]);
         }
     }
@@ -344,10 +387,12 @@ int cli_serve(int argc, char **argv)
     cli_raise_nofile();
     if (!so.drain_timeout_ms) so.drain_timeout_ms = 1; /* 0 means: do not wait */
     srv.drain_ms = so.drain_timeout_ms;
-    if (any_ws) serve_ws_prepare(&srv, &so);
+    if (any_ws) serve_ws_prepare(&srv);
     int rc = csock_server_new(&so, &srv.srv);
     if (rc < 0) cli_die(CLI_ERR, "server: %s", csock_strerror(rc));
-    for (int i = optind; i < argc; i++) open_endpoint(&srv, argv[i], (unsigned)(i - optind));
+    for (int i = optind; i < argc; i++) open_endpoint(&srv, argv[i]);
+    cli_inherited_done();
+    cli_sd_ready();
     rc = csock_server_run(srv.srv);
     serve_ws_stop(&srv);
     csock_server_free(srv.srv);

@@ -65,6 +65,8 @@ typedef struct app {
     csock_http_static *root;    /* DIR's fd, shared by the loops' clones */
     csock_http_opts hopts;
     int log_fd;                 /* -1: no access log */
+    csock_listen_opts lo;       /* --proxy-protocol, --proxy-timeout */
+    cli_sd sd;                  /* systemd's readiness and watchdog */
 } app;
 
 /* Common log format: host ident authuser [date] "request" status bytes. */
@@ -143,7 +145,21 @@ static void free_loop(csock_loop *loop)
     csock_loop_set_data(loop, NULL);
 }
 
-static void loop_stop(csock_server *srv, csock_loop *loop, unsigned index) { free_loop(loop); }
+static void loop_start(csock_server *srv, csock_loop *loop, unsigned index)
+{
+    cli_sd_loop_start(&((app *)csock_server_data(srv))->sd, loop, index);
+}
+
+static void loop_drain(csock_server *srv, csock_loop *loop, unsigned index)
+{
+    cli_sd_loop_drain(&((app *)csock_server_data(srv))->sd, index);
+}
+
+static void loop_stop(csock_server *srv, csock_loop *loop, unsigned index)
+{
+    cli_sd_loop_stop(&((app *)csock_server_data(srv))->sd, index);
+    free_loop(loop);
+}
 
 /* A connection to serve (https: once its handshake is done; a failed or
  * stalled one costs only that connection, and csock closes it). */
@@ -174,6 +190,7 @@ int cli_serve_http(int argc, char **argv)
         {"drain-timeout", required_argument, NULL, 'D'},
         {"reuse-port", no_argument, NULL, 'P'},
         CLI_TLS_LONGOPTS,
+        CLI_DEPLOY_LONGOPTS,
         {0, 0, 0, 0},
     };
     app a = {.log_fd = -1};
@@ -184,7 +201,11 @@ int cli_serve_http(int argc, char **argv)
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":hm:t:", opts, NULL)) != -1) {
         switch (c) {
-        case 'h': fputs(http_usage, stdout); fputs(cli_tls_usage, stdout); return CLI_OK;
+        case 'h':
+            fputs(http_usage, stdout);
+            fputs(cli_tls_usage, stdout);
+            fputs(cli_deploy_usage, stdout);
+            return CLI_OK;
         case 'l': a.so.list = 1; break;
         case 'A': log_path = optarg; break;
         case 'B': a.hopts.max_body = cli_ulong("--max-body", optarg, MAX_BODY_CAP); break;
@@ -198,6 +219,7 @@ int cli_serve_http(int argc, char **argv)
         case 'P': sopts.reuseport = 1; break;
         default:
             if (cli_tls_option(&a.tls_opts, c, optarg)) break;
+            if (cli_deploy_option(&a.lo, c, optarg)) break;
             cli_bad_option("serve http", c, optopt, argv[optind - 1]);
         }
     }
@@ -208,7 +230,11 @@ int cli_serve_http(int argc, char **argv)
         cli_die(CLI_USAGE, "serve http: at most %d addresses", CLI_MAX_ENDPOINTS);
     for (int i = optind; i < argc; i++) {
         csock_addr addr;
-        cli_addr(argv[i], CSOCK_ADDR_PASSIVE, &addr);
+        int fds[CLI_MAX_ENDPOINTS], tls;
+        if (cli_inherited_fds(argv[i], fds, CLI_MAX_ENDPOINTS, &tls))
+            addr = (csock_addr){.scheme = tls ? CSOCK_TLS : CSOCK_TCP}; /* a stream socket */
+        else
+            cli_addr(argv[i], CSOCK_ADDR_PASSIVE, &addr);
         if (addr.scheme == CSOCK_TLS && !a.tls) a.tls = cli_tls_server_ctx(&a.tls_opts);
         if (!csock_addr_is_stream(&addr))
             cli_die(CLI_USAGE, "serve http: %s: HTTP needs a stream address", argv[i]);
@@ -231,6 +257,8 @@ int cli_serve_http(int argc, char **argv)
     }
     a.plain = (cli_acceptor){.ready = on_ready};
     a.https = (cli_acceptor){.tls = a.tls, .ready = on_ready};
+    sopts.loop_start = loop_start;
+    sopts.loop_drain = loop_drain;
     sopts.loop_stop = loop_stop;
     sopts.data = &a;
     if (!sopts.drain_timeout_ms) sopts.drain_timeout_ms = 1;
@@ -240,15 +268,9 @@ int cli_serve_http(int argc, char **argv)
     if (rc < 0) cli_die(CLI_ERR, "server: %s", csock_strerror(rc));
     rc = make_loops(srv, &a);
     if (rc < 0) cli_die(CLI_ERR, "serve http: %s", csock_strerror(rc));
-    for (int i = optind; i < argc; i++) {
-        csock_addr addr, bound;
-        cli_addr(argv[i], CSOCK_ADDR_PASSIVE, &addr);
-        rc = csock_server_listen(srv, &addr, cli_on_accept,
-                                 addr.scheme == CSOCK_TLS ? &a.https : &a.plain);
-        if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", argv[i], csock_strerror(rc));
-        csock_server_addr(srv, (unsigned)(i - optind), &bound);
-        cli_print_listening(stdout, &bound);
-    }
+    for (int i = optind; i < argc; i++) cli_server_listen(srv, argv[i], &a.lo, &a.plain, &a.https);
+    cli_inherited_done();
+    cli_sd_ready();
     rc = csock_server_run(srv);
     /* A loop whose thread never started still holds its part. */
     for (unsigned i = 0; i < csock_server_threads(srv); i++) free_loop(csock_server_loop(srv, i));
