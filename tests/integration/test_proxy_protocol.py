@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+"""csock serve --proxy-protocol behind a real HAProxy (send-proxy and
+send-proxy-v2): the served side sees the real client (the -v log, the HTTP
+access log), a connection without a header is closed while the others go
+on, and HAProxy's health checks see a csock instance go down and come
+back. docs/deploy/haproxy.cfg is run as is, with its ports substituted.
+
+The clients connect from 127.0.0.2 (still loopback) so that the client's
+address differs from HAProxy's own (127.0.0.1)."""
+import os
+import re
+import signal
+import socket
+import time
+
+from csocktest import (BIN, REPO, Proc, Server, T, TestFailure, check, check_eq, main, need,
+                       tmpdir)
+
+HAPROXY = "/usr/sbin/haproxy"
+DOC_CFG = os.path.join(REPO, "docs", "deploy", "haproxy.cfg")
+CLIENT_IP = "127.0.0.2"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def need_haproxy():
+    if not os.access(HAPROXY, os.X_OK):
+        need("haproxy")  # reports the skip
+
+
+def wait_for(pred, timeout, what):
+    deadline = time.monotonic() + T(timeout)
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise TestFailure("timed out waiting for " + what)
+
+
+class HAProxy(Proc):
+    """haproxy -db (foreground) with a config written into a temp dir;
+    ready once its frontend accepts."""
+
+    def __init__(self, cfg_text, front_port):
+        d = tmpdir()
+        self.cfg = os.path.join(d, "haproxy.cfg")
+        with open(self.cfg, "w") as f:
+            f.write(cfg_text)
+        super().__init__([HAPROXY, "-db", "-f", self.cfg])
+        self.port = front_port
+
+        def up():
+            if not self.alive():
+                raise TestFailure("haproxy exited: %r" % self.stderr()[-1500:])
+            try:
+                socket.create_connection(("127.0.0.1", front_port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        wait_for(up, 15, "haproxy's frontend")
+
+    def client(self):
+        s = socket.socket()
+        s.settimeout(T(10))
+        s.bind((CLIENT_IP, 0))
+        s.connect(("127.0.0.1", self.port))
+        return s
+
+
+def recv_exactly(s, n):
+    got = b""
+    while len(got) < n:
+        chunk = s.recv(n - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def closed_by_peer(s, timeout=10):
+    """The server closed this connection (EOF or reset) within timeout."""
+    s.settimeout(T(timeout))
+    try:
+        while True:
+            if not s.recv(4096):
+                return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def tcp_cfg(front, back, option):
+    return f"""global
+    maxconn 256
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend f
+    bind 127.0.0.1:{front}
+    default_backend b
+backend b
+    server s1 127.0.0.1:{back} {option}
+"""
+
+
+def serve_echo_behind(option):
+    need_haproxy()
+    srv = Server("echo", "tcp://127.0.0.1:0", opts=["-v", "--proxy-protocol"])
+    try:
+        front = free_port()
+        hp = HAProxy(tcp_cfg(front, srv.endpoints[0].port, option), front)
+    except BaseException:
+        srv.stop(signal.SIGKILL)
+        raise
+    return srv, hp
+
+
+def check_real_client(srv, hp):
+    # A long connection through HAProxy, opened first...
+    long = hp.client()
+    long.sendall(b"first\n")
+    check_eq(recv_exactly(long, 6), b"first\n", "echo through haproxy")
+    cport = long.getsockname()[1]
+    want = "connection from tcp://%s:%d" % (CLIENT_IP, cport)
+    wait_for(lambda: want in srv.stderr(), 10, "%r in the -v log" % want)
+    # ...a direct one without a header is closed (and logged with -v)...
+    bad = socket.create_connection(srv.endpoints[0].sockaddr, timeout=T(10))
+    bad.sendall(b"hello without a header\n")
+    check(closed_by_peer(bad), "a connection without a PROXY header stays open")
+    bad.close()
+    wait_for(lambda: "bad PROXY protocol header" in srv.stderr(), 10, "the -v line of the dropped one")
+    # ...while the proxied one is still served, and new ones are too.
+    long.sendall(b"second\n")
+    check_eq(recv_exactly(long, 7), b"second\n", "echo after the bad one")
+    other = hp.client()
+    other.sendall(b"x\n")
+    check_eq(recv_exactly(other, 2), b"x\n", "a new proxied connection")
+    other.close()
+    long.close()
+    check("connection from tcp://127.0.0.1:%d" % srv.endpoints[0].port not in srv.stderr(),
+          "the balancer's address leaked into the log")
+
+
+def test_send_proxy_v1_echo():
+    srv, hp = serve_echo_behind("send-proxy")
+    try:
+        check_real_client(srv, hp)
+    finally:
+        hp.stop()
+    err = srv.finish()
+    check(re.search(r"closed tcp://127\.0\.0\.2:\d+ \(", err), "no close line for the client: %r" % err)
+
+
+def test_send_proxy_v2_echo():
+    srv, hp = serve_echo_behind("send-proxy-v2")
+    try:
+        check_real_client(srv, hp)
+    finally:
+        hp.stop()
+    srv.finish()
+
+
+def test_slow_header_times_out():
+    srv = Server("echo", "tcp://127.0.0.1:0", opts=["-v", "--proxy-protocol", "--proxy-timeout", "0.3"])
+    with srv:
+        s = socket.create_connection(srv.endpoints[0].sockaddr, timeout=T(10))
+        s.sendall(b"PROXY TCP4 ")
+        t0 = time.monotonic()
+        check(closed_by_peer(s), "a header that never ends is not cut")
+        check(time.monotonic() - t0 >= 0.25, "cut before the timeout")
+        s.close()
+        wait_for(lambda: "no PROXY protocol header in time" in srv.stderr(), 10, "the -v line")
+
+
+def test_bad_options():
+    from csocktest import csock
+    rc, _, err = csock("serve", "echo", "tcp://127.0.0.1:0", "--proxy-timeout", "0")
+    check_eq(rc, 2, "exit status for --proxy-timeout 0")
+    check("proxy-timeout" in err and err.count("\n") == 1, "one line naming the option: %r" % err)
+
+
+# ---- docs/deploy/haproxy.cfg: two serve http instances, checks -----------------
+
+
+class HttpInstance:
+    def __init__(self, www, port, log):
+        self.p = Proc([BIN, "serve", "http", www, "tcp://127.0.0.1:%d" % port, "--proxy-protocol",
+                       "--access-log", log, "-t", "1"])
+        line = self.p.read_line(15)
+        check(line.startswith("listening tcp://127.0.0.1:"), "serve http said %r (%r)"
+              % (line, self.p.stderr()))
+        self.port = int(line.rsplit(":", 1)[1])
+
+
+def http_get(hp):
+    s = hp.client()
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    return data
+
+
+def test_doc_config_two_instances_and_checks():
+    need_haproxy()
+    d = tmpdir()
+    www = os.path.join(d, "www")
+    os.mkdir(www)
+    with open(os.path.join(www, "index.html"), "w") as f:
+        f.write("hello from csock\n")
+    logs = [os.path.join(d, "a.log"), os.path.join(d, "b.log")]
+    insts = [HttpInstance(www, 0, logs[0]), HttpInstance(www, 0, logs[1])]
+    front = free_port()
+    with open(DOC_CFG) as f:
+        cfg = f.read()
+    for old, new in (("127.0.0.1:8080", "127.0.0.1:%d" % front),
+                     ("127.0.0.1:9001", "127.0.0.1:%d" % insts[0].port),
+                     ("127.0.0.1:9002", "127.0.0.1:%d" % insts[1].port),
+                     ("/run/haproxy/csock-admin.sock", os.path.join(d, "admin.sock"))):
+        check(old in cfg, "docs/deploy/haproxy.cfg lost %r" % old)
+        cfg = cfg.replace(old, new)
+    hp = HAProxy(cfg, front)
+    try:
+        # Both instances answer, and both logs name the real client.
+        for _ in range(4):
+            check(b"hello from csock" in http_get(hp), "no page through haproxy")
+
+        def logged(path):
+            with open(path) as f:
+                return any(l.startswith(CLIENT_IP + " ") and '"GET / HTTP/1.1" 200' in l for l in f)
+        for path in logs:
+            wait_for(lambda: logged(path), 10, "the client in %s" % path)
+        # The health checks reach csock through its PROXY header (LOCAL):
+        # logged under HAProxy's own address, never refused.
+        wait_for(lambda: all("127.0.0.1 - - " in open(p).read() for p in logs), 10,
+                 "health checks in the access logs")
+        # csock2 goes away: HAProxy's checks see it DOWN; clients still served.
+        insts[1].p.stop(signal.SIGTERM)
+        wait_for(lambda: "csock2 is DOWN" in hp.stderr(), 20, "HAProxy to mark csock2 DOWN")
+        for _ in range(4):
+            check(b"hello from csock" in http_get(hp), "no page while csock2 is down")
+        # It comes back on the same port: UP again, and serving.
+        insts[1] = HttpInstance(www, insts[1].port, logs[1])
+        wait_for(lambda: "csock2 is UP" in hp.stderr(), 20, "HAProxy to mark csock2 UP")
+        before = open(logs[1]).read().count(CLIENT_IP + " ")
+        for _ in range(6):
+            http_get(hp)
+        wait_for(lambda: open(logs[1]).read().count(CLIENT_IP + " ") > before, 10,
+                 "clients on csock2 after its return")
+        check("csock1 is DOWN" not in hp.stderr(), "csock1 was marked down: %r" % hp.stderr())
+    finally:
+        hp.stop()
+        for i in insts:
+            rc = i.p.stop(signal.SIGTERM)
+            check_eq(rc, 0, "serve http exit status (stderr %r)" % i.p.stderr()[-500:])
+
+
+if __name__ == "__main__":
+    main()
