@@ -500,6 +500,17 @@ CSOCK_API int csock_server_dgram(csock_server *srv, const csock_addr *addr, csoc
  * endpoint i. */
 CSOCK_API int csock_server_addr(const csock_server *srv, unsigned i, csock_addr *out);
 
+/* The listening sockets of stream endpoint i (one per loop with
+ * SO_REUSEPORT, else one shared), to hand them to another process (a
+ * zero-downtime restart passes them with LISTEN_FDS, see csock(1)). Writes
+ * up to `max` distinct fds to fds and returns how many the endpoint has
+ * (0 for a datagram endpoint), or -EINVAL when there is no endpoint i.
+ * The fds stay the server's: dup them, or make sure they are inherited
+ * only across an exec. From then on the server leaves the endpoint's Unix
+ * socket file in place when it stops (the other process serves it). Call
+ * from loop 0's thread (or before run), before the server stops. */
+CSOCK_API int csock_server_endpoint_fds(csock_server *srv, unsigned i, int *fds, unsigned max);
+
 /* Run every loop (loop 0 on the calling thread, the others on threads of
  * their own) until the server has drained after csock_server_stop() or a
  * signal, or until no loop has anything left to do. Returns 0, a loop's

@@ -195,6 +195,44 @@ void cli_sd_loop_start(cli_sd *sd, csock_loop *loop, unsigned index);
 void cli_sd_loop_drain(cli_sd *sd, unsigned index);
 void cli_sd_loop_stop(cli_sd *sd, unsigned index);
 
+/* How many sockets systemd passed under `name` (0: none, or no LISTEN_FDS
+ * for this process). Never dies. */
+int cli_inherited_named(const char *name);
+
+/* Zero-downtime restart on SIGUSR2 (sd_restart.c says how and why): the
+ * server's listening sockets go to a new copy of the process (LISTEN_FDS,
+ * names csock-epA for the command line's address number A), which takes
+ * over; this one drains once it listens. */
+typedef struct cli_restart {
+    csock_server *srv;
+    csock_signal *sig;      /* SIGUSR2 on loop 0 */
+    csock_stream *pipe;     /* the new process's "listening" byte */
+    long child;             /* its pid, -1: none */
+    int stopping;           /* draining: no restart */
+    char exe[4096];         /* /proc/self/exe's path when we started */
+    struct {
+        unsigned first, count; /* its endpoints (csock_server_addr numbers) */
+        int pass;              /* a stream address whose sockets can be handed over */
+        int inherited;         /* its sockets came from the process before us */
+    } args[CLI_MAX_ENDPOINTS];
+    unsigned nargs;
+    int handed;             /* a new process took our sockets over */
+} cli_restart;
+void cli_restart_init(cli_restart *r, csock_server *srv);
+/* Watch SIGUSR2: call from the main thread before csock_server_run. */
+int cli_restart_watch(cli_restart *r);
+void cli_restart_loop_drain(cli_restart *r, unsigned index);
+void cli_restart_loop_stop(cli_restart *r, unsigned index);
+/* In a process a restart started: the address text ("systemd:csock-epA",
+ * "tls+..." when `tls`) for command-line address number `arg` when its
+ * sockets were handed over (1), else 0. */
+int cli_restart_inherited(unsigned arg, int tls, char *text, size_t size);
+/* Once listening: tell the old process (CSOCK_RESTART_FD), if any. */
+void cli_restart_child_ready(void);
+/* After run: remove the Unix socket files of sockets inherited from the
+ * process before us (it left them to us), unless we handed them on too. */
+void cli_restart_cleanup(cli_restart *r);
+
 /* ---- ws:// and wss:// addresses (cli_common.c) ---- */
 
 /* Room for the path of a ws:// address ("/chat"). */

@@ -73,6 +73,14 @@ int cli_inherited_fds(const char *text, int *fds, int max, int *tls)
     return 0;
 }
 
+int cli_inherited_named(const char *name)
+{
+    int n = listen_fds(), k = 0;
+    const char *names = getenv("LISTEN_FDNAMES");
+    for (int i = 0; i < n && names; i++) k += name_is(names, i, name);
+    return k;
+}
+
 void cli_inherited_done(void)
 {
     unsetenv("LISTEN_PID");

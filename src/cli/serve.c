@@ -52,14 +52,24 @@ static const char serve_usage[] =
     "                      finish, close what is left after SECS (default 10);\n"
     "                      a second signal closes everything at once\n"
     "  --reuse-port        share each port with another server already on it\n"
-    "                      (for a restart without downtime: start the new one,\n"
-    "                      then stop the old; both need --reuse-port). Without\n"
-    "                      it a port in use is an error\n"
+    "                      (both need --reuse-port; without it a port in use is\n"
+    "                      an error). Stopping one of them resets connections\n"
+    "                      waiting in its accept queue: to restart without\n"
+    "                      downtime, send SIGUSR2 instead\n"
     "  --subprotocol NAME  ws://: a subprotocol to agree on when the client\n"
     "                      offers it (repeat it: the first one is preferred)\n"
     "  -v, --verbose       log connections to stderr (ws://: the path, the\n"
     "                      subprotocol, the close code, messages and bytes)\n"
     "  -h, --help          this help\n"
+    "\n"
+    "Zero-downtime restart: on SIGUSR2 csock starts a new copy of itself (the\n"
+    "binary now at the same path, the same arguments) and hands it the\n"
+    "listening sockets of its tcp://, tls://, unix: and fd:/systemd:\n"
+    "addresses; once the new process listens, the old one stops accepting and\n"
+    "drains as on SIGTERM. Nothing is refused or reset: the sockets and their\n"
+    "queues never close. ws:// endpoints are bound anew (they need\n"
+    "--reuse-port), udp:// and unixgram: ones cannot be: with them the new\n"
+    "process fails to start. If the new process fails, the old one goes on.\n"
     "\n"
     "Exit status: 0 after a signal-driven stop, 1 on a runtime error (port in\n"
     "use, out of memory), 2 on a wrong argument.\n";
@@ -274,10 +284,13 @@ static int check_endpoints(const server *srv, char **addrs, int n)
     return any_ws;
 }
 
-static void open_endpoint(server *srv, const char *text)
+static void open_endpoint(server *srv, const char *text, unsigned arg)
 {
     csock_addr a;
-    if (parse_endpoint(text, &a)) {
+    srv->restart.args[arg].first = srv->neps;
+    srv->restart.args[arg].count = 1;
+    srv->restart.nargs = arg + 1;
+    if (parse_endpoint(text, &a)) { /* ws://: bound anew by a restarted process */
         serve_ws_listen(srv, text, srv->neps++);
         return;
     }
@@ -287,7 +300,16 @@ static void open_endpoint(server *srv, const char *text)
     *acc = (cli_acceptor){.tls = srv->tls, .verbose = srv->verbose, .accepted = serve_accepted,
                           .ready = start_service, .data = srv};
     if (csock_addr_is_stream(&a)) {
-        srv->neps += cli_server_listen(srv->srv, text, &srv->lo, &srv->plain, &srv->tls_acc);
+        /* Started by a restart: the old process's sockets, not new ones. */
+        char handed[48];
+        if (cli_restart_inherited(arg, tls, handed, sizeof handed)) {
+            text = handed;
+            srv->restart.args[arg].inherited = 1;
+        }
+        unsigned n = cli_server_listen(srv->srv, text, &srv->lo, &srv->plain, &srv->tls_acc);
+        srv->restart.args[arg].count = n;
+        srv->restart.args[arg].pass = 1;
+        srv->neps += n;
         return;
     }
     int rc = csock_server_dgram(srv->srv, &a, on_datagram, srv);
@@ -310,6 +332,7 @@ static void loop_drain(csock_server *cs, csock_loop *loop, unsigned index)
 {
     server *srv = csock_server_data(cs);
     cli_sd_loop_drain(&srv->sd, index);
+    cli_restart_loop_drain(&srv->restart, index);
     serve_ws_loop_drain(srv, index);
 }
 
@@ -317,6 +340,7 @@ static void loop_stop(csock_server *cs, csock_loop *loop, unsigned index)
 {
     server *srv = csock_server_data(cs);
     cli_sd_loop_stop(&srv->sd, index);
+    cli_restart_loop_stop(&srv->restart, index);
     serve_ws_loop_stop(srv, index);
 }
 
@@ -390,10 +414,17 @@ int cli_serve(int argc, char **argv)
     if (any_ws) serve_ws_prepare(&srv);
     int rc = csock_server_new(&so, &srv.srv);
     if (rc < 0) cli_die(CLI_ERR, "server: %s", csock_strerror(rc));
-    for (int i = optind; i < argc; i++) open_endpoint(&srv, argv[i]);
+    /* SIGUSR2 is watched before any `listening` line: a restart asked for
+     * as soon as one appears must not kill the process. */
+    cli_restart_init(&srv.restart, srv.srv);
+    rc = cli_restart_watch(&srv.restart);
+    if (rc < 0) cli_die(CLI_ERR, "serve: SIGUSR2: %s", csock_strerror(rc));
+    for (int i = optind; i < argc; i++) open_endpoint(&srv, argv[i], (unsigned)(i - optind));
     cli_inherited_done();
     cli_sd_ready();
+    cli_restart_child_ready();
     rc = csock_server_run(srv.srv);
+    cli_restart_cleanup(&srv.restart);
     serve_ws_stop(&srv);
     csock_server_free(srv.srv);
     serve_ws_free(&srv);

@@ -36,6 +36,7 @@ typedef struct server {
     serve_ws *ws; /* the ws:// endpoints' state; NULL without any */
     csock_listen_opts lo; /* --proxy-protocol, --proxy-timeout: every stream endpoint */
     cli_sd sd;            /* systemd's readiness and watchdog */
+    cli_restart restart;  /* SIGUSR2: hand the sockets to a new process */
     unsigned neps;        /* endpoints opened so far (csock_server_addr's index) */
 } server;
 

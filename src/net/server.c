@@ -24,6 +24,7 @@ typedef struct endpoint {
     csock_listen_opts lo;  /* backlog, v6only, the PROXY protocol */
     int shared_fd;         /* one listening socket for all loops, or -1 */
     char *unix_path;       /* a socket file the server removes at the end */
+    int handed;            /* its sockets went to another process: keep the file */
 } endpoint;
 
 typedef struct srv_loop {
@@ -309,6 +310,26 @@ int csock_server_listen_fd(csock_server *srv, int fd, const csock_listen_opts *o
     return 0;
 }
 
+int csock_server_endpoint_fds(csock_server *srv, unsigned i, int *fds, unsigned max)
+{
+    if (i >= srv->neps) return -EINVAL;
+    /* Another process may serve the socket file from now on: ours must
+     * not remove it when we stop. */
+    srv->eps[i].handed = 1;
+    unsigned n = 0;
+    for (unsigned k = 0; k < srv->n; k++) {
+        csock_listener *l = srv->loops[k].ls[i];
+        if (!l) continue;
+        int fd = csock__listener_fd(l);
+        int seen = 0;
+        for (unsigned j = 0; j < n && j < max; j++) seen |= fds[j] == fd;
+        if (seen) continue; /* a socket all loops share */
+        if (n < max) fds[n] = fd;
+        n++;
+    }
+    return (int)n;
+}
+
 int csock_server_dgram(csock_server *srv, const csock_addr *addr, csock_recv_cb cb, void *data)
 {
     if (!addr || !cb) return -EINVAL;
@@ -495,7 +516,7 @@ void csock_server_free(csock_server *srv)
     }
     for (unsigned i = 0; i < srv->neps; i++) {
         if (srv->eps[i].shared_fd >= 0) close(srv->eps[i].shared_fd);
-        if (srv->eps[i].unix_path) unlink(srv->eps[i].unix_path);
+        if (srv->eps[i].unix_path && !srv->eps[i].handed) unlink(srv->eps[i].unix_path);
         free(srv->eps[i].unix_path);
     }
     free(srv->loops);

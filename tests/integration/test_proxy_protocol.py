@@ -13,6 +13,7 @@ import signal
 import socket
 import time
 
+from deploykit import free_port, wait_for
 from csocktest import (BIN, REPO, Proc, Server, T, TestFailure, check, check_eq, main, need,
                        tmpdir)
 
@@ -21,27 +22,9 @@ DOC_CFG = os.path.join(REPO, "docs", "deploy", "haproxy.cfg")
 CLIENT_IP = "127.0.0.2"
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def need_haproxy():
     if not os.access(HAPROXY, os.X_OK):
         need("haproxy")  # reports the skip
-
-
-def wait_for(pred, timeout, what):
-    deadline = time.monotonic() + T(timeout)
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise TestFailure("timed out waiting for " + what)
 
 
 class HAProxy(Proc):

@@ -16,29 +16,12 @@ import subprocess
 import tempfile
 import time
 
+from deploykit import free_port, wait_for
 from csocktest import (BIN, REPO, Proc, T, TestFailure, check, check_eq, csock, main, need,
                        tmpdir)
 
 ACTIVATE = "systemd-socket-activate"
 UNITS = os.path.join(REPO, "docs", "deploy")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_for(pred, timeout, what):
-    deadline = time.monotonic() + T(timeout)
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise TestFailure("timed out waiting for " + what)
 
 
 class Notify:
