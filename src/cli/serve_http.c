@@ -45,8 +45,9 @@ static const char http_usage[] =
     "                          finish, close what is left after SECS (default 10);\n"
     "                          a second signal closes everything at once\n"
     "  --reuse-port            share each port with another server already on it\n"
-    "                          (a restart without downtime; both need it).\n"
-    "                          Without it a port in use is an error\n"
+    "                          (both need it; without it a port in use is an\n"
+    "                          error). For a restart without downtime send\n"
+    "                          SIGUSR2 instead (see csock serve --help)\n"
     "  -h, --help              this help\n"
     "\n"
     "Exit status: 0 after a signal-driven stop, 1 on a runtime error (port in\n"
@@ -67,6 +68,7 @@ typedef struct app {
     int log_fd;                 /* -1: no access log */
     csock_listen_opts lo;       /* --proxy-protocol, --proxy-timeout */
     cli_sd sd;                  /* systemd's readiness and watchdog */
+    cli_restart restart;        /* SIGUSR2: hand the sockets to a new process */
 } app;
 
 /* Common log format: host ident authuser [date] "request" status bytes. */
@@ -152,13 +154,38 @@ static void loop_start(csock_server *srv, csock_loop *loop, unsigned index)
 
 static void loop_drain(csock_server *srv, csock_loop *loop, unsigned index)
 {
-    cli_sd_loop_drain(&((app *)csock_server_data(srv))->sd, index);
+    app *a = csock_server_data(srv);
+    cli_sd_loop_drain(&a->sd, index);
+    cli_restart_loop_drain(&a->restart, index);
 }
 
 static void loop_stop(csock_server *srv, csock_loop *loop, unsigned index)
 {
-    cli_sd_loop_stop(&((app *)csock_server_data(srv))->sd, index);
+    app *a = csock_server_data(srv);
+    cli_sd_loop_stop(&a->sd, index);
+    cli_restart_loop_stop(&a->restart, index);
     free_loop(loop);
+}
+
+/* Listen on command-line address number `arg` (the old process's sockets
+ * after a restart), noting its endpoints for the next restart. */
+static void open_endpoint(csock_server *srv, app *a, const char *text, unsigned arg, unsigned *neps)
+{
+    char handed[48];
+    csock_addr addr;
+    int fds[CLI_MAX_ENDPOINTS], tls = 0;
+    if (!cli_inherited_fds(text, fds, CLI_MAX_ENDPOINTS, &tls)) {
+        cli_addr(text, CSOCK_ADDR_PASSIVE, &addr);
+        tls = addr.scheme == CSOCK_TLS;
+    }
+    a->restart.args[arg].inherited = cli_restart_inherited(arg, tls, handed, sizeof handed);
+    unsigned n = cli_server_listen(srv, a->restart.args[arg].inherited ? handed : text, &a->lo,
+                                   &a->plain, &a->https);
+    a->restart.args[arg].first = *neps;
+    a->restart.args[arg].count = n;
+    a->restart.args[arg].pass = 1;
+    a->restart.nargs = arg + 1;
+    *neps += n;
 }
 
 /* A connection to serve (https: once its handshake is done; a failed or
@@ -268,10 +295,17 @@ int cli_serve_http(int argc, char **argv)
     if (rc < 0) cli_die(CLI_ERR, "server: %s", csock_strerror(rc));
     rc = make_loops(srv, &a);
     if (rc < 0) cli_die(CLI_ERR, "serve http: %s", csock_strerror(rc));
-    for (int i = optind; i < argc; i++) cli_server_listen(srv, argv[i], &a.lo, &a.plain, &a.https);
+    /* SIGUSR2 is watched before any `listening` line (see serve.c). */
+    cli_restart_init(&a.restart, srv);
+    rc = cli_restart_watch(&a.restart);
+    if (rc < 0) cli_die(CLI_ERR, "serve http: SIGUSR2: %s", csock_strerror(rc));
+    unsigned neps = 0;
+    for (int i = optind; i < argc; i++) open_endpoint(srv, &a, argv[i], (unsigned)(i - optind), &neps);
     cli_inherited_done();
     cli_sd_ready();
+    cli_restart_child_ready();
     rc = csock_server_run(srv);
+    cli_restart_cleanup(&a.restart);
     /* A loop whose thread never started still holds its part. */
     for (unsigned i = 0; i < csock_server_threads(srv); i++) free_loop(csock_server_loop(srv, i));
     csock_server_free(srv);

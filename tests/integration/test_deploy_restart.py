@@ -182,6 +182,59 @@ def test_restart_unix_keeps_the_file():
     check(not os.path.exists(path), "the last process left its socket file behind")
 
 
+def test_restart_serve_http():
+    # The same for serve http (what docs/deploy/csock.service runs): GETs
+    # keep succeeding across the restart.
+    d = tmpdir()
+    with open(os.path.join(d, "index.html"), "w") as f:
+        f.write("page\n")
+    p = Proc([BIN, "serve", "http", d, "tcp://127.0.0.1:0", "-t", "1"])
+    new = None
+    stop = threading.Event()
+    got = {"ok": 0, "bad": []}
+
+    def client(addr):
+        while not stop.is_set():
+            try:
+                s = socket.create_connection(addr, timeout=T(10))
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                data = b""
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                s.close()
+                if data.startswith(b"HTTP/1.1 200") and data.endswith(b"page\n"):
+                    got["ok"] += 1
+                else:
+                    got["bad"].append(data[:100])
+            except OSError as e:
+                got["bad"].append(repr(e))
+    try:
+        line = p.read_line(15)
+        host, port = line[len("listening tcp://"):].rsplit(":", 1)
+        ts = [threading.Thread(target=client, args=((host, int(port)),), daemon=True) for _ in range(4)]
+        for t in ts:
+            t.start()
+        wait_for(lambda: got["ok"] > 300, 30, "requests before the restart")
+        new = restart(p, p.stderr)
+        n0 = got["ok"]
+        check_eq(p.wait(30), 0, "old serve http exit status (stderr %r)" % p.stderr()[-500:])
+        wait_for(lambda: got["ok"] > n0 + 300, 30, "requests after the restart")
+        stop.set()
+        for t in ts:
+            t.join(T(20))
+        check(not got["bad"], "%d failed requests, first %r" % (len(got["bad"]), got["bad"][:3]))
+        os.kill(new, signal.SIGTERM)
+        wait_for(lambda: pid_gone(new), 30, "the new serve http to stop")
+    finally:
+        stop.set()
+        if new and not pid_gone(new):
+            os.kill(new, signal.SIGKILL)
+        p.stop(signal.SIGKILL)
+
+
 def test_failed_new_process_keeps_old():
     # The new process cannot start (its binary is gone): the old one serves on.
     d = tmpdir()
