@@ -271,7 +271,9 @@ CSOCK_API csock_loop *csock_stream_loop(const csock_stream *s);
 CSOCK_API int csock_stream_fd(const csock_stream *s);
 
 /* The peer's / local address (scheme tcp, unix, or tls on a TLS stream).
- * Returns 0 or -errno. */
+ * On a stream a PROXY protocol listener accepted (csock_listen_opts'
+ * proxy_protocol), the peer is the client its header named. Returns 0 or
+ * -errno. */
 CSOCK_API int csock_stream_peer(const csock_stream *s, csock_addr *out);
 CSOCK_API int csock_stream_local(const csock_stream *s, csock_addr *out);
 

@@ -196,5 +196,15 @@ def test_fd_form_and_abstract_notify():
     check(err.count("\n") == 1 and "fd:" in err, "one line: %r" % err)
 
 
+def test_deploy_md_shows_the_tested_files():
+    # docs/deploy.md quotes the files the tests run, whole and unchanged.
+    with open(os.path.join(REPO, "docs", "deploy.md")) as f:
+        md = f.read()
+    for name in ("haproxy.cfg", "csock.socket", "csock.service"):
+        with open(os.path.join(UNITS, name)) as f:
+            text = f.read()
+        check("```\n" + text + "```" in md, "docs/deploy.md does not quote docs/deploy/%s as it is" % name)
+
+
 if __name__ == "__main__":
     main()
