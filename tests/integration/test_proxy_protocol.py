@@ -172,6 +172,61 @@ def test_bad_options():
     check("proxy-timeout" in err and err.count("\n") == 1, "one line naming the option: %r" % err)
 
 
+def test_tls_and_ws_behind_send_proxy_v2():
+    # The header comes first, TLS (passed through by HAProxy) after it; a
+    # ws:// endpoint reads it before its HTTP upgrade. Both log the client.
+    need_haproxy()
+    import ssl
+    import tlscerts
+    certs = tlscerts.make(tmpdir())
+    srv = Proc([BIN, "serve", "-v", "--proxy-protocol", "--cert", os.path.join(certs, "server.pem"),
+                "--key", os.path.join(certs, "server.key"), "echo", "tls://127.0.0.1:0",
+                "ws://127.0.0.1:0/ws"])
+    hp = None
+    try:
+        tls_line, ws_line = srv.read_line(15), srv.read_line(15)
+        tls_port = int(re.match(r"listening tls://127\.0\.0\.1:(\d+)$", tls_line).group(1))
+        ws_port = int(re.match(r"listening ws://127\.0\.0\.1:(\d+)/ws$", ws_line).group(1))
+        front_tls, front_ws = free_port(), free_port()
+        cfg = tcp_cfg(front_tls, tls_port, "send-proxy-v2") + f"""frontend w
+    bind 127.0.0.1:{front_ws}
+    default_backend bw
+backend bw
+    server s2 127.0.0.1:{ws_port} send-proxy-v2
+"""
+        hp = HAProxy(cfg, front_tls)
+        ctx = ssl.create_default_context(cafile=os.path.join(certs, "ca.pem"))
+        raw = hp.client()
+        cport = raw.getsockname()[1]
+        t = ctx.wrap_socket(raw, server_hostname="localhost")
+        t.sendall(b"over tls\n")
+        check_eq(recv_exactly(t, 9), b"over tls\n", "echo over TLS through haproxy")
+        want = "connection from tcp://%s:%d" % (CLIENT_IP, cport)  # logged before the handshake
+        wait_for(lambda: want in srv.stderr(), 10, "%r in the -v log" % want)
+        t.close()
+        w = socket.socket()
+        w.settimeout(T(10))
+        w.bind((CLIENT_IP, 0))
+        w.connect(("127.0.0.1", front_ws))
+        w.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = w.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+        check(head.startswith(b"HTTP/1.1 101"), "ws upgrade through haproxy: %r" % head[:200])
+        want = "connection from tcp://%s:%d" % (CLIENT_IP, w.getsockname()[1])
+        wait_for(lambda: want in srv.stderr(), 10, "%r in the -v log" % want)
+        w.close()
+    finally:
+        if hp:
+            hp.stop()
+        rc = srv.stop(signal.SIGTERM, 20)
+    check_eq(rc, 0, "serve exit status (stderr %r)" % srv.stderr()[-800:])
+
+
 # ---- docs/deploy/haproxy.cfg: two serve http instances, checks -----------------
 
 
