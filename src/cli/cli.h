@@ -217,16 +217,20 @@ typedef struct cli_restart {
     } args[CLI_MAX_ENDPOINTS];
     unsigned nargs;
     int handed;             /* a new process took our sockets over */
+    char handed_text[CLI_MAX_ENDPOINTS][48]; /* "systemd:csock-epA" for inherited ones */
 } cli_restart;
+/* First of all, on the command line's addresses: in a process a restart
+ * started, each address whose sockets were handed over becomes
+ * "systemd:csock-epA" ("tls+..." for a tls:// one), so it is served from
+ * them and never bound or looked up again (an address systemd named for
+ * the old process is no longer in LISTEN_FDNAMES). Then, once the server
+ * exists, cli_restart_init. */
+void cli_restart_addresses(cli_restart *r, char **addrs, int n);
 void cli_restart_init(cli_restart *r, csock_server *srv);
 /* Watch SIGUSR2: call from the main thread before csock_server_run. */
 int cli_restart_watch(cli_restart *r);
 void cli_restart_loop_drain(cli_restart *r, unsigned index);
 void cli_restart_loop_stop(cli_restart *r, unsigned index);
-/* In a process a restart started: the address text ("systemd:csock-epA",
- * "tls+..." when `tls`) for command-line address number `arg` when its
- * sockets were handed over (1), else 0. */
-int cli_restart_inherited(unsigned arg, int tls, char *text, size_t size);
 /* Once listening: tell the old process (CSOCK_RESTART_FD), if any. */
 void cli_restart_child_ready(void);
 /* After run: remove the Unix socket files of sockets inherited from the

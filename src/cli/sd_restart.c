@@ -21,6 +21,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -36,9 +37,7 @@ extern char **environ;
 
 void cli_restart_init(cli_restart *r, csock_server *srv)
 {
-    memset(r, 0, sizeof *r);
     r->srv = srv;
-    r->child = -1;
     /* The path, not the running inode: a binary replaced on disk is the
      * one the restart runs (an upgrade). */
     ssize_t n = readlink("/proc/self/exe", r->exe, sizeof r->exe - 1);
@@ -244,13 +243,19 @@ void cli_restart_child_ready(void)
     close(fd);
 }
 
-int cli_restart_inherited(unsigned arg, int tls, char *text, size_t size)
+void cli_restart_addresses(cli_restart *r, char **addrs, int n)
 {
-    char name[32];
-    snprintf(name, sizeof name, "csock-ep%u", arg);
-    if (!cli_inherited_named(name)) return 0;
-    snprintf(text, size, "%ssystemd:%s", tls ? "tls+" : "", name);
-    return 1;
+    memset(r, 0, sizeof *r);
+    r->child = -1;
+    for (int i = 0; i < n && i < CLI_MAX_ENDPOINTS; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "csock-ep%d", i);
+        if (!cli_inherited_named(name)) continue;
+        int tls = !strncasecmp(addrs[i], "tls://", 6) || !strncmp(addrs[i], "tls+", 4);
+        snprintf(r->handed_text[i], sizeof r->handed_text[i], "%ssystemd:%s", tls ? "tls+" : "", name);
+        addrs[i] = r->handed_text[i];
+        r->args[i].inherited = 1;
+    }
 }
 
 void cli_restart_cleanup(cli_restart *r)

@@ -300,12 +300,6 @@ static void open_endpoint(server *srv, const char *text, unsigned arg)
     *acc = (cli_acceptor){.tls = srv->tls, .verbose = srv->verbose, .accepted = serve_accepted,
                           .ready = start_service, .data = srv};
     if (csock_addr_is_stream(&a)) {
-        /* Started by a restart: the old process's sockets, not new ones. */
-        char handed[48];
-        if (cli_restart_inherited(arg, tls, handed, sizeof handed)) {
-            text = handed;
-            srv->restart.args[arg].inherited = 1;
-        }
         unsigned n = cli_server_listen(srv->srv, text, &srv->lo, &srv->plain, &srv->tls_acc);
         srv->restart.args[arg].count = n;
         srv->restart.args[arg].pass = 1;
@@ -407,6 +401,8 @@ int cli_serve(int argc, char **argv)
     if (optind >= argc) cli_die(CLI_USAGE, "serve: missing ADDR to listen on");
     if (argc - optind > CLI_MAX_ENDPOINTS)
         cli_die(CLI_USAGE, "serve: at most %d addresses", CLI_MAX_ENDPOINTS);
+    /* Started by a restart: the old process's sockets, not new ones. */
+    cli_restart_addresses(&srv.restart, argv + optind, argc - optind);
     int any_ws = check_endpoints(&srv, argv + optind, argc - optind);
     cli_raise_nofile();
     if (!so.drain_timeout_ms) so.drain_timeout_ms = 1; /* 0 means: do not wait */

@@ -171,16 +171,7 @@ static void loop_stop(csock_server *srv, csock_loop *loop, unsigned index)
  * after a restart), noting its endpoints for the next restart. */
 static void open_endpoint(csock_server *srv, app *a, const char *text, unsigned arg, unsigned *neps)
 {
-    char handed[48];
-    csock_addr addr;
-    int fds[CLI_MAX_ENDPOINTS], tls = 0;
-    if (!cli_inherited_fds(text, fds, CLI_MAX_ENDPOINTS, &tls)) {
-        cli_addr(text, CSOCK_ADDR_PASSIVE, &addr);
-        tls = addr.scheme == CSOCK_TLS;
-    }
-    a->restart.args[arg].inherited = cli_restart_inherited(arg, tls, handed, sizeof handed);
-    unsigned n = cli_server_listen(srv, a->restart.args[arg].inherited ? handed : text, &a->lo,
-                                   &a->plain, &a->https);
+    unsigned n = cli_server_listen(srv, text, &a->lo, &a->plain, &a->https);
     a->restart.args[arg].first = *neps;
     a->restart.args[arg].count = n;
     a->restart.args[arg].pass = 1;
@@ -255,6 +246,8 @@ int cli_serve_http(int argc, char **argv)
     if (optind >= argc) cli_die(CLI_USAGE, "serve http: missing ADDR to listen on");
     if (argc - optind > CLI_MAX_ENDPOINTS)
         cli_die(CLI_USAGE, "serve http: at most %d addresses", CLI_MAX_ENDPOINTS);
+    /* Started by a restart: the old process's sockets, not new ones. */
+    cli_restart_addresses(&a.restart, argv + optind, argc - optind);
     for (int i = optind; i < argc; i++) {
         csock_addr addr;
         int fds[CLI_MAX_ENDPOINTS], tls;

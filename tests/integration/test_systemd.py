@@ -58,6 +58,14 @@ class Notify:
         self.s.close()
 
 
+def try_connect(port):
+    """A connection to 127.0.0.1:port, or None while nothing listens."""
+    try:
+        return socket.create_connection(("127.0.0.1", port), timeout=T(10))
+    except OSError:
+        return None
+
+
 def unit_values(name, key):
     vals = []
     with open(os.path.join(UNITS, name)) as f:
@@ -103,12 +111,7 @@ def test_units_through_socket_activate():
     try:
         # systemd-socket-activate starts csock on the first connection, which
         # waits in the socket's queue meanwhile and is then served.
-        def connect():
-            try:
-                return socket.create_connection(("127.0.0.1", port), timeout=T(10))
-            except OSError:
-                return None
-        s = wait_for(connect, 10, "systemd-socket-activate to listen")
+        s = wait_for(lambda: try_connect(port), 10, "systemd-socket-activate to listen")
         s.sendall(b"PROXY TCP4 192.0.2.55 127.0.0.1 4242 8080\r\n"
                   b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         data = b""
@@ -140,6 +143,47 @@ def test_units_through_socket_activate():
         check(rc == 0 or rc == -signal.SIGTERM, "exit status %r (stderr %r)" % (rc, p.stderr()[-800:]))
         check("ERROR: AddressSanitizer" not in p.stderr(), "sanitizer: %r" % p.stderr()[-2000:])
     finally:
+        p.stop(signal.SIGKILL)
+        notify.close()
+
+
+def test_restart_of_an_activated_server():
+    # SIGUSR2 to a socket-activated csock: the new process serves systemd's
+    # socket (passed on as csock-ep0, no longer named "web") and says READY=1
+    # with its own MAINPID; the old one exits once it has drained.
+    need(ACTIVATE)
+    port = free_port()
+    notify = Notify()
+    env = dict(sanitizer_env(), NOTIFY_SOCKET=notify.env)
+    p = Proc(activate_argv(port, "web", env, [BIN, "serve", "upper", "systemd:web"]))
+    new = None
+    try:
+        def echo(text):
+            s = socket.create_connection(("127.0.0.1", port), timeout=T(10))
+            s.sendall(text + b"\n")
+            got = s.recv(100)
+            s.close()
+            return got
+        s = wait_for(lambda: try_connect(port), 10, "systemd-socket-activate to listen")
+        s.close()
+        old = int(re.search(r"MAINPID=(\d+)", notify.wait("READY=1")).group(1))
+        notify.msgs.clear()
+        os.kill(old, signal.SIGUSR2)
+        new = int(re.search(r"MAINPID=(\d+)", notify.wait("READY=1")).group(1))
+        check(new != old, "READY=1 came from the old process again")
+        check_eq(p.wait(20), 0, "the old process's exit status (stderr %r)" % p.stderr()[-800:])
+        check_eq(echo(b"after"), b"AFTER\n", "served by the new process")
+        os.kill(new, signal.SIGTERM)
+        notify.wait("STOPPING=1")
+        wait_for(lambda: not os.path.exists("/proc/%d" % new) or
+                 open("/proc/%d/stat" % new).read().split(") ")[1].startswith("Z"), 20,
+                 "the new process to stop")
+    finally:
+        if new and os.path.exists("/proc/%d" % new):
+            try:
+                os.kill(new, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         p.stop(signal.SIGKILL)
         notify.close()
 
