@@ -10,10 +10,13 @@
  *    verdict: a header never changes meaning as bytes arrive, which is
  *    what the listener relies on when it reads the header piece by piece;
  *  - a parsed address has a family that fits its scheme and a length
- *    inside its storage; a formatted one is NUL-terminated.
+ *    inside its storage; a formatted one is NUL-terminated;
+ *  - csock_proxy_format() writes the parsed addresses back as a header
+ *    of the same version that parses to the same client.
  */
 #include <errno.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include "csock/csock.h"
@@ -45,6 +48,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!info.local) {
             check_addr(&info.src);
             check_addr(&info.dst);
+            unsigned char again[CSOCK_PROXY_HEADER_MAX];
+            ssize_t n = csock_proxy_format(info.version, &info.src, &info.dst, again, sizeof again);
+            CHECK(n > 0);
+            csock_proxy_info back;
+            CHECK(csock_proxy_parse(again, (size_t)n, &back) == n);
+            /* An IPv4-mapped IPv6 pair is written as IPv4, on purpose. */
+            const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&info.src.sa,
+                                      *d6 = (const struct sockaddr_in6 *)&info.dst.sa;
+            int mapped = info.src.sa.ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr) &&
+                         IN6_IS_ADDR_V4MAPPED(&d6->sin6_addr);
+            if (!mapped)
+                CHECK(back.src.len == info.src.len && memcmp(&back.src.sa, &info.src.sa, info.src.len) == 0);
         }
         size_t end = (size_t)rc < size ? (size_t)rc : size;
         for (size_t k = 0; k < end; k++) {

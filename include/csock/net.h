@@ -571,6 +571,23 @@ typedef struct csock_proxy_info {
  * Never reads past len. */
 CSOCK_API ssize_t csock_proxy_parse(const void *buf, size_t len, csock_proxy_info *out);
 
+/* The longest header csock_proxy_format() writes: v2 with two Unix paths. */
+#define CSOCK_PROXY_HEADER_MAX CSOCK_PROXY_V2_ADDR_MAX
+
+/* Pure: write the PROXY header a balancer sends before the client's bytes
+ * (HAProxy's send-proxy is version 1, send-proxy-v2 version 2) into buf,
+ * naming the client `src` and the address it reached `dst`. Both IPv4, or
+ * both IPv6 (an IPv4-mapped IPv6 pair is written as IPv4), or for v2 both
+ * Unix; NULL src (and dst): v1 "PROXY UNKNOWN", v2 LOCAL (a balancer's own
+ * connection, e.g. a health check), as the spec says for a client whose
+ * address cannot be told. Returns the header's length, -ENOSPC when size
+ * is too small (CSOCK_PROXY_HEADER_MAX always suffices), -EAFNOSUPPORT
+ * for families the version cannot carry or that differ, -EINVAL for a
+ * version other than 1 and 2 or buf NULL. csock_proxy_parse() reads back
+ * what it writes. No TLVs. */
+CSOCK_API ssize_t csock_proxy_format(int version, const csock_addr *src, const csock_addr *dst, void *buf,
+                                     size_t size);
+
 /* ---- framing --------------------------------------------------------------- */
 
 typedef enum {

@@ -2,8 +2,10 @@
  * front of a server opens each connection with a header naming the client,
  * so the server can log, limit and greet the client rather than the
  * balancer. csock_proxy_parse() is pure (tested and fuzzed alone); the
- * listener (listener.c) reads the header off each new socket with it. */
+ * listener (listener.c) reads the header off each new socket with it.
+ * csock_proxy_format() writes one, for a relay that sends it. */
 #include <arpa/inet.h>
+#include <stdio.h>
 #include <netinet/in.h>
 #include <stddef.h>
 #include <string.h>
@@ -188,4 +190,109 @@ ssize_t csock_proxy_parse(const void *buf, size_t len, csock_proxy_info *out)
     if (memcmp(b, v1_sig, n1) == 0) return len < sizeof v1_sig - 1 ? 0 : parse_v1(buf, len, out);
     if (memcmp(b, v2_sig, n2) == 0) return len < sizeof v2_sig ? 0 : parse_v2(b, len, out);
     return -EPROTO;
+}
+
+/* ---- writing a header ---------------------------------------------------------- */
+
+static int is_mapped(const csock_addr *a)
+{
+    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&a->sa;
+    return a->sa.ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr);
+}
+
+/* An IPv4-mapped IPv6 address as the IPv4 one it maps (a dual-stack
+ * socket's view of an IPv4 client). */
+static csock_addr unmapped(const csock_addr *a)
+{
+    csock_addr out = *a;
+    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&a->sa;
+    struct sockaddr_in s4 = {.sin_family = AF_INET, .sin_port = s6->sin6_port};
+    memcpy(&s4.sin_addr, s6->sin6_addr.s6_addr + 12, 4);
+    memset(&out.sa, 0, sizeof out.sa);
+    memcpy(&out.sa, &s4, sizeof s4);
+    out.len = sizeof s4;
+    return out;
+}
+
+/* The address bytes and the port (network order) of an IP address. */
+static const void *ip_bytes(const csock_addr *a, const void **port)
+{
+    if (a->sa.ss_family == AF_INET) {
+        const struct sockaddr_in *s = (const struct sockaddr_in *)&a->sa;
+        *port = &s->sin_port;
+        return &s->sin_addr;
+    }
+    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&a->sa;
+    *port = &s6->sin6_port;
+    return &s6->sin6_addr;
+}
+
+static ssize_t format_v1(const csock_addr *src, const csock_addr *dst, char *buf, size_t size)
+{
+    int n;
+    if (!src) {
+        n = snprintf(buf, size, "PROXY UNKNOWN\r\n");
+    } else {
+        int fam = src->sa.ss_family;
+        char s[INET6_ADDRSTRLEN], d[INET6_ADDRSTRLEN];
+        const void *sp, *dp;
+        if (!inet_ntop(fam, ip_bytes(src, &sp), s, sizeof s) || !inet_ntop(fam, ip_bytes(dst, &dp), d, sizeof d))
+            return -EAFNOSUPPORT;
+        uint16_t spn, dpn;
+        memcpy(&spn, sp, 2);
+        memcpy(&dpn, dp, 2);
+        n = snprintf(buf, size, "PROXY %s %s %s %u %u\r\n", fam == AF_INET ? "TCP4" : "TCP6", s, d,
+                     (unsigned)ntohs(spn), (unsigned)ntohs(dpn));
+    }
+    if (n < 0 || (size_t)n >= size) return -ENOSPC;
+    return n;
+}
+
+static ssize_t format_v2(const csock_addr *src, const csock_addr *dst, unsigned char *b, size_t size)
+{
+    int fam = src ? src->sa.ss_family : AF_UNSPEC;
+    size_t body = fam == AF_INET ? 12 : fam == AF_INET6 ? 36 : fam == AF_UNIX ? 216 : 0;
+    if (size < 16 + body) return -ENOSPC;
+    memcpy(b, v2_sig, sizeof v2_sig);
+    b[12] = src ? 0x21 : 0x20; /* version 2, PROXY or LOCAL */
+    b[13] = fam == AF_INET ? 0x11 : fam == AF_INET6 ? 0x21 : fam == AF_UNIX ? 0x31 : 0x00;
+    b[14] = (unsigned char)(body >> 8);
+    b[15] = (unsigned char)body;
+    unsigned char *a = b + 16;
+    if (fam == AF_UNIX) {
+        memset(a, 0, 216);
+        const struct sockaddr_un *s = (const struct sockaddr_un *)&src->sa, *d = (const struct sockaddr_un *)&dst->sa;
+        size_t sl = src->len - offsetof(struct sockaddr_un, sun_path), dl = dst->len - offsetof(struct sockaddr_un, sun_path);
+        memcpy(a, s->sun_path, sl < 108 ? sl : 108);
+        memcpy(a + 108, d->sun_path, dl < 108 ? dl : 108);
+    } else if (body) {
+        size_t n = fam == AF_INET ? 4 : 16;
+        const void *sp, *dp;
+        memcpy(a, ip_bytes(src, &sp), n);
+        memcpy(a + n, ip_bytes(dst, &dp), n);
+        memcpy(a + 2 * n, sp, 2);
+        memcpy(a + 2 * n + 2, dp, 2);
+    }
+    return (ssize_t)(16 + body);
+}
+
+ssize_t csock_proxy_format(int version, const csock_addr *src, const csock_addr *dst, void *buf, size_t size)
+{
+    if (!buf || (version != 1 && version != 2) || (!src) != (!dst)) return -EINVAL;
+    csock_addr s, d;
+    if (src) {
+        /* A mapped pair (an IPv4 client of a dual-stack socket) goes as
+         * IPv4; a pair with one mapped address stays IPv6: TCP6 carries it. */
+        int both = is_mapped(src) && is_mapped(dst);
+        s = both ? unmapped(src) : *src;
+        d = both ? unmapped(dst) : *dst;
+        int fam = s.sa.ss_family;
+        if (fam != d.sa.ss_family) return -EAFNOSUPPORT;
+        if (fam != AF_INET && fam != AF_INET6 && (version == 1 || fam != AF_UNIX)) return -EAFNOSUPPORT;
+        if (fam == AF_UNIX && (s.len < offsetof(struct sockaddr_un, sun_path) ||
+                               d.len < offsetof(struct sockaddr_un, sun_path)))
+            return -EAFNOSUPPORT;
+    }
+    return version == 1 ? format_v1(src ? &s : NULL, src ? &d : NULL, buf, size)
+                        : format_v2(src ? &s : NULL, src ? &d : NULL, buf, size);
 }

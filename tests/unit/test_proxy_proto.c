@@ -249,6 +249,68 @@ static void v2_bad(void **state)
     assert_int_equal(csock_proxy_parse(b, 1, NULL), -EINVAL);
 }
 
+/* ---- csock_proxy_format: what it writes, the parser reads back ----------------- */
+
+static void round_trip(int version, const char *src, const char *dst, const char *want_src)
+{
+    csock_addr s, d;
+    CHECK_OK(csock_addr_parse(src, CSOCK_ADDR_NUMERIC, &s));
+    CHECK_OK(csock_addr_parse(dst, CSOCK_ADDR_NUMERIC, &d));
+    unsigned char buf[CSOCK_PROXY_HEADER_MAX];
+    ssize_t n = csock_proxy_format(version, &s, &d, buf, sizeof buf);
+    assert_true(n > 0);
+    csock_proxy_info info;
+    assert_int_equal(csock_proxy_parse(buf, (size_t)n, &info), n);
+    assert_int_equal(info.version, version);
+    assert_int_equal(info.local, 0);
+    char t[CSOCK_ADDR_STRLEN];
+    text_of(&info.src, t);
+    assert_string_equal(t, want_src);
+    /* One byte short: never a truncated header. */
+    assert_int_equal(csock_proxy_format(version, &s, &d, buf, (size_t)n - (version == 1 ? 0 : 1)), -ENOSPC);
+}
+
+static void format_round_trips(void **state)
+{
+    round_trip(1, "tcp://192.0.2.7:56324", "tcp://127.0.0.1:443", "tcp://192.0.2.7:56324");
+    round_trip(2, "tcp://192.0.2.7:56324", "tcp://127.0.0.1:443", "tcp://192.0.2.7:56324");
+    round_trip(1, "tcp://[2001:db8::1]:1", "tcp://[::1]:2", "tcp://[2001:db8::1]:1");
+    round_trip(2, "tcp://[2001:db8::1]:1", "tcp://[::1]:2", "tcp://[2001:db8::1]:1");
+    /* A dual-stack socket's view of an IPv4 client is written as IPv4. */
+    round_trip(1, "tcp://[::ffff:198.51.100.3]:7", "tcp://[::ffff:127.0.0.1]:8", "tcp://198.51.100.3:7");
+    /* One mapped, one not: IPv6 both (the fuzzer's find). */
+    round_trip(2, "tcp://[::]:1", "tcp://[::ffff:1.2.3.4]:2", "tcp://[::]:1");
+    round_trip(2, "unix:/run/c.sock", "unix:@srv", "unix:/run/c.sock");
+    const char v1[] = "PROXY TCP4 192.0.2.7 127.0.0.1 56324 443\r\n";
+    char buf[CSOCK_PROXY_HEADER_MAX];
+    csock_addr s, d;
+    CHECK_OK(csock_addr_parse("tcp://192.0.2.7:56324", CSOCK_ADDR_NUMERIC, &s));
+    CHECK_OK(csock_addr_parse("tcp://127.0.0.1:443", CSOCK_ADDR_NUMERIC, &d));
+    assert_int_equal(csock_proxy_format(1, &s, &d, buf, sizeof buf), sizeof v1 - 1);
+    assert_memory_equal(buf, v1, sizeof v1 - 1); /* byte for byte what HAProxy sends */
+}
+
+static void format_local_and_errors(void **state)
+{
+    char buf[CSOCK_PROXY_HEADER_MAX];
+    csock_proxy_info info;
+    assert_int_equal(csock_proxy_format(1, NULL, NULL, buf, sizeof buf), 15);
+    assert_memory_equal(buf, "PROXY UNKNOWN\r\n", 15);
+    assert_int_equal(csock_proxy_format(2, NULL, NULL, buf, sizeof buf), 16);
+    assert_int_equal(csock_proxy_parse(buf, 16, &info), 16);
+    assert_int_equal(info.local, 1);
+    csock_addr v4, v6, un;
+    CHECK_OK(csock_addr_parse("tcp://127.0.0.1:1", CSOCK_ADDR_NUMERIC, &v4));
+    CHECK_OK(csock_addr_parse("tcp://[2001:db8::2]:1", CSOCK_ADDR_NUMERIC, &v6));
+    CHECK_OK(csock_addr_parse("unix:/tmp/x", 0, &un));
+    assert_int_equal(csock_proxy_format(1, &v4, &v6, buf, sizeof buf), -EAFNOSUPPORT);
+    assert_int_equal(csock_proxy_format(1, &un, &un, buf, sizeof buf), -EAFNOSUPPORT);
+    assert_int_equal(csock_proxy_format(3, &v4, &v4, buf, sizeof buf), -EINVAL);
+    assert_int_equal(csock_proxy_format(2, &v4, NULL, buf, sizeof buf), -EINVAL);
+    assert_int_equal(csock_proxy_format(2, &v4, &v4, NULL, 0), -EINVAL);
+    assert_int_equal(csock_proxy_format(2, &v4, &v4, buf, 27), -ENOSPC);
+}
+
 /* ---- a listener with proxy_protocol -------------------------------------------- */
 
 typedef struct acc {
@@ -482,6 +544,8 @@ int main(void)
         cmocka_unit_test(v2_unix),
         cmocka_unit_test(v2_tlvs),
         cmocka_unit_test(v2_bad),
+        cmocka_unit_test(format_round_trips),
+        cmocka_unit_test(format_local_and_errors),
         cmocka_unit_test(listener_v1_then_data),
         cmocka_unit_test(listener_v2_split_with_tlvs),
         cmocka_unit_test(listener_local_keeps_real_peer),
