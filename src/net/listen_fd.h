@@ -11,4 +11,11 @@
  * -ESOCKTNOSUPPORT, -EAFNOSUPPORT or -EINVAL (not listening). */
 int csock__check_listen_fd(int fd, csock_scheme *scheme);
 
+/* A server's drain: stop accepting for good (the listening fd is closed if
+ * the listener owns it, its Unix socket file removed) but keep the
+ * listener, so connections whose PROXY header is still arriving are
+ * finished and handed to the accept callback (they join the drain) rather
+ * than cut. csock_listener_close() releases it later as usual. */
+void csock__listener_stop(csock_listener *l);
+
 #endif

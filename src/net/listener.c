@@ -447,12 +447,26 @@ static void listener_finish(csock__handle *h)
     free(l);
 }
 
+void csock__listener_stop(csock_listener *l)
+{
+    if (l->h.closing || l->w.fd < 0) return;
+    l->paused = 1; /* the backoff timer must not turn the watcher back on */
+    csock__watcher_set(l->h.loop, &l->w, 0);
+    if (l->owned) close(l->w.fd);
+    l->w.fd = -1;
+    if (l->reserve_fd >= 0) close(l->reserve_fd);
+    l->reserve_fd = -1;
+    if (l->unix_path) unlink(l->unix_path);
+    free(l->unix_path);
+    l->unix_path = NULL;
+}
+
 void csock_listener_close(csock_listener *l, void (*cb)(csock_listener *l))
 {
     if (l->h.closing) return;
     csock__watcher_set(l->h.loop, &l->w, 0);
     pp_close_all(l);
-    if (l->owned) close(l->w.fd);
+    if (l->owned && l->w.fd >= 0) close(l->w.fd);
     if (l->reserve_fd >= 0) close(l->reserve_fd);
     if (l->backoff) csock_timer_close(l->backoff, NULL);
     if (l->unix_path) unlink(l->unix_path);

@@ -321,6 +321,7 @@ int csock_server_endpoint_fds(csock_server *srv, unsigned i, int *fds, unsigned 
         csock_listener *l = srv->loops[k].ls[i];
         if (!l) continue;
         int fd = csock__listener_fd(l);
+        if (fd < 0) continue; /* stopped by a drain */
         int seen = 0;
         for (unsigned j = 0; j < n && j < max; j++) seen |= fds[j] == fd;
         if (seen) continue; /* a socket all loops share */
@@ -373,12 +374,24 @@ static void on_drain_timeout(csock_timer *t)
     csock__group_close_all(sl->group);
 }
 
+/* The drain's first step: no more accepting and no more datagrams. The
+ * listeners stay (closed when the loop ends) so that connections still
+ * sending their PROXY header are served rather than cut. */
+static void stop_endpoints(srv_loop *sl)
+{
+    for (unsigned i = 0; i < MAX_ENDPOINTS; i++) {
+        if (sl->ls[i]) csock__listener_stop(sl->ls[i]);
+        if (sl->ds[i]) csock_dgram_close(sl->ds[i], NULL);
+        sl->ds[i] = NULL;
+    }
+}
+
 /* Runs on each loop's own thread (posted). */
 static void drain_loop(void *arg)
 {
     srv_loop *sl = arg;
     csock_server *srv = sl->srv;
-    close_endpoints(sl);
+    stop_endpoints(sl);
     if (sl->index == 0)
         for (int i = 0; i < 2; i++)
             if (srv->sigs[i]) csock_signal_unref(srv->sigs[i]); /* do not hold the loop */

@@ -13,7 +13,7 @@ import signal
 import socket
 import time
 
-from deploykit import free_port, wait_for
+from deploykit import free_ports, wait_for
 from csocktest import (BIN, REPO, Proc, Server, T, TestFailure, check, check_eq, main, need,
                        tmpdir)
 
@@ -28,26 +28,38 @@ def need_haproxy():
 
 
 class HAProxy(Proc):
-    """haproxy -db (foreground) with a config written into a temp dir;
-    ready once its frontend accepts."""
+    """haproxy -db (foreground) with the config make_cfg(ports) writes for
+    `nports` free ports (ports[0] is the frontend the clients use), in a
+    temp dir; ready once that frontend accepts. HAProxy listens with
+    SO_REUSEPORT unless told otherwise, which would let it share a port
+    another test picked at the same moment: the tests' own configs say
+    `noreuseport`, and a port taken meanwhile means a new pick."""
 
-    def __init__(self, cfg_text, front_port):
-        d = tmpdir()
-        self.cfg = os.path.join(d, "haproxy.cfg")
-        with open(self.cfg, "w") as f:
-            f.write(cfg_text)
-        super().__init__([HAPROXY, "-db", "-f", self.cfg])
-        self.port = front_port
+    def __init__(self, make_cfg, nports=1):
+        for attempt in range(3):
+            ports = free_ports(nports)
+            d = tmpdir()
+            self.cfg = os.path.join(d, "haproxy.cfg")
+            with open(self.cfg, "w") as f:
+                f.write(make_cfg(ports))
+            super().__init__([HAPROXY, "-db", "-f", self.cfg])
+            self.port = ports[0]
+            self.ports = ports
+            if wait_for(self._up, 15, "haproxy's frontend") == "up":
+                return
+            self.stop()
+        raise TestFailure("haproxy could not bind: %r" % self.stderr()[-1500:])
 
-        def up():
-            if not self.alive():
-                raise TestFailure("haproxy exited: %r" % self.stderr()[-1500:])
-            try:
-                socket.create_connection(("127.0.0.1", front_port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-        wait_for(up, 15, "haproxy's frontend")
+    def _up(self):
+        if not self.alive():
+            if "cannot bind" in self.stderr() or "Address already in use" in self.stderr():
+                return "retry"
+            raise TestFailure("haproxy exited: %r" % self.stderr()[-1500:])
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return "up"
+        except OSError:
+            return None
 
     def client(self):
         s = socket.socket()
@@ -83,6 +95,7 @@ def closed_by_peer(s, timeout=10):
 def tcp_cfg(front, back, option):
     return f"""global
     maxconn 256
+    noreuseport
 defaults
     mode tcp
     timeout connect 5s
@@ -100,8 +113,7 @@ def serve_echo_behind(option):
     need_haproxy()
     srv = Server("echo", "tcp://127.0.0.1:0", opts=["-v", "--proxy-protocol"])
     try:
-        front = free_port()
-        hp = HAProxy(tcp_cfg(front, srv.endpoints[0].port, option), front)
+        hp = HAProxy(lambda ports: tcp_cfg(ports[0], srv.endpoints[0].port, option))
     except BaseException:
         srv.stop(signal.SIGKILL)
         raise
@@ -165,6 +177,35 @@ def test_slow_header_times_out():
         wait_for(lambda: "no PROXY protocol header in time" in srv.stderr(), 10, "the -v line")
 
 
+def test_header_in_flight_when_the_drain_starts():
+    # SIGTERM while a header is half there: the connection is finished and
+    # served (then ends with the drain), not cut with the listener.
+    srv = Server("echo", "tcp://127.0.0.1:0", opts=["--proxy-protocol"])
+    s = socket.create_connection(srv.endpoints[0].sockaddr, timeout=T(10))
+    s.sendall(b"PROXY TCP4 192.0.2.9 ")
+    probe = socket.create_connection(srv.endpoints[0].sockaddr, timeout=T(10))
+    probe.sendall(b"PROXY TCP4 192.0.2.10 127.0.0.1 1 2\r\nready\n")
+    check_eq(recv_exactly(probe, 6), b"ready\n", "a first client")  # the header reader runs
+    probe.close()
+    srv.p.send_signal(signal.SIGTERM)
+    # Once the drain has begun, new connections are refused...
+    wait_for(lambda: refused(srv.endpoints[0].sockaddr), 10, "the drain to stop accepting")
+    # ...but the one in the middle of its header is still served.
+    s.sendall(b"127.0.0.1 5 6\r\nstill served\n")
+    check_eq(recv_exactly(s, 13), b"still served\n", "echo after the drain began")
+    s.close()
+    rc = srv.p.wait(T(20))
+    check_eq(rc, 0, "exit status (stderr %r)" % srv.stderr()[-500:])
+
+
+def refused(addr):
+    try:
+        socket.create_connection(addr, timeout=T(2)).close()
+        return False
+    except ConnectionRefusedError:
+        return True
+
+
 def test_bad_options():
     from csocktest import csock
     rc, _, err = csock("serve", "echo", "tcp://127.0.0.1:0", "--proxy-timeout", "0")
@@ -187,14 +228,13 @@ def test_tls_and_ws_behind_send_proxy_v2():
         tls_line, ws_line = srv.read_line(15), srv.read_line(15)
         tls_port = int(re.match(r"listening tls://127\.0\.0\.1:(\d+)$", tls_line).group(1))
         ws_port = int(re.match(r"listening ws://127\.0\.0\.1:(\d+)/ws$", ws_line).group(1))
-        front_tls, front_ws = free_port(), free_port()
-        cfg = tcp_cfg(front_tls, tls_port, "send-proxy-v2") + f"""frontend w
-    bind 127.0.0.1:{front_ws}
+        hp = HAProxy(lambda ports: tcp_cfg(ports[0], tls_port, "send-proxy-v2") + f"""frontend w
+    bind 127.0.0.1:{ports[1]}
     default_backend bw
 backend bw
     server s2 127.0.0.1:{ws_port} send-proxy-v2
-"""
-        hp = HAProxy(cfg, front_tls)
+""", 2)
+        front_ws = hp.ports[1]
         ctx = ssl.create_default_context(cafile=os.path.join(certs, "ca.pem"))
         raw = hp.client()
         cport = raw.getsockname()[1]
@@ -262,16 +302,19 @@ def test_doc_config_two_instances_and_checks():
         f.write("hello from csock\n")
     logs = [os.path.join(d, "a.log"), os.path.join(d, "b.log")]
     insts = [HttpInstance(www, 0, logs[0]), HttpInstance(www, 0, logs[1])]
-    front = free_port()
     with open(DOC_CFG) as f:
-        cfg = f.read()
-    for old, new in (("127.0.0.1:8080", "127.0.0.1:%d" % front),
-                     ("127.0.0.1:9001", "127.0.0.1:%d" % insts[0].port),
-                     ("127.0.0.1:9002", "127.0.0.1:%d" % insts[1].port),
-                     ("/run/haproxy/csock-admin.sock", os.path.join(d, "admin.sock"))):
-        check(old in cfg, "docs/deploy/haproxy.cfg lost %r" % old)
-        cfg = cfg.replace(old, new)
-    hp = HAProxy(cfg, front)
+        doc = f.read()
+
+    def cfg(ports):
+        text = doc
+        for old, new in (("127.0.0.1:8080", "127.0.0.1:%d" % ports[0]),
+                         ("127.0.0.1:9001", "127.0.0.1:%d" % insts[0].port),
+                         ("127.0.0.1:9002", "127.0.0.1:%d" % insts[1].port),
+                         ("/run/haproxy/csock-admin.sock", os.path.join(d, "admin.sock"))):
+            check(old in text, "docs/deploy/haproxy.cfg lost %r" % old)
+            text = text.replace(old, new)
+        return text
+    hp = HAProxy(cfg)
     try:
         # Both instances answer, and both logs name the real client.
         for _ in range(4):
