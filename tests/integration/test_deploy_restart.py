@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 
-from deploykit import free_port, wait_for
+from deploykit import HAProxy, need_haproxy, wait_for
 from csocktest import BIN, Proc, T, TestFailure, check, check_eq, main, tmpdir
 
 
@@ -230,6 +230,57 @@ def test_restart_serve_http():
         wait_for(lambda: pid_gone(new), 30, "the new serve http to stop")
     finally:
         stop.set()
+        if new and not pid_gone(new):
+            os.kill(new, signal.SIGKILL)
+        p.stop(signal.SIGKILL)
+
+
+def test_restart_behind_haproxy_with_proxy_protocol():
+    # The deployment: HAProxy (send-proxy-v2) in front, csock serve
+    # --proxy-protocol behind it, a load through HAProxy across a restart.
+    # HAProxy would report any connection csock refused or cut as an error
+    # to its client: the load sees none.
+    need_haproxy()
+    p = Proc([BIN, "serve", "-t", "2", "--drain-timeout", "60", "--proxy-protocol", "echo",
+              "tcp://127.0.0.1:0"])
+    hp = new = None
+    try:
+        port = int(p.read_line(15).rsplit(":", 1)[1])
+        hp = HAProxy(lambda ports: f"""global
+    maxconn 1024
+    noreuseport
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend f
+    bind 127.0.0.1:{ports[0]}
+    default_backend b
+backend b
+    server s1 127.0.0.1:{port} send-proxy-v2
+""")
+        load = Load(socket.AF_INET, ("127.0.0.1", hp.port), workers=4, longs=2)
+        try:
+            wait_for(lambda: load.counts()[0] > 300, 30, "load before the restart")
+            new = restart(p, p.stderr)
+            n0 = load.counts()[0]
+            wait_for(lambda: load.counts()[0] > n0 + 300, 30, "load after the restart")
+            load.stop_long.set()
+            check_eq(p.wait(30), 0, "old process exit status (stderr %r)" % p.stderr()[-800:])
+            n1 = load.counts()[0]
+            wait_for(lambda: load.counts()[0] > n1 + 300, 30, "load on the new process alone")
+        finally:
+            load.finish()
+        short_ok, long_ok, errors = load.counts()
+        check(not errors, "%d failures through HAProxy, first: %r" % (len(errors), errors[:5]))
+        print("     through HAProxy: %d short connections, %d long exchanges, 0 refused or broken"
+              % (short_ok, long_ok), flush=True)
+        os.kill(new, signal.SIGTERM)
+        wait_for(lambda: pid_gone(new), 30, "the new process to stop")
+    finally:
+        if hp:
+            hp.stop()
         if new and not pid_gone(new):
             os.kill(new, signal.SIGKILL)
         p.stop(signal.SIGKILL)

@@ -13,60 +13,11 @@ import signal
 import socket
 import time
 
-from deploykit import free_ports, wait_for
+from deploykit import CLIENT_IP, HAProxy, need_haproxy, wait_for
 from csocktest import (BIN, REPO, Proc, Server, T, TestFailure, check, check_eq, main, need,
                        tmpdir)
 
-HAPROXY = "/usr/sbin/haproxy"
 DOC_CFG = os.path.join(REPO, "docs", "deploy", "haproxy.cfg")
-CLIENT_IP = "127.0.0.2"
-
-
-def need_haproxy():
-    if not os.access(HAPROXY, os.X_OK):
-        need("haproxy")  # reports the skip
-
-
-class HAProxy(Proc):
-    """haproxy -db (foreground) with the config make_cfg(ports) writes for
-    `nports` free ports (ports[0] is the frontend the clients use), in a
-    temp dir; ready once that frontend accepts. HAProxy listens with
-    SO_REUSEPORT unless told otherwise, which would let it share a port
-    another test picked at the same moment: the tests' own configs say
-    `noreuseport`, and a port taken meanwhile means a new pick."""
-
-    def __init__(self, make_cfg, nports=1):
-        for attempt in range(3):
-            ports = free_ports(nports)
-            d = tmpdir()
-            self.cfg = os.path.join(d, "haproxy.cfg")
-            with open(self.cfg, "w") as f:
-                f.write(make_cfg(ports))
-            super().__init__([HAPROXY, "-db", "-f", self.cfg])
-            self.port = ports[0]
-            self.ports = ports
-            if wait_for(self._up, 15, "haproxy's frontend") == "up":
-                return
-            self.stop()
-        raise TestFailure("haproxy could not bind: %r" % self.stderr()[-1500:])
-
-    def _up(self):
-        if not self.alive():
-            if "cannot bind" in self.stderr() or "Address already in use" in self.stderr():
-                return "retry"
-            raise TestFailure("haproxy exited: %r" % self.stderr()[-1500:])
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-            return "up"
-        except OSError:
-            return None
-
-    def client(self):
-        s = socket.socket()
-        s.settimeout(T(10))
-        s.bind((CLIENT_IP, 0))
-        s.connect(("127.0.0.1", self.port))
-        return s
 
 
 def recv_exactly(s, n):
