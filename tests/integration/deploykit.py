@@ -85,3 +85,22 @@ class HAProxy(Proc):
         s.bind((CLIENT_IP, 0))
         s.connect(("127.0.0.1", self.port))
         return s
+
+
+def tcp_cfg(front, back, option):
+    """HAProxy in TCP mode: 127.0.0.1:front to one server at back with
+    `option` (send-proxy, send-proxy-v2); noreuseport: see HAProxy."""
+    return f"""global
+    maxconn 256
+    noreuseport
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend f
+    bind 127.0.0.1:{front}
+    default_backend b
+backend b
+    server s1 127.0.0.1:{back} {option}
+"""

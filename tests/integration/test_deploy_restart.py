@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 
-from deploykit import HAProxy, need_haproxy, wait_for
+from deploykit import HAProxy, need_haproxy, tcp_cfg, wait_for
 from csocktest import BIN, Proc, T, TestFailure, check, check_eq, main, tmpdir
 
 
@@ -101,6 +101,11 @@ class Load:
         finally:
             s.close()
 
+    def more(self, n, what):
+        """Wait until n more short connections have succeeded."""
+        n0 = self.counts()[0]
+        wait_for(lambda: self.counts()[0] >= n0 + n, 30, "%d connections %s" % (n, what))
+
     def counts(self):
         with self.lock:
             return self.short_ok, self.long_ok, list(self.errors)
@@ -131,11 +136,10 @@ def run_restart(addr_arg, family, addr_of):
         addr = addr_of(first[len("listening "):])
         load = Load(family, addr)
         try:
-            wait_for(lambda: load.counts()[0] > 500, 30, "load before the restart")
+            load.more(500, "before the restart")
             new1 = restart(p, p.stderr)
             newer.append(new1)
-            n0 = load.counts()[0]
-            wait_for(lambda: load.counts()[0] > n0 + 500, 30, "load after the restart")
+            load.more(500, "after the restart")
             # The long connections are still on the old process, talking.
             check(p.alive(), "the old process left its long connections")
             l0 = load.counts()[1]
@@ -143,14 +147,12 @@ def run_restart(addr_arg, family, addr_of):
             # They end; the old process has nothing left and exits 0.
             load.stop_long.set()
             check_eq(p.wait(30), 0, "old process exit status (stderr %r)" % p.stderr()[-800:])
-            n1 = load.counts()[0]
-            wait_for(lambda: load.counts()[0] > n1 + 500, 30, "load on the new process alone")
+            load.more(500, "on the new process alone")
             # Again, from the new process (its stderr is the old one's file).
             new2 = restart(new1, lambda: p.stderr().split("new process %d is serving" % new1)[-1])
             newer.append(new2)
             wait_for(lambda: pid_gone(new1), 30, "the first new process to drain and exit")
-            n2 = load.counts()[0]
-            wait_for(lambda: load.counts()[0] > n2 + 500, 30, "load on the second new process")
+            load.more(500, "on the second new process")
         finally:
             load.finish()
         short_ok, long_ok, errors = load.counts()
@@ -246,30 +248,15 @@ def test_restart_behind_haproxy_with_proxy_protocol():
     hp = new = None
     try:
         port = int(p.read_line(15).rsplit(":", 1)[1])
-        hp = HAProxy(lambda ports: f"""global
-    maxconn 1024
-    noreuseport
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-frontend f
-    bind 127.0.0.1:{ports[0]}
-    default_backend b
-backend b
-    server s1 127.0.0.1:{port} send-proxy-v2
-""")
+        hp = HAProxy(lambda ports: tcp_cfg(ports[0], port, "send-proxy-v2"))
         load = Load(socket.AF_INET, ("127.0.0.1", hp.port), workers=4, longs=2)
         try:
-            wait_for(lambda: load.counts()[0] > 300, 30, "load before the restart")
+            load.more(300, "before the restart")
             new = restart(p, p.stderr)
-            n0 = load.counts()[0]
-            wait_for(lambda: load.counts()[0] > n0 + 300, 30, "load after the restart")
+            load.more(300, "after the restart")
             load.stop_long.set()
             check_eq(p.wait(30), 0, "old process exit status (stderr %r)" % p.stderr()[-800:])
-            n1 = load.counts()[0]
-            wait_for(lambda: load.counts()[0] > n1 + 300, 30, "load on the new process alone")
+            load.more(300, "on the new process alone")
         finally:
             load.finish()
         short_ok, long_ok, errors = load.counts()

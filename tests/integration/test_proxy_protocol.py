@@ -13,7 +13,7 @@ import signal
 import socket
 import time
 
-from deploykit import CLIENT_IP, HAProxy, need_haproxy, wait_for
+from deploykit import CLIENT_IP, HAProxy, need_haproxy, tcp_cfg, wait_for
 from csocktest import (BIN, REPO, Proc, Server, T, TestFailure, check, check_eq, main, need,
                        tmpdir)
 
@@ -41,23 +41,6 @@ def closed_by_peer(s, timeout=10):
         return True
     except socket.timeout:
         return False
-
-
-def tcp_cfg(front, back, option):
-    return f"""global
-    maxconn 256
-    noreuseport
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-frontend f
-    bind 127.0.0.1:{front}
-    default_backend b
-backend b
-    server s1 127.0.0.1:{back} {option}
-"""
 
 
 def serve_echo_behind(option):
