@@ -271,7 +271,9 @@ CSOCK_API csock_loop *csock_stream_loop(const csock_stream *s);
 CSOCK_API int csock_stream_fd(const csock_stream *s);
 
 /* The peer's / local address (scheme tcp, unix, or tls on a TLS stream).
- * Returns 0 or -errno. */
+ * On a stream a PROXY protocol listener accepted (csock_listen_opts'
+ * proxy_protocol), the peer is the client its header named. Returns 0 or
+ * -errno. */
 CSOCK_API int csock_stream_peer(const csock_stream *s, csock_addr *out);
 CSOCK_API int csock_stream_local(const csock_stream *s, csock_addr *out);
 
@@ -320,8 +322,32 @@ typedef struct csock_listen_opts {
                           in use is -EADDRINUSE */
     int v6only;        /* IPV6_V6ONLY on an IPv6 listener */
     unsigned max_conns;/* 0: unlimited; beyond it new connections are closed at once */
-    uint64_t reserved[4];
+    uint64_t reserved[3];
+    /* Taken from the end of `reserved` (once reserved[4]): sizeof and the
+     * offsets of every older member are unchanged. */
+    unsigned proxy_protocol;   /* 1: each connection starts with a PROXY
+                                  protocol header (v1 or v2, HAProxy's);
+                                  see csock_proxy_parse() below */
+    unsigned proxy_timeout_ms; /* the whole header must arrive within this;
+                                  0: 3000 */
 } csock_listen_opts;
+
+/* With `proxy_protocol` set, the listener (and a server endpoint given
+ * such options) reads a PROXY protocol header (v1 text or v2 binary) from
+ * each new connection before the accept callback sees it, and only then
+ * hands the stream over: csock_stream_peer() then returns the client the
+ * header names (TCP over IPv4 or IPv6, or a Unix address), not the balancer.
+ * Parsing is strict: a connection whose first bytes are not a valid header
+ * (including one that sends nothing and closes) is closed and never
+ * reported, as is one whose header is not complete within
+ * `proxy_timeout_ms`; the accept callback then gets status -EPROTO (or
+ * -EMSGSIZE) for a bad header and -ETIMEDOUT for a late one, with s NULL,
+ * so they can be logged (a client that closes before sending anything, as
+ * a balancer's TCP health check does, is not reported). A LOCAL command (a balancer's health check), v1's
+ * UNKNOWN and v2's unspecified family keep the real peer address. TLVs are
+ * read and skipped. Bytes the client sent after the header stay in the
+ * socket for the stream (and for TLS on it). Pending connections count
+ * towards `max_conns`. */
 
 /* Bind and listen on `addr` (tcp or unix). A tls:// address is refused with
  * CSOCK_ESCHEME, as is a datagram one: listen on tcp:// and call
@@ -332,6 +358,18 @@ typedef struct csock_listen_opts {
  * so the loop neither spins nor stalls. */
 CSOCK_API int csock_listen(csock_loop *loop, const csock_addr *addr, const csock_listen_opts *opts,
                  csock_accept_cb cb, void *data, csock_listener **out);
+
+/* Listen on a socket someone else bound and put in listening state (one
+ * systemd passed, LISTEN_FDS; one inherited across an exec). The fd must be
+ * a SOCK_STREAM socket of family AF_INET, AF_INET6 or AF_UNIX that is
+ * listening (SO_ACCEPTCONN): otherwise -ENOTSOCK, -ESOCKTNOSUPPORT,
+ * -EAFNOSUPPORT or -EINVAL, and the fd is left open. On success the
+ * listener owns the fd (made non-blocking and close-on-exec; closed with
+ * the listener; a Unix socket's file is never removed: it is not ours).
+ * opts: max_conns and the PROXY protocol members apply (backlog, reuseport
+ * and v6only were the binder's to choose). */
+CSOCK_API int csock_listen_fd(csock_loop *loop, int fd, const csock_listen_opts *opts, csock_accept_cb cb,
+                              void *data, csock_listener **out);
 
 /* The address actually bound (the real port when 0 was asked for). */
 CSOCK_API int csock_listener_addr(const csock_listener *l, csock_addr *out);
@@ -440,6 +478,19 @@ CSOCK_API int csock_server_new(const csock_server_opts *opts, csock_server **out
  * addresses are served as TCP: put TLS on each accepted stream. */
 CSOCK_API int csock_server_listen(csock_server *srv, const csock_addr *addr, csock_accept_cb cb, void *data);
 
+/* csock_server_listen() with listen options: opts->proxy_protocol and
+ * proxy_timeout_ms, backlog and v6only apply (max_conns is the server's;
+ * reuseport too). opts NULL is csock_server_listen(). */
+CSOCK_API int csock_server_listen_opts(csock_server *srv, const csock_addr *addr, const csock_listen_opts *opts,
+                                       csock_accept_cb cb, void *data);
+
+/* Serve a listening socket made elsewhere (systemd's socket activation, an
+ * inherited fd: see csock_listen_fd() for what it must be). Every loop
+ * accepts from it. The server owns the fd once this returns 0 (on an
+ * error it is left open). opts as for csock_server_listen_opts. */
+CSOCK_API int csock_server_listen_fd(csock_server *srv, int fd, const csock_listen_opts *opts,
+                                     csock_accept_cb cb, void *data);
+
 /* Serve a datagram endpoint (on the first loop): cb receives its datagrams,
  * with `data` in the socket's data slot. Returns 0, -EINVAL (addr or cb
  * NULL), -ENOSPC past 64 endpoints, or csock_dgram_new()'s error. Call
@@ -450,6 +501,17 @@ CSOCK_API int csock_server_dgram(csock_server *srv, const csock_addr *addr, csoc
  * port when 0 was asked for). Returns 0, or -EINVAL when there is no
  * endpoint i. */
 CSOCK_API int csock_server_addr(const csock_server *srv, unsigned i, csock_addr *out);
+
+/* The listening sockets of stream endpoint i (one per loop with
+ * SO_REUSEPORT, else one shared), to hand them to another process (a
+ * zero-downtime restart passes them with LISTEN_FDS, see csock(1)). Writes
+ * up to `max` distinct fds to fds and returns how many the endpoint has
+ * (0 for a datagram endpoint), or -EINVAL when there is no endpoint i.
+ * The fds stay the server's: dup them, or make sure they are inherited
+ * only across an exec. From then on the server leaves the endpoint's Unix
+ * socket file in place when it stops (the other process serves it). Call
+ * from loop 0's thread (or before run), before the server stops. */
+CSOCK_API int csock_server_endpoint_fds(csock_server *srv, unsigned i, int *fds, unsigned max);
 
 /* Run every loop (loop 0 on the calling thread, the others on threads of
  * their own) until the server has drained after csock_server_stop() or a
@@ -477,6 +539,54 @@ CSOCK_API void *csock_server_data(const csock_server *srv);
  * finished, and the loops are freed. Call it from the thread that ran the
  * server, after every loop_stop callback. */
 CSOCK_API void csock_server_free(csock_server *srv);
+
+/* ---- PROXY protocol --------------------------------------------------------- */
+
+/* What a PROXY protocol header says (HAProxy's doc/proxy-protocol.txt). */
+typedef struct csock_proxy_info {
+    int version;    /* 1 (text) or 2 (binary) */
+    int local;      /* 1: no client address to use: v2 LOCAL command (a
+                       balancer's own connection, e.g. a health check),
+                       v1 UNKNOWN, v2 unspecified family or protocol */
+    csock_addr src; /* the client (scheme tcp, or unix), when !local */
+    csock_addr dst; /* the address the client connected to, when !local */
+} csock_proxy_info;
+
+/* The longest v1 header (CRLF included), and the v2 bytes csock must see to
+ * know the addresses: the 16-byte head and the largest address block (two
+ * Unix paths). */
+#define CSOCK_PROXY_V1_MAX 107
+#define CSOCK_PROXY_V2_ADDR_MAX (16 + 216)
+
+/* Pure: parse the PROXY header at the start of buf[0..len). Returns
+ *   > 0       the header's length in bytes: *out is filled. For v2 it may
+ *             exceed len: the addresses have arrived, and the rest (TLVs)
+ *             is to be read and skipped;
+ *   0         not enough bytes yet (what is there is a valid beginning);
+ *   -EPROTO   not a PROXY header, or a malformed one (bad signature,
+ *             version, command, family, address, port; v2 length shorter
+ *             than its addresses);
+ *   -EMSGSIZE a v1 header with no CRLF within CSOCK_PROXY_V1_MAX bytes;
+ *   -EINVAL   buf or out NULL.
+ * Never reads past len. */
+CSOCK_API ssize_t csock_proxy_parse(const void *buf, size_t len, csock_proxy_info *out);
+
+/* The longest header csock_proxy_format() writes: v2 with two Unix paths. */
+#define CSOCK_PROXY_HEADER_MAX CSOCK_PROXY_V2_ADDR_MAX
+
+/* Pure: write the PROXY header a balancer sends before the client's bytes
+ * (HAProxy's send-proxy is version 1, send-proxy-v2 version 2) into buf,
+ * naming the client `src` and the address it reached `dst`. Both IPv4, or
+ * both IPv6 (an IPv4-mapped IPv6 pair is written as IPv4), or for v2 both
+ * Unix; NULL src (and dst): v1 "PROXY UNKNOWN", v2 LOCAL (a balancer's own
+ * connection, e.g. a health check), as the spec says for a client whose
+ * address cannot be told. Returns the header's length, -ENOSPC when size
+ * is too small (CSOCK_PROXY_HEADER_MAX always suffices), -EAFNOSUPPORT
+ * for families the version cannot carry or that differ, -EINVAL for a
+ * version other than 1 and 2 or buf NULL. csock_proxy_parse() reads back
+ * what it writes. No TLVs. */
+CSOCK_API ssize_t csock_proxy_format(int version, const csock_addr *src, const csock_addr *dst, void *buf,
+                                     size_t size);
 
 /* ---- framing --------------------------------------------------------------- */
 

@@ -141,6 +141,102 @@ struct cli_acceptor {
  * cli_acceptor. Errors cost one connection; the listener goes on. */
 void cli_on_accept(csock_listener *l, csock_stream *s, int status);
 
+/* ---- behind balancers and systemd (cli_common.c, sd_listen.c, sd_notify.c) ---- */
+
+/* getopt_long values of --proxy-protocol and --proxy-timeout. */
+enum { CLI_PROXY_PROTOCOL = 0x1100, CLI_PROXY_TIMEOUT };
+#define CLI_DEPLOY_LONGOPTS                                                      \
+    {"proxy-protocol", no_argument, NULL, CLI_PROXY_PROTOCOL},                    \
+    {"proxy-timeout", required_argument, NULL, CLI_PROXY_TIMEOUT}
+
+/* Help text for those options and the fd:/systemd: address forms. */
+extern const char cli_deploy_usage[];
+
+/* Take getopt's `c` if it is one of those options, into the listen
+ * options: returns 1 (handled) or 0. */
+int cli_deploy_option(csock_listen_opts *lo, int c, const char *arg);
+
+/* Listening sockets passed in rather than bound: the address forms
+ *   fd:N           descriptor N (inherited, already listening);
+ *   systemd:NAME   every socket systemd passed (LISTEN_FDS, LISTEN_PID)
+ *                  whose LISTEN_FDNAMES entry is NAME (FileDescriptorName=;
+ *                  systemd's default name is the socket unit's name);
+ * each with tls+ before it (tls+fd:3) for TLS on the accepted streams.
+ * Returns how many fds it put in fds (at most max) and sets *tls, or 0
+ * when `text` is another form; dies (CLI_USAGE, one line) on a malformed
+ * one, or on a name systemd did not pass. */
+int cli_inherited_fds(const char *text, int *fds, int max, int *tls);
+
+/* Serve `text` on srv: inherited sockets (see above) or a stream address
+ * to bind, with the listen options `lo`; the listener data is `plain` or,
+ * for tls:// and tls+ forms, `tls`. Prints a `listening ADDR` line for each
+ * socket and returns how many endpoints it added. Dies on failure. */
+unsigned cli_server_listen(csock_server *srv, const char *text, const csock_listen_opts *lo,
+                           cli_acceptor *plain, cli_acceptor *tls);
+
+/* After every endpoint is open: forget systemd's LISTEN_* variables (as
+ * sd_listen_fds(1) does), so no child process takes them for its own. */
+void cli_inherited_done(void);
+
+/* sd_notify(3)'s datagram protocol, without libsystemd: `state` ("READY=1",
+ * "STOPPING=1", ...) to $NOTIFY_SOCKET (a path, or @name in the abstract
+ * namespace). Returns 0 (sent, or no NOTIFY_SOCKET) or -errno. */
+int cli_sd_notify(const char *state);
+
+/* The readiness protocol over a server's life: READY=1 (with MAINPID) once
+ * listening, WATCHDOG=1 every half $WATCHDOG_USEC from loop 0 while it
+ * runs, STOPPING=1 when the drain begins. Call the hooks from the server's
+ * loop_start, loop_drain and loop_stop. */
+typedef struct cli_sd {
+    csock_timer *watchdog; /* loop 0's, while it runs */
+} cli_sd;
+void cli_sd_ready(void);
+void cli_sd_loop_start(cli_sd *sd, csock_loop *loop, unsigned index);
+void cli_sd_loop_drain(cli_sd *sd, unsigned index);
+void cli_sd_loop_stop(cli_sd *sd, unsigned index);
+
+/* How many sockets systemd passed under `name` (0: none, or no LISTEN_FDS
+ * for this process). Never dies. */
+int cli_inherited_named(const char *name);
+
+/* Zero-downtime restart on SIGUSR2 (sd_restart.c says how and why): the
+ * server's listening sockets go to a new copy of the process (LISTEN_FDS,
+ * names csock-epA for the command line's address number A), which takes
+ * over; this one drains once it listens. */
+typedef struct cli_restart {
+    csock_server *srv;
+    csock_signal *sig;      /* SIGUSR2 on loop 0 */
+    csock_stream *pipe;     /* the new process's "listening" byte */
+    long child;             /* its pid, -1: none */
+    int stopping;           /* draining: no restart */
+    char exe[4096];         /* /proc/self/exe's path when we started */
+    struct {
+        unsigned first, count; /* its endpoints (csock_server_addr numbers) */
+        int pass;              /* a stream address whose sockets can be handed over */
+        int inherited;         /* its sockets came from the process before us */
+    } args[CLI_MAX_ENDPOINTS];
+    unsigned nargs;
+    int handed;             /* a new process took our sockets over */
+    char handed_text[CLI_MAX_ENDPOINTS][48]; /* "systemd:csock-epA" for inherited ones */
+} cli_restart;
+/* First of all, on the command line's addresses: in a process a restart
+ * started, each address whose sockets were handed over becomes
+ * "systemd:csock-epA" ("tls+..." for a tls:// one), so it is served from
+ * them and never bound or looked up again (an address systemd named for
+ * the old process is no longer in LISTEN_FDNAMES). Then, once the server
+ * exists, cli_restart_init. */
+void cli_restart_addresses(cli_restart *r, char **addrs, int n);
+void cli_restart_init(cli_restart *r, csock_server *srv);
+/* Watch SIGUSR2: call from the main thread before csock_server_run. */
+int cli_restart_watch(cli_restart *r);
+void cli_restart_loop_drain(cli_restart *r, unsigned index);
+void cli_restart_loop_stop(cli_restart *r, unsigned index);
+/* Once listening: tell the old process (CSOCK_RESTART_FD), if any. */
+void cli_restart_child_ready(void);
+/* After run: remove the Unix socket files of sockets inherited from the
+ * process before us (it left them to us), unless we handed them on too. */
+void cli_restart_cleanup(cli_restart *r);
+
 /* ---- ws:// and wss:// addresses (cli_common.c) ---- */
 
 /* Room for the path of a ws:// address ("/chat"). */

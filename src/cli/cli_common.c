@@ -1,6 +1,7 @@
 /* What the serving commands (serve, serve http, listen) share: the
  * `listening ADDR` line and the accept callback, with the TLS handshake of
  * tls:// endpoints and the -v lines about accepting. */
+#include <errno.h>
 #include <netinet/in.h>
 #include <stddef.h>
 #include <string.h>
@@ -65,7 +66,13 @@ void cli_on_accept(csock_listener *l, csock_stream *s, int status)
     const cli_acceptor *a = csock_listener_data(l);
     if (status < 0) {
         /* Out of descriptors and the like: the listener goes on. */
-        if (a->verbose) cli_warn("accept: %s", csock_strerror(status));
+        if (!a->verbose) return;
+        if (status == -EPROTO || status == -EMSGSIZE)
+            cli_warn("dropped a connection: bad PROXY protocol header");
+        else if (status == -ETIMEDOUT)
+            cli_warn("dropped a connection: no PROXY protocol header in time");
+        else
+            cli_warn("accept: %s", csock_strerror(status));
         return;
     }
     if (a->accepted && a->accepted(a, s) < 0) return; /* turned away (and closed) */
@@ -123,4 +130,67 @@ void cli_print_ws_listening(FILE *f, const csock_addr *bound, int tls, const cha
     const char *rest = strstr(text, "://");
     fprintf(f, "listening %s://%s%s\n", tls ? "wss" : "ws", rest ? rest + 3 : text, path);
     fflush(f);
+}
+
+/* ---- behind balancers and systemd ------------------------------------------- */
+
+const char cli_deploy_usage[] =
+    "\n"
+    "Behind a balancer, under systemd:\n"
+    "  --proxy-protocol    every connection starts with a PROXY protocol header\n"
+    "                      (v1 or v2, as HAProxy's send-proxy / send-proxy-v2\n"
+    "                      send it): the client it names is the peer that logs,\n"
+    "                      limits and services see. A connection without a valid\n"
+    "                      header is closed\n"
+    "  --proxy-timeout SECS  the header must arrive within SECS (default 3)\n"
+    "  ADDR may also be fd:N (a listening socket inherited as descriptor N) or\n"
+    "  systemd:NAME (the sockets systemd passed with FileDescriptorName=NAME:\n"
+    "  LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES), tls+ before either for TLS.\n"
+    "  With $NOTIFY_SOCKET set, systemd hears READY=1 once listening,\n"
+    "  WATCHDOG=1 every half $WATCHDOG_USEC and STOPPING=1 when draining.\n";
+
+/* Beyond an hour a header is not slow, it is not coming. */
+#define MAX_PROXY_TIMEOUT_MS 3600000u
+
+int cli_deploy_option(csock_listen_opts *lo, int c, const char *arg)
+{
+    switch (c) {
+    case CLI_PROXY_PROTOCOL: lo->proxy_protocol = 1; return 1;
+    case CLI_PROXY_TIMEOUT: {
+        uint64_t ms = cli_seconds("--proxy-timeout", arg);
+        if (ms == 0 || ms > MAX_PROXY_TIMEOUT_MS)
+            cli_die(CLI_USAGE, "--proxy-timeout: '%s' is not between 1 ms and 1 hour", arg);
+        lo->proxy_timeout_ms = (unsigned)ms;
+        return 1;
+    }
+    default: return 0;
+    }
+}
+
+unsigned cli_server_listen(csock_server *srv, const char *text, const csock_listen_opts *lo,
+                           cli_acceptor *plain, cli_acceptor *tls)
+{
+    int fds[CLI_MAX_ENDPOINTS], is_tls = 0, rc = 0;
+    int n = cli_inherited_fds(text, fds, CLI_MAX_ENDPOINTS, &is_tls);
+    unsigned first = 0;
+    while (csock_server_addr(srv, first, &(csock_addr){0}) == 0) first++;
+    if (n == 0) {
+        csock_addr a;
+        cli_addr(text, CSOCK_ADDR_PASSIVE, &a);
+        rc = csock_server_listen_opts(srv, &a, lo, cli_on_accept, a.scheme == CSOCK_TLS ? tls : plain);
+        if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", text, csock_strerror(rc));
+        n = 1;
+    } else {
+        for (int i = 0; i < n; i++) {
+            rc = csock_server_listen_fd(srv, fds[i], lo, cli_on_accept, is_tls ? tls : plain);
+            if (rc < 0) cli_die(CLI_ERR, "listen %s (fd %d): %s", text, fds[i], csock_strerror(rc));
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        csock_addr bound;
+        csock_server_addr(srv, first + (unsigned)i, &bound);
+        if (is_tls && bound.scheme == CSOCK_TCP) bound.scheme = CSOCK_TLS;
+        cli_print_listening(stdout, &bound);
+    }
+    return (unsigned)n;
 }

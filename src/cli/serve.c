@@ -52,14 +52,24 @@ static const char serve_usage[] =
     "                      finish, close what is left after SECS (default 10);\n"
     "                      a second signal closes everything at once\n"
     "  --reuse-port        share each port with another server already on it\n"
-    "                      (for a restart without downtime: start the new one,\n"
-    "                      then stop the old; both need --reuse-port). Without\n"
-    "                      it a port in use is an error\n"
+    "                      (both need --reuse-port; without it a port in use is\n"
+    "                      an error). Stopping one of them resets connections\n"
+    "                      waiting in its accept queue: to restart without\n"
+    "                      downtime, send SIGUSR2 instead\n"
     "  --subprotocol NAME  ws://: a subprotocol to agree on when the client\n"
     "                      offers it (repeat it: the first one is preferred)\n"
     "  -v, --verbose       log connections to stderr (ws://: the path, the\n"
     "                      subprotocol, the close code, messages and bytes)\n"
     "  -h, --help          this help\n"
+    "\n"
+    "Zero-downtime restart: on SIGUSR2 csock starts a new copy of itself (the\n"
+    "binary now at the same path, the same arguments) and hands it the\n"
+    "listening sockets of its tcp://, tls://, unix: and fd:/systemd:\n"
+    "addresses; once the new process listens, the old one stops accepting and\n"
+    "drains as on SIGTERM. Nothing is refused or reset: the sockets and their\n"
+    "queues never close. ws:// endpoints are bound anew (they need\n"
+    "--reuse-port), udp:// and unixgram: ones cannot be: with them the new\n"
+    "process fails to start. If the new process fails, the old one goes on.\n"
     "\n"
     "Exit status: 0 after a signal-driven stop, 1 on a runtime error (port in\n"
     "use, out of memory), 2 on a wrong argument.\n";
@@ -231,11 +241,17 @@ static const service *find_service(const char *name)
     return NULL;
 }
 
-/* Parse an address argument (tcp, tls, udp, unix, ws, wss) or die: 1 for a
- * ws:// or wss:// one. */
+/* Parse an address argument (tcp, tls, udp, unix, ws, wss, fd:, systemd:)
+ * or die: 1 for a ws:// or wss:// one. An inherited socket is given as
+ * tcp:// (or tls:// with tls+), its real address known once served. */
 static int parse_endpoint(const char *text, csock_addr *a)
 {
     char path[CLI_WS_PATH];
+    int fds[CLI_MAX_ENDPOINTS], tls;
+    if (cli_inherited_fds(text, fds, CLI_MAX_ENDPOINTS, &tls)) {
+        *a = (csock_addr){.scheme = tls ? CSOCK_TLS : CSOCK_TCP};
+        return 0;
+    }
     if (cli_ws_scheme(text)) {
         cli_ws_listen_addr(text, CSOCK_ADDR_PASSIVE, a, path);
         return 1;
@@ -268,21 +284,58 @@ static int check_endpoints(const server *srv, char **addrs, int n)
     return any_ws;
 }
 
-static void open_endpoint(server *srv, const char *text, unsigned index)
+static void open_endpoint(server *srv, const char *text, unsigned arg)
 {
     csock_addr a;
-    if (parse_endpoint(text, &a)) return serve_ws_listen(srv, text, index);
+    srv->restart.args[arg].first = srv->neps;
+    srv->restart.args[arg].count = 1;
+    srv->restart.nargs = arg + 1;
+    if (parse_endpoint(text, &a)) { /* ws://: bound anew by a restarted process */
+        serve_ws_listen(srv, text, srv->neps++);
+        return;
+    }
     int tls = a.scheme == CSOCK_TLS;
     if (tls && !srv->tls) srv->tls = cli_tls_server_ctx(&srv->tls_opts);
     cli_acceptor *acc = tls ? &srv->tls_acc : &srv->plain;
     *acc = (cli_acceptor){.tls = srv->tls, .verbose = srv->verbose, .accepted = serve_accepted,
                           .ready = start_service, .data = srv};
-    int rc = csock_addr_is_stream(&a) ? csock_server_listen(srv->srv, &a, cli_on_accept, acc)
-                                      : csock_server_dgram(srv->srv, &a, on_datagram, srv);
+    if (csock_addr_is_stream(&a)) {
+        unsigned n = cli_server_listen(srv->srv, text, &srv->lo, &srv->plain, &srv->tls_acc);
+        srv->restart.args[arg].count = n;
+        srv->restart.args[arg].pass = 1;
+        srv->neps += n;
+        return;
+    }
+    int rc = csock_server_dgram(srv->srv, &a, on_datagram, srv);
     if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", text, csock_strerror(rc));
     csock_addr bound;
-    csock_server_addr(srv->srv, index, &bound);
+    csock_server_addr(srv->srv, srv->neps++, &bound);
     cli_print_listening(stdout, &bound);
+}
+
+/* The server's loop callbacks: systemd's readiness protocol and the ws://
+ * endpoints' per-loop work. */
+static void loop_start(csock_server *cs, csock_loop *loop, unsigned index)
+{
+    server *srv = csock_server_data(cs);
+    cli_sd_loop_start(&srv->sd, loop, index);
+    serve_ws_loop_start(srv, loop, index);
+}
+
+static void loop_drain(csock_server *cs, csock_loop *loop, unsigned index)
+{
+    server *srv = csock_server_data(cs);
+    cli_sd_loop_drain(&srv->sd, index);
+    cli_restart_loop_drain(&srv->restart, index);
+    serve_ws_loop_drain(srv, index);
+}
+
+static void loop_stop(csock_server *cs, csock_loop *loop, unsigned index)
+{
+    server *srv = csock_server_data(cs);
+    cli_sd_loop_stop(&srv->sd, index);
+    cli_restart_loop_stop(&srv->restart, index);
+    serve_ws_loop_stop(srv, index);
 }
 
 int cli_serve(int argc, char **argv)
@@ -300,10 +353,13 @@ int cli_serve(int argc, char **argv)
         {"reuse-port", no_argument, NULL, 'P'},
         {"subprotocol", required_argument, NULL, 'S'},
         CLI_TLS_LONGOPTS,
+        CLI_DEPLOY_LONGOPTS,
         {0, 0, 0, 0},
     };
     server srv = {.framing = {.kind = CSOCK_FRAME_LINE, .max = DEFAULT_MAX_LINE, .keep_delimiter = 1}};
-    csock_server_opts so = {.handle_signals = 1, .drain_timeout_ms = CLI_DRAIN_TIMEOUT_MS};
+    csock_server_opts so = {.handle_signals = 1, .drain_timeout_ms = CLI_DRAIN_TIMEOUT_MS,
+                            .loop_start = loop_start, .loop_drain = loop_drain, .loop_stop = loop_stop,
+                            .data = &srv};
     int c;
     /* HTTP has its own options (a directory, TLS, logs): its own file. */
     if (argc > 1 && !strcmp(argv[1], "http")) return cli_serve_http(argc - 1, argv + 1);
@@ -313,7 +369,11 @@ int cli_serve(int argc, char **argv)
     /* Options may come before or after SERVICE and the addresses. */
     while ((c = getopt_long(argc, argv, ":hm:i:t:v", opts, NULL)) != -1) {
         switch (c) {
-        case 'h': fputs(serve_usage, stdout); fputs(cli_tls_usage, stdout); return CLI_OK;
+        case 'h':
+            fputs(serve_usage, stdout);
+            fputs(cli_tls_usage, stdout);
+            fputs(cli_deploy_usage, stdout);
+            return CLI_OK;
         case 'L':
             srv.framing.max = cli_ulong("--max-line", optarg, MAX_MAX_LINE);
             srv.max_line_given = 1;
@@ -329,6 +389,7 @@ int cli_serve(int argc, char **argv)
         case 'S': add_subprotocol(&srv, optarg); break;
         default:
             if (cli_tls_option(&srv.tls_opts, c, optarg)) break;
+            if (cli_deploy_option(&srv.lo, c, optarg)) break;
             cli_bad_option("serve", c, optopt, argv[optind - 1]);
         }
     }
@@ -340,15 +401,26 @@ int cli_serve(int argc, char **argv)
     if (optind >= argc) cli_die(CLI_USAGE, "serve: missing ADDR to listen on");
     if (argc - optind > CLI_MAX_ENDPOINTS)
         cli_die(CLI_USAGE, "serve: at most %d addresses", CLI_MAX_ENDPOINTS);
+    /* Started by a restart: the old process's sockets, not new ones. */
+    cli_restart_addresses(&srv.restart, argv + optind, argc - optind);
     int any_ws = check_endpoints(&srv, argv + optind, argc - optind);
     cli_raise_nofile();
     if (!so.drain_timeout_ms) so.drain_timeout_ms = 1; /* 0 means: do not wait */
     srv.drain_ms = so.drain_timeout_ms;
-    if (any_ws) serve_ws_prepare(&srv, &so);
+    if (any_ws) serve_ws_prepare(&srv);
     int rc = csock_server_new(&so, &srv.srv);
     if (rc < 0) cli_die(CLI_ERR, "server: %s", csock_strerror(rc));
+    /* SIGUSR2 is watched before any `listening` line: a restart asked for
+     * as soon as one appears must not kill the process. */
+    cli_restart_init(&srv.restart, srv.srv);
+    rc = cli_restart_watch(&srv.restart);
+    if (rc < 0) cli_die(CLI_ERR, "serve: SIGUSR2: %s", csock_strerror(rc));
     for (int i = optind; i < argc; i++) open_endpoint(&srv, argv[i], (unsigned)(i - optind));
+    cli_inherited_done();
+    cli_sd_ready();
+    cli_restart_child_ready();
     rc = csock_server_run(srv.srv);
+    cli_restart_cleanup(&srv.restart);
     serve_ws_stop(&srv);
     csock_server_free(srv.srv);
     serve_ws_free(&srv);

@@ -45,8 +45,9 @@ static const char http_usage[] =
     "                          finish, close what is left after SECS (default 10);\n"
     "                          a second signal closes everything at once\n"
     "  --reuse-port            share each port with another server already on it\n"
-    "                          (a restart without downtime; both need it).\n"
-    "                          Without it a port in use is an error\n"
+    "                          (both need it; without it a port in use is an\n"
+    "                          error). For a restart without downtime send\n"
+    "                          SIGUSR2 instead (see csock serve --help)\n"
     "  -h, --help              this help\n"
     "\n"
     "Exit status: 0 after a signal-driven stop, 1 on a runtime error (port in\n"
@@ -65,6 +66,9 @@ typedef struct app {
     csock_http_static *root;    /* DIR's fd, shared by the loops' clones */
     csock_http_opts hopts;
     int log_fd;                 /* -1: no access log */
+    csock_listen_opts lo;       /* --proxy-protocol, --proxy-timeout */
+    cli_sd sd;                  /* systemd's readiness and watchdog */
+    cli_restart restart;        /* SIGUSR2: hand the sockets to a new process */
 } app;
 
 /* Common log format: host ident authuser [date] "request" status bytes. */
@@ -143,7 +147,37 @@ static void free_loop(csock_loop *loop)
     csock_loop_set_data(loop, NULL);
 }
 
-static void loop_stop(csock_server *srv, csock_loop *loop, unsigned index) { free_loop(loop); }
+static void loop_start(csock_server *srv, csock_loop *loop, unsigned index)
+{
+    cli_sd_loop_start(&((app *)csock_server_data(srv))->sd, loop, index);
+}
+
+static void loop_drain(csock_server *srv, csock_loop *loop, unsigned index)
+{
+    app *a = csock_server_data(srv);
+    cli_sd_loop_drain(&a->sd, index);
+    cli_restart_loop_drain(&a->restart, index);
+}
+
+static void loop_stop(csock_server *srv, csock_loop *loop, unsigned index)
+{
+    app *a = csock_server_data(srv);
+    cli_sd_loop_stop(&a->sd, index);
+    cli_restart_loop_stop(&a->restart, index);
+    free_loop(loop);
+}
+
+/* Listen on command-line address number `arg` (the old process's sockets
+ * after a restart), noting its endpoints for the next restart. */
+static void open_endpoint(csock_server *srv, app *a, const char *text, unsigned arg, unsigned *neps)
+{
+    unsigned n = cli_server_listen(srv, text, &a->lo, &a->plain, &a->https);
+    a->restart.args[arg].first = *neps;
+    a->restart.args[arg].count = n;
+    a->restart.args[arg].pass = 1;
+    a->restart.nargs = arg + 1;
+    *neps += n;
+}
 
 /* A connection to serve (https: once its handshake is done; a failed or
  * stalled one costs only that connection, and csock closes it). */
@@ -174,6 +208,7 @@ int cli_serve_http(int argc, char **argv)
         {"drain-timeout", required_argument, NULL, 'D'},
         {"reuse-port", no_argument, NULL, 'P'},
         CLI_TLS_LONGOPTS,
+        CLI_DEPLOY_LONGOPTS,
         {0, 0, 0, 0},
     };
     app a = {.log_fd = -1};
@@ -184,7 +219,11 @@ int cli_serve_http(int argc, char **argv)
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":hm:t:", opts, NULL)) != -1) {
         switch (c) {
-        case 'h': fputs(http_usage, stdout); fputs(cli_tls_usage, stdout); return CLI_OK;
+        case 'h':
+            fputs(http_usage, stdout);
+            fputs(cli_tls_usage, stdout);
+            fputs(cli_deploy_usage, stdout);
+            return CLI_OK;
         case 'l': a.so.list = 1; break;
         case 'A': log_path = optarg; break;
         case 'B': a.hopts.max_body = cli_ulong("--max-body", optarg, MAX_BODY_CAP); break;
@@ -198,6 +237,7 @@ int cli_serve_http(int argc, char **argv)
         case 'P': sopts.reuseport = 1; break;
         default:
             if (cli_tls_option(&a.tls_opts, c, optarg)) break;
+            if (cli_deploy_option(&a.lo, c, optarg)) break;
             cli_bad_option("serve http", c, optopt, argv[optind - 1]);
         }
     }
@@ -206,9 +246,15 @@ int cli_serve_http(int argc, char **argv)
     if (optind >= argc) cli_die(CLI_USAGE, "serve http: missing ADDR to listen on");
     if (argc - optind > CLI_MAX_ENDPOINTS)
         cli_die(CLI_USAGE, "serve http: at most %d addresses", CLI_MAX_ENDPOINTS);
+    /* Started by a restart: the old process's sockets, not new ones. */
+    cli_restart_addresses(&a.restart, argv + optind, argc - optind);
     for (int i = optind; i < argc; i++) {
         csock_addr addr;
-        cli_addr(argv[i], CSOCK_ADDR_PASSIVE, &addr);
+        int fds[CLI_MAX_ENDPOINTS], tls;
+        if (cli_inherited_fds(argv[i], fds, CLI_MAX_ENDPOINTS, &tls))
+            addr = (csock_addr){.scheme = tls ? CSOCK_TLS : CSOCK_TCP}; /* a stream socket */
+        else
+            cli_addr(argv[i], CSOCK_ADDR_PASSIVE, &addr);
         if (addr.scheme == CSOCK_TLS && !a.tls) a.tls = cli_tls_server_ctx(&a.tls_opts);
         if (!csock_addr_is_stream(&addr))
             cli_die(CLI_USAGE, "serve http: %s: HTTP needs a stream address", argv[i]);
@@ -231,6 +277,8 @@ int cli_serve_http(int argc, char **argv)
     }
     a.plain = (cli_acceptor){.ready = on_ready};
     a.https = (cli_acceptor){.tls = a.tls, .ready = on_ready};
+    sopts.loop_start = loop_start;
+    sopts.loop_drain = loop_drain;
     sopts.loop_stop = loop_stop;
     sopts.data = &a;
     if (!sopts.drain_timeout_ms) sopts.drain_timeout_ms = 1;
@@ -240,16 +288,17 @@ int cli_serve_http(int argc, char **argv)
     if (rc < 0) cli_die(CLI_ERR, "server: %s", csock_strerror(rc));
     rc = make_loops(srv, &a);
     if (rc < 0) cli_die(CLI_ERR, "serve http: %s", csock_strerror(rc));
-    for (int i = optind; i < argc; i++) {
-        csock_addr addr, bound;
-        cli_addr(argv[i], CSOCK_ADDR_PASSIVE, &addr);
-        rc = csock_server_listen(srv, &addr, cli_on_accept,
-                                 addr.scheme == CSOCK_TLS ? &a.https : &a.plain);
-        if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", argv[i], csock_strerror(rc));
-        csock_server_addr(srv, (unsigned)(i - optind), &bound);
-        cli_print_listening(stdout, &bound);
-    }
+    /* SIGUSR2 is watched before any `listening` line (see serve.c). */
+    cli_restart_init(&a.restart, srv);
+    rc = cli_restart_watch(&a.restart);
+    if (rc < 0) cli_die(CLI_ERR, "serve http: SIGUSR2: %s", csock_strerror(rc));
+    unsigned neps = 0;
+    for (int i = optind; i < argc; i++) open_endpoint(srv, &a, argv[i], (unsigned)(i - optind), &neps);
+    cli_inherited_done();
+    cli_sd_ready();
+    cli_restart_child_ready();
     rc = csock_server_run(srv);
+    cli_restart_cleanup(&a.restart);
     /* A loop whose thread never started still holds its part. */
     for (unsigned i = 0; i < csock_server_threads(srv); i++) free_loop(csock_server_loop(srv, i));
     csock_server_free(srv);

@@ -277,11 +277,10 @@ static void sweep(csock_timer *t)
     }
 }
 
-static void loop_start(csock_server *cs, csock_loop *loop, unsigned index)
+void serve_ws_loop_start(server *srv, csock_loop *loop, unsigned index)
 {
-    server *srv = csock_server_data(cs);
     serve_ws *w = srv->ws;
-    if (!srv->idle_ms || index >= w->nloops) return;
+    if (!w || !srv->idle_ms || index >= w->nloops) return;
     ws_loop *pl = w->loops[index];
     uint64_t every = srv->idle_ms / 4;
     if (every > SWEEP_MAX_MS) every = SWEEP_MAX_MS;
@@ -304,10 +303,10 @@ static void stop_sweep(ws_loop *pl)
 
 /* SIGTERM: every WebSocket gets a close 1001 and the drain time to finish
  * its closing handshake (the close timeout is the drain timeout). */
-static void loop_drain(csock_server *cs, csock_loop *loop, unsigned index)
+void serve_ws_loop_drain(server *srv, unsigned index)
 {
-    serve_ws *w = ((server *)csock_server_data(cs))->ws;
-    if (index >= w->nloops) return;
+    serve_ws *w = srv->ws;
+    if (!w || index >= w->nloops) return;
     ws_loop *pl = w->loops[index];
     pl->draining = 1;
     stop_sweep(pl);
@@ -324,13 +323,13 @@ static void close_servers(ws_loop *pl)
     stop_sweep(pl);
 }
 
-static void loop_stop(csock_server *cs, csock_loop *loop, unsigned index)
+void serve_ws_loop_stop(server *srv, unsigned index)
 {
-    serve_ws *w = ((server *)csock_server_data(cs))->ws;
-    if (index < w->nloops) close_servers(w->loops[index]);
+    serve_ws *w = srv->ws;
+    if (w && index < w->nloops) close_servers(w->loops[index]);
 }
 
-void serve_ws_prepare(server *srv, csock_server_opts *so)
+void serve_ws_prepare(server *srv)
 {
     serve_ws *w = calloc(1, sizeof *w);
     if (!w) cli_die(CLI_ERR, "serve: %s", csock_strerror(-ENOMEM));
@@ -341,10 +340,6 @@ void serve_ws_prepare(server *srv, csock_server_opts *so)
     w->wopts.subprotocols = srv->nsubprotocols ? srv->subprotocols : NULL;
     w->wopts.nsubprotocols = srv->nsubprotocols;
     srv->ws = w;
-    so->loop_start = loop_start;
-    so->loop_drain = loop_drain;
-    so->loop_stop = loop_stop;
-    so->data = srv;
 }
 
 /* Each loop's state, once, before anything listens. */
@@ -395,7 +390,7 @@ void serve_ws_listen(server *srv, const char *text, unsigned index)
         if (rc < 0) cli_die(CLI_ERR, "serve: %s", csock_strerror(rc));
     }
     w->neps++;
-    int rc = csock_server_listen(srv->srv, &a, cli_on_accept, &ep->acc);
+    int rc = csock_server_listen_opts(srv->srv, &a, &srv->lo, cli_on_accept, &ep->acc);
     if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", text, csock_strerror(rc));
     csock_server_addr(srv->srv, index, &bound);
     cli_print_ws_listening(stdout, &bound, ep->tls, ep->path);

@@ -34,6 +34,10 @@ typedef struct server {
     const char *subprotocols[SERVE_MAX_SUBPROTOCOLS]; /* --subprotocol, best first */
     size_t nsubprotocols;
     serve_ws *ws; /* the ws:// endpoints' state; NULL without any */
+    csock_listen_opts lo; /* --proxy-protocol, --proxy-timeout: every stream endpoint */
+    cli_sd sd;            /* systemd's readiness and watchdog */
+    cli_restart restart;  /* SIGUSR2: hand the sockets to a new process */
+    unsigned neps;        /* endpoints opened so far (csock_server_addr's index) */
 } server;
 
 /* One connection: the peer as text, taken when it was accepted, because
@@ -54,9 +58,16 @@ int serve_handshake_ok(csock_stream *s, int status);
 /* ---- serve_ws.c ---- */
 
 /* Before csock_server_new, when some address is ws:// or wss://: the ws
- * state and the loop callbacks (per-loop HTTP servers, the idle sweep, the
- * drain's close 1001) in `so`. Dies on out of memory. */
-void serve_ws_prepare(server *srv, csock_server_opts *so);
+ * state (per-loop HTTP servers, the idle sweep, the drain's close 1001).
+ * Dies on out of memory. */
+void serve_ws_prepare(server *srv);
+
+/* The loop callbacks of the ws:// endpoints (serve.c's own call them;
+ * no-ops without a ws:// endpoint): per-loop idle sweep, the drain's
+ * close 1001, closing the HTTP servers. */
+void serve_ws_loop_start(server *srv, csock_loop *loop, unsigned index);
+void serve_ws_loop_drain(server *srv, unsigned index);
+void serve_ws_loop_stop(server *srv, unsigned index);
 
 /* Listen on ws:// address `text`, the server's endpoint number `index`, and
  * print its `listening ws://HOST:PORT/PATH` line. Dies on failure. */

@@ -10,7 +10,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "net/net_int.h"
+#include "net/listen_fd.h"
+#include "net/stream_int.h"
 
 #define ACCEPT_BATCH 64 /* accepts per readiness event: fairness with other I/O */
 /* With no fd in reserve, accepting pauses this long after EMFILE: long
@@ -20,6 +21,26 @@
 /* listen(2)'s backlog when the caller gives none: a burst of connections
  * waits in the kernel instead of being refused (capped by somaxconn). */
 #define DEFAULT_BACKLOG 4096
+
+/* How long a PROXY protocol header may take to arrive when the caller
+ * gives no time: far more than a balancer on the LAN needs, short enough
+ * that a client sending nothing does not hold a slot for long. */
+#define DEFAULT_PROXY_TIMEOUT_MS 3000
+
+/* A connection whose PROXY header is still being read: not yet a stream,
+ * not yet seen by the accept callback. */
+typedef struct pp_wait {
+    csock__watcher w;
+    csock__task task;       /* frees it on a later phase (see pp_free) */
+    csock_listener *l;
+    csock_timer *timer;
+    struct pp_wait *next, *prev;
+    size_t have;            /* header bytes taken from the socket into buf */
+    size_t skip;            /* v2 bytes past the addresses still to discard */
+    ssize_t hlen;           /* the header's length, once known */
+    csock_proxy_info info;
+    unsigned char buf[CSOCK_PROXY_V2_ADDR_MAX];
+} pp_wait;
 
 struct csock_listener {
     csock__handle h;
@@ -34,6 +55,8 @@ struct csock_listener {
     csock_timer *backoff;  /* accepting paused after fds ran out for good */
     char *unix_path;       /* socket file to remove on close */
     csock_scheme scheme;
+    unsigned proxy_timeout_ms; /* 0: no PROXY protocol */
+    pp_wait *waiting;          /* connections whose header is on its way */
     void (*close_cb)(csock_listener *l);
 };
 
@@ -69,6 +92,151 @@ static void shed_one(csock_listener *l)
     }
 }
 
+/* ---- PROXY protocol: the header before the accept callback --------------- */
+
+/* A watcher's memory must outlive the dispatch it may be in the middle of
+ * (epoll can still hold an event for it in the same batch): freed from a
+ * deferred task, as streams are. */
+static void pp_free_task(csock__task *t) { free(csock__container_of(t, pp_wait, task)); }
+
+/* Stop waiting: out of the list, watcher and timer gone. The fd is the
+ * caller's to close or to hand on. */
+static void pp_unlink(pp_wait *p)
+{
+    csock_listener *l = p->l;
+    csock__watcher_set(l->h.loop, &p->w, 0);
+    if (p->timer) csock_timer_close(p->timer, NULL);
+    if (p->prev) p->prev->next = p->next;
+    else l->waiting = p->next;
+    if (p->next) p->next->prev = p->prev;
+    p->task.fn = pp_free_task;
+    csock__defer(l->h.loop, &p->task);
+}
+
+/* A bad, missing or late header: the connection closes unseen. A bad
+ * (-EPROTO, -EMSGSIZE) or late (-ETIMEDOUT) one is reported as an accept
+ * error, for logs; a client that closed before sending anything is not
+ * (a balancer's TCP health check does just that). */
+static void pp_reject(pp_wait *p, int why)
+{
+    csock_listener *l = p->l;
+    int fd = p->w.fd;
+    csock__group_unreserve(l->group);
+    pp_unlink(p);
+    close(fd);
+    if (why < 0 && why != -ECONNRESET) l->cb(l, NULL, why);
+}
+
+static void deliver(csock_listener *l, int fd, const csock_addr *peer);
+
+static void pp_done(pp_wait *p)
+{
+    csock_listener *l = p->l;
+    int fd = p->w.fd;
+    csock_proxy_info info = p->info;
+    pp_unlink(p);
+    deliver(l, fd, info.local ? NULL : &info.src);
+}
+
+/* Take exactly the header off the socket, never a byte of what follows:
+ * peek, parse what has come so far, then read only the bytes that are
+ * header. Every byte peeked is either consumed or left for the stream, so
+ * a level-triggered watcher never spins on a partial header. */
+static int pp_read(pp_wait *p)
+{
+    int fd = p->w.fd;
+    if (p->hlen > 0) { /* v2 TLVs after the addresses: read and drop */
+        char scratch[4096];
+        size_t want = p->skip < sizeof scratch ? p->skip : sizeof scratch;
+        ssize_t n = recv(fd, scratch, want, 0);
+        if (n <= 0) return n == 0 ? -ECONNRESET : errno == EAGAIN || errno == EINTR ? 0 : -errno;
+        p->skip -= (size_t)n;
+        return p->skip == 0;
+    }
+    ssize_t n = recv(fd, p->buf + p->have, sizeof p->buf - p->have, MSG_PEEK);
+    if (n == 0) return -ECONNRESET;
+    if (n < 0) return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+    size_t seen = p->have + (size_t)n;
+    ssize_t h = csock_proxy_parse(p->buf, seen, &p->info);
+    if (h < 0) return (int)h;
+    /* Incomplete: all of it is header. Complete: up to its end. */
+    size_t take = h == 0 ? (size_t)n : ((size_t)h < seen ? (size_t)h : seen) - p->have;
+    if (h == 0 && seen == sizeof p->buf) return -EPROTO; /* cannot happen: v1 and v2 fit */
+    if (take && recv(fd, p->buf + p->have, take, 0) != (ssize_t)take) return -EIO;
+    p->have += take;
+    if (h == 0) return 0;
+    p->hlen = h;
+    p->skip = (size_t)h - p->have;
+    return p->skip == 0;
+}
+
+static void pp_on_readable(csock_loop *loop, csock__watcher *w, unsigned events)
+{
+    pp_wait *p = csock__container_of(w, pp_wait, w);
+    int rc = pp_read(p);
+    if (rc < 0) pp_reject(p, rc);
+    else if (rc > 0) pp_done(p);
+}
+
+static void pp_on_timeout(csock_timer *t) { pp_reject(csock_timer_data(t), -ETIMEDOUT); }
+
+/* Wait for the header of a new connection (its slot reserved). 0, or an
+ * error with the fd closed and the slot given back. */
+static int pp_start(csock_listener *l, int fd)
+{
+    pp_wait *p = calloc(1, sizeof *p);
+    int rc = p ? csock__timer_new_internal(l->h.loop, &p->timer) : -ENOMEM;
+    if (rc == 0) {
+        p->l = l;
+        csock__watcher_init(&p->w, fd, pp_on_readable);
+        p->next = l->waiting;
+        if (p->next) p->next->prev = p;
+        l->waiting = p;
+        csock_timer_set_data(p->timer, p);
+        csock_timer_unref(p->timer); /* a waiting header does not keep a loop alive alone */
+        rc = csock_timer_start(p->timer, pp_on_timeout, l->proxy_timeout_ms, 0);
+        if (rc == 0) rc = csock__watcher_set(l->h.loop, &p->w, CSOCK_READABLE);
+        if (rc == 0) return 0;
+        pp_reject(p, 0); /* the caller reports rc */
+        return rc;
+    }
+    free(p);
+    csock__group_unreserve(l->group);
+    close(fd);
+    return rc;
+}
+
+/* The listener closes: so do the connections still sending their header. */
+static void pp_close_all(csock_listener *l)
+{
+    while (l->waiting) pp_reject(l->waiting, 0);
+}
+
+/* ---- accepting ------------------------------------------------------------------ */
+
+/* Make the stream of an accepted connection (its slot reserved) and hand
+ * it to the application, with the peer a PROXY header named if any. */
+static void deliver(csock_listener *l, int fd, const csock_addr *peer)
+{
+    if (l->scheme != CSOCK_UNIX) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    csock_stream *s = csock__stream_new(l->h.loop, fd, l->group);
+    if (!s) {
+        csock__group_unreserve(l->group);
+        close(fd);
+        l->cb(l, NULL, -ENOMEM);
+        return;
+    }
+    if (peer && csock__stream_set_peer(s, peer) < 0) {
+        csock_stream_close(s, NULL); /* never a connection under the wrong name */
+        l->cb(l, NULL, -ENOMEM);
+        return;
+    }
+    l->cb(l, s, 0);
+}
+
 static void on_accept(csock_loop *loop, csock__watcher *w, unsigned events)
 {
     csock_listener *l = csock__container_of(w, csock_listener, w);
@@ -90,18 +258,12 @@ static void on_accept(csock_loop *loop, csock__watcher *w, unsigned events)
             close(fd); /* refused at once: the server stays responsive */
             continue;
         }
-        if (l->scheme != CSOCK_UNIX) {
-            int one = 1;
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        }
-        csock_stream *s = csock__stream_new(loop, fd, l->group);
-        if (!s) {
-            csock__group_unreserve(l->group);
-            close(fd);
-            l->cb(l, NULL, -ENOMEM);
+        if (!l->proxy_timeout_ms) {
+            deliver(l, fd, NULL);
             continue;
         }
-        l->cb(l, s, 0);
+        int rc = pp_start(l, fd);
+        if (rc < 0) l->cb(l, NULL, rc);
     }
 }
 
@@ -173,6 +335,8 @@ int csock__listen_fd(csock_loop *loop, int fd, int owned, csock_scheme scheme,
     l->cb = cb;
     l->data = data;
     l->max_conns = opts ? opts->max_conns : 0;
+    if (opts && opts->proxy_protocol)
+        l->proxy_timeout_ms = opts->proxy_timeout_ms ? opts->proxy_timeout_ms : DEFAULT_PROXY_TIMEOUT_MS;
     l->reserve_fd = open_reserve();
     int rc = csock__watcher_set(loop, &l->w, CSOCK_READABLE);
     if (rc < 0) {
@@ -214,6 +378,39 @@ int csock_listen(csock_loop *loop, const csock_addr *addr, const csock_listen_op
     return 0;
 }
 
+int csock__check_listen_fd(int fd, csock_scheme *scheme)
+{
+    int type, family, acc;
+    socklen_t n = sizeof type;
+    if (fd < 0) return -EBADF;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &n) < 0) return -errno; /* -ENOTSOCK */
+    if (type != SOCK_STREAM) return -ESOCKTNOSUPPORT;
+    n = sizeof family;
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &family, &n) < 0) return -errno;
+    if (family != AF_INET && family != AF_INET6 && family != AF_UNIX) return -EAFNOSUPPORT;
+    n = sizeof acc;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &n) < 0) return -errno;
+    if (!acc) return -EINVAL; /* bound or connected, but nobody called listen(2) */
+    int rc = csock__set_nonblock(fd, 1);
+    if (rc < 0) return rc;
+    csock__set_cloexec(fd);
+    *scheme = family == AF_UNIX ? CSOCK_UNIX : CSOCK_TCP;
+    return 0;
+}
+
+int csock_listen_fd(csock_loop *loop, int fd, const csock_listen_opts *opts, csock_accept_cb cb,
+                    void *data, csock_listener **out)
+{
+    if (!loop || !cb || !out) return -EINVAL;
+    csock_scheme scheme;
+    int rc = csock__check_listen_fd(fd, &scheme);
+    if (rc < 0) return rc;
+    /* Not owned until it worked: a failure leaves the caller its fd. */
+    rc = csock__listen_fd(loop, fd, 0, scheme, opts, NULL, cb, data, out);
+    if (rc == 0) (*out)->owned = 1;
+    return rc;
+}
+
 int csock__listener_fd(const csock_listener *l) { return l->w.fd; }
 
 int csock_listener_addr(const csock_listener *l, csock_addr *out)
@@ -250,11 +447,26 @@ static void listener_finish(csock__handle *h)
     free(l);
 }
 
+void csock__listener_stop(csock_listener *l)
+{
+    if (l->h.closing || l->w.fd < 0) return;
+    l->paused = 1; /* the backoff timer must not turn the watcher back on */
+    csock__watcher_set(l->h.loop, &l->w, 0);
+    if (l->owned) close(l->w.fd);
+    l->w.fd = -1;
+    if (l->reserve_fd >= 0) close(l->reserve_fd);
+    l->reserve_fd = -1;
+    if (l->unix_path) unlink(l->unix_path);
+    free(l->unix_path);
+    l->unix_path = NULL;
+}
+
 void csock_listener_close(csock_listener *l, void (*cb)(csock_listener *l))
 {
     if (l->h.closing) return;
     csock__watcher_set(l->h.loop, &l->w, 0);
-    if (l->owned) close(l->w.fd);
+    pp_close_all(l);
+    if (l->owned && l->w.fd >= 0) close(l->w.fd);
     if (l->reserve_fd >= 0) close(l->reserve_fd);
     if (l->backoff) csock_timer_close(l->backoff, NULL);
     if (l->unix_path) unlink(l->unix_path);

@@ -10,7 +10,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "net/net_int.h"
+#include "net/listen_fd.h"
 
 #define DEFAULT_DRAIN_MS 10000
 #define MAX_ENDPOINTS 64
@@ -21,8 +21,10 @@ typedef struct endpoint {
     csock_accept_cb acb;
     csock_recv_cb rcb;
     void *data;
+    csock_listen_opts lo;  /* backlog, v6only, the PROXY protocol */
     int shared_fd;         /* one listening socket for all loops, or -1 */
     char *unix_path;       /* a socket file the server removes at the end */
+    int handed;            /* its sockets went to another process: keep the file */
 } endpoint;
 
 typedef struct srv_loop {
@@ -123,7 +125,8 @@ int csock_server_addr(const csock_server *srv, unsigned i, csock_addr *out)
 
 static int listen_on(csock_server *srv, srv_loop *sl, endpoint *ep, int fd, int owned)
 {
-    csock_listen_opts lo = {.max_conns = srv->opts.max_conns};
+    csock_listen_opts lo = ep->lo;
+    lo.max_conns = srv->opts.max_conns;
     return csock__listen_fd(sl->loop, fd, owned, ep->addr.scheme == CSOCK_UNIX ? CSOCK_UNIX : CSOCK_TCP,
                             &lo, sl->group, ep->acb, ep->data, &sl->ls[ep - srv->eps]);
 }
@@ -159,7 +162,9 @@ static int listen_shared(csock_server *srv, endpoint *ep)
     char *path = NULL;
     if (ep->addr.sa.ss_family == AF_UNIX && sun->sun_path[0] && !(path = strdup(sun->sun_path)))
         return -ENOMEM;
-    int fd = csock__bind_listen(&ep->addr, NULL);
+    csock_listen_opts lo = ep->lo;
+    lo.reuseport = 0;
+    int fd = csock__bind_listen(&ep->addr, &lo);
     if (fd < 0) {
         free(path);
         return fd;
@@ -175,7 +180,8 @@ static int listen_shared(csock_server *srv, endpoint *ep)
 
 static int listen_reuseport(csock_server *srv, endpoint *ep)
 {
-    csock_listen_opts lo = {.reuseport = 1};
+    csock_listen_opts lo = ep->lo;
+    lo.reuseport = 1;
     for (unsigned i = 0; i < srv->n; i++) {
         int fd = csock__bind_listen(&ep->addr, &lo);
         if (fd < 0) return fd;
@@ -213,7 +219,9 @@ static int listen_tcp(csock_server *srv, endpoint *ep)
 {
     int share = srv->opts.reuseport;
     if (srv->n == 1 && !share) { /* a plain bind refuses a busy port by itself */
-        int fd = csock__bind_listen(&ep->addr, NULL);
+        csock_listen_opts lo = ep->lo;
+        lo.reuseport = 0;
+        int fd = csock__bind_listen(&ep->addr, &lo);
         return fd < 0 ? fd : listen_on(srv, &srv->loops[0], ep, fd, 1);
     }
     /* Port 0 needs no probe: the kernel never picks a port some socket
@@ -241,12 +249,19 @@ static endpoint *new_endpoint(csock_server *srv, const csock_addr *addr, void *d
 
 int csock_server_listen(csock_server *srv, const csock_addr *addr, csock_accept_cb cb, void *data)
 {
+    return csock_server_listen_opts(srv, addr, NULL, cb, data);
+}
+
+int csock_server_listen_opts(csock_server *srv, const csock_addr *addr, const csock_listen_opts *opts,
+                             csock_accept_cb cb, void *data)
+{
     if (!addr || !cb) return -EINVAL;
     if (!csock_addr_is_stream(addr)) return CSOCK_ESCHEME;
     endpoint *ep = new_endpoint(srv, addr, data);
     if (!ep) return -ENOSPC;
     ep->is_stream = 1;
     ep->acb = cb;
+    if (opts) ep->lo = *opts;
     int rc = addr->sa.ss_family == AF_UNIX ? listen_shared(srv, ep) : listen_tcp(srv, ep);
     if (rc < 0) {
         unwind_endpoint(srv, ep);
@@ -262,6 +277,58 @@ int csock_server_listen(csock_server *srv, const csock_addr *addr, csock_accept_
     }
     srv->neps++;
     return 0;
+}
+
+int csock_server_listen_fd(csock_server *srv, int fd, const csock_listen_opts *opts, csock_accept_cb cb,
+                           void *data)
+{
+    if (!cb) return -EINVAL;
+    csock_scheme scheme;
+    int rc = csock__check_listen_fd(fd, &scheme);
+    if (rc < 0) return rc;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    csock_addr bound;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) return -errno;
+    rc = csock__sockaddr_to_addr((struct sockaddr *)&ss, len, scheme, &bound);
+    if (rc < 0) return rc;
+    endpoint *ep = new_endpoint(srv, &bound, data);
+    if (!ep) return -ENOSPC;
+    ep->is_stream = 1;
+    ep->acb = cb;
+    if (opts) ep->lo = *opts;
+    /* One socket for every loop, as for Unix sockets: the kernel's queue is
+     * the one systemd (or the old process) made. Its file, if any, is not
+     * ours to remove. */
+    for (unsigned i = 0; i < srv->n && rc == 0; i++) rc = listen_on(srv, &srv->loops[i], ep, fd, 0);
+    if (rc < 0) {
+        unwind_endpoint(srv, ep); /* shared_fd is still -1: the fd stays open */
+        return rc;
+    }
+    ep->shared_fd = fd;
+    srv->neps++;
+    return 0;
+}
+
+int csock_server_endpoint_fds(csock_server *srv, unsigned i, int *fds, unsigned max)
+{
+    if (i >= srv->neps) return -EINVAL;
+    /* Another process may serve the socket file from now on: ours must
+     * not remove it when we stop. */
+    srv->eps[i].handed = 1;
+    unsigned n = 0;
+    for (unsigned k = 0; k < srv->n; k++) {
+        csock_listener *l = srv->loops[k].ls[i];
+        if (!l) continue;
+        int fd = csock__listener_fd(l);
+        if (fd < 0) continue; /* stopped by a drain */
+        int seen = 0;
+        for (unsigned j = 0; j < n && j < max; j++) seen |= fds[j] == fd;
+        if (seen) continue; /* a socket all loops share */
+        if (n < max) fds[n] = fd;
+        n++;
+    }
+    return (int)n;
 }
 
 int csock_server_dgram(csock_server *srv, const csock_addr *addr, csock_recv_cb cb, void *data)
@@ -307,12 +374,24 @@ static void on_drain_timeout(csock_timer *t)
     csock__group_close_all(sl->group);
 }
 
+/* The drain's first step: no more accepting and no more datagrams. The
+ * listeners stay (closed when the loop ends) so that connections still
+ * sending their PROXY header are served rather than cut. */
+static void stop_endpoints(srv_loop *sl)
+{
+    for (unsigned i = 0; i < MAX_ENDPOINTS; i++) {
+        if (sl->ls[i]) csock__listener_stop(sl->ls[i]);
+        if (sl->ds[i]) csock_dgram_close(sl->ds[i], NULL);
+        sl->ds[i] = NULL;
+    }
+}
+
 /* Runs on each loop's own thread (posted). */
 static void drain_loop(void *arg)
 {
     srv_loop *sl = arg;
     csock_server *srv = sl->srv;
-    close_endpoints(sl);
+    stop_endpoints(sl);
     if (sl->index == 0)
         for (int i = 0; i < 2; i++)
             if (srv->sigs[i]) csock_signal_unref(srv->sigs[i]); /* do not hold the loop */
@@ -450,7 +529,7 @@ void csock_server_free(csock_server *srv)
     }
     for (unsigned i = 0; i < srv->neps; i++) {
         if (srv->eps[i].shared_fd >= 0) close(srv->eps[i].shared_fd);
-        if (srv->eps[i].unix_path) unlink(srv->eps[i].unix_path);
+        if (srv->eps[i].unix_path && !srv->eps[i].handed) unlink(srv->eps[i].unix_path);
         free(srv->eps[i].unix_path);
     }
     free(srv->loops);

@@ -103,8 +103,20 @@ int csock_stream_set_max_read(csock_stream *s, size_t max)
     return 0;
 }
 
+int csock__stream_set_peer(csock_stream *s, const csock_addr *peer)
+{
+    if (!s->peer && !(s->peer = malloc(sizeof *peer))) return -ENOMEM;
+    *s->peer = *peer;
+    return 0;
+}
+
 static int addr_of(const csock_stream *s, csock_addr *out, int peer)
 {
+    if (peer && s->peer) {
+        *out = *s->peer;
+        if (out->sa.ss_family != AF_UNIX && s->filter) out->scheme = CSOCK_TLS;
+        return 0;
+    }
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
     int rc = peer ? getpeername(s->w.fd, (struct sockaddr *)&ss, &len)
@@ -233,6 +245,8 @@ void csock__stream_finish_now(csock_stream *s)
     if (s->w.fd >= 0) close(s->w.fd); /* kept while requests were in flight */
     s->w.fd = -1;
     csock__stream_drop_queue(s); /* W_REF releases come before the close callback */
+    free(s->peer);
+    s->peer = NULL;
     free(s->x);
     s->x = NULL;
     if (s->close_cb) s->close_cb(s);

@@ -115,6 +115,10 @@ struct csock_stream {
      * available to the read callback) and sent (taken by the kernel; on a
      * filtered stream, taken by the filter). */
     uint64_t bytes_in, bytes_out;
+    /* The client a PROXY protocol header named, which csock_stream_peer()
+     * returns (NULL: getpeername). In the handle, not in stream_ext, which
+     * is given back when its timeouts are turned off. */
+    csock_addr *peer;
 };
 
 
@@ -136,6 +140,10 @@ static inline int queued(const csock_stream *s) { return s->wq_head || plain_wai
 /* lifecycle (stream.c) */
 /* The rarely needed part of a stream, made on first use (NULL: ENOMEM). */
 stream_ext *csock__stream_ext(csock_stream *s);
+/* What csock_stream_peer() returns from now on, instead of getpeername()
+ * (the client a PROXY protocol header named; the listener sets it). 0 or
+ * -ENOMEM. */
+int csock__stream_set_peer(csock_stream *s, const csock_addr *peer);
 /* Free a closed stream: after its close callback, once no request is in flight. */
 void csock__stream_finish_now(csock_stream *s);
 /* Ask the stream's one task for D_* `what` on the next pending phase. */
