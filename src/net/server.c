@@ -498,15 +498,18 @@ static void close_handle(csock_handle_kind kind, void *h, void *data)
  * that had already stopped (a drain, which makes a timer): then again. */
 static int free_loop(csock_loop *loop)
 {
-    unsigned closed;
+    unsigned closed, left;
     do {
         closed = 0;
         csock__loop_walk(loop, close_handle, &closed, 0);
         csock__loop_walk(loop, close_handle, &closed, 1);
+        left = csock_loop_handles(loop); /* the ones no walk can close */
         int rc;
         while ((rc = csock_loop_run(loop, CSOCK_RUN_DEFAULT)) > 0) {} /* > 0: a stray stop */
         if (rc < 0) return rc;
-    } while (csock_loop_handles(loop) && closed); /* none closed: no walk can do more */
+        /* Again while a pass closed something or the run made something
+         * (the drain's timer): none closed and none made, no walk can do more. */
+    } while (csock_loop_handles(loop) && (closed || csock_loop_handles(loop) > left));
     return csock_loop_free(loop);
 }
 

@@ -61,6 +61,21 @@ def test_sigterm_right_after_listening():
           "(killed by the signal): %s" % (len(bad), bad[:5]))
 
 
+def test_sigterm_with_datagram_endpoints():
+    """A UDP endpoint lives on the first loop only, so with nothing but UDP the
+    other loops hold no handle: a SIGTERM must still free every loop (a Debug
+    build asserted in csock_server_free: the drain's timer was made on the
+    second loop after its last walk; ASan saw the leak)."""
+    for threads in ("1", "2"):
+        srv = Server("echo", "udp://127.0.0.1:0", opts=("--threads", threads))
+        with srv.endpoints[0].socket() as s:
+            s.send(b"ping")
+            check_eq(s.recv(65536), b"ping", "echo over udp")
+        rc = srv.stop(signal.SIGTERM)
+        check_clean(srv.stderr(), "csock serve")
+        check_eq(rc, 0, "exit status after SIGTERM with a udp endpoint, %s thread(s)" % threads)
+
+
 def test_upper_python_all_endpoints():
     with serve_all("upper") as srv:
         for e in srv.endpoints:
