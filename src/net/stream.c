@@ -105,15 +105,17 @@ int csock_stream_set_max_read(csock_stream *s, size_t max)
 
 int csock__stream_set_peer(csock_stream *s, const csock_addr *peer)
 {
-    if (!s->peer && !(s->peer = malloc(sizeof *peer))) return -ENOMEM;
-    *s->peer = *peer;
+    stream_ext *x = csock__stream_ext(s);
+    if (!x) return -ENOMEM;
+    if (!x->peer && !(x->peer = malloc(sizeof *peer))) return -ENOMEM;
+    *x->peer = *peer;
     return 0;
 }
 
 static int addr_of(const csock_stream *s, csock_addr *out, int peer)
 {
-    if (peer && s->peer) {
-        *out = *s->peer;
+    if (peer && s->x && s->x->peer) {
+        *out = *s->x->peer;
         if (out->sa.ss_family != AF_UNIX && s->filter) out->scheme = CSOCK_TLS;
         return 0;
     }
@@ -245,8 +247,7 @@ void csock__stream_finish_now(csock_stream *s)
     if (s->w.fd >= 0) close(s->w.fd); /* kept while requests were in flight */
     s->w.fd = -1;
     csock__stream_drop_queue(s); /* W_REF releases come before the close callback */
-    free(s->peer);
-    s->peer = NULL;
+    if (s->x) free(s->x->peer);
     free(s->x);
     s->x = NULL;
     if (s->close_cb) s->close_cb(s);

@@ -77,6 +77,10 @@ typedef struct stream_ext {
     unsigned char drain_cancel; /* the recv was cancelled to see if a drain may end it */
     csock_stream_cb shutdown_cb, connect_cb; /* rare: kept out of the handle */
     csock_stream_cb stop_cb; /* csock_stream_on_stop: its owner ends it in a drain */
+    /* The client a PROXY protocol header named, which csock_stream_peer()
+     * returns (NULL: getpeername). Here, not in the handle: only streams
+     * behind a balancer pay for it (ext_trim keeps the extension then). */
+    csock_addr *peer;
 } stream_ext;
 
 struct csock_stream {
@@ -115,10 +119,6 @@ struct csock_stream {
      * available to the read callback) and sent (taken by the kernel; on a
      * filtered stream, taken by the filter). */
     uint64_t bytes_in, bytes_out;
-    /* The client a PROXY protocol header named, which csock_stream_peer()
-     * returns (NULL: getpeername). In the handle, not in stream_ext, which
-     * is given back when its timeouts are turned off. */
-    csock_addr *peer;
 };
 
 
