@@ -217,6 +217,10 @@ static void stdin_sink(void *c, const char *buf, size_t len)
 static void from_stdin(nc_ctx *c, const char *buf, size_t len)
 {
     if (!len) return;
+    if (c->eof_grace) { /* stdin speaks after the peer's EOF: sent to its end */
+        c->eof_grace = 0;
+        csock_timer_stop(c->quiet);
+    }
     c->progress.sent += len;
     delay_after_read(c);
     if (c->o->crlf) return crlf_send(c, buf, len, &c->crlf_cr, stdin_sink, c);
@@ -239,6 +243,15 @@ void quiet_start(nc_ctx *c)
     }
 }
 
+/* Peers whose half ended before stdin's (peer_half_open): all is said. */
+void close_finished_peers(nc_ctx *c)
+{
+    for (nc_peer *p = c->head, *next; p; p = next) {
+        next = p->next;
+        if (p->s && p->eof) peer_close(p, 1);
+    }
+}
+
 static void stdin_ended(nc_ctx *c)
 {
     c->in_eof = 1;
@@ -250,6 +263,7 @@ static void stdin_ended(nc_ctx *c)
             peer_close(c->head, 1);
         return check_done(c);
     }
+    close_finished_peers(c);
     if (c->o->keep_open) return; /* keep serving the clients */
     if (c->dg) return quiet_start(c);
     if (c->o->no_shutdown) return; /* ncat's --no-shutdown: the peer ends it */
