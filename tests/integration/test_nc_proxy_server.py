@@ -19,11 +19,12 @@ import csocktest as ct  # noqa: E402
 import test_nc_proxy as tp  # noqa: E402  (its echo server and `through`)
 
 
-def proxy_server(*args):
+def proxy_server(*args, host="127.0.0.1"):
     """csock listen --proxy-type ... on a port of its choosing: (proc, port)."""
-    p = ct.spawn([ct.BIN, "listen"] + list(args) + ["127.0.0.1", "0"])
+    p = ct.spawn([ct.BIN, "listen"] + list(args) + [host, "0"])
     line = p.stderr.readline().decode()
-    ct.check(line.startswith("listening tcp://127.0.0.1:"), "no listening line: %r" % line)
+    shown = "[%s]" % host if ":" in host else host
+    ct.check(line.startswith("listening tcp://%s:" % shown), "no listening line: %r" % line)
     return p, int(line.rsplit(":", 1)[1])
 
 
@@ -227,6 +228,45 @@ def test_csock_connect_through_csock():
                    "host unreachable (SOCKS5 reply 4)" if kind == "socks5" else "502 Bad Gateway")
         closed.close()
         stop(p)
+
+
+def test_ipv6_server():
+    """The proxy on [::1]; IPv6 targets: SOCKS5 ATYP 4 from csock connect and
+    curl, CONNECT [::1]:port, forwarding of http://[::1]:port/."""
+    tp.need_ipv6_loopback()
+    s = tp._listen("::1")
+    tp._serve(s, tp._echo)
+    echo6 = s.getsockname()[1]
+    w6, body6 = web("::1")
+    data = tp.payload(1 << 20)
+    for kind in ("socks5", "http"):
+        p, port = proxy_server("--proxy-type", kind, host="::1")
+        proxy = ["--proxy", "[::1]:%d" % port, "--proxy-type", kind]
+        for target in (["::1", str(echo6)], ["tcp://[::1]:%d" % echo6]):
+            rc, got, err = tp.through(proxy + target, data)
+            ct.check(got == data, "%s %s: %d of %d bytes" % (kind, target, len(got), len(data)))
+            ct.check_eq(rc, 0, "exit status (stderr %r)" % err)
+        url = "http://[::1]:%d/f.bin" % w6
+        ways = ([["--socks5", "[::1]:%d" % port]] if kind == "socks5" else
+                [["-p", "-x", "http://[::1]:%d" % port], ["-x", "http://[::1]:%d" % port]])
+        for args in ways:
+            rc, out, err = curl(*(args + [url]))
+            ct.check_eq(rc, 0, "curl %s %s (stderr %r)" % (args, url, err))
+            ct.check(out == body6, "curl %s: %d bytes, want %d" % (args, len(out), len(body6)))
+        stop(p)
+    # A SOCKS5 request with ATYP 4, byte by byte: the reply's bound address is IPv6 too.
+    p, port = proxy_server("--proxy-type", "socks5", host="::1")
+    with socket.create_connection(("::1", port), timeout=ct.T(10)) as c:
+        c.sendall(b"\x05\x01\x00")
+        ct.check_eq(ct.recv_exact(c, 2), b"\x05\x00", "no authentication")
+        c.sendall(b"\x05\x01\x00\x04" + socket.inet_pton(socket.AF_INET6, "::1")
+                  + echo6.to_bytes(2, "big"))
+        reply = ct.recv_exact(c, 22)
+        ct.check(reply[:4] == b"\x05\x00\x00\x04" and reply[4:20] == socket.inet_pton(
+            socket.AF_INET6, "::1"), "an IPv6 reply: %r" % reply)
+        c.sendall(b"ping6\n")
+        ct.check_eq(ct.recv_exact(c, 6), b"ping6\n", "through the ATYP 4 tunnel")
+    stop(p)
 
 
 def test_deny_applies_to_clients():
