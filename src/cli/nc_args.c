@@ -106,8 +106,6 @@ static const char ncat_flags_usage[] =
     "                         each way and the rate (and percent and ETA when\n"
     "                         stdin is a file), a few times a second\n"
     "  SECS may carry ncat's units: 3000ms, 2s, 1m, 1h (none: seconds).\n"
-    "  -x/--hex-dump writes ncat's format (a 4-digit offset, hex, text).\n"
-    "  -C converts the output of -e/-c children too.\n"
     "  -e/-c children get NCAT_REMOTE_ADDR, NCAT_REMOTE_PORT, NCAT_LOCAL_ADDR,\n"
     "  NCAT_LOCAL_PORT, NCAT_PROTO (TCP, UDP) and the same as CSOCK_*.\n";
 static const char ncat_connect_usage[] =
