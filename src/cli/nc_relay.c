@@ -243,12 +243,22 @@ void quiet_start(nc_ctx *c)
     }
 }
 
-/* Peers whose half ended before stdin's (peer_half_open): all is said. */
+static void on_last_sent(csock_stream *s, int status)
+{
+    nc_peer *p = csock_stream_data(s);
+    if (status < 0) return peer_failed(p, status);
+    peer_close(p, 1);
+}
+
+/* Peers whose half ended before stdin's (peer_half_open): all is said once
+ * what is queued for them has gone. They leave the session only then: the
+ * session's end closes the streams still ending, which would cut it. */
 void close_finished_peers(nc_ctx *c)
 {
     for (nc_peer *p = c->head, *next; p; p = next) {
         next = p->next;
-        if (p->s && p->eof) peer_close(p, 1);
+        if (!p->s || !p->eof) continue;
+        if (csock_stream_shutdown(p->s, on_last_sent) < 0) peer_close(p, 1);
     }
 }
 
@@ -259,8 +269,10 @@ static void stdin_ended(nc_ctx *c)
     if (c->o->send_only) {
         /* ncat: --send-only quits at the end of input, once it is sent. */
         c->quitting = 1;
-        while (c->head) /* peer_close takes it off the list */
-            peer_close(c->head, 1);
+        for (nc_peer *p = c->head, *next; p; p = next) {
+            next = p->next; /* streams leave once all is sent (on_last_sent) */
+            if (!p->s || csock_stream_shutdown(p->s, on_last_sent) < 0) peer_close(p, 1);
+        }
         return check_done(c);
     }
     close_finished_peers(c);

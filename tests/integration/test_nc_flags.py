@@ -431,11 +431,22 @@ def dual_stack_allow_and_env_see_ipv4():
 def ipv4_only_and_ipv6_only():
     if not has_ipv6():
         raise Skip("no IPv6 loopback")
-    p, port = listen("-k", "-4", 0)
-    assert reaches("127.0.0.1", port) and not reaches("::1", port)
-    p.stop()
-    p, port = listen("-k", "-6", 0)
-    assert reaches("::1", port) and not reaches("127.0.0.1", port)
+    for flag, mine, other, table in (("-4", "127.0.0.1", "::1", "/proc/net/tcp6"),
+                                     ("-6", "::1", "127.0.0.1", "/proc/net/tcp")):
+        for _ in range(5):
+            p, port = listen("-k", flag, 0)
+            if port not in listening_in(table):
+                break  # (else another test's listener has that port in the other family)
+            p.stop()
+        assert reaches(mine, port) and not reaches(other, port), (flag, port)
+        p.stop()
+
+
+def listening_in(table):
+    """The TCP ports in the LISTEN state in /proc/net/tcp or tcp6."""
+    with open(table) as f:
+        return {int(line.split()[1].rsplit(":", 1)[1], 16) for line in list(f)[1:]
+                if line.split()[3] == "0A"}
 
 
 @test

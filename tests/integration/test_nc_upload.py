@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 
 from test_netcat_basic import (BIN, SLOW, connect, csock, listen, main, need, recv_all, test,
                                tmpdir)
@@ -90,6 +91,55 @@ def upload_from_csock_connect_pipe():
     assert q.returncode == 0 and out == b"", (q.returncode, err)
     _check_received(p, cap, data, "csock connect < pipe")
     shutil.rmtree(d)
+
+
+def _late_reader(args, half_close):
+    """csock connect ARGS unix:PATH with 400 KiB on stdin to a receiver that
+    reads nothing until csock's input has ended. A Unix socket's kernel
+    buffer is a fixed ~208 KiB: csock's own queue then holds the rest (under
+    the mark that stops reading stdin), and all of it must go before csock
+    exits (the session's end used to cut it)."""
+    d = tmpdir()
+    data = os.urandom(400 << 10)
+    path = os.path.join(d, "s")
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen(1)
+    q = subprocess.Popen([BIN, "connect"] + args + ["unix:" + path], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    c, _ = srv.accept()
+    if half_close:
+        c.shutdown(socket.SHUT_WR)
+        time.sleep(0.2)  # (not a synchronisation: the peer's EOF first is the case to test)
+    q.stdin.write(data)
+    q.stdin.close()
+    q.stdin = None
+    time.sleep(0.3)  # csock has its input's end by now, with bytes queued for us
+    got = recv_until_eof_then_close(c)
+    srv.close()
+    out, err = q.communicate(timeout=30 * SLOW)
+    assert q.returncode == 0, (q.returncode, err)
+    assert len(got) == len(data), "%s: %d of %d bytes" % (args, len(got), len(data))
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    shutil.rmtree(d)
+
+
+def recv_until_eof_then_close(c):
+    got = recv_all(c, 30 * SLOW)
+    c.close()
+    return got
+
+
+@test
+def upload_to_a_late_reader():
+    """The receiver half-closed first."""
+    _late_reader([], True)
+
+
+@test
+def send_only_to_a_late_reader():
+    """--send-only quits at the end of input, once all of it is sent."""
+    _late_reader(["--send-only"], False)
 
 
 @test
