@@ -160,7 +160,8 @@ static char *rewrite(const char *first, size_t first_len, const char *extra, con
 {
     static const char closing[] = "Connection: close\r\n\r\n";
     size_t extra_len = strlen(extra);
-    out o = {malloc(first_len + extra_len + hlen + sizeof closing + 4), 0, sc};
+    /* A field line ending in a bare LF grows by its CR: 2 * hlen bounds it. */
+    out o = {malloc(first_len + extra_len + 2 * hlen + sizeof closing + 4), 0, sc};
     if (!o.buf) return NULL;
     put(&o, first, first_len);
     put(&o, "\r\n", 2);
