@@ -187,7 +187,10 @@ def test_http_forwarding_absolute_uri():
                  and "connection: close" in low, "%s: fields %r" % (method, fields))
         ct.check(seen.endswith(want_tail.decode()), "%s: the body: %r" % (method, seen[-90:]))
     for raw, want in ((b"GET https://127.0.0.1:1/ HTTP/1.1\r\nHost: x\r\n\r\n", b"CONNECT"),
-                      (b"GET http://127.0.0.1:99999/ HTTP/1.1\r\n\r\n", b"400 Bad Request")):
+                      (b"GET http://127.0.0.1:99999/ HTTP/1.1\r\n\r\n", b"400 Bad Request"),
+                      # Lines ending in a bare LF: each grows by a CR on the way.
+                      (b"GET http://127.0.0.1:%d/x HTTP/1.1\n" % oport + b"a:\n" * 1500
+                       + b"Host: x\r\n\r\n", b"HTTP/1.0 4")):
         with socket.create_connection(("127.0.0.1", port), timeout=ct.T(10)) as s:
             s.sendall(raw[:-4] + b"\r\nProxy-Authorization: Basic Y2Fyb2w6cHc=\r\n\r\n")
             got = ct.recv_all(s)
