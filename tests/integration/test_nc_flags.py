@@ -680,5 +680,27 @@ def ssl_listen_without_cert_with_ncat_client():
     p.wait_stdout(b"from ncat\n")
 
 
+@test
+def ssl_options_under_ncat_names():
+    """--ssl-cert/--ssl-key on listen, --ssl-trustfile on connect: the same
+    as --cert/--key/--ca (ncat's spelling); a wrong CA still fails."""
+    need("openssl")
+    import tlscerts
+    d = tlscerts.tempdir()
+    p, port = listen("--ssl", "--ssl-cert", os.path.join(d, "server.pem"), "--ssl-key",
+                     os.path.join(d, "server.key"), "--ssl-alpn", "x-test", "127.0.0.1", 0)
+    rc, out, err = run("connect", "--ssl", "--ssl-trustfile", os.path.join(d, "ca.pem"),
+                       "--ssl-alpn", "x-test", "localhost", port, input=b"ncat names\n")
+    assert rc == 0, err
+    p.wait_stdout(b"ncat names\n")
+    p.stop()
+    p, port = listen("--ssl", "--ssl-cert", os.path.join(d, "server.pem"), "--ssl-key",
+                     os.path.join(d, "server.key"), "127.0.0.1", 0)
+    rc, out, err = run("connect", "--ssl", "--ssl-trustfile", os.path.join(d, "server.pem"),
+                       "localhost", port, input=b"x\n")
+    assert rc == 1 and "certificate" in err.lower(), (rc, err)
+    shutil.rmtree(d)
+
+
 if __name__ == "__main__":
     main()
