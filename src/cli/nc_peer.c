@@ -93,8 +93,10 @@ void on_peer_stream_closed(csock_stream *s)
     /* Now that nothing more goes out, the line can say how much did. */
     if (p->c->o->verbose)
         cli_warn("closed %s (%s)", p->name, cli_counts_text(s, counts, sizeof counts));
+    nc_ctx *c = p->c;
     ending_remove(p);
     peer_free(p);
+    check_done(c); /* it may have been the last one still sending */
 }
 
 /* Take the peer out of the session. `graceful`: what is queued for it is
