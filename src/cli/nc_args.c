@@ -85,6 +85,11 @@ static const struct option long_opts[] = {
     {"nodns", no_argument, NULL, 'n'},
     {"delay", required_argument, NULL, 'd'},
     CLI_TLS_LONGOPTS,
+    /* ncat's names for the TLS options */
+    {"ssl-cert", required_argument, NULL, CLI_TLS_CERT},
+    {"ssl-key", required_argument, NULL, CLI_TLS_KEY},
+    {"ssl-trustfile", required_argument, NULL, CLI_TLS_CA},
+    {"ssl-alpn", required_argument, NULL, CLI_TLS_ALPN},
     {0, 0, 0, 0},
 };
 
@@ -105,9 +110,9 @@ static const char ncat_flags_usage[] =
     "      --progress         when stderr is a terminal: one line with the bytes\n"
     "                         each way and the rate (and percent and ETA when\n"
     "                         stdin is a file), a few times a second\n"
+    "      --ssl-cert, --ssl-key, --ssl-trustfile, --ssl-alpn  ncat's names for\n"
+    "                         --cert, --key, --ca and --alpn\n"
     "  SECS may carry ncat's units: 3000ms, 2s, 1m, 1h (none: seconds).\n"
-    "  -x/--hex-dump writes ncat's format (a 4-digit offset, hex, text).\n"
-    "  -C converts the output of -e/-c children too.\n"
     "  -e/-c children get NCAT_REMOTE_ADDR, NCAT_REMOTE_PORT, NCAT_LOCAL_ADDR,\n"
     "  NCAT_LOCAL_PORT, NCAT_PROTO (TCP, UDP) and the same as CSOCK_*.\n";
 static const char ncat_connect_usage[] =

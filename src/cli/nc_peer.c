@@ -2,6 +2,7 @@
  * close, reading them, and the --chat announcements. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -92,8 +93,10 @@ void on_peer_stream_closed(csock_stream *s)
     /* Now that nothing more goes out, the line can say how much did. */
     if (p->c->o->verbose)
         cli_warn("closed %s (%s)", p->name, cli_counts_text(s, counts, sizeof counts));
+    nc_ctx *c = p->c;
     ending_remove(p);
     peer_free(p);
+    check_done(c); /* it may have been the last one still sending */
 }
 
 /* Take the peer out of the session. `graceful`: what is queued for it is
@@ -134,6 +137,7 @@ void peer_close(nc_peer *p, int graceful)
 void peer_failed(nc_peer *p, int status)
 {
     nc_ctx *c = p->c;
+    if (p->gone) return; /* already leaving: its error says nothing new */
     char why[CLI_REASON_TEXT];
     const char *reason = p->s ? cli_tls_reason(p->s, status, why, sizeof why)
                                    : csock_strerror(status);
@@ -169,6 +173,41 @@ void peer_input(nc_peer *p, const char *buf, size_t len)
     }
 }
 
+#define EOF_GRACE_MS 1000 /* the peer's EOF came first: how long stdin may stay silent */
+
+/* 1 when stdin has bytes to read right now (a file always has: its end
+ * comes without waiting on anyone). */
+static int stdin_ready(void)
+{
+    struct pollfd pfd = {.fd = 0, .events = POLLIN};
+    return poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLIN | POLLHUP));
+}
+
+static void on_eof_grace(csock_timer *t)
+{
+    nc_ctx *c = csock_timer_data(t);
+    c->eof_grace = 0;
+    close_finished_peers(c); /* stdin had nothing more to say */
+}
+
+/* The peer's EOF while connected ends only its half of the session, as in
+ * ncat's connect mode: stdin is sent to its own end, which then closes the
+ * peer (stdin_ended). Ending at once cut uploads short whenever the server
+ * had nothing to say (`csock listen < /dev/null` half-closes at once).
+ * Stdin that stays silent EOF_GRACE_MS after the peer's EOF (a terminal,
+ * an idle pipe) still ends the session, so a server that talks and hangs
+ * up is not waited on forever. A peer that closed for good answers the
+ * next write with a reset, which the read callback reports. Returns 1 when
+ * the peer stays. */
+static int peer_half_open(nc_ctx *c, const nc_peer *p)
+{
+    if (c->o->listen || !p->s || !c->in || !c->in_reading || c->in_eof) return 0;
+    if (stdin_ready()) return 1;
+    if (csock_timer_start(c->quiet, on_eof_grace, EOF_GRACE_MS, 0) < 0) return 0;
+    c->eof_grace = 1;
+    return 1;
+}
+
 /* The peer finished sending (a stream's EOF). */
 static void peer_eof(nc_peer *p)
 {
@@ -179,6 +218,7 @@ static void peer_eof(nc_peer *p)
         child_in_finish(p);
         return;
     }
+    if (peer_half_open(c, p)) return;
     peer_close(p, 1);
 }
 

@@ -15,38 +15,13 @@
 #include <string.h>
 #include <strings.h>
 
-#include "cli/netcat.h"
-
-#define PX_HEAD_MAX 8192          /* a client's request header, at most */
-#define PX_CONNECT_MS 10000       /* a target that does not answer */
-#define PX_REQUEST_MS 30000       /* a client that does not finish its request */
-#define PX_HIGH (256u * 1024)     /* a sink over this stops its source */
-
-typedef struct pxs {
-    const nc_opts *o;
-    csock_loop *loop;
-    csock_listener *listener;
-    csock_signal *sig[2];
-    char auth_b64[700];           /* HTTP: base64 of --proxy-auth */
-    int http;                     /* --proxy-type http (else socks5) */
-} pxs;
-
-typedef struct pxc {
-    pxs *srv;
-    csock_stream *cs, *ts;        /* the client, the target (NULL until connecting) */
-    int state;                    /* PX_*: what the client's bytes are now */
-    int refs;                     /* open streams + a lookup in flight */
-    int dead;                     /* the client is gone: a late lookup only frees */
-    char host[256];               /* the target as asked */
-    int port;
-    int eof_c, eof_t;             /* each side has finished sending */
-} pxc;
-
-enum { PX_GREETING = 1, PX_AUTH, PX_REQUEST, PX_HTTP, PX_WAIT, PX_RELAY };
+#include "cli/nc_pxs.h"
 
 static void px_unref(pxc *p)
 {
-    if (--p->refs == 0) free(p);
+    if (--p->refs) return;
+    pxf_free(p->fwd);
+    free(p);
 }
 
 static void on_px_closed(csock_stream *s)
@@ -54,8 +29,10 @@ static void on_px_closed(csock_stream *s)
     pxc *p = csock_stream_data(s);
     if (s == p->cs) p->cs = NULL, p->dead = 1;
     if (s == p->ts) p->ts = NULL;
-    if (p->cs) csock_stream_close(p->cs, NULL); /* one side gone: the pair ends */
-    if (p->ts) csock_stream_close(p->ts, NULL);
+    /* One side gone: the pair ends, unless both were ended gracefully (each
+     * finishes sending what it has queued: a close would cut that short). */
+    if (!(p->eof_c && p->eof_t) && p->cs) csock_stream_close(p->cs, NULL);
+    if (!(p->eof_c && p->eof_t) && p->ts) csock_stream_close(p->ts, NULL);
     px_unref(p);
 }
 
@@ -79,22 +56,24 @@ static void socks5_answer(pxc *p, int rep, const csock_addr *bound)
     csock_stream_write(p->cs, r, n);
 }
 
-static void http_answer(pxc *p, const char *status, const char *extra)
+/* An answer of the proxy's own; `body` (may be NULL) says why in words. */
+void px_http_answer(pxc *p, const char *status, const char *extra, const char *body)
 {
-    char buf[300];
-    int n = snprintf(buf, sizeof buf, "HTTP/1.1 %s\r\n%sContent-Length: 0\r\n\r\n", status,
-                     extra ? extra : "");
-    csock_stream_write(p->cs, buf, (size_t)n);
+    char buf[600];
+    const char *type = body ? "Content-Type: text/plain\r\n" : "";
+    int n = snprintf(buf, sizeof buf, "HTTP/1.1 %s\r\n%s%sConnection: close\r\nContent-Length: %zu\r\n\r\n%s",
+                     status, extra ? extra : "", type, body ? strlen(body) : 0, body ? body : "");
+    if (n > 0 && (size_t)n < sizeof buf) csock_stream_write(p->cs, buf, (size_t)n);
 }
 
 /* Refuse and end the client (the answer goes first). */
-static void refuse(pxc *p, int rep, const char *status)
+void px_refuse(pxc *p, int rep, const char *status)
 {
     if (p->srv->o->verbose && p->srv->http)
         cli_warn("proxy: %s:%d refused: %s", p->host, p->port, status);
     else if (p->srv->o->verbose)
         cli_warn("proxy: %s:%d refused: SOCKS5 reply %d", p->host, p->port, rep);
-    if (p->srv->http) http_answer(p, status, NULL);
+    if (p->srv->http) px_http_answer(p, status, NULL, NULL);
     else if (rep >= 0) socks5_answer(p, rep, NULL);
     if (p->ts) csock_stream_close(p->ts, NULL);
     csock_stream_end(p->cs, NULL);
@@ -140,16 +119,19 @@ static size_t on_relay(csock_stream *s, int status, const char *buf, size_t len)
             csock_stream_shutdown(o, NULL);
         }
     } else if (csock_stream_write_queue_size(o) > PX_HIGH) {
-        csock_stream_read_stop(s); /* on_relay_drain resumes it */
+        csock_stream_read_stop(s); /* px_relay_drain resumes it */
     }
     return len;
 }
 
-static void on_relay_drain(csock_stream *s, int status)
+/* A sink drained: its source reads again (forwarding has its own readers). */
+void px_relay_drain(csock_stream *s, int status)
 {
     pxc *p = csock_stream_data(s);
     csock_stream *o = other(p, s);
-    if (status == 0 && o && !(o == p->cs ? p->eof_c : p->eof_t)) csock_stream_read_start(o, on_relay);
+    if (status < 0 || !o) return;
+    csock_read_cb cb = p->fwd ? pxf_read_cb(p, o) : on_relay;
+    if (cb && !(o == p->cs ? p->eof_c : p->eof_t)) csock_stream_read_start(o, cb);
 }
 
 static void relay_start(pxc *p)
@@ -158,7 +140,7 @@ static void relay_start(pxc *p)
     csock_stream *both[2] = {p->cs, p->ts};
     for (int i = 0; i < 2; i++) {
         csock_stream_set_watermarks(both[i], 0, 0); /* our own flow control */
-        csock_stream_on_drain(both[i], on_relay_drain);
+        csock_stream_on_drain(both[i], px_relay_drain);
         csock_stream_read_start(both[i], on_relay);
     }
 }
@@ -172,9 +154,10 @@ static void on_target(csock_stream *s, int status)
         p->ts = NULL; /* csock closes it after this callback (on_px_closed too) */
         csock_stream_on_close(s, NULL);
         px_unref(p);
-        return refuse(p, socks5_code(status), status == -ETIMEDOUT ? "504 Gateway Timeout"
+        return px_refuse(p, socks5_code(status), status == -ETIMEDOUT ? "504 Gateway Timeout"
                                                                    : "502 Bad Gateway");
     }
+    if (p->fwd) return pxf_start(p);
     if (p->srv->o->verbose) cli_warn("proxy: tunnel to %s:%d open", p->host, p->port);
     if (p->srv->http) {
         static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
@@ -193,7 +176,7 @@ static void connect_target(pxc *p, const csock_addr *a)
     int rc = csock_connect(p->srv->loop, a, &co, on_target, p, &p->ts);
     if (rc < 0) {
         p->ts = NULL;
-        return refuse(p, socks5_code(rc), "502 Bad Gateway");
+        return px_refuse(p, socks5_code(rc), "502 Bad Gateway");
     }
     p->refs++;
     csock_stream_on_close(p->ts, on_px_closed);
@@ -213,7 +196,7 @@ static void on_lookup_done(void *data)
     lookup *l = data;
     pxc *p = l->p;
     if (!p->dead && p->cs) {
-        if (l->rc < 0) refuse(p, 4, "502 Bad Gateway");
+        if (l->rc < 0) px_refuse(p, 4, "502 Bad Gateway");
         else connect_target(p, &l->a);
     }
     free(l);
@@ -231,7 +214,7 @@ static void *lookup_thread(void *data)
     return NULL;
 }
 
-static void resolve(pxc *p)
+void px_resolve(pxc *p)
 {
     char text[NC_TARGET_TEXT];
     int v6 = strchr(p->host, ':') != NULL;
@@ -243,7 +226,7 @@ static void resolve(pxc *p)
     lookup *l = calloc(1, sizeof *l);
     pthread_t th;
     pthread_attr_t at;
-    if (!l) return refuse(p, 1, "500 Internal Server Error");
+    if (!l) return px_refuse(p, 1, "500 Internal Server Error");
     *l = (lookup){.p = p, .family = p->srv->o->family};
     snprintf(l->text, sizeof l->text, "%s", text);
     p->refs++;
@@ -254,7 +237,7 @@ static void resolve(pxc *p)
     if (rc != 0) {
         free(l);
         p->refs--;
-        refuse(p, 1, "500 Internal Server Error");
+        px_refuse(p, 1, "500 Internal Server Error");
     }
 }
 
@@ -299,18 +282,18 @@ static size_t socks5_request(pxc *p, const unsigned char *b, size_t len)
     if (len < 5) return 0;
     size_t need = b[3] == 1 ? 10 : b[3] == 4 ? 22 : b[3] == 3 ? 7u + b[4] : 5;
     if (len < need) return 0;
-    if (b[0] != 5 || b[1] != 1) return refuse(p, 7, "command not supported"), len;
+    if (b[0] != 5 || b[1] != 1) return px_refuse(p, 7, "command not supported"), len;
     if (b[3] == 1) inet_ntop(AF_INET, b + 4, p->host, sizeof p->host);
     else if (b[3] == 4) inet_ntop(AF_INET6, b + 4, p->host, sizeof p->host);
     else if (b[3] == 3 && b[4]) memcpy(p->host, b + 5, b[4]), p->host[b[4]] = '\0';
-    else return refuse(p, 8, "address type not supported"), len;
+    else return px_refuse(p, 8, "address type not supported"), len;
     p->port = b[need - 2] << 8 | b[need - 1];
-    resolve(p);
+    px_resolve(p);
     return need;
 }
 
 /* Proxy-Authorization: Basic <the expected base64>, anywhere in the header. */
-static int http_auth_ok(const pxc *p, const char *h, size_t len)
+int px_http_auth_ok(const pxc *p, const char *h, size_t len)
 {
     static const char field[] = "\r\nproxy-authorization:";
     for (size_t i = 0; i + sizeof field < len; i++) {
@@ -330,26 +313,26 @@ static size_t http_request_in(pxc *p, const char *b, size_t len)
     const char *end = NULL;
     for (size_t i = 0; i + 4 <= len && !end; i++)
         if (!memcmp(b + i, "\r\n\r\n", 4)) end = b + i + 4;
-    if (!end) return len > PX_HEAD_MAX ? (refuse(p, -1, "431 Request Header Fields Too Large"), len) : 0;
+    if (!end) return len > PX_HEAD_MAX ? (px_refuse(p, -1, "431 Request Header Fields Too Large"), len) : 0;
     size_t hlen = (size_t)(end - b);
     char target[300];
     int port = 0;
-    if (strncmp(b, "CONNECT ", 8)) return refuse(p, -1, "501 Not Implemented"), len;
-    if (sscanf(b + 8, "%299s", target) != 1) return refuse(p, -1, "400 Bad Request"), len;
+    if (strncmp(b, "CONNECT ", 8)) return pxf_request(p, b, hlen);
+    if (sscanf(b + 8, "%299s", target) != 1) return px_refuse(p, -1, "400 Bad Request"), len;
     char *colon = strrchr(target, ':');
     if (colon) port = atoi(colon + 1), *colon = '\0';
     size_t tl = strlen(target);
     if (tl > 1 && target[0] == '[' && target[tl - 1] == ']') memmove(target, target + 1, tl - 2), target[tl - 2] = '\0';
-    if (!colon || port <= 0 || port > 65535 || !target[0]) return refuse(p, -1, "400 Bad Request"), len;
+    if (!colon || port <= 0 || port > 65535 || !target[0]) return px_refuse(p, -1, "400 Bad Request"), len;
     snprintf(p->host, sizeof p->host, "%s", target);
     p->port = port;
-    if (p->srv->o->proxy_auth && !http_auth_ok(p, b, hlen)) {
-        http_answer(p, "407 Proxy Authentication Required",
-                    "Proxy-Authenticate: Basic realm=\"csock\"\r\n");
+    if (p->srv->o->proxy_auth && !px_http_auth_ok(p, b, hlen)) {
+        px_http_answer(p, "407 Proxy Authentication Required",
+                       "Proxy-Authenticate: Basic realm=\"csock\"\r\n", NULL);
         if (p->srv->o->verbose) cli_warn("proxy: a client without the right credentials");
         return csock_stream_end(p->cs, NULL), len;
     }
-    resolve(p);
+    px_resolve(p);
     return hlen;
 }
 

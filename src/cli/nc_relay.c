@@ -217,6 +217,10 @@ static void stdin_sink(void *c, const char *buf, size_t len)
 static void from_stdin(nc_ctx *c, const char *buf, size_t len)
 {
     if (!len) return;
+    if (c->eof_grace) { /* stdin speaks after the peer's EOF: sent to its end */
+        c->eof_grace = 0;
+        csock_timer_stop(c->quiet);
+    }
     c->progress.sent += len;
     delay_after_read(c);
     if (c->o->crlf) return crlf_send(c, buf, len, &c->crlf_cr, stdin_sink, c);
@@ -239,6 +243,25 @@ void quiet_start(nc_ctx *c)
     }
 }
 
+static void on_last_sent(csock_stream *s, int status)
+{
+    nc_peer *p = csock_stream_data(s);
+    if (status < 0) return peer_failed(p, status);
+    peer_close(p, 1);
+}
+
+/* Peers whose half ended before stdin's (peer_half_open): all is said once
+ * what is queued for them has gone. They leave the session only then: the
+ * session's end closes the streams still ending, which would cut it. */
+void close_finished_peers(nc_ctx *c)
+{
+    for (nc_peer *p = c->head, *next; p; p = next) {
+        next = p->next;
+        if (!p->s || !p->eof) continue;
+        if (csock_stream_shutdown(p->s, on_last_sent) < 0) peer_close(p, 1);
+    }
+}
+
 static void stdin_ended(nc_ctx *c)
 {
     c->in_eof = 1;
@@ -246,10 +269,13 @@ static void stdin_ended(nc_ctx *c)
     if (c->o->send_only) {
         /* ncat: --send-only quits at the end of input, once it is sent. */
         c->quitting = 1;
-        while (c->head) /* peer_close takes it off the list */
-            peer_close(c->head, 1);
+        for (nc_peer *p = c->head, *next; p; p = next) {
+            next = p->next; /* streams leave once all is sent (on_last_sent) */
+            if (!p->s || csock_stream_shutdown(p->s, on_last_sent) < 0) peer_close(p, 1);
+        }
         return check_done(c);
     }
+    close_finished_peers(c);
     if (c->o->keep_open) return; /* keep serving the clients */
     if (c->dg) return quiet_start(c);
     if (c->o->no_shutdown) return; /* ncat's --no-shutdown: the peer ends it */

@@ -19,12 +19,15 @@ void nc_finish(nc_ctx *c, int status)
     csock_loop_stop(c->loop);
 }
 
-/* WebSocket peers out of the session whose closing handshake still runs
- * (bounded by its timeout): the end would cut their close frame off. */
-static int ws_closing(const nc_ctx *c)
+/* Peers out of the session that still have something to say: a WebSocket
+ * closing handshake (bounded by its timeout), or a stream's last bytes
+ * (a TLS close_notify, the rest of an upload) still queued, which the
+ * end would cut off (csock_stream_end bounds it: a peer that takes none
+ * of it for 2 s is cut). Their close callback calls check_done again. */
+static int last_words(const nc_ctx *c)
 {
     for (const nc_peer *p = c->ending; p; p = p->next)
-        if (p->ws) return 1;
+        if (p->ws || (p->s && csock_stream_write_queue_size(p->s))) return 1;
     return 0;
 }
 
@@ -35,7 +38,7 @@ void check_done(nc_ctx *c)
     if (c->stopped) return;
     int over = (c->quitting && !c->npeers) ||
                (!c->o->keep_open && c->served && !c->npeers && !c->nchildren);
-    if (!over || ws_closing(c)) return; /* the last CLOSED calls again */
+    if (!over || last_words(c)) return; /* their close calls again */
     if (c->out && csock_stream_write_queue_size(c->out)) return; /* on_out_drain calls again */
     nc_finish(c, c->status);
 }

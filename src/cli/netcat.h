@@ -205,6 +205,7 @@ struct nc_ctx {
     int out_congested;        /* stdout over the high water mark */
     int in_eof;               /* stdin has ended */
     int in_reading;           /* stdin reading is on */
+    int eof_grace;            /* the peer's EOF came first: the quiet timer waits for stdin */
     int crlf_cr;              /* -C: the last stdin byte was CR */
     int served;               /* one peer was taken (single-peer modes end with it) */
     int quitting;             /* --send-only after EOF: close peers, then exit */
@@ -333,6 +334,7 @@ int peers_may_read(const nc_ctx *c);
 void delay_after_read(nc_ctx *c);
 void sync_sources(nc_ctx *c);
 void quiet_start(nc_ctx *c);
+void close_finished_peers(nc_ctx *c);
 void on_out_drain(csock_stream *out, int status);
 /* -C: buf with each LF not after a CR as CRLF (*cr: the last byte was a
  * CR) to sink(arg, ...): at once, or in pieces when memory is short (a
