@@ -77,6 +77,8 @@ static void close_listeners(proxy *px)
     for (unsigned i = 0; i < px->nlisteners; i++)
         if (px->listeners[i]) csock_listener_close(px->listeners[i], NULL);
     px->nlisteners = 0;
+    proxy_ws_stop(px);
+    proxy_udp_stop(px);
 }
 
 static void on_drain_timeout(csock_timer *t)
@@ -203,8 +205,6 @@ typedef enum { L_STREAM, L_WS, L_UDP } listen_kind;
 
 static listen_kind kind_of(const char *text)
 {
-    if (cli_ws_scheme(text)) cli_die(CLI_USAGE, "proxy: ws:// listeners are not supported");
-    if (!strncasecmp(text, "udp://", 6)) cli_die(CLI_USAGE, "proxy: udp:// is not supported");
     if (cli_ws_scheme(text) == 1) return L_WS;
     if (cli_ws_scheme(text) == 2)
         cli_die(CLI_USAGE, "proxy: wss:// listeners are not supported; put tls:// in front");
@@ -375,7 +375,10 @@ int cli_proxy(int argc, char **argv)
     int rc = csock_loop_new(NULL, &px->loop);
     if (rc < 0) cli_die(CLI_ERR, "loop: %s", csock_strerror(rc));
     for (int i = optind; i < argc; i++) {
-        listen_stream(px, argv[i]);
+        listen_kind k = kind_of(argv[i]);
+        if (k == L_WS) proxy_ws_listen(px, argv[i]);
+        else if (k == L_UDP) proxy_udp_listen(px, argv[i]);
+        else listen_stream(px, argv[i]);
     }
     rc = start_timers(px);
     if (rc < 0) cli_die(CLI_ERR, "proxy: %s", csock_strerror(rc));

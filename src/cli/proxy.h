@@ -69,9 +69,9 @@ struct proxy {
     unsigned rr;              /* roundrobin's next */
     /* listeners */
     csock_listener *listeners[CLI_MAX_ENDPOINTS];
-    csock_dgram *dgrams[CLI_MAX_ENDPOINTS];
+    struct udp_front *udp_fronts[CLI_MAX_ENDPOINTS];
     void *ws_states[CLI_MAX_ENDPOINTS];
-    unsigned nlisteners, ndgrams;
+    unsigned nlisteners, nudp, nws;
     /* relays */
     relay *relays;            /* every open relay (a list, for idle sweeps and the drain) */
     unsigned nrelays;
@@ -82,8 +82,6 @@ struct proxy {
     /* splice pipes not in use */
     pipe_pair pool[PROXY_PIPE_POOL];
     unsigned npool;
-    /* udp */
-    void *udp;
 };
 
 /* ---- proxy.c ---- */
@@ -94,6 +92,8 @@ void proxy_relay_gone(proxy *px);
 /* A client is ready (accepted, TLS done if any): find it a backend. Takes
  * the stream; `peer` is its address as text. */
 void relay_start(proxy *px, csock_stream *client, const char *peer, const csock_addr *peer_addr);
+/* A hash of the client's IP address (not the port), for --balance source. */
+uint32_t proxy_addr_hash(const csock_addr *a);
 /* Close every relay idle longer than --idle (the sweep timer). */
 void relay_sweep(proxy *px);
 /* Close every relay now (a second signal, the drain timeout). */
@@ -122,7 +122,6 @@ void backend_worked(backend *b);
 /* Listen on ws://HOST:PORT[/PATH]; prints the listening line. */
 void proxy_ws_listen(proxy *px, const char *text);
 void proxy_ws_stop(proxy *px);
-/* A WebSocket relay's backend side is connected (relay_start's twin). */
 
 /* ---- proxy_udp.c ---- */
 void proxy_udp_listen(proxy *px, const char *text);

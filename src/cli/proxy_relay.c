@@ -331,7 +331,7 @@ static void on_dialed(csock_dial *d, int status, csock_stream *s)
     if (rc < 0) relay_end(r, rc);
 }
 
-static uint32_t addr_hash(const csock_addr *a)
+uint32_t proxy_addr_hash(const csock_addr *a)
 {
     /* FNV-1a over the IP address (not the port: a client keeps its backend). */
     const unsigned char *p = NULL;
@@ -364,7 +364,7 @@ void relay_start(proxy *px, csock_stream *client, const char *peer, const csock_
     r->s[0] = client;
     csock_stream_set_data(client, r);
     for (int i = 0; i < 2; i++) r->h[i].pipe[0] = r->h[i].pipe[1] = r->fd[i] = -1;
-    r->hash = addr_hash(peer_addr);
+    r->hash = proxy_addr_hash(peer_addr);
     r->last_io = csock_loop_now(px->loop);
     link_relay(px, r);
     dial_next(r, NULL);

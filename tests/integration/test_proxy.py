@@ -397,7 +397,8 @@ def test_http_health_check():
                    "--fall", "1", "--to", "tcp://127.0.0.1:%d" % port)
         rc, out, err = curl("http://127.0.0.1:%d/" % px.port())
         check_eq(out, b"hello from nginx\n", "served while healthy")
-        check("down" not in px.stderr(), "never marked down: %r" % px.stderr())
+        check("backend tcp://127.0.0.1:%d down" % port not in px.stderr(),
+              "never marked down: %r" % px.stderr())
         px.finish()
     ng.stop()
 
