@@ -13,7 +13,7 @@ import asyncio
 import os
 import socket
 import sys
-import time
+import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nckit  # noqa: E402
@@ -110,34 +110,55 @@ def test_dead_backend_and_http_answers():
     px.finish()
 
 
-def test_udp_sessions_per_client():
-    with Server("upper", "udp://127.0.0.1:0") as be:
-        px = Proxy("udp://127.0.0.1:0", "--udp-idle", "0.5",
-                   "--to", "udp://127.0.0.1:%d" % be.endpoints[0].port)
-        port = px.port()
-        a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        for s in (a, b):
-            s.settimeout(T(5))
+def udp_upper():
+    """A UDP server in a thread answering each datagram in upper case, with
+    the port it saw the datagram from (each session has its own)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    seen = set()
 
-        def ask(s, msg):
-            # UDP may drop: a few tries, each answered or timed out.
-            for _ in range(5):
-                s.sendto(msg, ("127.0.0.1", port))
-                try:
-                    return s.recv(2048)
-                except socket.timeout:
-                    continue
-            check(False, "no answer to %r" % msg)
-        check_eq(ask(a, b"from a"), b"FROM A", "client a")
-        check_eq(ask(b, b"from b"), b"FROM B", "client b, its own session")
-        check_eq(ask(a, b"again a"), b"AGAIN A", "a's session again")
-        wait_for(lambda: px.stderr().count("udp session") >= 2 and "ended" in px.stderr(), 15,
-                 "idle sessions to end")
-        check_eq(ask(a, b"after"), b"AFTER", "a new session after the idle end")
-        a.close()
-        b.close()
-        px.finish()
+    def serve():
+        while True:
+            try:
+                data, peer = s.recvfrom(2048)
+            except OSError:
+                return
+            seen.add(peer)
+            s.sendto(data.upper(), peer)
+    threading.Thread(target=serve, daemon=True).start()
+    return s, seen
+
+
+def test_udp_sessions_per_client():
+    be, seen = udp_upper()
+    px = Proxy("udp://127.0.0.1:0", "--udp-idle", "0.5",
+               "--to", "udp://127.0.0.1:%d" % be.getsockname()[1])
+    port = px.port()
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for s in (a, b):
+        s.settimeout(T(5))
+
+    def ask(s, msg):
+        # UDP may drop: a few tries, each answered or timed out.
+        for _ in range(5):
+            s.sendto(msg, ("127.0.0.1", port))
+            try:
+                return s.recv(2048)
+            except socket.timeout:
+                continue
+        check(False, "no answer to %r" % msg)
+    check_eq(ask(a, b"from a"), b"FROM A", "client a")
+    check_eq(ask(b, b"from b"), b"FROM B", "client b, its own session")
+    check_eq(ask(a, b"again a"), b"AGAIN A", "a's session again")
+    wait_for(lambda: px.stderr().count("udp session") >= 2 and "ended" in px.stderr(), 15,
+             "idle sessions to end")
+    check_eq(ask(a, b"after"), b"AFTER", "a new session after the idle end")
+    check(len(seen) >= 3, "a backend socket per session: %r" % seen)
+    a.close()
+    b.close()
+    px.finish()
+    be.close()
 
 
 def _port_ws(self, i=0):
