@@ -58,6 +58,8 @@ static const char proxy_usage[] =
     "Exit status: 0 after a signal-driven stop, 1 on a runtime error (port in\n"
     "use), 2 on a wrong argument.\n";
 
+#define SWEEP_MS 250 /* the timeouts' granularity */
+
 enum {
     OPT_TO = 0x2000, OPT_BALANCE, OPT_CHECK, OPT_CHECK_INTERVAL, OPT_RISE, OPT_FALL,
     OPT_CONNECT_TIMEOUT, OPT_DRAIN_TIMEOUT, OPT_UDP_IDLE,
@@ -128,7 +130,8 @@ static void client_ready(csock_stream *s, int status)
         return;
     }
     csock_addr pa;
-    int have = csock_stream_peer(s, &pa) == 0;
+    /* getpeername costs a syscall a connection: only when it is used. */
+    int have = (px->balance == BALANCE_SOURCE || px->verbose) && csock_stream_peer(s, &pa) == 0;
     if (have) cli_addr_unmap(&pa);
     if (px->verbose) cli_peer_text(s, peer, sizeof peer);
     relay_start(px, s, peer, have ? &pa : NULL);
@@ -306,14 +309,14 @@ static void on_sweep(csock_timer *t) { relay_sweep(csock_timer_data(t)); }
 
 static int start_timers(proxy *px)
 {
-    int rc = 0;
-    if (px->idle_ms) {
-        rc = csock_timer_new(px->loop, &px->sweep);
-        if (rc < 0) return rc;
-        csock_timer_set_data(px->sweep, px);
-        uint64_t every = px->idle_ms / 4 < 1000 ? px->idle_ms / 4 : 1000;
-        csock_timer_start(px->sweep, on_sweep, every ? every : 1, every ? every : 1);
-    }
+    /* One timer for every relay's idle and connect timeouts: coarse (a
+     * quarter of --idle, at most 250 ms), and no timer per relay. */
+    int rc = csock_timer_new(px->loop, &px->sweep);
+    if (rc < 0) return rc;
+    csock_timer_set_data(px->sweep, px);
+    uint64_t every = SWEEP_MS;
+    if (px->idle_ms && px->idle_ms / 4 < every) every = px->idle_ms / 4 ? px->idle_ms / 4 : 1;
+    csock_timer_start(px->sweep, on_sweep, every, every);
     csock_signal **sigs[2] = {&px->sig_term, &px->sig_int};
     int nums[2] = {SIGTERM, SIGINT};
     for (int i = 0; i < 2 && rc == 0; i++) {

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -42,7 +43,9 @@ struct relay {
     int fd[2];
     unsigned char want[2]; /* the events io[i] watches */
     unsigned char attempt;
+    unsigned char connecting; /* io[1] is a raw connect in progress */
     int last_err;       /* the last failed connect's */
+    uint64_t deadline;  /* of that connect (loop ms; 0: none) */
     half h[2];          /* h[0]: client -> backend, h[1]: backend -> client */
     uint32_t hash;      /* of the client's address (--balance source) */
     uint64_t last_io;
@@ -146,6 +149,7 @@ static int pump(relay *r, int d)
 {
     half *h = &r->h[d];
     int src = r->fd[d], dst = r->fd[!d];
+    int drained = 0; /* a short read emptied the socket */
     for (;;) {
         while (h->inpipe) {
             ssize_t n = splice(h->pipe[0], NULL, dst, NULL, h->inpipe,
@@ -161,6 +165,10 @@ static int pump(relay *r, int d)
             pipe_put(r->px, h);
             return 0;
         }
+        if (drained) { /* level-triggered: more input (or the EOF) is reported again */
+            pipe_put(r->px, h);
+            return 0;
+        }
         int rc = pipe_get(r->px, h);
         if (rc < 0) return rc;
         ssize_t n = splice(src, NULL, h->pipe[1], NULL, SPLICE_CHUNK,
@@ -172,6 +180,7 @@ static int pump(relay *r, int d)
         }
         if (n < 0) return -errno;
         if (n == 0) h->eof = 1;
+        drained = n < SPLICE_CHUNK;
         h->inpipe = (uint32_t)n;
         r->last_io = csock_loop_now(r->px->loop);
     }
@@ -192,11 +201,14 @@ static int watch(relay *r)
     return 0;
 }
 
+static void raw_connected(relay *r);
+
 static void on_socket(csock_io *io, int events)
 {
     relay *r = csock_io_data(io);
     int i = io == r->io[1];
     int rc = 0;
+    if (r->connecting) return raw_connected(r);
     if (events & CSOCK_READABLE) rc = pump(r, i);
     if (rc == 0 && (events & CSOCK_WRITABLE)) rc = pump(r, !i);
     if (rc == 0 && r->h[0].shut && r->h[1].shut) return relay_end(r, 0);
@@ -204,20 +216,27 @@ static void on_socket(csock_io *io, int events)
     if (rc < 0) relay_end(r, rc);
 }
 
-/* Take both sockets from their streams: a dup each (the streams close
- * theirs), then plain watchers. */
+/* Take side i's socket from its stream: a dup (the stream closes its
+ * own), then a plain watcher. */
+static int take_socket(relay *r, int i)
+{
+    r->fd[i] = fcntl(csock_stream_fd(r->s[i]), F_DUPFD_CLOEXEC, 0);
+    if (r->fd[i] < 0) return -errno;
+    csock_stream_close(r->s[i], NULL);
+    r->s[i] = NULL;
+    int rc = csock_io_new(r->px->loop, r->fd[i], on_socket, r, &r->io[i]);
+    if (rc < 0) {
+        close(r->fd[i]);
+        r->fd[i] = -1;
+    }
+    return rc;
+}
+
 static int start_splice(relay *r)
 {
     for (int i = 0; i < 2; i++) {
-        r->fd[i] = fcntl(csock_stream_fd(r->s[i]), F_DUPFD_CLOEXEC, 0);
-        if (r->fd[i] < 0) return -errno;
-        csock_stream_close(r->s[i], NULL);
-        r->s[i] = NULL;
-        int rc = csock_io_new(r->px->loop, r->fd[i], on_socket, r, &r->io[i]);
-        if (rc < 0) {
-            close(r->fd[i]);
-            return rc;
-        }
+        int rc = r->s[i] ? take_socket(r, i) : 0;
+        if (rc < 0) return rc;
     }
     return watch(r);
 }
@@ -291,6 +310,9 @@ static int start_streams(relay *r)
 /* ---- connecting to a backend ---- */
 
 static void on_dialed(csock_dial *d, int status, csock_stream *s);
+static int raw_eligible(const relay *r, const backend *b);
+static int raw_connect(relay *r, const backend *b);
+static void connect_failed(relay *r, int status);
 
 static void dial_next(relay *r, const backend *failed)
 {
@@ -299,6 +321,11 @@ static void dial_next(relay *r, const backend *failed)
     if (!b) return relay_end(r, r->last_err ? r->last_err : -EHOSTUNREACH);
     r->be = b;
     b->conns++; /* counted from the connect on, for leastconn */
+    if (raw_eligible(r, b)) {
+        int rc = raw_connect(r, b);
+        if (rc < 0) connect_failed(r, rc); /* refused at once (a Unix socket): the next */
+        return;
+    }
     int rc = backend_dial(b, px->connect_ms, on_dialed, r, &r->dial);
     if (rc < 0) {
         r->dial = NULL;
@@ -308,27 +335,99 @@ static void dial_next(relay *r, const backend *failed)
 
 static int is_plain(const csock_stream *s) { return !csock_tls_is_tls(s); }
 
+/* The connect to r->be failed: the next backend gets its chance. */
+static void connect_failed(relay *r, int status)
+{
+    proxy *px = r->px;
+    backend *tried = r->be;
+    r->be = NULL;
+    tried->conns--;
+    if (px->verbose) cli_warn("connect %s for %s: %s", tried->name, r->peer, csock_strerror(status));
+    backend_failed(tried, status);
+    r->last_err = status;
+    r->attempt++;
+    dial_next(r, tried);
+}
+
+static void connected(relay *r)
+{
+    proxy *px = r->px;
+    backend_worked(r->be);
+    if (px->verbose) cli_warn("relay %s -> %s", r->peer, r->be->name);
+    r->last_io = csock_loop_now(px->loop);
+    int plain = is_plain(r->s[0]) && (!r->s[1] || is_plain(r->s[1]));
+    int rc = plain ? start_splice(r) : start_streams(r);
+    if (rc < 0) relay_end(r, rc);
+}
+
 static void on_dialed(csock_dial *d, int status, csock_stream *s)
 {
     relay *r = csock_dial_data(d);
-    proxy *px = r->px;
     r->dial = NULL;
-    if (status < 0) { /* the next backend gets its chance */
-        backend *tried = r->be;
-        r->be = NULL;
-        tried->conns--;
-        if (px->verbose) cli_warn("connect %s for %s: %s", tried->name, r->peer, csock_strerror(status));
-        backend_failed(tried, status);
-        r->last_err = status;
-        r->attempt++;
-        return dial_next(r, tried);
-    }
-    backend_worked(r->be);
+    if (status < 0) return connect_failed(r, status);
     r->s[1] = s;
-    if (px->verbose) cli_warn("relay %s -> %s", r->peer, r->be->name);
-    r->last_io = csock_loop_now(px->loop);
-    int rc = is_plain(r->s[0]) && is_plain(s) ? start_splice(r) : start_streams(r);
-    if (rc < 0) relay_end(r, rc);
+    connected(r);
+}
+
+/* ---- a backend of one address, for a plain client: a socket of our own ----
+ * A splice relay needs the backend's socket, not a stream: connecting it
+ * directly saves the stream, the dial and a dup per connection. Names,
+ * several addresses and TLS go through csock_dial (Happy Eyeballs). */
+
+static int raw_eligible(const relay *r, const backend *b)
+{
+    return b->naddrs == 1 && is_plain(r->s[0]) &&
+           (b->addrs[0].scheme == CSOCK_TCP || b->addrs[0].scheme == CSOCK_UNIX);
+}
+
+static void drop_raw(relay *r)
+{
+    if (r->io[1]) csock_io_close(r->io[1], NULL);
+    if (r->fd[1] >= 0) close(r->fd[1]);
+    r->io[1] = NULL;
+    r->fd[1] = -1;
+    r->connecting = 0;
+}
+
+static void raw_connected(relay *r)
+{
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(r->fd[1], SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+    if (err == EINPROGRESS) return; /* not yet: spurious wakeup */
+    if (err) {
+        drop_raw(r);
+        return connect_failed(r, -err);
+    }
+    r->connecting = 0;
+    connected(r);
+}
+
+static int raw_connect(relay *r, const backend *b)
+{
+    const csock_addr *a = &b->addrs[0];
+    int fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    if (a->scheme == CSOCK_TCP) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    if (connect(fd, (const struct sockaddr *)&a->sa, a->len) < 0 && errno != EINPROGRESS) {
+        int rc = -errno;
+        close(fd);
+        return rc;
+    }
+    r->fd[1] = fd;
+    int rc = csock_io_new(r->px->loop, fd, on_socket, r, &r->io[1]);
+    if (rc == 0) rc = csock_io_start(r->io[1], CSOCK_WRITABLE);
+    if (rc < 0) {
+        drop_raw(r);
+        return rc;
+    }
+    r->want[1] = CSOCK_WRITABLE;
+    r->connecting = 1;
+    r->deadline = r->px->connect_ms ? csock_loop_now(r->px->loop) + r->px->connect_ms : 0;
+    return 0;
 }
 
 uint32_t proxy_addr_hash(const csock_addr *a)
@@ -376,7 +475,12 @@ void relay_sweep(proxy *px)
     relay *next;
     for (relay *r = px->relays; r; r = next) {
         next = r->next;
-        if (!r->dial && now - r->last_io >= px->idle_ms) relay_end(r, -ETIMEDOUT);
+        if (r->connecting && r->deadline && now >= r->deadline) {
+            drop_raw(r);
+            connect_failed(r, -ETIMEDOUT);
+        } else if (!r->dial && !r->connecting && px->idle_ms && now - r->last_io >= px->idle_ms) {
+            relay_end(r, -ETIMEDOUT);
+        }
     }
 }
 
