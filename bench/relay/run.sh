@@ -5,7 +5,7 @@
 # per idle relayed pair. See relay_bench.py for the scenarios.
 #
 #   bash bench/relay/run.sh [CSOCK_BIN]   (env: ROUNDS=5 DURATION=5
-#                                          PROXIES="csock haproxy haproxy_splice socat"
+#                                          PROXIES="csock csock_nosplice haproxy haproxy_splice socat"
 #                                          IDLE_PAIRS=9000 PROXY_CPU=0 LOAD_CPU=1)
 # Takes /work/wt/bench.lock (or $BENCH_LOCK) so that two benchmarks never
 # share the machine.

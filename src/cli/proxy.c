@@ -51,6 +51,8 @@ static const char proxy_usage[] =
     "  --drain-timeout SECS  on SIGINT/SIGTERM, stop accepting, let relays\n"
     "                       finish, close what is left after SECS (default 10);\n"
     "                       a second signal closes everything at once\n"
+    "  --no-splice          relay through user space (the stream API) even\n"
+    "                       between plain sockets\n"
     "  -v, --verbose        log each relay (both ends) and its bytes each way\n"
     "                       at the end, failed connects, backends up and down\n"
     "  -h, --help           this help\n"
@@ -62,7 +64,7 @@ static const char proxy_usage[] =
 
 enum {
     OPT_TO = 0x2000, OPT_BALANCE, OPT_CHECK, OPT_CHECK_INTERVAL, OPT_RISE, OPT_FALL,
-    OPT_CONNECT_TIMEOUT, OPT_DRAIN_TIMEOUT, OPT_UDP_IDLE,
+    OPT_CONNECT_TIMEOUT, OPT_DRAIN_TIMEOUT, OPT_UDP_IDLE, OPT_NO_SPLICE,
 };
 
 /* ---- the end ---- */
@@ -270,6 +272,7 @@ static void parse_options(proxy *px, int argc, char **argv)
         {"connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT},
         {"drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT},
         {"udp-idle", required_argument, NULL, OPT_UDP_IDLE},
+        {"no-splice", no_argument, NULL, OPT_NO_SPLICE},
         {"verbose", no_argument, NULL, 'v'},
         CLI_TLS_LONGOPTS,
         {0, 0, 0, 0},
@@ -293,6 +296,7 @@ static void parse_options(proxy *px, int argc, char **argv)
         case OPT_CONNECT_TIMEOUT: px->connect_ms = cli_seconds("--connect-timeout", optarg); break;
         case OPT_DRAIN_TIMEOUT: px->drain_ms = cli_seconds("--drain-timeout", optarg); break;
         case OPT_UDP_IDLE: px->udp_idle_ms = cli_seconds("--udp-idle", optarg); break;
+        case OPT_NO_SPLICE: px->no_splice = 1; break;
         case 'v': px->verbose = 1; break;
         default:
             if (cli_tls_option(&px->tls_opts, c, optarg)) break;

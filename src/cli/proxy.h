@@ -54,6 +54,7 @@ struct proxy {
     csock_loop *loop;
     /* options */
     int verbose;
+    int no_splice;            /* --no-splice: the stream relay even between plain sockets */
     unsigned max_conns;
     uint64_t idle_ms, connect_ms, drain_ms, udp_idle_ms;
     int balance;

@@ -355,7 +355,7 @@ static void connected(relay *r)
     backend_worked(r->be);
     if (px->verbose) cli_warn("relay %s -> %s", r->peer, r->be->name);
     r->last_io = csock_loop_now(px->loop);
-    int plain = is_plain(r->s[0]) && (!r->s[1] || is_plain(r->s[1]));
+    int plain = !px->no_splice && is_plain(r->s[0]) && (!r->s[1] || is_plain(r->s[1]));
     int rc = plain ? start_splice(r) : start_streams(r);
     if (rc < 0) relay_end(r, rc);
 }
@@ -376,7 +376,7 @@ static void on_dialed(csock_dial *d, int status, csock_stream *s)
 
 static int raw_eligible(const relay *r, const backend *b)
 {
-    return b->naddrs == 1 && is_plain(r->s[0]) &&
+    return !r->px->no_splice && b->naddrs == 1 && is_plain(r->s[0]) &&
            (b->addrs[0].scheme == CSOCK_TCP || b->addrs[0].scheme == CSOCK_UNIX);
 }
 
