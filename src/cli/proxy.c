@@ -354,7 +354,9 @@ static void teardown(proxy *px)
     close_listeners(px);
     backends_stop(px);
     csock_loop_walk(px->loop, close_any, NULL);
-    while (csock_loop_run(px->loop, CSOCK_RUN_NOWAIT) > 0) {}
+    /* Waits (no spin) for the closes and for a resolver thread still in
+     * getaddrinfo(): its answer is the loop's last post. */
+    while (csock_loop_run(px->loop, CSOCK_RUN_ONCE) > 0) {}
     relay_pool_free(px);
     csock_loop_free(px->loop);
     csock_tls_ctx_free(px->tls_server);
