@@ -421,6 +421,32 @@ def test_max_conns_and_idle():
               "refusal and idle timeout logged: %r" % err)
 
 
+def test_connect_timeout_moves_to_the_next_backend():
+    """A backend whose accept queue is full never answers a SYN: after
+    --connect-timeout the client is relayed to the next backend."""
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    fillers = []
+    for _ in range(4):  # fill the queue; later SYNs are dropped
+        c = socket.socket()
+        c.setblocking(False)
+        c.connect_ex(full.getsockname())
+        fillers.append(c)
+    with Server("upper", "tcp://127.0.0.1:0") as be:
+        px = Proxy("tcp://127.0.0.1:0", "--connect-timeout", "0.5",
+                   "--to", "tcp://127.0.0.1:%d" % full.getsockname()[1], "--to", tcp_url(be.endpoints[0]))
+        t0 = time.monotonic()
+        with px.connect(timeout=20) as s:
+            check_eq(exchange(s, b"late\n"), b"LATE\n", "served by the second backend")
+        check(time.monotonic() - t0 >= 0.4, "the first backend was given its connect timeout")
+        err = px.finish()
+        check("Connection timed out" in err, "the timeout is logged: %r" % err)
+    for c in fillers:
+        c.close()
+    full.close()
+
+
 def test_sigterm_drains():
     with Server("echo", "tcp://127.0.0.1:0") as be:
         px = Proxy("tcp://127.0.0.1:0", "--drain-timeout", "20", "--to", tcp_url(be.endpoints[0]))
