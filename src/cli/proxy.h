@@ -16,7 +16,6 @@
 #include "cli/cli.h"
 
 #define PROXY_MAX_BACKENDS 64
-#define PROXY_RETRY_MS 2000        /* a backend that refused is skipped this long (no --check) */
 #define PROXY_CHECK_INTERVAL_MS 2000
 #define PROXY_RESOLVE_MS 30000     /* names of backends are resolved again this often */
 #define PROXY_PIPE_POOL 64         /* idle splice pipes kept for reuse */

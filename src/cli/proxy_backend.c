@@ -8,7 +8,7 @@
 
 #define CHECK_REPLY_MAX 4096 /* an HTTP check reads no more of the reply */
 
-static void start_resolving(backend *b);
+
 
 void backend_add(proxy *px, const char *text)
 {
