@@ -8,8 +8,6 @@
 
 #define CHECK_REPLY_MAX 4096 /* an HTTP check reads no more of the reply */
 
-
-
 void backend_add(proxy *px, const char *text)
 {
     if (px->nbackends == PROXY_MAX_BACKENDS)
