@@ -17,6 +17,7 @@
 #include "csock/loop.h"
 #include "csock/net.h"
 #include "csock/tls.h"
+#include "csock/resolve.h"
 #include "csock/http.h"
 #include "csock/ws.h"
 

@@ -8,6 +8,7 @@
 
 #include "cli/bench.h"
 #include "cli/cli.h"
+#include "cli/proxy.h"
 
 static const char usage[] =
     "usage: csock COMMAND [ARGS...]\n"
@@ -20,6 +21,8 @@ static const char usage[] =
     "  connect ADDR            stdin to the peer, the peer to stdout (netcat-style)\n"
     "  listen ADDR             wait for peers: one, many (-k), broker, chat, exec\n"
     "  bench ADDR              load a server, check its answers, measure latency\n"
+    "  proxy LISTEN... --to BACKEND...  relay clients to backends (TCP, TLS, Unix,\n"
+    "                          ws, udp), load-balanced, health-checked\n"
     "\n"
     "Addresses:\n"
     "  tcp://HOST:PORT  tls://HOST:PORT  udp://HOST:PORT  HOST:PORT (tcp)\n"
@@ -44,6 +47,7 @@ static const struct {
     {"connect", cli_connect},
     {"listen", cli_listen},
     {"bench", cli_bench},
+    {"proxy", cli_proxy},
 };
 
 void cli_warn(const char *fmt, ...)

@@ -1,0 +1,231 @@
+/* The backends of csock proxy: which one a client gets (--balance), which
+ * are up (health checks, or without them the clients' own connects), and
+ * their addresses (names resolved on the loop, again as they age). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/proxy.h"
+
+#define CHECK_REPLY_MAX 4096 /* an HTTP check reads no more of the reply */
+
+void backend_add(proxy *px, const char *text)
+{
+    if (px->nbackends == PROXY_MAX_BACKENDS)
+        cli_die(CLI_USAGE, "proxy: at most %d backends (--to)", PROXY_MAX_BACKENDS);
+    backend *b = &px->backends[px->nbackends++];
+    memset(b, 0, sizeof *b);
+    b->px = px;
+    b->text = text;
+    b->up = 1;
+    int n = csock_addr_resolve(text, CSOCK_ADDR_NUMERIC, b->addrs, CSOCK_RESOLVE_MAX);
+    if (n == CSOCK_ENONAME) {
+        /* A name: checked for syntax now, resolved once the loop runs. */
+        b->is_name = 1;
+        snprintf(b->name, sizeof b->name, "%s", text);
+        return;
+    }
+    if (n < 0) cli_addr(text, 0, &b->addrs[0]); /* dies with the reason */
+    b->naddrs = (size_t)n;
+    csock_addr_format(&b->addrs[0], b->name, sizeof b->name);
+}
+
+/* ---- names ---- */
+
+static void on_resolved(csock_resolve *r, int status, const csock_addr *addrs, size_t n)
+{
+    backend *b = csock_resolve_data(r);
+    b->res = NULL;
+    b->resolved_at = csock_loop_now(b->px->loop);
+    if (status < 0) {
+        /* Keep the old addresses, if any: DNS failing is no reason to drop a
+         * backend that answers. */
+        if (b->px->verbose) cli_warn("resolve %s: %s", b->text, csock_strerror(status));
+        return;
+    }
+    memcpy(b->addrs, addrs, n * sizeof *addrs);
+    b->naddrs = n;
+}
+
+static void start_resolving(backend *b)
+{
+    if (b->res) return;
+    int rc = csock_resolve_start(b->px->loop, b->text, NULL, on_resolved, b, &b->res);
+    if (rc < 0) {
+        b->res = NULL;
+        if (b->px->verbose) cli_warn("resolve %s: %s", b->text, csock_strerror(rc));
+    }
+}
+
+/* ---- connecting ---- */
+
+int backend_dial(backend *b, uint64_t timeout_ms, csock_dial_cb cb, void *data, csock_dial **out)
+{
+    proxy *px = b->px;
+    csock_dial_opts o = {.timeout_ms = timeout_ms, .tls = px->tls_client};
+    if (b->is_name && !b->res &&
+        csock_loop_now(px->loop) - b->resolved_at >= PROXY_RESOLVE_MS)
+        start_resolving(b); /* the current addresses serve meanwhile */
+    if (b->naddrs) return csock_dial_addrs(px->loop, b->addrs, b->naddrs, &o, cb, data, out);
+    return csock_dial_start(px->loop, b->text, &o, cb, data, out);
+}
+
+static void set_up(backend *b, int up, const char *why)
+{
+    if (b->up == up) return;
+    b->up = up;
+    if (b->px->verbose) cli_warn("backend %s %s%s%s", b->name, up ? "up" : "down",
+                                 why ? ": " : "", why ? why : "");
+}
+
+void backend_failed(backend *b, int status)
+{
+    if (b->px->check != CHECK_NONE) return; /* the checks decide */
+    b->ok_run = 0;
+    if (++b->fail_run < b->px->fall) return;
+    b->retry_at = csock_loop_now(b->px->loop) + b->px->check_ms;
+    set_up(b, 0, csock_strerror(status));
+}
+
+void backend_worked(backend *b)
+{
+    if (b->px->check != CHECK_NONE) return;
+    b->fail_run = 0;
+    set_up(b, 1, NULL);
+}
+
+/* ---- choosing ---- */
+
+static int usable(const backend *b, uint64_t now)
+{
+    if (b->up) return 1;
+    /* Without checks a down backend gets another chance after a while. */
+    return b->px->check == CHECK_NONE && now >= b->retry_at;
+}
+
+backend *backend_pick(proxy *px, uint32_t client_hash, unsigned attempt, const backend *failed)
+{
+    unsigned n = px->nbackends;
+    if (attempt >= n) return NULL; /* each backend had its chance */
+    uint64_t now = csock_loop_now(px->loop);
+    if (px->balance == BALANCE_LEASTCONN) {
+        backend *best = NULL;
+        for (unsigned i = 0; i < n; i++) {
+            backend *b = &px->backends[i];
+            if (b == failed || !usable(b, now)) continue;
+            if (!best || b->conns < best->conns) best = b;
+        }
+        return best;
+    }
+    unsigned start;
+    if (failed) start = (unsigned)(failed - px->backends) + 1;
+    else if (px->balance == BALANCE_SOURCE) start = client_hash % n;
+    else start = px->rr++;
+    for (unsigned k = 0; k < n; k++) {
+        backend *b = &px->backends[(start + k) % n];
+        if (b != failed && usable(b, now)) return b;
+    }
+    return NULL;
+}
+
+/* ---- health checks ---- */
+
+static void check_result(backend *b, int ok, const char *why)
+{
+    proxy *px = b->px;
+    if (ok) {
+        b->fail_run = 0;
+        if (++b->ok_run >= px->rise) set_up(b, 1, NULL);
+    } else {
+        b->ok_run = 0;
+        if (++b->fail_run >= px->fall) set_up(b, 0, why);
+    }
+}
+
+static void check_close(backend *b)
+{
+    if (b->check_s) csock_stream_close(b->check_s, NULL);
+    b->check_s = NULL;
+}
+
+/* "HTTP/1.x 2xx" or 3xx is healthy. */
+static size_t on_check_reply(csock_stream *s, int status, const char *buf, size_t len)
+{
+    backend *b = csock_stream_data(s);
+    const char *eol = len ? memchr(buf, '\n', len) : NULL;
+    if (!eol && status == 0 && len < CHECK_REPLY_MAX) return 0; /* the status line is not whole yet */
+    int ok = eol && len >= 12 && !memcmp(buf, "HTTP/1.", 7) && (buf[9] == '2' || buf[9] == '3');
+    char why[64];
+    if (!eol) snprintf(why, sizeof why, "%s", status < 0 ? csock_strerror(status) : "no HTTP reply");
+    else snprintf(why, sizeof why, "HTTP %.3s", len >= 12 ? buf + 9 : "?");
+    check_result(b, ok, ok ? NULL : why);
+    check_close(b);
+    return len;
+}
+
+static void on_check_connected(csock_dial *d, int status, csock_stream *s)
+{
+    backend *b = csock_dial_data(d);
+    proxy *px = b->px;
+    b->check_dial = NULL;
+    if (status < 0) return check_result(b, 0, csock_strerror(status));
+    if (px->check == CHECK_TCP) {
+        csock_stream_close(s, NULL);
+        return check_result(b, 1, NULL);
+    }
+    b->check_s = s;
+    csock_stream_set_data(s, b);
+    const char *host = b->addrs[0].host[0] ? b->addrs[0].host : "localhost";
+    char req[512];
+    int n = snprintf(req, sizeof req,
+                     "GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: csock-proxy-check\r\n\r\n",
+                     px->check_path, host);
+    int rc = n > 0 && (size_t)n < sizeof req ? csock_stream_write(s, req, (size_t)n) : -ENOSPC;
+    if (rc == 0) rc = csock_stream_read_start(s, on_check_reply);
+    if (rc < 0) {
+        check_close(b);
+        check_result(b, 0, csock_strerror(rc));
+    }
+}
+
+static void on_check_timer(csock_timer *t)
+{
+    backend *b = csock_timer_data(t);
+    if (b->check_s) { /* the last one never answered */
+        check_close(b);
+        check_result(b, 0, "no reply in time");
+    }
+    if (b->check_dial) return; /* still connecting (its timeout reports) */
+    int rc = backend_dial(b, b->px->check_ms, on_check_connected, b, &b->check_dial);
+    if (rc < 0) {
+        b->check_dial = NULL;
+        check_result(b, 0, csock_strerror(rc));
+    }
+}
+
+int backends_start(proxy *px)
+{
+    for (unsigned i = 0; i < px->nbackends; i++) {
+        backend *b = &px->backends[i];
+        if (b->is_name) start_resolving(b);
+        if (px->check == CHECK_NONE) continue;
+        int rc = csock_timer_new(px->loop, &b->check_timer);
+        if (rc < 0) return rc;
+        csock_timer_set_data(b->check_timer, b);
+        csock_timer_start(b->check_timer, on_check_timer, 0, px->check_ms);
+    }
+    return 0;
+}
+
+void backends_stop(proxy *px)
+{
+    for (unsigned i = 0; i < px->nbackends; i++) {
+        backend *b = &px->backends[i];
+        if (b->res) csock_resolve_cancel(b->res);
+        b->res = NULL;
+        if (b->check_dial) csock_dial_cancel(b->check_dial);
+        b->check_dial = NULL;
+        check_close(b);
+        if (b->check_timer) csock_timer_close(b->check_timer, NULL);
+        b->check_timer = NULL;
+    }
+}

@@ -1,0 +1,490 @@
+/* A client and its backend, relayed both ways with half-close.
+ *
+ * Between two plain sockets (TCP or Unix) the bytes never enter user space:
+ * splice(2) moves them from one socket into a pipe and from the pipe into
+ * the other. The pipe is taken from a pool only while bytes are in it, so
+ * an idle pair holds no pipe (two descriptors and 128 KiB of kernel buffer
+ * less). The sockets are watched with csock_io, level-triggered: a source is
+ * read only while its pipe is empty, which is the backpressure. Otherwise
+ * (TLS on either side) the streams relay, each pausing its source while
+ * the other's write queue is above PROXY_HIGH_WATER.
+ *
+ * An EOF from one side is passed on as a shutdown of the other's write
+ * side; the relay ends when both directions have ended that way, or at the
+ * first error (reset), or at --idle. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "cli/proxy.h"
+
+#define SPLICE_CHUNK (64 * 1024) /* a pipe's default capacity */
+
+typedef struct half {
+    int pipe[2];     /* splice: -1 while the direction holds no bytes */
+    uint32_t inpipe; /* bytes in the pipe */
+    unsigned char eof;  /* the source finished */
+    unsigned char shut; /* the sink's write side is shut down */
+    uint64_t bytes;  /* relayed */
+} half;
+
+struct relay {
+    proxy *px;
+    relay *next, *prev;
+    backend *be;
+    csock_dial *dial;
+    csock_stream *s[2]; /* the client's and the backend's streams (stream mode) */
+    csock_io *io[2];    /* splice mode: their sockets */
+    int fd[2];
+    unsigned char want[2]; /* the events io[i] watches */
+    unsigned char attempt;
+    unsigned char connecting; /* io[1] is a raw connect in progress */
+    int last_err;       /* the last failed connect's */
+    uint64_t deadline;  /* of that connect (loop ms; 0: none) */
+    half h[2];          /* h[0]: client -> backend, h[1]: backend -> client */
+    uint32_t hash;      /* of the client's address (--balance source) */
+    uint64_t last_io;
+    char *peer;         /* the client's address (-v only) */
+};
+
+/* ---- the list and the end ---- */
+
+static void link_relay(proxy *px, relay *r)
+{
+    r->next = px->relays;
+    if (px->relays) px->relays->prev = r;
+    px->relays = r;
+    px->nrelays++;
+}
+
+static void unlink_relay(proxy *px, relay *r)
+{
+    if (r->prev) r->prev->next = r->next;
+    else px->relays = r->next;
+    if (r->next) r->next->prev = r->prev;
+    px->nrelays--;
+}
+
+static void pipe_put(proxy *px, half *h);
+
+static void log_end(const relay *r, int why)
+{
+    const char *be = r->be ? r->be->name : "(no backend)";
+    if (why == 0 || why == CSOCK_EOF)
+        cli_warn("closed %s -> %s: %llu bytes up, %llu down", r->peer, be,
+                 (unsigned long long)r->h[0].bytes, (unsigned long long)r->h[1].bytes);
+    else
+        cli_warn("dropped %s -> %s: %s (%llu bytes up, %llu down)", r->peer, be,
+                 csock_strerror(why), (unsigned long long)r->h[0].bytes,
+                 (unsigned long long)r->h[1].bytes);
+}
+
+/* why: 0 (both directions finished) or the error that ended the relay. */
+static void relay_end(relay *r, int why)
+{
+    proxy *px = r->px;
+    if (px->verbose) log_end(r, why);
+    if (r->dial) csock_dial_cancel(r->dial);
+    for (int i = 0; i < 2; i++) {
+        if (r->s[i]) csock_stream_close(r->s[i], NULL);
+        if (r->io[i]) {
+            csock_io_close(r->io[i], NULL);
+            close(r->fd[i]);
+        }
+        pipe_put(px, &r->h[i]);
+    }
+    if (r->be) r->be->conns--;
+    unlink_relay(px, r);
+    free(r->peer);
+    free(r);
+    proxy_relay_gone(px);
+}
+
+/* ---- splice ---- */
+
+static int pipe_get(proxy *px, half *h)
+{
+    if (h->pipe[0] >= 0) return 0;
+    if (px->npool) {
+        pipe_pair p = px->pool[--px->npool];
+        h->pipe[0] = p.fd[0];
+        h->pipe[1] = p.fd[1];
+        return 0;
+    }
+    return pipe2(h->pipe, O_NONBLOCK | O_CLOEXEC) < 0 ? -errno : 0;
+}
+
+/* An empty pipe goes back to the pool; one still holding bytes (an error
+ * cut the relay short) is closed with them. */
+static void pipe_put(proxy *px, half *h)
+{
+    if (h->pipe[0] < 0) return;
+    if (!h->inpipe && px->npool < PROXY_PIPE_POOL) {
+        px->pool[px->npool++] = (pipe_pair){{h->pipe[0], h->pipe[1]}};
+    } else {
+        close(h->pipe[0]);
+        close(h->pipe[1]);
+    }
+    h->pipe[0] = h->pipe[1] = -1;
+    h->inpipe = 0;
+}
+
+void relay_pool_free(proxy *px)
+{
+    while (px->npool) {
+        pipe_pair p = px->pool[--px->npool];
+        close(p.fd[0]);
+        close(p.fd[1]);
+    }
+}
+
+/* Move what direction d can move now. Returns 0, or the error that ends
+ * the relay. */
+static int pump(relay *r, int d)
+{
+    half *h = &r->h[d];
+    int src = r->fd[d], dst = r->fd[!d];
+    int drained = 0; /* a short read emptied the socket */
+    for (;;) {
+        while (h->inpipe) {
+            ssize_t n = splice(h->pipe[0], NULL, dst, NULL, h->inpipe,
+                               SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) return errno == EAGAIN ? 0 : -errno;
+            h->inpipe -= (uint32_t)n;
+            h->bytes += (uint64_t)n;
+        }
+        if (h->eof) {
+            if (!h->shut && shutdown(dst, SHUT_WR) < 0 && errno != ENOTCONN) return -errno;
+            h->shut = 1;
+            pipe_put(r->px, h);
+            return 0;
+        }
+        if (drained) { /* level-triggered: more input (or the EOF) is reported again */
+            pipe_put(r->px, h);
+            return 0;
+        }
+        int rc = pipe_get(r->px, h);
+        if (rc < 0) return rc;
+        ssize_t n = splice(src, NULL, h->pipe[1], NULL, SPLICE_CHUNK,
+                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) {
+            pipe_put(r->px, h); /* idle: the pipe serves another relay meanwhile */
+            return 0;
+        }
+        if (n < 0) return -errno;
+        if (n == 0) h->eof = 1;
+        drained = n < SPLICE_CHUNK;
+        h->inpipe = (uint32_t)n;
+        r->last_io = csock_loop_now(r->px->loop);
+    }
+}
+
+/* Watch what each socket can do for us now: read while its direction's pipe
+ * is empty, write while the other direction has bytes for it. */
+static int watch(relay *r)
+{
+    for (int i = 0; i < 2; i++) {
+        int ev = (!r->h[i].eof && !r->h[i].inpipe ? CSOCK_READABLE : 0) |
+                 (r->h[!i].inpipe ? CSOCK_WRITABLE : 0);
+        if (ev == r->want[i]) continue;
+        int rc = csock_io_start(r->io[i], ev);
+        if (rc < 0) return rc;
+        r->want[i] = (unsigned char)ev;
+    }
+    return 0;
+}
+
+static void raw_connected(relay *r);
+
+static void on_socket(csock_io *io, int events)
+{
+    relay *r = csock_io_data(io);
+    int i = io == r->io[1];
+    int rc = 0;
+    if (r->connecting) return raw_connected(r);
+    if (events & CSOCK_READABLE) rc = pump(r, i);
+    if (rc == 0 && (events & CSOCK_WRITABLE)) rc = pump(r, !i);
+    if (rc == 0 && r->h[0].shut && r->h[1].shut) return relay_end(r, 0);
+    if (rc == 0) rc = watch(r);
+    if (rc < 0) relay_end(r, rc);
+}
+
+/* Take side i's socket from its stream: a dup (the stream closes its
+ * own), then a plain watcher. */
+static int take_socket(relay *r, int i)
+{
+    r->fd[i] = fcntl(csock_stream_fd(r->s[i]), F_DUPFD_CLOEXEC, 0);
+    if (r->fd[i] < 0) return -errno;
+    csock_stream_close(r->s[i], NULL);
+    r->s[i] = NULL;
+    int rc = csock_io_new(r->px->loop, r->fd[i], on_socket, r, &r->io[i]);
+    if (rc < 0) {
+        close(r->fd[i]);
+        r->fd[i] = -1;
+    }
+    return rc;
+}
+
+static int start_splice(relay *r)
+{
+    for (int i = 0; i < 2; i++) {
+        int rc = r->s[i] ? take_socket(r, i) : 0;
+        if (rc < 0) return rc;
+    }
+    return watch(r);
+}
+
+/* ---- streams ---- */
+
+static void stream_check_done(relay *r)
+{
+    if (r->h[0].shut && r->h[1].shut) relay_end(r, 0);
+}
+
+static void on_shutdown(csock_stream *s, int status)
+{
+    relay *r = csock_stream_data(s);
+    int d = s == r->s[0]; /* shutting down the client ends direction 1 */
+    if (status < 0) return relay_end(r, status);
+    r->h[d].shut = 1;
+    stream_check_done(r);
+}
+
+static size_t on_stream_read(csock_stream *s, int status, const char *buf, size_t len)
+{
+    relay *r = csock_stream_data(s);
+    int d = s == r->s[1];
+    csock_stream *to = r->s[!d];
+    if (status == CSOCK_EOF) {
+        r->h[d].eof = 1;
+        csock_stream_read_stop(s);
+        int rc = csock_stream_shutdown(to, on_shutdown);
+        if (rc < 0) relay_end(r, rc);
+        return len;
+    }
+    if (status < 0) {
+        relay_end(r, status);
+        return len;
+    }
+    int rc = csock_stream_write(to, buf, len);
+    if (rc < 0) {
+        relay_end(r, rc);
+        return len;
+    }
+    r->h[d].bytes += len;
+    r->last_io = csock_loop_now(r->px->loop);
+    if (csock_stream_write_queue_size(to) > PROXY_HIGH_WATER) csock_stream_read_stop(s);
+    return len;
+}
+
+/* A sink drained: its source may read again. */
+static void on_stream_drain(csock_stream *s, int status)
+{
+    relay *r = csock_stream_data(s);
+    int d = s == r->s[0]; /* the direction that writes into s */
+    if (status < 0) return relay_end(r, status);
+    if (!r->h[d].eof) csock_stream_read_start(r->s[d], on_stream_read);
+}
+
+static int start_streams(relay *r)
+{
+    for (int i = 0; i < 2; i++) {
+        csock_stream_set_data(r->s[i], r);
+        csock_stream_set_watermarks(r->s[i], 0, 0); /* we throttle the sources ourselves */
+        csock_stream_on_drain(r->s[i], on_stream_drain);
+    }
+    for (int i = 0; i < 2; i++) {
+        int rc = csock_stream_read_start(r->s[i], on_stream_read);
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
+/* ---- connecting to a backend ---- */
+
+static void on_dialed(csock_dial *d, int status, csock_stream *s);
+static int raw_eligible(const relay *r, const backend *b);
+static int raw_connect(relay *r, const backend *b);
+static void connect_failed(relay *r, int status);
+
+static void dial_next(relay *r, const backend *failed)
+{
+    proxy *px = r->px;
+    backend *b = backend_pick(px, r->hash, r->attempt, failed);
+    if (!b) return relay_end(r, r->last_err ? r->last_err : -EHOSTUNREACH);
+    r->be = b;
+    b->conns++; /* counted from the connect on, for leastconn */
+    if (raw_eligible(r, b)) {
+        int rc = raw_connect(r, b);
+        if (rc < 0) connect_failed(r, rc); /* refused at once (a Unix socket): the next */
+        return;
+    }
+    int rc = backend_dial(b, px->connect_ms, on_dialed, r, &r->dial);
+    if (rc < 0) {
+        r->dial = NULL;
+        relay_end(r, rc);
+    }
+}
+
+static int is_plain(const csock_stream *s) { return !csock_tls_is_tls(s); }
+
+/* The connect to r->be failed: the next backend gets its chance. */
+static void connect_failed(relay *r, int status)
+{
+    proxy *px = r->px;
+    backend *tried = r->be;
+    r->be = NULL;
+    tried->conns--;
+    if (px->verbose) cli_warn("connect %s for %s: %s", tried->name, r->peer, csock_strerror(status));
+    backend_failed(tried, status);
+    r->last_err = status;
+    r->attempt++;
+    dial_next(r, tried);
+}
+
+static void connected(relay *r)
+{
+    proxy *px = r->px;
+    backend_worked(r->be);
+    if (px->verbose) cli_warn("relay %s -> %s", r->peer, r->be->name);
+    r->last_io = csock_loop_now(px->loop);
+    int plain = !px->no_splice && is_plain(r->s[0]) && (!r->s[1] || is_plain(r->s[1]));
+    int rc = plain ? start_splice(r) : start_streams(r);
+    if (rc < 0) relay_end(r, rc);
+}
+
+static void on_dialed(csock_dial *d, int status, csock_stream *s)
+{
+    relay *r = csock_dial_data(d);
+    r->dial = NULL;
+    if (status < 0) return connect_failed(r, status);
+    r->s[1] = s;
+    connected(r);
+}
+
+/* ---- a backend of one address, for a plain client: a socket of our own ----
+ * A splice relay needs the backend's socket, not a stream: connecting it
+ * directly saves the stream, the dial and a dup per connection. Names,
+ * several addresses and TLS go through csock_dial (Happy Eyeballs). */
+
+static int raw_eligible(const relay *r, const backend *b)
+{
+    return !r->px->no_splice && b->naddrs == 1 && is_plain(r->s[0]) &&
+           (b->addrs[0].scheme == CSOCK_TCP || b->addrs[0].scheme == CSOCK_UNIX);
+}
+
+static void drop_raw(relay *r)
+{
+    if (r->io[1]) csock_io_close(r->io[1], NULL);
+    if (r->fd[1] >= 0) close(r->fd[1]);
+    r->io[1] = NULL;
+    r->fd[1] = -1;
+    r->connecting = 0;
+}
+
+static void raw_connected(relay *r)
+{
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(r->fd[1], SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+    if (err == EINPROGRESS) return; /* not yet: spurious wakeup */
+    if (err) {
+        drop_raw(r);
+        return connect_failed(r, -err);
+    }
+    r->connecting = 0;
+    connected(r);
+}
+
+static int raw_connect(relay *r, const backend *b)
+{
+    const csock_addr *a = &b->addrs[0];
+    int fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    if (a->scheme == CSOCK_TCP) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    if (connect(fd, (const struct sockaddr *)&a->sa, a->len) < 0 && errno != EINPROGRESS) {
+        int rc = -errno;
+        close(fd);
+        return rc;
+    }
+    r->fd[1] = fd;
+    int rc = csock_io_new(r->px->loop, fd, on_socket, r, &r->io[1]);
+    if (rc == 0) rc = csock_io_start(r->io[1], CSOCK_WRITABLE);
+    if (rc < 0) {
+        drop_raw(r);
+        return rc;
+    }
+    r->want[1] = CSOCK_WRITABLE;
+    r->connecting = 1;
+    r->deadline = r->px->connect_ms ? csock_loop_now(r->px->loop) + r->px->connect_ms : 0;
+    return 0;
+}
+
+uint32_t proxy_addr_hash(const csock_addr *a)
+{
+    /* FNV-1a over the IP address (not the port: a client keeps its backend). */
+    const unsigned char *p = NULL;
+    size_t n = 0;
+    if (a && a->sa.ss_family == AF_INET) {
+        p = (const unsigned char *)&((const struct sockaddr_in *)&a->sa)->sin_addr;
+        n = 4;
+    } else if (a && a->sa.ss_family == AF_INET6) {
+        p = (const unsigned char *)&((const struct sockaddr_in6 *)&a->sa)->sin6_addr;
+        n = 16;
+    }
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 16777619u;
+    return h;
+}
+
+void relay_start(proxy *px, csock_stream *client, const char *peer, const csock_addr *peer_addr)
+{
+    relay *r = calloc(1, sizeof *r);
+    if (r && px->verbose && !(r->peer = strdup(peer))) {
+        free(r);
+        r = NULL;
+    }
+    if (!r) {
+        if (px->verbose) cli_warn("refused %s: %s", peer, csock_strerror(-ENOMEM));
+        csock_stream_close(client, NULL);
+        return;
+    }
+    r->px = px;
+    r->s[0] = client;
+    csock_stream_set_data(client, r);
+    for (int i = 0; i < 2; i++) r->h[i].pipe[0] = r->h[i].pipe[1] = r->fd[i] = -1;
+    r->hash = proxy_addr_hash(peer_addr);
+    r->last_io = csock_loop_now(px->loop);
+    link_relay(px, r);
+    dial_next(r, NULL);
+}
+
+void relay_sweep(proxy *px)
+{
+    uint64_t now = csock_loop_now(px->loop);
+    relay *next;
+    for (relay *r = px->relays; r; r = next) {
+        next = r->next;
+        if (r->connecting && r->deadline && now >= r->deadline) {
+            drop_raw(r);
+            connect_failed(r, -ETIMEDOUT);
+        } else if (!r->dial && !r->connecting && px->idle_ms && now - r->last_io >= px->idle_ms) {
+            relay_end(r, -ETIMEDOUT);
+        }
+    }
+}
+
+void relay_close_all(proxy *px)
+{
+    while (px->relays) relay_end(px->relays, -ECANCELED);
+}

@@ -1,0 +1,257 @@
+/* ws:// listeners of csock proxy, the websockify job: a browser's WebSocket
+ * on one side, a plain byte stream (tcp, unix, tls) on the other. Each
+ * message's bytes (text or binary) go to the backend as they are; what
+ * the backend sends comes back as binary messages, one per read. A close
+ * from either side ends both: the WebSocket's close becomes the backend's
+ * EOF (after the bytes queued for it), the backend's EOF a close 1000.
+ *
+ * Messages that arrive while the backend is still connecting wait (up to
+ * the WebSocket's maximum message size in all). While the WebSocket has
+ * more than PROXY_HIGH_WATER queued the backend is not read. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/proxy.h"
+
+typedef struct ws_listener {
+    proxy *px;
+    csock_http_server *http;
+    csock_listener *l;
+    char path[CLI_WS_PATH];
+} ws_listener;
+
+typedef struct ws_relay {
+    proxy *px;
+    csock_ws *ws;       /* NULL once CLOSED came */
+    csock_stream *s;    /* the backend, once connected */
+    csock_dial *dial;
+    backend *be;
+    unsigned attempt;
+    int last_err;
+    uint32_t hash;
+    char *pending;      /* messages' bytes before the backend is connected */
+    size_t npending;
+    uint64_t up, down;  /* bytes to the backend, to the WebSocket */
+    char peer[CLI_ADDR_TEXT];
+} ws_relay;
+
+#define WS_MAX_MESSAGE (1u << 20)
+
+/* The end of both sides; freed once the WebSocket's CLOSED has come. */
+static void ws_relay_end(ws_relay *w, int why)
+{
+    proxy *px = w->px;
+    if (w->dial) csock_dial_cancel(w->dial);
+    w->dial = NULL;
+    if (w->s) csock_stream_end(w->s, NULL); /* what the client sent still goes */
+    w->s = NULL;
+    if (w->be) w->be->conns--;
+    w->be = NULL;
+    if (w->ws) { /* say goodbye; CLOSED (and the free) follows */
+        csock_ws_close(w->ws, why == 0 || why == CSOCK_EOF ? CSOCK_WS_NORMAL : CSOCK_WS_INTERNAL,
+                       NULL, 0);
+        return;
+    }
+    if (px->verbose)
+        cli_warn("closed %s -> ws relay: %llu bytes up, %llu down%s%s", w->peer,
+                 (unsigned long long)w->up, (unsigned long long)w->down,
+                 why && why != CSOCK_EOF ? ": " : "", why && why != CSOCK_EOF ? csock_strerror(why) : "");
+    free(w->pending);
+    free(w);
+    px->nrelays--;
+    proxy_relay_gone(px);
+}
+
+static size_t on_backend_read(csock_stream *s, int status, const char *buf, size_t len)
+{
+    ws_relay *w = csock_stream_data(s);
+    if (status < 0) {
+        if (status != CSOCK_EOF) w->s = NULL, csock_stream_close(s, NULL);
+        ws_relay_end(w, status);
+        return len;
+    }
+    if (!w->ws) return len;
+    if (csock_ws_send(w->ws, CSOCK_WS_BINARY, buf, len) < 0) {
+        ws_relay_end(w, -EPIPE);
+        return len;
+    }
+    w->down += len;
+    if (csock_ws_buffered(w->ws) > PROXY_HIGH_WATER) csock_stream_read_stop(s);
+    return len;
+}
+
+static int to_backend(ws_relay *w, const char *buf, size_t len)
+{
+    if (!w->s) {
+        if (w->npending + len > WS_MAX_MESSAGE) return -ENOBUFS;
+        char *p = realloc(w->pending, w->npending + len + 1);
+        if (!p) return -ENOMEM;
+        memcpy(p + w->npending, buf, len);
+        w->pending = p;
+        w->npending += len;
+        return 0;
+    }
+    int rc = csock_stream_write(w->s, buf, len);
+    if (rc == 0) w->up += len;
+    return rc;
+}
+
+static void on_ws(csock_ws *ws, const csock_ws_event *ev, void *data)
+{
+    ws_relay *w = data;
+    switch (ev->kind) {
+    case CSOCK_WS_MESSAGE: {
+        int rc = to_backend(w, ev->buf, ev->len);
+        if (rc < 0) ws_relay_end(w, rc);
+        break;
+    }
+    case CSOCK_WS_DRAIN:
+        if (w->s) csock_stream_read_start(w->s, on_backend_read);
+        break;
+    case CSOCK_WS_CLOSED:
+        w->ws = NULL;
+        ws_relay_end(w, ev->status);
+        break;
+    default: break;
+    }
+    (void)ws;
+}
+
+static void ws_dial_next(ws_relay *w, const backend *failed);
+
+static void on_ws_dialed(csock_dial *d, int status, csock_stream *s)
+{
+    ws_relay *w = csock_dial_data(d);
+    proxy *px = w->px;
+    w->dial = NULL;
+    if (status < 0) {
+        backend *tried = w->be;
+        w->be = NULL;
+        tried->conns--;
+        if (px->verbose) cli_warn("connect %s for %s: %s", tried->name, w->peer, csock_strerror(status));
+        backend_failed(tried, status);
+        w->last_err = status;
+        w->attempt++;
+        return ws_dial_next(w, tried);
+    }
+    backend_worked(w->be);
+    if (px->verbose) cli_warn("relay %s -> %s (WebSocket)", w->peer, w->be->name);
+    w->s = s;
+    csock_stream_set_data(s, w);
+    csock_stream_set_watermarks(s, 0, 0);
+    int rc = w->npending ? csock_stream_write(s, w->pending, w->npending) : 0;
+    w->up += w->npending;
+    free(w->pending);
+    w->pending = NULL;
+    w->npending = 0;
+    if (rc == 0) rc = csock_stream_read_start(s, on_backend_read);
+    if (rc < 0) ws_relay_end(w, rc);
+}
+
+static void ws_dial_next(ws_relay *w, const backend *failed)
+{
+    backend *b = backend_pick(w->px, w->hash, w->attempt, failed);
+    if (!b) return ws_relay_end(w, w->last_err ? w->last_err : -EHOSTUNREACH);
+    w->be = b;
+    b->conns++;
+    int rc = backend_dial(b, w->px->connect_ms, on_ws_dialed, w, &w->dial);
+    if (rc < 0) {
+        w->dial = NULL;
+        ws_relay_end(w, rc);
+    }
+}
+
+static void answer(csock_http_req *r, int status, const char *name, const char *value)
+{
+    char body[64];
+    int n = snprintf(body, sizeof body, "%d %s\n", status, csock_http_reason(status));
+    csock_http_add_header(r, "Content-Type", "text/plain; charset=utf-8");
+    if (name) csock_http_add_header(r, name, value);
+    csock_http_send(r, status, body, (size_t)n);
+}
+
+static void upgrade(ws_listener *wl, csock_http_req *r)
+{
+    proxy *px = wl->px;
+    if (px->draining || (px->max_conns && px->nrelays >= px->max_conns)) {
+        csock_http_close_after(r);
+        return answer(r, 503, NULL, NULL);
+    }
+    ws_relay *w = calloc(1, sizeof *w);
+    if (!w) {
+        csock_http_close_after(r);
+        return answer(r, 503, NULL, NULL);
+    }
+    w->px = px;
+    csock_stream *s = csock_http_stream(r);
+    csock_addr a;
+    if (s && csock_stream_peer(s, &a) == 0) {
+        cli_addr_unmap(&a);
+        cli_addr_name(&a, w->peer, sizeof w->peer);
+        w->hash = proxy_addr_hash(&a);
+    } else {
+        snprintf(w->peer, sizeof w->peer, "?");
+    }
+    csock_ws_opts wo = {.max_message = WS_MAX_MESSAGE};
+    int rc = csock_ws_accept(r, &wo, on_ws, w, &w->ws);
+    if (rc < 0) {
+        if (px->verbose) cli_warn("refused %s: WebSocket handshake: %s", w->peer, csock_strerror(rc));
+        free(w);
+        return;
+    }
+    px->nrelays++;
+    ws_dial_next(w, NULL);
+}
+
+static int is(csock_http_str s, const char *text)
+{
+    return s.len == strlen(text) && !memcmp(s.ptr, text, s.len);
+}
+
+static void on_request(csock_http_req *r, void *data)
+{
+    ws_listener *wl = data;
+    if (!is(csock_http_path(r), wl->path)) return answer(r, 404, NULL, NULL);
+    if (!csock_ws_is_upgrade(r)) return answer(r, 426, "Upgrade", "websocket");
+    upgrade(wl, r);
+}
+
+static void on_accept(csock_listener *l, csock_stream *s, int status)
+{
+    ws_listener *wl = csock_listener_data(l);
+    if (status < 0) {
+        if (wl->px->verbose) cli_warn("accept: %s", csock_strerror(status));
+        return;
+    }
+    csock_http_server_accept(wl->http, s); /* on failure it closed s */
+}
+
+void proxy_ws_listen(proxy *px, const char *text)
+{
+    ws_listener *wl = calloc(1, sizeof *wl);
+    if (!wl) cli_die(CLI_ERR, "listen %s: %s", text, csock_strerror(-ENOMEM));
+    wl->px = px;
+    csock_addr a;
+    cli_ws_listen_addr(text, CSOCK_ADDR_PASSIVE, &a, wl->path);
+    csock_http_opts ho = {.handler = on_request, .data = wl};
+    int rc = csock_http_server_new(px->loop, &ho, &wl->http);
+    if (rc == 0) rc = csock_listen(px->loop, &a, NULL, on_accept, wl, &wl->l);
+    if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", text, csock_strerror(rc));
+    csock_addr bound;
+    csock_listener_addr(wl->l, &bound);
+    cli_print_ws_listening(stdout, &bound, 0, wl->path);
+    px->ws_states[px->nws++] = wl;
+}
+
+/* Stop accepting. WebSockets already upgraded belong to their relays (the
+ * HTTP server has let go of them), so the HTTP server can go now. */
+void proxy_ws_stop(proxy *px)
+{
+    for (unsigned i = 0; i < px->nws; i++) {
+        ws_listener *wl = px->ws_states[i];
+        csock_listener_close(wl->l, NULL);
+        csock_http_server_close(wl->http);
+        free(wl);
+    }
+    px->nws = 0;
+}
