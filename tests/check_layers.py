@@ -16,7 +16,8 @@ import sys
 LEVELS = ["error", "loop", "net", "tls", "proto", "cli"]
 FOLDERS = {"loop": "loop", "net": "net", "tls": "tls", "proto": "proto", "cli": "cli"}
 PUBLIC = {"error.h": "error", "api.h": "error", "loop.h": "loop", "net.h": "net",
-          "tls.h": "tls", "http.h": "proto", "ws.h": "proto", "csock.h": "proto"}
+          "tls.h": "tls", "http.h": "proto", "ws.h": "proto", "csock.h": "proto",
+          "resolve.h": "net", "dial.h": "tls"}
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 
 

@@ -18,6 +18,7 @@
 #include "csock/net.h"
 #include "csock/tls.h"
 #include "csock/resolve.h"
+#include "csock/dial.h"
 #include "csock/http.h"
 #include "csock/ws.h"
 

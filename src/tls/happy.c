@@ -9,7 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "csock/resolve.h"
+#include "csock/dial.h"
 #include "tls/tls_int.h"
 
 #define DEFAULT_ATTEMPT_DELAY_MS 250
