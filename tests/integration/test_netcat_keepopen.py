@@ -209,6 +209,8 @@ def allow_and_deny_cidr_ipv4():
     q, port = listen("-k", "-v", "--deny", "127.0.0.0/30", "--deny", "127.0.0.9", "127.0.0.1", 0)
     for src in ("127.0.0.1", "127.0.0.3", "127.0.0.9"):
         assert recv_all(from_source(port, src)) == b""
+        # The close may reach us before the log line is written: wait for it.
+        q.wait_stderr(r"denied tcp://%s:\d+" % re.escape(src))
     s = from_source(port, "127.0.0.4")
     s.sendall(b"ok\n")
     q.wait_stdout(b"ok\n")
