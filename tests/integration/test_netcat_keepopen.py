@@ -200,7 +200,8 @@ def from_source(port, src, host="127.0.0.1", family=socket.AF_INET):
 def allow_and_deny_cidr_ipv4():
     p, port = listen("-k", "-v", "--allow", "127.0.0.2,127.0.1.0/24", "127.0.0.1", 0)
     denied = from_source(port, "127.0.0.1")
-    assert recv_all(denied) == b""
+    got = recv_all(denied)
+    assert got == b"", got
     p.wait_stderr(r"denied tcp://127\.0\.0\.1:\d+")
     for src in ("127.0.0.2", "127.0.1.77"):
         s = from_source(port, src)
@@ -208,13 +209,14 @@ def allow_and_deny_cidr_ipv4():
         p.wait_stdout(b"from %s\n" % src.encode())
     q, port = listen("-k", "-v", "--deny", "127.0.0.0/30", "--deny", "127.0.0.9", "127.0.0.1", 0)
     for src in ("127.0.0.1", "127.0.0.3", "127.0.0.9"):
-        assert recv_all(from_source(port, src)) == b""
+        got = recv_all(from_source(port, src))
+        assert got == b"", (src, got)
         # The close may reach us before the log line is written: wait for it.
         q.wait_stderr(r"denied tcp://%s:\d+" % re.escape(src))
     s = from_source(port, "127.0.0.4")
     s.sendall(b"ok\n")
     q.wait_stdout(b"ok\n")
-    assert q.stderr().count("denied") == 3
+    assert q.stderr().count("denied") == 3, q.stderr()
 
 
 @test
