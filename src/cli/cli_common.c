@@ -61,18 +61,22 @@ void cli_log_handshake(const csock_stream *s, int status, const char *peer)
              cli_tls_reason(s, status, why, sizeof why));
 }
 
+void cli_log_accept_error(int status)
+{
+    if (status == -EPROTO || status == -EMSGSIZE)
+        cli_warn("dropped a connection: bad PROXY protocol header");
+    else if (status == -ETIMEDOUT)
+        cli_warn("dropped a connection: no PROXY protocol header in time");
+    else
+        cli_warn("accept: %s", csock_strerror(status));
+}
+
 void cli_on_accept(csock_listener *l, csock_stream *s, int status)
 {
     const cli_acceptor *a = csock_listener_data(l);
     if (status < 0) {
         /* Out of descriptors and the like: the listener goes on. */
-        if (!a->verbose) return;
-        if (status == -EPROTO || status == -EMSGSIZE)
-            cli_warn("dropped a connection: bad PROXY protocol header");
-        else if (status == -ETIMEDOUT)
-            cli_warn("dropped a connection: no PROXY protocol header in time");
-        else
-            cli_warn("accept: %s", csock_strerror(status));
+        if (a->verbose) cli_log_accept_error(status);
         return;
     }
     if (a->accepted && a->accepted(a, s) < 0) return; /* turned away (and closed) */

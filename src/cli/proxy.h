@@ -63,6 +63,9 @@ struct proxy {
     unsigned rise, fall;
     cli_tls tls_opts;
     csock_tls_ctx *tls_server, *tls_client;
+    csock_listen_opts lo;     /* --proxy-protocol, --proxy-timeout */
+    int send_proxy;           /* --send-proxy (1), --send-proxy-v2 (2): header version */
+    cli_sd sd;                /* the watchdog */
     /* backends */
     backend backends[PROXY_MAX_BACKENDS];
     unsigned nbackends;
@@ -89,6 +92,14 @@ struct proxy {
 void proxy_relay_gone(proxy *px);
 
 /* ---- proxy_relay.c ---- */
+/* The PROXY protocol header (--send-proxy[-v2]) naming `client`'s peer and
+ * the address it reached, into buf (CSOCK_PROXY_HEADER_MAX bytes).
+ * Returns its length or -errno. */
+ssize_t proxy_header(const proxy *px, const csock_stream *client, unsigned char *buf);
+/* Write it to a backend just connected, before any relayed byte: on its
+ * raw socket `fd` (a fresh connection's send buffer takes it whole), or
+ * into the stream `s` when fd < 0. Returns 0 or -errno. */
+int proxy_send_header(const proxy *px, const csock_stream *client, csock_stream *s, int fd);
 /* A client is ready (accepted, TLS done if any): find it a backend. Takes
  * the stream; `peer` is its address as text. */
 void relay_start(proxy *px, csock_stream *client, const char *peer, const csock_addr *peer_addr);

@@ -139,7 +139,8 @@ static void on_ws_dialed(csock_dial *d, int status, csock_stream *s)
     w->s = s;
     csock_stream_set_data(s, w);
     csock_stream_set_watermarks(s, 0, 0);
-    int rc = w->npending ? csock_stream_write(s, w->pending, w->npending) : 0;
+    int rc = px->send_proxy ? proxy_send_header(px, w->ws ? csock_ws_stream(w->ws) : NULL, s, -1) : 0;
+    if (rc == 0 && w->npending) rc = csock_stream_write(s, w->pending, w->npending);
     w->up += w->npending;
     free(w->pending);
     w->pending = NULL;
@@ -220,7 +221,7 @@ static void on_accept(csock_listener *l, csock_stream *s, int status)
 {
     ws_listener *wl = csock_listener_data(l);
     if (status < 0) {
-        if (wl->px->verbose) cli_warn("accept: %s", csock_strerror(status));
+        if (wl->px->verbose) cli_log_accept_error(status);
         return;
     }
     csock_http_server_accept(wl->http, s); /* on failure it closed s */
@@ -235,7 +236,7 @@ void proxy_ws_listen(proxy *px, const char *text)
     cli_ws_listen_addr(text, CSOCK_ADDR_PASSIVE, &a, wl->path);
     csock_http_opts ho = {.handler = on_request, .data = wl};
     int rc = csock_http_server_new(px->loop, &ho, &wl->http);
-    if (rc == 0) rc = csock_listen(px->loop, &a, NULL, on_accept, wl, &wl->l);
+    if (rc == 0) rc = csock_listen(px->loop, &a, &px->lo, on_accept, wl, &wl->l);
     if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", text, csock_strerror(rc));
     csock_addr bound;
     csock_listener_addr(wl->l, &bound);

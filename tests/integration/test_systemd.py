@@ -87,6 +87,16 @@ def sanitizer_env():
     return {k: os.environ[k] for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "CSOCK_BACKEND") if k in os.environ}
 
 
+def stop_activated(p, notify):
+    """SIGTERM (systemd's stop) to systemd-socket-activate's child:
+    STOPPING=1, then a clean exit. The activator passes the signal on to
+    its child and exits with it."""
+    rc = p.stop(signal.SIGTERM, 20)
+    notify.wait("STOPPING=1")
+    check(rc == 0 or rc == -signal.SIGTERM, "exit status %r (stderr %r)" % (rc, p.stderr()[-800:]))
+    check("ERROR: AddressSanitizer" not in p.stderr(), "sanitizer: %r" % p.stderr()[-2000:])
+
+
 def test_units_through_socket_activate():
     need(ACTIVATE)
     listen = unit_values("csock.socket", "ListenStream")
@@ -136,12 +146,7 @@ def test_units_through_socket_activate():
             except socket.timeout:
                 pass
         check(sum(m == "WATCHDOG=1" for m in notify.msgs) >= n0 + 3, "watchdog pings: %r" % notify.msgs)
-        # SIGTERM (systemd's stop): STOPPING=1, then a clean exit. The
-        # activator passes the signal on to its child and exits with it.
-        rc = p.stop(signal.SIGTERM, 20)
-        notify.wait("STOPPING=1")
-        check(rc == 0 or rc == -signal.SIGTERM, "exit status %r (stderr %r)" % (rc, p.stderr()[-800:]))
-        check("ERROR: AddressSanitizer" not in p.stderr(), "sanitizer: %r" % p.stderr()[-2000:])
+        stop_activated(p, notify)
     finally:
         p.stop(signal.SIGKILL)
         notify.close()

@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""csock proxy behind real balancers and under systemd's protocols.
+
+- HAProxy (send-proxy-v2) in front of `csock proxy --proxy-protocol
+  --send-proxy-v2` in front of `csock serve echo --proxy-protocol -v`: the
+  served side logs the real client (127.0.0.2, HAProxy's client), through
+  both balancers; a connection to the proxy without a header is closed;
+- `csock proxy --send-proxy` (v1) and `--send-proxy-v2` in front of
+  `csock serve echo --proxy-protocol -v`, splice and --no-splice, a TLS
+  client and a Unix backend: the served side logs the proxy's client;
+- systemd-socket-activate hands csock proxy its socket (systemd:NAME), and
+  the notify socket gets READY=1; a plain inherited fd (fd:N);
+- bad arguments: one line, exit 2.
+"""
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+
+from deploykit import CLIENT_IP, HAProxy, free_port, need_haproxy, tcp_cfg, wait_for
+from csocktest import BIN, Proc, Server, T, check, check_eq, csock, main, need, recv_exact, tmpdir
+from test_proxy import Proxy
+from test_systemd import ACTIVATE, Notify, activate_argv, sanitizer_env, stop_activated, try_connect
+import tlscerts
+
+
+def echo_server(*addrs):
+    return Server("echo", *(addrs or ("tcp://127.0.0.1:0",)), opts=["-v", "--proxy-protocol"])
+
+
+def roundtrip(s, data):
+    s.sendall(data)
+    check_eq(recv_exact(s, len(data)), data, "echo through the proxy")
+
+
+def closed_by_peer(s, timeout=10):
+    s.settimeout(T(timeout))
+    try:
+        while s.recv(4096):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_haproxy_in_front_of_the_proxy():
+    need_haproxy()
+    with echo_server() as srv:
+        px = Proxy("--proxy-protocol", "--send-proxy-v2", "tcp://127.0.0.1:0",
+                   "--to", "tcp://127.0.0.1:%d" % srv.endpoints[0].port)
+        try:
+            hp = HAProxy(lambda ports: tcp_cfg(ports[0], px.port(), "send-proxy-v2"))
+            try:
+                c = hp.client()
+                roundtrip(c, b"through two balancers\n")
+                want = "tcp://%s:%d" % (CLIENT_IP, c.getsockname()[1])
+                wait_for(lambda: "connection from " + want in srv.stderr(), 10,
+                         "%r in the served side's log (%r)" % (want, srv.stderr()[-500:]))
+                wait_for(lambda: "relay " + want in px.stderr(), 10, "the proxy's -v line")
+                # A connection to the proxy without a header: closed, logged.
+                bad = px.connect()
+                bad.sendall(b"no header here\n")
+                check(closed_by_peer(bad), "a connection without a PROXY header stays open")
+                bad.close()
+                wait_for(lambda: "bad PROXY protocol header" in px.stderr(), 10, "the -v line")
+                roundtrip(c, b"still served\n")
+                c.close()
+            finally:
+                hp.stop()
+        finally:
+            px.finish()
+
+
+def check_send_proxy(version, *extra):
+    with echo_server() as srv:
+        opt = "--send-proxy" if version == 1 else "--send-proxy-v2"
+        px = Proxy(opt, *extra, "tcp://127.0.0.1:0", "--to", "tcp://127.0.0.1:%d" % srv.endpoints[0].port)
+        try:
+            s = socket.socket()
+            s.settimeout(T(10))
+            s.bind((CLIENT_IP, 0))
+            s.connect(("127.0.0.1", px.port()))
+            roundtrip(s, b"x" * 100000)
+            want = "connection from tcp://%s:%d" % (CLIENT_IP, s.getsockname()[1])
+            wait_for(lambda: want in srv.stderr(), 10, "%r in %r" % (want, srv.stderr()[-500:]))
+            s.close()
+        finally:
+            px.finish()
+
+
+def test_send_proxy_v1_splice():
+    check_send_proxy(1)
+
+
+def test_send_proxy_v2_splice():
+    check_send_proxy(2)
+
+
+def test_send_proxy_v2_stream_relay():
+    check_send_proxy(2, "--no-splice")
+
+
+def test_send_proxy_tls_client_to_unix_backend():
+    # TLS terminated here, the header (v2: it carries the TCP client to a
+    # Unix backend's server) then the plaintext on a Unix socket.
+    path = os.path.join(tmpdir(), "echo.sock")
+    certs = tlscerts.make(tmpdir())
+    with echo_server("unix:" + path) as srv:
+        px = Proxy("--send-proxy-v2", "--cert", os.path.join(certs, "server.pem"),
+                   "--key", os.path.join(certs, "server.key"), "tls://127.0.0.1:0", "--to", "unix:" + path)
+        try:
+            ctx = ssl.create_default_context(cafile=os.path.join(certs, "ca.pem"))
+            raw = socket.create_connection(("127.0.0.1", px.port()), timeout=T(10))
+            s = ctx.wrap_socket(raw, server_hostname="localhost")
+            roundtrip(s, b"over tls\n")
+            want = "connection from tcp://127.0.0.1:%d" % s.getsockname()[1]
+            wait_for(lambda: want in srv.stderr(), 10, "%r in %r" % (want, srv.stderr()[-500:]))
+            s.close()
+        finally:
+            px.finish()
+
+
+def test_systemd_socket_activate_hands_the_proxy_its_socket():
+    need(ACTIVATE)
+    with echo_server() as srv:
+        port = free_port()
+        notify = Notify()
+        env = dict(sanitizer_env(), NOTIFY_SOCKET=notify.env)
+        cmd = [BIN, "proxy", "-v", "--send-proxy", "systemd:front",
+               "--to", "tcp://127.0.0.1:%d" % srv.endpoints[0].port]
+        p = Proc(activate_argv(port, "front", env, cmd))
+        try:
+            s = wait_for(lambda: try_connect(port), 10, "systemd-socket-activate to listen")
+            roundtrip(s, b"activated\n")
+            want = "connection from tcp://127.0.0.1:%d" % s.getsockname()[1]
+            wait_for(lambda: want in srv.stderr(), 10, "%r in %r" % (want, srv.stderr()[-500:]))
+            s.close()
+            notify.wait("READY=1")
+            out = p.read_line(10)
+            check_eq(out, "listening tcp://127.0.0.1:%d" % port, "listening line")
+            stop_activated(p, notify)
+        finally:
+            p.stop(signal.SIGKILL)
+            notify.close()
+
+
+def test_inherited_fd():
+    with echo_server() as srv:
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(16)
+        port = lsock.getsockname()[1]
+        fd = lsock.fileno()
+        with tempfile.TemporaryFile() as errf:
+            p = subprocess.Popen([BIN, "proxy", "fd:%d" % fd, "--to", "tcp://127.0.0.1:%d" % srv.endpoints[0].port],
+                                 stdout=subprocess.PIPE, stderr=errf, pass_fds=[fd], start_new_session=True)
+            try:
+                lsock.close()
+                check_eq(p.stdout.readline().decode().strip(), "listening tcp://127.0.0.1:%d" % port,
+                         "listening line")
+                s = socket.create_connection(("127.0.0.1", port), timeout=T(10))
+                s.sendall(b"PROXY TCP4 192.0.2.9 127.0.0.1 999 80\r\nfd\n")
+                check_eq(recv_exact(s, 3), b"fd\n", "echo through fd:N")
+                s.close()
+                wait_for(lambda: "connection from tcp://192.0.2.9:999" in srv.stderr(), 10,
+                         "the header passed through as bytes (no --send-proxy)")
+                p.send_signal(signal.SIGTERM)
+                check_eq(p.wait(T(20)), 0, "exit status")
+            finally:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+            errf.seek(0)
+            err = errf.read().decode()
+            check("AddressSanitizer" not in err, err[-2000:])
+
+
+def test_bad_arguments():
+    cases = [
+        (["--send-proxy", "tcp://127.0.0.1:0", "--to", "tls://127.0.0.1:1"], "send-proxy"),
+        (["--send-proxy-v2", "udp://127.0.0.1:0", "--to", "udp://127.0.0.1:1"], "send-proxy"),
+        (["--proxy-protocol", "udp://127.0.0.1:0", "--to", "udp://127.0.0.1:1"], "proxy-protocol"),
+        (["--proxy-timeout", "0", "tcp://127.0.0.1:0", "--to", "tcp://127.0.0.1:1"], "proxy-timeout"),
+        (["systemd:front", "--to", "tcp://127.0.0.1:1"], "systemd"),
+        (["fd:x", "--to", "tcp://127.0.0.1:1"], "fd:"),
+    ]
+    for args, what in cases:
+        rc, out, err = csock("proxy", *args)
+        check_eq(rc, 2, "exit status for %r (stderr %r)" % (args, err))
+        lines = err.strip().splitlines()
+        check(len(lines) == 1 and what in lines[0], "one line naming %r: %r" % (what, err))
+    rc, out, err = csock("proxy", "--help")
+    out = out.decode() if isinstance(out, bytes) else out
+    for opt in ("--send-proxy-v2", "--proxy-protocol", "systemd:NAME"):
+        check(opt in out, "--help lacks %s" % opt)
+
+
+if __name__ == "__main__":
+    main()
