@@ -5,9 +5,13 @@
  * from either side ends both: the WebSocket's close becomes the backend's
  * EOF (after the bytes queued for it), the backend's EOF a close 1000.
  *
- * Messages that arrive while the backend is still connecting wait (up to
- * the WebSocket's maximum message size in all). While the WebSocket has
- * more than PROXY_HIGH_WATER queued the backend is not read. */
+ * Backpressure both ways, so a fast side never fills the proxy's memory
+ * for a slow one: while the backend's write queue holds more than
+ * PROXY_HIGH_WATER (or, before it is connected, the messages waiting for
+ * it do), the WebSocket is not read (csock_ws_read_stop: the client's
+ * sends back up into TCP), and it is read again once that queue has
+ * drained; while the WebSocket has more than PROXY_HIGH_WATER queued the
+ * backend is not read, until CSOCK_WS_DRAIN. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,6 +35,7 @@ typedef struct ws_relay {
     uint32_t hash;
     char *pending;      /* messages' bytes before the backend is connected */
     size_t npending;
+    int ws_stopped;     /* the WebSocket is not read: the backend is behind */
     uint64_t up, down;  /* bytes to the backend, to the WebSocket */
     char peer[CLI_ADDR_TEXT];
 } ws_relay;
@@ -43,7 +48,10 @@ static void ws_relay_end(ws_relay *w, int why)
     proxy *px = w->px;
     if (w->dial) csock_dial_cancel(w->dial);
     w->dial = NULL;
-    if (w->s) csock_stream_end(w->s, NULL); /* what the client sent still goes */
+    if (w->s) { /* what the client sent still goes; w may be gone by its drain */
+        csock_stream_on_drain(w->s, NULL);
+        csock_stream_end(w->s, NULL);
+    }
     w->s = NULL;
     if (w->be) w->be->conns--;
     w->be = NULL;
@@ -80,20 +88,41 @@ static size_t on_backend_read(csock_stream *s, int status, const char *buf, size
     return len;
 }
 
+/* Stop reading the WebSocket while `queued` bytes wait for the backend
+ * past the high-water mark. */
+static void throttle_ws(ws_relay *w, size_t queued)
+{
+    if (w->ws_stopped || !w->ws || queued <= PROXY_HIGH_WATER) return;
+    if (csock_ws_read_stop(w->ws) == 0) w->ws_stopped = 1;
+}
+
+/* The backend's write queue emptied: the WebSocket may be read again. */
+static void on_backend_drain(csock_stream *s, int status)
+{
+    ws_relay *w = csock_stream_data(s);
+    if (status < 0 || !w->ws_stopped || !w->ws) return; /* an error comes to the read callback */
+    w->ws_stopped = 0;
+    csock_ws_read_start(w->ws);
+}
+
 static int to_backend(ws_relay *w, const char *buf, size_t len)
 {
     if (!w->s) {
-        if (w->npending + len > WS_MAX_MESSAGE) return -ENOBUFS;
+        /* Held at most a high-water mark and the message that passed it. */
+        if (w->npending + len > WS_MAX_MESSAGE + PROXY_HIGH_WATER) return -ENOBUFS;
         char *p = realloc(w->pending, w->npending + len + 1);
         if (!p) return -ENOMEM;
         memcpy(p + w->npending, buf, len);
         w->pending = p;
         w->npending += len;
+        throttle_ws(w, w->npending);
         return 0;
     }
     int rc = csock_stream_write(w->s, buf, len);
-    if (rc == 0) w->up += len;
-    return rc;
+    if (rc < 0) return rc;
+    w->up += len;
+    throttle_ws(w, csock_stream_write_queue_size(w->s));
+    return 0;
 }
 
 static void on_ws(csock_ws *ws, const csock_ws_event *ev, void *data)
@@ -139,6 +168,7 @@ static void on_ws_dialed(csock_dial *d, int status, csock_stream *s)
     w->s = s;
     csock_stream_set_data(s, w);
     csock_stream_set_watermarks(s, 0, 0);
+    csock_stream_on_drain(s, on_backend_drain);
     int rc = px->send_proxy ? proxy_send_header(px, w->ws ? csock_ws_stream(w->ws) : NULL, s, -1) : 0;
     if (rc == 0 && w->npending) rc = csock_stream_write(s, w->pending, w->npending);
     w->up += w->npending;
@@ -146,7 +176,9 @@ static void on_ws_dialed(csock_dial *d, int status, csock_stream *s)
     w->pending = NULL;
     w->npending = 0;
     if (rc == 0) rc = csock_stream_read_start(s, on_backend_read);
-    if (rc < 0) ws_relay_end(w, rc);
+    if (rc < 0) return ws_relay_end(w, rc);
+    /* Stopped while connecting: on once what waited is in the kernel. */
+    if (w->ws_stopped && csock_stream_write_queue_size(s) <= PROXY_HIGH_WATER) on_backend_drain(s, 0);
 }
 
 static void ws_dial_next(ws_relay *w, const backend *failed)
