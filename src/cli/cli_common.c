@@ -150,8 +150,9 @@ const char cli_deploy_usage[] =
     "  ADDR may also be fd:N (a listening socket inherited as descriptor N) or\n"
     "  systemd:NAME (the sockets systemd passed with FileDescriptorName=NAME:\n"
     "  LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES), tls+ before either for TLS.\n"
-    "  With $NOTIFY_SOCKET set, systemd hears READY=1 once listening,\n"
-    "  WATCHDOG=1 every half $WATCHDOG_USEC and STOPPING=1 when draining.\n";
+    "  With $NOTIFY_SOCKET set, systemd hears READY=1 once listening; from\n"
+    "  serve and proxy also WATCHDOG=1 every half $WATCHDOG_USEC and\n"
+    "  STOPPING=1 when draining.\n";
 
 /* Beyond an hour a header is not slow, it is not coming. */
 #define MAX_PROXY_TIMEOUT_MS 3600000u

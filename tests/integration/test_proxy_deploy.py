@@ -16,13 +16,12 @@ import os
 import signal
 import socket
 import ssl
-import subprocess
-import tempfile
 
 from deploykit import CLIENT_IP, HAProxy, free_port, need_haproxy, tcp_cfg, wait_for
 from csocktest import BIN, Proc, Server, T, check, check_eq, csock, main, need, recv_exact, tmpdir
 from test_proxy import Proxy
-from test_systemd import ACTIVATE, Notify, activate_argv, sanitizer_env, stop_activated, try_connect
+from test_systemd import (ACTIVATE, Notify, WithFd, activate_argv, sanitizer_env, stop_activated,
+                          try_connect)
 import tlscerts
 
 
@@ -150,33 +149,17 @@ def test_systemd_socket_activate_hands_the_proxy_its_socket():
 
 def test_inherited_fd():
     with echo_server() as srv:
-        lsock = socket.socket()
-        lsock.bind(("127.0.0.1", 0))
-        lsock.listen(16)
-        port = lsock.getsockname()[1]
-        fd = lsock.fileno()
-        with tempfile.TemporaryFile() as errf:
-            p = subprocess.Popen([BIN, "proxy", "fd:%d" % fd, "--to", "tcp://127.0.0.1:%d" % srv.endpoints[0].port],
-                                 stdout=subprocess.PIPE, stderr=errf, pass_fds=[fd], start_new_session=True)
-            try:
-                lsock.close()
-                check_eq(p.stdout.readline().decode().strip(), "listening tcp://127.0.0.1:%d" % port,
-                         "listening line")
-                s = socket.create_connection(("127.0.0.1", port), timeout=T(10))
-                s.sendall(b"PROXY TCP4 192.0.2.9 127.0.0.1 999 80\r\nfd\n")
-                check_eq(recv_exact(s, 3), b"fd\n", "echo through fd:N")
-                s.close()
-                wait_for(lambda: "connection from tcp://192.0.2.9:999" in srv.stderr(), 10,
-                         "the header passed through as bytes (no --send-proxy)")
-                p.send_signal(signal.SIGTERM)
-                check_eq(p.wait(T(20)), 0, "exit status")
-            finally:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
-            errf.seek(0)
-            err = errf.read().decode()
-            check("AddressSanitizer" not in err, err[-2000:])
+        with WithFd(["proxy", "FD", "--to", "tcp://127.0.0.1:%d" % srv.endpoints[0].port]) as w:
+            check_eq(w.p.stdout.readline().decode().strip(), "listening tcp://127.0.0.1:%d" % w.port,
+                     "listening line")
+            s = socket.create_connection(("127.0.0.1", w.port), timeout=T(10))
+            s.sendall(b"PROXY TCP4 192.0.2.9 127.0.0.1 999 80\r\nfd\n")
+            check_eq(recv_exact(s, 3), b"fd\n", "echo through fd:N")
+            s.close()
+            wait_for(lambda: "connection from tcp://192.0.2.9:999" in srv.stderr(), 10,
+                     "the header passed through as bytes (no --send-proxy)")
+            w.p.send_signal(signal.SIGTERM)
+            check_eq(w.p.wait(T(20)), 0, "exit status")
 
 
 def test_bad_arguments():

@@ -202,37 +202,56 @@ def test_systemd_name_not_passed():
     check_eq(csock("serve", "echo", "tls+tcp://1.2.3.4:5")[0], 2, "exit status for tls+tcp://")
 
 
+class WithFd:
+    """`csock ARGS...` given a fresh listening loopback TCP socket as an
+    inherited descriptor: the argument "FD" becomes fd:N, and the socket
+    lives on in csock alone. In the block: .p (stdin and stdout pipes) and
+    .port; after it: .err, csock's stderr, checked for sanitizer reports."""
+
+    def __init__(self, args, env=None):
+        self.args, self.env = args, env
+
+    def __enter__(self):
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(16)
+        self.port = lsock.getsockname()[1]
+        fd = lsock.fileno()
+        self.errf = tempfile.TemporaryFile()
+        argv = [BIN] + ["fd:%d" % fd if a == "FD" else a for a in self.args]
+        self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errf,
+                                  pass_fds=[fd], env=self.env, start_new_session=True)
+        lsock.close()
+        return self
+
+    def __exit__(self, et, ev, tb):
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+        self.errf.seek(0)
+        self.err = self.errf.read().decode()
+        self.errf.close()
+        if et is None:
+            check("AddressSanitizer" not in self.err, self.err[-2000:])
+        return False
+
+
 def test_fd_form_and_abstract_notify():
-    lsock = socket.socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen(16)
-    port = lsock.getsockname()[1]
     notify = Notify(abstract=True)
-    env = dict(os.environ, NOTIFY_SOCKET=notify.env)
-    fd = lsock.fileno()
-    with tempfile.TemporaryFile() as errf:
-        p = subprocess.Popen([BIN, "serve", "-v", "upper", "fd:%d" % fd], stdout=subprocess.PIPE,
-                             stderr=errf, pass_fds=[fd], env=env, start_new_session=True)
-        try:
-            lsock.close()  # the socket lives on in csock alone
-            line = p.stdout.readline().decode().strip()
-            check_eq(line, "listening tcp://127.0.0.1:%d" % port, "listening line")
+    try:
+        with WithFd(["serve", "-v", "upper", "FD"], env=dict(os.environ, NOTIFY_SOCKET=notify.env)) as w:
+            line = w.p.stdout.readline().decode().strip()
+            check_eq(line, "listening tcp://127.0.0.1:%d" % w.port, "listening line")
             notify.wait("READY=1")
-            s = socket.create_connection(("127.0.0.1", port), timeout=T(10))
+            s = socket.create_connection(("127.0.0.1", w.port), timeout=T(10))
             s.sendall(b"inherited\n")
             check_eq(s.recv(100), b"INHERITED\n", "upper through fd:N")
             s.close()
-            p.send_signal(signal.SIGTERM)
+            w.p.send_signal(signal.SIGTERM)
             notify.wait("STOPPING=1")
-            check_eq(p.wait(T(20)), 0, "exit status")
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-            notify.close()
-        errf.seek(0)
-        err = errf.read().decode()
-        check("AddressSanitizer" not in err, err[-2000:])
+            check_eq(w.p.wait(T(20)), 0, "exit status")
+    finally:
+        notify.close()
     # Not a listening socket: one line, status 1, nothing served.
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with tempfile.TemporaryFile() as errf:
