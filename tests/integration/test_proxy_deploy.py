@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """csock proxy behind real balancers and under systemd's protocols.
 
-- HAProxy (send-proxy-v2) in front of `csock proxy --proxy-protocol
-  --send-proxy-v2` in front of `csock serve echo --proxy-protocol -v`: the
-  served side logs the real client (127.0.0.2, HAProxy's client), through
+- docs/deploy/haproxy-proxy.cfg run as is (ports substituted): HAProxy
+  (send-proxy-v2, TCP checks) in front of `csock proxy --proxy-protocol
+  --send-proxy-v2` in front of two `csock serve echo --proxy-protocol -v`:
+  the servers log the real client (127.0.0.2, HAProxy's client), through
   both balancers; a connection to the proxy without a header is closed;
 - `csock proxy --send-proxy` (v1) and `--send-proxy-v2` in front of
   `csock serve echo --proxy-protocol -v`, splice and --no-splice, a TLS
@@ -17,12 +18,14 @@ import signal
 import socket
 import ssl
 
-from deploykit import CLIENT_IP, HAProxy, free_port, need_haproxy, tcp_cfg, wait_for
-from csocktest import BIN, Proc, Server, T, check, check_eq, csock, main, need, recv_exact, tmpdir
+from deploykit import CLIENT_IP, HAProxy, free_port, need_haproxy, wait_for
+from csocktest import BIN, REPO, Proc, Server, T, check, check_eq, csock, main, need, recv_exact, tmpdir
 from test_proxy import Proxy
 from test_systemd import (ACTIVATE, Notify, WithFd, activate_argv, sanitizer_env, stop_activated,
                           try_connect)
 import tlscerts
+
+DOC_CFG = os.path.join(REPO, "docs", "deploy", "haproxy-proxy.cfg")
 
 
 def echo_server(*addrs):
@@ -46,28 +49,50 @@ def closed_by_peer(s, timeout=10):
         return False
 
 
-def test_haproxy_in_front_of_the_proxy():
+def doc_cfg(ports, proxy_port):
+    with open(DOC_CFG) as f:
+        text = f.read()
+    for old, new in (("127.0.0.1:8080", "127.0.0.1:%d" % ports[0]),
+                     ("127.0.0.1:9000", "127.0.0.1:%d" % proxy_port)):
+        check(old in text, "docs/deploy/haproxy-proxy.cfg lost %r" % old)
+        text = text.replace(old, new)
+    # The tests' HAProxy must not share a port another test picked (see
+    # deploykit.HAProxy).
+    return text.replace("global\n", "global\n    noreuseport\n", 1)
+
+
+def test_haproxy_in_front_of_the_proxy_doc_config():
+    # docs/deploy/haproxy-proxy.cfg, as the comment at its top runs it.
     need_haproxy()
-    with echo_server() as srv:
-        px = Proxy("--proxy-protocol", "--send-proxy-v2", "tcp://127.0.0.1:0",
-                   "--to", "tcp://127.0.0.1:%d" % srv.endpoints[0].port)
+    with echo_server() as s1, echo_server() as s2:
+        px = Proxy("--proxy-protocol", "--send-proxy-v2", "tcp://127.0.0.1:0", "--check", "tcp",
+                   "--to", "tcp://127.0.0.1:%d" % s1.endpoints[0].port,
+                   "--to", "tcp://127.0.0.1:%d" % s2.endpoints[0].port)
         try:
-            hp = HAProxy(lambda ports: tcp_cfg(ports[0], px.port(), "send-proxy-v2"))
+            hp = HAProxy(lambda ports: doc_cfg(ports, px.port()))
             try:
-                c = hp.client()
-                roundtrip(c, b"through two balancers\n")
-                want = "tcp://%s:%d" % (CLIENT_IP, c.getsockname()[1])
-                wait_for(lambda: "connection from " + want in srv.stderr(), 10,
-                         "%r in the served side's log (%r)" % (want, srv.stderr()[-500:]))
-                wait_for(lambda: "relay " + want in px.stderr(), 10, "the proxy's -v line")
+                clients = []
+                for i in range(4):  # roundrobin: two to each server
+                    c = hp.client()
+                    roundtrip(c, b"through two balancers %d\n" % i)
+                    clients.append(c)
+                for c in clients:
+                    want = "connection from tcp://%s:%d" % (CLIENT_IP, c.getsockname()[1])
+                    wait_for(lambda: want in s1.stderr() or want in s2.stderr(), 10,
+                             "%r in a server's log (%r, %r)" % (want, s1.stderr()[-300:], s2.stderr()[-300:]))
+                    wait_for(lambda: "relay tcp://%s:%d" % (CLIENT_IP, c.getsockname()[1]) in px.stderr(),
+                             10, "the proxy's -v line")
+                check(CLIENT_IP in s1.stderr() and CLIENT_IP in s2.stderr(), "both servers served")
                 # A connection to the proxy without a header: closed, logged.
                 bad = px.connect()
                 bad.sendall(b"no header here\n")
                 check(closed_by_peer(bad), "a connection without a PROXY header stays open")
                 bad.close()
                 wait_for(lambda: "bad PROXY protocol header" in px.stderr(), 10, "the -v line")
-                roundtrip(c, b"still served\n")
-                c.close()
+                roundtrip(clients[0], b"still served\n")
+                for c in clients:
+                    c.close()
+                check("DOWN" not in hp.stderr(), "HAProxy's checks failed: %r" % hp.stderr()[-500:])
             finally:
                 hp.stop()
         finally:

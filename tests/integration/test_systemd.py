@@ -268,7 +268,7 @@ def test_deploy_md_shows_the_tested_files():
     # docs/deploy.md quotes the files the tests run, whole and unchanged.
     with open(os.path.join(REPO, "docs", "deploy.md")) as f:
         md = f.read()
-    for name in ("haproxy.cfg", "csock.socket", "csock.service"):
+    for name in ("haproxy.cfg", "haproxy-proxy.cfg", "csock.socket", "csock.service"):
         with open(os.path.join(UNITS, name)) as f:
             text = f.read()
         check("```\n" + text + "```" in md, "docs/deploy.md does not quote docs/deploy/%s as it is" % name)
