@@ -23,7 +23,8 @@ static const char proxy_usage[] =
     "  --cert, --key), fd:N or systemd:NAME (inherited sockets, tls+ before\n"
     "  either for TLS: see below), ws://HOST:PORT[/PATH] (each WebSocket message's bytes go\n"
     "  to the backend, the backend's bytes come back as binary messages: the\n"
-    "  websockify job; tcp://, unix: or tls:// backends), udp://HOST:PORT\n"
+    "  websockify job; tcp://, unix: or tls:// backends), wss://HOST:PORT[/PATH]\n"
+    "  (the same over TLS: --cert, --key), udp://HOST:PORT\n"
     "  (udp:// backends only: a session per client address).\n"
     "BACKEND: tcp://HOST:PORT, unix:PATH, tls://HOST:PORT (TLS started here,\n"
     "  the certificate verified against HOST with the system CAs or --ca),\n"
@@ -233,9 +234,7 @@ typedef enum { L_STREAM, L_WS, L_UDP } listen_kind;
 
 static listen_kind kind_of(const char *text)
 {
-    if (cli_ws_scheme(text) == 1) return L_WS;
-    if (cli_ws_scheme(text) == 2)
-        cli_die(CLI_USAGE, "proxy: wss:// listeners are not supported; put tls:// in front");
+    if (cli_ws_scheme(text)) return L_WS;
     if (!strncasecmp(text, "udp://", 6)) return L_UDP;
     return L_STREAM;
 }
@@ -254,7 +253,7 @@ static void check_addresses(proxy *px, char **listen, int nlisten)
         else if (cli_inherited_fds(listen[i], fds, CLI_MAX_ENDPOINTS, &tls) > 0) a.scheme = tls ? CSOCK_TLS : CSOCK_TCP;
         else cli_addr(listen[i], CSOCK_ADDR_PASSIVE, &a);
         if (k == L_STREAM && !csock_addr_is_stream(&a))
-            cli_die(CLI_USAGE, "proxy: cannot listen on '%s' (tcp://, tls://, unix:, ws:// or udp://)",
+            cli_die(CLI_USAGE, "proxy: cannot listen on '%s' (tcp://, tls://, unix:, ws://, wss:// or udp://)",
                     listen[i]);
         any_tls_in |= a.scheme == CSOCK_TLS;
         any_udp_in |= k == L_UDP;
@@ -276,7 +275,7 @@ static void check_addresses(proxy *px, char **listen, int nlisten)
     if (px->lo.proxy_protocol && any_udp_in)
         cli_die(CLI_USAGE, "proxy: --proxy-protocol applies to stream listeners, not udp://");
     if (any_tls_in && !px->tls_opts.cert)
-        cli_die(CLI_USAGE, "proxy: a tls:// listener needs --cert FILE (and --key FILE unless the key is in it)");
+        cli_die(CLI_USAGE, "proxy: a tls:// or wss:// listener needs --cert FILE (and --key FILE unless the key is in it)");
     if (px->tls_opts.given && !any_tls_in && !any_tls_out)
         cli_die(CLI_USAGE, "proxy: --%s needs a tls:// listener or backend", px->tls_opts.first);
     if (any_tls_in) px->tls_server = cli_tls_server_ctx(&px->tls_opts);

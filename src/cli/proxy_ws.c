@@ -1,4 +1,4 @@
-/* ws:// listeners of csock proxy, the websockify job: a browser's WebSocket
+/* ws:// and wss:// listeners of csock proxy, the websockify job: a browser's WebSocket
  * on one side, a plain byte stream (tcp, unix, tls) on the other. Each
  * message's bytes (text or binary) go to the backend as they are; what
  * the backend sends comes back as binary messages, one per read. A close
@@ -21,6 +21,7 @@ typedef struct ws_listener {
     proxy *px;
     csock_http_server *http;
     csock_listener *l;
+    int tls;            /* wss://: the TLS handshake before the HTTP server */
     char path[CLI_WS_PATH];
 } ws_listener;
 
@@ -249,6 +250,18 @@ static void on_request(csock_http_req *r, void *data)
     upgrade(wl, r);
 }
 
+/* wss://: the handshake is done (or failed: csock closes s). */
+static void on_tls_ready(csock_stream *s, int status)
+{
+    ws_listener *wl = csock_stream_data(s);
+    if (status < 0) {
+        char peer[CLI_ADDR_TEXT];
+        if (wl->px->verbose) cli_log_handshake(s, status, cli_peer_text(s, peer, sizeof peer));
+        return;
+    }
+    csock_http_server_accept(wl->http, s); /* on failure it closed s */
+}
+
 static void on_accept(csock_listener *l, csock_stream *s, int status)
 {
     ws_listener *wl = csock_listener_data(l);
@@ -256,7 +269,20 @@ static void on_accept(csock_listener *l, csock_stream *s, int status)
         if (wl->px->verbose) cli_log_accept_error(status);
         return;
     }
-    csock_http_server_accept(wl->http, s); /* on failure it closed s */
+    if (!wl->tls) {
+        csock_http_server_accept(wl->http, s); /* on failure it closed s */
+        return;
+    }
+    if (wl->px->draining) {
+        csock_stream_close(s, NULL);
+        return;
+    }
+    csock_stream_set_data(s, wl);
+    int rc = csock_tls_accept(s, wl->px->tls_server, on_tls_ready);
+    if (rc < 0) { /* out of memory: this connection only */
+        if (wl->px->verbose) cli_warn("TLS: %s", csock_strerror(rc));
+        csock_stream_close(s, NULL);
+    }
 }
 
 void proxy_ws_listen(proxy *px, const char *text)
@@ -266,13 +292,15 @@ void proxy_ws_listen(proxy *px, const char *text)
     wl->px = px;
     csock_addr a;
     cli_ws_listen_addr(text, CSOCK_ADDR_PASSIVE, &a, wl->path);
+    wl->tls = a.scheme == CSOCK_TLS;
+    a.scheme = CSOCK_TCP; /* the listener is TCP: TLS is ours (on_accept) */
     csock_http_opts ho = {.handler = on_request, .data = wl};
     int rc = csock_http_server_new(px->loop, &ho, &wl->http);
     if (rc == 0) rc = csock_listen(px->loop, &a, &px->lo, on_accept, wl, &wl->l);
     if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", text, csock_strerror(rc));
     csock_addr bound;
     csock_listener_addr(wl->l, &bound);
-    cli_print_ws_listening(stdout, &bound, 0, wl->path);
+    cli_print_ws_listening(stdout, &bound, wl->tls, wl->path);
     px->ws_states[px->nws++] = wl;
 }
 

@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""csock proxy wss:// -> tcp://: TLS and WebSocket on one listener.
+
+- a Python websockets client over TLS (verified against the test CA, as a
+  browser would) reaches a plain TCP echo: text and binary messages' bytes
+  go out and come back as binary messages, 512 KiB byte-exact;
+- a client that is not TLS is dropped (-v logs the handshake) and the
+  listener goes on;
+- a wss:// listener without --cert: one line, exit 2.
+"""
+import os
+import socket
+import ssl
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import nckit  # noqa: E402
+
+if __name__ == "__main__":
+    nckit.reexec_with_websockets(__file__)
+
+from csocktest import Server, T, check, check_eq, csock, main, tmpdir, wait_for  # noqa: E402
+from nckit import run, websockets  # noqa: E402
+from test_proxy import Proxy, tcp_url  # noqa: E402
+import test_proxy_ws  # noqa: E402 (Proxy.port_ws)
+import tlscerts  # noqa: E402
+
+
+async def collect(ws, n):
+    got = b""
+    while len(got) < n:
+        m = await ws.recv()
+        check(isinstance(m, bytes), "backend bytes come as binary messages: %r" % type(m))
+        got += m
+    return got
+
+
+def test_wss_to_tcp_echo():
+    w = websockets()
+    certs = tlscerts.make(tmpdir())
+    with Server("echo", "tcp://127.0.0.1:0") as be:
+        px = Proxy("wss://127.0.0.1:0/vnc", "--to", tcp_url(be.endpoints[0]),
+                   "--cert", os.path.join(certs, "server.pem"), "--key", os.path.join(certs, "server.key"))
+        check(px.addrs[0].startswith("wss://127.0.0.1:") and px.addrs[0].endswith("/vnc"),
+              "wss listening line: %r" % px.addrs)
+        url = "wss://localhost:%d/vnc" % test_proxy_ws._port_ws(px)
+        ctx = ssl.create_default_context(cafile=os.path.join(certs, "ca.pem"))
+
+        async def go():
+            async with w.connect(url, ssl=ctx, max_size=None) as ws:
+                await ws.send("hello over tls")
+                check_eq(await collect(ws, 14), b"hello over tls", "a text message's bytes")
+                big = os.urandom(512 * 1024)
+                for i in range(0, len(big), 16384):
+                    await ws.send(big[i:i + 16384])
+                check(await collect(ws, len(big)) == big, "512 KiB byte-exact")
+        run(go())
+        # Not TLS: dropped, logged, and the listener serves on.
+        s = socket.create_connection(("127.0.0.1", test_proxy_ws._port_ws(px)), timeout=T(10))
+        s.sendall(b"GET /vnc HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            while s.recv(4096):
+                pass
+        except (ConnectionResetError, socket.timeout):
+            pass
+        s.close()
+        wait_for(lambda: "TLS handshake with" in px.stderr(), 10, "the -v line of the failed handshake")
+        run(go())
+        err = px.finish()
+        check("(WebSocket)" in err and "bytes up" in err, "-v lines: %r" % err)
+
+
+def test_wss_needs_a_certificate():
+    rc, out, err = csock("proxy", "wss://127.0.0.1:0/", "--to", "tcp://127.0.0.1:1")
+    err = err.decode() if isinstance(err, bytes) else err
+    check_eq(rc, 2, "exit status (stderr %r)" % err)
+    check(err.count("\n") == 1 and "--cert" in err, "one line: %r" % err)
+
+
+if __name__ == "__main__":
+    main()
