@@ -22,17 +22,9 @@ if __name__ == "__main__":
 from csocktest import Server, T, check, check_eq, csock, main, tmpdir, wait_for  # noqa: E402
 from nckit import run, websockets  # noqa: E402
 from test_proxy import Proxy, tcp_url  # noqa: E402
-import test_proxy_ws  # noqa: E402 (Proxy.port_ws)
+import test_proxy_ws  # noqa: E402
+from test_proxy_ws import collect  # noqa: E402
 import tlscerts  # noqa: E402
-
-
-async def collect(ws, n):
-    got = b""
-    while len(got) < n:
-        m = await ws.recv()
-        check(isinstance(m, bytes), "backend bytes come as binary messages: %r" % type(m))
-        got += m
-    return got
 
 
 def test_wss_to_tcp_echo():
