@@ -93,8 +93,9 @@ void proxy_relay_gone(proxy *px);
 
 /* ---- proxy_relay.c ---- */
 /* The PROXY protocol header (--send-proxy[-v2]) naming `client`'s peer and
- * the address it reached, into buf (CSOCK_PROXY_HEADER_MAX bytes).
- * Returns its length or -errno. */
+ * the address it reached, into buf (CSOCK_PROXY_HEADER_MAX bytes); with
+ * client NULL (a health check) UNKNOWN / LOCAL. Returns its length or
+ * -errno. */
 ssize_t proxy_header(const proxy *px, const csock_stream *client, unsigned char *buf);
 /* Write it to a backend just connected, before any relayed byte: on its
  * raw socket `fd` (a fresh connection's send buffer takes it whole), or

@@ -179,7 +179,11 @@ static void on_check_connected(csock_dial *d, int status, csock_stream *s)
     int n = snprintf(req, sizeof req,
                      "GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: csock-proxy-check\r\n\r\n",
                      px->check_path, host);
-    int rc = n > 0 && (size_t)n < sizeof req ? csock_stream_write(s, req, (size_t)n) : -ENOSPC;
+    /* A backend that wants a PROXY header wants it on checks too: LOCAL
+     * (v1: UNKNOWN), the proxy's own connection, as HAProxy's
+     * check-send-proxy sends it. */
+    int rc = px->send_proxy ? proxy_send_header(px, NULL, s, -1) : 0;
+    if (rc == 0) rc = n > 0 && (size_t)n < sizeof req ? csock_stream_write(s, req, (size_t)n) : -ENOSPC;
     if (rc == 0) rc = csock_stream_read_start(s, on_check_reply);
     if (rc < 0) {
         check_close(b);

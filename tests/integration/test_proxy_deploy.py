@@ -19,7 +19,8 @@ import socket
 import ssl
 
 from deploykit import CLIENT_IP, HAProxy, free_port, need_haproxy, wait_for
-from csocktest import BIN, REPO, Proc, Server, T, check, check_eq, csock, main, need, recv_exact, tmpdir
+from csocktest import (BIN, REPO, Proc, Server, T, check, check_eq, csock, main, need, recv_all,
+                       recv_exact, tmpdir)
 from test_proxy import Proxy
 from test_systemd import (ACTIVATE, Notify, WithFd, activate_argv, sanitizer_env, stop_activated,
                           try_connect)
@@ -146,6 +147,45 @@ def test_send_proxy_tls_client_to_unix_backend():
             s.close()
         finally:
             px.finish()
+
+
+def test_send_proxy_http_checks_carry_a_header():
+    # --check http:/ against `serve http --proxy-protocol`: each check opens
+    # with a LOCAL header (v2) / UNKNOWN (v1), so the backend stays up; the
+    # access log shows the checks under the proxy's own address and the
+    # client under its own.
+    for opt in ("--send-proxy", "--send-proxy-v2"):
+        d = tmpdir()
+        www = os.path.join(d, "www")
+        os.mkdir(www)
+        with open(os.path.join(www, "index.html"), "w") as f:
+            f.write("checked\n")
+        log = os.path.join(d, "access.log")
+        srv = Proc([BIN, "serve", "http", www, "tcp://127.0.0.1:0", "--proxy-protocol", "--access-log", log])
+        try:
+            line = srv.read_line(15)
+            port = int(line.rsplit(":", 1)[1])
+            px = Proxy(opt, "--check", "http:/", "--check-interval", "0.1", "--fall", "1",
+                       "tcp://127.0.0.1:0", "--to", "tcp://127.0.0.1:%d" % port)
+            try:
+                def logged(what):
+                    return os.path.exists(log) and what in open(log).read()
+                wait_for(lambda: logged('127.0.0.1 - - '), 10, "a check in the access log")
+                s = socket.socket()
+                s.settimeout(T(10))
+                s.bind((CLIENT_IP, 0))
+                s.connect(("127.0.0.1", px.port()))
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                got = recv_all(s)
+                s.close()
+                check(b"200 OK" in got and b"checked" in got, "reply %r" % got[:200])
+                wait_for(lambda: logged(CLIENT_IP + " - - "), 10, "the client in the access log")
+                check("csock: backend tcp://127.0.0.1:%d down" % port not in px.stderr(),
+                      "%s: the checks failed: %r" % (opt, px.stderr()[-600:]))
+            finally:
+                px.finish()
+        finally:
+            srv.stop()
 
 
 def test_systemd_socket_activate_hands_the_proxy_its_socket():
