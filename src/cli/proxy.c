@@ -58,7 +58,8 @@ static const char proxy_usage[] =
     "  --send-proxy         start each backend connection with a PROXY protocol\n"
     "                       v1 header naming the client (HAProxy's send-proxy;\n"
     "                       behind --proxy-protocol, the client the header named)\n"
-    "  --send-proxy-v2      the same in v2 (binary); tcp:// and unix: backends.\n"
+    "  --send-proxy-v2      the same in v2 (binary); to a tls:// backend the\n"
+    "                       header goes first, then TLS (as HAProxy sends it).\n"
     "                       --check http: requests start with a LOCAL header\n"
     "  -v, --verbose        log each relay (both ends) and its bytes each way\n"
     "                       at the end, failed connects, backends up and down\n"
@@ -270,8 +271,8 @@ static void check_addresses(proxy *px, char **listen, int nlisten)
     }
     if (any_udp_in != any_udp_out || (any_udp_in && any_stream_in))
         cli_die(CLI_USAGE, "proxy: udp:// listeners go with udp:// backends only");
-    if (px->send_proxy && (any_tls_out || any_udp_out))
-        cli_die(CLI_USAGE, "proxy: --send-proxy%s goes with tcp:// and unix: backends",
+    if (px->send_proxy && any_udp_out)
+        cli_die(CLI_USAGE, "proxy: --send-proxy%s goes with tcp://, tls:// and unix: backends",
                 px->send_proxy == 2 ? "-v2" : "");
     if (px->lo.proxy_protocol && any_udp_in)
         cli_die(CLI_USAGE, "proxy: --proxy-protocol applies to stream listeners, not udp://");

@@ -34,6 +34,9 @@ typedef struct backend {
     csock_addr addrs[CSOCK_RESOLVE_MAX];
     size_t naddrs;            /* 0 until the first resolution answers */
     int is_name;              /* a DNS name: resolved on the loop, again every PROXY_RESOLVE_MS */
+    int tls;                  /* tls://: under --send-proxy dialled as TCP, the header
+                                 written, then TLS started here (backend_start_tls) */
+    char host[256];           /* tls://: the name to verify */
     csock_resolve *res;       /* resolution in flight */
     int up;                   /* taken for new clients */
     unsigned ok_run, fail_run;/* consecutive check results */
@@ -126,6 +129,13 @@ backend *backend_pick(proxy *px, uint32_t client_hash, unsigned attempt, const b
 /* Start connecting to b (giving up after timeout_ms); cb gets the result as
  * for csock_dial_start. */
 int backend_dial(backend *b, uint64_t timeout_ms, csock_dial_cb cb, void *data, csock_dial **out);
+/* A tls:// backend under --send-proxy is dialled as plain TCP, for the
+ * PROXY header goes before TLS (as HAProxy sends it): write the header
+ * naming `client` (NULL: a check's LOCAL one) on s, then start TLS;
+ * `ready` gets the handshake's result as for csock_tls_wrap. Returns 0
+ * (started), 1 (not such a backend: nothing done) or -errno (s is left
+ * as it was). */
+int backend_start_tls(backend *b, const csock_stream *client, csock_stream *s, csock_stream_cb ready);
 /* A client's connect to b failed / worked (passive health). */
 void backend_failed(backend *b, int status);
 void backend_worked(backend *b);

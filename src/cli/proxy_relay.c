@@ -91,7 +91,10 @@ static void relay_end(relay *r, int why)
     if (px->verbose) log_end(r, why);
     if (r->dial) csock_dial_cancel(r->dial);
     for (int i = 0; i < 2; i++) {
-        if (r->s[i]) csock_stream_close(r->s[i], NULL);
+        if (r->s[i]) { /* (a backend's TLS handshake callback must not find r) */
+            csock_stream_set_data(r->s[i], NULL);
+            csock_stream_close(r->s[i], NULL);
+        }
         if (r->io[i]) {
             csock_io_close(r->io[i], NULL);
             close(r->fd[i]);
@@ -412,10 +415,20 @@ static void connected(relay *r)
     int rc = 0;
     /* The header goes first: nothing is relayed before start_*() returns
      * to the loop. A splice relay's backend may be a raw socket. */
-    if (px->send_proxy)
+    if (px->send_proxy && !r->be->tls) /* (a tls:// backend had it before its TLS) */
         rc = proxy_send_header(px, r->s[0], r->s[1], !plain ? -1 : r->s[1] ? csock_stream_fd(r->s[1]) : r->fd[1]);
     if (rc == 0) rc = plain ? start_splice(r) : start_streams(r);
     if (rc < 0) relay_end(r, rc);
+}
+
+/* tls:// under --send-proxy: the backend's TLS is up, after the header. */
+static void on_backend_tls(csock_stream *s, int status)
+{
+    relay *r = csock_stream_data(s);
+    if (!r) return; /* the relay ended meanwhile */
+    if (status == 0) return connected(r);
+    r->s[1] = NULL; /* csock closes it */
+    connect_failed(r, status);
 }
 
 static void on_dialed(csock_dial *d, int status, csock_stream *s)
@@ -424,7 +437,10 @@ static void on_dialed(csock_dial *d, int status, csock_stream *s)
     r->dial = NULL;
     if (status < 0) return connect_failed(r, status);
     r->s[1] = s;
-    connected(r);
+    csock_stream_set_data(s, r);
+    int rc = backend_start_tls(r->be, r->s[0], s, on_backend_tls);
+    if (rc == 1) return connected(r);
+    if (rc < 0) relay_end(r, rc);
 }
 
 /* ---- a backend of one address, for a plain client: a socket of our own ----

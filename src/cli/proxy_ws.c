@@ -29,6 +29,7 @@ typedef struct ws_relay {
     proxy *px;
     csock_ws *ws;       /* NULL once CLOSED came */
     csock_stream *s;    /* the backend, once connected */
+    csock_stream *hs;   /* the backend during its TLS handshake (--send-proxy) */
     csock_dial *dial;
     backend *be;
     unsigned attempt;
@@ -49,6 +50,11 @@ static void ws_relay_end(ws_relay *w, int why)
     proxy *px = w->px;
     if (w->dial) csock_dial_cancel(w->dial);
     w->dial = NULL;
+    if (w->hs) { /* its handshake's callback must not find w */
+        csock_stream_set_data(w->hs, NULL);
+        csock_stream_close(w->hs, NULL);
+        w->hs = NULL;
+    }
     if (w->s) { /* what the client sent still goes; w may be gone by its drain */
         csock_stream_on_drain(w->s, NULL);
         csock_stream_end(w->s, NULL);
@@ -149,28 +155,58 @@ static void on_ws(csock_ws *ws, const csock_ws_event *ev, void *data)
 
 static void ws_dial_next(ws_relay *w, const backend *failed);
 
+static void ws_backend_failed(ws_relay *w, int status)
+{
+    proxy *px = w->px;
+    backend *tried = w->be;
+    w->hs = NULL;
+    w->be = NULL;
+    tried->conns--;
+    if (px->verbose) cli_warn("connect %s for %s: %s", tried->name, w->peer, csock_strerror(status));
+    backend_failed(tried, status);
+    w->last_err = status;
+    w->attempt++;
+    ws_dial_next(w, tried);
+}
+
+static void ws_backend_ready(ws_relay *w, csock_stream *s);
+
+/* tls:// under --send-proxy: the backend's TLS is up, after the header. */
+static void on_ws_backend_tls(csock_stream *s, int status)
+{
+    ws_relay *w = csock_stream_data(s);
+    if (!w) return; /* the relay ended meanwhile */
+    w->hs = NULL;
+    if (status == 0) return ws_backend_ready(w, s);
+    ws_backend_failed(w, status); /* csock closes s */
+}
+
 static void on_ws_dialed(csock_dial *d, int status, csock_stream *s)
 {
     ws_relay *w = csock_dial_data(d);
-    proxy *px = w->px;
     w->dial = NULL;
-    if (status < 0) {
-        backend *tried = w->be;
-        w->be = NULL;
-        tried->conns--;
-        if (px->verbose) cli_warn("connect %s for %s: %s", tried->name, w->peer, csock_strerror(status));
-        backend_failed(tried, status);
-        w->last_err = status;
-        w->attempt++;
-        return ws_dial_next(w, tried);
+    if (status < 0) return ws_backend_failed(w, status);
+    csock_stream_set_data(s, w);
+    int rc = backend_start_tls(w->be, w->ws ? csock_ws_stream(w->ws) : NULL, s, on_ws_backend_tls);
+    if (rc == 0) w->hs = s;
+    if (rc == 1) return ws_backend_ready(w, s);
+    if (rc < 0) {
+        csock_stream_close(s, NULL);
+        ws_relay_end(w, rc);
     }
+}
+
+/* The backend is connected (its TLS too): what waited goes, reading starts. */
+static void ws_backend_ready(ws_relay *w, csock_stream *s)
+{
+    proxy *px = w->px;
     backend_worked(w->be);
     if (px->verbose) cli_warn("relay %s -> %s (WebSocket)", w->peer, w->be->name);
     w->s = s;
     csock_stream_set_data(s, w);
     csock_stream_set_watermarks(s, 0, 0);
     csock_stream_on_drain(s, on_backend_drain);
-    int rc = px->send_proxy ? proxy_send_header(px, w->ws ? csock_ws_stream(w->ws) : NULL, s, -1) : 0;
+    int rc = px->send_proxy && !w->be->tls ? proxy_send_header(px, w->ws ? csock_ws_stream(w->ws) : NULL, s, -1) : 0;
     if (rc == 0 && w->npending) rc = csock_stream_write(s, w->pending, w->npending);
     w->up += w->npending;
     free(w->pending);

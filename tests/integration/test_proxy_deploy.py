@@ -9,6 +9,9 @@
 - `csock proxy --send-proxy` (v1) and `--send-proxy-v2` in front of
   `csock serve echo --proxy-protocol -v`, splice and --no-splice, a TLS
   client and a Unix backend: the served side logs the proxy's client;
+- `--check http:/` with --send-proxy[-v2] against `serve http
+  --proxy-protocol`, plain and tls://localhost (the header before TLS, for
+  relays and checks): the checks pass, the access log names the client;
 - systemd-socket-activate hands csock proxy its socket (systemd:NAME), and
   the notify socket gets READY=1; a plain inherited fd (fd:N);
 - bad arguments: one line, exit 2.
@@ -149,28 +152,35 @@ def test_send_proxy_tls_client_to_unix_backend():
             px.finish()
 
 
-def test_send_proxy_http_checks_carry_a_header():
-    # --check http:/ against `serve http --proxy-protocol`: each check opens
-    # with a LOCAL header (v2) / UNKNOWN (v1), so the backend stays up; the
-    # access log shows the checks under the proxy's own address and the
-    # client under its own.
-    for opt in ("--send-proxy", "--send-proxy-v2"):
-        d = tmpdir()
-        www = os.path.join(d, "www")
-        os.mkdir(www)
-        with open(os.path.join(www, "index.html"), "w") as f:
-            f.write("checked\n")
-        log = os.path.join(d, "access.log")
-        srv = Proc([BIN, "serve", "http", www, "tcp://127.0.0.1:0", "--proxy-protocol", "--access-log", log])
+def check_http_behind(opt, tls):
+    # `serve http --proxy-protocol` behind `proxy --send-proxy[-v2] --check
+    # http:/`: each check opens with a LOCAL header (v2) / UNKNOWN (v1), so
+    # the backend stays up; the access log shows the checks under the
+    # proxy's own address and the client under its own. tls: the backend is
+    # tls://localhost (a name, verified against the test CA), and the header
+    # goes before its TLS, for relays and checks alike.
+    d = tmpdir()
+    www = os.path.join(d, "www")
+    os.mkdir(www)
+    with open(os.path.join(www, "index.html"), "w") as f:
+        f.write("checked\n")
+    log = os.path.join(d, "access.log")
+    certs = tlscerts.make(tmpdir()) if tls else None
+    cert_opts = ["--cert", os.path.join(certs, "server.pem"), "--key", os.path.join(certs, "server.key")] if tls else []
+    srv = Proc([BIN, "serve", "http", www, "%s://127.0.0.1:0" % ("tls" if tls else "tcp"), "--proxy-protocol",
+                "--access-log", log] + cert_opts)
+    try:
+        line = srv.read_line(15)
+        port = int(line.rsplit(":", 1)[1])
+        backend = "tls://localhost:%d" % port if tls else "tcp://127.0.0.1:%d" % port
+        ca = ["--ca", os.path.join(certs, "ca.pem")] if tls else []
+        px = Proxy(opt, "--check", "http:/", "--check-interval", "0.1", "--fall", "1", *ca,
+                   "tcp://127.0.0.1:0", "--to", backend)
         try:
-            line = srv.read_line(15)
-            port = int(line.rsplit(":", 1)[1])
-            px = Proxy(opt, "--check", "http:/", "--check-interval", "0.1", "--fall", "1",
-                       "tcp://127.0.0.1:0", "--to", "tcp://127.0.0.1:%d" % port)
-            try:
-                def logged(what):
-                    return os.path.exists(log) and what in open(log).read()
-                wait_for(lambda: logged('127.0.0.1 - - '), 10, "a check in the access log")
+            def logged(what):
+                return os.path.exists(log) and what in open(log).read()
+            wait_for(lambda: logged('127.0.0.1 - - '), 10, "a check in the access log")
+            for _ in range(2):  # (splice or not, the first and a later client)
                 s = socket.socket()
                 s.settimeout(T(10))
                 s.bind((CLIENT_IP, 0))
@@ -178,14 +188,24 @@ def test_send_proxy_http_checks_carry_a_header():
                 s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 got = recv_all(s)
                 s.close()
-                check(b"200 OK" in got and b"checked" in got, "reply %r" % got[:200])
-                wait_for(lambda: logged(CLIENT_IP + " - - "), 10, "the client in the access log")
-                check("csock: backend tcp://127.0.0.1:%d down" % port not in px.stderr(),
-                      "%s: the checks failed: %r" % (opt, px.stderr()[-600:]))
-            finally:
-                px.finish()
+                check(b"200 OK" in got and b"checked" in got, "reply %r (proxy: %r)" % (got[:200], px.stderr()[-600:]))
+            wait_for(lambda: logged(CLIENT_IP + " - - "), 10, "the client in the access log")
+            check("csock: backend %s down" % backend not in px.stderr(),
+                  "%s: the checks failed: %r" % (opt, px.stderr()[-600:]))
         finally:
-            srv.stop()
+            px.finish()
+    finally:
+        srv.stop()
+
+
+def test_send_proxy_http_checks_carry_a_header():
+    check_http_behind("--send-proxy", False)
+    check_http_behind("--send-proxy-v2", False)
+
+
+def test_send_proxy_before_a_tls_backend():
+    check_http_behind("--send-proxy-v2", True)
+    check_http_behind("--send-proxy", True)
 
 
 def test_systemd_socket_activate_hands_the_proxy_its_socket():
@@ -229,7 +249,6 @@ def test_inherited_fd():
 
 def test_bad_arguments():
     cases = [
-        (["--send-proxy", "tcp://127.0.0.1:0", "--to", "tls://127.0.0.1:1"], "send-proxy"),
         (["--send-proxy-v2", "udp://127.0.0.1:0", "--to", "udp://127.0.0.1:1"], "send-proxy"),
         (["--proxy-protocol", "udp://127.0.0.1:0", "--to", "udp://127.0.0.1:1"], "proxy-protocol"),
         (["--proxy-timeout", "0", "tcp://127.0.0.1:0", "--to", "tcp://127.0.0.1:1"], "proxy-timeout"),

@@ -6,6 +6,8 @@
   go out and come back as binary messages, 512 KiB byte-exact;
 - a client that is not TLS is dropped (-v logs the handshake) and the
   listener goes on;
+- ws:// to a tls:// backend with --send-proxy-v2: the header, then TLS;
+  the served side names the WebSocket client;
 - a wss:// listener without --cert: one line, exit 2.
 """
 import os
@@ -19,7 +21,7 @@ import nckit  # noqa: E402
 if __name__ == "__main__":
     nckit.reexec_with_websockets(__file__)
 
-from csocktest import Server, T, check, check_eq, csock, main, tmpdir, wait_for  # noqa: E402
+from csocktest import BIN, Proc, Server, T, check, check_eq, csock, main, tmpdir, wait_for  # noqa: E402
 from nckit import run, websockets  # noqa: E402
 from test_proxy import Proxy, tcp_url  # noqa: E402
 import test_proxy_ws  # noqa: E402
@@ -60,6 +62,31 @@ def test_wss_to_tcp_echo():
         run(go())
         err = px.finish()
         check("(WebSocket)" in err and "bytes up" in err, "-v lines: %r" % err)
+
+
+def test_ws_to_tls_backend_with_send_proxy():
+    # The header goes before the backend's TLS; the served side names the
+    # WebSocket client.
+    w = websockets()
+    certs = tlscerts.make(tmpdir())
+    srv = Proc([BIN, "serve", "-v", "--proxy-protocol", "--cert", os.path.join(certs, "server.pem"),
+                "--key", os.path.join(certs, "server.key"), "echo", "tls://127.0.0.1:0"])
+    try:
+        port = int(srv.read_line(15).rsplit(":", 1)[1])
+        px = Proxy("--send-proxy-v2", "--ca", os.path.join(certs, "ca.pem"), "ws://127.0.0.1:0/",
+                   "--to", "tls://localhost:%d" % port)
+
+        async def go():
+            async with w.connect("ws://127.0.0.1:%d/" % test_proxy_ws._port_ws(px)) as ws:
+                await ws.send(b"over ws, then tls")
+                check_eq(await collect(ws, 17), b"over ws, then tls", "echo")
+                return ws.local_address[1]
+        cport = run(go())
+        want = "connection from tcp://127.0.0.1:%d" % cport
+        wait_for(lambda: want in srv.stderr(), 10, "%r in %r" % (want, srv.stderr()[-500:]))
+        px.finish()
+    finally:
+        srv.stop()
 
 
 def test_wss_needs_a_certificate():
