@@ -140,6 +140,9 @@ struct cli_acceptor {
 /* The accept callback of every serving command: listener data is a
  * cli_acceptor. Errors cost one connection; the listener goes on. */
 void cli_on_accept(csock_listener *l, csock_stream *s, int status);
+/* The -v line of a listener's accept error (a bad or late PROXY protocol
+ * header, out of descriptors, ...). */
+void cli_log_accept_error(int status);
 
 /* ---- behind balancers and systemd (cli_common.c, sd_listen.c, sd_notify.c) ---- */
 

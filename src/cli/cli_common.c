@@ -61,18 +61,22 @@ void cli_log_handshake(const csock_stream *s, int status, const char *peer)
              cli_tls_reason(s, status, why, sizeof why));
 }
 
+void cli_log_accept_error(int status)
+{
+    if (status == -EPROTO || status == -EMSGSIZE)
+        cli_warn("dropped a connection: bad PROXY protocol header");
+    else if (status == -ETIMEDOUT)
+        cli_warn("dropped a connection: no PROXY protocol header in time");
+    else
+        cli_warn("accept: %s", csock_strerror(status));
+}
+
 void cli_on_accept(csock_listener *l, csock_stream *s, int status)
 {
     const cli_acceptor *a = csock_listener_data(l);
     if (status < 0) {
         /* Out of descriptors and the like: the listener goes on. */
-        if (!a->verbose) return;
-        if (status == -EPROTO || status == -EMSGSIZE)
-            cli_warn("dropped a connection: bad PROXY protocol header");
-        else if (status == -ETIMEDOUT)
-            cli_warn("dropped a connection: no PROXY protocol header in time");
-        else
-            cli_warn("accept: %s", csock_strerror(status));
+        if (a->verbose) cli_log_accept_error(status);
         return;
     }
     if (a->accepted && a->accepted(a, s) < 0) return; /* turned away (and closed) */
@@ -146,8 +150,9 @@ const char cli_deploy_usage[] =
     "  ADDR may also be fd:N (a listening socket inherited as descriptor N) or\n"
     "  systemd:NAME (the sockets systemd passed with FileDescriptorName=NAME:\n"
     "  LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES), tls+ before either for TLS.\n"
-    "  With $NOTIFY_SOCKET set, systemd hears READY=1 once listening,\n"
-    "  WATCHDOG=1 every half $WATCHDOG_USEC and STOPPING=1 when draining.\n";
+    "  With $NOTIFY_SOCKET set, systemd hears READY=1 once listening; from\n"
+    "  serve and proxy also WATCHDOG=1 every half $WATCHDOG_USEC and\n"
+    "  STOPPING=1 when draining.\n";
 
 /* Beyond an hour a header is not slow, it is not coming. */
 #define MAX_PROXY_TIMEOUT_MS 3600000u

@@ -229,6 +229,82 @@ static void on_connected(csock_stream *s, int status)
     nc_peer_add_stream(c, s, 0);
 }
 
+/* ---- a name: resolved off the loop, IPv6 and IPv4 raced ---------------------
+ * csock_dial_start() resolves in a thread and races the addresses (Happy
+ * Eyeballs), so a slow DNS server stalls nothing, and a host whose IPv6
+ * address is dead still connects over IPv4 at once. TLS goes on the winner
+ * here (csock_tls_wrap), so a failed handshake is reported with its reason
+ * as on the direct path. */
+
+typedef struct dialer {
+    nc_ctx *c;
+    csock_dial *dial;
+    char target[NC_TARGET_TEXT];
+    char host[NC_TARGET_TEXT]; /* the name to verify (tls://) */
+} dialer;
+
+static void on_dialed(csock_dial *d, int status, csock_stream *s)
+{
+    dialer *dl = csock_dial_data(d);
+    nc_ctx *c = dl->c;
+    dl->dial = NULL;
+    if (status == 0 && c->stopped) { /* SIGINT while dialing: the session is over */
+        csock_stream_close(s, NULL);
+        return;
+    }
+    if (status < 0) {
+        cli_warn("connect %s: %s", dl->target, csock_strerror(status));
+        return nc_finish(c, CLI_ERR);
+    }
+    csock_stream_set_data(s, c);
+    if (!c->tls) return on_connected(s, 0);
+    c->connecting = s;
+    int rc = csock_tls_wrap(s, c->tls, dl->host, on_connected);
+    if (rc < 0) {
+        c->connecting = NULL;
+        csock_stream_close(s, NULL);
+        cli_warn("connect %s: %s", dl->target, csock_strerror(rc));
+        nc_finish(c, CLI_ERR);
+    }
+}
+
+/* A tcp:// or tls:// target whose host is a name (not an IP address), and
+ * no -n, -s or -p (a source is bound before connecting, to the resolved
+ * family: nc_connect_from). Fills dl's texts; the dial itself is TCP. */
+static int is_dialable_name(const nc_opts *o, const char *target, dialer *dl, char *tcp, size_t size)
+{
+    csock_addr a;
+    if (o->source || o->source_port || (o->family & CSOCK_ADDR_NUMERIC)) return 0;
+    if (csock_addr_parse(target, o->family | CSOCK_ADDR_NUMERIC, &a) != CSOCK_ENONAME) return 0;
+    const char *rest = strstr(target, "://");
+    if (!rest || (strncasecmp(target, "tcp://", 6) && strncasecmp(target, "tls://", 6))) return 0;
+    rest += 3;
+    const char *colon = strrchr(rest, ':');
+    if (!colon) return 0;
+    snprintf(dl->target, sizeof dl->target, "%s", target);
+    snprintf(dl->host, sizeof dl->host, "%.*s", (int)(colon - rest), rest);
+    snprintf(tcp, size, "tcp://%s", rest);
+    return 1;
+}
+
+static int connect_name(nc_opts *o, dialer *dl, const char *tcp)
+{
+    csock_addr a = {.scheme = strncasecmp(dl->target, "tls://", 6) ? CSOCK_TCP : CSOCK_TLS};
+    nc_check_tls(o, &a, dl->target);
+    nc_ctx c;
+    nc_ctx_init(&c, o);
+    dl->c = &c;
+    if (a.scheme == CSOCK_TLS) c.tls = cli_tls_client_ctx(&o->tls);
+    csock_dial_opts dopts = {.timeout_ms = o->wait_ms,
+                             .flags = o->family & (CSOCK_ADDR_IPV4 | CSOCK_ADDR_IPV6)};
+    int rc = csock_dial_start(c.loop, tcp, &dopts, on_dialed, dl, &dl->dial);
+    if (rc < 0) cli_die(CLI_ERR, "connect %s: %s", dl->target, csock_strerror(rc));
+    rc = nc_ctx_run(&c);
+    csock_tls_ctx_free(c.tls);
+    nc_opts_free(o);
+    return rc;
+}
+
 /* connect ws:// or wss://: one WebSocket peer, lines <-> messages. */
 static int connect_ws(nc_opts *o, const char *url)
 {
@@ -281,6 +357,9 @@ int cli_connect(int argc, char **argv)
     int ws = cli_ws_scheme(target);
     nc_check_ws(&o, ws, target);
     if (ws) return connect_ws(&o, target);
+    dialer dl = {0};
+    char tcp[NC_TARGET_TEXT + 8];
+    if (is_dialable_name(&o, target, &dl, tcp, sizeof tcp)) return connect_name(&o, &dl, tcp);
     csock_addr addr;
     cli_addr(target, o.family, &addr);
     nc_check_tls(&o, &addr, target);

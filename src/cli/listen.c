@@ -13,8 +13,9 @@ static const char listen_usage[] =
     "\n"
     "Listen on ADDR (tcp://HOST:PORT, tls://HOST:PORT, udp://HOST:PORT,\n"
     "unix:PATH, unixgram:PATH, HOST:PORT, or a bare PORT for every interface,\n"
-    "ws://HOST:PORT/PATH, wss://HOST:PORT/PATH); tls:// and wss:// need --cert\n"
-    "and --key (see below). On ws:// each peer is a WebSocket client of PATH: its\n"
+    "ws://HOST:PORT/PATH, wss://HOST:PORT/PATH, or a socket passed in: fd:N,\n"
+    "systemd:NAME, tls+ before either; see \"Behind a balancer\" below); tls://\n"
+    "and wss:// need --cert and --key (see below). On ws:// each peer is a WebSocket client of PATH: its\n"
     "messages are written as lines, input lines go to it as text messages; a\n"
     "GET of PATH without Upgrade gets 426 (with --chat: the chat page).\n"
     "Without -k the first peer is\n"
@@ -130,13 +131,17 @@ static void announce(const nc_ctx *c, const nc_endpoint *ep, const csock_addr *a
 }
 
 /* ADDR as a socket address (a ws:// one: its TCP or TLS part, and its path
- * into ep->path); checks the options that go with it. Returns 1 for ws. */
-static int endpoint_addr(nc_ctx *c, nc_endpoint *ep, const char *target, csock_addr *addr)
+ * into ep->path; an inherited socket: *fd, and only the scheme); checks the
+ * options that go with it. Returns 1 for ws. */
+static int endpoint_addr(nc_ctx *c, nc_endpoint *ep, const char *target, csock_addr *addr, int *fd)
 {
     const nc_opts *o = c->o;
-    int ws = cli_ws_scheme(target);
+    int ws = cli_ws_scheme(target), tls = 0;
     if (ws || !o->serve) nc_check_ws(o, ws, target); /* serve chat: see check_endpoints */
-    if (ws)
+    *fd = -1;
+    if (!ws && cli_inherited_fds(target, fd, 1, &tls) > 0)
+        *addr = (csock_addr){.scheme = tls ? CSOCK_TLS : CSOCK_TCP};
+    else if (ws)
         cli_ws_listen_addr(target, o->family | CSOCK_ADDR_PASSIVE, addr, ep->path);
     else
         cli_addr(target, o->family | CSOCK_ADDR_PASSIVE, addr);
@@ -147,10 +152,12 @@ static int endpoint_addr(nc_ctx *c, nc_endpoint *ep, const char *target, csock_a
 }
 
 static void open_stream_endpoint(nc_ctx *c, nc_endpoint *ep, const csock_addr *addr,
-                                 const char *target, int ws)
+                                 const char *target, int ws, int fd)
 {
-    /* -m is counted by the relay, so it can log; -6: IPv6 only, else [::] takes IPv4 too */
-    csock_listen_opts lo = {.v6only = (c->o->family & CSOCK_ADDR_IPV6) != 0};
+    /* -m is counted by the relay, so it can log; -6: IPv6 only, else [::]
+     * takes IPv4 too; --proxy-protocol, --proxy-timeout */
+    csock_listen_opts lo = c->o->deploy_lo;
+    lo.v6only = (c->o->family & CSOCK_ADDR_IPV6) != 0;
     ep->c = c;
     ep->acceptor = (cli_acceptor){.tls = addr->scheme == CSOCK_TLS ? c->tls : NULL,
                                   .verbose = c->o->verbose, .accepted = accepted,
@@ -158,7 +165,8 @@ static void open_stream_endpoint(nc_ctx *c, nc_endpoint *ep, const csock_addr *a
     csock_addr tcp = *addr; /* csock_listen is the TCP part: TLS is ours (cli_on_accept) */
     if (tcp.scheme == CSOCK_TLS) tcp.scheme = CSOCK_TCP;
     int rc = ws ? nc_ws_endpoint(ep) : 0;
-    if (rc == 0) rc = csock_listen(c->loop, &tcp, &lo, cli_on_accept, &ep->acceptor, &ep->listener);
+    if (rc == 0 && fd >= 0) rc = csock_listen_fd(c->loop, fd, &lo, cli_on_accept, &ep->acceptor, &ep->listener);
+    else if (rc == 0) rc = csock_listen(c->loop, &tcp, &lo, cli_on_accept, &ep->acceptor, &ep->listener);
     csock_addr bound;
     if (rc == 0) rc = csock_listener_addr(ep->listener, &bound);
     if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", target, csock_strerror(rc));
@@ -168,8 +176,9 @@ static void open_stream_endpoint(nc_ctx *c, nc_endpoint *ep, const csock_addr *a
 static void open_endpoint(nc_ctx *c, nc_endpoint *ep, const char *target)
 {
     csock_addr addr, bound;
-    int ws = endpoint_addr(c, ep, target, &addr);
-    if (csock_addr_is_stream(&addr)) return open_stream_endpoint(c, ep, &addr, target, ws);
+    int fd;
+    int ws = endpoint_addr(c, ep, target, &addr, &fd);
+    if (csock_addr_is_stream(&addr)) return open_stream_endpoint(c, ep, &addr, target, ws, fd);
     csock_dgram *d;
     int rc = csock_dgram_new(c->loop, &addr, NULL, &d);
     if (rc == 0) rc = nc_dgram_attach(c, d, NULL);
@@ -196,9 +205,13 @@ static void check_endpoints(const nc_opts *o, size_t n)
     int any = 0, any_ws = 0;
     for (size_t i = 0; i < n; i++) {
         target_of(o, i, target, sizeof target);
-        int ws = cli_ws_scheme(target);
-        csock_addr a;
-        if (!ws) cli_addr(target, o->family | CSOCK_ADDR_PASSIVE, &a);
+        int ws = cli_ws_scheme(target), fd, tls = 0;
+        csock_addr a = {.scheme = CSOCK_TCP};
+        if (!ws && cli_inherited_fds(target, &fd, 1, &tls) > 0) a.scheme = tls ? CSOCK_TLS : CSOCK_TCP;
+        else if (!ws) cli_addr(target, o->family | CSOCK_ADDR_PASSIVE, &a);
+        if (o->deploy_lo.proxy_protocol && !ws && !csock_addr_is_stream(&a))
+            cli_die(CLI_USAGE, "%s: --proxy-protocol with %s: PROXY headers come on stream sockets",
+                    o->serve ? "serve chat" : "listen", target);
         if (!ws && a.scheme == CSOCK_TLS) nc_check_tls(o, &a, target);
         any |= ws == 2 || (!ws && a.scheme == CSOCK_TLS);
         any_ws |= ws != 0;
@@ -224,6 +237,8 @@ static int run_listen(nc_opts o)
         target_of(&o, i, target, sizeof target);
         open_endpoint(&c, &c.eps[i], target);
     }
+    cli_inherited_done(); /* -e/-c children must not take systemd's sockets for theirs */
+    cli_sd_ready();
     if (o.keep_open) nc_stdin_start(&c);
     int rc = nc_ctx_run(&c);
     csock_tls_ctx_free(c.tls);
@@ -236,6 +251,8 @@ int cli_listen(int argc, char **argv)
     nc_opts o;
     nc_parse_args(argc, argv, 1, listen_usage, &o);
     nc_proxy_check(&o, "");
+    if (o.proxy_type && (o.deploy_lo.proxy_protocol || nc_inherited_form(o.target[0])))
+        cli_die(CLI_USAGE, "listen: --proxy-type takes neither --proxy-protocol nor fd:/systemd: addresses");
     if (o.proxy_type) { /* a proxy server, not a relay to stdin/stdout */
         char target[NC_TARGET_TEXT];
         nc_target_text(&o, 1, target, sizeof target);

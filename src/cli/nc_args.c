@@ -85,6 +85,7 @@ static const struct option long_opts[] = {
     {"nodns", no_argument, NULL, 'n'},
     {"delay", required_argument, NULL, 'd'},
     CLI_TLS_LONGOPTS,
+    CLI_DEPLOY_LONGOPTS,
     /* ncat's names for the TLS options */
     {"ssl-cert", required_argument, NULL, CLI_TLS_CERT},
     {"ssl-key", required_argument, NULL, CLI_TLS_KEY},
@@ -431,6 +432,12 @@ static void listen_port(nc_opts *o, int left, char **args)
     o->ntarget = left + 1;
 }
 
+int nc_inherited_form(const char *a)
+{
+    if (!strncmp(a, "tls+", 4)) a += 4;
+    return !strncmp(a, "fd:", 3) || !strncmp(a, "systemd:", 8);
+}
+
 static int all_digits(const char *s)
 {
     if (!*s) return 0;
@@ -452,7 +459,7 @@ static int host_port(int n, char **args)
 static int wants_ephemeral(const nc_opts *o)
 {
     if (o->tls.cert || o->tls.key || o->udp || o->unixsock || cli_ws_scheme(o->target[0])) return 0;
-    return o->ssl || !strncasecmp(o->target[0], "tls://", 6);
+    return o->ssl || !strncasecmp(o->target[0], "tls://", 6) || !strncmp(o->target[0], "tls+", 4);
 }
 
 /* ADDR, HOST PORT (or serve chat's ADDRs): into o->target (o->addrs). */
@@ -493,6 +500,7 @@ void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts
             fputs(ncat_flags_usage, stdout);
             fputs(listen ? ncat_listen_usage : ncat_connect_usage, stdout);
             fputs(cli_tls_usage, stdout);
+            if (listen) fputs(cli_deploy_usage, stdout);
             exit(CLI_OK);
         }
         if (c == '?' || c == ':') cli_bad_option(cmd, c, optopt, argv[optind - 1]);
@@ -501,6 +509,12 @@ void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts
             continue;
         }
         if (cli_tls_option(&o->tls, c, optarg)) continue;
+        if (cli_deploy_option(&o->deploy_lo, c, optarg)) {
+            if (!listen)
+                cli_die(CLI_USAGE, "connect: --%s is for listeners (csock listen)",
+                        c == CLI_PROXY_PROTOCOL ? "proxy-protocol" : "proxy-timeout");
+            continue;
+        }
         parse_one(o, c, optarg);
     }
     int left = argc - optind;
@@ -541,7 +555,8 @@ void nc_addr_text(const nc_opts *o, const char *a, const char *port, int passive
     } else if (port) {
         int v6 = strchr(a, ':') != NULL && a[0] != '[';
         snprintf(out, size, "%s://%s%s%s:%s", scheme, v6 ? "[" : "", a, v6 ? "]" : "", port);
-    } else if (strstr(a, "://") || !strncmp(a, "unix:", 5) || !strncmp(a, "unixgram:", 9)) {
+    } else if (strstr(a, "://") || !strncmp(a, "unix:", 5) || !strncmp(a, "unixgram:", 9) ||
+               (passive && nc_inherited_form(a))) {
         snprintf(out, size, "%s", a);
     } else if (passive && all_digits(a)) { /* every interface: IPv6 and IPv4 both (-4: IPv4) */
         snprintf(out, size, "%s://%s:%s", scheme, dual_stack(o) ? "[::]" : "", a);

@@ -72,6 +72,7 @@ typedef struct nc_opts {
     int ssl;               /* --ssl: HOST PORT means tls:// (ncat's habit) */
     int serve;             /* csock serve chat: announce `listening` on stdout, always */
     cli_tls tls;           /* --cert, --key, --ca, --insecure, ... */
+    csock_listen_opts deploy_lo; /* listen: --proxy-protocol, --proxy-timeout */
     char **addrs;          /* serve chat: every ADDR (naddrs 0: target, as listen) */
     int naddrs;
     /* WebSocket (ws://, wss://) */
@@ -239,6 +240,8 @@ void nc_check_ws(const nc_opts *o, int ws, const char *target);
  * given but the endpoint `a` (written `target`) is not tls://, or when -u
  * goes with a tls:// address. Else the data would go out as plaintext. */
 void nc_check_tls(const nc_opts *o, const csock_addr *a, const char *target);
+/* fd:N, systemd:NAME, tls+ either: a listening socket passed in. */
+int nc_inherited_form(const char *a);
 
 /* Set up the loop, stdin/stdout streams (unless exec or not needed) and the
  * signal watchers. Dies on failure. */

@@ -20,9 +20,11 @@ static const char proxy_usage[] =
     "  listening ADDR     (with the real port when 0 was asked for)\n"
     "\n"
     "LISTEN: tcp://HOST:PORT, unix:PATH, tls://HOST:PORT (TLS terminated here:\n"
-    "  --cert, --key), ws://HOST:PORT[/PATH] (each WebSocket message's bytes go\n"
+    "  --cert, --key), fd:N or systemd:NAME (inherited sockets, tls+ before\n"
+    "  either for TLS: see below), ws://HOST:PORT[/PATH] (each WebSocket message's bytes go\n"
     "  to the backend, the backend's bytes come back as binary messages: the\n"
-    "  websockify job; tcp://, unix: or tls:// backends), udp://HOST:PORT\n"
+    "  websockify job; tcp://, unix: or tls:// backends), wss://HOST:PORT[/PATH]\n"
+    "  (the same over TLS: --cert, --key), udp://HOST:PORT\n"
     "  (udp:// backends only: a session per client address).\n"
     "BACKEND: tcp://HOST:PORT, unix:PATH, tls://HOST:PORT (TLS started here,\n"
     "  the certificate verified against HOST with the system CAs or --ca),\n"
@@ -53,6 +55,12 @@ static const char proxy_usage[] =
     "                       a second signal closes everything at once\n"
     "  --no-splice          relay through user space (the stream API) even\n"
     "                       between plain sockets\n"
+    "  --send-proxy         start each backend connection with a PROXY protocol\n"
+    "                       v1 header naming the client (HAProxy's send-proxy;\n"
+    "                       behind --proxy-protocol, the client the header named)\n"
+    "  --send-proxy-v2      the same in v2 (binary); to a tls:// backend the\n"
+    "                       header goes first, then TLS (as HAProxy sends it).\n"
+    "                       --check http: requests start with a LOCAL header\n"
     "  -v, --verbose        log each relay (both ends) and its bytes each way\n"
     "                       at the end, failed connects, backends up and down\n"
     "  -h, --help           this help\n"
@@ -64,7 +72,8 @@ static const char proxy_usage[] =
 
 enum {
     OPT_TO = 0x2000, OPT_BALANCE, OPT_CHECK, OPT_CHECK_INTERVAL, OPT_RISE, OPT_FALL,
-    OPT_CONNECT_TIMEOUT, OPT_DRAIN_TIMEOUT, OPT_UDP_IDLE, OPT_NO_SPLICE,
+    OPT_CONNECT_TIMEOUT, OPT_DRAIN_TIMEOUT, OPT_UDP_IDLE, OPT_NO_SPLICE, OPT_SEND_PROXY,
+    OPT_SEND_PROXY_V2,
 };
 
 /* ---- the end ---- */
@@ -97,6 +106,7 @@ static void on_signal(csock_signal *s, int signum)
     proxy *px = csock_signal_data(s);
     if (px->draining) return finish(px); /* a second signal: now */
     px->draining = 1;
+    cli_sd_loop_drain(&px->sd, 0);
     if (px->verbose) cli_warn("draining: %u relay(s) open", px->nrelays);
     close_listeners(px);
     if (px->nrelays == 0) return finish(px);
@@ -143,7 +153,7 @@ static void on_accept(csock_listener *l, csock_stream *s, int status)
 {
     proxy *px = csock_listener_data(l);
     if (status < 0) {
-        if (px->verbose) cli_warn("accept: %s", csock_strerror(status));
+        if (px->verbose) cli_log_accept_error(status);
         return;
     }
     csock_stream_set_data(s, px);
@@ -154,7 +164,7 @@ static void on_accept_tls(csock_listener *l, csock_stream *s, int status)
 {
     proxy *px = csock_listener_data(l);
     if (status < 0) {
-        if (px->verbose) cli_warn("accept: %s", csock_strerror(status));
+        if (px->verbose) cli_log_accept_error(status);
         return;
     }
     if (over_limit(px, s)) return;
@@ -166,20 +176,36 @@ static void on_accept_tls(csock_listener *l, csock_stream *s, int status)
     }
 }
 
-static void listen_stream(proxy *px, const char *text)
+static void add_listener(proxy *px, csock_listener *l, int tls)
 {
-    csock_addr a;
-    cli_addr(text, CSOCK_ADDR_PASSIVE, &a);
-    int tls = a.scheme == CSOCK_TLS;
-    if (tls) a.scheme = CSOCK_TCP;
-    csock_listener *l;
-    int rc = csock_listen(px->loop, &a, NULL, tls ? on_accept_tls : on_accept, px, &l);
-    if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", text, csock_strerror(rc));
     px->listeners[px->nlisteners++] = l;
     csock_addr bound;
     csock_listener_addr(l, &bound);
     if (tls) bound.scheme = CSOCK_TLS;
     cli_print_listening(stdout, &bound);
+}
+
+/* tcp://, tls://, unix:, or sockets passed in (fd:N, systemd:NAME). */
+static void listen_stream(proxy *px, const char *text)
+{
+    int fds[CLI_MAX_ENDPOINTS], tls = 0;
+    int n = cli_inherited_fds(text, fds, CLI_MAX_ENDPOINTS, &tls);
+    if ((unsigned)n + px->nlisteners > CLI_MAX_ENDPOINTS)
+        cli_die(CLI_USAGE, "proxy: at most %d listeners", CLI_MAX_ENDPOINTS);
+    csock_listener *l;
+    for (int i = 0; i < n; i++) {
+        int rc = csock_listen_fd(px->loop, fds[i], &px->lo, tls ? on_accept_tls : on_accept, px, &l);
+        if (rc < 0) cli_die(CLI_ERR, "listen %s (fd %d): %s", text, fds[i], csock_strerror(rc));
+        add_listener(px, l, tls);
+    }
+    if (n) return;
+    csock_addr a;
+    cli_addr(text, CSOCK_ADDR_PASSIVE, &a);
+    tls = a.scheme == CSOCK_TLS;
+    if (tls) a.scheme = CSOCK_TCP;
+    int rc = csock_listen(px->loop, &a, &px->lo, tls ? on_accept_tls : on_accept, px, &l);
+    if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", text, csock_strerror(rc));
+    add_listener(px, l, tls);
 }
 
 /* ---- options ---- */
@@ -210,9 +236,7 @@ typedef enum { L_STREAM, L_WS, L_UDP } listen_kind;
 
 static listen_kind kind_of(const char *text)
 {
-    if (cli_ws_scheme(text) == 1) return L_WS;
-    if (cli_ws_scheme(text) == 2)
-        cli_die(CLI_USAGE, "proxy: wss:// listeners are not supported; put tls:// in front");
+    if (cli_ws_scheme(text)) return L_WS;
     if (!strncasecmp(text, "udp://", 6)) return L_UDP;
     return L_STREAM;
 }
@@ -224,12 +248,14 @@ static void check_addresses(proxy *px, char **listen, int nlisten)
     int any_tls_in = 0, any_udp_in = 0, any_stream_in = 0, any_tls_out = 0, any_udp_out = 0;
     for (int i = 0; i < nlisten; i++) {
         listen_kind k = kind_of(listen[i]);
-        csock_addr a;
+        csock_addr a = {.scheme = CSOCK_TCP};
         char path[CLI_WS_PATH];
+        int fds[CLI_MAX_ENDPOINTS], tls = 0;
         if (k == L_WS) cli_ws_listen_addr(listen[i], CSOCK_ADDR_PASSIVE, &a, path);
+        else if (cli_inherited_fds(listen[i], fds, CLI_MAX_ENDPOINTS, &tls) > 0) a.scheme = tls ? CSOCK_TLS : CSOCK_TCP;
         else cli_addr(listen[i], CSOCK_ADDR_PASSIVE, &a);
         if (k == L_STREAM && !csock_addr_is_stream(&a))
-            cli_die(CLI_USAGE, "proxy: cannot listen on '%s' (tcp://, tls://, unix:, ws:// or udp://)",
+            cli_die(CLI_USAGE, "proxy: cannot listen on '%s' (tcp://, tls://, unix:, ws://, wss:// or udp://)",
                     listen[i]);
         any_tls_in |= a.scheme == CSOCK_TLS;
         any_udp_in |= k == L_UDP;
@@ -245,8 +271,13 @@ static void check_addresses(proxy *px, char **listen, int nlisten)
     }
     if (any_udp_in != any_udp_out || (any_udp_in && any_stream_in))
         cli_die(CLI_USAGE, "proxy: udp:// listeners go with udp:// backends only");
+    if (px->send_proxy && any_udp_out)
+        cli_die(CLI_USAGE, "proxy: --send-proxy%s goes with tcp://, tls:// and unix: backends",
+                px->send_proxy == 2 ? "-v2" : "");
+    if (px->lo.proxy_protocol && any_udp_in)
+        cli_die(CLI_USAGE, "proxy: --proxy-protocol applies to stream listeners, not udp://");
     if (any_tls_in && !px->tls_opts.cert)
-        cli_die(CLI_USAGE, "proxy: a tls:// listener needs --cert FILE (and --key FILE unless the key is in it)");
+        cli_die(CLI_USAGE, "proxy: a tls:// or wss:// listener needs --cert FILE (and --key FILE unless the key is in it)");
     if (px->tls_opts.given && !any_tls_in && !any_tls_out)
         cli_die(CLI_USAGE, "proxy: --%s needs a tls:// listener or backend", px->tls_opts.first);
     if (any_tls_in) px->tls_server = cli_tls_server_ctx(&px->tls_opts);
@@ -273,6 +304,9 @@ static void parse_options(proxy *px, int argc, char **argv)
         {"drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT},
         {"udp-idle", required_argument, NULL, OPT_UDP_IDLE},
         {"no-splice", no_argument, NULL, OPT_NO_SPLICE},
+        {"send-proxy", no_argument, NULL, OPT_SEND_PROXY},
+        {"send-proxy-v2", no_argument, NULL, OPT_SEND_PROXY_V2},
+        CLI_DEPLOY_LONGOPTS,
         {"verbose", no_argument, NULL, 'v'},
         CLI_TLS_LONGOPTS,
         {0, 0, 0, 0},
@@ -281,7 +315,11 @@ static void parse_options(proxy *px, int argc, char **argv)
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":hm:i:v", opts, NULL)) != -1) {
         switch (c) {
-        case 'h': fputs(proxy_usage, stdout); fputs(cli_tls_usage, stdout); exit(CLI_OK);
+        case 'h':
+            fputs(proxy_usage, stdout);
+            fputs(cli_tls_usage, stdout);
+            fputs(cli_deploy_usage, stdout);
+            exit(CLI_OK);
         case OPT_TO: backend_add(px, optarg); break;
         case OPT_BALANCE: px->balance = parse_balance(optarg); break;
         case OPT_CHECK: parse_check(px, optarg); break;
@@ -297,9 +335,12 @@ static void parse_options(proxy *px, int argc, char **argv)
         case OPT_DRAIN_TIMEOUT: px->drain_ms = cli_seconds("--drain-timeout", optarg); break;
         case OPT_UDP_IDLE: px->udp_idle_ms = cli_seconds("--udp-idle", optarg); break;
         case OPT_NO_SPLICE: px->no_splice = 1; break;
+        case OPT_SEND_PROXY: px->send_proxy = 1; break;
+        case OPT_SEND_PROXY_V2: px->send_proxy = 2; break;
         case 'v': px->verbose = 1; break;
         default:
             if (cli_tls_option(&px->tls_opts, c, optarg)) break;
+            if (cli_deploy_option(&px->lo, c, optarg)) break;
             cli_bad_option("proxy", c, optopt, argv[optind - 1]);
         }
     }
@@ -353,6 +394,7 @@ static void teardown(proxy *px)
     relay_close_all(px);
     close_listeners(px);
     backends_stop(px);
+    cli_sd_loop_stop(&px->sd, 0);
     csock_loop_walk(px->loop, close_any, NULL);
     /* Waits (no spin) for the closes and for a resolver thread still in
      * getaddrinfo(): its answer is the loop's last post. */
@@ -389,8 +431,11 @@ int cli_proxy(int argc, char **argv)
         else if (k == L_UDP) proxy_udp_listen(px, argv[i]);
         else listen_stream(px, argv[i]);
     }
+    cli_inherited_done(); /* the variables were for us, not for a child */
     rc = start_timers(px);
     if (rc < 0) cli_die(CLI_ERR, "proxy: %s", csock_strerror(rc));
+    cli_sd_loop_start(&px->sd, px->loop, 0);
+    cli_sd_ready();
     rc = csock_loop_run(px->loop, CSOCK_RUN_DEFAULT);
     teardown(px);
     free(px);

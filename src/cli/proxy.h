@@ -34,6 +34,9 @@ typedef struct backend {
     csock_addr addrs[CSOCK_RESOLVE_MAX];
     size_t naddrs;            /* 0 until the first resolution answers */
     int is_name;              /* a DNS name: resolved on the loop, again every PROXY_RESOLVE_MS */
+    int tls;                  /* tls://: under --send-proxy dialled as TCP, the header
+                                 written, then TLS started here (backend_start_tls) */
+    char host[256];           /* tls://: the name to verify */
     csock_resolve *res;       /* resolution in flight */
     int up;                   /* taken for new clients */
     unsigned ok_run, fail_run;/* consecutive check results */
@@ -63,6 +66,9 @@ struct proxy {
     unsigned rise, fall;
     cli_tls tls_opts;
     csock_tls_ctx *tls_server, *tls_client;
+    csock_listen_opts lo;     /* --proxy-protocol, --proxy-timeout */
+    int send_proxy;           /* --send-proxy (1), --send-proxy-v2 (2): header version */
+    cli_sd sd;                /* the watchdog */
     /* backends */
     backend backends[PROXY_MAX_BACKENDS];
     unsigned nbackends;
@@ -89,6 +95,15 @@ struct proxy {
 void proxy_relay_gone(proxy *px);
 
 /* ---- proxy_relay.c ---- */
+/* The PROXY protocol header (--send-proxy[-v2]) naming `client`'s peer and
+ * the address it reached, into buf (CSOCK_PROXY_HEADER_MAX bytes); with
+ * client NULL (a health check) UNKNOWN / LOCAL. Returns its length or
+ * -errno. */
+ssize_t proxy_header(const proxy *px, const csock_stream *client, unsigned char *buf);
+/* Write it to a backend just connected, before any relayed byte: on its
+ * raw socket `fd` (a fresh connection's send buffer takes it whole), or
+ * into the stream `s` when fd < 0. Returns 0 or -errno. */
+int proxy_send_header(const proxy *px, const csock_stream *client, csock_stream *s, int fd);
 /* A client is ready (accepted, TLS done if any): find it a backend. Takes
  * the stream; `peer` is its address as text. */
 void relay_start(proxy *px, csock_stream *client, const char *peer, const csock_addr *peer_addr);
@@ -114,6 +129,13 @@ backend *backend_pick(proxy *px, uint32_t client_hash, unsigned attempt, const b
 /* Start connecting to b (giving up after timeout_ms); cb gets the result as
  * for csock_dial_start. */
 int backend_dial(backend *b, uint64_t timeout_ms, csock_dial_cb cb, void *data, csock_dial **out);
+/* A tls:// backend under --send-proxy is dialled as plain TCP, for the
+ * PROXY header goes before TLS (as HAProxy sends it): write the header
+ * naming `client` (NULL: a check's LOCAL one) on s, then start TLS;
+ * `ready` gets the handshake's result as for csock_tls_wrap. Returns 0
+ * (started), 1 (not such a backend: nothing done) or -errno (s is left
+ * as it was). */
+int backend_start_tls(backend *b, const csock_stream *client, csock_stream *s, csock_stream_cb ready);
 /* A client's connect to b failed / worked (passive health). */
 void backend_failed(backend *b, int status);
 void backend_worked(backend *b);

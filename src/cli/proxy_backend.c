@@ -8,6 +8,18 @@
 
 #define CHECK_REPLY_MAX 4096 /* an HTTP check reads no more of the reply */
 
+/* tls://HOST:PORT: HOST (brackets off an IPv6 address) is the name a
+ * TLS started here verifies. */
+static void set_tls_host(backend *b)
+{
+    if (strncasecmp(b->text, "tls://", 6)) return;
+    b->tls = 1;
+    const char *h = b->text + 6, *colon = strrchr(h, ':');
+    size_t len = colon ? (size_t)(colon - h) : strlen(h);
+    if (len >= 2 && h[0] == '[' && h[len - 1] == ']') h++, len -= 2;
+    snprintf(b->host, sizeof b->host, "%.*s", (int)len, h);
+}
+
 void backend_add(proxy *px, const char *text)
 {
     if (px->nbackends == PROXY_MAX_BACKENDS)
@@ -17,6 +29,7 @@ void backend_add(proxy *px, const char *text)
     b->px = px;
     b->text = text;
     b->up = 1;
+    set_tls_host(b);
     int n = csock_addr_resolve(text, CSOCK_ADDR_NUMERIC, b->addrs, CSOCK_RESOLVE_MAX);
     if (n == CSOCK_ENONAME) {
         /* A name: checked for syntax now, resolved once the loop runs. */
@@ -58,6 +71,23 @@ static void start_resolving(backend *b)
 
 /* ---- connecting ---- */
 
+/* A tls:// backend's addresses as tcp:// ones, for a dial without TLS. */
+static int dial_plain(backend *b, csock_dial_opts *o, csock_dial_cb cb, void *data, csock_dial **out)
+{
+    o->tls = NULL;
+    if (!b->naddrs) {
+        char text[CLI_ADDR_TEXT + 8];
+        snprintf(text, sizeof text, "tcp://%s", b->text + 6);
+        return csock_dial_start(b->px->loop, text, o, cb, data, out);
+    }
+    csock_addr tcp[CSOCK_RESOLVE_MAX];
+    for (size_t i = 0; i < b->naddrs; i++) {
+        tcp[i] = b->addrs[i];
+        tcp[i].scheme = CSOCK_TCP;
+    }
+    return csock_dial_addrs(b->px->loop, tcp, b->naddrs, o, cb, data, out);
+}
+
 int backend_dial(backend *b, uint64_t timeout_ms, csock_dial_cb cb, void *data, csock_dial **out)
 {
     proxy *px = b->px;
@@ -65,8 +95,18 @@ int backend_dial(backend *b, uint64_t timeout_ms, csock_dial_cb cb, void *data, 
     if (b->is_name && !b->res &&
         csock_loop_now(px->loop) - b->resolved_at >= PROXY_RESOLVE_MS)
         start_resolving(b); /* the current addresses serve meanwhile */
+    if (b->tls && px->send_proxy) /* TCP first: backend_start_tls does the rest */
+        return dial_plain(b, &o, cb, data, out);
     if (b->naddrs) return csock_dial_addrs(px->loop, b->addrs, b->naddrs, &o, cb, data, out);
     return csock_dial_start(px->loop, b->text, &o, cb, data, out);
+}
+
+int backend_start_tls(backend *b, const csock_stream *client, csock_stream *s, csock_stream_cb ready)
+{
+    proxy *px = b->px;
+    if (!b->tls || !px->send_proxy) return 1;
+    int rc = proxy_send_header(px, client, s, csock_stream_fd(s));
+    return rc < 0 ? rc : csock_tls_wrap(s, px->tls_client, b->host, ready);
 }
 
 static void set_up(backend *b, int up, const char *why)
@@ -143,7 +183,10 @@ static void check_result(backend *b, int ok, const char *why)
 
 static void check_close(backend *b)
 {
-    if (b->check_s) csock_stream_close(b->check_s, NULL);
+    if (b->check_s) { /* (a TLS handshake's callback must not count it) */
+        csock_stream_set_data(b->check_s, NULL);
+        csock_stream_close(b->check_s, NULL);
+    }
     b->check_s = NULL;
 }
 
@@ -162,6 +205,9 @@ static size_t on_check_reply(csock_stream *s, int status, const char *buf, size_
     return len;
 }
 
+static void on_check_tls(csock_stream *s, int status);
+static void send_check(backend *b);
+
 static void on_check_connected(csock_dial *d, int status, csock_stream *s)
 {
     backend *b = csock_dial_data(d);
@@ -174,12 +220,41 @@ static void on_check_connected(csock_dial *d, int status, csock_stream *s)
     }
     b->check_s = s;
     csock_stream_set_data(s, b);
+    int rc = backend_start_tls(b, NULL, s, on_check_tls);
+    if (rc == 1) return send_check(b);
+    if (rc < 0) {
+        check_close(b);
+        check_result(b, 0, csock_strerror(rc));
+    }
+}
+
+/* tls:// under --send-proxy: the check's TLS is up (or failed: csock
+ * closes s). */
+static void on_check_tls(csock_stream *s, int status)
+{
+    backend *b = csock_stream_data(s);
+    if (!b) return; /* closed by check_close meanwhile */
+    if (status == 0) return send_check(b);
+    b->check_s = NULL;
+    char why[CLI_REASON_TEXT];
+    check_result(b, 0, cli_tls_reason(s, status, why, sizeof why));
+}
+
+/* The HTTP check's request, on b->check_s. */
+static void send_check(backend *b)
+{
+    proxy *px = b->px;
+    csock_stream *s = b->check_s;
     const char *host = b->addrs[0].host[0] ? b->addrs[0].host : "localhost";
     char req[512];
     int n = snprintf(req, sizeof req,
                      "GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: csock-proxy-check\r\n\r\n",
                      px->check_path, host);
-    int rc = n > 0 && (size_t)n < sizeof req ? csock_stream_write(s, req, (size_t)n) : -ENOSPC;
+    /* A backend that wants a PROXY header wants it on checks too: LOCAL
+     * (v1: UNKNOWN), the proxy's own connection, as HAProxy's
+     * check-send-proxy sends it. */
+    int rc = px->send_proxy && !b->tls ? proxy_send_header(px, NULL, s, -1) : 0;
+    if (rc == 0) rc = n > 0 && (size_t)n < sizeof req ? csock_stream_write(s, req, (size_t)n) : -ENOSPC;
     if (rc == 0) rc = csock_stream_read_start(s, on_check_reply);
     if (rc < 0) {
         check_close(b);

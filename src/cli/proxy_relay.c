@@ -91,7 +91,10 @@ static void relay_end(relay *r, int why)
     if (px->verbose) log_end(r, why);
     if (r->dial) csock_dial_cancel(r->dial);
     for (int i = 0; i < 2; i++) {
-        if (r->s[i]) csock_stream_close(r->s[i], NULL);
+        if (r->s[i]) { /* (a backend's TLS handshake callback must not find r) */
+            csock_stream_set_data(r->s[i], NULL);
+            csock_stream_close(r->s[i], NULL);
+        }
         if (r->io[i]) {
             csock_io_close(r->io[i], NULL);
             close(r->fd[i]);
@@ -349,6 +352,59 @@ static void connect_failed(relay *r, int status)
     dial_next(r, tried);
 }
 
+/* ---- --send-proxy ---- */
+
+/* The wildcard address of `family` with a's port: the destination named
+ * when the address the client reached is of another family than the
+ * client (a v6 client behind a balancer that reached us over v4). */
+static csock_addr any_of(int family, const csock_addr *a)
+{
+    csock_addr w = {.scheme = CSOCK_TCP};
+    uint16_t port = a->sa.ss_family == AF_INET ? ((const struct sockaddr_in *)&a->sa)->sin_port
+                                               : ((const struct sockaddr_in6 *)&a->sa)->sin6_port;
+    if (family == AF_INET) {
+        struct sockaddr_in s4 = {.sin_family = AF_INET, .sin_port = port};
+        memcpy(&w.sa, &s4, sizeof s4);
+        w.len = sizeof s4;
+    } else {
+        struct sockaddr_in6 s6 = {.sin6_family = AF_INET6, .sin6_port = port};
+        memcpy(&w.sa, &s6, sizeof s6);
+        w.len = sizeof s6;
+    }
+    return w;
+}
+
+ssize_t proxy_header(const proxy *px, const csock_stream *client, unsigned char *buf)
+{
+    csock_addr src, dst;
+    ssize_t n = -EAFNOSUPPORT;
+    if (client && csock_stream_peer(client, &src) == 0 && csock_stream_local(client, &dst) == 0) {
+        cli_addr_unmap(&src);
+        cli_addr_unmap(&dst);
+        int inet = src.sa.ss_family == AF_INET || src.sa.ss_family == AF_INET6;
+        int dinet = dst.sa.ss_family == AF_INET || dst.sa.ss_family == AF_INET6;
+        if (inet && dinet && src.sa.ss_family != dst.sa.ss_family) dst = any_of(src.sa.ss_family, &dst);
+        n = csock_proxy_format(px->send_proxy, &src, &dst, buf, CSOCK_PROXY_HEADER_MAX);
+    }
+    /* A client with no address the version can carry (a Unix client and
+     * v1, an unnamed socket): UNKNOWN / LOCAL, as the spec says. */
+    if (n == -EAFNOSUPPORT) n = csock_proxy_format(px->send_proxy, NULL, NULL, buf, CSOCK_PROXY_HEADER_MAX);
+    return n;
+}
+
+int proxy_send_header(const proxy *px, const csock_stream *client, csock_stream *s, int fd)
+{
+    unsigned char hdr[CSOCK_PROXY_HEADER_MAX];
+    ssize_t n = proxy_header(px, client, hdr);
+    if (n < 0) return (int)n;
+    if (fd < 0) return csock_stream_write(s, hdr, (size_t)n);
+    ssize_t w;
+    do w = send(fd, hdr, (size_t)n, MSG_NOSIGNAL);
+    while (w < 0 && errno == EINTR);
+    if (w < 0) return -errno;
+    return w == n ? 0 : -EAGAIN;
+}
+
 static void connected(relay *r)
 {
     proxy *px = r->px;
@@ -356,8 +412,23 @@ static void connected(relay *r)
     if (px->verbose) cli_warn("relay %s -> %s", r->peer, r->be->name);
     r->last_io = csock_loop_now(px->loop);
     int plain = !px->no_splice && is_plain(r->s[0]) && (!r->s[1] || is_plain(r->s[1]));
-    int rc = plain ? start_splice(r) : start_streams(r);
+    int rc = 0;
+    /* The header goes first: nothing is relayed before start_*() returns
+     * to the loop. A splice relay's backend may be a raw socket. */
+    if (px->send_proxy && !r->be->tls) /* (a tls:// backend had it before its TLS) */
+        rc = proxy_send_header(px, r->s[0], r->s[1], !plain ? -1 : r->s[1] ? csock_stream_fd(r->s[1]) : r->fd[1]);
+    if (rc == 0) rc = plain ? start_splice(r) : start_streams(r);
     if (rc < 0) relay_end(r, rc);
+}
+
+/* tls:// under --send-proxy: the backend's TLS is up, after the header. */
+static void on_backend_tls(csock_stream *s, int status)
+{
+    relay *r = csock_stream_data(s);
+    if (!r) return; /* the relay ended meanwhile */
+    if (status == 0) return connected(r);
+    r->s[1] = NULL; /* csock closes it */
+    connect_failed(r, status);
 }
 
 static void on_dialed(csock_dial *d, int status, csock_stream *s)
@@ -366,7 +437,10 @@ static void on_dialed(csock_dial *d, int status, csock_stream *s)
     r->dial = NULL;
     if (status < 0) return connect_failed(r, status);
     r->s[1] = s;
-    connected(r);
+    csock_stream_set_data(s, r);
+    int rc = backend_start_tls(r->be, r->s[0], s, on_backend_tls);
+    if (rc == 1) return connected(r);
+    if (rc < 0) relay_end(r, rc);
 }
 
 /* ---- a backend of one address, for a plain client: a socket of our own ----

@@ -1,13 +1,17 @@
-/* ws:// listeners of csock proxy, the websockify job: a browser's WebSocket
+/* ws:// and wss:// listeners of csock proxy, the websockify job: a browser's WebSocket
  * on one side, a plain byte stream (tcp, unix, tls) on the other. Each
  * message's bytes (text or binary) go to the backend as they are; what
  * the backend sends comes back as binary messages, one per read. A close
  * from either side ends both: the WebSocket's close becomes the backend's
  * EOF (after the bytes queued for it), the backend's EOF a close 1000.
  *
- * Messages that arrive while the backend is still connecting wait (up to
- * the WebSocket's maximum message size in all). While the WebSocket has
- * more than PROXY_HIGH_WATER queued the backend is not read. */
+ * Backpressure both ways, so a fast side never fills the proxy's memory
+ * for a slow one: while the backend's write queue holds more than
+ * PROXY_HIGH_WATER (or, before it is connected, the messages waiting for
+ * it do), the WebSocket is not read (csock_ws_read_stop: the client's
+ * sends back up into TCP), and it is read again once that queue has
+ * drained; while the WebSocket has more than PROXY_HIGH_WATER queued the
+ * backend is not read, until CSOCK_WS_DRAIN. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +21,7 @@ typedef struct ws_listener {
     proxy *px;
     csock_http_server *http;
     csock_listener *l;
+    int tls;            /* wss://: the TLS handshake before the HTTP server */
     char path[CLI_WS_PATH];
 } ws_listener;
 
@@ -24,6 +29,7 @@ typedef struct ws_relay {
     proxy *px;
     csock_ws *ws;       /* NULL once CLOSED came */
     csock_stream *s;    /* the backend, once connected */
+    csock_stream *hs;   /* the backend during its TLS handshake (--send-proxy) */
     csock_dial *dial;
     backend *be;
     unsigned attempt;
@@ -31,6 +37,7 @@ typedef struct ws_relay {
     uint32_t hash;
     char *pending;      /* messages' bytes before the backend is connected */
     size_t npending;
+    int ws_stopped;     /* the WebSocket is not read: the backend is behind */
     uint64_t up, down;  /* bytes to the backend, to the WebSocket */
     char peer[CLI_ADDR_TEXT];
 } ws_relay;
@@ -43,7 +50,15 @@ static void ws_relay_end(ws_relay *w, int why)
     proxy *px = w->px;
     if (w->dial) csock_dial_cancel(w->dial);
     w->dial = NULL;
-    if (w->s) csock_stream_end(w->s, NULL); /* what the client sent still goes */
+    if (w->hs) { /* its handshake's callback must not find w */
+        csock_stream_set_data(w->hs, NULL);
+        csock_stream_close(w->hs, NULL);
+        w->hs = NULL;
+    }
+    if (w->s) { /* what the client sent still goes; w may be gone by its drain */
+        csock_stream_on_drain(w->s, NULL);
+        csock_stream_end(w->s, NULL);
+    }
     w->s = NULL;
     if (w->be) w->be->conns--;
     w->be = NULL;
@@ -80,20 +95,41 @@ static size_t on_backend_read(csock_stream *s, int status, const char *buf, size
     return len;
 }
 
+/* Stop reading the WebSocket while `queued` bytes wait for the backend
+ * past the high-water mark. */
+static void throttle_ws(ws_relay *w, size_t queued)
+{
+    if (w->ws_stopped || !w->ws || queued <= PROXY_HIGH_WATER) return;
+    if (csock_ws_read_stop(w->ws) == 0) w->ws_stopped = 1;
+}
+
+/* The backend's write queue emptied: the WebSocket may be read again. */
+static void on_backend_drain(csock_stream *s, int status)
+{
+    ws_relay *w = csock_stream_data(s);
+    if (status < 0 || !w->ws_stopped || !w->ws) return; /* an error comes to the read callback */
+    w->ws_stopped = 0;
+    csock_ws_read_start(w->ws);
+}
+
 static int to_backend(ws_relay *w, const char *buf, size_t len)
 {
     if (!w->s) {
-        if (w->npending + len > WS_MAX_MESSAGE) return -ENOBUFS;
+        /* Held at most a high-water mark and the message that passed it. */
+        if (w->npending + len > WS_MAX_MESSAGE + PROXY_HIGH_WATER) return -ENOBUFS;
         char *p = realloc(w->pending, w->npending + len + 1);
         if (!p) return -ENOMEM;
         memcpy(p + w->npending, buf, len);
         w->pending = p;
         w->npending += len;
+        throttle_ws(w, w->npending);
         return 0;
     }
     int rc = csock_stream_write(w->s, buf, len);
-    if (rc == 0) w->up += len;
-    return rc;
+    if (rc < 0) return rc;
+    w->up += len;
+    throttle_ws(w, csock_stream_write_queue_size(w->s));
+    return 0;
 }
 
 static void on_ws(csock_ws *ws, const csock_ws_event *ev, void *data)
@@ -119,33 +155,67 @@ static void on_ws(csock_ws *ws, const csock_ws_event *ev, void *data)
 
 static void ws_dial_next(ws_relay *w, const backend *failed);
 
+static void ws_backend_failed(ws_relay *w, int status)
+{
+    proxy *px = w->px;
+    backend *tried = w->be;
+    w->hs = NULL;
+    w->be = NULL;
+    tried->conns--;
+    if (px->verbose) cli_warn("connect %s for %s: %s", tried->name, w->peer, csock_strerror(status));
+    backend_failed(tried, status);
+    w->last_err = status;
+    w->attempt++;
+    ws_dial_next(w, tried);
+}
+
+static void ws_backend_ready(ws_relay *w, csock_stream *s);
+
+/* tls:// under --send-proxy: the backend's TLS is up, after the header. */
+static void on_ws_backend_tls(csock_stream *s, int status)
+{
+    ws_relay *w = csock_stream_data(s);
+    if (!w) return; /* the relay ended meanwhile */
+    w->hs = NULL;
+    if (status == 0) return ws_backend_ready(w, s);
+    ws_backend_failed(w, status); /* csock closes s */
+}
+
 static void on_ws_dialed(csock_dial *d, int status, csock_stream *s)
 {
     ws_relay *w = csock_dial_data(d);
-    proxy *px = w->px;
     w->dial = NULL;
-    if (status < 0) {
-        backend *tried = w->be;
-        w->be = NULL;
-        tried->conns--;
-        if (px->verbose) cli_warn("connect %s for %s: %s", tried->name, w->peer, csock_strerror(status));
-        backend_failed(tried, status);
-        w->last_err = status;
-        w->attempt++;
-        return ws_dial_next(w, tried);
+    if (status < 0) return ws_backend_failed(w, status);
+    csock_stream_set_data(s, w);
+    int rc = backend_start_tls(w->be, w->ws ? csock_ws_stream(w->ws) : NULL, s, on_ws_backend_tls);
+    if (rc == 0) w->hs = s;
+    if (rc == 1) return ws_backend_ready(w, s);
+    if (rc < 0) {
+        csock_stream_close(s, NULL);
+        ws_relay_end(w, rc);
     }
+}
+
+/* The backend is connected (its TLS too): what waited goes, reading starts. */
+static void ws_backend_ready(ws_relay *w, csock_stream *s)
+{
+    proxy *px = w->px;
     backend_worked(w->be);
     if (px->verbose) cli_warn("relay %s -> %s (WebSocket)", w->peer, w->be->name);
     w->s = s;
     csock_stream_set_data(s, w);
     csock_stream_set_watermarks(s, 0, 0);
-    int rc = w->npending ? csock_stream_write(s, w->pending, w->npending) : 0;
+    csock_stream_on_drain(s, on_backend_drain);
+    int rc = px->send_proxy && !w->be->tls ? proxy_send_header(px, w->ws ? csock_ws_stream(w->ws) : NULL, s, -1) : 0;
+    if (rc == 0 && w->npending) rc = csock_stream_write(s, w->pending, w->npending);
     w->up += w->npending;
     free(w->pending);
     w->pending = NULL;
     w->npending = 0;
     if (rc == 0) rc = csock_stream_read_start(s, on_backend_read);
-    if (rc < 0) ws_relay_end(w, rc);
+    if (rc < 0) return ws_relay_end(w, rc);
+    /* Stopped while connecting: on once what waited is in the kernel. */
+    if (w->ws_stopped && csock_stream_write_queue_size(s) <= PROXY_HIGH_WATER) on_backend_drain(s, 0);
 }
 
 static void ws_dial_next(ws_relay *w, const backend *failed)
@@ -216,14 +286,39 @@ static void on_request(csock_http_req *r, void *data)
     upgrade(wl, r);
 }
 
+/* wss://: the handshake is done (or failed: csock closes s). */
+static void on_tls_ready(csock_stream *s, int status)
+{
+    ws_listener *wl = csock_stream_data(s);
+    if (status < 0) {
+        char peer[CLI_ADDR_TEXT];
+        if (wl->px->verbose) cli_log_handshake(s, status, cli_peer_text(s, peer, sizeof peer));
+        return;
+    }
+    csock_http_server_accept(wl->http, s); /* on failure it closed s */
+}
+
 static void on_accept(csock_listener *l, csock_stream *s, int status)
 {
     ws_listener *wl = csock_listener_data(l);
     if (status < 0) {
-        if (wl->px->verbose) cli_warn("accept: %s", csock_strerror(status));
+        if (wl->px->verbose) cli_log_accept_error(status);
         return;
     }
-    csock_http_server_accept(wl->http, s); /* on failure it closed s */
+    if (!wl->tls) {
+        csock_http_server_accept(wl->http, s); /* on failure it closed s */
+        return;
+    }
+    if (wl->px->draining) {
+        csock_stream_close(s, NULL);
+        return;
+    }
+    csock_stream_set_data(s, wl);
+    int rc = csock_tls_accept(s, wl->px->tls_server, on_tls_ready);
+    if (rc < 0) { /* out of memory: this connection only */
+        if (wl->px->verbose) cli_warn("TLS: %s", csock_strerror(rc));
+        csock_stream_close(s, NULL);
+    }
 }
 
 void proxy_ws_listen(proxy *px, const char *text)
@@ -233,13 +328,15 @@ void proxy_ws_listen(proxy *px, const char *text)
     wl->px = px;
     csock_addr a;
     cli_ws_listen_addr(text, CSOCK_ADDR_PASSIVE, &a, wl->path);
+    wl->tls = a.scheme == CSOCK_TLS;
+    a.scheme = CSOCK_TCP; /* the listener is TCP: TLS is ours (on_accept) */
     csock_http_opts ho = {.handler = on_request, .data = wl};
     int rc = csock_http_server_new(px->loop, &ho, &wl->http);
-    if (rc == 0) rc = csock_listen(px->loop, &a, NULL, on_accept, wl, &wl->l);
+    if (rc == 0) rc = csock_listen(px->loop, &a, &px->lo, on_accept, wl, &wl->l);
     if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", text, csock_strerror(rc));
     csock_addr bound;
     csock_listener_addr(wl->l, &bound);
-    cli_print_ws_listening(stdout, &bound, 0, wl->path);
+    cli_print_ws_listening(stdout, &bound, wl->tls, wl->path);
     px->ws_states[px->nws++] = wl;
 }
 

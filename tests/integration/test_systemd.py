@@ -87,6 +87,16 @@ def sanitizer_env():
     return {k: os.environ[k] for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "CSOCK_BACKEND") if k in os.environ}
 
 
+def stop_activated(p, notify):
+    """SIGTERM (systemd's stop) to systemd-socket-activate's child:
+    STOPPING=1, then a clean exit. The activator passes the signal on to
+    its child and exits with it."""
+    rc = p.stop(signal.SIGTERM, 20)
+    notify.wait("STOPPING=1")
+    check(rc == 0 or rc == -signal.SIGTERM, "exit status %r (stderr %r)" % (rc, p.stderr()[-800:]))
+    check("ERROR: AddressSanitizer" not in p.stderr(), "sanitizer: %r" % p.stderr()[-2000:])
+
+
 def test_units_through_socket_activate():
     need(ACTIVATE)
     listen = unit_values("csock.socket", "ListenStream")
@@ -136,12 +146,7 @@ def test_units_through_socket_activate():
             except socket.timeout:
                 pass
         check(sum(m == "WATCHDOG=1" for m in notify.msgs) >= n0 + 3, "watchdog pings: %r" % notify.msgs)
-        # SIGTERM (systemd's stop): STOPPING=1, then a clean exit. The
-        # activator passes the signal on to its child and exits with it.
-        rc = p.stop(signal.SIGTERM, 20)
-        notify.wait("STOPPING=1")
-        check(rc == 0 or rc == -signal.SIGTERM, "exit status %r (stderr %r)" % (rc, p.stderr()[-800:]))
-        check("ERROR: AddressSanitizer" not in p.stderr(), "sanitizer: %r" % p.stderr()[-2000:])
+        stop_activated(p, notify)
     finally:
         p.stop(signal.SIGKILL)
         notify.close()
@@ -197,37 +202,56 @@ def test_systemd_name_not_passed():
     check_eq(csock("serve", "echo", "tls+tcp://1.2.3.4:5")[0], 2, "exit status for tls+tcp://")
 
 
+class WithFd:
+    """`csock ARGS...` given a fresh listening loopback TCP socket as an
+    inherited descriptor: the argument "FD" becomes fd:N, and the socket
+    lives on in csock alone. In the block: .p (stdin and stdout pipes) and
+    .port; after it: .err, csock's stderr, checked for sanitizer reports."""
+
+    def __init__(self, args, env=None):
+        self.args, self.env = args, env
+
+    def __enter__(self):
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(16)
+        self.port = lsock.getsockname()[1]
+        fd = lsock.fileno()
+        self.errf = tempfile.TemporaryFile()
+        argv = [BIN] + ["fd:%d" % fd if a == "FD" else a for a in self.args]
+        self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errf,
+                                  pass_fds=[fd], env=self.env, start_new_session=True)
+        lsock.close()
+        return self
+
+    def __exit__(self, et, ev, tb):
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+        self.errf.seek(0)
+        self.err = self.errf.read().decode()
+        self.errf.close()
+        if et is None:
+            check("AddressSanitizer" not in self.err, self.err[-2000:])
+        return False
+
+
 def test_fd_form_and_abstract_notify():
-    lsock = socket.socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen(16)
-    port = lsock.getsockname()[1]
     notify = Notify(abstract=True)
-    env = dict(os.environ, NOTIFY_SOCKET=notify.env)
-    fd = lsock.fileno()
-    with tempfile.TemporaryFile() as errf:
-        p = subprocess.Popen([BIN, "serve", "-v", "upper", "fd:%d" % fd], stdout=subprocess.PIPE,
-                             stderr=errf, pass_fds=[fd], env=env, start_new_session=True)
-        try:
-            lsock.close()  # the socket lives on in csock alone
-            line = p.stdout.readline().decode().strip()
-            check_eq(line, "listening tcp://127.0.0.1:%d" % port, "listening line")
+    try:
+        with WithFd(["serve", "-v", "upper", "FD"], env=dict(os.environ, NOTIFY_SOCKET=notify.env)) as w:
+            line = w.p.stdout.readline().decode().strip()
+            check_eq(line, "listening tcp://127.0.0.1:%d" % w.port, "listening line")
             notify.wait("READY=1")
-            s = socket.create_connection(("127.0.0.1", port), timeout=T(10))
+            s = socket.create_connection(("127.0.0.1", w.port), timeout=T(10))
             s.sendall(b"inherited\n")
             check_eq(s.recv(100), b"INHERITED\n", "upper through fd:N")
             s.close()
-            p.send_signal(signal.SIGTERM)
+            w.p.send_signal(signal.SIGTERM)
             notify.wait("STOPPING=1")
-            check_eq(p.wait(T(20)), 0, "exit status")
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-            notify.close()
-        errf.seek(0)
-        err = errf.read().decode()
-        check("AddressSanitizer" not in err, err[-2000:])
+            check_eq(w.p.wait(T(20)), 0, "exit status")
+    finally:
+        notify.close()
     # Not a listening socket: one line, status 1, nothing served.
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with tempfile.TemporaryFile() as errf:
@@ -244,7 +268,7 @@ def test_deploy_md_shows_the_tested_files():
     # docs/deploy.md quotes the files the tests run, whole and unchanged.
     with open(os.path.join(REPO, "docs", "deploy.md")) as f:
         md = f.read()
-    for name in ("haproxy.cfg", "csock.socket", "csock.service"):
+    for name in ("haproxy.cfg", "haproxy-proxy.cfg", "csock.socket", "csock.service"):
         with open(os.path.join(UNITS, name)) as f:
             text = f.read()
         check("```\n" + text + "```" in md, "docs/deploy.md does not quote docs/deploy/%s as it is" % name)
