@@ -322,7 +322,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CHECK(csock_stream_open(F.loop, sv[0], &s) == 0);
     csock__ws_attach(F.ws, s);
     CHECK(csock_stream_read_start(s, csock__ws_on_read) == 0);
-    if (F.client) csock__ws_opened(F.ws);
+    if (F.client) csock__ws_opened(F.ws, NULL, 0);
 
     for (int n = 0; in.len > 0 && n < 128 && !F.closed; n++) step(&in);
     spin(4);
