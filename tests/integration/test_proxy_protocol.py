@@ -136,7 +136,9 @@ def refused(addr):
     try:
         socket.create_connection(addr, timeout=T(2)).close()
         return False
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
+        # A connect racing the listener's shutdown is reset, not refused:
+        # either way nobody will accept it.
         return True
 
 
