@@ -37,7 +37,6 @@
 #define IO_BUFS 256
 #define IO_BUF_SIZE 4096
 #define IO_BGID 0
-enum { OP_RECV = 1, OP_SEND = 2 };
 #define CANCEL_QUEUED 2 /* csock__ioreq.cancelled: on cancel_q, not yet asked */
 
 typedef struct {
@@ -196,7 +195,7 @@ static int prep_recv(uring_state *st, csock__ioreq *r)
 static int ur_recv(csock_loop *loop, csock__ioreq *r, int fd)
 {
     r->fd = fd;
-    r->op = OP_RECV;
+    r->op = CSOCK__IO_RECV;
     r->cancelled = 0;
     int rc = prep_recv(loop->bstate, r);
     if (rc == 0) {
@@ -214,7 +213,7 @@ static int ur_send(csock_loop *loop, csock__ioreq *r, int fd, const void *buf, s
     io_uring_prep_send(sqe, fd, buf, len, MSG_NOSIGNAL);
     io_uring_sqe_set_data64(sqe, req_tag(r));
     r->fd = fd;
-    r->op = OP_SEND;
+    r->op = CSOCK__IO_SEND;
     r->cancelled = 0;
     r->busy = 1;
     loop->active++;
@@ -278,7 +277,7 @@ static void req_done(csock_loop *loop, uintptr_t tagged, int res, unsigned flags
     csock__ioreq *r = (csock__ioreq *)(tagged & ~(uintptr_t)1);
     if (r->cancelled == CANCEL_QUEUED) unqueue_cancel(st, r); /* done before it was asked */
     if (res == -ENOBUFS && r->cancelled) res = -ECANCELED;
-    if (res == -ENOBUFS && r->op == OP_RECV) { /* no buffer free: again next wait */
+    if (res == -ENOBUFS && r->op == CSOCK__IO_RECV) { /* no buffer free: again next wait */
         r->next = NULL;
         if (st->nobuf_tail)
             st->nobuf_tail->next = r;
@@ -295,7 +294,7 @@ static void req_done(csock_loop *loop, uintptr_t tagged, int res, unsigned flags
     }
     r->busy = 0;
     loop->active--;
-    r->cb(loop, r, res, buf);
+    loop->io_cb(loop, r, res, buf);
     if (buf) give_back(st, bid); /* the callback copied what it kept */
 }
 
@@ -318,7 +317,7 @@ static int retry_waiting(csock_loop *loop)
         st->cancelled = r->next;
         r->busy = 0;
         loop->active--;
-        r->cb(loop, r, -ECANCELED, NULL);
+        loop->io_cb(loop, r, -ECANCELED, NULL);
         n++;
     }
     return n;

@@ -332,6 +332,7 @@ void csock_loop_stop(csock_loop *loop)
 /* ---- buffer pool ------------------------------------------------------------ */
 
 int csock__io_ok(const csock_loop *loop) { return loop->io_ok; }
+void csock__io_set_cb(csock_loop *loop, csock__ioreq_cb cb) { loop->io_cb = cb; }
 
 void csock__loop_hold(csock_loop *loop, int delta)
 {

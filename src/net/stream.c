@@ -161,7 +161,7 @@ void csock__stream_update_events(csock_stream *s)
         ev |= CSOCK_WRITABLE;
     int rc = csock__watcher_set(s->h.loop, &s->w, ev);
     if (rc < 0 && !(s->flags & F_FAILED)) csock__stream_fail(s, rc);
-    if (ring && !s->x->rreq.busy && wants_read(s)) csock__stream_ring_recv(s);
+    if (ring && !s->rreq.busy && wants_read(s)) csock__stream_ring_recv(s);
     csock__stream_watch_io(s);
 }
 
@@ -278,11 +278,10 @@ static void run_task(csock__task *t)
 static void stream_finish(csock__handle *h)
 {
     csock_stream *s = csock__container_of(h, csock_stream, h);
-    stream_ext *x = s->x;
-    if (x && (x->rreq.busy || x->wreq.busy)) {
+    if (s->rreq.busy || s->wreq.busy) {
         /* The kernel still holds a request on s (cancelled at close): finish
          * when it completes, and keep the loop running until then. */
-        x->zombie = 1;
+        s->flags |= F_ZOMBIE;
         csock__loop_hold(s->h.loop, 1);
         return;
     }
@@ -299,18 +298,18 @@ void csock_stream_close(csock_stream *s, csock_stream_close_cb cb)
     stream_ext *x = s->x;
     /* The kernel may still be reading the chunk being sent: the queue is
      * dropped once that send completes (finish_now). */
-    if (!x || !x->wreq.busy) csock__stream_drop_queue(s);
+    if (!s->wreq.busy) csock__stream_drop_queue(s);
     csock__stream_release_rbuf(s);
     if (x) {
         if (x->timer) csock_timer_close(x->timer, NULL);
         x->timer = NULL;
-        csock__io_cancel(s->h.loop, &x->rreq);
-        csock__io_cancel(s->h.loop, &x->wreq);
     }
+    csock__io_cancel(s->h.loop, &s->rreq);
+    csock__io_cancel(s->h.loop, &s->wreq);
     /* With requests in flight the fd stays open until they complete
      * (finish_now): a request not yet submitted, or one retried after
      * -ENOBUFS, would otherwise name whatever socket reuses the number. */
-    if (s->w.fd >= 0 && !(x && (x->rreq.busy || x->wreq.busy))) {
+    if (s->w.fd >= 0 && !(s->rreq.busy || s->wreq.busy)) {
         close(s->w.fd);
         s->w.fd = -1;
     }

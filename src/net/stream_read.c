@@ -276,7 +276,7 @@ int csock_stream_read_stop(csock_stream *s)
     s->flags &= ~F_READING;
     /* A recv in flight would keep the loop running (as a watcher would if
      * it were not stopped): cancel it. Bytes it already took are kept. */
-    if (s->flags & F_RING) csock__io_cancel(s->h.loop, &s->x->rreq);
+    if (s->flags & F_RING) csock__io_cancel(s->h.loop, &s->rreq);
     csock__stream_update_events(s);
     return 0;
 }
