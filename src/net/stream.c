@@ -116,7 +116,7 @@ static int addr_of(const csock_stream *s, csock_addr *out, int peer)
 {
     if (peer && s->x && s->x->peer) {
         *out = *s->x->peer;
-        if (out->sa.ss_family != AF_UNIX && s->filter) out->scheme = CSOCK_TLS;
+        if (out->sa.ss_family != AF_UNIX && sfilt(s)) out->scheme = CSOCK_TLS;
         return 0;
     }
     struct sockaddr_storage ss;
@@ -124,7 +124,7 @@ static int addr_of(const csock_stream *s, csock_addr *out, int peer)
     int rc = peer ? getpeername(s->w.fd, (struct sockaddr *)&ss, &len)
                   : getsockname(s->w.fd, (struct sockaddr *)&ss, &len);
     if (rc < 0) return -errno;
-    csock_scheme sch = ss.ss_family == AF_UNIX ? CSOCK_UNIX : s->filter ? CSOCK_TLS : CSOCK_TCP;
+    csock_scheme sch = ss.ss_family == AF_UNIX ? CSOCK_UNIX : sfilt(s) ? CSOCK_TLS : CSOCK_TCP;
     return csock__sockaddr_to_addr((struct sockaddr *)&ss, len, sch, out);
 }
 
@@ -293,8 +293,8 @@ void csock_stream_close(csock_stream *s, csock_stream_close_cb cb)
 {
     if (s->h.closing) return;
     csock__watcher_set(s->h.loop, &s->w, 0);
-    if (s->filter && s->filter->free) s->filter->free(s);
-    s->filter = NULL;
+    if (sfilt(s) && sfilt(s)->free) sfilt(s)->free(s);
+    if (s->x) s->x->filter = NULL;
     stream_ext *x = s->x;
     /* The kernel may still be reading the chunk being sent: the queue is
      * dropped once that send completes (finish_now). */
@@ -340,10 +340,14 @@ void csock_stream_end(csock_stream *s, csock_stream_close_cb cb)
 
 /* ---- filters (TLS) ----------------------------------------------------------------- */
 
-void csock__stream_set_filter(csock_stream *s, const csock__filter *f, void *state)
+int csock__stream_set_filter(csock_stream *s, const csock__filter *f, void *state)
 {
-    s->filter = f;
-    s->filter_state = state;
+    if (!f && !s->x) return 0;
+    stream_ext *x = csock__stream_ext(s);
+    if (!x) return -ENOMEM;
+    x->filter = f;
+    x->filter_state = state;
+    return 0;
 }
 
-void *csock__stream_filter_state(const csock_stream *s) { return s->filter_state; }
+void *csock__stream_filter_state(const csock_stream *s) { return s->x ? s->x->filter_state : NULL; }

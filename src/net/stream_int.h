@@ -76,6 +76,10 @@ typedef struct stream_ext {
     size_t plain_bytes;   /* of it, counted in wq_bytes too */
     csock_stream_cb shutdown_cb, connect_cb; /* rare: kept out of the handle */
     csock_stream_cb stop_cb; /* csock_stream_on_stop: its owner ends it in a drain */
+    /* A filter (TLS) and its state: here, not in the handle, so a plain
+     * stream's handle stays small; a filtered stream keeps its extension. */
+    const csock__filter *filter;
+    void *filter_state;
     /* The client a PROXY protocol header named, which csock_stream_peer()
      * returns (NULL: getpeername). Here, not in the handle: only streams
      * behind a balancer pay for it (ext_trim keeps the extension then). */
@@ -105,8 +109,6 @@ struct csock_stream {
     stream_ext *x;          /* timer, timeouts, completion I/O: made on first use */
     csock__conn_group *group;
     csock_stream *gnext, *gprev; /* the group's list of open streams */
-    const csock__filter *filter;
-    void *filter_state;
     csock_msg_cb msg_cb;    /* framed reads */
     uint32_t fmax;          /* framing: the largest message */
     int err;                /* first error seen, delivered once */
@@ -136,6 +138,8 @@ enum {
 
 /* Output waits: raw bytes for the socket, or plaintext for the filter. */
 static inline int plain_waits(const csock_stream *s) { return s->x && s->x->plain_head; }
+/* The stream's filter (TLS), or NULL. */
+static inline const csock__filter *sfilt(const csock_stream *s) { return s->x ? s->x->filter : NULL; }
 static inline int queued(const csock_stream *s) { return s->wq_head || plain_waits(s); }
 
 /* lifecycle (stream.c) */
