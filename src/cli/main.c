@@ -34,7 +34,8 @@ static const char usage[] =
     "  -V, --version    print the version\n"
     "\n"
     "Environment:\n"
-    "  CSOCK_BACKEND    event loop backend: epoll (default), poll or uring\n"
+    "  CSOCK_BACKEND    event loop backend: epoll (default), poll, uring, or auto\n"
+    "                   (io_uring where the kernel allows it, else epoll)\n"
     "\n"
     "Try:  csock serve upper tcp://127.0.0.1:7000 udp://127.0.0.1:7000\n"
     "      echo hello | csock connect tcp://127.0.0.1:7000\n";
@@ -147,6 +148,17 @@ void cli_raise_nofile(void)
     }
 }
 
+/* The backend a loop gets here, now ($CSOCK_BACKEND, and for "auto"
+ * whether the kernel allows io_uring). */
+static const char *cli_backend_name(void)
+{
+    csock_loop *loop;
+    if (csock_loop_new(NULL, &loop) < 0) return "unavailable";
+    const char *name = csock_loop_backend(loop); /* a static string */
+    csock_loop_free(loop);
+    return name;
+}
+
 int main(int argc, char **argv)
 {
     cli_init_process();
@@ -160,7 +172,7 @@ int main(int argc, char **argv)
         return CLI_OK;
     }
     if (!strcmp(cmd, "-V") || !strcmp(cmd, "--version")) {
-        printf("csock %s\n", csock_version());
+        printf("csock %s (event loop: %s)\n", csock_version(), cli_backend_name());
         return CLI_OK;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)

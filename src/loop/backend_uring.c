@@ -21,21 +21,37 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "loop/loop_int.h"
 
 #define RING_ENTRIES 1024
 #define CQ_ENTRIES 16384
 #define CANCEL_TAG UINT64_MAX /* user_data of removals: their completions are ignored */
-/* Provided buffers for completion recvs: 256 x 4 KiB (1 MiB), mapped once
- * per loop and touched only as traffic needs them. When all are out (more
- * than 256 sockets delivered data in one wait), a recv ends with -ENOBUFS
- * and is made again at the next wait, once callbacks have given buffers
- * back. */
-#define IO_BUFS 256
-#define IO_BUF_SIZE 4096
+/* Provided buffers for completion recvs, 1 MiB per loop, mapped once and
+ * touched only as traffic needs them. Where the kernel consumes them
+ * incrementally (IOU_PBUF_RING_INC, 6.12), 16 x 64 KiB: each recv takes
+ * only the bytes it got from the current buffer, so 1,000 connections
+ * with a 128-byte message each fill two buffers, not a thousand. Else
+ * 256 x 4 KiB, a buffer per recv: when all are out (more than 256 sockets
+ * delivered data in one wait; at 1,000 connections, 7 recvs in 10 did), a
+ * recv ends with -ENOBUFS and is made again at the next wait, once
+ * callbacks have given buffers back. */
+#define IO_MEM (1u << 20)
+#define IO_BUF_SIZE 4096   /* without INC */
+#define INC_BUF_SIZE 65536 /* with INC */
+#define INC_BUFS (IO_MEM / INC_BUF_SIZE)
+/* With INC, the most one recv takes: 4 KiB as without it (16 KiB let a
+ * peer that never reads outrun the write timeout, test_server_limits). */
+#define RECV_MAX 4096
 #define IO_BGID 0
-enum { OP_RECV = 1, OP_SEND = 2 };
+#ifndef IOU_PBUF_RING_INC
+#define IOU_PBUF_RING_INC 2
+#endif
+#ifndef IORING_CQE_F_BUF_MORE
+#define IORING_CQE_F_BUF_MORE (1U << 4)
+#endif
 #define CANCEL_QUEUED 2 /* csock__ioreq.cancelled: on cancel_q, not yet asked */
 
 typedef struct {
@@ -62,9 +78,13 @@ typedef struct {
     /* completion I/O */
     struct io_uring_buf_ring *br; /* NULL: no provided buffers, readiness only */
     char *bufs;
+    unsigned nbufs, buf_size;      /* INC_BUFS x INC_BUF_SIZE, or x IO_BUF_SIZE */
+    int inc;                       /* IOU_PBUF_RING_INC: inc_off says where each buffer is */
+    uint32_t inc_off[INC_BUFS];    /* bytes of each buffer the kernel has filled */
     csock__ioreq *nobuf_head, *nobuf_tail; /* recvs to make again (-ENOBUFS) */
     csock__ioreq *cancelled;               /* taken off nobuf by a cancel: report */
     csock__ioreq *cancel_q;                /* cancels that found no submission slot */
+    int disabled; /* made with R_DISABLED: enabled by the first wait, on the loop's thread */
 } uring_state;
 
 /* Poll slots: bit 0 clear, index and generation above it. Completion
@@ -87,40 +107,65 @@ static struct io_uring_sqe *get_sqe(uring_state *st)
     return sqe;
 }
 
-/* The provided-buffer ring (Linux 5.19). Without it the backend still
- * works, readiness-only. */
+/* Register the buffer ring of st->nbufs entries, with `flags`. */
+static int register_bufs(uring_state *st, unsigned flags)
+{
+    io_uring_buf_ring_init(st->br);
+    /* liburing 2.3 names the kernel's `flags` field `pad`. */
+    struct io_uring_buf_reg reg = {.ring_addr = (unsigned long)st->br, .ring_entries = st->nbufs,
+                                   .bgid = IO_BGID, .pad = (__u16)flags};
+    int rc = io_uring_register_buf_ring(&st->ring, &reg, 0);
+    if (rc < 0) return rc;
+    for (unsigned i = 0; i < st->nbufs; i++)
+        io_uring_buf_ring_add(st->br, st->bufs + (size_t)i * st->buf_size, st->buf_size,
+                              (unsigned short)i, io_uring_buf_ring_mask(st->nbufs), (int)i);
+    io_uring_buf_ring_advance(st->br, (int)st->nbufs);
+    return 0;
+}
+
+/* The provided-buffer ring (Linux 5.19), incremental where the kernel has
+ * it. Without it the backend still works, readiness-only. */
 static int setup_bufs(uring_state *st)
 {
-    size_t rsz = IO_BUFS * sizeof(struct io_uring_buf);
+    size_t rsz = (IO_MEM / IO_BUF_SIZE) * sizeof(struct io_uring_buf); /* room for either */
     void *ring = mmap(NULL, rsz, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
     if (ring == MAP_FAILED) return -errno;
-    char *bufs = mmap(NULL, (size_t)IO_BUFS * IO_BUF_SIZE, PROT_READ | PROT_WRITE,
-                      MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    char *bufs = mmap(NULL, IO_MEM, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
     if (bufs == MAP_FAILED) {
         munmap(ring, rsz);
         return -errno;
     }
     st->br = ring;
-    io_uring_buf_ring_init(st->br);
-    struct io_uring_buf_reg reg = {.ring_addr = (unsigned long)ring, .ring_entries = IO_BUFS,
-                                   .bgid = IO_BGID};
-    int rc = io_uring_register_buf_ring(&st->ring, &reg, 0);
+    st->bufs = bufs;
+    const char *plain = getenv("CSOCK_URING_PLAIN");
+    int rc = -EINVAL;
+    if (!(plain && !strcmp(plain, "1"))) {
+        st->nbufs = INC_BUFS;
+        st->buf_size = INC_BUF_SIZE;
+        st->inc = 1;
+        rc = register_bufs(st, IOU_PBUF_RING_INC);
+    }
+    if (rc < 0) { /* before 6.12: a buffer per recv */
+        st->nbufs = IO_MEM / IO_BUF_SIZE;
+        st->buf_size = IO_BUF_SIZE;
+        st->inc = 0;
+        rc = register_bufs(st, 0);
+    }
     if (rc < 0) {
         munmap(ring, rsz);
-        munmap(bufs, (size_t)IO_BUFS * IO_BUF_SIZE);
+        munmap(bufs, IO_MEM);
         st->br = NULL;
-        return rc;
+        st->bufs = NULL;
     }
-    st->bufs = bufs;
-    for (int i = 0; i < IO_BUFS; i++)
-        io_uring_buf_ring_add(st->br, bufs + (size_t)i * IO_BUF_SIZE, IO_BUF_SIZE, (unsigned short)i,
-                              io_uring_buf_ring_mask(IO_BUFS), i);
-    io_uring_buf_ring_advance(st->br, IO_BUFS);
-    return 0;
+    return rc;
 }
 
 static int ur_init(csock_loop *loop)
 {
+    /* For tests only: fail as io_uring_setup does where it is forbidden
+     * (seccomp, kernel.io_uring_disabled), to test the fallback of "auto". */
+    const char *off = getenv("CSOCK_TEST_NO_URING");
+    if (off && !strcmp(off, "1")) return -EPERM;
     uring_state *st = calloc(1, sizeof *st);
     if (!st) return -ENOMEM;
     /* Every reading stream has a recv in flight, so completions can
@@ -131,12 +176,27 @@ static int ur_init(csock_loop *loop)
      * work; it runs when the loop next enters the kernel, which it does
      * every iteration. Without it, perf showed a fifth of an HTTP server's
      * time in those interrupts. */
-    struct io_uring_params p = {.flags = IORING_SETUP_CQSIZE | IORING_SETUP_COOP_TASKRUN,
-                                .cq_entries = CQ_ENTRIES};
-    int rc = io_uring_queue_init_params(RING_ENTRIES, &st->ring, &p);
-    if (rc == -EINVAL) { /* an older kernel: without the flags */
-        memset(&p, 0, sizeof p);
+    /* SINGLE_ISSUER (6.0): the loop owns its ring, so the kernel skips
+     * the submission lock. The ring is created disabled: the kernel binds
+     * it to the thread that enables it, which is the one that runs the loop
+     * (ur_wait), not necessarily the one that made it. (DEFER_TASKRUN was
+     * tried too: on 6.18 a wait posts at most 20 deferred completions, and
+     * completions for a loop freed from another thread never come.) Each
+     * older kernel refuses a flag it does not know (-EINVAL): try again
+     * with fewer. CSOCK_URING_PLAIN=1 skips the first try, to compare. */
+    static const unsigned tries[] = {
+        IORING_SETUP_CQSIZE | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER |
+            IORING_SETUP_R_DISABLED,
+        IORING_SETUP_CQSIZE | IORING_SETUP_COOP_TASKRUN,
+        0,
+    };
+    int rc = -EINVAL;
+    const char *plain = getenv("CSOCK_URING_PLAIN");
+    size_t first = plain && !strcmp(plain, "1");
+    for (size_t i = first; i < sizeof tries / sizeof tries[0] && rc == -EINVAL; i++) {
+        struct io_uring_params p = {.flags = tries[i], .cq_entries = CQ_ENTRIES};
         rc = io_uring_queue_init_params(RING_ENTRIES, &st->ring, &p);
+        if (rc == 0) st->disabled = (tries[i] & IORING_SETUP_R_DISABLED) != 0;
     }
     if (rc < 0) {
         free(st);
@@ -152,8 +212,8 @@ static void ur_fini(csock_loop *loop)
     uring_state *st = loop->bstate;
     io_uring_queue_exit(&st->ring);
     if (st->br) {
-        munmap(st->br, IO_BUFS * sizeof(struct io_uring_buf));
-        munmap(st->bufs, (size_t)IO_BUFS * IO_BUF_SIZE);
+        munmap(st->br, (IO_MEM / IO_BUF_SIZE) * sizeof(struct io_uring_buf));
+        munmap(st->bufs, IO_MEM);
     }
     free(st->slots);
     free(st->free_list);
@@ -168,7 +228,7 @@ static int prep_recv(uring_state *st, csock__ioreq *r)
 {
     struct io_uring_sqe *sqe = get_sqe(st);
     if (!sqe) return -ENOMEM;
-    io_uring_prep_recv(sqe, r->fd, NULL, IO_BUF_SIZE, 0);
+    io_uring_prep_recv(sqe, r->fd, NULL, RECV_MAX, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = IO_BGID;
     io_uring_sqe_set_data64(sqe, req_tag(r));
@@ -178,7 +238,7 @@ static int prep_recv(uring_state *st, csock__ioreq *r)
 static int ur_recv(csock_loop *loop, csock__ioreq *r, int fd)
 {
     r->fd = fd;
-    r->op = OP_RECV;
+    r->op = CSOCK__IO_RECV;
     r->cancelled = 0;
     int rc = prep_recv(loop->bstate, r);
     if (rc == 0) {
@@ -196,7 +256,7 @@ static int ur_send(csock_loop *loop, csock__ioreq *r, int fd, const void *buf, s
     io_uring_prep_send(sqe, fd, buf, len, MSG_NOSIGNAL);
     io_uring_sqe_set_data64(sqe, req_tag(r));
     r->fd = fd;
-    r->op = OP_SEND;
+    r->op = CSOCK__IO_SEND;
     r->cancelled = 0;
     r->busy = 1;
     loop->active++;
@@ -249,9 +309,31 @@ static void unqueue_cancel(uring_state *st, csock__ioreq *r)
 
 static void give_back(uring_state *st, unsigned bid)
 {
-    io_uring_buf_ring_add(st->br, st->bufs + (size_t)bid * IO_BUF_SIZE, IO_BUF_SIZE,
-                          (unsigned short)bid, io_uring_buf_ring_mask(IO_BUFS), 0);
+    io_uring_buf_ring_add(st->br, st->bufs + (size_t)bid * st->buf_size, st->buf_size,
+                          (unsigned short)bid, io_uring_buf_ring_mask(st->nbufs), 0);
     io_uring_buf_ring_advance(st->br, 1);
+}
+
+/* Where the `res` bytes of a completion with buffer `bid` are, and whether
+ * the kernel is done with that buffer (it is ours to give back after the
+ * callback). With INC the kernel fills a buffer piece by piece, completions
+ * in the order it filled them; a completion without bytes took none (the
+ * kernel keeps the buffer, BUF_MORE or not). */
+static char *buf_of(uring_state *st, unsigned bid, int res, unsigned flags, int *done)
+{
+    char *base = st->bufs + (size_t)bid * st->buf_size;
+    *done = 1;
+    if (!st->inc) return base;
+    char *p = base + st->inc_off[bid];
+    if (res <= 0) {
+        *done = 0;
+    } else if (flags & IORING_CQE_F_BUF_MORE) {
+        st->inc_off[bid] += (uint32_t)res;
+        *done = 0;
+    } else {
+        st->inc_off[bid] = 0;
+    }
+    return p;
 }
 
 static void req_done(csock_loop *loop, uintptr_t tagged, int res, unsigned flags)
@@ -260,7 +342,7 @@ static void req_done(csock_loop *loop, uintptr_t tagged, int res, unsigned flags
     csock__ioreq *r = (csock__ioreq *)(tagged & ~(uintptr_t)1);
     if (r->cancelled == CANCEL_QUEUED) unqueue_cancel(st, r); /* done before it was asked */
     if (res == -ENOBUFS && r->cancelled) res = -ECANCELED;
-    if (res == -ENOBUFS && r->op == OP_RECV) { /* no buffer free: again next wait */
+    if (res == -ENOBUFS && r->op == CSOCK__IO_RECV) { /* no buffer free: again next wait */
         r->next = NULL;
         if (st->nobuf_tail)
             st->nobuf_tail->next = r;
@@ -271,14 +353,15 @@ static void req_done(csock_loop *loop, uintptr_t tagged, int res, unsigned flags
     }
     char *buf = NULL;
     unsigned bid = 0;
+    int done = 0;
     if (flags & IORING_CQE_F_BUFFER) {
         bid = flags >> IORING_CQE_BUFFER_SHIFT;
-        buf = st->bufs + (size_t)bid * IO_BUF_SIZE;
+        buf = buf_of(st, bid, res, flags, &done);
     }
     r->busy = 0;
     loop->active--;
-    r->cb(loop, r, res, buf);
-    if (buf) give_back(st, bid); /* the callback copied what it kept */
+    loop->io_cb(loop, r, res, buf);
+    if (buf && done) give_back(st, bid); /* the callback copied what it kept */
 }
 
 /* Before waiting: recvs that found no buffer go again (callbacks have given
@@ -300,7 +383,7 @@ static int retry_waiting(csock_loop *loop)
         st->cancelled = r->next;
         r->busy = 0;
         loop->active--;
-        r->cb(loop, r, -ECANCELED, NULL);
+        loop->io_cb(loop, r, -ECANCELED, NULL);
         n++;
     }
     return n;
@@ -469,9 +552,20 @@ static int dispatch_batch(csock_loop *loop)
     return (int)n;
 }
 
+/* io_uring_enable_rings(), which liburing 2.3 declares but does not export. */
+static int enable_ring(uring_state *st)
+{
+    return (int)syscall(__NR_io_uring_register, st->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS,
+                        NULL, 0);
+}
+
 static int ur_wait(csock_loop *loop, int timeout_ms)
 {
     uring_state *st = loop->bstate;
+    if (st->disabled) { /* the issuer is the thread that enables the ring */
+        if (enable_ring(st) < 0) return -errno;
+        st->disabled = 0;
+    }
     if ((st->nobuf_head || st->cancelled) && retry_waiting(loop)) timeout_ms = 0;
     if ((st->nrm || st->cancel_q || st->nretry) && sync_pending(st)) timeout_ms = 0;
     struct io_uring_cqe *cqe;

@@ -79,14 +79,21 @@ int csock__watcher_set(csock_loop *loop, csock__watcher *w, unsigned events);
  * only during the callback. */
 typedef struct csock__ioreq csock__ioreq;
 typedef void (*csock__ioreq_cb)(csock_loop *loop, csock__ioreq *r, int res, char *buf);
+/* 16 bytes, so that a stream can carry its two in its handle: no callback
+ * pointer per request, the loop has one for all (csock__io_set_cb), which
+ * tells a recv from a send by `op`. */
 struct csock__ioreq {
-    csock__ioreq_cb cb;
     csock__ioreq *next; /* the backend's list of requests waiting for a buffer */
     int fd;
     unsigned char busy; /* in flight: the callback is still to come */
-    unsigned char op;   /* the backend's: what kind of request */
+    unsigned char op;   /* CSOCK__IO_RECV or CSOCK__IO_SEND */
     unsigned char cancelled; /* the backend's: a cancel was asked for */
 };
+enum { CSOCK__IO_RECV = 1, CSOCK__IO_SEND = 2 };
+
+/* The completion handler of every request on the loop (the stream layer's:
+ * the only user of completion I/O). */
+void csock__io_set_cb(csock_loop *loop, csock__ioreq_cb cb);
 
 /* 1 when the loop's backend does completion I/O (and CSOCK_URING_IO is not
  * "0", which keeps the io_uring backend readiness-only, for comparison). */
@@ -221,6 +228,7 @@ struct csock_loop {
     /* buffer pools */
     csock__pool pool, spool;
     int io_ok;                    /* csock__io_ok() */
+    csock__ioreq_cb io_cb;        /* csock__io_set_cb() */
 };
 
 #endif

@@ -99,12 +99,12 @@ void csock__stream_drain_check(csock_stream *s)
         csock__stream_arm_timer(s, T_DRAIN, DRAIN_QUIET_MS - quiet);
         return;
     }
-    if ((s->flags & F_RING) && s->x->rreq.busy) {
+    if ((s->flags & F_RING) && s->rreq.busy) {
         /* A recv in flight may hold a request whose completion is not read
          * yet (FIONREAD no longer sees it): cancel it, and decide when it
          * completes, with its bytes or without (on_recv_done). */
-        s->x->drain_cancel = 1;
-        csock__io_cancel(s->h.loop, &s->x->rreq);
+        s->flags |= F_DRAIN_CANCEL;
+        csock__io_cancel(s->h.loop, &s->rreq);
         return;
     }
     csock_stream_end(s, NULL);

@@ -78,7 +78,8 @@ typedef struct csock__filter {
     int (*ready)(csock_stream *s);
 } csock__filter;
 
-void csock__stream_set_filter(csock_stream *s, const csock__filter *f, void *state);
+/* 0, or -ENOMEM (a filter lives in the stream's extension). */
+int csock__stream_set_filter(csock_stream *s, const csock__filter *f, void *state);
 void *csock__stream_filter_state(const csock_stream *s);
 /* Append decoded input for the application (from a filter's input()). */
 int csock__stream_input(csock_stream *s, const char *buf, size_t len);

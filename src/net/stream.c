@@ -116,7 +116,7 @@ static int addr_of(const csock_stream *s, csock_addr *out, int peer)
 {
     if (peer && s->x && s->x->peer) {
         *out = *s->x->peer;
-        if (out->sa.ss_family != AF_UNIX && s->filter) out->scheme = CSOCK_TLS;
+        if (out->sa.ss_family != AF_UNIX && sfilt(s)) out->scheme = CSOCK_TLS;
         return 0;
     }
     struct sockaddr_storage ss;
@@ -124,7 +124,7 @@ static int addr_of(const csock_stream *s, csock_addr *out, int peer)
     int rc = peer ? getpeername(s->w.fd, (struct sockaddr *)&ss, &len)
                   : getsockname(s->w.fd, (struct sockaddr *)&ss, &len);
     if (rc < 0) return -errno;
-    csock_scheme sch = ss.ss_family == AF_UNIX ? CSOCK_UNIX : s->filter ? CSOCK_TLS : CSOCK_TCP;
+    csock_scheme sch = ss.ss_family == AF_UNIX ? CSOCK_UNIX : sfilt(s) ? CSOCK_TLS : CSOCK_TCP;
     return csock__sockaddr_to_addr((struct sockaddr *)&ss, len, sch, out);
 }
 
@@ -161,7 +161,7 @@ void csock__stream_update_events(csock_stream *s)
         ev |= CSOCK_WRITABLE;
     int rc = csock__watcher_set(s->h.loop, &s->w, ev);
     if (rc < 0 && !(s->flags & F_FAILED)) csock__stream_fail(s, rc);
-    if (ring && !s->x->rreq.busy && wants_read(s)) csock__stream_ring_recv(s);
+    if (ring && !s->rreq.busy && wants_read(s)) csock__stream_ring_recv(s);
     csock__stream_watch_io(s);
 }
 
@@ -278,11 +278,10 @@ static void run_task(csock__task *t)
 static void stream_finish(csock__handle *h)
 {
     csock_stream *s = csock__container_of(h, csock_stream, h);
-    stream_ext *x = s->x;
-    if (x && (x->rreq.busy || x->wreq.busy)) {
+    if (s->rreq.busy || s->wreq.busy) {
         /* The kernel still holds a request on s (cancelled at close): finish
          * when it completes, and keep the loop running until then. */
-        x->zombie = 1;
+        s->flags |= F_ZOMBIE;
         csock__loop_hold(s->h.loop, 1);
         return;
     }
@@ -294,23 +293,23 @@ void csock_stream_close(csock_stream *s, csock_stream_close_cb cb)
 {
     if (s->h.closing) return;
     csock__watcher_set(s->h.loop, &s->w, 0);
-    if (s->filter && s->filter->free) s->filter->free(s);
-    s->filter = NULL;
+    if (sfilt(s) && sfilt(s)->free) sfilt(s)->free(s);
+    if (s->x) s->x->filter = NULL;
     stream_ext *x = s->x;
     /* The kernel may still be reading the chunk being sent: the queue is
      * dropped once that send completes (finish_now). */
-    if (!x || !x->wreq.busy) csock__stream_drop_queue(s);
+    if (!s->wreq.busy) csock__stream_drop_queue(s);
     csock__stream_release_rbuf(s);
     if (x) {
         if (x->timer) csock_timer_close(x->timer, NULL);
         x->timer = NULL;
-        csock__io_cancel(s->h.loop, &x->rreq);
-        csock__io_cancel(s->h.loop, &x->wreq);
     }
+    csock__io_cancel(s->h.loop, &s->rreq);
+    csock__io_cancel(s->h.loop, &s->wreq);
     /* With requests in flight the fd stays open until they complete
      * (finish_now): a request not yet submitted, or one retried after
      * -ENOBUFS, would otherwise name whatever socket reuses the number. */
-    if (s->w.fd >= 0 && !(x && (x->rreq.busy || x->wreq.busy))) {
+    if (s->w.fd >= 0 && !(s->rreq.busy || s->wreq.busy)) {
         close(s->w.fd);
         s->w.fd = -1;
     }
@@ -341,10 +340,14 @@ void csock_stream_end(csock_stream *s, csock_stream_close_cb cb)
 
 /* ---- filters (TLS) ----------------------------------------------------------------- */
 
-void csock__stream_set_filter(csock_stream *s, const csock__filter *f, void *state)
+int csock__stream_set_filter(csock_stream *s, const csock__filter *f, void *state)
 {
-    s->filter = f;
-    s->filter_state = state;
+    if (!f && !s->x) return 0;
+    stream_ext *x = csock__stream_ext(s);
+    if (!x) return -ENOMEM;
+    x->filter = f;
+    x->filter_state = state;
+    return 0;
 }
 
-void *csock__stream_filter_state(const csock_stream *s) { return s->filter_state; }
+void *csock__stream_filter_state(const csock_stream *s) { return s->x ? s->x->filter_state : NULL; }

@@ -46,8 +46,10 @@ enum {
     F_EOF_DONE = 1 << 12,  /* the application has taken the EOF */
     F_SHUT_FILTER = 1 << 13, /* the filter's shutdown (close_notify) is queued */
     F_DRAIN = 1 << 14,     /* server draining: end the stream once it is idle */
-    F_RING = 1 << 15,      /* socket I/O by completion (s->x->rreq/wreq), not readiness */
+    F_RING = 1 << 15,      /* socket I/O by completion (s->rreq/wreq), not readiness */
     F_MSG_END = 1 << 16,   /* framed: msg_cb has had its final status */
+    F_ZOMBIE = 1 << 17,    /* closed, finished once its requests complete (ring) */
+    F_DRAIN_CANCEL = 1 << 18, /* the recv was cancelled to see if a drain may end it */
 };
 
 /* What the stream's one timer is armed for. T_WATCH covers the idle, read
@@ -56,7 +58,8 @@ enum { T_NONE, T_CONNECT, T_WATCH, T_LINGER, T_DRAIN };
 
 /* What a stream needs only sometimes lives beside it, made on first use, so
  * a plain idle stream costs one pointer for all of it: the timer and the
- * timeouts, and the requests of completion I/O (io_uring). Times are loop
+ * timeouts (the requests of completion I/O are in the handle: every ring
+ * stream has a recv in flight, so a separate block would cost it more). Times are loop
  * milliseconds modulo 2^32: differences are right for any interval under
  * 49 days. */
 typedef struct stream_ext {
@@ -67,16 +70,16 @@ typedef struct stream_ext {
     uint32_t write_since; /* output has waited, none taken by the kernel, since */
     uint32_t recv_since;  /* the last byte (or EOF) received, or reading (re)started */
     uint32_t due;         /* when the T_WATCH timer fires */
-    csock__ioreq rreq, wreq; /* completion I/O: the one recv and one send in flight */
     /* Filtered streams (TLS): plaintext still to go through the filter,
      * behind everything in the raw queue (see feed_filter). */
     wchunk *plain_head, *plain_tail;
     size_t plain_bytes;   /* of it, counted in wq_bytes too */
-    unsigned char ring;   /* the stream does its socket I/O by completion */
-    unsigned char zombie; /* closed, finished once its requests complete */
-    unsigned char drain_cancel; /* the recv was cancelled to see if a drain may end it */
     csock_stream_cb shutdown_cb, connect_cb; /* rare: kept out of the handle */
     csock_stream_cb stop_cb; /* csock_stream_on_stop: its owner ends it in a drain */
+    /* A filter (TLS) and its state: here, not in the handle, so a plain
+     * stream's handle stays small; a filtered stream keeps its extension. */
+    const csock__filter *filter;
+    void *filter_state;
     /* The client a PROXY protocol header named, which csock_stream_peer()
      * returns (NULL: getpeername). Here, not in the handle: only streams
      * behind a balancer pay for it (ext_trim keeps the extension then). */
@@ -106,11 +109,11 @@ struct csock_stream {
     stream_ext *x;          /* timer, timeouts, completion I/O: made on first use */
     csock__conn_group *group;
     csock_stream *gnext, *gprev; /* the group's list of open streams */
-    const csock__filter *filter;
-    void *filter_state;
     csock_msg_cb msg_cb;    /* framed reads */
     uint32_t fmax;          /* framing: the largest message */
     int err;                /* first error seen, delivered once */
+    /* Completion I/O (io_uring): the one recv and one send in flight. */
+    csock__ioreq rreq, wreq;
     /* The last byte read or written, in loop milliseconds modulo 2^32 (for
      * the idle timeout and the drain's quiet period). 32 bits keep the handle
      * small: ten thousand idle peers cost ~256 bytes each. */
@@ -135,6 +138,8 @@ enum {
 
 /* Output waits: raw bytes for the socket, or plaintext for the filter. */
 static inline int plain_waits(const csock_stream *s) { return s->x && s->x->plain_head; }
+/* The stream's filter (TLS), or NULL. */
+static inline const csock__filter *sfilt(const csock_stream *s) { return s->x ? s->x->filter : NULL; }
 static inline int queued(const csock_stream *s) { return s->wq_head || plain_waits(s); }
 
 /* lifecycle (stream.c) */

@@ -81,7 +81,7 @@ int csock__stream_input(csock_stream *s, const char *buf, size_t len)
         size_t n = len < (size_t)room ? len : (size_t)room;
         memcpy(s->rbuf + s->roff + s->rlen, buf, n);
         s->rlen += (uint32_t)n;
-        if (s->filter) s->bytes_in += n; /* plaintext: from the filter's input() */
+        if (sfilt(s)) s->bytes_in += n; /* plaintext: from the filter's input() */
         buf += n;
         len -= n;
     }
@@ -176,13 +176,13 @@ void csock__stream_got_bytes(csock_stream *s, const char *raw, size_t n)
     csock__stream_touch(s);
     csock__stream_recv_clock(s);
     if (n == 0) {
-        int st = s->filter ? s->filter->eof(s) : CSOCK_EOF;
+        int st = sfilt(s) ? sfilt(s)->eof(s) : CSOCK_EOF;
         if (st != CSOCK_EOF) return csock__stream_fail(s, st);
         return deliver_eof(s);
     }
-    if (!s->filter) s->bytes_in += n; /* a filter's plaintext: csock__stream_input */
-    if (s->filter) {
-        int rc = s->filter->input(s, raw, n);
+    if (!sfilt(s)) s->bytes_in += n; /* a filter's plaintext: csock__stream_input */
+    if (sfilt(s)) {
+        int rc = sfilt(s)->input(s, raw, n);
         if (rc < 0 && rc != CSOCK_EOF) return csock__stream_fail(s, rc);
         if (s->h.closing) return;
         if (s->wq_head) csock__stream_flush(s);
@@ -205,7 +205,7 @@ void csock__stream_got_bytes(csock_stream *s, const char *raw, size_t n)
 void csock__stream_on_readable(csock_stream *s)
 {
     if (!s->rlen) csock__stream_read_clock(s); /* whatever arrives starts to wait now */
-    char tmp_raw = s->filter != NULL;
+    char tmp_raw = sfilt(s) != NULL;
     char *dst;
     size_t room;
     char *raw = NULL;
@@ -276,7 +276,7 @@ int csock_stream_read_stop(csock_stream *s)
     s->flags &= ~F_READING;
     /* A recv in flight would keep the loop running (as a watcher would if
      * it were not stopped): cancel it. Bytes it already took are kept. */
-    if (s->flags & F_RING) csock__io_cancel(s->h.loop, &s->x->rreq);
+    if (s->flags & F_RING) csock__io_cancel(s->h.loop, &s->rreq);
     csock__stream_update_events(s);
     return 0;
 }

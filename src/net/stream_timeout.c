@@ -163,9 +163,9 @@ static void ext_trim(csock_stream *s)
         return;
     if (x->timer) csock_timer_close(x->timer, NULL);
     x->timer = NULL;
-    if ((s->flags & F_RING) || x->zombie || x->plain_head || x->shutdown_cb || x->connect_cb ||
-        x->stop_cb || x->peer)
-        return; /* still needed: completion I/O, TLS's queue, callbacks, a PROXY header's peer */
+    if (x->plain_head || x->shutdown_cb || x->connect_cb ||
+        x->stop_cb || x->peer || x->filter)
+        return; /* still needed: TLS's queue, callbacks, a PROXY header's peer */
     free(x);
     s->x = NULL;
 }

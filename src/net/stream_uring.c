@@ -3,16 +3,26 @@
 
 #include "net/stream_int.h"
 
-static void on_recv_done(csock_loop *loop, csock__ioreq *r, int res, char *buf);
-static void on_send_done(csock_loop *loop, csock__ioreq *r, int res, char *buf);
+static void on_recv_done(csock_stream *s, int res, char *buf);
+static void on_send_done(csock_stream *s, int res);
 
 /* A completion for a closed stream: the last one finishes it. */
 static void ring_closed_done(csock_stream *s)
 {
-    stream_ext *x = s->x;
-    if (!x->zombie || x->rreq.busy || x->wreq.busy) return;
+    if (!(s->flags & F_ZOMBIE) || s->rreq.busy || s->wreq.busy) return;
     csock__loop_hold(s->h.loop, -1);
     csock__stream_finish_now(s);
+}
+
+/* The loop's one completion handler: the request says which stream, and
+ * whether it was its recv or its send. */
+static void on_io_done(csock_loop *loop, csock__ioreq *r, int res, char *buf)
+{
+    (void)loop;
+    if (r->op == CSOCK__IO_RECV)
+        on_recv_done(csock__container_of(r, csock_stream, rreq), res, buf);
+    else
+        on_send_done(csock__container_of(r, csock_stream, wreq), res);
 }
 
 /* Streams on a loop that does completion I/O use it: reads and writes then
@@ -20,20 +30,17 @@ static void ring_closed_done(csock_stream *s)
  * csock_stream_open). */
 void csock__stream_ring_setup(csock_stream *s)
 {
-    if (!csock__io_ok(s->h.loop) || !csock__stream_ext(s)) return;
-    s->x->rreq.cb = on_recv_done;
-    s->x->wreq.cb = on_send_done;
+    if (!csock__io_ok(s->h.loop)) return;
+    csock__io_set_cb(s->h.loop, on_io_done);
     s->flags |= F_RING;
 }
 
-static void on_recv_done(csock_loop *loop, csock__ioreq *r, int res, char *buf)
+static void on_recv_done(csock_stream *s, int res, char *buf)
 {
-    (void)loop;
-    csock_stream *s = csock__container_of(r, stream_ext, rreq)->s;
     if (s->h.closing) return ring_closed_done(s);
     if (s->flags & F_FAILED) return; /* nothing more is delivered */
-    int drain = s->x->drain_cancel;
-    s->x->drain_cancel = 0;
+    int drain = (s->flags & F_DRAIN_CANCEL) != 0;
+    s->flags &= ~(unsigned)F_DRAIN_CANCEL;
     if (res == -ECANCELED || res == -EINTR || res == -EAGAIN) {
         if (drain) csock__stream_drain_check(s); /* nothing came: the drain may end it now */
         if (!s->h.closing) csock__stream_update_events(s); /* asks again if still reading */
@@ -50,7 +57,7 @@ static void on_recv_done(csock_loop *loop, csock__ioreq *r, int res, char *buf)
     /* Processing the bytes usually flushed and asked for the next recv
      * already (csock__stream_flush -> csock__stream_update_events); when it did not (paused, not
      * reading, EOF), settle the stream's state here. */
-    if (!s->h.closing && !s->x->rreq.busy) csock__stream_update_events(s);
+    if (!s->h.closing && !s->rreq.busy) csock__stream_update_events(s);
 }
 
 void csock__stream_ring_recv(csock_stream *s)
@@ -59,15 +66,12 @@ void csock__stream_ring_recv(csock_stream *s)
         if (s->deferred & D_PROCESS) return; /* not offered yet: it may take some */
         return csock__stream_fail(s, CSOCK_ETOOBIG); /* offered it all, took none */
     }
-    int rc = csock__io_recv(s->h.loop, &s->x->rreq, s->w.fd);
+    int rc = csock__io_recv(s->h.loop, &s->rreq, s->w.fd);
     if (rc < 0) csock__stream_fail(s, rc);
 }
 
-static void on_send_done(csock_loop *loop, csock__ioreq *r, int res, char *buf)
+static void on_send_done(csock_stream *s, int res)
 {
-    (void)loop;
-    (void)buf;
-    csock_stream *s = csock__container_of(r, stream_ext, wreq)->s;
     if (s->h.closing) return ring_closed_done(s);
     if (s->flags & F_FAILED) return;
     if (res < 0) {
@@ -87,9 +91,9 @@ static void on_send_done(csock_loop *loop, csock__ioreq *r, int res, char *buf)
  * pile up into few requests. */
 int csock__stream_ring_send(csock_stream *s)
 {
-    if (s->x->wreq.busy) return 0;
+    if (s->wreq.busy) return 0;
     wchunk *c = s->wq_head;
-    int rc = csock__io_send(s->h.loop, &s->x->wreq, s->w.fd, c->p, c->len);
+    int rc = csock__io_send(s->h.loop, &s->wreq, s->w.fd, c->p, c->len);
     if (rc < 0) {
         csock__stream_drop_queue(s);
         csock__stream_fail(s, rc);

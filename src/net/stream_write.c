@@ -140,9 +140,9 @@ void csock__stream_after_drain(csock_stream *s, int was_queued)
     csock__stream_maybe_resume(s);
     if (queued(s)) return;
     if ((s->flags & F_SHUT_REQ) && !(s->flags & F_SHUT_DONE)) {
-        if (s->filter && s->filter->shutdown && !(s->flags & F_SHUT_FILTER)) {
+        if (sfilt(s) && sfilt(s)->shutdown && !(s->flags & F_SHUT_FILTER)) {
             s->flags |= F_SHUT_FILTER;
-            s->filter->shutdown(s); /* may queue close_notify: send it first */
+            sfilt(s)->shutdown(s); /* may queue close_notify: send it first */
             if (s->wq_head) {
                 csock__stream_flush(s);
                 return;
@@ -216,7 +216,7 @@ void csock__stream_advance(csock_stream *s, size_t n)
 {
     csock__stream_touch(s);
     csock__stream_write_clock(s);
-    if (!s->filter) s->bytes_out += n; /* a filter's raw bytes are not the app's */
+    if (!sfilt(s)) s->bytes_out += n; /* a filter's raw bytes are not the app's */
     s->wq_bytes -= n;
     while (s->wq_head && (n || !s->wq_head->len)) {
         wchunk *c = s->wq_head;
@@ -298,7 +298,7 @@ static void plain_append(csock_stream *s, wchunk *c)
 /* Plaintext into the filter, counted as sent: the filter owns it now. */
 static int filter_write(csock_stream *s, const void *buf, size_t len)
 {
-    int rc = s->filter->write(s, buf, len);
+    int rc = sfilt(s)->write(s, buf, len);
     if (rc >= 0) s->bytes_out += len;
     return rc;
 }
@@ -328,7 +328,7 @@ static ssize_t feed_piece(csock_stream *s, wchunk *c, size_t max)
 static int feed_filter(csock_stream *s)
 {
     stream_ext *x = s->x;
-    if (s->filter->ready && !s->filter->ready(s)) return 0;
+    if (sfilt(s)->ready && !sfilt(s)->ready(s)) return 0;
     while (x->plain_head && s->wq_bytes - x->plain_bytes < FEED_AHEAD && !s->h.closing) {
         wchunk *c = x->plain_head;
         ssize_t n = feed_piece(s, c, c->len < CSOCK__BUF_SIZE ? c->len : CSOCK__BUF_SIZE);
@@ -438,7 +438,7 @@ int csock_stream_writev(csock_stream *s, const struct iovec *iov, int iovcnt)
     size_t total = 0;
     for (int i = 0; i < iovcnt; i++) total += iov[i].iov_len;
     if (!total) return 0;
-    if (s->filter) {
+    if (sfilt(s)) {
         rc = filter_writev(s, iov, iovcnt, total);
         if (rc < 0) return rc;
     } else {
@@ -472,12 +472,12 @@ int csock_stream_write(csock_stream *s, const void *buf, size_t len)
 static int queue_chunk(csock_stream *s, wchunk *c)
 {
     int rc = check_writable(s);
-    if (rc == 0 && s->filter && !csock__stream_ext(s)) rc = -ENOMEM;
+    if (rc == 0 && sfilt(s) && !csock__stream_ext(s)) rc = -ENOMEM;
     if (rc < 0) {
         chunk_free(s, c);
         return rc;
     }
-    if (s->filter)
+    if (sfilt(s))
         plain_append(s, c);
     else
         enqueue(s, c);
@@ -487,7 +487,7 @@ static int queue_chunk(csock_stream *s, wchunk *c)
 int csock_stream_write_ref(csock_stream *s, const void *buf, size_t len,
                            void (*release)(void *ud), void *ud)
 {
-    if (s->filter && !plain_waits(s) && check_writable(s) == 0) {
+    if (sfilt(s) && !plain_waits(s) && check_writable(s) == 0) {
         /* The filter copies what it needs: no chunk to keep. */
         struct iovec iov = {(void *)buf, len};
         int rc = len ? filter_writev(s, &iov, 1, len) : 0;

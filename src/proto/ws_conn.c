@@ -124,7 +124,7 @@ void csock__ws_attach(csock_ws *ws, csock_stream *s)
     csock_stream_on_close(s, csock__ws_on_closed);
     csock_stream_on_drain(s, on_drain);
     csock_stream_set_max_read(s, READ_MAX);
-    ws->last_in = csock_loop_now(ws->loop);
+    ws->last_in = (uint32_t)csock_loop_now(ws->loop);
     /* Without its timer the keep-alive would silently never run. */
     if (ws->state == WS_OPEN && ws->ping_ms && csock__ws_timer(ws, ws->ping_ms) < 0)
         csock__ws_fail(ws, CSOCK_WS_INTERNAL, -ENOMEM);
@@ -133,7 +133,7 @@ void csock__ws_attach(csock_ws *ws, csock_stream *s)
 void csock__ws_opened(csock_ws *ws, const char *answer, size_t len)
 {
     ws->state = WS_OPEN;
-    ws->last_in = csock_loop_now(ws->loop);
+    ws->last_in = (uint32_t)csock_loop_now(ws->loop);
     if (ws->ping_ms) {
         if (csock__ws_timer(ws, ws->ping_ms) < 0) return csock__ws_fail(ws, CSOCK_WS_INTERNAL, -ENOMEM);
     } else if (ws->timer) {
@@ -367,12 +367,12 @@ void csock_ws_abort(csock_ws *ws)
  * a sign of life (a busy peer's pong may wait behind its data). */
 static void keepalive(csock_ws *ws)
 {
-    uint64_t now = csock_loop_now(ws->loop), idle = now - ws->last_in;
+    uint32_t idle = (uint32_t)csock_loop_now(ws->loop) - ws->last_in;
     if (ws->paused) { /* we are not reading: silence proves nothing */
         csock__ws_timer(ws, ws->ping_ms);
         return;
     }
-    if (ws->ping_sent) {
+    if (ws->ping_out) {
         if (idle >= ws->ping_timeout_ms) return close_now(ws, -ETIMEDOUT);
         csock__ws_timer(ws, ws->ping_timeout_ms - idle);
         return;
@@ -381,7 +381,7 @@ static void keepalive(csock_ws *ws)
         csock__ws_timer(ws, ws->ping_ms - idle);
         return;
     }
-    ws->ping_sent = now;
+    ws->ping_out = 1;
     send_frame(ws, WS_OP_PING, NULL, 0, 1);
     csock__ws_timer(ws, ws->ping_timeout_ms);
 }
@@ -646,8 +646,8 @@ size_t csock__ws_on_read(csock_stream *s, int status, const char *buf, size_t le
     }
     size_t used = 0;
     if (len) {
-        ws->last_in = csock_loop_now(ws->loop);
-        ws->ping_sent = 0;
+        ws->last_in = (uint32_t)csock_loop_now(ws->loop);
+        ws->ping_out = 0;
         used = parse(ws, (unsigned char *)buf, len);
     }
     if (status == CSOCK_EOF && ws->state != WS_ENDED) {
@@ -675,8 +675,8 @@ int csock_ws_read_start(csock_ws *ws)
     ws->paused = 0;
     if (ws->state != WS_OPEN) return 0;
     /* The pause was ours, not the peer's: the keep-alive counts from now. */
-    ws->last_in = csock_loop_now(ws->loop);
-    ws->ping_sent = 0;
+    ws->last_in = (uint32_t)csock_loop_now(ws->loop);
+    ws->ping_out = 0;
     return csock_stream_read_start(ws->s, csock__ws_on_read); /* re-offers what waits */
 }
 

@@ -168,9 +168,10 @@ struct csock_ws {
     size_t mlen, mcap;
     uint64_t max_message;
     uint32_t close_ms, ping_ms, ping_timeout_ms; /* clamped to 2^31 ms (24 days) */
+    uint32_t last_in;         /* loop time of the last input (keep-alive), modulo 2^32:
+                                 differences are right below 49 days, and the
+                                 intervals compared are at most 2^31 ms */
     uint64_t frame_left;      /* payload bytes of the frame being streamed into msg */
-    uint64_t last_in;         /* loop time of the last input (keep-alive) */
-    uint64_t ping_sent;       /* loop time of the keep-alive ping in flight (0: none) */
     uint32_t utf8;            /* the validator's state for the text message */
     unsigned char state;      /* WS_* */
     unsigned char client : 1; /* we are the client: mask what we send */
@@ -183,6 +184,7 @@ struct csock_ws {
     unsigned char msg_z : 1;  /* the message coming in is compressed */
     unsigned char send_z : 1; /* the message being sent in parts is compressed */
     unsigned char paused : 1; /* csock_ws_read_stop: no messages until read_start */
+    unsigned char ping_out : 1; /* the keep-alive's ping is in flight */
     unsigned char frame_key[4];  /* the streamed frame's mask key */
     unsigned char frame_phase;
     int peer_code;            /* CLOSED's code */

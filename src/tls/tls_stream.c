@@ -343,7 +343,12 @@ int csock_tls_wrap(csock_stream *s, csock_tls_ctx *ctx, const char *host, csock_
         conn_destroy(c);
         return rc;
     }
-    csock__stream_set_filter(s, &tls_filter, c);
+    rc = csock__stream_set_filter(s, &tls_filter, c);
+    if (rc < 0) {
+        csock_stream_read_stop(s);
+        conn_destroy(c);
+        return rc;
+    }
     csock_timer_start(c->timer, on_hs_timeout, ctx->hs_timeout_ms, 0);
     if (!ctx->server) { /* the ClientHello */
         enter(c);
