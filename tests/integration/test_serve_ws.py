@@ -314,6 +314,10 @@ def test_max_conns():
 
         async def go():
             tcp = socket.create_connection(("127.0.0.1", tport), timeout=ct.T(10))
+            # Connected is not accepted: until the server has taken it, it
+            # does not count, and the "third" below could get its slot.
+            mine = "connection from tcp://127.0.0.1:%d" % tcp.getsockname()[1]
+            ct.wait_for(lambda: mine in srv.stderr(), 10, "the server to accept the TCP client")
             try:
                 async with w.connect(srv.urls[0]) as one:
                     ct.check_eq(await exchange(one, "one"), "one", "the first WebSocket")
