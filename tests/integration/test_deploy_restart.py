@@ -15,7 +15,7 @@ import threading
 import time
 
 from deploykit import HAProxy, need_haproxy, tcp_cfg, wait_for
-from csocktest import BIN, Proc, T, TestFailure, check, check_eq, main, tmpdir
+from csocktest import recv_all, BIN, Proc, T, TestFailure, check, check_eq, main, tmpdir
 
 
 def pid_gone(pid):
@@ -200,12 +200,7 @@ def test_restart_serve_http():
             try:
                 s = socket.create_connection(addr, timeout=T(10))
                 s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                data = b""
-                while True:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
+                data = recv_all(s)
                 s.close()
                 if data.startswith(b"HTTP/1.1 200") and data.endswith(b"page\n"):
                     got["ok"] += 1

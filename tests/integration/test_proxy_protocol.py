@@ -14,7 +14,7 @@ import socket
 import time
 
 from deploykit import CLIENT_IP, HAProxy, need_haproxy, tcp_cfg, wait_for
-from csocktest import (BIN, REPO, Proc, Server, T, TestFailure, check, check_eq, main, need,
+from csocktest import (recv_all, BIN, REPO, Proc, Server, T, TestFailure, check, check_eq, main, need,
                        tmpdir)
 
 DOC_CFG = os.path.join(REPO, "docs", "deploy", "haproxy.cfg")
@@ -219,12 +219,7 @@ class HttpInstance:
 def http_get(hp):
     s = hp.client()
     s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    data = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
+    data = recv_all(s)
     s.close()
     return data
 

@@ -17,7 +17,7 @@ import tempfile
 import time
 
 from deploykit import free_port, wait_for
-from csocktest import (BIN, REPO, Proc, T, TestFailure, check, check_eq, csock, main, need,
+from csocktest import (recv_all, BIN, REPO, Proc, T, TestFailure, check, check_eq, csock, main, need,
                        tmpdir)
 
 ACTIVATE = "systemd-socket-activate"
@@ -124,12 +124,7 @@ def test_units_through_socket_activate():
         s = wait_for(lambda: try_connect(port), 10, "systemd-socket-activate to listen")
         s.sendall(b"PROXY TCP4 192.0.2.55 127.0.0.1 4242 8080\r\n"
                   b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = recv_all(s)
         s.close()
         check(b"200 OK" in data and b"activated" in data, "reply %r" % data[:200])
         ready = notify.wait("READY=1")
