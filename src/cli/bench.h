@@ -98,6 +98,13 @@ void *bench_thread_main(void *arg);
 /* CLOCK_MONOTONIC in ns. */
 uint64_t bench_now_ns(void);
 
+/* Results (bench_report.c). */
+void bench_fmt_us(uint64_t us, char *buf, size_t size); /* "123 us", "4.56 ms" ... */
+const char *bench_mode_name(const bench_opts *o);
+void bench_write_json(FILE *f, const bench_opts *o, const bench_stats *st);
+/* The table (or JSON to stdout with --json -); the exit status. */
+int bench_report(const bench_opts *o, const bench_stats *st);
+
 /* Pattern period: prime, so offsets spread over all of it. */
 #define BENCH_PAT 4093
 
