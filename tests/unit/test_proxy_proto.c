@@ -27,6 +27,17 @@ static void text_of(const csock_addr *a, char *buf)
     assert_true(csock_addr_format(a, buf, CSOCK_ADDR_STRLEN) > 0);
 }
 
+/* The addresses a header gave, as text (dst NULL: only the source is checked). */
+static void assert_ends(const csock_proxy_info *info, const char *src, const char *dst)
+{
+    char t[CSOCK_ADDR_STRLEN];
+    text_of(&info->src, t);
+    assert_string_equal(t, src);
+    if (!dst) return;
+    text_of(&info->dst, t);
+    assert_string_equal(t, dst);
+}
+
 static ssize_t parse_str(const char *s, csock_proxy_info *info)
 {
     return csock_proxy_parse(s, strlen(s), info);
@@ -41,11 +52,7 @@ static void v1_tcp4(void **state)
     assert_int_equal(parse_str(h, &info), strlen(h) - 5);
     assert_int_equal(info.version, 1);
     assert_int_equal(info.local, 0);
-    char t[CSOCK_ADDR_STRLEN];
-    text_of(&info.src, t);
-    assert_string_equal(t, "tcp://192.0.2.7:56324");
-    text_of(&info.dst, t);
-    assert_string_equal(t, "tcp://127.0.0.1:443");
+    assert_ends(&info, "tcp://192.0.2.7:56324", "tcp://127.0.0.1:443");
 }
 
 static void v1_tcp6(void **state)
@@ -53,11 +60,7 @@ static void v1_tcp6(void **state)
     const char *h = "PROXY TCP6 2001:db8::1 ::1 65535 0\r\n";
     csock_proxy_info info;
     assert_int_equal(parse_str(h, &info), strlen(h));
-    char t[CSOCK_ADDR_STRLEN];
-    text_of(&info.src, t);
-    assert_string_equal(t, "tcp://[2001:db8::1]:65535");
-    text_of(&info.dst, t);
-    assert_string_equal(t, "tcp://[::1]:0");
+    assert_ends(&info, "tcp://[2001:db8::1]:65535", "tcp://[::1]:0");
 }
 
 static void v1_unknown(void **state)
@@ -150,11 +153,7 @@ static void v2_ipv4(void **state)
     assert_int_equal(csock_proxy_parse(b, n + 4, &info), 28);
     assert_int_equal(info.version, 2);
     assert_int_equal(info.local, 0);
-    char t[CSOCK_ADDR_STRLEN];
-    text_of(&info.src, t);
-    assert_string_equal(t, "tcp://192.0.2.7:56324");
-    text_of(&info.dst, t);
-    assert_string_equal(t, "tcp://127.0.0.1:443");
+    assert_ends(&info, "tcp://192.0.2.7:56324", "tcp://127.0.0.1:443");
     for (size_t k = 0; k < n; k++) assert_int_equal(csock_proxy_parse(b, k, &info), 0);
 }
 
@@ -167,11 +166,7 @@ static void v2_ipv6(void **state)
     size_t n = v2(b, 1, 0x21, a, sizeof a, 0);
     csock_proxy_info info;
     assert_int_equal(csock_proxy_parse(b, n, &info), 52);
-    char t[CSOCK_ADDR_STRLEN];
-    text_of(&info.src, t);
-    assert_string_equal(t, "tcp://[2001:db8::1]:12345");
-    text_of(&info.dst, t);
-    assert_string_equal(t, "tcp://[::1]:80");
+    assert_ends(&info, "tcp://[2001:db8::1]:12345", "tcp://[::1]:80");
 }
 
 static void v2_local(void **state)
@@ -200,11 +195,7 @@ static void v2_unix(void **state)
     size_t n = v2(b, 1, 0x31, a, sizeof a, 0);
     csock_proxy_info info;
     assert_int_equal(csock_proxy_parse(b, n, &info), 232);
-    char t[CSOCK_ADDR_STRLEN];
-    text_of(&info.src, t);
-    assert_string_equal(t, "unix:/run/client.sock");
-    text_of(&info.dst, t);
-    assert_string_equal(t, "unix:@srv");
+    assert_ends(&info, "unix:/run/client.sock", "unix:@srv");
 }
 
 static void v2_tlvs(void **state)
@@ -218,9 +209,7 @@ static void v2_tlvs(void **state)
     assert_int_equal(csock_proxy_parse(b, n + sizeof tlv, &info), 28 + sizeof tlv);
     /* Known as soon as the addresses are in: the TLVs are skipped later. */
     assert_int_equal(csock_proxy_parse(b, n, &info), 28 + sizeof tlv);
-    char t[CSOCK_ADDR_STRLEN];
-    text_of(&info.src, t);
-    assert_string_equal(t, "tcp://10.0.0.1:7");
+    assert_ends(&info, "tcp://10.0.0.1:7", NULL);
     /* The largest length the field can say. */
     b[14] = b[15] = 0xFF;
     assert_int_equal(csock_proxy_parse(b, n, &info), 16 + 65535);
@@ -263,9 +252,7 @@ static void round_trip(int version, const char *src, const char *dst, const char
     assert_int_equal(csock_proxy_parse(buf, (size_t)n, &info), n);
     assert_int_equal(info.version, version);
     assert_int_equal(info.local, 0);
-    char t[CSOCK_ADDR_STRLEN];
-    text_of(&info.src, t);
-    assert_string_equal(t, want_src);
+    assert_ends(&info, want_src, NULL);
     /* One byte short: never a truncated header. */
     assert_int_equal(csock_proxy_format(version, &s, &d, buf, (size_t)n - (version == 1 ? 0 : 1)), -ENOSPC);
 }
