@@ -385,6 +385,14 @@ CSOCK_API void csock_listener_close(csock_listener *l, void (*cb)(csock_listener
 CSOCK_API void *csock_listener_data(const csock_listener *l);
 CSOCK_API void csock_listener_set_data(csock_listener *l, void *data);
 
+/* The listening socket, to hand it to another process (a zero-downtime
+ * restart passes it with LISTEN_FDS, see csock(1)): returns the fd, or
+ * -EBADF once the listener is closing. The fd stays the listener's: dup
+ * it, or make sure it is inherited only across an exec. From then on the
+ * listener leaves its Unix socket file in place when it closes (the other
+ * process serves it). */
+CSOCK_API int csock_listener_fd(csock_listener *l);
+
 /* ---- datagrams ------------------------------------------------------------- */
 
 /* A datagram arrived (status 0) from `from`, or a receive error (status < 0,

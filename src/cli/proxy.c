@@ -8,7 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "cli/proxy.h"
+#include "cli/proxy_restart.h"
 
 static const char proxy_usage[] =
     "usage: csock proxy LISTEN... --to BACKEND... [options]\n"
@@ -65,6 +65,12 @@ static const char proxy_usage[] =
     "                       at the end, failed connects, backends up and down\n"
     "  -h, --help           this help\n"
     "\n"
+    "Zero-downtime restart: on SIGUSR2 csock starts a new copy of itself (the\n"
+    "binary now at the same path, the same arguments) and hands it the\n"
+    "listening sockets (LISTEN_FDS); once it listens this process drains as on\n"
+    "SIGTERM. Nothing waiting in an accept queue is refused. Not with ws://,\n"
+    "wss:// or udp:// listeners (their sockets are not handed over).\n"
+    "\n"
     "Exit status: 0 after a signal-driven stop, 1 on a runtime error (port in\n"
     "use), 2 on a wrong argument.\n";
 
@@ -101,18 +107,28 @@ static void on_drain_timeout(csock_timer *t)
     finish(px);
 }
 
-static void on_signal(csock_signal *s, int signum)
+/* Stop accepting and let the relays finish: on SIGINT/SIGTERM, or once a
+ * new process took the listeners over (a restart). */
+static void drain(proxy_restart *pr)
 {
-    proxy *px = csock_signal_data(s);
-    if (px->draining) return finish(px); /* a second signal: now */
+    proxy *px = pr->px;
+    if (px->draining) return;
     px->draining = 1;
     cli_sd_loop_drain(&px->sd, 0);
+    proxy_restart_drain(pr);
     if (px->verbose) cli_warn("draining: %u relay(s) open", px->nrelays);
     close_listeners(px);
     if (px->nrelays == 0) return finish(px);
     if (csock_timer_new(px->loop, &px->drain_timer) < 0) return finish(px);
     csock_timer_set_data(px->drain_timer, px);
     csock_timer_start(px->drain_timer, on_drain_timeout, px->drain_ms, 0);
+}
+
+static void on_signal(csock_signal *s, int signum)
+{
+    proxy_restart *pr = csock_signal_data(s);
+    if (pr->px->draining) return finish(pr->px); /* a second signal: now */
+    drain(pr);
 }
 
 /* ---- accepting ---- */
@@ -352,7 +368,7 @@ static void parse_options(proxy *px, int argc, char **argv)
 
 static void on_sweep(csock_timer *t) { relay_sweep(csock_timer_data(t)); }
 
-static int start_timers(proxy *px)
+static int start_timers(proxy *px, proxy_restart *pr)
 {
     /* One timer for every relay's idle and connect timeouts: coarse (a
      * quarter of --idle, at most 250 ms), and no timer per relay. */
@@ -367,7 +383,7 @@ static int start_timers(proxy *px)
     for (int i = 0; i < 2 && rc == 0; i++) {
         rc = csock_signal_new(px->loop, sigs[i]);
         if (rc < 0) break;
-        csock_signal_set_data(*sigs[i], px);
+        csock_signal_set_data(*sigs[i], pr);
         rc = csock_signal_start(*sigs[i], on_signal, nums[i]);
         csock_signal_unref(*sigs[i]);
     }
@@ -389,8 +405,9 @@ static void close_any(csock_handle_kind kind, void *h, void *data)
 
 /* Close what is left (relays first: they hold descriptors of their own),
  * let the closes finish and free the loop. */
-static void teardown(proxy *px)
+static void teardown(proxy *px, proxy_restart *pr)
 {
+    proxy_restart_stop(pr);
     relay_close_all(px);
     close_listeners(px);
     backends_stop(px);
@@ -421,23 +438,33 @@ int cli_proxy(int argc, char **argv)
     if (nlisten > CLI_MAX_ENDPOINTS) cli_die(CLI_USAGE, "proxy: at most %d addresses", CLI_MAX_ENDPOINTS);
     if (!px->nbackends) cli_die(CLI_USAGE, "proxy: missing --to BACKEND");
     if (!px->drain_ms) px->drain_ms = 1;
+    proxy_restart pr;
+    /* Started by a restart: the old process's sockets, not new ones. */
+    proxy_restart_addresses(&pr, argv + optind, nlisten);
     check_addresses(px, argv + optind, nlisten);
     cli_raise_nofile();
     int rc = csock_loop_new(NULL, &px->loop);
     if (rc < 0) cli_die(CLI_ERR, "loop: %s", csock_strerror(rc));
+    /* SIGUSR2 is watched before any `listening` line: a restart asked for
+     * as soon as one appears must not kill the process. */
+    rc = proxy_restart_watch(&pr, px, drain);
+    if (rc < 0) cli_die(CLI_ERR, "proxy: SIGUSR2: %s", csock_strerror(rc));
     for (int i = optind; i < argc; i++) {
         listen_kind k = kind_of(argv[i]);
+        unsigned first = px->nlisteners;
         if (k == L_WS) proxy_ws_listen(px, argv[i]);
         else if (k == L_UDP) proxy_udp_listen(px, argv[i]);
         else listen_stream(px, argv[i]);
+        proxy_restart_arg(&pr, (unsigned)(i - optind), first, px->nlisteners - first);
     }
     cli_inherited_done(); /* the variables were for us, not for a child */
-    rc = start_timers(px);
+    rc = start_timers(px, &pr);
     if (rc < 0) cli_die(CLI_ERR, "proxy: %s", csock_strerror(rc));
     cli_sd_loop_start(&px->sd, px->loop, 0);
     cli_sd_ready();
+    cli_restart_child_ready();
     rc = csock_loop_run(px->loop, CSOCK_RUN_DEFAULT);
-    teardown(px);
+    teardown(px, &pr);
     free(px);
     if (rc < 0) cli_die(CLI_ERR, "loop: %s", csock_strerror(rc));
     return CLI_OK;

@@ -26,24 +26,27 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "cli/cli.h"
+#include "cli/sd_restart.h"
 
 extern char **environ;
 
 #define SD_LISTEN_FDS_START 3
-#define MAX_PASSED 256 /* sockets handed over: 64 endpoints, a few loops each */
+#define MAX_PASSED CLI_RESTART_MAX_FDS
 #define MAX_ARGS 256
 #define MAX_CMDLINE 65536
+
+void cli_restart_exe(char *exe, size_t size)
+{
+    ssize_t n = readlink("/proc/self/exe", exe, size - 1);
+    exe[n > 0 ? n : 0] = '\0';
+    char *del = strstr(exe, " (deleted)");
+    if (del) *del = '\0';
+}
 
 void cli_restart_init(cli_restart *r, csock_server *srv)
 {
     r->srv = srv;
-    /* The path, not the running inode: a binary replaced on disk is the
-     * one the restart runs (an upgrade). */
-    ssize_t n = readlink("/proc/self/exe", r->exe, sizeof r->exe - 1);
-    r->exe[n > 0 ? n : 0] = '\0';
-    char *del = strstr(r->exe, " (deleted)");
-    if (del) *del = '\0';
+    cli_restart_exe(r->exe, sizeof r->exe);
 }
 
 /* argv as the process was started: getopt has reordered ours since. */
@@ -114,25 +117,38 @@ static _Noreturn void exec_child(const char *exe, char **argv, char **env, char 
     _exit(127);
 }
 
+int cli_restart_heard(csock_stream *s, int status, size_t len, csock_stream **pipe, long *child)
+{
+    int ok = len > 0; /* the byte, perhaps with the EOF after it */
+    if (!ok && status == 0) return -1;
+    csock_stream_close(s, NULL);
+    *pipe = NULL;
+    if (ok) return 1;
+    int st = 0;
+    waitpid((pid_t)*child, &st, 0); /* it is gone, or about to be: no zombie */
+    cli_warn("restart: the new process failed (status %d); still serving", WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+    *child = -1;
+    return 0;
+}
+
 /* The new process said it listens (a byte), or failed (EOF first). */
 static size_t on_ready(csock_stream *s, int status, const char *buf, size_t len)
 {
     cli_restart *r = csock_stream_data(s);
-    int ok = len > 0; /* the byte, perhaps with the EOF after it */
-    if (!ok && status == 0) return len;
-    csock_stream_close(s, NULL);
-    r->pipe = NULL;
-    if (ok) {
+    if (cli_restart_heard(s, status, len, &r->pipe, &r->child) == 1) {
         r->handed = 1;
-        cli_warn("restart: new process %ld is serving; draining", (long)r->child);
+        cli_warn("restart: new process %ld is serving; draining", r->child);
         csock_server_stop(r->srv);
-        return len;
     }
-    int st = 0;
-    waitpid(r->child, &st, 0); /* it is gone, or about to be: no zombie */
-    cli_warn("restart: the new process failed (status %d); still serving", WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
-    r->child = -1;
     return len;
+}
+
+int cli_restart_name(char *names, size_t size, size_t *off, unsigned a)
+{
+    int w = snprintf(names + *off, size - *off, "%scsock-ep%u", *off ? ":" : "", a);
+    if (w < 0 || (size_t)w >= size - *off) return -ENOSPC;
+    *off += (size_t)w;
+    return 0;
 }
 
 /* Collect the sockets: endpoint of argument a gets the name csock-epA. */
@@ -146,45 +162,40 @@ static int collect(cli_restart *r, int *fds, char *names, size_t nsize)
         for (unsigned e = r->args[a].first; e < r->args[a].first + r->args[a].count; e++) {
             int got = csock_server_endpoint_fds(r->srv, e, fds + n, (unsigned)(MAX_PASSED - n));
             if (got < 0 || got > MAX_PASSED - n) return -ENOSPC;
-            for (int i = 0; i < got; i++) {
-                int w = snprintf(names + off, nsize - off, "%scsock-ep%u", n + i ? ":" : "", a);
-                if (w < 0 || (size_t)w >= nsize - off) return -ENOSPC;
-                off += (size_t)w;
-            }
+            for (int i = 0; i < got; i++)
+                if (cli_restart_name(names, nsize, &off, a) < 0) return -ENOSPC;
             n += got;
         }
     }
     return n;
 }
 
-static int start_child(cli_restart *r)
+int cli_restart_spawn(csock_loop *loop, const char *exe, const int *fds, int n, const char *names,
+                      csock_read_cb ready_cb, void *data, csock_stream **pipe, long *child)
 {
-    int fds[MAX_PASSED];
-    char names[MAX_PASSED * 16 + 32] = "LISTEN_FDNAMES=";
-    size_t pre = strlen(names);
-    int n = collect(r, fds, names + pre, sizeof names - pre);
-    if (n <= 0) return n < 0 ? n : -ENOENT;
-    char listen_fds[32], pid_entry[48] = "LISTEN_PID=", ready[48];
+    char listen_fds[32], pid_entry[48] = "LISTEN_PID=", ready[48], names_entry[MAX_PASSED * 16 + 32];
     snprintf(listen_fds, sizeof listen_fds, "LISTEN_FDS=%d", n);
     snprintf(ready, sizeof ready, "CSOCK_RESTART_FD=%d", SD_LISTEN_FDS_START + n);
+    int w = snprintf(names_entry, sizeof names_entry, "LISTEN_FDNAMES=%s", names);
+    if (n <= 0 || n > MAX_PASSED || w < 0 || (size_t)w >= sizeof names_entry) return -ENOSPC;
     char *cmd = malloc(MAX_CMDLINE);
     char **argv = cmd ? read_cmdline(cmd, MAX_CMDLINE) : NULL;
-    char **env = argv ? child_env(listen_fds, names, pid_entry, ready) : NULL;
+    char **env = argv ? child_env(listen_fds, names_entry, pid_entry, ready) : NULL;
     int p[2] = {-1, -1}, rc = -ENOMEM;
     if (env && pipe2(p, O_CLOEXEC) < 0) rc = -errno;
     else if (env) {
         pid_t pid = fork();
-        if (pid == 0) exec_child(r->exe, argv, env, pid_entry + 11, fds, n, p[1]);
+        if (pid == 0) exec_child(exe, argv, env, pid_entry + 11, fds, n, p[1]);
         rc = pid < 0 ? -errno : 0;
-        if (pid > 0) r->child = pid;
+        if (pid > 0) *child = pid;
     }
     if (p[1] >= 0) close(p[1]);
     if (rc == 0) {
-        rc = csock_stream_open(csock_server_loop(r->srv, 0), p[0], &r->pipe);
+        rc = csock_stream_open(loop, p[0], pipe);
         if (rc == 0) {
             p[0] = -1;
-            csock_stream_set_data(r->pipe, r);
-            rc = csock_stream_read_start(r->pipe, on_ready);
+            csock_stream_set_data(*pipe, data);
+            rc = csock_stream_read_start(*pipe, ready_cb);
         }
     }
     if (p[0] >= 0) close(p[0]);
@@ -192,6 +203,16 @@ static int start_child(cli_restart *r)
     free(argv);
     free(cmd);
     return rc;
+}
+
+static int start_child(cli_restart *r)
+{
+    int fds[MAX_PASSED];
+    char names[MAX_PASSED * 16 + 16];
+    int n = collect(r, fds, names, sizeof names);
+    if (n <= 0) return n < 0 ? n : -ENOENT;
+    return cli_restart_spawn(csock_server_loop(r->srv, 0), r->exe, fds, n, names, on_ready, r, &r->pipe,
+                             &r->child);
 }
 
 static void on_sigusr2(csock_signal *sig, int signum)
@@ -258,6 +279,12 @@ void cli_restart_addresses(cli_restart *r, char **addrs, int n)
     }
 }
 
+void cli_restart_unlink(const csock_addr *addr)
+{
+    const struct sockaddr_un *sun = (const struct sockaddr_un *)&addr->sa;
+    if (addr->sa.ss_family == AF_UNIX && sun->sun_path[0]) unlink(sun->sun_path);
+}
+
 void cli_restart_cleanup(cli_restart *r)
 {
     if (r->handed) return;
@@ -265,10 +292,7 @@ void cli_restart_cleanup(cli_restart *r)
         if (!r->args[a].inherited) continue;
         for (unsigned e = r->args[a].first; e < r->args[a].first + r->args[a].count; e++) {
             csock_addr addr;
-            const struct sockaddr_un *sun = (const struct sockaddr_un *)&addr.sa;
-            if (csock_server_addr(r->srv, e, &addr) == 0 && addr.sa.ss_family == AF_UNIX &&
-                sun->sun_path[0])
-                unlink(sun->sun_path);
+            if (csock_server_addr(r->srv, e, &addr) == 0) cli_restart_unlink(&addr);
         }
     }
 }

@@ -411,7 +411,15 @@ int csock_listen_fd(csock_loop *loop, int fd, const csock_listen_opts *opts, cso
     return rc;
 }
 
-int csock__listener_fd(const csock_listener *l) { return l->w.fd; }
+int csock_listener_fd(csock_listener *l)
+{
+    if (l->h.closing || l->w.fd < 0) return -EBADF;
+    /* Another process may serve the socket file from now on: ours must
+     * not remove it when we close (as csock_server_endpoint_fds). */
+    free(l->unix_path);
+    l->unix_path = NULL;
+    return l->w.fd;
+}
 
 int csock_listener_addr(const csock_listener *l, csock_addr *out)
 {

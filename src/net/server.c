@@ -320,7 +320,7 @@ int csock_server_endpoint_fds(csock_server *srv, unsigned i, int *fds, unsigned 
     for (unsigned k = 0; k < srv->n; k++) {
         csock_listener *l = srv->loops[k].ls[i];
         if (!l) continue;
-        int fd = csock__listener_fd(l);
+        int fd = csock_listener_fd(l);
         if (fd < 0) continue; /* stopped by a drain */
         int seen = 0;
         for (unsigned j = 0; j < n && j < max; j++) seen |= fds[j] == fd;

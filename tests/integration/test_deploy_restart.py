@@ -127,19 +127,21 @@ def restart(old, what):
     return int(m.group(1))
 
 
-def run_restart(addr_arg, family, addr_of):
-    p = Proc([BIN, "serve", "-t", "2", "--drain-timeout", "60", "echo", addr_arg])
+def restart_twice(p, family, addr_of, rounds=500, what="connections"):
+    """Two restarts of the running `p` (serve or proxy, its first line
+    `listening ADDR`) under a Load: the long connections keep the old
+    process until they end, then it exits 0; the second restart is of the
+    new process. Nothing refused or broken. Returns p's stderr."""
     newer = []
     try:
         first = p.read_line(15)
         check(first.startswith("listening "), "first line %r" % first)
-        addr = addr_of(first[len("listening "):])
-        load = Load(family, addr)
+        load = Load(family, addr_of(first[len("listening "):]))
         try:
-            load.more(500, "before the restart")
+            load.more(rounds, "before the restart")
             new1 = restart(p, p.stderr)
             newer.append(new1)
-            load.more(500, "after the restart")
+            load.more(rounds, "after the restart")
             # The long connections are still on the old process, talking.
             check(p.alive(), "the old process left its long connections")
             l0 = load.counts()[1]
@@ -147,19 +149,19 @@ def run_restart(addr_arg, family, addr_of):
             # They end; the old process has nothing left and exits 0.
             load.stop_long.set()
             check_eq(p.wait(30), 0, "old process exit status (stderr %r)" % p.stderr()[-800:])
-            load.more(500, "on the new process alone")
+            load.more(rounds, "on the new process alone")
             # Again, from the new process (its stderr is the old one's file).
             new2 = restart(new1, lambda: p.stderr().split("new process %d is serving" % new1)[-1])
             newer.append(new2)
             wait_for(lambda: pid_gone(new1), 30, "the first new process to drain and exit")
-            load.more(500, "on the second new process")
+            load.more(rounds, "on the second new process")
         finally:
             load.finish()
         short_ok, long_ok, errors = load.counts()
         check(not errors, "%d failures across the restarts, first: %r" % (len(errors), errors[:5]))
-        check(short_ok > 2000 and long_ok > 10, "too little load: %d short, %d long" % (short_ok, long_ok))
-        print("     %d short connections, %d long exchanges, 0 refused or broken"
-              % (short_ok, long_ok), flush=True)
+        check(short_ok > 4 * rounds and long_ok > 10, "too little load: %d short, %d long" % (short_ok, long_ok))
+        print("     %d short %s, %d long exchanges, 0 refused or broken"
+              % (short_ok, what, long_ok), flush=True)
         os.kill(newer[-1], signal.SIGTERM)
         wait_for(lambda: pid_gone(newer[-1]), 30, "the last process to stop on SIGTERM")
         check("AddressSanitizer" not in p.stderr(), p.stderr()[-2000:])
@@ -168,6 +170,13 @@ def run_restart(addr_arg, family, addr_of):
         for pid in newer:
             if not pid_gone(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def run_restart(addr_arg, family, addr_of):
+    p = Proc([BIN, "serve", "-t", "2", "--drain-timeout", "60", "echo", addr_arg])
+    try:
+        return restart_twice(p, family, addr_of)
+    finally:
         p.stop(signal.SIGKILL)
 
 
