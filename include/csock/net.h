@@ -10,6 +10,7 @@
 #define CSOCK_NET_H
 
 #include "csock/api.h"
+#include "csock/loop.h" /* csock_handle_kind, for csock_handle_close() */
 
 #include <stddef.h>
 #include <stdint.h>
@@ -392,6 +393,11 @@ CSOCK_API void csock_listener_set_data(csock_listener *l, void *data);
  * listener leaves its Unix socket file in place when it closes (the other
  * process serves it). */
 CSOCK_API int csock_listener_fd(csock_listener *l);
+
+/* Close any handle csock_loop_walk() found, by its kind (with no close
+ * callback). It is a csock_walk_cb (data unused): csock_loop_walk(loop,
+ * csock_handle_close, NULL) closes everything still open on the loop. */
+CSOCK_API void csock_handle_close(csock_handle_kind kind, void *handle, void *data);
 
 /* ---- datagrams ------------------------------------------------------------- */
 

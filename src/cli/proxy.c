@@ -390,19 +390,6 @@ static int start_timers(proxy *px, proxy_restart *pr)
     return rc < 0 ? rc : backends_start(px);
 }
 
-static void close_any(csock_handle_kind kind, void *h, void *data)
-{
-    (void)data;
-    switch (kind) {
-    case CSOCK_HANDLE_IO: csock_io_close(h, NULL); break;
-    case CSOCK_HANDLE_TIMER: csock_timer_close(h, NULL); break;
-    case CSOCK_HANDLE_SIGNAL: csock_signal_close(h, NULL); break;
-    case CSOCK_HANDLE_STREAM: csock_stream_close(h, NULL); break;
-    case CSOCK_HANDLE_LISTENER: csock_listener_close(h, NULL); break;
-    case CSOCK_HANDLE_DGRAM: csock_dgram_close(h, NULL); break;
-    }
-}
-
 /* Close what is left (relays first: they hold descriptors of their own),
  * let the closes finish and free the loop. */
 static void teardown(proxy *px, proxy_restart *pr)
@@ -412,7 +399,7 @@ static void teardown(proxy *px, proxy_restart *pr)
     close_listeners(px);
     backends_stop(px);
     cli_sd_loop_stop(&px->sd, 0);
-    csock_loop_walk(px->loop, close_any, NULL);
+    csock_loop_walk(px->loop, csock_handle_close, NULL);
     /* Waits (no spin) for the closes and for a resolver thread still in
      * getaddrinfo(): its answer is the loop's last post. */
     while (csock_loop_run(px->loop, CSOCK_RUN_ONCE) > 0) {}

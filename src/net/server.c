@@ -479,14 +479,7 @@ int csock_server_run(csock_server *srv)
 static void close_handle(csock_handle_kind kind, void *h, void *data)
 {
     (*(unsigned *)data)++;
-    switch (kind) {
-    case CSOCK_HANDLE_IO: csock_io_close(h, NULL); break;
-    case CSOCK_HANDLE_TIMER: csock_timer_close(h, NULL); break;
-    case CSOCK_HANDLE_SIGNAL: csock_signal_close(h, NULL); break;
-    case CSOCK_HANDLE_STREAM: csock_stream_close(h, NULL); break;
-    case CSOCK_HANDLE_LISTENER: csock_listener_close(h, NULL); break;
-    case CSOCK_HANDLE_DGRAM: csock_dgram_close(h, NULL); break;
-    }
+    csock_handle_close(kind, h, NULL);
 }
 
 /* Close everything still open on the loop and free it. The application's

@@ -56,22 +56,10 @@ static void expect_once(const seen *s, void *handle, csock_handle_kind want)
     assert_int_equal(kind, want);
 }
 
-static void close_any(csock_handle_kind kind, void *h, void *data)
-{
-    switch (kind) {
-    case CSOCK_HANDLE_IO: csock_io_close(h, NULL); break;
-    case CSOCK_HANDLE_TIMER: csock_timer_close(h, NULL); break;
-    case CSOCK_HANDLE_SIGNAL: csock_signal_close(h, NULL); break;
-    case CSOCK_HANDLE_STREAM: csock_stream_close(h, NULL); break;
-    case CSOCK_HANDLE_LISTENER: csock_listener_close(h, NULL); break;
-    case CSOCK_HANDLE_DGRAM: csock_dgram_close(h, NULL); break;
-    }
-}
-
 static void close_and_record(csock_handle_kind kind, void *h, void *data)
 {
     record(kind, h, data);
-    close_any(kind, h, data);
+    csock_handle_close(kind, h, NULL);
 }
 
 static void on_io(csock_io *io, int events) {}
@@ -82,7 +70,7 @@ static void on_signal(csock_signal *s, int signum) {}
  * io_uring the cancels must come back first), and free it. */
 static void walk_close_and_free(csock_loop *loop)
 {
-    csock_loop_walk(loop, close_any, NULL);
+    csock_loop_walk(loop, csock_handle_close, NULL);
     int rc;
     while ((rc = csock_loop_run(loop, CSOCK_RUN_DEFAULT)) > 0) {}
     assert_int_equal(rc, 0);
