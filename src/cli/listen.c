@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/netcat.h"
+#include "cli/nc_sd.h"
 
 static const char listen_usage[] =
     "usage: csock listen [options] ADDR\n"
@@ -240,7 +240,7 @@ static int run_listen(nc_opts o)
     cli_inherited_done(); /* -e/-c children must not take systemd's sockets for theirs */
     cli_sd_ready();
     if (o.keep_open) nc_stdin_start(&c);
-    int rc = nc_ctx_run(&c);
+    int rc = nc_ctx_run_sd(&c);
     csock_tls_ctx_free(c.tls);
     nc_opts_free(&o);
     return rc;

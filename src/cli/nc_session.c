@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli/netcat.h"
+#include "cli/nc_sd.h"
 
 #define GROW_FIRST 16         /* grow(): the first capacity; doubled from there */
 #define STDOUT_DRAIN_MS 2000  /* stopped by a signal: time for stdout's queue to go */
@@ -234,12 +234,26 @@ static void teardown(nc_ctx *c)
     free(c->eps);
 }
 
-int nc_ctx_run(nc_ctx *c)
+/* sd: systemd's watchdog and STOPPING=1 around the session, or NULL. */
+static int run(nc_ctx *c, cli_sd *sd)
 {
+    if (sd) cli_sd_loop_start(sd, c->loop, 0);
     int rc = csock_loop_run(c->loop, CSOCK_RUN_DEFAULT);
+    if (sd) {
+        cli_sd_loop_drain(sd, 0);
+        cli_sd_loop_stop(sd, 0);
+    }
     if (rc < 0) cli_die(CLI_ERR, "event loop: %s", csock_strerror(rc));
     teardown(c);
     fflush(stdout);
     if (c->o->hexdump) fflush(c->o->hexdump);
     return c->status;
+}
+
+int nc_ctx_run(nc_ctx *c) { return run(c, NULL); }
+
+int nc_ctx_run_sd(nc_ctx *c)
+{
+    cli_sd sd = {0};
+    return run(c, &sd);
 }
