@@ -11,10 +11,13 @@ cannot be handed over) and the proxy goes on serving."""
 import os
 import signal
 import socket
+import ssl
 
-from csocktest import BIN, Proc, T, check, check_eq, main, tmpdir
+import tlscerts
+
+from csocktest import BIN, Proc, T, check, check_eq, main, recv_exact, tmpdir
 from deploykit import wait_for
-from test_deploy_restart import restart_twice
+from test_deploy_restart import pid_gone, restart, restart_twice
 
 
 def echo_backend():
@@ -45,6 +48,36 @@ def test_proxy_restart_unix_keeps_the_file():
     path = os.path.join(tmpdir(), "px")
     run_restart("unix:" + path, socket.AF_UNIX, lambda text: text[len("unix:"):])
     check(not os.path.exists(path), "the last proxy left its socket file behind")
+
+
+def test_proxy_restart_keeps_tls():
+    # A tls:// listener is handed over as tls+systemd:csock-ep0: the new
+    # process terminates TLS on it as the old one did.
+    certs = tlscerts.make(tmpdir())
+    ctx = ssl.create_default_context(cafile=os.path.join(certs, "ca.pem"))
+    backend, baddr = echo_backend()
+    p = Proc([BIN, "proxy", "--cert", os.path.join(certs, "server.pem"), "--key",
+              os.path.join(certs, "server.key"), "tls://127.0.0.1:0", "--to", baddr])
+    new = None
+
+    def echo(port, msg):
+        with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=T(10)),
+                             server_hostname="localhost") as s:
+            s.sendall(msg)
+            check_eq(recv_exact(s, len(msg)), msg, "echo over TLS")
+    try:
+        port = int(p.read_line(15).rsplit(":", 1)[1])
+        echo(port, b"before\n")
+        new = restart(p, p.stderr)
+        check_eq(p.wait(30), 0, "old proxy's exit status (stderr %r)" % p.stderr()[-800:])
+        echo(port, b"after\n")
+        os.kill(new, signal.SIGTERM)
+        wait_for(lambda: pid_gone(new), 30, "the new proxy to stop")
+    finally:
+        if new and not pid_gone(new):
+            os.kill(new, signal.SIGKILL)
+        p.stop(signal.SIGKILL)
+        backend.stop(signal.SIGKILL)
 
 
 def test_proxy_restart_refused_with_ws_listener():
