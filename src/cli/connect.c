@@ -248,7 +248,8 @@ static void on_dialed(csock_dial *d, int status, csock_stream *s)
     dialer *dl = csock_dial_data(d);
     nc_ctx *c = dl->c;
     dl->dial = NULL;
-    if (status == 0 && c->stopped) { /* SIGINT while dialing: the session is over */
+    c->dialing = NULL;
+    if (status == 0 && c->stopped) { /* stopped in this very iteration: the session is over */
         csock_stream_close(s, NULL);
         return;
     }
@@ -299,6 +300,7 @@ static int connect_name(nc_opts *o, dialer *dl, const char *tcp)
                              .flags = o->family & (CSOCK_ADDR_IPV4 | CSOCK_ADDR_IPV6)};
     int rc = csock_dial_start(c.loop, tcp, &dopts, on_dialed, dl, &dl->dial);
     if (rc < 0) cli_die(CLI_ERR, "connect %s: %s", dl->target, csock_strerror(rc));
+    c.dialing = dl->dial; /* a SIGINT before the answer: teardown cancels it */
     rc = nc_ctx_run(&c);
     csock_tls_ctx_free(c.tls);
     nc_opts_free(o);

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/nc_sd.h"
+#include "cli/netcat.h"
 
 static const char listen_usage[] =
     "usage: csock listen [options] ADDR\n"

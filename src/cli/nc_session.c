@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli/nc_sd.h"
+#include "cli/netcat.h"
 
 #define GROW_FIRST 16         /* grow(): the first capacity; doubled from there */
 #define STDOUT_DRAIN_MS 2000  /* stopped by a signal: time for stdout's queue to go */
@@ -179,6 +179,11 @@ static void close_entrances(nc_ctx *c)
         if (c->eps[i].http) csock_http_server_close(c->eps[i].http);
     if (c->connecting) csock_stream_close(c->connecting, NULL);
     c->connecting = NULL;
+    /* A dial still under way: its attempts close now, its callback never
+     * runs (it would find the session gone). A lookup already in its
+     * thread still ends the loop's last run when it answers. */
+    if (c->dialing) csock_dial_cancel(c->dialing);
+    c->dialing = NULL;
     while (c->nhandshakes)
         csock_stream_close(c->handshakes[--c->nhandshakes].s, NULL);
 }

@@ -189,6 +189,7 @@ struct nc_ctx {
     nc_endpoint *eps;         /* listen over stream schemes: the endpoints */
     size_t neps;
     csock_stream *connecting; /* connect: the stream until its connect callback */
+    csock_dial *dialing;      /* connect NAME: the dial until its callback (teardown cancels it) */
     nc_handshake *handshakes;  /* listen tls://: accepted, handshake not done yet */
     size_t nhandshakes, cap_handshakes;
     csock_dgram *dg;          /* the datagram socket (listen -u, connect -u) */
@@ -250,6 +251,11 @@ void nc_ctx_init(nc_ctx *c, const nc_opts *o);
 /* Run until done, then close every handle and free the loop (and the
  * options' allocations); returns the exit status. */
 int nc_ctx_run(nc_ctx *c);
+/* nc_ctx_run, with systemd's readiness protocol around the session (the
+ * caller sent READY=1 once listening): WATCHDOG=1 every half
+ * $WATCHDOG_USEC while it runs, STOPPING=1 when it ends (a signal, or the
+ * last peer gone), before the teardown's last writes. */
+int nc_ctx_run_sd(nc_ctx *c);
 
 /* Free what nc_parse_args() allocated. */
 void nc_opts_free(nc_opts *o);

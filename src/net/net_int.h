@@ -52,7 +52,6 @@ void csock__group_close_all(csock__conn_group *g);
 int csock__listen_fd(csock_loop *loop, int fd, int owned, csock_scheme scheme,
                      const csock_listen_opts *opts, csock__conn_group *group,
                      csock_accept_cb cb, void *data, csock_listener **out);
-int csock__listener_fd(const csock_listener *l);
 /* socket + options + bind + listen. Returns the fd or an error. */
 int csock__bind_listen(const csock_addr *addr, const csock_listen_opts *opts);
 
