@@ -450,6 +450,60 @@ def wait_for(pred, timeout, what):
         delay = min(delay * 2, 0.2)
 
 
+# ---- a connect that hangs ----------------------------------------------
+
+def tcp_states(port, state):
+    """How many sockets of /proc/net/tcp are in `state` (hex, e.g. "02"
+    SYN_SENT) towards 127.0.0.1:port."""
+    with open("/proc/net/tcp") as f:
+        return sum(1 for line in list(f)[1:]
+                   if line.split()[3] == state and int(line.split()[2].rsplit(":", 1)[1], 16) == port)
+
+
+def accept_queue(port):
+    """(queued, backlog) of the listener on port: for a LISTEN socket the
+    rx/tx queue columns of /proc/net/tcp hold those two."""
+    with open("/proc/net/tcp") as f:
+        for line in list(f)[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                tx, rx = fields[4].split(":")
+                return int(rx, 16), int(tx, 16)
+    raise TestFailure("no listener on port %d" % port)
+
+
+class FullListener:
+    """A 127.0.0.1 listener (backlog 0) whose accept queue is over its
+    backlog: the kernel drops further SYNs, so a connect to .port hangs in
+    SYN_SENT. A context manager: closes the listener and its fillers."""
+
+    def __init__(self):
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(0)
+        self.port = self.srv.getsockname()[1]
+        self.hold = []
+        for _ in range(4):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", self.port))
+            self.hold.append(s)
+        wait_for(lambda: accept_queue(self.port)[0] > accept_queue(self.port)[1], 10,
+                 "the accept queue over its backlog")
+
+    def syn_sent(self):
+        return tcp_states(self.port, "02")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for s in self.hold:
+            s.close()
+        self.srv.close()
+        return False
+
+
 # ---- socket helpers ------------------------------------------------------
 
 def recv_exact(s, n):

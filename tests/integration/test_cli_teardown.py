@@ -12,20 +12,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from csocktest import BIN, Proc, T, check, check_clean, check_eq, have, main, wait_for  # noqa: E402
-from test_netcat_basic import accept_queue  # noqa: E402
-
-
-def tcp_states(port, state):
-    """How many sockets of /proc/net/tcp are in `state` (hex, e.g. "02"
-    SYN_SENT) towards 127.0.0.1:port."""
-    n = 0
-    with open("/proc/net/tcp") as f:
-        for line in list(f)[1:]:
-            fields = line.split()
-            if fields[3] == state and int(fields[2].rsplit(":", 1)[1], 16) == port:
-                n += 1
-    return n
+from csocktest import BIN, FullListener, Proc, T, check, check_clean, check_eq, have, main, wait_for  # noqa: E402
 
 
 def stop_promptly(p, what):
@@ -41,28 +28,12 @@ def stop_promptly(p, what):
 def test_connect_in_flight_then_sigterm():
     """A listener whose backlog is full drops SYNs: the connect hangs (no
     -w). SIGTERM then: the connecting stream is closed too."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(0)
-    port = srv.getsockname()[1]
-    hold = []
-    try:
-        for _ in range(4):
-            s = socket.socket()
-            s.setblocking(False)
-            s.connect_ex(("127.0.0.1", port))
-            hold.append(s)
-        wait_for(lambda: accept_queue(port)[0] > accept_queue(port)[1], 10,
-                 "the accept queue over its backlog")
-        before = tcp_states(port, "02")
-        p = Proc([BIN, "connect", "127.0.0.1", str(port)])
+    with FullListener() as full:
+        before = full.syn_sent()
+        p = Proc([BIN, "connect", "127.0.0.1", str(full.port)])
         # Its SYN_SENT socket exists once the signal watchers are in place.
-        wait_for(lambda: tcp_states(port, "02") > before, 10, "csock's connect in flight")
+        wait_for(lambda: full.syn_sent() > before, 10, "csock's connect in flight")
         stop_promptly(p, "csock connect")
-    finally:
-        for s in hold:
-            s.close()
-        srv.close()
 
 
 def test_listen_tls_handshake_pending_then_sigterm():

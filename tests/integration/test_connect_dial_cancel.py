@@ -9,40 +9,26 @@ import signal
 import socket
 import time
 
-from csocktest import BIN, Proc, T, check, check_eq, main
-
-
-def full_listener():
-    """A listener with backlog 0 whose queue is already full: further SYNs
-    are dropped, and a connect to it hangs."""
-    l = socket.socket()
-    l.bind(("127.0.0.1", 0))
-    l.listen(0)
-    port = l.getsockname()[1]
-    fill = []
-    for _ in range(4):
-        s = socket.socket()
-        s.setblocking(False)
-        try:
-            s.connect(("127.0.0.1", port))
-        except BlockingIOError:
-            pass
-        fill.append(s)
-    return l, fill, port
+from csocktest import BIN, FullListener, Proc, T, check, check_eq, main
 
 
 def test_sigint_mid_dial_exits_at_once():
-    l, fill, port = full_listener()
-    before = syn_sent(port)  # the fillers beyond the backlog wait too
+    with FullListener() as full:
+        sigint_mid_dial(full)
+
+
+def sigint_mid_dial(full):
+    port = full.port
+    before = full.syn_sent()  # the fillers beyond the backlog wait too
     # -4: localhost's IPv4 address only, so no ::1 attempt fails fast.
     p = Proc([BIN, "connect", "-4", "-v", "tcp://localhost:%d" % port])
     try:
         # The name is resolved on a thread and the connect started: wait
         # for the kernel to hold its SYN (a socket in SYN-SENT to the port).
         deadline = time.monotonic() + T(10)
-        while time.monotonic() < deadline and syn_sent(port) <= before:
+        while time.monotonic() < deadline and full.syn_sent() <= before:
             time.sleep(0.02)
-        check(syn_sent(port) > before, "no connect under way to port %d" % port)
+        check(full.syn_sent() > before, "no connect under way to port %d" % port)
         check(p.alive(), "connect ended before the signal: %r" % p.stderr()[-500:])
         t0 = time.monotonic()
         rc = p.stop(signal.SIGINT, 20)
@@ -53,18 +39,6 @@ def test_sigint_mid_dial_exits_at_once():
         check("AddressSanitizer" not in p.stderr(), p.stderr()[-2000:])
     finally:
         p.stop(signal.SIGKILL)
-        for s in fill:
-            s.close()
-        l.close()
-
-
-def syn_sent(port):
-    """How many sockets are in SYN-SENT (state 02) towards 127.0.0.1:port
-    (/proc/net/tcp)."""
-    want = ":%04X" % port
-    with open("/proc/net/tcp") as f:
-        return sum(1 for line in f.readlines()[1:]
-                   if line.split()[2].endswith(want) and line.split()[3] == "02")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import tempfile
 import threading
 import time
 
+from csocktest import FullListener  # shared with the other drivers
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.environ.get("CSOCK_BIN", "build/csock")
 if not os.path.isabs(BIN):
@@ -183,18 +185,6 @@ def listening_ports():
         except OSError:
             pass
     return ports
-
-
-def accept_queue(port):
-    """(queued, backlog) of the listener on port: for a LISTEN socket the
-    rx/tx queue columns of /proc/net/tcp hold those two."""
-    with open("/proc/net/tcp") as f:
-        for line in list(f)[1:]:
-            fields = line.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                tx, rx = fields[4].split(":")
-                return int(rx, 16), int(tx, 16)
-    raise AssertionError("no listener on port %d" % port)
 
 
 class Skip(Exception):
@@ -464,24 +454,10 @@ def connect_refused_status_1():
 @test
 def connect_wait_timeout():
     # A listener whose backlog is full drops SYNs: the connect hangs.
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(0)
-    port = srv.getsockname()[1]
-    hold = []
-    for _ in range(4):
-        s = socket.socket()
-        s.setblocking(False)
-        s.connect_ex(("127.0.0.1", port))
-        hold.append(s)
-    # Wait until the queue is over the backlog: from then on SYNs are dropped.
-    deadline = time.time() + 10 * SLOW
-    while accept_queue(port)[0] <= accept_queue(port)[1]:
-        assert time.time() < deadline, "accept queue never filled: %r" % (accept_queue(port),)
-        time.sleep(0.01)
-    t0 = time.time()
-    rc, out, err = run("connect", "-w", "0.5", "127.0.0.1", port)
-    took = time.time() - t0
+    with FullListener() as full:
+        t0 = time.time()
+        rc, out, err = run("connect", "-w", "0.5", "127.0.0.1", full.port)
+        took = time.time() - t0
     assert rc == 1 and "timed out" in err, (rc, err)
     assert took < 5 * SLOW, took
 
