@@ -143,9 +143,9 @@ void csock__ws_opened(csock_ws *ws, const char *answer, size_t len)
     csock__ws_emit(ws, &ev);
 }
 
-void csock__ws_on_closed(csock_stream *s)
+/* The CLOSED event, then the memory. */
+static void closed(csock_ws *ws)
 {
-    csock_ws *ws = csock_stream_data(s);
     csock_ws_event ev = {.kind = CSOCK_WS_CLOSED};
     ev.code = ws->got_close ? ws->peer_code : CSOCK_WS_ABNORMAL;
     ev.buf = ws->peer_reason ? ws->peer_reason : "";
@@ -158,6 +158,16 @@ void csock__ws_on_closed(csock_stream *s)
     ws->state = WS_ENDED;
     csock__ws_emit(ws, &ev);
     csock__ws_free(ws);
+}
+
+void csock__ws_on_closed(csock_stream *s) { closed(csock_stream_data(s)); }
+
+void csock__ws_end_unattached(csock_ws *ws, int status)
+{
+    set_status(ws, status);
+    ws->state = WS_ENDED;
+    csock__ws_client_cancel(ws);
+    closed(ws);
 }
 
 /* ---- sending -------------------------------------------------------------------- */
@@ -306,6 +316,11 @@ static void close_now(csock_ws *ws, int status)
 {
     set_status(ws, status);
     ws->state = WS_ENDED;
+    if (!ws->s) { /* a client still dialling: CLOSED from the loop, by its timer */
+        csock__ws_client_cancel(ws);
+        csock__ws_timer(ws, 0); /* the handshake's timer: made already, it starts */
+        return;
+    }
     if (ws->timer) csock_timer_stop(ws->timer);
     csock_stream_close(ws->s, NULL);
 }
@@ -393,6 +408,9 @@ static void on_timer(csock_timer *t)
     case WS_CONNECTING: return csock__ws_client_timeout(ws);
     case WS_CLOSING: return close_now(ws, -ETIMEDOUT); /* the peer never answered our close */
     case WS_OPEN: return keepalive(ws);
+    case WS_ENDED:
+        if (!ws->s) csock__ws_end_unattached(ws, -ECANCELED); /* ended while dialling */
+        return;
     default: return;
     }
 }
