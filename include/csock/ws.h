@@ -289,6 +289,15 @@ CSOCK_API int csock_ws_ping(csock_ws *ws, const void *buf, size_t len);
  * connection ends after 250 ms. */
 CSOCK_API int csock_ws_close(csock_ws *ws, int code, const char *reason, size_t len);
 
+/* A half close: begin the closing handshake as csock_ws_close() does (the
+ * same codes, reasons, returns and close_timeout), but the messages (and
+ * pongs) the peer sends before its close frame are still delivered: it may
+ * not have seen ours yet and finishes what it was sending, as after a TCP
+ * shutdown. A stopped connection stays stopped (csock_ws_read_start
+ * resumes it; mind close_timeout), and csock_ws_read_stop/start keep
+ * working until the peer's close frame. */
+CSOCK_API int csock_ws_shutdown(csock_ws *ws, int code, const char *reason, size_t len);
+
 /* End the connection now, without a closing handshake (queued frames are
  * dropped). CLOSED comes from the loop with status -ECANCELED. A no-op on
  * a connection already ending. */

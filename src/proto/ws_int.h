@@ -186,6 +186,7 @@ struct csock_ws {
     unsigned char send_z : 1; /* the message being sent in parts is compressed */
     unsigned char paused : 1; /* csock_ws_read_stop: no messages until read_start */
     unsigned char ping_out : 1; /* the keep-alive's ping is in flight */
+    unsigned char finishing : 1; /* csock_ws_shutdown: closing, messages still delivered */
     unsigned char frame_key[4];  /* the streamed frame's mask key */
     unsigned char frame_phase;
     int peer_code;            /* CLOSED's code */

@@ -510,6 +510,34 @@ static void close_while_stopped_reads_the_answer(void **state)
     close(fd);
 }
 
+/* A half close: the peer's messages sent before it saw our close still
+ * arrive, and flow control still holds them (csock_ws_close drops them). */
+static void shutdown_delivers_until_the_peer_closes(void **state)
+{
+    fixture *f = *state;
+    f->srv.pause_at = 1;
+    f->srv.echo = 0; /* (a send after our close is -EPIPE) */
+    int fd = raw_connect(f, abc, sizeof abc);
+    rawbuf r = {0};
+    RAW_UNTIL(f, fd, f->srv.msgs == 1, 5000);
+    assert_non_null(f->srv.ws); /* not ended by a refused allocation (the fault sweep) */
+    CHECK_OK(csock_ws_shutdown(f->srv.ws, 1000, NULL, 0));
+    assert_int_equal(csock_ws_send(f->srv.ws, CSOCK_WS_TEXT, "x", 1), -EPIPE);
+    RAW_WAIT(f, fd, &r, "\x88\x02\x03\xe8", 4, 5000); /* our close 1000 */
+    assert_int_equal(f->srv.msgs, 1); /* still stopped */
+    CHECK_OK(csock_ws_read_stop(f->srv.ws));
+    CHECK_OK(csock_ws_read_start(f->srv.ws));
+    RAW_UNTIL(f, fd, f->srv.msgs == 3, 5000);
+    assert_memory_equal(f->srv.last, "c", 1);
+    static const char answer[] = {(char)0x88, (char)0x82, 0, 0, 0, 0, 0x03, (char)0xe8};
+    assert_int_equal(send(fd, answer, sizeof answer, 0), (ssize_t)sizeof answer);
+    RAW_UNTIL(f, fd, f->srv.closed, 5000);
+    assert_int_equal(f->srv.closing.status, 0);
+    assert_int_equal(f->srv.closing.code, 1000);
+    assert_int_equal(f->srv.msgs, 3);
+    close(fd);
+}
+
 static void bad_handshakes_refused(void **state)
 {
     fixture *f = *state;
@@ -786,6 +814,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(deflate_declined, setup, teardown),
         cmocka_unit_test_setup_teardown(deflate_bomb_closes_1009, setup, teardown),
         cmocka_unit_test_setup_teardown(deflate_protocol_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(shutdown_delivers_until_the_peer_closes, setup, teardown),
         cmocka_unit_test_setup_teardown(connect_resolves_without_blocking, setup, teardown),
         cmocka_unit_test_setup_teardown(connect_stream_on_a_dialled_stream, setup, teardown),
     };
