@@ -9,6 +9,7 @@ client (a plain TCP socket, as nc would be) reaching a WebSocket server
   client then gets its EOF (the 20 MB upload below checks that what was
   sent before it all arrives);
 - the backend's close ends the client's connection (EOF after the bytes);
+- wss:// backends: TLS verified (a certificate not trusted fails);
 - a refused handshake (403) closes the client and -v says why;
 - the request carries the URL's path and Host;
 - backpressure both ways, with 20 MB: a slow client holds back a fast
@@ -20,6 +21,7 @@ import hashlib
 import http
 import os
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -30,10 +32,11 @@ import nckit  # noqa: E402
 if __name__ == "__main__":
     nckit.reexec_with_websockets(__file__)
 
-from csocktest import T, check, check_eq, csock, main, recv_all, wait_for  # noqa: E402
+from csocktest import T, check, check_eq, csock, main, recv_all, recv_exact, tmpdir, wait_for  # noqa: E402
 from nckit import websockets  # noqa: E402
 from test_proxy import Proxy  # noqa: E402
 from test_proxy_ws_flow import CHUNK, TOTAL, check_bounded, vm_kib  # noqa: E402
+import tlscerts  # noqa: E402
 
 
 class WsBackend:
@@ -42,7 +45,7 @@ class WsBackend:
     /flood sends `flood` bytes and closes, /sink reads slowly and keeps a
     digest."""
 
-    def __init__(self, flood=b""):
+    def __init__(self, flood=b"", ssl_ctx=None):
         self.w = websockets()
         self.flood = flood
         self.requests = []  # (path, headers)
@@ -56,7 +59,7 @@ class WsBackend:
 
             async def start():
                 self.srv = await self.w.serve(self.handler, "127.0.0.1", 0, max_size=None,
-                                              max_queue=1, process_request=self.process)
+                                              max_queue=1, process_request=self.process, ssl=ssl_ctx)
                 self.port = self.srv.sockets[0].getsockname()[1]
                 ready.set()
             self.loop.run_until_complete(start())
@@ -65,8 +68,8 @@ class WsBackend:
         self.t.start()
         check(ready.wait(T(10)), "the websockets server did not start")
 
-    def url(self, path):
-        return "ws://127.0.0.1:%d%s" % (self.port, path)
+    def url(self, path, host="127.0.0.1", scheme="ws"):
+        return "%s://%s:%d%s" % (scheme, host, self.port, path)
 
     async def process(self, path, headers):
         self.requests.append((path, headers))
@@ -132,6 +135,42 @@ def test_tcp_client_to_websocket_echo():
         err = px.finish()
         check("(WebSocket)" in err and "bytes up" in err, "-v lines: %r" % err)
     finally:
+        be.close()
+
+
+def test_wss_backend_verified():
+    certs = tlscerts.make(tmpdir())
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(os.path.join(certs, "server.pem"), os.path.join(certs, "server.key"))
+    be = WsBackend(ssl_ctx=ctx)
+    # The test CA as the system's (OpenSSL's default paths honour it): the
+    # proxy verifies wss:// backends as it does tls:// ones.
+    os.environ["SSL_CERT_FILE"] = os.path.join(certs, "ca.pem")
+    try:
+        px = Proxy("tcp://127.0.0.1:0", "--to", be.url("/echo", "localhost", "wss"))
+        with px.connect() as s:
+            s.settimeout(T(20))
+            s.sendall(b"over tls")
+            check_eq(recv_exact(s, 8), b"over tls", "echoed through wss://")
+            s.shutdown(socket.SHUT_WR)
+            check_eq(recv_all(s), b"", "EOF after the close")
+        px.finish()
+        # Without the test CA the certificate is not trusted: refused.
+        del os.environ["SSL_CERT_FILE"]
+        handshakes = len(be.requests)
+        px = Proxy("tcp://127.0.0.1:0", "--to", be.url("/echo", "localhost", "wss"))
+        with px.connect() as s:
+            s.settimeout(T(20))
+            try:
+                got = recv_all(s)
+            except ConnectionResetError:
+                got = b""
+            check_eq(got, b"", "nothing through an unverified backend")
+        err = px.finish()
+        check("connect wss://localhost" in err, "-v says the connect failed: %r" % err)
+        check_eq(len(be.requests), handshakes, "handshakes at the backend")
+    finally:
+        os.environ.pop("SSL_CERT_FILE", None)
         be.close()
 
 
