@@ -167,9 +167,12 @@ static const char *end_reason(const nc_peer *p, csock_ws *ws, const csock_ws_eve
             reason[i] = (unsigned char)ev->buf[i] < ' ' || ev->buf[i] == 0x7f ? '?' : ev->buf[i];
         snprintf(buf, size, "closed with code %d%s%.*s", ev->code, n ? ": " : "", (int)n, reason);
     }
-    else if (!p->ws_open && ev->status == -EPROTO)
-        snprintf(buf, size, "WebSocket handshake refused (the answer is not a 101 with the "
-                            "right Sec-WebSocket-Accept: wrong path or not a WebSocket server?)");
+    else if (!p->ws_open && ev->http_status) { /* the server's status line says why */
+        char r[CLI_REASON_TEXT - 8];
+        snprintf(buf, size, "ws: %s", cli_ws_failure(ev, r, sizeof r));
+    } else if (!p->ws_open && ev->status == -EPROTO)
+        snprintf(buf, size, "WebSocket handshake failed (a 101 without the right "
+                            "Sec-WebSocket-Accept, or an answer that is not HTTP)");
     else if (!p->ws_open && ev->status == CSOCK_EOF)
         snprintf(buf, size, "WebSocket handshake: the server closed the connection");
     else if (ev->status == -EPROTO || ev->status == CSOCK_ETOOBIG)
@@ -211,16 +214,33 @@ static void closed(nc_peer *p, csock_ws *ws, const csock_ws_event *ev)
     peer_close(p, 0); /* no ws, no stream: freed now */
 }
 
+/* -v: the server's answer as it came, a line each (its control bytes
+ * shown as '?': a terminal gets what the server wrote, not what it meant). */
+static void show_answer(const char *h, size_t n)
+{
+    while (n) {
+        const char *eol = memchr(h, '\n', n);
+        size_t len = eol ? (size_t)(eol - h) : n, step = eol ? len + 1 : n;
+        if (len && h[len - 1] == '\r') len--;
+        if (len) {
+            char line[CLI_REASON_TEXT];
+            size_t k = len < sizeof line ? len : sizeof line - 1;
+            for (size_t i = 0; i < k; i++)
+                line[i] = (unsigned char)h[i] < ' ' || h[i] == 0x7f ? '?' : h[i];
+            cli_warn("< %.*s", (int)k, line);
+        }
+        h += step, n -= step;
+    }
+}
+
 /* connect ws://: the handshake succeeded; -v shows its answer. */
-static void opened(nc_peer *p, csock_ws *ws)
+static void opened(nc_peer *p, csock_ws *ws, const csock_ws_event *ev)
 {
     nc_ctx *c = p->c;
-    const char *sub = csock_ws_subprotocol(ws);
     csock_stream *s = csock_ws_stream(ws);
     p->ws_open = 1;
     if (c->o->verbose) {
-        cli_warn("< HTTP/1.1 101 Switching Protocols");
-        if (sub) cli_warn("< Sec-WebSocket-Protocol: %s", sub);
+        show_answer(ev->buf, ev->len);
         if (c->tls) cli_warn("%s %s", csock_tls_version(s), csock_tls_cipher(s));
     }
     peer_idle_timeout(c, s);
@@ -232,7 +252,7 @@ void nc_ws_on_event(csock_ws *ws, const csock_ws_event *ev, void *data)
     nc_peer *p = data;
     if (!p) return; /* accepted, then no memory for its peer: aborted */
     switch (ev->kind) {
-    case CSOCK_WS_OPEN: return opened(p, ws);
+    case CSOCK_WS_OPEN: return opened(p, ws, ev);
     case CSOCK_WS_MESSAGE:
         if (!p->gone) message_in(p, ev);
         return;
