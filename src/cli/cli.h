@@ -270,6 +270,11 @@ int cli_ws_dial_text(const char *url, char *buf, size_t size);
  * static string. */
 const char *cli_ws_failure(const csock_ws_event *ev, char *buf, size_t size);
 
+/* The length (1-4) of the UTF-8 character at s[0..n), n >= 1; 0 when
+ * it is not a well-formed one (an invalid byte, a sequence cut short, an
+ * overlong form, a surrogate, past U+10FFFF). */
+size_t cli_utf8_char(const unsigned char *s, size_t n);
+
 /* An HTTP answer with a short text body ("404 Not Found\n") and an
  * optional field `name: value`. */
 void cli_http_answer(csock_http_req *r, int status, const char *name, const char *value);

@@ -121,6 +121,26 @@ void cli_http_answer(csock_http_req *r, int status, const char *name, const char
     csock_http_send(r, status, body, (size_t)n);
 }
 
+size_t cli_utf8_char(const unsigned char *s, size_t n)
+{
+    unsigned char b = s[0];
+    size_t k;
+    uint32_t cp, min;
+    if (b < 0x80) return 1;
+    if ((b & 0xe0) == 0xc0) k = 1, cp = b & 0x1fu, min = 0x80;
+    else if ((b & 0xf0) == 0xe0) k = 2, cp = b & 0x0fu, min = 0x800;
+    else if ((b & 0xf8) == 0xf0) k = 3, cp = b & 0x07u, min = 0x10000;
+    else return 0;
+    if (n <= k) return 0;
+    for (size_t j = 1; j <= k; j++) {
+        if ((s[j] & 0xc0) != 0x80) return 0;
+        cp = cp << 6 | (s[j] & 0x3fu);
+    }
+    /* Shortest forms only, no surrogates, up to U+10FFFF (RFC 3629). */
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+    return k + 1;
+}
+
 const char *cli_ws_failure(const csock_ws_event *ev, char *buf, size_t size)
 {
     if (!ev->http_status) return csock_strerror(ev->status);

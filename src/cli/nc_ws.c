@@ -29,29 +29,11 @@ csock_ws_opts nc_ws_opts(const nc_ctx *c)
 }
 
 /* Text messages must be UTF-8 (the peer would fail the connection with
- * 1007): shortest forms, no surrogates, up to U+10FFFF. */
+ * 1007). */
 static int utf8_ok(const unsigned char *s, size_t n)
 {
-    for (size_t i = 0; i < n;) {
-        unsigned char b = s[i];
-        size_t k;
-        uint32_t cp, min;
-        if (b < 0x80) {
-            i++;
-            continue;
-        }
-        if ((b & 0xe0) == 0xc0) k = 1, cp = b & 0x1fu, min = 0x80;
-        else if ((b & 0xf0) == 0xe0) k = 2, cp = b & 0x0fu, min = 0x800;
-        else if ((b & 0xf8) == 0xf0) k = 3, cp = b & 0x07u, min = 0x10000;
-        else return 0;
-        if (n - i <= k) return 0;
-        for (size_t j = 1; j <= k; j++) {
-            if ((s[i + j] & 0xc0) != 0x80) return 0;
-            cp = cp << 6 | (s[i + j] & 0x3fu);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-        i += k + 1;
-    }
+    for (size_t i = 0, k; i < n; i += k)
+        if (!(k = cli_utf8_char(s + i, n - i))) return 0;
     return 1;
 }
 
