@@ -147,10 +147,7 @@ def test_one_room_tcp_unix_ws():
                 await ws.close()
             ct.check_eq(await a.until(lambda l: "disconnected" in l),
                         "<announce> <bob> is disconnected.", "leave announcement with the name")
-            for m in (a, b):
-                m.s.close()
-            rc, _, err = await stop(srv)
-            ct.check_eq((rc, err), (0, ""), "serve chat's end after SIGTERM")
+            await stop_clean(srv, a, b)
         finally:
             await srv.close()
 
@@ -185,14 +182,19 @@ def test_utf8_text_passes_through():
                 ct.check_eq(await ws_until(ws, lambda m: "bad" in m), esc, "escaped for a browser")
                 ct.check_eq(await b.said(), esc, "escaped for a terminal")
                 await ws.close()
-            for m in (a, b):
-                m.s.close()
-            rc, _, err = await stop(srv)
-            ct.check_eq((rc, err), (0, ""), "serve chat's end after SIGTERM")
+            await stop_clean(srv, a, b)
         finally:
             await srv.close()
 
     run(go())
+
+
+async def stop_clean(srv, *members):
+    """The members leave, then SIGTERM: serve chat ends with 0 and says nothing."""
+    for m in members:
+        m.s.close()
+    rc, _, err = await stop(srv)
+    ct.check_eq((rc, err), (0, ""), "serve chat's end after SIGTERM")
 
 
 async def stop(c):
