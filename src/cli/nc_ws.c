@@ -102,7 +102,9 @@ void nc_ws_finish(nc_peer *p, int graceful)
     if (!graceful) return csock_ws_abort(p->ws);
     if (p->nwline) line_out(p, p->wline, p->nwline); /* the last line had no end */
     p->nwline = 0;
-    csock_ws_close(p->ws, CSOCK_WS_NORMAL, NULL, 0); /* -EALREADY: closing anyway */
+    /* A half close, as a stream peer gets: what the peer sends until it
+     * answers (the echo of our last line) still comes. -EALREADY: closing. */
+    csock_ws_shutdown(p->ws, CSOCK_WS_NORMAL, NULL, 0);
 }
 
 /* A message in: text mode makes it a line, so the relay (and chat's tags,

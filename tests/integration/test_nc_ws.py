@@ -193,6 +193,19 @@ def test_connect_refused_handshakes():
     ct.check_eq(len(err.splitlines()), 1, "one line: %r" % err)
 
 
+def test_connect_replies_after_the_end_of_input():
+    """`printf 'hi\\n' | csock connect ws://.../echo` prints the echo, as
+    websocat does: the end of input is a half close (csock_ws_shutdown),
+    and the server's messages until it answers the close still come."""
+    from test_serve_ws import WsServer
+    srv = WsServer("echo", "ws://127.0.0.1:0/e")
+    try:
+        rc, out, err = ct.csock("connect", srv.urls[0], input=b"hi\nthere\n")
+        ct.check_eq((rc, out), (0, b"hi\nthere\n"), "status and the echoes (stderr %r)" % err)
+    finally:
+        srv.finish()
+
+
 def test_connect_refused_by_websockets():
     """A websockets server that refuses the handshake with 403: the status
     line is the reason on stderr, and the exit status is 1."""
