@@ -312,7 +312,8 @@ CSOCK_API void csock_ws_abort(csock_ws *ws);
  * peer dead (the silence is ours), pings are not answered, and
  * csock_ws_close() reads again (the closing handshake needs the peer's
  * answer; messages still coming are then dropped). A client may stop
- * before it is open. Returns 0, or -EPIPE once the connection is closing. */
+ * before it is open. Returns 0, or -EPIPE once the connection is closing
+ * (after csock_ws_shutdown: once the peer's close frame has come). */
 CSOCK_API int csock_ws_read_stop(csock_ws *ws);
 CSOCK_API int csock_ws_read_start(csock_ws *ws);
 
