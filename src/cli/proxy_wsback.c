@@ -36,6 +36,7 @@ typedef struct wsback {
     unsigned char c_eof;   /* the client finished sending */
     unsigned char c_stopped, ws_stopped; /* paused for the other side */
     unsigned char ending;  /* the client's stream is ending (flush, FIN) */
+    unsigned char ws_closing; /* our close went to the backend: its answer ends the WebSocket */
     uint64_t up, down;     /* bytes to the backend, to the client */
     char why[CLI_REASON_TEXT];
     char peer[CLI_ADDR_TEXT];
@@ -86,6 +87,13 @@ static size_t on_client_read(csock_stream *s, int status, const char *buf, size_
         w->c_eof = 1;
         csock_stream_read_stop(s);
         if (w->ws && csock_ws_shutdown(w->ws, CSOCK_WS_NORMAL, NULL, 0) < 0) csock_ws_abort(w->ws);
+        else if (w->ws) w->ws_closing = 1;
+        return len;
+    }
+    if (status == -ETIMEDOUT && w->ws) { /* --idle: the backend is told, 1001 */
+        set_why(w, csock_strerror(status));
+        if (csock_ws_close(w->ws, CSOCK_WS_GOING_AWAY, "idle", 4) == 0) w->ws_closing = 1;
+        else csock_ws_abort(w->ws);
         return len;
     }
     if (status < 0) {
@@ -119,7 +127,7 @@ static void on_client_closed(csock_stream *s)
 {
     wsback *w = csock_stream_data(s);
     w->c = NULL;
-    if (w->ws) { /* closed under us (an error, the teardown) */
+    if (w->ws && !w->ws_closing) { /* closed under us (an error, the teardown) */
         set_why(w, "client closed");
         csock_ws_abort(w->ws);
         return;
@@ -190,7 +198,11 @@ int proxy_wsback_start(proxy *px, backend *be, csock_stream *client, csock_strea
      * (close_timeout): as long as --idle lets a relay be quiet. */
     csock_ws_opts wo = {.max_message = WSBACK_MAX_MESSAGE, .handshake_timeout_ms = px->connect_ms,
                         .close_timeout_ms = px->idle_ms ? px->idle_ms : WSBACK_CLOSE_MS};
-    int rc = csock_ws_connect_stream(s, be->text, &wo, on_ws, w, &w->ws);
+    /* --idle: every byte of the relay passes the client's stream, either
+     * way, so its idle timeout is the relay's (the sweep sees only the
+     * relays of proxy_relay.c). */
+    int rc = px->idle_ms ? csock_stream_set_idle_timeout(client, px->idle_ms) : 0;
+    if (rc == 0) rc = csock_ws_connect_stream(s, be->text, &wo, on_ws, w, &w->ws);
     if (rc < 0) {
         free(w);
         return rc;

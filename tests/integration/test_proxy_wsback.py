@@ -10,6 +10,7 @@ client (a plain TCP socket, as nc would be) reaching a WebSocket server
   sent before it all arrives);
 - the backend's close ends the client's connection (EOF after the bytes);
 - wss:// backends: TLS verified (a certificate not trusted fails);
+- --idle ends a quiet relay;
 - a refused handshake (403) closes the client and -v says why;
 - the request carries the URL's path and Host;
 - backpressure both ways, with 20 MB: a slow client holds back a fast
@@ -50,6 +51,7 @@ class WsBackend:
         self.flood = flood
         self.requests = []  # (path, headers)
         self.kinds = set()
+        self.closes = []  # /echo: (code, reason) of each end
         self.sink = None
         self.loop = asyncio.new_event_loop()
         ready = threading.Event()
@@ -83,6 +85,7 @@ class WsBackend:
             async for m in ws:
                 self.kinds.add(type(m))
                 await ws.send(m)
+            self.closes.append((ws.close_code, ws.close_reason))
         elif p == "/greet":
             await ws.send("h\u00e9llo ")
             await ws.send(b"bin")
@@ -129,6 +132,8 @@ def test_tcp_client_to_websocket_echo():
             check_eq(recv_all(s), b"", "EOF after the echo")
         check(got == data, "300 KiB echoed byte-exact through the WebSocket (%d of %d)" % (len(got), len(data)))
         check_eq(be.kinds, {bytes}, "the client's bytes go as binary messages")
+        wait_for(lambda: be.closes, 10, "the backend's end")
+        check_eq(be.closes, [(1000, "")], "the client's EOF is a close 1000")
         path, headers = be.requests[0]
         check_eq(path, "/echo", "the request's path")
         check_eq(headers["Host"], "127.0.0.1:%d" % be.port, "the request's Host")
@@ -182,6 +187,27 @@ def test_backend_close_ends_the_client():
             s.settimeout(T(10))
             check_eq(recv_all(s), "h\u00e9llo bin".encode(), "messages as bytes, then EOF")
         px.finish()
+    finally:
+        be.close()
+
+
+def test_idle_relay_closed():
+    be = WsBackend()
+    try:
+        px = Proxy("tcp://127.0.0.1:0", "--idle", "0.3", "--to", be.url("/echo"))
+        with px.connect() as s:
+            s.settimeout(T(10))
+            s.sendall(b"once")
+            check_eq(recv_exact(s, 4), b"once", "echoed")
+            try:  # then nothing either way: --idle ends it
+                got = recv_all(s)
+            except ConnectionResetError:
+                got = b""
+            check_eq(got, b"", "EOF after --idle")
+        wait_for(lambda: be.closes, 10, "the backend's end")
+        check_eq(be.closes, [(1001, "idle")], "the backend is told: going away")
+        err = px.finish()
+        check("timed out" in err, "-v says why: %r" % err)
     finally:
         be.close()
 
