@@ -227,17 +227,34 @@ CSOCK_API int csock_ws_accept(csock_http_req *r, const csock_ws_opts *opts, csoc
 /* Client: connect to `url`, ws://HOST[:PORT][/PATH][?QUERY] (port 80 by
  * default) or wss://... (TLS with opts->tls, port 443 by default; the
  * server's certificate is verified for HOST); HOST a name, an IPv4 address
- * or [IPv6]; a name is resolved with getaddrinfo(), which blocks. Sends the handshake and checks the answer:
+ * or [IPv6]. The connect is csock_dial_start()'s (see csock/dial.h): a name
+ * is resolved on the resolver thread, never blocking the loop, and its
+ * addresses race as Happy Eyeballs has them; handshake_timeout_ms bounds
+ * all of it. Sends the handshake and checks the answer:
  * 101, Upgrade and Connection, Sec-WebSocket-Accept from our key, no
  * extension but permessage-deflate if offered, a subprotocol we offered if any. Returns 0 and *out at once;
  * then exactly one of: CSOCK_WS_OPEN, or CSOCK_WS_CLOSED with the failure
- * (a connect error, -EPROTO for a refused or malformed handshake,
- * -ETIMEDOUT). On an error return (-EINVAL a malformed URL, CSOCK_ESCHEME
- * another scheme, an address error of csock_addr_parse, csock_tls_connect's
- * errors, -ENOMEM)
- * nothing was made and `cb` never runs. Sending before OPEN is -ENOTCONN. */
+ * (a resolution or connect error: CSOCK_ENONAME, -ECONNREFUSED...; CSOCK_ETLS;
+ * -EPROTO for a refused or malformed handshake; -ETIMEDOUT). On an error
+ * return (-EINVAL a malformed URL, CSOCK_ESCHEME another scheme, an address
+ * that cannot parse, -ENOMEM, a TLS context's error) nothing was made and
+ * `cb` never runs. Sending before OPEN is -ENOTCONN; csock_ws_stream() is
+ * NULL until the connect is made. */
 CSOCK_API int csock_ws_connect(csock_loop *loop, const char *url, const csock_ws_opts *opts,
                      csock_ws_cb cb, void *data, csock_ws **out);
+
+/* Client on a stream the caller connected (with csock_dial_start(), through
+ * a proxy, over TLS or not): run the handshake for `url` (a ws:// or wss://
+ * URL as for csock_ws_connect, whose host goes into the Host field and
+ * whose path and query are the request target; nothing is connected, and
+ * for wss:// TLS is the caller's to have run). The stream must be
+ * connected and not reading. Returns 0 and *out: the csock_ws owns the
+ * stream from then on, and the events are csock_ws_connect()'s (OPEN or
+ * CLOSED, bounded by handshake_timeout_ms). On an error return (-EINVAL,
+ * CSOCK_ESCHEME, -ENOMEM, the stream's write error) nothing was made and
+ * the stream is still the caller's. */
+CSOCK_API int csock_ws_connect_stream(csock_stream *s, const char *url, const csock_ws_opts *opts,
+                                      csock_ws_cb cb, void *data, csock_ws **out);
 
 /* Send one message of `type` (CSOCK_WS_TEXT: the caller makes sure it is
  * UTF-8; CSOCK_WS_BINARY), copied or queued as the stream does, as one
@@ -272,6 +289,15 @@ CSOCK_API int csock_ws_ping(csock_ws *ws, const void *buf, size_t len);
  * connection ends after 250 ms. */
 CSOCK_API int csock_ws_close(csock_ws *ws, int code, const char *reason, size_t len);
 
+/* A half close: begin the closing handshake as csock_ws_close() does (the
+ * same codes, reasons, returns and close_timeout), but the messages (and
+ * pongs) the peer sends before its close frame are still delivered: it may
+ * not have seen ours yet and finishes what it was sending, as after a TCP
+ * shutdown. A stopped connection stays stopped (csock_ws_read_start
+ * resumes it; mind close_timeout), and csock_ws_read_stop/start keep
+ * working until the peer's close frame. */
+CSOCK_API int csock_ws_shutdown(csock_ws *ws, int code, const char *reason, size_t len);
+
 /* End the connection now, without a closing handshake (queued frames are
  * dropped). CLOSED comes from the loop with status -ECANCELED. A no-op on
  * a connection already ending. */
@@ -286,7 +312,8 @@ CSOCK_API void csock_ws_abort(csock_ws *ws);
  * peer dead (the silence is ours), pings are not answered, and
  * csock_ws_close() reads again (the closing handshake needs the peer's
  * answer; messages still coming are then dropped). A client may stop
- * before it is open. Returns 0, or -EPIPE once the connection is closing. */
+ * before it is open. Returns 0, or -EPIPE once the connection is closing
+ * (after csock_ws_shutdown: once the peer's close frame has come). */
 CSOCK_API int csock_ws_read_stop(csock_ws *ws);
 CSOCK_API int csock_ws_read_start(csock_ws *ws);
 

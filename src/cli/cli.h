@@ -259,4 +259,24 @@ void cli_ws_listen_addr(const char *text, int flags, csock_addr *addr, char path
  * socket address `bound`, flushed, as cli_print_listening(). */
 void cli_print_ws_listening(FILE *f, const csock_addr *bound, int tls, const char *path);
 
+/* The address to dial for a ws:// URL: tcp://HOST:PORT (wss: tls://, the
+ * default ports 80 and 443 filled in) into buf. 0, or -EINVAL (not ws://
+ * or wss://, or too long). */
+int cli_ws_dial_text(const char *url, char *buf, size_t size);
+
+/* Why a client WebSocket ended before OPEN, for a one-line message:
+ * "refused: 403 Forbidden" (the status line of a refused handshake, from
+ * CLOSED's http_status and head) or the status's text. Returns buf or a
+ * static string. */
+const char *cli_ws_failure(const csock_ws_event *ev, char *buf, size_t size);
+
+/* The length (1-4) of the UTF-8 character at s[0..n), n >= 1; 0 when
+ * it is not a well-formed one (an invalid byte, a sequence cut short, an
+ * overlong form, a surrogate, past U+10FFFF). */
+size_t cli_utf8_char(const unsigned char *s, size_t n);
+
+/* An HTTP answer with a short text body ("404 Not Found\n") and an
+ * optional field `name: value`. */
+void cli_http_answer(csock_http_req *r, int status, const char *name, const char *value);
+
 #endif

@@ -97,6 +97,67 @@ int cli_ws_scheme(const char *text)
     return 0;
 }
 
+int cli_ws_dial_text(const char *url, char *buf, size_t size)
+{
+    int tls = cli_ws_scheme(url) == 2;
+    if (!cli_ws_scheme(url)) return -EINVAL;
+    const char *host = url + (tls ? 6 : 5);
+    size_t hl = strcspn(host, "/?#");
+    /* A port is there when a ':' follows the host (after ']' for [IPv6]);
+     * without one, the URL's default (80, 443 for wss). */
+    const char *rb = hl && host[0] == '[' ? memchr(host, ']', hl) : NULL;
+    int has_port = rb ? rb + 1 < host + hl && rb[1] == ':' : memchr(host, ':', hl) != NULL;
+    if (hl + 12 >= size) return -EINVAL;
+    snprintf(buf, size, "%s://%.*s%s", tls ? "tls" : "tcp", (int)hl, host, has_port ? "" : tls ? ":443" : ":80");
+    return 0;
+}
+
+void cli_http_answer(csock_http_req *r, int status, const char *name, const char *value)
+{
+    char body[64];
+    int n = snprintf(body, sizeof body, "%d %s\n", status, csock_http_reason(status));
+    csock_http_add_header(r, "Content-Type", "text/plain; charset=utf-8");
+    if (name) csock_http_add_header(r, name, value);
+    csock_http_send(r, status, body, (size_t)n);
+}
+
+size_t cli_utf8_char(const unsigned char *s, size_t n)
+{
+    unsigned char b = s[0];
+    size_t k;
+    uint32_t cp, min;
+    if (b < 0x80) return 1;
+    if ((b & 0xe0) == 0xc0) k = 1, cp = b & 0x1fu, min = 0x80;
+    else if ((b & 0xf0) == 0xe0) k = 2, cp = b & 0x0fu, min = 0x800;
+    else if ((b & 0xf8) == 0xf0) k = 3, cp = b & 0x07u, min = 0x10000;
+    else return 0;
+    if (n <= k) return 0;
+    for (size_t j = 1; j <= k; j++) {
+        if ((s[j] & 0xc0) != 0x80) return 0;
+        cp = cp << 6 | (s[j] & 0x3fu);
+    }
+    /* Shortest forms only, no surrogates, up to U+10FFFF (RFC 3629). */
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+    return k + 1;
+}
+
+const char *cli_ws_failure(const csock_ws_event *ev, char *buf, size_t size)
+{
+    if (!ev->http_status) return csock_strerror(ev->status);
+    /* The status line's code and reason, e.g. "403 Forbidden". */
+    const char *line = ev->buf, *end = memchr(ev->buf, '\r', ev->len);
+    size_t n = end ? (size_t)(end - line) : ev->len;
+    const char *sp = memchr(line, ' ', n);
+    if (sp) {
+        n -= (size_t)(sp + 1 - line);
+        line = sp + 1;
+    }
+    snprintf(buf, size, "refused: %.*s", (int)n, line);
+    for (char *c = buf; *c; c++)
+        if ((unsigned char)*c < ' ' || *c == 0x7f) *c = '?'; /* the server's bytes, on a terminal */
+    return buf;
+}
+
 void cli_ws_listen_addr(const char *text, int flags, csock_addr *addr, char path[CLI_WS_PATH])
 {
     int tls = cli_ws_scheme(text) == 2;
@@ -112,14 +173,8 @@ void cli_ws_listen_addr(const char *text, int flags, csock_addr *addr, char path
     if (strlen(p) >= CLI_WS_PATH)
         cli_die(CLI_USAGE, "bad address '%s': path longer than %d bytes", text, CLI_WS_PATH - 1);
     snprintf(path, CLI_WS_PATH, "%s", *p ? p : "/");
-    /* A port is there when a ':' follows the host (after ']' for [IPv6]);
-     * without one, the URL's default (80, 443 for wss). */
-    const char *rb = hl && host[0] == '[' ? memchr(host, ']', hl) : NULL;
-    int has_port = rb ? rb + 1 < host + hl && rb[1] == ':' : memchr(host, ':', hl) != NULL;
     char sock[CSOCK_ADDR_STRLEN + 16];
-    if (hl + 12 >= sizeof sock) cli_die(CLI_USAGE, "bad address '%s': host too long", text);
-    snprintf(sock, sizeof sock, "%s://%.*s%s", tls ? "tls" : "tcp", (int)hl, host,
-             has_port ? "" : tls ? ":443" : ":80");
+    if (cli_ws_dial_text(text, sock, sizeof sock) < 0) cli_die(CLI_USAGE, "bad address '%s': host too long", text);
     int rc = csock_addr_parse(sock, flags, addr);
     if (rc == CSOCK_EBADADDR || rc == CSOCK_ENOPORT || rc == CSOCK_EBADPORT || rc == CSOCK_EBRACKETS)
         cli_die(CLI_USAGE, "bad address '%s': %s; expected ws://HOST[:PORT][/PATH] or wss://...",

@@ -85,17 +85,32 @@ size_t to_crlf(const char *in, size_t len, char *out, int *cr)
     return n;
 }
 
-/* --chat: the text with control bytes written as \ooo, exactly as ncat's
- * chat filter does. `out` holds 4 * len bytes. */
+/* --chat: the text as it is, but for what could take over a member's
+ * terminal or is not text: control bytes (C0 but tab, CR and LF; DEL; the
+ * C1 controls U+0080-U+009F, which some terminals obey) and bytes that are
+ * not well-formed UTF-8 are written as \ooo, one per byte, as ncat's chat
+ * filter writes them. Valid UTF-8 passes: "héllo" reaches a browser and a
+ * terminal as "héllo", not "h\303\251llo" (ncat escapes every byte over
+ * 127, a choice from before UTF-8 terminals). A character cut between two
+ * reads is escaped too: each chunk is checked alone. `out` holds 4 * len
+ * bytes. */
 size_t chat_escape(const char *in, size_t len, char *out)
 {
+    const unsigned char *u = (const unsigned char *)in;
     size_t n = 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)in[i];
-        if (isprint(ch) || ch == '\n' || ch == '\t' || ch == '\r')
-            out[n++] = (char)ch;
-        else
+    for (size_t i = 0; i < len;) {
+        unsigned char ch = u[i];
+        size_t k = ch < 0x80 ? (ch >= 0x20 && ch < 0x7f) || ch == '\n' || ch == '\t' || ch == '\r'
+                             : cli_utf8_char(u + i, len - i);
+        if (k == 2 && ch == 0xc2 && u[i + 1] < 0xa0) k = 0; /* a C1 control */
+        if (!k) {
             n += (size_t)sprintf(out + n, "\\%03o", ch);
+            i++;
+            continue;
+        }
+        memcpy(out + n, in + i, k);
+        n += k;
+        i += k;
     }
     return n;
 }

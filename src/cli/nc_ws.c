@@ -29,29 +29,11 @@ csock_ws_opts nc_ws_opts(const nc_ctx *c)
 }
 
 /* Text messages must be UTF-8 (the peer would fail the connection with
- * 1007): shortest forms, no surrogates, up to U+10FFFF. */
+ * 1007). */
 static int utf8_ok(const unsigned char *s, size_t n)
 {
-    for (size_t i = 0; i < n;) {
-        unsigned char b = s[i];
-        size_t k;
-        uint32_t cp, min;
-        if (b < 0x80) {
-            i++;
-            continue;
-        }
-        if ((b & 0xe0) == 0xc0) k = 1, cp = b & 0x1fu, min = 0x80;
-        else if ((b & 0xf0) == 0xe0) k = 2, cp = b & 0x0fu, min = 0x800;
-        else if ((b & 0xf8) == 0xf0) k = 3, cp = b & 0x07u, min = 0x10000;
-        else return 0;
-        if (n - i <= k) return 0;
-        for (size_t j = 1; j <= k; j++) {
-            if ((s[i + j] & 0xc0) != 0x80) return 0;
-            cp = cp << 6 | (s[i + j] & 0x3fu);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-        i += k + 1;
-    }
+    for (size_t i = 0, k; i < n; i += k)
+        if (!(k = cli_utf8_char(s + i, n - i))) return 0;
     return 1;
 }
 
@@ -120,7 +102,9 @@ void nc_ws_finish(nc_peer *p, int graceful)
     if (!graceful) return csock_ws_abort(p->ws);
     if (p->nwline) line_out(p, p->wline, p->nwline); /* the last line had no end */
     p->nwline = 0;
-    csock_ws_close(p->ws, CSOCK_WS_NORMAL, NULL, 0); /* -EALREADY: closing anyway */
+    /* A half close, as a stream peer gets: what the peer sends until it
+     * answers (the echo of our last line) still comes. -EALREADY: closing. */
+    csock_ws_shutdown(p->ws, CSOCK_WS_NORMAL, NULL, 0);
 }
 
 /* A message in: text mode makes it a line, so the relay (and chat's tags,
@@ -167,9 +151,12 @@ static const char *end_reason(const nc_peer *p, csock_ws *ws, const csock_ws_eve
             reason[i] = (unsigned char)ev->buf[i] < ' ' || ev->buf[i] == 0x7f ? '?' : ev->buf[i];
         snprintf(buf, size, "closed with code %d%s%.*s", ev->code, n ? ": " : "", (int)n, reason);
     }
-    else if (!p->ws_open && ev->status == -EPROTO)
-        snprintf(buf, size, "WebSocket handshake refused (the answer is not a 101 with the "
-                            "right Sec-WebSocket-Accept: wrong path or not a WebSocket server?)");
+    else if (!p->ws_open && ev->http_status) { /* the server's status line says why */
+        char r[CLI_REASON_TEXT - 8];
+        snprintf(buf, size, "ws: %s", cli_ws_failure(ev, r, sizeof r));
+    } else if (!p->ws_open && ev->status == -EPROTO)
+        snprintf(buf, size, "WebSocket handshake failed (a 101 without the right "
+                            "Sec-WebSocket-Accept, or an answer that is not HTTP)");
     else if (!p->ws_open && ev->status == CSOCK_EOF)
         snprintf(buf, size, "WebSocket handshake: the server closed the connection");
     else if (ev->status == -EPROTO || ev->status == CSOCK_ETOOBIG)
@@ -211,16 +198,33 @@ static void closed(nc_peer *p, csock_ws *ws, const csock_ws_event *ev)
     peer_close(p, 0); /* no ws, no stream: freed now */
 }
 
+/* -v: the server's answer as it came, a line each (its control bytes
+ * shown as '?': a terminal gets what the server wrote, not what it meant). */
+static void show_answer(const char *h, size_t n)
+{
+    while (n) {
+        const char *eol = memchr(h, '\n', n);
+        size_t len = eol ? (size_t)(eol - h) : n, step = eol ? len + 1 : n;
+        if (len && h[len - 1] == '\r') len--;
+        if (len) {
+            char line[CLI_REASON_TEXT];
+            size_t k = len < sizeof line ? len : sizeof line - 1;
+            for (size_t i = 0; i < k; i++)
+                line[i] = (unsigned char)h[i] < ' ' || h[i] == 0x7f ? '?' : h[i];
+            cli_warn("< %.*s", (int)k, line);
+        }
+        h += step, n -= step;
+    }
+}
+
 /* connect ws://: the handshake succeeded; -v shows its answer. */
-static void opened(nc_peer *p, csock_ws *ws)
+static void opened(nc_peer *p, csock_ws *ws, const csock_ws_event *ev)
 {
     nc_ctx *c = p->c;
-    const char *sub = csock_ws_subprotocol(ws);
     csock_stream *s = csock_ws_stream(ws);
     p->ws_open = 1;
     if (c->o->verbose) {
-        cli_warn("< HTTP/1.1 101 Switching Protocols");
-        if (sub) cli_warn("< Sec-WebSocket-Protocol: %s", sub);
+        show_answer(ev->buf, ev->len);
         if (c->tls) cli_warn("%s %s", csock_tls_version(s), csock_tls_cipher(s));
     }
     peer_idle_timeout(c, s);
@@ -232,7 +236,7 @@ void nc_ws_on_event(csock_ws *ws, const csock_ws_event *ev, void *data)
     nc_peer *p = data;
     if (!p) return; /* accepted, then no memory for its peer: aborted */
     switch (ev->kind) {
-    case CSOCK_WS_OPEN: return opened(p, ws);
+    case CSOCK_WS_OPEN: return opened(p, ws, ev);
     case CSOCK_WS_MESSAGE:
         if (!p->gone) message_in(p, ev);
         return;

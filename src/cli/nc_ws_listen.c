@@ -8,15 +8,6 @@
 #include "cli/chat_page.h"
 #include "cli/netcat.h"
 
-static void answer(csock_http_req *r, int status, const char *name, const char *value)
-{
-    char body[64];
-    int n = snprintf(body, sizeof body, "%d %s\n", status, csock_http_reason(status));
-    csock_http_add_header(r, "Content-Type", "text/plain; charset=utf-8");
-    if (name) csock_http_add_header(r, name, value);
-    csock_http_send(r, status, body, (size_t)n);
-}
-
 static int is(csock_http_str s, const char *text)
 {
     return s.len == strlen(text) && !memcmp(s.ptr, text, s.len);
@@ -25,7 +16,7 @@ static int is(csock_http_str s, const char *text)
 static void serve_page(csock_http_req *r)
 {
     csock_http_str m = csock_http_method(r);
-    if (!is(m, "GET") && !is(m, "HEAD")) return answer(r, 405, "Allow", "GET, HEAD");
+    if (!is(m, "GET") && !is(m, "HEAD")) return cli_http_answer(r, 405, "Allow", "GET, HEAD");
     csock_http_add_header(r, "Content-Type", "text/html; charset=utf-8");
     csock_http_add_header(r, "Cache-Control", "no-store");
     csock_http_send(r, 200, cli_chat_page, cli_chat_page_len);
@@ -42,11 +33,11 @@ static void upgrade(nc_ctx *c, csock_http_req *r)
     if (has) csock_addr_format(&a, name, sizeof name);
     if (!c->o->keep_open && c->served) {
         csock_http_close_after(r);
-        return answer(r, 503, NULL, NULL); /* a single-peer listener has its peer */
+        return cli_http_answer(r, 503, NULL, NULL); /* a single-peer listener has its peer */
     }
     if (!admit(c, has ? &a : NULL, name)) {
         csock_http_close_after(r);
-        return answer(r, 403, NULL, NULL);
+        return cli_http_answer(r, 403, NULL, NULL);
     }
     csock_ws_opts wo = nc_ws_opts(c);
     csock_ws *ws;
@@ -61,10 +52,10 @@ static void upgrade(nc_ctx *c, csock_http_req *r)
 static void on_request(csock_http_req *r, void *data)
 {
     nc_endpoint *ep = data;
-    if (!is(csock_http_path(r), ep->path)) return answer(r, 404, NULL, NULL);
+    if (!is(csock_http_path(r), ep->path)) return cli_http_answer(r, 404, NULL, NULL);
     if (csock_ws_is_upgrade(r)) return upgrade(ep->c, r);
     if (ep->c->o->chat) return serve_page(r);
-    answer(r, 426, "Upgrade", "websocket");
+    cli_http_answer(r, 426, "Upgrade", "websocket");
 }
 
 /* -v: the HTTP errors (a refused upgrade, a wrong path, out of memory),

@@ -5,16 +5,25 @@
 #include <string.h>
 
 #include "cli/proxy.h"
+#include "cli/proxy_wsback.h"
 
 #define CHECK_REPLY_MAX 4096 /* an HTTP check reads no more of the reply */
 
-/* tls://HOST:PORT: HOST (brackets off an IPv6 address) is the name a
- * TLS started here verifies. */
-static void set_tls_host(backend *b)
+/* The address a backend is dialled at: its text, or for a ws:// URL
+ * tcp://HOST:PORT (wss://: tls://) in buf. */
+static const char *addr_text(const backend *b, char *buf, size_t size)
 {
-    if (strncasecmp(b->text, "tls://", 6)) return;
+    if (!backend_is_ws(b)) return b->text;
+    return cli_ws_dial_text(b->text, buf, size) == 0 ? buf : b->text;
+}
+
+/* tls://HOST:PORT (and wss://): HOST (brackets off an IPv6 address) is
+ * the name a TLS started here verifies. */
+static void set_tls_host(backend *b, const char *text)
+{
+    if (strncasecmp(text, "tls://", 6)) return;
     b->tls = 1;
-    const char *h = b->text + 6, *colon = strrchr(h, ':');
+    const char *h = text + 6, *colon = strrchr(h, ':');
     size_t len = colon ? (size_t)(colon - h) : strlen(h);
     if (len >= 2 && h[0] == '[' && h[len - 1] == ']') h++, len -= 2;
     snprintf(b->host, sizeof b->host, "%.*s", (int)len, h);
@@ -29,17 +38,22 @@ void backend_add(proxy *px, const char *text)
     b->px = px;
     b->text = text;
     b->up = 1;
-    set_tls_host(b);
-    int n = csock_addr_resolve(text, CSOCK_ADDR_NUMERIC, b->addrs, CSOCK_RESOLVE_MAX);
+    char buf[CLI_ADDR_TEXT + 16];
+    const char *addr = addr_text(b, buf, sizeof buf);
+    if (backend_is_ws(b) && (addr == text || strpbrk(text, " \t\r\n#")))
+        cli_die(CLI_USAGE, "proxy: bad backend '%s': expected ws://HOST[:PORT][/PATH] or wss://...", text);
+    set_tls_host(b, addr);
+    int n = csock_addr_resolve(addr, CSOCK_ADDR_NUMERIC, b->addrs, CSOCK_RESOLVE_MAX);
     if (n == CSOCK_ENONAME) {
         /* A name: checked for syntax now, resolved once the loop runs. */
         b->is_name = 1;
         snprintf(b->name, sizeof b->name, "%s", text);
         return;
     }
-    if (n < 0) cli_addr(text, 0, &b->addrs[0]); /* dies with the reason */
+    if (n < 0) cli_addr(addr, 0, &b->addrs[0]); /* dies with the reason */
     b->naddrs = (size_t)n;
-    csock_addr_format(&b->addrs[0], b->name, sizeof b->name);
+    if (backend_is_ws(b)) snprintf(b->name, sizeof b->name, "%s", text); /* the path says which service */
+    else csock_addr_format(&b->addrs[0], b->name, sizeof b->name);
 }
 
 /* ---- names ---- */
@@ -62,7 +76,8 @@ static void on_resolved(csock_resolve *r, int status, const csock_addr *addrs, s
 static void start_resolving(backend *b)
 {
     if (b->res) return;
-    int rc = csock_resolve_start(b->px->loop, b->text, NULL, on_resolved, b, &b->res);
+    char buf[CLI_ADDR_TEXT + 16];
+    int rc = csock_resolve_start(b->px->loop, addr_text(b, buf, sizeof buf), NULL, on_resolved, b, &b->res);
     if (rc < 0) {
         b->res = NULL;
         if (b->px->verbose) cli_warn("resolve %s: %s", b->text, csock_strerror(rc));
@@ -76,8 +91,8 @@ static int dial_plain(backend *b, csock_dial_opts *o, csock_dial_cb cb, void *da
 {
     o->tls = NULL;
     if (!b->naddrs) {
-        char text[CLI_ADDR_TEXT + 8];
-        snprintf(text, sizeof text, "tcp://%s", b->text + 6);
+        char text[CLI_ADDR_TEXT + 24], buf[CLI_ADDR_TEXT + 16];
+        snprintf(text, sizeof text, "tcp://%s", addr_text(b, buf, sizeof buf) + 6);
         return csock_dial_start(b->px->loop, text, o, cb, data, out);
     }
     csock_addr tcp[CSOCK_RESOLVE_MAX];
@@ -98,7 +113,8 @@ int backend_dial(backend *b, uint64_t timeout_ms, csock_dial_cb cb, void *data, 
     if (b->tls && px->send_proxy) /* TCP first: backend_start_tls does the rest */
         return dial_plain(b, &o, cb, data, out);
     if (b->naddrs) return csock_dial_addrs(px->loop, b->addrs, b->naddrs, &o, cb, data, out);
-    return csock_dial_start(px->loop, b->text, &o, cb, data, out);
+    char buf[CLI_ADDR_TEXT + 16];
+    return csock_dial_start(px->loop, addr_text(b, buf, sizeof buf), &o, cb, data, out);
 }
 
 int backend_start_tls(backend *b, const csock_stream *client, csock_stream *s, csock_stream_cb ready)
@@ -281,6 +297,11 @@ int backends_start(proxy *px)
 {
     for (unsigned i = 0; i < px->nbackends; i++) {
         backend *b = &px->backends[i];
+        if (b->tls && !px->tls_client) { /* wss://: the options' client context */
+            cli_tls client = px->tls_opts;
+            client.cert = client.key = NULL; /* those are the listener's */
+            px->tls_client = cli_tls_client_ctx(&client);
+        }
         if (b->is_name) start_resolving(b);
         if (px->check == CHECK_NONE) continue;
         int rc = csock_timer_new(px->loop, &b->check_timer);

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "cli/proxy.h"
+#include "cli/proxy_wsback.h"
 
 #define SPLICE_CHUNK (64 * 1024) /* a pipe's default capacity */
 
@@ -324,7 +325,7 @@ static void dial_next(relay *r, const backend *failed)
     if (!b) return relay_end(r, r->last_err ? r->last_err : -EHOSTUNREACH);
     r->be = b;
     b->conns++; /* counted from the connect on, for leastconn */
-    if (raw_eligible(r, b)) {
+    if (raw_eligible(r, b) && !backend_is_ws(b)) { /* (a WebSocket needs a stream) */
         int rc = raw_connect(r, b);
         if (rc < 0) connect_failed(r, rc); /* refused at once (a Unix socket): the next */
         return;
@@ -405,6 +406,21 @@ int proxy_send_header(const proxy *px, const csock_stream *client, csock_stream 
     return w == n ? 0 : -EAGAIN;
 }
 
+/* A ws:// backend: the WebSocket relay (proxy_wsback.c) takes both
+ * streams and counts itself; this relay goes without a log line. */
+static void hand_to_ws(relay *r)
+{
+    proxy *px = r->px;
+    int rc = proxy_wsback_start(px, r->be, r->s[0], r->s[1], r->peer);
+    if (rc < 0) return relay_end(r, rc);
+    r->s[0] = r->s[1] = NULL;
+    r->be->conns--;
+    r->be = NULL;
+    unlink_relay(px, r);
+    free(r->peer);
+    free(r);
+}
+
 static void connected(relay *r)
 {
     proxy *px = r->px;
@@ -417,6 +433,7 @@ static void connected(relay *r)
      * to the loop. A splice relay's backend may be a raw socket. */
     if (px->send_proxy && !r->be->tls) /* (a tls:// backend had it before its TLS) */
         rc = proxy_send_header(px, r->s[0], r->s[1], !plain ? -1 : r->s[1] ? csock_stream_fd(r->s[1]) : r->fd[1]);
+    if (rc == 0 && backend_is_ws(r->be)) return hand_to_ws(r);
     if (rc == 0) rc = plain ? start_splice(r) : start_streams(r);
     if (rc < 0) relay_end(r, rc);
 }

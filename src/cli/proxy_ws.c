@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/proxy.h"
+#include "cli/proxy_wsback.h"
 
 typedef struct ws_listener {
     proxy *px;
@@ -231,26 +231,17 @@ static void ws_dial_next(ws_relay *w, const backend *failed)
     }
 }
 
-static void answer(csock_http_req *r, int status, const char *name, const char *value)
-{
-    char body[64];
-    int n = snprintf(body, sizeof body, "%d %s\n", status, csock_http_reason(status));
-    csock_http_add_header(r, "Content-Type", "text/plain; charset=utf-8");
-    if (name) csock_http_add_header(r, name, value);
-    csock_http_send(r, status, body, (size_t)n);
-}
-
 static void upgrade(ws_listener *wl, csock_http_req *r)
 {
     proxy *px = wl->px;
     if (px->draining || (px->max_conns && px->nrelays >= px->max_conns)) {
         csock_http_close_after(r);
-        return answer(r, 503, NULL, NULL);
+        return cli_http_answer(r, 503, NULL, NULL);
     }
     ws_relay *w = calloc(1, sizeof *w);
     if (!w) {
         csock_http_close_after(r);
-        return answer(r, 503, NULL, NULL);
+        return cli_http_answer(r, 503, NULL, NULL);
     }
     w->px = px;
     csock_stream *s = csock_http_stream(r);
@@ -281,8 +272,8 @@ static int is(csock_http_str s, const char *text)
 static void on_request(csock_http_req *r, void *data)
 {
     ws_listener *wl = data;
-    if (!is(csock_http_path(r), wl->path)) return answer(r, 404, NULL, NULL);
-    if (!csock_ws_is_upgrade(r)) return answer(r, 426, "Upgrade", "websocket");
+    if (!is(csock_http_path(r), wl->path)) return cli_http_answer(r, 404, NULL, NULL);
+    if (!csock_ws_is_upgrade(r)) return cli_http_answer(r, 426, "Upgrade", "websocket");
     upgrade(wl, r);
 }
 
@@ -323,6 +314,11 @@ static void on_accept(csock_listener *l, csock_stream *s, int status)
 
 void proxy_ws_listen(proxy *px, const char *text)
 {
+    /* Messages to messages would be a WebSocket proxy, not this bridge. */
+    for (unsigned i = 0; i < px->nbackends; i++)
+        if (backend_is_ws(&px->backends[i]))
+            cli_die(CLI_USAGE, "proxy: a ws:// listener relays to byte streams (tcp://, tls://, unix:), not to '%s'",
+                    px->backends[i].text);
     ws_listener *wl = calloc(1, sizeof *wl);
     if (!wl) cli_die(CLI_ERR, "listen %s: %s", text, csock_strerror(-ENOMEM));
     wl->px = px;

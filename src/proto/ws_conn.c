@@ -143,9 +143,9 @@ void csock__ws_opened(csock_ws *ws, const char *answer, size_t len)
     csock__ws_emit(ws, &ev);
 }
 
-void csock__ws_on_closed(csock_stream *s)
+/* The CLOSED event, then the memory. */
+static void closed(csock_ws *ws)
 {
-    csock_ws *ws = csock_stream_data(s);
     csock_ws_event ev = {.kind = CSOCK_WS_CLOSED};
     ev.code = ws->got_close ? ws->peer_code : CSOCK_WS_ABNORMAL;
     ev.buf = ws->peer_reason ? ws->peer_reason : "";
@@ -158,6 +158,16 @@ void csock__ws_on_closed(csock_stream *s)
     ws->state = WS_ENDED;
     csock__ws_emit(ws, &ev);
     csock__ws_free(ws);
+}
+
+void csock__ws_on_closed(csock_stream *s) { closed(csock_stream_data(s)); }
+
+void csock__ws_end_unattached(csock_ws *ws, int status)
+{
+    set_status(ws, status);
+    ws->state = WS_ENDED;
+    csock__ws_client_cancel(ws);
+    closed(ws);
 }
 
 /* ---- sending -------------------------------------------------------------------- */
@@ -306,6 +316,11 @@ static void close_now(csock_ws *ws, int status)
 {
     set_status(ws, status);
     ws->state = WS_ENDED;
+    if (!ws->s) { /* a client still dialling: CLOSED from the loop, by its timer */
+        csock__ws_client_cancel(ws);
+        csock__ws_timer(ws, 0); /* the handshake's timer: made already, it starts */
+        return;
+    }
     if (ws->timer) csock_timer_stop(ws->timer);
     csock_stream_close(ws->s, NULL);
 }
@@ -321,7 +336,26 @@ void csock__ws_fail(csock_ws *ws, int code, int status)
 /* The closing handshake goes on through a server's stop (see csock_ws_close). */
 static void on_stop_closing(csock_stream *s, int status) {}
 
+/* Messages still go to the application: open, or closing after
+ * csock_ws_shutdown until the peer's close frame. */
+static int delivering(const csock_ws *ws)
+{
+    return ws->state == WS_OPEN || (ws->state == WS_CLOSING && ws->finishing);
+}
+
+static int begin_close(csock_ws *ws, int code, const char *reason, size_t len, int finishing);
+
 int csock_ws_close(csock_ws *ws, int code, const char *reason, size_t len)
+{
+    return begin_close(ws, code, reason, len, 0);
+}
+
+int csock_ws_shutdown(csock_ws *ws, int code, const char *reason, size_t len)
+{
+    return begin_close(ws, code, reason, len, 1);
+}
+
+static int begin_close(csock_ws *ws, int code, const char *reason, size_t len, int finishing)
 {
     if (ws->state == WS_CONNECTING) {
         csock_ws_abort(ws);
@@ -334,9 +368,11 @@ int csock_ws_close(csock_ws *ws, int code, const char *reason, size_t len)
         return -EINVAL;
     send_close(ws, code, reason, len);
     ws->state = WS_CLOSING;
+    ws->finishing = finishing != 0;
     /* The peer's answer must be read: a paused connection reads again (the
-     * messages still coming are dropped, see deliver). */
-    if (ws->paused) {
+     * messages still coming are dropped, see deliver), unless they are
+     * still wanted (shutdown): then the application resumes. */
+    if (ws->paused && !finishing) {
         ws->paused = 0;
         if (csock_stream_read_start(ws->s, csock__ws_on_read) < 0) {
             close_now(ws, -EPIPE);
@@ -393,6 +429,9 @@ static void on_timer(csock_timer *t)
     case WS_CONNECTING: return csock__ws_client_timeout(ws);
     case WS_CLOSING: return close_now(ws, -ETIMEDOUT); /* the peer never answered our close */
     case WS_OPEN: return keepalive(ws);
+    case WS_ENDED:
+        if (!ws->s) csock__ws_end_unattached(ws, -ECANCELED); /* ended while dialling */
+        return;
     default: return;
     }
 }
@@ -412,7 +451,7 @@ static void drop_message(csock_ws *ws)
 static void deliver(csock_ws *ws, const char *p, size_t n)
 {
     ws->in_msg = 0;
-    if (ws->state != WS_OPEN) return; /* after our close: dropped */
+    if (!delivering(ws)) return; /* after our close: dropped (but after a shutdown) */
     /* An empty message made of empty fragments has no buffer: still a
      * valid pointer for the application. */
     csock_ws_event ev = {.kind = CSOCK_WS_MESSAGE, .type = ws->msg_text ? CSOCK_WS_TEXT : CSOCK_WS_BINARY,
@@ -569,9 +608,9 @@ static void control(csock_ws *ws, const csock__ws_frame *f, unsigned char *p)
 {
     size_t n = (size_t)f->len;
     if (f->op == WS_OP_CLOSE) return got_close(ws, p, n);
-    if (ws->state != WS_OPEN) return;
-    if (f->op == WS_OP_PING) {
-        send_frame(ws, WS_OP_PONG, p, n, 1);
+    if (!delivering(ws)) return;
+    if (f->op == WS_OP_PING) { /* (after our close frame nothing more goes) */
+        if (ws->state == WS_OPEN) send_frame(ws, WS_OP_PONG, p, n, 1);
         return;
     }
     csock_ws_event ev = {.kind = CSOCK_WS_PONG, .buf = (const char *)p, .len = n};
@@ -662,18 +701,18 @@ size_t csock__ws_on_read(csock_stream *s, int status, const char *buf, size_t le
 
 int csock_ws_read_stop(csock_ws *ws)
 {
-    if (ws->state != WS_OPEN && ws->state != WS_CONNECTING) return -EPIPE;
+    if (!delivering(ws) && ws->state != WS_CONNECTING) return -EPIPE;
     ws->paused = 1;
     /* A client still connecting stops once its handshake is done. */
-    return ws->state == WS_OPEN ? csock_stream_read_stop(ws->s) : 0;
+    return ws->state != WS_CONNECTING ? csock_stream_read_stop(ws->s) : 0;
 }
 
 int csock_ws_read_start(csock_ws *ws)
 {
-    if (ws->state != WS_OPEN && ws->state != WS_CONNECTING) return -EPIPE;
+    if (!delivering(ws) && ws->state != WS_CONNECTING) return -EPIPE;
     if (!ws->paused) return 0;
     ws->paused = 0;
-    if (ws->state != WS_OPEN) return 0;
+    if (ws->state == WS_CONNECTING) return 0;
     /* The pause was ours, not the peer's: the keep-alive counts from now. */
     ws->last_in = (uint32_t)csock_loop_now(ws->loop);
     ws->ping_out = 0;

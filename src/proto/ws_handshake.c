@@ -241,15 +241,36 @@ struct ws_client {
     char accept[29];    /* the Sec-WebSocket-Accept we expect */
     int http_status;    /* a refusal's status code (CLOSED's http_status) */
     char *offered;      /* the subprotocols we offered, "a, b" (NULL: none) */
+    char *req;          /* the request, until it is written on the stream */
+    size_t reqlen;
+    csock_dial *dial;   /* csock_ws_connect's dial while it runs */
+    csock_tls_ctx *own_tls; /* the default wss:// context, held until the dial
+                           is over (the TLS stream then holds its own reference) */
     csock_ws_opts opts; /* what we offered for compression (its pointers unused) */
 };
+
+/* The dial is over, won or lost: what it needed goes. */
+static void dial_done(struct ws_client *cl)
+{
+    if (cl->dial) csock_dial_cancel(cl->dial);
+    cl->dial = NULL;
+    csock_tls_ctx_free(cl->own_tls);
+    cl->own_tls = NULL;
+}
 
 void csock__ws_client_free(csock_ws *ws)
 {
     if (!ws->cl) return;
+    dial_done(ws->cl);
+    free(ws->cl->req);
     free(ws->cl->offered);
     free(ws->cl);
     ws->cl = NULL;
+}
+
+void csock__ws_client_cancel(csock_ws *ws)
+{
+    if (ws->cl) dial_done(ws->cl);
 }
 
 int csock__ws_http_status(const csock_ws *ws) { return ws->cl ? ws->cl->http_status : 0; }
@@ -273,6 +294,7 @@ static void keep_refusal(csock_ws *ws, const char *h, size_t n)
 
 void csock__ws_client_timeout(csock_ws *ws)
 {
+    if (!ws->s) return csock__ws_end_unattached(ws, -ETIMEDOUT); /* still dialling */
     ws->status = -ETIMEDOUT;
     ws->state = WS_ENDED;
     csock_stream_close(ws->s, NULL);
@@ -378,23 +400,11 @@ static size_t on_answer(csock_stream *s, int status, const char *buf, size_t len
     return head + csock__ws_on_read(s, status, buf + head, len - head);
 }
 
-static void on_connected(csock_stream *s, int status)
-{
-    csock_ws *ws = csock_stream_data(s);
-    if (ws->state == WS_ENDED) return;
-    if (status < 0) { /* csock closes the stream after this: CLOSED follows */
-        ws->status = status;
-        ws->state = WS_ENDED;
-        return;
-    }
-    int rc = csock_stream_read_start(s, on_answer); /* TLS: only once its handshake is done */
-    if (rc < 0) hs_fail(ws, rc);
-}
-
-/* Split ws://HOST[:PORT][/PATH] (or wss://) into an address to connect to,
- * the Host field and the request target. Returns 0 (ws), 1 (wss) or an
- * error. */
-static int parse_url(const char *url, csock_addr *addr, char *host, size_t hsize, const char **target)
+/* Split ws://HOST[:PORT][/PATH] (or wss://) into the address to dial
+ * (tcp://HOST:PORT or tls://...), the Host field and the request target.
+ * Returns 0 (ws), 1 (wss) or an error. Nothing is resolved here. */
+static int parse_url(const char *url, char *text, size_t tsize, char *host, size_t hsize,
+                     const char **target)
 {
     int tls = !strncasecmp(url, "wss://", 6);
     if (!tls && strncasecmp(url, "ws://", 5)) return strstr(url, "://") ? CSOCK_ESCHEME : -EINVAL;
@@ -408,28 +418,11 @@ static int parse_url(const char *url, csock_addr *addr, char *host, size_t hsize
         if (*t <= ' ' || *t == 0x7f) return -EINVAL; /* no field smuggled into the request */
     const char *close = host[0] == '[' ? strchr(host, ']') : NULL;
     int has_port = close ? close[1] == ':' : strchr(host, ':') != NULL;
-    char text[300];
-    snprintf(text, sizeof text, "%s://%s%s", tls ? "tls" : "tcp", host,
-             has_port ? "" : tls ? ":443" : ":80");
-    int rc = csock_addr_parse(text, 0, addr);
-    return rc < 0 ? rc : tls;
-}
-
-/* Connect over TCP, or TLS with the caller's context (or a verifying
- * default one, released once the stream holds its own reference). */
-static int open_stream(csock_loop *loop, const csock_addr *addr, int tls, const csock_ws_opts *o,
-                       csock_stream_cb cb, void *data, csock_stream **s)
-{
-    if (!tls) return csock_connect(loop, addr, NULL, cb, data, s);
-    csock_tls_ctx *ctx = o->tls;
-    if (!ctx) {
-        csock_tls_opts to = {0};
-        int rc = csock_tls_ctx_new(&to, &ctx, NULL, 0);
-        if (rc < 0) return rc;
-    }
-    int rc = csock_tls_connect(loop, addr, ctx, NULL, cb, data, s);
-    if (!o->tls) csock_tls_ctx_free(ctx);
-    return rc;
+    snprintf(text, tsize, "%s://%s%s", tls ? "tls" : "tcp", host, has_port ? "" : tls ? ":443" : ":80");
+    /* The syntax now, without DNS: a typo fails the call. */
+    csock_addr addr;
+    int rc = csock_addr_parse(text, CSOCK_ADDR_NUMERIC, &addr);
+    return rc < 0 && rc != CSOCK_ENONAME ? rc : tls;
 }
 
 static int build_request(const char *host, const char *target, const csock_ws_opts *o, const char *key,
@@ -475,54 +468,116 @@ static int build_request(const char *host, const char *target, const csock_ws_op
     return 0;
 }
 
-int csock_ws_connect(csock_loop *loop, const char *url, const csock_ws_opts *opts, csock_ws_cb cb,
-                     void *data, csock_ws **out)
+/* A client connection for `url` (not yet on a stream): the request made,
+ * the handshake timer running. Returns 0 (ws), 1 (wss) or an error, with
+ * the dial address in text. */
+static int client_new(csock_loop *loop, const char *url, const csock_ws_opts *opts, csock_ws_cb cb,
+                      void *data, char *text, size_t tsize, csock_ws **out)
 {
-    csock_ws_opts none = {0};
-    if (!opts) opts = &none;
-    if (!loop || !url || !cb || !out) return -EINVAL;
-    csock_addr addr;
     char host[264];
     const char *target;
-    int tls = parse_url(url, &addr, host, sizeof host, &target);
+    int tls = parse_url(url, text, tsize, host, sizeof host, &target);
     if (tls < 0) return tls;
     unsigned char raw[16];
     if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw) return -EAGAIN;
     char key[25];
     csock__base64(raw, sizeof raw, key);
-    char *req;
+    char *req, *offered;
     size_t reqlen;
-    char *offered;
     int rc = build_request(host, target, opts, key, &req, &reqlen, &offered);
     if (rc < 0) return rc;
     csock_ws *ws = NULL;
     rc = csock__ws_new(loop, opts, 1, cb, data, &ws);
     if (rc == 0 && !(ws->cl = calloc(1, sizeof *ws->cl))) rc = -ENOMEM;
-    if (rc == 0) {
-        ws->cl->offered = offered;
-        offered = NULL;
-        ws->cl->opts = *opts;
-        csock__ws_accept_key(key, 24, ws->cl->accept);
-        rc = csock__ws_timer(ws, opts->handshake_timeout_ms ? opts->handshake_timeout_ms
-                                                            : DEFAULT_HANDSHAKE_MS);
-    }
-    csock_stream *s = NULL;
-    if (rc == 0) rc = open_stream(loop, &addr, tls, opts, on_connected, ws, &s);
     if (rc < 0) {
         free(offered);
         free(req);
         if (ws) csock__ws_free(ws);
         return rc;
     }
-    ws->s = s;
+    ws->cl->offered = offered;
+    ws->cl->req = req;
+    ws->cl->reqlen = reqlen;
+    ws->cl->opts = *opts;
+    csock__ws_accept_key(key, 24, ws->cl->accept);
+    rc = csock__ws_timer(ws, opts->handshake_timeout_ms ? opts->handshake_timeout_ms : DEFAULT_HANDSHAKE_MS);
+    if (rc < 0) {
+        csock__ws_free(ws);
+        return rc;
+    }
+    *out = ws;
+    return tls;
+}
+
+/* Put the connection on its connected stream: read the answer, send the
+ * request. Returns 0, or an error with the stream untouched (still the
+ * caller's). */
+static int start_on(csock_ws *ws, csock_stream *s)
+{
     csock_stream_set_data(s, ws);
+    int rc = csock_stream_read_start(s, on_answer);
+    if (rc == 0) rc = csock_stream_write(s, ws->cl->req, ws->cl->reqlen);
+    if (rc < 0) {
+        csock_stream_read_stop(s);
+        csock_stream_set_data(s, NULL);
+        return rc;
+    }
+    free(ws->cl->req);
+    ws->cl->req = NULL;
+    ws->s = s;
     csock_stream_on_close(s, csock__ws_on_closed);
-    rc = csock_stream_write(s, req, reqlen); /* held until connected (and TLS is up) */
-    free(req);
-    if (rc < 0) { /* the stream is made: its close sends CLOSED */
-        ws->status = rc;
-        ws->state = WS_ENDED;
-        csock_stream_close(s, NULL);
+    return 0;
+}
+
+static void on_dialed(csock_dial *d, int status, csock_stream *s)
+{
+    csock_ws *ws = csock_dial_data(d);
+    ws->cl->dial = NULL; /* freed when this returns */
+    dial_done(ws->cl);
+    if (status == 0 && (status = start_on(ws, s)) < 0) csock_stream_close(s, NULL);
+    if (status < 0) csock__ws_end_unattached(ws, status); /* from the loop: CLOSED now */
+}
+
+int csock_ws_connect(csock_loop *loop, const char *url, const csock_ws_opts *opts, csock_ws_cb cb,
+                     void *data, csock_ws **out)
+{
+    csock_ws_opts none = {0};
+    if (!opts) opts = &none;
+    if (!loop || !url || !cb || !out) return -EINVAL;
+    char text[300];
+    csock_ws *ws;
+    int tls = client_new(loop, url, opts, cb, data, text, sizeof text, &ws);
+    if (tls < 0) return tls;
+    csock_dial_opts dopts = {.tls = opts->tls};
+    int rc = 0;
+    if (tls && !dopts.tls) { /* a verifying context with the system's CAs */
+        csock_tls_opts to = {0};
+        rc = csock_tls_ctx_new(&to, &ws->cl->own_tls, NULL, 0);
+        dopts.tls = ws->cl->own_tls;
+    }
+    if (rc == 0) rc = csock_dial_start(loop, text, &dopts, on_dialed, ws, &ws->cl->dial);
+    if (rc < 0) {
+        ws->cl->dial = NULL;
+        csock__ws_free(ws);
+        return rc;
+    }
+    *out = ws;
+    return 0;
+}
+
+int csock_ws_connect_stream(csock_stream *s, const char *url, const csock_ws_opts *opts, csock_ws_cb cb,
+                            void *data, csock_ws **out)
+{
+    csock_ws_opts none = {0};
+    if (!opts) opts = &none;
+    if (!s || !url || !cb || !out) return -EINVAL;
+    char text[300];
+    csock_ws *ws;
+    int rc = client_new(csock_stream_loop(s), url, opts, cb, data, text, sizeof text, &ws);
+    if (rc < 0) return rc;
+    if ((rc = start_on(ws, s)) < 0) {
+        csock__ws_free(ws);
+        return rc;
     }
     *out = ws;
     return 0;

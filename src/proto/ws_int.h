@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "csock/csock.h"
+#include "csock/dial.h"
 #include "csock/ws.h"
 
 /* ---- frames (ws_frame.c) ------------------------------------------------------ */
@@ -185,6 +186,7 @@ struct csock_ws {
     unsigned char send_z : 1; /* the message being sent in parts is compressed */
     unsigned char paused : 1; /* csock_ws_read_stop: no messages until read_start */
     unsigned char ping_out : 1; /* the keep-alive's ping is in flight */
+    unsigned char finishing : 1; /* csock_ws_shutdown: closing, messages still delivered */
     unsigned char frame_key[4];  /* the streamed frame's mask key */
     unsigned char frame_phase;
     int peer_code;            /* CLOSED's code */
@@ -230,6 +232,11 @@ void csock__ws_accept_key(const char *key, size_t len, char out[29]);
 void csock__sha1(const void *data, size_t len, unsigned char out[20]);
 /* base64 of n bytes into out (4 * ceil(n / 3) + 1 bytes), NUL-terminated. */
 void csock__base64(const unsigned char *in, size_t n, char *out);
+/* A client with no stream yet (dialling) ends: CLOSED with `status`, then
+ * the memory. From the loop only. */
+void csock__ws_end_unattached(csock_ws *ws, int status);
+/* Cancel a client's dial, if one runs. */
+void csock__ws_client_cancel(csock_ws *ws);
 /* The client's timer fired before OPEN. */
 void csock__ws_client_timeout(csock_ws *ws);
 /* Free the client's handshake state. */

@@ -6,6 +6,7 @@ exit status, refused handshakes, wss:// both ways with the test CA, a GET
 without Upgrade (426), and wrong arguments (status 2). The peers are
 Python's websockets (Debian python3-websockets) and csock itself."""
 import asyncio
+import http
 import os
 import socket
 import sys
@@ -69,7 +70,8 @@ def test_connect_text_lines_both_ways():
     ct.check_eq(seen, {"path": "/room?x=1", "x": "yes", "sub": "beta"}, "the request")
     for want in ("> GET /room?x=1 HTTP/1.1", "> Host: 127.0.0.1:", "> Upgrade: websocket",
                  "> Sec-WebSocket-Protocol: alpha", "> X-Csock-Test: yes",
-                 "< HTTP/1.1 101 Switching Protocols", "< Sec-WebSocket-Protocol: beta"):
+                 "< HTTP/1.1 101 Switching Protocols", "< Sec-WebSocket-Protocol: beta",
+                 "< Sec-WebSocket-Accept: ", "< Server: Python"):  # the answer as it came
         ct.check(want in err, "-v lacks %r: %r" % (want, err))
 
 
@@ -180,7 +182,8 @@ def test_connect_refused_handshakes():
         rc, out, err = ct.csock("connect", "ws://127.0.0.1:%d/x" % port, input=b"hi\n")
         ct.check_eq(rc, 1, "status after %r (stderr %r)" % (answer[:20], err))
         ct.check_eq(len(err.splitlines()), 1, "one line: %r" % err)
-        ct.check("handshake" in err, err)
+        want = "ws: refused: 404 Not Found" if b" 404 " in answer else "handshake"
+        ct.check(want in err, "stderr lacks %r: %r" % (want, err))
         print("  refused: %s" % err.strip())
     # Nobody there.
     closed = ct.closed_tcp_port()
@@ -188,6 +191,48 @@ def test_connect_refused_handshakes():
     closed.close()
     ct.check_eq(rc, 1, "status, connection refused")
     ct.check_eq(len(err.splitlines()), 1, "one line: %r" % err)
+
+
+def test_connect_replies_after_the_end_of_input():
+    """`printf 'hi\\n' | csock connect ws://.../echo` prints the echo, as
+    websocat does: the end of input is a half close (csock_ws_shutdown),
+    and the server's messages until it answers the close still come."""
+    from test_serve_ws import WsServer
+    srv = WsServer("echo", "ws://127.0.0.1:0/e")
+    try:
+        rc, out, err = ct.csock("connect", srv.urls[0], input=b"hi\nthere\n")
+        ct.check_eq((rc, out), (0, b"hi\nthere\n"), "status and the echoes (stderr %r)" % err)
+    finally:
+        srv.finish()
+
+
+def test_connect_refused_by_websockets():
+    """A websockets server that refuses the handshake with 403: the status
+    line is the reason on stderr, and the exit status is 1."""
+    w = websockets()
+
+    async def refuse(path, headers):
+        return http.HTTPStatus.FORBIDDEN, [], b"go away\n"
+
+    async def handler(ws, path):
+        await ws.send("never")
+
+    async def go():
+        srv, port = await serve(w, handler, process_request=refuse)
+        url = "ws://127.0.0.1:%d/private" % port
+        c = await Child.start("connect", url)
+        try:
+            rc, out, err = await c.finish()
+        finally:
+            await c.close()
+            srv.close()
+            await srv.wait_closed()
+        return url, rc, out, err
+
+    url, rc, out, err = run(go())
+    ct.check_eq(rc, 1, "exit status (stderr %r)" % err)
+    ct.check_eq(out, b"", "nothing on stdout")
+    ct.check_eq(err.strip(), "csock: connect %s: ws: refused: 403 Forbidden" % url, "the one line")
 
 
 def _silent_ws_server(frames):

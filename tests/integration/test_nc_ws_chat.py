@@ -147,14 +147,54 @@ def test_one_room_tcp_unix_ws():
                 await ws.close()
             ct.check_eq(await a.until(lambda l: "disconnected" in l),
                         "<announce> <bob> is disconnected.", "leave announcement with the name")
-            for m in (a, b):
-                m.s.close()
-            rc, _, err = await stop(srv)
-            ct.check_eq((rc, err), (0, ""), "serve chat's end after SIGTERM")
+            await stop_clean(srv, a, b)
         finally:
             await srv.close()
 
     run(go())
+
+
+def test_utf8_text_passes_through():
+    """UTF-8 reaches every member as it was sent ("héllo", not
+    "h\\303\\251llo"); control bytes (C0, DEL, C1) and bytes that are not
+    UTF-8 are still escaped as \\ooo, whichever kind of member sent them."""
+    w = websockets()
+
+    async def go():
+        srv, eps = await start_chat("tcp://127.0.0.1:0", "ws://127.0.0.1:0/")
+        try:
+            a = tcp_member(eps["tcp"])
+            await a.until(lambda l: "already connected: nobody." in l)
+            b = tcp_member(eps["tcp"])
+            await b.until(lambda l: "already connected:" in l)
+            async with w.connect(eps["ws"]) as ws:  # as the chat page's browser would
+                await a.until(lambda l: "is connected as <user3>." in l)
+                await ws.send("h\u00e9llo w\u00f6rld \u2713 \U0001f600")
+                want = "<user3> h\u00e9llo w\u00f6rld \u2713 \U0001f600"
+                ct.check_eq(await a.said(), want, "a browser's UTF-8 to a terminal")
+                ct.check_eq(await b.said(), want, "and to the other")
+                await a.send("h\u00e9llo\n".encode())
+                ct.check_eq(await ws_until(ws, lambda m: "llo" in m), "<user1> h\u00e9llo",
+                            "a terminal's UTF-8 to a browser")
+                ct.check_eq(await b.said(), "<user1> h\u00e9llo", "and to another terminal")
+                await a.send(b"bad \xff ctl \x01\x1b[2J del \x7f c1 \xc2\x9b cut \xe2\x82 end\n")
+                esc = "<user1> bad \\377 ctl \\001\\033[2J del \\177 c1 \\302\\233 cut \\342\\202 end"
+                ct.check_eq(await ws_until(ws, lambda m: "bad" in m), esc, "escaped for a browser")
+                ct.check_eq(await b.said(), esc, "escaped for a terminal")
+                await ws.close()
+            await stop_clean(srv, a, b)
+        finally:
+            await srv.close()
+
+    run(go())
+
+
+async def stop_clean(srv, *members):
+    """The members leave, then SIGTERM: serve chat ends with 0 and says nothing."""
+    for m in members:
+        m.s.close()
+    rc, _, err = await stop(srv)
+    ct.check_eq((rc, err), (0, ""), "serve chat's end after SIGTERM")
 
 
 async def stop(c):

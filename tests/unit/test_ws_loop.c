@@ -20,6 +20,7 @@
 #include <zlib.h>
 
 #include "csock/csock.h"
+#include "csock/dial.h"
 #include "csock/ws.h"
 #include "helpers.h"
 
@@ -509,6 +510,34 @@ static void close_while_stopped_reads_the_answer(void **state)
     close(fd);
 }
 
+/* A half close: the peer's messages sent before it saw our close still
+ * arrive, and flow control still holds them (csock_ws_close drops them). */
+static void shutdown_delivers_until_the_peer_closes(void **state)
+{
+    fixture *f = *state;
+    f->srv.pause_at = 1;
+    f->srv.echo = 0; /* (a send after our close is -EPIPE) */
+    int fd = raw_connect(f, abc, sizeof abc);
+    rawbuf r = {0};
+    RAW_UNTIL(f, fd, f->srv.msgs == 1, 5000);
+    assert_non_null(f->srv.ws); /* not ended by a refused allocation (the fault sweep) */
+    CHECK_OK(csock_ws_shutdown(f->srv.ws, 1000, NULL, 0));
+    assert_int_equal(csock_ws_send(f->srv.ws, CSOCK_WS_TEXT, "x", 1), -EPIPE);
+    RAW_WAIT(f, fd, &r, "\x88\x02\x03\xe8", 4, 5000); /* our close 1000 */
+    assert_int_equal(f->srv.msgs, 1); /* still stopped */
+    CHECK_OK(csock_ws_read_stop(f->srv.ws));
+    CHECK_OK(csock_ws_read_start(f->srv.ws));
+    RAW_UNTIL(f, fd, f->srv.msgs == 3, 5000);
+    assert_memory_equal(f->srv.last, "c", 1);
+    static const char answer[] = {(char)0x88, (char)0x82, 0, 0, 0, 0, 0x03, (char)0xe8};
+    assert_int_equal(send(fd, answer, sizeof answer, 0), (ssize_t)sizeof answer);
+    RAW_UNTIL(f, fd, f->srv.closed, 5000);
+    assert_int_equal(f->srv.closing.status, 0);
+    assert_int_equal(f->srv.closing.code, 1000);
+    assert_int_equal(f->srv.msgs, 3);
+    close(fd);
+}
+
 static void bad_handshakes_refused(void **state)
 {
     fixture *f = *state;
@@ -693,6 +722,77 @@ static void deflate_protocol_errors(void **state)
     close(fd);
 }
 
+/* ---- connecting through csock_dial ---------------------------------------------- */
+
+/* A name resolves on the resolver thread: csock_ws_connect returns before
+ * any connect is made (the old client resolved with getaddrinfo and had
+ * its stream at once), and the connection opens later from the loop. */
+static void connect_resolves_without_blocking(void **state)
+{
+    fixture *f = *state;
+    side *cl = &f->cl, *c2 = &f->c2;
+    char url[128];
+    snprintf(url, sizeof url, "ws://localhost:%d/ws", f->port);
+    CHECK_OK(csock_ws_connect(f->loop, url, NULL, on_event, cl, &cl->ws));
+    assert_null(csock_ws_stream(cl->ws)); /* the dial is in flight */
+    assert_int_equal(csock_ws_send(cl->ws, CSOCK_WS_TEXT, "x", 1), -ENOTCONN);
+    WAIT(f, cl->opened, 10000);
+    assert_non_null(csock_ws_stream(cl->ws));
+    CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_TEXT, "hi", 2));
+    WAIT(f, cl->msgs == 1, 5000);
+    assert_memory_equal(cl->last, "hi", 2);
+    /* Given up while dialling: CLOSED comes from the loop, not inside the call. */
+    unsigned before = csock_loop_handles(f->loop);
+    CHECK_OK(csock_ws_connect(f->loop, url, NULL, on_event, c2, &c2->ws));
+    csock_ws_abort(c2->ws);
+    assert_false(c2->closed);
+    RUN_UNTIL(f->loop, c2->closed, 5000);
+    assert_int_equal(c2->closing.status, -ECANCELED);
+    assert_int_equal(c2->closing.code, CSOCK_WS_ABNORMAL);
+    assert_false(c2->opened);
+    assert_int_equal(f->srv.accepted, 1); /* the cancelled one never reached the server */
+    /* The cancelled lookup holds the loop until its thread has answered. */
+    RUN_UNTIL(f->loop, csock_loop_handles(f->loop) <= before, 10000);
+}
+
+static void on_dialed_then_ws(csock_dial *d, int status, csock_stream *s)
+{
+    fixture *f = csock_dial_data(d);
+    if (status < 0) { /* a refused allocation under the fault sweep */
+        f->refused++;
+        return;
+    }
+    /* Not a ws URL: nothing made, the stream is still ours. */
+    assert_int_equal(csock_ws_connect_stream(s, "http://x/", NULL, on_event, &f->cl, &f->cl.ws),
+                     CSOCK_ESCHEME);
+    if (csock_ws_connect_stream(s, f->url, NULL, on_event, &f->cl, &f->cl.ws) < 0) {
+        f->refused++;
+        csock_stream_close(s, NULL);
+    }
+}
+
+/* The handshake on a stream the caller dialled itself (as csock proxy does
+ * for its ws:// backends). */
+static void connect_stream_on_a_dialled_stream(void **state)
+{
+    fixture *f = *state;
+    side *cl = &f->cl;
+    char text[64];
+    snprintf(text, sizeof text, "tcp://127.0.0.1:%d", f->port);
+    CHECK_OK(csock_dial_start(f->loop, text, NULL, on_dialed_then_ws, f, NULL));
+    WAIT(f, cl->opened, 10000);
+    assert_true(cl->answer_101);
+    assert_non_null(csock_ws_stream(cl->ws));
+    CHECK_OK(csock_ws_send(cl->ws, CSOCK_WS_BINARY, "\0bytes", 6));
+    WAIT(f, cl->msgs == 1, 5000);
+    assert_int_equal(cl->last_type, CSOCK_WS_BINARY);
+    assert_memory_equal(cl->last, "\0bytes", 6);
+    CHECK_OK(csock_ws_close(cl->ws, 1000, NULL, 0));
+    RUN_UNTIL(f->loop, cl->closed && f->srv.closed, 5000);
+    assert_int_equal(cl->closing.status, 0);
+    assert_int_equal(csock_ws_connect_stream(NULL, f->url, NULL, on_event, cl, &cl->ws), -EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -714,6 +814,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(deflate_declined, setup, teardown),
         cmocka_unit_test_setup_teardown(deflate_bomb_closes_1009, setup, teardown),
         cmocka_unit_test_setup_teardown(deflate_protocol_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(shutdown_delivers_until_the_peer_closes, setup, teardown),
+        cmocka_unit_test_setup_teardown(connect_resolves_without_blocking, setup, teardown),
+        cmocka_unit_test_setup_teardown(connect_stream_on_a_dialled_stream, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

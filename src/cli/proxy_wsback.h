@@ -1,0 +1,19 @@
+/* csock proxy's ws:// and wss:// backends (proxy_wsback.c), for the relay
+ * (proxy_relay.c) and the backends (proxy_backend.c). */
+#ifndef CSOCK_CLI_PROXY_WSBACK_H
+#define CSOCK_CLI_PROXY_WSBACK_H
+
+#include "cli/proxy.h"
+
+/* 1 for a ws:// or wss:// backend (b->text is its URL), else 0. */
+int backend_is_ws(const backend *b);
+
+/* A client and a ws:// backend whose stream `s` is connected (TLS done for
+ * wss://, a PROXY header sent): the WebSocket handshake on s, then the
+ * client's bytes go as binary messages and the backend's messages come
+ * back as bytes. Takes both streams and counts itself in px->nrelays and
+ * be->conns. `peer`: the client's address for -v (may be NULL). Returns 0,
+ * or -errno with both streams untouched. */
+int proxy_wsback_start(proxy *px, backend *be, csock_stream *client, csock_stream *s, const char *peer);
+
+#endif
