@@ -59,6 +59,7 @@ static const char connect_usage[] =
     "                         SECS more is dead\n"
     "      --header 'N: V'    ws://: add a field to the handshake (repeatable)\n"
     "      --subprotocol NAME ws://: offer NAME (repeatable; -v shows the chosen one)\n"
+    "      --origin URL       ws://: send Origin: URL, as a browser does\n"
     "      --proxy HOST[:PORT]  connect through a proxy (TCP and tls:// targets; TLS\n"
     "                         runs to the target through the tunnel)\n"
     "      --proxy-type TYPE  socks4, socks4a, socks5 or http (default http: HTTP\n"

@@ -63,6 +63,8 @@ static const char listen_usage[] =
     "      --ping SECS        ws://: ping a peer after SECS without input; a peer\n"
     "                         silent SECS more is dead\n"
     "      --subprotocol NAME ws://: speak NAME (repeatable, best first)\n"
+    "      --origin URL       ws://: accept only this Origin (repeatable; 403 for\n"
+    "                         others; a client sending none passes)\n"
     "      --proxy-type TYPE  be a proxy: http (CONNECT, and GET/POST/... to an\n"
     "                         absolute http:// URI forwarded, one request a\n"
     "                         connection) or socks5 (CONNECT; IPv4,\n"

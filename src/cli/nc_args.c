@@ -29,6 +29,7 @@ enum {
     OPT_PING,
     OPT_HEADER,
     OPT_SUBPROTOCOL,
+    OPT_ORIGIN,
     /* --proxy and its companions (nc_proxy.c) */
     OPT_PROXY,
     OPT_PROXY_TYPE,
@@ -70,6 +71,7 @@ static const struct option long_opts[] = {
     {"ping", required_argument, NULL, OPT_PING},
     {"header", required_argument, NULL, OPT_HEADER},
     {"subprotocol", required_argument, NULL, OPT_SUBPROTOCOL},
+    {"origin", required_argument, NULL, OPT_ORIGIN},
     {"proxy", required_argument, NULL, OPT_PROXY},
     {"proxy-type", required_argument, NULL, OPT_PROXY_TYPE},
     {"proxy-auth", required_argument, NULL, OPT_PROXY_AUTH},
@@ -264,6 +266,23 @@ static void add_subprotocol(nc_opts *o, const char *arg)
     o->subprotocols[o->nsubprotocols++] = arg;
 }
 
+/* --origin URL: connect sends it as a browser would (one); listen and serve
+ * chat accept only the Origins given (a request with another is answered
+ * 403; one without Origin, not from a browser, passes). */
+static void add_origin(nc_opts *o, const char *arg)
+{
+    if (!*arg || strpbrk(arg, "\r\n"))
+        cli_die(CLI_USAGE, "--origin '%s': expected a URL such as https://example.org", arg);
+    if (!o->listen && o->norigins)
+        cli_die(CLI_USAGE, "connect: --origin given twice (a request carries one Origin)");
+    o->origins[o->norigins++] = arg;
+    if (o->listen) return;
+    size_t n = strlen("Origin: ") + strlen(arg) + 1;
+    if (!(o->origin_field = malloc(n))) cli_die(CLI_ERR, "out of memory");
+    snprintf(o->origin_field, n, "Origin: %s", arg);
+    o->headers[o->nheaders++] = o->origin_field;
+}
+
 static void parse_ws(nc_opts *o, int opt, const char *arg)
 {
     switch (opt) {
@@ -279,6 +298,9 @@ static void parse_ws(nc_opts *o, int opt, const char *arg)
         break;
     case OPT_SUBPROTOCOL:
         add_subprotocol(o, arg);
+        break;
+    case OPT_ORIGIN:
+        add_origin(o, arg);
         break;
     }
 }
@@ -488,7 +510,8 @@ void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts
     /* Repeatable options: there are fewer of each than arguments. */
     o->headers = calloc((size_t)argc, sizeof *o->headers);
     o->subprotocols = calloc((size_t)argc, sizeof *o->subprotocols);
-    if (!o->headers || !o->subprotocols) cli_die(CLI_ERR, "out of memory");
+    o->origins = calloc((size_t)argc, sizeof *o->origins);
+    if (!o->headers || !o->subprotocols || !o->origins) cli_die(CLI_ERR, "out of memory");
     o->quiet_ms = NC_QUIET_DEFAULT_MS;
     opterr = 0;
     optind = 1;
@@ -584,8 +607,8 @@ void nc_check_ws(const nc_opts *o, int ws, const char *target)
 {
     const char *cmd = o->serve ? "serve chat" : o->listen ? "listen" : "connect";
     if (!ws) {
-        if (o->binary || o->ping_ms || o->nheaders || o->nsubprotocols)
-            cli_die(CLI_USAGE, "%s: --binary, --ping, --header and --subprotocol need a ws:// or "
+        if (o->binary || o->ping_ms || o->nheaders || o->nsubprotocols || o->norigins)
+            cli_die(CLI_USAGE, "%s: --binary, --ping, --header, --subprotocol and --origin need a ws:// or "
                     "wss:// address; %s is not one", cmd, target);
         return;
     }
@@ -609,6 +632,10 @@ void nc_opts_free(nc_opts *o)
 {
     free(o->headers);
     free(o->subprotocols);
+    free(o->origins);
+    free(o->origin_field);
+    o->origins = NULL;
+    o->origin_field = NULL;
     o->headers = NULL;
     o->subprotocols = NULL;
     free(o->allow.v);

@@ -23,6 +23,8 @@ csock_ws_opts nc_ws_opts(const nc_ctx *c)
         .ping_interval_ms = o->ping_ms,
         .subprotocols = o->subprotocols,
         .nsubprotocols = o->nsubprotocols,
+        .origins = o->listen && o->norigins ? o->origins : NULL,
+        .norigins = o->listen ? o->norigins : 0,
         .headers = o->headers,
         .nheaders = o->nheaders,
     };

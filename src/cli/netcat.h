@@ -82,6 +82,9 @@ typedef struct nc_opts {
     size_t nheaders;
     const char **subprotocols; /* --subprotocol: offered (connect) / spoken (listen) */
     size_t nsubprotocols;
+    const char **origins;      /* --origin: sent (connect, one) / accepted (listen) */
+    size_t norigins;
+    char *origin_field;        /* connect --origin: "Origin: URL", one of headers */
     /* --proxy: connect through a SOCKS or HTTP proxy (nc_proxy.c) */
     const char *proxy;      /* --proxy HOST[:PORT] as written, or NULL */
     int proxy_type;         /* NC_PROXY_HTTP ... (0: --proxy-type not given: http) */

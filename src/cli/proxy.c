@@ -28,6 +28,8 @@ static const char proxy_usage[] =
     "  (udp:// backends only: a session per client address).\n"
     "BACKEND: tcp://HOST:PORT, unix:PATH, tls://HOST:PORT (TLS started here,\n"
     "  the certificate verified against HOST with the system CAs or --ca),\n"
+    "  ws://HOST:PORT[/PATH] or wss://... (the client's bytes go as binary\n"
+    "  messages, messages come back as bytes; not behind a ws:// listener),\n"
     "  udp://HOST:PORT. HOST may be a name: it is resolved without blocking\n"
     "  (again every 30 s), IPv6 and IPv4 raced (Happy Eyeballs).\n"
     "Between plain TCP or Unix sockets the bytes move with splice(2), never\n"
@@ -281,14 +283,14 @@ static void check_addresses(proxy *px, char **listen, int nlisten)
         const backend *b = &px->backends[i];
         int udp = !strncasecmp(b->text, "udp://", 6);
         if (!udp && !b->is_name && !csock_addr_is_stream(&b->addrs[0]))
-            cli_die(CLI_USAGE, "proxy: cannot relay to '%s' (tcp://, tls://, unix: or udp://)", b->text);
+            cli_die(CLI_USAGE, "proxy: cannot relay to '%s' (tcp://, tls://, unix:, ws://, wss:// or udp://)", b->text);
         any_udp_out |= udp;
-        any_tls_out |= !strncasecmp(b->text, "tls://", 6);
+        any_tls_out |= !strncasecmp(b->text, "tls://", 6) || !strncasecmp(b->text, "wss://", 6);
     }
     if (any_udp_in != any_udp_out || (any_udp_in && any_stream_in))
         cli_die(CLI_USAGE, "proxy: udp:// listeners go with udp:// backends only");
     if (px->send_proxy && any_udp_out)
-        cli_die(CLI_USAGE, "proxy: --send-proxy%s goes with tcp://, tls:// and unix: backends",
+        cli_die(CLI_USAGE, "proxy: --send-proxy%s goes with tcp://, tls://, unix:, ws:// and wss:// backends",
                 px->send_proxy == 2 ? "-v2" : "");
     if (px->lo.proxy_protocol && any_udp_in)
         cli_die(CLI_USAGE, "proxy: --proxy-protocol applies to stream listeners, not udp://");

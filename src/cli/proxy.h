@@ -7,6 +7,7 @@
  *                    checks, re-resolving names
  *   proxy_ws.c       ws:// listeners: one message in = its bytes out
  *   proxy_udp.c      udp:// to udp://: a session per client address
+ *   proxy_wsback.c   ws:// and wss:// backends: bytes in = one message out
  *   proxy_restart.c  SIGUSR2: the stream listeners handed to a new process
  *
  * One loop on one thread: every relay, backend and timer belongs to it.

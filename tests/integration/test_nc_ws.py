@@ -235,6 +235,68 @@ def test_connect_refused_by_websockets():
     ct.check_eq(err.strip(), "csock: connect %s: ws: refused: 403 Forbidden" % url, "the one line")
 
 
+def test_connect_origin():
+    """--origin URL goes out as the Origin field: a websockets server that
+    accepts only that origin echoes; another origin is refused with 403."""
+    w = websockets()
+
+    async def echo(ws, path):
+        async for m in ws:
+            await ws.send(m)
+
+    async def go():
+        srv, port = await serve(w, echo, origins=["https://app.example"])
+        url = "ws://127.0.0.1:%d/" % port
+        try:
+            got = []
+            for origin in ("https://app.example", "https://evil.example"):
+                c = await Child.start("connect", "--origin", origin, url)
+                try:
+                    if not got:  # websockets answers a close at once: echo first
+                        await c.send(b"hi\n")
+                        ct.check_eq(await c.line(), "hi", "the accepted origin's echo")
+                        await c.send(b"", close=True)
+                    got.append(await c.finish())
+                finally:
+                    await c.close()
+        finally:
+            srv.close()
+            await srv.wait_closed()
+        return url, got
+
+    url, got = run(go())
+    ct.check_eq(got[0][0], 0, "the accepted origin: exit status (stderr %r)" % got[0][2])
+    ct.check_eq(got[1][0], 1, "another origin: exit status")
+    ct.check_eq(got[1][2].strip(), "csock: connect %s: ws: refused: 403 Forbidden" % url, "the one line")
+
+
+def test_listen_origin():
+    """listen --origin: a browser-like client from another origin gets 403
+    and the listener goes on; the listed origin (any case) is served."""
+    w = websockets()
+
+    async def go():
+        c = await Child.start("listen", "--origin", "https://ok.example", "ws://127.0.0.1:0/")
+        try:
+            url = await c.listening()
+            try:
+                async with w.connect(url, origin="https://bad.example"):
+                    ct.check(False, "a connection from another origin was accepted")
+            except w.exceptions.InvalidStatusCode as e:
+                ct.check_eq(e.status_code, 403, "status for another origin")
+            async with w.connect(url, origin="https://OK.example") as ws:
+                await ws.send("from ok")
+                ct.check_eq(await c.line(), "from ok", "the accepted origin's message")
+                await ws.close(1000)
+            rc, out, err = await c.finish()
+        finally:
+            await c.close()
+        return rc, err
+
+    rc, err = run(go())
+    ct.check_eq(rc, 0, "exit status (stderr %r)" % err)
+
+
 def _silent_ws_server(frames):
     """A server that makes the handshake, then never answers: what the client
     sends after it is put in `frames` (raw bytes); returns its port."""
@@ -470,6 +532,9 @@ def test_wrong_arguments():
         ("connect", "-u", "ws://127.0.0.1:9/"),
         ("connect", "--ca", "x.pem", "ws://127.0.0.1:9/"),
         ("connect", "ws://"),
+        ("connect", "--origin", "https://a", "tcp://127.0.0.1:9"),
+        ("connect", "--origin", "https://a", "--origin", "https://b", "ws://127.0.0.1:9/"),
+        ("connect", "--origin", "", "ws://127.0.0.1:9/"),
         ("listen", "--header", "A: b", "ws://127.0.0.1:0/"),
         ("listen", "ws://127.0.0.1:0/a?b"),
         ("listen", "-e", "cat", "ws://127.0.0.1:0/"),
