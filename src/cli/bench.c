@@ -493,7 +493,7 @@ static int collect(const bench_opts *o, bench_thread *th, bench_stats *all)
         if (th[i].rc < 0 && !failed++) cli_warn("bench: thread %u: %s", i, csock_strerror(th[i].rc));
         bench_stats *s = &th[i].st;
         all->msgs += s->msgs, all->bytes += s->bytes, all->unsent += s->unsent;
-        all->connects += s->connects;
+        all->connects += s->connects, all->answered += s->answered, all->up_at_end += s->up_at_end;
         for (int k = 0; k < BENCH_ERR_KINDS; k++) all->err[k] += s->err[k];
         for (int k = 0; k < 600; k++) all->status[k] += s->status[k];
         bench_hist_merge(&all->hist, &s->hist);

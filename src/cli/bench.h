@@ -67,6 +67,9 @@ typedef struct bench_stats {
     uint64_t msgs, bytes;  /* completed inside the measured window */
     uint64_t unsent;       /* open loop: due while no connection was up */
     uint64_t connects;     /* connections made */
+    uint64_t answered;     /* of the --conns connections, those that had an
+                              answer checked (over the whole run) */
+    uint64_t up_at_end;    /* connections up when the run ended */
     uint64_t window_ns;    /* how long was measured (shorter when interrupted) */
     uint64_t err[BENCH_ERR_KINDS];
     bench_hist hist;       /* latency of the window's messages, us */

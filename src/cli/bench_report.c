@@ -136,6 +136,8 @@ void bench_write_json(FILE *f, const bench_opts *o, const bench_stats *st)
     fprintf(f, " \"messages\": %llu, \"bytes\": %llu, \"throughput\": %.3f, \"connects\": %llu, "
             "\"unsent\": %llu,\n", (unsigned long long)st->msgs, (unsigned long long)st->bytes,
             per_sec((double)st->msgs, secs), (unsigned long long)st->connects, (unsigned long long)st->unsent);
+    fprintf(f, " \"conns_answered\": %llu, \"conns_up_at_end\": %llu,\n", (unsigned long long)st->answered,
+            (unsigned long long)st->up_at_end);
     fprintf(f, " \"errors\": {");
     for (int i = 0; i < BENCH_ERR_KINDS; i++)
         fprintf(f, "%s\"%s\": %llu", i ? ", " : "", bench_err_names[i], (unsigned long long)st->err[i]);

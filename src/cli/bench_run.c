@@ -38,6 +38,7 @@ typedef struct conn {
     csock_dgram *d; /* udp://, instead of s */
     unsigned id; /* over all threads: which slice of the pattern it sends */
     int state;
+    int answered; /* an answer was checked on this connection (any of its streams) */
     uint64_t retry_at;   /* C_DOWN: when to connect again */
     uint64_t connect_at; /* when the connect began (--connect: the message's start) */
     uint64_t sent, done; /* messages sent and answered on this stream */
@@ -225,6 +226,10 @@ static void complete(conn *c, uint64_t now, uint64_t bytes)
     }
     if (r->second) bench_hist_record(r->second, us);
     r->completed++;
+    if (!c->answered) {
+        c->answered = 1;
+        t->st.answered++;
+    }
 }
 
 /* Closed loop: an answer lets the next message go. Negative when the
@@ -545,6 +550,7 @@ static void run_stop(run *r)
     r->stopping = 1;
     for (unsigned i = 0; i < r->n; i++) {
         conn *c = &r->conns[i];
+        r->t->st.up_at_end += c->state == C_UP;
         if (c->s) csock_stream_close(c->s, NULL);
         if (c->ws) csock_ws_abort(c->ws);
         if (c->d) csock_dgram_close(c->d, NULL);
