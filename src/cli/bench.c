@@ -11,8 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cli/bench.h"
-#include "cli/bench_http.h"
+#include "cli/bench_conn.h"
 #include "cli/bench_plot.h"
 
 static const char bench_usage[] =
@@ -64,6 +63,11 @@ static const char bench_usage[] =
     "  -w, --warmup SECS    run this long first, not measured (default 0)\n"
     "  -t, --threads N   event loops (threads), connections spread over them\n"
     "                    (default 1)\n"
+    "  --streams         plain tcp:// and unix: connections through csock\n"
+    "                    streams (buffered writes, timeouts) instead of driving\n"
+    "                    the sockets directly (a send and a recv a message, as\n"
+    "                    bench/loadgen.c does); the io_uring backend always\n"
+    "                    uses streams. It shows what the stream layer costs\n"
     "  --timeout SECS    a connect or an answer taking longer is an error\n"
     "                    (timeout); the connection is made again (default 10)\n"
     "\n"
@@ -95,7 +99,7 @@ static const char bench_usage[] =
 
 enum {
     OPT_ECHO = 0x2000, OPT_UPPER, OPT_HTTP, OPT_WS, OPT_CONNECT, OPT_JSON, OPT_TIMEOUT,
-    OPT_METHOD, OPT_HEADER, OPT_BODY, OPT_PIPELINE, OPT_PLOT, OPT_LABEL, OPT_SERVER_PID
+    OPT_METHOD, OPT_HEADER, OPT_BODY, OPT_PIPELINE, OPT_PLOT, OPT_LABEL, OPT_SERVER_PID, OPT_STREAMS
 };
 
 #define DEFAULT_CONNS 10
@@ -207,6 +211,7 @@ static void parse_args(int argc, char **argv, bench_opts *o, cli_tls *tls)
         {"plot", required_argument, NULL, OPT_PLOT},
         {"label", required_argument, NULL, OPT_LABEL},
         {"server-pid", required_argument, NULL, OPT_SERVER_PID},
+        {"streams", no_argument, NULL, OPT_STREAMS},
         CLI_TLS_LONGOPTS,
         {0, 0, 0, 0},
     };
@@ -219,6 +224,7 @@ static void parse_args(int argc, char **argv, bench_opts *o, cli_tls *tls)
         case OPT_UPPER: o->mode = BENCH_UPPER; break;
         case OPT_WS: o->ws = 1; break;
         case OPT_CONNECT: o->connect_each = 1; break;
+        case OPT_STREAMS: o->streams = 1; break;
         case OPT_HTTP:
             o->mode = BENCH_HTTP;
             o->http_path = optarg;
@@ -571,6 +577,7 @@ int cli_bench(int argc, char **argv)
         return CLI_OK;
     }
     resolve_target(&o, &tls);
+    o.raw = bench_raw_wanted(&o);
     size_series(&o);
     o.live = isatty(STDERR_FILENO);
     make_patterns(&o);

@@ -46,6 +46,8 @@ typedef struct bench_opts {
     int ws;                  /* a ws:// or wss:// ADDR: messages are WebSocket
                                 messages (binary for echo, text for upper) */
     int udp;                 /* udp://: a datagram a message, on a connected socket */
+    int streams;             /* --streams: plain TCP and Unix through csock streams too */
+    int raw;                 /* the sockets are driven directly (bench_raw.c) */
     unsigned pipeline;       /* --http --pipeline N: N requests written at once,
                                 the next N when all are answered (1: off) */
     const char *method;      /* --http: GET unless --method */

@@ -131,7 +131,8 @@ void bench_write_json(FILE *f, const bench_opts *o, const bench_stats *st)
     }
     if (o->rate > 0) fprintf(f, "\"loop\": \"open\", \"rate\": %.3f, ", o->rate);
     else fprintf(f, "\"loop\": \"closed\", \"depth\": %u, ", o->depth);
-    fprintf(f, "\"connect\": %s, ", o->connect_each ? "true" : "false");
+    fprintf(f, "\"connect\": %s, \"engine\": \"%s\", ", o->connect_each ? "true" : "false",
+            o->raw ? "sockets" : "streams");
     fprintf(f, "\"duration_s\": %.6f, \"warmup_s\": %.3f,\n", secs, (double)o->warmup_ns / 1e9);
     fprintf(f, " \"messages\": %llu, \"bytes\": %llu, \"throughput\": %.3f, \"connects\": %llu, "
             "\"unsent\": %llu,\n", (unsigned long long)st->msgs, (unsigned long long)st->bytes,

@@ -160,6 +160,44 @@ def test_echo_tcp_and_unix():
             check_doc(doc, ep)
 
 
+def test_engines():
+    """Plain tcp:// and unix: run on the sockets directly (engine "sockets",
+    the io_uring backend excepted) or, with --streams, on csock streams:
+    both check every byte, send messages too large for one write whole
+    (partial sends resumed), carry --upper's '\\n', and catch a flipped byte."""
+    uring = os.environ.get("CSOCK_BACKEND", "") in ("uring", "auto")
+    d = tmpdir()
+    for extra, engine in (((), "streams" if uring else "sockets"), (("--streams",), "streams")):
+        with Server("echo", "tcp://127.0.0.1:0", "unix:" + os.path.join(d, "e")) as srv:
+            for ep in srv.endpoints:
+                # 1 MB messages, 3 in flight: more than a socket takes at once.
+                rc, doc, err = bench_json(ep.text, "--conns", "2", "--depth", "3", "--size", "1000000",
+                                          "--duration", "1", *extra)
+                what = "%s %s" % (ep.text, engine)
+                check_eq(rc, 0, "status for %s (stderr %r)" % (what, err))
+                check_eq(doc["engine"], engine, "engine")
+                check(doc["messages"] >= 6, "only %d 1 MB messages over %s" % (doc["messages"], what))
+                check_eq(doc["bytes"], doc["messages"] * 1000000, "bytes")
+                no_errors(doc, what)
+                check_doc(doc, what)
+        with Server("upper", "unix:" + os.path.join(d, "u")) as srv:
+            rc, doc, err = bench_json(srv.endpoints[0].text, "--upper", "--conns", "2", "--depth", "2",
+                                      "--size", "60000", "--duration", "0.7", *extra)
+            check_eq(rc, 0, "upper status (stderr %r)" % err)
+            check_eq(doc["engine"], engine, "upper engine")
+            check(doc["messages"] > 4, "only %d upper lines" % doc["messages"])
+            no_errors(doc, "upper " + engine)
+        with PyEcho(corrupt_every=3000) as py:
+            rc, doc, err = bench_json("tcp://127.0.0.1:%d" % py.port, "--conns", "2", "--duration", "1", *extra)
+            check_eq(rc, 1, "corrupt status (stderr %r)" % err)
+            check(doc["errors"]["wrong_bytes"] >= 1, "%s: no wrong bytes counted: %r" % (engine, doc["errors"]))
+            check(doc["connects"] > 2, "%s: not made again after wrong bytes" % engine)
+    with Server("echo", "tcp://127.0.0.1:0") as srv:
+        rc, doc, err = bench_json(srv.endpoints[0].text.replace("tcp://", "tls://"), "--insecure",
+                                  "--conns", "1", "--duration", "0.3", "--timeout", "1")
+        check_eq(doc["engine"], "streams", "tls:// engine")
+
+
 def test_upper_tcp_and_unix():
     """--upper against csock serve upper; --echo against it sees wrong bytes,
     and so does --upper against an echo server."""
@@ -768,7 +806,7 @@ def test_wrong_arguments():
     check_eq(rc, 0, "--help status")
     for opt in ("--echo", "--upper", "--http", "--ws", "--connect", "--conns", "--depth", "--rate", "--size", "--duration",
                 "--warmup", "--threads", "--timeout", "--json", "--method", "--header", "--body", "--pipeline",
-                "--plot", "--label", "--server-pid", "udp://"):
+                "--plot", "--label", "--server-pid", "--streams", "udp://"):
         check(opt.encode() in out, "%s missing from --help" % opt)
 
 
