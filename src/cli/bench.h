@@ -48,6 +48,7 @@ typedef struct bench_opts {
     int udp;                 /* udp://: a datagram a message, on a connected socket */
     int streams;             /* --streams: plain TCP and Unix through csock streams too */
     int raw;                 /* the sockets are driven directly (bench_raw.c) */
+    const char *tls_groups;  /* --tls-groups LIST, or NULL for csock's */
     unsigned pipeline;       /* --http --pipeline N: N requests written at once,
                                 the next N when all are answered (1: off) */
     const char *method;      /* --http: GET unless --method */

@@ -17,7 +17,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from csocktest import (BIN, Proc, Server, T, check, check_eq, csock, main, spawn,  # noqa: E402
+from csocktest import (BIN, Proc, Server, T, check, check_eq, csock, main, need, spawn,  # noqa: E402
                        closed_tcp_port, tmpdir, wait_for, _forget, _kill_group)
 import tlscerts  # noqa: E402
 
@@ -365,6 +365,36 @@ def test_tls_and_table():
         check(doc["messages"] > 50, "messages over TLS")
         no_errors(doc, "tls")
         check_doc(doc, "tls")
+    finally:
+        srv.stop()
+
+
+def test_tls_groups():
+    """--tls-groups: the groups offered are the ones given. Against an
+    openssl s_server that takes X25519 only, P-256 fails every handshake
+    (errors "other", nothing answered); X25519 passes it (s_server -rev
+    then answers reversed lines, so each answer is a wrong byte)."""
+    need("openssl")
+    d = tmpdir()
+    tlscerts.make(d)
+    port = closed_tcp_port()
+    p = port.getsockname()[1]
+    port.close()
+    srv = Proc(["openssl", "s_server", "-accept", "127.0.0.1:%d" % p, "-cert", os.path.join(d, "server.pem"),
+                "-key", os.path.join(d, "server.key"), "-groups", "X25519", "-rev", "-naccept", "1000"])
+    try:
+        for _ in range(5):  # "Using default temp DH parameters", then "ACCEPT": it listens
+            line = srv.read_line(T(10)).strip()
+            if line == "ACCEPT":
+                break
+        check_eq(line, "ACCEPT", "s_server's line once it listens")
+        args = ("tls://127.0.0.1:%d" % p, "--insecure", "--upper", "--size", "2", "--connect", "--conns", "1",
+                "--duration", "0.5", "--timeout", "3")
+        rc, doc, err = bench_json(*args, "--tls-groups", "P-256")
+        check_eq((rc, doc["messages"], doc["errors"]["wrong_bytes"]), (1, 0, 0), "P-256 against X25519 only")
+        check(doc["errors"]["other"] >= 1, "no failed handshake counted: %r" % doc["errors"])
+        rc, doc, err = bench_json(*args, "--tls-groups", "X25519")
+        check(doc["errors"]["wrong_bytes"] >= 1, "X25519: handshake not made: %r" % doc["errors"])
     finally:
         srv.stop()
 
@@ -795,7 +825,8 @@ def test_wrong_arguments():
         ("tcp://127.0.0.1:1", "--insecure"), ("tcp://127.0.0.1:1", "--http", "x"),
         ("tcp://127.0.0.1:1", "--http", "/a b"), ("tcp://127.0.0.1:1", "--http"),
         ("tcp://127.0.0.1:1", "--ws"), ("tcp://127.0.0.1:1", "--connect", "--rate", "10"),
-        ("tcp://127.0.0.1:1", "--connect", "--depth", "2"), ("ws://127.0.0.1:1/", "--http", "/"), ("ws://127.0.0.1:1/a b",),
+        ("tcp://127.0.0.1:1", "--connect", "--depth", "2"), ("tcp://127.0.0.1:1", "--tls-groups", "P-256"),
+        ("tls://127.0.0.1:1", "--tls-groups", "NoSuchGroup"), ("ws://127.0.0.1:1/", "--http", "/"), ("ws://127.0.0.1:1/a b",),
     ]
     for args in cases:
         rc, out, err = csock("bench", *args)
@@ -806,7 +837,7 @@ def test_wrong_arguments():
     check_eq(rc, 0, "--help status")
     for opt in ("--echo", "--upper", "--http", "--ws", "--connect", "--conns", "--depth", "--rate", "--size", "--duration",
                 "--warmup", "--threads", "--timeout", "--json", "--method", "--header", "--body", "--pipeline",
-                "--plot", "--label", "--server-pid", "--streams", "udp://"):
+                "--plot", "--label", "--server-pid", "--streams", "--tls-groups", "udp://"):
         check(opt.encode() in out, "%s missing from --help" % opt)
 
 
