@@ -744,6 +744,7 @@ def test_http_options():
         f.write(b"from a file\n")
     addr = "127.0.0.1:%d" % hs.server_address[1]
     try:
+        prev = None
         for args, want in (
                 (("--method", "POST", "--header", "X-Bench: one", "--body", "hello"), ("POST", "one", b"hello")),
                 (("--method", "PUT", "--body", "@" + bodyfile), ("PUT", None, b"from a file\n")),
@@ -753,7 +754,10 @@ def test_http_options():
             check_eq(rc, 0, "status for %r (stderr %r)" % (args, err))
             check(doc["messages"] > 5, "%r: %d responses" % (args, doc["messages"]))
             check_eq(doc["method"], want[0], "method")
-            check_eq(set(seen), {want}, "what the server saw for %r" % (args,))
+            # A handler thread of the run before may still finish a request
+            # its client gave up at the end (slow under a sanitizer).
+            check_eq(set(seen) - {prev}, {want}, "what the server saw for %r" % (args,))
+            prev = want
             check_eq(doc["connects"], 2, "keep-alive for %r" % (args,))
             no_errors(doc, want[0])
         rc, doc, err = bench_json(addr, "--http", "/x", "--method", "POST", "--body", "fail", "--conns", "1",
