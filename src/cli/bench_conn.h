@@ -18,28 +18,36 @@ enum { C_DOWN, C_CONNECTING, C_UP, C_CLOSING };
 
 typedef struct run run;
 
+/* Stamps kept in the connection itself (depth 1 to 4, the usual case): a
+ * separate allocation is one more cache miss an answer with thousands of
+ * connections. */
+#define INLINE_STAMPS 4
+
 typedef struct conn {
+    /* What every answer touches first, together. */
     run *r;
-    csock_stream *s;
-    csock_ws *ws; /* ws:// and wss://, instead of s */
-    csock_dgram *d; /* udp://, instead of s */
-    csock_io *io;   /* plain tcp:// and unix: (bench_raw.c), instead of s */
-    unsigned id; /* over all threads: which slice of the pattern it sends */
-    int state;
-    int answered; /* an answer was checked on this connection (any of its streams) */
-    uint64_t retry_at;   /* C_DOWN: when to connect again */
-    uint64_t connect_at; /* when the connect began (--connect: the message's start) */
-    uint64_t sent, done; /* messages sent and answered on this stream */
-    size_t rpos;         /* bytes of message `done` received so far */
     uint64_t *stamps;    /* due times of messages in flight, by seq & mask */
     uint64_t mask;
-    bench_http_resp http; /* --http: the response being read */
-    uint64_t rbytes;      /* --http: bytes of that response so far */
+    uint64_t sent, done; /* messages sent and answered on this stream */
+    size_t rpos;         /* bytes of message `done` received so far */
+    csock_io *io;        /* plain tcp:// and unix: (bench_raw.c), instead of s */
     /* bench_raw.c: messages [wseq, sent) are not written yet, wpos bytes
      * of message wseq are; the bytes come from the pattern again. */
     uint64_t wseq;
     size_t wpos;
+    unsigned id; /* over all threads: which slice of the pattern it sends */
+    int state;
+    int answered; /* an answer was checked on this connection (any of its streams) */
     int watching; /* the events io watches */
+    uint64_t inline_stamps[INLINE_STAMPS]; /* `stamps` while depth <= INLINE_STAMPS */
+    /* The rest. */
+    csock_stream *s;
+    csock_ws *ws; /* ws:// and wss://, instead of s */
+    csock_dgram *d; /* udp://, instead of s */
+    uint64_t retry_at;   /* C_DOWN: when to connect again */
+    uint64_t connect_at; /* when the connect began (--connect: the message's start) */
+    bench_http_resp http; /* --http: the response being read */
+    uint64_t rbytes;      /* --http: bytes of that response so far */
 } conn;
 
 struct run {
@@ -60,6 +68,9 @@ struct run {
     /* The live line: answers so far, and the last second's latencies. */
     uint64_t completed, next_live;
     bench_hist *second;
+    /* Throughput over time: answers in the window go to series[slot], which
+     * ends at slot_end (a comparison an answer instead of a division). */
+    uint64_t slot, slot_end;
     char *rbuf; /* o->raw: the buffer answers are read into */
 };
 

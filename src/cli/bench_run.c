@@ -91,7 +91,7 @@ static int grow(conn *c)
     uint64_t *st = malloc(cap * sizeof *st);
     if (!st) return -ENOMEM;
     for (uint64_t i = c->done; i < c->sent; i++) st[i & (cap - 1)] = c->stamps[i & c->mask];
-    free(c->stamps);
+    if (c->stamps != c->inline_stamps) free(c->stamps);
     c->stamps = st;
     c->mask = cap - 1;
     return 0;
@@ -176,8 +176,11 @@ static void complete(conn *c, uint64_t now, uint64_t bytes)
         t->st.msgs++;
         t->st.bytes += bytes;
         bench_hist_record(&t->st.hist, us);
-        uint64_t slot = (now - t->t_measure) / r->o->series_ns;
-        if (slot < r->o->nseries) t->st.series[slot]++;
+        while (now >= r->slot_end && r->slot < r->o->nseries) {
+            r->slot++;
+            r->slot_end += r->o->series_ns;
+        }
+        if (r->slot < r->o->nseries) t->st.series[r->slot]++;
     }
     if (r->second) bench_hist_record(r->second, us);
     r->completed++;
@@ -550,8 +553,9 @@ static void on_tick(csock_timer *tm)
 static int run_setup(run *r)
 {
     const bench_opts *o = r->o;
-    uint64_t ring = 16;
+    uint64_t ring = INLINE_STAMPS;
     while (ring < o->depth) ring *= 2;
+    r->slot_end = r->t->t_measure + o->series_ns;
     r->conns = calloc(r->n, sizeof *r->conns);
     if (!r->conns) return -ENOMEM;
     for (unsigned i = 0; i < r->n; i++) {
@@ -559,7 +563,7 @@ static int run_setup(run *r)
         c->r = r;
         c->id = r->t->first_conn + i;
         c->mask = ring - 1;
-        c->stamps = malloc(ring * sizeof *c->stamps);
+        c->stamps = ring == INLINE_STAMPS ? c->inline_stamps : malloc(ring * sizeof *c->stamps);
         if (!c->stamps) return -ENOMEM;
     }
     if (o->live) {
@@ -587,7 +591,8 @@ static void run_free(run *r)
         }
         csock_loop_free(r->loop);
     }
-    for (unsigned i = 0; r->conns && i < r->n; i++) free(r->conns[i].stamps);
+    for (unsigned i = 0; r->conns && i < r->n; i++)
+        if (r->conns[i].stamps != r->conns[i].inline_stamps) free(r->conns[i].stamps);
     free(r->conns);
     free(r->second);
     free(r->rbuf);
