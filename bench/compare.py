@@ -2,7 +2,8 @@
 """bench/compare.py: csock bench against the load generators it replaces,
 same server, same cores, same run (issue 15's numbers).
 
-  python3 bench/compare.py [--rounds 5] [--duration 5] [--only http,echo,c10k]
+  python3 bench/compare.py [--rounds 5] [--duration 5] [--only http,count,echo,c10k]
+                          [--echo-shapes 100x64,1000x128]
 
   http  csock bench --http --threads 1 vs wrk -t1, same connections, against
         nginx (bench/http/nginx.conf.in: one worker) and csock serve http
@@ -13,11 +14,12 @@ same server, same cores, same run (issue 15's numbers).
   count each tool's count of responses against nginx's access log (on for
         this part only): how many of the requests the server answered the
         tool reports (the rest are the ones in flight at the end).
-  echo  csock bench --echo (on epoll, and on io_uring: CSOCK_BACKEND=uring)
+  echo  csock bench --echo (on epoll its sockets driven directly, with
+        --streams through csock streams, and on io_uring: CSOCK_BACKEND=uring)
         vs bench/loadgen.c (its epoll engine, and -U io_uring) against
-        csock serve echo: messages/s and the load
-        generator's own CPU (user+sys from wait4, the whole process) per
-        message.
+        csock serve echo, for each --echo-shapes CONNSxSIZE: messages/s and
+        the load generator's own CPU (user+sys from wait4, the whole
+        process) per message.
   c10k  10,000 concurrent connections from one csock bench process against
         csock serve echo: connections made, messages, errors.
 
@@ -266,31 +268,35 @@ def count_part(args, tmp, results):
 
 
 def echo_part(args, tmp, results):
+    """Each shape (CONNSxSIZE) is a table of its own: the tools against the
+    same server instance, back to back, the order rotated a round."""
     d = args.duration
+    shapes = [tuple(int(x) for x in shape.split("x")) for shape in args.echo_shapes.split(",")]
     for rnd in range(args.rounds):
-        srv = Server([CSOCK, "serve", "echo", "tcp://127.0.0.1:0", "--threads", "1"])
+        srv = Server([CSOCK, "serve", "echo", "tcp://127.0.0.1:0", "--threads", "1", "--max-conns", "20000"])
         try:
-            tools = [
-                ("loadgen (epoll)", [LOADGEN, "-H", "127.0.0.1", "-p", str(srv.port), "-c", str(args.echo_conns),
-                                     "-s", "64", "-d", "1", "-t", str(d), "-w", "0"], parse_loadgen),
-                ("loadgen -U (io_uring)", [LOADGEN, "-U", "-H", "127.0.0.1", "-p", str(srv.port), "-c",
-                                           str(args.echo_conns), "-s", "64", "-d", "1", "-t", str(d), "-w", "0"],
-                 parse_loadgen),
-                ("csock bench --echo", [CSOCK, "bench", srv.addr, "--conns", str(args.echo_conns), "--size", "64",
-                                        "--depth", "1", "--duration", str(d), "--json", "-"], parse_bench),
-                ("CSOCK_BACKEND=uring csock bench --echo",
-                 ["env", "CSOCK_BACKEND=uring", CSOCK, "bench", srv.addr, "--conns", str(args.echo_conns),
-                  "--size", "64", "--depth", "1", "--duration", str(d), "--json", "-"], parse_bench),
-            ]
-            tools = tools[rnd % 4:] + tools[:rnd % 4]
-            for tool, argv, parse in tools:
-                r = measure(srv, argv, parse, d + 30)
-                r["msgs"] = r.get("msgs") or r["rate"] * d
-                r.update(part="echo", server="csock serve echo", tool=tool, round=rnd)
-                results.append(r)
-                print("  echo round %d %-40s %9.0f msg/s  load CPU %.2f s (%.2f us/msg)  server CPU %.2f s"
-                      % (rnd, tool, r["rate"], r["load_cpu"], r["load_cpu"] * 1e6 / r["msgs"], r["server_cpu"]),
-                      file=sys.stderr)
+            for conns, size in shapes:
+                lg = [LOADGEN, "-H", "127.0.0.1", "-p", str(srv.port), "-c", str(conns), "-s", str(size),
+                      "-d", "1", "-t", str(d), "-w", "0"]
+                cb = [CSOCK, "bench", srv.addr, "--conns", str(conns), "--size", str(size), "--depth", "1",
+                      "--duration", str(d), "--json", "-"]
+                tools = [
+                    ("loadgen (epoll)", lg, parse_loadgen),
+                    ("loadgen -U (io_uring)", lg[:1] + ["-U"] + lg[1:], parse_loadgen),
+                    ("csock bench --echo", cb, parse_bench),
+                    ("csock bench --echo --streams", cb + ["--streams"], parse_bench),
+                    ("CSOCK_BACKEND=uring csock bench --echo", ["env", "CSOCK_BACKEND=uring"] + cb, parse_bench),
+                ]
+                tools = tools[rnd % len(tools):] + tools[:rnd % len(tools)]
+                part = "echo %dx%d B" % (conns, size)
+                for tool, argv, parse in tools:
+                    r = measure(srv, argv, parse, d + 30)
+                    r["msgs"] = r.get("msgs") or r["rate"] * d
+                    r.update(part=part, server="csock serve echo", tool=tool, round=rnd)
+                    results.append(r)
+                    print("  %s round %d %-40s %9.0f msg/s  load CPU %.2f s (%.2f us/msg)  server CPU %.2f s"
+                          % (part, rnd, tool, r["rate"], r["load_cpu"], r["load_cpu"] * 1e6 / r["msgs"],
+                             r["server_cpu"]), file=sys.stderr)
         finally:
             srv.stop()
 
@@ -310,7 +316,7 @@ def c10k_part(args, tmp, results):
             srv.stop()
 
 
-BASELINE = {"http": "wrk -t1", "count": "wrk -t1", "echo": "loadgen (epoll)"}
+BASELINE = {"http": "wrk -t1", "count": "wrk -t1", "echo": "loadgen (epoll)"}  # by the part's first word
 
 
 def paired(rows, server, tool, base, key):
@@ -327,11 +333,13 @@ def paired(rows, server, tool, base, key):
 
 def table(results):
     lines = []
-    for part in ("http", "count", "echo", "c10k"):
+    parts = []
+    for r in results:
+        if r["part"] not in parts:
+            parts.append(r["part"])
+    for part in parts:
         rows = [r for r in results if r["part"] == part]
-        if not rows:
-            continue
-        base = BASELINE.get(part)
+        base = BASELINE.get(part.split()[0])
         for r in rows:
             r["load_us"] = r["load_cpu"] * 1e6 / max(1, r["msgs"])
             r["server_us"] = r["server_cpu"] * 1e6 / max(1, r["msgs"])
@@ -366,7 +374,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--http-conns", type=int, default=100)
-    ap.add_argument("--echo-conns", type=int, default=100)
+    ap.add_argument("--echo-shapes", default="100x64,1000x128",
+                    help="echo: CONNSxSIZE,... (connections x bytes a message), a table each")
     ap.add_argument("--only", default="http,count,echo,c10k")
     ap.add_argument("--json", help="raw results into this file")
     args = ap.parse_args()

@@ -1,27 +1,33 @@
 #!/usr/bin/env bash
-# bench/tls/run.sh: TLS handshakes/s and bulk MB/s for csock, `openssl s_server`
-# and socat, same machine, same run, with server CPU time per operation.
+# bench/tls/run.sh: TLS handshakes/s and echo MB/s for csock and socat,
+# loaded by csock bench, same machine, same run, with server CPU time per operation.
 #
 #   ROUNDS=5 DURATION=5 bench/tls/run.sh [CSOCK_BIN]
 #
 # Environment (defaults): ROUNDS (5) DURATION (5 s measured) WARMUP (1 s)
 #   CERT (rsa: RSA-2048; or ec: ECDSA P-256) GROUP (P-256) CONNS_HS (16)
-#   SCENARIOS ("hs sink1 sink8 echo1 echo8") SERVER_CPU (0) LOAD_CPU (1) OUT (temp dir)
+#   SCENARIOS ("hs echo1 echo8") SERVER_CPU (0) LOAD_CPU (1) OUT (temp dir)
 #
 # A throw-away self-signed certificate is made in a temp dir at run time.
 # Every measurement starts a fresh server pinned to SERVER_CPU, runs
-# bench/tls/tlsload (built here with cc -O2 against the system libssl) pinned
-# to LOAD_CPU, and stops the server; within a round each scenario runs every
-# server back to back in an order rotated each round. Medians over rounds.
-# Client side for every server: TLS 1.3 only, TLS_AES_128_GCM_SHA256, key
-# exchange GROUP (P-256 because socat 1.7.4 pins its ECDHE curve to P-256 and
-# refuses X25519-only clients), no session cache (every handshake is full).
+# `csock bench` (tls://, every echoed byte checked) pinned to LOAD_CPU, and
+# stops the server; within a round each scenario runs every server back to
+# back in an order rotated each round. Medians over rounds. The client
+# offers the key exchange group GROUP only (--tls-groups; P-256 because
+# socat 1.7.4 pins its ECDHE curve to P-256, and another first choice would
+# cost socat a HelloRetryRequest) and csock's TLS 1.3 suites, of which every
+# server picks TLS_AES_128_GCM_SHA256; the client keeps no sessions (every
+# handshake is full). Server CPU: /proc/PID/stat over the window, with the
+# server's children's (socat forks one a connection): csock bench --server-pid.
 #
-# Servers per scenario (s_server handles one connection at a time and has no
-# byte echo, socat -u cannot echo):
-#   hs     csock serve echo | openssl s_server -rev | socat ... PIPE (fork)
-#   sink*  csock serve discard | openssl s_server -quiet >/dev/null (sink1 only) | socat -u ... GOPEN:/dev/null
-#   echo*  csock serve echo | socat ... PIPE
+# Servers per scenario:
+#   hs     csock serve echo | socat ... PIPE (fork)
+#   echo*  csock serve echo | socat ... PIPE (fork)
+# openssl s_server has no byte echo (-rev answers each line reversed, which
+# csock bench, checking every byte, counts as wrong) and serves one
+# connection at a time: it is in none. The sink scenarios of the tool this
+# script used before are gone too: csock bench measures answers, and a sink
+# gives none (BENCHMARKS.md, "TLS", keeps their last numbers).
 if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 set -euo pipefail
 
@@ -34,7 +40,7 @@ WARMUP=${WARMUP:-1}
 CERT=${CERT:-rsa}
 GROUP=${GROUP:-P-256}
 CONNS_HS=${CONNS_HS:-16}
-SCENARIOS=${SCENARIOS:-"hs sink1 sink8 echo1 echo8"}
+SCENARIOS=${SCENARIOS:-"hs echo1 echo8"}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 tmp=$(mktemp -d /tmp/csock-bench-tls.XXXXXX)
@@ -52,13 +58,10 @@ trap 'exit 130' INT TERM
 
 log() { printf '%s\n' "$*" >&2; }
 
-for t in taskset openssl socat ss cc python3; do
+for t in taskset openssl socat ss python3; do
     command -v "$t" >/dev/null || { log "bench/tls: $t not found"; exit 1; }
 done
 [ -x "$CSOCK_BIN" ] || { log "bench/tls: $CSOCK_BIN missing (cmake -S . -B build && cmake --build build)"; exit 1; }
-
-lg=$tmp/tlsload
-cc -O2 -Wall -o "$lg" "$here/tlsload.c" -lssl -lcrypto
 
 crt=$tmp/cert.pem key=$tmp/key.pem
 case $CERT in
@@ -68,41 +71,55 @@ ec) newkey=(-newkey ec -pkeyopt ec_paramgen_curve:P-256) ;;
 esac
 openssl req -x509 "${newkey[@]}" -nodes -keyout "$key" -out "$crt" -days 1 \
     -subj /CN=127.0.0.1 2>/dev/null
-mkfifo "$tmp/stdin.fifo" # s_server's stdin: open, never any data, never EOF
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# server_cmd NAME SCENARIO PORT: the server's command line into the array `cmd`.
+# server_cmd NAME PORT: the server's command line into the array `cmd`.
 server_cmd() {
-    local name=$1 sc=$2 port=$3
-    case $name/$sc in
-    csock/sink*) cmd=("$CSOCK_BIN" serve discard "tls://127.0.0.1:$port" --cert "$crt" --key "$key" --threads 1) ;;
-    csock/*) cmd=("$CSOCK_BIN" serve echo "tls://127.0.0.1:$port" --cert "$crt" --key "$key" --threads 1) ;;
-    s_server/hs) cmd=(openssl s_server -accept "127.0.0.1:$port" -cert "$crt" -key "$key" -rev -quiet) ;;
-    s_server/sink*) cmd=(openssl s_server -accept "127.0.0.1:$port" -cert "$crt" -key "$key" -quiet) ;;
-    socat/sink*) cmd=(socat -u "OPENSSL-LISTEN:$port,bind=127.0.0.1,cert=$crt,key=$key,verify=0,fork,reuseaddr" GOPEN:/dev/null) ;;
-    socat/*) cmd=(socat "OPENSSL-LISTEN:$port,bind=127.0.0.1,cert=$crt,key=$key,verify=0,fork,reuseaddr" PIPE) ;;
+    local name=$1 port=$2
+    case $name in
+    csock) cmd=("$CSOCK_BIN" serve echo "tls://127.0.0.1:$port" --cert "$crt" --key "$key" --threads 1) ;;
+    socat) cmd=(socat "OPENSSL-LISTEN:$port,bind=127.0.0.1,cert=$crt,key=$key,verify=0,fork,reuseaddr" PIPE) ;;
     esac
 }
 
 servers_for() {
+    echo "csock socat"
+}
+
+# load_args SCENARIO: csock bench's load. hs: a new connection for every
+# 2-byte echo (full handshake, the echo, close); echo*: 64 KiB messages,
+# 4 in flight on each connection (256 KiB).
+load_args() {
     case $1 in
-    hs | sink1) echo "csock s_server socat" ;;
-    *) echo "csock socat" ;;
+    hs) echo "--connect --conns $CONNS_HS --size 2" ;;
+    echo1) echo "--conns 1 --size 65536 --depth 4" ;;
+    echo8) echo "--conns 8 --size 65536 --depth 4" ;;
+    *) log "bench/tls: unknown scenario $1 (hs, echo1, echo8)"; exit 1 ;;
     esac
 }
 
-# load_args SCENARIO: tlsload's mode and connection count.
-load_args() {
-    case $1 in
-    hs) echo "-m hs -c $CONNS_HS" ;;
-    sink1) echo "-m sink -c 1" ;;
-    sink8) echo "-m sink -c 8" ;;
-    echo1) echo "-m echo -c 1" ;;
-    echo8) echo "-m echo -c 8" ;;
-    esac
+# kv JSON: csock bench's --json as the key=value line the table reads.
+kv() {
+    python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+w, c = d["duration_s"], d["cpu"]
+srv = c["server_s"] if c["server_s"] is not None else -1
+out = ["window_s=%.2f" % w, "errors=%d" % sum(d["errors"].values())]
+if d["connect"]:
+    out.append("hs_s=%.1f" % d["throughput"])
+    if d["messages"] and srv >= 0:
+        out.append("srv_cpu_ms_per_hs=%.4f" % (srv * 1e3 / d["messages"]))
+else:
+    mb = d["bytes"] / 1e6
+    out.append("mb_s=%.1f" % (mb / w))
+    if mb and srv >= 0:
+        out.append("srv_cpu_ms_per_mb=%.4f" % (srv * 1e3 / mb))
+out.append("srv_cpu_pct=%.0f lg_cpu_pct=%.0f" % (srv / w * 100, c["load_s"] / w * 100))
+print(" ".join(out))' "$1"
 }
 
 stop_server() {
@@ -114,12 +131,12 @@ stop_server() {
     srv_pid=""
 }
 
-# measure ROUND SCENARIO SERVER: one tlsload run; appends a row to $results.
+# measure ROUND SCENARIO SERVER: one csock bench run; appends a row to $results.
 measure() {
-    local round=$1 sc=$2 name=$3 port rc=0 kv cmd=()
+    local round=$1 sc=$2 name=$3 port rc=0 line cmd=()
     port=$(free_port)
-    server_cmd "$name" "$sc" "$port"
-    taskset -c "$SERVER_CPU" "${cmd[@]}" >/dev/null 2>>"$tmp/$name.err" 0<>"$tmp/stdin.fifo" &
+    server_cmd "$name" "$port"
+    taskset -c "$SERVER_CPU" "${cmd[@]}" >/dev/null 2>>"$tmp/$name.err" </dev/null &
     srv_pid=$!
     local i
     for i in $(seq 1 200); do # wait until it listens (no probe connection)
@@ -128,16 +145,21 @@ measure() {
         sleep 0.02
     done
     # shellcheck disable=SC2046  # load_args is split into words on purpose
-    taskset -c "$LOAD_CPU" "$lg" -p "$port" -g "$GROUP" $(load_args "$sc") -t "$DURATION" \
-        -w "$WARMUP" -P "$srv_pid" >"$tmp/lg.out" 2>"$tmp/lg.err" &
+    taskset -c "$LOAD_CPU" "$CSOCK_BIN" bench "tls://127.0.0.1:$port" --insecure --tls-groups "$GROUP" \
+        $(load_args "$sc") --duration "$DURATION" --warmup "$WARMUP" --server-pid "$srv_pid" \
+        --json "$tmp/lg.json" >"$tmp/lg.out" 2>"$tmp/lg.err" &
     lg_pid=$!
     wait "$lg_pid" || rc=$?
     lg_pid=""
     stop_server
-    kv=$(tail -n1 "$tmp/lg.out")
-    [ "$rc" = 0 ] || kv="status=failed:$(head -n1 "$tmp/lg.err" | tr ' \t' '__')"
-    printf '%s\t%s\t%s\t%s\n' "$round" "$sc" "$name" "$kv" >>"$results"
-    log "  $(printf '%-6s %-8s' "$sc" "$name") $kv"
+    # Status 1 with a JSON: errors, counted in the row.
+    if [ -s "$tmp/lg.json" ] && line=$(kv "$tmp/lg.json"); then :; else
+        line="status=failed:$(head -n1 "$tmp/lg.err" | tr ' \t' '__')"
+    fi
+    [ "$rc" = 0 ] || [ "$rc" = 1 ] || line="status=failed:exit_$rc"
+    rm -f "$tmp/lg.json"
+    printf '%s\t%s\t%s\t%s\n' "$round" "$sc" "$name" "$line" >>"$results"
+    log "  $(printf '%-6s %-8s' "$sc" "$name") $line"
 }
 
 main() {
@@ -160,7 +182,7 @@ main() {
     echo "# csock TLS benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
     echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
-    echo "- $(openssl version); socat $(socat -V | sed -n 's/^socat version \([^ ]*\).*/\1/p')"
+    echo "- $(openssl version); socat $(socat -V | sed -n 's/^socat version \([^ ]*\).*/\1/p'); load: csock bench"
     echo "- git: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
     echo "- cert $CERT, group $GROUP, server on CPU $SERVER_CPU, load on CPU $LOAD_CPU; $ROUNDS round(s) x ${DURATION}s; medians"
     echo
@@ -181,7 +203,6 @@ def spread(ds, k):
     v = [float(d[k]) for d in ds if k in d]
     return (max(v) - min(v)) / statistics.median(v) * 100 if len(v) > 1 and statistics.median(v) else 0
 desc = {"hs": "handshakes/s (full TLS 1.3 handshake + 2-byte echo + close)",
-        "sink1": "sink, 1 connection", "sink8": "sink, 8 connections",
         "echo1": "echo, 1 connection", "echo8": "echo, 8 connections"}
 for sc in scen:
     hs = sc == "hs"

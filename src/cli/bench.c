@@ -2,6 +2,7 @@
  * latency honestly (see bench_usage). This file: the options, the threads
  * and the live line; bench_run.c: a thread; bench_report.c: the results
  * (table and JSON); bench_plot.c: the SVG. */
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -11,8 +12,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cli/bench.h"
-#include "cli/bench_http.h"
+#include <openssl/ssl.h>
+
+#include "cli/bench_conn.h"
 #include "cli/bench_plot.h"
 
 static const char bench_usage[] =
@@ -64,6 +66,14 @@ static const char bench_usage[] =
     "  -w, --warmup SECS    run this long first, not measured (default 0)\n"
     "  -t, --threads N   event loops (threads), connections spread over them\n"
     "                    (default 1)\n"
+    "  --streams         plain tcp:// and unix: connections through csock\n"
+    "                    streams (buffered writes, timeouts) instead of driving\n"
+    "                    the sockets directly (a send and a recv a message, as\n"
+    "                    bench/loadgen.c does); the io_uring backend always\n"
+    "                    uses streams. It shows what the stream layer costs\n"
+    "  --tls-groups LIST tls://, wss://: the key exchange groups to offer, in\n"
+    "                    OpenSSL's syntax (P-256:X25519), instead of csock's\n"
+    "                    X25519:P-256:P-384 (to load every server alike)\n"
     "  --timeout SECS    a connect or an answer taking longer is an error\n"
     "                    (timeout); the connection is made again (default 10)\n"
     "\n"
@@ -80,8 +90,9 @@ static const char bench_usage[] =
     "                    It holds throughput over time too (\"series\": messages\n"
     "                    answered in each interval of interval_s seconds).\n"
     "  --label TEXT      this run's name in the JSON and in plots\n"
-    "  --server-pid PID  the server's CPU time (user+sys, /proc/PID/stat) over\n"
-    "                    the window too, per message (csock bench's own is\n"
+    "  --server-pid PID  the server's CPU time (user+sys, /proc/PID/stat, with\n"
+    "                    its children's, live and reaped) over the window\n"
+    "                    too, per message (csock bench's own is\n"
     "                    always reported: the \"cpu\" line, \"cpu\" in the JSON)\n"
     "  --plot FILE.svg   a self-contained SVG: latency by percentile (log\n"
     "                    scale of 1/(1-p): 0%, 90%, 99%, 99.9%, ...) and\n"
@@ -95,7 +106,7 @@ static const char bench_usage[] =
 
 enum {
     OPT_ECHO = 0x2000, OPT_UPPER, OPT_HTTP, OPT_WS, OPT_CONNECT, OPT_JSON, OPT_TIMEOUT,
-    OPT_METHOD, OPT_HEADER, OPT_BODY, OPT_PIPELINE, OPT_PLOT, OPT_LABEL, OPT_SERVER_PID
+    OPT_METHOD, OPT_HEADER, OPT_BODY, OPT_PIPELINE, OPT_PLOT, OPT_LABEL, OPT_SERVER_PID, OPT_STREAMS, OPT_TLS_GROUPS
 };
 
 #define DEFAULT_CONNS 10
@@ -207,6 +218,8 @@ static void parse_args(int argc, char **argv, bench_opts *o, cli_tls *tls)
         {"plot", required_argument, NULL, OPT_PLOT},
         {"label", required_argument, NULL, OPT_LABEL},
         {"server-pid", required_argument, NULL, OPT_SERVER_PID},
+        {"streams", no_argument, NULL, OPT_STREAMS},
+        {"tls-groups", required_argument, NULL, OPT_TLS_GROUPS},
         CLI_TLS_LONGOPTS,
         {0, 0, 0, 0},
     };
@@ -219,6 +232,8 @@ static void parse_args(int argc, char **argv, bench_opts *o, cli_tls *tls)
         case OPT_UPPER: o->mode = BENCH_UPPER; break;
         case OPT_WS: o->ws = 1; break;
         case OPT_CONNECT: o->connect_each = 1; break;
+        case OPT_STREAMS: o->streams = 1; break;
+        case OPT_TLS_GROUPS: o->tls_groups = optarg; break;
         case OPT_HTTP:
             o->mode = BENCH_HTTP;
             o->http_path = optarg;
@@ -367,7 +382,9 @@ typedef struct cpu_mark {
     double self, server;
 } cpu_mark;
 
-static double proc_cpu(int pid)
+/* A process's CPU time in clock ticks, with that of the children it has
+ * reaped; its parent's pid into *ppid. -1 when it is gone. */
+static long long proc_ticks(int pid, int *ppid)
 {
     char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", pid);
@@ -376,11 +393,34 @@ static double proc_cpu(int pid)
     size_t n = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
     buf[n] = '\0';
-    /* After the command's ")": state is field 3, utime 14, stime 15. */
+    /* After the command's ")": state is field 3, ppid 4, utime 14, stime
+     * 15, cutime 16, cstime 17. */
     const char *p = strrchr(buf, ')');
-    unsigned long long ut, st;
-    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2) return -1;
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+    long long ut, st, cut, cst;
+    if (!p || sscanf(p + 2, "%*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lld %lld %lld %lld", ppid, &ut, &st,
+                     &cut, &cst) != 5)
+        return -1;
+    return ut + st + cut + cst;
+}
+
+/* The CPU seconds of the server: its own, its reaped children's and its
+ * live children's (a server that forks a process a connection, as socat
+ * does, spends them there). -1 when it is gone. */
+static double proc_cpu(int pid)
+{
+    int ppid;
+    long long ticks = proc_ticks(pid, &ppid);
+    if (ticks < 0) return -1;
+    DIR *d = opendir("/proc");
+    for (struct dirent *e; d && (e = readdir(d));) {
+        char *end;
+        long child = strtol(e->d_name, &end, 10);
+        long long t;
+        if (*end || child <= 0 || child == pid) continue;
+        if ((t = proc_ticks((int)child, &ppid)) > 0 && ppid == pid) ticks += t;
+    }
+    if (d) closedir(d);
+    return (double)ticks / (double)sysconf(_SC_CLK_TCK);
 }
 
 static void cpu_sample(const bench_opts *o, cpu_mark *m)
@@ -451,6 +491,10 @@ static void resolve_target(bench_opts *o, const cli_tls *tls)
     }
     if (o->addr.scheme == CSOCK_TLS) o->tls = cli_tls_client_ctx(tls);
     else if (tls->given) cli_die(CLI_USAGE, "bench: --%s is for tls:// and wss:// addresses", tls->first);
+    if (o->tls_groups && !o->tls) cli_die(CLI_USAGE, "bench: --tls-groups is for tls:// and wss:// addresses");
+    /* Before any connection: the context is shared, and fixed once in use. */
+    if (o->tls_groups && SSL_CTX_set1_groups_list(csock_tls_ctx_ssl(o->tls), o->tls_groups) != 1)
+        cli_die(CLI_USAGE, "--tls-groups: '%s' is not a list of groups OpenSSL knows", o->tls_groups);
 }
 
 /* One thread a loop, each with its share of the connections; the start
@@ -493,7 +537,7 @@ static int collect(const bench_opts *o, bench_thread *th, bench_stats *all)
         if (th[i].rc < 0 && !failed++) cli_warn("bench: thread %u: %s", i, csock_strerror(th[i].rc));
         bench_stats *s = &th[i].st;
         all->msgs += s->msgs, all->bytes += s->bytes, all->unsent += s->unsent;
-        all->connects += s->connects;
+        all->connects += s->connects, all->answered += s->answered, all->up_at_end += s->up_at_end;
         for (int k = 0; k < BENCH_ERR_KINDS; k++) all->err[k] += s->err[k];
         for (int k = 0; k < 600; k++) all->status[k] += s->status[k];
         bench_hist_merge(&all->hist, &s->hist);
@@ -571,6 +615,7 @@ int cli_bench(int argc, char **argv)
         return CLI_OK;
     }
     resolve_target(&o, &tls);
+    o.raw = bench_raw_wanted(&o);
     size_series(&o);
     o.live = isatty(STDERR_FILENO);
     make_patterns(&o);

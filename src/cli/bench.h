@@ -46,6 +46,9 @@ typedef struct bench_opts {
     int ws;                  /* a ws:// or wss:// ADDR: messages are WebSocket
                                 messages (binary for echo, text for upper) */
     int udp;                 /* udp://: a datagram a message, on a connected socket */
+    int streams;             /* --streams: plain TCP and Unix through csock streams too */
+    int raw;                 /* the sockets are driven directly (bench_raw.c) */
+    const char *tls_groups;  /* --tls-groups LIST, or NULL for csock's */
     unsigned pipeline;       /* --http --pipeline N: N requests written at once,
                                 the next N when all are answered (1: off) */
     const char *method;      /* --http: GET unless --method */
@@ -67,6 +70,9 @@ typedef struct bench_stats {
     uint64_t msgs, bytes;  /* completed inside the measured window */
     uint64_t unsent;       /* open loop: due while no connection was up */
     uint64_t connects;     /* connections made */
+    uint64_t answered;     /* of the --conns connections, those that had an
+                              answer checked (over the whole run) */
+    uint64_t up_at_end;    /* connections up when the run ended */
     uint64_t window_ns;    /* how long was measured (shorter when interrupted) */
     uint64_t err[BENCH_ERR_KINDS];
     bench_hist hist;       /* latency of the window's messages, us */

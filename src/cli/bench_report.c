@@ -131,11 +131,14 @@ void bench_write_json(FILE *f, const bench_opts *o, const bench_stats *st)
     }
     if (o->rate > 0) fprintf(f, "\"loop\": \"open\", \"rate\": %.3f, ", o->rate);
     else fprintf(f, "\"loop\": \"closed\", \"depth\": %u, ", o->depth);
-    fprintf(f, "\"connect\": %s, ", o->connect_each ? "true" : "false");
+    fprintf(f, "\"connect\": %s, \"engine\": \"%s\", ", o->connect_each ? "true" : "false",
+            o->raw ? "sockets" : "streams");
     fprintf(f, "\"duration_s\": %.6f, \"warmup_s\": %.3f,\n", secs, (double)o->warmup_ns / 1e9);
     fprintf(f, " \"messages\": %llu, \"bytes\": %llu, \"throughput\": %.3f, \"connects\": %llu, "
             "\"unsent\": %llu,\n", (unsigned long long)st->msgs, (unsigned long long)st->bytes,
             per_sec((double)st->msgs, secs), (unsigned long long)st->connects, (unsigned long long)st->unsent);
+    fprintf(f, " \"conns_answered\": %llu, \"conns_up_at_end\": %llu,\n", (unsigned long long)st->answered,
+            (unsigned long long)st->up_at_end);
     fprintf(f, " \"errors\": {");
     for (int i = 0; i < BENCH_ERR_KINDS; i++)
         fprintf(f, "%s\"%s\": %llu", i ? ", " : "", bench_err_names[i], (unsigned long long)st->err[i]);

@@ -17,56 +17,7 @@
 #include <unistd.h>
 #include <time.h>
 
-#include "cli/bench.h"
-#include "cli/bench_http.h"
-#include "csock/ws.h"
-
-#define TICK_MS 1                 /* end of run, housekeeping, live line */
-#define MIN_PACE_NS 50000ull      /* open loop: sends are batched at most 50 us apart */
-#define HOUSEKEEP_TICKS 10        /* reconnects and timeouts: every 10 ms */
-#define RETRY_NS 100000000ull     /* a refused connect is tried again after 100 ms */
-#define MAX_INFLIGHT (1u << 20)   /* open loop: messages waiting on one connection */
-
-enum { C_DOWN, C_CONNECTING, C_UP, C_CLOSING };
-
-typedef struct run run;
-
-typedef struct conn {
-    run *r;
-    csock_stream *s;
-    csock_ws *ws; /* ws:// and wss://, instead of s */
-    csock_dgram *d; /* udp://, instead of s */
-    unsigned id; /* over all threads: which slice of the pattern it sends */
-    int state;
-    uint64_t retry_at;   /* C_DOWN: when to connect again */
-    uint64_t connect_at; /* when the connect began (--connect: the message's start) */
-    uint64_t sent, done; /* messages sent and answered on this stream */
-    size_t rpos;         /* bytes of message `done` received so far */
-    uint64_t *stamps;    /* due times of messages in flight, by seq & mask */
-    uint64_t mask;
-    bench_http_resp http; /* --http: the response being read */
-    uint64_t rbytes;      /* --http: bytes of that response so far */
-} conn;
-
-struct run {
-    bench_thread *t;
-    const bench_opts *o;
-    csock_loop *loop;
-    csock_timer *tick;
-    conn *conns;
-    unsigned n, rr, ticks;
-    int stopping;
-    /* Open loop: message k of this thread is due at t0 + k * interval. A
-     * timerfd wakes the loop for them: the loop's timers count whole
-     * milliseconds, which would add up to 1 ms of lag to every message. */
-    uint64_t t0, k;
-    int pace_fd;
-    csock_io *pacer;
-    double interval_ns;
-    /* The live line: answers so far, and the last second's latencies. */
-    uint64_t completed, next_live;
-    bench_hist *second;
-};
+#include "cli/bench_conn.h"
 
 const char *const bench_err_names[BENCH_ERR_KINDS] = {"refused", "reset", "timeout",
                                                       "wrong_bytes", "non_2xx", "other"};
@@ -78,7 +29,7 @@ uint64_t bench_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static int err_kind(int status)
+int bench_err_kind(int status)
 {
     switch (status) {
     case -ECONNREFUSED: case -ENOENT: return BENCH_ERR_REFUSED;
@@ -88,7 +39,7 @@ static int err_kind(int status)
     }
 }
 
-static void count_err(run *r, int kind)
+void bench_count_err(run *r, int kind)
 {
     r->t->st.err[kind]++;
     uint64_t e = 0;
@@ -100,7 +51,7 @@ static void conn_start(conn *c);
 
 /* The stream is gone: --connect makes the next one at once (unless a
  * failure asked for a pause); the housekeeping does otherwise. */
-static void conn_down(conn *c)
+void bench_conn_down(conn *c)
 {
     c->state = C_DOWN;
     if (c->r->o->connect_each && !c->r->stopping && c->retry_at <= bench_now_ns()) conn_start(c);
@@ -108,24 +59,25 @@ static void conn_down(conn *c)
 
 static void on_closed(csock_stream *s)
 {
-    conn_down(csock_stream_data(s));
+    bench_conn_down(csock_stream_data(s));
 }
 
 static void on_dgram_closed(csock_dgram *d)
 {
-    conn_down(csock_dgram_data(d));
+    bench_conn_down(csock_dgram_data(d));
 }
 
 /* Count the error (kind < 0: none, the server closed as it said it
  * would), close the stream; the housekeeping makes it again. */
-static void conn_fail(conn *c, int kind, uint64_t retry_after_ns)
+void bench_conn_fail(conn *c, int kind, uint64_t retry_after_ns)
 {
     if (c->state != C_UP && c->state != C_CONNECTING) return;
-    if (!c->r->stopping && kind >= 0) count_err(c->r, kind);
+    if (!c->r->stopping && kind >= 0) bench_count_err(c->r, kind);
     c->state = C_CLOSING;
     c->retry_at = bench_now_ns() + retry_after_ns;
     if (c->ws) csock_ws_abort(c->ws); /* CLOSED follows: on_ws */
     else if (c->d) csock_dgram_close(c->d, on_dgram_closed);
+    else if (c->io) bench_raw_close(c);
     else csock_stream_close(c->s, on_closed);
     c->s = NULL;
     c->ws = NULL;
@@ -139,7 +91,7 @@ static int grow(conn *c)
     uint64_t *st = malloc(cap * sizeof *st);
     if (!st) return -ENOMEM;
     for (uint64_t i = c->done; i < c->sent; i++) st[i & (cap - 1)] = c->stamps[i & c->mask];
-    free(c->stamps);
+    if (c->stamps != c->inline_stamps) free(c->stamps);
     c->stamps = st;
     c->mask = cap - 1;
     return 0;
@@ -147,7 +99,7 @@ static int grow(conn *c)
 
 /* Where in the pattern message `k` of `c` starts: differs between
  * messages and connections, so a misplaced answer does not match. */
-static size_t msg_off(const conn *c, uint64_t k)
+size_t bench_msg_off(const conn *c, uint64_t k)
 {
     if (c->r->o->mode == BENCH_HTTP) return 0; /* the request, whole */
     return (size_t)(((uint64_t)c->id * 977u + k * 7919u) % BENCH_PAT);
@@ -163,16 +115,20 @@ static int conn_send_n(conn *c, uint64_t due, unsigned n)
         if (rc < 0) return rc;
     }
     int rc;
+    if (c->io) { /* the bytes are the pattern's: stamped first, then written */
+        for (unsigned i = 0; i < n; i++) c->stamps[c->sent++ & c->mask] = due;
+        return bench_raw_flush(c);
+    }
     if (n > 1) {
         rc = csock_stream_write(c->s, o->send_pat, o->body * n);
     } else if (c->d) {
-        rc = csock_dgram_send(c->d, o->send_pat + msg_off(c, c->sent), o->body, NULL);
+        rc = csock_dgram_send(c->d, o->send_pat + bench_msg_off(c, c->sent), o->body, NULL);
     } else if (c->ws) {
         rc = csock_ws_send(c->ws, o->mode == BENCH_UPPER ? CSOCK_WS_TEXT : CSOCK_WS_BINARY,
-                           o->send_pat + msg_off(c, c->sent), o->body);
+                           o->send_pat + bench_msg_off(c, c->sent), o->body);
     } else {
         struct iovec iov[2] = {
-            {o->send_pat + msg_off(c, c->sent), o->body},
+            {o->send_pat + bench_msg_off(c, c->sent), o->body},
             {(void *)"\n", o->size - o->body},
         };
         rc = csock_stream_writev(c->s, iov, o->size > o->body ? 2 : 1);
@@ -194,7 +150,7 @@ static int answer_ok(const conn *c, const char *p, size_t n)
     size_t pos = c->rpos;
     if (pos < o->body) {
         size_t m = n < o->body - pos ? n : o->body - pos;
-        if (memcmp(p, o->want_pat + msg_off(c, c->done) + pos, m)) return 0;
+        if (memcmp(p, o->want_pat + bench_msg_off(c, c->done) + pos, m)) return 0;
         p += m, n -= m;
     }
     for (; n; n--, p++)
@@ -220,11 +176,18 @@ static void complete(conn *c, uint64_t now, uint64_t bytes)
         t->st.msgs++;
         t->st.bytes += bytes;
         bench_hist_record(&t->st.hist, us);
-        uint64_t slot = (now - t->t_measure) / r->o->series_ns;
-        if (slot < r->o->nseries) t->st.series[slot]++;
+        while (now >= r->slot_end && r->slot < r->o->nseries) {
+            r->slot++;
+            r->slot_end += r->o->series_ns;
+        }
+        if (r->slot < r->o->nseries) t->st.series[r->slot]++;
     }
     if (r->second) bench_hist_record(r->second, us);
     r->completed++;
+    if (!c->answered) {
+        c->answered = 1;
+        t->st.answered++;
+    }
 }
 
 /* Closed loop: an answer lets the next message go. Negative when the
@@ -232,7 +195,7 @@ static void complete(conn *c, uint64_t now, uint64_t bytes)
 static int send_next(conn *c, uint64_t now)
 {
     if (c->r->o->connect_each) { /* one exchange a connection: close, not an error */
-        conn_fail(c, -1, 0);
+        bench_conn_fail(c, -1, 0);
         return -1;
     }
     const bench_opts *o = c->r->o;
@@ -240,7 +203,7 @@ static int send_next(conn *c, uint64_t now)
     /* --pipeline: the next batch when the whole last one is answered. */
     if (o->pipeline > 1 && c->done < c->sent) return 0;
     int rc = conn_send_n(c, now, o->pipeline > 1 ? o->pipeline : 1);
-    if (rc < 0) conn_fail(c, err_kind(rc), 0);
+    if (rc < 0) bench_conn_fail(c, bench_err_kind(rc), 0);
     return rc;
 }
 
@@ -256,18 +219,18 @@ static size_t read_http(conn *c, const char *buf, size_t len)
         int st;
         ssize_t n = bench_http_parse(&c->http, buf + used, len - used, &st);
         if (n < 0 || (st && c->done == c->sent)) { /* garbage, or an answer to nothing */
-            conn_fail(c, BENCH_ERR_OTHER, 0);
+            bench_conn_fail(c, BENCH_ERR_OTHER, 0);
             return len;
         }
         used += (size_t)n;
         c->rbytes += (uint64_t)n;
         if (!st) break;
         if (measured(t, now) && st < 600) t->st.status[st]++;
-        if (st / 100 != 2 && !r->stopping) count_err(r, BENCH_ERR_STATUS);
+        if (st / 100 != 2 && !r->stopping) bench_count_err(r, BENCH_ERR_STATUS);
         complete(c, now, c->rbytes);
         c->rbytes = 0;
         if (c->http.close) { /* said so: not an error, made again at once */
-            conn_fail(c, -1, 0);
+            bench_conn_fail(c, -1, 0);
             return len;
         }
         if (send_next(c, now) < 0) return len;
@@ -280,31 +243,37 @@ static size_t on_read(csock_stream *s, int status, const char *buf, size_t len)
     conn *c = csock_stream_data(s);
     run *r = c->r;
     if (status < 0) {
-        conn_fail(c, err_kind(status), 0);
+        bench_conn_fail(c, bench_err_kind(status), 0);
         return 0;
     }
     if (r->o->mode == BENCH_HTTP) return read_http(c, buf, len);
-    uint64_t now = bench_now_ns();
-    size_t used = 0;
-    while (used < len) {
-        size_t n = r->o->size - c->rpos;
-        if (n > len - used) n = len - used;
-        /* More answered than was sent is as wrong as a changed byte. */
-        if (c->done == c->sent || !answer_ok(c, buf + used, n)) {
-            conn_fail(c, BENCH_ERR_WRONG, 0);
-            return len;
-        }
-        used += n;
-        c->rpos += n;
-        if (c->rpos < r->o->size) break;
-        complete(c, now, r->o->size);
-        if (send_next(c, now) < 0) return len;
-    }
+    bench_echo_input(c, buf, len);
     return len;
 }
 
+int bench_echo_input(conn *c, const char *buf, size_t len)
+{
+    const bench_opts *o = c->r->o;
+    uint64_t now = bench_now_ns();
+    size_t used = 0;
+    while (used < len) {
+        size_t n = o->size - c->rpos;
+        if (n > len - used) n = len - used;
+        /* More answered than was sent is as wrong as a changed byte. */
+        if (c->done == c->sent || !answer_ok(c, buf + used, n)) {
+            bench_conn_fail(c, BENCH_ERR_WRONG, 0);
+            return -1;
+        }
+        used += n;
+        c->rpos += n;
+        if (c->rpos < o->size) break;
+        complete(c, now, o->size);
+        if (send_next(c, now) < 0) return -1;
+    }
+    return 0;
+}
+
 static int pacer_arm(run *r, uint64_t now);
-static void conn_up(conn *c, int rc);
 
 static void on_connected(csock_stream *s, int status)
 {
@@ -312,7 +281,7 @@ static void on_connected(csock_stream *s, int status)
     run *r = c->r;
     if (status < 0) {
         /* csock closes the stream after this callback. */
-        if (!r->stopping) count_err(r, err_kind(status));
+        if (!r->stopping) bench_count_err(r, bench_err_kind(status));
         c->s = NULL;
         c->state = C_DOWN;
         c->retry_at = bench_now_ns() + RETRY_NS;
@@ -320,7 +289,11 @@ static void on_connected(csock_stream *s, int status)
     }
     csock_stream_on_close(s, on_closed);
     if (r->o->addr.scheme != CSOCK_UNIX) csock_stream_nodelay(s, 1);
-    conn_up(c, csock_stream_read_start(s, on_read));
+    /* Never stop reading for a long write queue: what is queued is at most
+     * depth messages, and their answers must be read for the server to
+     * take the rest (1 MB messages over unix: stalled for good). */
+    csock_stream_set_watermarks(s, 0, 0);
+    bench_conn_up(c, csock_stream_read_start(s, on_read));
 }
 
 /* WebSocket: OPEN is the connect; a MESSAGE must be the next answer, whole;
@@ -333,11 +306,12 @@ static void on_ws(csock_ws *ws, const csock_ws_event *ev, void *data)
     const bench_opts *o = r->o;
     if (ev->kind == CSOCK_WS_OPEN) {
         csock_stream_nodelay(csock_ws_stream(ws), 1);
-        conn_up(c, 0);
+        csock_stream_set_watermarks(csock_ws_stream(ws), 0, 0); /* as in on_connected */
+        bench_conn_up(c, 0);
     } else if (ev->kind == CSOCK_WS_MESSAGE) {
         if (c->done == c->sent || ev->len != o->body ||
-            memcmp(ev->buf, o->want_pat + msg_off(c, c->done), o->body)) {
-            conn_fail(c, BENCH_ERR_WRONG, 0);
+            memcmp(ev->buf, o->want_pat + bench_msg_off(c, c->done), o->body)) {
+            bench_conn_fail(c, BENCH_ERR_WRONG, 0);
             return;
         }
         uint64_t now = bench_now_ns();
@@ -346,17 +320,17 @@ static void on_ws(csock_ws *ws, const csock_ws_event *ev, void *data)
     } else if (ev->kind == CSOCK_WS_CLOSED) {
         if (c->state == C_CONNECTING || c->state == C_UP) {
             /* Not ours: the connect or the connection failed. */
-            if (!r->stopping) count_err(r, ev->status ? err_kind(ev->status) : BENCH_ERR_RESET);
+            if (!r->stopping) bench_count_err(r, ev->status ? bench_err_kind(ev->status) : BENCH_ERR_RESET);
             c->retry_at = bench_now_ns() + (c->state == C_CONNECTING ? RETRY_NS : 0);
         }
         c->ws = NULL;
-        conn_down(c);
+        bench_conn_down(c);
     }
 }
 
 /* Connected (and through TLS or the WebSocket handshake): start the load.
  * rc: how starting to read went. */
-static void conn_up(conn *c, int rc)
+void bench_conn_up(conn *c, int rc)
 {
     run *r = c->r;
     c->state = C_UP;
@@ -370,7 +344,7 @@ static void conn_up(conn *c, int rc)
         else
             for (unsigned i = 0; i < r->o->depth && rc >= 0; i++) rc = conn_send(c, now);
     }
-    if (rc < 0) conn_fail(c, err_kind(rc), 0);
+    if (rc < 0) bench_conn_fail(c, bench_err_kind(rc), 0);
 }
 
 /* udp://: a datagram a message. An answer is matched against the
@@ -381,7 +355,7 @@ static void udp_lost(conn *c, uint64_t upto)
     run *r = c->r;
     unsigned again = 0;
     for (; c->done < upto; c->done++, again++)
-        if (!r->stopping) count_err(r, BENCH_ERR_TIMEOUT);
+        if (!r->stopping) bench_count_err(r, BENCH_ERR_TIMEOUT);
     /* The closed loop sends one for each lost, or it would run dry. */
     for (uint64_t now = bench_now_ns(); again-- && !r->stopping && r->o->rate <= 0 && c->d;)
         send_next(c, now);
@@ -393,13 +367,13 @@ static void on_dgram(csock_dgram *d, int status, const char *buf, size_t len, co
     const bench_opts *o = c->r->o;
     (void)from;
     if (status < 0) {
-        conn_fail(c, err_kind(status), status == -ECONNREFUSED ? RETRY_NS : 0);
+        bench_conn_fail(c, bench_err_kind(status), status == -ECONNREFUSED ? RETRY_NS : 0);
         return;
     }
     uint64_t k = c->done;
-    while (k < c->sent && (len != o->body || memcmp(buf, o->want_pat + msg_off(c, k), len))) k++;
+    while (k < c->sent && (len != o->body || memcmp(buf, o->want_pat + bench_msg_off(c, k), len))) k++;
     if (k == c->sent) { /* a late answer to a message given up on, or garbage */
-        if (!c->r->stopping) count_err(c->r, BENCH_ERR_WRONG);
+        if (!c->r->stopping) bench_count_err(c->r, BENCH_ERR_WRONG);
         return;
     }
     if (k > c->done) udp_lost(c, k);
@@ -413,13 +387,13 @@ static void udp_start(conn *c)
     run *r = c->r;
     int rc = csock_dgram_new(r->loop, NULL, &r->o->addr, &c->d);
     if (rc < 0) {
-        count_err(r, err_kind(rc));
+        bench_count_err(r, bench_err_kind(rc));
         c->d = NULL;
         c->retry_at = bench_now_ns() + RETRY_NS;
         return;
     }
     csock_dgram_set_data(c->d, c);
-    conn_up(c, csock_dgram_recv_start(c->d, on_dgram));
+    bench_conn_up(c, csock_dgram_recv_start(c->d, on_dgram));
 }
 
 static void conn_start(conn *c)
@@ -433,8 +407,14 @@ static void conn_start(conn *c)
     c->connect_at = bench_now_ns();
     memset(&c->http, 0, sizeof c->http);
     c->http.head = o->method && !strcmp(o->method, "HEAD");
+    c->wseq = 0;
+    c->wpos = 0;
     if (o->udp) {
         udp_start(c);
+        return;
+    }
+    if (o->raw) {
+        bench_raw_connect(c);
         return;
     }
     if (o->ws) {
@@ -442,7 +422,7 @@ static void conn_start(conn *c)
                             .max_message = o->size > (1u << 20) ? o->size : 0};
         int rc = csock_ws_connect(r->loop, o->target, &wo, on_ws, c, &c->ws);
         if (rc < 0) {
-            count_err(r, err_kind(rc));
+            bench_count_err(r, bench_err_kind(rc));
             c->ws = NULL;
             c->retry_at = bench_now_ns() + RETRY_NS;
             return;
@@ -453,7 +433,7 @@ static void conn_start(conn *c)
     int rc = o->tls ? csock_tls_connect(r->loop, &o->addr, o->tls, &co, on_connected, c, &c->s)
                     : csock_connect(r->loop, &o->addr, &co, on_connected, c, &c->s);
     if (rc < 0) {
-        count_err(r, err_kind(rc));
+        bench_count_err(r, bench_err_kind(rc));
         c->s = NULL;
         c->retry_at = bench_now_ns() + RETRY_NS;
         return;
@@ -480,7 +460,7 @@ static void pace(run *r, uint64_t now)
             continue;
         }
         int rc = conn_send(c, due);
-        if (rc < 0) conn_fail(c, err_kind(rc), 0);
+        if (rc < 0) bench_conn_fail(c, bench_err_kind(rc), 0);
     }
 }
 
@@ -490,12 +470,14 @@ static void housekeep(run *r, uint64_t now)
     for (unsigned i = 0; i < r->n; i++) {
         conn *c = &r->conns[i];
         if (c->state == C_DOWN && c->retry_at <= now) conn_start(c);
+        else if (c->state == C_CONNECTING && c->io && c->connect_at + r->o->timeout_ns < now)
+            bench_conn_fail(c, BENCH_ERR_TIMEOUT, RETRY_NS); /* streams time their connects themselves */
         else if (c->state == C_UP && c->d)
             while (c->d && c->done < c->sent && c->stamps[c->done & c->mask] + r->o->timeout_ns < now)
                 udp_lost(c, c->done + 1); /* a datagram unanswered: lost, not a hang */
         else if (c->state == C_UP && c->done < c->sent &&
                  c->stamps[c->done & c->mask] + r->o->timeout_ns < now)
-            conn_fail(c, BENCH_ERR_TIMEOUT, 0);
+            bench_conn_fail(c, BENCH_ERR_TIMEOUT, 0);
     }
 }
 
@@ -545,9 +527,11 @@ static void run_stop(run *r)
     r->stopping = 1;
     for (unsigned i = 0; i < r->n; i++) {
         conn *c = &r->conns[i];
+        r->t->st.up_at_end += c->state == C_UP;
         if (c->s) csock_stream_close(c->s, NULL);
         if (c->ws) csock_ws_abort(c->ws);
         if (c->d) csock_dgram_close(c->d, NULL);
+        if (c->io) bench_raw_close(c);
         c->s = NULL;
         c->ws = NULL;
         c->d = NULL;
@@ -569,8 +553,9 @@ static void on_tick(csock_timer *tm)
 static int run_setup(run *r)
 {
     const bench_opts *o = r->o;
-    uint64_t ring = 16;
+    uint64_t ring = INLINE_STAMPS;
     while (ring < o->depth) ring *= 2;
+    r->slot_end = r->t->t_measure + o->series_ns;
     r->conns = calloc(r->n, sizeof *r->conns);
     if (!r->conns) return -ENOMEM;
     for (unsigned i = 0; i < r->n; i++) {
@@ -578,7 +563,7 @@ static int run_setup(run *r)
         c->r = r;
         c->id = r->t->first_conn + i;
         c->mask = ring - 1;
-        c->stamps = malloc(ring * sizeof *c->stamps);
+        c->stamps = ring == INLINE_STAMPS ? c->inline_stamps : malloc(ring * sizeof *c->stamps);
         if (!c->stamps) return -ENOMEM;
     }
     if (o->live) {
@@ -589,6 +574,7 @@ static int run_setup(run *r)
     if (o->rate > 0) r->interval_ns = 1e9 * o->conns / (o->rate * r->n);
     int rc = csock_loop_new(NULL, &r->loop);
     if (rc < 0) return rc;
+    if (o->raw && !(r->rbuf = malloc(BENCH_RAW_RBUF))) return -ENOMEM;
     rc = csock_timer_new(r->loop, &r->tick);
     if (rc < 0) return rc;
     csock_timer_set_data(r->tick, r);
@@ -605,9 +591,11 @@ static void run_free(run *r)
         }
         csock_loop_free(r->loop);
     }
-    for (unsigned i = 0; r->conns && i < r->n; i++) free(r->conns[i].stamps);
+    for (unsigned i = 0; r->conns && i < r->n; i++)
+        if (r->conns[i].stamps != r->conns[i].inline_stamps) free(r->conns[i].stamps);
     free(r->conns);
     free(r->second);
+    free(r->rbuf);
     if (r->pace_fd >= 0) close(r->pace_fd);
 }
 

@@ -17,7 +17,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from csocktest import (BIN, Proc, Server, T, check, check_eq, csock, main, spawn,  # noqa: E402
+from csocktest import (BIN, Proc, Server, T, check, check_eq, csock, main, need, spawn,  # noqa: E402
                        closed_tcp_port, tmpdir, wait_for, _forget, _kill_group)
 import tlscerts  # noqa: E402
 
@@ -158,6 +158,44 @@ def test_echo_tcp_and_unix():
             check_eq(doc["loop"], "closed", "loop")
             no_errors(doc, ep)
             check_doc(doc, ep)
+
+
+def test_engines():
+    """Plain tcp:// and unix: run on the sockets directly (engine "sockets",
+    the io_uring backend excepted) or, with --streams, on csock streams:
+    both check every byte, send messages too large for one write whole
+    (partial sends resumed), carry --upper's '\\n', and catch a flipped byte."""
+    uring = os.environ.get("CSOCK_BACKEND", "") in ("uring", "auto")
+    d = tmpdir()
+    for extra, engine in (((), "streams" if uring else "sockets"), (("--streams",), "streams")):
+        with Server("echo", "tcp://127.0.0.1:0", "unix:" + os.path.join(d, "e")) as srv:
+            for ep in srv.endpoints:
+                # 1 MB messages, 3 in flight: more than a socket takes at once.
+                rc, doc, err = bench_json(ep.text, "--conns", "2", "--depth", "3", "--size", "1000000",
+                                          "--duration", "1", *extra)
+                what = "%s %s" % (ep.text, engine)
+                check_eq(rc, 0, "status for %s (stderr %r)" % (what, err))
+                check_eq(doc["engine"], engine, "engine")
+                check(doc["messages"] >= 6, "only %d 1 MB messages over %s" % (doc["messages"], what))
+                check_eq(doc["bytes"], doc["messages"] * 1000000, "bytes")
+                no_errors(doc, what)
+                check_doc(doc, what)
+        with Server("upper", "unix:" + os.path.join(d, "u")) as srv:
+            rc, doc, err = bench_json(srv.endpoints[0].text, "--upper", "--conns", "2", "--depth", "2",
+                                      "--size", "60000", "--duration", "0.7", *extra)
+            check_eq(rc, 0, "upper status (stderr %r)" % err)
+            check_eq(doc["engine"], engine, "upper engine")
+            check(doc["messages"] > 4, "only %d upper lines" % doc["messages"])
+            no_errors(doc, "upper " + engine)
+        with PyEcho(corrupt_every=3000) as py:
+            rc, doc, err = bench_json("tcp://127.0.0.1:%d" % py.port, "--conns", "2", "--duration", "1", *extra)
+            check_eq(rc, 1, "corrupt status (stderr %r)" % err)
+            check(doc["errors"]["wrong_bytes"] >= 1, "%s: no wrong bytes counted: %r" % (engine, doc["errors"]))
+            check(doc["connects"] > 2, "%s: not made again after wrong bytes" % engine)
+    with Server("echo", "tcp://127.0.0.1:0") as srv:
+        rc, doc, err = bench_json(srv.endpoints[0].text.replace("tcp://", "tls://"), "--insecure",
+                                  "--conns", "1", "--duration", "0.3", "--timeout", "1")
+        check_eq(doc["engine"], "streams", "tls:// engine")
 
 
 def test_upper_tcp_and_unix():
@@ -327,6 +365,36 @@ def test_tls_and_table():
         check(doc["messages"] > 50, "messages over TLS")
         no_errors(doc, "tls")
         check_doc(doc, "tls")
+    finally:
+        srv.stop()
+
+
+def test_tls_groups():
+    """--tls-groups: the groups offered are the ones given. Against an
+    openssl s_server that takes X25519 only, P-256 fails every handshake
+    (errors "other", nothing answered); X25519 passes it (s_server -rev
+    then answers reversed lines, so each answer is a wrong byte)."""
+    need("openssl")
+    d = tmpdir()
+    tlscerts.make(d)
+    port = closed_tcp_port()
+    p = port.getsockname()[1]
+    port.close()
+    srv = Proc(["openssl", "s_server", "-accept", "127.0.0.1:%d" % p, "-cert", os.path.join(d, "server.pem"),
+                "-key", os.path.join(d, "server.key"), "-groups", "X25519", "-rev", "-naccept", "1000"])
+    try:
+        for _ in range(5):  # "Using default temp DH parameters", then "ACCEPT": it listens
+            line = srv.read_line(T(10)).strip()
+            if line == "ACCEPT":
+                break
+        check_eq(line, "ACCEPT", "s_server's line once it listens")
+        args = ("tls://127.0.0.1:%d" % p, "--insecure", "--upper", "--size", "2", "--connect", "--conns", "1",
+                "--duration", "0.5", "--timeout", "3")
+        rc, doc, err = bench_json(*args, "--tls-groups", "P-256")
+        check_eq((rc, doc["messages"], doc["errors"]["wrong_bytes"]), (1, 0, 0), "P-256 against X25519 only")
+        check(doc["errors"]["other"] >= 1, "no failed handshake counted: %r" % doc["errors"])
+        rc, doc, err = bench_json(*args, "--tls-groups", "X25519")
+        check(doc["errors"]["wrong_bytes"] >= 1, "X25519: handshake not made: %r" % doc["errors"])
     finally:
         srv.stop()
 
@@ -676,6 +744,7 @@ def test_http_options():
         f.write(b"from a file\n")
     addr = "127.0.0.1:%d" % hs.server_address[1]
     try:
+        prev = None
         for args, want in (
                 (("--method", "POST", "--header", "X-Bench: one", "--body", "hello"), ("POST", "one", b"hello")),
                 (("--method", "PUT", "--body", "@" + bodyfile), ("PUT", None, b"from a file\n")),
@@ -685,7 +754,10 @@ def test_http_options():
             check_eq(rc, 0, "status for %r (stderr %r)" % (args, err))
             check(doc["messages"] > 5, "%r: %d responses" % (args, doc["messages"]))
             check_eq(doc["method"], want[0], "method")
-            check_eq(set(seen), {want}, "what the server saw for %r" % (args,))
+            # A handler thread of the run before may still finish a request
+            # its client gave up at the end (slow under a sanitizer).
+            check_eq(set(seen) - {prev}, {want}, "what the server saw for %r" % (args,))
+            prev = want
             check_eq(doc["connects"], 2, "keep-alive for %r" % (args,))
             no_errors(doc, want[0])
         rc, doc, err = bench_json(addr, "--http", "/x", "--method", "POST", "--body", "fail", "--conns", "1",
@@ -757,7 +829,8 @@ def test_wrong_arguments():
         ("tcp://127.0.0.1:1", "--insecure"), ("tcp://127.0.0.1:1", "--http", "x"),
         ("tcp://127.0.0.1:1", "--http", "/a b"), ("tcp://127.0.0.1:1", "--http"),
         ("tcp://127.0.0.1:1", "--ws"), ("tcp://127.0.0.1:1", "--connect", "--rate", "10"),
-        ("tcp://127.0.0.1:1", "--connect", "--depth", "2"), ("ws://127.0.0.1:1/", "--http", "/"), ("ws://127.0.0.1:1/a b",),
+        ("tcp://127.0.0.1:1", "--connect", "--depth", "2"), ("tcp://127.0.0.1:1", "--tls-groups", "P-256"),
+        ("tls://127.0.0.1:1", "--tls-groups", "NoSuchGroup"), ("ws://127.0.0.1:1/", "--http", "/"), ("ws://127.0.0.1:1/a b",),
     ]
     for args in cases:
         rc, out, err = csock("bench", *args)
@@ -768,7 +841,7 @@ def test_wrong_arguments():
     check_eq(rc, 0, "--help status")
     for opt in ("--echo", "--upper", "--http", "--ws", "--connect", "--conns", "--depth", "--rate", "--size", "--duration",
                 "--warmup", "--threads", "--timeout", "--json", "--method", "--header", "--body", "--pipeline",
-                "--plot", "--label", "--server-pid", "udp://"):
+                "--plot", "--label", "--server-pid", "--streams", "--tls-groups", "udp://"):
         check(opt.encode() in out, "%s missing from --help" % opt)
 
 
