@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh: echo throughput, latency and server CPU per message for csock
-# and three peers (libuv, libevent, hand-written epoll), same machine, same run.
+# and four peers (libuv, libevent, hand-written epoll, hand-written io_uring),
+# same machine, same run.
 #
 #   ROUNDS=5 DURATION=5 sh bench/run.sh        (see bench/README.md)
 #
@@ -18,8 +19,9 @@
 # it uses epoll, and the table says so in a note.
 # Environment (defaults): ROUNDS (5) DURATION (5 s) WARMUP (1 s)
 #   CSOCK_BIN (build/csock) CSOCK_THREADS (1)
-#   SERVERS ("csock csock_uring uv_echo ev_echo epoll_echo"; csock_uring is csock
-#   on its io_uring backend, whose streams do their I/O by completion)
+#   SERVERS ("csock csock_uring uv_echo ev_echo epoll_echo uring_echo"; csock_uring
+#   is csock on its io_uring backend, whose streams do their I/O by completion;
+#   epoll_echo and uring_echo are the hand-written floors, bench/peers/)
 #   SCENARIOS ("a b c") SERVER_CPU (0) LOAD_CPU (1) OUT (bench/out)
 #   LOADGEN (csock: csock bench; or loadgen: bench/loadgen.c)
 #   LOADGEN_ENGINE (loadgen's: auto: io_uring if the probe passes, else epoll; or uring, epoll)
@@ -37,7 +39,7 @@ ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-1}
 CSOCK_BIN=${CSOCK_BIN:-$root/build/csock}
-SERVERS=${SERVERS:-"csock csock_uring uv_echo ev_echo epoll_echo"}
+SERVERS=${SERVERS:-"csock csock_uring uv_echo ev_echo epoll_echo uring_echo"}
 SCENARIOS=${SCENARIOS:-"a b c"}
 CSOCK_THREADS=${CSOCK_THREADS:-1}
 SERVER_CPU=${SERVER_CPU:-0}
@@ -119,6 +121,8 @@ cmd_uv_echo=("$bin/uv_echo" 0)
 cmd_ev_echo=("$bin/ev_echo" 0)
 # shellcheck disable=SC2034
 cmd_epoll_echo=("$bin/epoll_echo" 0)
+# shellcheck disable=SC2034
+cmd_uring_echo=("$bin/uring_echo" 0)
 cmd_csock=()
 cmd_csock_uring=()
 # shellcheck disable=SC2034
