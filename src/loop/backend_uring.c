@@ -14,11 +14,8 @@
  * every request made during an iteration leaves with the next wait, in one
  * io_uring_enter. A recv takes a buffer from a ring of provided buffers at
  * the moment data arrives, so an idle connection holds none (the same
- * promise as the readiness path's pooled buffers). A recv is multishot
- * where the kernel allows it: it stays armed and completes once per
- * arrival, so a reading stream asks once, not once per message. The owner
- * of a request outlives it, so its user_data is simply its address,
- * tagged in bit 0. */
+ * promise as the readiness path's pooled buffers). The owner of a request
+ * outlives it, so its user_data is simply its address, tagged in bit 0. */
 #include <liburing.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -48,11 +45,6 @@
 /* With INC, the most one recv takes: 4 KiB as without it (16 KiB let a
  * peer that never reads outrun the write timeout, test_server_limits). */
 #define RECV_MAX 4096
-/* A multishot recv ends after this many bytes (sqe->optlen, 6.x; a kernel
- * without it refuses the recv, and recvs go single-shot): the stream asks
- * again if it still reads. So a stream that stops reading gets at most
- * this much more before its cancel lands, as a single recv bounded it. */
-#define MSHOT_TOTAL 16384
 #define IO_BGID 0
 #ifndef IOU_PBUF_RING_INC
 #define IOU_PBUF_RING_INC 2
@@ -93,10 +85,6 @@ typedef struct {
     csock__ioreq *cancelled;               /* taken off nobuf by a cancel: report */
     csock__ioreq *cancel_q;                /* cancels that found no submission slot */
     int disabled; /* made with R_DISABLED: enabled by the first wait, on the loop's thread */
-    /* Recvs are multishot (IORING_RECV_MULTISHOT with a length cap, which
-     * 6.x kernels take): 0 once the kernel refused one (-EINVAL), then
-     * each recv is asked again after its completion. */
-    int mshot;
 } uring_state;
 
 /* Poll slots: bit 0 clear, index and generation above it. Completion
@@ -216,8 +204,6 @@ static int ur_init(csock_loop *loop)
     }
     loop->bstate = st;
     loop->io_ok = setup_bufs(st) == 0;
-    const char *ms = getenv("CSOCK_URING_MSHOT");
-    st->mshot = !(ms && !strcmp(ms, "0"));
     return 0;
 }
 
@@ -243,10 +229,6 @@ static int prep_recv(uring_state *st, csock__ioreq *r)
     struct io_uring_sqe *sqe = get_sqe(st);
     if (!sqe) return -ENOMEM;
     io_uring_prep_recv(sqe, r->fd, NULL, RECV_MAX, 0);
-    if (st->mshot) {
-        sqe->ioprio |= IORING_RECV_MULTISHOT;
-        sqe->file_index = MSHOT_TOTAL; /* optlen: liburing 2.3 has no name for it */
-    }
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = IO_BGID;
     io_uring_sqe_set_data64(sqe, req_tag(r));
@@ -293,7 +275,7 @@ static int submit_cancel(uring_state *st, csock__ioreq *r)
 static void ur_cancel(csock_loop *loop, csock__ioreq *r)
 {
     uring_state *st = loop->bstate;
-    if (r->cancelled) return; /* asked already (or to be asked at the next wait) */
+    if (r->cancelled == CANCEL_QUEUED) return; /* asked already, at the next wait */
     /* A recv whose -ENOBUFS completion is still to be read must not be made
      * again after this (req_done). */
     r->cancelled = 1;
@@ -358,13 +340,8 @@ static void req_done(csock_loop *loop, uintptr_t tagged, int res, unsigned flags
 {
     uring_state *st = loop->bstate;
     csock__ioreq *r = (csock__ioreq *)(tagged & ~(uintptr_t)1);
-    int more = (flags & IORING_CQE_F_MORE) != 0; /* a multishot recv that stays armed */
-    if (r->cancelled == CANCEL_QUEUED && !more) unqueue_cancel(st, r); /* done before it was asked */
+    if (r->cancelled == CANCEL_QUEUED) unqueue_cancel(st, r); /* done before it was asked */
     if (res == -ENOBUFS && r->cancelled) res = -ECANCELED;
-    if (res == -EINVAL && r->op == CSOCK__IO_RECV && st->mshot && !r->cancelled) {
-        st->mshot = 0; /* a kernel without capped multishot recv: one recv per arrival */
-        res = -ENOBUFS; /* made again, single-shot, at the next wait */
-    }
     if (res == -ENOBUFS && r->op == CSOCK__IO_RECV) { /* no buffer free: again next wait */
         r->next = NULL;
         if (st->nobuf_tail)
@@ -381,10 +358,8 @@ static void req_done(csock_loop *loop, uintptr_t tagged, int res, unsigned flags
         bid = flags >> IORING_CQE_BUFFER_SHIFT;
         buf = buf_of(st, bid, res, flags, &done);
     }
-    if (!more) {
-        r->busy = 0;
-        loop->active--;
-    }
+    r->busy = 0;
+    loop->active--;
     loop->io_cb(loop, r, res, buf);
     if (buf && done) give_back(st, bid); /* the callback copied what it kept */
 }
@@ -610,13 +585,7 @@ static int ur_wait(csock_loop *loop, int timeout_ms)
     return total;
 }
 
-static void ur_submit(csock_loop *loop)
-{
-    uring_state *st = loop->bstate;
-    if (!st->disabled) io_uring_submit(&st->ring); /* a disabled ring takes them at its first wait */
-}
-
 const csock__backend csock__backend_uring = {
     .name = "uring", .init = ur_init, .fini = ur_fini, .update = ur_update, .wait = ur_wait,
-    .recv = ur_recv, .send = ur_send, .cancel = ur_cancel, .submit = ur_submit,
+    .recv = ur_recv, .send = ur_send, .cancel = ur_cancel,
 };

@@ -377,11 +377,6 @@ void csock__io_cancel(csock_loop *loop, csock__ioreq *r)
     if (r->busy) loop->backend->cancel(loop, r);
 }
 
-void csock__io_submit(csock_loop *loop)
-{
-    if (loop->io_ok) loop->backend->submit(loop);
-}
-
 static void *pool_get(csock__pool *p, size_t size)
 {
     if (p->n) return p->items[--p->n];

@@ -105,9 +105,6 @@ int csock__io_send(csock_loop *loop, csock__ioreq *r, int fd, const void *buf, s
 /* Ask for a busy request to end early (its callback gets -ECANCELED, or its
  * result if it was already done). */
 void csock__io_cancel(csock_loop *loop, csock__ioreq *r);
-/* Hand the requests made so far to the kernel now, not at the next wait
- * (a stream about to half-close its socket behind a send). */
-void csock__io_submit(csock_loop *loop);
 
 /* ---- backends: one file each ------------------------------------------- */
 
@@ -128,7 +125,6 @@ typedef struct csock__backend {
     int (*recv)(csock_loop *loop, csock__ioreq *r, int fd);
     int (*send)(csock_loop *loop, csock__ioreq *r, int fd, const void *buf, size_t len);
     void (*cancel)(csock_loop *loop, csock__ioreq *r);
-    void (*submit)(csock_loop *loop);
 } csock__backend;
 
 extern const csock__backend csock__backend_epoll;

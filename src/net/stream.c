@@ -162,9 +162,6 @@ void csock__stream_update_events(csock_stream *s)
     int rc = csock__watcher_set(s->h.loop, &s->w, ev);
     if (rc < 0 && !(s->flags & F_FAILED)) csock__stream_fail(s, rc);
     if (ring && !s->rreq.busy && wants_read(s)) csock__stream_ring_recv(s);
-    /* A multishot recv stays armed: a stream that stops reading (paused by
-     * backpressure, ending, failed) ends it, as epoll stops watching. */
-    else if (ring && s->rreq.busy && !wants_read(s)) csock__io_cancel(s->h.loop, &s->rreq);
     csock__stream_watch_io(s);
 }
 
@@ -315,15 +312,6 @@ void csock_stream_close(csock_stream *s, csock_stream_close_cb cb)
     if (s->w.fd >= 0 && !(s->rreq.busy || s->wreq.busy)) {
         close(s->w.fd);
         s->w.fd = -1;
-    } else if (s->w.fd >= 0 && !(s->flags & F_SHUT_DONE)) {
-        /* A reading ring stream always has its (multishot) recv in flight,
-         * so its fd closes an iteration later. The peer gets the FIN now,
-         * as close() would have sent it: bytes it sends meanwhile must not
-         * turn our end into a reset it sees before our EOF. A send made
-         * this iteration goes to the kernel first, so the FIN follows its
-         * bytes (as a readiness stream's write went out before its close). */
-        if (s->wreq.busy) csock__io_submit(s->h.loop);
-        shutdown(s->w.fd, SHUT_WR);
     }
     if (s->group) csock__group_remove(s);
     if (cb) s->close_cb = cb;
