@@ -29,6 +29,7 @@ mkdir -p "$here/bin"
 # shellcheck disable=SC2086  # CFLAGS and pkg-config output are word lists
 $CC $CFLAGS -o "$here/bin/epoll_echo" "$here/epoll_echo.c"
 # The io_uring floor (liburing: multishot recv into provided buffers, send).
+# shellcheck disable=SC2086,SC2046  # CFLAGS and pkg-config output are word lists
 $CC $CFLAGS $(pkg-config --cflags liburing) -o "$here/bin/uring_echo" "$here/uring_echo.c" \
     $(pkg-config --libs liburing)
 $CC $CFLAGS $(pkg-config --cflags libuv) -o "$here/bin/uv_echo" "$here/uv_echo.c" \

@@ -156,12 +156,14 @@ static void on_recv(struct conn *c, int res, unsigned flags)
     }
     if (res <= 0) {
         if (flags & IORING_CQE_F_BUFFER) give_back(flags >> IORING_CQE_BUFFER_SHIFT);
-        return conn_kill(c); /* EOF or error */
+        conn_kill(c); /* EOF or error */
+        return;
     }
     unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
     if (c->dead) {
         give_back(bid);
-        return conn_kill(c);
+        conn_kill(c);
+        return;
     }
     buf_len[bid] = (uint32_t)res;
     next_buf[bid] = NONE;
@@ -182,10 +184,14 @@ static void on_send(struct conn *c, int res)
     if (res < 0 || c->dead) {
         for (unsigned b = bid; b != NONE; b = next_buf[b]) give_back(b);
         c->head = c->tail = NONE;
-        return conn_kill(c);
+        conn_kill(c);
+        return;
     }
     c->off += (uint32_t)res;
-    if (c->off < buf_len[bid]) return send_head(c); /* short send: the rest */
+    if (c->off < buf_len[bid]) { /* short send: the rest */
+        send_head(c);
+        return;
+    }
     c->head = next_buf[bid];
     if (c->head == NONE) c->tail = NONE;
     give_back(bid);
