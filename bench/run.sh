@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh: echo throughput, latency and server CPU per message for csock
-# and three peers (libuv, libevent, hand-written epoll), same machine, same run.
+# and four peers (libuv, libevent, hand-written epoll, hand-written io_uring),
+# same machine, same run.
 #
 #   ROUNDS=5 DURATION=5 sh bench/run.sh        (see bench/README.md)
 #
@@ -18,8 +19,11 @@
 # it uses epoll, and the table says so in a note.
 # Environment (defaults): ROUNDS (5) DURATION (5 s) WARMUP (1 s)
 #   CSOCK_BIN (build/csock) CSOCK_THREADS (1)
-#   SERVERS ("csock csock_uring uv_echo ev_echo epoll_echo"; csock_uring is csock
-#   on its io_uring backend, whose streams do their I/O by completion)
+#   SERVERS ("csock csock_uring uv_echo ev_echo epoll_echo uring_echo"; csock_uring
+#   is csock on its io_uring backend, whose streams do their I/O by completion;
+#   epoll_echo and uring_echo are the hand-written floors, bench/peers/)
+#   CSOCK_BIN_B (unset): a second build for an A/B in the same run, as servers
+#   csock_b and csock_uring_b (e.g. SERVERS="csock_uring csock_uring_b")
 #   SCENARIOS ("a b c") SERVER_CPU (0) LOAD_CPU (1) OUT (bench/out)
 #   LOADGEN (csock: csock bench; or loadgen: bench/loadgen.c)
 #   LOADGEN_ENGINE (loadgen's: auto: io_uring if the probe passes, else epoll; or uring, epoll)
@@ -37,7 +41,7 @@ ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-1}
 CSOCK_BIN=${CSOCK_BIN:-$root/build/csock}
-SERVERS=${SERVERS:-"csock csock_uring uv_echo ev_echo epoll_echo"}
+SERVERS=${SERVERS:-"csock csock_uring uv_echo ev_echo epoll_echo uring_echo"}
 SCENARIOS=${SCENARIOS:-"a b c"}
 CSOCK_THREADS=${CSOCK_THREADS:-1}
 SERVER_CPU=${SERVER_CPU:-0}
@@ -119,8 +123,12 @@ cmd_uv_echo=("$bin/uv_echo" 0)
 cmd_ev_echo=("$bin/ev_echo" 0)
 # shellcheck disable=SC2034
 cmd_epoll_echo=("$bin/epoll_echo" 0)
+# shellcheck disable=SC2034
+cmd_uring_echo=("$bin/uring_echo" 0)
 cmd_csock=()
 cmd_csock_uring=()
+cmd_csock_b=()
+cmd_csock_uring_b=()
 # shellcheck disable=SC2034
 cmd_ws_csock=("$bin/ws_echo")
 # shellcheck disable=SC2034
@@ -276,6 +284,13 @@ main() {
             # shellcheck disable=SC2034  # used through the nameref in measure()
             cmd_csock_uring=(env CSOCK_BACKEND=uring "${cmd_csock[@]}")
         fi
+        if [ "$s" = csock_b ] || [ "$s" = csock_uring_b ]; then
+            [ -x "${CSOCK_BIN_B:-}" ] || { notes+=("$s skipped: CSOCK_BIN_B is not set to a csock binary"); continue; }
+            # shellcheck disable=SC2034  # used through the nameref in measure()
+            cmd_csock_b=("$CSOCK_BIN_B" serve echo tcp://127.0.0.1:0 --threads "$CSOCK_THREADS")
+            # shellcheck disable=SC2034
+            cmd_csock_uring_b=(env CSOCK_BACKEND=uring "${cmd_csock_b[@]}")
+        fi
         case $s in ws_*) NODE_PATH=/usr/share/nodejs have_peer "$s" || continue ;; esac
         servers+=("$s")
     done
@@ -309,6 +324,7 @@ main() {
         if [ "$LOADGEN" = csock ]; then echo "- load generator: csock bench ($CSOCK_BIN)"
         else echo "- load generator: bench/loadgen.c, engine $lg_engine_name"; fi
         echo "- csock: ${cmd_csock[*]:-(not run)} (csock_uring: the same with CSOCK_BACKEND=uring)"
+        [ -z "${CSOCK_BIN_B:-}" ] || echo "- csock_b, csock_uring_b: the same with $CSOCK_BIN_B"
         for s in "${notes[@]}"; do echo "- note: $s"; done
         echo
         for sc in $SCENARIOS; do

@@ -26,6 +26,7 @@ function add(key, v) { if (v != "NA" && v != "") col[key] = col[key] " " v }
 function fmt_rate(v) { return v == "" ? "-" : v >= 1e6 ? sprintf("%.2fM", v / 1e6) : sprintf("%.1fk", v / 1e3) }
 function fmt(v, f) { return v == "" ? "-" : sprintf(f, v) }
 function short(s) { sub(/_echo$/, "", s); return s }
+function is_floor(s) { return s == "epoll_echo" || s == "uring_echo" }
 
 NR > 1 && $2 == scen {
     s = $3
@@ -36,10 +37,11 @@ NR > 1 && $2 == scen {
 }
 END {
     n = split(order, names, " ")
-    # Ratio columns: the floor (epoll_echo) first, then the others in order.
+    # Ratio columns: the floors (epoll_echo, uring_echo) first, then the
+    # others in order.
     m = 0
-    for (i = 1; i <= n; i++) if (names[i] == "epoll_echo") cols[++m] = names[i]
-    for (i = 1; i <= n; i++) if (names[i] != "epoll_echo") cols[++m] = names[i]
+    for (i = 1; i <= n; i++) if (is_floor(names[i])) cols[++m] = names[i]
+    for (i = 1; i <= n; i++) if (!is_floor(names[i])) cols[++m] = names[i]
     for (i = 1; i <= n; i++) {
         s = names[i]
         rate[s] = median(col[s SUBSEP "rate"]); cpu[s] = median(col[s SUBSEP "cpu"])

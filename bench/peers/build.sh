@@ -1,5 +1,5 @@
 #!/bin/sh
-# Builds the benchmark peers (uv_echo, ev_echo, epoll_echo; the WebSocket
+# Builds the benchmark peers (uv_echo, ev_echo, epoll_echo, uring_echo; the WebSocket
 # echo servers ws_echo on csock and lws_echo on libwebsockets) and the load
 # generator into bench/peers/bin/. Installs libuv1-dev / libevent-dev / liburing-dev with
 # apt-get first if pkg-config cannot find them (needs root).
@@ -28,6 +28,10 @@ fi
 mkdir -p "$here/bin"
 # shellcheck disable=SC2086  # CFLAGS and pkg-config output are word lists
 $CC $CFLAGS -o "$here/bin/epoll_echo" "$here/epoll_echo.c"
+# The io_uring floor (liburing: multishot recv into provided buffers, send).
+# shellcheck disable=SC2086,SC2046  # CFLAGS and pkg-config output are word lists
+$CC $CFLAGS $(pkg-config --cflags liburing) -o "$here/bin/uring_echo" "$here/uring_echo.c" \
+    $(pkg-config --libs liburing)
 $CC $CFLAGS $(pkg-config --cflags libuv) -o "$here/bin/uv_echo" "$here/uv_echo.c" \
     $(pkg-config --libs libuv)
 $CC $CFLAGS $(pkg-config --cflags libevent) -o "$here/bin/ev_echo" "$here/ev_echo.c" \

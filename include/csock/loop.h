@@ -11,7 +11,7 @@
  * Environment (read by csock_loop_new()):
  *   CSOCK_BACKEND   "epoll", "poll", "uring" or "auto" (io_uring where the
  *                   kernel allows it, else epoll): the backend when
- *                   csock_loop_opts.backend is NULL or "" (default epoll);
+ *                   csock_loop_opts.backend is NULL or "" (default auto);
  *                   any other value makes csock_loop_new() fail (-EINVAL).
  *   CSOCK_URING_IO  "0": the uring backend waits for readiness only and
  *                   streams do their own reads and writes, as on epoll (for
@@ -54,7 +54,7 @@ typedef enum {
  * `reserved` zero. */
 /* Options for csock_loop_new(); NULL means defaults. */
 typedef struct csock_loop_opts {
-    const char *backend; /* "epoll", "poll", "uring" or "auto"; NULL: $CSOCK_BACKEND, then epoll */
+    const char *backend; /* "epoll", "poll", "uring" or "auto"; NULL: $CSOCK_BACKEND, then auto */
     uint64_t reserved[4];
 } csock_loop_opts;
 

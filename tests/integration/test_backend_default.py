@@ -38,8 +38,11 @@ def uring_allowed():
     return version_backend(CSOCK_BACKEND="uring") == "uring"
 
 
-def test_default_is_epoll():
-    check_eq(version_backend(), "epoll", "the default backend")
+def test_default_is_auto():
+    """Unset, the backend is auto's: io_uring where allowed, else epoll."""
+    want = "uring" if uring_allowed() else "epoll"
+    check_eq(version_backend(), want, "the default backend")
+    check_eq(version_backend(CSOCK_TEST_NO_URING="1"), "epoll", "the default without io_uring")
 
 
 def test_auto_picks_uring_where_allowed():
@@ -73,18 +76,21 @@ UNIT = ("test_stream", "test_server", "test_io", "test_timer", "test_post", "tes
 
 
 def test_unit_tests_pass_on_the_fallback():
+    """The default (CSOCK_BACKEND unset) where io_uring is forbidden."""
     build = os.environ.get("CSOCK_BUILD") or os.path.dirname(BIN)
     bins = [os.path.join(build, "tests", t) for t in UNIT]
     if not all(os.access(b, os.X_OK) for b in bins):
         raise Skipped("unit test programs not built under %s/tests" % build)
-    os.environ["CSOCK_BACKEND"] = "auto"
+    saved = os.environ.pop("CSOCK_BACKEND", None)
     os.environ["CSOCK_TEST_NO_URING"] = "1"
     try:
         for b in bins:
             rc, out, err = run([b], timeout=240)
             check_eq(rc, 0, "%s on the fallback (stderr %r)" % (os.path.basename(b), err[-600:]))
     finally:
-        del os.environ["CSOCK_BACKEND"], os.environ["CSOCK_TEST_NO_URING"]
+        del os.environ["CSOCK_TEST_NO_URING"]
+        if saved is not None:
+            os.environ["CSOCK_BACKEND"] = saved
 
 
 if __name__ == "__main__":
