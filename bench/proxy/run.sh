@@ -5,7 +5,8 @@
 # per tunnelled pair at rest).
 #
 #   flock /work/wt/bench.lock bench/proxy/run.sh [CSOCK_BIN]
-#       (env: SIZE_MB=1024 ROUNDS=5 CLIENTS=1000 BACKEND=epoll|poll|uring)
+#       (env: SIZE_MB=1024 ROUNDS=5 CLIENTS=1000 BACKEND=epoll|poll|uring;
+#        CLIENTS=0 skips the many-client test)
 #
 # The bulk transfer: `csock connect [--proxy ...] < FILE` sends SIZE_MB of
 # random bytes to `csock listen < /dev/null`, both on CPU 1; the proxy
@@ -134,6 +135,7 @@ for way in "${WAYS[@]}"; do
                w == "direct" ? "-" : sprintf("%.2f", c / (mb / 1024)) }'
 done
 
+[ "$CLIENTS" -gt 0 ] || exit 0
 echo
 taskset -c 0 "$CSOCK_BIN" listen --proxy-type socks5 127.0.0.1 0 2> "$TMP/many-px.err" &
 PIDS+=("$!")
