@@ -3,23 +3,30 @@
  * domain address), with --proxy-auth's credentials when they were given;
  * --allow / --deny decide who may be a client. Names are resolved on a
  * thread of their own that posts the answer back to the loop, so a slow
- * DNS never stalls the other clients. Then the two streams are relayed,
- * half-closes passed on, each side read only while the other keeps up.
+ * DNS never stalls the other clients. Then the tunnel relays both ways,
+ * half-closes passed on, each side read only while the other keeps up:
+ * by splice(2) between the two sockets (splice_relay.c: the bytes never
+ * enter user space) when both are plain and nothing of the tunnel is left
+ * in the streams' buffers, else by the two streams.
  *
  * A pair's memory: one `pxc` for both streams, freed once the lookup (if
- * any) has come back and both streams' close callbacks have run. */
+ * any) has come back and both streams' close callbacks have run (or the
+ * splice relay that took their sockets has ended). */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "cli/nc_pxs.h"
 
 static void px_unref(pxc *p)
 {
     if (--p->refs) return;
+    p->srv->npairs--;
     pxf_free(p->fwd);
     free(p);
 }
@@ -145,6 +152,64 @@ static void relay_start(pxc *p)
     }
 }
 
+/* ---- the splice relay ---------------------------------------------------------------- */
+
+static void on_splice_end(splice_relay *sr, int why)
+{
+    pxc *p = sr->data;
+    if (p->srv->o->verbose && why == 0)
+        cli_warn("proxy: tunnel to %s:%d closed: %llu bytes up, %llu down", p->host, p->port,
+                 (unsigned long long)sr->h[0].bytes, (unsigned long long)sr->h[1].bytes);
+    else if (p->srv->o->verbose)
+        cli_warn("proxy: tunnel to %s:%d dropped: %s (%llu bytes up, %llu down)", p->host, p->port,
+                 csock_strerror(why), (unsigned long long)sr->h[0].bytes,
+                 (unsigned long long)sr->h[1].bytes);
+    splice_relay_close(sr);
+    if (p->prev) p->prev->next = p->next;
+    else p->srv->spliced = p->next;
+    if (p->next) p->next->prev = p->prev;
+    px_unref(p);
+}
+
+/* A tunnel between plain sockets, its answer sent whole and none of the
+ * client's bytes waiting in its stream: the splice relay takes both
+ * sockets and the streams go. Not on io_uring: there the client's stream
+ * read with a recv in flight, whose cancel (at read_stop) completes later
+ * and may still take bytes the relay would never see. Returns 0 (it did;
+ * an error there ended the pair) or 1 (the streams relay: nothing was
+ * changed). */
+static int splice_tunnel(pxc *p)
+{
+    if (p->pending || csock_stream_write_queue_size(p->cs) || csock_tls_is_tls(p->cs) ||
+        csock_tls_is_tls(p->ts) || !strcmp(csock_loop_backend(p->srv->loop), "uring"))
+        return 1;
+    int fd[2] = {splice_relay_dup(p->cs), splice_relay_dup(p->ts)};
+    if (fd[0] < 0 || fd[1] < 0) { /* (out of descriptors) the streams can still do it */
+        for (int i = 0; i < 2; i++)
+            if (fd[i] >= 0) close(fd[i]);
+        return 1;
+    }
+    pxs *srv = p->srv;
+    csock_stream *both[2] = {p->cs, p->ts};
+    p->cs = p->ts = NULL;
+    for (int i = 0; i < 2; i++) {
+        csock_stream_on_close(both[i], NULL);
+        csock_stream_close(both[i], NULL);
+    }
+    p->refs--; /* the two streams' references become the relay's one */
+    splice_relay_init(&p->sp, srv->loop, &srv->pool, on_splice_end, p);
+    p->next = srv->spliced;
+    if (p->next) p->next->prev = p;
+    srv->spliced = p;
+    int rc = splice_relay_attach(&p->sp, 0, fd[0], NULL);
+    int rc1 = splice_relay_attach(&p->sp, 1, fd[1], NULL); /* (it owns fd[1] even if the first failed) */
+    if (rc == 0) rc = rc1;
+    if (rc == 0) rc = splice_relay_start(&p->sp);
+    if (p->srv->o->verbose) cli_warn("proxy: tunnel to %s:%d open (splice)", p->host, p->port);
+    if (rc < 0) on_splice_end(&p->sp, rc);
+    return 0;
+}
+
 /* ---- connecting to the target ------------------------------------------------------ */
 
 static void on_target(csock_stream *s, int status)
@@ -158,7 +223,6 @@ static void on_target(csock_stream *s, int status)
                                                                    : "502 Bad Gateway");
     }
     if (p->fwd) return pxf_start(p);
-    if (p->srv->o->verbose) cli_warn("proxy: tunnel to %s:%d open", p->host, p->port);
     if (p->srv->http) {
         static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
         csock_stream_write(p->cs, ok, sizeof ok - 1);
@@ -167,6 +231,8 @@ static void on_target(csock_stream *s, int status)
         int rc = csock_stream_local(s, &bound);
         socks5_answer(p, 0, rc == 0 ? &bound : NULL);
     }
+    if (splice_tunnel(p) == 0) return;
+    if (p->srv->o->verbose) cli_warn("proxy: tunnel to %s:%d open", p->host, p->port);
     relay_start(p);
 }
 
@@ -351,6 +417,7 @@ static size_t on_client(csock_stream *s, int status, const char *buf, size_t len
         else if (st == PX_REQUEST) used += socks5_request(p, b + used, len - used);
         else if (st == PX_HTTP) used += http_request_in(p, buf + used, len - used);
     } while (used > before && used < len && p->state <= PX_HTTP);
+    if (p->state == PX_WAIT) p->pending = len - used; /* stays in the stream: relayed first */
     if (status == CSOCK_EOF && p->state <= PX_HTTP) csock_stream_close(s, NULL);
     return used;
 }
@@ -368,9 +435,15 @@ static void on_px_accept(csock_listener *l, csock_stream *s, int status)
         if (srv->o->verbose) cli_warn("proxy: %s denied (--allow/--deny)", name);
         return csock_stream_close(s, NULL);
     }
+    /* -m counts pairs, not the listener's streams: a spliced tunnel has none. */
+    if (srv->o->max_conns && srv->npairs >= srv->o->max_conns) {
+        if (srv->o->verbose) cli_warn("proxy: %s refused: %u clients already (-m)", name, srv->npairs);
+        return csock_stream_close(s, NULL);
+    }
     pxc *p = calloc(1, sizeof *p);
     if (!p) return csock_stream_close(s, NULL);
     *p = (pxc){.srv = srv, .cs = s, .state = srv->http ? PX_HTTP : PX_GREETING, .refs = 1};
+    srv->npairs++;
     if (srv->o->verbose) cli_warn("proxy: client %s", name);
     csock_stream_set_data(s, p);
     csock_stream_on_close(s, on_px_closed);
@@ -412,15 +485,17 @@ int nc_proxy_serve(const nc_opts *o, const char *target)
         if (rc < 0) cli_die(CLI_ERR, "signal: %s", csock_strerror(rc));
         csock_signal_set_data(srv.sig[i], srv.loop);
     }
-    csock_listen_opts lo = {.max_conns = o->max_conns};
+    csock_listen_opts lo = {0};
     rc = csock_listen(srv.loop, &addr, &lo, on_px_accept, &srv, &srv.listener);
     if (rc == 0) rc = csock_listener_addr(srv.listener, &bound);
     if (rc < 0) cli_die(CLI_ERR, "listen %s: %s", target, csock_strerror(rc));
     if (o->verbose || csock_addr_port(&addr) == 0) cli_print_listening(stderr, &bound);
     rc = csock_loop_run(srv.loop, CSOCK_RUN_DEFAULT);
+    while (srv.spliced) on_splice_end(&srv.spliced->sp, -ECANCELED);
     csock_loop_walk(srv.loop, close_all, NULL);
     while (csock_loop_run(srv.loop, CSOCK_RUN_DEFAULT) > 0) {
     }
     csock_loop_free(srv.loop);
+    splice_pool_free(&srv.pool);
     return rc < 0 ? CLI_ERR : CLI_OK;
 }

@@ -7,11 +7,14 @@
 #include <stdint.h>
 
 #include "cli/netcat.h"
+#include "cli/splice_relay.h"
 
 #define PX_HEAD_MAX 8192          /* a client's request header, at most */
 #define PX_CONNECT_MS 10000       /* a target that does not answer */
 #define PX_REQUEST_MS 30000       /* a client that does not finish its request */
 #define PX_HIGH (256u * 1024)     /* a sink over this stops its source */
+
+typedef struct pxc pxc;
 
 typedef struct pxs {
     const nc_opts *o;
@@ -20,6 +23,9 @@ typedef struct pxs {
     csock_signal *sig[2];
     char auth_b64[700];           /* HTTP: base64 of --proxy-auth */
     int http;                     /* --proxy-type http (else socks5) */
+    unsigned npairs;              /* clients being served (-m counts them) */
+    pxc *spliced;                 /* tunnels relayed by splice(2), a list */
+    splice_pool pool;             /* their idle pipes */
 } pxs;
 
 /* HTTP forwarding of one request (an absolute URI): its state. */
@@ -34,7 +40,7 @@ typedef struct pxf {
     int answered;                 /* the origin's final head went to the client */
 } pxf;
 
-typedef struct pxc {
+struct pxc {
     pxs *srv;
     csock_stream *cs, *ts;        /* the client, the target (NULL until connecting) */
     int state;                    /* PX_*: what the client's bytes are now */
@@ -44,7 +50,10 @@ typedef struct pxc {
     int port;
     int eof_c, eof_t;             /* each side has finished sending */
     pxf *fwd;                     /* HTTP forwarding (NULL: a tunnel) */
-} pxc;
+    size_t pending;               /* the client's bytes after its request, held by its stream */
+    splice_relay sp;              /* a tunnel between plain sockets: cs and ts became sp's */
+    pxc *next, *prev;             /* in srv->spliced while sp relays */
+};
 
 enum { PX_GREETING = 1, PX_AUTH, PX_REQUEST, PX_HTTP, PX_WAIT, PX_RELAY };
 

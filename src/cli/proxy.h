@@ -16,11 +16,11 @@
 #define CSOCK_CLI_PROXY_H
 
 #include "cli/cli.h"
+#include "cli/splice_relay.h"
 
 #define PROXY_MAX_BACKENDS 64
 #define PROXY_CHECK_INTERVAL_MS 2000
 #define PROXY_RESOLVE_MS 30000     /* names of backends are resolved again this often */
-#define PROXY_PIPE_POOL 64         /* idle splice pipes kept for reuse */
 #define PROXY_HIGH_WATER (256 * 1024) /* stream relays: stop reading past this much queued */
 
 enum { BALANCE_ROUNDROBIN, BALANCE_LEASTCONN, BALANCE_SOURCE };
@@ -49,10 +49,6 @@ typedef struct backend {
     csock_stream *check_s;    /* a check's connection (http: the request) */
     uint64_t resolved_at;
 } backend;
-
-typedef struct pipe_pair {
-    int fd[2];
-} pipe_pair;
 
 struct proxy {
     csock_loop *loop;
@@ -87,9 +83,7 @@ struct proxy {
     csock_timer *drain_timer;
     csock_signal *sig_term, *sig_int;
     int draining;
-    /* splice pipes not in use */
-    pipe_pair pool[PROXY_PIPE_POOL];
-    unsigned npool;
+    splice_pool pool;         /* splice pipes not in use */
 };
 
 /* ---- proxy.c ---- */

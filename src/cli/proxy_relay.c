@@ -1,19 +1,14 @@
 /* A client and its backend, relayed both ways with half-close.
  *
  * Between two plain sockets (TCP or Unix) the bytes never enter user space:
- * splice(2) moves them from one socket into a pipe and from the pipe into
- * the other. The pipe is taken from a pool only while bytes are in it, so
- * an idle pair holds no pipe (two descriptors and 128 KiB of kernel buffer
- * less). The sockets are watched with csock_io, level-triggered: a source is
- * read only while its pipe is empty, which is the backpressure. Otherwise
- * (TLS on either side) the streams relay, each pausing its source while
- * the other's write queue is above PROXY_HIGH_WATER.
+ * splice_relay.c moves them with splice(2) through pipes from the proxy's
+ * pool. Otherwise (TLS on either side) the streams relay, each pausing its
+ * source while the other's write queue is above PROXY_HIGH_WATER.
  *
  * An EOF from one side is passed on as a shutdown of the other's write
  * side; the relay ends when both directions have ended that way, or at the
  * first error (reset), or at --idle. */
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -24,11 +19,7 @@
 #include "cli/proxy.h"
 #include "cli/proxy_wsback.h"
 
-#define SPLICE_CHUNK (64 * 1024) /* a pipe's default capacity */
-
-typedef struct half {
-    int pipe[2];     /* splice: -1 while the direction holds no bytes */
-    uint32_t inpipe; /* bytes in the pipe */
+typedef struct half { /* a direction of the stream relay */
     unsigned char eof;  /* the source finished */
     unsigned char shut; /* the sink's write side is shut down */
     uint64_t bytes;  /* relayed */
@@ -40,14 +31,14 @@ struct relay {
     backend *be;
     csock_dial *dial;
     csock_stream *s[2]; /* the client's and the backend's streams (stream mode) */
-    csock_io *io[2];    /* splice mode: their sockets */
+    csock_io *io[2];    /* io[1]: a raw connect's socket (until sp takes it) */
     int fd[2];
-    unsigned char want[2]; /* the events io[i] watches */
     unsigned char attempt;
     unsigned char connecting; /* io[1] is a raw connect in progress */
     int last_err;       /* the last failed connect's */
     uint64_t deadline;  /* of that connect (loop ms; 0: none) */
     half h[2];          /* h[0]: client -> backend, h[1]: backend -> client */
+    splice_relay sp;    /* splice mode: both sockets (side 0 the client's) */
     uint32_t hash;      /* of the client's address (--balance source) */
     uint64_t last_io;
     char *peer;         /* the client's address (-v only) */
@@ -71,18 +62,20 @@ static void unlink_relay(proxy *px, relay *r)
     px->nrelays--;
 }
 
-static void pipe_put(proxy *px, half *h);
+/* Bytes relayed in direction d, by whichever mode relayed them. */
+static unsigned long long moved(const relay *r, int d)
+{
+    return (unsigned long long)(r->h[d].bytes + r->sp.h[d].bytes);
+}
 
 static void log_end(const relay *r, int why)
 {
     const char *be = r->be ? r->be->name : "(no backend)";
     if (why == 0 || why == CSOCK_EOF)
-        cli_warn("closed %s -> %s: %llu bytes up, %llu down", r->peer, be,
-                 (unsigned long long)r->h[0].bytes, (unsigned long long)r->h[1].bytes);
+        cli_warn("closed %s -> %s: %llu bytes up, %llu down", r->peer, be, moved(r, 0), moved(r, 1));
     else
         cli_warn("dropped %s -> %s: %s (%llu bytes up, %llu down)", r->peer, be,
-                 csock_strerror(why), (unsigned long long)r->h[0].bytes,
-                 (unsigned long long)r->h[1].bytes);
+                 csock_strerror(why), moved(r, 0), moved(r, 1));
 }
 
 /* why: 0 (both directions finished) or the error that ended the relay. */
@@ -100,8 +93,8 @@ static void relay_end(relay *r, int why)
             csock_io_close(r->io[i], NULL);
             close(r->fd[i]);
         }
-        pipe_put(px, &r->h[i]);
     }
+    splice_relay_close(&r->sp);
     if (r->be) r->be->conns--;
     unlink_relay(px, r);
     free(r->peer);
@@ -111,138 +104,42 @@ static void relay_end(relay *r, int why)
 
 /* ---- splice ---- */
 
-static int pipe_get(proxy *px, half *h)
-{
-    if (h->pipe[0] >= 0) return 0;
-    if (px->npool) {
-        pipe_pair p = px->pool[--px->npool];
-        h->pipe[0] = p.fd[0];
-        h->pipe[1] = p.fd[1];
-        return 0;
-    }
-    return pipe2(h->pipe, O_NONBLOCK | O_CLOEXEC) < 0 ? -errno : 0;
-}
-
-/* An empty pipe goes back to the pool; one still holding bytes (an error
- * cut the relay short) is closed with them. */
-static void pipe_put(proxy *px, half *h)
-{
-    if (h->pipe[0] < 0) return;
-    if (!h->inpipe && px->npool < PROXY_PIPE_POOL) {
-        px->pool[px->npool++] = (pipe_pair){{h->pipe[0], h->pipe[1]}};
-    } else {
-        close(h->pipe[0]);
-        close(h->pipe[1]);
-    }
-    h->pipe[0] = h->pipe[1] = -1;
-    h->inpipe = 0;
-}
-
 void relay_pool_free(proxy *px)
 {
-    while (px->npool) {
-        pipe_pair p = px->pool[--px->npool];
-        close(p.fd[0]);
-        close(p.fd[1]);
-    }
+    splice_pool_free(&px->pool);
 }
 
-/* Move what direction d can move now. Returns 0, or the error that ends
- * the relay. */
-static int pump(relay *r, int d)
+static void on_splice_end(splice_relay *sr, int why)
 {
-    half *h = &r->h[d];
-    int src = r->fd[d], dst = r->fd[!d];
-    int drained = 0; /* a short read emptied the socket */
-    for (;;) {
-        while (h->inpipe) {
-            ssize_t n = splice(h->pipe[0], NULL, dst, NULL, h->inpipe,
-                               SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-            if (n < 0 && errno == EINTR) continue;
-            if (n < 0) return errno == EAGAIN ? 0 : -errno;
-            h->inpipe -= (uint32_t)n;
-            h->bytes += (uint64_t)n;
-        }
-        if (h->eof) {
-            if (!h->shut && shutdown(dst, SHUT_WR) < 0 && errno != ENOTCONN) return -errno;
-            h->shut = 1;
-            pipe_put(r->px, h);
-            return 0;
-        }
-        if (drained) { /* level-triggered: more input (or the EOF) is reported again */
-            pipe_put(r->px, h);
-            return 0;
-        }
-        int rc = pipe_get(r->px, h);
-        if (rc < 0) return rc;
-        ssize_t n = splice(src, NULL, h->pipe[1], NULL, SPLICE_CHUNK,
-                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && errno == EAGAIN) {
-            pipe_put(r->px, h); /* idle: the pipe serves another relay meanwhile */
-            return 0;
-        }
-        if (n < 0) return -errno;
-        if (n == 0) h->eof = 1;
-        drained = n < SPLICE_CHUNK;
-        h->inpipe = (uint32_t)n;
-        r->last_io = csock_loop_now(r->px->loop);
-    }
-}
-
-/* Watch what each socket can do for us now: read while its direction's pipe
- * is empty, write while the other direction has bytes for it. */
-static int watch(relay *r)
-{
-    for (int i = 0; i < 2; i++) {
-        int ev = (!r->h[i].eof && !r->h[i].inpipe ? CSOCK_READABLE : 0) |
-                 (r->h[!i].inpipe ? CSOCK_WRITABLE : 0);
-        if (ev == r->want[i]) continue;
-        int rc = csock_io_start(r->io[i], ev);
-        if (rc < 0) return rc;
-        r->want[i] = (unsigned char)ev;
-    }
-    return 0;
+    relay_end(sr->data, why);
 }
 
 static void raw_connected(relay *r);
 
+/* The raw connect's socket: its connect, then the splice relay's. */
 static void on_socket(csock_io *io, int events)
 {
     relay *r = csock_io_data(io);
-    int i = io == r->io[1];
-    int rc = 0;
     if (r->connecting) return raw_connected(r);
-    if (events & CSOCK_READABLE) rc = pump(r, i);
-    if (rc == 0 && (events & CSOCK_WRITABLE)) rc = pump(r, !i);
-    if (rc == 0 && r->h[0].shut && r->h[1].shut) return relay_end(r, 0);
-    if (rc == 0) rc = watch(r);
-    if (rc < 0) relay_end(r, rc);
+    splice_relay_events(&r->sp, 1, events);
 }
 
-/* Take side i's socket from its stream: a dup (the stream closes its
- * own), then a plain watcher. */
-static int take_socket(relay *r, int i)
-{
-    r->fd[i] = fcntl(csock_stream_fd(r->s[i]), F_DUPFD_CLOEXEC, 0);
-    if (r->fd[i] < 0) return -errno;
-    csock_stream_close(r->s[i], NULL);
-    r->s[i] = NULL;
-    int rc = csock_io_new(r->px->loop, r->fd[i], on_socket, r, &r->io[i]);
-    if (rc < 0) {
-        close(r->fd[i]);
-        r->fd[i] = -1;
-    }
-    return rc;
-}
-
+/* The splice relay takes both sockets: a stream's by a dup (the stream
+ * closes its own), a raw connect's with its watcher. */
 static int start_splice(relay *r)
 {
     for (int i = 0; i < 2; i++) {
-        int rc = r->s[i] ? take_socket(r, i) : 0;
+        int rc;
+        if (r->s[i]) {
+            rc = splice_relay_take(&r->sp, i, &r->s[i]);
+        } else {
+            rc = splice_relay_attach(&r->sp, i, r->fd[i], r->io[i]);
+            r->fd[i] = -1;
+            r->io[i] = NULL;
+        }
         if (rc < 0) return rc;
     }
-    return watch(r);
+    return splice_relay_start(&r->sp);
 }
 
 /* ---- streams ---- */
@@ -515,7 +412,6 @@ static int raw_connect(relay *r, const backend *b)
         drop_raw(r);
         return rc;
     }
-    r->want[1] = CSOCK_WRITABLE;
     r->connecting = 1;
     r->deadline = r->px->connect_ms ? csock_loop_now(r->px->loop) + r->px->connect_ms : 0;
     return 0;
@@ -553,7 +449,8 @@ void relay_start(proxy *px, csock_stream *client, const char *peer, const csock_
     r->px = px;
     r->s[0] = client;
     csock_stream_set_data(client, r);
-    for (int i = 0; i < 2; i++) r->h[i].pipe[0] = r->h[i].pipe[1] = r->fd[i] = -1;
+    r->fd[0] = r->fd[1] = -1;
+    splice_relay_init(&r->sp, px->loop, &px->pool, on_splice_end, r);
     r->hash = proxy_addr_hash(peer_addr);
     r->last_io = csock_loop_now(px->loop);
     link_relay(px, r);
@@ -569,9 +466,10 @@ void relay_sweep(proxy *px)
         if (r->connecting && r->deadline && now >= r->deadline) {
             drop_raw(r);
             connect_failed(r, -ETIMEDOUT);
-        } else if (!r->dial && !r->connecting && px->idle_ms && now - r->last_io >= px->idle_ms) {
-            relay_end(r, -ETIMEDOUT);
+            continue;
         }
+        uint64_t last = r->sp.last_io > r->last_io ? r->sp.last_io : r->last_io;
+        if (!r->dial && !r->connecting && px->idle_ms && now - last >= px->idle_ms) relay_end(r, -ETIMEDOUT);
     }
 }
 

@@ -56,11 +56,13 @@ def curl(*args):
 
 
 def stop(p):
+    """SIGTERM: exit 0, no sanitizer report. Returns its stderr."""
     p.send_signal(signal.SIGTERM)
     rc = p.wait(timeout=ct.T(10))
     err = p.stderr.read().decode("utf-8", "replace")
     ct.check_clean(err)
     ct.check_eq(rc, 0, "the proxy's exit status (stderr %r)" % err)
+    return err
 
 
 def test_curl_socks5():

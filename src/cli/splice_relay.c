@@ -1,0 +1,178 @@
+/* Two plain sockets relayed with splice(2): see splice_relay.h. */
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "cli/splice_relay.h"
+
+#define SPLICE_CHUNK (64 * 1024) /* a pipe's default capacity */
+
+/* ---- the pool ---- */
+
+static int pipe_get(splice_pool *pool, splice_half *h)
+{
+    if (h->pipe[0] >= 0) return 0;
+    if (pool->n) {
+        pool->n--;
+        h->pipe[0] = pool->fd[pool->n][0];
+        h->pipe[1] = pool->fd[pool->n][1];
+        return 0;
+    }
+    return pipe2(h->pipe, O_NONBLOCK | O_CLOEXEC) < 0 ? -errno : 0;
+}
+
+/* An empty pipe goes back to the pool; one still holding bytes (an error
+ * cut the relay short) is closed with them. */
+static void pipe_put(splice_pool *pool, splice_half *h)
+{
+    if (h->pipe[0] < 0) return;
+    if (!h->inpipe && pool->n < SPLICE_POOL_MAX) {
+        pool->fd[pool->n][0] = h->pipe[0];
+        pool->fd[pool->n][1] = h->pipe[1];
+        pool->n++;
+    } else {
+        close(h->pipe[0]);
+        close(h->pipe[1]);
+    }
+    h->pipe[0] = h->pipe[1] = -1;
+    h->inpipe = 0;
+}
+
+void splice_pool_free(splice_pool *pool)
+{
+    while (pool->n) {
+        pool->n--;
+        close(pool->fd[pool->n][0]);
+        close(pool->fd[pool->n][1]);
+    }
+}
+
+/* ---- moving bytes ---- */
+
+/* Move what direction d can move now. Returns 0, or the error that ends
+ * the relay. */
+static int pump(splice_relay *sr, int d)
+{
+    splice_half *h = &sr->h[d];
+    int src = sr->fd[d], dst = sr->fd[!d];
+    int drained = 0; /* a short read emptied the socket */
+    for (;;) {
+        while (h->inpipe) {
+            ssize_t n = splice(h->pipe[0], NULL, dst, NULL, h->inpipe,
+                               SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) return errno == EAGAIN ? 0 : -errno;
+            h->inpipe -= (uint32_t)n;
+            h->bytes += (uint64_t)n;
+        }
+        if (h->eof) {
+            if (!h->shut && shutdown(dst, SHUT_WR) < 0 && errno != ENOTCONN) return -errno;
+            h->shut = 1;
+            pipe_put(sr->pool, h);
+            return 0;
+        }
+        if (drained) { /* level-triggered: more input (or the EOF) is reported again */
+            pipe_put(sr->pool, h);
+            return 0;
+        }
+        int rc = pipe_get(sr->pool, h);
+        if (rc < 0) return rc;
+        ssize_t n = splice(src, NULL, h->pipe[1], NULL, SPLICE_CHUNK,
+                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) {
+            pipe_put(sr->pool, h); /* idle: the pipe serves another relay meanwhile */
+            return 0;
+        }
+        if (n < 0) return -errno;
+        if (n == 0) h->eof = 1;
+        drained = n < SPLICE_CHUNK;
+        h->inpipe = (uint32_t)n;
+        sr->last_io = csock_loop_now(sr->loop);
+    }
+}
+
+/* Watch what each socket can do for us now: read while its direction's pipe
+ * is empty, write while the other direction has bytes for it. */
+static int watch(splice_relay *sr)
+{
+    for (int i = 0; i < 2; i++) {
+        int ev = (!sr->h[i].eof && !sr->h[i].inpipe ? CSOCK_READABLE : 0) |
+                 (sr->h[!i].inpipe ? CSOCK_WRITABLE : 0);
+        if (ev == sr->want[i]) continue;
+        int rc = csock_io_start(sr->io[i], ev);
+        if (rc < 0) return rc;
+        sr->want[i] = (unsigned char)ev;
+    }
+    return 0;
+}
+
+void splice_relay_events(splice_relay *sr, int i, int events)
+{
+    int rc = 0;
+    if (events & CSOCK_READABLE) rc = pump(sr, i);
+    if (rc == 0 && (events & CSOCK_WRITABLE)) rc = pump(sr, !i);
+    if (rc == 0 && sr->h[0].shut && sr->h[1].shut) return sr->on_end(sr, 0);
+    if (rc == 0) rc = watch(sr);
+    if (rc < 0) sr->on_end(sr, rc);
+}
+
+static void on_io(csock_io *io, int events)
+{
+    splice_relay *sr = csock_io_data(io);
+    splice_relay_events(sr, io == sr->io[1], events);
+}
+
+/* ---- setting up and ending ---- */
+
+void splice_relay_init(splice_relay *sr, csock_loop *loop, splice_pool *pool, splice_end_cb on_end,
+                       void *data)
+{
+    *sr = (splice_relay){.loop = loop, .pool = pool, .on_end = on_end, .data = data};
+    for (int i = 0; i < 2; i++) sr->fd[i] = sr->h[i].pipe[0] = sr->h[i].pipe[1] = -1;
+}
+
+int splice_relay_attach(splice_relay *sr, int i, int fd, csock_io *io)
+{
+    sr->fd[i] = fd;
+    if (io) {
+        sr->io[i] = io;
+        sr->want[i] = 0xFF; /* unknown: the first watch() sets it */
+        return 0;
+    }
+    int rc = csock_io_new(sr->loop, fd, on_io, sr, &sr->io[i]);
+    if (rc < 0) sr->io[i] = NULL;
+    return rc;
+}
+
+int splice_relay_dup(const csock_stream *s)
+{
+    int fd = fcntl(csock_stream_fd(s), F_DUPFD_CLOEXEC, 0);
+    return fd < 0 ? -errno : fd;
+}
+
+int splice_relay_take(splice_relay *sr, int i, csock_stream **s)
+{
+    int fd = splice_relay_dup(*s);
+    if (fd < 0) return fd;
+    csock_stream_close(*s, NULL);
+    *s = NULL;
+    return splice_relay_attach(sr, i, fd, NULL);
+}
+
+int splice_relay_start(splice_relay *sr)
+{
+    return watch(sr);
+}
+
+void splice_relay_close(splice_relay *sr)
+{
+    for (int i = 0; i < 2; i++) {
+        if (sr->io[i]) csock_io_close(sr->io[i], NULL);
+        if (sr->fd[i] >= 0) close(sr->fd[i]);
+        sr->io[i] = NULL;
+        sr->fd[i] = -1;
+        pipe_put(sr->pool, &sr->h[i]);
+    }
+}

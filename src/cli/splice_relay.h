@@ -1,0 +1,83 @@
+/* Two plain sockets relayed both ways with splice(2), half-close passed on.
+ * Used by csock proxy (proxy_relay.c) and by csock listen --proxy-type
+ * (nc_proxy_server.c) once a tunnel's two ends are plain sockets.
+ *
+ * The bytes never enter user space: splice(2) moves them from one socket
+ * into a pipe and from the pipe into the other. The pipe is taken from a
+ * pool only while bytes are in it, so an idle pair holds no pipe (two
+ * descriptors and 64 KiB of kernel buffer less). The sockets are watched
+ * with csock_io, level-triggered: a source is read only while its pipe is
+ * empty, which is the backpressure.
+ *
+ * An EOF from one side is passed on as a shutdown of the other's write
+ * side; the relay ends when both directions have ended that way, or at the
+ * first error (a reset). One loop, one thread: a relay and its pool belong
+ * to the loop that runs them. */
+#ifndef CSOCK_CLI_SPLICE_RELAY_H
+#define CSOCK_CLI_SPLICE_RELAY_H
+
+#include <stdint.h>
+
+#include "csock/csock.h"
+
+#define SPLICE_POOL_MAX 64 /* idle pipes kept for reuse */
+
+/* Pipes not in use, shared by the relays of one loop. Zeroed: empty. */
+typedef struct splice_pool {
+    int fd[SPLICE_POOL_MAX][2];
+    unsigned n;
+} splice_pool;
+
+/* Give the pooled pipes back to the kernel. */
+void splice_pool_free(splice_pool *pool);
+
+typedef struct splice_half {
+    int pipe[2];        /* -1 while the direction holds no bytes */
+    uint32_t inpipe;    /* bytes in the pipe */
+    unsigned char eof;  /* the source finished */
+    unsigned char shut; /* the sink's write side is shut down */
+    uint64_t bytes;     /* relayed */
+} splice_half;
+
+typedef struct splice_relay splice_relay;
+
+/* The relay ended: why is 0 (both directions finished) or the -errno that
+ * cut it short. The sockets are still open: the callback ends the relay
+ * with splice_relay_close() (it may free sr). */
+typedef void (*splice_end_cb)(splice_relay *sr, int why);
+
+struct splice_relay {
+    csock_loop *loop;
+    splice_pool *pool;
+    splice_end_cb on_end;
+    void *data;            /* the owner's */
+    csock_io *io[2];
+    int fd[2];             /* owned: closed by splice_relay_close() */
+    unsigned char want[2]; /* the events io[i] watches */
+    splice_half h[2];      /* h[0]: fd[0] -> fd[1], h[1]: fd[1] -> fd[0] */
+    uint64_t last_io;      /* loop ms of the last read from either side (0: none) */
+};
+
+/* An empty relay (no sockets yet). */
+void splice_relay_init(splice_relay *sr, csock_loop *loop, splice_pool *pool, splice_end_cb on_end,
+                       void *data);
+/* Side i's socket (0 or 1). The relay owns fd from here, even when this
+ * fails. io: a watcher of fd the caller made already, whose callback calls
+ * splice_relay_events(sr, i, events) (it passes to the relay too); NULL:
+ * the relay makes its own. Returns 0 or -errno. */
+int splice_relay_attach(splice_relay *sr, int i, int fd, csock_io *io);
+/* A descriptor of s's socket to attach (a dup: the stream closes its own).
+ * Returns it or -errno. */
+int splice_relay_dup(const csock_stream *s);
+/* Side i from the plain stream *s: a dup of its socket, then the stream is
+ * closed (its on_close callback, if any, runs) and *s set to NULL. When
+ * the dup fails, *s is left open and untouched. Returns 0 or -errno. */
+int splice_relay_take(splice_relay *sr, int i, csock_stream **s);
+/* Both sides attached: start relaying. Returns 0 or -errno. */
+int splice_relay_start(splice_relay *sr);
+/* Side i's socket is ready (for watchers the caller made). */
+void splice_relay_events(splice_relay *sr, int i, int events);
+/* Stop watching, close both sockets, give the pipes back. */
+void splice_relay_close(splice_relay *sr);
+
+#endif
