@@ -130,7 +130,7 @@ cmd_csock_uring=()
 cmd_csock_b=()
 cmd_csock_uring_b=()
 # shellcheck disable=SC2034
-cmd_ws_csock=("$bin/ws_echo")
+cmd_ws_csock=(env CSOCK_BACKEND=epoll "$bin/ws_echo")
 # shellcheck disable=SC2034
 cmd_ws_csock_uring=(env CSOCK_BACKEND=uring "$bin/ws_echo")
 # shellcheck disable=SC2034
@@ -163,7 +163,9 @@ probe_csock() {
         if start_server csock "$CSOCK_BIN" serve echo tcp://127.0.0.1:0 $try; then
             stop_server
             # shellcheck disable=SC2206  # split "--threads 1" into two words
-            cmd_csock=("$CSOCK_BIN" serve echo tcp://127.0.0.1:0 $try)
+            # csock is csock on epoll, named: the default (auto) would pick
+            # io_uring where allowed, which is the csock_uring row.
+            cmd_csock=(env CSOCK_BACKEND=epoll "$CSOCK_BIN" serve echo tcp://127.0.0.1:0 $try)
             [ -n "$try" ] || notes+=("csock ran without --threads (flag not accepted)")
             return
         fi
@@ -282,14 +284,14 @@ main() {
             [ ${#cmd_csock[@]} -gt 0 ] || probe_csock
             [ ${#cmd_csock[@]} -gt 0 ] || continue
             # shellcheck disable=SC2034  # used through the nameref in measure()
-            cmd_csock_uring=(env CSOCK_BACKEND=uring "${cmd_csock[@]}")
+            cmd_csock_uring=(env CSOCK_BACKEND=uring "${cmd_csock[@]:2}")
         fi
         if [ "$s" = csock_b ] || [ "$s" = csock_uring_b ]; then
             [ -x "${CSOCK_BIN_B:-}" ] || { notes+=("$s skipped: CSOCK_BIN_B is not set to a csock binary"); continue; }
             # shellcheck disable=SC2034  # used through the nameref in measure()
-            cmd_csock_b=("$CSOCK_BIN_B" serve echo tcp://127.0.0.1:0 --threads "$CSOCK_THREADS")
+            cmd_csock_b=(env CSOCK_BACKEND=epoll "$CSOCK_BIN_B" serve echo tcp://127.0.0.1:0 --threads "$CSOCK_THREADS")
             # shellcheck disable=SC2034
-            cmd_csock_uring_b=(env CSOCK_BACKEND=uring "${cmd_csock_b[@]}")
+            cmd_csock_uring_b=(env CSOCK_BACKEND=uring "${cmd_csock_b[@]:2}")
         fi
         case $s in ws_*) NODE_PATH=/usr/share/nodejs have_peer "$s" || continue ;; esac
         servers+=("$s")

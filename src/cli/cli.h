@@ -19,6 +19,7 @@ enum {
 _Noreturn void cli_die(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* One line to stderr, no exit. */
 void cli_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void cli_say_backend(const csock_loop *loop); /* -v: "event loop: uring" */
 
 /* Parse an address argument or die with a one-line reason. `flags` as for
  * csock_addr_resolve(). */

@@ -254,3 +254,10 @@ unsigned cli_server_listen(csock_server *srv, const char *text, const csock_list
     }
     return (unsigned)n;
 }
+
+/* -v: which backend the loop got (CSOCK_BACKEND=auto, the default, picks
+ * io_uring where the kernel allows it and falls back to epoll silently). */
+void cli_say_backend(const csock_loop *loop)
+{
+    cli_warn("event loop: %s", csock_loop_backend(loop));
+}

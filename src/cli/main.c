@@ -34,8 +34,8 @@ static const char usage[] =
     "  -V, --version    print the version\n"
     "\n"
     "Environment:\n"
-    "  CSOCK_BACKEND    event loop backend: epoll (default), poll, uring, or auto\n"
-    "                   (io_uring where the kernel allows it, else epoll)\n"
+    "  CSOCK_BACKEND    event loop backend: auto (the default: io_uring where the\n"
+    "                   kernel allows it, else epoll), epoll, poll or uring\n"
     "\n"
     "Try:  csock serve upper tcp://127.0.0.1:7000 udp://127.0.0.1:7000\n"
     "      echo hello | csock connect tcp://127.0.0.1:7000\n";

@@ -154,9 +154,9 @@ static void check_server(const nc_opts *o)
     if (o->proxy_type != NC_PROXY_HTTP && o->proxy_type != NC_PROXY_SOCKS5)
         cli_die(CLI_USAGE, "listen --proxy-type: csock serves http and socks5 only");
     if (o->udp || o->unixsock || o->exec_argv || o->broker || o->ssl || o->tls.given ||
-        o->send_only || o->recv_only || o->crlf || o->hexdump)
+        o->send_only || o->recv_only || o->crlf || o->hexdump || o->output_path)
         cli_die(CLI_USAGE, "listen --proxy-type: a proxy takes no -u, -U, -e, -c, --broker, "
-                           "--chat, TLS, -C, -x, --send-only or --recv-only");
+                           "--chat, TLS, -C, -o, -x, --send-only or --recv-only");
     if (o->proxy_auth && strpbrk(o->proxy_auth, "\r\n"))
         cli_die(CLI_USAGE, "--proxy-auth: no line breaks");
     check_auth(o, o->proxy_type);

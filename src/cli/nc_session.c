@@ -101,6 +101,7 @@ void nc_ctx_init(nc_ctx *c, const nc_opts *o)
     cli_raise_nofile();
     int rc = csock_loop_new(NULL, &c->loop);
     if (rc < 0) cli_die(CLI_ERR, "event loop: %s", csock_strerror(rc));
+    if (o->verbose) cli_say_backend(c->loop);
     watch_signal(c, 1, SIGINT, on_stop_signal, 0);
     watch_signal(c, 2, SIGTERM, on_stop_signal, 0);
     if (o->exec_argv) {

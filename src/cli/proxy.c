@@ -434,6 +434,7 @@ int cli_proxy(int argc, char **argv)
     cli_raise_nofile();
     int rc = csock_loop_new(NULL, &px->loop);
     if (rc < 0) cli_die(CLI_ERR, "loop: %s", csock_strerror(rc));
+    if (px->verbose) cli_say_backend(px->loop);
     /* SIGUSR2 is watched before any `listening` line: a restart asked for
      * as soon as one appears must not kill the process. */
     rc = proxy_restart_watch(&pr, px, drain);

@@ -196,7 +196,8 @@ int serve_accepted(const cli_acceptor *a, csock_stream *s)
         csock_stream_close(s, NULL);
         return -1;
     }
-    conn *cn = malloc(sizeof *cn);
+    size_t peer_len = srv->verbose ? strlen(peer) + 1 : 1;
+    conn *cn = malloc(sizeof *cn + peer_len);
     if (!cn) {
         if (srv->verbose) cli_warn("refused %s: %s", peer, csock_strerror(-ENOMEM));
         csock_stream_close(s, NULL);
@@ -205,7 +206,7 @@ int serve_accepted(const cli_acceptor *a, csock_stream *s)
     cn->srv = srv;
     cn->acc = a;
     cn->why = 0;
-    memcpy(cn->peer, peer, sizeof peer);
+    memcpy(cn->peer, peer, peer_len);
     csock_stream_set_data(s, cn);
     csock_stream_on_close(s, conn_closed);
     if (srv->verbose) cli_warn("connection from %s", cn->peer);
@@ -410,6 +411,7 @@ int cli_serve(int argc, char **argv)
     if (any_ws) serve_ws_prepare(&srv);
     int rc = csock_server_new(&so, &srv.srv);
     if (rc < 0) cli_die(CLI_ERR, "server: %s", csock_strerror(rc));
+    if (srv.verbose) cli_say_backend(csock_server_loop(srv.srv, 0));
     /* SIGUSR2 is watched before any `listening` line: a restart asked for
      * as soon as one appears must not kill the process. */
     cli_restart_init(&srv.restart, srv.srv);

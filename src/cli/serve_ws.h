@@ -40,13 +40,15 @@ typedef struct server {
     unsigned neps;        /* endpoints opened so far (csock_server_addr's index) */
 } server;
 
-/* One connection: the peer as text, taken when it was accepted, because
- * after a reset the socket no longer knows it (getpeername fails). */
+/* One connection. With -v, the peer as text, taken when it was accepted,
+ * because after a reset the socket no longer knows it (getpeername fails);
+ * without -v peer is "" and costs one byte, not CLI_ADDR_TEXT (a third of
+ * an idle connection's memory). */
 typedef struct conn {
     server *srv;
     const cli_acceptor *acc; /* the endpoint's: a ws:// one leads to its path */
-    char peer[CLI_ADDR_TEXT];
     int why; /* what ended it, for the -v close line: 0 (us, a drain) or the read status */
+    char peer[];
 } conn;
 
 /* serve.c: the acceptor's `accepted` (the -m check, the conn, -v line) and

@@ -315,6 +315,7 @@ def test_many_clients_at_once():
 def test_wrong_arguments():
     for args, want in ((["--proxy-type", "socks4", "0"], "http and socks5 only"),
                        (["--proxy-type", "http", "-u", "0"], "a proxy takes no"),
+                       (["--proxy-type", "socks5", "-o", "/dev/null", "0"], "a proxy takes no"),
                        (["--proxy-type", "socks5", "--proxy-auth", "x", "0"], "USER:PASS"),
                        (["--proxy-auth", "a:b", "0"], "goes with --proxy-type"),
                        (["--proxy", "127.0.0.1", "0"], "connect options")):
