@@ -3,7 +3,8 @@
 # packages) in the same run, serving the same files.
 #
 #   bench/http/run.sh [CSOCK_BIN]      (env: ROUNDS=5 DURATION=5
-#                                       SERVERS="csock csock_uring h2o lighttpd nginx")
+#                                       SERVERS="csock csock_uring h2o lighttpd nginx"
+#                                       SCENARIOS="small 100k pipeline16")
 # csock_uring is csock on its io_uring backend (completion I/O).
 #
 # Every server runs one process/thread pinned to CPU 0 (taskset -c 0), wrk
@@ -22,6 +23,7 @@ CSOCK_BIN=${1:-${CSOCK_BIN:-$HERE/../../build/csock}}
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-5}
 SERVERS=${SERVERS:-"csock csock_uring h2o lighttpd nginx"}
+SCENARIOS=${SCENARIOS:-"small 100k pipeline16"}
 TMP=$(mktemp -d /tmp/csock-bench-http.XXXXXX)
 OUT=${OUT:-$TMP}
 ROOT=$TMP/www
@@ -119,17 +121,17 @@ done
 read -r -a order <<< "$SERVERS"
 for round in $(seq 1 "$ROUNDS"); do
     echo "round $round/$ROUNDS" >&2
-    for sc in small 100k pipeline16; do
+    for sc in $SCENARIOS; do
         for s in "${order[@]}"; do run_wrk "$s" "$sc"; done
     done
     order=("${order[@]:1}" "${order[0]}") # rotate who goes first
 done
 
-python3 - "$OUT/results.tsv" "$SERVERS" <<'EOF'
+python3 - "$OUT/results.tsv" "$SERVERS" "$SCENARIOS" <<'EOF'
 import statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 servers = sys.argv[2].split()
-scen = ["small", "100k", "pipeline16"]
+scen = sys.argv[3].split()
 med = {}
 for s in servers:
     for sc in scen:

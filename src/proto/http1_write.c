@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "proto/http1_fields.h"
 #include "proto/http1_int.h"
 
 /* The head's fixed part: the status line (up to 3 digits and the longest
@@ -447,23 +448,29 @@ int csock_http_end(csock_http_req *r)
     return rc;
 }
 
+/* Room for `more` bytes of fields after those added so far. */
+static int extra_room(csock_http_req *r, size_t more)
+{
+    size_t need = r->elen + more;
+    if (need <= r->ecap) return 0;
+    size_t cap = r->ecap ? r->ecap * 2 : EXTRA_FIRST_CAP;
+    while (cap < need) cap *= 2;
+    char *e = realloc(r->extra, cap);
+    if (!e) {
+        r->oom = 1; /* remembered: the answer becomes a 500 (see write_head) */
+        return -ENOMEM;
+    }
+    r->extra = e;
+    r->ecap = cap;
+    return 0;
+}
+
 int csock_http_add_header(csock_http_req *r, const char *name, const char *value)
 {
     if (r->started) return -EALREADY;
     size_t nl = strlen(name), vl = strlen(value);
     if (!nl || strpbrk(name, "\r\n:") || strpbrk(value, "\r\n")) return -EINVAL;
-    size_t need = r->elen + nl + vl + 4;
-    if (need > r->ecap) {
-        size_t cap = r->ecap ? r->ecap * 2 : EXTRA_FIRST_CAP;
-        while (cap < need) cap *= 2;
-        char *e = realloc(r->extra, cap);
-        if (!e) {
-            r->oom = 1; /* remembered: the answer becomes a 500 (see write_head) */
-            return -ENOMEM;
-        }
-        r->extra = e;
-        r->ecap = cap;
-    }
+    if (extra_room(r, nl + vl + 4) < 0) return -ENOMEM;
     char *p = r->extra + r->elen;
     p = put(p, name, nl);
     p = PUTS(p, ": ");
@@ -471,6 +478,15 @@ int csock_http_add_header(csock_http_req *r, const char *name, const char *value
     p = PUTS(p, "\r\n");
     r->elen = (size_t)(p - r->extra);
     if (nl == 7 && !strncasecmp(name, "Upgrade", 7)) r->offers_upgrade = 1;
+    return 0;
+}
+
+int csock__http_add_fields(csock_http_req *r, const char *fields, size_t len)
+{
+    if (r->started) return -EALREADY;
+    if (extra_room(r, len) < 0) return -ENOMEM;
+    memcpy(r->extra + r->elen, fields, len);
+    r->elen += len;
     return 0;
 }
 

@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <sys/syscall.h>
 
+#include "proto/http1_fields.h"
 #include "proto/static_int.h"
 
 /* ---- answers --------------------------------------------------------------------- */
@@ -26,24 +27,27 @@ void csock__static_send_status(csock_http_req *r, int status)
 }
 
 /* Answer with a file: from `data` when it is in memory, else from `fd`
- * (which this closes). Conditionals first, then ranges. */
+ * (which this closes). Conditionals first, then ranges. The file's fields
+ * go in one piece (see finfo): the validators on every answer, then
+ * Accept-Ranges, then its Content-Type unless the parts carry their own. */
 static void serve_file(csock_http_req *r, int fd, const char *data, const finfo *fi)
 {
     char cr[96];
     uint64_t size = fi->size;
-    csock_http_add_header(r, "ETag", fi->etag);
-    csock_http_add_header(r, "Last-Modified", fi->lm);
-    int pre = csock__static_preconditions(r, fi);
+    conds cd;
+    csock__static_conds(r, &cd);
+    int pre = csock__static_preconditions(&cd, fi);
     if (pre) {
         if (fd >= 0) close(fd);
+        csock__http_add_fields(r, fi->fields, fi->vlen);
         if (pre == 304) csock_http_send(r, 304, NULL, 0);
         else csock__static_send_status(r, pre);
         return;
     }
-    csock_http_add_header(r, "Accept-Ranges", "bytes");
-    csock_http_str want = csock__static_wanted_range(r, fi);
+    csock_http_str want = csock__static_wanted_range(r, &cd, fi);
     range rs[MAX_RANGES];
     int n = want.ptr ? csock__static_parse_ranges(want, size, rs) : 0;
+    csock__http_add_fields(r, fi->fields, n == 0 || n == 1 ? fi->flen : fi->alen);
     if (n < 0) {
         if (fd >= 0) close(fd);
         snprintf(cr, sizeof cr, "bytes */%llu", (unsigned long long)size);
@@ -52,7 +56,6 @@ static void serve_file(csock_http_req *r, int fd, const char *data, const finfo 
         return;
     }
     if (n > 1) return csock__static_send_multipart(r, fd, data, fi, rs, n);
-    csock_http_add_header(r, "Content-Type", fi->mime);
     uint64_t first = 0, last = size ? size - 1 : 0;
     int status = 200;
     if (n == 1) {

@@ -28,14 +28,24 @@
  * on the next reload, long enough to spare a busy file an open per request. */
 #define CACHE_TTL_MS 1000
 
+/* "ETag: " + etag (< 48) + "Last-Modified: " + a date (29) + "Accept-Ranges:
+ * bytes" + "Content-Type: " + the longest MIME type of our table (30), each
+ * with its CRLF: 180 bytes at most. */
+#define FIELDS_MAX 192
+
 /* What an answer needs to know about a file, computed once per open (or
- * once per cache fill). */
+ * once per cache fill). `fields` holds the answer's fields about the file,
+ * formatted once so a request copies them in one piece: the validators
+ * (ETag, Last-Modified: the first vlen bytes, all a 304 or 412 carries),
+ * then Accept-Ranges (up to alen) and Content-Type (up to flen). */
 typedef struct finfo {
     uint64_t size;
     int64_t mtime;
     char etag[48];
     char lm[32];
     const char *mime;
+    unsigned short vlen, alen, flen;
+    char fields[FIELDS_MAX];
 } finfo;
 
 /* A small file held in memory: no open, fstat, read or close per request. */
@@ -81,9 +91,13 @@ const centry *csock__static_cache_get(csock_http_static *st, const char *rel, ui
 const centry *csock__static_cache_put(csock_http_static *st, const char *rel, int fd,
                                       const struct stat *sb, uint64_t now);
 
-/* static_cond.c */
-int csock__static_preconditions(const csock_http_req *r, const finfo *fi);
-csock_http_str csock__static_wanted_range(const csock_http_req *r, const finfo *fi);
+/* static_cond.c: the request's fields that conditionals and ranges read */
+typedef struct conds {
+    csock_http_str if_match, if_unmodified_since, if_none_match, if_modified_since, range, if_range;
+} conds;
+void csock__static_conds(const csock_http_req *r, conds *cd);
+int csock__static_preconditions(const conds *cd, const finfo *fi);
+csock_http_str csock__static_wanted_range(const csock_http_req *r, const conds *cd, const finfo *fi);
 
 /* static_ranges.c */
 int csock__static_parse_ranges(csock_http_str v, uint64_t size, range *rs);
