@@ -5,7 +5,9 @@
 #   bench/http/run.sh [CSOCK_BIN]      (env: ROUNDS=5 DURATION=5
 #                                       SERVERS="csock csock_uring h2o lighttpd nginx"
 #                                       SCENARIOS="small 100k pipeline16")
-# csock_uring is csock on its io_uring backend (completion I/O).
+# csock_uring is csock on its io_uring backend (completion I/O). With
+# CSOCK_BIN_B set, the server csock_b is that other build of csock (for an
+# A/B of two builds in the same run: SERVERS="csock csock_b ...").
 #
 # Every server runs one process/thread pinned to CPU 0 (taskset -c 0), wrk
 # runs on CPU 1 (taskset -c 1). Scenarios: a 12-byte file with 100
@@ -67,6 +69,8 @@ start_server() { # NAME
     case $name in
     csock) taskset -c 0 "$CSOCK_BIN" serve http "$ROOT" "tcp://127.0.0.1:$port" --threads 1 \
                > "$TMP/csock.out" 2> "$TMP/csock.err" & ;;
+    csock_b) taskset -c 0 "$CSOCK_BIN_B" serve http "$ROOT" "tcp://127.0.0.1:$port" --threads 1 \
+               > "$TMP/csock_b.out" 2> "$TMP/csock_b.err" & ;;
     csock_uring) taskset -c 0 env CSOCK_BACKEND=uring "$CSOCK_BIN" serve http "$ROOT" \
                      "tcp://127.0.0.1:$port" --threads 1 > "$TMP/csock_uring.out" 2> "$TMP/csock_uring.err" & ;;
     nginx) taskset -c 0 nginx -c "$(render "$HERE/nginx.conf.in" "$port")" -p "$TMP" \
