@@ -60,6 +60,7 @@ typedef struct centry {
     uint64_t loaded;          /* loop time of the fill */
     finfo fi;
     int fd;                   /* a larger file's descriptor, else -1 and the data is here */
+    long mtime_ns;            /* with fi.mtime and fi.size: checked before a descriptor is used */
     size_t room;              /* what data[] can hold: CACHE_MAX_FILE or 0 */
     char data[];
 } centry;

@@ -4,7 +4,7 @@ small-file cache (8 KiB).
 
 A larger file is served from a cached descriptor for up to a second: its
 answers (200, HEAD, 304, one range, several ranges) match the file byte
-for byte; many requests leave the server with no more descriptors than the
+for byte; a file cut shorter in place is served at its new length at once; many requests leave the server with no more descriptors than the
 one it caches; a file replaced or deleted is seen within about a second;
 and the cached descriptor is closed at the first request after it expired.
 Runs on the epoll and the io_uring backend. Prints "N passed, M failed";
@@ -112,6 +112,16 @@ def run(backend):
               and r.getheader("Content-Range") == f"bytes */{SIZE}")
         c.close()
         check(tag + "no descriptor leaked", settle(pid, base + 1) == base + 1, fd_count(pid) - base)
+
+        # Cut shorter in place while cached: the next answer has the new
+        # length at once (promised at the old one, the client would wait
+        # for bytes that never come while the server spun).
+        os.truncate(big, 9000)
+        st, h, b = get(port, "/big.bin")
+        check(tag + "file cut in place seen at once", st == 200 and b == data[:9000]
+              and h.get("Content-Length") == "9000", (st, len(b)))
+        with open(big, "wb") as f:
+            f.write(data)
 
         # Replaced by rename (a new file, another size): seen within a second.
         data2 = body_of(2, SIZE + 5000)
