@@ -87,7 +87,6 @@ struct conn {
     unsigned orphan : 1;            /* closed while its answer was pending: freed by finish() */
     unsigned upgraded : 1;          /* csock_http_upgrade handed the stream over inside
                                        on_read: on_read forwards the rest and frees us */
-    unsigned nocork : 1;            /* TCP_CORK was refused (not TCP): not tried again */
     char *rq;                       /* the request's own copy of its head and body */
     size_t rqcap;
     char *ob;                       /* answers made inside on_read, queued by reference */
@@ -111,8 +110,6 @@ struct csock_http_server {
     char date[DATE_LINE_LEN + 1];   /* "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n" */
     char server[SERVER_NAME_MAX + 20]; /* "Server: csock\r\n" */
     size_t server_len;
-    int cork;                       /* sockets send by readiness: a head is corked to
-                                       go with its file (see out_file) */
     csock_http_limits limits;
     size_t max_read;
 };

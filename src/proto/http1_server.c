@@ -182,7 +182,6 @@ int csock_http_server_new(csock_loop *loop, const csock_http_opts *opts, csock_h
     if (!hs) return -ENOMEM;
     hs->loop = loop;
     hs->o = *opts;
-    hs->cork = strcmp(csock_loop_backend(loop), "uring") != 0;
     if (opts->nroutes) {
         hs->routes = malloc(opts->nroutes * sizeof *hs->routes);
         if (!hs->routes) {

@@ -7,9 +7,6 @@
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
 
 #include "proto/http1_fields.h"
 #include "proto/http1_int.h"
@@ -178,28 +175,15 @@ int csock__http_out_bytes(conn *c, const void *buf, size_t len)
 
 static int bodiless(int status) { return status < 200 || status == 204 || status == 304; }
 
-static int cork(conn *c, int on)
-{
-    if (setsockopt(csock_stream_fd(c->s), IPPROTO_TCP, TCP_CORK, &on, sizeof on) == 0) return 1;
-    c->nocork = 1; /* not TCP (a Unix socket): never again on this connection */
-    return 0;
-}
-
 /* Queue `len` bytes of file `fd` after everything buffered so far. Once the
  * head is out, a failure leaves the client waiting for bytes that never
- * come: close.
- * A head waiting in our buffer is corked while it and the file go to an
- * empty socket: the kernel holds the head until the file's bytes join it,
- * so the head costs no packet of its own (with TCP_NODELAY it would go
- * alone, and its packet costs as much as a 64 KiB one). Not on io_uring:
- * there the head's send completes later, after the uncork. */
+ * come: close. (Corking the head so it leaves in the file's first packet,
+ * TCP_CORK on and off around the two writes, was tried and measured worse
+ * per 100 KB answer, not better: see BENCHMARKS.md, HTTP.) */
 static int out_file(conn *c, int fd, off_t offset, size_t len, int close_fd)
 {
-    int corked = c->olen && c->hs && c->hs->cork && !c->nocork &&
-                 !csock_stream_write_queue_size(c->s) && cork(c, 1);
     csock__http_out_flush(c);
     int rc = csock_stream_write_file(c->s, fd, offset, len, close_fd);
-    if (corked) cork(c, 0);
     if (rc < 0 && rc != -EPIPE) conn_abort(c);
     return rc;
 }
