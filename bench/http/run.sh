@@ -3,8 +3,11 @@
 # packages) in the same run, serving the same files.
 #
 #   bench/http/run.sh [CSOCK_BIN]      (env: ROUNDS=5 DURATION=5
-#                                       SERVERS="csock csock_uring h2o lighttpd nginx")
-# csock_uring is csock on its io_uring backend (completion I/O).
+#                                       SERVERS="csock csock_uring h2o lighttpd nginx"
+#                                       SCENARIOS="small 100k pipeline16")
+# csock_uring is csock on its io_uring backend (completion I/O). With
+# CSOCK_BIN_B set, the server csock_b is that other build of csock (for an
+# A/B of two builds in the same run: SERVERS="csock csock_b ...").
 #
 # Every server runs one process/thread pinned to CPU 0 (taskset -c 0), wrk
 # runs on CPU 1 (taskset -c 1). Scenarios: a 12-byte file with 100
@@ -22,6 +25,7 @@ CSOCK_BIN=${1:-${CSOCK_BIN:-$HERE/../../build/csock}}
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-5}
 SERVERS=${SERVERS:-"csock csock_uring h2o lighttpd nginx"}
+SCENARIOS=${SCENARIOS:-"small 100k pipeline16"}
 TMP=$(mktemp -d /tmp/csock-bench-http.XXXXXX)
 OUT=${OUT:-$TMP}
 ROOT=$TMP/www
@@ -65,6 +69,8 @@ start_server() { # NAME
     case $name in
     csock) taskset -c 0 "$CSOCK_BIN" serve http "$ROOT" "tcp://127.0.0.1:$port" --threads 1 \
                > "$TMP/csock.out" 2> "$TMP/csock.err" & ;;
+    csock_b) taskset -c 0 "$CSOCK_BIN_B" serve http "$ROOT" "tcp://127.0.0.1:$port" --threads 1 \
+               > "$TMP/csock_b.out" 2> "$TMP/csock_b.err" & ;;
     csock_uring) taskset -c 0 env CSOCK_BACKEND=uring "$CSOCK_BIN" serve http "$ROOT" \
                      "tcp://127.0.0.1:$port" --threads 1 > "$TMP/csock_uring.out" 2> "$TMP/csock_uring.err" & ;;
     nginx) taskset -c 0 nginx -c "$(render "$HERE/nginx.conf.in" "$port")" -p "$TMP" \
@@ -119,17 +125,17 @@ done
 read -r -a order <<< "$SERVERS"
 for round in $(seq 1 "$ROUNDS"); do
     echo "round $round/$ROUNDS" >&2
-    for sc in small 100k pipeline16; do
+    for sc in $SCENARIOS; do
         for s in "${order[@]}"; do run_wrk "$s" "$sc"; done
     done
     order=("${order[@]:1}" "${order[0]}") # rotate who goes first
 done
 
-python3 - "$OUT/results.tsv" "$SERVERS" <<'EOF'
+python3 - "$OUT/results.tsv" "$SERVERS" "$SCENARIOS" <<'EOF'
 import statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 servers = sys.argv[2].split()
-scen = ["small", "100k", "pipeline16"]
+scen = sys.argv[3].split()
 med = {}
 for s in servers:
     for sc in scen:

@@ -1,8 +1,9 @@
-/* The small-file cache: files up to CACHE_MAX_FILE bytes, held whole in a
- * direct-mapped table by path hash, so a popular small file costs no open,
- * fstat, read or close per request. An entry lives CACHE_TTL_MS: a changed
- * file is seen within that long. One cache per csock_http_static (one per
- * loop): not locked. */
+/* The file cache: files up to CACHE_MAX_FILE bytes held whole, larger ones
+ * by an open descriptor, in a direct-mapped table by path hash, so a
+ * popular file costs no open, fstat, read or close per request. An entry
+ * lives CACHE_TTL_MS: a changed file is seen within that long. One cache
+ * per csock_http_static (one per loop): not locked. */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,32 +18,98 @@ uint32_t csock__static_path_hash(const char *p)
     return h;
 }
 
-/* A cached small file named `rel` that is younger than CACHE_TTL_MS. */
+static void forget(centry *e)
+{
+    if (e->fd >= 0) close(e->fd);
+    e->fd = -1;
+    e->path[0] = 0;
+    e->loaded = 0;
+}
+
+/* Close the descriptors of expired entries, at most once per CACHE_TTL_MS:
+ * a file renamed over or deleted is not held open for long (256 slots
+ * looked at once a second cost nothing). */
+static void sweep(csock_http_static *st, uint64_t now)
+{
+    if (now - st->swept < CACHE_TTL_MS) return;
+    st->swept = now;
+    for (size_t i = 0; i < CACHE_SLOTS; i++) {
+        centry *e = st->cache[i];
+        if (e && e->fd >= 0 && now - e->loaded >= CACHE_TTL_MS) forget(e);
+    }
+}
+
+/* Is the file behind a cached descriptor as it was when cached? One fstat
+ * (a tenth of what the open it replaces costs): a file changed in place is
+ * seen at once, and above all a file cut shorter is never promised at its
+ * old length (the client would wait for bytes that never come). */
+static int unchanged(centry *e)
+{
+    struct stat sb;
+    if (fstat(e->fd, &sb) == 0 && (uint64_t)sb.st_size == e->fi.size &&
+        sb.st_mtim.tv_sec == e->fi.mtime && sb.st_mtim.tv_nsec == e->mtime_ns)
+        return 1;
+    forget(e);
+    return 0;
+}
+
+/* A cached file named `rel` that is younger than CACHE_TTL_MS. */
 const centry *csock__static_cache_get(csock_http_static *st, const char *rel, uint64_t now)
 {
-    const centry *e = st->cache[csock__static_path_hash(rel) % CACHE_SLOTS];
-    if (e && now - e->loaded < CACHE_TTL_MS && !strcmp(e->path, rel)) return e;
+    sweep(st, now);
+    centry *e = st->cache[csock__static_path_hash(rel) % CACHE_SLOTS];
+    if (e && e->path[0] && now - e->loaded < CACHE_TTL_MS && !strcmp(e->path, rel) &&
+        (e->fd < 0 || unchanged(e)))
+        return e;
     return NULL;
 }
 
-/* Keep a small regular file just opened (fd is left open for the caller). */
+/* The slot for `rel`, emptied, with room for `room` bytes of data. */
+static centry *slot_for(csock_http_static *st, const char *rel, size_t room)
+{
+    centry **slot = &st->cache[csock__static_path_hash(rel) % CACHE_SLOTS];
+    if (*slot) {
+        forget(*slot);
+        if ((*slot)->room >= room) return *slot;
+        free(*slot);
+        *slot = NULL;
+    }
+    centry *e = malloc(sizeof *e + room);
+    if (!e) return NULL;
+    e->fd = -1;
+    e->room = room;
+    e->path[0] = 0;
+    return *slot = e;
+}
+
+/* Keep a regular file just opened: a small one's bytes, a larger one's
+ * descriptor (a copy of fd: fd is left open for the caller). */
 const centry *csock__static_cache_put(csock_http_static *st, const char *rel, int fd,
                                       const struct stat *sb, uint64_t now)
 {
     size_t pl = strlen(rel);
-    if (pl >= CACHE_PATH || (uint64_t)sb->st_size > CACHE_MAX_FILE) return NULL;
-    centry **slot = &st->cache[csock__static_path_hash(rel) % CACHE_SLOTS];
-    if (!*slot && !(*slot = malloc(sizeof **slot))) return NULL;
-    centry *e = *slot;
-    ssize_t n = sb->st_size ? pread(fd, e->data, (size_t)sb->st_size, 0) : 0;
-    if (n != (ssize_t)sb->st_size) {
-        e->path[0] = 0;
-        e->loaded = 0;
-        return NULL;
+    int small = (uint64_t)sb->st_size <= CACHE_MAX_FILE;
+    if (pl >= CACHE_PATH) return NULL;
+    centry *e = slot_for(st, rel, small ? CACHE_MAX_FILE : 0);
+    if (!e) return NULL;
+    if (small) {
+        ssize_t n = sb->st_size ? pread(fd, e->data, (size_t)sb->st_size, 0) : 0;
+        if (n != (ssize_t)sb->st_size) return NULL;
+    } else if ((e->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+        return NULL; /* out of descriptors: served without the cache */
     }
     memcpy(e->path, rel, pl + 1);
-    e->len = (size_t)n;
     e->loaded = now;
+    e->mtime_ns = sb->st_mtim.tv_nsec;
     csock__static_file_info(&e->fi, sb, rel);
     return e;
+}
+
+void csock__static_cache_free(csock_http_static *st)
+{
+    for (size_t i = 0; i < CACHE_SLOTS; i++) {
+        if (!st->cache[i]) continue;
+        forget(st->cache[i]);
+        free(st->cache[i]);
+    }
 }

@@ -49,4 +49,11 @@ void csock__static_file_info(finfo *fi, const struct stat *sb, const char *name)
              (unsigned long long)fi->size);
     csock_http_date(sb->st_mtim.tv_sec, fi->lm);
     fi->mime = mime_type(name);
+    char *f = fi->fields;
+    int n = snprintf(f, FIELDS_MAX, "ETag: %s\r\nLast-Modified: %s\r\n", fi->etag, fi->lm);
+    fi->vlen = (unsigned short)n;
+    n += snprintf(f + n, FIELDS_MAX - (size_t)n, "Accept-Ranges: bytes\r\n");
+    fi->alen = (unsigned short)n;
+    n += snprintf(f + n, FIELDS_MAX - (size_t)n, "Content-Type: %s\r\n", fi->mime);
+    fi->flen = (unsigned short)n;
 }

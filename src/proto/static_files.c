@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <sys/syscall.h>
 
+#include "proto/http1_fields.h"
 #include "proto/static_int.h"
 
 /* ---- answers --------------------------------------------------------------------- */
@@ -25,34 +26,62 @@ void csock__static_send_status(csock_http_req *r, int status)
     csock_http_send(r, status, body, (size_t)n);
 }
 
-/* Answer with a file: from `data` when it is in memory, else from `fd`
- * (which this closes). Conditionals first, then ranges. */
-static void serve_file(csock_http_req *r, int fd, const char *data, const finfo *fi)
+/* Where an answer's body comes from: memory (a small cached file), a
+ * descriptor of the request's own (closed once done with), or the cache's
+ * descriptor of a larger file (copied only when a body goes out: a 304
+ * costs no descriptor). */
+typedef struct source {
+    const char *data;
+    int fd;
+    int cached;
+} source;
+
+static void source_drop(const source *src)
+{
+    if (src->fd >= 0 && !src->cached) close(src->fd);
+}
+
+/* A descriptor of the file for the body that the send may close, or -1
+ * after answering 503 (no descriptor left). */
+static int source_fd(csock_http_req *r, const source *src)
+{
+    if (!src->cached) return src->fd;
+    int fd = fcntl(src->fd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) csock__static_send_status(r, csock__static_errno_status(-errno));
+    return fd;
+}
+
+/* Answer with a file. Conditionals first, then ranges. The file's fields
+ * go in one piece (see finfo): the validators on every answer, then
+ * Accept-Ranges, then its Content-Type unless the parts carry their own. */
+static void serve_file(csock_http_req *r, const source *src, const finfo *fi)
 {
     char cr[96];
     uint64_t size = fi->size;
-    csock_http_add_header(r, "ETag", fi->etag);
-    csock_http_add_header(r, "Last-Modified", fi->lm);
-    int pre = csock__static_preconditions(r, fi);
+    conds cd;
+    csock__static_conds(r, &cd);
+    int pre = csock__static_preconditions(&cd, fi);
     if (pre) {
-        if (fd >= 0) close(fd);
+        source_drop(src);
+        csock__http_add_fields(r, fi->fields, fi->vlen);
         if (pre == 304) csock_http_send(r, 304, NULL, 0);
         else csock__static_send_status(r, pre);
         return;
     }
-    csock_http_add_header(r, "Accept-Ranges", "bytes");
-    csock_http_str want = csock__static_wanted_range(r, fi);
+    csock_http_str want = csock__static_wanted_range(r, &cd, fi);
     range rs[MAX_RANGES];
     int n = want.ptr ? csock__static_parse_ranges(want, size, rs) : 0;
+    csock__http_add_fields(r, fi->fields, n == 0 || n == 1 ? fi->flen : fi->alen);
     if (n < 0) {
-        if (fd >= 0) close(fd);
+        source_drop(src);
         snprintf(cr, sizeof cr, "bytes */%llu", (unsigned long long)size);
         csock_http_add_header(r, "Content-Range", cr);
         csock_http_send(r, 416, NULL, 0);
         return;
     }
-    if (n > 1) return csock__static_send_multipart(r, fd, data, fi, rs, n);
-    csock_http_add_header(r, "Content-Type", fi->mime);
+    int fd = src->data ? -1 : source_fd(r, src);
+    if (!src->data && fd < 0) return; /* answered */
+    if (n > 1) return csock__static_send_multipart(r, fd, src->data, fi, rs, n);
     uint64_t first = 0, last = size ? size - 1 : 0;
     int status = 200;
     if (n == 1) {
@@ -64,24 +93,32 @@ static void serve_file(csock_http_req *r, int fd, const char *data, const finfo 
         status = 206;
     }
     size_t len = size ? (size_t)(last - first + 1) : 0;
-    if (data)
-        csock_http_send(r, status, data + first, len);
+    if (src->data)
+        csock_http_send(r, status, src->data + first, len);
     else
         csock_http_send_file(r, status, fd, (off_t)first, len, 1);
 }
 
-/* Serve a regular file just opened: through the cache when it is small. */
+static void serve_cached(csock_http_req *r, const centry *e)
+{
+    source src = {e->fd < 0 ? e->data : NULL, e->fd, 1};
+    serve_file(r, &src, &e->fi);
+}
+
+/* Serve a regular file just opened (fd, which this closes), and keep it in
+ * the cache. */
 static void serve_opened(csock_http_static *st, csock_http_req *r, int fd, const struct stat *sb,
                          const char *rel, uint64_t now)
 {
     const centry *e = csock__static_cache_put(st, rel, fd, sb, now);
-    if (e) {
+    if (e && e->fd < 0) {
         close(fd);
-        return serve_file(r, -1, e->data, &e->fi);
+        return serve_cached(r, e);
     }
     finfo fi;
-    csock__static_file_info(&fi, sb, rel);
-    serve_file(r, fd, NULL, &fi);
+    if (!e) csock__static_file_info(&fi, sb, rel);
+    source src = {NULL, fd, 0};
+    serve_file(r, &src, e ? &e->fi : &fi);
 }
 
 /* ---- the handler ---------------------------------------------------------------------- */
@@ -136,7 +173,7 @@ void csock_http_static_handler(csock_http_req *r, void *data)
     if (n < 0) return csock__static_send_status(r, -n);
     uint64_t now = csock_loop_now(csock_stream_loop(csock_http_stream(r)));
     const centry *e = csock__static_cache_get(st, rel, now);
-    if (e) return serve_file(r, -1, e->data, &e->fi);
+    if (e) return serve_cached(r, e);
     int fd = csock__static_open_beneath(st, rel, O_RDONLY | O_NONBLOCK);
     if (fd < 0) return csock__static_send_status(r, csock__static_errno_status(fd));
     struct stat sb;
@@ -230,6 +267,6 @@ void csock_http_static_free(csock_http_static *st)
         free(st->root_real);
         free(st->index);
     }
-    for (size_t i = 0; i < CACHE_SLOTS; i++) free(st->cache[i]);
+    csock__static_cache_free(st);
     free(st);
 }

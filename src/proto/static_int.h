@@ -18,33 +18,51 @@
 /* A decoded path longer than Linux's PATH_MAX (4096) could not be opened
  * anyway: such a target is a 414. */
 #define PATH_MAX_DECODED 4096
-/* The small-file cache (static_cache.c): 256 slots of at most ~8.5 KiB, so
- * at most ~2 MiB per loop, filled lazily; a site's hot small files (icons,
- * stylesheets, scripts) fit. Direct-mapped by path hash: no LRU to keep. */
+/* The file cache (static_cache.c): 256 slots, direct-mapped by path hash
+ * (no LRU to keep), filled lazily. A small file is held whole (at most
+ * ~8.5 KiB a slot, ~2 MiB per loop): a site's hot small files (icons,
+ * stylesheets, scripts) fit. A larger one keeps its open descriptor and
+ * what its answer says of it, so serving it costs a dup and a close
+ * instead of an open (a path walk), an fstat and a last close. */
 #define CACHE_SLOTS 256
 #define CACHE_MAX_FILE 8192  /* files up to this size are cached whole (= SMALL_FILE) */
 #define CACHE_PATH 240       /* longest cached path: the entry's header stays small */
 /* A changed file is seen within this long: short enough that an edit shows
- * on the next reload, long enough to spare a busy file an open per request. */
+ * on the next reload, long enough to spare a busy file an open per request.
+ * A cached descriptor goes at the first request after it expired: a file
+ * deleted while the server is idle keeps its disk space until then. */
 #define CACHE_TTL_MS 1000
 
+/* "ETag: " + etag (< 48) + "Last-Modified: " + a date (29) + "Accept-Ranges:
+ * bytes" + "Content-Type: " + the longest MIME type of our table (30), each
+ * with its CRLF: 180 bytes at most. */
+#define FIELDS_MAX 192
+
 /* What an answer needs to know about a file, computed once per open (or
- * once per cache fill). */
+ * once per cache fill). `fields` holds the answer's fields about the file,
+ * formatted once so a request copies them in one piece: the validators
+ * (ETag, Last-Modified: the first vlen bytes, all a 304 or 412 carries),
+ * then Accept-Ranges (up to alen) and Content-Type (up to flen). */
 typedef struct finfo {
     uint64_t size;
     int64_t mtime;
     char etag[48];
     char lm[32];
     const char *mime;
+    unsigned short vlen, alen, flen;
+    char fields[FIELDS_MAX];
 } finfo;
 
-/* A small file held in memory: no open, fstat, read or close per request. */
+/* A file in the cache: a small one held in memory (no open, fstat, read or
+ * close per request), a larger one by its descriptor. */
 typedef struct centry {
     char path[CACHE_PATH];
     uint64_t loaded;          /* loop time of the fill */
     finfo fi;
-    size_t len;
-    char data[CACHE_MAX_FILE];
+    int fd;                   /* a larger file's descriptor, else -1 and the data is here */
+    long mtime_ns;            /* with fi.mtime and fi.size: checked before a descriptor is used */
+    size_t room;              /* what data[] can hold: CACHE_MAX_FILE or 0 */
+    char data[];
 } centry;
 
 struct csock_http_static {
@@ -56,6 +74,7 @@ struct csock_http_static {
     int no_openat2;     /* the kernel lacks openat2 (or CSOCK_HTTP_NO_OPENAT2 is set) */
     int shared;         /* a clone: dirfd, root_real and index belong to the original */
     centry *cache[CACHE_SLOTS]; /* NULL slots are empty; filled lazily */
+    uint64_t swept;     /* loop time of the last pass closing expired descriptors */
 };
 
 #define MAX_RANGES 32 /* more range-specs than this: the Range field is ignored */
@@ -80,10 +99,15 @@ uint32_t csock__static_path_hash(const char *p);
 const centry *csock__static_cache_get(csock_http_static *st, const char *rel, uint64_t now);
 const centry *csock__static_cache_put(csock_http_static *st, const char *rel, int fd,
                                       const struct stat *sb, uint64_t now);
+void csock__static_cache_free(csock_http_static *st);
 
-/* static_cond.c */
-int csock__static_preconditions(const csock_http_req *r, const finfo *fi);
-csock_http_str csock__static_wanted_range(const csock_http_req *r, const finfo *fi);
+/* static_cond.c: the request's fields that conditionals and ranges read */
+typedef struct conds {
+    csock_http_str if_match, if_unmodified_since, if_none_match, if_modified_since, range, if_range;
+} conds;
+void csock__static_conds(const csock_http_req *r, conds *cd);
+int csock__static_preconditions(const conds *cd, const finfo *fi);
+csock_http_str csock__static_wanted_range(const csock_http_req *r, const conds *cd, const finfo *fi);
 
 /* static_ranges.c */
 int csock__static_parse_ranges(csock_http_str v, uint64_t size, range *rs);
