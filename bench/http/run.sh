@@ -5,7 +5,8 @@
 #   bench/http/run.sh [CSOCK_BIN]      (env: ROUNDS=5 DURATION=5
 #                                       SERVERS="csock csock_uring h2o lighttpd nginx"
 #                                       SCENARIOS="small 100k pipeline16")
-# csock_uring is csock on its io_uring backend (completion I/O). With
+# csock is csock on epoll (CSOCK_BACKEND=epoll: the default, auto, would pick
+# io_uring where allowed) and csock_uring csock on io_uring (completion I/O). With
 # CSOCK_BIN_B set, the server csock_b is that other build of csock (for an
 # A/B of two builds in the same run: SERVERS="csock csock_b ...").
 #
@@ -21,6 +22,23 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
+
+# The peers and the load come from Debian's archive: installed here when
+# missing (as root), not by scripts/deps.sh, since make test needs none of them.
+missing=""
+for p in h2o lighttpd nginx-light wrk curl; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "bench/http: missing packages:$missing (run as root or: apt-get install$missing)" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # shellcheck disable=SC2086  # one word per package
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
 CSOCK_BIN=${1:-${CSOCK_BIN:-$HERE/../../build/csock}}
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-5}
@@ -67,9 +85,9 @@ start_server() { # NAME
     local name=$1 port
     port=$(free_port)
     case $name in
-    csock) taskset -c 0 "$CSOCK_BIN" serve http "$ROOT" "tcp://127.0.0.1:$port" --threads 1 \
+    csock) taskset -c 0 env CSOCK_BACKEND=epoll "$CSOCK_BIN" serve http "$ROOT" "tcp://127.0.0.1:$port" --threads 1 \
                > "$TMP/csock.out" 2> "$TMP/csock.err" & ;;
-    csock_b) taskset -c 0 "$CSOCK_BIN_B" serve http "$ROOT" "tcp://127.0.0.1:$port" --threads 1 \
+    csock_b) taskset -c 0 env CSOCK_BACKEND=epoll "$CSOCK_BIN_B" serve http "$ROOT" "tcp://127.0.0.1:$port" --threads 1 \
                > "$TMP/csock_b.out" 2> "$TMP/csock_b.err" & ;;
     csock_uring) taskset -c 0 env CSOCK_BACKEND=uring "$CSOCK_BIN" serve http "$ROOT" \
                      "tcp://127.0.0.1:$port" --threads 1 > "$TMP/csock_uring.out" 2> "$TMP/csock_uring.err" & ;;

@@ -227,7 +227,9 @@ void csock__stream_on_readable(csock_stream *s)
         dst = s->rbuf + s->roff + s->rlen;
         room = (size_t)r;
     }
-    ssize_t n = read(s->w.fd, dst, room);
+    /* recv(2) on a socket: read(2) goes through the file layer first
+     * (vfs_read, fdget_pos: 2-3 % of a small HTTP request's CPU). */
+    ssize_t n = (s->flags & F_NOT_SOCK) ? read(s->w.fd, dst, room) : recv(s->w.fd, dst, room, 0);
     if (n < 0) {
         int err = errno;
         if (raw) csock__buf_put(s->h.loop, raw);

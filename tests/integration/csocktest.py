@@ -450,6 +450,14 @@ def wait_for(pred, timeout, what):
         delay = min(delay * 2, 0.2)
 
 
+def loop_backend():
+    """The backend csock's loops get here and now ("epoll", "uring", "poll"):
+    CSOCK_BACKEND, or for the default (auto) whether the kernel allows
+    io_uring, as `csock --version` says."""
+    _, out, _ = csock("--version")
+    return out.decode().rsplit("event loop: ", 1)[1].rstrip(")\n")
+
+
 # ---- a connect that hangs ----------------------------------------------
 
 def tcp_states(port, state):

@@ -17,7 +17,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from csocktest import (BIN, Proc, Server, T, check, check_eq, csock, main, need, spawn,  # noqa: E402
+from csocktest import (BIN, Proc, Server, T, check, check_eq, csock, loop_backend, main, need, spawn,  # noqa: E402
                        closed_tcp_port, tmpdir, wait_for, _forget, _kill_group)
 import tlscerts  # noqa: E402
 
@@ -165,7 +165,7 @@ def test_engines():
     the io_uring backend excepted) or, with --streams, on csock streams:
     both check every byte, send messages too large for one write whole
     (partial sends resumed), carry --upper's '\\n', and catch a flipped byte."""
-    uring = os.environ.get("CSOCK_BACKEND", "") in ("uring", "auto")
+    uring = loop_backend() == "uring"
     d = tmpdir()
     for extra, engine in (((), "streams" if uring else "sockets"), (("--streams",), "streams")):
         with Server("echo", "tcp://127.0.0.1:0", "unix:" + os.path.join(d, "e")) as srv:

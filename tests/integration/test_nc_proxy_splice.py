@@ -22,18 +22,13 @@ import test_nc_proxy_server as tps  # noqa: E402
 BIG = 64 << 20
 
 
-def backend():
-    _, out, _ = ct.csock("--version")
-    return out.decode().rsplit("event loop: ", 1)[1].rstrip(")\n")
-
-
 SPLICE = None  # the tunnels' -v mark: " (splice)", or "" on io_uring
 
 
 def mark():
     global SPLICE
     if SPLICE is None:
-        SPLICE = "" if backend() == "uring" else " (splice)"
+        SPLICE = "" if ct.loop_backend() == "uring" else " (splice)"
     return SPLICE
 
 

@@ -103,7 +103,7 @@ class Run:
             return int(f.read())
 
 
-EVENTS = re.compile(r"^(listening |csock: (connection from|closed|started|connected to|"
+EVENTS = re.compile(r"^(listening |csock: (event loop: (epoll|poll|uring)$|connection from|closed|started|connected to|"
                     r"stopped by|'.*' \(pid \d+\) for))")
 
 

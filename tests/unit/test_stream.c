@@ -430,6 +430,28 @@ static void file_parts_between_bytes(void **state)
     close(fd);
 }
 
+/* A file shorter than the part promised (cut while queued): sendfile(2)
+ * says 0 with bytes still owed. That is an error (-EIO), as the pread
+ * fallback says: taken for a full socket, the stream waited for POLLOUT,
+ * got it at once, and spun at 100 % CPU until the peer gave up. */
+static void file_shorter_than_promised(void **state)
+{
+    char path[] = "/tmp/csock-test-file-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    assert_int_equal(write(fd, "0123456789", 10), 10);
+    pair p;
+    pair_open(&p, K_TCP);
+    CHECK_OK(csock_stream_read_start(p.a.s, end_read));
+    CHECK_OK(csock_stream_read_start(p.b.s, end_read));
+    CHECK_OK(csock_stream_write_file(p.a.s, fd, 0, 100, 0));
+    RUN_UNTIL(p.loop, p.a.err != 0, 10000);
+    assert_int_equal(p.a.err, -EIO);
+    pair_close(&p);
+    close(fd);
+}
+
 static void end_delivers_queued(void **state)
 {
     const size_t total = 4u << 20;
@@ -1528,6 +1550,7 @@ int main(void)
         cmocka_unit_test(large_write_drains),
         cmocka_unit_test(half_close),
         cmocka_unit_test(file_parts_between_bytes),
+        cmocka_unit_test(file_shorter_than_promised),
         cmocka_unit_test(end_delivers_queued),
         cmocka_unit_test(connect_refused),
         cmocka_unit_test(connect_timeout),
