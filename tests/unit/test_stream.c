@@ -402,17 +402,24 @@ static void half_close(void **state)
     pair_close(&p);
 }
 
-/* Bytes, a file part, bytes, a file part, bytes: the shape of a multipart
- * byte-range answer. Everything arrives, in order. On io_uring the bytes
- * after a file part used to wait for a POLLOUT that a ring stream never
- * asks for: the answer stopped after its first part. */
-static void file_parts_between_bytes(void **state)
+/* An unlinked temporary file holding "0123456789". */
+static int ten_byte_file(void)
 {
     char path[] = "/tmp/csock-test-file-XXXXXX";
     int fd = mkstemp(path);
     assert_true(fd >= 0);
     unlink(path);
     assert_int_equal(write(fd, "0123456789", 10), 10);
+    return fd;
+}
+
+/* Bytes, a file part, bytes, a file part, bytes: the shape of a multipart
+ * byte-range answer. Everything arrives, in order. On io_uring the bytes
+ * after a file part used to wait for a POLLOUT that a ring stream never
+ * asks for: the answer stopped after its first part. */
+static void file_parts_between_bytes(void **state)
+{
+    int fd = ten_byte_file();
     pair p;
     pair_open(&p, K_TCP);
     CHECK_OK(csock_stream_read_start(p.b.s, end_read));
@@ -436,11 +443,7 @@ static void file_parts_between_bytes(void **state)
  * got it at once, and spun at 100 % CPU until the peer gave up. */
 static void file_shorter_than_promised(void **state)
 {
-    char path[] = "/tmp/csock-test-file-XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    unlink(path);
-    assert_int_equal(write(fd, "0123456789", 10), 10);
+    int fd = ten_byte_file();
     pair p;
     pair_open(&p, K_TCP);
     CHECK_OK(csock_stream_read_start(p.a.s, end_read));
