@@ -170,21 +170,17 @@ void csock__stream_after_drain(csock_stream *s, int was_queued)
     if (!s->h.closing) csock__stream_drain_check(s);
 }
 
-/* `more`: a file follows at once (sendfile): MSG_MORE lets the head leave
- * in the file's first segment instead of a small packet of its own (that
- * packet was about a fifth of a 100 KB HTTP answer's CPU). */
-static ssize_t send_iov(csock_stream *s, struct iovec *iov, int n, int more)
+static ssize_t send_iov(csock_stream *s, struct iovec *iov, int n)
 {
     if (!(s->flags & F_NOT_SOCK)) {
         /* MSG_NOSIGNAL: never SIGPIPE. One buffer (the common reply) goes by
          * send(), which skips sendmsg's msghdr and iovec import. */
         ssize_t r;
-        int flags = MSG_NOSIGNAL | (more ? MSG_MORE : 0);
         if (n == 1) {
-            r = send(s->w.fd, iov[0].iov_base, iov[0].iov_len, flags);
+            r = send(s->w.fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
         } else {
             struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-            r = sendmsg(s->w.fd, &m, flags);
+            r = sendmsg(s->w.fd, &m, MSG_NOSIGNAL);
         }
         if (r >= 0 || errno != ENOTSOCK) return r;
         s->flags |= F_NOT_SOCK;
@@ -209,7 +205,7 @@ static ssize_t send_file(csock_stream *s, wchunk *c)
     ssize_t r = pread(c->fd, b, want, c->off);
     if (r > 0) {
         struct iovec iov = {b, (size_t)r};
-        r = send_iov(s, &iov, 1, 0);
+        r = send_iov(s, &iov, 1);
         if (r > 0) c->off += r;
     } else if (r == 0) {
         errno = EIO; /* the file shrank under us */
@@ -260,12 +256,14 @@ int csock__stream_send_queue(csock_stream *s)
         } else {
             struct iovec iov[IOV_MAX_BATCH];
             int n = 0;
-            wchunk *x = c;
-            for (; x && x->kind != W_FILE && n < IOV_MAX_BATCH; x = x->next) {
+            /* (MSG_MORE on the head before a file part, so the head leaves
+             * in the file's first segment, was tried: 100 KB answers took
+             * 1.13x the server CPU, BENCHMARKS.md "HTTP".) */
+            for (wchunk *x = c; x && x->kind != W_FILE && n < IOV_MAX_BATCH; x = x->next) {
                 iov[n++] = (struct iovec){(void *)x->p, x->len};
                 want += x->len;
             }
-            r = send_iov(s, iov, n, x && x->kind == W_FILE && x->len);
+            r = send_iov(s, iov, n);
         }
         if (r < 0) {
             if (errno == EAGAIN || errno == EINTR) break;
@@ -395,7 +393,7 @@ static ssize_t write_direct(csock_stream *s, const struct iovec *iov, int iovcnt
 {
     if (s->wq_head || (s->flags & (F_IN_READ | F_CONNECTING | F_RING)) || iovcnt > IOV_MAX_BATCH)
         return 0;
-    ssize_t r = send_iov(s, (struct iovec *)iov, iovcnt, 0);
+    ssize_t r = send_iov(s, (struct iovec *)iov, iovcnt);
     if (r < 0) {
         if (errno == EAGAIN || errno == EINTR) return 0;
         int err = -errno;
