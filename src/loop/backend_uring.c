@@ -23,7 +23,6 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "loop/loop_int.h"
@@ -87,7 +86,6 @@ typedef struct {
     csock__ioreq *nobuf_head, *nobuf_tail; /* recvs to make again (-ENOBUFS) */
     csock__ioreq *cancelled;               /* taken off nobuf by a cancel: report */
     csock__ioreq *cancel_q;                /* cancels that found no submission slot */
-    int disabled; /* made with R_DISABLED: enabled by the first wait, on the loop's thread */
 } uring_state;
 
 /* Poll slots: bit 0 clear, index and generation above it. Completion
@@ -179,17 +177,17 @@ static int ur_init(csock_loop *loop)
      * work; it runs when the loop next enters the kernel, which it does
      * every iteration. Without it, perf showed a fifth of an HTTP server's
      * time in those interrupts. */
-    /* SINGLE_ISSUER (6.0): the loop owns its ring, so the kernel skips
-     * the submission lock. The ring is created disabled: the kernel binds
-     * it to the thread that enables it, which is the one that runs the loop
-     * (ur_wait), not necessarily the one that made it. (DEFER_TASKRUN was
-     * tried too: on 6.18 a wait posts at most 20 deferred completions, and
-     * completions for a loop freed from another thread never come.) Each
-     * older kernel refuses a flag it does not know (-EINVAL): try again
-     * with fewer. CSOCK_URING_PLAIN=1 skips the first try, to compare. */
+    /* Not SINGLE_ISSUER (6.0): it binds the ring to one thread for good,
+     * and a loop may be run by another thread later: csock_server_free()
+     * finishes the closes of every loop's streams (the cancels of their
+     * requests in flight) on the thread that frees the server, where a
+     * SINGLE_ISSUER ring's io_uring_enter fails with -EEXIST (test_server's
+     * second stop, about one run in six under TSan). Nor DEFER_TASKRUN (it
+     * needs SINGLE_ISSUER; on 6.18 a wait also posted at most 20 deferred
+     * completions). Each older kernel refuses a flag it does not know
+     * (-EINVAL): try again with fewer. CSOCK_URING_PLAIN=1 skips the first
+     * try, to compare. */
     static const unsigned tries[] = {
-        IORING_SETUP_CQSIZE | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER |
-            IORING_SETUP_R_DISABLED,
         IORING_SETUP_CQSIZE | IORING_SETUP_COOP_TASKRUN,
         0,
     };
@@ -199,7 +197,6 @@ static int ur_init(csock_loop *loop)
     for (size_t i = first; i < sizeof tries / sizeof tries[0] && rc == -EINVAL; i++) {
         struct io_uring_params p = {.flags = tries[i], .cq_entries = CQ_ENTRIES};
         rc = io_uring_queue_init_params(RING_ENTRIES, &st->ring, &p);
-        if (rc == 0) st->disabled = (tries[i] & IORING_SETUP_R_DISABLED) != 0;
     }
     if (rc < 0) {
         free(st);
@@ -579,20 +576,9 @@ static int dispatch_batch(csock_loop *loop)
     return (int)n;
 }
 
-/* io_uring_enable_rings(), which liburing 2.3 declares but does not export. */
-static int enable_ring(uring_state *st)
-{
-    return (int)syscall(__NR_io_uring_register, st->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS,
-                        NULL, 0);
-}
-
 static int ur_wait(csock_loop *loop, int timeout_ms)
 {
     uring_state *st = loop->bstate;
-    if (st->disabled) { /* the issuer is the thread that enables the ring */
-        if (enable_ring(st) < 0) return -errno;
-        st->disabled = 0;
-    }
     if ((st->nobuf_head || st->cancelled) && retry_waiting(loop)) timeout_ms = 0;
     if ((st->nrm || st->cancel_q || st->nretry) && sync_pending(st)) timeout_ms = 0;
     struct io_uring_cqe *cqe;
