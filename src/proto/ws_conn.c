@@ -25,7 +25,15 @@
  * Ending. Every way out goes through the stream's close, whose callback
  * sends CLOSED and frees the connection: a failure or a finished closing
  * handshake ends the stream gracefully (csock_stream_end: our close frame
- * leaves before the FIN), an abort or a timeout closes it at once. */
+ * leaves before the FIN), an abort or a timeout closes it at once.
+ *
+ * One job in one file (about 730 lines): reading, sending, the closing
+ * handshake and the keep-alive all act on the same per-connection state
+ * (the read position, the message buffer, the close state and its timer),
+ * and each path ends in the others (a bad frame closes, a close stops the
+ * keep-alive). The frame format, UTF-8, deflate and the handshake, which
+ * need none of that state, are in ws_frame.c, ws_utf8.c, ws_deflate.c and
+ * ws_handshake.c. */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
