@@ -107,8 +107,7 @@ struct csock_stream {
     csock_stream_close_cb close_cb;
     csock__task task;       /* the stream's one deferred call (see csock__stream_defer) */
     stream_ext *x;          /* timer, timeouts, completion I/O: made on first use */
-    csock__conn_group *group;
-    csock_stream *gnext, *gprev; /* the group's list of open streams */
+    csock__conn_group *group; /* its streams are found on the loop's list of handles */
     csock_msg_cb msg_cb;    /* framed reads */
     uint32_t fmax;          /* framing: the largest message */
     int err;                /* first error seen, delivered once */
