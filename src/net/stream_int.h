@@ -62,8 +62,16 @@ enum { T_NONE, T_CONNECT, T_WATCH, T_LINGER, T_DRAIN };
  * stream has a recv in flight, so a separate block would cost it more). Times are loop
  * milliseconds modulo 2^32: differences are right for any interval under
  * 49 days. */
-typedef struct stream_ext {
+/* A ring stream's readiness watcher (connecting, sending a file by
+ * sendfile), made when first needed: its handle has room for the requests
+ * or a watcher, not both. */
+typedef struct ring_watch {
+    csock__watcher w;
     csock_stream *s;
+} ring_watch;
+
+typedef struct stream_ext {
+    ring_watch *rw;       /* F_RING: the readiness watcher, once needed (freed with s) */
     csock_timer *timer;   /* made when first armed */
     uint32_t idle_ms, read_ms, write_ms, recv_ms; /* 0: off */
     uint32_t read_since;  /* input has waited unconsumed since then */
@@ -88,7 +96,6 @@ typedef struct stream_ext {
 
 struct csock_stream {
     csock__handle h;
-    csock__watcher w;
     unsigned flags;
     unsigned char timer_mode;
     unsigned char fkind, fkeep; /* framing: csock_frame_kind, keep_delimiter */
@@ -111,8 +118,18 @@ struct csock_stream {
     csock_msg_cb msg_cb;    /* framed reads */
     uint32_t fmax;          /* framing: the largest message */
     int err;                /* first error seen, delivered once */
-    /* Completion I/O (io_uring): the one recv and one send in flight. */
-    csock__ioreq rreq, wreq;
+    /* How the socket is served, chosen when the stream is made: by
+     * readiness (its watcher) or by completion (F_RING: the one recv and
+     * one send in flight; a watcher it needs goes in its extension, see
+     * ring_watch). One or the other: they share their place. The socket
+     * is s->w.fd for either kind: rreq.fd lies at the same offset
+     * (asserted in stream.c), and the backend keeps it there. */
+    union {
+        csock__watcher w;
+        struct {
+            csock__ioreq rreq, wreq;
+        };
+    };
     /* The last byte read or written, in loop milliseconds modulo 2^32 (for
      * the idle timeout and the drain's quiet period). 32 bits keep the handle
      * small: ten thousand idle peers cost ~256 bytes each. */
@@ -140,6 +157,11 @@ static inline int plain_waits(const csock_stream *s) { return s->x && s->x->plai
 /* The stream's filter (TLS), or NULL. */
 static inline const csock__filter *sfilt(const csock_stream *s) { return s->x ? s->x->filter : NULL; }
 static inline int queued(const csock_stream *s) { return s->wq_head || plain_waits(s); }
+/* The kernel still holds a request on the stream (completion I/O). */
+static inline int ring_busy(const csock_stream *s)
+{
+    return (s->flags & F_RING) && (s->rreq.busy || s->wreq.busy);
+}
 
 /* lifecycle (stream.c) */
 /* The rarely needed part of a stream, made on first use (NULL: ENOMEM). */

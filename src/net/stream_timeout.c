@@ -164,8 +164,8 @@ static void ext_trim(csock_stream *s)
     if (x->timer) csock_timer_close(x->timer, NULL);
     x->timer = NULL;
     if (x->plain_head || x->shutdown_cb || x->connect_cb ||
-        x->stop_cb || x->peer || x->filter)
-        return; /* still needed: TLS's queue, callbacks, a PROXY header's peer */
+        x->stop_cb || x->peer || x->filter || x->rw)
+        return; /* still needed: TLS's queue, callbacks, a PROXY header's peer, a watcher */
     free(x);
     s->x = NULL;
 }
