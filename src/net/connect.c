@@ -35,7 +35,7 @@ int csock__stream_connect_failed(csock_stream *s, csock_stream_cb cb, int err)
 {
     if (!csock__stream_ext(s)) return -ENOMEM;
     s->x->connect_cb = cb;
-    s->err = err;
+    s->err = (int16_t)err;
     csock__stream_defer(s, D_CONNECT);
     return 0;
 }

@@ -33,6 +33,14 @@ _Static_assert(offsetof(csock_stream, w.fd) == offsetof(csock_stream, rreq.fd),
 _Static_assert(sizeof(csock__watcher) <= 2 * sizeof(csock__ioreq),
                "a watcher fits where a ring stream keeps its requests");
 
+_Static_assert(CSOCK_EOF > INT16_MIN && CSOCK_EUNKSCHEME > INT16_MIN,
+               "every error code fits the stream's 16-bit err");
+
+/* An idle connection costs its handle and nothing else: 232 bytes is a
+ * 240-byte malloc chunk (test_server_scale measures it). Growing it costs
+ * 16 bytes per connection at the next step: move rare fields to stream_ext. */
+_Static_assert(sizeof(csock_stream) <= 232, "struct csock_stream grew past a 240-byte chunk");
+
 /* The handle holds the watcher or, on the ring, the two requests. */
 static void serve_by(csock_stream *s, int fd, int ring)
 {
@@ -219,7 +227,7 @@ void csock__stream_defer(csock_stream *s, unsigned what)
 static void deliver_error(csock_stream *s)
 {
     if (s->read_cb) {
-        s->read_cb(s, s->err, s->rbuf ? s->rbuf + s->roff : "", s->rlen);
+        csock__stream_read_cb(s, s->err, s->rbuf ? s->rbuf + s->roff : "", s->rlen);
     } else if (s->drain_cb) {
         s->drain_cb(s, s->err);
     } else if (s->x && s->x->shutdown_cb) {
@@ -235,7 +243,7 @@ void csock__stream_fail(csock_stream *s, int err)
 {
     if (s->flags & F_FAILED || s->h.closing) return;
     s->flags |= F_FAILED;
-    s->err = err;
+    s->err = (int16_t)err;
     csock__stream_update_events(s);
     if (s->flags & F_ENDING) {
         csock_stream_close(s, s->close_cb);

@@ -97,10 +97,18 @@ typedef struct stream_ext {
 struct csock_stream {
     csock__handle h;
     unsigned flags;
-    unsigned char timer_mode;
-    unsigned char fkind, fkeep; /* framing: csock_frame_kind, keep_delimiter */
+    unsigned timer_mode : 3; /* T_* */
+    unsigned fkind : 2, fkeep : 1; /* framing: csock_frame_kind, keep_delimiter */
     unsigned char deferred; /* D_*: what the queued `task` is to do (0: not queued) */
-    csock_read_cb read_cb;
+    /* The first error seen, delivered once: a negative errno or a CSOCK_E*
+     * code, all above INT16_MIN (asserted in stream.c). */
+    int16_t err;
+    /* The application's callback: a framed stream's (F_FRAMED) gets
+     * messages, cut by csock__stream_framed_read (see csock__stream_read_cb). */
+    union {
+        csock_read_cb read_cb;
+        csock_msg_cb msg_cb;
+    };
     void *data;
     /* input: bytes [roff, roff+rlen) of rbuf are unconsumed */
     char *rbuf;
@@ -115,9 +123,6 @@ struct csock_stream {
     csock__task task;       /* the stream's one deferred call (see csock__stream_defer) */
     stream_ext *x;          /* timer, timeouts, completion I/O: made on first use */
     csock__conn_group *group; /* its streams are found on the loop's list of handles */
-    csock_msg_cb msg_cb;    /* framed reads */
-    uint32_t fmax;          /* framing: the largest message */
-    int err;                /* first error seen, delivered once */
     /* How the socket is served, chosen when the stream is made: by
      * readiness (its watcher) or by completion (F_RING: the one recv and
      * one send in flight; a watcher it needs goes in its extension, see
@@ -132,8 +137,9 @@ struct csock_stream {
     };
     /* The last byte read or written, in loop milliseconds modulo 2^32 (for
      * the idle timeout and the drain's quiet period). 32 bits keep the handle
-     * small: ten thousand idle peers cost ~256 bytes each. */
+     * small (an idle echo connection: 232 bytes, a 240-byte malloc chunk). */
     uint32_t last_io;
+    uint32_t fmax; /* framing: the largest message */
     /* csock_stream_counts(): application bytes received (plaintext, made
      * available to the read callback) and sent (taken by the kernel; on a
      * filtered stream, taken by the filter). */
@@ -161,6 +167,18 @@ static inline int queued(const csock_stream *s) { return s->wq_head || plain_wai
 static inline int ring_busy(const csock_stream *s)
 {
     return (s->flags & F_RING) && (s->rreq.busy || s->wreq.busy);
+}
+
+/* framing (stream_framed.c): a framed stream's reads */
+size_t csock__stream_framed_read(csock_stream *s, int status, const char *buf, size_t len);
+
+/* Offer input (or a final status) to the application: one load and a
+ * branch more than a plain call, and a framed stream keeps no callback of
+ * its own for the framing. */
+static inline size_t csock__stream_read_cb(csock_stream *s, int status, const char *buf, size_t len)
+{
+    if (s->flags & F_FRAMED) return csock__stream_framed_read(s, status, buf, len);
+    return s->read_cb(s, status, buf, len);
 }
 
 /* lifecycle (stream.c) */
