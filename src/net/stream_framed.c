@@ -31,9 +31,13 @@ static size_t framed_end(csock_stream *s, int status, size_t len)
     return len;
 }
 
+/* Another message may go to msg_cb. Not once msg_cb switched the stream
+ * to plain reads (csock_stream_read_start: read_cb took msg_cb's place):
+ * the rest of the buffer is the new callback's, offered to it next. */
 static int framed_may_deliver(const csock_stream *s)
 {
-    return (s->flags & F_READING) && !(s->flags & F_PAUSED) && !s->h.closing;
+    return (s->flags & (F_READING | F_PAUSED | F_FRAMED)) == (F_READING | F_FRAMED) &&
+           !s->h.closing;
 }
 
 /* The read callback of a framed stream: cut messages for msg_cb. Errors
@@ -54,14 +58,14 @@ size_t csock__stream_framed_read(csock_stream *s, int status, const char *buf, s
         used += (size_t)n;
         s->msg_cb(s, 0, msg, mlen);
     }
-    if (status == 0 || s->h.closing) return used;
+    if (status == 0 || s->h.closing || !(s->flags & F_FRAMED)) return used;
     if (status == CSOCK_EOF && used < len) {
         /* Messages still wait (msg_cb stopped or paused reading): the rest
          * and the EOF are offered again on resume. */
         if (!framed_may_deliver(s)) return used;
         if (f.kind != CSOCK_FRAME_LINE) return framed_end(s, -EPROTO, len); /* truncated */
         s->msg_cb(s, 0, buf + used, len - used); /* a final unterminated line */
-        if (s->h.closing) return len;
+        if (s->h.closing || !(s->flags & F_FRAMED)) return len;
     }
     return framed_end(s, status, len);
 }

@@ -675,6 +675,39 @@ static void framed_lines(void **state)
     assert_int_equal(mlog.status, CSOCK_ETOOBIG);
 }
 
+/* A line protocol that upgrades: msg_cb switches to plain reads at the
+ * "UPGRADE" line. The lines behind it in the same read are the new
+ * callback's, raw (a framed stream keeps its msg_cb where read_cb goes). */
+static void upgrade_at_line(csock_stream *s, int status, const char *msg, size_t len)
+{
+    end *e = csock_stream_data(s);
+    if (status) return;
+    e->calls++;
+    if (len == 7 && !memcmp(msg, "UPGRADE", 7)) CHECK_OK(csock_stream_read_start(s, end_read));
+}
+
+static void framed_then_plain(void **state)
+{
+    pair p;
+    pair_open(&p, K_SOCKETPAIR);
+    csock_framing f = {.kind = CSOCK_FRAME_LINE, .max = 64};
+    CHECK_OK(csock_stream_read_framed(p.b.s, &f, upgrade_at_line));
+    const char in[] = "hello\nUPGRADE\nraw\nbytes";
+    CHECK_OK(csock_stream_write(p.a.s, in, sizeof in - 1));
+    RUN_UNTIL(p.loop, p.b.len == 9, 10000);
+    assert_memory_equal(p.b.buf, "raw\nbytes", 9);
+    CHECK_OK(csock_stream_write(p.a.s, "\nmore", 5));
+    RUN_UNTIL(p.loop, p.b.len == 14, 10000);
+    assert_memory_equal(p.b.buf + 9, "\nmore", 5);
+    /* Back to lines: the next message goes to msg_cb again. */
+    int before = p.b.calls;
+    CHECK_OK(csock_stream_read_framed(p.b.s, &f, upgrade_at_line));
+    CHECK_OK(csock_stream_write(p.a.s, "line\n", 5));
+    RUN_UNTIL(p.loop, p.b.calls > before, 10000);
+    assert_int_equal(p.b.len, 14);
+    pair_close(&p);
+}
+
 typedef struct {
     int n;
     size_t sizes[8];
@@ -1564,6 +1597,7 @@ int main(void)
         cmocka_unit_test(max_read_exceeded),
         cmocka_unit_test(framed_lines),
         cmocka_unit_test(framed_lp32),
+        cmocka_unit_test(framed_then_plain),
         cmocka_unit_test(backpressure_bounds_queue),
         cmocka_unit_test(watermarks_off_resumes_reading),
         cmocka_unit_test(end_waits_for_slow_reader),
