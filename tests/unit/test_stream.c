@@ -437,6 +437,44 @@ static void file_parts_between_bytes(void **state)
     close(fd);
 }
 
+/* A file larger than the socket takes at once, sent by the accepted end
+ * while both ends read: sendfile waits for writability. On io_uring that is
+ * the one time an accepted stream needs a readiness watcher, beside its recv
+ * in flight (they cannot share the handle's place: the watcher is made
+ * apart, in the stream's extension). */
+static void large_file_while_reading(void **state)
+{
+    const size_t total = 8u << 20;
+    char path[] = "/tmp/csock-test-file-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    char *data = malloc(total);
+    assert_non_null(data);
+    for (size_t i = 0; i < total; i++) data[i] = (char)pattern(i);
+    assert_int_equal(write(fd, data, total), (ssize_t)total);
+    free(data);
+    pair p;
+    pair_open(&p, K_TCP);
+    CHECK_OK(csock_stream_read_start(p.a.s, end_read));
+    CHECK_OK(csock_stream_read_start(p.b.s, end_read)); /* a recv in flight meanwhile */
+    CHECK_OK(csock_stream_write(p.b.s, "[", 1));
+    CHECK_OK(csock_stream_write_file(p.b.s, fd, 0, total, 0));
+    CHECK_OK(csock_stream_write(p.b.s, "]", 1));
+    RUN_UNTIL(p.loop, p.a.len == total + 2 || p.b.err || p.b.closed || p.a.closed, 30000);
+    assert_int_equal(p.a.len, total + 2);
+    assert_int_equal(p.a.buf[0], '[');
+    check_pattern(p.a.buf + 1, total, 0);
+    assert_int_equal(p.a.buf[total + 1], ']');
+    assert_int_equal(csock_stream_write_queue_size(p.b.s), 0);
+    /* The stream still reads: its recv was not lost to the watcher. */
+    CHECK_OK(csock_stream_write(p.a.s, "back", 4));
+    RUN_UNTIL(p.loop, p.b.len == 4 || p.b.closed, 10000);
+    assert_memory_equal(p.b.buf, "back", 4);
+    pair_close(&p);
+    close(fd);
+}
+
 /* A file shorter than the part promised (cut while queued): sendfile(2)
  * says 0 with bytes still owed. That is an error (-EIO), as the pread
  * fallback says: taken for a full socket, the stream waited for POLLOUT,
@@ -1587,6 +1625,7 @@ int main(void)
         cmocka_unit_test(half_close),
         cmocka_unit_test(file_parts_between_bytes),
         cmocka_unit_test(file_shorter_than_promised),
+        cmocka_unit_test(large_file_while_reading),
         cmocka_unit_test(end_delivers_queued),
         cmocka_unit_test(connect_refused),
         cmocka_unit_test(connect_timeout),
