@@ -41,8 +41,7 @@ _Static_assert(CSOCK_EOF > INT16_MIN && CSOCK_EUNKSCHEME > INT16_MIN,
  * 16 bytes per connection at the next step: move rare fields to stream_ext. */
 _Static_assert(sizeof(csock_stream) <= 232, "struct csock_stream grew past a 240-byte chunk");
 
-/* The handle holds the watcher or, on the ring, the two requests. */
-static void serve_by(csock_stream *s, int fd, int ring)
+void csock__stream_serve_by(csock_stream *s, int fd, int ring)
 {
     if (ring) {
         s->flags |= F_RING;
@@ -64,7 +63,7 @@ csock_stream *csock__stream_new(csock_loop *loop, int fd, csock__conn_group *gro
     s->low = DEFAULT_LOW;
     if (group) csock__group_add(group, s);
     csock__stream_ring_setup(s); /* sets F_RING where the loop does completion I/O */
-    serve_by(s, fd, (s->flags & F_RING) != 0);
+    csock__stream_serve_by(s, fd, (s->flags & F_RING) != 0);
     return s;
 }
 
@@ -80,7 +79,7 @@ int csock_stream_open(csock_loop *loop, int fd, csock_stream **out)
     csock_stream *s = csock__stream_new(loop, fd, NULL);
     if (!s) return -ENOMEM;
     if (!sock) s->flags |= F_NOT_SOCK; /* a pipe, a tty, a file: plain read/write */
-    if (!sock || type != SOCK_STREAM) serve_by(s, fd, 0); /* readiness */
+    if (!sock || type != SOCK_STREAM) csock__stream_serve_by(s, fd, 0); /* readiness */
     *out = s;
     return 0;
 }
@@ -176,9 +175,7 @@ static int wants_read(const csock_stream *s)
 
 static void on_ring_io(csock_loop *loop, csock__watcher *w, unsigned events);
 
-/* A ring stream's readiness watcher: made with `make` (NULL on ENOMEM),
- * else NULL when it has none. */
-static csock__watcher *ring_watcher(csock_stream *s, int make)
+csock__watcher *csock__stream_ring_watcher(csock_stream *s, int make)
 {
     if (s->x && s->x->rw) return &s->x->rw->w;
     if (!make || !csock__stream_ext(s)) return NULL;
@@ -203,7 +200,7 @@ void csock__stream_update_events(csock_stream *s)
     if ((s->wq_head && !(s->flags & F_IN_READ) && (!ring || s->wq_head->kind == W_FILE)) ||
         (s->flags & F_CONNECTING))
         ev |= CSOCK_WRITABLE;
-    csock__watcher *w = ring ? ring_watcher(s, ev != 0) : &s->w;
+    csock__watcher *w = ring ? csock__stream_ring_watcher(s, ev != 0) : &s->w;
     int rc = w ? csock__watcher_set(s->h.loop, w, ev) : ev ? -ENOMEM : 0;
     if (rc < 0 && !(s->flags & F_FAILED)) csock__stream_fail(s, rc);
     if (ring && !s->rreq.busy && wants_read(s)) csock__stream_ring_recv(s);
@@ -347,7 +344,7 @@ static void stream_finish(csock__handle *h)
 void csock_stream_close(csock_stream *s, csock_stream_close_cb cb)
 {
     if (s->h.closing) return;
-    csock__watcher *w = (s->flags & F_RING) ? ring_watcher(s, 0) : &s->w;
+    csock__watcher *w = (s->flags & F_RING) ? csock__stream_ring_watcher(s, 0) : &s->w;
     if (w) csock__watcher_set(s->h.loop, w, 0);
     if (sfilt(s) && sfilt(s)->free) sfilt(s)->free(s);
     if (s->x) s->x->filter = NULL;

@@ -192,6 +192,14 @@ int csock__stream_set_peer(csock_stream *s, const csock_addr *peer);
 void csock__stream_finish_now(csock_stream *s);
 /* Ask the stream's one task for D_* `what` on the next pending phase. */
 void csock__stream_defer(csock_stream *s, unsigned what);
+/* Serve the socket `fd` by completion (ring, F_RING: the handle holds the
+ * two requests) or by readiness (the handle holds the watcher). They share
+ * their place, so a stream switched later must have no request busy and
+ * its watcher stopped. */
+void csock__stream_serve_by(csock_stream *s, int fd, int ring);
+/* A ring stream's readiness watcher (see ring_watch): made with `make`
+ * (NULL on ENOMEM), else NULL when it has none. */
+csock__watcher *csock__stream_ring_watcher(csock_stream *s, int make);
 /* Make the watcher (or the recv request) match what the stream wants now. */
 void csock__stream_update_events(csock_stream *s);
 
