@@ -461,7 +461,8 @@ static void large_file_while_reading(void **state)
     CHECK_OK(csock_stream_write(p.b.s, "[", 1));
     CHECK_OK(csock_stream_write_file(p.b.s, fd, 0, total, 0));
     CHECK_OK(csock_stream_write(p.b.s, "]", 1));
-    RUN_UNTIL(p.loop, p.a.len == total + 2 || p.b.err || p.b.closed || p.a.closed, 30000);
+    /* Ends on an error too: a refused allocation (the fault sweep) fails a stream. */
+    RUN_UNTIL(p.loop, p.a.len == total + 2 || p.a.err || p.b.err || p.b.closed || p.a.closed, 30000);
     assert_int_equal(p.a.len, total + 2);
     assert_int_equal(p.a.buf[0], '[');
     check_pattern(p.a.buf + 1, total, 0);
@@ -469,7 +470,8 @@ static void large_file_while_reading(void **state)
     assert_int_equal(csock_stream_write_queue_size(p.b.s), 0);
     /* The stream still reads: its recv was not lost to the watcher. */
     CHECK_OK(csock_stream_write(p.a.s, "back", 4));
-    RUN_UNTIL(p.loop, p.b.len == 4 || p.b.closed, 10000);
+    RUN_UNTIL(p.loop, p.b.len == 4 || p.b.err || p.b.closed, 10000);
+    assert_int_equal(p.b.len, 4);
     assert_memory_equal(p.b.buf, "back", 4);
     pair_close(&p);
     close(fd);
@@ -719,7 +721,10 @@ static void framed_lines(void **state)
 static void upgrade_at_line(csock_stream *s, int status, const char *msg, size_t len)
 {
     end *e = csock_stream_data(s);
-    if (status) return;
+    if (status) {
+        if (status != CSOCK_EOF) e->err = status; /* a refused allocation (the fault sweep) */
+        return;
+    }
     e->calls++;
     if (len == 7 && !memcmp(msg, "UPGRADE", 7)) CHECK_OK(csock_stream_read_start(s, end_read));
 }
@@ -732,16 +737,19 @@ static void framed_then_plain(void **state)
     CHECK_OK(csock_stream_read_framed(p.b.s, &f, upgrade_at_line));
     const char in[] = "hello\nUPGRADE\nraw\nbytes";
     CHECK_OK(csock_stream_write(p.a.s, in, sizeof in - 1));
-    RUN_UNTIL(p.loop, p.b.len == 9, 10000);
+    RUN_UNTIL(p.loop, p.b.len == 9 || p.b.err, 10000);
+    assert_int_equal(p.b.len, 9);
     assert_memory_equal(p.b.buf, "raw\nbytes", 9);
     CHECK_OK(csock_stream_write(p.a.s, "\nmore", 5));
-    RUN_UNTIL(p.loop, p.b.len == 14, 10000);
+    RUN_UNTIL(p.loop, p.b.len == 14 || p.b.err, 10000);
+    assert_int_equal(p.b.len, 14);
     assert_memory_equal(p.b.buf + 9, "\nmore", 5);
     /* Back to lines: the next message goes to msg_cb again. */
     int before = p.b.calls;
     CHECK_OK(csock_stream_read_framed(p.b.s, &f, upgrade_at_line));
     CHECK_OK(csock_stream_write(p.a.s, "line\n", 5));
-    RUN_UNTIL(p.loop, p.b.calls > before, 10000);
+    RUN_UNTIL(p.loop, p.b.calls > before || p.b.err, 10000);
+    assert_int_equal(p.b.err, 0);
     assert_int_equal(p.b.len, 14);
     pair_close(&p);
 }
