@@ -112,7 +112,7 @@ static void conn_closed(csock_stream *s)
 
 static void stream_failed(conn *cn, csock_stream *s, int status)
 {
-    cn->why = status;
+    if (cn->srv->verbose) cn->why = status; /* a shared conn (see accept_shared) is read-only */
     if (status == CSOCK_EOF) {
         /* The peer finished: finish our replies, then close. */
         csock_stream_end(s, NULL);
@@ -156,7 +156,8 @@ int serve_handshake_ok(csock_stream *s, int status)
 {
     conn *cn = csock_stream_data(s);
     if (status >= 0) return 1;
-    if (cn->srv->verbose) cli_log_handshake(s, status, cn->peer);
+    if (!cn->srv->verbose) return 0;
+    cli_log_handshake(s, status, cn->peer);
     cn->why = HANDSHAKE_LOGGED; /* that line was its close line */
     return 0;
 }
@@ -210,6 +211,23 @@ int serve_accepted(const cli_acceptor *a, csock_stream *s)
     csock_stream_set_data(s, cn);
     csock_stream_on_close(s, conn_closed);
     if (srv->verbose) cli_warn("connection from %s", cn->peer);
+    return 0;
+}
+
+/* Without -v a tcp:// or tls:// connection needs nothing of its own: its
+ * conn would only say which server it belongs to, and the `why` of a close
+ * line that is never printed. So they all share one read-only conn (the
+ * acceptor's data), with no close callback: a malloc'd conn cost 48 of an
+ * idle connection's ~350 bytes. ws:// connections keep their own (ws_ready
+ * frees it), as does everything under -v (the peer's text). */
+static int accept_shared(const cli_acceptor *a, csock_stream *s)
+{
+    conn *shared = a->data;
+    if (over_limit(shared->srv, "")) {
+        csock_stream_close(s, NULL);
+        return -1;
+    }
+    csock_stream_set_data(s, shared);
     return 0;
 }
 
@@ -285,7 +303,7 @@ static int check_endpoints(const server *srv, char **addrs, int n)
     return any_ws;
 }
 
-static void open_endpoint(server *srv, const char *text, unsigned arg)
+static void open_endpoint(server *srv, const char *text, unsigned arg, conn *shared)
 {
     csock_addr a;
     srv->restart.args[arg].first = srv->neps;
@@ -300,6 +318,10 @@ static void open_endpoint(server *srv, const char *text, unsigned arg)
     cli_acceptor *acc = tls ? &srv->tls_acc : &srv->plain;
     *acc = (cli_acceptor){.tls = srv->tls, .verbose = srv->verbose, .accepted = serve_accepted,
                           .ready = start_service, .data = srv};
+    if (!srv->verbose) {
+        acc->accepted = accept_shared;
+        acc->data = shared;
+    }
     if (csock_addr_is_stream(&a)) {
         unsigned n = cli_server_listen(srv->srv, text, &srv->lo, &srv->plain, &srv->tls_acc);
         srv->restart.args[arg].count = n;
@@ -417,7 +439,8 @@ int cli_serve(int argc, char **argv)
     cli_restart_init(&srv.restart, srv.srv);
     rc = cli_restart_watch(&srv.restart);
     if (rc < 0) cli_die(CLI_ERR, "serve: SIGUSR2: %s", csock_strerror(rc));
-    for (int i = optind; i < argc; i++) open_endpoint(&srv, argv[i], (unsigned)(i - optind));
+    conn shared = {.srv = &srv}; /* every connection's without -v (accept_shared) */
+    for (int i = optind; i < argc; i++) open_endpoint(&srv, argv[i], (unsigned)(i - optind), &shared);
     cli_inherited_done();
     cli_sd_ready();
     cli_restart_child_ready();

@@ -14,6 +14,10 @@
 int csock__stream_connecting(csock_stream *s, csock_stream_cb cb, uint64_t timeout_ms)
 {
     if (!csock__stream_ext(s)) return -ENOMEM;
+    /* A ring stream learns of its connect by readiness: its watcher is
+     * made now, so that no memory is missing once it is connecting (its
+     * callback would never come). */
+    if ((s->flags & F_RING) && !csock__stream_ring_watcher(s, 1)) return -ENOMEM;
     s->flags |= F_CONNECTING;
     s->x->connect_cb = cb;
     csock__stream_update_events(s);
@@ -35,7 +39,7 @@ int csock__stream_connect_failed(csock_stream *s, csock_stream_cb cb, int err)
 {
     if (!csock__stream_ext(s)) return -ENOMEM;
     s->x->connect_cb = cb;
-    s->err = err;
+    s->err = (int16_t)err;
     csock__stream_defer(s, D_CONNECT);
     return 0;
 }

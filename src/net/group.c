@@ -50,22 +50,15 @@ void csock__group_unreserve(csock__conn_group *g)
 void csock__group_add(csock__conn_group *g, csock_stream *s)
 {
     s->group = g;
+    g->loop = s->h.loop;
     g->conns++;
     g->refs++;
-    s->gnext = g->head;
-    if (g->head) g->head->gprev = s;
-    g->head = s;
     if (g->draining) s->flags |= F_DRAIN; /* accepted during a drain */
 }
 
 void csock__group_remove(csock_stream *s)
 {
     csock__conn_group *g = s->group;
-    if (s->gprev)
-        s->gprev->gnext = s->gnext;
-    else
-        g->head = s->gnext;
-    if (s->gnext) s->gnext->gprev = s->gprev;
     g->conns--;
     if (g->shared) atomic_fetch_sub(g->shared, 1); /* the slot reserved for it */
     s->group = NULL;
@@ -110,20 +103,37 @@ void csock__stream_drain_check(csock_stream *s)
     csock_stream_end(s, NULL);
 }
 
-void csock__group_drain(csock__conn_group *g)
+/* Call fn on each open stream of g, from the loop's list of handles (a
+ * closed handle is off that list; one fn closes keeps its `next`, so the
+ * walk goes on: see csock__loop_walk). */
+_Static_assert(offsetof(csock_stream, h) == 0, "a stream's handle is its address");
+
+static void each_stream(csock__conn_group *g, void (*fn)(csock_stream *s))
 {
-    g->draining = 1;
-    for (csock_stream *s = g->head, *next; s; s = next) {
-        next = s->gnext; /* csock__stream_drain_check may close s */
-        s->flags |= F_DRAIN;
-        if (s->x && s->x->stop_cb)
-            csock__stream_defer(s, D_STOP); /* from the loop: the callback may close others */
-        else
-            csock__stream_drain_check(s);
+    if (!g->conns) return;
+    for (csock__handle *h = g->loop->handles, *next; h; h = next) {
+        next = h->next; /* fn may close the stream */
+        if (h->closing || h->kind != CSOCK_HANDLE_STREAM) continue;
+        csock_stream *s = (csock_stream *)h;
+        if (s->group == g) fn(s);
     }
 }
 
-void csock__group_close_all(csock__conn_group *g)
+static void drain_one(csock_stream *s)
 {
-    while (g->head) csock_stream_close(g->head, NULL);
+    s->flags |= F_DRAIN;
+    if (s->x && s->x->stop_cb)
+        csock__stream_defer(s, D_STOP); /* from the loop: the callback may close others */
+    else
+        csock__stream_drain_check(s);
 }
+
+void csock__group_drain(csock__conn_group *g)
+{
+    g->draining = 1;
+    each_stream(g, drain_one);
+}
+
+static void close_one(csock_stream *s) { csock_stream_close(s, NULL); }
+
+void csock__group_close_all(csock__conn_group *g) { each_stream(g, close_one); }

@@ -20,7 +20,10 @@ int csock__sockaddr_to_addr(const struct sockaddr *sa, socklen_t len, csock_sche
 typedef struct csock__conn_group {
     unsigned conns;         /* open accepted streams (this loop) */
     unsigned refs;          /* the owner(s) + each open stream */
-    csock_stream *head;     /* the open streams, for a graceful drain */
+    /* The loop of its streams (all on one: a listener's, a server loop's),
+     * set by the first. A drain finds them on the loop's list of handles,
+     * so a stream pays no list links of its own for a rare walk. */
+    csock_loop *loop;
     atomic_uint *shared;    /* a count across loops (the server's), or NULL */
     unsigned draining : 1;  /* new streams start draining too */
 } csock__conn_group;

@@ -3,6 +3,7 @@
  * shutdown, close and end. Reading, writing, completion I/O, timeouts,
  * framing and groups live in the stream_*.c files and group.c. */
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <netinet/in.h>
@@ -26,17 +27,43 @@
 
 static void on_io(csock_loop *loop, csock__watcher *w, unsigned events);
 
+/* s->w.fd names the socket of a ring stream too (see struct csock_stream). */
+_Static_assert(offsetof(csock_stream, w.fd) == offsetof(csock_stream, rreq.fd),
+               "the watcher's fd and the recv request's share their place");
+_Static_assert(sizeof(csock__watcher) <= 2 * sizeof(csock__ioreq),
+               "a watcher fits where a ring stream keeps its requests");
+
+_Static_assert(CSOCK_EOF > INT16_MIN && CSOCK_EUNKSCHEME > INT16_MIN,
+               "every error code fits the stream's 16-bit err");
+
+/* An idle connection costs its handle and nothing else: 232 bytes is a
+ * 240-byte malloc chunk (test_server_scale measures it). Growing it costs
+ * 16 bytes per connection at the next step: move rare fields to stream_ext. */
+_Static_assert(sizeof(csock_stream) <= 232, "struct csock_stream grew past a 240-byte chunk");
+
+void csock__stream_serve_by(csock_stream *s, int fd, int ring)
+{
+    if (ring) {
+        s->flags |= F_RING;
+        memset(&s->rreq, 0, 2 * sizeof s->rreq);
+        s->rreq.fd = s->wreq.fd = fd;
+    } else {
+        s->flags &= ~(unsigned)F_RING;
+        csock__watcher_init(&s->w, fd, on_io);
+    }
+}
+
 csock_stream *csock__stream_new(csock_loop *loop, int fd, csock__conn_group *group)
 {
     csock_stream *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     csock__handle_init_kind(loop, &s->h, CSOCK_HANDLE_STREAM);
-    csock__watcher_init(&s->w, fd, on_io);
     s->max_read = DEFAULT_MAX_READ;
     s->high = DEFAULT_HIGH;
     s->low = DEFAULT_LOW;
     if (group) csock__group_add(group, s);
-    csock__stream_ring_setup(s);
+    csock__stream_ring_setup(s); /* sets F_RING where the loop does completion I/O */
+    csock__stream_serve_by(s, fd, (s->flags & F_RING) != 0);
     return s;
 }
 
@@ -52,7 +79,7 @@ int csock_stream_open(csock_loop *loop, int fd, csock_stream **out)
     csock_stream *s = csock__stream_new(loop, fd, NULL);
     if (!s) return -ENOMEM;
     if (!sock) s->flags |= F_NOT_SOCK; /* a pipe, a tty, a file: plain read/write */
-    if (!sock || type != SOCK_STREAM) s->flags &= ~(unsigned)F_RING; /* readiness */
+    if (!sock || type != SOCK_STREAM) csock__stream_serve_by(s, fd, 0); /* readiness */
     *out = s;
     return 0;
 }
@@ -146,6 +173,20 @@ static int wants_read(const csock_stream *s)
     return (s->flags & F_READING) && !(s->flags & F_PAUSED);
 }
 
+static void on_ring_io(csock_loop *loop, csock__watcher *w, unsigned events);
+
+csock__watcher *csock__stream_ring_watcher(csock_stream *s, int make)
+{
+    if (s->x && s->x->rw) return &s->x->rw->w;
+    if (!make || !csock__stream_ext(s)) return NULL;
+    ring_watch *rw = malloc(sizeof *rw);
+    if (!rw) return NULL;
+    csock__watcher_init(&rw->w, s->w.fd, on_ring_io);
+    rw->s = s;
+    s->x->rw = rw;
+    return &rw->w;
+}
+
 void csock__stream_update_events(csock_stream *s)
 {
     if (s->h.closing) return;
@@ -159,7 +200,8 @@ void csock__stream_update_events(csock_stream *s)
     if ((s->wq_head && !(s->flags & F_IN_READ) && (!ring || s->wq_head->kind == W_FILE)) ||
         (s->flags & F_CONNECTING))
         ev |= CSOCK_WRITABLE;
-    int rc = csock__watcher_set(s->h.loop, &s->w, ev);
+    csock__watcher *w = ring ? csock__stream_ring_watcher(s, ev != 0) : &s->w;
+    int rc = w ? csock__watcher_set(s->h.loop, w, ev) : ev ? -ENOMEM : 0;
     if (rc < 0 && !(s->flags & F_FAILED)) csock__stream_fail(s, rc);
     if (ring && !s->rreq.busy && wants_read(s)) csock__stream_ring_recv(s);
     csock__stream_watch_io(s);
@@ -182,7 +224,7 @@ void csock__stream_defer(csock_stream *s, unsigned what)
 static void deliver_error(csock_stream *s)
 {
     if (s->read_cb) {
-        s->read_cb(s, s->err, s->rbuf ? s->rbuf + s->roff : "", s->rlen);
+        csock__stream_read_cb(s, s->err, s->rbuf ? s->rbuf + s->roff : "", s->rlen);
     } else if (s->drain_cb) {
         s->drain_cb(s, s->err);
     } else if (s->x && s->x->shutdown_cb) {
@@ -198,7 +240,7 @@ void csock__stream_fail(csock_stream *s, int err)
 {
     if (s->flags & F_FAILED || s->h.closing) return;
     s->flags |= F_FAILED;
-    s->err = err;
+    s->err = (int16_t)err;
     csock__stream_update_events(s);
     if (s->flags & F_ENDING) {
         csock_stream_close(s, s->close_cb);
@@ -210,9 +252,8 @@ void csock__stream_fail(csock_stream *s, int err)
 /* ---- the watcher ----------------------------------------------------------------- */
 
 
-static void on_io(csock_loop *loop, csock__watcher *w, unsigned events)
+static void stream_io(csock_stream *s, unsigned events)
 {
-    csock_stream *s = csock__container_of(w, csock_stream, w);
     if (s->flags & F_CONNECTING) {
         csock__stream_connect_done(s);
         return;
@@ -221,12 +262,19 @@ static void on_io(csock_loop *loop, csock__watcher *w, unsigned events)
     if ((events & CSOCK_READABLE) && !s->h.closing && wants_read(s)) csock__stream_on_readable(s);
 }
 
+static void on_io(csock_loop *loop, csock__watcher *w, unsigned events)
+{
+    stream_io(csock__container_of(w, csock_stream, w), events);
+}
+
+static void on_ring_io(csock_loop *loop, csock__watcher *w, unsigned events)
+{
+    stream_io(csock__container_of(w, ring_watch, w)->s, events);
+}
+
 stream_ext *csock__stream_ext(csock_stream *s)
 {
-    if (!s->x) {
-        s->x = calloc(1, sizeof *s->x);
-        if (s->x) s->x->s = s;
-    }
+    if (!s->x) s->x = calloc(1, sizeof *s->x);
     return s->x;
 }
 
@@ -247,7 +295,11 @@ void csock__stream_finish_now(csock_stream *s)
     if (s->w.fd >= 0) close(s->w.fd); /* kept while requests were in flight */
     s->w.fd = -1;
     csock__stream_drop_queue(s); /* W_REF releases come before the close callback */
-    if (s->x) free(s->x->peer);
+    if (s->x) {
+        free(s->x->peer);
+        free(s->x->rw); /* off the backend since the close (never freed before: a
+                         * stale event of this iteration may still name it) */
+    }
     free(s->x);
     s->x = NULL;
     if (s->close_cb) s->close_cb(s);
@@ -278,7 +330,7 @@ static void run_task(csock__task *t)
 static void stream_finish(csock__handle *h)
 {
     csock_stream *s = csock__container_of(h, csock_stream, h);
-    if (s->rreq.busy || s->wreq.busy) {
+    if (ring_busy(s)) {
         /* The kernel still holds a request on s (cancelled at close): finish
          * when it completes, and keep the loop running until then. */
         s->flags |= F_ZOMBIE;
@@ -292,24 +344,27 @@ static void stream_finish(csock__handle *h)
 void csock_stream_close(csock_stream *s, csock_stream_close_cb cb)
 {
     if (s->h.closing) return;
-    csock__watcher_set(s->h.loop, &s->w, 0);
+    csock__watcher *w = (s->flags & F_RING) ? csock__stream_ring_watcher(s, 0) : &s->w;
+    if (w) csock__watcher_set(s->h.loop, w, 0);
     if (sfilt(s) && sfilt(s)->free) sfilt(s)->free(s);
     if (s->x) s->x->filter = NULL;
     stream_ext *x = s->x;
     /* The kernel may still be reading the chunk being sent: the queue is
      * dropped once that send completes (finish_now). */
-    if (!s->wreq.busy) csock__stream_drop_queue(s);
+    if (!(s->flags & F_RING) || !s->wreq.busy) csock__stream_drop_queue(s);
     csock__stream_release_rbuf(s);
     if (x) {
         if (x->timer) csock_timer_close(x->timer, NULL);
         x->timer = NULL;
     }
-    csock__io_cancel(s->h.loop, &s->rreq);
-    csock__io_cancel(s->h.loop, &s->wreq);
+    if (s->flags & F_RING) {
+        csock__io_cancel(s->h.loop, &s->rreq);
+        csock__io_cancel(s->h.loop, &s->wreq);
+    }
     /* With requests in flight the fd stays open until they complete
      * (finish_now): a request not yet submitted, or one retried after
      * -ENOBUFS, would otherwise name whatever socket reuses the number. */
-    if (s->w.fd >= 0 && !(s->rreq.busy || s->wreq.busy)) {
+    if (s->w.fd >= 0 && !ring_busy(s)) {
         close(s->w.fd);
         s->w.fd = -1;
     }

@@ -31,15 +31,19 @@ static size_t framed_end(csock_stream *s, int status, size_t len)
     return len;
 }
 
+/* Another message may go to msg_cb. Not once msg_cb switched the stream
+ * to plain reads (csock_stream_read_start: read_cb took msg_cb's place):
+ * the rest of the buffer is the new callback's, offered to it next. */
 static int framed_may_deliver(const csock_stream *s)
 {
-    return (s->flags & F_READING) && !(s->flags & F_PAUSED) && !s->h.closing;
+    return (s->flags & (F_READING | F_PAUSED | F_FRAMED)) == (F_READING | F_FRAMED) &&
+           !s->h.closing;
 }
 
 /* The read callback of a framed stream: cut messages for msg_cb. Errors
  * reach it from the stream with F_FAILED already set (deliver_error, the
  * timer): they are its final status like any other. */
-static size_t framed_read(csock_stream *s, int status, const char *buf, size_t len)
+size_t csock__stream_framed_read(csock_stream *s, int status, const char *buf, size_t len)
 {
     if (s->flags & F_MSG_END) return len;
     const csock_framing f = {.kind = (csock_frame_kind)s->fkind, .max = s->fmax,
@@ -54,14 +58,14 @@ static size_t framed_read(csock_stream *s, int status, const char *buf, size_t l
         used += (size_t)n;
         s->msg_cb(s, 0, msg, mlen);
     }
-    if (status == 0 || s->h.closing) return used;
+    if (status == 0 || s->h.closing || !(s->flags & F_FRAMED)) return used;
     if (status == CSOCK_EOF && used < len) {
         /* Messages still wait (msg_cb stopped or paused reading): the rest
          * and the EOF are offered again on resume. */
         if (!framed_may_deliver(s)) return used;
         if (f.kind != CSOCK_FRAME_LINE) return framed_end(s, -EPROTO, len); /* truncated */
         s->msg_cb(s, 0, buf + used, len - used); /* a final unterminated line */
-        if (s->h.closing) return len;
+        if (s->h.closing || !(s->flags & F_FRAMED)) return len;
     }
     return framed_end(s, status, len);
 }
@@ -70,17 +74,21 @@ int csock_stream_read_framed(csock_stream *s, const csock_framing *f, csock_msg_
 {
     if (!f || !cb || (f->kind != CSOCK_FRAME_LINE && f->kind != CSOCK_FRAME_LP32)) return -EINVAL;
     if (f->max > UINT32_MAX - FRAME_OVERHEAD) return -EINVAL;
-    s->fkind = (unsigned char)f->kind;
+    s->fkind = (unsigned)f->kind & 3u;
     s->fkeep = f->keep_delimiter ? 1 : 0;
     s->fmax = (uint32_t)f->max;
-    s->msg_cb = cb;
-    s->flags |= F_FRAMED;
     size_t need = f->max + FRAME_OVERHEAD; /* a whole message with its ending or header */
     if (need > s->max_read) {
         int rc = csock_stream_set_max_read(s, need);
         if (rc < 0) return rc;
     }
-    return csock_stream_read_start(s, framed_read);
+    /* read_start only asks for input (nothing is offered before we
+     * return), then msg_cb takes read_cb's place: F_FRAMED says which. */
+    int rc = csock_stream_read_start(s, csock__stream_framed_read);
+    if (rc < 0) return rc;
+    s->msg_cb = cb;
+    s->flags |= F_FRAMED;
+    return 0;
 }
 
 int csock_stream_write_msg(csock_stream *s, const csock_framing *f, const void *msg, size_t len)

@@ -62,8 +62,16 @@ enum { T_NONE, T_CONNECT, T_WATCH, T_LINGER, T_DRAIN };
  * stream has a recv in flight, so a separate block would cost it more). Times are loop
  * milliseconds modulo 2^32: differences are right for any interval under
  * 49 days. */
-typedef struct stream_ext {
+/* A ring stream's readiness watcher (connecting, sending a file by
+ * sendfile), made when first needed: its handle has room for the requests
+ * or a watcher, not both. */
+typedef struct ring_watch {
+    csock__watcher w;
     csock_stream *s;
+} ring_watch;
+
+typedef struct stream_ext {
+    ring_watch *rw;       /* F_RING: the readiness watcher, once needed (freed with s) */
     csock_timer *timer;   /* made when first armed */
     uint32_t idle_ms, read_ms, write_ms, recv_ms; /* 0: off */
     uint32_t read_since;  /* input has waited unconsumed since then */
@@ -88,12 +96,19 @@ typedef struct stream_ext {
 
 struct csock_stream {
     csock__handle h;
-    csock__watcher w;
     unsigned flags;
-    unsigned char timer_mode;
-    unsigned char fkind, fkeep; /* framing: csock_frame_kind, keep_delimiter */
+    unsigned timer_mode : 3; /* T_* */
+    unsigned fkind : 2, fkeep : 1; /* framing: csock_frame_kind, keep_delimiter */
     unsigned char deferred; /* D_*: what the queued `task` is to do (0: not queued) */
-    csock_read_cb read_cb;
+    /* The first error seen, delivered once: a negative errno or a CSOCK_E*
+     * code, all above INT16_MIN (asserted in stream.c). */
+    int16_t err;
+    /* The application's callback: a framed stream's (F_FRAMED) gets
+     * messages, cut by csock__stream_framed_read (see csock__stream_read_cb). */
+    union {
+        csock_read_cb read_cb;
+        csock_msg_cb msg_cb;
+    };
     void *data;
     /* input: bytes [roff, roff+rlen) of rbuf are unconsumed */
     char *rbuf;
@@ -107,17 +122,24 @@ struct csock_stream {
     csock_stream_close_cb close_cb;
     csock__task task;       /* the stream's one deferred call (see csock__stream_defer) */
     stream_ext *x;          /* timer, timeouts, completion I/O: made on first use */
-    csock__conn_group *group;
-    csock_stream *gnext, *gprev; /* the group's list of open streams */
-    csock_msg_cb msg_cb;    /* framed reads */
-    uint32_t fmax;          /* framing: the largest message */
-    int err;                /* first error seen, delivered once */
-    /* Completion I/O (io_uring): the one recv and one send in flight. */
-    csock__ioreq rreq, wreq;
+    csock__conn_group *group; /* its streams are found on the loop's list of handles */
+    /* How the socket is served, chosen when the stream is made: by
+     * readiness (its watcher) or by completion (F_RING: the one recv and
+     * one send in flight; a watcher it needs goes in its extension, see
+     * ring_watch). One or the other: they share their place. The socket
+     * is s->w.fd for either kind: rreq.fd lies at the same offset
+     * (asserted in stream.c), and the backend keeps it there. */
+    union {
+        csock__watcher w;
+        struct {
+            csock__ioreq rreq, wreq;
+        };
+    };
     /* The last byte read or written, in loop milliseconds modulo 2^32 (for
      * the idle timeout and the drain's quiet period). 32 bits keep the handle
-     * small: ten thousand idle peers cost ~256 bytes each. */
+     * small (an idle echo connection: 232 bytes, a 240-byte malloc chunk). */
     uint32_t last_io;
+    uint32_t fmax; /* framing: the largest message */
     /* csock_stream_counts(): application bytes received (plaintext, made
      * available to the read callback) and sent (taken by the kernel; on a
      * filtered stream, taken by the filter). */
@@ -141,6 +163,23 @@ static inline int plain_waits(const csock_stream *s) { return s->x && s->x->plai
 /* The stream's filter (TLS), or NULL. */
 static inline const csock__filter *sfilt(const csock_stream *s) { return s->x ? s->x->filter : NULL; }
 static inline int queued(const csock_stream *s) { return s->wq_head || plain_waits(s); }
+/* The kernel still holds a request on the stream (completion I/O). */
+static inline int ring_busy(const csock_stream *s)
+{
+    return (s->flags & F_RING) && (s->rreq.busy || s->wreq.busy);
+}
+
+/* framing (stream_framed.c): a framed stream's reads */
+size_t csock__stream_framed_read(csock_stream *s, int status, const char *buf, size_t len);
+
+/* Offer input (or a final status) to the application: one load and a
+ * branch more than a plain call, and a framed stream keeps no callback of
+ * its own for the framing. */
+static inline size_t csock__stream_read_cb(csock_stream *s, int status, const char *buf, size_t len)
+{
+    if (s->flags & F_FRAMED) return csock__stream_framed_read(s, status, buf, len);
+    return s->read_cb(s, status, buf, len);
+}
 
 /* lifecycle (stream.c) */
 /* The rarely needed part of a stream, made on first use (NULL: ENOMEM). */
@@ -153,6 +192,14 @@ int csock__stream_set_peer(csock_stream *s, const csock_addr *peer);
 void csock__stream_finish_now(csock_stream *s);
 /* Ask the stream's one task for D_* `what` on the next pending phase. */
 void csock__stream_defer(csock_stream *s, unsigned what);
+/* Serve the socket `fd` by completion (ring, F_RING: the handle holds the
+ * two requests) or by readiness (the handle holds the watcher). They share
+ * their place, so a stream switched later must have no request busy and
+ * its watcher stopped. */
+void csock__stream_serve_by(csock_stream *s, int fd, int ring);
+/* A ring stream's readiness watcher (see ring_watch): made with `make`
+ * (NULL on ENOMEM), else NULL when it has none. */
+csock__watcher *csock__stream_ring_watcher(csock_stream *s, int make);
 /* Make the watcher (or the recv request) match what the stream wants now. */
 void csock__stream_update_events(csock_stream *s);
 

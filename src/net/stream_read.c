@@ -93,7 +93,7 @@ int csock__stream_input(csock_stream *s, const char *buf, size_t len)
 static size_t offer(csock_stream *s, const char *buf, size_t n)
 {
     s->flags |= F_IN_READ;
-    size_t used = s->read_cb(s, 0, buf, n);
+    size_t used = csock__stream_read_cb(s, 0, buf, n);
     s->flags &= ~F_IN_READ;
     if (used > n) used = n;
     if (used) csock__stream_read_clock(s);
@@ -134,7 +134,7 @@ static void deliver_eof(csock_stream *s)
     if (!s->read_cb || (s->flags & (F_FAILED | F_EOF_DONE))) return;
     if (!(s->flags & F_READING) || (s->flags & F_PAUSED)) return;
     s->flags |= F_IN_READ;
-    size_t used = s->read_cb(s, CSOCK_EOF, s->rbuf ? s->rbuf + s->roff : "", s->rlen);
+    size_t used = csock__stream_read_cb(s, CSOCK_EOF, s->rbuf ? s->rbuf + s->roff : "", s->rlen);
     s->flags &= ~F_IN_READ;
     if (s->h.closing) return;
     if (used < s->rlen && (!(s->flags & F_READING) || (s->flags & F_PAUSED))) {
@@ -262,6 +262,7 @@ int csock_stream_read_start(csock_stream *s, csock_read_cb cb)
     if (s->h.closing || !cb) return -EINVAL;
     if (s->flags & F_FAILED) return s->err;
     s->read_cb = cb;
+    s->flags &= ~(unsigned)F_FRAMED; /* csock_stream_read_framed sets it after this */
     if (!(s->flags & F_READING)) {
         s->flags |= F_READING;
         csock__stream_touch(s);

@@ -48,7 +48,7 @@ int csock__stream_arm_timer(csock_stream *s, int mode, uint64_t ms)
         if (csock__timer_new_internal(s->h.loop, &x->timer) < 0) return -ENOMEM;
         csock_timer_set_data(x->timer, s);
     }
-    s->timer_mode = (unsigned char)mode;
+    s->timer_mode = (unsigned)mode & 7u;
     x->due = (uint32_t)(s->h.loop->now + ms);
     return csock_timer_start(x->timer, on_timer, ms, 0);
 }
@@ -133,7 +133,7 @@ static void on_timer(csock_timer *t)
         if (s->read_cb && !(s->flags & F_FAILED)) {
             s->flags |= F_FAILED;
             s->err = -ETIMEDOUT;
-            s->read_cb(s, -ETIMEDOUT, s->rbuf ? s->rbuf + s->roff : "", s->rlen);
+            csock__stream_read_cb(s, -ETIMEDOUT, s->rbuf ? s->rbuf + s->roff : "", s->rlen);
         }
         if (!s->h.closing) csock_stream_close(s, s->close_cb);
         break;
@@ -164,8 +164,8 @@ static void ext_trim(csock_stream *s)
     if (x->timer) csock_timer_close(x->timer, NULL);
     x->timer = NULL;
     if (x->plain_head || x->shutdown_cb || x->connect_cb ||
-        x->stop_cb || x->peer || x->filter)
-        return; /* still needed: TLS's queue, callbacks, a PROXY header's peer */
+        x->stop_cb || x->peer || x->filter || x->rw)
+        return; /* still needed: TLS's queue, callbacks, a PROXY header's peer, a watcher */
     free(x);
     s->x = NULL;
 }

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """csock serve echo at scale: 10,000 concurrent connections all served
-byte-exact, the resident memory an idle connection costs (<= 1 KiB each),
+byte-exact, the resident memory an idle connection costs (<= 256 B each:
+the stream's handle, 232 bytes in a 240-byte malloc chunk, and nothing else;
+<= 512 B once each has echoed, when the loops' pools have grown),
 and --threads 2 running two loops that both take connections.
 
 The test raises its own RLIMIT_NOFILE (10,000 client sockets); the server
@@ -24,10 +26,12 @@ from serverkit import (Server, check, clean_stderr, close_all, echo_all, open_ma
                        results, run_tests, wait_for)
 from csocktest import SANITIZED  # noqa: E402
 
-# The memory bounds hold csock's own allocations; a sanitized build's
-# allocator adds redzones and a quarantine to every block, so there the
-# figures are printed but not judged (the plain build's run judges them).
-MEM_LIMIT = float("inf") if SANITIZED else 1024
+# The memory bounds hold csock's own allocations (measured: 240 B idle on
+# io_uring and epoll, 240-320 B after an echo; 352 B idle before issue 16).
+# A sanitized build's allocator adds redzones, shadow memory and a
+# quarantine to every block: there only a loose 1 KiB bound holds.
+IDLE_LIMIT = 1024 if SANITIZED else 256
+ECHOED_LIMIT = 1024 if SANITIZED else 512
 
 
 def test_10k_echo_and_memory():
@@ -51,8 +55,7 @@ def test_10k_echo_and_memory():
         per = (rss1 - rss0) / N
         print(f"RSS {rss0} -> {rss1} bytes: {per:.0f} bytes per idle connection "
               f"(never sent a byte), connected in {time.monotonic() - t0:.1f} s", flush=True)
-        check("idle connection costs <= 1024 bytes RSS" + (" (sanitized: not judged)" if SANITIZED else ""),
-              per <= MEM_LIMIT, f"{per:.0f} B")
+        check(f"idle connection costs <= {IDLE_LIMIT} bytes RSS", per <= IDLE_LIMIT, f"{per:.0f} B")
         t1 = time.monotonic()
         ok = echo_all(socks, deadline, "load")
         check(f"all {N} concurrent connections echoed byte-exact", ok == N,
@@ -62,8 +65,8 @@ def test_10k_echo_and_memory():
         per2 = (rss2 - rss0) / N
         print(f"RSS after one echo each, all idle again: {rss2} bytes, {per2:.0f} bytes per "
               f"connection", flush=True)
-        check("idle connection after an echo costs <= 1024 bytes RSS" +
-              (" (sanitized: not judged)" if SANITIZED else ""), per2 <= MEM_LIMIT, f"{per2:.0f} B")
+        check(f"idle connection after an echo costs <= {ECHOED_LIMIT} bytes RSS", per2 <= ECHOED_LIMIT,
+              f"{per2:.0f} B")
         tasks = srv.tasks()
         check("--threads 2: at least 2 threads", len(tasks) >= 2, f"{len(tasks)} tasks")
         ticks = [srv.task_cpu_ticks(t) for t in tasks]

@@ -437,6 +437,46 @@ static void file_parts_between_bytes(void **state)
     close(fd);
 }
 
+/* A file larger than the socket takes at once, sent by the accepted end
+ * while both ends read: sendfile waits for writability. On io_uring that is
+ * the one time an accepted stream needs a readiness watcher, beside its recv
+ * in flight (they cannot share the handle's place: the watcher is made
+ * apart, in the stream's extension). */
+static void large_file_while_reading(void **state)
+{
+    const size_t total = 8u << 20;
+    char path[] = "/tmp/csock-test-file-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    char *data = malloc(total);
+    assert_non_null(data);
+    for (size_t i = 0; i < total; i++) data[i] = (char)pattern(i);
+    assert_int_equal(write(fd, data, total), (ssize_t)total);
+    free(data);
+    pair p;
+    pair_open(&p, K_TCP);
+    CHECK_OK(csock_stream_read_start(p.a.s, end_read));
+    CHECK_OK(csock_stream_read_start(p.b.s, end_read)); /* a recv in flight meanwhile */
+    CHECK_OK(csock_stream_write(p.b.s, "[", 1));
+    CHECK_OK(csock_stream_write_file(p.b.s, fd, 0, total, 0));
+    CHECK_OK(csock_stream_write(p.b.s, "]", 1));
+    /* Ends on an error too: a refused allocation (the fault sweep) fails a stream. */
+    RUN_UNTIL(p.loop, p.a.len == total + 2 || p.a.err || p.b.err || p.b.closed || p.a.closed, 30000);
+    assert_int_equal(p.a.len, total + 2);
+    assert_int_equal(p.a.buf[0], '[');
+    check_pattern(p.a.buf + 1, total, 0);
+    assert_int_equal(p.a.buf[total + 1], ']');
+    assert_int_equal(csock_stream_write_queue_size(p.b.s), 0);
+    /* The stream still reads: its recv was not lost to the watcher. */
+    CHECK_OK(csock_stream_write(p.a.s, "back", 4));
+    RUN_UNTIL(p.loop, p.b.len == 4 || p.b.err || p.b.closed, 10000);
+    assert_int_equal(p.b.len, 4);
+    assert_memory_equal(p.b.buf, "back", 4);
+    pair_close(&p);
+    close(fd);
+}
+
 /* A file shorter than the part promised (cut while queued): sendfile(2)
  * says 0 with bytes still owed. That is an error (-EIO), as the pread
  * fallback says: taken for a full socket, the stream waited for POLLOUT,
@@ -673,6 +713,45 @@ static void framed_lines(void **state)
     assert_int_equal(mlog.n, 1);
     expect_msg(0, "short");
     assert_int_equal(mlog.status, CSOCK_ETOOBIG);
+}
+
+/* A line protocol that upgrades: msg_cb switches to plain reads at the
+ * "UPGRADE" line. The lines behind it in the same read are the new
+ * callback's, raw (a framed stream keeps its msg_cb where read_cb goes). */
+static void upgrade_at_line(csock_stream *s, int status, const char *msg, size_t len)
+{
+    end *e = csock_stream_data(s);
+    if (status) {
+        if (status != CSOCK_EOF) e->err = status; /* a refused allocation (the fault sweep) */
+        return;
+    }
+    e->calls++;
+    if (len == 7 && !memcmp(msg, "UPGRADE", 7)) CHECK_OK(csock_stream_read_start(s, end_read));
+}
+
+static void framed_then_plain(void **state)
+{
+    pair p;
+    pair_open(&p, K_SOCKETPAIR);
+    csock_framing f = {.kind = CSOCK_FRAME_LINE, .max = 64};
+    CHECK_OK(csock_stream_read_framed(p.b.s, &f, upgrade_at_line));
+    const char in[] = "hello\nUPGRADE\nraw\nbytes";
+    CHECK_OK(csock_stream_write(p.a.s, in, sizeof in - 1));
+    RUN_UNTIL(p.loop, p.b.len == 9 || p.b.err, 10000);
+    assert_int_equal(p.b.len, 9);
+    assert_memory_equal(p.b.buf, "raw\nbytes", 9);
+    CHECK_OK(csock_stream_write(p.a.s, "\nmore", 5));
+    RUN_UNTIL(p.loop, p.b.len == 14 || p.b.err, 10000);
+    assert_int_equal(p.b.len, 14);
+    assert_memory_equal(p.b.buf + 9, "\nmore", 5);
+    /* Back to lines: the next message goes to msg_cb again. */
+    int before = p.b.calls;
+    CHECK_OK(csock_stream_read_framed(p.b.s, &f, upgrade_at_line));
+    CHECK_OK(csock_stream_write(p.a.s, "line\n", 5));
+    RUN_UNTIL(p.loop, p.b.calls > before || p.b.err, 10000);
+    assert_int_equal(p.b.err, 0);
+    assert_int_equal(p.b.len, 14);
+    pair_close(&p);
 }
 
 typedef struct {
@@ -1554,6 +1633,7 @@ int main(void)
         cmocka_unit_test(half_close),
         cmocka_unit_test(file_parts_between_bytes),
         cmocka_unit_test(file_shorter_than_promised),
+        cmocka_unit_test(large_file_while_reading),
         cmocka_unit_test(end_delivers_queued),
         cmocka_unit_test(connect_refused),
         cmocka_unit_test(connect_timeout),
@@ -1564,6 +1644,7 @@ int main(void)
         cmocka_unit_test(max_read_exceeded),
         cmocka_unit_test(framed_lines),
         cmocka_unit_test(framed_lp32),
+        cmocka_unit_test(framed_then_plain),
         cmocka_unit_test(backpressure_bounds_queue),
         cmocka_unit_test(watermarks_off_resumes_reading),
         cmocka_unit_test(end_waits_for_slow_reader),
