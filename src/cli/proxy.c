@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "cli/proxy_restart.h"
+#include "cli/proxy_wsback.h"
 
 static const char proxy_usage[] =
     "usage: csock proxy LISTEN... --to BACKEND... [options]\n"
@@ -102,12 +103,26 @@ static void close_listeners(proxy *px)
     proxy_udp_stop(px);
 }
 
-static void on_drain_timeout(csock_timer *t)
+/* The drain is over (its timeout, a second signal): stream relays close
+ * now; relays to ws:// backends send a close 1001 first and get up to
+ * PROXY_WS_GOODBYE_MS for the backend's answer (the last of them gone,
+ * proxy_relay_gone stops the loop). A third signal, or the goodbye's
+ * timeout, stops at once. */
+static void on_goodbye_timeout(csock_timer *t) { finish(csock_timer_data(t)); }
+
+static void stop_relays(proxy *px)
 {
-    proxy *px = csock_timer_data(t);
+    if (px->stopping) return finish(px);
+    px->stopping = 1;
     if (px->verbose) cli_warn("drain: closing %u relay(s) still open", px->nrelays);
-    finish(px);
+    relay_close_all(px);
+    if (!proxy_wsback_close_all(px)) return finish(px);
+    if (!px->drain_timer && csock_timer_new(px->loop, &px->drain_timer) < 0) return finish(px);
+    csock_timer_set_data(px->drain_timer, px);
+    csock_timer_start(px->drain_timer, on_goodbye_timeout, PROXY_WS_GOODBYE_MS, 0);
 }
+
+static void on_drain_timeout(csock_timer *t) { stop_relays(csock_timer_data(t)); }
 
 /* Stop accepting and let the relays finish: on SIGINT/SIGTERM, or once a
  * new process took the listeners over (a restart). */
@@ -129,7 +144,7 @@ static void drain(proxy_restart *pr)
 static void on_signal(csock_signal *s, int signum)
 {
     proxy_restart *pr = csock_signal_data(s);
-    if (pr->px->draining) return finish(pr->px); /* a second signal: now */
+    if (pr->px->draining) return stop_relays(pr->px); /* a second signal: now */
     drain(pr);
 }
 
