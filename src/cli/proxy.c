@@ -420,6 +420,7 @@ static void teardown(proxy *px, proxy_restart *pr)
     /* Waits (no spin) for the closes and for a resolver thread still in
      * getaddrinfo(): its answer is the loop's last post. */
     while (csock_loop_run(px->loop, CSOCK_RUN_ONCE) > 0) {}
+    proxy_restart_cleanup(pr); /* the listeners' sockets are closed now */
     relay_pool_free(px);
     csock_loop_free(px->loop);
     csock_tls_ctx_free(px->tls_server);
