@@ -14,8 +14,9 @@ same server, same cores, same run (issue 15's numbers).
   count each tool's count of responses against nginx's access log (on for
         this part only): how many of the requests the server answered the
         tool reports (the rest are the ones in flight at the end).
-  echo  csock bench --echo (on epoll its sockets driven directly, with
-        --streams through csock streams, and on io_uring: CSOCK_BACKEND=uring)
+  echo  csock bench --echo on the default backend (io_uring where the
+        kernel allows it: streams), and with CSOCK_BACKEND=epoll (its
+        sockets driven directly, and with --streams through csock streams)
         vs bench/loadgen.c (its epoll engine, and -U io_uring) against
         csock serve echo, for each --echo-shapes CONNSxSIZE: messages/s and
         the load generator's own CPU (user+sys from wait4, the whole
@@ -51,6 +52,19 @@ LOADGEN = os.path.join(HERE, "peers", "bin", "loadgen")
 SERVER_CPU = os.environ.get("SERVER_CPU", "0")
 LOAD_CPU = os.environ.get("LOAD_CPU", "1")
 TICK = os.sysconf("SC_CLK_TCK")
+
+
+def default_backend():
+    """The backend csock's loops get when CSOCK_BACKEND is unset (csock --version)."""
+    try:
+        out = subprocess.run([CSOCK, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except OSError:
+        return "?"
+    m = re.search(r"event loop: (\w+)", out)
+    return m.group(1) if m else "?"
+
+
+DEFAULT_BACKEND = default_backend()
 
 
 def proc_cpu(pid):
@@ -149,6 +163,7 @@ def parse_bench(out):
     except ValueError:
         return None
     return {"rate": d["throughput"], "msgs": d["messages"], "errors": sum(d["errors"].values()),
+            "engine": d.get("engine"),
             "connects": d["connects"], "p99_us": d["latency_us"]["p99"]}
 
 
@@ -280,12 +295,16 @@ def echo_part(args, tmp, results):
                       "-d", "1", "-t", str(d), "-w", "0"]
                 cb = [CSOCK, "bench", srv.addr, "--conns", str(conns), "--size", str(size), "--depth", "1",
                       "--duration", str(d), "--json", "-"]
+                # csock bench as a user runs it (the default backend: io_uring
+                # where the kernel allows it, streams), and on epoll with its
+                # two engines (sockets driven directly; --streams).
+                epoll = ["env", "CSOCK_BACKEND=epoll"]
                 tools = [
                     ("loadgen (epoll)", lg, parse_loadgen),
                     ("loadgen -U (io_uring)", lg[:1] + ["-U"] + lg[1:], parse_loadgen),
-                    ("csock bench --echo", cb, parse_bench),
-                    ("csock bench --echo --streams", cb + ["--streams"], parse_bench),
-                    ("CSOCK_BACKEND=uring csock bench --echo", ["env", "CSOCK_BACKEND=uring"] + cb, parse_bench),
+                    ("csock bench --echo (default: %s)" % DEFAULT_BACKEND, cb, parse_bench),
+                    ("CSOCK_BACKEND=epoll csock bench --echo", epoll + cb, parse_bench),
+                    ("CSOCK_BACKEND=epoll csock bench --echo --streams", epoll + cb + ["--streams"], parse_bench),
                 ]
                 tools = tools[rnd % len(tools):] + tools[:rnd % len(tools)]
                 part = "echo %dx%d B" % (conns, size)
