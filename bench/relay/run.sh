@@ -19,5 +19,7 @@ echo "# host: $(uname -r)," \
      "$(nproc) CPUs, $(haproxy -v 2>/dev/null | head -n1 | cut -d' ' -f1-3), $(socat -V 2>/dev/null | sed -n 2p | cut -d' ' -f1-3)"
 echo "# csock: $("$CSOCK" --version 2>&1 | head -n1)"
 echo "# load at start: $(cat /proc/loadavg)"
-flock "$lock" /usr/bin/python3 "$here/relay_bench.py"
+# -o: the lock's descriptor is not inherited by the benchmark's processes,
+# so one left running by an interrupted run cannot hold the lock forever.
+flock -o "$lock" /usr/bin/python3 "$here/relay_bench.py"
 echo "# load at end: $(cat /proc/loadavg)"
