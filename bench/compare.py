@@ -3,7 +3,7 @@
 same server, same cores, same run (issue 15's numbers).
 
   python3 bench/compare.py [--rounds 5] [--duration 5] [--only http,count,echo,c10k]
-                          [--echo-shapes 100x64,1000x128]
+                          [--echo-shapes 100x64,1000x128] [--echo-warmup SECS]
 
   http  csock bench --http --threads 1 vs wrk -t1, same connections, against
         nginx (bench/http/nginx.conf.in: one worker) and csock serve http
