@@ -3,7 +3,7 @@
 same server, same cores, same run (issue 15's numbers).
 
   python3 bench/compare.py [--rounds 5] [--duration 5] [--only http,count,echo,c10k]
-                          [--echo-shapes 100x64,1000x128]
+                          [--echo-shapes 100x64,1000x128] [--echo-warmup SECS]
 
   http  csock bench --http --threads 1 vs wrk -t1, same connections, against
         nginx (bench/http/nginx.conf.in: one worker) and csock serve http
@@ -14,8 +14,9 @@ same server, same cores, same run (issue 15's numbers).
   count each tool's count of responses against nginx's access log (on for
         this part only): how many of the requests the server answered the
         tool reports (the rest are the ones in flight at the end).
-  echo  csock bench --echo (on epoll its sockets driven directly, with
-        --streams through csock streams, and on io_uring: CSOCK_BACKEND=uring)
+  echo  csock bench --echo on the default backend (io_uring where the
+        kernel allows it: streams), and with CSOCK_BACKEND=epoll (its
+        sockets driven directly, and with --streams through csock streams)
         vs bench/loadgen.c (its epoll engine, and -U io_uring) against
         csock serve echo, for each --echo-shapes CONNSxSIZE: messages/s and
         the load generator's own CPU (user+sys from wait4, the whole
@@ -51,6 +52,19 @@ LOADGEN = os.path.join(HERE, "peers", "bin", "loadgen")
 SERVER_CPU = os.environ.get("SERVER_CPU", "0")
 LOAD_CPU = os.environ.get("LOAD_CPU", "1")
 TICK = os.sysconf("SC_CLK_TCK")
+
+
+def default_backend():
+    """The backend csock's loops get when CSOCK_BACKEND is unset (csock --version)."""
+    try:
+        out = subprocess.run([CSOCK, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except OSError:
+        return "?"
+    m = re.search(r"event loop: (\w+)", out)
+    return m.group(1) if m else "?"
+
+
+DEFAULT_BACKEND = default_backend()
 
 
 def proc_cpu(pid):
@@ -149,6 +163,7 @@ def parse_bench(out):
     except ValueError:
         return None
     return {"rate": d["throughput"], "msgs": d["messages"], "errors": sum(d["errors"].values()),
+            "engine": d.get("engine"), "self_cpu": d.get("cpu", {}).get("load_s"),
             "connects": d["connects"], "p99_us": d["latency_us"]["p99"]}
 
 
@@ -158,7 +173,12 @@ def parse_loadgen(out):
         return None
     p99 = re.search(r"p99_us=([\d.]+)", out)
     errs = re.search(r"errors=(\d+)", out)
+    # its own CPU over the measured window (getrusage at the window's edges)
+    cpu, secs = re.search(r"lg_cpu_pct=([\d.]+)", out), re.search(r"secs=([\d.]+)", out)
+    msgs = re.search(r"\bmsgs=(\d+)", out)
     return {"rate": float(m.group(1)), "errors": int(errs.group(1)) if errs else 0,
+            "self_cpu": float(cpu.group(1)) / 100 * float(secs.group(1)) if cpu and secs else None,
+            "msgs": int(msgs.group(1)) if msgs else None,
             "p99_us": float(p99.group(1)) if p99 else None}
 
 
@@ -276,22 +296,31 @@ def echo_part(args, tmp, results):
         srv = Server([CSOCK, "serve", "echo", "tcp://127.0.0.1:0", "--threads", "1", "--max-conns", "20000"])
         try:
             for conns, size in shapes:
+                w = args.echo_warmup
                 lg = [LOADGEN, "-H", "127.0.0.1", "-p", str(srv.port), "-c", str(conns), "-s", str(size),
-                      "-d", "1", "-t", str(d), "-w", "0"]
+                      "-d", "1", "-t", str(d), "-w", str(w)]
                 cb = [CSOCK, "bench", srv.addr, "--conns", str(conns), "--size", str(size), "--depth", "1",
-                      "--duration", str(d), "--json", "-"]
+                      "--duration", str(d), "--warmup", str(w), "--json", "-"]
+                # csock bench as a user runs it (the default backend: io_uring
+                # where the kernel allows it, streams), and on epoll with its
+                # two engines (sockets driven directly; --streams).
+                epoll = ["env", "CSOCK_BACKEND=epoll"]
                 tools = [
                     ("loadgen (epoll)", lg, parse_loadgen),
                     ("loadgen -U (io_uring)", lg[:1] + ["-U"] + lg[1:], parse_loadgen),
-                    ("csock bench --echo", cb, parse_bench),
-                    ("csock bench --echo --streams", cb + ["--streams"], parse_bench),
-                    ("CSOCK_BACKEND=uring csock bench --echo", ["env", "CSOCK_BACKEND=uring"] + cb, parse_bench),
+                    ("csock bench --echo (default: %s)" % DEFAULT_BACKEND, cb, parse_bench),
+                    ("CSOCK_BACKEND=epoll csock bench --echo", epoll + cb, parse_bench),
+                    ("CSOCK_BACKEND=epoll csock bench --echo --streams", epoll + cb + ["--streams"], parse_bench),
                 ]
                 tools = tools[rnd % len(tools):] + tools[:rnd % len(tools)]
                 part = "echo %dx%d B" % (conns, size)
                 for tool, argv, parse in tools:
-                    r = measure(srv, argv, parse, d + 30)
+                    r = measure(srv, argv, parse, d + w + 30)
                     r["msgs"] = r.get("msgs") or r["rate"] * d
+                    if w > 0 and r.get("self_cpu") is not None:
+                        # With a warm-up, the measured window alone: each tool's
+                        # own CPU there (the connects and warm-up are outside).
+                        r["load_cpu_process"], r["load_cpu"] = r["load_cpu"], r["self_cpu"]
                     r.update(part=part, server="csock serve echo", tool=tool, round=rnd)
                     results.append(r)
                     print("  %s round %d %-40s %9.0f msg/s  load CPU %.2f s (%.2f us/msg)  server CPU %.2f s"
@@ -376,6 +405,10 @@ def main():
     ap.add_argument("--http-conns", type=int, default=100)
     ap.add_argument("--echo-shapes", default="100x64,1000x128",
                     help="echo: CONNSxSIZE,... (connections x bytes a message), a table each")
+    ap.add_argument("--echo-warmup", type=float, default=0,
+                    help="echo: seconds of warm-up for every tool (loadgen -w, csock bench --warmup); "
+                         "with it, the load CPU is each tool's own over the measured window "
+                         "(loadgen connects before its clock starts, csock bench inside it)")
     ap.add_argument("--only", default="http,count,echo,c10k")
     ap.add_argument("--json", help="raw results into this file")
     args = ap.parse_args()
@@ -404,6 +437,9 @@ def main():
     print("host: kernel %s, %s; server on CPU %s, load on CPU %s; %d rounds x %d s, medians"
           % (os.uname().release, open("/sys/devices/system/cpu/vulnerabilities/meltdown").read().strip(),
              SERVER_CPU, LOAD_CPU, args.rounds, args.duration))
+    if args.echo_warmup > 0:
+        print("echo: %g s warm-up for every tool; load CPU = each tool's own over the measured window "
+              "(server CPU: the whole run)" % args.echo_warmup)
     print(table(results))
 
 

@@ -13,8 +13,11 @@ forks) per MB relayed (both ways) or per connection.
 Then memory: IDLE_PAIRS idle relayed pairs (each opened and one byte
 echoed through it), the proxy's RSS growth per pair.
 
-csock_nosplice is csock proxy --no-splice (the stream relay, bytes copied
-through user space as HAProxy without splice does).
+csock is csock proxy on the default backend (io_uring where the kernel
+allows it, where the relay is the stream relay: splice is off on io_uring);
+csock_epoll is CSOCK_BACKEND=epoll csock proxy (splice between plain
+sockets); csock_nosplice is csock proxy --no-splice on epoll (the stream
+relay, bytes copied through user space as HAProxy without splice does).
 Environment: CSOCK (the binary), ROUNDS (5), DURATION (5), PROXIES,
 PROXY_CPU (0), LOAD_CPU (1), IDLE_PAIRS (9000), OUT (a temp dir).
 """
@@ -31,7 +34,7 @@ import time
 CSOCK = os.environ.get("CSOCK", "build/csock")
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
 DURATION = os.environ.get("DURATION", "5")
-PROXIES = os.environ.get("PROXIES", "csock csock_nosplice haproxy haproxy_splice socat").split()
+PROXIES = os.environ.get("PROXIES", "csock csock_epoll csock_nosplice haproxy haproxy_splice socat").split()
 PROXY_CPU = os.environ.get("PROXY_CPU", "0")
 LOAD_CPU = os.environ.get("LOAD_CPU", "1")
 IDLE_PAIRS = int(os.environ.get("IDLE_PAIRS", "9000"))
@@ -104,9 +107,10 @@ def rss_kib(pid):
 def start_proxy(kind, backend_port):
     port = free_port()
     pin = ["taskset", "-c", PROXY_CPU]
-    if kind in ("csock", "csock_nosplice"):
-        argv = pin + [CSOCK, "proxy", "tcp://127.0.0.1:%d" % port,
-                      "--to", "tcp://127.0.0.1:%d" % backend_port]
+    if kind in ("csock", "csock_epoll", "csock_nosplice"):
+        env = [] if kind == "csock" else ["env", "CSOCK_BACKEND=epoll"]
+        argv = env + pin + [CSOCK, "proxy", "tcp://127.0.0.1:%d" % port,
+                            "--to", "tcp://127.0.0.1:%d" % backend_port]
         if kind == "csock_nosplice":
             argv.append("--no-splice")
     elif kind.startswith("haproxy"):

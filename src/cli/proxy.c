@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "cli/proxy_restart.h"
+#include "cli/proxy_wsback.h"
 
 static const char proxy_usage[] =
     "usage: csock proxy LISTEN... --to BACKEND... [options]\n"
@@ -54,7 +55,8 @@ static const char proxy_usage[] =
     "  --udp-idle SECS      udp: end a client's session after SECS (default 60)\n"
     "  --drain-timeout SECS  on SIGINT/SIGTERM, stop accepting, let relays\n"
     "                       finish, close what is left after SECS (default 10);\n"
-    "                       a second signal closes everything at once\n"
+    "                       a second signal closes everything at once (a\n"
+    "                       ws:// backend gets a close 1001 and 2 s to answer)\n"
     "  --no-splice          relay through user space (the stream API) even\n"
     "                       between plain sockets\n"
     "  --send-proxy         start each backend connection with a PROXY protocol\n"
@@ -102,12 +104,26 @@ static void close_listeners(proxy *px)
     proxy_udp_stop(px);
 }
 
-static void on_drain_timeout(csock_timer *t)
+/* The drain is over (its timeout, a second signal): stream relays close
+ * now; relays to ws:// backends send a close 1001 first and get up to
+ * PROXY_WS_GOODBYE_MS for the backend's answer (the last of them gone,
+ * proxy_relay_gone stops the loop). A third signal, or the goodbye's
+ * timeout, stops at once. */
+static void on_goodbye_timeout(csock_timer *t) { finish(csock_timer_data(t)); }
+
+static void stop_relays(proxy *px)
 {
-    proxy *px = csock_timer_data(t);
+    if (px->stopping) return finish(px);
+    px->stopping = 1;
     if (px->verbose) cli_warn("drain: closing %u relay(s) still open", px->nrelays);
-    finish(px);
+    relay_close_all(px);
+    if (!proxy_wsback_close_all(px)) return finish(px);
+    if (!px->drain_timer && csock_timer_new(px->loop, &px->drain_timer) < 0) return finish(px);
+    csock_timer_set_data(px->drain_timer, px);
+    csock_timer_start(px->drain_timer, on_goodbye_timeout, PROXY_WS_GOODBYE_MS, 0);
 }
+
+static void on_drain_timeout(csock_timer *t) { stop_relays(csock_timer_data(t)); }
 
 /* Stop accepting and let the relays finish: on SIGINT/SIGTERM, or once a
  * new process took the listeners over (a restart). */
@@ -129,7 +145,7 @@ static void drain(proxy_restart *pr)
 static void on_signal(csock_signal *s, int signum)
 {
     proxy_restart *pr = csock_signal_data(s);
-    if (pr->px->draining) return finish(pr->px); /* a second signal: now */
+    if (pr->px->draining) return stop_relays(pr->px); /* a second signal: now */
     drain(pr);
 }
 
@@ -405,6 +421,7 @@ static void teardown(proxy *px, proxy_restart *pr)
     /* Waits (no spin) for the closes and for a resolver thread still in
      * getaddrinfo(): its answer is the loop's last post. */
     while (csock_loop_run(px->loop, CSOCK_RUN_ONCE) > 0) {}
+    proxy_restart_cleanup(pr); /* the listeners' sockets are closed now */
     relay_pool_free(px);
     csock_loop_free(px->loop);
     csock_tls_ctx_free(px->tls_server);

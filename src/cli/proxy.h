@@ -28,6 +28,7 @@ enum { CHECK_NONE, CHECK_TCP, CHECK_HTTP };
 
 typedef struct proxy proxy;
 typedef struct relay relay;
+typedef struct wsback wsback;
 
 typedef struct backend {
     proxy *px;
@@ -78,17 +79,23 @@ struct proxy {
     unsigned nlisteners, nudp, nws;
     /* relays */
     relay *relays;            /* every open relay (a list, for idle sweeps and the drain) */
-    unsigned nrelays;
+    unsigned nrelays;         /* both lists' */
+    wsback *wsbacks;          /* relays to ws:// backends (proxy_wsback.c): their own list,
+                                 for they end with a close frame */
     csock_timer *sweep;       /* idle timeouts, coarse: one timer for all */
     csock_timer *drain_timer;
     csock_signal *sig_term, *sig_int;
     int draining;
+    int stopping;             /* the drain is over: relays are being closed */
     splice_pool pool;         /* splice pipes not in use */
 };
 
 /* ---- proxy.c ---- */
 /* A relay ended: when draining and none is left, the proxy stops. */
 void proxy_relay_gone(proxy *px);
+/* How long ws:// backends get to answer our close frame when the drain
+ * ends (timeout or a second signal) before the proxy exits anyway. */
+#define PROXY_WS_GOODBYE_MS 2000
 
 /* ---- proxy_relay.c ---- */
 /* The PROXY protocol header (--send-proxy[-v2]) naming `client`'s peer and

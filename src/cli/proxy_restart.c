@@ -1,6 +1,7 @@
 /* csock proxy's restart on SIGUSR2: serve's hand-over (sd_restart.c) over
  * the proxy's own listeners. */
 #include <signal.h>
+#include <sys/socket.h>
 
 #include "cli/proxy_restart.h"
 #include "cli/sd_restart.h"
@@ -8,6 +9,8 @@
 void proxy_restart_addresses(proxy_restart *pr, char **addrs, int n)
 {
     cli_restart_addresses(&pr->r, addrs, n);
+    pr->nfiles = 0;
+    pr->noted = 0;
 }
 
 void proxy_restart_arg(proxy_restart *pr, unsigned arg, unsigned first, unsigned count)
@@ -82,23 +85,34 @@ int proxy_restart_watch(proxy_restart *pr, proxy *px, void (*take_over)(proxy_re
     return csock_signal_start(pr->r.sig, on_sigusr2, SIGUSR2);
 }
 
+static void note_files(proxy_restart *pr)
+{
+    if (pr->noted) return;
+    pr->noted = 1;
+    for (unsigned i = 0; i < pr->px->nlisteners; i++) {
+        csock_addr *a = &pr->files[pr->nfiles];
+        if (pr->px->listeners[i] && csock_listener_addr(pr->px->listeners[i], a) == 0 &&
+            a->sa.ss_family == AF_UNIX)
+            pr->nfiles++;
+    }
+}
+
 void proxy_restart_drain(proxy_restart *pr)
 {
     pr->r.stopping = 1;
-    if (pr->r.handed) return; /* the new process serves the files */
-    for (unsigned a = 0; a < pr->r.nargs; a++) {
-        if (!pr->r.args[a].inherited) continue;
-        for (unsigned i = pr->r.args[a].first; i < pr->r.args[a].first + pr->r.args[a].count; i++) {
-            csock_addr addr;
-            if (csock_listener_addr(pr->px->listeners[i], &addr) == 0) cli_restart_unlink(&addr);
-        }
-    }
+    note_files(pr);
 }
 
 void proxy_restart_stop(proxy_restart *pr)
 {
+    note_files(pr);
     if (pr->r.sig) csock_signal_close(pr->r.sig, NULL);
     pr->r.sig = NULL;
-    if (pr->r.pipe) csock_stream_close(pr->r.pipe, NULL);
-    pr->r.pipe = NULL;
+    cli_restart_forget_child(&pr->r.pipe, &pr->r.handed);
+}
+
+void proxy_restart_cleanup(proxy_restart *pr)
+{
+    if (pr->r.handed) return; /* the new process serves the files */
+    for (unsigned i = 0; i < pr->nfiles; i++) cli_restart_unlink(&pr->files[i]);
 }

@@ -14,6 +14,9 @@ typedef struct proxy_restart {
     cli_restart r;
     proxy *px;
     void (*take_over)(struct proxy_restart *pr); /* the new process listens: drain */
+    csock_addr files[CLI_MAX_ENDPOINTS]; /* the Unix listeners' addresses, noted before they close */
+    unsigned nfiles;
+    int noted;
 } proxy_restart;
 
 /* First of all, on the command line's addresses (cli_restart_addresses). */
@@ -24,10 +27,16 @@ void proxy_restart_arg(proxy_restart *pr, unsigned arg, unsigned first, unsigned
 /* Watch SIGUSR2 on px's loop, before any `listening` line. */
 int proxy_restart_watch(proxy_restart *pr, proxy *px, void (*take_over)(proxy_restart *pr));
 /* The drain begins (a signal, or our successor listens): no restart from
- * now on; the last process of a chain removes the Unix socket files its
- * inherited listeners serve. Call before the listeners close. */
+ * now on. Call before the listeners close (their Unix addresses are noted
+ * for proxy_restart_cleanup). */
 void proxy_restart_drain(proxy_restart *pr);
-/* Teardown: the signal and the pipe are closed. */
+/* Teardown, before the listeners close: the signal and the pipe are
+ * closed. */
 void proxy_restart_stop(proxy_restart *pr);
+/* Once the listeners' closes are finished: the Unix socket files they
+ * served are removed if nobody listens there any more (cli_restart_unlink),
+ * unless a new process took them over. Asking for the fds made the
+ * listeners leave their files: a failed restart leaves them to us. */
+void proxy_restart_cleanup(proxy_restart *pr);
 
 #endif

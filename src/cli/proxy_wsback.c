@@ -27,8 +27,9 @@
 #define WSBACK_MAX_MESSAGE (1u << 20) /* as the ws:// listener: a message is a chunk of a stream */
 #define WSBACK_CLOSE_MS 60000 /* without --idle: how long a backend may finish after the client's EOF */
 
-typedef struct wsback {
+struct wsback {
     proxy *px;
+    wsback *next, *prev;   /* px->wsbacks */
     backend *be;
     csock_stream *c;       /* the client; NULL once it has closed */
     csock_ws *ws;          /* NULL once CLOSED has come */
@@ -40,9 +41,25 @@ typedef struct wsback {
     uint64_t up, down;     /* bytes to the backend, to the client */
     char why[CLI_REASON_TEXT];
     char peer[CLI_ADDR_TEXT];
-} wsback;
+};
 
 int backend_is_ws(const backend *b) { return cli_ws_scheme(b->text) != 0; }
+
+static void link_wsback(proxy *px, wsback *w)
+{
+    w->next = px->wsbacks;
+    if (px->wsbacks) px->wsbacks->prev = w;
+    px->wsbacks = w;
+    px->nrelays++;
+}
+
+static void unlink_wsback(proxy *px, wsback *w)
+{
+    if (w->prev) w->prev->next = w->next;
+    else px->wsbacks = w->next;
+    if (w->next) w->next->prev = w->prev;
+    px->nrelays--;
+}
 
 static void maybe_free(wsback *w)
 {
@@ -53,8 +70,8 @@ static void maybe_free(wsback *w)
                  w->be->name, (unsigned long long)w->up, (unsigned long long)w->down, w->why[0] ? ": " : "",
                  w->why);
     w->be->conns--;
+    unlink_wsback(px, w);
     free(w);
-    px->nrelays--;
     proxy_relay_gone(px);
 }
 
@@ -176,7 +193,7 @@ static void on_ws(csock_ws *ws, const csock_ws_event *ev, void *data)
     case CSOCK_WS_OPEN: return on_open(w);
     case CSOCK_WS_MESSAGE: return on_message(w, ev);
     case CSOCK_WS_DRAIN:
-        if (w->c_stopped && w->c && !w->c_eof && !w->ending) {
+        if (w->c_stopped && w->c && !w->c_eof && !w->ending && !w->ws_closing) {
             w->c_stopped = 0;
             if (csock_stream_read_start(w->c, on_client_read) < 0) fail(w, -EPIPE);
         }
@@ -211,7 +228,28 @@ int proxy_wsback_start(proxy *px, backend *be, csock_stream *client, csock_strea
     csock_stream_set_watermarks(client, 0, 0); /* we throttle the WebSocket ourselves */
     csock_stream_on_drain(client, on_client_drain);
     csock_stream_on_close(client, on_client_closed);
-    px->nrelays++;
+    link_wsback(px, w);
     be->conns++;
     return 0;
+}
+
+/* Aborts and closes deliver CLOSED from the loop, never from inside the
+ * call: the walk cannot lose its place. */
+unsigned proxy_wsback_close_all(proxy *px)
+{
+    static const char reason[] = "going away";
+    unsigned n = 0;
+    for (wsback *w = px->wsbacks; w; w = w->next, n++) {
+        set_why(w, "the drain ended");
+        if (w->c && !w->ending) csock_stream_read_stop(w->c); /* nothing more to relay */
+        if (!w->ws) continue; /* CLOSED came: the client's stream is flushing */
+        if (!w->opened) {
+            csock_ws_abort(w->ws); /* no WebSocket yet to say goodbye on */
+            continue;
+        }
+        int rc = csock_ws_close(w->ws, CSOCK_WS_GOING_AWAY, reason, sizeof reason - 1);
+        if (rc == 0) w->ws_closing = 1;
+        else if (rc != -EALREADY) csock_ws_abort(w->ws); /* -EALREADY: our close is out already */
+    }
+    return n;
 }

@@ -16,4 +16,11 @@ int backend_is_ws(const backend *b);
  * or -errno with both streams untouched. */
 int proxy_wsback_start(proxy *px, backend *be, csock_stream *client, csock_stream *s, const char *peer);
 
+/* The drain is over (its timeout, a second signal): every relay to a ws://
+ * backend ends now, the backend told with a close 1001 "going away" (one
+ * still in its handshake is aborted); each leaves the list when its
+ * CLOSED comes (the backend's answer, or close_timeout). Returns how many
+ * are still on the list. */
+unsigned proxy_wsback_close_all(proxy *px);
+
 #endif

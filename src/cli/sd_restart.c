@@ -22,6 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -248,8 +250,18 @@ void cli_restart_loop_stop(cli_restart *r, unsigned index)
     if (index != 0) return;
     if (r->sig) csock_signal_close(r->sig, NULL);
     r->sig = NULL;
-    if (r->pipe) csock_stream_close(r->pipe, NULL);
-    r->pipe = NULL;
+    cli_restart_forget_child(&r->pipe, &r->handed);
+}
+
+void cli_restart_forget_child(csock_stream **pipe, int *handed)
+{
+    if (!*pipe) return;
+    /* A new process that has not said whether it listens holds our
+     * sockets: it may serve them from now on, so they are left to it
+     * (if it fails, the file is stale and the next bind removes it). */
+    *handed = 1;
+    csock_stream_close(*pipe, NULL);
+    *pipe = NULL;
 }
 
 void cli_restart_child_ready(void)
@@ -282,17 +294,40 @@ void cli_restart_addresses(cli_restart *r, char **addrs, int n)
 void cli_restart_unlink(const csock_addr *addr)
 {
     const struct sockaddr_un *sun = (const struct sockaddr_un *)&addr->sa;
-    if (addr->sa.ss_family == AF_UNIX && sun->sun_path[0]) unlink(sun->sun_path);
+    if (addr->sa.ss_family != AF_UNIX || !sun->sun_path[0]) return;
+    struct stat st;
+    if (lstat(sun->sun_path, &st) < 0 || !S_ISSOCK(st.st_mode)) return;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return;
+    /* Refused: nobody listens there any more. Connected: the listener's
+     * credentials are those of the process that called listen(2), so our
+     * own pid means the file is still ours (not yet closed: a server frees
+     * its sockets after this), another's that someone else serves it. A
+     * full queue (EAGAIN) is someone serving it too. */
+    int rc = connect(fd, (const struct sockaddr *)sun, sizeof *sun);
+    int err = errno, ours = 0;
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    if (rc == 0 && getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) ours = cred.pid == getpid();
+    close(fd);
+    if ((rc < 0 && err == ECONNREFUSED) || ours) unlink(sun->sun_path);
 }
 
+/* Not only the inherited endpoints: asking for an endpoint's fds (a
+ * restart) makes the server leave its file, and a restart that failed
+ * leaves us its owner all the same. An inherited endpoint's socket was
+ * made by a process before us (its listener's pid is not ours) and we
+ * are its last holder: removed as it is. */
 void cli_restart_cleanup(cli_restart *r)
 {
-    if (r->handed) return;
+    if (r->handed) return; /* the new process serves the files */
     for (unsigned a = 0; a < r->nargs; a++) {
-        if (!r->args[a].inherited) continue;
         for (unsigned e = r->args[a].first; e < r->args[a].first + r->args[a].count; e++) {
             csock_addr addr;
-            if (csock_server_addr(r->srv, e, &addr) == 0) cli_restart_unlink(&addr);
+            if (csock_server_addr(r->srv, e, &addr) < 0) continue;
+            const struct sockaddr_un *sun = (const struct sockaddr_un *)&addr.sa;
+            if (!r->args[a].inherited) cli_restart_unlink(&addr);
+            else if (addr.sa.ss_family == AF_UNIX && sun->sun_path[0]) unlink(sun->sun_path);
         }
     }
 }

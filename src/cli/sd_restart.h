@@ -29,9 +29,17 @@ int cli_restart_spawn(csock_loop *loop, const char *exe, const int *fds, int n, 
  * is closed and *pipe NULL. ready_cb returns len in every case. */
 int cli_restart_heard(csock_stream *s, int status, size_t len, csock_stream **pipe, long *child);
 
-/* The last process of a chain of restarts removes the Unix socket file its
- * inherited listener serves (the first one left it): this does, for a
- * Unix address with a path. */
+/* We stop with a restart's new process not heard from yet (*pipe not
+ * NULL): it holds our sockets and may serve them, so *handed becomes 1
+ * (its files are left to it); the pipe is closed. */
+void cli_restart_forget_child(csock_stream **pipe, int *handed);
+
+/* Remove the Unix socket file at addr's path (a Unix address with a path;
+ * others are left alone) if it is stale: a socket nobody listens on any
+ * more (the library's rule for a stale file at bind), or one this very
+ * process listens on (its sockets not freed yet). Called by a process
+ * that served the file as it ends, unless a new process took its
+ * sockets over: a socket someone else listens on is left alone. */
 void cli_restart_unlink(const csock_addr *addr);
 
 #endif

@@ -150,6 +150,15 @@ def _env():
     return env
 
 
+
+def read_log(f):
+    """The whole of a temporary file a child process writes its log to, read
+    with pread: seek() would move the file offset the child shares, and its
+    next line would overwrite the start of the log (a test then missed a
+    line the child had written)."""
+    fd = f.fileno()
+    return os.pread(fd, os.fstat(fd).st_size, 0).decode("utf-8", "replace")
+
 def spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
           stderr=subprocess.PIPE):
     p = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr,
@@ -302,8 +311,7 @@ class Proc:
             raise TestFailure("%s did not exit within %.0fs" % (" ".join(self.argv), T(timeout)))
 
     def stderr(self):
-        self.errf.seek(0)
-        return self.errf.read().decode("utf-8", "replace")
+        return read_log(self.errf)
 
     def alive(self):
         return self.p.poll() is None

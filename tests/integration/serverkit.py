@@ -58,8 +58,10 @@ class Server:
             return None
 
     def stderr(self):
-        self.err.seek(0)
-        return self.err.read().decode(errors="replace")
+        # pread, not seek: the offset is shared with the server, whose next
+        # line would overwrite the start of the log (csocktest.read_log).
+        fd = self.err.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
 
     def rss(self):
         with open(f"/proc/{self.p.pid}/status") as f:

@@ -284,8 +284,7 @@ class Chromium:
             _chromium_skip("%s: %s" % (exe, e))
 
     def stderr(self):
-        self.errf.seek(0)
-        return self.errf.read().decode("utf-8", "replace")
+        return ct.read_log(self.errf)
 
     def devtools_url(self):
         """ws://127.0.0.1:PORT/devtools/browser/ID, once chromium is up."""

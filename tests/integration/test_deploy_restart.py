@@ -277,26 +277,52 @@ def test_restart_behind_haproxy_with_proxy_protocol():
         p.stop(signal.SIGKILL)
 
 
-def test_failed_new_process_keeps_old():
-    # The new process cannot start (its binary is gone): the old one serves on.
+def connect_to(text):
+    """A client socket to a `listening` line's address (tcp:// or unix:)."""
+    if text.startswith("unix:"):
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(T(10))
+        s.connect(text[len("unix:"):])
+        return s
+    host, port = text[len("tcp://"):].rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=T(10))
+
+
+def failed_restart(args):
+    """csock ARGS run from a copy of the binary, removed before SIGUSR2: the
+    new process cannot start (the fds were asked for all the same), and
+    the old one serves on (an echo checks it). Returns its status after
+    SIGTERM."""
     d = tmpdir()
     exe = os.path.join(d, "csock")
     os.link(BIN, exe) if os.stat(BIN).st_dev == os.stat(d).st_dev else __import__("shutil").copy(BIN, exe)
-    p = Proc([exe, "serve", "echo", "tcp://127.0.0.1:0"])
+    p = Proc([exe] + args)
     try:
         line = p.read_line(15)
-        host, port = line[len("listening tcp://"):].rsplit(":", 1)
+        check(line.startswith("listening "), "said %r (stderr %r)" % (line, p.stderr()))
         os.unlink(exe)
         os.kill(p.pid, signal.SIGUSR2)
         wait_for(lambda: "still serving" in p.stderr(), 20, "the failed restart's line")
-        s = socket.create_connection((host, int(port)), timeout=T(10))
-        s.sendall(b"still here\n")
-        check_eq(s.recv(100), b"still here\n", "echo after a failed restart")
-        s.close()
+        with connect_to(line[len("listening "):]) as s:
+            s.sendall(b"still here\n")
+            check_eq(s.recv(100), b"still here\n", "echo after a failed restart")
         check(p.alive(), "the old process stopped")
     finally:
         rc = p.stop(signal.SIGTERM, 20)
     check_eq(rc, 0, "exit status (stderr %r)" % p.stderr()[-500:])
+
+
+def test_failed_new_process_keeps_old():
+    failed_restart(["serve", "echo", "tcp://127.0.0.1:0"])
+
+
+def test_failed_restart_unix_file_removed_at_the_end():
+    # The restart asked for the fds (the server left the file to the new
+    # process), but the new one failed: the old one, still serving, is the
+    # last owner and removes the file when it exits.
+    path = os.path.join(tmpdir(), "s")
+    failed_restart(["serve", "echo", "unix:" + path])
+    check(not os.path.exists(path), "the socket file is left after a failed restart")
 
 
 if __name__ == "__main__":

@@ -16,11 +16,15 @@ client (a plain TCP socket, as nc would be) reaching a WebSocket server
 - backpressure both ways, with 20 MB: a slow client holds back a fast
   WebSocket server, a slow WebSocket server a fast client; the proxy's
   peak RSS stays bounded and every byte arrives (a digest);
-- a ws:// listener with a ws:// backend is refused (exit 2)."""
+- a ws:// listener with a ws:// backend is refused (exit 2);
+- when the drain ends (--drain-timeout, or a second signal) a relay still
+  open tells its backend with a close 1001 "going away", and the client
+  gets its EOF."""
 import asyncio
 import hashlib
 import http
 import os
+import signal
 import socket
 import ssl
 import sys
@@ -270,6 +274,34 @@ def test_fast_client_held_back_by_a_slow_backend():
         check_eq(be.sink, (TOTAL, hashlib.sha256(data).hexdigest()), "bytes and digest at the backend")
         check_bounded(base, peak)
         px.finish()
+    finally:
+        be.close()
+
+
+def test_drain_end_says_going_away():
+    be = WsBackend()
+    try:
+        for how, drain in (("the drain timeout", "0.5"), ("a second signal", "60")):
+            ends = len(be.closes)
+            px = Proxy("tcp://127.0.0.1:0", "--drain-timeout", drain, "--to", be.url("/echo"))
+            with px.connect() as s:
+                s.settimeout(T(10))
+                s.sendall(b"open")
+                check_eq(recv_exact(s, 4), b"open", "echoed")
+                os.kill(px.pid, signal.SIGTERM)
+                wait_for(lambda: "draining: 1 relay" in px.stderr(), 10, "the drain's start")
+                if how == "a second signal":
+                    os.kill(px.pid, signal.SIGTERM)
+                try:
+                    got = recv_all(s)
+                except ConnectionResetError:
+                    got = b"(reset)"
+                check_eq(got, b"", "%s: the client's EOF" % how)
+            wait_for(lambda: len(be.closes) > ends, 10, "%s: the backend's end" % how)
+            check_eq(be.closes[ends:], [(1001, "going away")], "%s: the backend is told" % how)
+            check_eq(px.p.wait(T(10)), 0, "%s: the proxy exits by itself, status" % how)
+            err = px.finish()
+            check("the drain ended" in err, "-v says why: %r" % err)
     finally:
         be.close()
 

@@ -6,7 +6,7 @@ through the proxy to a `csock serve echo` backend while a steady stream of
 new ones connects across two restarts: none refused, reset or answered
 short; the long ones stay on the old process until they end, and then it
 exits 0. Over TCP and over a Unix socket (whose file must outlive the old
-process), and with a ws:// listener the restart is refused (its socket
+process, and be removed by the last one: also after a failed restart), and with a ws:// listener the restart is refused (its socket
 cannot be handed over) and the proxy goes on serving."""
 import os
 import signal
@@ -17,7 +17,7 @@ import tlscerts
 
 from csocktest import BIN, Proc, T, check, check_eq, main, recv_exact, tmpdir
 from deploykit import wait_for
-from test_deploy_restart import pid_gone, restart, restart_twice
+from test_deploy_restart import failed_restart, pid_gone, restart, restart_twice
 
 
 def echo_backend():
@@ -48,6 +48,18 @@ def test_proxy_restart_unix_keeps_the_file():
     path = os.path.join(tmpdir(), "px")
     run_restart("unix:" + path, socket.AF_UNIX, lambda text: text[len("unix:"):])
     check(not os.path.exists(path), "the last proxy left its socket file behind")
+
+
+def test_proxy_failed_restart_unix_file_removed_at_the_end():
+    # As serve's: the fds were asked for, the new process failed; the old
+    # one serves on and removes its file when it exits.
+    backend, baddr = echo_backend()
+    path = os.path.join(tmpdir(), "px")
+    try:
+        failed_restart(["proxy", "unix:" + path, "--to", baddr])
+    finally:
+        backend.stop(signal.SIGKILL)
+    check(not os.path.exists(path), "the socket file is left after a failed restart")
 
 
 def test_proxy_restart_keeps_tls():
