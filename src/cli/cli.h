@@ -220,7 +220,8 @@ typedef struct cli_restart {
         int inherited;         /* its sockets came from the process before us */
     } args[CLI_MAX_ENDPOINTS];
     unsigned nargs;
-    int handed;             /* a new process took our sockets over */
+    int handed;             /* a new process took our sockets over (or was
+                               still starting when we stopped) */
     char handed_text[CLI_MAX_ENDPOINTS][48]; /* "systemd:csock-epA" for inherited ones */
 } cli_restart;
 /* First of all, on the command line's addresses: in a process a restart
@@ -237,8 +238,9 @@ void cli_restart_loop_drain(cli_restart *r, unsigned index);
 void cli_restart_loop_stop(cli_restart *r, unsigned index);
 /* Once listening: tell the old process (CSOCK_RESTART_FD), if any. */
 void cli_restart_child_ready(void);
-/* After run: remove the Unix socket files of sockets inherited from the
- * process before us (it left them to us), unless we handed them on too. */
+/* After run: remove the Unix socket files the server served (inherited
+ * ones, and ours whose fds a failed restart asked for) when nobody else
+ * listens there, unless we handed them on. */
 void cli_restart_cleanup(cli_restart *r);
 
 /* ---- ws:// and wss:// addresses (cli_common.c) ---- */
