@@ -230,7 +230,11 @@ static int ur_init(csock_loop *loop)
  * index into the registered rings of the thread that registered it. */
 #define LIBURING_REG_RING 1
 
-static int foreign(const uring_state *st) { return st->single && !st->disabled && !pthread_equal(st->owner, pthread_self()); }
+/* Not the ring's thread: the kernel would refuse this one (-EEXIST). */
+static int foreign(const uring_state *st)
+{
+    return st->single && !st->disabled && !pthread_equal(st->owner, pthread_self());
+}
 
 static void ur_fini(csock_loop *loop)
 {
