@@ -198,7 +198,7 @@ static int ur_init(csock_loop *loop)
      * runs at most 20 deferred completions; more are left for the next
      * wait, which then does not block. Each older kernel refuses a flag it
      * does not know (-EINVAL): try again with fewer. CSOCK_URING_PLAIN=1
-     * skips to the shared ring, to compare. */
+     * takes the last (no flags), to compare. */
     static const unsigned tries[] = {
         IORING_SETUP_CQSIZE | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
             IORING_SETUP_R_DISABLED,
@@ -209,8 +209,9 @@ static int ur_init(csock_loop *loop)
     };
     int rc = -EINVAL;
     const char *plain = getenv("CSOCK_URING_PLAIN");
-    size_t first = plain && !strcmp(plain, "1") ? 2 : 0;
-    for (size_t i = first; i < sizeof tries / sizeof tries[0] && rc == -EINVAL; i++) {
+    size_t ntries = sizeof tries / sizeof tries[0];
+    size_t first = plain && !strcmp(plain, "1") ? ntries - 1 : 0;
+    for (size_t i = first; i < ntries && rc == -EINVAL; i++) {
         struct io_uring_params p = {.flags = tries[i], .cq_entries = CQ_ENTRIES};
         rc = io_uring_queue_init_params(RING_ENTRIES, &st->ring, &p);
         if (rc < 0) continue;
@@ -260,11 +261,17 @@ static void ur_fini(csock_loop *loop)
 
 static uint64_t req_tag(csock__ioreq *r) { return (uint64_t)(uintptr_t)r | 1; }
 
-static int prep_recv(uring_state *st, csock__ioreq *r)
+/* poll_first: POLL_FIRST (5.19, as the buffer ring), for a recv asked
+ * for again once the last one's bytes were handled, when the peer usually
+ * waits for the answer and the socket is empty: without it the kernel
+ * tries the recv first, in vain, then arms the poll. A stream's first recv
+ * tries at once (bytes or a reset already there are seen in this wait). */
+static int prep_recv(uring_state *st, csock__ioreq *r, int poll_first)
 {
     struct io_uring_sqe *sqe = get_sqe(st);
     if (!sqe) return -ENOMEM;
     io_uring_prep_recv(sqe, r->fd, NULL, RECV_MAX, 0);
+    if (poll_first) sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = IO_BGID;
     io_uring_sqe_set_data64(sqe, req_tag(r));
@@ -273,11 +280,12 @@ static int prep_recv(uring_state *st, csock__ioreq *r)
 
 static int ur_recv(csock_loop *loop, csock__ioreq *r, int fd)
 {
+    int again = r->op == CSOCK__IO_RECV && r->fd == fd; /* a stream's recv, asked for again */
     r->fd = fd;
     r->op = CSOCK__IO_RECV;
     r->cancelled = 0;
     uring_state *st = loop->bstate;
-    int rc = prep_recv(st, r);
+    int rc = prep_recv(st, r, again);
     if (rc == 0) {
         st->nreq++;
         r->busy = 1;
@@ -438,7 +446,7 @@ static int retry_waiting(csock_loop *loop)
     st->nobuf_head = st->nobuf_tail = NULL;
     for (csock__ioreq *next; r; r = next) {
         next = r->next;
-        if (prep_recv(st, r) < 0) {
+        if (prep_recv(st, r, 0) < 0) {
             r->next = st->cancelled; /* no SQE at all: report it as failed */
             st->cancelled = r;
         }
@@ -650,8 +658,7 @@ static int take_ring(uring_state *st)
     if (enable_ring(st) < 0) return -errno;
     st->disabled = 0;
     st->owner = pthread_self();
-    const char *reg = getenv("CSOCK_URING_REGFD");
-    if (!(reg && !strcmp(reg, "0"))) io_uring_register_ring_fd(&st->ring); /* optional */
+    io_uring_register_ring_fd(&st->ring); /* optional: without it, enter by the fd */
     return 0;
 }
 
