@@ -18,11 +18,13 @@
  * outlives it, so its user_data is simply its address, tagged in bit 0. */
 #include <liburing.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "loop/loop_int.h"
@@ -86,6 +88,11 @@ typedef struct {
     csock__ioreq *nobuf_head, *nobuf_tail; /* recvs to make again (-ENOBUFS) */
     csock__ioreq *cancelled;               /* taken off nobuf by a cancel: report */
     csock__ioreq *cancel_q;                /* cancels that found no submission slot */
+    unsigned nreq;                         /* requests whose callback is still to come */
+    int disabled; /* made with R_DISABLED: enabled by the first wait, on its thread */
+    int single;   /* SINGLE_ISSUER: only `owner` may enter the kernel */
+    int defer;    /* DEFER_TASKRUN: completions are posted only by a GETEVENTS enter */
+    pthread_t owner;
 } uring_state;
 
 /* Poll slots: bit 0 clear, index and generation above it. Completion
@@ -177,26 +184,39 @@ static int ur_init(csock_loop *loop)
      * work; it runs when the loop next enters the kernel, which it does
      * every iteration. Without it, perf showed a fifth of an HTTP server's
      * time in those interrupts. */
-    /* Not SINGLE_ISSUER (6.0): it binds the ring to one thread for good,
-     * and a loop may be run by another thread later: csock_server_free()
-     * finishes the closes of every loop's streams (the cancels of their
-     * requests in flight) on the thread that frees the server, where a
-     * SINGLE_ISSUER ring's io_uring_enter fails with -EEXIST (test_server's
-     * second stop, about one run in six under TSan). Nor DEFER_TASKRUN (it
-     * needs SINGLE_ISSUER; on 6.18 a wait also posted at most 20 deferred
-     * completions). Each older kernel refuses a flag it does not know
-     * (-EINVAL): try again with fewer. CSOCK_URING_PLAIN=1 skips the first
-     * try, to compare. */
+    /* SINGLE_ISSUER (6.0): the loop owns its ring, so the kernel skips the
+     * submission lock; DEFER_TASKRUN (6.1) on top: the work that posts a
+     * completion runs only when the loop waits (io_uring_enter with
+     * GETEVENTS, which every wait is), in a batch, not when the kernel
+     * interrupts whatever the loop does. The ring is made disabled: the
+     * kernel binds it to the thread that enables it, which is the one that
+     * first waits on it (ur_wait), not necessarily the one that made it
+     * (a server makes its loops on one thread and runs them on others).
+     * From then on no other thread may enter it: a csock_server finishes
+     * each loop's closes on that loop's own thread, and a wait from another
+     * thread (foreign_wait) only serves posts and timers. On 6.18 a wait
+     * runs at most 20 deferred completions; more are left for the next
+     * wait, which then does not block. Each older kernel refuses a flag it
+     * does not know (-EINVAL): try again with fewer. CSOCK_URING_PLAIN=1
+     * takes the last (no flags), to compare. */
     static const unsigned tries[] = {
+        IORING_SETUP_CQSIZE | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+            IORING_SETUP_R_DISABLED,
+        IORING_SETUP_CQSIZE | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER |
+            IORING_SETUP_R_DISABLED,
         IORING_SETUP_CQSIZE | IORING_SETUP_COOP_TASKRUN,
         0,
     };
     int rc = -EINVAL;
     const char *plain = getenv("CSOCK_URING_PLAIN");
-    size_t first = plain && !strcmp(plain, "1");
-    for (size_t i = first; i < sizeof tries / sizeof tries[0] && rc == -EINVAL; i++) {
+    size_t ntries = sizeof tries / sizeof tries[0];
+    size_t first = plain && !strcmp(plain, "1") ? ntries - 1 : 0;
+    for (size_t i = first; i < ntries && rc == -EINVAL; i++) {
         struct io_uring_params p = {.flags = tries[i], .cq_entries = CQ_ENTRIES};
         rc = io_uring_queue_init_params(RING_ENTRIES, &st->ring, &p);
+        if (rc < 0) continue;
+        st->disabled = st->single = (tries[i] & IORING_SETUP_R_DISABLED) != 0;
+        st->defer = (tries[i] & IORING_SETUP_DEFER_TASKRUN) != 0;
     }
     if (rc < 0) {
         free(st);
@@ -207,9 +227,26 @@ static int ur_init(csock_loop *loop)
     return 0;
 }
 
+/* liburing's INT_FLAG_REG_RING (src/int_flags.h): enter_ring_fd is an
+ * index into the registered rings of the thread that registered it. */
+#define LIBURING_REG_RING 1
+
+/* Not the ring's thread: the kernel would refuse this one (-EEXIST). */
+static int foreign(const uring_state *st)
+{
+    return st->single && !st->disabled && !pthread_equal(st->owner, pthread_self());
+}
+
 static void ur_fini(csock_loop *loop)
 {
     uring_state *st = loop->bstate;
+    if (foreign(st) && (st->ring.int_flags & LIBURING_REG_RING)) {
+        /* The index is the owner's: liburing's exit would unregister this
+         * thread's ring of that index, perhaps another loop's. The owner's
+         * entry goes when that thread exits. */
+        st->ring.int_flags &= (__u8)~LIBURING_REG_RING;
+        st->ring.enter_ring_fd = st->ring.ring_fd;
+    }
     io_uring_queue_exit(&st->ring);
     if (st->br) {
         munmap(st->br, (IO_MEM / IO_BUF_SIZE) * sizeof(struct io_uring_buf));
@@ -224,11 +261,17 @@ static void ur_fini(csock_loop *loop)
 
 static uint64_t req_tag(csock__ioreq *r) { return (uint64_t)(uintptr_t)r | 1; }
 
-static int prep_recv(uring_state *st, csock__ioreq *r)
+/* poll_first: POLL_FIRST (5.19, as the buffer ring), for a recv asked
+ * for again once the last one's bytes were handled, when the peer usually
+ * waits for the answer and the socket is empty: without it the kernel
+ * tries the recv first, in vain, then arms the poll. A stream's first recv
+ * tries at once (bytes or a reset already there are seen in this wait). */
+static int prep_recv(uring_state *st, csock__ioreq *r, int poll_first)
 {
     struct io_uring_sqe *sqe = get_sqe(st);
     if (!sqe) return -ENOMEM;
     io_uring_prep_recv(sqe, r->fd, NULL, RECV_MAX, 0);
+    if (poll_first) sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = IO_BGID;
     io_uring_sqe_set_data64(sqe, req_tag(r));
@@ -237,11 +280,14 @@ static int prep_recv(uring_state *st, csock__ioreq *r)
 
 static int ur_recv(csock_loop *loop, csock__ioreq *r, int fd)
 {
+    int again = r->op == CSOCK__IO_RECV && r->fd == fd; /* a stream's recv, asked for again */
     r->fd = fd;
     r->op = CSOCK__IO_RECV;
     r->cancelled = 0;
-    int rc = prep_recv(loop->bstate, r);
+    uring_state *st = loop->bstate;
+    int rc = prep_recv(st, r, again);
     if (rc == 0) {
+        st->nreq++;
         r->busy = 1;
         loop->active++; /* like an active watcher: the loop runs on for it */
     }
@@ -250,7 +296,8 @@ static int ur_recv(csock_loop *loop, csock__ioreq *r, int fd)
 
 static int ur_send(csock_loop *loop, csock__ioreq *r, int fd, const void *buf, size_t len)
 {
-    struct io_uring_sqe *sqe = get_sqe(loop->bstate);
+    uring_state *st = loop->bstate;
+    struct io_uring_sqe *sqe = get_sqe(st);
     if (!sqe) return -ENOMEM;
     if (len > INT32_MAX) len = INT32_MAX; /* the result is an int */
     io_uring_prep_send(sqe, fd, buf, len, MSG_NOSIGNAL);
@@ -258,6 +305,7 @@ static int ur_send(csock_loop *loop, csock__ioreq *r, int fd, const void *buf, s
     r->fd = fd;
     r->op = CSOCK__IO_SEND;
     r->cancelled = 0;
+    st->nreq++;
     r->busy = 1;
     loop->active++;
     return 0;
@@ -382,6 +430,7 @@ static void req_done(csock_loop *loop, uintptr_t tagged, int res, unsigned flags
             buf = st->joined;
         }
     }
+    st->nreq--;
     r->busy = 0;
     loop->active--;
     loop->io_cb(loop, r, res, buf);
@@ -397,7 +446,7 @@ static int retry_waiting(csock_loop *loop)
     st->nobuf_head = st->nobuf_tail = NULL;
     for (csock__ioreq *next; r; r = next) {
         next = r->next;
-        if (prep_recv(st, r) < 0) {
+        if (prep_recv(st, r, 0) < 0) {
             r->next = st->cancelled; /* no SQE at all: report it as failed */
             st->cancelled = r;
         }
@@ -405,6 +454,7 @@ static int retry_waiting(csock_loop *loop)
     int n = 0;
     while ((r = st->cancelled)) {
         st->cancelled = r->next;
+        st->nreq--;
         r->busy = 0;
         loop->active--;
         loop->io_cb(loop, r, -ECANCELED, NULL);
@@ -576,24 +626,92 @@ static int dispatch_batch(csock_loop *loop)
     return (int)n;
 }
 
-static int ur_wait(csock_loop *loop, int timeout_ms)
+/* io_uring_enable_rings(), which liburing 2.3 declares but does not export. */
+static int enable_ring(uring_state *st)
+{
+    return (int)syscall(__NR_io_uring_register, st->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS,
+                        NULL, 0);
+}
+
+/* A wait on a thread that does not own the ring (SINGLE_ISSUER), which
+ * could only fail in the kernel (-EEXIST): a loop freed by another thread
+ * than the one that ran it (csock_server_free), serving what was posted to
+ * it after its run ended. Posts and timers need no ring: wait on the
+ * eventfd alone. Requests in flight or watchers would never be heard of
+ * here: that is a caller's error. */
+static int foreign_wait(csock_loop *loop, int timeout_ms)
 {
     uring_state *st = loop->bstate;
-    if ((st->nobuf_head || st->cancelled) && retry_waiting(loop)) timeout_ms = 0;
-    if ((st->nrm || st->cancel_q || st->nretry) && sync_pending(st)) timeout_ms = 0;
+    if (st->nreq || st->nslots - st->nfree > (loop->wake_w.index >= 0)) return -EEXIST;
+    struct pollfd p = {.fd = loop->wake_fd, .events = POLLIN};
+    int n = poll(&p, 1, timeout_ms);
+    csock_loop_update_time(loop);
+    if (n > 0) loop->wake_w.cb(loop, &loop->wake_w, CSOCK_READABLE);
+    return n > 0;
+}
+
+/* The first wait: the ring becomes this thread's (SINGLE_ISSUER), and so
+ * does a registered ring fd, which spares each io_uring_enter the lookup
+ * of the ring's file (a thread's registered rings are its own). */
+static int take_ring(uring_state *st)
+{
+    if (enable_ring(st) < 0) return -errno;
+    st->disabled = 0;
+    st->owner = pthread_self();
+    io_uring_register_ring_fd(&st->ring); /* optional: without it, enter by the fd */
+    return 0;
+}
+
+#define DEFER_BATCH 16 /* an enter that posted this many may have left more */
+#define DEFER_ROUNDS 16
+
+/* Submit, and wait up to timeout_ms for a completion. liburing does not
+ * ask the kernel for events when the completion queue holds some already
+ * (its wait is satisfied); with DEFER_TASKRUN that would leave the
+ * deferred completions (a cancelled recv's, say) unposted for as long as
+ * other completions keep the queue non-empty, which a flood of ready polls
+ * does for ever: then submit and run them without waiting. */
+static int enter(uring_state *st, int timeout_ms)
+{
+    if (st->defer && (timeout_ms == 0 || io_uring_cq_ready(&st->ring)))
+        return io_uring_submit_and_get_events(&st->ring);
     struct io_uring_cqe *cqe;
     struct __kernel_timespec ts = {.tv_sec = timeout_ms / 1000,
                                    .tv_nsec = (long long)(timeout_ms % 1000) * 1000000};
-    int rc = io_uring_submit_and_wait_timeout(&st->ring, &cqe, 1, timeout_ms < 0 ? NULL : &ts, NULL);
-    if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY) return rc;
-    csock_loop_update_time(loop);
-    /* Everything completed, batch by batch (bounded, so timers and the
-     * other phases get their turn under a flood). */
+    return io_uring_submit_and_wait_timeout(&st->ring, &cqe, 1, timeout_ms < 0 ? NULL : &ts, NULL);
+}
+
+static int ur_wait(csock_loop *loop, int timeout_ms)
+{
+    uring_state *st = loop->bstate;
+    if (st->disabled) {
+        int rc = take_ring(st);
+        if (rc < 0) return rc;
+    } else if (foreign(st)) {
+        return foreign_wait(loop, timeout_ms);
+    }
+    if ((st->nobuf_head || st->cancelled) && retry_waiting(loop)) timeout_ms = 0;
+    if ((st->nrm || st->cancel_q || st->nretry) && sync_pending(st)) timeout_ms = 0;
     int total = 0;
-    for (int batch = 0; batch < 64; batch++) {
-        int n = dispatch_batch(loop);
-        total += n;
-        if (n < 256) break;
+    for (int round = 0; round < DEFER_ROUNDS; round++) {
+        unsigned before = io_uring_cq_ready(&st->ring);
+        int rc = enter(st, round ? 0 : timeout_ms);
+        if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY) return rc;
+        if (!round) csock_loop_update_time(loop);
+        unsigned got = io_uring_cq_ready(&st->ring) - before;
+        /* Everything completed, batch by batch (bounded, so timers and the
+         * other phases get their turn under a flood). */
+        for (int batch = 0; batch < 64; batch++) {
+            int n = dispatch_batch(loop);
+            total += n;
+            if (n < 256) break;
+        }
+        /* With DEFER_TASKRUN an enter posts at most ~20 deferred
+         * completions (6.18): when it posted that many, more may wait.
+         * Enter again now, which also sends what the callbacks queued,
+         * rather than leave them to the next iteration (a NOWAIT run would
+         * see 20 a turn, a close of 600 streams 30 turns). */
+        if (!st->defer || got < DEFER_BATCH) break;
     }
     return total;
 }

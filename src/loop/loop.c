@@ -448,6 +448,19 @@ int csock_loop_run(csock_loop *loop, csock_run_mode mode)
     return alive;
 }
 
+int csock__loop_settle(csock_loop *loop)
+{
+    for (;;) {
+        unsigned open = 0;
+        for (csock__handle *h = loop->handles; h; h = h->next) open++;
+        /* Every handle counted is on the list: none closing, none held. */
+        if (loop->nhandles == open && !loop->closing) return 0;
+        if (!loop_alive(loop)) return 0; /* nothing would come: the free's walk decides */
+        int rc = csock_loop_run(loop, CSOCK_RUN_ONCE);
+        if (rc < 0) return rc;
+    }
+}
+
 /* ---- public fd watchers ---------------------------------------------------------- */
 
 struct csock_io {

@@ -43,6 +43,13 @@ void csock__handle_close(csock__handle *h, void (*finish)(csock__handle *h));
  * nothing stays open on a loop about to be freed. */
 void csock__loop_walk(csock_loop *loop, csock_walk_cb cb, void *data, int internal);
 
+/* Run the loop until every handle closed so far has finished (with
+ * io_uring, once the kernel has answered the cancels of its requests in
+ * flight), without waiting for the handles still open. A server's loop
+ * thread calls it before it ends: an io_uring loop can only be run by the
+ * thread that first ran it. 0 or a backend error. */
+int csock__loop_settle(csock_loop *loop);
+
 /* A timer or signal watcher the library keeps for itself (inside a stream,
  * a listener, a TLS connection, an HTTP server, a csock_server): as
  * csock_timer_new() / csock_signal_new(), but csock_loop_walk() does not

@@ -455,7 +455,10 @@ static void *run_loop(void *arg)
             srv->sigs[i] = NULL;
         }
     csock__group_close_all(sl->group);
-    csock_loop_run(sl->loop, CSOCK_RUN_NOWAIT);
+    /* Finish those closes here, on the loop's own thread: an io_uring loop
+     * (SINGLE_ISSUER) cannot be run by the thread that frees the server.
+     * The application's handles stay open until csock_server_free(). */
+    sl->rc = sl->rc < 0 ? sl->rc : csock__loop_settle(sl->loop);
     return NULL;
 }
 

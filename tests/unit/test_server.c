@@ -547,6 +547,31 @@ static int count_fds(void)
     return n;
 }
 
+/* Stops that come after the run has returned post to loops whose threads
+ * have ended; csock_server_free() on this thread runs those posts. An
+ * io_uring loop belongs to the thread that ran it (SINGLE_ISSUER): this
+ * thread must not enter its ring, and the free must still finish and free
+ * every loop (it asserted on -EEXIST when it had closes of its own to
+ * finish there; without the assert, the loops leaked). */
+static void test_stop_after_run_then_free(void **state)
+{
+    int fds = count_fds();
+    fixture f;
+    start(&f, 2, 0, 20000, 0);
+    int fd = client(&f.tcp);
+    echo_once(fd, 1);
+    csock_server_stop(f.srv); /* drains: the idle connection ends, the run returns */
+    double t0 = now_s();
+    int rc = pthread_join(f.th, NULL);
+    assert_int_equal(rc, 0);
+    assert_true(now_s() - t0 < 10);
+    CHECK_OK(f.run_rc);
+    csock_server_stop(f.srv); /* the second stop: posted to loops that no longer run */
+    csock_server_free(f.srv);
+    close(fd);
+    assert_int_equal(count_fds(), fds); /* every loop freed (rings, eventfds) */
+}
+
 /* A plain listening socket with SO_REUSEPORT, as another server's loops
  * have: the "foreign holder" of a port. */
 static int foreign_listener(csock_addr *a)
@@ -689,6 +714,7 @@ int main(void)
         cmocka_unit_test(test_drain_timeout_closes_stuck),
         cmocka_unit_test(test_stop_callback_owns_goodbye),
         cmocka_unit_test(test_second_stop_is_immediate),
+        cmocka_unit_test(test_stop_after_run_then_free),
         cmocka_unit_test(test_busy_port_refused_unless_shared),
         cmocka_unit_test(test_failed_listen_leaves_nothing),
         cmocka_unit_test(test_free_closes_what_is_left),
