@@ -163,13 +163,16 @@ for s in servers:
         r = [float(x[2]) for x in rows if x[0] == s and x[1] == sc and x[2]]
         u = [float(x[3]) for x in rows if x[0] == s and x[1] == sc and x[3]]
         med[s, sc] = (statistics.median(r) if r else 0, statistics.median(u) if u else 0, len(r))
-print("| scenario | server | req/s (median) | csock / server | server CPU us/req |")
+# The ratio column compares the first server named (csock unless SERVERS
+# says otherwise) with each of the others.
+first = servers[0]
+print(f"| scenario | server | req/s (median) | {first} / server | server CPU us/req |")
 print("|---|---|---:|---:|---:|")
 for sc in scen:
-    base = med.get(("csock", sc), (0,))[0]
+    base = med.get((first, sc), (0,))[0]
     for s in servers:
         rps, us, n = med[s, sc]
-        ratio = f"{base / rps:.2f}x" if rps and s != "csock" else "-"
+        ratio = f"{base / rps:.2f}x" if rps and s != first else "-"
         print(f"| {sc} | {s} | {rps:,.0f} | {ratio} | {us:.2f} |")
 EOF
 errs=$(awk -F'\t' '$5 != "" {print}' "$OUT/results.tsv")
