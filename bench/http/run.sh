@@ -7,8 +7,9 @@
 #                                       SCENARIOS="small 100k pipeline16")
 # csock is csock on epoll (CSOCK_BACKEND=epoll: the default, auto, would pick
 # io_uring where allowed) and csock_uring csock on io_uring (completion I/O). With
-# CSOCK_BIN_B set, the server csock_b is that other build of csock (for an
-# A/B of two builds in the same run: SERVERS="csock csock_b ...").
+# CSOCK_BIN_B set, the servers csock_b and csock_uring_b are that other build
+# of csock on epoll and io_uring (for an A/B of two builds in the same run:
+# SERVERS="csock csock_b ..." or SERVERS="csock_uring csock_uring_b").
 #
 # Every server runs one process/thread pinned to CPU 0 (taskset -c 0), wrk
 # runs on CPU 1 (taskset -c 1). Scenarios: a 12-byte file with 100
@@ -89,6 +90,8 @@ start_server() { # NAME
                > "$TMP/csock.out" 2> "$TMP/csock.err" & ;;
     csock_b) taskset -c 0 env CSOCK_BACKEND=epoll "$CSOCK_BIN_B" serve http "$ROOT" "tcp://127.0.0.1:$port" --threads 1 \
                > "$TMP/csock_b.out" 2> "$TMP/csock_b.err" & ;;
+    csock_uring_b) taskset -c 0 env CSOCK_BACKEND=uring "$CSOCK_BIN_B" serve http "$ROOT" \
+                       "tcp://127.0.0.1:$port" --threads 1 > "$TMP/csock_uring_b.out" 2> "$TMP/csock_uring_b.err" & ;;
     csock_uring) taskset -c 0 env CSOCK_BACKEND=uring "$CSOCK_BIN" serve http "$ROOT" \
                      "tcp://127.0.0.1:$port" --threads 1 > "$TMP/csock_uring.out" 2> "$TMP/csock_uring.err" & ;;
     nginx) taskset -c 0 nginx -c "$(render "$HERE/nginx.conf.in" "$port")" -p "$TMP" \
@@ -160,13 +163,16 @@ for s in servers:
         r = [float(x[2]) for x in rows if x[0] == s and x[1] == sc and x[2]]
         u = [float(x[3]) for x in rows if x[0] == s and x[1] == sc and x[3]]
         med[s, sc] = (statistics.median(r) if r else 0, statistics.median(u) if u else 0, len(r))
-print("| scenario | server | req/s (median) | csock / server | server CPU us/req |")
+# The ratio column compares the first server named (csock unless SERVERS
+# says otherwise) with each of the others.
+first = servers[0]
+print(f"| scenario | server | req/s (median) | {first} / server | server CPU us/req |")
 print("|---|---|---:|---:|---:|")
 for sc in scen:
-    base = med.get(("csock", sc), (0,))[0]
+    base = med.get((first, sc), (0,))[0]
     for s in servers:
         rps, us, n = med[s, sc]
-        ratio = f"{base / rps:.2f}x" if rps and s != "csock" else "-"
+        ratio = f"{base / rps:.2f}x" if rps and s != first else "-"
         print(f"| {sc} | {s} | {rps:,.0f} | {ratio} | {us:.2f} |")
 EOF
 errs=$(awk -F'\t' '$5 != "" {print}' "$OUT/results.tsv")
