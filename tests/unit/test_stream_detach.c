@@ -323,16 +323,26 @@ static void queue_output(out *o)
     assert_true(csock_stream_write_queue_size(o->x.s) > 0);
 }
 
+/* A pair whose stream has more output queued than the socket holds, being
+ * detached. 0, or -ENOMEM (the sweep) with the pair gone. */
+static int start_out(out *o)
+{
+    setup_pair(&o->x, 0, 0);
+    queue_output(o);
+    int rc = csock_stream_detach(o->x.s, on_detached_out, o);
+    if (rc == -ENOMEM) {
+        teardown_pair(&o->x);
+        return rc;
+    }
+    CHECK_OK(rc);
+    return 0;
+}
+
 static void detach_waits_for_queued_output(void **state)
 {
     (void)state;
     out o = {0};
-    setup_pair(&o.x, 0, 0);
-    csock_io_set_data(o.x.wio, &o);
-    queue_output(&o);
-    int rc = csock_stream_detach(o.x.s, on_detached_out, &o);
-    if (rc == -ENOMEM) return teardown_pair(&o.x);
-    CHECK_OK(rc);
+    if (start_out(&o) < 0) return;
     h_spin(o.x.loop, 3);
     assert_false(o.x.det_done); /* the output waits for its reader */
     /* The peer's watcher becomes the reader. */
@@ -353,11 +363,7 @@ static void detach_reports_the_error_of_a_failed_stream(void **state)
 {
     (void)state;
     out o = {0};
-    setup_pair(&o.x, 0, 0);
-    queue_output(&o);
-    int rc = csock_stream_detach(o.x.s, on_detached_out, &o);
-    if (rc == -ENOMEM) return teardown_pair(&o.x);
-    CHECK_OK(rc);
+    if (start_out(&o) < 0) return;
     close(o.x.peer); /* its unread bytes go: the stream's send fails */
     o.x.peer = -1;
     RUN_UNTIL(o.x.loop, o.x.det_done, 10000);
@@ -370,11 +376,7 @@ static void detach_cancelled_by_a_close(void **state)
 {
     (void)state;
     out o = {0};
-    setup_pair(&o.x, 0, 0);
-    queue_output(&o);
-    int rc = csock_stream_detach(o.x.s, on_detached_out, &o);
-    if (rc == -ENOMEM) return teardown_pair(&o.x);
-    CHECK_OK(rc);
+    if (start_out(&o) < 0) return;
     assert_int_equal(csock_stream_detach(o.x.s, on_detached_out, &o), -EINVAL); /* once */
     csock_stream_close(o.x.s, NULL);
     RUN_UNTIL(o.x.loop, o.x.det_done, 10000);
