@@ -11,7 +11,6 @@ tunnel open exits 0."""
 import hashlib
 import os
 import random
-import re
 import socket
 import sys
 import threading

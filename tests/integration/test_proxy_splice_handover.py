@@ -15,38 +15,11 @@ import re
 import socket
 import threading
 
-from csocktest import T, check, check_eq, main, recv_all
+from csocktest import T, check_eq, main, recv_all
+from test_nc_proxy_splice import sink_port
 from test_proxy import Proxy
 
 UP = random.Random(12).randbytes(8 << 20)
-
-
-def sink():
-    """A backend that reads to EOF, answers the sha256 of what it got and
-    "end", and closes; one thread per connection. Returns its port."""
-    ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(64)
-
-    def serve(c):
-        with c:
-            h = hashlib.sha256()
-            while True:
-                d = c.recv(1 << 20)
-                if not d:
-                    break
-                h.update(d)
-            c.sendall(h.digest() + b"end")
-
-    def accept():
-        while True:
-            try:
-                c, _ = ls.accept()
-            except OSError:
-                return
-            threading.Thread(target=serve, args=(c,), daemon=True).start()
-    threading.Thread(target=accept, daemon=True).start()
-    return ls
 
 
 def one_client(px):
@@ -85,17 +58,15 @@ def run_on(backend, to):
 
 
 def test_raw_backend_every_loop_backend():
-    ls = sink()
-    with ls:
-        for backend in (None, "epoll", "poll"):
-            run_on(backend, "tcp://127.0.0.1:%d" % ls.getsockname()[1])
+    port = sink_port(b"end")
+    for backend in (None, "epoll", "poll"):
+        run_on(backend, "tcp://127.0.0.1:%d" % port)
 
 
 def test_dialled_backend_every_loop_backend():
-    ls = sink()
-    with ls:
-        for backend in (None, "epoll", "poll"):
-            run_on(backend, "tcp://localhost:%d" % ls.getsockname()[1])
+    port = sink_port(b"end")
+    for backend in (None, "epoll", "poll"):
+        run_on(backend, "tcp://localhost:%d" % port)
 
 
 if __name__ == "__main__":
