@@ -271,6 +271,27 @@ CSOCK_API void csock_stream_set_data(csock_stream *s, void *data);
 CSOCK_API csock_loop *csock_stream_loop(const csock_stream *s);
 CSOCK_API int csock_stream_fd(const csock_stream *s);
 
+/* Take the socket out of a plain stream, with the input it has read but
+ * the application has not consumed, for code that moves the bytes itself
+ * (splice(2), another process). The stream stops reading; its queued
+ * output is sent first; on a completion backend (io_uring) the recv in
+ * flight is cancelled and waited for, and any bytes it still brought join
+ * the buffered input. Then `cb` is called once, from the loop, never from
+ * inside this call: status 0, `fd` the socket (the caller's from then on:
+ * non-blocking, close-on-exec) and [buf, buf+len) the unconsumed input
+ * (valid during the call only), which came before anything the socket
+ * still holds. A negative status (the stream failed, or was closed
+ * meanwhile: -ECANCELED) comes with fd -1 and the input buffered so far.
+ * From this call on the stream's read, drain and close callbacks and its
+ * data are no longer the application's; `cb` is the last it hears of the
+ * stream, which is closed when cb returns (s is valid during cb).
+ * Returns 0, -ENOTSUP on a filtered (TLS) stream, -EINVAL on a stream that
+ * is closing, ending, connecting or already being detached, the stream's
+ * error if it has failed, or -ENOMEM; on an error the stream is untouched. */
+typedef void (*csock_stream_detach_cb)(csock_stream *s, int status, int fd, const char *buf,
+                                       size_t len, void *data);
+CSOCK_API int csock_stream_detach(csock_stream *s, csock_stream_detach_cb cb, void *data);
+
 /* The peer's / local address (scheme tcp, unix, or tls on a TLS stream).
  * On a stream a PROXY protocol listener accepted (csock_listen_opts'
  * proxy_protocol), the peer is the client its header named. Returns 0 or

@@ -6,8 +6,8 @@
  * DNS never stalls the other clients. Then the tunnel relays both ways,
  * half-closes passed on, each side read only while the other keeps up:
  * by splice(2) between the two sockets (splice_relay.c: the bytes never
- * enter user space) when both are plain and nothing of the tunnel is left
- * in the streams' buffers, else by the two streams.
+ * enter user space) when both are plain, on every backend, else (TLS) by
+ * the two streams.
  *
  * A pair's memory: one `pxc` for both streams, freed once the lookup (if
  * any) has come back and both streams' close callbacks have run (or the
@@ -171,38 +171,25 @@ static void on_splice_end(splice_relay *sr, int why)
     px_unref(p);
 }
 
-/* A tunnel between plain sockets, its answer sent whole and none of the
- * client's bytes waiting in its stream: the splice relay takes both
- * sockets and the streams go. Not on io_uring: there the client's stream
- * read with a recv in flight, whose cancel (at read_stop) completes later
- * and may still take bytes the relay would never see. Returns 0 (it did;
- * an error there ended the pair) or 1 (the streams relay: nothing was
- * changed). */
+/* A tunnel between plain sockets: the splice relay takes both sockets
+ * from the streams (csock_stream_detach: once the answer is out and, on
+ * io_uring, the client's recv has completed), and the client's bytes that
+ * came after its request and wait in its stream go to the target first.
+ * Returns 0 (it did; an error there ended the pair) or 1 (TLS: the streams
+ * relay, nothing was changed). */
 static int splice_tunnel(pxc *p)
 {
-    if (p->pending || csock_stream_write_queue_size(p->cs) || csock_tls_is_tls(p->cs) ||
-        csock_tls_is_tls(p->ts) || !strcmp(csock_loop_backend(p->srv->loop), "uring"))
-        return 1;
-    int fd[2] = {splice_relay_dup(p->cs), splice_relay_dup(p->ts)};
-    if (fd[0] < 0 || fd[1] < 0) { /* (out of descriptors) the streams can still do it */
-        for (int i = 0; i < 2; i++)
-            if (fd[i] >= 0) close(fd[i]);
-        return 1;
-    }
+    if (csock_tls_is_tls(p->cs) || csock_tls_is_tls(p->ts)) return 1;
     pxs *srv = p->srv;
     csock_stream *both[2] = {p->cs, p->ts};
     p->cs = p->ts = NULL;
-    for (int i = 0; i < 2; i++) {
-        csock_stream_on_close(both[i], NULL);
-        csock_stream_close(both[i], NULL);
-    }
     p->refs--; /* the two streams' references become the relay's one */
     splice_relay_init(&p->sp, srv->loop, &srv->pool, on_splice_end, p);
     p->next = srv->spliced;
     if (p->next) p->next->prev = p;
     srv->spliced = p;
-    int rc = splice_relay_attach(&p->sp, 0, fd[0], NULL);
-    int rc1 = splice_relay_attach(&p->sp, 1, fd[1], NULL); /* (it owns fd[1] even if the first failed) */
+    int rc = splice_relay_take(&p->sp, 0, &both[0]);
+    int rc1 = splice_relay_take(&p->sp, 1, &both[1]); /* (it takes both[1] even if the first failed) */
     if (rc == 0) rc = rc1;
     if (rc == 0) rc = splice_relay_start(&p->sp);
     if (p->srv->o->verbose) cli_warn("proxy: tunnel to %s:%d open (splice)", p->host, p->port);
@@ -417,7 +404,6 @@ static size_t on_client(csock_stream *s, int status, const char *buf, size_t len
         else if (st == PX_REQUEST) used += socks5_request(p, b + used, len - used);
         else if (st == PX_HTTP) used += http_request_in(p, buf + used, len - used);
     } while (used > before && used < len && p->state <= PX_HTTP);
-    if (p->state == PX_WAIT) p->pending = len - used; /* stays in the stream: relayed first */
     if (status == CSOCK_EOF && p->state <= PX_HTTP) csock_stream_close(s, NULL);
     return used;
 }

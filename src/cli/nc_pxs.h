@@ -50,7 +50,6 @@ struct pxc {
     int port;
     int eof_c, eof_t;             /* each side has finished sending */
     pxf *fwd;                     /* HTTP forwarding (NULL: a tunnel) */
-    size_t pending;               /* the client's bytes after its request, held by its stream */
     splice_relay sp;              /* a tunnel between plain sockets: cs and ts became sp's */
     pxc *next, *prev;             /* in srv->spliced while sp relays */
 };

@@ -124,8 +124,9 @@ static void on_socket(csock_io *io, int events)
     splice_relay_events(&r->sp, 1, events);
 }
 
-/* The splice relay takes both sockets: a stream's by a dup (the stream
- * closes its own), a raw connect's with its watcher. */
+/* The splice relay takes both sockets: a stream's by csock_stream_detach
+ * (on io_uring a recv in flight is waited for, so no byte is lost), a raw
+ * connect's with its watcher. */
 static int start_splice(relay *r)
 {
     for (int i = 0; i < 2; i++) {

@@ -1,6 +1,8 @@
 /* Two plain sockets relayed with splice(2): see splice_relay.h. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -58,6 +60,17 @@ static int pump(splice_relay *sr, int d)
     int src = sr->fd[d], dst = sr->fd[!d];
     int drained = 0; /* a short read emptied the socket */
     for (;;) {
+        if (h->early) { /* the stream's unconsumed input goes before the socket's */
+            ssize_t n = send(dst, h->early + h->early_off, h->early_len - h->early_off,
+                             MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) return errno == EAGAIN ? 0 : -errno;
+            h->early_off += (uint32_t)n;
+            h->bytes += (uint64_t)n;
+            if (h->early_off < h->early_len) continue;
+            free(h->early);
+            h->early = NULL;
+        }
         while (h->inpipe) {
             ssize_t n = splice(h->pipe[0], NULL, dst, NULL, h->inpipe,
                                SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -98,8 +111,8 @@ static int pump(splice_relay *sr, int d)
 static int watch(splice_relay *sr)
 {
     for (int i = 0; i < 2; i++) {
-        int ev = (!sr->h[i].eof && !sr->h[i].inpipe ? CSOCK_READABLE : 0) |
-                 (sr->h[!i].inpipe ? CSOCK_WRITABLE : 0);
+        int ev = (!sr->h[i].eof && !sr->h[i].inpipe && !sr->h[i].early ? CSOCK_READABLE : 0) |
+                 (sr->h[!i].inpipe || sr->h[!i].early ? CSOCK_WRITABLE : 0);
         if (ev == sr->want[i]) continue;
         int rc = csock_io_start(sr->io[i], ev);
         if (rc < 0) return rc;
@@ -146,29 +159,88 @@ int splice_relay_attach(splice_relay *sr, int i, int fd, csock_io *io)
     return rc;
 }
 
-int splice_relay_dup(const csock_stream *s)
+/* ---- taking a stream's socket ---- */
+
+/* A take on its way: the detach's callback may come after the relay has
+ * ended (sr NULL then), so it holds no pointer into a freed owner. */
+struct splice_take {
+    splice_relay *sr;   /* NULL: called off */
+    csock_stream *s;
+    int i;
+};
+
+/* The takes have all come: relay, or end with the first error. */
+static void begin(splice_relay *sr)
 {
-    int fd = fcntl(csock_stream_fd(s), F_DUPFD_CLOEXEC, 0);
-    return fd < 0 ? -errno : fd;
+    int rc = sr->err ? sr->err : watch(sr);
+    if (rc < 0) sr->on_end(sr, rc);
+}
+
+/* The stream's input nobody consumed goes to the other side first. */
+static int keep_early(splice_half *h, const char *buf, size_t len)
+{
+    if (!len) return 0;
+    if (len > UINT32_MAX || !(h->early = malloc(len))) return -ENOMEM;
+    memcpy(h->early, buf, len);
+    h->early_off = 0;
+    h->early_len = (uint32_t)len;
+    return 0;
+}
+
+static void on_detached(csock_stream *s, int status, int fd, const char *buf, size_t len, void *data)
+{
+    struct splice_take *t = data;
+    splice_relay *sr = t->sr;
+    int i = t->i;
+    (void)s;
+    free(t);
+    if (!sr) { /* the relay ended meanwhile */
+        if (fd >= 0) close(fd);
+        return;
+    }
+    sr->take[i] = NULL;
+    int rc = status;
+    if (rc == 0) rc = splice_relay_attach(sr, i, fd, NULL);
+    if (rc == 0) rc = keep_early(&sr->h[i], buf, len);
+    if (rc < 0 && !sr->err) sr->err = rc;
+    if (sr->started && !sr->take[!i]) begin(sr);
 }
 
 int splice_relay_take(splice_relay *sr, int i, csock_stream **s)
 {
-    int fd = splice_relay_dup(*s);
-    if (fd < 0) return fd;
-    csock_stream_close(*s, NULL);
+    csock_stream *st = *s;
     *s = NULL;
-    return splice_relay_attach(sr, i, fd, NULL);
+    csock_stream_on_close(st, NULL);
+    struct splice_take *t = malloc(sizeof *t);
+    int rc = t ? csock_stream_detach(st, on_detached, t) : -ENOMEM;
+    if (rc < 0) {
+        free(t);
+        csock_stream_close(st, NULL);
+        if (!sr->err) sr->err = rc;
+        return rc;
+    }
+    *t = (struct splice_take){.sr = sr, .s = st, .i = i};
+    sr->take[i] = t;
+    return 0;
 }
 
 int splice_relay_start(splice_relay *sr)
 {
-    return watch(sr);
+    sr->started = 1;
+    if (sr->err) return sr->err;
+    return sr->take[0] || sr->take[1] ? 0 : watch(sr);
 }
 
 void splice_relay_close(splice_relay *sr)
 {
     for (int i = 0; i < 2; i++) {
+        if (sr->take[i]) { /* its callback comes with -ECANCELED and finds no relay */
+            sr->take[i]->sr = NULL;
+            csock_stream_close(sr->take[i]->s, NULL);
+            sr->take[i] = NULL;
+        }
+        free(sr->h[i].early);
+        sr->h[i].early = NULL;
         if (sr->io[i]) csock_io_close(sr->io[i], NULL);
         if (sr->fd[i] >= 0) close(sr->fd[i]);
         sr->io[i] = NULL;

@@ -9,6 +9,11 @@
  * with csock_io, level-triggered: a source is read only while its pipe is
  * empty, which is the backpressure.
  *
+ * A stream's socket is taken with csock_stream_detach(), which hands it
+ * over once nothing of the stream's is in flight (its output sent; on
+ * io_uring its recv completed), with the input the stream read but no one
+ * consumed: those bytes go to the other side first.
+ *
  * An EOF from one side is passed on as a shutdown of the other's write
  * side; the relay ends when both directions have ended that way, or at the
  * first error (a reset). One loop, one thread: a relay and its pool belong
@@ -34,6 +39,8 @@ void splice_pool_free(splice_pool *pool);
 typedef struct splice_half {
     int pipe[2];        /* -1 while the direction holds no bytes */
     uint32_t inpipe;    /* bytes in the pipe */
+    char *early;        /* the source stream's unconsumed input, sent first (NULL: none) */
+    uint32_t early_off, early_len;
     unsigned char eof;  /* the source finished */
     unsigned char shut; /* the sink's write side is shut down */
     uint64_t bytes;     /* relayed */
@@ -56,6 +63,9 @@ struct splice_relay {
     unsigned char want[2]; /* the events io[i] watches */
     splice_half h[2];      /* h[0]: fd[0] -> fd[1], h[1]: fd[1] -> fd[0] */
     uint64_t last_io;      /* loop ms of the last read from either side (0: none) */
+    struct splice_take *take[2]; /* side i's stream being detached (NULL: none) */
+    unsigned char started; /* splice_relay_start() was called */
+    int err;               /* a side that could not be taken: the relay ends with it */
 };
 
 /* An empty relay (no sockets yet). */
@@ -66,18 +76,21 @@ void splice_relay_init(splice_relay *sr, csock_loop *loop, splice_pool *pool, sp
  * splice_relay_events(sr, i, events) (it passes to the relay too); NULL:
  * the relay makes its own. Returns 0 or -errno. */
 int splice_relay_attach(splice_relay *sr, int i, int fd, csock_io *io);
-/* A descriptor of s's socket to attach (a dup: the stream closes its own).
- * Returns it or -errno. */
-int splice_relay_dup(const csock_stream *s);
-/* Side i from the plain stream *s: a dup of its socket, then the stream is
- * closed (its on_close callback, if any, runs) and *s set to NULL. When
- * the dup fails, *s is left open and untouched. Returns 0 or -errno. */
+/* Side i from the plain stream *s, by csock_stream_detach(): the stream is
+ * the relay's from this call on, whatever it returns, and *s is set to
+ * NULL; its close callback is not called. The socket and the stream's
+ * unconsumed input join the relay once the stream has let them go (later,
+ * from the loop). Returns 0, or -errno when the detach could not begin:
+ * the stream is closed then, and the caller ends the relay. */
 int splice_relay_take(splice_relay *sr, int i, csock_stream **s);
-/* Both sides attached: start relaying. Returns 0 or -errno. */
+/* Every side attached or being taken: start relaying (once the takes have
+ * come, should any still be on their way). Returns 0, or -errno (a take
+ * that failed): the caller ends the relay. */
 int splice_relay_start(splice_relay *sr);
 /* Side i's socket is ready (for watchers the caller made). */
 void splice_relay_events(splice_relay *sr, int i, int events);
-/* Stop watching, close both sockets, give the pipes back. */
+/* Stop watching, close both sockets, give the pipes back; a take still on
+ * its way is called off (its stream closed). */
 void splice_relay_close(splice_relay *sr);
 
 #endif

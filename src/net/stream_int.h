@@ -50,6 +50,7 @@ enum {
     F_MSG_END = 1 << 16,   /* framed: msg_cb has had its final status */
     F_ZOMBIE = 1 << 17,    /* closed, finished once its requests complete (ring) */
     F_DRAIN_CANCEL = 1 << 18, /* the recv was cancelled to see if a drain may end it */
+    F_DETACH = 1 << 19,    /* csock_stream_detach(): waiting to hand its socket over */
 };
 
 /* What the stream's one timer is armed for. T_WATCH covers the idle, read

@@ -1,7 +1,7 @@
 /* A stream's completion I/O (io_uring): one recv and one send request in
  * flight, and a closed stream finishing once its requests complete. */
 
-#include "net/stream_int.h"
+#include "net/stream_detach.h"
 
 static void on_recv_done(csock_stream *s, int res, char *buf);
 static void on_send_done(csock_stream *s, int res);
@@ -19,10 +19,17 @@ static void ring_closed_done(csock_stream *s)
 static void on_io_done(csock_loop *loop, csock__ioreq *r, int res, char *buf)
 {
     (void)loop;
+    csock_stream *s = r->op == CSOCK__IO_RECV ? csock__container_of(r, csock_stream, rreq)
+                                              : csock__container_of(r, csock_stream, wreq);
+    /* A stream being detached waits for its requests to complete (the
+     * recv's bytes are in rbuf then): this may be the last. (Read before:
+     * a closed stream's last completion frees it.) */
+    int detaching = (s->flags & F_DETACH) && !s->h.closing;
     if (r->op == CSOCK__IO_RECV)
-        on_recv_done(csock__container_of(r, csock_stream, rreq), res, buf);
+        on_recv_done(s, res, buf);
     else
-        on_send_done(csock__container_of(r, csock_stream, wreq), res);
+        on_send_done(s, res);
+    if (detaching) csock__stream_detach_kick(s);
 }
 
 /* Streams on a loop that does completion I/O use it: reads and writes then
