@@ -47,9 +47,13 @@ static void hand_over(detach *d, int status)
     if (status == 0) {
         /* Watching nothing already (not reading, nothing queued): the fd
          * leaves the stream, which then closes without closing it. */
-        csock__watcher_set(s->h.loop, &s->w, 0);
+        csock__watcher *w = (s->flags & F_RING) ? csock__stream_ring_watcher(s, 0) : &s->w;
+        if (w) csock__watcher_set(s->h.loop, w, 0);
+        /* A ring stream's requests share the watcher's place (stream_int.h):
+         * its fd is rreq.fd, at the same offset, and wreq holds it too. */
         fd = s->w.fd;
         s->w.fd = -1;
+        if (s->flags & F_RING) s->wreq.fd = -1;
     }
     d->cb(s, status, fd, s->rbuf ? s->rbuf + s->roff : "", s->rlen, d->data);
     csock_stream_close(s, NULL);
