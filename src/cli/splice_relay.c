@@ -150,9 +150,12 @@ int splice_relay_attach(splice_relay *sr, int i, int fd, csock_io *io)
 {
     sr->fd[i] = fd;
     if (io) {
+        /* It may still watch for its maker (a connect's writability): it
+         * waits, stopped, for the first watch(), since an event before then
+         * would pump a side still being taken, whose fd is -1 (EBADF). */
         sr->io[i] = io;
-        sr->want[i] = 0xFF; /* unknown: the first watch() sets it */
-        return 0;
+        sr->want[i] = 0;
+        return csock_io_stop(io);
     }
     int rc = csock_io_new(sr->loop, fd, on_io, sr, &sr->io[i]);
     if (rc < 0) sr->io[i] = NULL;
