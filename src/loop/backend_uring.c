@@ -210,11 +210,13 @@ static int ur_init(csock_loop *loop)
     int rc = -EINVAL;
     const char *plain = getenv("CSOCK_URING_PLAIN");
     size_t ntries = sizeof tries / sizeof tries[0];
-    /* DEFER_TASKRUN is not the default: with it, `csock proxy` relaying
-     * 600 short connections from 6 threads lost 7-11 of them to EBADF at
-     * the splice hand-over (csock_stream_detach), and never without it
-     * (session 22; not yet explained). CSOCK_URING_DEFER=1 asks for it, to
-     * find the cause. */
+    /* DEFER_TASKRUN is not the default. It measured neutral (BENCHMARKS.md,
+     * session 22), and ur_wait's extra rounds with it can dispatch a
+     * level-triggered watcher twice before the tasks its first callback
+     * queued have run, which epoll and poll never do: the splice relay
+     * once read an fd still being handed over that way (EBADF; fixed in
+     * the relay, test_proxy_defer_handover). CSOCK_URING_DEFER=1 asks
+     * for it. */
     const char *defer = getenv("CSOCK_URING_DEFER");
     size_t first = plain && !strcmp(plain, "1") ? ntries - 1 : defer && !strcmp(defer, "1") ? 0 : 1;
     for (size_t i = first; i < ntries && rc == -EINVAL; i++) {
