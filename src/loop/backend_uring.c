@@ -15,7 +15,11 @@
  * io_uring_enter. A recv takes a buffer from a ring of provided buffers at
  * the moment data arrives, so an idle connection holds none (the same
  * promise as the readiness path's pooled buffers). The owner of a request
- * outlives it, so its user_data is simply its address, tagged in bit 0. */
+ * outlives it, so its user_data is simply its address, tagged in bit 0.
+ *
+ * One file, one job: both ways share one ring, one submission queue and
+ * one wait (ur_wait), and the setup, ownership and cancel rules apply to
+ * both; split apart, each half would need the other's internals. */
 #include <liburing.h>
 #include <poll.h>
 #include <pthread.h>

@@ -123,17 +123,22 @@ static void do_detach(t *x)
     if (x->det_rc < 0) x->failed = 1; /* -ENOMEM under the sweep */
 }
 
+/* An error (not the EOF) ends the case: the stream is closed. */
+static int read_failed(t *x, csock_stream *s, int status)
+{
+    if (status >= 0 || status == CSOCK_EOF) return 0;
+    x->failed = 1;
+    csock_stream_close(s, NULL);
+    x->s = NULL;
+    return 1;
+}
+
 /* Consumes everything up to `at`, then (from inside the callback) detaches
  * and leaves the rest of what it was offered in the stream. */
 static size_t on_read(csock_stream *s, int status, const char *buf, size_t len)
 {
     t *x = csock_stream_data(s);
-    if (status < 0 && status != CSOCK_EOF) {
-        x->failed = 1;
-        csock_stream_close(s, NULL);
-        x->s = NULL;
-        return len;
-    }
+    if (read_failed(x, s, status)) return len;
     size_t take = len;
     if (x->at != (size_t)-1 && x->pos + len >= x->at) take = x->at - x->pos;
     check_bytes(x, buf, take);
@@ -154,12 +159,7 @@ static void on_timer(csock_timer *tm)
 static size_t on_read_all(csock_stream *s, int status, const char *buf, size_t len)
 {
     t *x = csock_stream_data(s);
-    if (status < 0 && status != CSOCK_EOF) {
-        x->failed = 1;
-        csock_stream_close(s, NULL);
-        x->s = NULL;
-        return len;
-    }
+    if (read_failed(x, s, status)) return len;
     check_bytes(x, buf, len);
     if (x->pos >= x->at && !x->armed) {
         x->armed = 1;
