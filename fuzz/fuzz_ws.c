@@ -333,7 +333,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     shutdown(F.peer, SHUT_WR);
     for (int i = 0; i < 16 && csock_loop_handles(F.loop); i++) spin(1);
     if (F.ws) csock_ws_abort(F.ws);
-    for (int i = 0; i < 64 && csock_loop_handles(F.loop); i++) spin(1);
+    /* Then until no close or deferred work is left either (a stream's
+     * deferred task may free it after its handle stopped counting), as
+     * csock_loop_free() asks. */
+    for (int i = 0; i < 64; i++) {
+        if (!csock_loop_handles(F.loop) && csock_loop_run(F.loop, CSOCK_RUN_NOWAIT) <= 0) break;
+        spin(1);
+    }
     CHECK(F.closed == 1);
     CHECK(csock_loop_handles(F.loop) == 0);
     CHECK(csock_loop_free(F.loop) == 0);
