@@ -51,7 +51,9 @@
 #define INC_BUFS (IO_MEM / INC_BUF_SIZE)
 /* With INC, the most one recv takes: 4 KiB as without it (16 KiB let a
  * peer that never reads outrun the write timeout, test_server_limits). */
+#ifndef RECV_MAX /* -DRECV_MAX=N for an experiment */
 #define RECV_MAX 4096
+#endif
 #define IO_BGID 0
 #ifndef IOU_PBUF_RING_INC
 #define IOU_PBUF_RING_INC 2

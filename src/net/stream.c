@@ -203,7 +203,12 @@ void csock__stream_update_events(csock_stream *s)
     csock__watcher *w = ring ? csock__stream_ring_watcher(s, ev != 0) : &s->w;
     int rc = w ? csock__watcher_set(s->h.loop, w, ev) : ev ? -ENOMEM : 0;
     if (rc < 0 && !(s->flags & F_FAILED)) csock__stream_fail(s, rc);
-    if (ring && !s->rreq.busy && wants_read(s)) csock__stream_ring_recv(s);
+    /* Not from inside the read callback (a write it makes comes here):
+     * the input it is offered still counts as unconsumed, and a full
+     * buffer would look like a message too big (csock__stream_ring_recv).
+     * The read's end flushes, which comes back here. */
+    if (ring && !s->rreq.busy && wants_read(s) && !(s->flags & F_IN_READ))
+        csock__stream_ring_recv(s);
     csock__stream_watch_io(s);
 }
 

@@ -126,8 +126,12 @@ void csock__stream_maybe_resume(csock_stream *s)
         s->flags &= ~F_PAUSED;
         csock__stream_read_clock(s); /* the wait was ours, not the peer's */
         csock__stream_recv_clock(s);
-        csock__stream_update_events(s);
+        /* Offer what waited before asking for more: a ring recv in flight
+         * when the pause began may have filled the buffer to its limit,
+         * and a full buffer that is not yet offered is not a message too
+         * big (csock__stream_ring_recv tells the two apart by D_PROCESS). */
         csock__stream_schedule_process(s);
+        csock__stream_update_events(s);
     }
 }
 

@@ -3,7 +3,8 @@
  * (issue 10): a reset or a timeout (idle, read, receive) reaches msg_cb, a
  * valid message before an oversized one is answered, reading stopped
  * inside msg_cb holds the rest, and an LP32 body too long for its header
- * is refused. */
+ * is refused, and a buffer fuller than the limit with whole lines is
+ * served. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -17,6 +18,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -241,6 +243,67 @@ static void read_stop_at_eof_holds_rest(void **state)
     fpair_close(&p);
 }
 
+/* ---- a full buffer of whole lines is not an oversized line ---------------------------- */
+
+/* Counts messages and bytes (the lines are too long for the transcript)
+ * and answers each with "ok\n" from inside the callback. */
+typedef struct bigend {
+    size_t msgs, bytes;
+    int final;
+} bigend;
+
+static void on_big(csock_stream *s, int status, const char *msg, size_t len)
+{
+    bigend *b = csock_stream_data(s);
+    assert_int_equal(b->final, 0);
+    if (status != 0) {
+        b->final = status;
+        csock_stream_end(s, NULL);
+        return;
+    }
+    b->msgs++;
+    b->bytes += len;
+    CHECK_OK(csock_stream_write(s, "ok\n", 3));
+}
+
+/* A 65,000-byte line (the maximum is 65,536) arrives as 63,000 bytes, then
+ * 4,000 that end it and hold a second line: the buffer then holds more
+ * than the read limit, all of it whole lines. A reply written inside the
+ * callback once asked for the next recv (io_uring) while those bytes still
+ * counted as unconsumed, and the stream failed with ETOOBIG. */
+static void full_buffer_of_whole_lines(void **state)
+{
+    csock_loop *loop = h_loop_new();
+    int peer, fd = tcp_pair(&peer);
+    csock_stream *s;
+    bigend b = {0};
+    CHECK_OK(csock_stream_open(loop, fd, &s));
+    csock_stream_set_data(s, &b);
+    csock_framing f = {.kind = CSOCK_FRAME_LINE, .max = 65536};
+    CHECK_OK(csock_stream_read_framed(s, &f, on_big));
+    static char head[63000], tail[4000];
+    memset(head, 'a', sizeof head);
+    memset(tail, 'a', 2000);
+    tail[2000] = '\n';
+    memset(tail + 2001, 'b', sizeof tail - 2002);
+    tail[sizeof tail - 1] = '\n';
+    send_all(peer, head, sizeof head);
+    int left = 1;
+    RUN_UNTIL(loop, ioctl(fd, FIONREAD, &left) == 0 && left == 0, 10000); /* all in its buffer */
+    send_all(peer, tail, sizeof tail);
+    shutdown(peer, SHUT_WR);
+    char out[16];
+    size_t got = 0;
+    RUN_UNTIL(loop, read_to_eof(peer, out, sizeof out, &got), 10000);
+    assert_int_equal(b.final, CSOCK_EOF);
+    assert_int_equal(b.msgs, 2);
+    assert_int_equal(b.bytes, 65000 + 1998);
+    assert_int_equal(got, 6);
+    assert_memory_equal(out, "ok\nok\n", 6);
+    h_loop_free(loop);
+    close(peer);
+}
+
 /* ---- LP32 writes ---------------------------------------------------------------------- */
 
 static void lp32_write_refuses_over_32_bits(void **state)
@@ -278,6 +341,7 @@ int main(void)
         cmocka_unit_test(valid_frame_before_oversized_frame),
         cmocka_unit_test(oversized_line_then_close_keeps_reply),
         cmocka_unit_test(read_stop_at_eof_holds_rest),
+        cmocka_unit_test(full_buffer_of_whole_lines),
         cmocka_unit_test(lp32_write_refuses_over_32_bits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
