@@ -342,7 +342,8 @@ static size_t on_fwd_client(csock_stream *s, int status, const char *buf, size_t
 /* ---- the answer ------------------------------------------------------------------- */
 
 /* One head of the origin's answer at b (0: not all here yet). 1xx heads go
- * on as they are; the final one is cleaned and says Connection: close. */
+ * on as they are; the final one is cleaned and says Connection: close.
+ * *bad: 1 not an answer, -1 the client's write failed (the pair ends). */
 static size_t answer_head(pxc *p, const char *b, size_t len, int *bad)
 {
     const char *end = NULL;
@@ -355,7 +356,7 @@ static size_t answer_head(pxc *p, const char *b, size_t len, int *bad)
     if (n < 12 || strncmp(b, "HTTP/1.", 7) || n > PXF_LINE_MAX) return *bad = 1, hlen;
     int code = atoi(b + 9);
     if (code >= 100 && code < 200 && code != 101) {
-        csock_stream_write(p->cs, b, hlen);
+        if (px_write(p, p->cs, b, hlen) < 0) *bad = -1;
         return hlen;
     }
     scan sc = {.conn = ""};
@@ -364,7 +365,7 @@ static size_t answer_head(pxc *p, const char *b, size_t len, int *bad)
     size_t out_len;
     char *head = rewrite(b, n, "", b, hlen, &sc, &out_len);
     if (!head) return *bad = 1, hlen;
-    csock_stream_write(p->cs, head, out_len);
+    if (px_write(p, p->cs, head, out_len) < 0) *bad = -1;
     free(head);
     p->fwd->answered = 1;
     return hlen;
@@ -388,6 +389,7 @@ static size_t on_fwd_origin(csock_stream *s, int status, const char *buf, size_t
     if (status < 0 && status != CSOCK_EOF) return csock_stream_close(s, NULL), len;
     while (!f->answered && !bad && used < len && (n = answer_head(p, buf + used, len - used, &bad)))
         used += n;
+    if (bad < 0) return len; /* px_write ended the pair */
     if (bad || (!f->answered && (status == CSOCK_EOF || len - used > PX_HEAD_MAX))) {
         if (p->srv->o->verbose) cli_warn("proxy: %s:%d: no HTTP answer", p->host, p->port);
         px_http_answer(p, "502 Bad Gateway", NULL, "csock proxy: the origin gave no HTTP answer\n");
@@ -413,9 +415,10 @@ void pxf_start(pxc *p)
 {
     pxf *f = p->fwd;
     p->state = PX_RELAY;
-    csock_stream_write(p->ts, f->head, f->head_len);
+    int rc = px_write(p, p->ts, f->head, f->head_len);
     free(f->head);
     f->head = NULL;
+    if (rc < 0) return; /* the pair is closing */
     csock_stream *both[2] = {p->cs, p->ts};
     for (int i = 0; i < 2; i++) {
         csock_stream_set_watermarks(both[i], 0, 0); /* our own flow control */

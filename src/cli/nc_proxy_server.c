@@ -14,7 +14,6 @@
  * splice relay that took their sockets has ended). */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +44,20 @@ static void on_px_closed(csock_stream *s)
 
 /* ---- answers ------------------------------------------------------------------ */
 
-static void socks5_answer(pxc *p, int rep, const csock_addr *bound)
+/* Every answer or request of the proxy's own goes out through here. One
+ * that cannot be queued (-ENOMEM) ends the pair at once: going on without
+ * it left the client waiting for bytes that never came (a SOCKS5 method
+ * choice, "200 Connection established" lost while the tunnel opened) until
+ * it gave up itself. Returns the write's result. */
+int px_write(pxc *p, csock_stream *s, const void *buf, size_t len)
+{
+    int rc = csock_stream_write(s, buf, len);
+    if (rc < 0 && p->cs) csock_stream_close(p->cs, NULL);
+    if (rc < 0 && p->ts) csock_stream_close(p->ts, NULL);
+    return rc;
+}
+
+static int socks5_answer(pxc *p, int rep, const csock_addr *bound)
 {
     unsigned char r[22] = {5, (unsigned char)rep, 0, 1};
     size_t n = 10;
@@ -60,7 +72,7 @@ static void socks5_answer(pxc *p, int rep, const csock_addr *bound)
         memcpy(r + 4, &a->sin_addr, 4);
         memcpy(r + 8, &a->sin_port, 2);
     }
-    csock_stream_write(p->cs, r, n);
+    return px_write(p, p->cs, r, n);
 }
 
 /* An answer of the proxy's own; `body` (may be NULL) says why in words. */
@@ -70,7 +82,7 @@ void px_http_answer(pxc *p, const char *status, const char *extra, const char *b
     const char *type = body ? "Content-Type: text/plain\r\n" : "";
     int n = snprintf(buf, sizeof buf, "HTTP/1.1 %s\r\n%s%sConnection: close\r\nContent-Length: %zu\r\n\r\n%s",
                      status, extra ? extra : "", type, body ? strlen(body) : 0, body ? body : "");
-    if (n > 0 && (size_t)n < sizeof buf) csock_stream_write(p->cs, buf, (size_t)n);
+    if (n > 0 && (size_t)n < sizeof buf) px_write(p, p->cs, buf, (size_t)n);
 }
 
 /* Refuse and end the client (the answer goes first). */
@@ -212,11 +224,11 @@ static void on_target(csock_stream *s, int status)
     if (p->fwd) return pxf_start(p);
     if (p->srv->http) {
         static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
-        csock_stream_write(p->cs, ok, sizeof ok - 1);
+        if (px_write(p, p->cs, ok, sizeof ok - 1) < 0) return;
     } else {
         csock_addr bound;
         int rc = csock_stream_local(s, &bound);
-        socks5_answer(p, 0, rc == 0 ? &bound : NULL);
+        if (socks5_answer(p, 0, rc == 0 ? &bound : NULL) < 0) return;
     }
     if (splice_tunnel(p) == 0) return;
     if (p->srv->o->verbose) cli_warn("proxy: tunnel to %s:%d open", p->host, p->port);
@@ -235,36 +247,21 @@ static void connect_target(pxc *p, const csock_addr *a)
     csock_stream_on_close(p->ts, on_px_closed);
 }
 
-/* A lookup on a thread: getaddrinfo blocks. The answer is posted back. */
-typedef struct lookup {
-    pxc *p;
-    char text[NC_TARGET_TEXT];
-    int family;
-    int rc;
-    csock_addr a;
-} lookup;
-
-static void on_lookup_done(void *data)
+/* A name's answer (csock_resolve_start: getaddrinfo on a thread of its own,
+ * posted back through a node embedded in the request, so the answer cannot
+ * be lost to an allocation failure, and the loop keeps running until it
+ * came). A hand-made thread that posted with csock_loop_post leaked the
+ * pair, its client waiting forever, when that post failed (ENOMEM), and
+ * could post into a loop already freed at SIGTERM. */
+static void on_resolved(csock_resolve *r, int status, const csock_addr *addrs, size_t n)
 {
-    lookup *l = data;
-    pxc *p = l->p;
+    pxc *p = csock_resolve_data(r);
+    (void)n;
     if (!p->dead && p->cs) {
-        if (l->rc < 0) px_refuse(p, 4, "502 Bad Gateway");
-        else connect_target(p, &l->a);
+        if (status < 0) px_refuse(p, 4, "502 Bad Gateway");
+        else connect_target(p, &addrs[0]);
     }
-    free(l);
     px_unref(p);
-}
-
-static void *lookup_thread(void *data)
-{
-    lookup *l = data;
-    l->rc = csock_addr_parse(l->text, l->family, &l->a);
-    if (csock_loop_post(l->p->srv->loop, on_lookup_done, l) < 0) {
-        /* Out of memory: the pair is leaked rather than touched from here. */
-        free(l);
-    }
-    return NULL;
 }
 
 void px_resolve(pxc *p)
@@ -276,22 +273,10 @@ void px_resolve(pxc *p)
     csock_stream_read_stop(p->cs); /* nothing more until the tunnel is up */
     csock_addr a;
     if (csock_addr_parse(text, CSOCK_ADDR_NUMERIC, &a) == 0) return connect_target(p, &a);
-    lookup *l = calloc(1, sizeof *l);
-    pthread_t th;
-    pthread_attr_t at;
-    if (!l) return px_refuse(p, 1, "500 Internal Server Error");
-    *l = (lookup){.p = p, .family = p->srv->o->family};
-    snprintf(l->text, sizeof l->text, "%s", text);
+    csock_resolve_opts ro = {.flags = p->srv->o->family, .max = 1};
+    if (csock_resolve_start(p->srv->loop, text, &ro, on_resolved, p, NULL) < 0)
+        return px_refuse(p, 1, "500 Internal Server Error");
     p->refs++;
-    pthread_attr_init(&at);
-    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-    int rc = pthread_create(&th, &at, lookup_thread, l);
-    pthread_attr_destroy(&at);
-    if (rc != 0) {
-        free(l);
-        p->refs--;
-        px_refuse(p, 1, "500 Internal Server Error");
-    }
 }
 
 /* ---- what the client asks for ------------------------------------------------------ */
@@ -309,7 +294,7 @@ static size_t socks5_greeting(pxc *p, const unsigned char *b, size_t len)
     int want = p->srv->o->proxy_auth ? 2 : 0;
     unsigned char r[2] = {5, 0xFF};
     if (b[0] == 5 && memchr(b + 2, want, b[1])) r[1] = (unsigned char)want;
-    csock_stream_write(p->cs, r, 2);
+    if (px_write(p, p->cs, r, 2) < 0) return len;
     if (r[1] == 0xFF) return csock_stream_end(p->cs, NULL), len;
     p->state = want ? PX_AUTH : PX_REQUEST;
     return 2u + b[1];
@@ -321,7 +306,7 @@ static size_t socks5_auth(pxc *p, const unsigned char *b, size_t len)
     size_t ulen = b[1], plen = b[2 + ulen];
     int ok = b[0] == 1 && auth_ok(p, b, ulen, plen);
     unsigned char r[2] = {1, ok ? 0 : 1};
-    csock_stream_write(p->cs, r, 2);
+    if (px_write(p, p->cs, r, 2) < 0) return len;
     if (!ok) {
         if (p->srv->o->verbose) cli_warn("proxy: a client's username/password refused");
         return csock_stream_end(p->cs, NULL), len;

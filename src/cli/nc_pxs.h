@@ -57,6 +57,7 @@ struct pxc {
 enum { PX_GREETING = 1, PX_AUTH, PX_REQUEST, PX_HTTP, PX_WAIT, PX_RELAY };
 
 /* nc_proxy_server.c */
+int px_write(pxc *p, csock_stream *s, const void *buf, size_t len);
 void px_http_answer(pxc *p, const char *status, const char *extra, const char *body);
 void px_refuse(pxc *p, int rep, const char *status);
 void px_resolve(pxc *p);

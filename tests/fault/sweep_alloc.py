@@ -14,7 +14,10 @@ Swept:
         or the test waited for what the refusal removed (triage in
         known.txt).
   cli   csock serve echo|upper|discard|chat|http (start, one client
-        exchange, SIGTERM), csock connect, csock listen, csock bench (a
+        exchange, SIGTERM), csock connect, csock listen, csock listen
+        --proxy-type socks5|http (the same, the client going through the
+        proxy to a Python peer: SOCKS5 CONNECT to a name; HTTP CONNECT, then
+        a GET of an absolute URI), csock bench (a
         short run against a Python echo peer, with --json and a --plot
         that overlays an earlier run). Each must exit
         (bounded) without a crash, sanitizer or leak report; status 2 (a
@@ -30,11 +33,13 @@ Exit status 1 if a finding is not on tests/fault/known.txt.
 
 import argparse
 import concurrent.futures
+import contextlib
 import os
 import random
 import re
 import signal
 import socket
+import struct
 import sys
 import tempfile
 import threading
@@ -138,10 +143,28 @@ def _port(m):
     return int(m.group(1).rsplit(b":", 1)[1])
 
 
-def _client(port, send, want_reply, timeout):
-    """One exchange; errors are the server's business (it may refuse)."""
+def _recv_until(s, until):
+    """Read until `until` (bytes) arrived, or `until` bytes (an int);
+    False if the peer closed first."""
+    got = b""
+    while (len(got) < until) if isinstance(until, int) else (until not in got):
+        chunk = s.recv(65536)
+        if not chunk:
+            return False
+        got += chunk
+    return True
+
+
+def _client(port, send, want_reply, timeout, greet=()):
+    """One exchange; errors are the server's business (it may refuse).
+    greet: (bytes, what _recv_until waits for) steps before `send`: a
+    proxy's handshake."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            for out, until in greet:
+                s.sendall(out)
+                if not _recv_until(s, until):
+                    return
             s.sendall(send)
             if want_reply:
                 s.shutdown(socket.SHUT_WR)
@@ -157,12 +180,7 @@ def _chat(port, timeout):
         b = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         with a, b:
             a.sendall(b"hello chat\n")
-            got = b""
-            while b"hello chat" not in got:
-                chunk = b.recv(4096)
-                if not chunk:
-                    break
-                got += chunk
+            _recv_until(b, b"hello chat")
     except OSError:
         pass
 
@@ -192,62 +210,83 @@ def cli_run(argv, name, exchange, timeout_unit):
     return run_one
 
 
-def connect_run(argv_head, name, timeout_unit):
-    """csock connect to a Python peer that reads to EOF and answers."""
-    def run_one(env, timeout):
-        srv = socket.socket()
-        srv.bind(("127.0.0.1", 0))
-        srv.listen(4)
-        srv.settimeout(timeout_unit)
+# Python peers: what csock connects to (handlers run one a connection).
 
-        def peer():
-            try:
-                conn, _ = srv.accept()
-                with conn:
-                    conn.settimeout(timeout_unit)
-                    while conn.recv(65536):
-                        pass
-                    conn.sendall(b"reply\n")
-            except OSError:
-                pass
-        t = threading.Thread(target=peer, daemon=True)
-        t.start()
-        argv = argv_head + ["tcp://127.0.0.1:%d" % srv.getsockname()[1]]
-        with tempfile.TemporaryFile() as inp:
-            inp.write(b"hello\n")
-            inp.seek(0)
-            st, _, err = faultkit.run(argv, env, timeout_unit, stdin=inp)
-        srv.close()
-        t.join(timeout_unit)
-        return faultkit.classify(st, err, name, bad_status=(2,))
-    return run_one
+def _echo(conn):
+    """Echo to EOF: csock bench's peer, a proxy tunnel's target."""
+    while True:
+        data = conn.recv(65536)
+        if not data:
+            return
+        conn.sendall(data)
 
 
-def _echo_peer(srv, stop):
-    """Echo every connection of srv until stop is set (csock bench's peer)."""
-    conns = []
+def _reply(conn):
+    """Read to EOF, then answer: csock connect's peer."""
+    while conn.recv(65536):
+        pass
+    conn.sendall(b"reply\n")
+
+
+def _origin(conn):
+    """An HTTP origin for the proxy's forwarding: one request, one answer."""
+    if _recv_until(conn, b"\r\n\r\n"):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nhello\n")
+
+
+@contextlib.contextmanager
+def peer(handler, timeout):
+    """A loopback TCP server calling handler(conn) on a thread for each
+    connection while the block runs; yields its port."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    srv.settimeout(0.5)
+    stop = threading.Event()
+    threads = []
 
     def serve(conn):
         with conn:
             try:
-                while True:
-                    data = conn.recv(65536)
-                    if not data:
-                        return
-                    conn.sendall(data)
+                conn.settimeout(timeout)
+                handler(conn)
             except OSError:
                 pass
-    while not stop.is_set():
+
+    def accept():
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            threads.append(threading.Thread(target=serve, args=(conn,), daemon=True))
+            threads[-1].start()
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    try:
+        yield srv.getsockname()[1]
+    finally:
+        stop.set()
         try:
-            conn, _ = srv.accept()
+            srv.shutdown(socket.SHUT_RDWR)      # wakes the accept
         except OSError:
-            continue
-        conn.settimeout(5)
-        t = threading.Thread(target=serve, args=(conn,), daemon=True)
-        t.start()
-        conns.append(t)
-    for t in conns:
-        t.join(5)
+            pass
+        acceptor.join(timeout)
+        for t in threads:
+            t.join(timeout)
+        srv.close()
+
+
+def connect_run(argv_head, name, timeout_unit):
+    """csock connect to a Python peer that reads to EOF and answers."""
+    def run_one(env, timeout):
+        with peer(_reply, timeout_unit) as port, tempfile.TemporaryFile() as inp:
+            inp.write(b"hello\n")
+            inp.seek(0)
+            st, _, err = faultkit.run(argv_head + ["tcp://127.0.0.1:%d" % port], env,
+                                      timeout_unit, stdin=inp)
+        return faultkit.classify(st, err, name, bad_status=(2,))
+    return run_one
 
 
 def bench_run(argv_head, name, www, timeout_unit):
@@ -261,21 +300,12 @@ def bench_run(argv_head, name, www, timeout_unit):
                 '"histogram": {"total": 2, "buckets": [[5, 5, 1], [9, 9, 1]]}}\n')
 
     def run_one(env, timeout):
-        srv = socket.socket()
-        srv.bind(("127.0.0.1", 0))
-        srv.listen(16)
-        srv.settimeout(0.1)
-        stop = threading.Event()
-        t = threading.Thread(target=_echo_peer, args=(srv, stop), daemon=True)
-        t.start()
         out = tempfile.mkdtemp(prefix="csockbench")
-        argv = argv_head + ["tcp://127.0.0.1:%d" % srv.getsockname()[1], "--conns", "2", "--duration",
-                            "0.3", "--timeout", "2", "--json", os.path.join(out, "r.json"),
-                            "--plot", os.path.join(out, "r.svg"), earlier]
-        st, _, err = faultkit.run(argv, env, timeout_unit)
-        stop.set()
-        t.join(timeout_unit)
-        srv.close()
+        with peer(_echo, 5) as port:
+            argv = argv_head + ["tcp://127.0.0.1:%d" % port, "--conns", "2", "--duration",
+                                "0.3", "--timeout", "2", "--json", os.path.join(out, "r.json"),
+                                "--plot", os.path.join(out, "r.svg"), earlier]
+            st, _, err = faultkit.run(argv, env, timeout_unit)
         for f in os.listdir(out):
             os.unlink(os.path.join(out, f))
         os.rmdir(out)
@@ -287,6 +317,25 @@ def listen_exchange(port, timeout):
     _client(port, b"hello\n", False, timeout)
 
 
+def socks5_exchange(port, timeout):
+    """SOCKS5 by hand: the greeting (no auth), CONNECT to a name (resolved
+    on the proxy's lookup thread), a line through the tunnel to an echo peer."""
+    with peer(_echo, timeout) as target:
+        req = b"\x05\x01\x00\x03\x09localhost" + struct.pack(">H", target)
+        _client(port, b"hello\n", True, timeout, greet=((b"\x05\x01\x00", 2), (req, 10)))
+
+
+def http_proxy_exchange(port, timeout):
+    """HTTP CONNECT to an echo peer and a line through the tunnel, then a GET
+    of an absolute URI forwarded to a Python origin."""
+    with peer(_echo, timeout) as target:
+        connect = b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (target, target)
+        _client(port, b"hello\n", True, timeout, greet=((connect, b"\r\n\r\n"),))
+    with peer(_origin, timeout) as origin:
+        _client(port, b"GET http://127.0.0.1:%d/x HTTP/1.1\r\nHost: x\r\n\r\n" % origin,
+                True, timeout)
+
+
 def cli_cases(build, only, www, timeout_unit):
     bin_ = os.path.join(build, "csock")
     for svc in ("echo", "upper", "discard", "chat", "http"):
@@ -296,6 +345,10 @@ def cli_cases(build, only, www, timeout_unit):
     yield "connect", [bin_, "connect", "PEER"], connect_run([bin_, "connect"], "connect", timeout_unit)
     argv = [bin_, "listen", "tcp://127.0.0.1:0"]
     yield "listen", argv, cli_run(argv, "listen", listen_exchange, timeout_unit)
+    for ptype, exchange in (("socks5", socks5_exchange), ("http", http_proxy_exchange)):
+        argv = [bin_, "listen", "--proxy-type", ptype, "tcp://127.0.0.1:0"]
+        name = "listen_proxy_" + ptype
+        yield name, argv, cli_run(argv, name, exchange, timeout_unit)
     yield "bench", [bin_, "bench", "PEER"], bench_run([bin_, "bench"], "bench", www, timeout_unit)
 
 
