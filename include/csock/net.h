@@ -214,8 +214,11 @@ CSOCK_API int csock_stream_set_max_read(csock_stream *s, size_t max);
  *    unconsumed in the read buffer (a partial line or frame) and the
  *    application consumed none of it for that long. A slow or stalled
  *    sender is cut; a fast one never is, however long its upload;
- *  - write: bytes waited in the write queue and the kernel took none of
- *    them for `ms` (the peer stopped reading). */
+ *  - write: output waited `ms` with none of it taken (the peer stopped
+ *    reading): bytes in the write queue the kernel took none of, or, once
+ *    the queue drained into the kernel, bytes a TCP socket still holds
+ *    unsent (SIOCOUTQNSD at each drain; the clock restarts when it falls).
+ *    The connection is reset, so the kernel drops those bytes at once. */
 CSOCK_API int csock_stream_set_idle_timeout(csock_stream *s, uint64_t ms);
 CSOCK_API int csock_stream_set_read_timeout(csock_stream *s, uint64_t ms);
 CSOCK_API int csock_stream_set_write_timeout(csock_stream *s, uint64_t ms);

@@ -77,6 +77,9 @@ typedef struct stream_ext {
     uint32_t idle_ms, read_ms, write_ms, recv_ms; /* 0: off */
     uint32_t read_since;  /* input has waited unconsumed since then */
     uint32_t write_since; /* output has waited, none taken by the kernel, since */
+    /* With a write timeout, the bytes the kernel still had unsent when our
+     * queue last drained (SIOCOUTQNSD; 0: none or unknown): they wait too. */
+    uint32_t unsent;
     uint32_t recv_since;  /* the last byte (or EOF) received, or reading (re)started */
     uint32_t due;         /* when the T_WATCH timer fires */
     /* Filtered streams (TLS): plaintext still to go through the filter,
@@ -243,6 +246,9 @@ void csock__stream_linger(csock_stream *s);
 /* The T_WATCH timer fires by the earliest idle/read/write/receive deadline. */
 void csock__stream_watch(csock_stream *s);
 void csock__stream_watch_io(csock_stream *s);
+/* The write queue drained: with a write timeout, note what the kernel
+ * still holds unsent (it waits for the peer as our queue did). */
+void csock__stream_note_unsent(csock_stream *s);
 
 /* connection groups (group.c) */
 /* A draining stream ends once idle (or is checked again later). */

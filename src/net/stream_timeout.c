@@ -1,7 +1,10 @@
 /* A stream's one timer: the connect timeout, the idle, read, write and
  * receive timeouts, the linger of csock_stream_end() and the drain's
  * quiet period. */
+#include <linux/sockios.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 
 #include "net/stream_int.h"
 
@@ -68,6 +71,15 @@ static int receiving(const csock_stream *s)
            F_READING;
 }
 
+/* The write deadline has passed: output (ours or the kernel's) waited
+ * that long with none of it taken. */
+static int write_expired(const csock_stream *s)
+{
+    const stream_ext *tm = s->x;
+    return tm->write_ms && (queued(s) || tm->unsent) && !(s->flags & F_CONNECTING) &&
+           (uint32_t)s->h.loop->now - tm->write_since >= tm->write_ms;
+}
+
 /* Milliseconds until the first of the idle, read, write and receive
  * deadlines (0: one has passed), or UINT32_MAX when none is running. */
 static uint32_t next_deadline(const csock_stream *s, uint32_t now)
@@ -76,7 +88,7 @@ static uint32_t next_deadline(const csock_stream *s, uint32_t now)
     uint64_t left = UINT64_MAX;
     uint32_t since[4] = {s->last_io, tm->read_since, tm->write_since, tm->recv_since};
     uint32_t limit[4] = {tm->idle_ms, read_waiting(s) ? tm->read_ms : 0,
-                         queued(s) && !(s->flags & F_CONNECTING) ? tm->write_ms : 0,
+                         (queued(s) || tm->unsent) && !(s->flags & F_CONNECTING) ? tm->write_ms : 0,
                          receiving(s) ? tm->recv_ms : 0};
     for (int i = 0; i < 4; i++) {
         if (!limit[i]) continue;
@@ -100,6 +112,41 @@ void csock__stream_watch(csock_stream *s)
     if (left == UINT32_MAX) return;
     if (s->timer_mode == T_WATCH && (int32_t)(tm->due - now) <= (int32_t)left) return;
     if (csock__stream_arm_timer(s, T_WATCH, left) < 0) csock__stream_fail(s, -ENOMEM);
+}
+
+/* Bytes of a TCP socket's send queue the kernel has not sent yet (0 for
+ * other sockets, or when it cannot say). */
+static uint32_t kernel_unsent(const csock_stream *s)
+{
+    int n = 0;
+    if (s->flags & F_NOT_SOCK || ioctl(s->w.fd, SIOCOUTQNSD, &n) < 0 || n < 0) return 0;
+    return (uint32_t)n;
+}
+
+/* The write timeout watches the kernel's unsent bytes as well as our
+ * queue: a peer that stops reading fills its window, and what we handed
+ * the kernel waits as long as what we still hold. Without this a stream
+ * whose queue drained into the kernel just before the peer's window shut
+ * was never cut (seen with a client that shrank SO_RCVBUF after connecting:
+ * neither side could send, our queue was empty, the timer never ran). One
+ * ioctl per drain, only on streams with a write timeout. */
+void csock__stream_note_unsent(csock_stream *s)
+{
+    if (!s->x || !s->x->write_ms) return;
+    s->x->unsent = kernel_unsent(s);
+    if (s->x->unsent) csock__stream_watch(s);
+}
+
+/* At the write deadline with our queue empty: if the kernel sent some of
+ * what it held since, that was progress (the clock restarts); once it
+ * holds nothing unsent, there is nothing left to wait for. */
+static void unsent_progress(csock_stream *s)
+{
+    stream_ext *tm = s->x;
+    if (!tm->unsent || queued(s)) return;
+    uint32_t now = kernel_unsent(s);
+    if (now < tm->unsent) csock__stream_write_clock(s);
+    tm->unsent = now;
 }
 
 /* Cheap enough for every I/O event: one load and a branch when the stream
@@ -126,9 +173,17 @@ static void on_timer(csock_timer *t)
         csock_stream_close(s, NULL);
         break;
     case T_WATCH:
+        unsent_progress(s);
         if (next_deadline(s, (uint32_t)s->h.loop->now) != 0) {
             csock__stream_watch(s); /* I/O moved the deadlines on: wait for the next one */
             return;
+        }
+        if (write_expired(s)) {
+            /* The peer takes nothing: reset, so the kernel drops what it
+             * holds for it now instead of retrying it after our close
+             * (and the peer learns at once; it may be blocked sending). */
+            struct linger lg = {.l_onoff = 1, .l_linger = 0};
+            if (!(s->flags & F_NOT_SOCK)) setsockopt(s->w.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
         }
         if (s->read_cb && !(s->flags & F_FAILED)) {
             s->flags |= F_FAILED;

@@ -143,6 +143,7 @@ void csock__stream_after_drain(csock_stream *s, int was_queued)
     int shut_now = 0;
     csock__stream_maybe_resume(s);
     if (queued(s)) return;
+    if (was_queued) csock__stream_note_unsent(s);
     if ((s->flags & F_SHUT_REQ) && !(s->flags & F_SHUT_DONE)) {
         if (sfilt(s) && sfilt(s)->shutdown && !(s->flags & F_SHUT_FILTER)) {
             s->flags |= F_SHUT_FILTER;
@@ -466,7 +467,10 @@ int csock_stream_writev(csock_stream *s, const struct iovec *iov, int iovcnt)
             skip = 0;
             if (rc < 0) return rc;
         }
-        if (!s->wq_head) return 0;
+        if (!s->wq_head) {
+            if (sent > 0) csock__stream_note_unsent(s); /* the kernel took it all */
+            return 0;
+        }
     }
     return after_queue(s);
 }

@@ -15,6 +15,8 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -1097,6 +1099,18 @@ static void read_timeout_spares_progress(void **state)
     pair_close(&p);
 }
 
+/* The write timeout (300 ms) cuts p->b, not too soon, not too late. */
+static void expect_write_timeout(pair *p)
+{
+    uint64_t t0 = h_now_ms();
+    RUN_UNTIL(p->loop, p->b.err != 0, 20000);
+    uint64_t took = h_now_ms() - t0;
+    assert_int_equal(p->b.err, -ETIMEDOUT);
+    p->b.s = NULL;
+    assert_true(took >= 150);
+    assert_true(took <= 5000);
+}
+
 /* The peer never reads: 8 MiB queued for it stall, and the write timeout
  * closes the stream. */
 static void write_timeout_cuts_stalled_reader(void **state)
@@ -1113,13 +1127,43 @@ static void write_timeout_cuts_stalled_reader(void **state)
     CHECK_OK(csock_stream_write(p.b.s, buf, n));
     free(buf);
     assert_true(csock_stream_write_queue_size(p.b.s) > 0);
+    expect_write_timeout(&p);
+    close(fd);
+    pair_close(&p);
+}
+
+/* The peer never reads, and everything we wrote fit the kernel's send
+ * buffer: our queue is empty, but what the kernel holds past the peer's
+ * shut window waits all the same. The write timeout cuts it (and resets
+ * the connection, so the kernel drops those bytes now); before, a stream
+ * in that state was never cut. */
+static void write_timeout_counts_kernel_unsent(void **state)
+{
+    pair p;
+    int fd = raw_pair(&p);
+    int sndbuf = 400 * 1024;
+    setsockopt(csock_stream_fd(p.b.s), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+    CHECK_OK(csock_stream_read_start(p.b.s, end_read));
+    CHECK_OK(csock_stream_set_write_timeout(p.b.s, 300));
+    size_t n = 200 * 1024;
+    char *buf = calloc(1, n);
+    CHECK_OK(csock_stream_write(p.b.s, buf, n));
+    free(buf);
+    RUN_UNTIL(p.loop, csock_stream_write_queue_size(p.b.s) == 0 || p.b.err, 10000);
+    assert_int_equal(p.b.err, 0); /* the kernel took it all, */
+    int unsent = 0;
+    assert_int_equal(ioctl(csock_stream_fd(p.b.s), SIOCOUTQNSD, &unsent), 0);
+    assert_true(unsent > 0); /* and could not send it all */
+    expect_write_timeout(&p);
+    static char sink[65536];
+    ssize_t r;
     uint64_t t0 = h_now_ms();
-    RUN_UNTIL(p.loop, p.b.err != 0, 20000);
-    uint64_t took = h_now_ms() - t0;
-    assert_int_equal(p.b.err, -ETIMEDOUT);
-    p.b.s = NULL;
-    assert_true(took >= 150);
-    assert_true(took <= 5000);
+    do { /* what arrived before the reset, then the reset */
+        r = recv(fd, sink, sizeof sink, MSG_DONTWAIT);
+        if (r < 0 && errno == EAGAIN) h_spin(p.loop, 1);
+    } while ((r > 0 || (r < 0 && errno == EAGAIN)) && h_now_ms() - t0 < 10000);
+    assert_int_equal(r, -1);
+    assert_int_equal(errno, ECONNRESET);
     close(fd);
     pair_close(&p);
 }
@@ -1656,6 +1700,7 @@ int main(void)
         cmocka_unit_test(read_timeout_spares_progress),
         cmocka_unit_test(write_timeout_cuts_stalled_reader),
         cmocka_unit_test(write_timeout_spares_slow_reader),
+        cmocka_unit_test(write_timeout_counts_kernel_unsent),
         cmocka_unit_test(listener_max_conns),
         cmocka_unit_test(listener_pause_resume),
         cmocka_unit_test(peer_reset),
