@@ -185,12 +185,15 @@ void csock__stream_got_bytes(csock_stream *s, const char *raw, size_t n)
         int rc = sfilt(s)->input(s, raw, n);
         if (rc < 0 && rc != CSOCK_EOF) return csock__stream_fail(s, rc);
         if (s->h.closing) return;
+        /* The plaintext is offered first, then what the filter queued
+         * (handshake, alerts) goes out: a flush before the offer could ask
+         * for the next recv (io_uring) while a full buffer of plaintext,
+         * not yet offered, looked like a message too big. */
+        process_input(s);
+        if (s->h.closing) return;
         if (s->wq_head) csock__stream_flush(s);
-        if (rc == CSOCK_EOF) { /* the filter's clean end (TLS close_notify) */
-            process_input(s);
-            if (!s->h.closing) deliver_eof(s);
-            return;
-        }
+        if (rc == CSOCK_EOF && !s->h.closing) deliver_eof(s); /* TLS close_notify */
+        return;
     } else if (raw) {
         if (!s->rlen && (s->flags & (F_READING | F_PAUSED | F_ENDING | F_FAILED)) == F_READING)
             return deliver_direct(s, raw, n);

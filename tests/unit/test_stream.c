@@ -66,7 +66,9 @@ static size_t end_read(csock_stream *s, int status, const char *b, size_t n)
         size_t q = csock_stream_write_queue_size(s);
         if (q > e->max_q) e->max_q = q;
     }
-    if (status == CSOCK_EOF) e->eof = 1;
+    /* The EOF is taken with the last of the input: a reader that takes
+     * less (consume_max) is offered the rest and the EOF again. */
+    if (status == CSOCK_EOF && take == n) e->eof = 1;
     if (e->stop_after_call) CHECK_OK(csock_stream_read_stop(s));
     return take;
 }
