@@ -217,8 +217,11 @@ CSOCK_API int csock_stream_set_max_read(csock_stream *s, size_t max);
  *  - write: output waited `ms` with none of it taken (the peer stopped
  *    reading): bytes in the write queue the kernel took none of, or, once
  *    the queue drained into the kernel, bytes a TCP socket still holds
- *    unsent (SIOCOUTQNSD at each drain; the clock restarts when it falls).
- *    The connection is reset, so the kernel drops those bytes at once. */
+ *    unsent (SIOCOUTQNSD, looked at 100 ms after the drain, or after half
+ *    of `ms` if shorter, which restarts the clock, then at each deadline;
+ *    every fall restarts it too: this case is cut within `ms` + 100 ms).
+ *    The connection is then reset, so the kernel drops what it held for
+ *    the peer at once. */
 CSOCK_API int csock_stream_set_idle_timeout(csock_stream *s, uint64_t ms);
 CSOCK_API int csock_stream_set_read_timeout(csock_stream *s, uint64_t ms);
 CSOCK_API int csock_stream_set_write_timeout(csock_stream *s, uint64_t ms);

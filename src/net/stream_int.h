@@ -77,8 +77,9 @@ typedef struct stream_ext {
     uint32_t idle_ms, read_ms, write_ms, recv_ms; /* 0: off */
     uint32_t read_since;  /* input has waited unconsumed since then */
     uint32_t write_since; /* output has waited, none taken by the kernel, since */
-    /* With a write timeout, the bytes the kernel still had unsent when our
-     * queue last drained (SIOCOUTQNSD; 0: none or unknown): they wait too. */
+    /* With a write timeout, once our queue drained: the bytes the kernel
+     * held unsent at the last look (SIOCOUTQNSD; UINT32_MAX: not looked
+     * yet; 0: none). They wait for the peer as our queue did. */
     uint32_t unsent;
     uint32_t recv_since;  /* the last byte (or EOF) received, or reading (re)started */
     uint32_t due;         /* when the T_WATCH timer fires */

@@ -71,13 +71,32 @@ static int receiving(const csock_stream *s)
            F_READING;
 }
 
+/* stream_ext.unsent before the first look (see csock__stream_note_unsent),
+ * and when that look comes after the drain (at most half the timeout). */
+#define UNSENT_UNKNOWN UINT32_MAX
+#define UNSENT_LOOK_MS 100u
+
+/* How long output may wait with none of it taken, measured from
+ * write_since (0: no write deadline runs). Bytes only the kernel holds, not
+ * looked at yet, get a first look soon. */
+static uint32_t write_limit(const csock_stream *s)
+{
+    const stream_ext *tm = s->x;
+    if (!tm->write_ms || (s->flags & F_CONNECTING)) return 0;
+    if (queued(s)) return tm->write_ms;
+    if (tm->unsent == UNSENT_UNKNOWN) {
+        uint32_t half = tm->write_ms / 2 ? tm->write_ms / 2 : 1;
+        return half < UNSENT_LOOK_MS ? half : UNSENT_LOOK_MS;
+    }
+    return tm->unsent ? tm->write_ms : 0;
+}
+
 /* The write deadline has passed: output (ours or the kernel's) waited
  * that long with none of it taken. */
 static int write_expired(const csock_stream *s)
 {
-    const stream_ext *tm = s->x;
-    return tm->write_ms && (queued(s) || tm->unsent) && !(s->flags & F_CONNECTING) &&
-           (uint32_t)s->h.loop->now - tm->write_since >= tm->write_ms;
+    uint32_t limit = write_limit(s);
+    return limit && (uint32_t)s->h.loop->now - s->x->write_since >= limit;
 }
 
 /* Milliseconds until the first of the idle, read, write and receive
@@ -88,7 +107,7 @@ static uint32_t next_deadline(const csock_stream *s, uint32_t now)
     uint64_t left = UINT64_MAX;
     uint32_t since[4] = {s->last_io, tm->read_since, tm->write_since, tm->recv_since};
     uint32_t limit[4] = {tm->idle_ms, read_waiting(s) ? tm->read_ms : 0,
-                         (queued(s) || tm->unsent) && !(s->flags & F_CONNECTING) ? tm->write_ms : 0,
+                         write_limit(s),
                          receiving(s) ? tm->recv_ms : 0};
     for (int i = 0; i < 4; i++) {
         if (!limit[i]) continue;
@@ -128,24 +147,30 @@ static uint32_t kernel_unsent(const csock_stream *s)
  * the kernel waits as long as what we still hold. Without this a stream
  * whose queue drained into the kernel just before the peer's window shut
  * was never cut (seen with a client that shrank SO_RCVBUF after connecting:
- * neither side could send, our queue was empty, the timer never ran). One
- * ioctl per drain, only on streams with a write timeout. */
+ * neither side could send, our queue was empty, the timer never ran).
+ * A drain costs no system call (an HTTP server drains once per answer and
+ * always has a send timeout): it marks the count unknown, and the count
+ * is looked up 100 ms later (half the timeout if that is shorter;
+ * unsent_progress), which restarts the clock if any is left, and again
+ * when it runs out: such a peer is cut 100 ms after the timeout at most
+ * (1.5 times it for a short one), never sooner. A busy connection pays a
+ * timer move and one ioctl per 100 ms, not one per answer. */
 void csock__stream_note_unsent(csock_stream *s)
 {
-    if (!s->x || !s->x->write_ms) return;
-    s->x->unsent = kernel_unsent(s);
-    if (s->x->unsent) csock__stream_watch(s);
+    if (!s->x || !s->x->write_ms || (s->flags & F_NOT_SOCK)) return;
+    s->x->unsent = UNSENT_UNKNOWN;
+    csock__stream_watch(s);
 }
 
-/* At the write deadline with our queue empty: if the kernel sent some of
- * what it held since, that was progress (the clock restarts); once it
- * holds nothing unsent, there is nothing left to wait for. */
+/* Before a watch deadline is judged, with our queue empty: the kernel's
+ * count now. None: nothing waits. The first look, or fewer than at the
+ * last one: the kernel sent some (progress), the clock restarts. */
 static void unsent_progress(csock_stream *s)
 {
     stream_ext *tm = s->x;
     if (!tm->unsent || queued(s)) return;
     uint32_t now = kernel_unsent(s);
-    if (now < tm->unsent) csock__stream_write_clock(s);
+    if (now && (tm->unsent == UNSENT_UNKNOWN || now < tm->unsent)) csock__stream_write_clock(s);
     tm->unsent = now;
 }
 
