@@ -143,7 +143,10 @@ void csock__stream_after_drain(csock_stream *s, int was_queued)
     int shut_now = 0;
     csock__stream_maybe_resume(s);
     if (queued(s)) return;
-    if (was_queued) csock__stream_note_unsent(s);
+    if (was_queued) {
+        csock__stream_note_unsent(s);
+        if (s->h.closing) return; /* its timer could not be made (ENOMEM) */
+    }
     if ((s->flags & F_SHUT_REQ) && !(s->flags & F_SHUT_DONE)) {
         if (sfilt(s) && sfilt(s)->shutdown && !(s->flags & F_SHUT_FILTER)) {
             s->flags |= F_SHUT_FILTER;
