@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -144,7 +145,7 @@ static void fill(uint8_t *buf, size_t len, uint8_t seed)
 
 /* ---- the pair --------------------------------------------------------------------------- */
 
-static int tcp_pair(int sv[2])
+static int tcp_pair_blocking(int sv[2])
 {
     static int lfd = -1;
     static struct sockaddr_in a;
@@ -169,6 +170,21 @@ static int tcp_pair(int sv[2])
         return -1;
     }
     return 0;
+}
+
+/* With every signal blocked: libFuzzer's timeout timer (SIGALRM, installed
+ * without SA_RESTART, every timeout/2 + 1 s) interrupted the blocking
+ * connect or accept now and then, and the pair failed with EINTR (the
+ * CI's "deadly signal" in fuzz_stream twice; -timeout=1 shows it in
+ * seconds). The alarm is delivered when the mask is restored. */
+static int tcp_pair(int sv[2])
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int rc = tcp_pair_blocking(sv);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
 }
 
 static void peer_write(uint8_t seed, size_t len)
@@ -313,7 +329,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     csock_loop_opts lo = {how & 1 ? "poll" : "epoll"};
     CHECK(csock_loop_new(&lo, &F.loop) == 0);
     if (how & 2) {
-        if (tcp_pair(sv) < 0) abort();
+        if (tcp_pair(sv) < 0) {
+            perror("fuzz_stream: tcp_pair");
+            abort();
+        }
     } else {
         CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
     }
