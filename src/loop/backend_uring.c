@@ -51,11 +51,11 @@
 #define INC_BUFS (IO_MEM / INC_BUF_SIZE)
 /* With INC, the most one recv takes: 64 KiB, a bulk receiver's whole
  * read per completion (4 KiB requests ran a 1 GiB transfer at half
- * epoll's rate, bench/bulk.sh). Larger recvs once broke three things,
+ * epoll's rate, bench/bulk.sh). Larger recvs once broke two things,
  * fixed in the stream since: a recv asked for before the input was
- * offered (inside the read callback, by a TLS flush) took a full buffer
- * for a message too big; and output the kernel held unsent escaped the
- * write timeout (test_server_limits' non-reader). */
+ * offered (inside the read callback, by a TLS flush, on resume) took a
+ * full buffer for a message too big; and output the kernel held unsent
+ * escaped the write timeout (test_server_limits' non-reader). */
 #ifndef RECV_MAX /* -DRECV_MAX=N for an experiment */
 #define RECV_MAX 65536
 #endif

@@ -134,11 +134,12 @@ void csock__stream_watch(csock_stream *s)
 }
 
 /* Bytes of a TCP socket's send queue the kernel has not sent yet (0 for
- * other sockets, or when it cannot say). */
+ * other sockets, or when it cannot say). Only asked of sockets: a pipe or
+ * tty never gets an unsent count (csock__stream_note_unsent). */
 static uint32_t kernel_unsent(const csock_stream *s)
 {
     int n = 0;
-    if (s->flags & F_NOT_SOCK || ioctl(s->w.fd, SIOCOUTQNSD, &n) < 0 || n < 0) return 0;
+    if (ioctl(s->w.fd, SIOCOUTQNSD, &n) < 0 || n < 0) return 0;
     return (uint32_t)n;
 }
 
