@@ -6,7 +6,8 @@
 # per tunnelled pair at rest).
 #
 #   flock /work/wt/bench.lock bench/proxy/run.sh [CSOCK_BIN]
-#       (env: SIZE_MB=1024 ROUNDS=5 CLIENTS=1000 BACKEND=epoll|poll|uring;
+#       (env: SIZE_MB=1024 ROUNDS=5 CLIENTS=1000 BACKEND=epoll|poll|uring
+#        LAYOUT=pinned|free;
 #        CLIENTS=0 skips the many-client test; PEERS="microsocks dante
 #        tinyproxy" by default, those installed; PEERS="" for csock only)
 #
@@ -21,6 +22,12 @@
 # it with the file's. Rounds rotate the three ways; the table has medians,
 # with the proxy's CPU time (utime+stime from /proc/PID/stat) per GiB.
 #
+# LAYOUT=free pins nothing: the scheduler spreads the two ends and the proxy
+# over every CPU, for the direct run too. On a 2-CPU host the pinned layout
+# gives the proxied run two cores but its two ends one, and the third party
+# waking the receiver costs that core thousands of preemptions per GiB
+# (see BENCHMARKS.md); the free layout gives each way the whole machine.
+#
 # The many-client test is bench/proxy/many.py (see there).
 set -euo pipefail
 
@@ -30,6 +37,12 @@ SIZE_MB=${SIZE_MB:-1024}
 ROUNDS=${ROUNDS:-5}
 CLIENTS=${CLIENTS:-1000}
 export CSOCK_BACKEND=${BACKEND:-${CSOCK_BACKEND:-epoll}}
+LAYOUT=${LAYOUT:-pinned}
+case $LAYOUT in
+pinned) PIN0=(taskset -c 0) PIN1=(taskset -c 1) ;;
+free) PIN0=() PIN1=() ;;
+*) echo "LAYOUT: pinned or free, not '$LAYOUT'" >&2; exit 2 ;;
+esac
 TMP=$(mktemp -d /tmp/csock-bench-proxy.XXXXXX)
 PIDS=()
 HZ=$(getconf CLK_TCK)
@@ -76,20 +89,20 @@ start_peer() {
     px_port=$(free_port)
     case $1 in
     microsocks)
-        taskset -c 0 microsocks -i 127.0.0.1 -p "$px_port" > /dev/null 2>&1 &
+        "${PIN0[@]}" microsocks -i 127.0.0.1 -p "$px_port" > /dev/null 2>&1 &
         px_type=socks5 ;;
     dante)
         local users=""
         [ "$(id -u)" = 0 ] && users=$'user.privileged: root\nuser.unprivileged: nobody\n'
         printf 'logoutput: /dev/null\ninternal: 127.0.0.1 port = %d\nexternal: 127.0.0.1\nsocksmethod: none\nclientmethod: none\n%sclient pass {\n from: 127.0.0.0/8 to: 0.0.0.0/0\n}\nsocks pass {\n from: 127.0.0.0/8 to: 0.0.0.0/0\n command: connect\n}\n' \
             "$px_port" "$users" > "$TMP/danted.conf"
-        taskset -c 0 /usr/sbin/danted -f "$TMP/danted.conf" -N 1 > /dev/null 2>&1 &
+        "${PIN0[@]}" /usr/sbin/danted -f "$TMP/danted.conf" -N 1 > /dev/null 2>&1 &
         px_type=socks5 ;;
     tinyproxy)
         # No ConnectPort line: CONNECT to every port (tinyproxy.conf(5)).
         printf 'Port %d\nListen 127.0.0.1\nTimeout 60\nAllow 127.0.0.1\nMaxClients 50\n' "$px_port" \
             > "$TMP/tinyproxy.conf"
-        taskset -c 0 tinyproxy -d -c "$TMP/tinyproxy.conf" > /dev/null 2>&1 &
+        "${PIN0[@]}" tinyproxy -d -c "$TMP/tinyproxy.conf" > /dev/null 2>&1 &
         px_type=http ;;
     esac
     px_pid=$!
@@ -108,7 +121,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 echo "host: $(uname -r), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')," \
      "meltdown: $(cat /sys/devices/system/cpu/vulnerabilities/meltdown 2>/dev/null || echo ?)," \
-     "backend: $CSOCK_BACKEND" >&2
+     "backend: $CSOCK_BACKEND, layout: $LAYOUT" >&2
 head -c $((SIZE_MB << 20)) /dev/urandom > "$TMP/data.bin"
 WANT_SHA=$(sha256sum < "$TMP/data.bin" | cut -d' ' -f1)
 WANT_BYTES=$((SIZE_MB << 20))
@@ -120,17 +133,17 @@ transfer() {
     local rerr=$TMP/recv.err
     : > "$rerr"
     if [ "$check" = sha ]; then
-        (taskset -c 1 "$CSOCK_BIN" listen --no-shutdown -v 127.0.0.1 0 < /dev/null 2> "$rerr" \
+        ("${PIN1[@]}" "$CSOCK_BIN" listen --no-shutdown -v 127.0.0.1 0 < /dev/null 2> "$rerr" \
             | sha256sum | cut -d' ' -f1 > "$TMP/got.sha") &
     else
-        taskset -c 1 "$CSOCK_BIN" listen --no-shutdown -v 127.0.0.1 0 < /dev/null > /dev/null 2> "$rerr" &
+        "${PIN1[@]}" "$CSOCK_BIN" listen --no-shutdown -v 127.0.0.1 0 < /dev/null > /dev/null 2> "$rerr" &
     fi
     local recv=$!
     rport=$(port_of "$rerr")
     local proxy_args=()
     if [ "$way" = socks5 ] || [ "$way" = http ]; then
         : > "$TMP/px.err"
-        taskset -c 0 "$CSOCK_BIN" listen --proxy-type "$way" 127.0.0.1 0 2> "$TMP/px.err" &
+        "${PIN0[@]}" "$CSOCK_BIN" listen --proxy-type "$way" 127.0.0.1 0 2> "$TMP/px.err" &
         px_pid=$!
         PIDS+=("$px_pid")
         px_port=$(port_of "$TMP/px.err")
@@ -143,7 +156,7 @@ transfer() {
         c0=$(tree_ticks "$px_pid")
     fi
     t0=$(date +%s.%N)
-    taskset -c 1 "$CSOCK_BIN" connect "${proxy_args[@]}" 127.0.0.1 "$rport" < "$TMP/data.bin" > /dev/null
+    "${PIN1[@]}" "$CSOCK_BIN" connect "${proxy_args[@]}" 127.0.0.1 "$rport" < "$TMP/data.bin" > /dev/null
     wait "$recv"
     t1=$(date +%s.%N)
     if [ -n "$px_pid" ]; then
@@ -192,7 +205,7 @@ done
 
 direct_s=$(awk -F'\t' '$1 == "direct" {print $2}' "$TMP/results.tsv" | median)
 echo
-echo "| $SIZE_MB MiB, loopback ($CSOCK_BACKEND) | median s | MiB/s | vs direct | proxy CPU s per GiB |"
+echo "| $SIZE_MB MiB, loopback ($CSOCK_BACKEND, $LAYOUT) | median s | MiB/s | vs direct | proxy CPU s per GiB |"
 echo "|---|---|---|---|---|"
 for way in "${WAYS[@]}"; do
     s=$(awk -F'\t' -v w="$way" '$1 == w {print $2}' "$TMP/results.tsv" | median)
