@@ -14,11 +14,13 @@ Then memory: IDLE_PAIRS idle relayed pairs (each opened and one byte
 echoed through it), the proxy's RSS growth per pair.
 
 csock is csock proxy on the default backend (io_uring where the kernel
-allows it, where the relay is the stream relay: splice is off on io_uring);
-csock_epoll is CSOCK_BACKEND=epoll csock proxy (splice between plain
-sockets); csock_nosplice is csock proxy --no-splice on epoll (the stream
-relay, bytes copied through user space as HAProxy without splice does).
-Environment: CSOCK (the binary), ROUNDS (5), DURATION (5), PROXIES,
+allows it); csock_epoll is CSOCK_BACKEND=epoll csock proxy; both relay
+plain sockets with the splice relay (splice while a direction streams, a
+copy while it carries messages). csock_nosplice is csock proxy --no-splice
+on epoll (the stream relay, bytes copied through user space as HAProxy
+without splice does). csock_b and csock_b_epoll are the same as csock and
+csock_epoll with the binary $CSOCK_B (an A/B of two builds in one run).
+Environment: CSOCK (the binary), CSOCK_B, ROUNDS (5), DURATION (5), PROXIES,
 PROXY_CPU (0), LOAD_CPU (1), IDLE_PAIRS (9000), OUT (a temp dir).
 """
 import json
@@ -107,9 +109,10 @@ def rss_kib(pid):
 def start_proxy(kind, backend_port):
     port = free_port()
     pin = ["taskset", "-c", PROXY_CPU]
-    if kind in ("csock", "csock_epoll", "csock_nosplice"):
-        env = [] if kind == "csock" else ["env", "CSOCK_BACKEND=epoll"]
-        argv = env + pin + [CSOCK, "proxy", "tcp://127.0.0.1:%d" % port,
+    if kind in ("csock", "csock_epoll", "csock_nosplice", "csock_b", "csock_b_epoll"):
+        env = [] if kind in ("csock", "csock_b") else ["env", "CSOCK_BACKEND=epoll"]
+        binary = os.environ["CSOCK_B"] if kind.startswith("csock_b") else CSOCK
+        argv = env + pin + [binary, "proxy", "tcp://127.0.0.1:%d" % port,
                             "--to", "tcp://127.0.0.1:%d" % backend_port]
         if kind == "csock_nosplice":
             argv.append("--no-splice")

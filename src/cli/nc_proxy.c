@@ -121,7 +121,8 @@ static void resolve_target(const nc_opts *o, tunnel *t)
 {
     if (take_literal(t)) return;
     int mode = proxy_dns(o), flags = o->family;
-    if (proxy_type(o) == NC_PROXY_SOCKS4) flags = CSOCK_ADDR_IPV4; /* it carries IPv4 only */
+    if (proxy_type(o) == NC_PROXY_SOCKS4 || proxy_type(o) == NC_PROXY_SOCKS4A)
+        flags = CSOCK_ADDR_IPV4; /* their addresses are IPv4 only */
     if (mode == NC_PROXY_DNS_NONE)
         cli_die(CLI_USAGE, "--proxy-dns none: '%s' is not an IP address", t->host);
     if (mode == NC_PROXY_DNS_REMOTE) return; /* the proxy resolves it */
@@ -201,6 +202,7 @@ static void proxy_addr(const nc_opts *o, csock_addr *a, char *name, size_t size)
     else
         snprintf(text, sizeof text, "tcp://%s", p);
     cli_addr(text, o->family, a);
+    if (csock_addr_port(a) == 0) cli_die(CLI_USAGE, "--proxy %s: port 0 is no proxy's port", p);
     snprintf(name, size, "%s proxy %.100s", type_names[type], text + 6);
 }
 
@@ -565,6 +567,9 @@ int nc_proxy_connect(nc_ctx *c, const char *target, csock_stream_cb ready)
     resolve_target(o, t);
     if (proxy_type(o) == NC_PROXY_SOCKS4 && t->family != AF_INET)
         cli_die(CLI_USAGE, "connect: SOCKS4 carries IPv4 addresses only (%s); use socks4a or socks5",
+                t->host);
+    if (proxy_type(o) == NC_PROXY_SOCKS4A && t->family == AF_INET6) /* its 4 bytes would be garbage */
+        cli_die(CLI_USAGE, "connect: SOCKS4a carries IPv4 addresses and names only (%s); use socks5",
                 t->host);
     csock_addr pa;
     proxy_addr(o, &pa, t->proxy_name, sizeof t->proxy_name);

@@ -5,9 +5,9 @@
  * thread of their own that posts the answer back to the loop, so a slow
  * DNS never stalls the other clients. Then the tunnel relays both ways,
  * half-closes passed on, each side read only while the other keeps up:
- * by splice(2) between the two sockets (splice_relay.c: the bytes never
- * enter user space) when both are plain, on every backend, else (TLS) by
- * the two streams.
+ * by the splice relay between the two sockets when both are plain, on
+ * every backend (splice_relay.c: splice(2) while a direction streams, a
+ * copy while it carries messages), else (TLS) by the two streams.
  *
  * A pair's memory: one `pxc` for both streams, freed once the lookup (if
  * any) has come back and both streams' close callbacks have run (or the

@@ -1,8 +1,8 @@
 /* A client and its backend, relayed both ways with half-close.
  *
- * Between two plain sockets (TCP or Unix) the bytes never enter user space:
- * splice_relay.c moves them with splice(2) through pipes from the proxy's
- * pool. Otherwise (TLS on either side) the streams relay, each pausing its
+ * Between two plain sockets (TCP or Unix) splice_relay.c moves the bytes:
+ * with splice(2) through pipes from the proxy's pool while a direction
+ * streams, by a plain copy while it carries messages. Otherwise (TLS on either side) the streams relay, each pausing its
  * source while the other's write queue is above PROXY_HIGH_WATER.
  *
  * An EOF from one side is passed on as a shutdown of the other's write

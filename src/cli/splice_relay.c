@@ -1,4 +1,4 @@
-/* Two plain sockets relayed with splice(2): see splice_relay.h. */
+/* Two plain sockets relayed by splice(2) or a copy: see splice_relay.h. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -8,7 +8,7 @@
 
 #include "cli/splice_relay.h"
 
-#define SPLICE_CHUNK (64 * 1024) /* a pipe's default capacity */
+#define SPLICE_CHUNK (64 * 1024) /* a pipe's default capacity, and the copy's buffer */
 
 /* ---- the pool ---- */
 
@@ -43,6 +43,8 @@ static void pipe_put(splice_pool *pool, splice_half *h)
 
 void splice_pool_free(splice_pool *pool)
 {
+    free(pool->scratch);
+    pool->scratch = NULL;
     while (pool->n) {
         pool->n--;
         close(pool->fd[pool->n][0]);
@@ -51,6 +53,40 @@ void splice_pool_free(splice_pool *pool)
 }
 
 /* ---- moving bytes ---- */
+
+/* Bytes to send before the socket's next (a stream's unconsumed input, or
+ * what a copy's send left): kept in a buffer of their own. */
+static int keep_early(splice_half *h, const char *buf, size_t len)
+{
+    if (!len) return 0;
+    if (len > UINT32_MAX || !(h->early = malloc(len))) return -ENOMEM;
+    memcpy(h->early, buf, len);
+    h->early_off = 0;
+    h->early_len = (uint32_t)len;
+    return 0;
+}
+
+/* One read of a message-carrying direction, copied: recv into the pool's
+ * scratch buffer and send at once; what the sink does not take now waits
+ * in h->early. Returns the bytes read (0: EOF), or -errno (-EAGAIN:
+ * nothing to read). */
+static ssize_t copy_once(splice_relay *sr, splice_half *h, int src, int dst)
+{
+    splice_pool *pool = sr->pool;
+    if (!pool->scratch && !(pool->scratch = malloc(SPLICE_CHUNK))) return -ENOMEM;
+    ssize_t n;
+    do n = recv(src, pool->scratch, SPLICE_CHUNK, MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0) return n < 0 ? -errno : 0;
+    ssize_t m;
+    do m = send(dst, pool->scratch, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (m < 0 && errno == EINTR);
+    if (m < 0 && errno != EAGAIN) return -errno;
+    if (m < 0) m = 0;
+    h->bytes += (uint64_t)m;
+    int rc = keep_early(h, pool->scratch + m, (size_t)(n - m));
+    return rc < 0 ? rc : n;
+}
 
 /* Move what direction d can move now. Returns 0, or the error that ends
  * the relay. */
@@ -89,6 +125,16 @@ static int pump(splice_relay *sr, int d)
             pipe_put(sr->pool, h);
             return 0;
         }
+        if (!h->splicing) {
+            ssize_t n = copy_once(sr, h, src, dst);
+            if (n == -EAGAIN) return 0;
+            if (n < 0) return (int)n;
+            if (n == 0) h->eof = 1;
+            drained = n < SPLICE_CHUNK;
+            h->splicing = !drained; /* a full read: the direction streams */
+            sr->last_io = csock_loop_now(sr->loop);
+            continue;
+        }
         int rc = pipe_get(sr->pool, h);
         if (rc < 0) return rc;
         ssize_t n = splice(src, NULL, h->pipe[1], NULL, SPLICE_CHUNK,
@@ -101,6 +147,7 @@ static int pump(splice_relay *sr, int d)
         if (n < 0) return -errno;
         if (n == 0) h->eof = 1;
         drained = n < SPLICE_CHUNK;
+        h->splicing = !drained; /* a short read: back to copying messages */
         h->inpipe = (uint32_t)n;
         sr->last_io = csock_loop_now(sr->loop);
     }
@@ -177,17 +224,6 @@ static void begin(splice_relay *sr)
 {
     int rc = sr->err ? sr->err : watch(sr);
     if (rc < 0) sr->on_end(sr, rc);
-}
-
-/* The stream's input nobody consumed goes to the other side first. */
-static int keep_early(splice_half *h, const char *buf, size_t len)
-{
-    if (!len) return 0;
-    if (len > UINT32_MAX || !(h->early = malloc(len))) return -ENOMEM;
-    memcpy(h->early, buf, len);
-    h->early_off = 0;
-    h->early_len = (uint32_t)len;
-    return 0;
 }
 
 static void on_detached(csock_stream *s, int status, int fd, const char *buf, size_t len, void *data)

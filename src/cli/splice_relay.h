@@ -2,10 +2,17 @@
  * Used by csock proxy (proxy_relay.c) and by csock listen --proxy-type
  * (nc_proxy_server.c) once a tunnel's two ends are plain sockets.
  *
- * The bytes never enter user space: splice(2) moves them from one socket
- * into a pipe and from the pipe into the other. The pipe is taken from a
- * pool only while bytes are in it, so an idle pair holds no pipe (two
- * descriptors and 64 KiB of kernel buffer less). The sockets are watched
+ * A direction that streams never takes its bytes into user space:
+ * splice(2) moves them from one socket into a pipe and from the pipe into
+ * the other. The pipe is taken from a pool only while bytes are in it, so
+ * an idle pair holds no pipe (two descriptors and 64 KiB of kernel buffer
+ * less). A direction that carries messages (a read that empties the
+ * socket before it fills 64 KiB) copies instead, with recv and send
+ * through the pool's one scratch buffer: the receiving peer then gets
+ * fresh, whole segments, where spliced ones point into the sender's pages,
+ * and that costs the peers more than the copy costs the relay (BENCHMARKS.md,
+ * "copy or splice"). A full read switches the direction to splice, a short
+ * one back (HAProxy's splice-auto has the same rule). The sockets are watched
  * with csock_io, level-triggered: a source is read only while its pipe is
  * empty, which is the backpressure.
  *
@@ -27,13 +34,15 @@
 
 #define SPLICE_POOL_MAX 64 /* idle pipes kept for reuse */
 
-/* Pipes not in use, shared by the relays of one loop. Zeroed: empty. */
+/* Pipes not in use, shared by the relays of one loop, and the copy's
+ * scratch buffer. Zeroed: empty. */
 typedef struct splice_pool {
     int fd[SPLICE_POOL_MAX][2];
     unsigned n;
+    char *scratch; /* SPLICE_CHUNK bytes, made at the first copy (NULL: not yet) */
 } splice_pool;
 
-/* Give the pooled pipes back to the kernel. */
+/* Give the pooled pipes back to the kernel and free the scratch buffer. */
 void splice_pool_free(splice_pool *pool);
 
 typedef struct splice_half {
@@ -43,6 +52,7 @@ typedef struct splice_half {
     uint32_t early_off, early_len;
     unsigned char eof;  /* the source finished */
     unsigned char shut; /* the sink's write side is shut down */
+    unsigned char splicing; /* the last read filled its chunk: read by splice (0: copy) */
     uint64_t bytes;     /* relayed */
 } splice_half;
 

@@ -549,7 +549,15 @@ def test_wrong_arguments():
              "expected USER:PASS"),
             (["--proxy", "h", "--proxy-dns", "none", "localhost", "1"], "not an IP address"),
             (["--proxy", "127.0.0.1", "--proxy-type", "socks4", "::1", "1"],
-             "SOCKS4 carries IPv4 addresses only")):
+             "SOCKS4 carries IPv4 addresses only"),
+            # SOCKS4a's address field is IPv4 (a name goes after the user id)
+            (["--proxy", "127.0.0.1", "--proxy-type", "socks4a", "tcp://[2001:db8::1]:80"],
+             "SOCKS4a carries IPv4 addresses and names only"),
+            # a scan goes direct: never past a proxy silently
+            (["--proxy", "127.0.0.1:1", "--proxy-type", "socks5", "-z", "127.0.0.1", "1"],
+             "--proxy does not go with -z"),
+            (["--proxy-auth", "a:b", "-z", "127.0.0.1", "1"], "go with --proxy"),
+            (["--proxy", "127.0.0.1:0", "127.0.0.1", "1"], "port 0")):
         refused(args, want, status=2)
     rc, _, err = ct.csock("listen", "--proxy", "127.0.0.1:1", "0")
     ct.check_eq(rc, 2, "listen --proxy (stderr %r)" % err)
