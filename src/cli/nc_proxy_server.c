@@ -288,8 +288,16 @@ static int auth_ok(const pxc *p, const unsigned char *b, size_t ulen, size_t ple
            !memcmp(a, b + 2, ulen) && !memcmp(colon + 1, b + 3 + ulen, plen);
 }
 
+/* Each step judges a wrong version from its first byte, so a client of
+ * another protocol (SOCKS4, HTTP) is answered at once instead of waiting
+ * out the request timeout for bytes that will never come. */
 static size_t socks5_greeting(pxc *p, const unsigned char *b, size_t len)
 {
+    if (len >= 1 && b[0] != 5) {
+        static const unsigned char no[2] = {5, 0xFF};
+        if (px_write(p, p->cs, no, 2) == 0) csock_stream_end(p->cs, NULL);
+        return len;
+    }
     if (len < 2 || len < 2u + b[1]) return 0;
     int want = p->srv->o->proxy_auth ? 2 : 0;
     unsigned char r[2] = {5, 0xFF};
@@ -302,8 +310,12 @@ static size_t socks5_greeting(pxc *p, const unsigned char *b, size_t len)
 
 static size_t socks5_auth(pxc *p, const unsigned char *b, size_t len)
 {
-    if (len < 2 || len < 3u + b[1] || len < 3u + b[1] + b[2 + b[1]]) return 0;
-    size_t ulen = b[1], plen = b[2 + ulen];
+    if (len == 0) return 0;
+    size_t ulen = 0, plen = 0;
+    if (b[0] == 1) { /* else a wrong version: refused now */
+        if (len < 2 || len < 3u + b[1] || len < 3u + b[1] + b[2 + b[1]]) return 0;
+        ulen = b[1], plen = b[2 + ulen];
+    }
     int ok = b[0] == 1 && auth_ok(p, b, ulen, plen);
     unsigned char r[2] = {1, ok ? 0 : 1};
     if (px_write(p, p->cs, r, 2) < 0) return len;
@@ -317,6 +329,8 @@ static size_t socks5_auth(pxc *p, const unsigned char *b, size_t len)
 
 static size_t socks5_request(pxc *p, const unsigned char *b, size_t len)
 {
+    if ((len >= 1 && b[0] != 5) || (len >= 2 && b[1] != 1))
+        return px_refuse(p, 7, "command not supported"), len;
     if (len < 5) return 0;
     size_t need = b[3] == 1 ? 10 : b[3] == 4 ? 22 : b[3] == 3 ? 7u + b[4] : 5;
     if (len < need) return 0;
@@ -353,6 +367,8 @@ static size_t http_request_in(pxc *p, const char *b, size_t len)
         if (!memcmp(b + i, "\r\n\r\n", 4)) end = b + i + 4;
     if (!end) return len > PX_HEAD_MAX ? (px_refuse(p, -1, "431 Request Header Fields Too Large"), len) : 0;
     size_t hlen = (size_t)(end - b);
+    if (hlen > PX_HEAD_MAX) /* the same bound whether the head came in one read or many */
+        return px_refuse(p, -1, "431 Request Header Fields Too Large"), len;
     char target[300];
     int port = 0;
     if (strncmp(b, "CONNECT ", 8)) return pxf_request(p, b, hlen);

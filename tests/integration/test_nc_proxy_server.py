@@ -312,6 +312,30 @@ def test_many_clients_at_once():
     stop(p)
 
 
+def test_wrong_protocol_answered_at_once():
+    """A client of another protocol is refused at its first byte, not left
+    to the 30 s request timeout; an HTTP head over 8 KiB is refused (431)
+    whether it came in one read or many."""
+    p, port = proxy_server("--proxy-type", "socks5")
+    for hello, what in ((b"\x04\x01\x00\x50\x7f\x00\x00\x01\x00", "a SOCKS4 request"),
+                        (b"GET / HTTP/1.1\r\n", "an HTTP request")):
+        with socket.create_connection(("127.0.0.1", port), timeout=ct.T(10)) as s:
+            s.sendall(hello)
+            ct.check_eq(ct.recv_all(s), b"\x05\xff", "%s to the SOCKS5 server" % what)
+    with socket.create_connection(("127.0.0.1", port), timeout=ct.T(10)) as s:
+        s.sendall(b"\x05\x01\x00")
+        ct.check_eq(ct.recv_exact(s, 2), b"\x05\x00", "the greeting")
+        s.sendall(b"\x04\x01")  # a request of the wrong version
+        ct.check_eq(ct.recv_all(s)[:2], b"\x05\x07", "a request of version 4")
+    stop(p)
+    p, port = proxy_server("--proxy-type", "http")
+    head = b"CONNECT 127.0.0.1:1 HTTP/1.1\r\nX-Pad: " + b"a" * 9000 + b"\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=ct.T(10)) as s:
+        s.sendall(head)
+        ct.check(ct.recv_all(s).startswith(b"HTTP/1.1 431 "), "a 9 KB head in one piece")
+    stop(p)
+
+
 def test_wrong_arguments():
     for args, want in ((["--proxy-type", "socks4", "0"], "http and socks5 only"),
                        (["--proxy-type", "http", "-u", "0"], "a proxy takes no"),
