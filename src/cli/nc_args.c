@@ -25,6 +25,7 @@ enum {
     OPT_ALLOWFILE,
     OPT_DENYFILE,
     OPT_SSL,
+    OPT_SSL_VERIFY,
     OPT_BINARY,
     OPT_PING,
     OPT_HEADER,
@@ -93,6 +94,7 @@ static const struct option long_opts[] = {
     {"ssl-key", required_argument, NULL, CLI_TLS_KEY},
     {"ssl-trustfile", required_argument, NULL, CLI_TLS_CA},
     {"ssl-alpn", required_argument, NULL, CLI_TLS_ALPN},
+    {"ssl-verify", no_argument, NULL, OPT_SSL_VERIFY},
     {0, 0, 0, 0},
 };
 
@@ -114,7 +116,8 @@ static const char ncat_flags_usage[] =
     "                         each way and the rate (and percent and ETA when\n"
     "                         stdin is a file), a few times a second\n"
     "      --ssl-cert, --ssl-key, --ssl-trustfile, --ssl-alpn  ncat's names for\n"
-    "                         --cert, --key, --ca and --alpn\n"
+    "                         --cert, --key, --ca and --alpn (--ssl-verify is\n"
+    "                         accepted: a client verifies by default)\n"
     "  SECS may carry ncat's units: 3000ms, 2s, 1m, 1h (none: seconds).\n"
     "  -e/-c children get NCAT_REMOTE_ADDR, NCAT_REMOTE_PORT, NCAT_LOCAL_ADDR,\n"
     "  NCAT_LOCAL_PORT, NCAT_PROTO (TCP, UDP) and the same as CSOCK_*.\n";
@@ -504,6 +507,7 @@ static void positional(nc_opts *o, const char *cmd, int left, char **args)
 void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts *o)
 {
     const char *cmd = listen == 2 ? "serve chat" : listen ? "listen" : "connect";
+    int ssl_verify = 0;
     memset(o, 0, sizeof *o);
     o->listen = listen != 0;
     o->serve = listen == 2;
@@ -531,6 +535,10 @@ void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts
             o->ssl = 1;
             continue;
         }
+        if (c == OPT_SSL_VERIFY) { /* ncat's: csock verifies anyway; kept for its scripts */
+            ssl_verify = 1;
+            continue;
+        }
         if (cli_tls_option(&o->tls, c, optarg)) continue;
         if (cli_deploy_option(&o->deploy_lo, c, optarg)) {
             if (!listen)
@@ -547,6 +555,8 @@ void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts
         listen_port(o, left, argv + optind);
     else
         positional(o, cmd, left, argv + optind);
+    if (ssl_verify && o->tls.insecure)
+        cli_die(CLI_USAGE, "--ssl-verify and --insecure: give only one");
     check_conflicts(o, o->listen);
     open_captures(o);
     if (listen == 1 && wants_ephemeral(o)) nc_ephemeral_cert(o);

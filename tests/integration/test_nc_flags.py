@@ -696,9 +696,13 @@ def ssl_options_under_ncat_names():
     p.stop()
     p, port = listen("--ssl", "--ssl-cert", os.path.join(d, "server.pem"), "--ssl-key",
                      os.path.join(d, "server.key"), "127.0.0.1", 0)
-    rc, out, err = run("connect", "--ssl", "--ssl-trustfile", os.path.join(d, "server.pem"),
-                       "localhost", port, input=b"x\n")
+    # ncat's --ssl-verify is accepted (csock verifies anyway): a wrong CA still fails
+    rc, out, err = run("connect", "--ssl", "--ssl-verify", "--ssl-trustfile",
+                       os.path.join(d, "server.pem"), "localhost", port, input=b"x\n")
     assert rc == 1 and "certificate" in err.lower(), (rc, err)
+    p.stop()
+    rc, out, err = run("connect", "--ssl", "--ssl-verify", "--insecure", "localhost", port)
+    assert rc == 2 and "give only one" in err, (rc, err)
     shutil.rmtree(d)
 
 
