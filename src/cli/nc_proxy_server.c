@@ -417,7 +417,11 @@ static void on_px_accept(csock_listener *l, csock_stream *s, int status)
     if (status < 0) return;
     csock_addr peer;
     char name[CLI_ADDR_TEXT] = "?";
-    if (csock_stream_peer(s, &peer) == 0) csock_addr_format(&peer, name, sizeof name);
+    if (csock_stream_peer(s, &peer) == 0) {
+        csock_addr shown = peer; /* a v4 client of the dual-stack [::] named as listen -v does */
+        cli_addr_unmap(&shown);
+        csock_addr_format(&shown, name, sizeof name);
+    }
     if (!nc_acl_permits(srv->o, &peer)) {
         if (srv->o->verbose) cli_warn("proxy: %s denied (--allow/--deny)", name);
         return csock_stream_close(s, NULL);

@@ -336,6 +336,24 @@ def test_wrong_protocol_answered_at_once():
     stop(p)
 
 
+def test_dual_stack_logs_v4_clients_plainly():
+    """A bare port listens on [::] for IPv4 too; -v names an IPv4 client
+    as 127.0.0.1 (as listen -v does), not as ::ffff:127.0.0.1."""
+    # (--allow: the [::] socket takes no one from beyond this host)
+    p = ct.spawn([ct.BIN, "listen", "-v", "--proxy-type", "socks5", "--allow", "127.0.0.0/8", "0"])
+    line = p.stderr.readline().decode()
+    if not line.startswith("listening tcp://[::]:"):  # a host without IPv6
+        stop(p)
+        return
+    port = int(line.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=ct.T(10)) as s:
+        s.sendall(b"\x05\x01\x00")
+        ct.check_eq(ct.recv_exact(s, 2), b"\x05\x00", "the greeting")
+        logged = p.stderr.readline().decode()
+    ct.check(logged.startswith("csock: proxy: client tcp://127.0.0.1:"), "the log line: %r" % logged)
+    stop(p)
+
+
 def test_wrong_arguments():
     for args, want in ((["--proxy-type", "socks4", "0"], "http and socks5 only"),
                        (["--proxy-type", "http", "-u", "0"], "a proxy takes no"),
