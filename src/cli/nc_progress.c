@@ -26,6 +26,12 @@ static void human(uint64_t n, char *buf, size_t size)
 static void progress_draw(nc_ctx *c)
 {
     nc_progress *pr = &c->progress;
+    if (!pr->sent && !pr->received) {
+        /* Nothing moved yet (a listener waiting for its peer): no line, and
+         * the rate's clock starts at the last idle tick, not at the start. */
+        pr->t0 = csock_loop_now(c->loop);
+        return;
+    }
     uint64_t ms = csock_loop_now(c->loop) - pr->t0;
     char out[32], in[32], rate[32], tail[48] = "";
     human(pr->sent, out, sizeof out);

@@ -643,6 +643,31 @@ def progress_not_on_a_pipe():
     assert rc == 0 and err == b"", (rc, err)
 
 
+@test
+def progress_waits_for_the_peer():
+    """listen --progress draws nothing while no byte has moved (a listener
+    waiting for its peer), then the line once the peer sends."""
+    master, slave = pty.openpty()
+    p = subprocess.Popen([BIN, "listen", "--progress", "127.0.0.1", "0"], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    try:
+        head = read_pty(master, b"\n")
+        m = re.search(rb"listening tcp://127\.0\.0\.1:(\d+)", head)
+        assert m, head
+        idle = read_pty(master, b"never", 1)  # about four ticks with nothing moving
+        assert b"> " not in idle, idle
+        with socket.create_connection(("127.0.0.1", int(m.group(1))), timeout=10 * SLOW) as c:
+            c.sendall(b"x" * 100000)
+            shown = read_pty(master, b"< 97.7 KiB")
+            assert re.search(rb"\r> 0 B  < 97\.7 KiB  [\d.]+ [KMG]?i?B/s", shown), shown
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+        os.close(master)
+
+
 # ---------------------------------------------------------------- --ssl without --cert
 
 def tls_client(port):
