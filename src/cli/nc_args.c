@@ -117,7 +117,7 @@ static const char ncat_flags_usage[] =
     "                         stdin is a file), a few times a second\n"
     "      --ssl-cert, --ssl-key, --ssl-trustfile, --ssl-alpn  ncat's names for\n"
     "                         --cert, --key, --ca and --alpn (--ssl-verify is\n"
-    "                         accepted: a client verifies by default)\n"
+    "                         --ssl: a client verifies by default)\n"
     "  SECS may carry ncat's units: 3000ms, 2s, 1m, 1h (none: seconds).\n"
     "  -e/-c children get NCAT_REMOTE_ADDR, NCAT_REMOTE_PORT, NCAT_LOCAL_ADDR,\n"
     "  NCAT_LOCAL_PORT, NCAT_PROTO (TCP, UDP) and the same as CSOCK_*.\n";
@@ -535,8 +535,9 @@ void nc_parse_args(int argc, char **argv, int listen, const char *usage, nc_opts
             o->ssl = 1;
             continue;
         }
-        if (c == OPT_SSL_VERIFY) { /* ncat's: csock verifies anyway; kept for its scripts */
+        if (c == OPT_SSL_VERIFY) { /* ncat's: --ssl with verification, which csock does anyway */
             ssl_verify = 1;
+            o->ssl = 1;
             continue;
         }
         if (cli_tls_option(&o->tls, c, optarg)) continue;

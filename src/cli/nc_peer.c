@@ -141,6 +141,11 @@ void peer_failed(nc_peer *p, int status)
     char why[CLI_REASON_TEXT];
     const char *reason = p->s ? cli_tls_reason(p->s, status, why, sizeof why)
                                    : csock_strerror(status);
+    if (status == -ETIMEDOUT && c->o->idle_ms) { /* the stream's -i clock (ncat says so too) */
+        snprintf(why, sizeof why, "idle timeout expired (%llu ms, -i)",
+                 (unsigned long long)c->o->idle_ms);
+        reason = why;
+    }
     if (!c->o->keep_open && !c->quitting) {
         cli_warn("%s: %s", p->name, reason);
         c->status = CLI_ERR;

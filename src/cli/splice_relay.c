@@ -9,6 +9,7 @@
 #include "cli/splice_relay.h"
 
 #define SPLICE_CHUNK (64 * 1024) /* a pipe's default capacity, and the copy's buffer */
+#define SPLICE_SMALL_READS 3     /* small splice reads in a row that end streaming */
 
 /* ---- the pool ---- */
 
@@ -147,7 +148,12 @@ static int pump(splice_relay *sr, int d)
         if (n < 0) return -errno;
         if (n == 0) h->eof = 1;
         drained = n < SPLICE_CHUNK;
-        h->splicing = !drained; /* a short read: back to copying messages */
+        /* Back to copying only after SPLICE_SMALL_READS reads of at most
+         * half a chunk in a row: a streaming splice comes up short on its
+         * own when the pipe runs out of slots (16 pages, and a segment
+         * smaller than a page still takes one). */
+        if (n > SPLICE_CHUNK / 2) h->small = 0;
+        else if (++h->small >= SPLICE_SMALL_READS) h->splicing = 0, h->small = 0;
         h->inpipe = (uint32_t)n;
         sr->last_io = csock_loop_now(sr->loop);
     }

@@ -1,4 +1,5 @@
-/* Two plain sockets relayed both ways with splice(2), half-close passed on.
+/* Two plain sockets relayed both ways, by splice(2) or a copy, half-close
+ * passed on.
  * Used by csock proxy (proxy_relay.c) and by csock listen --proxy-type
  * (nc_proxy_server.c) once a tunnel's two ends are plain sockets.
  *
@@ -11,8 +12,9 @@
  * through the pool's one scratch buffer: the receiving peer then gets
  * fresh, whole segments, where spliced ones point into the sender's pages,
  * and that costs the peers more than the copy costs the relay (BENCHMARKS.md,
- * "copy or splice"). A full read switches the direction to splice, a short
- * one back (HAProxy's splice-auto has the same rule). The sockets are watched
+ * "copy or splice"). A full read switches the direction to splice; three
+ * reads in a row of at most half a chunk switch it back (HAProxy's
+ * splice-auto decides the same way, with its own counts). The sockets are watched
  * with csock_io, level-triggered: a source is read only while its pipe is
  * empty, which is the backpressure.
  *
@@ -52,7 +54,8 @@ typedef struct splice_half {
     uint32_t early_off, early_len;
     unsigned char eof;  /* the source finished */
     unsigned char shut; /* the sink's write side is shut down */
-    unsigned char splicing; /* the last read filled its chunk: read by splice (0: copy) */
+    unsigned char splicing; /* streaming: read by splice (0: copy) */
+    unsigned char small;    /* splice reads of at most half a chunk in a row */
     uint64_t bytes;     /* relayed */
 } splice_half;
 
