@@ -347,10 +347,9 @@ int cli_connect(int argc, char **argv)
     nc_opts o;
     nc_parse_args(argc, argv, 0, connect_usage, &o);
     if (o.zero_io) {
-        /* A scan goes direct: a proxy given with it would be silently bypassed. */
-        if (o.proxy) cli_die(CLI_USAGE, "connect: --proxy does not go with -z");
-        if (o.proxy_type || o.proxy_auth || o.proxy_dns)
-            cli_die(CLI_USAGE, "connect: --proxy-type, --proxy-auth and --proxy-dns go with --proxy");
+        /* A scan goes direct: the proxy checks refuse -z with --proxy (and
+         * proxy options without it) before they would look at a target. */
+        nc_proxy_check(&o, "");
         int st = run_scan(&o);
         nc_opts_free(&o);
         return st;

@@ -365,10 +365,9 @@ static size_t http_request_in(pxc *p, const char *b, size_t len)
     const char *end = NULL;
     for (size_t i = 0; i + 4 <= len && !end; i++)
         if (!memcmp(b + i, "\r\n\r\n", 4)) end = b + i + 4;
-    if (!end) return len > PX_HEAD_MAX ? (px_refuse(p, -1, "431 Request Header Fields Too Large"), len) : 0;
-    size_t hlen = (size_t)(end - b);
-    if (hlen > PX_HEAD_MAX) /* the same bound whether the head came in one read or many */
-        return px_refuse(p, -1, "431 Request Header Fields Too Large"), len;
+    size_t hlen = end ? (size_t)(end - b) : len; /* whole or not yet: the same bound */
+    if (hlen > PX_HEAD_MAX) return px_refuse(p, -1, "431 Request Header Fields Too Large"), len;
+    if (!end) return 0;
     char target[300];
     int port = 0;
     if (strncmp(b, "CONNECT ", 8)) return pxf_request(p, b, hlen);

@@ -2,8 +2,9 @@
  *
  * Between two plain sockets (TCP or Unix) splice_relay.c moves the bytes:
  * with splice(2) through pipes from the proxy's pool while a direction
- * streams, by a plain copy while it carries messages. Otherwise (TLS on either side) the streams relay, each pausing its
- * source while the other's write queue is above PROXY_HIGH_WATER.
+ * streams, by a plain copy while it carries messages. Otherwise (TLS on
+ * either side) the streams relay, each pausing its source while the
+ * other's write queue is above PROXY_HIGH_WATER.
  *
  * An EOF from one side is passed on as a shutdown of the other's write
  * side; the relay ends when both directions have ended that way, or at the

@@ -10,13 +10,15 @@
  * less). A direction that carries messages (a read that empties the
  * socket before it fills 64 KiB) copies instead, with recv and send
  * through the pool's one scratch buffer: the receiving peer then gets
- * fresh, whole segments, where spliced ones point into the sender's pages,
- * and that costs the peers more than the copy costs the relay (BENCHMARKS.md,
- * "copy or splice"). A full read switches the direction to splice; three
- * reads in a row of at most half a chunk switch it back (HAProxy's
- * splice-auto decides the same way, with its own counts). The sockets are watched
- * with csock_io, level-triggered: a source is read only while its pipe is
- * empty, which is the backpressure.
+ * fresh, whole segments, where spliced ones point into the sender's
+ * pages, and that costs the peers more than the copy costs the relay
+ * (BENCHMARKS.md, "copy or splice"). A full read switches the direction to
+ * splice; three reads in a row of at most half a chunk switch it back
+ * (HAProxy's splice-auto decides the same way, with its own counts).
+ *
+ * The sockets are watched with csock_io, level-triggered: a source is read
+ * only while its pipe (or a copy's unsent rest) is empty, which is the
+ * backpressure.
  *
  * A stream's socket is taken with csock_stream_detach(), which hands it
  * over once nothing of the stream's is in flight (its output sent; on
