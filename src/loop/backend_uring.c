@@ -103,6 +103,8 @@ typedef struct {
     int disabled; /* made with R_DISABLED: enabled by the first wait, on its thread */
     int single;   /* SINGLE_ISSUER: only `owner` may enter the kernel */
     int defer;    /* DEFER_TASKRUN: completions are posted only by a GETEVENTS enter */
+    int mshot;    /* capped multishot recvs, until the kernel refuses one (-EINVAL) */
+    int mshot_refused; /* tests: make the kernel refuse them (CSOCK_TEST_MSHOT_REFUSED) */
     pthread_t owner;
 } uring_state;
 
@@ -243,6 +245,14 @@ static int ur_init(csock_loop *loop)
     }
     loop->bstate = st;
     loop->io_ok = setup_bufs(st) == 0;
+    /* CSOCK_URING_MSHOT=0: a recv request per arrival, to compare. For
+     * tests, CSOCK_TEST_MSHOT_REFUSED=1 makes each multishot recv one the
+     * kernel refuses (-EINVAL), as a kernel without the cap does, to test
+     * the fallback (prep_recv). */
+    const char *mshot = getenv("CSOCK_URING_MSHOT");
+    st->mshot = !(mshot && !strcmp(mshot, "0"));
+    const char *refused = getenv("CSOCK_TEST_MSHOT_REFUSED");
+    st->mshot_refused = refused && !strcmp(refused, "1");
     return 0;
 }
 
@@ -284,12 +294,30 @@ static uint64_t req_tag(csock__ioreq *r) { return (uint64_t)(uintptr_t)r | 1; }
  * for again once the last one's bytes were handled, when the peer usually
  * waits for the answer and the socket is empty: without it the kernel
  * tries the recv first, in vain, then arms the poll. A stream's first recv
- * tries at once (bytes or a reset already there are seen in this wait). */
-static int prep_recv(uring_state *st, csock__ioreq *r, int poll_first)
+ * tries at once (bytes or a reset already there are seen in this wait).
+ *
+ * cap > 0: multishot (IORING_RECV_MULTISHOT), which stays armed and posts a
+ * completion per arrival, so a request-reply peer costs one request per
+ * `cap` bytes, not one per message (perf: a recv re-armed per message was
+ * most of the gap to a hand-written liburing server). The kernel ends it
+ * once it has delivered `cap` bytes (the per-request cap in sqe->optlen,
+ * which liburing 2.3 calls file_index; 6.15), so a stream that stops
+ * consuming is never sent more than its room plus one recv, as with a
+ * single recv. A kernel without the cap, or without multishot recv with a
+ * length, refuses the request (-EINVAL): req_done then falls back to
+ * single recvs for the loop's life. */
+static int prep_recv(uring_state *st, csock__ioreq *r, int poll_first, size_t cap)
 {
     struct io_uring_sqe *sqe = get_sqe(st);
     if (!sqe) return -ENOMEM;
-    io_uring_prep_recv(sqe, r->fd, NULL, RECV_MAX, 0);
+    r->mshot = cap && st->mshot;
+    if (r->mshot) {
+        io_uring_prep_recv_multishot(sqe, r->fd, NULL, RECV_MAX, 0);
+        sqe->file_index = cap < UINT32_MAX ? (uint32_t)cap : UINT32_MAX;
+        if (st->mshot_refused) sqe->off = 1; /* a field a recv must leave 0 */
+    } else {
+        io_uring_prep_recv(sqe, r->fd, NULL, RECV_MAX, 0);
+    }
     if (poll_first) sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = IO_BGID;
@@ -297,14 +325,14 @@ static int prep_recv(uring_state *st, csock__ioreq *r, int poll_first)
     return 0;
 }
 
-static int ur_recv(csock_loop *loop, csock__ioreq *r, int fd)
+static int ur_recv(csock_loop *loop, csock__ioreq *r, int fd, size_t cap)
 {
     int again = r->op == CSOCK__IO_RECV && r->fd == fd; /* a stream's recv, asked for again */
     r->fd = fd;
     r->op = CSOCK__IO_RECV;
     r->cancelled = 0;
     uring_state *st = loop->bstate;
-    int rc = prep_recv(st, r, again);
+    int rc = prep_recv(st, r, again, cap);
     if (rc == 0) {
         st->nreq++;
         r->busy = 1;
@@ -343,6 +371,7 @@ static void ur_cancel(csock_loop *loop, csock__ioreq *r)
 {
     uring_state *st = loop->bstate;
     if (r->cancelled == CANCEL_QUEUED) return; /* asked already, at the next wait */
+    if (r->cancelled && r->mshot) return;       /* asked already: its end is to come */
     /* A recv whose -ENOBUFS completion is still to be read must not be made
      * again after this (req_done). */
     r->cancelled = 1;
@@ -427,7 +456,13 @@ static void req_done(csock_loop *loop, uintptr_t tagged, int res, unsigned flags
 {
     uring_state *st = loop->bstate;
     csock__ioreq *r = (csock__ioreq *)(tagged & ~(uintptr_t)1);
-    if (r->cancelled == CANCEL_QUEUED) unqueue_cancel(st, r); /* done before it was asked */
+    /* A multishot recv's arrival: the request stays in flight. */
+    int more = r->mshot && (flags & IORING_CQE_F_MORE);
+    if (!more && r->cancelled == CANCEL_QUEUED) unqueue_cancel(st, r); /* done before it was asked */
+    if (!more && r->mshot && res == -EINVAL) {
+        st->mshot = 0; /* refused (see prep_recv): single recvs from now on */
+        res = -ENOBUFS; /* made again, single, at the next wait */
+    }
     if (res == -ENOBUFS && r->cancelled) res = -ECANCELED;
     if (res == -ENOBUFS && r->op == CSOCK__IO_RECV) { /* no buffer free: again next wait */
         r->next = NULL;
@@ -444,14 +479,18 @@ static void req_done(csock_loop *loop, uintptr_t tagged, int res, unsigned flags
     if (flags & IORING_CQE_F_BUFFER) {
         bid = flags >> IORING_CQE_BUFFER_SHIFT;
         buf = buf_of(st, bid, res, flags, &done);
-        if (st->inc && done && res > 0 && res < RECV_MAX && !r->cancelled) {
+        /* Not for a multishot recv: its next arrival may be posted already,
+         * and bytes read past it would come out of order. */
+        if (st->inc && done && res > 0 && res < RECV_MAX && !r->cancelled && !r->mshot) {
             res = join_rest(st, r->fd, buf, res);
             buf = st->joined;
         }
     }
-    st->nreq--;
-    r->busy = 0;
-    loop->active--;
+    if (!more) {
+        st->nreq--;
+        r->busy = 0;
+        loop->active--;
+    }
     loop->io_cb(loop, r, res, buf);
     if (buf && done) give_back(st, bid); /* the callback copied what it kept */
 }
@@ -465,7 +504,7 @@ static int retry_waiting(csock_loop *loop)
     st->nobuf_head = st->nobuf_tail = NULL;
     for (csock__ioreq *next; r; r = next) {
         next = r->next;
-        if (prep_recv(st, r, 0) < 0) {
+        if (prep_recv(st, r, 0, 0) < 0) {
             r->next = st->cancelled; /* no SQE at all: report it as failed */
             st->cancelled = r;
         }

@@ -362,10 +362,10 @@ void csock__loop_hold(csock_loop *loop, int delta)
     loop->nhandles += (unsigned)delta; /* its requests in flight keep the loop running */
 }
 
-int csock__io_recv(csock_loop *loop, csock__ioreq *r, int fd)
+int csock__io_recv(csock_loop *loop, csock__ioreq *r, int fd, size_t cap)
 {
     if (!loop->io_ok) return -ENOTSUP;
-    return loop->backend->recv(loop, r, fd);
+    return loop->backend->recv(loop, r, fd, cap);
 }
 
 int csock__io_send(csock_loop *loop, csock__ioreq *r, int fd, const void *buf, size_t len)

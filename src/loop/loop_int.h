@@ -95,6 +95,7 @@ struct csock__ioreq {
     unsigned char busy; /* in flight: the callback is still to come */
     unsigned char op;   /* CSOCK__IO_RECV or CSOCK__IO_SEND */
     unsigned char cancelled; /* the backend's: a cancel was asked for */
+    unsigned char mshot;     /* the backend's: a multishot recv, armed until it ends */
 };
 enum { CSOCK__IO_RECV = 1, CSOCK__IO_SEND = 2 };
 
@@ -106,8 +107,15 @@ void csock__io_set_cb(csock_loop *loop, csock__ioreq_cb cb);
  * "0", which keeps the io_uring backend readiness-only, for comparison). */
 int csock__io_ok(const csock_loop *loop);
 /* Start a recv of up to one pooled buffer / a send of [buf, buf+len) (which
- * must stay valid until the callback). 0 or -errno. */
-int csock__io_recv(csock_loop *loop, csock__ioreq *r, int fd);
+ * must stay valid until the callback). 0 or -errno.
+ * A recv with cap > 0 may stay armed after its first bytes (multishot,
+ * where the backend and kernel have it): the callback then runs once per
+ * arrival with r->busy still set, until one comes with r->busy clear (the
+ * end: cap bytes or more delivered, EOF, an error, a cancel). The kernel
+ * ends it after the arrival that reaches `cap` bytes, so it delivers at
+ * most cap - 1 + one recv's size (64 KiB): the caller's bound on input it
+ * did not ask for. */
+int csock__io_recv(csock_loop *loop, csock__ioreq *r, int fd, size_t cap);
 int csock__io_send(csock_loop *loop, csock__ioreq *r, int fd, const void *buf, size_t len);
 /* Ask for a busy request to end early (its callback gets -ECANCELED, or its
  * result if it was already done). */
@@ -129,7 +137,7 @@ typedef struct csock__backend {
     int (*wait)(csock_loop *loop, int timeout_ms);
     /* Completion-based socket I/O, optional (NULL: readiness only; see
      * csock__io_* below). */
-    int (*recv)(csock_loop *loop, csock__ioreq *r, int fd);
+    int (*recv)(csock_loop *loop, csock__ioreq *r, int fd, size_t cap);
     int (*send)(csock_loop *loop, csock__ioreq *r, int fd, const void *buf, size_t len);
     void (*cancel)(csock_loop *loop, csock__ioreq *r);
 } csock__backend;

@@ -4,7 +4,6 @@
  * framing and groups live in the stream_*.c files and group.c. */
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -209,6 +208,11 @@ void csock__stream_update_events(csock_stream *s)
      * The read's end flushes, which comes back here. */
     if (ring && !s->rreq.busy && wants_read(s) && !(s->flags & F_IN_READ))
         csock__stream_ring_recv(s);
+    /* A multishot recv still armed for a stream that no longer reads
+     * (paused by backpressure, stopped, failed, at EOF): end it, so the
+     * peer meets the kernel's window again. */
+    else if (ring && s->rreq.busy && s->rreq.mshot && !wants_read(s))
+        csock__io_cancel(s->h.loop, &s->rreq);
     csock__stream_watch_io(s);
 }
 
@@ -372,6 +376,8 @@ void csock_stream_close(csock_stream *s, csock_stream_close_cb cb)
     if (s->w.fd >= 0 && !ring_busy(s)) {
         close(s->w.fd);
         s->w.fd = -1;
+    } else if (s->flags & F_RING) {
+        csock__stream_ring_fin(s);
     }
     if (s->group) csock__group_remove(s);
     if (cb) s->close_cb = cb;

@@ -51,6 +51,8 @@ enum {
     F_ZOMBIE = 1 << 17,    /* closed, finished once its requests complete (ring) */
     F_DRAIN_CANCEL = 1 << 18, /* the recv was cancelled to see if a drain may end it */
     F_DETACH = 1 << 19,    /* csock_stream_detach(): waiting to hand its socket over */
+    F_MSHOT_SEEN = 1 << 20, /* ring: the socket's family was looked at (F_MSHOT_OK) */
+    F_MSHOT_OK = 1 << 21,   /* ring: a TCP socket, whose recv may be multishot */
 };
 
 /* What the stream's one timer is armed for. T_WATCH covers the idle, read
@@ -234,6 +236,7 @@ int csock__stream_send_queue(csock_stream *s);
 
 /* completion I/O (stream_uring.c) */
 void csock__stream_ring_recv(csock_stream *s);
+void csock__stream_ring_fin(csock_stream *s);
 int csock__stream_ring_send(csock_stream *s);
 void csock__stream_ring_setup(csock_stream *s);
 

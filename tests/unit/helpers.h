@@ -13,13 +13,18 @@
  *                         holds, failing if it does not within `ms`. A 5 ms
  *                         ticker keeps each iteration short, so a missed
  *                         event shows up as a clean failure, never a hang.
+ *   h_tcp_pair(&client)   a loopback TCP connection: returns the accepted
+ *                         end, *client the connecting one (blocking fds).
  */
 #ifndef CSOCK_TEST_HELPERS_H
 #define CSOCK_TEST_HELPERS_H
 
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #define CHECK_OK(expr)                                                                    \
     do {                                                                                  \
@@ -79,6 +84,24 @@ static inline void h_tick(csock_timer *t) { (void)t; }
 static inline void h_spin(csock_loop *loop, int n)
 {
     for (int i = 0; i < n; i++) assert_true(csock_loop_run(loop, CSOCK_RUN_NOWAIT) >= 0);
+}
+
+static inline int h_tcp_pair(int *client)
+{
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(l >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof a;
+    assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(l, 1), 0);
+    assert_int_equal(getsockname(l, (struct sockaddr *)&a, &alen), 0);
+    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_int_equal(connect(c, (struct sockaddr *)&a, sizeof a), 0);
+    int srv = accept(l, NULL, NULL);
+    assert_true(srv >= 0);
+    close(l);
+    *client = c;
+    return srv;
 }
 
 #endif

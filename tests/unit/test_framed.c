@@ -72,25 +72,6 @@ static void on_msg(csock_stream *s, int status, const char *msg, size_t len)
     }
 }
 
-/* A loopback TCP connection: returns the accepted end, *client the other. */
-static int tcp_pair(int *client)
-{
-    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(l >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof a;
-    assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(listen(l, 1), 0);
-    assert_int_equal(getsockname(l, (struct sockaddr *)&a, &alen), 0);
-    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_int_equal(connect(c, (struct sockaddr *)&a, sizeof a), 0);
-    int srv = accept(l, NULL, NULL);
-    assert_true(srv >= 0);
-    close(l);
-    *client = c;
-    return srv;
-}
-
 typedef struct fpair {
     csock_loop *loop;
     fend e;
@@ -101,7 +82,7 @@ static void fpair_open(fpair *p, csock_frame_kind kind, size_t max)
 {
     memset(p, 0, sizeof *p);
     p->loop = h_loop_new();
-    int fd = tcp_pair(&p->peer);
+    int fd = h_tcp_pair(&p->peer);
     CHECK_OK(csock_stream_open(p->loop, fd, &p->e.s));
     csock_stream_set_data(p->e.s, &p->e);
     csock_stream_on_close(p->e.s, on_fclosed);
@@ -274,7 +255,7 @@ static void on_big(csock_stream *s, int status, const char *msg, size_t len)
 static void full_buffer_of_whole_lines(void **state)
 {
     csock_loop *loop = h_loop_new();
-    int peer, fd = tcp_pair(&peer);
+    int peer, fd = h_tcp_pair(&peer);
     csock_stream *s;
     bigend b = {0};
     CHECK_OK(csock_stream_open(loop, fd, &s));

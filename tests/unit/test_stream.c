@@ -822,6 +822,41 @@ static int raw_pair(pair *p)
     return fd;
 }
 
+/* A reader that stops is sent at most its room plus one recv (64 KiB)
+ * more: the rest stays in the kernel, where the peer's window closes. On
+ * io_uring a TCP stream's recv is multishot, armed while the stream reads;
+ * the kernel's cap (the room) and the cancel at the stop keep that bound. */
+static void stopped_reader_bounded(void **state)
+{
+    pair p;
+    int fd = raw_pair(&p);
+    assert_int_equal(fcntl(fd, F_SETFL, O_NONBLOCK), 0);
+    p.b.need = 1u << 30; /* consume nothing, */
+    p.b.stop_after_call = 1; /* and stop at once */
+    CHECK_OK(csock_stream_set_max_read(p.b.s, 16384));
+    CHECK_OK(csock_stream_read_start(p.b.s, end_read));
+    static char block[65536];
+    size_t sent = 0;
+    for (int round = 0; round < 20; round++) {
+        ssize_t n;
+        while ((n = write(fd, block, sizeof block)) > 0) sent += (size_t)n;
+        h_spin(p.loop, 5);
+    }
+    uint64_t in = 0;
+    CHECK_OK(csock_stream_counts(p.b.s, &in, NULL));
+    assert_int_equal(p.b.calls, 1);
+    assert_true(in > 0);
+    assert_true(in <= 16384 + 65536);
+    assert_true(sent > in); /* the rest waits in the kernel */
+    /* Reading again, it gets every byte. */
+    p.b.need = 0;
+    p.b.stop_after_call = 0;
+    CHECK_OK(csock_stream_read_start(p.b.s, end_read));
+    RUN_UNTIL(p.loop, p.b.len == sent, 10000);
+    close(fd);
+    pair_close(&p);
+}
+
 /* ---- backpressure ----------------------------------------------------------------- */
 
 typedef struct {
@@ -1688,6 +1723,7 @@ int main(void)
         cmocka_unit_test(read_cb_swap_reoffers_rest),
         cmocka_unit_test(accumulate_until_whole),
         cmocka_unit_test(max_read_exceeded),
+        cmocka_unit_test(stopped_reader_bounded),
         cmocka_unit_test(framed_lines),
         cmocka_unit_test(framed_lp32),
         cmocka_unit_test(framed_then_plain),

@@ -23,6 +23,8 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -153,11 +155,68 @@ static void cancel_without_submission_slot(void **state)
     h_loop_free(loop);
 }
 
+typedef struct {
+    char buf[4096];
+    size_t len;
+    int err;
+} sink;
+
+static size_t to_sink(csock_stream *s, int status, const char *buf, size_t len)
+{
+    sink *k = csock_stream_data(s);
+    if (status < 0) {
+        if (status != CSOCK_EOF) k->err = status;
+        return 0;
+    }
+    if (k->len + len > sizeof k->buf) len = sizeof k->buf - k->len;
+    memcpy(k->buf + k->len, buf, len);
+    k->len += len;
+    return len;
+}
+
+/* A kernel without the multishot recv's cap (before 6.15) refuses the
+ * request (-EINVAL); the backend then makes single recvs for good, and the
+ * stream never hears of it. CSOCK_TEST_MSHOT_REFUSED=1 has the backend ask
+ * in a way this kernel refuses too. Without the fallback the stream fails
+ * with EINVAL at its first recv. */
+static void multishot_refused_falls_back(void **state)
+{
+    need_uring();
+    setenv("CSOCK_TEST_MSHOT_REFUSED", "1", 1);
+    csock_loop *loop = h_loop_new();
+    unsetenv("CSOCK_TEST_MSHOT_REFUSED");
+    int sv[2];
+    sv[0] = h_tcp_pair(&sv[1]); /* multishot recvs are for TCP streams */
+    static sink k;
+    memset(&k, 0, sizeof k);
+    csock_stream *s;
+    CHECK_OK(csock_stream_open(loop, sv[0], &s));
+    csock_stream_set_data(s, &k);
+    CHECK_OK(csock_stream_read_start(s, to_sink));
+    char want[4096];
+    size_t wlen = 0;
+    for (int i = 0; i < 100; i++) { /* one message per wait: recv after recv */
+        char msg[16];
+        int n = snprintf(msg, sizeof msg, "msg%03d\n", i);
+        assert_int_equal(write(sv[1], msg, (size_t)n), n);
+        memcpy(want + wlen, msg, (size_t)n);
+        wlen += (size_t)n;
+        RUN_UNTIL(loop, k.len == wlen || k.err, 10000);
+    }
+    assert_int_equal(k.err, 0);
+    assert_memory_equal(k.buf, want, wlen);
+    csock_stream_close(s, NULL);
+    close(sv[1]);
+    h_spin(loop, 3);
+    h_loop_free(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(rearm_without_submission_slot),
         cmocka_unit_test(cancel_without_submission_slot),
+        cmocka_unit_test(multishot_refused_falls_back),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
