@@ -182,9 +182,11 @@ static size_t to_sink(csock_stream *s, int status, const char *buf, size_t len)
 static void multishot_refused_falls_back(void **state)
 {
     need_uring();
+    setenv("CSOCK_URING_MSHOT", "1", 1);
     setenv("CSOCK_TEST_MSHOT_REFUSED", "1", 1);
     csock_loop *loop = h_loop_new();
     unsetenv("CSOCK_TEST_MSHOT_REFUSED");
+    unsetenv("CSOCK_URING_MSHOT");
     int sv[2];
     sv[0] = h_tcp_pair(&sv[1]); /* multishot recvs are for TCP streams */
     static sink k;
