@@ -103,7 +103,6 @@ typedef struct {
     int disabled; /* made with R_DISABLED: enabled by the first wait, on its thread */
     int single;   /* SINGLE_ISSUER: only `owner` may enter the kernel */
     int defer;    /* DEFER_TASKRUN: completions are posted only by a GETEVENTS enter */
-    int mshot;    /* capped multishot recvs, until the kernel refuses one (-EINVAL) */
     int mshot_refused; /* tests: make the kernel refuse them (CSOCK_TEST_MSHOT_REFUSED) */
     pthread_t owner;
 } uring_state;
@@ -253,7 +252,7 @@ static int ur_init(csock_loop *loop)
      * one the kernel refuses (-EINVAL), as a kernel without the cap does,
      * to test the fallback (prep_recv). */
     const char *mshot = getenv("CSOCK_URING_MSHOT");
-    st->mshot = mshot && !strcmp(mshot, "1");
+    loop->io_mshot = loop->io_ok && mshot && !strcmp(mshot, "1");
     const char *refused = getenv("CSOCK_TEST_MSHOT_REFUSED");
     st->mshot_refused = refused && !strcmp(refused, "1");
     return 0;
@@ -313,7 +312,7 @@ static int prep_recv(uring_state *st, csock__ioreq *r, int poll_first, size_t ca
 {
     struct io_uring_sqe *sqe = get_sqe(st);
     if (!sqe) return -ENOMEM;
-    r->mshot = cap && st->mshot;
+    r->mshot = cap != 0; /* asked for only while csock__io_mshot() */
     if (r->mshot) {
         io_uring_prep_recv_multishot(sqe, r->fd, NULL, RECV_MAX, 0);
         sqe->file_index = cap < UINT32_MAX ? (uint32_t)cap : UINT32_MAX;
@@ -463,7 +462,7 @@ static void req_done(csock_loop *loop, uintptr_t tagged, int res, unsigned flags
     int more = r->mshot && (flags & IORING_CQE_F_MORE);
     if (!more && r->cancelled == CANCEL_QUEUED) unqueue_cancel(st, r); /* done before it was asked */
     if (!more && r->mshot && res == -EINVAL) {
-        st->mshot = 0; /* refused (see prep_recv): single recvs from now on */
+        loop->io_mshot = 0; /* refused (see prep_recv): single recvs from now on */
         res = -ENOBUFS; /* made again, single, at the next wait */
     }
     if (res == -ENOBUFS && r->cancelled) res = -ECANCELED;

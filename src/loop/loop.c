@@ -85,6 +85,7 @@ int csock_loop_new(const csock_loop_opts *opts, csock_loop **out)
     if (rc < 0) goto fail;
     const char *io = getenv("CSOCK_URING_IO");
     loop->io_ok = loop->io_ok && be->recv && !(io && !strcmp(io, "0")); /* init set it */
+    loop->io_mshot = loop->io_mshot && loop->io_ok;
     loop->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (loop->wake_fd < 0) {
         rc = -errno;
@@ -355,6 +356,7 @@ void csock_loop_stop(csock_loop *loop)
 /* ---- buffer pool ------------------------------------------------------------ */
 
 int csock__io_ok(const csock_loop *loop) { return loop->io_ok; }
+int csock__io_mshot(const csock_loop *loop) { return loop->io_mshot; }
 void csock__io_set_cb(csock_loop *loop, csock__ioreq_cb cb) { loop->io_cb = cb; }
 
 void csock__loop_hold(csock_loop *loop, int delta)

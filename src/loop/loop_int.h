@@ -106,6 +106,9 @@ void csock__io_set_cb(csock_loop *loop, csock__ioreq_cb cb);
 /* 1 when the loop's backend does completion I/O (and CSOCK_URING_IO is not
  * "0", which keeps the io_uring backend readiness-only, for comparison). */
 int csock__io_ok(const csock_loop *loop);
+/* 1 while a recv may be multishot (cap > 0 in csock__io_recv): the backend
+ * has it, it is switched on, and the kernel has not refused one yet. */
+int csock__io_mshot(const csock_loop *loop);
 /* Start a recv of up to one pooled buffer / a send of [buf, buf+len) (which
  * must stay valid until the callback). 0 or -errno.
  * A recv with cap > 0 may stay armed after its first bytes (multishot,
@@ -243,6 +246,7 @@ struct csock_loop {
     /* buffer pools */
     csock__pool pool, spool;
     int io_ok;                    /* csock__io_ok() */
+    int io_mshot;                 /* csock__io_mshot() */
     csock__ioreq_cb io_cb;        /* csock__io_set_cb() */
 };
 
