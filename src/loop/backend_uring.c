@@ -244,15 +244,12 @@ static int ur_init(csock_loop *loop)
     }
     loop->bstate = st;
     loop->io_ok = setup_bufs(st) == 0;
-    /* CSOCK_URING_MSHOT=1: multishot recvs for TCP streams. Not yet the
-     * default: they change when a closed stream's fd goes (a wait later,
-     * after the cancel), and the allocation sweep once caught `csock
-     * listen` killed by a SIGTERM in that window (BENCHMARKS.md, session
-     * 25). For tests, CSOCK_TEST_MSHOT_REFUSED=1 makes each multishot recv
-     * one the kernel refuses (-EINVAL), as a kernel without the cap does,
-     * to test the fallback (prep_recv). */
+    /* Multishot recvs for TCP streams unless CSOCK_URING_MSHOT=0 (single
+     * recvs, to compare). For tests, CSOCK_TEST_MSHOT_REFUSED=1 makes each
+     * multishot recv one the kernel refuses (-EINVAL), as a kernel without
+     * the cap does, to test the fallback (prep_recv). */
     const char *mshot = getenv("CSOCK_URING_MSHOT");
-    loop->io_mshot = loop->io_ok && mshot && !strcmp(mshot, "1");
+    loop->io_mshot = loop->io_ok && !(mshot && !strcmp(mshot, "0"));
     const char *refused = getenv("CSOCK_TEST_MSHOT_REFUSED");
     st->mshot_refused = refused && !strcmp(refused, "1");
     return 0;
