@@ -37,6 +37,11 @@ _Noreturn void cli_bad_option(const char *cmd, int c, int optopt_char, const cha
 void cli_init_process(void);
 /* Raise RLIMIT_NOFILE to its hard limit: servers hold many connections. */
 void cli_raise_nofile(void);
+/* Block SIGINT and SIGTERM for the rest of the process, before a loop
+ * watches them: commands that stop on them stay stoppable (the loop's
+ * signalfd reads them), and a signal that comes once the command is
+ * already ending is dropped at the exit instead of killing it. */
+void cli_hold_stop_signals(void);
 
 /* A dual-stack socket ([::] with IPV6_V6ONLY off) sees IPv4 peers as
  * ::ffff:a.b.c.d: make such an address plain IPv4 (others stay), for

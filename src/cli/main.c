@@ -1,5 +1,6 @@
 /* csock: the command-line tool on libcsock. One file per subcommand. */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -137,6 +138,23 @@ void cli_init_process(void)
 {
     /* A peer that goes away must surface as EPIPE, never kill us. */
     signal(SIGPIPE, SIG_IGN);
+}
+
+/* Why: a loop that stops watching a signal it blocked itself unblocks it
+ * again (the application gets the default action back). A command closes
+ * its watchers at the start of its teardown, so a SIGTERM in the
+ * teardown's last loop run met the default action and killed it, where
+ * --help promises status 0 after a signal-driven stop (the allocation
+ * sweep caught that once, on csock listen ending by itself). Blocked by us
+ * beforehand, the loop leaves them blocked (csock_signal_stop). Children
+ * start with a clean mask (nc_exec.c's spawn_attrs, sd_restart.c). */
+void cli_hold_stop_signals(void)
+{
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
 }
 
 void cli_raise_nofile(void)

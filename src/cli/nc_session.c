@@ -1,7 +1,6 @@
 /* The relay's session: set-up of the loop, stdin/stdout and signals, the
  * end of the session, and teardown. */
 #include <fcntl.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,21 +102,7 @@ void nc_ctx_init(nc_ctx *c, const nc_opts *o)
     int rc = csock_loop_new(NULL, &c->loop);
     if (rc < 0) cli_die(CLI_ERR, "event loop: %s", csock_strerror(rc));
     if (o->verbose) cli_say_backend(c->loop);
-    /* SIGINT and SIGTERM stay blocked to the exit, blocked by us before the
-     * loop watches them, so closing the watchers in teardown leaves them
-     * blocked (csock_signal_stop unblocks only what it blocked itself). A
-     * signal that comes while the session is already ending (the closes'
-     * last loop run) is then read by nobody and the exit status stays the
-     * one --help documents, where the default action would have killed
-     * us halfway through the teardown (the allocation sweep caught that
-     * once: csock listen ending by itself as the sweep's SIGTERM came).
-     * The teardown is bounded; children start with a clean mask
-     * (spawn_attrs). */
-    sigset_t stop;
-    sigemptyset(&stop);
-    sigaddset(&stop, SIGINT);
-    sigaddset(&stop, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    cli_hold_stop_signals(); /* to the exit: the teardown is bounded */
     watch_signal(c, 1, SIGINT, on_stop_signal, 0);
     watch_signal(c, 2, SIGTERM, on_stop_signal, 0);
     if (o->exec_argv) {

@@ -396,6 +396,7 @@ static int start_timers(proxy *px, proxy_restart *pr)
     uint64_t every = SWEEP_MS;
     if (px->idle_ms && px->idle_ms / 4 < every) every = px->idle_ms / 4 ? px->idle_ms / 4 : 1;
     csock_timer_start(px->sweep, on_sweep, every, every);
+    cli_hold_stop_signals();
     csock_signal **sigs[2] = {&px->sig_term, &px->sig_int};
     int nums[2] = {SIGTERM, SIGINT};
     for (int i = 0; i < 2 && rc == 0; i++) {

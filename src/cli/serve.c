@@ -431,6 +431,7 @@ int cli_serve(int argc, char **argv)
     if (!so.drain_timeout_ms) so.drain_timeout_ms = 1; /* 0 means: do not wait */
     srv.drain_ms = so.drain_timeout_ms;
     if (any_ws) serve_ws_prepare(&srv);
+    cli_hold_stop_signals(); /* the server watches them (handle_signals) */
     int rc = csock_server_new(&so, &srv.srv);
     if (rc < 0) cli_die(CLI_ERR, "server: %s", csock_strerror(rc));
     if (srv.verbose) cli_say_backend(csock_server_loop(srv.srv, 0));

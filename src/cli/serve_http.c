@@ -284,6 +284,7 @@ int cli_serve_http(int argc, char **argv)
     if (!sopts.drain_timeout_ms) sopts.drain_timeout_ms = 1;
     cli_raise_nofile();
     csock_server *srv;
+    cli_hold_stop_signals(); /* the server watches them (handle_signals) */
     rc = csock_server_new(&sopts, &srv);
     if (rc < 0) cli_die(CLI_ERR, "server: %s", csock_strerror(rc));
     rc = make_loops(srv, &a);

@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -64,6 +65,30 @@ def test_listen_tls_handshake_pending_then_sigterm():
         silent.close()
 
 
+def sigterm_until_exit(p):
+    """SIGTERM every 0.2 ms until p has exited (bounded); its status."""
+    deadline = time.monotonic() + T(10)
+    while p.p.poll() is None and time.monotonic() < deadline:
+        try:
+            os.kill(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            break
+        time.sleep(0.0002)
+    return p.stop(signal.SIGKILL, 10)
+
+
+def listening_port(p):
+    """The port of the `listening` line (servers print it on stdout, the
+    netcat modes on stderr)."""
+    def found():
+        chunk = p.p.stdout.read(65536)     # non-blocking: None when empty
+        if chunk:
+            p.out += chunk
+        text = p.out.decode("utf-8", "replace") + "\n" + p.stderr()
+        return [ln for ln in text.splitlines() if ln.startswith("listening ")]
+    return int(wait_for(found, 10, "the listening line")[0].rsplit(":", 1)[1])
+
+
 def test_listen_ending_under_sigterms():
     """The peer leaves, so csock listen ends by itself, while SIGTERM comes
     every 0.2 ms until it has exited. Every signal either stops it (status
@@ -72,23 +97,35 @@ def test_listen_ending_under_sigterms():
     (the allocation sweep caught that once, on io_uring)."""
     for i in range(25):
         p = Proc([BIN, "listen", "tcp://127.0.0.1:0"])
-        line = wait_for(lambda: [ln for ln in p.stderr().splitlines()
-                                 if ln.startswith("listening ")], 10, "the listening line")[0]
-        port = int(line.rsplit(":", 1)[1])
-        with socket.create_connection(("127.0.0.1", port), timeout=T(10)) as c:
+        with socket.create_connection(("127.0.0.1", listening_port(p)), timeout=T(10)) as c:
             c.sendall(b"bye\n")
-        deadline = time.monotonic() + T(10)
-        while p.p.poll() is None and time.monotonic() < deadline:
-            try:
-                os.kill(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                break
-            time.sleep(0.0002)
-        rc = p.stop(signal.SIGKILL, 10)
+        rc = sigterm_until_exit(p)
         err = p.stderr()
         check_eq(rc, 0, "round %d: exit status under SIGTERMs (stderr %r)" % (i, err[-500:]))
         check_clean(err, "round %d" % i)
 
+
+def test_servers_under_sigterms():
+    """serve (echo and http), proxy and listen --proxy-type under a stream
+    of SIGTERMs: the first drains, the second closes everything, and the
+    rest, coming while the command ends, are ignored: status 0 each time
+    (--help: "0 after a signal-driven stop"), never killed by one."""
+    d = tempfile.mkdtemp(prefix="csockterm")
+    try:
+        cmds = [[BIN, "serve", "echo", "tcp://127.0.0.1:0"],
+                [BIN, "serve", "http", d, "tcp://127.0.0.1:0"],
+                [BIN, "proxy", "tcp://127.0.0.1:0", "--to", "tcp://127.0.0.1:9"],
+                [BIN, "listen", "--proxy-type", "socks5", "tcp://127.0.0.1:0"]]
+        for argv in cmds:
+            for i in range(8):
+                p = Proc(argv)
+                listening_port(p)
+                rc = sigterm_until_exit(p)
+                err = p.stderr()
+                check_eq(rc, 0, "%s round %d: exit status under SIGTERMs (stderr %r)"
+                         % (" ".join(argv[1:3]), i, err[-500:]))
+    finally:
+        os.rmdir(d)
 
 if __name__ == "__main__":
     main()
