@@ -198,8 +198,12 @@ CSOCK_API int csock_signal_new(csock_loop *loop, csock_signal **out); /* 0 or -E
  * Returns 0; -EINVAL for a closing watcher, a NULL cb, or a signal that
  * cannot be caught (SIGKILL, SIGSTOP, out of range); or signalfd(2)'s error.
  * Stopping the last watcher of a signal on the loop unblocks it again if
- * csock blocked it (a signal the application had blocked stays blocked).
- * csock_signal_stop() returns 0, or signalfd(2)'s error. */
+ * csock blocked it (a signal the application had blocked stays blocked):
+ * one pending then, or sent later, gets its default action. A program that
+ * stops on SIGTERM and closes its watchers before it exits (a teardown
+ * that runs the loop once more) blocks the signal itself before starting
+ * the watcher, or a second SIGTERM in that window kills it (the csock
+ * command does so). csock_signal_stop() returns 0, or signalfd(2)'s error. */
 CSOCK_API int csock_signal_start(csock_signal *s, csock_signal_cb cb, int signum);
 CSOCK_API int csock_signal_stop(csock_signal *s);
 CSOCK_API void csock_signal_close(csock_signal *s, void (*close_cb)(csock_signal *s));

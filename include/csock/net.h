@@ -486,7 +486,10 @@ typedef struct csock_server_opts {
     unsigned max_conns;        /* open connections across all loops; 0: no limit */
     uint64_t drain_timeout_ms; /* after a stop, close what is left; 0: 10 s */
     int handle_signals;        /* SIGINT/SIGTERM drain gracefully; a second one
-                                  closes everything at once */
+                                  closes everything at once. Block both in
+                                  the calling thread first to keep a later
+                                  one from killing the process in the
+                                  teardown (csock_signal_start) */
     int reuseport;             /* share ports with other processes (of the same
                                   user) whose listeners allow it, e.g. the old
                                   and the new server of a zero-downtime
