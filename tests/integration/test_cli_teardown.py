@@ -27,44 +27,6 @@ def stop_promptly(p, what):
     check(took < T(5), "%s: took %.1f s to exit after SIGTERM" % (what, took))
 
 
-def test_connect_in_flight_then_sigterm():
-    """A listener whose backlog is full drops SYNs: the connect hangs (no
-    -w). SIGTERM then: the connecting stream is closed too."""
-    with FullListener() as full:
-        before = full.syn_sent()
-        p = Proc([BIN, "connect", "127.0.0.1", str(full.port)])
-        # Its SYN_SENT socket exists once the signal watchers are in place.
-        wait_for(lambda: full.syn_sent() > before, 10, "csock's connect in flight")
-        stop_promptly(p, "csock connect")
-
-
-def test_listen_tls_handshake_pending_then_sigterm():
-    """listen -k tls://: a client that connected but never sent its
-    ClientHello (handshake timeout 60 s) is closed by teardown."""
-    if not have("openssl"):
-        print("  skipped: openssl not installed", flush=True)
-        return
-    import tlscerts
-    d = tlscerts.tempdir()
-    p = Proc([BIN, "listen", "-k", "--recv-only", "--handshake-timeout", "60",
-              "--cert", os.path.join(d, "server.pem"), "--key", os.path.join(d, "server.key"),
-              "tls://127.0.0.1:0"])
-    line = wait_for(lambda: [ln for ln in p.stderr().splitlines() if ln.startswith("listening ")],
-                    10, "the listening line")[0]
-    port = int(line.rsplit(":", 1)[1])
-    silent = socket.create_connection(("127.0.0.1", port), timeout=T(10))
-    # Accepts are in order: once a later client's line arrives, the silent
-    # one has been accepted and sits in its handshake.
-    q = Proc([BIN, "connect", "--ca", os.path.join(d, "ca.pem"), "tls://localhost:%d" % port])
-    try:
-        q.write(b"over tls\n")
-        p.read_until(lambda out: b"over tls\n" in out, 10)
-        stop_promptly(p, "csock listen")
-    finally:
-        q.stop()
-        silent.close()
-
-
 def sigterm_until_exit(p):
     """SIGTERM every 0.2 ms until p has exited (bounded); its status."""
     deadline = time.monotonic() + T(10)
@@ -87,6 +49,42 @@ def listening_port(p):
         text = p.out.decode("utf-8", "replace") + "\n" + p.stderr()
         return [ln for ln in text.splitlines() if ln.startswith("listening ")]
     return int(wait_for(found, 10, "the listening line")[0].rsplit(":", 1)[1])
+
+
+def test_connect_in_flight_then_sigterm():
+    """A listener whose backlog is full drops SYNs: the connect hangs (no
+    -w). SIGTERM then: the connecting stream is closed too."""
+    with FullListener() as full:
+        before = full.syn_sent()
+        p = Proc([BIN, "connect", "127.0.0.1", str(full.port)])
+        # Its SYN_SENT socket exists once the signal watchers are in place.
+        wait_for(lambda: full.syn_sent() > before, 10, "csock's connect in flight")
+        stop_promptly(p, "csock connect")
+
+
+def test_listen_tls_handshake_pending_then_sigterm():
+    """listen -k tls://: a client that connected but never sent its
+    ClientHello (handshake timeout 60 s) is closed by teardown."""
+    if not have("openssl"):
+        print("  skipped: openssl not installed", flush=True)
+        return
+    import tlscerts
+    d = tlscerts.tempdir()
+    p = Proc([BIN, "listen", "-k", "--recv-only", "--handshake-timeout", "60",
+              "--cert", os.path.join(d, "server.pem"), "--key", os.path.join(d, "server.key"),
+              "tls://127.0.0.1:0"])
+    port = listening_port(p)
+    silent = socket.create_connection(("127.0.0.1", port), timeout=T(10))
+    # Accepts are in order: once a later client's line arrives, the silent
+    # one has been accepted and sits in its handshake.
+    q = Proc([BIN, "connect", "--ca", os.path.join(d, "ca.pem"), "tls://localhost:%d" % port])
+    try:
+        q.write(b"over tls\n")
+        p.read_until(lambda out: b"over tls\n" in out, 10)
+        stop_promptly(p, "csock listen")
+    finally:
+        q.stop()
+        silent.close()
 
 
 def test_listen_ending_under_sigterms():
