@@ -67,6 +67,7 @@
 #define IORING_CQE_F_BUF_MORE (1U << 4)
 #endif
 #define CANCEL_QUEUED 2 /* csock__ioreq.cancelled: on cancel_q, not yet asked */
+#define SEND_QUEUED 2   /* csock__ioreq.busy: on sendq, not yet a request (ur_send) */
 
 typedef struct {
     csock__watcher *w; /* NULL: free slot */
@@ -99,6 +100,8 @@ typedef struct {
     csock__ioreq *nobuf_head, *nobuf_tail; /* recvs to make again (-ENOBUFS) */
     csock__ioreq *cancelled;               /* taken off nobuf by a cancel: report */
     csock__ioreq *cancel_q;                /* cancels that found no submission slot */
+    csock__ioreq **sendq;                  /* sends to make at the next wait (SEND_QUEUED) */
+    unsigned nsend, sendq_cap;
     unsigned nreq;                         /* requests whose callback is still to come */
     int disabled; /* made with R_DISABLED: enabled by the first wait, on its thread */
     int single;   /* SINGLE_ISSUER: only `owner` may enter the kernel */
@@ -282,6 +285,7 @@ static void ur_fini(csock_loop *loop)
     }
     free(st->slots);
     free(st->free_list);
+    free(st->sendq);
     free(st);
 }
 
@@ -340,21 +344,78 @@ static int ur_recv(csock_loop *loop, csock__ioreq *r, int fd, size_t cap)
     return rc;
 }
 
-static int ur_send(csock_loop *loop, csock__ioreq *r, int fd, const void *buf, size_t len)
+/* Make a queued send a request now, of what its owner has queued by now
+ * (the fill callback): 0. Nothing left (the owner dropped its queue
+ * since): 1, and it completes as cancelled, reported by the next
+ * retry_waiting. No submission slot: -ENOMEM, and it stays queued. */
+static int prep_send(csock_loop *loop, csock__ioreq *r)
 {
     uring_state *st = loop->bstate;
+    const void *buf = NULL;
+    size_t len = loop->io_fill(loop, r, &buf);
+    r->busy = 1;
+    if (!len) {
+        r->next = st->cancelled;
+        st->cancelled = r;
+        return 1;
+    }
     struct io_uring_sqe *sqe = get_sqe(st);
-    if (!sqe) return -ENOMEM;
+    if (!sqe) {
+        r->busy = SEND_QUEUED; /* stays queued: made at the next wait */
+        return -ENOMEM;
+    }
     if (len > INT32_MAX) len = INT32_MAX; /* the result is an int */
-    io_uring_prep_send(sqe, fd, buf, len, MSG_NOSIGNAL);
+    io_uring_prep_send(sqe, r->fd, buf, len, MSG_NOSIGNAL);
     io_uring_sqe_set_data64(sqe, req_tag(r));
+    return 0;
+}
+
+/* A send is made at the next wait, not now: what the owner asks for in
+ * the rest of this iteration (the other arrivals of a pipelining peer, a
+ * burst of writes) then leaves in the same request, as it would leave in
+ * one write(2) from an epoll loop that gets to the socket later. Made at
+ * once, the send took what was queued at the first write and left the
+ * rest to a second request a wait later: a peer keeping 16 messages in
+ * flight saw them split into two trains that never joined again
+ * (BENCHMARKS.md, "Issue 16: one send request per iteration"). */
+static int ur_send(csock_loop *loop, csock__ioreq *r, int fd)
+{
+    uring_state *st = loop->bstate;
     r->fd = fd;
     r->op = CSOCK__IO_SEND;
     r->cancelled = 0;
+    r->busy = SEND_QUEUED;
     st->nreq++;
-    r->busy = 1;
     loop->active++;
+    if (st->nsend == st->sendq_cap) {
+        unsigned cap = st->sendq_cap ? st->sendq_cap * 2 : 64;
+        csock__ioreq **q = realloc(st->sendq, cap * sizeof *q);
+        if (!q) { /* no room to queue it: make it now, as queued so far */
+            if (prep_send(loop, r) >= 0) return 0;
+            st->nreq--;
+            loop->active--;
+            r->busy = 0;
+            return -ENOMEM;
+        }
+        st->sendq = q;
+        st->sendq_cap = cap;
+    }
+    st->sendq[st->nsend++] = r;
     return 0;
+}
+
+/* Before entering the kernel: the queued sends become requests. One that
+ * finds no submission slot stays queued (the wait then does not block). */
+static void prep_sends(csock_loop *loop)
+{
+    uring_state *st = loop->bstate;
+    unsigned keep = 0;
+    for (unsigned i = 0; i < st->nsend; i++) {
+        csock__ioreq *r = st->sendq[i];
+        if (r->busy != SEND_QUEUED) continue; /* made already, by a cancel */
+        if (prep_send(loop, r) < 0) st->sendq[keep++] = r;
+    }
+    st->nsend = keep;
 }
 
 static int submit_cancel(uring_state *st, csock__ioreq *r)
@@ -371,6 +432,22 @@ static void ur_cancel(csock_loop *loop, csock__ioreq *r)
     uring_state *st = loop->bstate;
     if (r->cancelled == CANCEL_QUEUED) return; /* asked already, at the next wait */
     if (r->cancelled && r->mshot) return;       /* asked already: its end is to come */
+    /* A send not made yet is made now, then cancelled like one in flight:
+     * as when it was made at the write, the kernel sends what the socket
+     * takes at once (an epoll loop's write(2) would have) before the
+     * cancel, which then finds it done or stops the rest. */
+    if (r->busy == SEND_QUEUED) {
+        int rc = prep_send(loop, r);
+        if (rc < 0) { /* no slot to make it in: report it cancelled */
+            r->busy = 1;
+            r->next = st->cancelled;
+            st->cancelled = r;
+        }
+        if (rc) { /* on the cancelled list: reported by the next wait */
+            r->cancelled = 1;
+            return;
+        }
+    }
     /* A recv whose -ENOBUFS completion is still to be read must not be made
      * again after this (req_done). */
     r->cancelled = 1;
@@ -747,10 +824,14 @@ static int ur_wait(csock_loop *loop, int timeout_ms)
     } else if (foreign(st)) {
         return foreign_wait(loop, timeout_ms);
     }
+    if (st->nsend) prep_sends(loop);
     if ((st->nobuf_head || st->cancelled) && retry_waiting(loop)) timeout_ms = 0;
+    if (st->nsend) prep_sends(loop); /* queued by those callbacks */
+    if (st->nsend) timeout_ms = 0;   /* some found no submission slot */
     if ((st->nrm || st->cancel_q || st->nretry) && sync_pending(st)) timeout_ms = 0;
     int total = 0;
     for (int round = 0; round < DEFER_ROUNDS; round++) {
+        if (round && st->nsend) prep_sends(loop); /* queued by the last round's callbacks */
         unsigned before = io_uring_cq_ready(&st->ring);
         int rc = enter(st, round ? 0 : timeout_ms);
         if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY) return rc;

@@ -357,7 +357,11 @@ void csock_loop_stop(csock_loop *loop)
 
 int csock__io_ok(const csock_loop *loop) { return loop->io_ok; }
 int csock__io_mshot(const csock_loop *loop) { return loop->io_mshot; }
-void csock__io_set_cb(csock_loop *loop, csock__ioreq_cb cb) { loop->io_cb = cb; }
+void csock__io_set_cb(csock_loop *loop, csock__ioreq_cb cb, csock__ioreq_fill fill)
+{
+    loop->io_cb = cb;
+    loop->io_fill = fill;
+}
 
 void csock__loop_hold(csock_loop *loop, int delta)
 {
@@ -370,10 +374,10 @@ int csock__io_recv(csock_loop *loop, csock__ioreq *r, int fd, size_t cap)
     return loop->backend->recv(loop, r, fd, cap);
 }
 
-int csock__io_send(csock_loop *loop, csock__ioreq *r, int fd, const void *buf, size_t len)
+int csock__io_send(csock_loop *loop, csock__ioreq *r, int fd)
 {
     if (!loop->io_ok) return -ENOTSUP;
-    return loop->backend->send(loop, r, fd, buf, len);
+    return loop->backend->send(loop, r, fd);
 }
 
 void csock__io_cancel(csock_loop *loop, csock__ioreq *r)

@@ -99,9 +99,14 @@ struct csock__ioreq {
 };
 enum { CSOCK__IO_RECV = 1, CSOCK__IO_SEND = 2 };
 
-/* The completion handler of every request on the loop (the stream layer's:
- * the only user of completion I/O). */
-void csock__io_set_cb(csock_loop *loop, csock__ioreq_cb cb);
+/* What a send request is to send, asked when the backend makes the request
+ * (see csock__io_send): the bytes at *buf and their count; 0: nothing any
+ * more (the request then completes with -ECANCELED). */
+typedef size_t (*csock__ioreq_fill)(csock_loop *loop, csock__ioreq *r, const void **buf);
+
+/* The completion handler of every request on the loop, and the fill of
+ * every send (the stream layer's: the only user of completion I/O). */
+void csock__io_set_cb(csock_loop *loop, csock__ioreq_cb cb, csock__ioreq_fill fill);
 
 /* 1 when the loop's backend does completion I/O (and CSOCK_URING_IO is not
  * "0", which keeps the io_uring backend readiness-only, for comparison). */
@@ -119,7 +124,12 @@ int csock__io_mshot(const csock_loop *loop);
  * most cap - 1 + one recv's size (64 KiB): the caller's bound on input it
  * did not ask for. */
 int csock__io_recv(csock_loop *loop, csock__ioreq *r, int fd, size_t cap);
-int csock__io_send(csock_loop *loop, csock__ioreq *r, int fd, const void *buf, size_t len);
+/* A send is made when the loop next enters the kernel, not at the call:
+ * the fill callback says then what to send (and must keep those bytes
+ * valid until the completion), so writes made in the meantime leave in the
+ * same request. Until then the request is busy as one in flight, and a
+ * cancel makes it first, then cancels it. */
+int csock__io_send(csock_loop *loop, csock__ioreq *r, int fd);
 /* Ask for a busy request to end early (its callback gets -ECANCELED, or its
  * result if it was already done). */
 void csock__io_cancel(csock_loop *loop, csock__ioreq *r);
@@ -141,7 +151,7 @@ typedef struct csock__backend {
     /* Completion-based socket I/O, optional (NULL: readiness only; see
      * csock__io_* below). */
     int (*recv)(csock_loop *loop, csock__ioreq *r, int fd, size_t cap);
-    int (*send)(csock_loop *loop, csock__ioreq *r, int fd, const void *buf, size_t len);
+    int (*send)(csock_loop *loop, csock__ioreq *r, int fd);
     void (*cancel)(csock_loop *loop, csock__ioreq *r);
 } csock__backend;
 
@@ -248,6 +258,7 @@ struct csock_loop {
     int io_ok;                    /* csock__io_ok() */
     int io_mshot;                 /* csock__io_mshot() */
     csock__ioreq_cb io_cb;        /* csock__io_set_cb() */
+    csock__ioreq_fill io_fill;    /* csock__io_set_cb() */
 };
 
 #endif

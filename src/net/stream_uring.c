@@ -55,13 +55,26 @@ static void on_io_done(csock_loop *loop, csock__ioreq *r, int res, char *buf)
     if (detaching) csock__stream_detach_kick(s);
 }
 
+/* A send request is made when the loop enters the kernel (csock__io_send):
+ * then it takes the head chunk as it is by then, with the writes of the
+ * whole iteration that joined it. */
+static size_t fill_send(csock_loop *loop, csock__ioreq *r, const void **buf)
+{
+    (void)loop;
+    csock_stream *s = csock__container_of(r, csock_stream, wreq);
+    wchunk *c = s->wq_head;
+    if (!c || c->kind == W_FILE) return 0; /* dropped since (a failure) */
+    *buf = c->p;
+    return c->len;
+}
+
 /* Streams on a loop that does completion I/O use it: reads and writes then
  * cost no syscall of their own. A pipe or tty keeps readiness (see
  * csock_stream_open). */
 void csock__stream_ring_setup(csock_stream *s)
 {
     if (!csock__io_ok(s->h.loop)) return;
-    csock__io_set_cb(s->h.loop, on_io_done);
+    csock__io_set_cb(s->h.loop, on_io_done, fill_send);
     s->flags |= F_RING;
 }
 
@@ -151,13 +164,13 @@ static void on_send_done(csock_stream *s, int res)
 }
 
 /* Send the head chunk by a send request; its completion sends the next.
- * Writes made meanwhile join the queue (and the tail chunk), so replies
- * pile up into few requests. */
+ * The request is made when the loop next enters the kernel (fill_send),
+ * and writes made meanwhile join the queue (and the tail chunk), so
+ * replies pile up into few requests. */
 int csock__stream_ring_send(csock_stream *s)
 {
     if (s->wreq.busy) return 0;
-    wchunk *c = s->wq_head;
-    int rc = csock__io_send(s->h.loop, &s->wreq, s->w.fd, c->p, c->len);
+    int rc = csock__io_send(s->h.loop, &s->wreq, s->w.fd);
     if (rc < 0) {
         csock__stream_drop_queue(s);
         csock__stream_fail(s, rc);

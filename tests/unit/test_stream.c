@@ -14,6 +14,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <string.h>
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
@@ -1290,6 +1291,62 @@ static void close_with_send_in_flight(void **state)
     pair_close(&p);
 }
 
+/* What the peer's socket `fd` receives within `ms`, into buf (up to cap
+ * bytes), stopping at EOF: polls, so a slow machine only waits longer. */
+static size_t peer_read(int fd, char *buf, size_t cap, int ms)
+{
+    size_t got = 0;
+    uint64_t until = h_now_ms() + (uint64_t)ms;
+    while (got < cap && h_now_ms() < until) {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (poll(&pf, 1, 50) <= 0) continue;
+        ssize_t n = recv(fd, buf + got, cap - got, MSG_DONTWAIT);
+        if (n <= 0) break; /* EOF (or an error) */
+        got += (size_t)n;
+    }
+    return got;
+}
+
+/* Writes made before the loop next enters the kernel leave together: on
+ * io_uring the send request is made at the wait, of everything queued by
+ * then, so one loop iteration sends all 8 (made at the first write, it
+ * took 64 bytes and left the rest to a second request a wait later: a
+ * pipelining peer's messages then travelled as two trains for good).
+ * After that one iteration nothing more is sent, so the peer gets 512
+ * bytes or, with the split, 64. (512: within one queued chunk; a request
+ * sends one chunk, so a burst past a chunk's 952 bytes takes two.) */
+static void writes_before_a_wait_leave_together(void **state)
+{
+    pair p;
+    int fd = raw_pair(&p);
+    char msg[64];
+    memset(msg, 'm', sizeof msg);
+    for (int i = 0; i < 8; i++) CHECK_OK(csock_stream_write(p.b.s, msg, sizeof msg));
+    csock_loop_run(p.loop, CSOCK_RUN_NOWAIT);
+    char got[8 * sizeof msg];
+    assert_int_equal(peer_read(fd, got, sizeof got, 2000), sizeof got);
+    close(fd);
+    pair_close(&p);
+}
+
+/* A write and a close right after it, outside any callback: what the
+ * kernel takes at once is sent, as epoll's write(2) at the call sends it
+ * (io_uring makes the queued send before its cancel), then the FIN. */
+static void write_then_close_sends_it(void **state)
+{
+    pair p;
+    int fd = raw_pair(&p);
+    CHECK_OK(csock_stream_write(p.b.s, "last words\n", 11));
+    csock_stream_close(p.b.s, NULL);
+    p.b.s = NULL;
+    h_spin(p.loop, 3);
+    char buf[64];
+    assert_int_equal(peer_read(fd, buf, sizeof buf, 5000), 11); /* then the FIN */
+    assert_memory_equal(buf, "last words\n", 11);
+    close(fd);
+    pair_close(&p);
+}
+
 typedef struct watchdog {
     csock_loop *loop;
     int fired;
@@ -1708,6 +1765,8 @@ int main(void)
         cmocka_unit_test(echo_socketpair),
         cmocka_unit_test(burst_of_streams),
         cmocka_unit_test(close_with_send_in_flight),
+        cmocka_unit_test(writes_before_a_wait_leave_together),
+        cmocka_unit_test(write_then_close_sends_it),
         cmocka_unit_test(addresses),
         cmocka_unit_test(small_writes_arrive_in_order),
         cmocka_unit_test(large_write_drains),
