@@ -72,6 +72,9 @@ struct run {
      * ends at slot_end (a comparison an answer instead of a division). */
     uint64_t slot, slot_end;
     char *rbuf; /* o->raw: the buffer answers are read into */
+    /* bench_raw.c: the connection whose answers are being checked; the
+     * messages they let go are written together once all are read. */
+    conn *raw_input;
 };
 
 
@@ -100,8 +103,8 @@ size_t bench_msg_off(const conn *c, uint64_t k);
 int bench_raw_wanted(const bench_opts *o);
 /* Begin a connect; errors are counted and retried as for a stream. */
 void bench_raw_connect(conn *c);
-/* Write messages [wseq, sent); what the socket does not take waits for
- * it to be writable. 0 or a negative errno. */
+/* Write messages [wseq, sent), many in one sendmsg(2); what the socket
+ * does not take waits for it to be writable. 0 or a negative errno. */
 int bench_raw_flush(conn *c);
 /* Stop watching and close the socket (bench_conn_down follows). */
 void bench_raw_close(conn *c);

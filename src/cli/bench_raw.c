@@ -1,7 +1,7 @@
 /* csock bench over plain TCP and Unix sockets, driven directly: a socket
  * per connection, watched with the loop's readiness watchers (csock_io), a
- * recv() into one buffer per thread when it is readable and a send() per
- * message. A load generator should cost less than the server it loads;
+ * recv() into one buffer per thread when it is readable and one sendmsg()
+ * of the messages its answers let go. A load generator should cost less than the server it loads;
  * csock streams buffer, queue and time every write for servers that need
  * it, which a client sending bytes it can make again does not. Messages
  * are never copied: a message not written whole is sent again from the
@@ -49,28 +49,44 @@ void bench_raw_close(conn *c)
     c->io = NULL;
 }
 
+/* Messages a write takes at most: 2 pieces each (--upper's '\n'). */
+#define RAW_IOV 64
+
 int bench_raw_flush(conn *c)
 {
     const bench_opts *o = c->r->o;
+    size_t nl = o->size - o->body; /* --upper: 1, the '\n' after the letters */
     while (c->wseq < c->sent) {
-        size_t off = bench_msg_off(c, c->wseq), pos = c->wpos;
-        ssize_t n;
-        if (pos < o->body && o->size == o->body) {
-            n = send(csock_io_fd(c->io), o->send_pat + off + pos, o->body - pos, MSG_NOSIGNAL);
-        } else { /* --upper: the letters, then the '\n' */
-            struct iovec iov[2] = {{o->send_pat + off + pos, pos < o->body ? o->body - pos : 0},
-                                   {(void *)"\n", o->size - (pos > o->body ? pos : o->body)}};
-            struct msghdr mh = {.msg_iov = iov[0].iov_len ? iov : iov + 1, .msg_iovlen = iov[0].iov_len ? 2 : 1};
-            n = sendmsg(csock_io_fd(c->io), &mh, MSG_NOSIGNAL);
+        /* Every message not written yet, as far as the iovec goes: the
+         * answers one read brought let as many go, and they leave in one
+         * segment, as a client that keeps messages in flight sends them
+         * (one send each cost a syscall and a segment per message). */
+        struct iovec iov[RAW_IOV];
+        int k = 0;
+        size_t want = 0, pos = c->wpos;
+        for (uint64_t q = c->wseq; q < c->sent && k + 2 <= RAW_IOV; q++, pos = 0) {
+            if (pos < o->body)
+                iov[k++] = (struct iovec){o->send_pat + bench_msg_off(c, q) + pos, o->body - pos};
+            if (nl) iov[k++] = (struct iovec){(void *)"\n", o->size - (pos > o->body ? pos : o->body)};
+            want += o->size - pos;
         }
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)k};
+        ssize_t n = sendmsg(csock_io_fd(c->io), &mh, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) break;
             return -errno;
         }
-        c->wpos += (size_t)n;
-        if (c->wpos < o->size) break; /* the socket is full: wait until it is writable */
-        c->wseq++;
-        c->wpos = 0;
+        for (size_t left = (size_t)n; left;) { /* past what was taken */
+            size_t rest = o->size - c->wpos;
+            if (left < rest) {
+                c->wpos += left;
+                break;
+            }
+            left -= rest;
+            c->wseq++;
+            c->wpos = 0;
+        }
+        if ((size_t)n < want) break; /* the socket is full: wait until it is writable */
     }
     return watch(c, c->wseq < c->sent ? CSOCK_READABLE | CSOCK_WRITABLE : CSOCK_READABLE);
 }
@@ -102,8 +118,13 @@ static void on_raw_io(csock_io *io, int events)
     }
     if (!(events & CSOCK_READABLE)) return;
     ssize_t n = recv(csock_io_fd(io), r->rbuf, BENCH_RAW_RBUF, 0);
-    if (n > 0) bench_echo_input(c, r->rbuf, (size_t)n);
-    else if (n == 0) bench_conn_fail(c, bench_err_kind(CSOCK_EOF), 0);
+    if (n > 0) {
+        r->raw_input = c; /* the messages its answers let go wait for the flush */
+        int rc = bench_echo_input(c, r->rbuf, (size_t)n);
+        r->raw_input = NULL;
+        if (rc == 0 && c->wseq < c->sent && (rc = bench_raw_flush(c)) < 0)
+            bench_conn_fail(c, bench_err_kind(rc), 0);
+    } else if (n == 0) bench_conn_fail(c, bench_err_kind(CSOCK_EOF), 0);
     else if (errno != EAGAIN && errno != EWOULDBLOCK) bench_conn_fail(c, bench_err_kind(-errno), 0);
 }
 

@@ -198,6 +198,67 @@ def test_engines():
         check_eq(doc["engine"], "streams", "tls:// engine")
 
 
+def test_sockets_engine_batches():
+    """The sockets engine (a readiness backend) writes the messages one read
+    of answers lets go in one write, not one write each: against a server
+    that answers 16 messages at once, in one segment, each round's 16 new
+    ones must come in about one segment too (TCP_INFO's data_segs_in; one
+    write a message, with TCP_NODELAY, made about one segment each)."""
+    depth, size = 16, 64
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(1)
+    ls.settimeout(T(10))
+    got = {}
+
+    def serve():
+        c, _ = ls.accept()
+        c.settimeout(T(10))
+        rounds = 0
+        with c:
+            while True:
+                buf = b""
+                try:
+                    while len(buf) < depth * size:
+                        d = c.recv(depth * size - len(buf))
+                        if not d:
+                            break
+                        buf += d
+                    if len(buf) < depth * size:
+                        break
+                    c.sendall(buf)   # one segment: the client reads all 16 at once
+                except OSError:      # the client's close at the end, with answers unread: a reset
+                    break
+                rounds += 1
+            info = c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+        got["rounds"] = rounds
+        got["segs"] = int.from_bytes(info[152:156], sys.byteorder)   # tcpi_data_segs_in
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    saved = os.environ.get("CSOCK_BACKEND")
+    os.environ["CSOCK_BACKEND"] = "epoll"
+    try:
+        rc, doc, err = bench_json("tcp://127.0.0.1:%d" % ls.getsockname()[1], "--conns", "1", "--depth",
+                                  str(depth), "--size", str(size), "--duration", "0.5")
+    finally:
+        if saved is None:
+            del os.environ["CSOCK_BACKEND"]
+        else:
+            os.environ["CSOCK_BACKEND"] = saved
+    t.join(T(10))
+    ls.close()
+    check_eq(rc, 0, "status (stderr %r)" % err)
+    check_eq(doc["engine"], "sockets", "engine")
+    no_errors(doc, "batched")
+    rounds = got.get("rounds", 0)
+    check(rounds >= 20, "only %d rounds of %d messages: %r" % (rounds, depth, got))
+    # The first round's 16 go one by one (sent at the connect); every later
+    # round in one write: one segment, two if the socket splits it.
+    check(got["segs"] <= depth + 2 * rounds,
+          "%d data segments for %d rounds of %d messages: one write a message?" % (got["segs"], rounds, depth))
+
+
 def test_upper_tcp_and_unix():
     """--upper against csock serve upper; --echo against it sees wrong bytes,
     and so does --upper against an echo server."""
