@@ -54,6 +54,13 @@ IO_SKIP = {
         # counts read callbacks, one per write of 3-4 bytes: a short write
         # splits one into two reads (the bytes still arrive whole)
         "accumulate_until_whole",
+        # expects write(2) at the call to take all 11 bytes, then close
+        # (which drops what is still queued): an injected short write or
+        # EAGAIN leaves a tail queued, and the close drops it, as it should
+        "write_then_close_sends_it",
+        # expects one loop iteration to send all 8 writes: an injected
+        # EAGAIN leaves the rest for a later iteration the test never runs
+        "writes_before_a_wait_leave_together",
     ],
 }
 RESETS = (1, 3, 20, 200)     # the K-th send-side call of the process is reset
