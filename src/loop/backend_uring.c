@@ -68,6 +68,17 @@
 #endif
 #define CANCEL_QUEUED 2 /* csock__ioreq.cancelled: on cancel_q, not yet asked */
 #define SEND_QUEUED 2   /* csock__ioreq.busy: on sendq, not yet a request (ur_send) */
+#define SEND_IOV 8      /* queued chunks one send request takes at most */
+#define SEND_MSGS 64    /* sendmsg headers made between two kernel entries */
+
+/* The header of a send of several chunks (IORING_OP_SENDMSG). The kernel
+ * reads it when the request is submitted (IORING_FEAT_SUBMIT_STABLE, 5.5),
+ * so a header lives only until the next kernel entry: the loop keeps one
+ * set of them, not one per stream. */
+typedef struct {
+    struct msghdr mh;
+    struct iovec iov[SEND_IOV];
+} send_msg;
 
 typedef struct {
     csock__watcher *w; /* NULL: free slot */
@@ -102,6 +113,8 @@ typedef struct {
     csock__ioreq *cancel_q;                /* cancels that found no submission slot */
     csock__ioreq **sendq;                  /* sends to make at the next wait (SEND_QUEUED) */
     unsigned nsend, sendq_cap;
+    send_msg *smsg;                        /* SEND_MSGS of them, made at the first need */
+    unsigned nsmsg;                        /* in use until the kernel has the requests */
     unsigned nreq;                         /* requests whose callback is still to come */
     int disabled; /* made with R_DISABLED: enabled by the first wait, on its thread */
     int single;   /* SINGLE_ISSUER: only `owner` may enter the kernel */
@@ -120,11 +133,19 @@ static uint64_t tag(uint32_t idx, uint32_t gen) { return ((uint64_t)gen << 33) |
  * their request for ur_wait to make (sync_pending), which changes nothing
  * the kernel sees; if the ring is broken for good, that wait fails and the
  * loop reports it. */
+/* After an entry: once the kernel has taken every request made, their
+ * sendmsg headers are free again. */
+static void submitted(uring_state *st)
+{
+    if (st->nsmsg && !io_uring_sq_ready(&st->ring)) st->nsmsg = 0;
+}
+
 static struct io_uring_sqe *get_sqe(uring_state *st)
 {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&st->ring);
     if (!sqe) { /* the submission queue is full: hand it to the kernel first */
         io_uring_submit(&st->ring);
+        submitted(st);
         sqe = io_uring_get_sqe(&st->ring);
     }
     return sqe;
@@ -286,6 +307,7 @@ static void ur_fini(csock_loop *loop)
     free(st->slots);
     free(st->free_list);
     free(st->sendq);
+    free(st->smsg);
     free(st);
 }
 
@@ -351,21 +373,33 @@ static int ur_recv(csock_loop *loop, csock__ioreq *r, int fd, size_t cap)
 static int prep_send(csock_loop *loop, csock__ioreq *r)
 {
     uring_state *st = loop->bstate;
-    const void *buf = NULL;
-    size_t len = loop->io_fill(loop, r, &buf);
+    /* Several queued chunks leave in one sendmsg (a burst of small writes
+     * past one chunk's 952 bytes took two requests, the second a wait
+     * later); one, or no header free, in a plain send. */
+    struct iovec one;
+    send_msg *m = NULL;
+    if (st->nsmsg < SEND_MSGS && (st->smsg || (st->smsg = malloc(SEND_MSGS * sizeof *st->smsg))))
+        m = &st->smsg[st->nsmsg];
+    int n = loop->io_fill(loop, r, m ? m->iov : &one, m ? SEND_IOV : 1);
     r->busy = 1;
-    if (!len) {
+    if (!n) {
         r->next = st->cancelled;
         st->cancelled = r;
         return 1;
     }
-    struct io_uring_sqe *sqe = get_sqe(st);
+    struct io_uring_sqe *sqe = get_sqe(st); /* (may submit: frees the headers before m) */
     if (!sqe) {
         r->busy = SEND_QUEUED; /* stays queued: made at the next wait */
         return -ENOMEM;
     }
-    if (len > INT32_MAX) len = INT32_MAX; /* the result is an int */
-    io_uring_prep_send(sqe, r->fd, buf, len, MSG_NOSIGNAL);
+    if (n == 1) {
+        const struct iovec *v = m ? m->iov : &one;
+        io_uring_prep_send(sqe, r->fd, v->iov_base, v->iov_len, MSG_NOSIGNAL);
+    } else {
+        st->nsmsg = (unsigned)(m - st->smsg) + 1;
+        m->mh = (struct msghdr){.msg_iov = m->iov, .msg_iovlen = (size_t)n};
+        io_uring_prep_sendmsg(sqe, r->fd, &m->mh, MSG_NOSIGNAL);
+    }
     io_uring_sqe_set_data64(sqe, req_tag(r));
     return 0;
 }
@@ -834,6 +868,7 @@ static int ur_wait(csock_loop *loop, int timeout_ms)
         if (round && st->nsend) prep_sends(loop); /* queued by the last round's callbacks */
         unsigned before = io_uring_cq_ready(&st->ring);
         int rc = enter(st, round ? 0 : timeout_ms);
+        submitted(st);
         if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY) return rc;
         if (!round) csock_loop_update_time(loop);
         unsigned got = io_uring_cq_ready(&st->ring) - before;

@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "csock/error.h"
 #include "csock/loop.h"
@@ -100,9 +101,10 @@ struct csock__ioreq {
 enum { CSOCK__IO_RECV = 1, CSOCK__IO_SEND = 2 };
 
 /* What a send request is to send, asked when the backend makes the request
- * (see csock__io_send): the bytes at *buf and their count; 0: nothing any
- * more (the request then completes with -ECANCELED). */
-typedef size_t (*csock__ioreq_fill)(csock_loop *loop, csock__ioreq *r, const void **buf);
+ * (see csock__io_send): up to `max` pieces in iov[], in order, their sum
+ * at most INT32_MAX (the result is an int); returns how many. 0: nothing
+ * any more (the request then completes with -ECANCELED). */
+typedef int (*csock__ioreq_fill)(csock_loop *loop, csock__ioreq *r, struct iovec *iov, int max);
 
 /* The completion handler of every request on the loop, and the fill of
  * every send (the stream layer's: the only user of completion I/O). */

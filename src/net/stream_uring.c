@@ -58,14 +58,21 @@ static void on_io_done(csock_loop *loop, csock__ioreq *r, int res, char *buf)
 /* A send request is made when the loop enters the kernel (csock__io_send):
  * then it takes the head chunk as it is by then, with the writes of the
  * whole iteration that joined it. */
-static size_t fill_send(csock_loop *loop, csock__ioreq *r, const void **buf)
+static int fill_send(csock_loop *loop, csock__ioreq *r, struct iovec *iov, int max)
 {
     (void)loop;
     csock_stream *s = csock__container_of(r, csock_stream, wreq);
-    wchunk *c = s->wq_head;
-    if (!c || c->kind == W_FILE) return 0; /* dropped since (a failure) */
-    *buf = c->p;
-    return c->len;
+    int n = 0;
+    size_t room = INT32_MAX;
+    /* The queued chunks up to a file part (sent by sendfile, not here);
+     * none: dropped since (a failure). */
+    for (wchunk *c = s->wq_head; c && c->kind != W_FILE && n < max && room; c = c->next) {
+        if (!c->len) continue;
+        size_t len = c->len < room ? c->len : room;
+        iov[n++] = (struct iovec){(void *)c->p, len};
+        room -= len;
+    }
+    return n;
 }
 
 /* Streams on a loop that does completion I/O use it: reads and writes then

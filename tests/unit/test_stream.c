@@ -1309,21 +1309,21 @@ static size_t peer_read(int fd, char *buf, size_t cap, int ms)
 
 /* Writes made before the loop next enters the kernel leave together: on
  * io_uring the send request is made at the wait, of everything queued by
- * then, so one loop iteration sends all 8 (made at the first write, it
+ * then, so one loop iteration sends all 32 (made at the first write, it
  * took 64 bytes and left the rest to a second request a wait later: a
- * pipelining peer's messages then travelled as two trains for good).
- * After that one iteration nothing more is sent, so the peer gets 512
- * bytes or, with the split, 64. (512: within one queued chunk; a request
- * sends one chunk, so a burst past a chunk's 952 bytes takes two.) */
+ * pipelining peer's messages then travelled as two trains for good). The
+ * 2 KiB span three queued chunks (952 bytes each), which one request
+ * takes together (a sendmsg): a request of one chunk sent 952. After that
+ * one iteration nothing more is sent, so the peer gets all 2048 bytes. */
 static void writes_before_a_wait_leave_together(void **state)
 {
     pair p;
     int fd = raw_pair(&p);
     char msg[64];
     memset(msg, 'm', sizeof msg);
-    for (int i = 0; i < 8; i++) CHECK_OK(csock_stream_write(p.b.s, msg, sizeof msg));
+    for (int i = 0; i < 32; i++) CHECK_OK(csock_stream_write(p.b.s, msg, sizeof msg));
     csock_loop_run(p.loop, CSOCK_RUN_NOWAIT);
-    char got[8 * sizeof msg];
+    char got[32 * sizeof msg];
     assert_int_equal(peer_read(fd, got, sizeof got, 2000), sizeof got);
     close(fd);
     pair_close(&p);
