@@ -134,6 +134,7 @@ run_wrk() { # NAME SCENARIO
     printf '  %-9s %-11s %12s req/s %8s us/req %s\n' "$name" "$sc" "$rps" "$us" "$errs" >&2
 }
 
+mkdir -p "$OUT"
 : > "$OUT/results.tsv"
 for s in $SERVERS; do start_server "$s"; done
 echo "servers: $(for s in $SERVERS; do printf '%s=%s ' "$s" "${PORT[$s]}"; done)" >&2
