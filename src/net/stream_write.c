@@ -414,10 +414,19 @@ static ssize_t write_direct(csock_stream *s, const struct iovec *iov, int iovcnt
 }
 
 /* What every write does once its bytes are queued: send them unless
- * inside the read callback (held until it returns), then backpressure. */
+ * inside the read callback (held until it returns), then backpressure.
+ * Inside the read callback only backpressure: the read's end flushes
+ * (offer's callers in stream_read.c), and the flush settles the watcher
+ * and the deadlines once for all the replies the callback made, so a
+ * reply written there costs a copy and no pass over them (an HTTP server
+ * writing a head and a body per answer made two such passes). */
 static int after_queue(csock_stream *s)
 {
-    if (!(s->flags & F_IN_READ)) csock__stream_flush(s);
+    if (s->flags & F_IN_READ) {
+        csock__stream_maybe_pause(s);
+        return 0;
+    }
+    csock__stream_flush(s);
     if (s->h.closing) return 0;
     csock__stream_maybe_pause(s);
     csock__stream_update_events(s);

@@ -16,9 +16,9 @@
  * Transfer-Encoding, Connection: under 250 bytes. The fields a handler
  * adds go in an iovec of their own, so they need no room here. */
 #define HEAD_MAX 512
-/* The first buffer for answers made inside on_read: one small answer (a
- * head of about 250 bytes and a small file) fits, and an allocation this
- * small is served from malloc's per-thread cache. A larger one (1 KiB and
+/* The first buffer for answers made inside on_read on a TLS stream: one
+ * small answer (a head of about 250 bytes and a small file) fits, and an
+ * allocation this small is served from malloc's per-thread cache. A larger one (1 KiB and
  * up) costs far more: each made glibc consolidate its fast bins first
  * (malloc and free were 1 % of a small request's CPU, 8 % of its user
  * time, with 16 KiB). */
@@ -114,11 +114,14 @@ static const char *date_line(csock_http_server *hs)
 
 /* ---- answers ------------------------------------------------------------------- */
 
-/* Output. Inside on_read, answers are appended to the connection's own
- * buffer and queued by reference once when it returns: all pipelined answers
- * leave in one chunk, and a write queued that way does not make the stream
- * register for writability first (csock_stream_write does, costing two
- * epoll_ctl calls per answer). Elsewhere they go straight to the stream. */
+/* Output. A plain stream holds what its read callback writes and sends it
+ * when the callback returns, copied into its pooled chunks: pipelined
+ * answers leave in one syscall, and an answer costs no allocation. A TLS
+ * stream would seal each write as a record of its own, so there the
+ * answers made inside on_read gather in the connection's buffer (ob),
+ * which goes to the stream by reference once (out_flush): one record for
+ * a pipelined batch. Outside on_read every answer goes straight to the
+ * stream. */
 static void release_ob(void *ob) { free(ob); }
 
 /* Part of an answer could not be queued (no memory): the client would wait
@@ -143,7 +146,7 @@ void csock__http_out_flush(conn *c)
 
 static int out_write(conn *c, const struct iovec *iov, int n)
 {
-    if (!c->in_read) {
+    if (!c->in_read || !csock_tls_is_tls(c->s)) {
         int rc = csock_stream_writev(c->s, iov, n);
         if (rc == -ENOMEM) conn_abort(c);
         return rc;

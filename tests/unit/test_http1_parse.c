@@ -355,6 +355,46 @@ static void test_nul_bytes(void **state)
 
 /* ---- pipelining ------------------------------------------------------------------ */
 
+/* Every byte in each place a character class rules (the parser's table of
+ * classes against the RFCs' rules, written here independently): accepted
+ * exactly where its class allows it, refused everywhere else. '\n' ends a
+ * line wherever it is, so it is left out. */
+static bool rfc_tchar(int c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+static int parse_with_byte(const char *fmt_a, int b, const char *fmt_b)
+{
+    char buf[128];
+    size_t la = strlen(fmt_a), lb = strlen(fmt_b);
+    memcpy(buf, fmt_a, la);
+    buf[la] = (char)b;
+    memcpy(buf + la + 1, fmt_b, lb);
+    csock_http_request req;
+    csock_http_header fields[MAX_FIELDS];
+    return parse_n(buf, la + 1 + lb, &req, fields, MAX_FIELDS, NULL);
+}
+
+static void test_every_byte_class(void **state)
+{
+    (void)state;
+    for (int b = 0; b < 256; b++) {
+        if (b == '\n') continue;
+        int method = parse_with_byte("G", b, "T / HTTP/1.1\r\nHost: a\r\n\r\n");
+        int name = parse_with_byte(GOOD_PREFIX, b, "X: v\r\n\r\n");
+        int value = parse_with_byte(GOOD_PREFIX "X: a", b, "b\r\n\r\n");
+        int target = parse_with_byte("GET /a", b, "b HTTP/1.1\r\nHost: a\r\n\r\n");
+        bool field = b == '\t' || (b >= 0x20 && b != 0x7f);
+        bool visible = b > 0x20 && b < 0x7f;
+        if ((method > 0) != rfc_tchar(b)) fail_msg("byte 0x%02x in a method: %d", b, method);
+        if ((name > 0) != rfc_tchar(b)) fail_msg("byte 0x%02x in a field name: %d", b, name);
+        if ((value > 0) != field) fail_msg("byte 0x%02x in a field value: %d", b, value);
+        if ((target > 0) != visible) fail_msg("byte 0x%02x in a target: %d", b, target);
+    }
+}
+
 static void test_pipelined(void **state)
 {
     const char *s = "GET /1 HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -682,6 +722,7 @@ int main(void)
         cmocka_unit_test(test_smuggling_framing),
         cmocka_unit_test(test_smuggling_syntax),
         cmocka_unit_test(test_nul_bytes),
+        cmocka_unit_test(test_every_byte_class),
         cmocka_unit_test(test_pipelined),
         cmocka_unit_test(test_long_request_line),
         cmocka_unit_test(test_large_head),

@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <linux/tcp.h> /* tcp_info with tcpi_data_segs_in (glibc's lacks it) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -543,6 +544,50 @@ static void test_huge_max_body(void **state)
     stop(&f);
 }
 
+/* ---- pipelined answers leave together -------------------------------------------- */
+
+#define PIPELINED 16
+
+static void ok_with_fields(csock_http_req *r, void *data)
+{
+    (void)data;
+    csock_http_add_header(r, "Content-Type", "text/plain"); /* the head goes in two writes */
+    csock_http_send(r, 200, "pipelined!", 10);
+}
+
+/* Answers made from one read go to the kernel in one write: 16 requests
+ * sent at once come back in one TCP segment (loopback's MSS is ~64 KiB),
+ * not one each. The client's TCP_INFO counts the segments. */
+static void test_pipelined_answers_leave_together(void **state)
+{
+    (void)state;
+    fixture f;
+    csock_http_opts o = {.handler = ok_with_fields};
+    start(&f, &o);
+    char req[PIPELINED * 64];
+    size_t n = 0;
+    for (int i = 0; i < PIPELINED; i++)
+        n += (size_t)snprintf(req + n, sizeof req - n, "GET /p/%d HTTP/1.1\r\nHost: t\r\n\r\n", i);
+    client c;
+    client_open(&c, f.port, req, n);
+    int answers = 0;
+    for (uint64_t deadline = h_now_ms() + 10000; h_now_ms() < deadline;) {
+        client_body(&c, &answers); /* reads what came */
+        answers = 0;
+        for (const char *p = c.in; (p = strstr(p, "pipelined!")); p++) answers++;
+        if (answers == PIPELINED || c.closed) break;
+        h_spin(f.loop, 1);
+    }
+    struct tcp_info ti;
+    socklen_t tl = sizeof ti;
+    assert_int_equal(getsockopt(c.fd, IPPROTO_TCP, TCP_INFO, &ti, &tl), 0);
+    close(c.fd);
+    stop(&f);
+    assert_int_equal(answers, PIPELINED);
+    if (ti.tcpi_data_segs_in > 2)
+        fail_msg("%d answers came in %u segments", PIPELINED, ti.tcpi_data_segs_in);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -554,6 +599,7 @@ int main(void)
         cmocka_unit_test(test_upgrade_required),
         cmocka_unit_test(test_many_fields),
         cmocka_unit_test(test_huge_max_body),
+        cmocka_unit_test(test_pipelined_answers_leave_together),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
