@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -70,6 +71,8 @@
 #define SEND_QUEUED 2   /* csock__ioreq.busy: on sendq, not yet a request (ur_send) */
 #define SEND_IOV 8      /* queued chunks one send request takes at most */
 #define SEND_MSGS 64    /* sendmsg headers made between two kernel entries */
+#define FIXED_MAX 32768 /* the ring's file table: fds below this (and RLIMIT_NOFILE) */
+#define FIXED_AFTER 16  /* sends a stream makes before its socket goes in the table */
 
 /* The header of a send of several chunks (IORING_OP_SENDMSG). The kernel
  * reads it when the request is submitted (IORING_FEAT_SUBMIT_STABLE, 5.5),
@@ -116,6 +119,8 @@ typedef struct {
     send_msg *smsg;                        /* SEND_MSGS of them, made at the first need */
     unsigned nsmsg;                        /* in use until the kernel has the requests */
     unsigned nreq;                         /* requests whose callback is still to come */
+    uint64_t fixed[FIXED_MAX / 64];        /* a bit per fd below nfixed: in the file table */
+    unsigned nfixed;
     int disabled; /* made with R_DISABLED: enabled by the first wait, on its thread */
     int single;   /* SINGLE_ISSUER: only `owner` may enter the kernel */
     int defer;    /* DEFER_TASKRUN: completions are posted only by a GETEVENTS enter */
@@ -204,6 +209,51 @@ static int setup_bufs(uring_state *st)
     return rc;
 }
 
+/* Registered files: the socket of a stream that keeps talking is put in
+ * the ring's file table, at its fd number, so its requests find it there
+ * instead of looking the fd up and taking a reference on the file
+ * (fget/fput: 1.9 % of a 1,000-connection echo server's time in perf,
+ * BENCHMARKS.md session 30). Putting it in and taking it out cost a
+ * syscall each, as much as a dozen lookups: so only from a stream's
+ * FIXED_AFTER-th send on, and a connection that answers once (HTTP with
+ * Connection: close) pays nothing. The table is per loop and sparse; a
+ * socket holds one of its slots (8 bytes of the kernel's) while its stream
+ * lives. CSOCK_URING_FIXED=0 turns it off, to compare. */
+static void setup_fixed(uring_state *st)
+{
+    const char *env = getenv("CSOCK_URING_FIXED");
+    struct rlimit rl;
+    if ((env && !strcmp(env, "0")) || getrlimit(RLIMIT_NOFILE, &rl) < 0) return;
+    unsigned n = rl.rlim_cur < FIXED_MAX ? (unsigned)rl.rlim_cur : FIXED_MAX;
+    if (io_uring_register_files_sparse(&st->ring, n) == 0) st->nfixed = n;
+}
+
+static int fixed_on(const uring_state *st, int fd)
+{
+    return (unsigned)fd < st->nfixed && (st->fixed[(unsigned)fd / 64] >> ((unsigned)fd % 64) & 1);
+}
+
+/* Put fd's socket in the file table unless it is there: 1 when it is. */
+static int fixed_put(uring_state *st, int fd)
+{
+    if ((unsigned)fd >= st->nfixed) return 0;
+    if (fixed_on(st, fd)) return 1;
+    if (io_uring_register_files_update(&st->ring, (unsigned)fd, &fd, 1) != 1) return 0;
+    st->fixed[(unsigned)fd / 64] |= 1ull << ((unsigned)fd % 64);
+    return 1;
+}
+
+/* Before fd closes or leaves its stream (no request of its is in flight):
+ * out of the table, whose reference would keep the socket open. */
+static void ur_forget(csock_loop *loop, int fd)
+{
+    uring_state *st = loop->bstate;
+    if (!fixed_on(st, fd)) return;
+    st->fixed[(unsigned)fd / 64] &= ~(1ull << ((unsigned)fd % 64));
+    int none = -1;
+    io_uring_register_files_update(&st->ring, (unsigned)fd, &none, 1);
+}
+
 static int ur_init(csock_loop *loop)
 {
     /* For tests only: fail as io_uring_setup does where it is forbidden
@@ -268,6 +318,7 @@ static int ur_init(csock_loop *loop)
     }
     loop->bstate = st;
     loop->io_ok = setup_bufs(st) == 0;
+    if (loop->io_ok) setup_fixed(st);
     /* Multishot recvs for TCP streams unless CSOCK_URING_MSHOT=0 (single
      * recvs, to compare). For tests, CSOCK_TEST_MSHOT_REFUSED=1 makes each
      * multishot recv one the kernel refuses (-EINVAL), as a kernel without
@@ -345,6 +396,7 @@ static int prep_recv(uring_state *st, csock__ioreq *r, int poll_first, size_t ca
     }
     if (poll_first) sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
     sqe->flags |= IOSQE_BUFFER_SELECT;
+    if (fixed_on(st, r->fd)) sqe->flags |= IOSQE_FIXED_FILE; /* r->fd is its index */
     sqe->buf_group = IO_BGID;
     io_uring_sqe_set_data64(sqe, req_tag(r));
     return 0;
@@ -400,6 +452,7 @@ static int prep_send(csock_loop *loop, csock__ioreq *r)
         m->mh = (struct msghdr){.msg_iov = m->iov, .msg_iovlen = (size_t)n};
         io_uring_prep_sendmsg(sqe, r->fd, &m->mh, MSG_NOSIGNAL);
     }
+    if (fixed_on(st, r->fd)) sqe->flags |= IOSQE_FIXED_FILE;
     io_uring_sqe_set_data64(sqe, req_tag(r));
     return 0;
 }
@@ -415,6 +468,11 @@ static int prep_send(csock_loop *loop, csock__ioreq *r)
 static int ur_send(csock_loop *loop, csock__ioreq *r, int fd)
 {
     uring_state *st = loop->bstate;
+    if (r->op != CSOCK__IO_SEND || r->fd != fd) r->sends = 0; /* a new owner */
+    if (r->sends < FIXED_AFTER)
+        r->sends++;
+    else
+        fixed_put(st, fd);
     r->fd = fd;
     r->op = CSOCK__IO_SEND;
     r->cancelled = 0;
@@ -891,5 +949,5 @@ static int ur_wait(csock_loop *loop, int timeout_ms)
 
 const csock__backend csock__backend_uring = {
     .name = "uring", .init = ur_init, .fini = ur_fini, .update = ur_update, .wait = ur_wait,
-    .recv = ur_recv, .send = ur_send, .cancel = ur_cancel,
+    .recv = ur_recv, .send = ur_send, .cancel = ur_cancel, .forget = ur_forget,
 };

@@ -385,6 +385,11 @@ void csock__io_cancel(csock_loop *loop, csock__ioreq *r)
     if (r->busy) loop->backend->cancel(loop, r);
 }
 
+void csock__io_forget(csock_loop *loop, int fd)
+{
+    if (loop->io_ok && loop->backend->forget) loop->backend->forget(loop, fd);
+}
+
 static void *pool_get(csock__pool *p, size_t size)
 {
     if (p->n) return p->items[--p->n];

@@ -93,11 +93,13 @@ typedef void (*csock__ioreq_cb)(csock_loop *loop, csock__ioreq *r, int res, char
 struct csock__ioreq {
     csock__ioreq *next; /* the backend's list of requests waiting for a buffer */
     int fd;
-    unsigned char busy; /* in flight: the callback is still to come */
-    unsigned char op;   /* CSOCK__IO_RECV or CSOCK__IO_SEND */
-    unsigned char cancelled; /* the backend's: a cancel was asked for */
-    unsigned char mshot;     /* the backend's: a multishot recv, armed until it ends */
+    unsigned busy : 2;      /* in flight: the callback is still to come */
+    unsigned op : 2;        /* CSOCK__IO_RECV or CSOCK__IO_SEND */
+    unsigned cancelled : 2; /* the backend's: a cancel was asked for */
+    unsigned mshot : 1;     /* the backend's: a multishot recv, armed until it ends */
+    unsigned sends : 8;     /* the backend's: sends its owner made, counted up to a few */
 };
+_Static_assert(sizeof(csock__ioreq) <= 16, "a stream carries two: memory per connection");
 enum { CSOCK__IO_RECV = 1, CSOCK__IO_SEND = 2 };
 
 /* What a send request is to send, asked when the backend makes the request
@@ -135,6 +137,9 @@ int csock__io_send(csock_loop *loop, csock__ioreq *r, int fd);
 /* Ask for a busy request to end early (its callback gets -ECANCELED, or its
  * result if it was already done). */
 void csock__io_cancel(csock_loop *loop, csock__ioreq *r);
+/* Before an fd that requests used closes or leaves its owner, with none of
+ * them in flight: the backend lets go of it (its file table, io_uring). */
+void csock__io_forget(csock_loop *loop, int fd);
 
 /* ---- backends: one file each ------------------------------------------- */
 
@@ -155,6 +160,7 @@ typedef struct csock__backend {
     int (*recv)(csock_loop *loop, csock__ioreq *r, int fd, size_t cap);
     int (*send)(csock_loop *loop, csock__ioreq *r, int fd);
     void (*cancel)(csock_loop *loop, csock__ioreq *r);
+    void (*forget)(csock_loop *loop, int fd);
 } csock__backend;
 
 extern const csock__backend csock__backend_epoll;

@@ -299,10 +299,17 @@ int csock_stream_shutdown(csock_stream *s, csock_stream_cb cb)
     return 0;
 }
 
+/* Close the stream's socket; a ring stream's backend lets go of it first. */
+static void close_fd(csock_stream *s)
+{
+    if (s->flags & F_RING) csock__io_forget(s->h.loop, s->w.fd);
+    close(s->w.fd);
+    s->w.fd = -1;
+}
+
 void csock__stream_finish_now(csock_stream *s)
 {
-    if (s->w.fd >= 0) close(s->w.fd); /* kept while requests were in flight */
-    s->w.fd = -1;
+    if (s->w.fd >= 0) close_fd(s); /* kept while requests were in flight */
     csock__stream_drop_queue(s); /* W_REF releases come before the close callback */
     if (s->x) {
         free(s->x->peer);
@@ -374,8 +381,7 @@ void csock_stream_close(csock_stream *s, csock_stream_close_cb cb)
      * (finish_now): a request not yet submitted, or one retried after
      * -ENOBUFS, would otherwise name whatever socket reuses the number. */
     if (s->w.fd >= 0 && !ring_busy(s)) {
-        close(s->w.fd);
-        s->w.fd = -1;
+        close_fd(s);
     } else if (s->flags & F_RING) {
         csock__stream_ring_fin(s);
     }

@@ -53,7 +53,10 @@ static void hand_over(detach *d, int status)
          * its fd is rreq.fd, at the same offset, and wreq holds it too. */
         fd = s->w.fd;
         s->w.fd = -1;
-        if (s->flags & F_RING) s->wreq.fd = -1;
+        if (s->flags & F_RING) {
+            csock__io_forget(s->h.loop, fd); /* the table would hold the socket open */
+            s->wreq.fd = -1;
+        }
     }
     d->cb(s, status, fd, s->rbuf ? s->rbuf + s->roff : "", s->rlen, d->data);
     csock_stream_close(s, NULL);

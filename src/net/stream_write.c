@@ -286,7 +286,11 @@ int csock__stream_send_queue(csock_stream *s)
          * part is done and bytes follow (a multipart answer), go on to them.
          * (A ring stream has no POLLOUT to wait for: stopping there left
          * the rest of the queue unsent.) A file may be sent in several
-         * calls: only one that took nothing means the socket is full. */
+         * calls: only one that took nothing means the socket is full. (A
+         * sendfile cut short is usually a full socket too, and the call
+         * after it often says EAGAIN; waiting for writability instead
+         * took 1.10x the CPU per 100 KB answer on io_uring: the ACKs that
+         * free room come in between. BENCHMARKS.md, session 30.) */
         if (file ? r == 0 : (size_t)r < want) break;
     }
     return 1;

@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -254,6 +255,52 @@ static void detach_a_stream_that_never_read(void **state)
     teardown_pair(&x);
 }
 
+static void on_detached_close(csock_stream *s, int status, int fd, const char *buf, size_t len,
+                              void *data)
+{
+    (void)s, (void)buf, (void)len;
+    t *x = data;
+    x->det_done = 1;
+    x->det_status = status;
+    x->s = NULL;
+    if (fd >= 0) close(fd);
+}
+
+/* The new owner closes a detached socket at once: the peer reads the end.
+ * On io_uring the stream had sent 20 times, one request each, so its
+ * socket was in the ring's file table, whose reference alone would keep
+ * the connection open after this close. */
+static void detached_socket_closed_by_its_owner(void **state)
+{
+    (void)state;
+    t x;
+    setup_pair(&x, 0, (size_t)-1);
+    CHECK_OK(csock_stream_read_start(x.s, on_read_all));
+    int sent = 0;
+    for (; sent < 20; sent++) {
+        if (csock_stream_write(x.s, "y", 1) < 0) break; /* -ENOMEM under the sweep */
+        RUN_UNTIL(x.loop, csock_stream_write_queue_size(x.s) == 0 || x.failed, 10000);
+    }
+    x.det_rc = csock_stream_detach(x.s, on_detached_close, &x);
+    if (x.det_rc == 0) RUN_UNTIL(x.loop, x.det_done, 10000);
+    if (x.det_rc == 0 && x.det_status == 0) { /* (-ENOMEM under the allocation sweep) */
+        char buf[64];
+        ssize_t n;
+        int got = 0;
+        for (;;) { /* the bytes, then the end */
+            struct pollfd pf = {.fd = x.peer, .events = POLLIN};
+            assert_int_equal(poll(&pf, 1, 10000), 1);
+            n = recv(x.peer, buf, sizeof buf, 0);
+            if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+            if (n <= 0) break;
+            got += (int)n;
+        }
+        assert_int_equal(n, 0);
+        assert_int_equal(got, sent);
+    }
+    teardown_pair(&x);
+}
+
 /* The sender finished before the detach: the EOF callback leaves bytes in
  * the stream, they come in the hand-over, and the fd reads the end. */
 static void detach_after_the_sender_finished(void **state)
@@ -414,6 +461,7 @@ int main(void)
         cmocka_unit_test(detach_inside_the_read_callback),
         cmocka_unit_test(detach_while_a_recv_is_in_flight),
         cmocka_unit_test(detach_a_stream_that_never_read),
+        cmocka_unit_test(detached_socket_closed_by_its_owner),
         cmocka_unit_test(detach_after_the_sender_finished),
         cmocka_unit_test(detach_waits_for_queued_output),
         cmocka_unit_test(detach_reports_the_error_of_a_failed_stream),
