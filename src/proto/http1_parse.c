@@ -35,7 +35,9 @@ enum { CL_TCHAR = 1, CL_FIELD = 2, CL_TARGET = 4 };
 /* Visible ASCII: the request-target has no spaces, controls or raw non-ASCII
  * (URIs percent-encode those; accepting them only widens what proxies disagree on). */
 #define TARGET(c) ((c) > 0x20 && (c) < 0x7f)
-#define CL(c) (unsigned char)((TCHAR(c) ? CL_TCHAR : 0) | (FIELD(c) ? CL_FIELD : 0) | (TARGET(c) ? CL_TARGET : 0))
+#define CL(c)                                                                   \
+    (unsigned char)((TCHAR(c) ? CL_TCHAR : 0) | (FIELD(c) ? CL_FIELD : 0) | \
+                    (TARGET(c) ? CL_TARGET : 0))
 #define CL4(c) CL(c), CL((c) + 1), CL((c) + 2), CL((c) + 3)
 #define CL16(c) CL4(c), CL4((c) + 4), CL4((c) + 8), CL4((c) + 12)
 #define CL64(c) CL16(c), CL16((c) + 16), CL16((c) + 32), CL16((c) + 48)

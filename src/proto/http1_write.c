@@ -18,10 +18,10 @@
 #define HEAD_MAX 512
 /* The first buffer for answers made inside on_read on a TLS stream: one
  * small answer (a head of about 250 bytes and a small file) fits, and an
- * allocation this small is served from malloc's per-thread cache. A larger one (1 KiB and
- * up) costs far more: each made glibc consolidate its fast bins first
- * (malloc and free were 1 % of a small request's CPU, 8 % of its user
- * time, with 16 KiB). */
+ * allocation this small is served from malloc's per-thread cache. A
+ * larger one (1 KiB and up) costs far more: each made glibc consolidate
+ * its fast bins first (malloc and free were 1 % of a small request's
+ * CPU, 8 % of its user time, with 16 KiB). */
 #define OUT_SMALL_CAP (1024 - 16)
 /* The next size, for pipelined answers or a larger body: 16 KiB with
  * malloc's header included (a size class, and one TLS record's worth of
