@@ -233,14 +233,22 @@ static int fixed_on(const uring_state *st, int fd)
     return (unsigned)fd < st->nfixed && (st->fixed[(unsigned)fd / 64] >> ((unsigned)fd % 64) & 1);
 }
 
-/* Put fd's socket in the file table unless it is there: 1 when it is. */
-static int fixed_put(uring_state *st, int fd)
+/* Slot `idx` of the file table now holds `fd`'s file (-1: none). By the
+ * ring's own fd, as enable_ring does: a newer liburing would use the
+ * registered ring's index, which belongs to the owner thread only. 1 when
+ * done. */
+static int files_update(uring_state *st, int idx, int fd)
 {
-    if ((unsigned)fd >= st->nfixed) return 0;
-    if (fixed_on(st, fd)) return 1;
-    if (io_uring_register_files_update(&st->ring, (unsigned)fd, &fd, 1) != 1) return 0;
+    struct io_uring_files_update up = {.offset = (unsigned)idx, .fds = (uintptr_t)&fd};
+    return (int)syscall(__NR_io_uring_register, st->ring.ring_fd, IORING_REGISTER_FILES_UPDATE,
+                        &up, 1) == 1;
+}
+
+/* Put fd's socket in the file table unless it is there. */
+static void fixed_put(uring_state *st, int fd)
+{
+    if ((unsigned)fd >= st->nfixed || fixed_on(st, fd) || !files_update(st, fd, fd)) return;
     st->fixed[(unsigned)fd / 64] |= 1ull << ((unsigned)fd % 64);
-    return 1;
 }
 
 /* Before fd closes or leaves its stream (no request of its is in flight):
@@ -250,8 +258,7 @@ static void ur_forget(csock_loop *loop, int fd)
     uring_state *st = loop->bstate;
     if (!fixed_on(st, fd)) return;
     st->fixed[(unsigned)fd / 64] &= ~(1ull << ((unsigned)fd % 64));
-    int none = -1;
-    io_uring_register_files_update(&st->ring, (unsigned)fd, &none, 1);
+    files_update(st, fd, -1);
 }
 
 static int ur_init(csock_loop *loop)
