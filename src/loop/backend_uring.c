@@ -19,7 +19,8 @@
  *
  * One file, one job: both ways share one ring, one submission queue and
  * one wait (ur_wait), and the setup, ownership and cancel rules apply to
- * both; split apart, each half would need the other's internals. */
+ * both (the ring's file table, for completion requests, too); split
+ * apart, each half would need the other's internals. */
 #include <liburing.h>
 #include <poll.h>
 #include <pthread.h>
@@ -212,7 +213,7 @@ static int setup_bufs(uring_state *st)
 /* Registered files: the socket of a stream that keeps talking is put in
  * the ring's file table, at its fd number, so its requests find it there
  * instead of looking the fd up and taking a reference on the file
- * (fget/fput: 1.9 % of a 1,000-connection echo server's time in perf,
+ * (fget/fput: about 2 % of a 1,000-connection echo server's time in perf,
  * BENCHMARKS.md session 30). Putting it in and taking it out cost a
  * syscall each, as much as a dozen lookups: so only from a stream's
  * FIXED_AFTER-th send on, and a connection that answers once (HTTP with
@@ -233,6 +234,16 @@ static int fixed_on(const uring_state *st, int fd)
     return (unsigned)fd < st->nfixed && (st->fixed[(unsigned)fd / 64] >> ((unsigned)fd % 64) & 1);
 }
 
+/* Note fd (below nfixed) as in the table or not. */
+static void fixed_mark(uring_state *st, int fd, int on)
+{
+    uint64_t bit = 1ull << ((unsigned)fd % 64);
+    if (on)
+        st->fixed[(unsigned)fd / 64] |= bit;
+    else
+        st->fixed[(unsigned)fd / 64] &= ~bit;
+}
+
 /* Slot `idx` of the file table now holds `fd`'s file (-1: none). By the
  * ring's own fd, as enable_ring does: a newer liburing would use the
  * registered ring's index, which belongs to the owner thread only. 1 when
@@ -248,7 +259,7 @@ static int files_update(uring_state *st, int idx, int fd)
 static void fixed_put(uring_state *st, int fd)
 {
     if ((unsigned)fd >= st->nfixed || fixed_on(st, fd) || !files_update(st, fd, fd)) return;
-    st->fixed[(unsigned)fd / 64] |= 1ull << ((unsigned)fd % 64);
+    fixed_mark(st, fd, 1);
 }
 
 /* Before fd closes or leaves its stream (no request of its is in flight):
@@ -257,7 +268,7 @@ static void ur_forget(csock_loop *loop, int fd)
 {
     uring_state *st = loop->bstate;
     if (!fixed_on(st, fd)) return;
-    st->fixed[(unsigned)fd / 64] &= ~(1ull << ((unsigned)fd % 64));
+    fixed_mark(st, fd, 0);
     files_update(st, fd, -1);
 }
 
