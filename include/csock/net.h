@@ -162,6 +162,15 @@ CSOCK_API int csock_stream_write_ref(csock_stream *s, const void *buf, size_t le
  * fails (same returns as csock_stream_write). */
 CSOCK_API int csock_stream_write_file(csock_stream *s, int fd, off_t offset, size_t len, int close_fd);
 
+/* Like csock_stream_write_file, but the stream calls `release(ud)` once it
+ * is done with `fd` (the bytes sent, or the write failed or the stream
+ * closed first), exactly once, from the loop's thread (from inside the
+ * call when it fails). For a descriptor shared by several answers, as a
+ * file cache's: the caller counts references and closes at the last,
+ * which costs no dup(2) and close(2) per answer. `release` may be NULL. */
+CSOCK_API int csock_stream_write_file_ref(csock_stream *s, int fd, off_t offset, size_t len,
+                                          void (*release)(void *ud), void *ud);
+
 /* Bytes queued and not yet taken by the kernel. */
 CSOCK_API size_t csock_stream_write_queue_size(const csock_stream *s);
 

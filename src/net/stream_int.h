@@ -20,12 +20,11 @@ typedef struct wchunk {
     const char *p;        /* next byte to send (MEM, REF) */
     size_t len;           /* bytes left to send */
     size_t cap;           /* MEM: bytes of data[] in all (for appending) */
-    void (*release)(void *ud);
+    void (*release)(void *ud); /* REF, FILE: called once done with p or fd */
     void *ud;
     int fd;               /* FILE */
     off_t off;            /* FILE: next offset */
     unsigned char kind;
-    unsigned char close_fd;
     unsigned char pooled; /* MEM: from a loop pool (POOL_BIG, POOL_SMALL) or not (0) */
     char data[];
 } wchunk;

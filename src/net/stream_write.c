@@ -16,8 +16,7 @@
 
 static void chunk_free(csock_stream *s, wchunk *c)
 {
-    if (c->kind == W_REF && c->release) c->release(c->ud);
-    if (c->kind == W_FILE && c->close_fd) close(c->fd);
+    if (c->kind != W_MEM && c->release) c->release(c->ud); /* a reference's or a file's */
     if (c->pooled == POOL_SMALL)
         csock__sbuf_put(s->h.loop, c);
     else if (c->pooled)
@@ -499,7 +498,7 @@ int csock_stream_write(csock_stream *s, const void *buf, size_t len)
 
 /* Queue chunk c (by reference or a file): onto the raw queue, or, on a
  * filtered stream, as plaintext for the filter. The chunk's own resource
- * (release, close_fd) is given back by chunk_free on failure. */
+ * (its release) is given back by chunk_free on failure. */
 static int queue_chunk(csock_stream *s, wchunk *c)
 {
     int rc = check_writable(s);
@@ -538,17 +537,27 @@ int csock_stream_write_ref(csock_stream *s, const void *buf, size_t len,
     return queue_chunk(s, c);
 }
 
-int csock_stream_write_file(csock_stream *s, int fd, off_t offset, size_t len, int close_fd)
+int csock_stream_write_file_ref(csock_stream *s, int fd, off_t offset, size_t len,
+                                void (*release)(void *ud), void *ud)
 {
     wchunk *c = calloc(1, sizeof *c);
     if (!c) {
-        if (close_fd) close(fd);
+        if (release) release(ud);
         return -ENOMEM;
     }
     c->kind = W_FILE;
     c->fd = fd;
     c->off = offset;
     c->len = len;
-    c->close_fd = close_fd ? 1 : 0;
+    c->release = release;
+    c->ud = ud;
     return queue_chunk(s, c); /* file bytes count toward backpressure too */
+}
+
+static void close_release(void *ud) { close((int)(intptr_t)ud); }
+
+int csock_stream_write_file(csock_stream *s, int fd, off_t offset, size_t len, int close_fd)
+{
+    return csock_stream_write_file_ref(s, fd, offset, len, close_fd ? close_release : NULL,
+                                       (void *)(intptr_t)fd);
 }

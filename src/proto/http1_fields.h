@@ -15,4 +15,11 @@
  * (and the answer becomes a 500). */
 int csock__http_add_fields(csock_http_req *r, const char *fields, size_t len);
 
+/* csock_http_send_file with the descriptor given back by `release(ud)`
+ * (see csock_stream_write_file_ref) instead of closed: a cached file's
+ * descriptor, shared by the answers in flight, costs no dup and close per
+ * answer. */
+int csock__http_send_file_ref(csock_http_req *r, int status, int fd, off_t offset, size_t len,
+                              void (*release)(void *ud), void *ud);
+
 #endif

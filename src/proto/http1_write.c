@@ -184,12 +184,21 @@ static int bodiless(int status) { return status < 200 || status == 204 || status
  * come: close. (Corking the head so it leaves in the file's first packet,
  * TCP_CORK on and off around the two writes, was tried and measured worse
  * per 100 KB answer, not better: see BENCHMARKS.md, HTTP.) */
-static int out_file(conn *c, int fd, off_t offset, size_t len, int close_fd)
+static int out_file(conn *c, int fd, off_t offset, size_t len, void (*release)(void *ud), void *ud)
 {
     csock__http_out_flush(c);
-    int rc = csock_stream_write_file(c->s, fd, offset, len, close_fd);
+    int rc = csock_stream_write_file_ref(c->s, fd, offset, len, release, ud);
     if (rc < 0 && rc != -EPIPE) conn_abort(c);
     return rc;
+}
+
+/* A file given with close_fd: closed when the stream is done with it. */
+static void fd_close(void *ud) { close((int)(intptr_t)ud); }
+#define CLOSER(close_fd, fd) (close_fd) ? fd_close : NULL, (void *)(intptr_t)(fd)
+
+static void fd_release(void (*release)(void *ud), void *ud)
+{
+    if (release) release(ud);
 }
 
 /* Write the status line and fields. `clen` is the body length, -1 for a
@@ -345,19 +354,19 @@ int csock_http_upgrade(csock_http_req *r, csock_read_cb cb, void *data, csock_st
     return 0;
 }
 
-int csock_http_send_file(csock_http_req *r, int status, int fd, off_t offset, size_t len,
-                         int close_fd)
+int csock__http_send_file_ref(csock_http_req *r, int status, int fd, off_t offset, size_t len,
+                              void (*release)(void *ud), void *ud)
 {
     int rc = !r->c->busy || r->started ? -EALREADY : status < 100 || status > 999 ? -EINVAL : 0;
     if (rc < 0) {
-        if (close_fd) close(fd);
+        fd_release(release, ud);
         return rc;
     }
     if (len <= SMALL_FILE && !r->head) {
         char b[SMALL_FILE];
         ssize_t got = len ? pread(fd, b, len, offset) : 0;
         int err = got < 0 ? -errno : -EIO;
-        if (close_fd) close(fd);
+        fd_release(release, ud);
         if (got != (ssize_t)len) {
             rc = err;
             r->close = 1;
@@ -368,12 +377,18 @@ int csock_http_send_file(csock_http_req *r, int status, int fd, off_t offset, si
     } else {
         rc = write_head(r, status, (int64_t)len, NULL, 0);
         if (rc == 0 && !r->head && len && !bodiless(status))
-            rc = out_file(r->c, fd, offset, len, close_fd); /* the head goes before the file */
-        else if (close_fd)
-            close(fd);
+            rc = out_file(r->c, fd, offset, len, release, ud); /* the head goes before the file */
+        else
+            fd_release(release, ud);
     }
     finish(r);
     return rc;
+}
+
+int csock_http_send_file(csock_http_req *r, int status, int fd, off_t offset, size_t len,
+                         int close_fd)
+{
+    return csock__http_send_file_ref(r, status, fd, offset, len, CLOSER(close_fd, fd));
 }
 
 /* A streamed body: `len` is its length when known (sent as Content-Length),
@@ -430,7 +445,7 @@ int csock_http_write_file(csock_http_req *r, int fd, off_t offset, size_t len, i
         if (close_fd) close(fd);
         return rc;
     }
-    if (!r->chunked_out) return out_file(r->c, fd, offset, len, close_fd);
+    if (!r->chunked_out) return out_file(r->c, fd, offset, len, CLOSER(close_fd, fd));
     char sz[CHUNK_LINE_MAX];
     int n = snprintf(sz, sizeof sz, "%zx\r\n", len);
     rc = csock__http_out_bytes(r->c, sz, (size_t)n);
@@ -438,7 +453,7 @@ int csock_http_write_file(csock_http_req *r, int fd, off_t offset, size_t len, i
         if (close_fd) close(fd);
         return rc;
     }
-    rc = out_file(r->c, fd, offset, len, close_fd);
+    rc = out_file(r->c, fd, offset, len, CLOSER(close_fd, fd));
     return rc < 0 ? rc : csock__http_out_bytes(r->c, "\r\n", 2);
 }
 

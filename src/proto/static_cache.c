@@ -18,10 +18,18 @@ uint32_t csock__static_path_hash(const char *p)
     return h;
 }
 
+void csock__static_fd_release(void *ud)
+{
+    sharedfd *f = ud;
+    if (--f->refs) return;
+    close(f->fd);
+    free(f);
+}
+
 static void forget(centry *e)
 {
-    if (e->fd >= 0) close(e->fd);
-    e->fd = -1;
+    if (e->sfd) csock__static_fd_release(e->sfd);
+    e->sfd = NULL;
     e->path[0] = 0;
     e->loaded = 0;
 }
@@ -35,7 +43,7 @@ static void sweep(csock_http_static *st, uint64_t now)
     st->swept = now;
     for (size_t i = 0; i < CACHE_SLOTS; i++) {
         centry *e = st->cache[i];
-        if (e && e->fd >= 0 && now - e->loaded >= CACHE_TTL_MS) forget(e);
+        if (e && e->sfd && now - e->loaded >= CACHE_TTL_MS) forget(e);
     }
 }
 
@@ -46,7 +54,7 @@ static void sweep(csock_http_static *st, uint64_t now)
 static int unchanged(centry *e)
 {
     struct stat sb;
-    if (fstat(e->fd, &sb) == 0 && (uint64_t)sb.st_size == e->fi.size &&
+    if (fstat(e->sfd->fd, &sb) == 0 && (uint64_t)sb.st_size == e->fi.size &&
         sb.st_mtim.tv_sec == e->fi.mtime && sb.st_mtim.tv_nsec == e->mtime_ns)
         return 1;
     forget(e);
@@ -59,7 +67,7 @@ const centry *csock__static_cache_get(csock_http_static *st, const char *rel, ui
     sweep(st, now);
     centry *e = st->cache[csock__static_path_hash(rel) % CACHE_SLOTS];
     if (e && e->path[0] && now - e->loaded < CACHE_TTL_MS && !strcmp(e->path, rel) &&
-        (e->fd < 0 || unchanged(e)))
+        (!e->sfd || unchanged(e)))
         return e;
     return NULL;
 }
@@ -76,7 +84,7 @@ static centry *slot_for(csock_http_static *st, const char *rel, size_t room)
     }
     centry *e = malloc(sizeof *e + room);
     if (!e) return NULL;
-    e->fd = -1;
+    e->sfd = NULL;
     e->room = room;
     e->path[0] = 0;
     return *slot = e;
@@ -95,8 +103,15 @@ const centry *csock__static_cache_put(csock_http_static *st, const char *rel, in
     if (small) {
         ssize_t n = sb->st_size ? pread(fd, e->data, (size_t)sb->st_size, 0) : 0;
         if (n != (ssize_t)sb->st_size) return NULL;
-    } else if ((e->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0) {
-        return NULL; /* out of descriptors: served without the cache */
+    } else {
+        sharedfd *f = malloc(sizeof *f);
+        if (!f) return NULL;
+        if ((f->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+            free(f);
+            return NULL; /* out of descriptors: served without the cache */
+        }
+        f->refs = 1; /* the entry's */
+        e->sfd = f;
     }
     memcpy(e->path, rel, pl + 1);
     e->loaded = now;

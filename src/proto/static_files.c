@@ -28,24 +28,24 @@ void csock__static_send_status(csock_http_req *r, int status)
 
 /* Where an answer's body comes from: memory (a small cached file), a
  * descriptor of the request's own (closed once done with), or the cache's
- * descriptor of a larger file (copied only when a body goes out: a 304
- * costs no descriptor). */
+ * shared descriptor of a larger file (a reference taken only when a body
+ * goes out: a 304 costs nothing). */
 typedef struct source {
     const char *data;
     int fd;
-    int cached;
+    sharedfd *sfd;
 } source;
 
 static void source_drop(const source *src)
 {
-    if (src->fd >= 0 && !src->cached) close(src->fd);
+    if (src->fd >= 0 && !src->sfd) close(src->fd);
 }
 
-/* A descriptor of the file for the body that the send may close, or -1
- * after answering 503 (no descriptor left). */
+/* A descriptor of the file that the send may close (a multipart answer's
+ * pieces take it along), or -1 after answering 503 (no descriptor left). */
 static int source_fd(csock_http_req *r, const source *src)
 {
-    if (!src->cached) return src->fd;
+    if (!src->sfd) return src->fd;
     int fd = fcntl(src->fd, F_DUPFD_CLOEXEC, 0);
     if (fd < 0) csock__static_send_status(r, csock__static_errno_status(-errno));
     return fd;
@@ -79,9 +79,11 @@ static void serve_file(csock_http_req *r, const source *src, const finfo *fi)
         csock_http_send(r, 416, NULL, 0);
         return;
     }
-    int fd = src->data ? -1 : source_fd(r, src);
-    if (!src->data && fd < 0) return; /* answered */
-    if (n > 1) return csock__static_send_multipart(r, fd, src->data, fi, rs, n);
+    if (n > 1) {
+        int fd = src->data ? -1 : source_fd(r, src);
+        if (!src->data && fd < 0) return; /* answered */
+        return csock__static_send_multipart(r, fd, src->data, fi, rs, n);
+    }
     uint64_t first = 0, last = size ? size - 1 : 0;
     int status = 200;
     if (n == 1) {
@@ -93,15 +95,20 @@ static void serve_file(csock_http_req *r, const source *src, const finfo *fi)
         status = 206;
     }
     size_t len = size ? (size_t)(last - first + 1) : 0;
-    if (src->data)
+    if (src->data) {
         csock_http_send(r, status, src->data + first, len);
-    else
-        csock_http_send_file(r, status, fd, (off_t)first, len, 1);
+    } else if (src->sfd) {
+        src->sfd->refs++; /* given back when the stream is done with it */
+        csock__http_send_file_ref(r, status, src->fd, (off_t)first, len, csock__static_fd_release,
+                                  src->sfd);
+    } else {
+        csock_http_send_file(r, status, src->fd, (off_t)first, len, 1);
+    }
 }
 
 static void serve_cached(csock_http_req *r, const centry *e)
 {
-    source src = {e->fd < 0 ? e->data : NULL, e->fd, 1};
+    source src = {e->sfd ? NULL : e->data, e->sfd ? e->sfd->fd : -1, e->sfd};
     serve_file(r, &src, &e->fi);
 }
 
@@ -111,13 +118,13 @@ static void serve_opened(csock_http_static *st, csock_http_req *r, int fd, const
                          const char *rel, uint64_t now)
 {
     const centry *e = csock__static_cache_put(st, rel, fd, sb, now);
-    if (e && e->fd < 0) {
+    if (e && !e->sfd) {
         close(fd);
         return serve_cached(r, e);
     }
     finfo fi;
     if (!e) csock__static_file_info(&fi, sb, rel);
-    source src = {NULL, fd, 0};
+    source src = {NULL, fd, NULL};
     serve_file(r, &src, e ? &e->fi : &fi);
 }
 

@@ -22,8 +22,9 @@
  * (no LRU to keep), filled lazily. A small file is held whole (at most
  * ~8.5 KiB a slot, ~2 MiB per loop): a site's hot small files (icons,
  * stylesheets, scripts) fit. A larger one keeps its open descriptor and
- * what its answer says of it, so serving it costs a dup and a close
- * instead of an open (a path walk), an fstat and a last close. */
+ * what its answer says of it, so serving it costs an fstat (the check
+ * that it is unchanged) instead of an open (a path walk), an fstat and a
+ * close. */
 #define CACHE_SLOTS 256
 #define CACHE_MAX_FILE 8192  /* files up to this size are cached whole (= SMALL_FILE) */
 #define CACHE_PATH 240       /* longest cached path: the entry's header stays small */
@@ -53,13 +54,23 @@ typedef struct finfo {
     char fields[FIELDS_MAX];
 } finfo;
 
+/* A larger file's descriptor, shared by its cache entry and the answers
+ * sending from it (csock__static_fd_release gives a reference back). It
+ * closes with the last reference: an entry forgotten (expired, replaced)
+ * while answers are in flight leaves it to them. One cache per loop, and
+ * a stream gives its file back on its loop's thread: not atomic. */
+typedef struct sharedfd {
+    int fd;
+    unsigned refs;
+} sharedfd;
+
 /* A file in the cache: a small one held in memory (no open, fstat, read or
  * close per request), a larger one by its descriptor. */
 typedef struct centry {
     char path[CACHE_PATH];
     uint64_t loaded;          /* loop time of the fill */
     finfo fi;
-    int fd;                   /* a larger file's descriptor, else -1 and the data is here */
+    sharedfd *sfd;            /* a larger file's descriptor, else NULL and the data is here */
     long mtime_ns;            /* with fi.mtime and fi.size: checked before a descriptor is used */
     size_t room;              /* what data[] can hold: CACHE_MAX_FILE or 0 */
     char data[];
@@ -96,6 +107,7 @@ void csock__static_file_info(finfo *fi, const struct stat *sb, const char *name)
 
 /* static_cache.c */
 uint32_t csock__static_path_hash(const char *p);
+void csock__static_fd_release(void *sfd);
 const centry *csock__static_cache_get(csock_http_static *st, const char *rel, uint64_t now);
 const centry *csock__static_cache_put(csock_http_static *st, const char *rel, int fd,
                                       const struct stat *sb, uint64_t now);

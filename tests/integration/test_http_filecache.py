@@ -7,6 +7,8 @@ answers (200, HEAD, 304, one range, several ranges) match the file byte
 for byte; a file cut shorter in place is served at its new length at once; many requests leave the server with no more descriptors than the
 one it caches; a file replaced or deleted is seen within about a second;
 and the cached descriptor is closed at the first request after it expired.
+Answers in flight share the cached descriptor (no copy per answer); one
+replaced while they are stalled stays open until the last is sent.
 Runs on the epoll and the io_uring backend. Prints "N passed, M failed";
 exits non-zero on any failure or sanitizer report in the server's
 stderr."""
@@ -14,6 +16,7 @@ import http.client
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 
@@ -42,6 +45,36 @@ def settle(pid, want, timeout=10.0):
         time.sleep(0.02)
         n = fd_count(pid)
     return n
+
+
+HUGE = 16 << 20  # far more than the socket buffers hold: an answer stays in flight
+
+
+def stall(port, path):
+    """A GET whose answer is left in flight: its head and a first piece read,
+    then nothing. Returns the socket and the body bytes read."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    got = b""
+    while b"\r\n\r\n" not in got:
+        piece = s.recv(65536)
+        if not piece:
+            break
+        got += piece
+    return s, got.partition(b"\r\n\r\n")[2]
+
+
+def finish(s, got):
+    """The rest of a stalled answer's body (HUGE bytes in all)."""
+    try:
+        while len(got) < HUGE:
+            piece = s.recv(1 << 20)
+            if not piece:
+                break
+            got += piece
+        return got
+    finally:
+        s.close()
 
 
 def get(port, path, headers=None, method="GET"):
@@ -144,6 +177,33 @@ def run(backend):
         time.sleep(1.3)
         st, _, _ = get(port, "/big.bin")
         check(tag + "deleted file is 404", st == 404, st)
+
+        # Answers in flight share the cache's descriptor (no copy of it per
+        # answer), and it outlives its entry: replaced while four answers
+        # are stalled (their clients not reading), the file's old
+        # descriptor stays open until the last of them is sent whole.
+        huge = os.path.join(root, "huge.bin")
+        old = os.urandom(HUGE)
+        with open(huge, "wb") as f:
+            f.write(old)
+        get(port, "/huge.bin", method="HEAD")  # cached (a first GET would send its own)
+        stalled = [stall(port, "/huge.bin") for _ in range(4)]
+        check(tag + "answers in flight share one descriptor",
+              settle(pid, base + 1 + 4) == base + 1 + 4, fd_count(pid) - base)
+        new = os.urandom(HUGE // 2)
+        with open(huge + ".new", "wb") as f:
+            f.write(new)
+        os.rename(huge + ".new", huge)
+        time.sleep(1.3)
+        st, _, b = get(port, "/huge.bin")
+        check(tag + "replaced while answers are in flight", st == 200 and b == new, (st, len(b)))
+        check(tag + "the old descriptor kept for them",
+              settle(pid, base + 2 + 4) == base + 2 + 4, fd_count(pid) - base)
+        whole = [finish(s, got) for s, got in stalled]
+        check(tag + "stalled answers arrive whole", all(w == old for w in whole),
+              [len(w) for w in whole])
+        check(tag + "the old descriptor closed after them", settle(pid, base + 1) == base + 1,
+              fd_count(pid) - base)
     finally:
         srv.stop()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -443,6 +443,78 @@ static void file_parts_between_bytes(void **state)
     close(fd);
 }
 
+/* A file part given by reference (csock_stream_write_file_ref): the
+ * stream gives the descriptor back exactly once, with its own `ud`, when
+ * the part is sent, when the stream closes with it still queued, and from
+ * inside a call that fails. */
+typedef struct file_ref {
+    int released;
+    int fd_open_at_release; /* the descriptor was still usable when given back */
+    int fd;
+} file_ref;
+
+static void file_ref_release(void *ud)
+{
+    file_ref *f = ud;
+    f->released++;
+    f->fd_open_at_release = fcntl(f->fd, F_GETFD) >= 0;
+}
+
+static uint64_t bytes_written(const csock_stream *s)
+{
+    uint64_t n = 0;
+    CHECK_OK(csock_stream_counts(s, NULL, &n));
+    return n;
+}
+
+static void file_ref_released_once(void **state)
+{
+    int fd = ten_byte_file();
+    file_ref r1 = {0, 0, fd}, r2 = {0, 0, fd};
+    pair p;
+    pair_open(&p, K_TCP);
+    CHECK_OK(csock_stream_read_start(p.b.s, end_read));
+    CHECK_OK(csock_stream_write_file_ref(p.a.s, fd, 0, 4, file_ref_release, &r1));
+    CHECK_OK(csock_stream_write(p.a.s, "|", 1));
+    CHECK_OK(csock_stream_write_file_ref(p.a.s, fd, 6, 4, file_ref_release, &r2));
+    RUN_UNTIL(p.loop, p.b.len >= 9 || p.b.err || p.a.err, 10000);
+    assert_int_equal(p.b.len, 9);
+    assert_memory_equal(p.b.buf, "0123|6789", 9);
+    RUN_UNTIL(p.loop, r2.released, 10000); /* the last part's send completes */
+    assert_int_equal(r1.released, 1);
+    assert_int_equal(r2.released, 1);
+    assert_true(r1.fd_open_at_release && r2.fd_open_at_release);
+
+    /* Still queued at the close: a part larger than the peer (not reading)
+     * takes, given back once by the close. */
+    const size_t bigf = 32u << 20; /* more than both socket buffers can hold */
+    char path[] = "/tmp/csock-test-file-XXXXXX";
+    int bfd = mkstemp(path);
+    assert_true(bfd >= 0);
+    unlink(path);
+    assert_int_equal(ftruncate(bfd, (off_t)bigf), 0);
+    file_ref r3 = {0, 0, bfd};
+    CHECK_OK(csock_stream_read_stop(p.b.s));
+    CHECK_OK(csock_stream_write_file_ref(p.a.s, bfd, 0, bigf, file_ref_release, &r3));
+    RUN_UNTIL(p.loop, bytes_written(p.a.s) > 9 || p.a.err, 10000); /* some of it goes */
+    assert_true(csock_stream_write_queue_size(p.a.s) > 0);
+    assert_int_equal(r3.released, 0);
+    csock_stream_close(p.a.s, end_closed);
+    RUN_UNTIL(p.loop, p.a.closed, 10000);
+    p.a.s = NULL;
+    assert_int_equal(r3.released, 1);
+
+    /* A call that fails gives it back before returning. */
+    file_ref r4 = {0, 0, fd};
+    CHECK_OK(csock_stream_shutdown(p.b.s, NULL));
+    assert_int_equal(csock_stream_write_file_ref(p.b.s, fd, 0, 4, file_ref_release, &r4), -EPIPE);
+    assert_int_equal(r4.released, 1);
+    assert_int_equal(csock_stream_write_file_ref(p.b.s, fd, 0, 4, NULL, NULL), -EPIPE);
+    pair_close(&p);
+    close(bfd);
+    close(fd);
+}
+
 /* A file larger than the socket takes at once, sent by the accepted end
  * while both ends read: sendfile waits for writability. On io_uring that is
  * the one time an accepted stream needs a readiness watcher, beside its recv
@@ -1850,6 +1922,7 @@ int main(void)
         cmocka_unit_test(large_write_drains),
         cmocka_unit_test(half_close),
         cmocka_unit_test(file_parts_between_bytes),
+        cmocka_unit_test(file_ref_released_once),
         cmocka_unit_test(file_shorter_than_promised),
         cmocka_unit_test(large_file_while_reading),
         cmocka_unit_test(ring_sockets_in_file_table),
