@@ -34,11 +34,16 @@ static int setup(void **state)
     if (!mkdtemp(f->dir)) return -1;
     snprintf(f->path, sizeof f->path, "%s/big.bin", f->dir);
     int fd = open(f->path, O_CREAT | O_WRONLY | O_TRUNC, 0644);
-    if (fd < 0 || ftruncate(fd, 20000) < 0) return -1; /* above CACHE_MAX_FILE */
-    close(fd);
-    if (csock_http_static_new(f->dir, NULL, &f->st) < 0) return -1;
-    *state = f;
-    return 0;
+    int ok = fd >= 0 && ftruncate(fd, 20000) == 0; /* above CACHE_MAX_FILE */
+    if (fd >= 0) close(fd);
+    if (ok && csock_http_static_new(f->dir, NULL, &f->st) == 0) {
+        *state = f;
+        return 0;
+    }
+    unlink(f->path); /* (a refused allocation, under the fault sweep) */
+    rmdir(f->dir);
+    free(f);
+    return -1;
 }
 
 static int teardown(void **state)
