@@ -57,8 +57,10 @@ typedef struct finfo {
 /* A larger file's descriptor, shared by its cache entry and the answers
  * sending from it (csock__static_fd_release gives a reference back). It
  * closes with the last reference: an entry forgotten (expired, replaced)
- * while answers are in flight leaves it to them. One cache per loop, and
- * a stream gives its file back on its loop's thread: not atomic. */
+ * while answers are in flight leaves it to them. Sharing is safe because
+ * every read of it names its offset (sendfile's, pread: the file position
+ * never moves). One cache per loop, and a stream gives its file back on
+ * its loop's thread: not atomic. */
 typedef struct sharedfd {
     int fd;
     unsigned refs;

@@ -55,6 +55,19 @@ def curl_big_file():
     assert hashlib.sha256(r.stdout).hexdigest() == hashlib.sha256(big).hexdigest(), len(r.stdout)
 
 
+def curl_big_file_twice_at_once():
+    """Two fetches at once of the file now cached: both answers read and
+    encrypt from the cache's one shared descriptor, by offset."""
+    url = "https://localhost:%d/big.bin" % PORT
+    args = ["curl", "-sS", "--max-time", "20", "--cacert", S.cert("ca.pem"), url]
+    ps = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    outs = [p.communicate(timeout=30) for p in ps]
+    want = hashlib.sha256(big).hexdigest()
+    for p, (out, err) in zip(ps, outs):
+        assert p.returncode == 0, err
+        assert hashlib.sha256(out).hexdigest() == want, len(out)
+
+
 def curl_range():
     r = curl("-r", "100-199", "https://localhost:%d/big.bin" % PORT)
     assert r.returncode == 0 and r.stdout == big[100:200], (r.returncode, len(r.stdout))
@@ -90,6 +103,7 @@ def plaintext_on_https_port():
 S.check("curl GET over https", curl_get)
 S.check("curl keeps the TLS connection alive", curl_keepalive)
 S.check("curl: 3 MiB file byte-exact (sha256)", curl_big_file)
+S.check("curl: the cached file twice at once, byte-exact", curl_big_file_twice_at_once)
 S.check("curl: byte range over TLS", curl_range)
 S.check("curl refuses a certificate for another name", curl_refuses_wrong_name)
 S.check("http.client over ssl: keep-alive, HEAD", python_http_client)
