@@ -269,7 +269,9 @@ CSOCK_API void csock_http_static_handler(csock_http_req *r, void *data);
  * -ENOMEM. */
 CSOCK_API int csock_http_static_clone(const csock_http_static *st, csock_http_static **out);
 
-/* Free it once no server uses it. */
+/* Free it once no server uses it, on its loop's thread or after that
+ * thread has ended (answers still in flight share its cached descriptors,
+ * which the last of them closes). */
 CSOCK_API void csock_http_static_free(csock_http_static *st);
 
 #ifdef __cplusplus

@@ -164,10 +164,13 @@ CSOCK_API int csock_stream_write_file(csock_stream *s, int fd, off_t offset, siz
 
 /* Like csock_stream_write_file, but the stream calls `release(ud)` once it
  * is done with `fd` (the bytes sent, or the write failed or the stream
- * closed first), exactly once, from the loop's thread (from inside the
- * call when it fails). For a descriptor shared by several answers, as a
- * file cache's: the caller counts references and closes at the last,
- * which costs no dup(2) and close(2) per answer. `release` may be NULL. */
+ * closed first), exactly once. That may happen before the call returns (a
+ * part the socket takes at once, or a failed call): take any reference
+ * the release gives back before the call. It runs on the thread that runs
+ * (or frees) the stream's loop, and may close the stream. For a
+ * descriptor shared by several answers, as a file cache's: the caller
+ * counts references and closes at the last, which costs no dup(2) and
+ * close(2) per answer. `release` may be NULL. */
 CSOCK_API int csock_stream_write_file_ref(csock_stream *s, int fd, off_t offset, size_t len,
                                           void (*release)(void *ud), void *ud);
 

@@ -946,7 +946,7 @@ static int ur_wait(csock_loop *loop, int timeout_ms)
         int rc = enter(st, round ? 0 : timeout_ms);
         submitted(st);
         if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY) return rc;
-        csock_loop_update_time(loop); /* (a tick per return: csock__loop_tick) */
+        if (!round) csock_loop_update_time(loop);
         unsigned got = io_uring_cq_ready(&st->ring) - before;
         /* Everything completed, batch by batch (bounded, so timers and the
          * other phases get their turn under a flood). */

@@ -47,14 +47,7 @@ void csock_loop_update_time(csock_loop *loop)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     loop->now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-    loop->ticks++;
 }
-
-/* The loop's tick moves each time it reads the clock, which every backend
- * does as it comes back from the kernel: a check made once per tick (the
- * file cache's fstat) is made after everything handled in that tick
- * arrived. */
-uint64_t csock__loop_tick(const csock_loop *loop) { return loop->ticks; }
 
 uint64_t csock_loop_now(const csock_loop *loop) { return loop->now; }
 const char *csock_loop_backend(const csock_loop *loop) { return loop->backend->name; }

@@ -50,8 +50,6 @@ void csock__loop_walk(csock_loop *loop, csock_walk_cb cb, void *data, int intern
  * thread calls it before it ends: an io_uring loop can only be run by the
  * thread that first ran it. 0 or a backend error. */
 int csock__loop_settle(csock_loop *loop);
-/* Counts the loop's clock reads, at least one per return from the kernel. */
-uint64_t csock__loop_tick(const csock_loop *loop);
 
 /* A timer or signal watcher the library keeps for itself (inside a stream,
  * a listener, a TLS connection, an HTTP server, a csock_server): as
@@ -241,7 +239,6 @@ struct csock_loop {
     const csock__backend *backend;
     void *bstate;                 /* the backend's own state */
     uint64_t now;                 /* cached monotonic ms */
-    uint64_t ticks;               /* clock reads: at least one per return from the kernel */
     unsigned active;              /* referenced active watchers/timers/signals */
     unsigned nhandles;            /* open handles (for csock_loop_free) */
     csock__handle *handles;       /* open, not closing: newest first (the walk) */

@@ -50,32 +50,28 @@ static void sweep(csock_http_static *st, uint64_t now)
 /* Is the file behind a cached descriptor as it was when cached? One fstat
  * (a tenth of what the open it replaces costs): a file changed in place is
  * seen at once, and above all a file cut shorter is never promised at its
- * old length (the client would wait for bytes that never come). Once per
- * loop tick (csock__loop_tick: a return from the kernel): the answers of
- * one tick share the check, made after all their requests arrived. Under
- * load that is an fstat per batch of requests, not one per answer. */
-static int unchanged(centry *e, uint64_t tick)
+ * old length (the client would wait for bytes that never come). On every
+ * answer: one check shared by the answers of a loop iteration (2 % of a
+ * 100 KB answer's CPU) was tried and left out, since on a readiness
+ * backend a request read later in the iteration may have arrived after
+ * the check, and be promised a length its file has lost since. */
+static int unchanged(centry *e)
 {
-    if (e->checked == tick) return 1;
     struct stat sb;
     if (fstat(e->sfd->fd, &sb) == 0 && (uint64_t)sb.st_size == e->fi.size &&
-        sb.st_mtim.tv_sec == e->fi.mtime && sb.st_mtim.tv_nsec == e->mtime_ns) {
-        e->checked = tick;
+        sb.st_mtim.tv_sec == e->fi.mtime && sb.st_mtim.tv_nsec == e->mtime_ns)
         return 1;
-    }
     forget(e);
     return 0;
 }
 
-/* A cached file named `rel` that is younger than CACHE_TTL_MS, at loop
- * time `now` (ms) and loop tick `tick`. */
-const centry *csock__static_cache_get(csock_http_static *st, const char *rel, uint64_t now,
-                                      uint64_t tick)
+/* A cached file named `rel` that is younger than CACHE_TTL_MS. */
+const centry *csock__static_cache_get(csock_http_static *st, const char *rel, uint64_t now)
 {
     sweep(st, now);
     centry *e = st->cache[csock__static_path_hash(rel) % CACHE_SLOTS];
     if (e && e->path[0] && now - e->loaded < CACHE_TTL_MS && !strcmp(e->path, rel) &&
-        (!e->sfd || unchanged(e, tick)))
+        (!e->sfd || unchanged(e)))
         return e;
     return NULL;
 }
@@ -101,7 +97,7 @@ static centry *slot_for(csock_http_static *st, const char *rel, size_t room)
 /* Keep a regular file just opened: a small one's bytes, a larger one's
  * descriptor (a copy of fd: fd is left open for the caller). */
 const centry *csock__static_cache_put(csock_http_static *st, const char *rel, int fd,
-                                      const struct stat *sb, uint64_t now, uint64_t tick)
+                                      const struct stat *sb, uint64_t now)
 {
     size_t pl = strlen(rel);
     int small = (uint64_t)sb->st_size <= CACHE_MAX_FILE;
@@ -123,7 +119,6 @@ const centry *csock__static_cache_put(csock_http_static *st, const char *rel, in
     }
     memcpy(e->path, rel, pl + 1);
     e->loaded = now;
-    e->checked = tick; /* its opener's fstat is this tick's check */
     e->mtime_ns = sb->st_mtim.tv_nsec;
     csock__static_file_info(&e->fi, sb, rel);
     return e;

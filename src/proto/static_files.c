@@ -15,7 +15,6 @@
 
 #include "proto/http1_fields.h"
 #include "proto/static_int.h"
-#include "loop/loop_int.h" /* csock__loop_tick: the cache's check once per tick */
 
 /* ---- answers --------------------------------------------------------------------- */
 
@@ -116,9 +115,9 @@ static void serve_cached(csock_http_req *r, const centry *e)
 /* Serve a regular file just opened (fd, which this closes), and keep it in
  * the cache. */
 static void serve_opened(csock_http_static *st, csock_http_req *r, int fd, const struct stat *sb,
-                         const char *rel, uint64_t now, uint64_t tick)
+                         const char *rel, uint64_t now)
 {
-    const centry *e = csock__static_cache_put(st, rel, fd, sb, now, tick);
+    const centry *e = csock__static_cache_put(st, rel, fd, sb, now);
     if (e && !e->sfd) {
         close(fd);
         return serve_cached(r, e);
@@ -179,9 +178,8 @@ void csock_http_static_handler(csock_http_req *r, void *data)
     int slash;
     int n = csock__static_normalise(path.ptr, path.len, rel, sizeof rel, &slash);
     if (n < 0) return csock__static_send_status(r, -n);
-    const csock_loop *loop = csock_stream_loop(csock_http_stream(r));
-    uint64_t now = csock_loop_now(loop), tick = csock__loop_tick(loop);
-    const centry *e = csock__static_cache_get(st, rel, now, tick);
+    uint64_t now = csock_loop_now(csock_stream_loop(csock_http_stream(r)));
+    const centry *e = csock__static_cache_get(st, rel, now);
     if (e) return serve_cached(r, e);
     int fd = csock__static_open_beneath(st, rel, O_RDONLY | O_NONBLOCK);
     if (fd < 0) return csock__static_send_status(r, csock__static_errno_status(fd));
@@ -200,7 +198,7 @@ void csock_http_static_handler(csock_http_req *r, void *data)
         int ifd = csock__static_open_beneath(st, idx, O_RDONLY | O_NONBLOCK);
         if (ifd >= 0 && fstat(ifd, &sb) == 0 && S_ISREG(sb.st_mode)) {
             close(fd);
-            return serve_opened(st, r, ifd, &sb, idx, now, tick);
+            return serve_opened(st, r, ifd, &sb, idx, now);
         }
         if (ifd >= 0) close(ifd);
         if (ifd < 0 && ifd != -ENOENT) {
@@ -217,7 +215,7 @@ void csock_http_static_handler(csock_http_req *r, void *data)
         close(fd);
         return csock__static_send_status(r, 403);
     }
-    serve_opened(st, r, fd, &sb, rel, now, tick);
+    serve_opened(st, r, fd, &sb, rel, now);
 }
 
 int csock_http_static_new(const char *root, const csock_http_static_opts *opts,

@@ -22,9 +22,9 @@
  * (no LRU to keep), filled lazily. A small file is held whole (at most
  * ~8.5 KiB a slot, ~2 MiB per loop): a site's hot small files (icons,
  * stylesheets, scripts) fit. A larger one keeps its open descriptor and
- * what its answer says of it, so serving it costs at most an fstat (the
- * check that it is unchanged, once a loop tick) instead of an open (a path
- * walk), an fstat and a close. */
+ * what its answer says of it, so serving it costs an fstat (the check
+ * that it is unchanged) instead of an open (a path walk), an fstat and a
+ * close. */
 #define CACHE_SLOTS 256
 #define CACHE_MAX_FILE 8192  /* files up to this size are cached whole (= SMALL_FILE) */
 #define CACHE_PATH 240       /* longest cached path: the entry's header stays small */
@@ -74,7 +74,6 @@ typedef struct centry {
     finfo fi;
     sharedfd *sfd;            /* a larger file's descriptor, else NULL and the data is here */
     long mtime_ns;            /* with fi.mtime and fi.size: checked before a descriptor is used */
-    uint64_t checked;         /* the loop tick of that check's last pass (see unchanged()) */
     size_t room;              /* what data[] can hold: CACHE_MAX_FILE or 0 */
     char data[];
 } centry;
@@ -111,10 +110,9 @@ void csock__static_file_info(finfo *fi, const struct stat *sb, const char *name)
 /* static_cache.c */
 uint32_t csock__static_path_hash(const char *p);
 void csock__static_fd_release(void *sfd);
-const centry *csock__static_cache_get(csock_http_static *st, const char *rel, uint64_t now,
-                                      uint64_t tick);
+const centry *csock__static_cache_get(csock_http_static *st, const char *rel, uint64_t now);
 const centry *csock__static_cache_put(csock_http_static *st, const char *rel, int fd,
-                                      const struct stat *sb, uint64_t now, uint64_t tick);
+                                      const struct stat *sb, uint64_t now);
 void csock__static_cache_free(csock_http_static *st);
 
 /* static_cond.c: the request's fields that conditionals and ranges read */

@@ -53,7 +53,12 @@ HUGE = 16 << 20  # far more than the socket buffers hold: an answer stays in fli
 def stall(port, path):
     """A GET whose answer is left in flight: its head and a first piece read,
     then nothing. Returns the socket and the body bytes read."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # A small receive window, set before connecting: the answer stays in
+    # flight whatever the host's tcp_rmem and tcp_wmem allow.
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", port))
     s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     got = b""
     while b"\r\n\r\n" not in got:

@@ -56,8 +56,9 @@ def curl_big_file():
 
 
 def curl_big_file_twice_at_once():
-    """Two fetches at once of the file now cached: both answers read and
-    encrypt from the cache's one shared descriptor, by offset."""
+    """Two fetches at once of a file the cache holds by descriptor: on one
+    loop both answers read it (by offset) from that loop's one shared
+    descriptor; either way both arrive byte-exact."""
     url = "https://localhost:%d/big.bin" % PORT
     args = ["curl", "-sS", "--max-time", "20", "--cacert", S.cert("ca.pem"), url]
     ps = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]

@@ -1,8 +1,7 @@
 /* The static-file handler's cache of larger files' descriptors
- * (src/proto/static_cache.c), driven directly with chosen loop times and
- * ticks: the fstat that catches a file changed in place runs once per loop
- * tick (a return from the kernel), and the shared descriptor outlives its
- * entry while an answer holds it. */
+ * (src/proto/static_cache.c), driven directly with chosen loop times: the
+ * fstat that catches a file changed in place runs on every use, and the
+ * shared descriptor outlives its entry while an answer holds it. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -56,15 +55,14 @@ static int teardown(void **state)
     return 0;
 }
 
-/* Cache big.bin as the handler does after opening it, at loop time `now`
- * (ms) and loop tick `tick`. */
-static const centry *put(fixture *f, uint64_t now, uint64_t tick)
+/* Cache big.bin as the handler does after opening it, at loop time `now`. */
+static const centry *put(fixture *f, uint64_t now)
 {
     int fd = open(f->path, O_RDONLY | O_CLOEXEC);
     assert_true(fd >= 0);
     struct stat sb;
     assert_int_equal(fstat(fd, &sb), 0);
-    const centry *e = csock__static_cache_put(f->st, "big.bin", fd, &sb, now, tick);
+    const centry *e = csock__static_cache_put(f->st, "big.bin", fd, &sb, now);
     close(fd); /* the cache keeps its own */
     assert_non_null(e);
     assert_non_null(e->sfd);
@@ -73,25 +71,22 @@ static const centry *put(fixture *f, uint64_t now, uint64_t tick)
 
 static int fd_open(int fd) { return fcntl(fd, F_GETFD) >= 0; }
 
-/* A file cut shorter in place: the answers of the tick that already
- * checked it share that check (their requests came before it); the next
- * tick's fstat sees the cut, in the same millisecond too, and the entry
- * goes (its descriptor closed: no answer holds it). */
-static void cut_seen_at_the_next_tick(void **state)
+/* A file cut shorter in place is seen by the next use, in the same
+ * millisecond too: the entry goes (its descriptor closed: no answer holds
+ * it), and the file opened again is cached at its new length. */
+static void cut_seen_at_once(void **state)
 {
     fixture *f = *state;
-    const centry *e = put(f, 5000, 70);
+    const centry *e = put(f, 5000);
     int fd = e->sfd->fd;
-    assert_ptr_equal(csock__static_cache_get(f->st, "big.bin", 5000, 70), e);
-    assert_ptr_equal(csock__static_cache_get(f->st, "big.bin", 5000, 71), e); /* checked: unchanged */
+    assert_ptr_equal(csock__static_cache_get(f->st, "big.bin", 5000), e);
+    assert_ptr_equal(csock__static_cache_get(f->st, "big.bin", 5000), e);
     assert_int_equal(truncate(f->path, 9000), 0);
-    assert_ptr_equal(csock__static_cache_get(f->st, "big.bin", 5000, 71), e); /* this tick's */
-    assert_null(csock__static_cache_get(f->st, "big.bin", 5000, 72));
+    assert_null(csock__static_cache_get(f->st, "big.bin", 5000));
     assert_false(fd_open(fd));
-    /* Opened again: cached at its new length. */
-    e = put(f, 5000, 72);
+    e = put(f, 5000);
     assert_int_equal(e->fi.size, 9000);
-    assert_ptr_equal(csock__static_cache_get(f->st, "big.bin", 5001, 73), e);
+    assert_ptr_equal(csock__static_cache_get(f->st, "big.bin", 5001), e);
 }
 
 /* An answer in flight holds a reference: the entry expiring (or being
@@ -100,12 +95,12 @@ static void cut_seen_at_the_next_tick(void **state)
 static void descriptor_outlives_its_entry(void **state)
 {
     fixture *f = *state;
-    const centry *e = put(f, 10000, 1);
+    const centry *e = put(f, 10000);
     sharedfd *sfd = e->sfd;
     int fd = sfd->fd;
     assert_int_equal(sfd->refs, 1);
     sfd->refs++; /* what serve_file does for an answer's body */
-    assert_null(csock__static_cache_get(f->st, "big.bin", 10000 + CACHE_TTL_MS, 1));
+    assert_null(csock__static_cache_get(f->st, "big.bin", 10000 + CACHE_TTL_MS));
     assert_true(fd_open(fd)); /* the answer still sends from it */
     assert_int_equal(sfd->refs, 1);
     csock__static_fd_release(sfd); /* the answer's stream is done with it */
@@ -115,7 +110,7 @@ static void descriptor_outlives_its_entry(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(cut_seen_at_the_next_tick, setup, teardown),
+        cmocka_unit_test_setup_teardown(cut_seen_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(descriptor_outlives_its_entry, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
