@@ -31,9 +31,12 @@ def serve_https():
 srv, PORT = serve_https()
 
 
+def curl_cmd(*args):
+    return ["curl", "-sS", "--max-time", "20", "--cacert", S.cert("ca.pem"), *args]
+
+
 def curl(*args):
-    return subprocess.run(["curl", "-sS", "--max-time", "20", "--cacert", S.cert("ca.pem"), *args],
-                          capture_output=True, timeout=30)
+    return subprocess.run(curl_cmd(*args), capture_output=True, timeout=30)
 
 
 def curl_get():
@@ -60,8 +63,8 @@ def curl_big_file_twice_at_once():
     loop both answers read it (by offset) from that loop's one shared
     descriptor; either way both arrive byte-exact."""
     url = "https://localhost:%d/big.bin" % PORT
-    args = ["curl", "-sS", "--max-time", "20", "--cacert", S.cert("ca.pem"), url]
-    ps = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    ps = [subprocess.Popen(curl_cmd(url), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+          for _ in range(2)]
     outs = [p.communicate(timeout=30) for p in ps]
     want = hashlib.sha256(big).hexdigest()
     for p, (out, err) in zip(ps, outs):
