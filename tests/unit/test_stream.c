@@ -581,7 +581,11 @@ static int in_ring_file_table(int fd)
                 in_list = 1;
                 if (found < 0) found = 0;
             } else if (in_list && sscanf(line, " %u:", &idx) == 1) {
-                if (idx == (unsigned)fd && strchr(line, 's')) found = 1; /* "socket:[...]" */
+                /* A filled slot: "socket:[...]" on recent kernels, which
+                 * list filled slots only; 6.1 (Debian 12's) lists every
+                 * slot and names a socket by its dentry's inline name,
+                 * which is empty, and an empty slot "<none>". */
+                if (idx == (unsigned)fd && !strstr(line, "<none>")) found = 1;
             } else if (in_list) {
                 in_list = 0; /* the list ends at the next field */
             }
@@ -1705,10 +1709,21 @@ static void close_right_after_failed_write(void **state)
 {
     pair p;
     int fd = raw_pair(&p);
+    /* The stream reads a byte first and goes on reading. On io_uring its
+     * failure must be heard before the I/O phase's callback: the reset
+     * completes the recv in flight at once. Started only after the reset,
+     * on a kernel that refuses the multishot recv's cap (before 6.15;
+     * Debian 12 runs 6.1), the loop's first recv request was refused and
+     * made again a wait later, after the callback (the write then
+     * succeeded). */
+    assert_int_equal(write(fd, "w", 1), 1);
+    CHECK_OK(csock_stream_read_start(p.b.s, end_read));
+    RUN_UNTIL(p.loop, p.b.len == 1 || p.b.err, 10000);
+    assert_int_equal(p.b.len, 1);
+    h_spin(p.loop, 1); /* io_uring: the next recv request is made */
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
     close(fd); /* RST, processed by the kernel before close() returns */
-    CHECK_OK(csock_stream_read_start(p.b.s, end_read));
     in_io_phase(&p, write_then_close);
     assert_true(p.b.closed);
     assert_int_equal(p.b.err, 0); /* no callback after close */
