@@ -24,6 +24,7 @@
 #include <liburing.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -31,6 +32,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include "loop/loop_int.h"
@@ -219,14 +221,36 @@ static int setup_bufs(uring_state *st)
  * FIXED_AFTER-th send on, and a connection that answers once (HTTP with
  * Connection: close) pays nothing. The table is per loop and sparse; a
  * socket holds one of its slots (8 bytes of the kernel's) while its stream
- * lives. CSOCK_URING_FIXED=0 turns it off, to compare. */
+ * lives. Only on kernels that let a file go as soon as its own requests
+ * are done (csock__uring_files_ok: 6.13 and later). CSOCK_URING_FIXED=0
+ * turns it off, to compare. */
 static void setup_fixed(uring_state *st)
 {
     const char *env = getenv("CSOCK_URING_FIXED");
     struct rlimit rl;
-    if ((env && !strcmp(env, "0")) || getrlimit(RLIMIT_NOFILE, &rl) < 0) return;
+    struct utsname u;
+    if ((env && !strcmp(env, "0")) || uname(&u) < 0 || !csock__uring_files_ok(u.release) ||
+        getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return;
     unsigned n = rl.rlim_cur < FIXED_MAX ? (unsigned)rl.rlim_cur : FIXED_MAX;
     if (io_uring_register_files_sparse(&st->ring, n) == 0) st->nfixed = n;
+}
+
+/* Before 6.13 the kernel let go of what left the file table in order:
+ * only once every request made earlier with a registered file had
+ * completed (and then from a work item, up to a second later). A closed
+ * stream's socket stayed open, its peer heard no FIN, for as long as any
+ * older request waited: another connection's recv, or the peer's own on
+ * the same loop, which waited for that FIN (a hang, seen on Debian 12's
+ * 6.1: test_stream.ring_sockets_in_file_table). From 6.13 each file in
+ * the table is let go when its own requests are done. The release is
+ * the version a kernel says it is; a distribution's backport is not
+ * trusted with it. */
+int csock__uring_files_ok(const char *release)
+{
+    unsigned major = 0, minor = 0;
+    if (!release || sscanf(release, "%u.%u", &major, &minor) != 2) return 0;
+    return major > 6 || (major == 6 && minor >= 13);
 }
 
 static int fixed_on(const uring_state *st, int fd)

@@ -140,6 +140,10 @@ void csock__io_cancel(csock_loop *loop, csock__ioreq *r);
 /* Before an fd that requests used closes or leaves its owner, with none of
  * them in flight: the backend lets go of it (its file table, io_uring). */
 void csock__io_forget(csock_loop *loop, int fd);
+/* 1 when the kernel of uname release `release` ("6.18.44-...") may have
+ * sockets in an io_uring's file table: 6.13 and later (backend_uring.c
+ * says why). */
+int csock__uring_files_ok(const char *release);
 
 /* ---- backends: one file each ------------------------------------------- */
 

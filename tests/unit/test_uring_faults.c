@@ -20,6 +20,7 @@
 
 #include "csock/csock.h"
 #include "helpers.h"
+#include "loop/loop_int.h" /* csock__uring_files_ok */
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -213,12 +214,42 @@ static void multishot_refused_falls_back(void **state)
     h_loop_free(loop);
 }
 
+/* Sockets go in the ring's file table only on kernels that let each one go
+ * when its own requests are done (6.13 on): before, a closed socket stayed
+ * open until every older request completed (backend_uring.c). The rule
+ * reads uname's release; what it cannot read counts as old. */
+static void file_table_from_6_13(void **state)
+{
+    static const struct {
+        const char *release;
+        int ok;
+    } cases[] = {
+        {"6.1.0-57-amd64", 0},    /* Debian 12 */
+        {"5.15.0-91-generic", 0}, /* Ubuntu 22.04 */
+        {"6.8.0-45-generic", 0},  /* Ubuntu 24.04 */
+        {"6.12.48+deb13-amd64", 0},
+        {"6.13.0", 1},
+        {"6.18.44-fc-v782", 1},
+        {"7.0.1", 1},
+        {"10.2", 1},
+        {"6", 0},
+        {"", 0},
+        {"linux", 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (csock__uring_files_ok(cases[i].release) != cases[i].ok)
+            fail_msg("release \"%s\": want %d", cases[i].release, cases[i].ok);
+    }
+    assert_int_equal(csock__uring_files_ok(NULL), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(rearm_without_submission_slot),
         cmocka_unit_test(cancel_without_submission_slot),
         cmocka_unit_test(multishot_refused_falls_back),
+        cmocka_unit_test(file_table_from_6_13),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
