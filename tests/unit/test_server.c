@@ -411,7 +411,8 @@ static char *pattern(size_t len, unsigned seed)
     return p;
 }
 
-/* A big socket send buffer, so a whole request is sent without reading. */
+/* A big socket send buffer (4 MiB asked; a stock kernel gives 416 KiB,
+ * twice net.core.wmem_max), so more of a request is sent without reading. */
 static void big_sndbuf(int fd)
 {
     int sz = 4 << 20;

@@ -584,9 +584,9 @@ static int in_ring_file_table(int fd)
                 if (found < 0) found = 0;
             } else if (in_list && sscanf(line, " %u:", &idx) == 1) {
                 /* A filled slot: "socket:[...]" on recent kernels, which
-                 * list filled slots only; 6.1 (Debian 12's) lists every
-                 * slot and names a socket by its dentry's inline name,
-                 * which is empty, and an empty slot "<none>". */
+                 * list filled slots only; older ones (6.1, Debian 12's)
+                 * list every slot, a socket by its dentry's inline name
+                 * (its protocol, "TCP": no "s"), an empty one "<none>". */
                 if (idx == (unsigned)fd && !strstr(line, "<none>")) found = 1;
             } else if (in_list) {
                 in_list = 0; /* the list ends at the next field */
