@@ -5,6 +5,9 @@
 #   bench/http/run.sh [CSOCK_BIN]      (env: ROUNDS=5 DURATION=5
 #                                       SERVERS="csock csock_uring h2o lighttpd nginx"
 #                                       SCENARIOS="small 100k pipeline16")
+# floor, floor_more, floor_cork, floor_copy and floor_one are the hand-written
+# floor (bench/peers/http_floor.c, built by bench/peers/build.sh) answering in
+# each of its ways: what the kernel alone charges per answer.
 # csock is csock on epoll (CSOCK_BACKEND=epoll: the default, auto, would pick
 # io_uring where allowed) and csock_uring csock on io_uring (completion I/O). With
 # CSOCK_BIN_B set, the servers csock_b and csock_uring_b are that other build
@@ -41,6 +44,7 @@ if [ -n "$missing" ]; then
     apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 CSOCK_BIN=${1:-${CSOCK_BIN:-$HERE/../../build/csock}}
+FLOOR_BIN=$HERE/../peers/bin/http_floor # bench/peers/build.sh builds it
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-5}
 SERVERS=${SERVERS:-"csock csock_uring h2o lighttpd nginx"}
@@ -97,6 +101,9 @@ start_server() { # NAME
     nginx) taskset -c 0 nginx -c "$(render "$HERE/nginx.conf.in" "$port")" -p "$TMP" \
                > "$TMP/nginx.out" 2>&1 & ;;
     h2o) taskset -c 0 h2o -c "$(render "$HERE/h2o.conf.in" "$port")" > "$TMP/h2o.out" 2>&1 & ;;
+    floor|floor_*) # the hand-written floor (bench/peers/http_floor.c), MODE after the _
+        local mode=${name#floor}; mode=${mode#_}
+        taskset -c 0 "$FLOOR_BIN" "$ROOT" "$port" "${mode:-plain}" > "$TMP/$name.out" 2>&1 & ;;
     lighttpd) taskset -c 0 lighttpd -D -f "$(render "$HERE/lighttpd.conf.in" "$port")" \
                   > "$TMP/lighttpd.out" 2>&1 & ;;
     esac

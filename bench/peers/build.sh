@@ -1,5 +1,5 @@
 #!/bin/sh
-# Builds the benchmark peers (uv_echo, ev_echo, epoll_echo, uring_echo; the WebSocket
+# Builds the benchmark peers (uv_echo, ev_echo, epoll_echo, uring_echo, http_floor; the WebSocket
 # echo servers ws_echo on csock and lws_echo on libwebsockets) and the load
 # generator into bench/peers/bin/. Installs libuv1-dev / libevent-dev / liburing-dev with
 # apt-get first if pkg-config cannot find them (needs root).
@@ -32,6 +32,8 @@ $CC $CFLAGS -o "$here/bin/epoll_echo" "$here/epoll_echo.c"
 # shellcheck disable=SC2086,SC2046  # CFLAGS and pkg-config output are word lists
 $CC $CFLAGS $(pkg-config --cflags liburing) -o "$here/bin/uring_echo" "$here/uring_echo.c" \
     $(pkg-config --libs liburing)
+# The static-file HTTP floor for bench/http/run.sh (epoll, sendfile).
+$CC $CFLAGS -o "$here/bin/http_floor" "$here/http_floor.c"
 $CC $CFLAGS $(pkg-config --cflags libuv) -o "$here/bin/uv_echo" "$here/uv_echo.c" \
     $(pkg-config --libs libuv)
 $CC $CFLAGS $(pkg-config --cflags libevent) -o "$here/bin/ev_echo" "$here/ev_echo.c" \
