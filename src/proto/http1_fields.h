@@ -5,6 +5,7 @@
 #define CSOCK_PROTO_HTTP1_FIELDS_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "csock/http.h"
 
@@ -15,11 +16,28 @@
  * (and the answer becomes a 500). */
 int csock__http_add_fields(csock_http_req *r, const char *fields, size_t len);
 
+/* A file that may hold the answer's head just before its body: the static
+ * files' snapshot (static_cache.c) of a larger file, so that the whole
+ * answer leaves in one sendfile (a head sent on its own cost a 100 KB
+ * answer a sixth more CPU: BENCHMARKS.md, session 33). The head written
+ * there is compared, byte for byte, with the one this answer would send:
+ * only an equal one (same Date second, fields and Connection) is sent
+ * from the file, so what goes out never depends on guessing what varies. */
+typedef struct csock__http_prefix {
+    const char *head; /* the file's first hlen bytes (NULL: none yet); the body follows */
+    size_t hlen;
+    char *out;        /* a head that did not match is copied here when it fits in cap */
+    size_t cap;
+    size_t out_len;   /* out: its length, 0 if none was copied */
+    int matched;      /* out: the answer went from the file's offset 0 */
+} csock__http_prefix;
+
 /* csock_http_send_file with the descriptor given back by `release(ud)`
  * (see csock_stream_write_file_ref) instead of closed: a cached file's
  * descriptor, shared by the answers in flight, costs no dup and close per
- * answer. */
+ * answer. `pre` (or NULL) is the head the file may start with; it is used
+ * only when [offset, offset + len) is all of the body, right after it. */
 int csock__http_send_file_ref(csock_http_req *r, int status, int fd, off_t offset, size_t len,
-                              void (*release)(void *ud), void *ud);
+                              void (*release)(void *ud), void *ud, csock__http_prefix *pre);
 
 #endif

@@ -207,7 +207,35 @@ static void fd_release(void (*release)(void *ud), void *ud)
  * connection is gone), or -ENOMEM: a field the handler added is missing
  * (the answer became a bodiless 500 that closes the connection) or the
  * answer could not be queued (the connection was closed). */
-static int write_head(csock_http_req *r, int status, int64_t clen, const void *body, size_t blen)
+/* Does the head about to go out (the iovecs `iov`) equal the one at the
+ * start of pre's file? If not, copy it to pre->out (when it fits) for a
+ * file to begin with next time. */
+static int head_in_file(csock__http_prefix *pre, const struct iovec *iov, int n)
+{
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += iov[i].iov_len;
+    if (pre->head && total == pre->hlen) {
+        size_t at = 0;
+        int i = 0;
+        for (; i < n && !memcmp(pre->head + at, iov[i].iov_base, iov[i].iov_len); i++)
+            at += iov[i].iov_len;
+        if (i == n) return 1;
+    }
+    if (total <= pre->cap) {
+        pre->out_len = 0;
+        for (int i = 0; i < n; i++) {
+            memcpy(pre->out + pre->out_len, iov[i].iov_base, iov[i].iov_len);
+            pre->out_len += iov[i].iov_len;
+        }
+    }
+    return 0;
+}
+
+/* With `pre` (a file answer whose file may begin with its head: see
+ * csock__http_prefix), a head that matches the file's is not written:
+ * pre->matched says the file is to be sent from its start. */
+static int write_head(csock_http_req *r, int status, int64_t clen, const void *body, size_t blen,
+                      csock__http_prefix *pre)
 {
     conn *c = r->c;
     csock_http_server *hs = c->hs;
@@ -264,11 +292,17 @@ static int write_head(csock_http_req *r, int status, int64_t clen, const void *b
         p = h + sizeof h - 2; /* the final CRLF goes in the spare tail of h */
         memcpy(p, "\r\n", 2);
         iov[n++] = (struct iovec){p, 2};
-        rc = out_write(c, iov, n);
-        if (rc == 0 && blen && !r->head && !nobody) rc = csock__http_out_bytes(c, body, blen);
     } else {
         p = PUTS(p, "\r\n");
         iov[n++] = (struct iovec){h, (size_t)(p - h)};
+    }
+    if (pre && !oom && !r->head && !nobody && clen >= 0 && head_in_file(pre, iov, n)) {
+        pre->matched = 1;
+        rc = 0;
+    } else if (r->elen) {
+        rc = out_write(c, iov, n);
+        if (rc == 0 && blen && !r->head && !nobody) rc = csock__http_out_bytes(c, body, blen);
+    } else {
         if (blen && !r->head && !nobody) iov[n++] = (struct iovec){(void *)body, blen};
         rc = out_write(c, iov, n);
     }
@@ -299,7 +333,7 @@ static void finish(csock_http_req *r)
 int csock_http_send(csock_http_req *r, int status, const void *body, size_t len)
 {
     if (!r->c->busy) return -EALREADY;
-    int rc = write_head(r, status, (int64_t)len, body, len);
+    int rc = write_head(r, status, (int64_t)len, body, len, NULL);
     if (rc == -EALREADY || rc == -EINVAL) return rc;
     finish(r);
     return rc;
@@ -315,7 +349,7 @@ int csock_http_upgrade(csock_http_req *r, csock_read_cb cb, void *data, csock_st
         return -EPIPE;
     }
     r->upgrade = !r->oom; /* a 500 (see write_head) is no upgrade */
-    int rc = write_head(r, 101, 0, NULL, 0);
+    int rc = write_head(r, 101, 0, NULL, 0, NULL);
     r->upgrade = 0;
     csock_stream *s = c->s;
     if (rc == 0) csock__http_out_flush(c); /* the 101 goes before the new owner's bytes */
@@ -355,7 +389,7 @@ int csock_http_upgrade(csock_http_req *r, csock_read_cb cb, void *data, csock_st
 }
 
 int csock__http_send_file_ref(csock_http_req *r, int status, int fd, off_t offset, size_t len,
-                              void (*release)(void *ud), void *ud)
+                              void (*release)(void *ud), void *ud, csock__http_prefix *pre)
 {
     int rc = !r->c->busy || r->started ? -EALREADY : status < 100 || status > 999 ? -EINVAL : 0;
     if (rc < 0) {
@@ -370,13 +404,19 @@ int csock__http_send_file_ref(csock_http_req *r, int status, int fd, off_t offse
         if (got != (ssize_t)len) {
             rc = err;
             r->close = 1;
-            write_head(r, 500, 0, NULL, 0);
+            write_head(r, 500, 0, NULL, 0, NULL);
         } else {
-            rc = write_head(r, status, (int64_t)len, b, len);
+            rc = write_head(r, status, (int64_t)len, b, len, NULL);
         }
     } else {
-        rc = write_head(r, status, (int64_t)len, NULL, 0);
-        if (rc == 0 && !r->head && len && !bodiless(status))
+        if (pre) {
+            pre->matched = 0;
+            if (offset != (off_t)pre->hlen) pre->head = NULL; /* the body is not right after it */
+        }
+        rc = write_head(r, status, (int64_t)len, NULL, 0, pre);
+        if (rc == 0 && pre && pre->matched) /* the head is in the file, just before the body */
+            rc = out_file(r->c, fd, 0, pre->hlen + len, release, ud);
+        else if (rc == 0 && !r->head && len && !bodiless(status))
             rc = out_file(r->c, fd, offset, len, release, ud); /* the head goes before the file */
         else
             fd_release(release, ud);
@@ -388,7 +428,7 @@ int csock__http_send_file_ref(csock_http_req *r, int status, int fd, off_t offse
 int csock_http_send_file(csock_http_req *r, int status, int fd, off_t offset, size_t len,
                          int close_fd)
 {
-    return csock__http_send_file_ref(r, status, fd, offset, len, CLOSER(close_fd, fd));
+    return csock__http_send_file_ref(r, status, fd, offset, len, CLOSER(close_fd, fd), NULL);
 }
 
 /* A streamed body: `len` is its length when known (sent as Content-Length),
@@ -396,7 +436,7 @@ int csock_http_send_file(csock_http_req *r, int status, int fd, off_t offset, si
 static int start_answer(csock_http_req *r, int status, int64_t len)
 {
     if (!r->c->busy) return -EALREADY;
-    int rc = write_head(r, status, len, NULL, 0);
+    int rc = write_head(r, status, len, NULL, 0, NULL);
     if (rc == -EALREADY || rc == -EINVAL) return rc;
     /* Whatever happened, the handler goes on to write and end: the pieces
      * of a HEAD, a bodiless status or a failed answer are dropped. */
@@ -537,7 +577,7 @@ void csock__http_send_error(conn *c, int status)
         c->busy = 1;
         csock_http_add_header(r, "Content-Type", "text/plain");
         r->oom = 0; /* without the field the answer is still right */
-        write_head(r, status, n, body, (size_t)n);
+        write_head(r, status, n, body, (size_t)n, NULL);
     }
     c->busy = 0;
     if (c->closing) return; /* write_head could not queue it and closed */

@@ -1,12 +1,16 @@
 /* The file cache: files up to CACHE_MAX_FILE bytes held whole, larger ones
- * by an open descriptor, in a direct-mapped table by path hash, so a
- * popular file costs no open, fstat, read or close per request. An entry
- * lives CACHE_TTL_MS: a changed file is seen within that long. One cache
- * per csock_http_static (one per loop): not locked. */
+ * by an open descriptor (up to SNAP_MAX_FILE, once answered, by a snapshot
+ * holding an answer's head and the body), in a direct-mapped table by path
+ * hash, so a popular file costs no open, fstat, read or close per request.
+ * An entry lives CACHE_TTL_MS: a changed file is seen within that long.
+ * One cache per csock_http_static (one per loop): not locked. */
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
 #include <unistd.h>
 
 #include "proto/static_int.h"
@@ -18,11 +22,20 @@ uint32_t csock__static_path_hash(const char *p)
     return h;
 }
 
+static void budget_release(snapbudget *b)
+{
+    if (!--b->refs) free(b);
+}
+
 void csock__static_fd_release(void *ud)
 {
     sharedfd *f = ud;
     if (--f->refs) return;
     close(f->fd);
+    if (f->budget) {
+        f->budget->used -= f->bytes;
+        budget_release(f->budget);
+    }
     free(f);
 }
 
@@ -71,7 +84,7 @@ const centry *csock__static_cache_get(csock_http_static *st, const char *rel, ui
     sweep(st, now);
     centry *e = st->cache[csock__static_path_hash(rel) % CACHE_SLOTS];
     if (e && e->path[0] && now - e->loaded < CACHE_TTL_MS && !strcmp(e->path, rel) &&
-        (!e->sfd || unchanged(e)))
+        (!e->sfd || e->sfd->budget || unchanged(e)))
         return e;
     return NULL;
 }
@@ -115,13 +128,76 @@ const centry *csock__static_cache_put(csock_http_static *st, const char *rel, in
             return NULL; /* out of descriptors: served without the cache */
         }
         f->refs = 1; /* the entry's */
+        f->budget = NULL;
+        f->bytes = f->hlen = 0;
         e->sfd = f;
+        e->snap_at = 0;
     }
     memcpy(e->path, rel, pl + 1);
     e->loaded = now;
     e->mtime_ns = sb->st_mtim.tv_nsec;
     csock__static_file_info(&e->fi, sb, rel);
     return e;
+}
+
+/* Copy `len` bytes at `off` of `from` to the end of `to`: 0, or -1 if the
+ * file has fewer or a call failed. (sendfile to a file: in the kernel, no
+ * copy through user space.) */
+static int copy_range(int to, int from, off_t off, size_t len)
+{
+    while (len) {
+        ssize_t n = sendfile(to, from, &off, len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -1;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* A full answer of e's file went with `head`, which its file did not begin
+ * with: make the file that does (a memfd, [head][body]) for the answers
+ * that follow, unless a snapshot was made less than SNAP_RETRY_MS ago, the
+ * file is too large, or the budget is spent. The body comes from e's
+ * descriptor (the file, checked unchanged for this answer, or the last
+ * snapshot's body). Any failure leaves e as it was. */
+void csock__static_snapshot(csock_http_static *st, const centry *ce, const char *head, size_t hlen,
+                            uint64_t now)
+{
+    centry *e = (centry *)ce; /* the caller's entry, from this cache */
+    sharedfd *old = e->sfd;
+    size_t bytes = hlen + e->fi.size;
+    if (st->no_snap || !old || e->fi.size > SNAP_MAX_FILE || hlen > SNAP_HEAD_MAX ||
+        (old->budget && now - e->snap_at < SNAP_RETRY_MS))
+        return;
+    if (!st->snaps) {
+        if (!(st->snaps = calloc(1, sizeof *st->snaps))) return;
+        st->snaps->refs = 1; /* the handler's */
+    }
+    if (st->snaps->used + bytes > SNAP_BUDGET) return;
+    sharedfd *f = malloc(sizeof *f + hlen);
+    if (!f) return;
+    f->fd = memfd_create("csock-static", MFD_CLOEXEC);
+    if (f->fd < 0) {
+        if (errno == ENOSYS || errno == EPERM || errno == EINVAL) st->no_snap = 1;
+        free(f);
+        return;
+    }
+    if (write(f->fd, head, hlen) != (ssize_t)hlen ||
+        copy_range(f->fd, old->fd, (off_t)old->hlen, e->fi.size) < 0) {
+        close(f->fd);
+        free(f);
+        return;
+    }
+    memcpy(f->head, head, hlen);
+    f->hlen = hlen;
+    f->bytes = bytes;
+    f->refs = 1; /* the entry's */
+    f->budget = st->snaps;
+    st->snaps->refs++;
+    st->snaps->used += bytes;
+    csock__static_fd_release(old); /* answers in flight keep theirs */
+    e->sfd = f;
+    e->snap_at = now;
 }
 
 void csock__static_cache_free(csock_http_static *st)
@@ -131,4 +207,5 @@ void csock__static_cache_free(csock_http_static *st)
         forget(st->cache[i]);
         free(st->cache[i]);
     }
+    if (st->snaps) budget_release(st->snaps);
 }

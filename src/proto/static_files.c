@@ -28,12 +28,15 @@ void csock__static_send_status(csock_http_req *r, int status)
 
 /* Where an answer's body comes from: memory (a small cached file), a
  * descriptor of the request's own (closed once done with), or the cache's
- * shared descriptor of a larger file (a reference taken only when a body
- * goes out: a 304 costs nothing). */
+ * shared descriptor of a larger file or its snapshot (a reference taken
+ * only when a body goes out: a 304 costs nothing). In a snapshot the body
+ * starts at `base`, after a head that `pre` offers a full answer. */
 typedef struct source {
     const char *data;
     int fd;
     sharedfd *sfd;
+    off_t base;
+    csock__http_prefix *pre;
 } source;
 
 static void source_drop(const source *src)
@@ -82,7 +85,7 @@ static void serve_file(csock_http_req *r, const source *src, const finfo *fi)
     if (n > 1) {
         int fd = src->data ? -1 : source_fd(r, src);
         if (!src->data && fd < 0) return; /* answered */
-        return csock__static_send_multipart(r, fd, src->data, fi, rs, n);
+        return csock__static_send_multipart(r, fd, src->base, src->data, fi, rs, n);
     }
     uint64_t first = 0, last = size ? size - 1 : 0;
     int status = 200;
@@ -99,17 +102,29 @@ static void serve_file(csock_http_req *r, const source *src, const finfo *fi)
         csock_http_send(r, status, src->data + first, len);
     } else if (src->sfd) {
         src->sfd->refs++; /* given back when the stream is done with it */
-        csock__http_send_file_ref(r, status, src->fd, (off_t)first, len, csock__static_fd_release,
-                                  src->sfd);
+        csock__http_send_file_ref(r, status, src->fd, src->base + (off_t)first, len,
+                                  csock__static_fd_release, src->sfd, status == 200 ? src->pre : NULL);
     } else {
         csock_http_send_file(r, status, src->fd, (off_t)first, len, 1);
     }
 }
 
-static void serve_cached(csock_http_req *r, const centry *e)
+/* A cached file. A larger one's full answer is offered the head its
+ * snapshot holds (if any); one that went with another head leaves that
+ * head for a new snapshot (made after the answer is queued: the answer
+ * sends from what the entry held). */
+static void serve_cached(csock_http_static *st, csock_http_req *r, const centry *e, uint64_t now)
 {
-    source src = {e->sfd ? NULL : e->data, e->sfd ? e->sfd->fd : -1, e->sfd};
+    if (!e->sfd) {
+        source src = {e->data, -1, NULL, 0, NULL};
+        return serve_file(r, &src, &e->fi);
+    }
+    char out[SNAP_HEAD_MAX];
+    csock__http_prefix pre = {e->sfd->budget ? e->sfd->head : NULL, e->sfd->hlen, out,
+                              e->fi.size <= SNAP_MAX_FILE && !st->no_snap ? sizeof out : 0, 0, 0};
+    source src = {NULL, e->sfd->fd, e->sfd, (off_t)e->sfd->hlen, &pre};
     serve_file(r, &src, &e->fi);
+    if (pre.out_len) csock__static_snapshot(st, e, out, pre.out_len, now);
 }
 
 /* Serve a regular file just opened (fd, which this closes), and keep it in
@@ -120,11 +135,11 @@ static void serve_opened(csock_http_static *st, csock_http_req *r, int fd, const
     const centry *e = csock__static_cache_put(st, rel, fd, sb, now);
     if (e && !e->sfd) {
         close(fd);
-        return serve_cached(r, e);
+        return serve_cached(st, r, e, now);
     }
     finfo fi;
     if (!e) csock__static_file_info(&fi, sb, rel);
-    source src = {NULL, fd, NULL};
+    source src = {NULL, fd, NULL, 0, NULL};
     serve_file(r, &src, e ? &e->fi : &fi);
 }
 
@@ -180,7 +195,7 @@ void csock_http_static_handler(csock_http_req *r, void *data)
     if (n < 0) return csock__static_send_status(r, -n);
     uint64_t now = csock_loop_now(csock_stream_loop(csock_http_stream(r)));
     const centry *e = csock__static_cache_get(st, rel, now);
-    if (e) return serve_cached(r, e);
+    if (e) return serve_cached(st, r, e, now);
     int fd = csock__static_open_beneath(st, rel, O_RDONLY | O_NONBLOCK);
     if (fd < 0) return csock__static_send_status(r, csock__static_errno_status(fd));
     struct stat sb;

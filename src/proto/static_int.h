@@ -3,7 +3,7 @@
  * other. Who does what: static_files.c the handler, its state and serving
  * an opened file; static_path.c turning a target into a file under the
  * root (decoding, normalising, openat2); static_fileinfo.c a file's MIME
- * type, ETag and Last-Modified; static_cache.c the small-file cache;
+ * type, ETag and Last-Modified; static_cache.c the file cache and its snapshots;
  * static_cond.c conditional requests (RFC 9110 section 13); static_ranges.c
  * Range and multipart/byteranges (section 14); static_listing.c directory
  * listings. */
@@ -54,26 +54,64 @@ typedef struct finfo {
     char fields[FIELDS_MAX];
 } finfo;
 
+/* Snapshots (static_cache.c). A larger file, once answered in full, is
+ * copied with that answer's head into a memfd: [head][body]. The next
+ * answers with the same head (the same Date second, fields and
+ * Connection; csock__http_prefix compares them byte for byte) leave in one
+ * sendfile from offset 0, with no fstat: a snapshot cannot change or
+ * shrink under an answer, and a changed file is seen within CACHE_TTL_MS,
+ * as a small cached file is. A head sent on its own cost a 100 KB answer
+ * 1.17x the CPU of one sendfile (bench/peers/http_floor.c, BENCHMARKS.md
+ * session 33). Above SNAP_MAX_FILE the copy (twice a second per busy file
+ * at most) would cost more than the call it saves, and memory. */
+#define SNAP_MAX_FILE (256 * 1024)
+/* Bytes of snapshots alive per handler (one per loop), those that answers
+ * in flight still hold included: past it, answers go as before (head,
+ * then the file), so slow readers holding old snapshots cannot make the
+ * server's memory grow. */
+#define SNAP_BUDGET (16u << 20)
+/* The longest head kept: the fixed part (under 250 bytes) and the file's
+ * fields (FIELDS_MAX), with room for a few more. */
+#define SNAP_HEAD_MAX 640
+/* A head that does not match builds a new snapshot at most this often per
+ * file: the Date moves on once a second, but clients that differ (an
+ * HTTP/1.0 one wants "Connection: keep-alive") must not make every answer
+ * a copy. */
+#define SNAP_RETRY_MS 100
+
+/* What the snapshots of one handler use, shared with the snapshots (which
+ * may outlive the handler in answers in flight): freed with the last. */
+typedef struct snapbudget {
+    size_t used;
+    unsigned refs;
+} snapbudget;
+
 /* A larger file's descriptor, shared by its cache entry and the answers
  * sending from it (csock__static_fd_release gives a reference back). It
  * closes with the last reference: an entry forgotten (expired, replaced)
  * while answers are in flight leaves it to them. Sharing is safe because
  * every read of it names its offset (sendfile's, pread: the file position
  * never moves). One cache per loop, and a stream gives its file back on
- * its loop's thread: not atomic. */
+ * its loop's thread: not atomic. A snapshot's (budget set) holds its head
+ * (hlen bytes, also at offset 0 of fd); its body starts at offset hlen. */
 typedef struct sharedfd {
     int fd;
     unsigned refs;
+    snapbudget *budget; /* a snapshot's: it counts hlen + the body */
+    size_t bytes;
+    size_t hlen;
+    char head[];
 } sharedfd;
 
 /* A file in the cache: a small one held in memory (no open, fstat, read or
- * close per request), a larger one by its descriptor. */
+ * close per request), a larger one by its descriptor or its snapshot. */
 typedef struct centry {
     char path[CACHE_PATH];
     uint64_t loaded;          /* loop time of the fill */
     finfo fi;
     sharedfd *sfd;            /* a larger file's descriptor, else NULL and the data is here */
-    long mtime_ns;            /* with fi.mtime and fi.size: checked before a descriptor is used */
+    long mtime_ns;            /* with fi.mtime and fi.size: checked before a file's descriptor is used */
+    uint64_t snap_at;         /* loop time of the last snapshot built (sfd->budget set) */
     size_t room;              /* what data[] can hold: CACHE_MAX_FILE or 0 */
     char data[];
 } centry;
@@ -88,6 +126,8 @@ struct csock_http_static {
     int shared;         /* a clone: dirfd, root_real and index belong to the original */
     centry *cache[CACHE_SLOTS]; /* NULL slots are empty; filled lazily */
     uint64_t swept;     /* loop time of the last pass closing expired descriptors */
+    snapbudget *snaps;  /* made with the first snapshot */
+    int no_snap;        /* memfd_create is refused (seccomp, old kernel): no snapshots */
 };
 
 #define MAX_RANGES 32 /* more range-specs than this: the Range field is ignored */
@@ -114,6 +154,8 @@ const centry *csock__static_cache_get(csock_http_static *st, const char *rel, ui
 const centry *csock__static_cache_put(csock_http_static *st, const char *rel, int fd,
                                       const struct stat *sb, uint64_t now);
 void csock__static_cache_free(csock_http_static *st);
+void csock__static_snapshot(csock_http_static *st, const centry *e, const char *head, size_t hlen,
+                            uint64_t now);
 
 /* static_cond.c: the request's fields that conditionals and ranges read */
 typedef struct conds {
@@ -125,8 +167,8 @@ csock_http_str csock__static_wanted_range(const csock_http_req *r, const conds *
 
 /* static_ranges.c */
 int csock__static_parse_ranges(csock_http_str v, uint64_t size, range *rs);
-void csock__static_send_multipart(csock_http_req *r, int fd, const char *data, const finfo *fi,
-                                  const range *rs, int n);
+void csock__static_send_multipart(csock_http_req *r, int fd, off_t base, const char *data,
+                                  const finfo *fi, const range *rs, int n);
 
 /* static_listing.c */
 void csock__static_send_listing(csock_http_req *r, int fd, const char *rel);

@@ -116,9 +116,10 @@ static int part_head(char *out, const char *boundary, const finfo *fi, const ran
 }
 
 /* Several ranges in one 206: from memory (a cached file, one send) or
- * from `fd` (the parts' heads written between pieces sent with sendfile). */
-void csock__static_send_multipart(csock_http_req *r, int fd, const char *data, const finfo *fi,
-                                  const range *rs, int n)
+ * from `fd`, the body starting at `base` (a snapshot's, after its head;
+ * the parts' heads written between pieces sent with sendfile). */
+void csock__static_send_multipart(csock_http_req *r, int fd, off_t base, const char *data,
+                                  const finfo *fi, const range *rs, int n)
 {
     char boundary[40], ct[80], ph[PART_HEAD_MAX];
     /* Not in the data with any useful likelihood; differs per file version.
@@ -156,7 +157,7 @@ void csock__static_send_multipart(csock_http_req *r, int fd, const char *data, c
         rc = csock_http_write(r, ph, (size_t)len);
         if (rc < 0 || i == n) continue;
         int last = i == n - 1; /* the last piece takes the fd along */
-        rc = csock_http_write_file(r, fd, (off_t)rs[i].first,
+        rc = csock_http_write_file(r, fd, base + (off_t)rs[i].first,
                                    (size_t)(rs[i].last - rs[i].first + 1), last);
         if (last) fd = -1; /* closed by the call, whatever it returned */
     }

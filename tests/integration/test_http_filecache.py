@@ -1,17 +1,24 @@
 #!/usr/bin/env python3
-"""csock serve http: the file cache's descriptors for files larger than the
-small-file cache (8 KiB).
+"""csock serve http: the file cache's descriptors and snapshots for files
+larger than the small-file cache (8 KiB).
 
-A larger file is served from a cached descriptor for up to a second: its
-answers (200, HEAD, 304, one range, several ranges) match the file byte
-for byte; a file cut shorter in place is served at its new length at once; many requests leave the server with no more descriptors than the
+A larger file is served from a cached descriptor for up to a second, and
+up to 256 KiB from a snapshot (a memfd holding an answer's head and the
+body) once answered: its answers (200, HEAD, 304, one range, several
+ranges, HTTP/1.0 with and without keep-alive) match the file byte for byte
+and carry the Date of their second; a file cut shorter in place is never
+promised at a length it lost, and is served at its new length within a
+second; many requests leave the server with no more descriptors than the
 one it caches; a file replaced or deleted is seen within about a second;
-and the cached descriptor is closed at the first request after it expired.
+the cached descriptor is closed at the first request after it expired; and
+more large files than the snapshot budget (16 MiB) are all answered whole
+while the snapshots alive stay within it.
 Answers in flight share the cached descriptor (no copy per answer); one
 replaced while they are stalled stays open until the last is sent.
 Runs on the epoll and the io_uring backend. Prints "N passed, M failed";
 exits non-zero on any failure or sanitizer report in the server's
 stderr."""
+import email.utils
 import http.client
 import os
 import re
@@ -92,6 +99,95 @@ def get(port, path, headers=None, method="GET"):
         c.close()
 
 
+SNAP_MAX_FILE = 256 * 1024  # src/proto/static_int.h
+SNAP_BUDGET = 16 << 20
+
+
+def snapshots(pid):
+    """Sizes of the server's snapshots (memfds named csock-static)."""
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/memfd:csock-static"):
+                out.append(os.stat(f"/proc/{pid}/fd/{fd}").st_size)
+        except OSError:
+            pass  # closed meanwhile
+    return out
+
+
+def raw_answer(port, request):
+    """Send `request`, read until the server closes; (head, body)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        s.sendall(request)
+        got = b""
+        while True:
+            piece = s.recv(65536)
+            if not piece:
+                break
+            got += piece
+    finally:
+        s.close()
+    head, _, body = got.partition(b"\r\n\r\n")
+    return head.decode("latin-1"), body
+
+
+def http10_and_dates(port, data, tag):
+    """Heads that differ from the snapshot's go on their own, each answer
+    has the head it should, and the Date is the answer's second across
+    snapshots made again as the clock moves on."""
+    h, b = raw_answer(port, b"GET /big.bin HTTP/1.0\r\n\r\n")
+    check(tag + "HTTP/1.0 answer", h.startswith("HTTP/1.1 200") and "Connection: close" in h
+          and f"Content-Length: {len(data)}" in h and b == data, (h, len(b)))
+    h, b = raw_answer(port, b"GET /big.bin HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+                            b"GET /big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    first, _, rest = b.partition(b"HTTP/1.1 200 OK\r\n")
+    check(tag + "HTTP/1.0 keep-alive, then 1.1 close", "Connection: keep-alive" in h
+          and first == data and rest.endswith(data) and b"Connection: close" in rest, (h, len(b)))
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    bad = []
+    end = time.time() + 2.5
+    n = 0
+    while time.time() < end:
+        before = time.time()
+        c.request("GET", "/big.bin")
+        r = c.getresponse()
+        b = r.read()
+        after = time.time()
+        when = email.utils.parsedate_to_datetime(r.getheader("Date", "")).timestamp()
+        # (1.5 s: the Date is the second of the loop's last look at the clock)
+        if r.status != 200 or b != data or not before - 1.5 <= when <= after + 1:
+            bad.append((r.status, len(b), r.getheader("Date"), before))
+        n += 1
+        time.sleep(0.05)
+    c.close()
+    check(tag + f"{n} answers over 2.5 s: the Date of their second", not bad and n > 5, bad[:3])
+
+
+def budget(port, pid, root, tag):
+    """More large files than the snapshot budget holds: each answer whole,
+    and the snapshots alive never more than SNAP_BUDGET bytes."""
+    files = {}
+    for i in range(80):  # 80 x 250 KB: 20 MB, above the 16 MiB budget
+        files[f"/b{i}.bin"] = body_of(i + 3, 250 * 1000)
+        with open(os.path.join(root, f"b{i}.bin"), "wb") as f:
+            f.write(files[f"/b{i}.bin"])
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    ok = True
+    most = 0
+    for _ in range(3):  # the first fills the cache, the second makes a snapshot, the third uses it
+        for path, want in files.items():
+            c.request("GET", path)
+            r = c.getresponse()
+            ok = ok and r.status == 200 and r.read() == want
+        most = max(most, sum(snapshots(pid)))
+    c.close()
+    check(tag + "answers whole past the snapshot budget", ok)
+    check(tag + "snapshots stay within the budget", 0 < most <= SNAP_BUDGET, most)
+    for name in files:
+        os.unlink(os.path.join(root, name[1:]))
+
+
 def run(backend):
     tmp = tempfile.mkdtemp(prefix="csock-fcache-")
     root = os.path.join(tmp, "www")
@@ -151,15 +247,32 @@ def run(backend):
         c.close()
         check(tag + "no descriptor leaked", settle(pid, base + 1) == base + 1, fd_count(pid) - base)
 
-        # Cut shorter in place while cached: the next answer has the new
-        # length at once (promised at the old one, the client would wait
-        # for bytes that never come while the server spun).
+        # Full answers after the first go from a snapshot: head and body in
+        # one memfd, sent with one sendfile.
+        end = time.time() + 5
+        while len(snapshots(pid)) != 1 and time.time() < end:
+            time.sleep(0.02)  # (a multipart answer's copy of it closes a moment later)
+        snaps = snapshots(pid)
+        check(tag + "a snapshot holds head and file", len(snaps) == 1
+              and SIZE < snaps[0] < SIZE + 640, snaps)
+        http10_and_dates(port, data, tag)
+
+        # Cut shorter in place while cached: the snapshot's whole answer
+        # until the entry expires (about a second), then the new length;
+        # never the old length promised with fewer bytes (the client
+        # would wait for bytes that never come).
         os.truncate(big, 9000)
         st, h, b = get(port, "/big.bin")
-        check(tag + "file cut in place seen at once", st == 200 and b == data[:9000]
+        check(tag + "file cut in place: an answer whole", st == 200 and (
+            (b == data and h.get("Content-Length") == str(SIZE))
+            or (b == data[:9000] and h.get("Content-Length") == "9000")), (st, len(b)))
+        time.sleep(1.3)
+        st, h, b = get(port, "/big.bin")
+        check(tag + "file cut in place seen within a second", st == 200 and b == data[:9000]
               and h.get("Content-Length") == "9000", (st, len(b)))
         with open(big, "wb") as f:
             f.write(data)
+        time.sleep(1.3)
 
         # Replaced by rename (a new file, another size): seen within a second.
         data2 = body_of(2, SIZE + 5000)
@@ -209,6 +322,7 @@ def run(backend):
               [len(w) for w in whole])
         check(tag + "the old descriptor closed after them", settle(pid, base + 1) == base + 1,
               fd_count(pid) - base)
+        budget(port, pid, root, tag)
     finally:
         srv.stop()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -19,6 +19,9 @@ with open(os.path.join(www, "index.html"), "w") as f:
 big = os.urandom(3 * 1024 * 1024 + 17)
 with open(os.path.join(www, "big.bin"), "wb") as f:
     f.write(big)
+mid = os.urandom(100 * 1024)  # a snapshot's size (up to 256 KiB): head and body in one memfd
+with open(os.path.join(www, "mid.bin"), "wb") as f:
+    f.write(mid)
 
 def serve_https():
     p = S.spawn([os.environ.get("CSOCK_BIN", "build/csock"), "serve", "http", www,
@@ -72,6 +75,20 @@ def curl_big_file_twice_at_once():
         assert hashlib.sha256(out).hexdigest() == want, len(out)
 
 
+def curl_snapshot_four_times():
+    """A 100 KB file four times on one connection: the first fills the
+    cache, the second makes the snapshot, the others go from it (the head
+    in the file, sealed with the body): each whole, each with its head."""
+    url = "https://localhost:%d/mid.bin" % PORT
+    r = curl("-i", url, url, url, url)
+    assert r.returncode == 0, r.stderr
+    answers = r.stdout.split(b"HTTP/1.1 200 OK\r\n")[1:]
+    assert len(answers) == 4, len(answers)
+    for a in answers:
+        head, _, body = a.partition(b"\r\n\r\n")
+        assert b"Content-Length: %d" % len(mid) in head and body == mid, (head, len(body))
+
+
 def curl_range():
     r = curl("-r", "100-199", "https://localhost:%d/big.bin" % PORT)
     assert r.returncode == 0 and r.stdout == big[100:200], (r.returncode, len(r.stdout))
@@ -108,6 +125,7 @@ S.check("curl GET over https", curl_get)
 S.check("curl keeps the TLS connection alive", curl_keepalive)
 S.check("curl: 3 MiB file byte-exact (sha256)", curl_big_file)
 S.check("curl: the cached file twice at once, byte-exact", curl_big_file_twice_at_once)
+S.check("curl: a 100 KB file four times (its snapshot), byte-exact", curl_snapshot_four_times)
 S.check("curl: byte range over TLS", curl_range)
 S.check("curl refuses a certificate for another name", curl_refuses_wrong_name)
 S.check("http.client over ssl: keep-alive, HEAD", python_http_client)

@@ -1,7 +1,9 @@
-/* The static-file handler's cache of larger files' descriptors
- * (src/proto/static_cache.c), driven directly with chosen loop times: the
- * fstat that catches a file changed in place runs on every use, and the
- * shared descriptor outlives its entry while an answer holds it. */
+/* The static-file handler's cache of larger files' descriptors and their
+ * snapshots (src/proto/static_cache.c), driven directly with chosen loop
+ * times: the fstat that catches a file changed in place runs on every use
+ * of a file's descriptor, the shared descriptor outlives its entry while
+ * an answer holds it, and snapshots (head and body in a memfd) are made at
+ * most every SNAP_RETRY_MS, within the file, head and memory limits. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -107,11 +109,136 @@ static void descriptor_outlives_its_entry(void **state)
     assert_false(fd_open(fd));
 }
 
+static const char HEAD[] = "HTTP/1.1 200 OK\r\nContent-Length: 20000\r\n\r\n";
+#define HLEN (sizeof HEAD - 1)
+
+/* The file's bytes as put() cached them: setup made them zeros. */
+static void write_pattern(fixture *f, size_t n)
+{
+    int fd = open(f->path, O_WRONLY | O_TRUNC);
+    assert_true(fd >= 0);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char b = (unsigned char)(i * 7 + 1);
+        assert_int_equal(write(fd, &b, 1), 1);
+    }
+    close(fd);
+}
+
+/* fd's bytes [0, n): the head, then the file. */
+static void assert_snapshot(int fd, size_t n)
+{
+    char *b = malloc(HLEN + n + 1);
+    assert_non_null(b);
+    assert_int_equal(pread(fd, b, HLEN + n + 1, 0), (ssize_t)(HLEN + n));
+    assert_memory_equal(b, HEAD, HLEN);
+    for (size_t i = 0; i < n; i++) assert_int_equal((unsigned char)b[HLEN + i], (unsigned char)(i * 7 + 1));
+    free(b);
+}
+
+/* A snapshot holds the head and the body after it; the entry sends from
+ * it without an fstat (the snapshot cannot shrink under an answer): a file
+ * cut in place is seen when the entry expires, and never promised at a
+ * length it lost. The file's own descriptor is closed (no answer holds
+ * it). */
+static void snapshot_holds_head_and_body(void **state)
+{
+    fixture *f = *state;
+    write_pattern(f, 20000);
+    const centry *e = put(f, 5000);
+    int file_fd = e->sfd->fd;
+    csock__static_snapshot(f->st, e, HEAD, HLEN, 5000);
+    assert_ptr_equal(csock__static_cache_get(f->st, "big.bin", 5000), e);
+    assert_non_null(e->sfd->budget);
+    assert_int_equal(e->sfd->hlen, HLEN);
+    assert_memory_equal(e->sfd->head, HEAD, HLEN);
+    assert_false(fd_open(file_fd));
+    assert_snapshot(e->sfd->fd, 20000);
+    assert_int_equal(f->st->snaps->used, HLEN + 20000);
+    assert_int_equal(truncate(f->path, 9000), 0);
+    assert_ptr_equal(csock__static_cache_get(f->st, "big.bin", 5000 + CACHE_TTL_MS - 1), e);
+    assert_snapshot(e->sfd->fd, 20000);
+    assert_null(csock__static_cache_get(f->st, "big.bin", 5000 + CACHE_TTL_MS));
+    assert_int_equal(f->st->snaps->used, 0); /* the expired entry gave its snapshot back */
+}
+
+/* Another head makes a new snapshot only SNAP_RETRY_MS after the last
+ * (clients that differ must not make every answer a copy); the old one
+ * stays open for the answer that holds it, and its bytes count until
+ * that answer gives it back. */
+static void snapshot_remade_at_most_every_retry(void **state)
+{
+    fixture *f = *state;
+    write_pattern(f, 20000);
+    const centry *e = put(f, 5000);
+    csock__static_snapshot(f->st, e, HEAD, HLEN, 5000);
+    sharedfd *first = e->sfd;
+    first->refs++; /* an answer in flight */
+    csock__static_snapshot(f->st, e, HEAD, HLEN, 5000 + SNAP_RETRY_MS - 1);
+    assert_ptr_equal(e->sfd, first);
+    csock__static_snapshot(f->st, e, HEAD, HLEN, 5000 + SNAP_RETRY_MS);
+    assert_ptr_not_equal(e->sfd, first);
+    assert_snapshot(e->sfd->fd, 20000); /* copied from the first snapshot's body */
+    assert_true(fd_open(first->fd));
+    assert_int_equal(f->st->snaps->used, 2 * (HLEN + 20000));
+    int fd = first->fd;
+    csock__static_fd_release(first);
+    assert_false(fd_open(fd));
+    assert_int_equal(f->st->snaps->used, HLEN + 20000);
+}
+
+/* No snapshot for a head longer than SNAP_HEAD_MAX or a file larger than
+ * SNAP_MAX_FILE: the entry keeps the file's descriptor (checked by fstat). */
+static void no_snapshot_past_the_limits(void **state)
+{
+    fixture *f = *state;
+    const centry *e = put(f, 5000);
+    sharedfd *file = e->sfd;
+    char long_head[SNAP_HEAD_MAX + 1];
+    memset(long_head, 'x', sizeof long_head);
+    csock__static_snapshot(f->st, e, long_head, sizeof long_head, 5000);
+    assert_ptr_equal(e->sfd, file);
+    assert_int_equal(truncate(f->path, SNAP_MAX_FILE + 1), 0);
+    assert_null(csock__static_cache_get(f->st, "big.bin", 5000)); /* seen by the fstat */
+    e = put(f, 5000);
+    file = e->sfd;
+    csock__static_snapshot(f->st, e, HEAD, HLEN, 5000);
+    assert_ptr_equal(e->sfd, file);
+    assert_null(e->sfd->budget);
+}
+
+/* Snapshots held by answers in flight count against SNAP_BUDGET: past it
+ * no more are made (the entry keeps the one it has), so clients that stall
+ * answers cannot make the server's memory grow; given back, they free it. */
+static void snapshots_stop_at_the_budget(void **state)
+{
+    fixture *f = *state;
+    size_t size = SNAP_MAX_FILE, each = HLEN + size;
+    assert_int_equal(truncate(f->path, (off_t)size), 0);
+    const centry *e = put(f, 5000);
+    enum { MANY = SNAP_BUDGET / (SNAP_MAX_FILE + HLEN) + 2 };
+    sharedfd *held[MANY];
+    int n = 0;
+    for (uint64_t now = 5000; n < MANY; now += SNAP_RETRY_MS) {
+        csock__static_snapshot(f->st, e, HEAD, HLEN, now);
+        if (!e->sfd->budget || (n && e->sfd == held[n - 1])) break; /* refused */
+        held[n++] = e->sfd;
+        e->sfd->refs++; /* an answer in flight holds it */
+    }
+    assert_int_equal((size_t)n, SNAP_BUDGET / each);
+    assert_true(f->st->snaps->used <= SNAP_BUDGET);
+    for (int i = 0; i < n; i++) csock__static_fd_release(held[i]);
+    assert_int_equal(f->st->snaps->used, e->sfd->budget ? each : 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(cut_seen_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(descriptor_outlives_its_entry, setup, teardown),
+        cmocka_unit_test_setup_teardown(snapshot_holds_head_and_body, setup, teardown),
+        cmocka_unit_test_setup_teardown(snapshot_remade_at_most_every_retry, setup, teardown),
+        cmocka_unit_test_setup_teardown(no_snapshot_past_the_limits, setup, teardown),
+        cmocka_unit_test_setup_teardown(snapshots_stop_at_the_budget, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
