@@ -40,4 +40,9 @@ typedef struct csock__http_prefix {
 int csock__http_send_file_ref(csock_http_req *r, int status, int fd, off_t offset, size_t len,
                               void (*release)(void *ud), void *ud, csock__http_prefix *pre);
 
+/* csock_http_write_file with the descriptor given back by `release(ud)`
+ * (given back at once when the piece is refused). */
+int csock__http_write_file_ref(csock_http_req *r, int fd, off_t offset, size_t len,
+                               void (*release)(void *ud), void *ud);
+
 #endif

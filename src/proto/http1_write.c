@@ -201,12 +201,6 @@ static void fd_release(void (*release)(void *ud), void *ud)
     if (release) release(ud);
 }
 
-/* Write the status line and fields. `clen` is the body length, -1 for a
- * streamed body; `body` is appended in the same write. Returns 0, -EINVAL
- * (a status outside 100-999: nothing written), -EALREADY, -EPIPE (the
- * connection is gone), or -ENOMEM: a field the handler added is missing
- * (the answer became a bodiless 500 that closes the connection) or the
- * answer could not be queued (the connection was closed). */
 /* Does the head about to go out (the iovecs `iov`) equal the one at the
  * start of pre's file? If not, copy it to pre->out (when it fits) for a
  * file to begin with next time. */
@@ -231,7 +225,12 @@ static int head_in_file(csock__http_prefix *pre, const struct iovec *iov, int n)
     return 0;
 }
 
-/* With `pre` (a file answer whose file may begin with its head: see
+/* Write the status line and fields. `clen` is the body length, -1 for a
+ * streamed body; `body` is appended in the same write. Returns 0, -EINVAL
+ * (a status outside 100-999: nothing written), -EALREADY, -EPIPE (the
+ * connection is gone), or -ENOMEM: a field the handler added is missing
+ * (the answer became a bodiless 500 that closes the connection) or the
+ * answer could not be queued (the connection was closed). With `pre` (a file answer whose file may begin with its head: see
  * csock__http_prefix), a head that matches the file's is not written:
  * pre->matched says the file is to be sent from its start. */
 static int write_head(csock_http_req *r, int status, int64_t clen, const void *body, size_t blen,
@@ -478,23 +477,29 @@ int csock_http_write(csock_http_req *r, const void *buf, size_t len)
     return out_write(r->c, iov, 3);
 }
 
-int csock_http_write_file(csock_http_req *r, int fd, off_t offset, size_t len, int close_fd)
+int csock__http_write_file_ref(csock_http_req *r, int fd, off_t offset, size_t len,
+                               void (*release)(void *ud), void *ud)
 {
     int rc = body_piece(r, len);
     if (rc <= 0) {
-        if (close_fd) close(fd);
+        fd_release(release, ud);
         return rc;
     }
-    if (!r->chunked_out) return out_file(r->c, fd, offset, len, CLOSER(close_fd, fd));
+    if (!r->chunked_out) return out_file(r->c, fd, offset, len, release, ud);
     char sz[CHUNK_LINE_MAX];
     int n = snprintf(sz, sizeof sz, "%zx\r\n", len);
     rc = csock__http_out_bytes(r->c, sz, (size_t)n);
     if (rc < 0) {
-        if (close_fd) close(fd);
+        fd_release(release, ud);
         return rc;
     }
-    rc = out_file(r->c, fd, offset, len, CLOSER(close_fd, fd));
+    rc = out_file(r->c, fd, offset, len, release, ud);
     return rc < 0 ? rc : csock__http_out_bytes(r->c, "\r\n", 2);
+}
+
+int csock_http_write_file(csock_http_req *r, int fd, off_t offset, size_t len, int close_fd)
+{
+    return csock__http_write_file_ref(r, fd, offset, len, CLOSER(close_fd, fd));
 }
 
 int csock_http_end(csock_http_req *r)

@@ -1,6 +1,6 @@
 /* The file cache: files up to CACHE_MAX_FILE bytes held whole, larger ones
- * by an open descriptor (up to SNAP_MAX_FILE, once answered, by a snapshot
- * holding an answer's head and the body), in a direct-mapped table by path
+ * by an open descriptor (up to SNAP_MAX_FILE, once answered from it, by a
+ * snapshot holding an answer's head and the body), in a direct-mapped table by path
  * hash, so a popular file costs no open, fstat, read or close per request.
  * An entry lives CACHE_TTL_MS: a changed file is seen within that long.
  * One cache per csock_http_static (one per loop): not locked. */
@@ -131,7 +131,7 @@ const centry *csock__static_cache_put(csock_http_static *st, const char *rel, in
         f->budget = NULL;
         f->bytes = f->hlen = 0;
         e->sfd = f;
-        e->snap_at = 0;
+        e->snap_at = now - SNAP_RETRY_MS; /* (unsigned: the first try may come at once) */
     }
     memcpy(e->path, rel, pl + 1);
     e->loaded = now;
@@ -158,8 +158,10 @@ static int copy_range(int to, int from, off_t off, size_t len)
  * with: make the file that does (a memfd, [head][body]) for the answers
  * that follow, unless a snapshot was made less than SNAP_RETRY_MS ago, the
  * file is too large, or the budget is spent. The body comes from e's
- * descriptor (the file, checked unchanged for this answer, or the last
- * snapshot's body). Any failure leaves e as it was. */
+ * descriptor: the last snapshot's body, or the file, checked unchanged
+ * after the copy (a write during it would leave a body that is neither
+ * version under the old validators). Any failure leaves e as it was, but
+ * a file that changed is forgotten (unchanged does that). */
 void csock__static_snapshot(csock_http_static *st, const centry *ce, const char *head, size_t hlen,
                             uint64_t now)
 {
@@ -167,8 +169,9 @@ void csock__static_snapshot(csock_http_static *st, const centry *ce, const char 
     sharedfd *old = e->sfd;
     size_t bytes = hlen + e->fi.size;
     if (st->no_snap || !old || e->fi.size > SNAP_MAX_FILE || hlen > SNAP_HEAD_MAX ||
-        (old->budget && now - e->snap_at < SNAP_RETRY_MS))
+        now - e->snap_at < SNAP_RETRY_MS)
         return;
+    e->snap_at = now; /* a try that fails waits as long (no memfd per answer while they do) */
     if (!st->snaps) {
         if (!(st->snaps = calloc(1, sizeof *st->snaps))) return;
         st->snaps->refs = 1; /* the handler's */
@@ -182,8 +185,14 @@ void csock__static_snapshot(csock_http_static *st, const centry *ce, const char 
         free(f);
         return;
     }
-    if (write(f->fd, head, hlen) != (ssize_t)hlen ||
-        copy_range(f->fd, old->fd, (off_t)old->hlen, e->fi.size) < 0) {
+    errno = 0;
+    int rc = write(f->fd, head, hlen) == (ssize_t)hlen ? 0 : -1;
+    if (rc == 0) {
+        rc = copy_range(f->fd, old->fd, (off_t)old->hlen, e->fi.size);
+        if (rc < 0 && errno == EINVAL) st->no_snap = 1; /* a file system sendfile cannot read */
+    }
+    if (rc == 0 && !old->budget && !unchanged(e)) rc = -1; /* written to while copied: a torn body */
+    if (rc < 0) {
         close(f->fd);
         free(f);
         return;
@@ -197,7 +206,6 @@ void csock__static_snapshot(csock_http_static *st, const centry *ce, const char 
     st->snaps->used += bytes;
     csock__static_fd_release(old); /* answers in flight keep theirs */
     e->sfd = f;
-    e->snap_at = now;
 }
 
 void csock__static_cache_free(csock_http_static *st)

@@ -44,16 +44,6 @@ static void source_drop(const source *src)
     if (src->fd >= 0 && !src->sfd) close(src->fd);
 }
 
-/* A descriptor of the file that the send may close (a multipart answer's
- * pieces take it along), or -1 after answering 503 (no descriptor left). */
-static int source_fd(csock_http_req *r, const source *src)
-{
-    if (!src->sfd) return src->fd;
-    int fd = fcntl(src->fd, F_DUPFD_CLOEXEC, 0);
-    if (fd < 0) csock__static_send_status(r, csock__static_errno_status(-errno));
-    return fd;
-}
-
 /* Answer with a file. Conditionals first, then ranges. The file's fields
  * go in one piece (see finfo): the validators on every answer, then
  * Accept-Ranges, then its Content-Type unless the parts carry their own. */
@@ -82,10 +72,9 @@ static void serve_file(csock_http_req *r, const source *src, const finfo *fi)
         csock_http_send(r, 416, NULL, 0);
         return;
     }
-    if (n > 1) {
-        int fd = src->data ? -1 : source_fd(r, src);
-        if (!src->data && fd < 0) return; /* answered */
-        return csock__static_send_multipart(r, fd, src->base, src->data, fi, rs, n);
+    if (n > 1) { /* (the request's own fd is closed with the last piece) */
+        int fd = src->data || src->sfd ? -1 : src->fd;
+        return csock__static_send_multipart(r, fd, src->sfd, src->base, src->data, fi, rs, n);
     }
     uint64_t first = 0, last = size ? size - 1 : 0;
     int status = 200;

@@ -54,16 +54,18 @@ typedef struct finfo {
     char fields[FIELDS_MAX];
 } finfo;
 
-/* Snapshots (static_cache.c). A larger file, once answered in full, is
- * copied with that answer's head into a memfd: [head][body]. The next
+/* Snapshots (static_cache.c). A larger file, at its first full answer
+ * from the cache, is copied with that answer's head into a memfd:
+ * [head][body]. The next
  * answers with the same head (the same Date second, fields and
  * Connection; csock__http_prefix compares them byte for byte) leave in one
  * sendfile from offset 0, with no fstat: a snapshot cannot change or
  * shrink under an answer, and a changed file is seen within CACHE_TTL_MS,
  * as a small cached file is. A head sent on its own cost a 100 KB answer
  * 1.17x the CPU of one sendfile (bench/peers/http_floor.c, BENCHMARKS.md
- * session 33). Above SNAP_MAX_FILE the copy (twice a second per busy file
- * at most) would cost more than the call it saves, and memory. */
+ * session 33). Above SNAP_MAX_FILE the copy (about twice a second per busy
+ * file, ten times at most) would cost more than the call it saves, and
+ * memory. */
 #define SNAP_MAX_FILE (256 * 1024)
 /* Bytes of snapshots alive per handler (one per loop), those that answers
  * in flight still hold included: past it, answers go as before (head,
@@ -111,7 +113,7 @@ typedef struct centry {
     finfo fi;
     sharedfd *sfd;            /* a larger file's descriptor, else NULL and the data is here */
     long mtime_ns;            /* with fi.mtime and fi.size: checked before a file's descriptor is used */
-    uint64_t snap_at;         /* loop time of the last snapshot built (sfd->budget set) */
+    uint64_t snap_at;         /* loop time of the last try at a snapshot */
     size_t room;              /* what data[] can hold: CACHE_MAX_FILE or 0 */
     char data[];
 } centry;
@@ -167,8 +169,8 @@ csock_http_str csock__static_wanted_range(const csock_http_req *r, const conds *
 
 /* static_ranges.c */
 int csock__static_parse_ranges(csock_http_str v, uint64_t size, range *rs);
-void csock__static_send_multipart(csock_http_req *r, int fd, off_t base, const char *data,
-                                  const finfo *fi, const range *rs, int n);
+void csock__static_send_multipart(csock_http_req *r, int fd, sharedfd *sfd, off_t base,
+                                  const char *data, const finfo *fi, const range *rs, int n);
 
 /* static_listing.c */
 void csock__static_send_listing(csock_http_req *r, int fd, const char *rel);

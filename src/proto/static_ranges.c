@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "proto/http1_fields.h"
 #include "proto/static_int.h"
 
 /* ---- ranges (RFC 9110 section 14) ------------------------------------------------ */
@@ -115,11 +116,13 @@ static int part_head(char *out, const char *boundary, const finfo *fi, const ran
                     (unsigned long long)rs[i].last, (unsigned long long)fi->size);
 }
 
-/* Several ranges in one 206: from memory (a cached file, one send) or
- * from `fd`, the body starting at `base` (a snapshot's, after its head;
- * the parts' heads written between pieces sent with sendfile). */
-void csock__static_send_multipart(csock_http_req *r, int fd, off_t base, const char *data,
-                                  const finfo *fi, const range *rs, int n)
+/* Several ranges in one 206: from memory (a cached file, one send), from
+ * the cache's shared descriptor `sfd` (each piece holding a reference, so
+ * a snapshot's memory stays counted while they are in flight), or from
+ * `fd` (closed once sent); the body starts at `base` (a snapshot's, after
+ * its head). The parts' heads go between pieces sent with sendfile. */
+void csock__static_send_multipart(csock_http_req *r, int fd, sharedfd *sfd, off_t base,
+                                  const char *data, const finfo *fi, const range *rs, int n)
 {
     char boundary[40], ct[80], ph[PART_HEAD_MAX];
     /* Not in the data with any useful likelihood; differs per file version.
@@ -156,9 +159,15 @@ void csock__static_send_multipart(csock_http_req *r, int fd, off_t base, const c
         int len = part_head(ph, boundary, fi, rs, i, n);
         rc = csock_http_write(r, ph, (size_t)len);
         if (rc < 0 || i == n) continue;
+        off_t at = base + (off_t)rs[i].first;
+        size_t plen = (size_t)(rs[i].last - rs[i].first + 1);
+        if (sfd) {
+            sfd->refs++; /* given back when the piece is sent (or refused) */
+            rc = csock__http_write_file_ref(r, sfd->fd, at, plen, csock__static_fd_release, sfd);
+            continue;
+        }
         int last = i == n - 1; /* the last piece takes the fd along */
-        rc = csock_http_write_file(r, fd, base + (off_t)rs[i].first,
-                                   (size_t)(rs[i].last - rs[i].first + 1), last);
+        rc = csock_http_write_file(r, fd, at, plen, last);
         if (last) fd = -1; /* closed by the call, whatever it returned */
     }
     if (fd >= 0) close(fd);

@@ -146,8 +146,8 @@ def http10_and_dates(port, data, tag):
           and first == data and rest.endswith(data) and b"Connection: close" in rest, (h, len(b)))
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     bad = []
+    seen = []  # (time asked, Date)
     end = time.time() + 2.5
-    n = 0
     while time.time() < end:
         before = time.time()
         c.request("GET", "/big.bin")
@@ -158,32 +158,59 @@ def http10_and_dates(port, data, tag):
         # (1.5 s: the Date is the second of the loop's last look at the clock)
         if r.status != 200 or b != data or not before - 1.5 <= when <= after + 1:
             bad.append((r.status, len(b), r.getheader("Date"), before))
-        n += 1
+        seen.append((before, when))
         time.sleep(0.05)
     c.close()
-    check(tag + f"{n} answers over 2.5 s: the Date of their second", not bad and n > 5, bad[:3])
+    backwards = [i for i in range(1, len(seen)) if seen[i][1] < seen[i - 1][1]]
+    stuck = [(a, b) for a in seen for b in seen if b[0] - a[0] > 1.2 and b[1] == a[1]]
+    check(tag + f"{len(seen)} answers over 2.5 s: the Date of their second", not bad
+          and not backwards and not stuck and len(seen) > 5, (bad[:3], backwards[:3], stuck[:1]))
+
+
+def slot(rel):
+    """The cache slot of a path (static_cache.c: FNV-1a, 256 slots)."""
+    h = 2166136261
+    for ch in rel.encode():
+        h = ((h ^ ch) * 16777619) & 0xFFFFFFFF
+    return h % 256
 
 
 def budget(port, pid, root, tag):
-    """More large files than the snapshot budget holds: each answer whole,
-    and the snapshots alive never more than SNAP_BUDGET bytes."""
-    files = {}
-    for i in range(80):  # 80 x 250 KB: 20 MB, above the 16 MiB budget
-        files[f"/b{i}.bin"] = body_of(i + 3, 250 * 1000)
-        with open(os.path.join(root, f"b{i}.bin"), "wb") as f:
-            f.write(files[f"/b{i}.bin"])
+    """More large files than the snapshot budget holds, each in a cache
+    slot of its own: each answer whole, and the snapshots alive never more
+    than SNAP_BUDGET bytes, though they reach it (some files are refused)."""
+    files, used = {}, {slot(n) for n in ("big.bin", "small.txt", "huge.bin")}
+    i = 0
+    while len(files) < 80:  # 80 x 250 KB: 20 MB, above the 16 MiB budget
+        name = f"b{i}.bin"
+        i += 1
+        if slot(name) in used:
+            continue
+        used.add(slot(name))
+        files["/" + name] = body_of(i + 3, 250 * 1000)
+        with open(os.path.join(root, name), "wb") as f:
+            f.write(files["/" + name])
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     ok = True
-    most = 0
-    for _ in range(3):  # the first fills the cache, the second makes a snapshot, the third uses it
-        for path, want in files.items():
+    most = count = 0
+    t0 = time.time()
+    for k, (path, want) in enumerate(files.items()):
+        for _ in range(3):  # fill the cache, make a snapshot, send from it
             c.request("GET", path)
             r = c.getresponse()
             ok = ok and r.status == 200 and r.read() == want
-        most = max(most, sum(snapshots(pid)))
+        if k % 8 == 7 or k == len(files) - 1:
+            snaps = snapshots(pid)
+            if sum(snaps) > most:
+                most, count = sum(snaps), len(snaps)
+    quick = time.time() - t0 < 0.8
     c.close()
     check(tag + "answers whole past the snapshot budget", ok)
-    check(tag + "snapshots stay within the budget", 0 < most <= SNAP_BUDGET, most)
+    # Entries expire a second after their fill: on a slow machine fewer are
+    # alive at once, so reaching the budget is asked only of a quick pass.
+    check(tag + "snapshots stay within the budget", 0 < most <= SNAP_BUDGET
+          and (not quick or (most > SNAP_BUDGET - 2 * 250 * 1000 and count < len(files))),
+          (most, count, quick))
     for name in files:
         os.unlink(os.path.join(root, name[1:]))
 
@@ -249,6 +276,8 @@ def run(backend):
 
         # Full answers after the first go from a snapshot: head and body in
         # one memfd, sent with one sendfile.
+        get(port, "/big.bin")  # (two more: an entry refilled by the 50th makes it now)
+        get(port, "/big.bin")
         end = time.time() + 5
         while len(snapshots(pid)) != 1 and time.time() < end:
             time.sleep(0.02)  # (a multipart answer's copy of it closes a moment later)

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "csock/csock.h"
@@ -186,6 +187,23 @@ static void snapshot_remade_at_most_every_retry(void **state)
     assert_int_equal(f->st->snaps->used, HLEN + 20000);
 }
 
+/* A file written to between its last check and the end of the copy is
+ * not snapshotted (the copy may be torn: neither version, under the old
+ * validators): the entry is forgotten, and the file opened again. */
+static void no_snapshot_of_a_file_changed_meanwhile(void **state)
+{
+    fixture *f = *state;
+    write_pattern(f, 20000);
+    const centry *e = put(f, 5000);
+    struct timespec pause = {0, 20 * 1000 * 1000}; /* (a later mtime on any file system) */
+    nanosleep(&pause, NULL);
+    write_pattern(f, 20000); /* same size, new mtime */
+    csock__static_snapshot(f->st, e, HEAD, HLEN, 5000);
+    assert_true(!f->st->snaps || f->st->snaps->used == 0); /* none made */
+    assert_null(e->sfd);                                       /* the entry forgotten */
+    assert_null(csock__static_cache_get(f->st, "big.bin", 5000));
+}
+
 /* No snapshot for a head longer than SNAP_HEAD_MAX or a file larger than
  * SNAP_MAX_FILE: the entry keeps the file's descriptor (checked by fstat). */
 static void no_snapshot_past_the_limits(void **state)
@@ -238,6 +256,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(snapshot_holds_head_and_body, setup, teardown),
         cmocka_unit_test_setup_teardown(snapshot_remade_at_most_every_retry, setup, teardown),
         cmocka_unit_test_setup_teardown(no_snapshot_past_the_limits, setup, teardown),
+        cmocka_unit_test_setup_teardown(no_snapshot_of_a_file_changed_meanwhile, setup, teardown),
         cmocka_unit_test_setup_teardown(snapshots_stop_at_the_budget, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
