@@ -230,9 +230,10 @@ static int head_in_file(csock__http_prefix *pre, const struct iovec *iov, int n)
  * (a status outside 100-999: nothing written), -EALREADY, -EPIPE (the
  * connection is gone), or -ENOMEM: a field the handler added is missing
  * (the answer became a bodiless 500 that closes the connection) or the
- * answer could not be queued (the connection was closed). With `pre` (a file answer whose file may begin with its head: see
- * csock__http_prefix), a head that matches the file's is not written:
- * pre->matched says the file is to be sent from its start. */
+ * answer could not be queued (the connection was closed). With `pre` (a
+ * file answer whose file may begin with its head: see csock__http_prefix),
+ * a head that matches the file's is not written: pre->matched says the
+ * file is to be sent from its start. */
 static int write_head(csock_http_req *r, int status, int64_t clen, const void *body, size_t blen,
                       csock__http_prefix *pre)
 {

@@ -1,7 +1,8 @@
 /* The file cache: files up to CACHE_MAX_FILE bytes held whole, larger ones
  * by an open descriptor (up to SNAP_MAX_FILE, once answered from it, by a
- * snapshot holding an answer's head and the body), in a direct-mapped table by path
- * hash, so a popular file costs no open, fstat, read or close per request.
+ * snapshot holding an answer's head and the body), in a direct-mapped
+ * table by path hash, so a popular file costs no open, fstat, read or
+ * close per request.
  * An entry lives CACHE_TTL_MS: a changed file is seen within that long.
  * One cache per csock_http_static (one per loop): not locked. */
 #include <errno.h>
@@ -154,10 +155,20 @@ static int copy_range(int to, int from, off_t off, size_t len)
     return 0;
 }
 
+/* May e's next full answer make a snapshot? Not when snapshots are off,
+ * the file is too large, or the last try was under SNAP_RETRY_MS ago. The
+ * handler asks before an answer (no head is kept for one that may not),
+ * csock__static_snapshot again. */
+int csock__static_snap_due(const csock_http_static *st, const centry *e, uint64_t now)
+{
+    return !st->no_snap && e->sfd && e->fi.size <= SNAP_MAX_FILE &&
+           now - e->snap_at >= SNAP_RETRY_MS;
+}
+
 /* A full answer of e's file went with `head`, which its file did not begin
  * with: make the file that does (a memfd, [head][body]) for the answers
- * that follow, unless a snapshot was made less than SNAP_RETRY_MS ago, the
- * file is too large, or the budget is spent. The body comes from e's
+ * that follow, if one is due (csock__static_snap_due), the head not too
+ * long and the budget not spent. The body comes from e's
  * descriptor: the last snapshot's body, or the file, checked unchanged
  * after the copy (a write during it would leave a body that is neither
  * version under the old validators). Any failure leaves e as it was, but
@@ -168,9 +179,7 @@ void csock__static_snapshot(csock_http_static *st, const centry *ce, const char 
     centry *e = (centry *)ce; /* the caller's entry, from this cache */
     sharedfd *old = e->sfd;
     size_t bytes = hlen + e->fi.size;
-    if (st->no_snap || !old || e->fi.size > SNAP_MAX_FILE || hlen > SNAP_HEAD_MAX ||
-        now - e->snap_at < SNAP_RETRY_MS)
-        return;
+    if (!csock__static_snap_due(st, e, now) || hlen > SNAP_HEAD_MAX) return;
     e->snap_at = now; /* a try that fails waits as long (no memfd per answer while they do) */
     if (!st->snaps) {
         if (!(st->snaps = calloc(1, sizeof *st->snaps))) return;

@@ -110,7 +110,7 @@ static void serve_cached(csock_http_static *st, csock_http_req *r, const centry 
     }
     char out[SNAP_HEAD_MAX];
     csock__http_prefix pre = {e->sfd->budget ? e->sfd->head : NULL, e->sfd->hlen, out,
-                              e->fi.size <= SNAP_MAX_FILE && !st->no_snap ? sizeof out : 0, 0, 0};
+                              csock__static_snap_due(st, e, now) ? sizeof out : 0, 0, 0};
     source src = {NULL, e->sfd->fd, e->sfd, (off_t)e->sfd->hlen, &pre};
     serve_file(r, &src, &e->fi);
     if (pre.out_len) csock__static_snapshot(st, e, out, pre.out_len, now);

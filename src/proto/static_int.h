@@ -156,6 +156,7 @@ const centry *csock__static_cache_get(csock_http_static *st, const char *rel, ui
 const centry *csock__static_cache_put(csock_http_static *st, const char *rel, int fd,
                                       const struct stat *sb, uint64_t now);
 void csock__static_cache_free(csock_http_static *st);
+int csock__static_snap_due(const csock_http_static *st, const centry *e, uint64_t now);
 void csock__static_snapshot(csock_http_static *st, const centry *e, const char *head, size_t hlen,
                             uint64_t now);
 

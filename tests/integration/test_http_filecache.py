@@ -117,17 +117,7 @@ def snapshots(pid):
 
 def raw_answer(port, request):
     """Send `request`, read until the server closes; (head, body)."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    try:
-        s.sendall(request)
-        got = b""
-        while True:
-            piece = s.recv(65536)
-            if not piece:
-                break
-            got += piece
-    finally:
-        s.close()
+    got, _ = httpkit.exchange(port, request, timeout=10)
     head, _, body = got.partition(b"\r\n\r\n")
     return head.decode("latin-1"), body
 
