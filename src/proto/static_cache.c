@@ -142,8 +142,8 @@ const centry *csock__static_cache_put(csock_http_static *st, const char *rel, in
 }
 
 /* Copy `len` bytes at `off` of `from` to the end of `to`: 0, or -1 if the
- * file has fewer or a call failed. (sendfile to a file: in the kernel, no
- * copy through user space.) */
+ * file has fewer (errno 0) or a call failed. (sendfile to a file: in the
+ * kernel, no copy through user space.) */
 static int copy_range(int to, int from, off_t off, size_t len)
 {
     while (len) {
@@ -153,6 +153,27 @@ static int copy_range(int to, int from, off_t off, size_t len)
         len -= (size_t)n;
     }
     return 0;
+}
+
+/* A new, empty file for a snapshot: unlinked in the snapshot directory,
+ * else (none, or it refused one) a memfd. *tmpfile says which. A refusal
+ * other than a lack of descriptors or memory turns the directory off for
+ * this handler. */
+static int snap_file(csock_http_static *st, int *tmpfile)
+{
+    *tmpfile = 0;
+    if (st->snapdir >= 0 && !st->no_tmpfile) {
+        int fd = openat(st->snapdir, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            *tmpfile = 1;
+            return fd;
+        }
+        if (errno == EMFILE || errno == ENFILE || errno == ENOMEM) return -1;
+        st->no_tmpfile = 1; /* EOPNOTSUPP, EROFS, EACCES, ENOSPC, ... */
+    }
+    int fd = memfd_create("csock-static", MFD_CLOEXEC);
+    if (fd < 0 && (errno == ENOSYS || errno == EPERM || errno == EINVAL)) st->no_snap = 1;
+    return fd;
 }
 
 /* May e's next full answer make a snapshot? Not when snapshots are off,
@@ -166,7 +187,7 @@ int csock__static_snap_due(const csock_http_static *st, const centry *e, uint64_
 }
 
 /* A full answer of e's file went with `head`, which its file did not begin
- * with: make the file that does (a memfd, [head][body]) for the answers
+ * with: make the file that does ([head][body], snap_file) for the answers
  * that follow, if one is due (csock__static_snap_due), the head not too
  * long and the budget not spent. The body comes from e's
  * descriptor: the last snapshot's body, or the file, checked unchanged
@@ -180,7 +201,7 @@ void csock__static_snapshot(csock_http_static *st, const centry *ce, const char 
     sharedfd *old = e->sfd;
     size_t bytes = hlen + e->fi.size;
     if (!csock__static_snap_due(st, e, now) || hlen > SNAP_HEAD_MAX) return;
-    e->snap_at = now; /* a try that fails waits as long (no memfd per answer while they do) */
+    e->snap_at = now; /* a try that fails waits as long (no new file per answer while they do) */
     if (!st->snaps) {
         if (!(st->snaps = calloc(1, sizeof *st->snaps))) return;
         st->snaps->refs = 1; /* the handler's */
@@ -188,18 +209,19 @@ void csock__static_snapshot(csock_http_static *st, const centry *ce, const char 
     if (st->snaps->used + bytes > SNAP_BUDGET) return;
     sharedfd *f = malloc(sizeof *f + hlen);
     if (!f) return;
-    f->fd = memfd_create("csock-static", MFD_CLOEXEC);
-    if (f->fd < 0) {
-        if (errno == ENOSYS || errno == EPERM || errno == EINVAL) st->no_snap = 1;
+    int tmpfile;
+    if ((f->fd = snap_file(st, &tmpfile)) < 0) {
         free(f);
         return;
     }
     errno = 0;
     int rc = write(f->fd, head, hlen) == (ssize_t)hlen ? 0 : -1;
-    if (rc == 0) {
-        rc = copy_range(f->fd, old->fd, (off_t)old->hlen, e->fi.size);
-        if (rc < 0 && errno == EINVAL) st->no_snap = 1; /* a file system sendfile cannot read */
-    }
+    if (rc == 0) rc = copy_range(f->fd, old->fd, (off_t)old->hlen, e->fi.size);
+    if (rc < 0 && tmpfile &&
+        (errno == ENOSPC || errno == EDQUOT || errno == EFBIG || errno == EIO || errno == EINVAL))
+        st->no_tmpfile = 1; /* full, failing, or no splice into it: memfds from the next try */
+    else if (rc < 0 && errno == EINVAL)
+        st->no_snap = 1; /* (into a memfd) a file system sendfile cannot read */
     if (rc == 0 && !old->budget && !unchanged(e)) rc = -1; /* written to while copied: a torn body */
     if (rc < 0) {
         close(f->fd);

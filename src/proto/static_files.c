@@ -227,6 +227,7 @@ int csock_http_static_new(const char *root, const csock_http_static_opts *opts,
 {
     csock_http_static *st = calloc(1, sizeof *st);
     if (!st) return -ENOMEM;
+    st->snapdir = -1;
     st->dirfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (st->dirfd < 0) {
         int err = -errno;
@@ -246,6 +247,15 @@ int csock_http_static_new(const char *root, const csock_http_static_opts *opts,
     long fd = syscall(SYS_openat2, st->dirfd, ".", &how, sizeof how);
     if (fd >= 0) close((int)fd);
     st->no_openat2 = fd < 0 || getenv("CSOCK_HTTP_NO_OPENAT2") != NULL;
+    /* The snapshots' directory, opened now (a missing one means memfds):
+     * not below root, where a tool watching the tree would see every
+     * snapshot written. */
+    const char *sd = opts ? opts->snapshot_dir : NULL;
+    if (!sd) {
+        sd = getenv("TMPDIR");
+        if (!sd || !*sd) sd = "/var/tmp";
+    }
+    if (*sd) st->snapdir = open(sd, O_PATH | O_DIRECTORY | O_CLOEXEC);
     *out = st;
     return 0;
 }
@@ -265,6 +275,7 @@ int csock_http_static_clone(const csock_http_static *st, csock_http_static **out
     c->list = st->list;
     c->index = st->index;
     c->no_openat2 = st->no_openat2;
+    c->snapdir = st->snapdir;
     c->shared = 1;
     *out = c;
     return 0;
@@ -275,6 +286,7 @@ void csock_http_static_free(csock_http_static *st)
     if (!st) return;
     if (!st->shared) {
         if (st->dirfd >= 0) close(st->dirfd);
+        if (st->snapdir >= 0) close(st->snapdir);
         free(st->root_real);
         free(st->index);
     }

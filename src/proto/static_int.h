@@ -54,16 +54,20 @@ typedef struct finfo {
     char fields[FIELDS_MAX];
 } finfo;
 
-/* Snapshots (static_cache.c). A larger file, at its first full answer
- * from the cache, is copied with that answer's head into a memfd:
- * [head][body]. The next
+/* Snapshots (static_cache.c). A larger file, at its second full answer
+ * (its first from the cache), is copied with that answer's head into an
+ * unlinked file in the snapshot directory (else a memfd): [head][body]. The
+ * next
  * answers with the same head (the same Date second, fields and
  * Connection; csock__http_prefix compares them byte for byte) leave in one
  * sendfile from offset 0, with no fstat: a snapshot cannot change or
  * shrink under an answer, and a changed file is seen within CACHE_TTL_MS,
  * as a small cached file is. A head sent on its own cost a 100 KB answer
  * 1.17x the CPU of one sendfile (bench/peers/http_floor.c, BENCHMARKS.md
- * session 33). Above SNAP_MAX_FILE the copy (about twice a second per busy
+ * session 33). A file rather than a memfd: sendfile reads a disk file
+ * system's page cache in batches (filemap_splice_read) where a memfd's
+ * looks each page up on its own (shmem_file_splice_read), 3-4 us of a
+ * 100 KB answer's 35-40 (session 34). Above SNAP_MAX_FILE the copy (about twice a second per busy
  * file, ten times at most) would cost more than the call it saves, and
  * memory. */
 #define SNAP_MAX_FILE (256 * 1024)
@@ -129,7 +133,9 @@ struct csock_http_static {
     centry *cache[CACHE_SLOTS]; /* NULL slots are empty; filled lazily */
     uint64_t swept;     /* loop time of the last pass closing expired descriptors */
     snapbudget *snaps;  /* made with the first snapshot */
-    int no_snap;        /* memfd_create is refused (seccomp, old kernel): no snapshots */
+    int no_snap;        /* memfd_create refused (seccomp, old kernel), or a file system sendfile cannot read: none */
+    int snapdir;        /* where snapshots are made (O_PATH), -1: memfds */
+    int no_tmpfile;     /* snapdir refused a snapshot (no O_TMPFILE, read-only, full): memfds */
 };
 
 #define MAX_RANGES 32 /* more range-specs than this: the Range field is ignored */

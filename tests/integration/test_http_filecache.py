@@ -3,8 +3,9 @@
 larger than the small-file cache (8 KiB).
 
 A larger file is served from a cached descriptor for up to a second, and
-up to 256 KiB from a snapshot (a memfd holding an answer's head and the
-body) once answered: its answers (200, HEAD, 304, one range, several
+up to 256 KiB from a snapshot (an unlinked file in $TMPDIR holding an
+answer's head and the body; a memfd where $TMPDIR is missing) once
+answered: its answers (200, HEAD, 304, one range, several
 ranges, HTTP/1.0 with and without keep-alive) match the file byte for byte
 and carry the Date of their second; a file cut shorter in place is never
 promised at a length it lost, and is served at its new length within a
@@ -103,12 +104,18 @@ SNAP_MAX_FILE = 256 * 1024  # src/proto/static_int.h
 SNAP_BUDGET = 16 << 20
 
 
-def snapshots(pid):
-    """Sizes of the server's snapshots (memfds named csock-static)."""
+def snapshots(pid, kind=None):
+    """Sizes of the server's snapshots: unlinked files ("#inode (deleted)")
+    in the directory `kind` names, or memfds named csock-static (kind
+    "memfd"); both when kind is None."""
     out = []
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/memfd:csock-static"):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            memfd = link.startswith("/memfd:csock-static")
+            tmpfile = re.fullmatch(r"(.*)/#\d+ \(deleted\)", link)
+            if (memfd and kind in (None, "memfd")) or (
+                    tmpfile and kind in (None, tmpfile.group(1))):
                 out.append(os.stat(f"/proc/{pid}/fd/{fd}").st_size)
         except OSError:
             pass  # closed meanwhile
@@ -215,7 +222,9 @@ def run(backend):
         f.write(data)
     with open(os.path.join(root, "small.txt"), "wb") as f:
         f.write(b"small")
-    env = {"CSOCK_BACKEND": backend}
+    snapdir = os.path.join(tmp, "snaps")
+    os.makedirs(snapdir)
+    env = {"CSOCK_BACKEND": backend, "TMPDIR": snapdir}
     srv = httpkit.Server(root, "--threads", "1", env=env, check=check)
     port, pid = srv.port, srv.p.pid
     tag = f"[{backend}] "
@@ -265,7 +274,8 @@ def run(backend):
         check(tag + "no descriptor leaked", settle(pid, base + 1) == base + 1, fd_count(pid) - base)
 
         # Full answers after the first go from a snapshot: head and body in
-        # one memfd, sent with one sendfile.
+        # one unlinked file in $TMPDIR (nothing to see there), sent with one
+        # sendfile.
         get(port, "/big.bin")  # (two more: an entry refilled by the 50th makes it now)
         get(port, "/big.bin")
         end = time.time() + 5
@@ -274,6 +284,9 @@ def run(backend):
         snaps = snapshots(pid)
         check(tag + "a snapshot holds head and file", len(snaps) == 1
               and SIZE < snaps[0] < SIZE + 640, snaps)
+        check(tag + "the snapshot is an unlinked file in $TMPDIR",
+              snapshots(pid, snapdir) == snaps and os.listdir(snapdir) == [],
+              (snapshots(pid, snapdir), os.listdir(snapdir)))
         http10_and_dates(port, data, tag)
 
         # Cut shorter in place while cached: the snapshot's whole answer
@@ -347,9 +360,31 @@ def run(backend):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def memfd_fallback(tmpdir, why):
+    """$TMPDIR that takes no snapshot: memfds instead, the answers the same."""
+    tmp = tempfile.mkdtemp(prefix="csock-fcache-")
+    data = body_of(7)
+    with open(os.path.join(tmp, "big.bin"), "wb") as f:
+        f.write(data)
+    srv = httpkit.Server(tmp, "--threads", "1", env={"TMPDIR": tmpdir}, check=check)
+    try:
+        ok = all(get(srv.port, "/big.bin")[2] == data for _ in range(4))
+        end = time.time() + 5
+        while not snapshots(srv.p.pid) and time.time() < end:
+            time.sleep(0.02)
+        snaps = snapshots(srv.p.pid)
+        check(f"$TMPDIR {why}: answers whole, from a memfd snapshot", ok and len(snaps) == 1
+              and snapshots(srv.p.pid, "memfd") == snaps, snaps)
+    finally:
+        srv.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main():
     run("epoll")
     run("uring")
+    memfd_fallback("/nonexistent-csock-snapshots", "missing")
+    memfd_fallback("/proc", "without O_TMPFILE")
     tally.finish()
 
 

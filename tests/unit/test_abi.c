@@ -149,7 +149,9 @@ static void layout_http_static_opts(void **state)
     assert_int_equal(sizeof(csock_http_static_opts), 48);
     assert_int_equal(offsetof(csock_http_static_opts, list), 0);
     assert_int_equal(offsetof(csock_http_static_opts, index), 8);
-    assert_int_equal(offsetof(csock_http_static_opts, reserved), 16);
+    /* snapshot_dir, taken from the front of reserved[4] */
+    assert_int_equal(offsetof(csock_http_static_opts, snapshot_dir), 16);
+    assert_int_equal(offsetof(csock_http_static_opts, reserved), 24);
 }
 
 /* The reserved space is there and zero in a zero-initialized struct. */

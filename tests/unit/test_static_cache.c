@@ -2,18 +2,22 @@
  * snapshots (src/proto/static_cache.c), driven directly with chosen loop
  * times: the fstat that catches a file changed in place runs on every use
  * of a file's descriptor, the shared descriptor outlives its entry while
- * an answer holds it, and snapshots (head and body in a memfd) are made at
- * most every SNAP_RETRY_MS, within the file, head and memory limits. */
+ * an answer holds it, and snapshots (head and body in an unlinked file in
+ * the snapshot directory, else a memfd) are made at most every
+ * SNAP_RETRY_MS, within the file, head and memory limits. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -248,6 +252,107 @@ static void snapshots_stop_at_the_budget(void **state)
     assert_int_equal(f->st->snaps->used, e->sfd->budget ? each : 0);
 }
 
+/* The handler made again with snapshot_dir `sd` (its cache empty). */
+static void remake(fixture *f, const char *sd)
+{
+    csock_http_static_free(f->st);
+    f->st = NULL;
+    csock_http_static_opts o = {.snapshot_dir = sd};
+    assert_int_equal(csock_http_static_new(f->dir, &o, &f->st), 0);
+}
+
+/* What fd is, as /proc/self/fd says. */
+static const char *fd_link(int fd, char *buf, size_t n)
+{
+    char p[64];
+    snprintf(p, sizeof p, "/proc/self/fd/%d", fd);
+    ssize_t r = readlink(p, buf, n - 1);
+    assert_true(r > 0);
+    buf[r] = 0;
+    return buf;
+}
+
+static int entries(const char *dir) /* names in dir, but . and .. */
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0;
+    for (struct dirent *x; (x = readdir(d));) n += strcmp(x->d_name, ".") && strcmp(x->d_name, "..");
+    closedir(d);
+    return n;
+}
+
+/* A snapshot is an unlinked file (O_TMPFILE) in the snapshot directory:
+ * /proc shows "DIR/#inode (deleted)", the directory lists nothing. */
+static void snapshot_in_the_snapshot_dir(void **state)
+{
+    fixture *f = *state;
+    char sd[96], link[256], want[128];
+    snprintf(sd, sizeof sd, "%s/snaps", f->dir);
+    assert_int_equal(mkdir(sd, 0700), 0);
+    remake(f, sd);
+    write_pattern(f, 20000);
+    const centry *e = put(f, 5000);
+    csock__static_snapshot(f->st, e, HEAD, HLEN, 5000);
+    assert_non_null(e->sfd->budget);
+    assert_snapshot(e->sfd->fd, 20000);
+    fd_link(e->sfd->fd, link, sizeof link);
+    snprintf(want, sizeof want, "%s/#", sd);
+    assert_memory_equal(link, want, strlen(want));
+    assert_non_null(strstr(link, " (deleted)"));
+    assert_int_equal(entries(sd), 0);
+    assert_int_equal(rmdir(sd), 0); /* (empty: the snapshot has no name) */
+}
+
+/* Where the directory takes no snapshot ("" asks for none; a missing
+ * one; a file; /proc, which has no O_TMPFILE), snapshots are memfds, the
+ * same bytes. */
+static void snapshots_in_memfds_without_a_dir(void **state)
+{
+    fixture *f = *state;
+    const char *dirs[] = {"", "/nonexistent-csock-snapshots", f->path, "/proc"};
+    write_pattern(f, 20000);
+    for (size_t i = 0; i < sizeof dirs / sizeof *dirs; i++) {
+        remake(f, dirs[i]);
+        const centry *e = put(f, 5000);
+        csock__static_snapshot(f->st, e, HEAD, HLEN, 5000);
+        assert_non_null(e->sfd->budget);
+        assert_snapshot(e->sfd->fd, 20000);
+        char link[256];
+        fd_link(e->sfd->fd, link, sizeof link);
+        assert_memory_equal(link, "/memfd:csock-static", 19);
+    }
+    assert_int_equal(f->st->no_tmpfile, 1); /* /proc refused: not asked again */
+}
+
+/* A snapshot directory that cannot take the copy (here past the file size
+ * limit: EFBIG, as ENOSPC or EDQUOT would be) fails that try, and the
+ * next, SNAP_RETRY_MS later, is a memfd. */
+static void full_snapshot_dir_turns_to_memfds(void **state)
+{
+    fixture *f = *state;
+    remake(f, f->dir);
+    write_pattern(f, 20000);
+    const centry *e = put(f, 5000);
+    sharedfd *file = e->sfd;
+    struct rlimit old, small = {10000, 10000};
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    small.rlim_max = old.rlim_max;
+    void (*was)(int) = signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &small), 0);
+    csock__static_snapshot(f->st, e, HEAD, HLEN, 5000);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, was);
+    assert_ptr_equal(e->sfd, file); /* that try made none */
+    assert_int_equal(f->st->no_tmpfile, 1);
+    csock__static_snapshot(f->st, e, HEAD, HLEN, 5000 + SNAP_RETRY_MS);
+    assert_non_null(e->sfd->budget);
+    assert_snapshot(e->sfd->fd, 20000);
+    char link[256];
+    assert_memory_equal(fd_link(e->sfd->fd, link, sizeof link), "/memfd:csock-static", 19);
+    assert_int_equal(entries(f->dir), 1); /* big.bin alone */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -258,6 +363,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(no_snapshot_past_the_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(no_snapshot_of_a_file_changed_meanwhile, setup, teardown),
         cmocka_unit_test_setup_teardown(snapshots_stop_at_the_budget, setup, teardown),
+        cmocka_unit_test_setup_teardown(snapshot_in_the_snapshot_dir, setup, teardown),
+        cmocka_unit_test_setup_teardown(snapshots_in_memfds_without_a_dir, setup, teardown),
+        cmocka_unit_test_setup_teardown(full_snapshot_dir_turns_to_memfds, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
