@@ -5,12 +5,14 @@
 #   bench/http/run.sh [CSOCK_BIN]      (env: ROUNDS=5 DURATION=5
 #                                       SERVERS="csock csock_uring h2o lighttpd nginx"
 #                                       SCENARIOS="small 100k pipeline16")
-# floor and floor_MODE (MODE: more, cork, copy, one, onefile, pipe) are the
+# floor and floor_MODE (MODE: more, cork, copy, one, onefile, pipe; MODE_lt:
+# level-triggered, as csock's loop is, e.g. floor_onefile_lt) are the
 # hand-written floor (bench/peers/http_floor.c, built by bench/peers/build.sh)
 # answering in each of its ways: what the kernel alone charges per answer.
 # csock is csock on epoll (CSOCK_BACKEND=epoll: the default, auto, would pick
 # io_uring where allowed) and csock_uring csock on io_uring (completion I/O);
-# csock_uring_defer the latter with CSOCK_URING_DEFER=1 (DEFER_TASKRUN). With
+# csock_uring_defer the latter with CSOCK_URING_DEFER=1 (DEFER_TASKRUN);
+# csock_sd and csock_uring_sd the two with --snapshot-dir ${SNAPDIR:-/var/tmp}. With
 # CSOCK_BIN_B set, the servers csock_b and csock_uring_b are that other build
 # of csock on epoll and io_uring (for an A/B of two builds in the same run:
 # SERVERS="csock csock_b ..." or SERVERS="csock_uring csock_uring_b").
@@ -99,6 +101,10 @@ start_server() { # NAME
                        "tcp://127.0.0.1:$port" --threads 1 > "$TMP/csock_uring_b.out" 2> "$TMP/csock_uring_b.err" & ;;
     csock_uring) taskset -c 0 env CSOCK_BACKEND=uring "$CSOCK_BIN" serve http "$ROOT" \
                      "tcp://127.0.0.1:$port" --threads 1 > "$TMP/csock_uring.out" 2> "$TMP/csock_uring.err" & ;;
+    csock_sd|csock_uring_sd) # with --snapshot-dir (SNAPDIR, /var/tmp by default)
+        local be=epoll; [ "$name" = csock_uring_sd ] && be=uring
+        taskset -c 0 env CSOCK_BACKEND=$be "$CSOCK_BIN" serve http "$ROOT" "tcp://127.0.0.1:$port" --threads 1 \
+            --snapshot-dir "${SNAPDIR:-/var/tmp}" > "$TMP/$name.out" 2> "$TMP/$name.err" & ;;
     csock_uring_defer) taskset -c 0 env CSOCK_BACKEND=uring CSOCK_URING_DEFER=1 "$CSOCK_BIN" serve http \
                            "$ROOT" "tcp://127.0.0.1:$port" --threads 1 > "$TMP/$name.out" 2> "$TMP/$name.err" & ;;
     nginx) taskset -c 0 nginx -c "$(render "$HERE/nginx.conf.in" "$port")" -p "$TMP" \

@@ -7,7 +7,8 @@
  * again: no per-request stat, no path walk), takes the request's path from the
  * first line, ignores every header, keeps every connection alive, and answers
  * 200 with a head built at start (no Date), or 404. One thread, one
- * edge-triggered epoll set.
+ * edge-triggered epoll set (MODE_lt: level-triggered, as csock's loop is,
+ * EPOLLOUT asked for only while an answer waits for room).
  *
  * How the answer leaves is the MODE, so the kernel's cost of each way can be
  * measured in the same run:
@@ -20,7 +21,7 @@
  *   pipe   write(head) and splice(body) into the connection's pipe, then one
  *          splice of both into the socket
  *
- * usage: http_floor ROOT PORT [MODE]   (PORT 0 = ephemeral; MODE plain)
+ * usage: http_floor ROOT PORT [MODE[_lt]]   (PORT 0 = ephemeral; MODE plain)
  * prints "listening tcp://127.0.0.1:PORT"
  */
 #define _GNU_SOURCE
@@ -66,11 +67,13 @@ struct conn {
     int stalled; /* input left unread: the buffer was full */
     int pipe[2];  /* mode pipe: head and body go through it, [0] = -1 before the first answer */
     size_t inpipe; /* bytes of the answer in the pipe, not yet in the socket */
+    unsigned events; /* level-triggered: what the epoll set asks for now */
 };
 
 static struct file files[MAX_FILES];
 static int nfiles;
 static enum mode mode;
+static int lt; /* level-triggered */
 static const char notfound[] = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
 
 static void die(const char *what)
@@ -255,14 +258,16 @@ static int take(struct conn *c, int hup)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: http_floor ROOT PORT [plain|more|cork|copy|one|pipe|onefile]\n");
+        fprintf(stderr, "usage: http_floor ROOT PORT [plain|more|cork|copy|one|pipe|onefile][_lt]\n");
         return 2;
     }
     const char *m = argc > 3 ? argv[3] : "plain";
     static const char *names[] = {"plain", "more", "cork", "copy", "one", "pipe", "onefile"};
+    size_t ml = strlen(m);
+    if (ml > 3 && !strcmp(m + ml - 3, "_lt")) lt = 1, ml -= 3;
     mode = (enum mode)-1;
     for (int i = 0; i < 7; i++)
-        if (!strcmp(m, names[i])) mode = (enum mode)i;
+        if (strlen(names[i]) == ml && !strncmp(m, names[i], ml)) mode = (enum mode)i;
     if ((int)mode < 0) {
         fprintf(stderr, "http_floor: unknown mode '%s'\n", m);
         return 2;
@@ -302,8 +307,8 @@ int main(int argc, char **argv)
                     if (!c) die("calloc");
                     c->fd = fd;
                     c->pipe[0] = c->pipe[1] = -1;
-                    struct epoll_event ce = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
-                                             .data.ptr = c};
+                    c->events = lt ? EPOLLIN | EPOLLRDHUP : EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+                    struct epoll_event ce = {.events = c->events, .data.ptr = c};
                     if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ce) < 0) die("epoll_ctl add");
                 }
                 continue;
@@ -311,6 +316,14 @@ int main(int argc, char **argv)
             int bad = (evs[i].events & (EPOLLERR | EPOLLHUP)) != 0;
             if (!bad && c->f && (evs[i].events & EPOLLOUT)) bad = push(c) < 0 || (!c->f && serve(c) < 0);
             if (!bad && ((evs[i].events & (EPOLLIN | EPOLLRDHUP)) || (c->stalled && !c->f))) bad = take(c, (evs[i].events & EPOLLRDHUP) != 0) < 0;
+            if (!bad && lt) { /* room asked for while an answer waits; no input while stalled */
+                unsigned want = (c->stalled ? 0 : EPOLLIN) | EPOLLRDHUP | (c->f ? EPOLLOUT : 0);
+                if (want != c->events) {
+                    struct epoll_event ce = {.events = want, .data.ptr = c};
+                    if (epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ce) < 0) die("epoll_ctl mod");
+                    c->events = want;
+                }
+            }
             if (bad) {
                 if (c->pipe[0] >= 0) close(c->pipe[0]), close(c->pipe[1]);
                 close(c->fd);

@@ -235,8 +235,8 @@ typedef struct csock_http_static_opts {
     int list;               /* directories without index.html get an HTML listing */
     const char *index;      /* the index file name; NULL: "index.html" */
     /* Where snapshots of larger files are made (see below): a directory
-     * for unlinked files (O_TMPFILE). NULL: $TMPDIR if set, else /var/tmp;
-     * "": memfds only. */
+     * on a disk file system for unlinked files (O_TMPFILE). NULL or "":
+     * memfds. */
     const char *snapshot_dir;
     uint64_t reserved[3];
 } csock_http_static_opts;
@@ -255,23 +255,25 @@ typedef struct csock_http_static_opts {
  * O_NOFOLLOW and a realpath check), so a symlink that leads outside root is
  * 403 Forbidden. Files up to 8 KiB are kept in memory for up to one second
  * (a changed file is seen within a second). Use it from one loop only.
- * Files of 8-256 KiB, from their second full answer, are answered from a
- * snapshot: a copy of the answer's head and the body in one file, so an
- * answer with the same head leaves in one sendfile (at most 16 MiB of
- * them per handler, those answers in flight hold included). A snapshot is
- * an unlinked file (O_TMPFILE, never visible) in opts->snapshot_dir, by
- * default $TMPDIR or /var/tmp: the kernel reads a disk file system's page
- * cache for sendfile cheaper than a memfd's (a 100 KB answer 0.95x the
- * server CPU on Linux 6.18). On a file system with delayed allocation
- * (ext4, xfs, btrfs) a snapshot replaced within the kernel's dirty expiry
- * (30 s) never reaches the disk; one kept longer is written once. Where
- * that directory does not take O_TMPFILE (missing, read-only, NFS) or is
- * full, snapshots are memfds.
+ * Files of 8-256 KiB are copied, at their second full answer, with that
+ * answer's head into a snapshot, and the answers after it with the same
+ * head leave in one sendfile (at most 16 MiB of snapshots per handler,
+ * those answers in flight hold included). A snapshot is a memfd, or with
+ * opts->snapshot_dir an unlinked file there (O_TMPFILE | O_EXCL, mode
+ * 0600: no name, though an inotify watch on the directory sees it made):
+ * the kernel reads a disk file system's page cache for sendfile cheaper
+ * than a memfd's (a 100 KB answer 0.95x the server CPU, Linux 6.18), at
+ * the price of file system work (an inode and journal entries per
+ * snapshot, about one a second per busy file; with delayed allocation the
+ * data of one replaced within the dirty expiry, 30 s, is never written).
+ * The directory is opened and tried once, here; one that later refuses a
+ * snapshot (full, a disk error) is left for memfds for a minute.
  * Environment: CSOCK_HTTP_NO_OPENAT2 set (to anything) when the handler is
  * made takes the O_NOFOLLOW and realpath path even where openat2 exists (a
  * test switch, read by csock_http_static_new() only). opts may be NULL.
- * Returns 0 and *out, -errno opening root (-ENOENT, -ENOTDIR, -EACCES), or
- * -ENOMEM. */
+ * Returns 0 and *out, -errno opening root (-ENOENT, -ENOTDIR, -EACCES) or
+ * the snapshot directory (those, or -EOPNOTSUPP, -EROFS where it takes no
+ * O_TMPFILE), or -ENOMEM. */
 CSOCK_API int csock_http_static_new(const char *root, const csock_http_static_opts *opts,
                           csock_http_static **out);
 

@@ -155,21 +155,28 @@ static int copy_range(int to, int from, off_t off, size_t len)
     return 0;
 }
 
-/* A new, empty file for a snapshot: unlinked in the snapshot directory,
- * else (none, or it refused one) a memfd. *tmpfile says which. A refusal
- * other than a lack of descriptors or memory turns the directory off for
- * this handler. */
-static int snap_file(csock_http_static *st, int *tmpfile)
+/* The snapshot directory refused a snapshot at `now`: memfds for a while. */
+static void snapdir_refused(csock_http_static *st, uint64_t now)
+{
+    st->snapdir_refused = 1;
+    st->snapdir_off = now;
+}
+
+/* A new, empty file for a snapshot: unlinked (O_EXCL: it can never be
+ * given a name) in the snapshot directory, else (none, or one that
+ * refused lately) a memfd. *tmpfile says which. */
+static int snap_file(csock_http_static *st, uint64_t now, int *tmpfile)
 {
     *tmpfile = 0;
-    if (st->snapdir >= 0 && !st->no_tmpfile) {
-        int fd = openat(st->snapdir, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (st->snapdir_refused && now - st->snapdir_off >= SNAP_DIR_RETRY_MS) st->snapdir_refused = 0;
+    if (st->snapdir >= 0 && !st->snapdir_refused) {
+        int fd = openat(st->snapdir, ".", O_TMPFILE | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
         if (fd >= 0) {
             *tmpfile = 1;
             return fd;
         }
         if (errno == EMFILE || errno == ENFILE || errno == ENOMEM) return -1;
-        st->no_tmpfile = 1; /* EOPNOTSUPP, EROFS, EACCES, ENOSPC, ... */
+        snapdir_refused(st, now); /* ENOSPC, EDQUOT, EIO, a remount read-only, ... */
     }
     int fd = memfd_create("csock-static", MFD_CLOEXEC);
     if (fd < 0 && (errno == ENOSYS || errno == EPERM || errno == EINVAL)) st->no_snap = 1;
@@ -210,7 +217,7 @@ void csock__static_snapshot(csock_http_static *st, const centry *ce, const char 
     sharedfd *f = malloc(sizeof *f + hlen);
     if (!f) return;
     int tmpfile;
-    if ((f->fd = snap_file(st, &tmpfile)) < 0) {
+    if ((f->fd = snap_file(st, now, &tmpfile)) < 0) {
         free(f);
         return;
     }
@@ -219,7 +226,7 @@ void csock__static_snapshot(csock_http_static *st, const centry *ce, const char 
     if (rc == 0) rc = copy_range(f->fd, old->fd, (off_t)old->hlen, e->fi.size);
     if (rc < 0 && tmpfile &&
         (errno == ENOSPC || errno == EDQUOT || errno == EFBIG || errno == EIO || errno == EINVAL))
-        st->no_tmpfile = 1; /* full, failing, or no splice into it: memfds from the next try */
+        snapdir_refused(st, now); /* full, failing, or no splice into it: memfds for a while */
     else if (rc < 0 && errno == EINVAL)
         st->no_snap = 1; /* (into a memfd) a file system sendfile cannot read */
     if (rc == 0 && !old->budget && !unchanged(e)) rc = -1; /* written to while copied: a torn body */

@@ -247,15 +247,20 @@ int csock_http_static_new(const char *root, const csock_http_static_opts *opts,
     long fd = syscall(SYS_openat2, st->dirfd, ".", &how, sizeof how);
     if (fd >= 0) close((int)fd);
     st->no_openat2 = fd < 0 || getenv("CSOCK_HTTP_NO_OPENAT2") != NULL;
-    /* The snapshots' directory, opened now (a missing one means memfds):
-     * not below root, where a tool watching the tree would see every
-     * snapshot written. */
+    /* A snapshot directory asked for is opened, and tried, now: one that
+     * cannot hold a snapshot is the caller's error, not a silent memfd. */
     const char *sd = opts ? opts->snapshot_dir : NULL;
-    if (!sd) {
-        sd = getenv("TMPDIR");
-        if (!sd || !*sd) sd = "/var/tmp";
+    if (sd && *sd) {
+        int t = -1;
+        st->snapdir = open(sd, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (st->snapdir >= 0) t = openat(st->snapdir, ".", O_TMPFILE | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+        if (t < 0) {
+            int err = errno == EISDIR ? -EOPNOTSUPP : -errno; /* (EISDIR: a kernel without O_TMPFILE) */
+            csock_http_static_free(st);
+            return err;
+        }
+        close(t);
     }
-    if (*sd) st->snapdir = open(sd, O_PATH | O_DIRECTORY | O_CLOEXEC);
     *out = st;
     return 0;
 }

@@ -55,8 +55,8 @@ typedef struct finfo {
 } finfo;
 
 /* Snapshots (static_cache.c). A larger file, at its second full answer
- * (its first from the cache), is copied with that answer's head into an
- * unlinked file in the snapshot directory (else a memfd): [head][body]. The
+ * (its first from the cache), is copied with that answer's head into a
+ * memfd, or an unlinked file in the snapshot directory: [head][body]. The
  * next
  * answers with the same head (the same Date second, fields and
  * Connection; csock__http_prefix compares them byte for byte) leave in one
@@ -64,17 +64,18 @@ typedef struct finfo {
  * shrink under an answer, and a changed file is seen within CACHE_TTL_MS,
  * as a small cached file is. A head sent on its own cost a 100 KB answer
  * 1.17x the CPU of one sendfile (bench/peers/http_floor.c, BENCHMARKS.md
- * session 33). A file rather than a memfd: sendfile reads a disk file
- * system's page cache in batches (filemap_splice_read) where a memfd's
- * looks each page up on its own (shmem_file_splice_read), 3-4 us of a
- * 100 KB answer's 35-40 (session 34). Above SNAP_MAX_FILE the copy (about twice a second per busy
+ * session 33). A file on a disk file system, where the user allows the
+ * file system work: sendfile reads its page cache in batches
+ * (filemap_splice_read) where a memfd's looks each page up on its own
+ * (shmem_file_splice_read), 3-4 us of a 100 KB answer's 35-40 (session
+ * 34). Above SNAP_MAX_FILE the copy (about twice a second per busy
  * file, ten times at most) would cost more than the call it saves, and
  * memory. */
 #define SNAP_MAX_FILE (256 * 1024)
 /* Bytes of snapshots alive per handler (one per loop), those that answers
  * in flight still hold included: past it, answers go as before (head,
  * then the file), so slow readers holding old snapshots cannot make the
- * server's memory grow. */
+ * server's memory (or the snapshot directory's use) grow. */
 #define SNAP_BUDGET (16u << 20)
 /* The longest head kept: the fixed part (under 250 bytes) and the file's
  * fields (FIELDS_MAX), with room for a few more. */
@@ -84,6 +85,9 @@ typedef struct finfo {
  * HTTP/1.0 one wants "Connection: keep-alive") must not make every answer
  * a copy. */
 #define SNAP_RETRY_MS 100
+/* A snapshot directory that refused one (full, a disk error) is left for
+ * memfds this long, then tried again. */
+#define SNAP_DIR_RETRY_MS 60000
 
 /* What the snapshots of one handler use, shared with the snapshots (which
  * may outlive the handler in answers in flight): freed with the last. */
@@ -134,8 +138,9 @@ struct csock_http_static {
     uint64_t swept;     /* loop time of the last pass closing expired descriptors */
     snapbudget *snaps;  /* made with the first snapshot */
     int no_snap;        /* memfd_create refused (seccomp, old kernel), or a file system sendfile cannot read: none */
-    int snapdir;        /* where snapshots are made (O_PATH), -1: memfds */
-    int no_tmpfile;     /* snapdir refused a snapshot (no O_TMPFILE, read-only, full): memfds */
+    int snapdir;        /* opts->snapshot_dir (O_PATH), -1: snapshots are memfds */
+    uint64_t snapdir_off; /* loop time snapdir last refused one (full, failing): memfds till SNAP_DIR_RETRY_MS after */
+    int snapdir_refused;
 };
 
 #define MAX_RANGES 32 /* more range-specs than this: the Range field is ignored */

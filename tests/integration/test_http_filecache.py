@@ -3,8 +3,8 @@
 larger than the small-file cache (8 KiB).
 
 A larger file is served from a cached descriptor for up to a second, and
-up to 256 KiB from a snapshot (an unlinked file in $TMPDIR holding an
-answer's head and the body; a memfd where $TMPDIR is missing) once
+up to 256 KiB from a snapshot (an unlinked file in --snapshot-dir holding
+an answer's head and the body; without the option a memfd) once
 answered: its answers (200, HEAD, 304, one range, several
 ranges, HTTP/1.0 with and without keep-alive) match the file byte for byte
 and carry the Date of their second; a file cut shorter in place is never
@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import tempfile
 import time
 
@@ -222,10 +223,15 @@ def run(backend):
         f.write(data)
     with open(os.path.join(root, "small.txt"), "wb") as f:
         f.write(b"small")
-    snapdir = os.path.join(tmp, "snaps")
+    snapdir = os.path.realpath(os.path.join(tmp, "snaps"))
     os.makedirs(snapdir)
-    env = {"CSOCK_BACKEND": backend, "TMPDIR": snapdir}
-    srv = httpkit.Server(root, "--threads", "1", env=env, check=check)
+    try:  # (an overlayfs before Linux 6.6 takes no O_TMPFILE: memfds then)
+        os.close(os.open(snapdir, os.O_TMPFILE | os.O_RDWR, 0o600))
+        snapargs = ["--snapshot-dir", snapdir]
+    except OSError:
+        snapargs, snapdir = [], "memfd"
+    env = {"CSOCK_BACKEND": backend}
+    srv = httpkit.Server(root, "--threads", "1", *snapargs, env=env, check=check)
     port, pid = srv.port, srv.p.pid
     tag = f"[{backend}] "
     try:
@@ -274,8 +280,8 @@ def run(backend):
         check(tag + "no descriptor leaked", settle(pid, base + 1) == base + 1, fd_count(pid) - base)
 
         # Full answers after the first go from a snapshot: head and body in
-        # one unlinked file in $TMPDIR (nothing to see there), sent with one
-        # sendfile.
+        # one unlinked file in --snapshot-dir (nothing to see there), sent
+        # with one sendfile.
         get(port, "/big.bin")  # (two more: an entry refilled by the 50th makes it now)
         get(port, "/big.bin")
         end = time.time() + 5
@@ -284,9 +290,9 @@ def run(backend):
         snaps = snapshots(pid)
         check(tag + "a snapshot holds head and file", len(snaps) == 1
               and SIZE < snaps[0] < SIZE + 640, snaps)
-        check(tag + "the snapshot is an unlinked file in $TMPDIR",
-              snapshots(pid, snapdir) == snaps and os.listdir(snapdir) == [],
-              (snapshots(pid, snapdir), os.listdir(snapdir)))
+        check(tag + "the snapshot is an unlinked file in --snapshot-dir",
+              snapshots(pid, snapdir) == snaps and (not snapargs or os.listdir(snapdir) == []),
+              (snapshots(pid, snapdir), snapargs and os.listdir(snapdir)))
         http10_and_dates(port, data, tag)
 
         # Cut shorter in place while cached: the snapshot's whole answer
@@ -360,31 +366,38 @@ def run(backend):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def memfd_fallback(tmpdir, why):
-    """$TMPDIR that takes no snapshot: memfds instead, the answers the same."""
+def memfd_default():
+    """Without --snapshot-dir a snapshot is a memfd, the answers the same;
+    a --snapshot-dir that cannot hold one is a one-line error, status 2."""
     tmp = tempfile.mkdtemp(prefix="csock-fcache-")
     data = body_of(7)
     with open(os.path.join(tmp, "big.bin"), "wb") as f:
         f.write(data)
-    srv = httpkit.Server(tmp, "--threads", "1", env={"TMPDIR": tmpdir}, check=check)
+    srv = httpkit.Server(tmp, "--threads", "1", check=check)
     try:
         ok = all(get(srv.port, "/big.bin")[2] == data for _ in range(4))
         end = time.time() + 5
         while not snapshots(srv.p.pid) and time.time() < end:
             time.sleep(0.02)
         snaps = snapshots(srv.p.pid)
-        check(f"$TMPDIR {why}: answers whole, from a memfd snapshot", ok and len(snaps) == 1
+        check("no --snapshot-dir: answers whole, from a memfd snapshot", ok and len(snaps) == 1
               and snapshots(srv.p.pid, "memfd") == snaps, snaps)
     finally:
         srv.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+    for bad in ("/nonexistent-csock-snapshots", os.path.join(tmp, "big.bin"), "/proc"):
+        p = subprocess.run([httpkit.BIN, "serve", "http", tmp, "tcp://127.0.0.1:0",
+                            "--snapshot-dir", bad], capture_output=True, text=True, timeout=10)
+        lines = p.stderr.strip().splitlines()
+        check(f"--snapshot-dir {bad}: one-line error, status 2", p.returncode == 2
+              and len(lines) == 1 and "--snapshot-dir" in lines[0] and bad in lines[0],
+              (p.returncode, p.stderr))
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main():
     run("epoll")
     run("uring")
-    memfd_fallback("/nonexistent-csock-snapshots", "missing")
-    memfd_fallback("/proc", "without O_TMPFILE")
+    memfd_default()
     tally.finish()
 
 

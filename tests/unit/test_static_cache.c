@@ -2,8 +2,8 @@
  * snapshots (src/proto/static_cache.c), driven directly with chosen loop
  * times: the fstat that catches a file changed in place runs on every use
  * of a file's descriptor, the shared descriptor outlives its entry while
- * an answer holds it, and snapshots (head and body in an unlinked file in
- * the snapshot directory, else a memfd) are made at most every
+ * an answer holds it, and snapshots (head and body in a memfd, or an
+ * unlinked file in the snapshot directory) are made at most every
  * SNAP_RETRY_MS, within the file, head and memory limits. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -57,6 +58,9 @@ static int teardown(void **state)
     fixture *f = *state;
     csock_http_static_free(f->st);
     unlink(f->path);
+    char sd[96];
+    snprintf(sd, sizeof sd, "%s/snaps", f->dir);
+    rmdir(sd); /* (snapshot_in_the_snapshot_dir's; its snapshots have no name) */
     rmdir(f->dir);
     free(f);
     return 0;
@@ -261,6 +265,15 @@ static void remake(fixture *f, const char *sd)
     assert_int_equal(csock_http_static_new(f->dir, &o, &f->st), 0);
 }
 
+/* Skip where the test's directory (under /tmp) takes no O_TMPFILE (an
+ * overlayfs before Linux 6.6): nothing to test there. */
+static void need_tmpfile(const char *dir)
+{
+    int fd = open(dir, O_TMPFILE | O_RDWR, 0600);
+    if (fd < 0) skip();
+    close(fd);
+}
+
 /* What fd is, as /proc/self/fd says. */
 static const char *fd_link(int fd, char *buf, size_t n)
 {
@@ -282,74 +295,103 @@ static int entries(const char *dir) /* names in dir, but . and .. */
     return n;
 }
 
-/* A snapshot is an unlinked file (O_TMPFILE) in the snapshot directory:
- * /proc shows "DIR/#inode (deleted)", the directory lists nothing. */
+static void assert_in_dir(int fd, const char *dir)
+{
+    char link[256], want[128];
+    fd_link(fd, link, sizeof link);
+    snprintf(want, sizeof want, "%s/#", dir);
+    assert_memory_equal(link, want, strlen(want));
+    assert_non_null(strstr(link, " (deleted)"));
+}
+
+static void assert_memfd(int fd)
+{
+    char link[256];
+    assert_memory_equal(fd_link(fd, link, sizeof link), "/memfd:csock-static", 19);
+}
+
+/* Without snapshot_dir (NULL or ""), a snapshot is a memfd. */
+static void memfd_snapshots_by_default(void **state)
+{
+    fixture *f = *state;
+    write_pattern(f, 20000);
+    for (int i = 0; i < 2; i++) {
+        if (i) remake(f, "");
+        const centry *e = put(f, 5000);
+        csock__static_snapshot(f->st, e, HEAD, HLEN, 5000);
+        assert_non_null(e->sfd->budget);
+        assert_snapshot(e->sfd->fd, 20000);
+        assert_memfd(e->sfd->fd);
+    }
+}
+
+/* With snapshot_dir, a snapshot is an unlinked file there: /proc shows
+ * "DIR/#inode (deleted)", the directory lists nothing. */
 static void snapshot_in_the_snapshot_dir(void **state)
 {
     fixture *f = *state;
-    char sd[96], link[256], want[128];
+    char sd[96];
     snprintf(sd, sizeof sd, "%s/snaps", f->dir);
     assert_int_equal(mkdir(sd, 0700), 0);
+    need_tmpfile(sd);
     remake(f, sd);
     write_pattern(f, 20000);
     const centry *e = put(f, 5000);
     csock__static_snapshot(f->st, e, HEAD, HLEN, 5000);
     assert_non_null(e->sfd->budget);
     assert_snapshot(e->sfd->fd, 20000);
-    fd_link(e->sfd->fd, link, sizeof link);
-    snprintf(want, sizeof want, "%s/#", sd);
-    assert_memory_equal(link, want, strlen(want));
-    assert_non_null(strstr(link, " (deleted)"));
+    assert_in_dir(e->sfd->fd, sd);
     assert_int_equal(entries(sd), 0);
-    assert_int_equal(rmdir(sd), 0); /* (empty: the snapshot has no name) */
 }
 
-/* Where the directory takes no snapshot ("" asks for none; a missing
- * one; a file; /proc, which has no O_TMPFILE), snapshots are memfds, the
- * same bytes. */
-static void snapshots_in_memfds_without_a_dir(void **state)
+/* A snapshot_dir that cannot hold a snapshot is the caller's error, at
+ * csock_http_static_new: missing, a file, or without O_TMPFILE (/proc). */
+static void snapshot_dir_that_cannot_hold_one(void **state)
 {
     fixture *f = *state;
-    const char *dirs[] = {"", "/nonexistent-csock-snapshots", f->path, "/proc"};
-    write_pattern(f, 20000);
-    for (size_t i = 0; i < sizeof dirs / sizeof *dirs; i++) {
-        remake(f, dirs[i]);
-        const centry *e = put(f, 5000);
-        csock__static_snapshot(f->st, e, HEAD, HLEN, 5000);
-        assert_non_null(e->sfd->budget);
-        assert_snapshot(e->sfd->fd, 20000);
-        char link[256];
-        fd_link(e->sfd->fd, link, sizeof link);
-        assert_memory_equal(link, "/memfd:csock-static", 19);
-    }
-    assert_int_equal(f->st->no_tmpfile, 1); /* /proc refused: not asked again */
+    csock_http_static *st = NULL;
+    csock_http_static_opts o = {.snapshot_dir = "/nonexistent-csock-snapshots"};
+    assert_int_equal(csock_http_static_new(f->dir, &o, &st), -ENOENT);
+    o.snapshot_dir = f->path;
+    assert_int_equal(csock_http_static_new(f->dir, &o, &st), -ENOTDIR);
+    o.snapshot_dir = "/proc";
+    int rc = csock_http_static_new(f->dir, &o, &st);
+    assert_true(rc == -EOPNOTSUPP || rc == -EACCES); /* (EACCES: not root) */
+    assert_null(st);
 }
 
-/* A snapshot directory that cannot take the copy (here past the file size
- * limit: EFBIG, as ENOSPC or EDQUOT would be) fails that try, and the
- * next, SNAP_RETRY_MS later, is a memfd. */
-static void full_snapshot_dir_turns_to_memfds(void **state)
+/* A snapshot directory that refuses the copy (here past the file size
+ * limit: EFBIG, as ENOSPC or EDQUOT would be) fails that try; the next,
+ * SNAP_RETRY_MS later, is a memfd; SNAP_DIR_RETRY_MS later the directory
+ * is tried again. */
+static void refusing_snapshot_dir_rests(void **state)
 {
     fixture *f = *state;
+    need_tmpfile(f->dir);
     remake(f, f->dir);
     write_pattern(f, 20000);
     const centry *e = put(f, 5000);
     sharedfd *file = e->sfd;
-    struct rlimit old, small = {10000, 10000};
+    struct rlimit old, small;
     assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
-    small.rlim_max = old.rlim_max;
+    small = (struct rlimit){10000, old.rlim_max};
     void (*was)(int) = signal(SIGXFSZ, SIG_IGN);
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &small), 0);
+    assert_int_equal(f->st->snapdir_refused, 0);
     csock__static_snapshot(f->st, e, HEAD, HLEN, 5000);
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
     signal(SIGXFSZ, was);
     assert_ptr_equal(e->sfd, file); /* that try made none */
-    assert_int_equal(f->st->no_tmpfile, 1);
+    assert_int_equal(f->st->snapdir_refused, 1);
     csock__static_snapshot(f->st, e, HEAD, HLEN, 5000 + SNAP_RETRY_MS);
     assert_non_null(e->sfd->budget);
     assert_snapshot(e->sfd->fd, 20000);
-    char link[256];
-    assert_memory_equal(fd_link(e->sfd->fd, link, sizeof link), "/memfd:csock-static", 19);
+    assert_memfd(e->sfd->fd);
+    csock__static_snapshot(f->st, e, HEAD, HLEN, 5000 + SNAP_DIR_RETRY_MS - SNAP_RETRY_MS);
+    assert_memfd(e->sfd->fd); /* (a new memfd: still resting) */
+    csock__static_snapshot(f->st, e, HEAD, HLEN, 5000 + SNAP_DIR_RETRY_MS);
+    assert_snapshot(e->sfd->fd, 20000);
+    assert_in_dir(e->sfd->fd, f->dir);
     assert_int_equal(entries(f->dir), 1); /* big.bin alone */
 }
 
@@ -363,9 +405,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(no_snapshot_past_the_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(no_snapshot_of_a_file_changed_meanwhile, setup, teardown),
         cmocka_unit_test_setup_teardown(snapshots_stop_at_the_budget, setup, teardown),
+        cmocka_unit_test_setup_teardown(memfd_snapshots_by_default, setup, teardown),
         cmocka_unit_test_setup_teardown(snapshot_in_the_snapshot_dir, setup, teardown),
-        cmocka_unit_test_setup_teardown(snapshots_in_memfds_without_a_dir, setup, teardown),
-        cmocka_unit_test_setup_teardown(full_snapshot_dir_turns_to_memfds, setup, teardown),
+        cmocka_unit_test_setup_teardown(snapshot_dir_that_cannot_hold_one, setup, teardown),
+        cmocka_unit_test_setup_teardown(refusing_snapshot_dir_rests, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
