@@ -317,7 +317,7 @@ int main(int argc, char **argv)
             if (!bad && c->f && (evs[i].events & EPOLLOUT)) bad = push(c) < 0 || (!c->f && serve(c) < 0);
             if (!bad && ((evs[i].events & (EPOLLIN | EPOLLRDHUP)) || (c->stalled && !c->f))) bad = take(c, (evs[i].events & EPOLLRDHUP) != 0) < 0;
             if (!bad && lt) { /* room asked for while an answer waits; no input while stalled */
-                unsigned want = (c->stalled ? 0 : EPOLLIN) | EPOLLRDHUP | (c->f ? EPOLLOUT : 0);
+                unsigned want = (c->stalled ? 0 : EPOLLIN | EPOLLRDHUP) | (c->f ? EPOLLOUT : 0);
                 if (want != c->events) {
                     struct epoll_event ce = {.events = want, .data.ptr = c};
                     if (epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ce) < 0) die("epoll_ctl mod");

@@ -264,8 +264,9 @@ typedef struct csock_http_static_opts {
  * the kernel reads a disk file system's page cache for sendfile cheaper
  * than a memfd's (a 100 KB answer 0.95x the server CPU, Linux 6.18), at
  * the price of file system work (an inode and journal entries per
- * snapshot, about one a second per busy file; with delayed allocation the
- * data of one replaced within the dirty expiry, 30 s, is never written).
+ * snapshot, usually one a second per busy file, ten at most; with delayed
+ * allocation the data of one replaced within the dirty expiry, 30 s, is
+ * never written).
  * The directory is opened and tried once, here; one that later refuses a
  * snapshot (full, a disk error) is left for memfds for a minute.
  * Environment: CSOCK_HTTP_NO_OPENAT2 set (to anything) when the handler is

@@ -231,7 +231,10 @@ int cli_serve_http(int argc, char **argv)
             fputs(cli_deploy_usage, stdout);
             return CLI_OK;
         case 'l': a.so.list = 1; break;
-        case 'Z': a.so.snapshot_dir = optarg; break;
+        case 'Z':
+            if (!*optarg) cli_die(CLI_USAGE, "serve http: --snapshot-dir needs a directory");
+            a.so.snapshot_dir = optarg;
+            break;
         case 'A': log_path = optarg; break;
         case 'B': a.hopts.max_body = cli_ulong("--max-body", optarg, MAX_BODY_CAP); break;
         case 'K': a.hopts.keepalive_timeout_ms = cli_seconds("--keepalive-timeout", optarg); break;
@@ -282,8 +285,10 @@ int cli_serve_http(int argc, char **argv)
         csock_http_static_free(a.root);
         a.so.snapshot_dir = snap;
         if ((rc = csock_http_static_new(dir, &a.so, &a.root)) < 0)
-            cli_die(rc == -ENOMEM ? CLI_ERR : CLI_USAGE, "serve http: --snapshot-dir %s: %s", snap,
-                    csock_strerror(rc));
+            cli_die(rc == -ENOENT || rc == -ENOTDIR || rc == -EACCES || rc == -EOPNOTSUPP || rc == -EROFS
+                        ? CLI_USAGE
+                        : CLI_ERR,
+                    "serve http: --snapshot-dir %s: %s", snap, csock_strerror(rc));
     }
     if (log_path) {
         a.log_fd = strcmp(log_path, "-") ? open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)

@@ -179,7 +179,9 @@ static int snap_file(csock_http_static *st, uint64_t now, int *tmpfile)
         snapdir_refused(st, now); /* ENOSPC, EDQUOT, EIO, a remount read-only, ... */
     }
     int fd = memfd_create("csock-static", MFD_CLOEXEC);
-    if (fd < 0 && (errno == ENOSYS || errno == EPERM || errno == EINVAL)) st->no_snap = 1;
+    /* Refused for good (seccomp, an old kernel): no snapshots, unless a
+     * resting directory is to be tried again. */
+    if (fd < 0 && st->snapdir < 0 && (errno == ENOSYS || errno == EPERM || errno == EINVAL)) st->no_snap = 1;
     return fd;
 }
 

@@ -229,6 +229,7 @@ def run(backend):
         os.close(os.open(snapdir, os.O_TMPFILE | os.O_RDWR, 0o600))
         snapargs = ["--snapshot-dir", snapdir]
     except OSError:
+        print(f"SKIP [{backend}] --snapshot-dir: {tmp} takes no O_TMPFILE (memfds instead)")
         snapargs, snapdir = [], "memfd"
     env = {"CSOCK_BACKEND": backend}
     srv = httpkit.Server(root, "--threads", "1", *snapargs, env=env, check=check)
@@ -384,11 +385,11 @@ def memfd_default():
               and snapshots(srv.p.pid, "memfd") == snaps, snaps)
     finally:
         srv.stop()
-    for bad in ("/nonexistent-csock-snapshots", os.path.join(tmp, "big.bin"), "/proc"):
+    for bad in ("/nonexistent-csock-snapshots", os.path.join(tmp, "big.bin"), "/proc", ""):
         p = subprocess.run([httpkit.BIN, "serve", "http", tmp, "tcp://127.0.0.1:0",
                             "--snapshot-dir", bad], capture_output=True, text=True, timeout=10)
         lines = p.stderr.strip().splitlines()
-        check(f"--snapshot-dir {bad}: one-line error, status 2", p.returncode == 2
+        check(f"--snapshot-dir '{bad}': one-line error, status 2", p.returncode == 2
               and len(lines) == 1 and "--snapshot-dir" in lines[0] and bad in lines[0],
               (p.returncode, p.stderr))
     shutil.rmtree(tmp, ignore_errors=True)
