@@ -275,20 +275,21 @@ int cli_serve_http(int argc, char **argv)
     /* Open DIR now, for a one-line error before anything listens. Only a
      * DIR that is missing or not a directory is a wrong argument; so is a
      * --snapshot-dir that cannot hold a snapshot. */
-    const char *snap = a.so.snapshot_dir;
-    a.so.snapshot_dir = NULL; /* (first DIR alone: which of the two failed) */
     int rc = csock_http_static_new(dir, &a.so, &a.root);
-    if (rc < 0)
-        cli_die(rc == -ENOENT || rc == -ENOTDIR || rc == -EACCES ? CLI_USAGE : CLI_ERR,
-                "serve http: %s: %s", dir, csock_strerror(rc));
-    if (snap) {
-        csock_http_static_free(a.root);
-        a.so.snapshot_dir = snap;
-        if ((rc = csock_http_static_new(dir, &a.so, &a.root)) < 0)
+    if (rc < 0) {
+        /* Which of the two failed: DIR, if it fails alone. */
+        const char *snap = a.so.snapshot_dir;
+        csock_http_static *alone = NULL;
+        a.so.snapshot_dir = NULL;
+        if (snap && csock_http_static_new(dir, &a.so, &alone) == 0) {
+            csock_http_static_free(alone);
             cli_die(rc == -ENOENT || rc == -ENOTDIR || rc == -EACCES || rc == -EOPNOTSUPP || rc == -EROFS
                         ? CLI_USAGE
                         : CLI_ERR,
                     "serve http: --snapshot-dir %s: %s", snap, csock_strerror(rc));
+        }
+        cli_die(rc == -ENOENT || rc == -ENOTDIR || rc == -EACCES ? CLI_USAGE : CLI_ERR,
+                "serve http: %s: %s", dir, csock_strerror(rc));
     }
     if (log_path) {
         a.log_fd = strcmp(log_path, "-") ? open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)

@@ -155,28 +155,26 @@ static int copy_range(int to, int from, off_t off, size_t len)
     return 0;
 }
 
-/* The snapshot directory refused a snapshot at `now`: memfds for a while. */
-static void snapdir_refused(csock_http_static *st, uint64_t now)
+/* A new, empty, unlinked file in directory `dir` (O_EXCL: it can never be
+ * given a name), or -1 and errno. */
+int csock__static_tmpfile(int dir)
 {
-    st->snapdir_refused = 1;
-    st->snapdir_off = now;
+    return openat(dir, ".", O_TMPFILE | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
 }
 
-/* A new, empty file for a snapshot: unlinked (O_EXCL: it can never be
- * given a name) in the snapshot directory, else (none, or one that
- * refused lately) a memfd. *tmpfile says which. */
+/* A new, empty file for a snapshot: unlinked in the snapshot directory,
+ * else (none, or one that refused lately) a memfd. *tmpfile says which. */
 static int snap_file(csock_http_static *st, uint64_t now, int *tmpfile)
 {
     *tmpfile = 0;
-    if (st->snapdir_refused && now - st->snapdir_off >= SNAP_DIR_RETRY_MS) st->snapdir_refused = 0;
-    if (st->snapdir >= 0 && !st->snapdir_refused) {
-        int fd = openat(st->snapdir, ".", O_TMPFILE | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+    if (st->snapdir >= 0 && now >= st->snapdir_rest_until) {
+        int fd = csock__static_tmpfile(st->snapdir);
         if (fd >= 0) {
             *tmpfile = 1;
             return fd;
         }
         if (errno == EMFILE || errno == ENFILE || errno == ENOMEM) return -1;
-        snapdir_refused(st, now); /* ENOSPC, EDQUOT, EIO, a remount read-only, ... */
+        st->snapdir_rest_until = now + SNAP_DIR_RETRY_MS; /* ENOSPC, EDQUOT, EIO, a remount read-only, ... */
     }
     int fd = memfd_create("csock-static", MFD_CLOEXEC);
     /* Refused for good (seccomp, an old kernel): no snapshots, unless a
@@ -228,7 +226,7 @@ void csock__static_snapshot(csock_http_static *st, const centry *ce, const char 
     if (rc == 0) rc = copy_range(f->fd, old->fd, (off_t)old->hlen, e->fi.size);
     if (rc < 0 && tmpfile &&
         (errno == ENOSPC || errno == EDQUOT || errno == EFBIG || errno == EIO || errno == EINVAL))
-        snapdir_refused(st, now); /* full, failing, or no splice into it: memfds for a while */
+        st->snapdir_rest_until = now + SNAP_DIR_RETRY_MS; /* full, failing, or no splice into it */
     else if (rc < 0 && errno == EINVAL)
         st->no_snap = 1; /* (into a memfd) a file system sendfile cannot read */
     if (rc == 0 && !old->budget && !unchanged(e)) rc = -1; /* written to while copied: a torn body */

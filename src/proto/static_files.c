@@ -253,7 +253,7 @@ int csock_http_static_new(const char *root, const csock_http_static_opts *opts,
     if (sd && *sd) {
         int t = -1;
         st->snapdir = open(sd, O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (st->snapdir >= 0) t = openat(st->snapdir, ".", O_TMPFILE | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+        if (st->snapdir >= 0) t = csock__static_tmpfile(st->snapdir);
         if (t < 0) {
             int err = errno == EISDIR ? -EOPNOTSUPP : -errno; /* (EISDIR: a kernel without O_TMPFILE) */
             csock_http_static_free(st);

@@ -139,8 +139,7 @@ struct csock_http_static {
     snapbudget *snaps;  /* made with the first snapshot */
     int no_snap;        /* memfd_create refused (seccomp, old kernel), or a file system sendfile cannot read: none */
     int snapdir;        /* opts->snapshot_dir (O_PATH), -1: snapshots are memfds */
-    uint64_t snapdir_off; /* loop time snapdir last refused one (full, failing): memfds till SNAP_DIR_RETRY_MS after */
-    int snapdir_refused;
+    uint64_t snapdir_rest_until; /* loop time before which snapdir, having refused one, is not asked */
 };
 
 #define MAX_RANGES 32 /* more range-specs than this: the Range field is ignored */
@@ -168,6 +167,7 @@ const centry *csock__static_cache_put(csock_http_static *st, const char *rel, in
                                       const struct stat *sb, uint64_t now);
 void csock__static_cache_free(csock_http_static *st);
 int csock__static_snap_due(const csock_http_static *st, const centry *e, uint64_t now);
+int csock__static_tmpfile(int dir);
 void csock__static_snapshot(csock_http_static *st, const centry *e, const char *head, size_t hlen,
                             uint64_t now);
 

@@ -375,14 +375,14 @@ static void refusing_snapshot_dir_rests(void **state)
     struct rlimit old, small;
     assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
     small = (struct rlimit){10000, old.rlim_max};
-    assert_int_equal(f->st->snapdir_refused, 0);
+    assert_int_equal(f->st->snapdir_rest_until, 0);
     void (*was)(int) = signal(SIGXFSZ, SIG_IGN);
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &small), 0);
     csock__static_snapshot(f->st, e, HEAD, HLEN, 5000);
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
     signal(SIGXFSZ, was);
     assert_ptr_equal(e->sfd, file); /* that try made none */
-    assert_int_equal(f->st->snapdir_refused, 1);
+    assert_int_equal(f->st->snapdir_rest_until, 5000 + SNAP_DIR_RETRY_MS);
     csock__static_snapshot(f->st, e, HEAD, HLEN, 5000 + SNAP_RETRY_MS);
     assert_non_null(e->sfd->budget);
     assert_snapshot(e->sfd->fd, 20000);
