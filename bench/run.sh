@@ -320,7 +320,7 @@ main() {
     {
         echo "# csock echo benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
         echo
-        echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
+        echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r), meltdown: $(cat /sys/devices/system/cpu/vulnerabilities/meltdown 2>/dev/null || echo unknown), TCP congestion control: $(cat /proc/sys/net/ipv4/tcp_congestion_control 2>/dev/null || echo unknown)"
         echo "- git: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown) ($(git -C "$root" rev-parse --abbrev-ref HEAD 2>/dev/null || echo ?))"
         echo "- server on CPU $SERVER_CPU, loadgen on CPU $LOAD_CPU; $ROUNDS round(s) x ${DURATION}s after ${WARMUP}s warm-up; medians over rounds"
         if [ "$LOADGEN" = csock ]; then echo "- load generator: csock bench ($CSOCK_BIN)"

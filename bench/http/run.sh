@@ -169,6 +169,13 @@ for round in $(seq 1 "$ROUNDS"); do
     order=("${order[@]:1}" "${order[0]}") # rotate who goes first
 done
 
+# The host, as BENCHMARKS.md names it: page-table isolation changes what a
+# system call costs, and the congestion control what a 100 KB answer does in
+# the kernel (bbr paces a burst with timers, cubic does not).
+echo "host: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)," \
+    "meltdown: $(cat /sys/devices/system/cpu/vulnerabilities/meltdown 2>/dev/null || echo unknown)," \
+    "TCP congestion control: $(cat /proc/sys/net/ipv4/tcp_congestion_control 2>/dev/null || echo unknown)"
+echo
 python3 - "$OUT/results.tsv" "$SERVERS" "$SCENARIOS" <<'EOF'
 import statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]

@@ -4,7 +4,9 @@
  * of a file's descriptor, the shared descriptor outlives its entry while
  * an answer holds it, and snapshots (head and body in a memfd, or an
  * unlinked file in the snapshot directory) are made at most every
- * SNAP_RETRY_MS, within the file, head and memory limits. */
+ * SNAP_RETRY_MS, within the file, head and memory limits; a directory
+ * that refuses one rests, and a sandbox that refuses memfds (seccomp, in
+ * a child) turns snapshots off only where no directory is to be tried. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -18,8 +20,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -360,13 +367,12 @@ static void snapshot_dir_that_cannot_hold_one(void **state)
     assert_null(st);
 }
 
-/* A snapshot directory that refuses the copy (here past the file size
- * limit: EFBIG, as ENOSPC or EDQUOT would be) fails that try; the next,
- * SNAP_RETRY_MS later, is a memfd; SNAP_DIR_RETRY_MS later the directory
- * is tried again. */
-static void refusing_snapshot_dir_rests(void **state)
+/* The handler made with the test's directory as its snapshot directory,
+ * big.bin cached at 5000, and a first snapshot refused there (past the
+ * file size limit: EFBIG, as ENOSPC or EDQUOT would be): that try makes
+ * none, and the directory rests until 5000 + SNAP_DIR_RETRY_MS. */
+static const centry *refused_by_the_dir(fixture *f)
 {
-    fixture *f = *state;
     need_tmpfile(f->dir);
     remake(f, f->dir);
     write_pattern(f, 20000);
@@ -383,6 +389,16 @@ static void refusing_snapshot_dir_rests(void **state)
     signal(SIGXFSZ, was);
     assert_ptr_equal(e->sfd, file); /* that try made none */
     assert_int_equal(f->st->snapdir_rest_until, 5000 + SNAP_DIR_RETRY_MS);
+    return e;
+}
+
+/* A snapshot directory that refuses the copy fails that try; the next,
+ * SNAP_RETRY_MS later, is a memfd; SNAP_DIR_RETRY_MS later the directory
+ * is tried again. */
+static void refusing_snapshot_dir_rests(void **state)
+{
+    fixture *f = *state;
+    const centry *e = refused_by_the_dir(f);
     csock__static_snapshot(f->st, e, HEAD, HLEN, 5000 + SNAP_RETRY_MS);
     assert_non_null(e->sfd->budget);
     assert_snapshot(e->sfd->fd, 20000);
@@ -393,6 +409,79 @@ static void refusing_snapshot_dir_rests(void **state)
     assert_snapshot(e->sfd->fd, 20000);
     assert_in_dir(e->sfd->fd, f->dir);
     assert_int_equal(entries(f->dir), 1); /* big.bin alone */
+}
+
+/* From here on memfd_create fails with EPERM, as a sandbox's seccomp
+ * filter makes it (no arch check: a test on the build's own ABI). For a
+ * child process only: a filter is never lifted. */
+static int refuse_memfd(void)
+{
+    struct sock_filter prog[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_memfd_create, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog fp = {(unsigned short)(sizeof prog / sizeof prog[0]), prog};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) return -1;
+    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fp);
+}
+
+/* The child's part of memfd_refused_while_the_dir_rests (no cmocka
+ * asserts there: they would unwind into the child's copy of the runner).
+ * Its exit status names the check that failed. */
+static int refused_memfd_child(fixture *f, const centry *e, sharedfd *file)
+{
+    if (refuse_memfd()) return 77;
+    errno = 0;
+    if (syscall(SYS_memfd_create, "probe", 0) >= 0 || errno != EPERM) return 10;
+    csock__static_snapshot(f->st, e, HEAD, HLEN, 5000 + SNAP_RETRY_MS); /* resting: a memfd, refused */
+    if (e->sfd != file) return 11;
+    if (f->st->no_snap) return 12; /* the directory is still to be tried again */
+    csock__static_snapshot(f->st, e, HEAD, HLEN, 5000 + SNAP_DIR_RETRY_MS);
+    if (e->sfd == file || !e->sfd->budget) return 13;
+    char link[256], want[128];
+    snprintf(want, sizeof want, "/proc/self/fd/%d", e->sfd->fd);
+    ssize_t r = readlink(want, link, sizeof link - 1);
+    if (r <= 0) return 14;
+    link[r] = 0;
+    snprintf(want, sizeof want, "%s/#", f->dir);
+    if (strncmp(link, want, strlen(want))) return 15;
+    /* Without a directory, the same refusal turns snapshots off for good. */
+    csock_http_static *plain;
+    if (csock_http_static_new(f->dir, NULL, &plain)) return 16;
+    int fd = open(f->path, O_RDONLY | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb)) return 17;
+    const centry *pe = csock__static_cache_put(plain, "big.bin", fd, &sb, 5000);
+    close(fd);
+    if (!pe) return 18;
+    sharedfd *pfile = pe->sfd;
+    csock__static_snapshot(plain, pe, HEAD, HLEN, 5000);
+    if (pe->sfd != pfile || !plain->no_snap) return 19;
+    csock_http_static_free(plain);
+    return 0;
+}
+
+/* A sandbox that refuses memfd_create while the snapshot directory rests:
+ * no snapshot then, and the directory is tried again when its rest ends
+ * (a refusal of memfds alone turns snapshots off only for a handler
+ * without a directory). In a child, which the seccomp filter stays in. */
+static void memfd_refused_while_the_dir_rests(void **state)
+{
+    fixture *f = *state;
+    const centry *e = refused_by_the_dir(f);
+    sharedfd *file = e->sfd;
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) _exit(refused_memfd_child(f, e, file));
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) == 77) skip(); /* no seccomp filters here */
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(entries(f->dir), 1); /* big.bin alone: the child's snapshot had no name */
 }
 
 int main(void)
@@ -409,6 +498,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(snapshot_in_the_snapshot_dir, setup, teardown),
         cmocka_unit_test_setup_teardown(snapshot_dir_that_cannot_hold_one, setup, teardown),
         cmocka_unit_test_setup_teardown(refusing_snapshot_dir_rests, setup, teardown),
+        cmocka_unit_test_setup_teardown(memfd_refused_while_the_dir_rests, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
