@@ -11,7 +11,8 @@
 # answering in each of its ways: what the kernel alone charges per answer.
 # csock is csock on epoll (CSOCK_BACKEND=epoll: the default, auto, would pick
 # io_uring where allowed) and csock_uring csock on io_uring (completion I/O);
-# csock_uring_defer the latter with CSOCK_URING_DEFER=1 (DEFER_TASKRUN);
+# csock_uring_coop the latter with CSOCK_URING_DEFER=0 (COOP_TASKRUN, not
+# DEFER_TASKRUN: the default before session 35);
 # csock_sd and csock_uring_sd the two with --snapshot-dir ${SNAPDIR:-/var/tmp}. With
 # CSOCK_BIN_B set, the servers csock_b and csock_uring_b are that other build
 # of csock on epoll and io_uring (for an A/B of two builds in the same run:
@@ -105,7 +106,7 @@ start_server() { # NAME
         local be=epoll; [ "$name" = csock_uring_sd ] && be=uring
         taskset -c 0 env CSOCK_BACKEND=$be "$CSOCK_BIN" serve http "$ROOT" "tcp://127.0.0.1:$port" --threads 1 \
             --snapshot-dir "${SNAPDIR:-/var/tmp}" > "$TMP/$name.out" 2> "$TMP/$name.err" & ;;
-    csock_uring_defer) taskset -c 0 env CSOCK_BACKEND=uring CSOCK_URING_DEFER=1 "$CSOCK_BIN" serve http \
+    csock_uring_coop) taskset -c 0 env CSOCK_BACKEND=uring CSOCK_URING_DEFER=0 "$CSOCK_BIN" serve http \
                            "$ROOT" "tcp://127.0.0.1:$port" --threads 1 > "$TMP/$name.out" 2> "$TMP/$name.err" & ;;
     nginx) taskset -c 0 nginx -c "$(render "$HERE/nginx.conf.in" "$port")" -p "$TMP" \
                > "$TMP/nginx.out" 2>&1 & ;;

@@ -338,15 +338,20 @@ static int ur_init(csock_loop *loop)
     int rc = -EINVAL;
     const char *plain = getenv("CSOCK_URING_PLAIN");
     size_t ntries = sizeof tries / sizeof tries[0];
-    /* DEFER_TASKRUN is not the default. It measured neutral (BENCHMARKS.md,
-     * session 22), and ur_wait's extra rounds with it can dispatch a
-     * level-triggered watcher twice before the tasks its first callback
-     * queued have run, which epoll and poll never do: the splice relay
-     * once read an fd still being handed over that way (EBADF; fixed in
-     * the relay, test_proxy_defer_handover). CSOCK_URING_DEFER=1 asks
-     * for it. */
+    /* DEFER_TASKRUN is the default where the kernel has it: a sendfile
+     * (a static file's answer) is no longer cut short by the task work of
+     * completions that land meanwhile: 0.99 sendfile calls per 100 KB
+     * answer instead of 1.36-1.41, 1.31-1.39 system calls in all instead
+     * of 1.52-1.57. The waits it adds (each runs at most ~20 deferred
+     * completions on 6.18) take that back in CPU time: neutral within the
+     * noise, for echo too (BENCHMARKS.md, session 35). ur_wait's extra
+     * rounds stop when a callback left work for the loop's other phases,
+     * so a watcher is not dispatched again before the deferred calls its
+     * callback made have run (the order epoll and poll give; test_io's
+     * watcher_waits_for_its_posted_task, test_proxy_defer_handover).
+     * CSOCK_URING_DEFER=0 leaves it off (COOP_TASKRUN), to compare. */
     const char *defer = getenv("CSOCK_URING_DEFER");
-    size_t first = plain && !strcmp(plain, "1") ? ntries - 1 : defer && !strcmp(defer, "1") ? 0 : 1;
+    size_t first = plain && !strcmp(plain, "1") ? ntries - 1 : defer && !strcmp(defer, "0") ? 1 : 0;
     for (size_t i = first; i < ntries && rc == -EINVAL; i++) {
         struct io_uring_params p = {.flags = tries[i], .cq_entries = CQ_ENTRIES};
         rc = io_uring_queue_init_params(RING_ENTRIES, &st->ring, &p);
@@ -949,6 +954,13 @@ static int enter(uring_state *st, int timeout_ms)
     return io_uring_submit_and_wait_timeout(&st->ring, &cqe, 1, timeout_ms < 0 ? NULL : &ts, NULL);
 }
 
+/* Work for the loop's phases after and before a wait (loop.c): a deferred
+ * call, a close, an always-callback, a post from another thread. */
+static int phases_due(csock_loop *loop)
+{
+    return loop->defer_head || loop->closing || loop->nalways || atomic_load(&loop->posts_pending);
+}
+
 static int ur_wait(csock_loop *loop, int timeout_ms)
 {
     uring_state *st = loop->bstate;
@@ -983,8 +995,10 @@ static int ur_wait(csock_loop *loop, int timeout_ms)
          * completions (6.18): when it posted that many, more may wait.
          * Enter again now, which also sends what the callbacks queued,
          * rather than leave them to the next iteration (a NOWAIT run would
-         * see 20 a turn, a close of 600 streams 30 turns). */
-        if (!st->defer || got < DEFER_BATCH) break;
+         * see 20 a turn, a close of 600 streams 30 turns), unless the
+         * callbacks left the loop's other phases work (deferred calls,
+         * closes, posts): those run first, as after any wait. */
+        if (!st->defer || got < DEFER_BATCH || phases_due(loop)) break;
     }
     return total;
 }

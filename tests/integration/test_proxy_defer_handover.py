@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """csock proxy relaying many short connections at once, each handed from
 its stream to the splice relay with a raw backend socket, on io_uring with
-DEFER_TASKRUN (CSOCK_URING_DEFER=1, opt-in).
+DEFER_TASKRUN (the default since session 35; CSOCK_URING_DEFER=1 keeps it
+on here whatever the default).
 
 The raw backend socket's watcher, armed for the connect's writability,
 used to stay armed while the client's stream was still being detached:

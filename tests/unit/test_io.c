@@ -1,5 +1,6 @@
 /* fd watchers: a pipe's readiness, stop, regular files (always ready, which
- * the loop emulates where epoll refuses them), close. */
+ * the loop emulates where epoll refuses them), close, and no second call
+ * before the task a first call posted has run. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -10,6 +11,7 @@
 #include "helpers.h"
 
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -186,6 +188,76 @@ static void io_close(void **state)
     fx_close(&f, 0);
 }
 
+/* Each of NPIPES readable pipes has a watcher whose first call posts a
+ * task and reads nothing (level-triggered: still readable); the task's
+ * run reads the byte, and stops the watcher. A watcher must not be called
+ * again before its task ran: epoll and poll run posts between two waits,
+ * and io_uring's extra rounds in one wait (DEFER_TASKRUN: a wait that
+ * posted a batch of completions enters again) must stop where the loop's
+ * other phases have work. NPIPES is above that batch (16), so the first
+ * wait posts enough to go round again. */
+#define NPIPES 40
+typedef struct posting {
+    int fds[2];
+    csock_io *io;
+    csock_loop *loop;
+    int calls, posted, ran, early; /* early: called again before its task ran */
+} posting;
+
+static void posted_task(void *data)
+{
+    posting *p = data;
+    char c;
+    assert_int_equal(read(p->fds[0], &c, 1), 1);
+    p->ran = 1;
+    CHECK_OK(csock_io_stop(p->io));
+}
+
+static void posting_cb(csock_io *io, int events)
+{
+    (void)events;
+    posting *p = csock_io_data(io);
+    p->calls++;
+    if (p->posted && !p->ran) p->early++;
+    if (!p->posted) {
+        p->posted = 1;
+        CHECK_OK(csock_loop_post(p->loop, posted_task, p));
+    }
+}
+
+static void watcher_waits_for_its_posted_task(void **state)
+{
+    (void)state;
+    csock_loop *loop = h_loop_new();
+    posting *ps = calloc(NPIPES, sizeof *ps);
+    assert_non_null(ps);
+    for (int i = 0; i < NPIPES; i++) {
+        ps[i].loop = loop;
+        assert_int_equal(pipe2(ps[i].fds, O_NONBLOCK | O_CLOEXEC), 0);
+        assert_int_equal(write(ps[i].fds[1], "x", 1), 1);
+        CHECK_OK(csock_io_new(loop, ps[i].fds[0], posting_cb, &ps[i], &ps[i].io));
+        CHECK_OK(csock_io_start(ps[i].io, CSOCK_READABLE));
+    }
+    int ran = 0;
+    for (int turn = 0; turn < 200 && ran < NPIPES; turn++) {
+        assert_true(csock_loop_run(loop, CSOCK_RUN_ONCE) >= 0);
+        ran = 0;
+        for (int i = 0; i < NPIPES; i++) ran += ps[i].ran;
+    }
+    assert_int_equal(ran, NPIPES);
+    for (int i = 0; i < NPIPES; i++) {
+        assert_int_equal(ps[i].early, 0);
+        assert_int_equal(ps[i].calls, 1);
+        csock_io_close(ps[i].io, NULL);
+    }
+    h_loop_free(loop);
+    for (int i = 0; i < NPIPES; i++) {
+        close(ps[i].fds[0]);
+        close(ps[i].fds[1]);
+    }
+    free(ps);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -194,6 +266,7 @@ int main(void)
         cmocka_unit_test(stop_stops_callbacks),
         cmocka_unit_test(regular_file_always_ready),
         cmocka_unit_test(io_close),
+        cmocka_unit_test(watcher_waits_for_its_posted_task),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

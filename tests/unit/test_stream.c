@@ -1686,15 +1686,26 @@ static void io_phase_cb(csock_io *io, int events)
     c->done = 1;
 }
 
-static void in_io_phase(pair *p, void (*fn)(pair *p))
+/* The watcher is armed first (a wait made its request), then `before`
+ * runs (when not -1, its fd is reset: see close_right_after_failed_write),
+ * then the pipe becomes readable: what `before` did reaches the loop
+ * first on every backend, io_uring with DEFER_TASKRUN too, which posts a
+ * wait's completions in the order they happened. */
+static void in_io_phase(pair *p, void (*fn)(pair *p), int reset_fd)
 {
     int fds[2];
     assert_int_equal(pipe(fds), 0);
-    assert_int_equal(write(fds[1], "!", 1), 1);
     io_phase_call c = {fn, p, 0};
     csock_io *io;
     CHECK_OK(csock_io_new(p->loop, fds[0], io_phase_cb, &c, &io));
     CHECK_OK(csock_io_start(io, CSOCK_READABLE));
+    h_spin(p->loop, 1);
+    if (reset_fd >= 0) {
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        assert_int_equal(setsockopt(reset_fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+        close(reset_fd); /* RST, processed by the kernel before close() returns */
+    }
+    assert_int_equal(write(fds[1], "!", 1), 1);
     RUN_UNTIL(p->loop, c.done, 10000);
     csock_io_close(io, NULL);
     h_spin(p->loop, 3); /* pending deliveries run now: ASan sees any freed stream */
@@ -1727,10 +1738,7 @@ static void close_right_after_failed_write(void **state)
     RUN_UNTIL(p.loop, p.b.len == 1 || p.b.err, 10000);
     assert_int_equal(p.b.len, 1);
     h_spin(p.loop, 1); /* io_uring: the next recv request is made */
-    struct linger lg = {.l_onoff = 1, .l_linger = 0};
-    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
-    close(fd); /* RST, processed by the kernel before close() returns */
-    in_io_phase(&p, write_then_close);
+    in_io_phase(&p, write_then_close, fd);
     assert_true(p.b.closed);
     assert_int_equal(p.b.err, 0); /* no callback after close */
     pair_close(&p);
@@ -1753,7 +1761,7 @@ static void close_right_after_read_start(void **state)
     CHECK_OK(csock_stream_read_start(p.b.s, end_read));
     CHECK_OK(csock_stream_write(p.a.s, "abc", 3));
     RUN_UNTIL(p.loop, p.b.calls == 1, 10000);
-    in_io_phase(&p, read_start_then_close);
+    in_io_phase(&p, read_start_then_close, -1);
     assert_true(p.b.closed);
     assert_int_equal(p.b.calls, 1);
     pair_close(&p);
