@@ -127,6 +127,7 @@ typedef struct {
     int disabled; /* made with R_DISABLED: enabled by the first wait, on its thread */
     int single;   /* SINGLE_ISSUER: only `owner` may enter the kernel */
     int defer;    /* DEFER_TASKRUN: completions are posted only by a GETEVENTS enter */
+    int armed;    /* a watcher's poll was armed since ur_wait's round began */
     int mshot_refused; /* tests: make the kernel refuse them (CSOCK_TEST_MSHOT_REFUSED) */
     pthread_t owner;
 } uring_state;
@@ -345,10 +346,10 @@ static int ur_init(csock_loop *loop)
      * of 1.52-1.57. The waits it adds (each runs at most ~20 deferred
      * completions on 6.18) take that back in CPU time: neutral within the
      * noise, for echo too (BENCHMARKS.md, session 35). ur_wait's extra
-     * rounds stop when a callback left work for the loop's other phases,
-     * so a watcher is not dispatched again before the deferred calls its
-     * callback made have run (the order epoll and poll give; test_io's
-     * watcher_waits_for_its_posted_task, test_proxy_defer_handover).
+     * rounds stop when a watcher was armed and the loop's other phases
+     * have work (round_again), so a watcher is not dispatched again before
+     * the deferred calls its callback made have run (the order epoll and
+     * poll give; test_io, test_proxy_defer_handover).
      * CSOCK_URING_DEFER=0 leaves it off (COOP_TASKRUN), to compare. */
     const char *defer = getenv("CSOCK_URING_DEFER");
     size_t first = plain && !strcmp(plain, "1") ? ntries - 1 : defer && !strcmp(defer, "0") ? 1 : 0;
@@ -755,6 +756,7 @@ static void arm(uring_state *st, uint32_t idx)
     io_uring_prep_poll_add(sqe, sl->w->fd, (unsigned)to_poll(sl->w->events ? sl->w->events : 0));
     io_uring_sqe_set_data64(sqe, tag(idx, sl->gen));
     sl->armed = 1;
+    st->armed = 1;
 }
 
 static int submit_remove(uring_state *st, uint64_t poll_tag)
@@ -861,7 +863,8 @@ static unsigned from_poll(int res)
 
 /* Up to 256 completions: collected first, dispatched after (callbacks
  * queue new requests). Returns how many. */
-static int dispatch_batch(csock_loop *loop)
+/* Dispatch up to `max` (at most 256) completions, oldest first. */
+static int dispatch_batch(csock_loop *loop, unsigned max)
 {
     uring_state *st = loop->bstate;
     struct io_uring_cqe *cqe;
@@ -869,9 +872,10 @@ static int dispatch_batch(csock_loop *loop)
     int res[256];
     unsigned flags[256];
     unsigned n = 0, head;
+    if (max > 256) max = 256;
     io_uring_for_each_cqe(&st->ring, head, cqe)
     {
-        if (n == 256) break;
+        if (n == max) break;
         done[n] = cqe->user_data;
         flags[n] = cqe->flags;
         res[n++] = cqe->res;
@@ -961,6 +965,18 @@ static int phases_due(csock_loop *loop)
     return loop->defer_head || loop->closing || loop->nalways || atomic_load(&loop->posts_pending);
 }
 
+/* May ur_wait enter again in this wait? Not after a stop; nor, once a
+ * watcher's poll was armed this round (a level-triggered one re-armed by
+ * its dispatch, or one a callback started), while the loop's other phases
+ * have work: the next round could call that watcher again before them,
+ * which epoll and poll never do. */
+static int round_again(csock_loop *loop)
+{
+    uring_state *st = loop->bstate;
+    if (atomic_load(&loop->stop_flag)) return 0;
+    return !(st->armed && phases_due(loop));
+}
+
 static int ur_wait(csock_loop *loop, int timeout_ms)
 {
     uring_state *st = loop->bstate;
@@ -983,12 +999,19 @@ static int ur_wait(csock_loop *loop, int timeout_ms)
         submitted(st);
         if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EBUSY) return rc;
         if (!round) csock_loop_update_time(loop);
-        unsigned got = io_uring_cq_ready(&st->ring) - before;
-        /* Everything completed, batch by batch (bounded, so timers and the
-         * other phases get their turn under a flood). */
-        for (int batch = 0; batch < 64; batch++) {
-            int n = dispatch_batch(loop);
+        unsigned ready = io_uring_cq_ready(&st->ring), got = ready - before;
+        /* What had completed when the enter returned, batch by batch
+         * (bounded, so timers and the other phases get their turn under a
+         * flood); not what lands meanwhile: a full submission queue is
+         * handed to the kernel mid-dispatch (get_sqe), and a re-armed poll
+         * on a still-ready fd completes there at once: dispatched in this
+         * pass, it would call its watcher again before the deferred calls
+         * and posts its first call made (seen with 1,500 pipes). */
+        st->armed = 0;
+        for (int batch = 0; batch < 64 && ready; batch++) {
+            int n = dispatch_batch(loop, ready);
             total += n;
+            ready -= (unsigned)n;
             if (n < 256) break;
         }
         /* With DEFER_TASKRUN an enter posts at most ~20 deferred
@@ -996,9 +1019,9 @@ static int ur_wait(csock_loop *loop, int timeout_ms)
          * Enter again now, which also sends what the callbacks queued,
          * rather than leave them to the next iteration (a NOWAIT run would
          * see 20 a turn, a close of 600 streams 30 turns), unless the
-         * callbacks left the loop's other phases work (deferred calls,
-         * closes, posts): those run first, as after any wait. */
-        if (!st->defer || got < DEFER_BATCH || phases_due(loop)) break;
+         * callbacks armed a watcher and left the loop's other phases work
+         * (round_again). */
+        if (!st->defer || got < DEFER_BATCH || !round_again(loop)) break;
     }
     return total;
 }
