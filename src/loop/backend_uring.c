@@ -861,9 +861,8 @@ static unsigned from_poll(int res)
     return rev;
 }
 
-/* Up to 256 completions: collected first, dispatched after (callbacks
- * queue new requests). Returns how many. */
-/* Dispatch up to `max` (at most 256) completions, oldest first. */
+/* Up to `max` (at most 256) completions, oldest first: collected first,
+ * dispatched after (callbacks queue new requests). Returns how many. */
 static int dispatch_batch(csock_loop *loop, unsigned max)
 {
     uring_state *st = loop->bstate;
@@ -958,13 +957,6 @@ static int enter(uring_state *st, int timeout_ms)
     return io_uring_submit_and_wait_timeout(&st->ring, &cqe, 1, timeout_ms < 0 ? NULL : &ts, NULL);
 }
 
-/* Work for the loop's phases after and before a wait (loop.c): a deferred
- * call, a close, an always-callback, a post from another thread. */
-static int phases_due(csock_loop *loop)
-{
-    return loop->defer_head || loop->closing || loop->nalways || atomic_load(&loop->posts_pending);
-}
-
 /* May ur_wait enter again in this wait? Not after a stop; nor, once a
  * watcher's poll was armed this round (a level-triggered one re-armed by
  * its dispatch, or one a callback started), while the loop's other phases
@@ -974,7 +966,7 @@ static int round_again(csock_loop *loop)
 {
     uring_state *st = loop->bstate;
     if (atomic_load(&loop->stop_flag)) return 0;
-    return !(st->armed && phases_due(loop));
+    return !(st->armed && csock__loop_phases_due(loop));
 }
 
 static int ur_wait(csock_loop *loop, int timeout_ms)

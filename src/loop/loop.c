@@ -428,9 +428,13 @@ static int poll_timeout(csock_loop *loop, csock_run_mode mode)
     /* Nothing left to wait for (the phases before the wait may have run the
      * last timer or post): return at once instead of blocking forever. */
     if (!loop_alive(loop)) return 0;
-    if (loop->closing || loop->defer_head || loop->nalways) return 0;
-    if (atomic_load(&loop->posts_pending)) return 0;
+    if (csock__loop_phases_due(loop)) return 0;
     return csock__timers_next(loop);
+}
+
+int csock__loop_phases_due(csock_loop *loop)
+{
+    return loop->defer_head || loop->closing || loop->nalways || atomic_load(&loop->posts_pending);
 }
 
 int csock_loop_run(csock_loop *loop, csock_run_mode mode)

@@ -217,6 +217,9 @@ struct csock__task {
  * already: its owner keeps track (see the stream's `deferred` bits), and
  * must stay allocated until it has run. Loop thread only. */
 void csock__defer(csock_loop *loop, csock__task *t);
+/* Work for the loop's phases around its wait: a deferred call, a close,
+ * an always-callback, a post from another thread. */
+int csock__loop_phases_due(csock_loop *loop);
 
 /* Count a closed handle as still open (delta 1) until the kernel is done
  * with it (delta -1): csock_loop_free() refuses meanwhile. (Requests in

@@ -228,11 +228,10 @@ static void posting_cb(csock_io *io, int events)
 
 static void watchers_wait_for_their_posted_tasks(int npipes)
 {
-    const int NPIPES = npipes;
     csock_loop *loop = h_loop_new();
-    posting *ps = calloc((size_t)NPIPES, sizeof *ps);
+    posting *ps = calloc((size_t)npipes, sizeof *ps);
     assert_non_null(ps);
-    for (int i = 0; i < NPIPES; i++) {
+    for (int i = 0; i < npipes; i++) {
         ps[i].loop = loop;
         assert_int_equal(pipe2(ps[i].fds, O_NONBLOCK | O_CLOEXEC), 0);
         assert_int_equal(write(ps[i].fds[1], "x", 1), 1);
@@ -240,19 +239,19 @@ static void watchers_wait_for_their_posted_tasks(int npipes)
         CHECK_OK(csock_io_start(ps[i].io, CSOCK_READABLE));
     }
     int ran = 0;
-    for (int turn = 0; turn < 200 && ran < NPIPES; turn++) {
+    for (int turn = 0; turn < 200 && ran < npipes; turn++) {
         assert_true(csock_loop_run(loop, CSOCK_RUN_ONCE) >= 0);
         ran = 0;
-        for (int i = 0; i < NPIPES; i++) ran += ps[i].ran;
+        for (int i = 0; i < npipes; i++) ran += ps[i].ran;
     }
-    assert_int_equal(ran, NPIPES);
-    for (int i = 0; i < NPIPES; i++) {
+    assert_int_equal(ran, npipes);
+    for (int i = 0; i < npipes; i++) {
         assert_int_equal(ps[i].early, 0);
         assert_int_equal(ps[i].calls, 1);
         csock_io_close(ps[i].io, NULL);
     }
     h_loop_free(loop);
-    for (int i = 0; i < NPIPES; i++) {
+    for (int i = 0; i < npipes; i++) {
         close(ps[i].fds[0]);
         close(ps[i].fds[1]);
     }

@@ -1652,15 +1652,21 @@ static void listener_pause_resume(void **state)
     pair_close(&p);
 }
 
+/* Close fd with an RST (SO_LINGER 0), not a FIN. */
+static void close_with_reset(int fd)
+{
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    close(fd);
+}
+
 static void peer_reset(void **state)
 {
     pair p;
     int fd = raw_pair(&p);
     CHECK_OK(csock_stream_read_start(p.b.s, end_read));
     CHECK_OK(csock_stream_write(p.b.s, "unread", 6));
-    struct linger lg = {.l_onoff = 1, .l_linger = 0};
-    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
-    close(fd); /* RST */
+    close_with_reset(fd);
     RUN_UNTIL(p.loop, p.b.err != 0 || p.b.eof, 10000);
     assert_true(p.b.err < 0);
     assert_int_not_equal(p.b.err, CSOCK_EOF);
@@ -1686,11 +1692,11 @@ static void io_phase_cb(csock_io *io, int events)
     c->done = 1;
 }
 
-/* The watcher is armed first (a wait made its request), then `before`
- * runs (when not -1, its fd is reset: see close_right_after_failed_write),
- * then the pipe becomes readable: what `before` did reaches the loop
- * first on every backend, io_uring with DEFER_TASKRUN too, which posts a
- * wait's completions in the order they happened. */
+/* The watcher is armed first (a wait made its request), then reset_fd,
+ * when not -1, is closed with an RST (close_right_after_failed_write),
+ * then the pipe becomes readable: the reset reaches the loop first on
+ * every backend, io_uring with DEFER_TASKRUN too, which posts a wait's
+ * completions in the order they happened. */
 static void in_io_phase(pair *p, void (*fn)(pair *p), int reset_fd)
 {
     int fds[2];
@@ -1701,9 +1707,7 @@ static void in_io_phase(pair *p, void (*fn)(pair *p), int reset_fd)
     CHECK_OK(csock_io_start(io, CSOCK_READABLE));
     h_spin(p->loop, 1);
     if (reset_fd >= 0) {
-        struct linger lg = {.l_onoff = 1, .l_linger = 0};
-        assert_int_equal(setsockopt(reset_fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
-        close(reset_fd); /* RST, which the kernel delivers to the stream's socket */
+        close_with_reset(reset_fd); /* the kernel delivers it to the stream's socket */
         /* (at once on loopback, unless softirqs were left to ksoftirqd
          * under load: wait until the socket shows it, consuming nothing) */
         struct pollfd pf = {.fd = csock_stream_fd(p->b.s), .events = POLLIN};
