@@ -497,6 +497,17 @@ static void resolve_target(bench_opts *o, const cli_tls *tls)
         cli_die(CLI_USAGE, "--tls-groups: '%s' is not a list of groups OpenSSL knows", o->tls_groups);
 }
 
+/* A loop that cannot start (CSOCK_BACKEND=uring where io_uring is
+ * forbidden) fails every thread: said now, in one line, not after the
+ * run's whole duration and a report of nothing. */
+static void check_loop(void)
+{
+    csock_loop *loop;
+    int rc = csock_loop_new(NULL, &loop);
+    if (rc < 0) cli_die_loop("bench: event loop", rc);
+    csock_loop_free(loop);
+}
+
 /* One thread a loop, each with its share of the connections; the start
  * and the end of the measured window are the same for all. */
 static uint64_t start_threads(const bench_opts *o, bench_thread *th)
@@ -615,6 +626,7 @@ int cli_bench(int argc, char **argv)
         return CLI_OK;
     }
     resolve_target(&o, &tls);
+    check_loop();
     o.raw = bench_raw_wanted(&o);
     size_series(&o);
     o.live = isatty(STDERR_FILENO);

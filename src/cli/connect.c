@@ -189,7 +189,7 @@ static int run_scan(const nc_opts *o)
     }
     cli_raise_nofile();
     int rc = csock_loop_new(NULL, &sc.loop);
-    if (rc < 0) cli_die(CLI_ERR, "event loop: %s", csock_strerror(rc));
+    if (rc < 0) cli_die_loop("event loop", rc);
     scan_next(&sc);
     if (sc.done < sc.n) csock_loop_run(sc.loop, CSOCK_RUN_DEFAULT);
     int any = 0;

@@ -36,7 +36,8 @@ static const char usage[] =
     "\n"
     "Environment:\n"
     "  CSOCK_BACKEND    event loop backend: auto (the default: io_uring where the\n"
-    "                   kernel allows it, else epoll), epoll, poll or uring\n"
+    "                   kernel allows it, else epoll), epoll, poll or uring;\n"
+    "                   csock --version says which one runs\n"
     "\n"
     "Try:  csock serve upper tcp://127.0.0.1:7000 udp://127.0.0.1:7000\n"
     "      echo hello | csock connect tcp://127.0.0.1:7000\n";
@@ -75,6 +76,18 @@ _Noreturn void cli_die(int status, const char *fmt, ...)
     fputc('\n', stderr);
     va_end(ap);
     exit(status);
+}
+
+/* A loop that would not start, or a server (its loops start first): with a
+ * backend named in CSOCK_BACKEND the line says so, as "Operation not
+ * permitted" alone does not tell that io_uring was asked for where it is
+ * forbidden (a container's seccomp profile). */
+_Noreturn void cli_die_loop(const char *what, int rc)
+{
+    const char *b = getenv("CSOCK_BACKEND");
+    if (b && *b && strcmp(b, "auto"))
+        cli_die(CLI_ERR, "%s: %s (CSOCK_BACKEND=%s)", what, csock_strerror(rc), b);
+    cli_die(CLI_ERR, "%s: %s", what, csock_strerror(rc));
 }
 
 void cli_addr(const char *text, int flags, csock_addr *out)
@@ -166,15 +179,36 @@ void cli_raise_nofile(void)
     }
 }
 
+/* Every loop a command makes reads $CSOCK_BACKEND (loop.c), and a name it
+ * does not know fails there as a bare -EINVAL: "csock: server: Invalid
+ * argument" told the user neither the variable nor its value. Checked once
+ * here, before any command (--version included: it names the backend), so
+ * the error says what is wrong. Status 1, as the man page has it. */
+static void check_backend_env(void)
+{
+    static const char *const known[] = {"auto", "uring", "epoll", "poll"};
+    const char *b = getenv("CSOCK_BACKEND");
+    if (!b || !*b) return;
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (!strcmp(b, known[i])) return;
+    cli_die(CLI_ERR, "CSOCK_BACKEND=%s: no such event loop backend (auto, uring, epoll or poll)", b);
+}
+
 /* The backend a loop gets here, now ($CSOCK_BACKEND, and for "auto"
- * whether the kernel allows io_uring). */
-static const char *cli_backend_name(void)
+ * whether the kernel allows io_uring); if none, why (CSOCK_BACKEND=uring
+ * where io_uring is forbidden). */
+static void print_version(void)
 {
     csock_loop *loop;
-    if (csock_loop_new(NULL, &loop) < 0) return "unavailable";
-    const char *name = csock_loop_backend(loop); /* a static string */
+    int rc = csock_loop_new(NULL, &loop);
+    if (rc < 0) {
+        const char *b = getenv("CSOCK_BACKEND");
+        printf("csock %s (event loop: unavailable: %s: %s)\n", csock_version(), b && *b ? b : "auto",
+               csock_strerror(rc));
+        return;
+    }
+    printf("csock %s (event loop: %s)\n", csock_version(), csock_loop_backend(loop));
     csock_loop_free(loop);
-    return name;
 }
 
 int main(int argc, char **argv)
@@ -189,8 +223,9 @@ int main(int argc, char **argv)
         fputs(usage, stdout);
         return CLI_OK;
     }
+    check_backend_env();
     if (!strcmp(cmd, "-V") || !strcmp(cmd, "--version")) {
-        printf("csock %s (event loop: %s)\n", csock_version(), cli_backend_name());
+        print_version();
         return CLI_OK;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)

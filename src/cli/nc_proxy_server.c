@@ -467,7 +467,7 @@ int nc_proxy_serve(const nc_opts *o, const char *target)
         cli_die(CLI_USAGE, "listen --proxy-type: %s: a proxy listens on tcp:// only", target);
     cli_raise_nofile();
     int rc = csock_loop_new(NULL, &srv.loop);
-    if (rc < 0) cli_die(CLI_ERR, "event loop: %s", csock_strerror(rc));
+    if (rc < 0) cli_die_loop("event loop", rc);
     cli_hold_stop_signals();
     static const int sigs[2] = {SIGINT, SIGTERM};
     for (int i = 0; i < 2; i++) {

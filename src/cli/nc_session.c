@@ -100,7 +100,7 @@ void nc_ctx_init(nc_ctx *c, const nc_opts *o)
     c->next_id = 1; /* <user0> is stdin, as in ncat */
     cli_raise_nofile();
     int rc = csock_loop_new(NULL, &c->loop);
-    if (rc < 0) cli_die(CLI_ERR, "event loop: %s", csock_strerror(rc));
+    if (rc < 0) cli_die_loop("event loop", rc);
     if (o->verbose) cli_say_backend(c->loop);
     cli_hold_stop_signals(); /* to the exit: the teardown is bounded */
     watch_signal(c, 1, SIGINT, on_stop_signal, 0);

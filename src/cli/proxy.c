@@ -451,7 +451,7 @@ int cli_proxy(int argc, char **argv)
     check_addresses(px, argv + optind, nlisten);
     cli_raise_nofile();
     int rc = csock_loop_new(NULL, &px->loop);
-    if (rc < 0) cli_die(CLI_ERR, "loop: %s", csock_strerror(rc));
+    if (rc < 0) cli_die_loop("event loop", rc);
     if (px->verbose) cli_say_backend(px->loop);
     /* SIGUSR2 is watched before any `listening` line: a restart asked for
      * as soon as one appears must not kill the process. */

@@ -433,7 +433,7 @@ int cli_serve(int argc, char **argv)
     if (any_ws) serve_ws_prepare(&srv);
     cli_hold_stop_signals(); /* the server watches them (handle_signals) */
     int rc = csock_server_new(&so, &srv.srv);
-    if (rc < 0) cli_die(CLI_ERR, "server: %s", csock_strerror(rc));
+    if (rc < 0) cli_die_loop("server", rc);
     if (srv.verbose) cli_say_backend(csock_server_loop(srv.srv, 0));
     /* SIGUSR2 is watched before any `listening` line: a restart asked for
      * as soon as one appears must not kill the process. */

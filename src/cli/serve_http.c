@@ -309,7 +309,7 @@ int cli_serve_http(int argc, char **argv)
     csock_server *srv;
     cli_hold_stop_signals(); /* the server watches them (handle_signals) */
     rc = csock_server_new(&sopts, &srv);
-    if (rc < 0) cli_die(CLI_ERR, "server: %s", csock_strerror(rc));
+    if (rc < 0) cli_die_loop("server", rc);
     rc = make_loops(srv, &a);
     if (rc < 0) cli_die(CLI_ERR, "serve http: %s", csock_strerror(rc));
     /* SIGUSR2 is watched before any `listening` line (see serve.c). */

@@ -15,19 +15,24 @@ from csocktest import (BIN, Server, Skipped, check, check_eq, csock, main, recv_
                        run)
 
 
-def version_backend(**env):
-    """The backend `csock --version` names, under env (other CSOCK_* unset)."""
+def run_with(env, *args):
+    """csock args with env set (other CSOCK_* unset); (status, stdout, stderr)."""
     saved = {k: os.environ.get(k) for k in ("CSOCK_BACKEND", "CSOCK_TEST_NO_URING")}
     try:
         for k in saved:
             os.environ.pop(k, None)
         os.environ.update(env)
-        rc, out, err = csock("--version")
+        return csock(*args, timeout=20)
     finally:
         for k, v in saved.items():
             os.environ.pop(k, None)
             if v is not None:
                 os.environ[k] = v
+
+
+def version_backend(**env):
+    """The backend `csock --version` names, under env (other CSOCK_* unset)."""
+    rc, out, err = run_with(env, "--version")
     check_eq(rc, 0, "csock --version exit status")
     line = out.decode().strip()
     check("(event loop: " in line, "--version names the backend: %r" % line)
@@ -55,8 +60,44 @@ def test_auto_falls_back_to_epoll():
              "auto without io_uring")
     # Named explicitly, io_uring that cannot start is not replaced behind
     # the user's back.
-    check_eq(version_backend(CSOCK_BACKEND="uring", CSOCK_TEST_NO_URING="1"), "unavailable",
-             "uring without io_uring")
+    # --version says why: "unavailable: uring: Operation not permitted".
+    got = version_backend(CSOCK_BACKEND="uring", CSOCK_TEST_NO_URING="1")
+    check(got.startswith("unavailable: uring: "), "uring without io_uring: %r" % got)
+
+
+# Each refused before it listens, connects or runs: a port that nothing
+# serves (9, discard) is never reached. bench's 60 s run would outlast
+# run_with's 20 s bound if it ran before failing.
+COMMANDS = (("--version",), ("serve", "echo", "tcp://127.0.0.1:0"),
+            ("serve", "http", ".", "tcp://127.0.0.1:0"), ("connect", "127.0.0.1", "9"),
+            ("listen", "127.0.0.1", "0"), ("proxy", "tcp://127.0.0.1:0", "--to", "tcp://127.0.0.1:9"),
+            ("bench", "tcp://127.0.0.1:9", "-D", "60"))
+
+
+def test_unknown_backend_is_named():
+    """A CSOCK_BACKEND that names no backend: one line that names the
+    variable and its value, status 1 (the man page's), for every command;
+    --help still answers."""
+    for args in COMMANDS:
+        rc, _, err = run_with({"CSOCK_BACKEND": "bogus"}, *args)
+        check_eq(rc, 1, "csock %s with CSOCK_BACKEND=bogus: status" % args[0])
+        lines = err.strip().splitlines()
+        check(len(lines) == 1 and "CSOCK_BACKEND=bogus" in lines[0] and "auto, uring, epoll or poll" in lines[0],
+              "csock %s with CSOCK_BACKEND=bogus: %r" % (args[0], err))
+    rc, _, err = run_with({"CSOCK_BACKEND": "bogus"}, "--help")
+    check_eq(rc, 0, "csock --help with CSOCK_BACKEND=bogus")
+
+
+def test_refused_uring_is_named():
+    """CSOCK_BACKEND=uring where io_uring is forbidden: each command that
+    makes a loop fails at once with one line that says io_uring was
+    asked for (not "Operation not permitted" alone)."""
+    for args in COMMANDS[1:]:
+        rc, _, err = run_with({"CSOCK_BACKEND": "uring", "CSOCK_TEST_NO_URING": "1"}, *args)
+        check_eq(rc, 1, "csock %s with io_uring refused: status" % args[0])
+        lines = err.strip().splitlines()
+        check(len(lines) == 1 and lines[0].endswith("(CSOCK_BACKEND=uring)"),
+              "csock %s with io_uring refused: %r" % (args[0], err))
 
 
 def test_served_on_the_fallback():
