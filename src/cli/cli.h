@@ -36,7 +36,7 @@ uint64_t cli_seconds(const char *opt, const char *text);
 /* Die with "unknown option" / "missing argument" for a getopt error char. */
 _Noreturn void cli_bad_option(const char *cmd, int c, int optopt_char, const char *arg);
 
-/* Block SIGPIPE (writes report EPIPE instead) and make stdout line-clean. */
+/* Ignore SIGPIPE and SIGXFSZ (writes report EPIPE, EFBIG instead). */
 void cli_init_process(void);
 /* Raise RLIMIT_NOFILE to its hard limit: servers hold many connections. */
 void cli_raise_nofile(void);

@@ -151,6 +151,11 @@ void cli_init_process(void)
 {
     /* A peer that goes away must surface as EPIPE, never kill us. */
     signal(SIGPIPE, SIG_IGN);
+    /* Nor a file grown to RLIMIT_FSIZE (`ulimit -f`): an access log, or
+     * standard output redirected to a file, fails with EFBIG (a server
+     * keeps serving without its log; connect reports a write error) where
+     * SIGXFSZ's default action would kill the process. */
+    signal(SIGXFSZ, SIG_IGN);
 }
 
 /* Why: a loop that stops watching a signal it blocked itself unblocks it

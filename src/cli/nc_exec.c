@@ -94,12 +94,12 @@ size_t on_child_out(csock_stream *s, int status, const char *buf, size_t len)
 
 static int spawn_attrs(posix_spawnattr_t *attr)
 {
-    /* We block signals for signalfd and ignore SIGPIPE; the child must
-     * start with a clean mask and default dispositions. */
+    /* We block signals for signalfd and ignore SIGPIPE and SIGXFSZ; the
+     * child must start with a clean mask and default dispositions. */
     sigset_t none, dfl;
     sigemptyset(&none);
     sigemptyset(&dfl);
-    int sigs[] = {SIGPIPE, SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+    int sigs[] = {SIGPIPE, SIGXFSZ, SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGQUIT};
     for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
         sigaddset(&dfl, sigs[i]);
     int rc = posix_spawnattr_init(attr);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <unistd.h>
 
@@ -214,6 +215,14 @@ void csock__static_snapshot(csock_http_static *st, const centry *ce, const char 
         st->snaps->refs = 1; /* the handler's */
     }
     if (st->snaps->used + bytes > SNAP_BUDGET) return;
+    /* A snapshot longer than RLIMIT_FSIZE allows (`ulimit -f`) fails with
+     * EFBIG, and the write that fails raises SIGXFSZ first, whose default
+     * action kills the process: a library must not, and a server without a
+     * snapshot still answers from the file. Asked at each try (one cheap
+     * system call, at most once per file per SNAP_RETRY_MS): the limit can
+     * change while the handler lives. */
+    struct rlimit fsz;
+    if (getrlimit(RLIMIT_FSIZE, &fsz) == 0 && fsz.rlim_cur != RLIM_INFINITY && bytes > fsz.rlim_cur) return;
     sharedfd *f = malloc(sizeof *f + hlen);
     if (!f) return;
     int tmpfile;

@@ -15,7 +15,9 @@ the cached descriptor is closed at the first request after it expired; and
 more large files than the snapshot budget (16 MiB) are all answered whole
 while the snapshots alive stay within it.
 Answers in flight share the cached descriptor (no copy per answer); one
-replaced while they are stalled stays open until the last is sent.
+replaced while they are stalled stays open until the last is sent. Under
+a file size limit (RLIMIT_FSIZE) no snapshot past it is made and the
+server lives on.
 Runs on the epoll and the io_uring backend. Prints "N passed, M failed";
 exits non-zero on any failure or sanitizer report in the server's
 stderr."""
@@ -395,10 +397,37 @@ def memfd_default():
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def file_size_limit():
+    """Under a file size limit (`ulimit -f`; here 4 KiB, by prlimit) below a
+    snapshot's size the server makes none, and is not killed by the
+    SIGXFSZ a longer write would raise (it was, at the second answer of a
+    large file): every answer whole; its access log stops at the limit and
+    the server goes on."""
+    tmp = tempfile.mkdtemp(prefix="csock-fcache-")
+    data = body_of(9, 100 * 1024)
+    with open(os.path.join(tmp, "big.bin"), "wb") as f:
+        f.write(data)
+    log = os.path.join(tmp, "access.log")
+    srv = httpkit.Server(tmp, "--threads", "1", "--access-log", log, check=check,
+                         prefix=("prlimit", "--fsize=4096"))
+    try:
+        n = 80  # log lines of ~60 bytes: past 4 KiB
+        whole = sum(get(srv.port, "/big.bin")[2] == data for _ in range(n))
+        check("RLIMIT_FSIZE below a snapshot: every 100 KB answer whole", whole == n, whole)
+        check("RLIMIT_FSIZE below a snapshot: none made", snapshots(srv.p.pid) == [],
+              snapshots(srv.p.pid))
+        size = os.path.getsize(log)
+        check("RLIMIT_FSIZE: the access log stops at the limit", 0 < size <= 4096, size)
+    finally:
+        srv.stop()  # alive, status 0
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main():
     run("epoll")
     run("uring")
     memfd_default()
+    file_size_limit()
     tally.finish()
 
 

@@ -5,8 +5,9 @@
  * an answer holds it, and snapshots (head and body in a memfd, or an
  * unlinked file in the snapshot directory) are made at most every
  * SNAP_RETRY_MS, within the file, head and memory limits; a directory
- * that refuses one rests, and a sandbox that refuses memfds (seccomp, in
- * a child) turns snapshots off only where no directory is to be tried. */
+ * that refuses one rests, a sandbox that refuses memfds (seccomp, in a
+ * child) turns snapshots off only where no directory is to be tried, and
+ * none is made past RLIMIT_FSIZE (in a child). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -368,9 +369,11 @@ static void snapshot_dir_that_cannot_hold_one(void **state)
 }
 
 /* The handler made with the test's directory as its snapshot directory,
- * big.bin cached at 5000, and a first snapshot refused there (past the
- * file size limit: EFBIG, as ENOSPC or EDQUOT would be): that try makes
- * none, and the directory rests until 5000 + SNAP_DIR_RETRY_MS. */
+ * big.bin cached at 5000, and a first snapshot refused there: that try
+ * makes a memfd, and the directory rests until 5000 + SNAP_DIR_RETRY_MS. The
+ * refusal: for that try the handler's directory is /proc's, which takes no
+ * O_TMPFILE, as a directory remounted read-only refuses one (a refused
+ * copy into the file, ENOSPC, is dir_that_refuses_the_copy_rests'). */
 static const centry *refused_by_the_dir(fixture *f)
 {
     need_tmpfile(f->dir);
@@ -378,22 +381,22 @@ static const centry *refused_by_the_dir(fixture *f)
     write_pattern(f, 20000);
     const centry *e = put(f, 5000);
     sharedfd *file = e->sfd;
-    struct rlimit old, small;
-    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
-    small = (struct rlimit){10000, old.rlim_max};
     assert_int_equal(f->st->snapdir_rest_until, 0);
-    void (*was)(int) = signal(SIGXFSZ, SIG_IGN);
-    assert_int_equal(setrlimit(RLIMIT_FSIZE, &small), 0);
+    int dir = f->st->snapdir, proc = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(proc >= 0);
+    f->st->snapdir = proc;
     csock__static_snapshot(f->st, e, HEAD, HLEN, 5000);
-    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
-    signal(SIGXFSZ, was);
-    assert_ptr_equal(e->sfd, file); /* that try made none */
+    f->st->snapdir = dir;
+    close(proc);
+    assert_ptr_not_equal(e->sfd, file); /* that try's snapshot: a memfd */
+    assert_memfd(e->sfd->fd);
+    assert_snapshot(e->sfd->fd, 20000);
     assert_int_equal(f->st->snapdir_rest_until, 5000 + SNAP_DIR_RETRY_MS);
     return e;
 }
 
-/* A snapshot directory that refuses the copy fails that try; the next,
- * SNAP_RETRY_MS later, is a memfd; SNAP_DIR_RETRY_MS later the directory
+/* A snapshot directory that refuses a file rests: that try and the next,
+ * SNAP_RETRY_MS later, make memfds; SNAP_DIR_RETRY_MS later the directory
  * is tried again. */
 static void refusing_snapshot_dir_rests(void **state)
 {
@@ -411,15 +414,15 @@ static void refusing_snapshot_dir_rests(void **state)
     assert_int_equal(entries(f->dir), 1); /* big.bin alone */
 }
 
-/* From here on memfd_create fails with EPERM, as a sandbox's seccomp
+/* From here on system call `nr` fails with `err`, as a sandbox's seccomp
  * filter makes it (no arch check: a test on the build's own ABI). For a
  * child process only: a filter is never lifted. */
-static int refuse_memfd(void)
+static int refuse_syscall(long nr, int err)
 {
     struct sock_filter prog[] = {
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_memfd_create, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)nr, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (unsigned)err),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
     };
     struct sock_fprog fp = {(unsigned short)(sizeof prog / sizeof prog[0]), prog};
@@ -427,12 +430,53 @@ static int refuse_memfd(void)
     return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fp);
 }
 
+/* Run child(f, e, file) in a child process (seccomp filters and resource
+ * limits stay there; no cmocka asserts in it: they would unwind into the
+ * child's copy of the runner). Its exit status names the check that
+ * failed; 77 skips; a signal fails. */
+static void in_child(int (*child)(fixture *, const centry *, sharedfd *), fixture *f, const centry *e)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) _exit(child(f, e, e->sfd));
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (WIFSIGNALED(status)) fail_msg("the child died of signal %d", WTERMSIG(status));
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) == 77) skip(); /* (no seccomp filters, or a lower hard limit) */
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* The child's part of dir_that_refuses_the_copy_rests. */
+static int refused_copy_child(fixture *f, const centry *e, sharedfd *file)
+{
+    if (refuse_syscall(SYS_sendfile, ENOSPC)) return 77;
+    csock__static_snapshot(f->st, e, HEAD, HLEN, 5000);
+    if (e->sfd != file) return 10;
+    if (f->st->snapdir_rest_until != 5000 + SNAP_DIR_RETRY_MS) return 11;
+    return 0;
+}
+
+/* A snapshot directory whose file takes the head but not the body (a
+ * full disk: the copy, a sendfile into it, fails with ENOSPC) fails that
+ * try and rests; the unlinked file goes (nothing left in the directory). */
+static void dir_that_refuses_the_copy_rests(void **state)
+{
+    fixture *f = *state;
+    need_tmpfile(f->dir);
+    remake(f, f->dir);
+    write_pattern(f, 20000);
+    in_child(refused_copy_child, f, put(f, 5000));
+    assert_int_equal(entries(f->dir), 1); /* big.bin alone */
+}
+
 /* The child's part of memfd_refused_while_the_dir_rests (no cmocka
  * asserts there: they would unwind into the child's copy of the runner).
  * Its exit status names the check that failed. */
 static int refused_memfd_child(fixture *f, const centry *e, sharedfd *file)
 {
-    if (refuse_memfd()) return 77;
+    if (refuse_syscall(SYS_memfd_create, EPERM)) return 77;
     errno = 0;
     if (syscall(SYS_memfd_create, "probe", 0) >= 0 || errno != EPERM) return 10;
     csock__static_snapshot(f->st, e, HEAD, HLEN, 5000 + SNAP_RETRY_MS); /* resting: a memfd, refused */
@@ -470,18 +514,39 @@ static int refused_memfd_child(fixture *f, const centry *e, sharedfd *file)
 static void memfd_refused_while_the_dir_rests(void **state)
 {
     fixture *f = *state;
-    const centry *e = refused_by_the_dir(f);
-    sharedfd *file = e->sfd;
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) _exit(refused_memfd_child(f, e, file));
-    int status;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status));
-    if (WEXITSTATUS(status) == 77) skip(); /* no seccomp filters here */
-    assert_int_equal(WEXITSTATUS(status), 0);
+    in_child(refused_memfd_child, f, refused_by_the_dir(f));
     assert_int_equal(entries(f->dir), 1); /* big.bin alone: the child's snapshot had no name */
+}
+
+/* The child's part of no_snapshot_past_the_file_size_limit: its status
+ * names the failed check; SIGXFSZ (left at its default action) kills it. */
+static int fsize_limited_child(fixture *f, const centry *e, sharedfd *file)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_FSIZE, &rl) || rl.rlim_max < HLEN + 20000) return 77;
+    rl.rlim_cur = HLEN + 20000 - 1; /* a byte short of the snapshot */
+    if (setrlimit(RLIMIT_FSIZE, &rl)) return 77;
+    signal(SIGXFSZ, SIG_DFL);
+    csock__static_snapshot(f->st, e, HEAD, HLEN, 5000);
+    if (e->sfd != file || e->sfd->budget) return 10; /* no snapshot */
+    if (f->st->no_snap) return 11;                   /* not turned off: the limit may rise */
+    rl.rlim_cur = HLEN + 20000;
+    if (setrlimit(RLIMIT_FSIZE, &rl)) return 77;
+    csock__static_snapshot(f->st, e, HEAD, HLEN, 5000 + SNAP_RETRY_MS);
+    if (e->sfd == file || !e->sfd->budget) return 12; /* it fits now */
+    return 0;
+}
+
+/* A process whose RLIMIT_FSIZE is below a snapshot's size (`ulimit -f`)
+ * gets none, and is not killed by the SIGXFSZ a too-long write raises
+ * (its default action; a server that dies with its second answer of a
+ * large file, as csock serve http did); the limit raised, the next try
+ * makes one. In a child: the limit and the signal are the process's. */
+static void no_snapshot_past_the_file_size_limit(void **state)
+{
+    fixture *f = *state;
+    write_pattern(f, 20000);
+    in_child(fsize_limited_child, f, put(f, 5000));
 }
 
 int main(void)
@@ -498,7 +563,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(snapshot_in_the_snapshot_dir, setup, teardown),
         cmocka_unit_test_setup_teardown(snapshot_dir_that_cannot_hold_one, setup, teardown),
         cmocka_unit_test_setup_teardown(refusing_snapshot_dir_rests, setup, teardown),
+        cmocka_unit_test_setup_teardown(dir_that_refuses_the_copy_rests, setup, teardown),
         cmocka_unit_test_setup_teardown(memfd_refused_while_the_dir_rests, setup, teardown),
+        cmocka_unit_test_setup_teardown(no_snapshot_past_the_file_size_limit, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
