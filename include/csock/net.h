@@ -177,6 +177,15 @@ CSOCK_API int csock_stream_write_file_ref(csock_stream *s, int fd, off_t offset,
 /* Bytes queued and not yet taken by the kernel. */
 CSOCK_API size_t csock_stream_write_queue_size(const csock_stream *s);
 
+/* The error that failed the stream (a negative errno or a CSOCK_E* code)
+ * from the moment csock finds it, before the callback that reports it runs
+ * (errors reach callbacks from the loop, never from inside the call that
+ * found them, and a failed stream's write queue is emptied): 0 while the
+ * stream works. The end of the peer's data (CSOCK_EOF) is not a failure.
+ * Lets code that finishes on "queue empty" tell a queue sent from one
+ * dropped. */
+CSOCK_API int csock_stream_error(const csock_stream *s);
+
 /* Bytes this stream has delivered to its reader and bytes of the
  * application's data that have left for the peer (for TLS: plaintext on both
  * sides). Either pointer may be NULL. Returns 0.

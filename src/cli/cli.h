@@ -17,10 +17,10 @@ enum {
 
 /* One line to stderr: "csock: <what>", then exit(status). */
 _Noreturn void cli_die(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* One line to stderr, no exit. */
-/* "csock: <what>: <error> (CSOCK_BACKEND=<name>)" when a loop or server
- * would not start, then exit(CLI_ERR). */
+/* "csock: <what>: <error>" when a loop or server would not start, naming
+ * CSOCK_BACKEND where it is the cause; then exit(CLI_ERR). */
 _Noreturn void cli_die_loop(const char *what, int rc);
+/* One line to stderr, no exit. */
 void cli_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void cli_say_backend(const csock_loop *loop); /* -v: "event loop: uring" */
 

@@ -1,4 +1,5 @@
 /* csock: the command-line tool on libcsock. One file per subcommand. */
+#include <ctype.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -78,15 +79,32 @@ _Noreturn void cli_die(int status, const char *fmt, ...)
     exit(status);
 }
 
-/* A loop that would not start, or a server (its loops start first): with a
- * backend named in CSOCK_BACKEND the line says so, as "Operation not
- * permitted" alone does not tell that io_uring was asked for where it is
- * forbidden (a container's seccomp profile). */
+/* Is b a name loop.c knows for $CSOCK_BACKEND? */
+static int backend_known(const char *b)
+{
+    static const char *const known[] = {"auto", "uring", "epoll", "poll"};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (!strcmp(b, known[i])) return 1;
+    return 0;
+}
+
+/* A loop that would not start, or a server (its loops start first). An
+ * unknown $CSOCK_BACKEND fails every loop as a bare -EINVAL, which said
+ * "csock: server: Invalid argument": the line names the variable and its
+ * value (cut at a control character: one line) instead. io_uring named and
+ * refused (a container's seccomp profile) says that it was named, as
+ * "Operation not permitted" alone does not. Said where a loop is made, so
+ * --help, usage errors and commands without a loop are untouched. */
 _Noreturn void cli_die_loop(const char *what, int rc)
 {
     const char *b = getenv("CSOCK_BACKEND");
-    if (b && *b && strcmp(b, "auto"))
-        cli_die(CLI_ERR, "%s: %s (CSOCK_BACKEND=%s)", what, csock_strerror(rc), b);
+    if (rc == -EINVAL && b && *b && !backend_known(b)) {
+        int n = 0;
+        while (b[n] && n < 64 && !iscntrl((unsigned char)b[n])) n++;
+        cli_die(CLI_ERR, "CSOCK_BACKEND=%.*s%s: no such event loop backend (auto, uring, epoll or poll)", n, b,
+                b[n] ? "..." : "");
+    }
+    if (b && !strcmp(b, "uring")) cli_die(CLI_ERR, "%s: %s (CSOCK_BACKEND=uring)", what, csock_strerror(rc));
     cli_die(CLI_ERR, "%s: %s", what, csock_strerror(rc));
 }
 
@@ -184,30 +202,16 @@ void cli_raise_nofile(void)
     }
 }
 
-/* Every loop a command makes reads $CSOCK_BACKEND (loop.c), and a name it
- * does not know fails there as a bare -EINVAL: "csock: server: Invalid
- * argument" told the user neither the variable nor its value. Checked once
- * here, before any command (--version included: it names the backend), so
- * the error says what is wrong. Status 1, as the man page has it. */
-static void check_backend_env(void)
-{
-    static const char *const known[] = {"auto", "uring", "epoll", "poll"};
-    const char *b = getenv("CSOCK_BACKEND");
-    if (!b || !*b) return;
-    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-        if (!strcmp(b, known[i])) return;
-    cli_die(CLI_ERR, "CSOCK_BACKEND=%s: no such event loop backend (auto, uring, epoll or poll)", b);
-}
-
 /* The backend a loop gets here, now ($CSOCK_BACKEND, and for "auto"
  * whether the kernel allows io_uring); if none, why (CSOCK_BACKEND=uring
- * where io_uring is forbidden). */
+ * where io_uring is forbidden; an unknown name is an error, status 1). */
 static void print_version(void)
 {
     csock_loop *loop;
     int rc = csock_loop_new(NULL, &loop);
+    const char *b = getenv("CSOCK_BACKEND");
+    if (rc == -EINVAL && b && *b && !backend_known(b)) cli_die_loop("event loop", rc);
     if (rc < 0) {
-        const char *b = getenv("CSOCK_BACKEND");
         printf("csock %s (event loop: unavailable: %s: %s)\n", csock_version(), b && *b ? b : "auto",
                csock_strerror(rc));
         return;
@@ -228,7 +232,6 @@ int main(int argc, char **argv)
         fputs(usage, stdout);
         return CLI_OK;
     }
-    check_backend_env();
     if (!strcmp(cmd, "-V") || !strcmp(cmd, "--version")) {
         print_version();
         return CLI_OK;

@@ -125,8 +125,9 @@ void out_write(nc_ctx *c, const char *buf, size_t len)
     if (!c->out || c->o->send_only || !len) return;
     int rc = csock_stream_write(c->out, buf, len);
     if (rc < 0) {
-        /* Bytes stdout cannot take would be lost without a word. */
-        cli_warn("stdout: %s", csock_strerror(rc));
+        /* Bytes stdout cannot take would be lost without a word (one: the
+         * chunks that follow in the same turn fail the same way). */
+        if (!c->stopped) cli_warn("stdout: %s", csock_strerror(rc));
         return nc_finish(c, CLI_ERR);
     }
     if (!c->out_congested && csock_stream_write_queue_size(c->out) > HIGH_WATER) {
@@ -325,6 +326,7 @@ void on_out_drain(csock_stream *out, int status)
 {
     nc_ctx *c = csock_stream_data(out);
     if (status < 0) {
+        if (c->stopped) return; /* said already (out_write), or stopping anyway */
         cli_warn("stdout: %s", csock_strerror(status));
         return nc_finish(c, CLI_ERR);
     }

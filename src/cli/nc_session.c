@@ -40,6 +40,10 @@ void check_done(nc_ctx *c)
                (!c->o->keep_open && c->served && !c->npeers && !c->nchildren);
     if (!over || last_words(c)) return; /* their close calls again */
     if (c->out && csock_stream_write_queue_size(c->out)) return; /* on_out_drain calls again */
+    /* A failed stdout's queue is empty too (dropped, not written: a file at
+     * its size limit, found by the write that came with the peer's last
+     * bytes): on_out_drain reports it, status 1, a moment later. */
+    if (c->out && csock_stream_error(c->out)) return;
     nc_finish(c, c->status);
 }
 

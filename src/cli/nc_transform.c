@@ -1,6 +1,7 @@
 /* Byte transforms of the relay: the -x hex dump, -C CRLF, --chat tags and
  * the cutting of input lines into datagrams. */
 #include <ctype.h>
+#include <errno.h>
 #include <string.h>
 
 #include "cli/netcat.h"
@@ -54,22 +55,33 @@ static void dump_ncat(FILE *f, const char *buf, size_t len)
     }
 }
 
+/* Flush a capture file; one that cannot be written (a full disk, or the
+ * file size limit: csock ignores SIGXFSZ) loses what follows, said once
+ * per file (bit), and the session goes on. */
+static void capture_flush(nc_ctx *c, FILE *f, int bit, const char *opt, const char *path)
+{
+    if (fflush(f) == 0 && !ferror(f)) return;
+    if (c->capture_failed & bit) return;
+    c->capture_failed |= bit;
+    cli_warn("%s %s: %s (what follows is not captured)", opt, path, strerror(errno));
+}
+
 /* Every chunk sent to (`sent`) or received from peer p: -o gets the bytes,
  * -x the dump. */
-void hexdump(const nc_ctx *c, int sent, const nc_peer *p, const char *buf, size_t len)
+void hexdump(nc_ctx *c, int sent, const nc_peer *p, const char *buf, size_t len)
 {
     const nc_opts *o = c->o;
     if (!len) return;
     if (o->output) {
         fwrite(buf, 1, len, o->output);
-        fflush(o->output);
+        capture_flush(c, o->output, 1, "--output", o->output_path);
     }
     if (!o->hexdump) return;
     if (o->hexdump_annotated)
         dump_annotated(o->hexdump, sent, p, buf, len);
     else
         dump_ncat(o->hexdump, buf, len);
-    fflush(o->hexdump);
+    capture_flush(c, o->hexdump, 2, o->hexdump_annotated ? "--hex-dump-annotated" : "--hex-dump", o->dump_path);
 }
 
 /* -C: a LF not already after a CR goes out as CRLF. *cr carries the last

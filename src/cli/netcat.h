@@ -208,6 +208,7 @@ struct nc_ctx {
     size_t nchildren, cap_children;
     unsigned peers_congested; /* peer sinks over the high water mark */
     int out_congested;        /* stdout over the high water mark */
+    int capture_failed;       /* -o (1), -x (2): a write failed, said once */
     int in_eof;               /* stdin has ended */
     int in_reading;           /* stdin reading is on */
     int eof_grace;            /* the peer's EOF came first: the quiet timer waits for stdin */
@@ -328,7 +329,7 @@ void cidr_parse_list(const char *opt, const char *text, nc_cidr_list *l);
 void cidr_parse_file(const char *opt, const char *path, nc_cidr_list *l);
 
 /* nc_transform.c: pure byte transforms (and the -o copy, the -x dump). */
-void hexdump(const nc_ctx *c, int sent, const nc_peer *p, const char *buf, size_t len);
+void hexdump(nc_ctx *c, int sent, const nc_peer *p, const char *buf, size_t len);
 size_t to_crlf(const char *in, size_t len, char *out, int *cr);
 size_t chat_escape(const char *in, size_t len, char *out);
 size_t chat_tag(const char *tag, const char *in, size_t len, char *out);

@@ -392,6 +392,7 @@ void csock_stream_close(csock_stream *s, csock_stream_close_cb cb)
 
 void csock_stream_on_close(csock_stream *s, csock_stream_close_cb cb) { s->close_cb = cb; }
 int csock_stream_draining(const csock_stream *s) { return (s->flags & F_DRAIN) != 0; }
+int csock_stream_error(const csock_stream *s) { return s->flags & F_FAILED ? s->err : 0; }
 
 void csock_stream_end(csock_stream *s, csock_stream_close_cb cb)
 {

@@ -76,16 +76,23 @@ COMMANDS = (("--version",), ("serve", "echo", "tcp://127.0.0.1:0"),
 
 def test_unknown_backend_is_named():
     """A CSOCK_BACKEND that names no backend: one line that names the
-    variable and its value, status 1 (the man page's), for every command;
-    --help still answers."""
+    variable and its value, status 1 (the man page's), for every command
+    that makes a loop; help and usage errors are as without it."""
     for args in COMMANDS:
         rc, _, err = run_with({"CSOCK_BACKEND": "bogus"}, *args)
         check_eq(rc, 1, "csock %s with CSOCK_BACKEND=bogus: status" % args[0])
         lines = err.strip().splitlines()
         check(len(lines) == 1 and "CSOCK_BACKEND=bogus" in lines[0] and "auto, uring, epoll or poll" in lines[0],
               "csock %s with CSOCK_BACKEND=bogus: %r" % (args[0], err))
-    rc, _, err = run_with({"CSOCK_BACKEND": "bogus"}, "--help")
-    check_eq(rc, 0, "csock --help with CSOCK_BACKEND=bogus")
+    for args in (("--help",), ("serve", "--help"), ("connect", "--help"), ("bench", "--help")):
+        rc, _, err = run_with({"CSOCK_BACKEND": "bogus"}, *args)
+        check_eq(rc, 0, "csock %s with CSOCK_BACKEND=bogus" % " ".join(args))
+    rc, _, err = run_with({"CSOCK_BACKEND": "bogus"}, "frob")
+    check_eq(rc, 2, "an unknown command with CSOCK_BACKEND=bogus: still a usage error")
+    # A value with a newline still makes one line.
+    rc, _, err = run_with({"CSOCK_BACKEND": "a\nb"}, "--version")
+    check(rc == 1 and len(err.strip().splitlines()) == 1 and "CSOCK_BACKEND=a..." in err,
+          "CSOCK_BACKEND with a newline: %r" % err)
 
 
 def test_refused_uring_is_named():
