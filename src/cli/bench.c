@@ -497,15 +497,18 @@ static void resolve_target(bench_opts *o, const cli_tls *tls)
         cli_die(CLI_USAGE, "--tls-groups: '%s' is not a list of groups OpenSSL knows", o->tls_groups);
 }
 
-/* A loop that cannot start (CSOCK_BACKEND=uring where io_uring is
- * forbidden) fails every thread: said now, in one line, not after the
- * run's whole duration and a report of nothing. */
-static void check_loop(void)
+/* The backend the threads' loops will get (a static string), from one
+ * loop made now: a loop that cannot start (CSOCK_BACKEND=uring where
+ * io_uring is forbidden) fails every thread, so it is said now, in one
+ * line, not after the run's whole duration and a report of nothing. */
+static const char *loop_backend(void)
 {
     csock_loop *loop;
     int rc = csock_loop_new(NULL, &loop);
     if (rc < 0) cli_die_loop("bench: event loop", rc);
+    const char *name = csock_loop_backend(loop);
     csock_loop_free(loop);
+    return name;
 }
 
 /* One thread a loop, each with its share of the connections; the start
@@ -626,8 +629,7 @@ int cli_bench(int argc, char **argv)
         return CLI_OK;
     }
     resolve_target(&o, &tls);
-    check_loop();
-    o.raw = bench_raw_wanted(&o);
+    o.raw = bench_raw_wanted(&o, loop_backend());
     size_series(&o);
     o.live = isatty(STDERR_FILENO);
     make_patterns(&o);

@@ -99,8 +99,8 @@ size_t bench_msg_off(const conn *c, uint64_t k);
 /* Whether this run drives its sockets directly: plain tcp:// or unix:,
  * --echo or --upper, not --streams, and a readiness backend (io_uring's
  * streams do their I/O by completion, which a readiness watcher would
- * only slow down). */
-int bench_raw_wanted(const bench_opts *o);
+ * only slow down). `backend`: the one the threads' loops will get. */
+int bench_raw_wanted(const bench_opts *o, const char *backend);
 /* Begin a connect; errors are counted and retried as for a stream. */
 void bench_raw_connect(conn *c);
 /* Write messages [wseq, sent), many in one sendmsg(2); what the socket

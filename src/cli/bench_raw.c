@@ -18,16 +18,12 @@
 
 #include "cli/bench_conn.h"
 
-int bench_raw_wanted(const bench_opts *o)
+int bench_raw_wanted(const bench_opts *o, const char *backend)
 {
     if (o->streams || o->tls || o->ws || o->udp || o->mode == BENCH_HTTP ||
         (o->addr.scheme != CSOCK_TCP && o->addr.scheme != CSOCK_UNIX))
         return 0;
-    csock_loop *loop; /* the backend the threads' loops will get */
-    if (csock_loop_new(NULL, &loop) < 0) return 0;
-    int uring = !strcmp(csock_loop_backend(loop), "uring");
-    csock_loop_free(loop);
-    return !uring;
+    return strcmp(backend, "uring") != 0;
 }
 
 static int watch(conn *c, int events)

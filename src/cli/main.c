@@ -79,13 +79,16 @@ _Noreturn void cli_die(int status, const char *fmt, ...)
     exit(status);
 }
 
-/* Is b a name loop.c knows for $CSOCK_BACKEND? */
-static int backend_known(const char *b)
+/* $CSOCK_BACKEND when it names no backend loop.c knows, which is why a
+ * loop failed with `rc` (-EINVAL); else NULL. */
+static const char *unknown_backend(int rc)
 {
     static const char *const known[] = {"auto", "uring", "epoll", "poll"};
+    const char *b = getenv("CSOCK_BACKEND");
+    if (rc != -EINVAL || !b || !*b) return NULL;
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-        if (!strcmp(b, known[i])) return 1;
-    return 0;
+        if (!strcmp(b, known[i])) return NULL;
+    return b;
 }
 
 /* A loop that would not start, or a server (its loops start first). An
@@ -97,13 +100,14 @@ static int backend_known(const char *b)
  * --help, usage errors and commands without a loop are untouched. */
 _Noreturn void cli_die_loop(const char *what, int rc)
 {
-    const char *b = getenv("CSOCK_BACKEND");
-    if (rc == -EINVAL && b && *b && !backend_known(b)) {
+    const char *bad = unknown_backend(rc);
+    if (bad) {
         int n = 0;
-        while (b[n] && n < 64 && !iscntrl((unsigned char)b[n])) n++;
-        cli_die(CLI_ERR, "CSOCK_BACKEND=%.*s%s: no such event loop backend (auto, uring, epoll or poll)", n, b,
-                b[n] ? "..." : "");
+        while (bad[n] && n < 64 && !iscntrl((unsigned char)bad[n])) n++;
+        cli_die(CLI_ERR, "CSOCK_BACKEND=%.*s%s: no such event loop backend (auto, uring, epoll or poll)", n, bad,
+                bad[n] ? "..." : "");
     }
+    const char *b = getenv("CSOCK_BACKEND");
     if (b && !strcmp(b, "uring")) cli_die(CLI_ERR, "%s: %s (CSOCK_BACKEND=uring)", what, csock_strerror(rc));
     cli_die(CLI_ERR, "%s: %s", what, csock_strerror(rc));
 }
@@ -209,8 +213,8 @@ static void print_version(void)
 {
     csock_loop *loop;
     int rc = csock_loop_new(NULL, &loop);
+    if (unknown_backend(rc)) cli_die_loop("event loop", rc);
     const char *b = getenv("CSOCK_BACKEND");
-    if (rc == -EINVAL && b && *b && !backend_known(b)) cli_die_loop("event loop", rc);
     if (rc < 0) {
         printf("csock %s (event loop: unavailable: %s: %s)\n", csock_version(), b && *b ? b : "auto",
                csock_strerror(rc));
